@@ -1,0 +1,150 @@
+"""Per-customer summaries that the models and segments read.
+
+:func:`summarize` turns a transaction log into one row per customer with the
+"recency, frequency, monetary value" summary of the buy-till-you-die
+literature, computed in DuckDB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from retain.errors import DataError, SchemaError
+from retain.store import Store
+
+UNIT_DAYS: dict[str, int] = {"D": 1, "W": 7}
+GRAINS: dict[str, str] = {"D": "day", "W": "week"}
+
+SUMMARY_SQL = """
+WITH tx AS (
+    SELECT
+        CAST(customer_id AS VARCHAR)                  AS customer_id,
+        date_trunc($grain, CAST(ts AS TIMESTAMP))     AS period,
+        CAST(amount AS DOUBLE)                        AS amount
+    FROM src
+    WHERE customer_id IS NOT NULL AND ts IS NOT NULL
+),
+periods AS (
+    -- purchases in the same grain period count as one, their values summed
+    SELECT customer_id, period, sum(amount) AS amount
+    FROM tx
+    WHERE period <= date_trunc($grain, $observation_end)
+    GROUP BY customer_id, period
+)
+SELECT
+    customer_id,
+    count(*) - 1                                                        AS frequency,
+    date_diff('day', min(period), max(period)) / $unit_days             AS recency,
+    date_diff('day', min(period), date_trunc($grain, $observation_end)) / $unit_days AS T,
+    CASE WHEN count(*) > 1
+         THEN (sum(amount) - arg_min(amount, period)) / (count(*) - 1)
+         ELSE 0.0 END                                                   AS monetary
+FROM periods
+GROUP BY customer_id
+ORDER BY customer_id
+"""
+
+
+def summarize(
+    transactions: Any,
+    *,
+    customer_id: str = "customer_id",
+    timestamp: str = "ordered_at",
+    amount: str | None = "net_revenue",
+    observation_end: str | dt.date | dt.datetime | pd.Timestamp | None = None,
+    unit: str = "D",
+    grain: str = "D",
+) -> pd.DataFrame:
+    """One row per customer: ``frequency``, ``recency``, ``T`` and ``monetary``.
+
+    ``transactions`` is a pandas or polars DataFrame, a pyarrow Table, or a
+    :class:`~retain.store.Store` (its ``orders`` table). Purchases in the same
+    ``grain`` period ("D" day, "W" week) count as one, their values summed.
+
+    - ``frequency``: number of distinct grain periods with a purchase, minus one
+      (repeat purchases).
+    - ``recency``: time from the first to the last purchase, in ``unit``\\ s
+      ("D" days or "W" weeks).
+    - ``T``: time from the first purchase to ``observation_end``, in ``unit``\\ s.
+    - ``monetary``: mean value of the repeat purchases (the first excluded),
+      0 for customers with none; in the currency of ``amount``.
+
+    Transactions after ``observation_end`` (default: the last transaction's
+    day) are ignored. The result is indexed by ``customer_id`` and carries
+    ``attrs`` ``unit``, ``grain`` and ``observation_end`` so that a model fitted
+    on it can refuse data summarised differently.
+    """
+    if unit not in UNIT_DAYS:
+        raise ValueError(f"unit must be one of {sorted(UNIT_DAYS)}, got {unit!r}")
+    if grain not in GRAINS:
+        raise ValueError(f"grain must be one of {sorted(GRAINS)}, got {grain!r}")
+
+    con, relation = _source(transactions, customer_id, timestamp, amount)
+    try:
+        if observation_end is None:
+            last = con.execute("SELECT max(CAST(ts AS TIMESTAMP)) FROM src").fetchone()
+            if not last or last[0] is None:
+                raise DataError("no transactions to summarize")
+            end = pd.Timestamp(last[0])
+        else:
+            end = pd.Timestamp(observation_end)
+            if end.tzinfo is not None:
+                end = end.tz_convert("UTC").tz_localize(None)
+        params = {
+            "grain": GRAINS[grain],
+            "observation_end": end.to_pydatetime(),
+            "unit_days": float(UNIT_DAYS[unit]),
+        }
+        result = con.execute(SUMMARY_SQL, params).df()
+    finally:
+        if relation is not None:
+            con.unregister("src_input")
+        con.execute("DROP VIEW IF EXISTS src")
+    if result.empty:
+        raise DataError(f"no transactions on or before the observation end {end.date()}")
+    result = result.set_index("customer_id")
+    result["frequency"] = result["frequency"].astype("int64")
+    if amount is None:
+        result = result.drop(columns="monetary")
+    result.attrs.update(
+        {"unit": unit, "grain": grain, "observation_end": end.date().isoformat()}
+    )
+    return result
+
+
+def _source(
+    transactions: Any, customer_id: str, timestamp: str, amount: str | None
+) -> tuple[duckdb.DuckDBPyConnection, Any]:
+    """Expose the input as a view ``src(customer_id, ts, amount)``."""
+    amount_sql = f'"{amount}"' if amount else "0.0"
+    if isinstance(transactions, Store):
+        con = transactions.con
+        con.execute(
+            f'CREATE OR REPLACE TEMP VIEW src AS SELECT "{customer_id}" AS customer_id, '
+            f'"{timestamp}" AS ts, {amount_sql} AS amount FROM orders'
+        )
+        return con, None
+
+    frame = transactions
+    if type(frame).__module__.startswith("polars"):
+        frame = frame.to_arrow()
+    columns = list(frame.columns) if hasattr(frame, "columns") else list(frame.column_names)
+    needed = [c for c in (customer_id, timestamp, amount) if c]
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise SchemaError(
+            f"transactions lack the column(s) {missing}; found {columns}. "
+            "Name the columns with customer_id=, timestamp= and amount=."
+        )
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("src_input", frame)
+    con.execute(
+        f'CREATE OR REPLACE TEMP VIEW src AS SELECT "{customer_id}" AS customer_id, '
+        f'"{timestamp}" AS ts, {amount_sql} AS amount FROM src_input'
+    )
+    return con, frame

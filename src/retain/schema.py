@@ -1,0 +1,139 @@
+"""The canonical tables of the store and their columns, in one place.
+
+Every money column is in the store's reporting currency and is net of nothing
+unless its name says so. ``net_revenue`` is what the business keeps from an
+order: gross less discounts, refunds, fees and commissions; shipping and taxes
+are excluded. Timestamps are UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self) -> str:
+        cols = ",\n    ".join(f"{c.name} {c.sql_type}" for c in self.columns)
+        key = f",\n    PRIMARY KEY ({', '.join(self.key)})" if self.key else ""
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols}{key}\n)"
+
+
+ORDERS = Table(
+    "orders",
+    (
+        Column("order_id", "VARCHAR NOT NULL", "the order's identifier, unique in the store", True),
+        Column("customer_id", "VARCHAR NOT NULL", "who placed it", True),
+        Column("ordered_at", "TIMESTAMP NOT NULL", "when it was placed, UTC", True),
+        Column("currency", "VARCHAR", "currency the order was placed in (ISO 4217)"),
+        Column("gross", "DOUBLE", "order value before discounts, shipping and taxes"),
+        Column("discount", "DOUBLE", "discounts given"),
+        Column("shipping", "DOUBLE", "shipping charged (not revenue)"),
+        Column("tax", "DOUBLE", "taxes charged (not revenue)"),
+        Column("fees", "DOUBLE", "fees and commissions paid on the order"),
+        Column("refunded", "DOUBLE", "money refunded"),
+        Column("net_revenue", "DOUBLE NOT NULL", "gross - discount - refunded - fees"),
+        Column("channel", "VARCHAR", "sales or acquisition channel of the order"),
+        Column("source_file", "VARCHAR", "file the order was ingested from"),
+    ),
+    key=("order_id",),
+    description="one row per order",
+)
+
+ORDER_LINES = Table(
+    "order_lines",
+    (
+        Column("order_id", "VARCHAR NOT NULL", "the order the line belongs to", True),
+        Column("sku", "VARCHAR NOT NULL", "product identifier", True),
+        Column("name", "VARCHAR", "product name"),
+        Column("category", "VARCHAR", "product category or type"),
+        Column("quantity", "DOUBLE", "units bought"),
+        Column("unit_price", "DOUBLE", "price of one unit"),
+    ),
+    description="one row per product line of an order",
+)
+
+CUSTOMERS = Table(
+    "customers",
+    (
+        Column("customer_id", "VARCHAR NOT NULL", "the customer's identifier", True),
+        Column("email", "VARCHAR", "e-mail address, lower-cased"),
+        Column("name", "VARCHAR", "full name"),
+        Column("birthday", "DATE", "date of birth"),
+        Column("first_seen", "TIMESTAMP", "first order or sign-up, UTC"),
+        Column("acquisition_channel", "VARCHAR", "channel that brought the customer"),
+        Column("timezone", "VARCHAR", "IANA time zone"),
+        Column("locale", "VARCHAR", "language and region, e.g. en-US"),
+        Column("accepts_marketing", "BOOLEAN", "opted in to marketing; false means never message"),
+    ),
+    key=("customer_id",),
+    description="one row per customer",
+)
+
+MARKETING_SPEND = Table(
+    "marketing_spend",
+    (
+        Column("date", "DATE NOT NULL", "day of the spend", True),
+        Column("channel", "VARCHAR NOT NULL", "acquisition channel", True),
+        Column("amount", "DOUBLE NOT NULL", "money spent, reporting currency", True),
+    ),
+    key=("date", "channel"),
+    description="marketing spend per day and channel",
+)
+
+QUARANTINE = Table(
+    "quarantine",
+    (
+        Column("source_file", "VARCHAR NOT NULL", "file the row came from"),
+        Column("row_number", "BIGINT NOT NULL", "1-based row as a spreadsheet shows it"),
+        Column("target", "VARCHAR NOT NULL", "table the row was meant for"),
+        Column("column_name", "VARCHAR", "column at fault, when one is"),
+        Column("reason", "VARCHAR NOT NULL", "why the row was set aside"),
+        Column("raw", "VARCHAR", "the row as read, JSON"),
+        Column("ingested_at", "TIMESTAMP NOT NULL", "when it was set aside, UTC"),
+    ),
+    description="rows that could not be loaded, with the reason",
+)
+
+INGESTED_FILES = Table(
+    "ingested_files",
+    (
+        Column("source_file", "VARCHAR NOT NULL", "path as given"),
+        Column("format", "VARCHAR NOT NULL", "reader used"),
+        Column("sha256", "VARCHAR NOT NULL", "content hash"),
+        Column("rows_read", "BIGINT NOT NULL", "data rows in the file"),
+        Column("rows_loaded", "BIGINT NOT NULL", "rows that reached their table"),
+        Column("rows_quarantined", "BIGINT NOT NULL", "rows set aside"),
+        Column("ingested_at", "TIMESTAMP NOT NULL", "when, UTC"),
+    ),
+    key=("source_file",),
+    description="one row per file ingested, the latest ingest of it",
+)
+
+TABLES: tuple[Table, ...] = (
+    ORDERS,
+    ORDER_LINES,
+    CUSTOMERS,
+    MARKETING_SPEND,
+    QUARANTINE,
+    INGESTED_FILES,
+)
+
+MONEY_COLUMNS = ("gross", "discount", "shipping", "tax", "fees", "refunded")

@@ -1,0 +1,131 @@
+"""The DuckDB store: one file holding every table, with versioned migrations.
+
+Open it with :class:`Store`; every write goes through :meth:`Store.transaction`
+so that a failed ingest leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from retain.errors import StoreError
+from retain.schema import TABLES
+
+DEFAULT_PATH = "retain.duckdb"
+
+# Each migration moves the store from version N-1 to N. Append, never edit: a
+# store written by an older retain is brought up to date when it is opened.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("canonical tables", [t.ddl() for t in TABLES]),
+    (
+        "indexes for per-customer reads",
+        [
+            "CREATE INDEX IF NOT EXISTS orders_customer ON orders (customer_id)",
+            "CREATE INDEX IF NOT EXISTS order_lines_order ON order_lines (order_id)",
+        ],
+    ),
+]
+
+
+class Store:
+    """A retain store in a DuckDB file (``":memory:"`` for a throwaway one).
+
+    >>> store = Store(":memory:")
+    >>> store.schema_version == len(MIGRATIONS)
+    True
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_PATH, *, read_only: bool = False) -> None:
+        self.path = str(path)
+        if read_only and self.path != ":memory:" and not Path(self.path).exists():
+            raise StoreError(
+                f"no store at {self.path}: ingest some orders first (retain ingest FILE --db {self.path})"
+            )
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            self._migrate()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema --------------------------------------------------------------------
+    @property
+    def schema_version(self) -> int:
+        if not self.has_table("schema_version"):
+            return 0
+        row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def has_table(self, name: str) -> bool:
+        row = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _migrate(self) -> None:
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
+        )
+        current = self.schema_version
+        for version, (description, statements) in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            with self.transaction():
+                for statement in statements:
+                    self.con.execute(statement)
+                self.con.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)",
+                    [version, description],
+                )
+
+    # -- access --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing: commit when the block ends, roll back if it raises."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Run a read query and return its rows as a pandas DataFrame."""
+        return self.con.execute(sql, params or []).df()
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        row = self.con.execute(sql, params or []).fetchone()
+        return row[0] if row else None
+
+    def require_orders(self) -> None:
+        """Raise a clear error when the store holds no orders yet."""
+        if not self.scalar("SELECT count(*) FROM orders"):
+            raise StoreError(
+                f"the store {self.path} holds no orders yet: run `retain ingest FILE --db {self.path}`"
+            )
+
+
+def open_store(store: Store | str | Path | None = None, *, read_only: bool = False) -> Store:
+    """Accept a Store or a path (default ``retain.duckdb``) and return a Store."""
+    if isinstance(store, Store):
+        return store
+    return Store(store or DEFAULT_PATH, read_only=read_only)

@@ -110,9 +110,7 @@ def summarize(
     result["frequency"] = result["frequency"].astype("int64")
     if amount is None:
         result = result.drop(columns="monetary")
-    result.attrs.update(
-        {"unit": unit, "grain": grain, "observation_end": end.date().isoformat()}
-    )
+    result.attrs.update({"unit": unit, "grain": grain, "observation_end": end.date().isoformat()})
     return result
 
 
@@ -148,3 +146,34 @@ def _source(
         f'"{timestamp}" AS ts, {amount_sql} AS amount FROM src_input'
     )
     return con, frame
+
+
+CUSTOMER_SORTS = ("net_revenue", "orders", "last_order", "first_order", "customer_id")
+
+
+def customer_table(
+    store: Store, *, sort: str = "net_revenue", limit: int | None = None
+) -> pd.DataFrame:
+    """One row per customer who ordered: ``customer_id``, ``email``, ``orders``,
+    ``net_revenue`` (reporting currency), ``first_order``, ``last_order`` (UTC).
+
+    ``sort`` is one of :data:`CUSTOMER_SORTS`; the largest (or latest) first,
+    except ``customer_id``, ascending.
+    """
+    if sort not in CUSTOMER_SORTS:
+        raise ValueError(f"sort must be one of {', '.join(CUSTOMER_SORTS)}, got {sort!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be 0 or more, got {limit}")
+    direction = "ASC" if sort == "customer_id" else "DESC"
+    return store.query(
+        f"""
+        SELECT o.customer_id, c.email, count(*) AS orders,
+               round(sum(o.net_revenue), 2) AS net_revenue,
+               min(o.ordered_at) AS first_order, max(o.ordered_at) AS last_order
+        FROM orders o LEFT JOIN customers c USING (customer_id)
+        GROUP BY o.customer_id, c.email
+        ORDER BY {sort} {direction}, customer_id
+        LIMIT ?
+        """,
+        [limit if limit is not None else 2**62],
+    )

@@ -129,3 +129,38 @@ def open_store(store: Store | str | Path | None = None, *, read_only: bool = Fal
     if isinstance(store, Store):
         return store
     return Store(store or DEFAULT_PATH, read_only=read_only)
+
+
+def status(store: Store) -> dict[str, Any]:
+    """What the store holds: counts, net revenue, date range, quarantine, files.
+
+    Keys: ``customers``, ``orders``, ``order_lines``, ``net_revenue`` (reporting
+    currency), ``first_order`` and ``last_order`` (ISO 8601, UTC, or None),
+    ``quarantined_rows``, ``files_ingested``, ``marketing_spend_rows``.
+    """
+    row = store.con.execute(
+        """
+        SELECT
+            (SELECT count(DISTINCT customer_id) FROM orders),
+            (SELECT count(*) FROM orders),
+            (SELECT count(*) FROM order_lines),
+            (SELECT coalesce(sum(net_revenue), 0) FROM orders),
+            (SELECT min(ordered_at) FROM orders),
+            (SELECT max(ordered_at) FROM orders),
+            (SELECT count(*) FROM quarantine),
+            (SELECT count(*) FROM ingested_files),
+            (SELECT count(*) FROM marketing_spend)
+        """
+    ).fetchone()
+    assert row is not None
+    return {
+        "customers": int(row[0]),
+        "orders": int(row[1]),
+        "order_lines": int(row[2]),
+        "net_revenue": round(float(row[3]), 2),
+        "first_order": row[4].isoformat() if row[4] else None,
+        "last_order": row[5].isoformat() if row[5] else None,
+        "quarantined_rows": int(row[6]),
+        "files_ingested": int(row[7]),
+        "marketing_spend_rows": int(row[8]),
+    }

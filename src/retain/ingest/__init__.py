@@ -1,0 +1,233 @@
+"""Ingest: bring a business's files into the store, checked, with nothing lost.
+
+``ingest(store, path)`` recognises the format by its header (orders CSV or
+Parquet, Shopify's orders export, the CDNOW files, customers, order lines,
+marketing spend), validates every row, sets bad rows aside in the
+``quarantine`` table with the reason, and writes the rest in one transaction.
+Ingesting the same file again changes nothing: rows are keyed (orders by
+order_id) and a changed row replaces its older version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from retain.errors import DataError, SchemaError
+from retain.ingest import shopify
+from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
+from retain.ingest.load import (
+    IngestReport,
+    Loader,
+    first_line_columns,
+    require,
+    resolve_mapping,
+)
+from retain.schema import CUSTOMERS, MARKETING_SPEND, ORDER_LINES, ORDERS, Table
+from retain.store import Store, open_store
+
+__all__ = ["FORMATS", "IngestReport", "ingest"]
+
+
+def ingest(
+    store: Store | str | Path,
+    path: str | Path,
+    *,
+    format: str = "auto",
+    mapping: Mapping[str, str] | None = None,
+    as_of: str | dt.date | dt.datetime | None = None,
+    currency: str = "USD",
+    rates: Mapping[str, float] | None = None,
+) -> IngestReport:
+    """Load one file into the store and report what was loaded and what was set aside.
+
+    - ``format``: "auto" (default), "orders", "shopify", "cdnow", "customers",
+      "lines" (order lines) or "spend" (marketing spend: date, channel, amount).
+    - ``mapping``: canonical column -> column in the file, for files whose
+      headers differ from the canonical names.
+    - ``as_of``: the observation date; orders dated after it are quarantined
+      (default: now, UTC).
+    - ``currency``: the reporting currency; ``rates`` maps other currency codes
+      to the reporting currency's units per one unit of them. Orders in a
+      currency without a rate are quarantined.
+
+    Raises :class:`SchemaError` (nothing stored) when required columns are
+    missing, :class:`DataError` for an empty or unreadable file.
+    """
+    if format not in FORMATS:
+        raise SchemaError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    store = open_store(store)
+    file = Path(path).expanduser().resolve()
+    check_readable(file)
+    observed = _as_of(as_of)
+    loader = Loader(store, file, as_of=observed, currency=currency, rates=rates or {})
+
+    columns = first_line_columns(file)
+    fmt = format if format != "auto" else detect_format(file, columns)
+    if fmt == "cdnow":
+        columns = _stage_cdnow(loader)
+    else:
+        if columns is None and not is_parquet(file):
+            raise DataError(
+                "the first line is not a header of comma-, tab- or semicolon-separated columns",
+                file=str(file),
+                row=1,
+            )
+        columns = loader.stage_file()
+    report = IngestReport(file=str(file), format=fmt, rows_read=loader.count("_raw"))
+    if report.rows_read == 0:
+        raise DataError(
+            "the file holds a header but no data rows: nothing to ingest", file=str(file)
+        )
+    if fmt == "cdnow":
+        mapping = {**cdnow_mapping(), **(mapping or {})}
+
+    loader.con.execute("BEGIN TRANSACTION")
+    try:
+        if fmt in ("orders", "cdnow"):
+            _orders(loader, columns, mapping, report)
+        elif fmt == "shopify":
+            shopify.load(loader, columns, report)
+        elif fmt == "customers":
+            _customers(loader, columns, mapping, report)
+        elif fmt == "lines":
+            _lines(loader, columns, mapping, report)
+        elif fmt == "spend":
+            _spend(loader, columns, mapping, report)
+        loader.write_quarantine(report)
+        loader.record_file(fmt, report)
+        loader.con.execute("COMMIT")
+    except BaseException:
+        loader.con.execute("ROLLBACK")
+        raise
+    finally:
+        loader.drop_staging()
+    return report
+
+
+def _as_of(value: str | dt.date | dt.datetime | None) -> dt.datetime:
+    if value is None:
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    if (
+        (isinstance(value, str)
+        and len(value) <= 10)
+        or (isinstance(value, dt.date)
+        and not isinstance(value, dt.datetime))
+    ):
+        ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)  # the whole day
+    return ts.to_pydatetime()
+
+
+def _orders(
+    loader: Loader, columns: list[str], mapping: Mapping[str, str] | None, report: IngestReport
+) -> None:
+    resolved = resolve_mapping(ORDERS, columns, mapping, loader.file)
+    require(ORDERS, resolved, columns, loader.file, ["order_id", "customer_id", "ordered_at"])
+    if "net_revenue" not in resolved and "gross" not in resolved:
+        raise SchemaError(
+            f"{loader.file}: missing required column net_revenue or gross for orders. "
+            f"Found: {', '.join(columns)}. Needed: order_id, customer_id, ordered_at, and "
+            "net_revenue or gross. Rename them in the file or map them with --map canonical=source."
+        )
+    statements, checks = loader.order_checks("net_revenue" in resolved)
+    clean = loader.validate(ORDERS, "_raw", resolved, checks, statements, raw_columns=columns)
+    loader.quarantine_duplicates(clean, "order_id", "orders")
+    loader.convert_currency(clean)
+    loader.write_orders(clean, report)
+    report.customers = loader.write_customers_from_orders(clean)
+
+
+def _customers(
+    loader: Loader, columns: list[str], mapping: Mapping[str, str] | None, report: IngestReport
+) -> None:
+    resolved = resolve_mapping(CUSTOMERS, columns, mapping, loader.file)
+    require(CUSTOMERS, resolved, columns, loader.file)
+    clean = loader.validate(
+        CUSTOMERS,
+        "_raw",
+        resolved,
+        after_parse=["UPDATE _parsed SET email = lower(email)"],
+        raw_columns=columns,
+    )
+    loader.quarantine_duplicates(clean, "customer_id", "customers")
+    given = [c for c in CUSTOMERS.column_names if c in resolved and c != "customer_id"]
+    # a value in the file replaces the stored one; a blank leaves it as it was
+    updates = ", ".join(f"{c} = coalesce(excluded.{c}, customers.{c})" for c in given)
+    names = ", ".join(CUSTOMERS.column_names)
+    loader.con.execute(
+        f"INSERT INTO customers ({names}) SELECT {names} FROM {clean} ON CONFLICT (customer_id) "
+        + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
+    )
+    report.customers = loader.count(clean)
+
+
+def _lines(
+    loader: Loader, columns: list[str], mapping: Mapping[str, str] | None, report: IngestReport
+) -> None:
+    resolved = resolve_mapping(ORDER_LINES, columns, mapping, loader.file)
+    require(ORDER_LINES, resolved, columns, loader.file)
+    clean = loader.validate(ORDER_LINES, "_raw", resolved, raw_columns=columns)
+    write_lines(loader, clean, report)
+
+
+def write_lines(loader: Loader, clean: str, report: IngestReport) -> None:
+    """Replace the lines of every order present in ``clean``."""
+    names = ", ".join(ORDER_LINES.column_names)
+    loader.con.execute(
+        f"DELETE FROM order_lines WHERE order_id IN (SELECT DISTINCT order_id FROM {clean})"
+    )
+    loader.con.execute(f"INSERT INTO order_lines SELECT {names} FROM {clean}")
+    report.order_lines = loader.count(clean)
+
+
+def _spend(
+    loader: Loader, columns: list[str], mapping: Mapping[str, str] | None, report: IngestReport
+) -> None:
+    table: Table = MARKETING_SPEND
+    resolved = resolve_mapping(table, columns, mapping, loader.file)
+    require(table, resolved, columns, loader.file)
+    clean = loader.validate(table, "_raw", resolved, raw_columns=columns)
+    # several rows for one day and channel add up
+    loader.con.execute(
+        "CREATE OR REPLACE TEMP TABLE _spend AS SELECT date, channel, sum(amount) AS amount "
+        f"FROM {clean} GROUP BY date, channel"
+    )
+    loader.con.execute(
+        "INSERT OR REPLACE INTO marketing_spend SELECT date, channel, amount FROM _spend"
+    )
+    report.spend_rows = loader.count(clean)
+
+
+def _stage_cdnow(loader: Loader) -> list[str]:
+    """CDNOW: whitespace-separated, with or without a header, sample or master layout."""
+    raw = pd.read_csv(loader.path, sep=r"\s+", header=None, dtype=str)
+    has_header = not str(raw.iloc[0, 0]).isdigit()
+    offset = 2 if has_header else 1
+    if has_header:
+        raw = raw.iloc[1:].reset_index(drop=True)
+    if raw.shape[1] == 5:
+        raw = raw.drop(columns=1)
+    if raw.shape[1] != 4:
+        raise DataError(
+            f"a CDNOW file has 4 or 5 whitespace-separated columns, this one has {raw.shape[1]}",
+            file=loader.file,
+        )
+    raw.columns = ["customer_id", "date", "number_of_cds", "dollar_value"]
+    raw["_row"] = range(offset, offset + len(raw))
+    # one order per line: the customer and the line number identify it
+    raw["order_id"] = raw["customer_id"].str.lstrip("0") + "-" + raw["_row"].astype(str)
+    raw["customer_id"] = raw["customer_id"].str.lstrip("0").replace("", "0")
+    loader.con.register("_cdnow_frame", raw)
+    loader.con.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * FROM _cdnow_frame")
+    loader.con.unregister("_cdnow_frame")
+    return ["order_id", "customer_id", "date", "number_of_cds", "dollar_value"]
+
+
+def cdnow_mapping() -> dict[str, str]:
+    return {"ordered_at": "date", "net_revenue": "dollar_value"}

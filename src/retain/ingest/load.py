@@ -1,0 +1,478 @@
+"""Load a file into the store: read, map, validate, quarantine, upsert in one transaction.
+
+Every reader brings its rows into a staging table of text (or typed Parquet)
+columns with ``_row``, the 1-based row number a spreadsheet shows (the header
+is row 1 in a CSV file). The validator parses each canonical column, sets aside
+rows it cannot use with the file, row, column, value and what was expected, and
+the rest is written to the store in one transaction: all of it or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from retain.errors import DataError, SchemaError
+from retain.ingest import parse
+from retain.ingest.detect import (
+    first_lines,
+    header_columns,
+    is_parquet,
+)
+from retain.schema import CUSTOMERS, MARKETING_SPEND, MONEY_COLUMNS, ORDER_LINES, ORDERS, Table
+from retain.store import Store
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did. ``examples`` holds the first quarantined rows' messages."""
+
+    file: str
+    format: str
+    rows_read: int = 0
+    orders: int = 0
+    order_lines: int = 0
+    customers: int = 0
+    spend_rows: int = 0
+    quarantined: int = 0
+    skipped_cancelled: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        loaded = [
+            f"{n:,} {what}"
+            for n, what in (
+                (self.orders, "orders"),
+                (self.order_lines, "order lines"),
+                (self.customers, "customers"),
+                (self.spend_rows, "spend rows"),
+            )
+            if n
+        ]
+        text = f"{self.file} ({self.format}): read {self.rows_read:,} rows; loaded " + (
+            ", ".join(loaded) if loaded else "nothing"
+        )
+        if self.skipped_cancelled:
+            text += f"; {self.skipped_cancelled:,} cancelled or voided orders count for nothing"
+        if self.quarantined:
+            text += f"\n{self.quarantined:,} rows quarantined (see `retain quarantine`):"
+            for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
+                text += f"\n  {n:,} x {reason}"
+            for example in self.examples:
+                text += f"\n  e.g. {example}"
+        else:
+            text += "; no rows quarantined"
+        return text
+
+
+# What each canonical column parses as, from its SQL type.
+def _kind(sql_type: str) -> str:
+    base = sql_type.split()[0]
+    return {"TIMESTAMP": "timestamp", "DOUBLE": "number", "DATE": "date", "BOOLEAN": "boolean"}.get(
+        base, "text"
+    )
+
+
+_PARSERS = {
+    "timestamp": (parse.timestamp, parse.TIMESTAMP_EXPECTED, "unreadable date"),
+    "date": (parse.date, parse.DATE_EXPECTED, "unreadable date"),
+    "number": (parse.number, parse.NUMBER_EXPECTED, "unreadable amount"),
+    "boolean": (parse.boolean, parse.BOOLEAN_EXPECTED, "unreadable yes/no value"),
+}
+
+# Columns where a negative number is a mistake, per table.
+_NON_NEGATIVE = {
+    "orders": ("gross", "discount", "shipping", "tax", "fees"),
+    "order_lines": ("quantity", "unit_price"),
+    "marketing_spend": ("amount",),
+}
+
+_REQUIRED_MESSAGE = {"customer_id": "no customer identity", "order_id": "missing order_id"}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Loader:
+    """One ingest of one file into one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        path: Path,
+        *,
+        as_of: dt.datetime,
+        currency: str,
+        rates: Mapping[str, float],
+    ) -> None:
+        self.store = store
+        self.con: duckdb.DuckDBPyConnection = store.con
+        self.path = path
+        self.file = str(path)
+        self.as_of = as_of
+        self.currency = currency.upper()
+        self.rates = {k.upper(): float(v) for k, v in rates.items()}
+        self.rates[self.currency] = 1.0
+        self.quarantine_parts: list[str] = []
+
+    # -- staging ---------------------------------------------------------------------
+    def stage_file(self) -> list[str]:
+        """Read a CSV or Parquet file into ``_raw``; return its column names."""
+        if is_parquet(self.path):
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE _raw AS SELECT * EXCLUDE (file_row_number), "
+                "file_row_number + 1 AS _row FROM read_parquet(?, file_row_number = true)",
+                [self.file],
+            )
+        else:
+            try:
+                self.con.execute(
+                    "CREATE OR REPLACE TEMP TABLE _raw AS SELECT *, "
+                    "row_number() OVER () + 1 AS _row "
+                    "FROM read_csv(?, all_varchar = true, header = true, sample_size = -1)",
+                    [self.file],
+                )
+            except duckdb.Error as exc:
+                raise DataError(f"cannot read as CSV: {exc}", file=self.file) from exc
+        return [c for c in self.columns("_raw") if c != "_row"]
+
+    def columns(self, table: str) -> list[str]:
+        return [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
+
+    def column_types(self, table: str) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.con.execute(f"DESCRIBE {table}").fetchall()}
+
+    def count(self, table: str) -> int:
+        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- validation ------------------------------------------------------------------
+    def validate(
+        self,
+        table: Table,
+        source: str,
+        mapping: Mapping[str, str],
+        extra_checks: list[tuple[str, str, str]] | None = None,
+        after_parse: list[str] | None = None,
+        raw_columns: list[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """Parse ``source`` into ``table``'s columns; quarantine bad rows; return the clean table.
+
+        ``mapping`` maps canonical column -> column of ``source``. ``after_parse``
+        are SQL statements run on ``_parsed`` (the parsed rows) before the
+        checks, to fill computed columns. ``extra_checks`` are (condition over
+        parsed columns, column, reason SQL), tested in order after the
+        per-column ones; the first that fails names the row's problem.
+        ``labels`` names, per canonical column, the file's column to cite in
+        messages (default: the mapped column when it is one of the file's).
+        """
+        types = self.column_types(source)
+        select = ["_row"]
+        text_cols = []
+        for col in table.columns:
+            src = mapping.get(col.name)
+            kind = _kind(col.sql_type)
+            bare = col.sql_type.split()[0]
+            if src is None:
+                select.append(f"CAST(NULL AS {bare}) AS {col.name}")
+                select.append(f"CAST(NULL AS VARCHAR) AS _t_{col.name}")
+                continue
+            src_sql = _q(src)
+            if kind == "text":
+                select.append(f"{parse.text(src_sql)} AS {col.name}")
+            else:
+                parser = _PARSERS[kind][0]
+                select.append(f"{parser(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")
+            select.append(f"{parse.text(src_sql)} AS _t_{col.name}")
+            text_cols.append(col.name)
+        raw_cols = raw_columns if raw_columns is not None else [c for c in types if c != "_row"]
+        raw_json = (
+            "to_json(struct_pack(" + ", ".join(f"{_q(c)} := {_q(c)}" for c in raw_cols) + "))"
+        )
+        select.append(f"CAST({raw_json} AS VARCHAR) AS _raw_json")
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _parsed AS SELECT {', '.join(select)} FROM {source}"
+        )
+        for statement in after_parse or []:
+            self.con.execute(statement)
+
+        checks: list[tuple[str, str, str]] = []
+        for col in table.columns:
+            if col.required:
+                reason = _REQUIRED_MESSAGE.get(col.name, f"missing {col.name}")
+                checks.append((f"_t_{col.name} IS NULL", col.name, _lit(reason)))
+            kind = _kind(col.sql_type)
+            if kind != "text" and col.name in text_cols:
+                _, expected, what = _PARSERS[kind]
+                checks.append(
+                    (
+                        f"_t_{col.name} IS NOT NULL AND {col.name} IS NULL",
+                        col.name,
+                        f"{_lit(what + ': got ')} || '''' || _t_{col.name} || '''' || "
+                        f"{_lit(', expected ' + expected)}",
+                    )
+                )
+        for name in _NON_NEGATIVE.get(table.name, ()):
+            checks.append(
+                (
+                    f"{name} < 0",
+                    name,
+                    f"'negative amount that is not a refund: got ' || _t_{name} || "
+                    f"', expected 0 or more'",
+                )
+            )
+        checks.extend(extra_checks or [])
+        cite = {k: v for k, v in mapping.items() if v in raw_cols}
+        cite.update(labels or {})
+        case = " ".join(
+            f"WHEN {cond} THEN struct_pack(col := {_lit(cite.get(col, col))}, why := {why})"
+            for cond, col, why in checks
+        )
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, CASE {case} END AS _problem "
+            "FROM _parsed"
+        )
+        self.add_quarantine(
+            "SELECT _row, _problem.col AS col, _problem.why AS why, _raw_json FROM _checked "
+            "WHERE _problem IS NOT NULL",
+            table.name,
+        )
+        names = ", ".join(table.column_names)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _clean_{table.name} AS "
+            f"SELECT _row, {names} FROM _checked WHERE _problem IS NULL"
+        )
+        return f"_clean_{table.name}"
+
+    def add_quarantine(self, query: str, target: str) -> None:
+        """``query`` yields (_row, col, why, _raw_json) rows to set aside."""
+        name = f"_q{len(self.quarantine_parts)}"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {_lit(self.file)} AS source_file, "
+            f"_row AS row_number, {_lit(target)} AS target, col AS column_name, why AS reason, "
+            f"_raw_json AS raw FROM ({query})"
+        )
+        self.quarantine_parts.append(name)
+
+    def quarantine_duplicates(self, clean: str, key: str, target: str) -> None:
+        """Keep the first row of each key in a file; set the later ones aside, naming the first."""
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _dups AS SELECT _row, {key}, "
+            f"min(_row) OVER (PARTITION BY {key}) AS _first FROM {clean}"
+        )
+        if not self.count("_dups WHERE _row <> _first"):
+            return
+        self.add_quarantine(
+            f"SELECT d._row, {_lit(key)} AS col, "
+            f"'{key} ''' || d.{key} || ''' appears again; first at row ' || d._first AS why, "
+            f"c._raw_json FROM _dups d JOIN _checked c USING (_row) WHERE d._row <> d._first",
+            target,
+        )
+        self.con.execute(
+            f"DELETE FROM {clean} WHERE _row IN (SELECT _row FROM _dups WHERE _row <> _first)"
+        )
+
+    # -- checks specific to orders -----------------------------------------------------
+    def order_checks(self, has_net: bool) -> tuple[list[str], list[tuple[str, str, str]]]:
+        """Statements that complete parsed orders, and the checks orders must pass."""
+        rates = ", ".join(f"({_lit(k)}, {v!r})" for k, v in self.rates.items())
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _rates AS SELECT * FROM (VALUES {rates}) t(currency, rate)"
+        )
+        # a blank amount is 0; an unreadable one stays NULL for its check to name it
+        money = ", ".join(
+            f"{m} = CASE WHEN _t_{m} IS NULL THEN 0 ELSE {m} END"
+            for m in MONEY_COLUMNS
+            if m != "refunded"
+        )
+        computed_net = "gross - discount - refunded - fees"
+        net = f"coalesce(net_revenue, {computed_net})" if has_net else computed_net
+        statements = [
+            f"UPDATE _parsed SET currency = coalesce(upper(currency), {_lit(self.currency)}), "
+            f"{money}, refunded = abs(CASE WHEN _t_refunded IS NULL THEN 0 ELSE refunded END)",
+            f"UPDATE _parsed SET net_revenue = {net}",
+            "ALTER TABLE _parsed ADD COLUMN _rate DOUBLE",
+            "UPDATE _parsed SET _rate = r.rate FROM _rates r WHERE r.currency = _parsed.currency",
+        ]
+        as_of = _lit(self.as_of.isoformat(sep=" "))
+        checks = [
+            (
+                "_t_net_revenue IS NULL AND _t_gross IS NULL",
+                "net_revenue",
+                "'no amount: net_revenue or gross is needed'",
+            ),
+            (
+                f"ordered_at > TIMESTAMP {as_of}",
+                "ordered_at",
+                f"'dated after the observation date {self.as_of.date()}: got ' || _t_ordered_at",
+            ),
+            (
+                "_rate IS NULL",
+                "currency",
+                f"'unknown currency without a rate: got ''' || currency || ''', expected "
+                f"{self.currency} or a currency given a rate (--rate CODE=RATE)'",
+            ),
+            (
+                "net_revenue < 0 AND refunded = 0",
+                "net_revenue",
+                "'negative amount that is not a refund: got ' || _t_net_revenue || "
+                "', expected 0 or more, or a refunded amount'",
+            ),
+        ]
+        return statements, checks
+
+    def drop_staging(self) -> None:
+        tables = ["_raw", "_parsed", "_checked", "_dups", "_cust", "_rates", "_spend"]
+        tables += [*self.quarantine_parts]
+        tables += [f"_clean_{t.name}" for t in (ORDERS, ORDER_LINES, CUSTOMERS, MARKETING_SPEND)]
+        for name in tables:
+            self.con.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def convert_currency(self, clean: str) -> None:
+        cols = ", ".join(f"{c} = {c} * r.rate" for c in (*MONEY_COLUMNS, "net_revenue"))
+        self.con.execute(
+            f"UPDATE {clean} SET {cols} FROM _rates r WHERE r.currency = {clean}.currency "
+            "AND r.rate <> 1"
+        )
+
+    # -- writing ---------------------------------------------------------------------
+    def write_orders(self, clean: str, report: IngestReport) -> None:
+        names = ", ".join(c for c in ORDERS.column_names if c != "source_file")
+        self.con.execute(f"DELETE FROM orders WHERE order_id IN (SELECT order_id FROM {clean})")
+        self.con.execute(
+            f"INSERT INTO orders ({names}, source_file) SELECT {names}, {_lit(self.file)} "
+            f"FROM {clean}"
+        )
+        report.orders = self.count(clean)
+
+    def write_customers_from_orders(
+        self, clean: str, extra: str | None = None, join: str = ""
+    ) -> int:
+        """Create or update the customers seen in these orders."""
+        extra_cols = extra or (
+            "CAST(NULL AS VARCHAR) AS email, CAST(NULL AS VARCHAR) AS name, "
+            "CAST(NULL AS BOOLEAN) AS accepts_marketing"
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _cust AS SELECT customer_id, "
+            "min(ordered_at) AS first_seen, arg_min(channel, ordered_at) AS acquisition_channel, "
+            f"{extra_cols} FROM {clean} {join} GROUP BY customer_id"
+        )
+        self.con.execute(
+            "INSERT INTO customers (customer_id, email, name, first_seen, acquisition_channel, "
+            "accepts_marketing) SELECT customer_id, email, name, first_seen, acquisition_channel, "
+            "accepts_marketing FROM _cust ON CONFLICT (customer_id) DO UPDATE SET "
+            "email = coalesce(excluded.email, customers.email), "
+            "name = coalesce(excluded.name, customers.name), "
+            "first_seen = least(customers.first_seen, excluded.first_seen), "
+            "acquisition_channel = coalesce(customers.acquisition_channel, "
+            "excluded.acquisition_channel), "
+            "accepts_marketing = coalesce(excluded.accepts_marketing, customers.accepts_marketing)"
+        )
+        return self.count("_cust")
+
+    def write_quarantine(self, report: IngestReport) -> None:
+        self.con.execute("DELETE FROM quarantine WHERE source_file = ?", [self.file])
+        for part in self.quarantine_parts:
+            self.con.execute(
+                "INSERT INTO quarantine SELECT source_file, row_number, target, column_name, "
+                f"reason, raw, now()::TIMESTAMP FROM {part}"
+            )
+        if not self.quarantine_parts:
+            return
+        union = " UNION ALL ".join(f"SELECT * FROM {p}" for p in self.quarantine_parts)
+        rows = self.con.execute(
+            f"SELECT row_number, column_name, reason FROM ({union}) ORDER BY row_number"
+        ).fetchall()
+        report.quarantined = len(rows)
+        for _, _, reason in rows:
+            key = reason.split(":")[0]
+            report.reasons[key] = report.reasons.get(key, 0) + 1
+        report.examples = [
+            f"row {r}" + (f", column '{c}'" if c else "") + f": {why}" for r, c, why in rows[:3]
+        ]
+
+    def record_file(self, fmt: str, report: IngestReport) -> None:
+        digest = hashlib.sha256()
+        with self.path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        loaded = report.orders + report.order_lines + report.spend_rows
+        if fmt == "customers":
+            loaded = report.customers
+        self.con.execute(
+            "INSERT OR REPLACE INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+            [self.file, fmt, digest.hexdigest(), report.rows_read, loaded, report.quarantined],
+        )
+
+
+def resolve_mapping(
+    table: Table, columns: list[str], mapping: Mapping[str, str] | None, file: str
+) -> dict[str, str]:
+    """Canonical column -> file column: explicit mapping first, then names that match
+    ignoring case, spaces and dashes."""
+    mapping = dict(mapping or {})
+    for canonical, source in mapping.items():
+        if canonical not in table.column_names:
+            raise SchemaError(
+                f"--map {canonical}={source}: {canonical!r} is not a column of {table.name}; "
+                f"its columns are {', '.join(table.column_names)}"
+            )
+        if source not in columns:
+            raise SchemaError(
+                f"{file}: --map {canonical}={source}: the file has no column {source!r}; "
+                f"found {', '.join(columns)}"
+            )
+    norm = {c.strip().lower().replace(" ", "_").replace("-", "_"): c for c in columns}
+    resolved = dict(mapping)
+    for name in table.column_names:
+        if name not in resolved and name in norm:
+            resolved[name] = norm[name]
+    return resolved
+
+
+def require(
+    table: Table,
+    resolved: Mapping[str, str],
+    columns: list[str],
+    file: str,
+    needed: list[str] | None = None,
+) -> None:
+    needed = needed if needed is not None else [c.name for c in table.columns if c.required]
+    missing = [c for c in needed if c not in resolved]
+    if missing:
+        raise SchemaError(
+            f"{file}: missing required column(s) {', '.join(missing)} for {table.name}. "
+            f"Found: {', '.join(columns) or 'no columns'}. Needed: {', '.join(needed)}. "
+            "Rename them in the file or map them with --map canonical=source."
+        )
+
+
+def first_line_columns(path: Path) -> list[str] | None:
+    """Header columns of a delimited text file, or None when it has no such header."""
+    if is_parquet(path):
+        return None
+    lines = first_lines(path, 1)
+    if not lines:
+        return []
+    line = lines[0]
+    if "," not in line and "\t" not in line and ";" not in line:
+        return None
+    return header_columns(line)
+
+
+def load_json_raw(raw: str | None) -> dict[str, object]:
+    return json.loads(raw) if raw else {}

@@ -1,0 +1,216 @@
+"""Reader for Shopify's native orders export (Admin > Orders > Export, CSV).
+
+One row per line item; the order's own columns are filled only on its first
+row. Exports differ between store versions and export apps, so only the
+columns the rules use are required: ``Name`` (or ``Id``), ``Email``,
+``Subtotal`` and ``Created at`` (or ``Paid at``).
+
+Rules:
+- the order is ``Name`` (or ``Id``); the customer is the lower-cased, trimmed ``Email``;
+- net revenue = ``Subtotal`` (after discounts, before shipping and taxes)
+  minus ``Refunded Amount``;
+- an order with ``Cancelled at`` set or ``Financial Status`` voided counts for
+  nothing: it is not stored, and an older stored version of it is removed;
+- an order with no Email is quarantined: "no customer identity";
+- line items go to ``order_lines``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from retain.errors import SchemaError
+from retain.schema import ORDER_LINES, ORDERS
+
+if TYPE_CHECKING:
+    from retain.ingest.load import IngestReport, Loader
+
+
+def _pick(columns: list[str], *names: str) -> str | None:
+    lower = {c.strip().lower(): c for c in columns}
+    for name in names:
+        if name.lower() in lower:
+            return lower[name.lower()]
+    return None
+
+
+def _col(name: str | None) -> str:
+    return '"' + name.replace('"', '""') + '"' if name else "NULL"
+
+
+def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
+    order_col = _pick(columns, "Name", "Id")
+    email = _pick(columns, "Email")
+    subtotal = _pick(columns, "Subtotal")
+    created = _pick(columns, "Created at", "Paid at")
+    missing = [
+        label
+        for label, found in (
+            ("Name (or Id)", order_col),
+            ("Email", email),
+            ("Subtotal", subtotal),
+            ("Created at (or Paid at)", created),
+        )
+        if found is None
+    ]
+    if missing:
+        raise SchemaError(
+            f"{loader.file}: this Shopify orders export lacks {', '.join(missing)}. "
+            f"Found: {', '.join(columns)}. Needed: Name (or Id), Email, Subtotal, "
+            "Created at (or Paid at)."
+        )
+    c = {
+        "order": _col(order_col),
+        "email": _col(email),
+        "subtotal": _col(subtotal),
+        "created": _col(created),
+        "paid": _col(_pick(columns, "Paid at")),
+        "status": _col(_pick(columns, "Financial Status")),
+        "cancelled": _col(_pick(columns, "Cancelled at")),
+        "refunded": _col(_pick(columns, "Refunded Amount")),
+        "discount": _col(_pick(columns, "Discount Amount")),
+        "shipping": _col(_pick(columns, "Shipping")),
+        "taxes": _col(_pick(columns, "Taxes")),
+        "currency": _col(_pick(columns, "Currency")),
+        "source": _col(_pick(columns, "Source")),
+        "billing_name": _col(_pick(columns, "Billing Name")),
+        "marketing": _col(_pick(columns, "Accepts Marketing")),
+        "li_name": _col(_pick(columns, "Lineitem name")),
+        "li_sku": _col(_pick(columns, "Lineitem sku")),
+        "li_qty": _col(_pick(columns, "Lineitem quantity")),
+        "li_price": _col(_pick(columns, "Lineitem price")),
+    }
+    con = loader.con
+    # The order's columns come from its first row; later rows carry only line items.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _shop_orders AS
+        WITH keyed AS (
+            SELECT *, nullif(trim({c["order"]}), '') AS _order FROM _raw
+        )
+        SELECT
+            min(_row)                                              AS _row,
+            _order                                                 AS _s_order_id,
+            lower(trim(arg_min({c["email"]}, _row)))               AS _s_customer_id,
+            coalesce(arg_min(nullif(trim({c["created"]}), ''), _row),
+                     arg_min(nullif(trim({c["paid"]}), ''), _row)) AS _s_ordered_at,
+            arg_min({c["currency"]}, _row)                          AS _s_currency,
+            arg_min({c["subtotal"]}, _row)                          AS _s_subtotal,
+            arg_min({c["discount"]}, _row)                          AS _s_discount,
+            arg_min({c["shipping"]}, _row)                          AS _s_shipping,
+            arg_min({c["taxes"]}, _row)                             AS _s_tax,
+            arg_min({c["refunded"]}, _row)                          AS _s_refunded,
+            arg_min({c["source"]}, _row)                            AS _s_channel,
+            arg_min({c["billing_name"]}, _row)                      AS _s_billing_name,
+            arg_min({c["marketing"]}, _row)                         AS _s_accepts_marketing,
+            bool_or(nullif(trim({c["cancelled"]}), '') IS NOT NULL
+                    OR lower(trim(CAST({c["status"]} AS VARCHAR))) = 'voided') AS _void
+        FROM keyed
+        GROUP BY _order
+        """
+    )
+    # Rows with no order number belong to no order: set them aside.
+    loader.add_quarantine(
+        "SELECT _row, " + repr(order_col) + " AS col, 'missing order number (Name or Id)' AS why, "
+        "CAST(to_json(struct_pack("
+        + ", ".join(f"{_col(x)} := {_col(x)}" for x in columns)
+        + ")) AS VARCHAR) AS _raw_json FROM _raw WHERE nullif(trim("
+        + c["order"]
+        + "), '') IS NULL",
+        "orders",
+    )
+    con.execute("DELETE FROM _shop_orders WHERE _s_order_id IS NULL")
+    report.skipped_cancelled = loader.count("_shop_orders WHERE _void")
+    con.execute(
+        "DELETE FROM orders WHERE order_id IN (SELECT _s_order_id FROM _shop_orders WHERE _void)"
+    )
+    con.execute(
+        "DELETE FROM order_lines WHERE order_id IN (SELECT _s_order_id FROM _shop_orders WHERE _void)"
+    )
+    con.execute("DELETE FROM _shop_orders WHERE _void")
+    # gross = subtotal + discount; net = subtotal - refunded (fees are not in the export)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _shop AS SELECT s.*, r.* EXCLUDE (_row) "
+        "FROM _shop_orders s JOIN _raw r USING (_row)"
+    )
+    mapping = {
+        "order_id": "_s_order_id",
+        "customer_id": "_s_customer_id",
+        "ordered_at": "_s_ordered_at",
+        "currency": "_s_currency",
+        "gross": "_s_subtotal",
+        "discount": "_s_discount",
+        "shipping": "_s_shipping",
+        "tax": "_s_tax",
+        "refunded": "_s_refunded",
+        "channel": "_s_channel",
+    }
+    statements, checks = loader.order_checks(has_net=False)
+    # gross is stored before discounts: add the discount back to Shopify's subtotal
+    statements.insert(1, "UPDATE _parsed SET gross = gross + discount")
+    checks[0] = ("_t_gross IS NULL", "gross", "'missing Subtotal'")
+    labels = {
+        "order_id": order_col or "Name",
+        "customer_id": email or "Email",
+        "ordered_at": created or "Created at",
+        "gross": subtotal or "Subtotal",
+    }
+    for canonical, label in (
+        ("currency", "Currency"),
+        ("discount", "Discount Amount"),
+        ("shipping", "Shipping"),
+        ("tax", "Taxes"),
+        ("refunded", "Refunded Amount"),
+    ):
+        labels[canonical] = _pick(columns, label) or label
+    clean = loader.validate(
+        ORDERS, "_shop", mapping, checks, statements, raw_columns=columns, labels=labels
+    )
+    loader.convert_currency(clean)
+    loader.write_orders(clean, report)
+    report.customers = loader.write_customers_from_orders(
+        clean,
+        extra=(
+            "any_value(customer_id) AS email, "
+            "any_value(nullif(trim(s._s_billing_name), '')) AS name, "
+            "any_value(CASE WHEN lower(trim(s._s_accepts_marketing)) IN ('yes', 'true', '1') "
+            "THEN true WHEN lower(trim(s._s_accepts_marketing)) IN ('no', 'false', '0') "
+            "THEN false END) "
+            "AS accepts_marketing"
+        ),
+        join=(
+            "JOIN (SELECT _s_order_id AS order_id, _s_billing_name, _s_accepts_marketing "
+            "FROM _shop_orders) s USING (order_id)"
+        ),
+    )
+
+    # line items of the orders that loaded
+    if c["li_name"] == "NULL" and c["li_sku"] == "NULL":
+        return
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _shop_lines AS
+        SELECT r.*, o.order_id AS _order_id,
+               coalesce(nullif(trim({c["li_sku"]}), ''), nullif(trim({c["li_name"]}), '')) AS _sku
+        FROM _raw r
+        JOIN (SELECT order_id, customer_id FROM {clean}) o
+          ON o.order_id = nullif(trim(r.{c["order"]}), '')
+        """
+    )
+    lines_mapping = {"order_id": "_order_id", "sku": "_sku"}
+    if c["li_name"] != "NULL":
+        lines_mapping["name"] = c["li_name"].strip('"')
+    if c["li_qty"] != "NULL":
+        lines_mapping["quantity"] = c["li_qty"].strip('"')
+    if c["li_price"] != "NULL":
+        lines_mapping["unit_price"] = c["li_price"].strip('"')
+    lines = loader.validate(
+        ORDER_LINES,
+        "_shop_lines",
+        lines_mapping,
+        raw_columns=columns,
+        labels={"sku": "Lineitem sku", "order_id": order_col or "Name"},
+    )
+    from retain.ingest import write_lines
+
+    write_lines(loader, lines, report)

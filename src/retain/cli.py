@@ -208,6 +208,192 @@ def quarantine(
 
 # --- segments (retain.segments) -------------------------------------------------------
 
+SegmentAsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of", help="Observation date YYYY-MM-DD. Default: the day of the last order."
+    ),
+]
+SegmentSchemeOption = Annotated[
+    str, typer.Option("--scheme", help="quintiles (scores 1-5) or quartiles (scores 1-4).")
+]
+SegmentRulesOption = Annotated[
+    Path | None,
+    typer.Option("--rules", help="Segment rule file (TOML). Default: the one shipped with retain."),
+]
+
+
+def _no_model_note(attrs: dict[Any, Any]) -> None:
+    if attrs.get("model") == "none":
+        typer.echo(
+            "note: no model scores in the store (run `retain score`): risk rests on how overdue "
+            "customers are, and value at stake is unknown",
+            err=True,
+        )
+
+
+@app.command()
+@friendly_errors
+def segments(
+    as_of: SegmentAsOfOption = None,
+    scheme: SegmentSchemeOption = "quintiles",
+    rules: SegmentRulesOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Customers by RFM segment: how many, their revenue, who is at risk, what to do."""
+    from retain.segments import segment_summary
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        frame = segment_summary(store, as_of=as_of, scheme=scheme, rules=rules)
+    _no_model_note(frame.attrs)
+
+    def table() -> str:
+        shown = pd.DataFrame(
+            {
+                "segment": frame["segment"],
+                "customers": frame["customers"].map("{:,}".format),
+                "share": frame["share_of_customers"].map("{:.1%}".format),
+                "net_revenue": frame["net_revenue"].map("{:,.0f}".format),
+                "revenue_share": frame["share_of_revenue"].map("{:.1%}".format),
+                "at_risk": frame["at_risk"].map("{:,}".format),
+                "value_at_stake": frame["value_at_stake"].map(
+                    lambda v: "-" if pd.isna(v) else f"{v:,.0f}"
+                ),
+            }
+        )
+        actions = "\n".join(
+            f"  {s}: {a}" for s, a in zip(frame["segment"], frame["action"], strict=True)
+        )
+        return (
+            f"segments on {frame.attrs['as_of']} ({frame.attrs['scheme']})\n"
+            f"{shown.to_string(index=False)}\n\nwhat to do:\n{actions}"
+        )
+
+    emit(frame, as_json, table)
+
+
+@app.command("at-risk")
+@friendly_errors
+def at_risk(
+    min_risk: Annotated[
+        str,
+        typer.Option(
+            "--min-risk", help="List customers at this risk or worse: medium, high, lost."
+        ),
+    ] = "high",
+    limit: Annotated[int, typer.Option(help="How many rows, most value at stake first.")] = 20,
+    as_of: SegmentAsOfOption = None,
+    scheme: SegmentSchemeOption = "quintiles",
+    rules: SegmentRulesOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Customers slipping away, why, and the value at stake: the win-back list."""
+    from retain.segments import winback_list
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        frame = winback_list(
+            store, as_of=as_of, min_risk=min_risk, limit=limit, scheme=scheme, rules=rules
+        )
+    _no_model_note(frame.attrs)
+    frame = frame.drop(columns=["email", "name", "accepts_marketing"])
+    columns = ["customer_id", "risk", "value_at_stake", "segment", "reason"]
+    emit(
+        frame, as_json, lambda: frame[columns].to_string(index=False) if len(frame) else "(no rows)"
+    )
+
+
+@app.command()
+@friendly_errors
+def audience(
+    segment: Annotated[
+        str, typer.Argument(help='A segment name, e.g. "Can\'t Lose Them", or win-back.')
+    ],
+    format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write. Default: standard output.")
+    ] = None,
+    include_unknown_consent: Annotated[
+        bool,
+        typer.Option(
+            "--include-unknown-consent",
+            help="Also export customers whose marketing consent is unknown. Opted-out "
+            "customers are never exported.",
+        ),
+    ] = False,
+    top_n: Annotated[int, typer.Option("--top-products", help="Products listed per customer.")] = 3,
+    as_of: SegmentAsOfOption = None,
+    scheme: SegmentSchemeOption = "quintiles",
+    rules: SegmentRulesOption = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Export who to contact in a segment, with the action, value at stake and their products."""
+    from retain.segments import audience as build_audience
+    from retain.segments import write_audience
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        frame = build_audience(
+            store,
+            segment,
+            as_of=as_of,
+            include_unknown_consent=include_unknown_consent,
+            top_n=top_n,
+            scheme=scheme,
+            rules=rules,
+        )
+    text = write_audience(frame, format, out)
+    if out is None:
+        typer.echo(text, nl=False)
+    left_out = f"left out {frame.attrs['opted_out']:,} who opted out"
+    if frame.attrs["unknown_consent"]:
+        left_out += (
+            f" and {frame.attrs['unknown_consent']:,} whose consent is unknown "
+            "(--include-unknown-consent adds them)"
+        )
+    where = f" to {out}" if out is not None else ""
+    typer.echo(f"exported {len(frame):,} customers{where}; {left_out}", err=True)
+
+
+@app.command()
+@friendly_errors
+def migration(
+    start: Annotated[str, typer.Option("--from", help="First date, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--to", help="Second date, YYYY-MM-DD.")],
+    limit: Annotated[int, typer.Option(help="Customers who moved down to show.")] = 20,
+    scheme: SegmentSchemeOption = "quintiles",
+    rules: SegmentRulesOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """How customers moved between segments from one date to another."""
+    from retain.segments import segment_migration
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        result = segment_migration(store, start, end, scheme=scheme, rules=rules)
+
+    def table() -> str:
+        names = list(result.counts.columns)
+        legend = "  ".join(f"{i}={name}" for i, name in enumerate(names, start=1))
+        counts = result.counts.set_axis(range(1, len(names) + 1), axis=1)
+        percent = result.percent.round(0).astype(int).set_axis(range(1, len(names) + 1), axis=1)
+        moved = result.moved_down.head(limit)
+        return (
+            f"segments on {result.start} (rows) -> {result.end} (columns)\n{legend}\n\n"
+            f"customers:\n{counts.to_string()}\n\n% of each row:\n{percent.to_string()}\n\n"
+            f"{len(result.moved_down):,} customers moved from a valuable segment to a worse one"
+            + (f"; the first {len(moved)}:\n{moved.to_string(index=False)}" if len(moved) else "")
+        )
+
+    emit(result.to_dict(), as_json, table)
+
 
 # --- recommendations (retain.recommend) -----------------------------------------------
 

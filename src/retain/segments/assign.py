@@ -1,0 +1,334 @@
+"""Every customer's segment, RFM scores and churn risk, in one pass over the orders.
+
+:func:`customer_segments` is the workhorse: RFM scores (see
+:mod:`retain.segments.rfm`), the segment the rule table gives those scores
+(:mod:`retain.segments.rules`), the model's P(alive) and CLV where the store
+has them, and churn risk with its reason (:mod:`retain.segments.risk`).
+:func:`segment_scores` is what ``retain score`` writes to ``customer_scores``;
+:func:`segment_summary` is the one-row-per-segment report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from retain.errors import SchemaError
+from retain.segments.rfm import RFM_SQL, AsOf, orders_view
+from retain.segments.risk import RiskThresholds, run_risk_sql
+from retain.segments.rules import TOP_PRODUCTS, SegmentRules, load_rules, score_levels
+from retain.store import Store
+
+Rules = SegmentRules | str | Path | None
+
+SEGMENT_SCORE_COLUMNS = [
+    "segment",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm",
+    "churn_risk",
+    "churn_reason",
+    "value_at_stake",
+]
+"""Columns :func:`segment_scores` returns, for the ``customer_scores`` table."""
+
+CUSTOMER_COLUMNS = [
+    "orders",
+    "net_revenue",
+    "first_order_at",
+    "last_order_at",
+    "days_since_last_order",
+    "typical_gap_days",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm",
+    "segment",
+    "action",
+    "offer",
+    "p_alive",
+    "clv_if_retained",
+    "churn_risk",
+    "churn_reason",
+    "value_at_stake",
+    "overdue_ratio",
+]
+
+# Joined after the risk query; ``risk_input`` is built over the temp table seg_rfm.
+RISK_INPUT_SQL = """
+CREATE OR REPLACE TEMP VIEW risk_input AS
+SELECT
+    c.*,
+    c.r_score || c.f_score || c.m_score  AS rfm,
+    g.segment,
+    g.position                           AS segment_position,
+    m.p_alive,
+    m.clv_if_retained
+FROM seg_rfm AS c
+JOIN seg_grid AS g USING (r_score, f_score, m_score)
+LEFT JOIN seg_model AS m USING (customer_id)
+"""
+
+
+def resolve_rules(rules: Rules) -> SegmentRules:
+    """A rule table from a :class:`SegmentRules`, a TOML file path, or ``None`` (the default)."""
+    if isinstance(rules, SegmentRules):
+        return rules
+    return load_rules(rules)
+
+
+def customer_segments(
+    data: Any,
+    *,
+    as_of: AsOf = None,
+    scheme: str = "quintiles",
+    rules: Rules = None,
+    scores: pd.DataFrame | None = None,
+    thresholds: RiskThresholds | None = None,
+) -> pd.DataFrame:
+    """One row per customer with RFM scores, segment, action and churn risk.
+
+    ``data`` is a :class:`~retain.store.Store` or a frame of orders
+    (``customer_id``, ``ordered_at``, ``net_revenue``). ``as_of`` is the
+    observation date (default: the day of the last order); ``scheme`` is
+    "quintiles" or "quartiles"; ``rules`` a rule file or :class:`SegmentRules`.
+
+    Model inputs, in order of preference: ``scores`` (a frame indexed by
+    customer_id with ``p_alive`` and ``clv_if_retained`` or ``clv_12m``, the
+    12-month CLV in the reporting currency), else the store's
+    ``customer_scores`` table, else none: risk then rests on how overdue each
+    customer is, and value at stake is missing. CLV if retained is taken as
+    ``clv_12m / p_alive`` (the model's CLV is the value if alive weighted by
+    P(alive)).
+
+    Indexed by ``customer_id``; columns :data:`CUSTOMER_COLUMNS` (money in the
+    reporting currency, times in days). ``attrs`` hold ``as_of``, ``scheme``,
+    ``rules`` (its source) and ``model`` ("scores", "customer_scores" or "none").
+    """
+    table = resolve_rules(rules)
+    with segmented(data, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
+        frame = run_risk_sql(
+            con,
+            "SELECT customer_id, * EXCLUDE (customer_id, segment_position, order_days) "
+            "FROM ({risk}) ORDER BY customer_id",
+            thresholds=thresholds,
+            population_gap_days=info["population_gap_days"],
+        )
+    frame = frame.rename(columns={"risk": "churn_risk", "reason": "churn_reason"})
+    actions = table.table().set_index("segment")
+    frame["action"] = frame["segment"].map(actions["action"])
+    frame["offer"] = frame["segment"].map(actions["offer"])
+    frame = frame.set_index("customer_id")[CUSTOMER_COLUMNS]
+    frame.attrs.update(public_info(info))
+    return frame
+
+
+def segment_scores(
+    store: Any,
+    *,
+    as_of: AsOf = None,
+    scheme: str = "quintiles",
+    rules: Rules = None,
+    scores: pd.DataFrame | None = None,
+    thresholds: RiskThresholds | None = None,
+) -> pd.DataFrame:
+    """Segment, RFM scores, churn risk, reason and value at stake per customer.
+
+    The columns ``retain score`` writes to ``customer_scores`` next to the
+    model's: :data:`SEGMENT_SCORE_COLUMNS`, indexed by ``customer_id``. Pass
+    the model's fresh ``scores`` (indexed by customer_id, with ``p_alive`` and
+    ``clv_12m``) when they are not in the store yet. Arguments as in
+    :func:`customer_segments`.
+    """
+    frame = customer_segments(
+        store, as_of=as_of, scheme=scheme, rules=rules, scores=scores, thresholds=thresholds
+    )
+    result = frame[SEGMENT_SCORE_COLUMNS].copy()
+    result.attrs.update(frame.attrs)
+    return result
+
+
+def segment_summary(
+    data: Any,
+    *,
+    as_of: AsOf = None,
+    scheme: str = "quintiles",
+    rules: Rules = None,
+    scores: pd.DataFrame | None = None,
+    thresholds: RiskThresholds | None = None,
+) -> pd.DataFrame:
+    """One row per segment (every segment of the rule table, best first, empty ones too).
+
+    Columns: ``segment``; ``customers``; ``share_of_customers`` (0-1);
+    ``net_revenue`` (total to the observation date, reporting currency);
+    ``share_of_revenue`` (0-1); ``avg_orders``; ``avg_days_since_last_order``;
+    ``at_risk`` (customers whose churn risk is high or lost); ``value_at_stake``
+    (sum, currency; missing without model scores); ``action``; ``offer``;
+    ``description``. Arguments as in :func:`customer_segments`.
+    """
+    table = resolve_rules(rules)
+    with segmented(data, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
+        frame = run_risk_sql(
+            con,
+            """
+            WITH per_segment AS (
+                SELECT
+                    segment,
+                    count(*)                                      AS customers,
+                    sum(net_revenue)                              AS net_revenue,
+                    avg(orders)                                   AS avg_orders,
+                    avg(days_since_last_order)                    AS avg_days_since_last_order,
+                    count(*) FILTER (WHERE risk IN ('high', 'lost')) AS at_risk,
+                    sum(value_at_stake)                           AS value_at_stake
+                FROM ({risk})
+                GROUP BY segment
+            )
+            SELECT
+                d.segment,
+                coalesce(s.customers, 0)                                   AS customers,
+                coalesce(s.customers, 0) / sum(coalesce(s.customers, 0)) OVER ()
+                                                                           AS share_of_customers,
+                coalesce(s.net_revenue, 0)                                 AS net_revenue,
+                coalesce(s.net_revenue, 0)
+                    / nullif(sum(coalesce(s.net_revenue, 0)) OVER (), 0)   AS share_of_revenue,
+                s.avg_orders,
+                s.avg_days_since_last_order,
+                coalesce(s.at_risk, 0)                                     AS at_risk,
+                CASE WHEN $has_model THEN coalesce(s.value_at_stake, 0) END AS value_at_stake,
+                replace(d.action, $placeholder, 'their top products')      AS action,
+                d.offer,
+                d.description
+            FROM seg_defs AS d
+            LEFT JOIN per_segment AS s USING (segment)
+            ORDER BY d.position
+            """,
+            thresholds=thresholds,
+            population_gap_days=info["population_gap_days"],
+            extra_params={"has_model": info["model"] != "none", "placeholder": TOP_PRODUCTS},
+        )
+    frame["customers"] = frame["customers"].astype("int64")
+    frame["at_risk"] = frame["at_risk"].astype("int64")
+    frame.attrs.update(public_info(info))
+    return frame
+
+
+@contextlib.contextmanager
+def segmented(
+    data: Any,
+    *,
+    as_of: AsOf,
+    scheme: str,
+    rules: SegmentRules,
+    scores: pd.DataFrame | None,
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
+    """Set up the view ``risk_input``: per customer RFM, segment and model inputs.
+
+    Also leaves ``seg_defs`` (the segments with their position) for reports.
+    Everything it creates is temporary and dropped when the block ends.
+    """
+    levels = score_levels(scheme)
+    grid = rules.grid(scheme)
+    defs = rules.table()
+    grid = grid.merge(defs[["segment", "position"]], on="segment")
+    with orders_view(data, as_of) as (con, params):
+        created: list[str] = []
+        try:
+            con.register("seg_grid", grid)
+            con.register("seg_defs", defs)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE seg_rfm AS {RFM_SQL}", {**params, "levels": levels}
+            )
+            created.append("TABLE seg_rfm")
+            model = _model_view(con, data, scores)
+            created.append("VIEW seg_model")
+            con.execute(RISK_INPUT_SQL)
+            created.append("VIEW risk_input")
+            gap = con.execute("SELECT median(typical_gap_days) FROM seg_rfm").fetchall()[0]
+            info = {
+                "as_of": params["as_of"].isoformat(),
+                "scheme": scheme,
+                "rules": rules.source,
+                "model": model,
+                "population_gap_days": None if not gap or gap[0] is None else float(gap[0]),
+                "as_of_end": params["as_of_end"],
+            }
+            yield con, info
+        finally:
+            for name in reversed(created):
+                kind, _, obj = name.partition(" ")
+                con.execute(f"DROP {kind} IF EXISTS {obj}")
+            con.unregister("seg_grid")
+            con.unregister("seg_defs")
+            with contextlib.suppress(duckdb.Error):
+                con.unregister("seg_scores_input")
+
+
+def public_info(info: dict[str, Any]) -> dict[str, Any]:
+    """What a result's ``attrs`` carry: as_of, scheme, rules and model."""
+    return {k: info[k] for k in ("as_of", "scheme", "rules", "model")}
+
+
+def _model_view(con: duckdb.DuckDBPyConnection, data: Any, scores: pd.DataFrame | None) -> str:
+    """Create the view ``seg_model(customer_id, p_alive, clv_if_retained)``; say where it came from."""
+    if scores is not None:
+        frame = scores.copy()
+        if "customer_id" not in frame.columns:
+            frame = frame.rename_axis("customer_id").reset_index()
+        _require_model_columns(list(frame.columns), "the scores given")
+        clv = _clv_if_retained_sql(list(frame.columns))
+        frame = frame[["customer_id", "p_alive", *_clv_inputs(list(frame.columns))]]
+        con.register("seg_scores_input", frame)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW seg_model AS SELECT CAST(customer_id AS VARCHAR) "
+            f"AS customer_id, CAST(p_alive AS DOUBLE) AS p_alive, {clv} AS clv_if_retained "
+            "FROM seg_scores_input"
+        )
+        return "scores"
+    if isinstance(data, Store) and data.has_table("customer_scores"):
+        columns = list(
+            data.query(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'customer_scores'"
+            )["column_name"]
+        )
+        if "p_alive" in columns and _clv_inputs(columns):
+            clv = _clv_if_retained_sql(columns)
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW seg_model AS SELECT CAST(customer_id AS VARCHAR) "
+                f"AS customer_id, CAST(p_alive AS DOUBLE) AS p_alive, {clv} AS clv_if_retained "
+                "FROM customer_scores"
+            )
+            return "customer_scores"
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW seg_model AS SELECT CAST(NULL AS VARCHAR) AS customer_id, "
+        "CAST(NULL AS DOUBLE) AS p_alive, CAST(NULL AS DOUBLE) AS clv_if_retained WHERE false"
+    )
+    return "none"
+
+
+def _clv_inputs(columns: list[str]) -> list[str]:
+    if "clv_if_retained" in columns:
+        return ["clv_if_retained"]
+    if "clv_12m" in columns:
+        return ["clv_12m"]
+    return []
+
+
+def _clv_if_retained_sql(columns: list[str]) -> str:
+    if "clv_if_retained" in columns:
+        return "CAST(clv_if_retained AS DOUBLE)"
+    # the model's CLV weighs the value if alive by P(alive): undo the weighting
+    return "CASE WHEN p_alive > 0 THEN CAST(clv_12m AS DOUBLE) / p_alive END"
+
+
+def _require_model_columns(columns: list[str], where: str) -> None:
+    if "p_alive" not in columns or not _clv_inputs(columns):
+        raise SchemaError(
+            f"{where} need p_alive and clv_12m (or clv_if_retained) per customer; found {columns}"
+        )

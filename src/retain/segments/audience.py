@@ -1,0 +1,297 @@
+"""Win-back lists and audience exports: who to contact, why, with what, ranked by value at stake.
+
+Consent: a customer whose ``accepts_marketing`` is false has opted out and is
+never exported, whatever the options. A customer whose consent is unknown
+(``accepts_marketing`` missing: CDNOW files and plain order files do not say)
+is left out of exports by default too, since not having said no is not the
+same as having said yes; ``include_unknown_consent=True`` (CLI
+``--include-unknown-consent``) adds them. Every customer stays in analyses
+(segments, risk, summaries) regardless of consent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from retain.errors import DataError
+from retain.segments.assign import Rules, public_info, resolve_rules, segmented
+from retain.segments.rfm import AsOf
+from retain.segments.risk import RISK_LEVELS, RiskThresholds, run_risk_sql
+from retain.segments.rules import TOP_PRODUCTS
+from retain.store import Store, open_store
+
+WINBACK = "win-back"
+"""The audience name for the win-back list (see :func:`winback_list`)."""
+
+AUDIENCE_COLUMNS = [
+    "customer_id",
+    "email",
+    "name",
+    "segment",
+    "action",
+    "offer",
+    "risk",
+    "reason",
+    "value_at_stake",
+    "top_products",
+]
+
+LIST_COLUMNS = [
+    "customer_id",
+    "risk",
+    "reason",
+    "value_at_stake",
+    "segment",
+    "action",
+    "offer",
+    "top_products",
+    "days_since_last_order",
+    "typical_gap_days",
+    "p_alive",
+    "orders",
+    "net_revenue",
+    "email",
+    "name",
+    "accepts_marketing",
+]
+
+# Picks customers from the risk query, then adds contact details and their most
+# bought products (order lines of their orders up to the observation date).
+PICK_SQL = """
+WITH picked AS MATERIALIZED (
+    SELECT * FROM ({risk}) WHERE {where}
+),
+bought AS (
+    SELECT
+        o.customer_id,
+        l.sku,
+        arg_max(coalesce(l.name, l.sku), o.ordered_at)  AS product,
+        count(DISTINCT l.order_id)                     AS orders,
+        sum(coalesce(l.quantity, 1))                   AS units,
+        max(o.ordered_at)                              AS last_bought
+    FROM order_lines AS l
+    JOIN orders AS o USING (order_id)
+    WHERE o.ordered_at < $as_of_end
+      AND o.customer_id IN (SELECT customer_id FROM picked)
+    GROUP BY o.customer_id, l.sku
+),
+ranked AS (
+    SELECT
+        *,
+        row_number() OVER (
+            PARTITION BY customer_id ORDER BY orders DESC, units DESC, last_bought DESC, sku
+        ) AS product_rank
+    FROM bought
+),
+top AS (
+    SELECT customer_id, list(product ORDER BY product_rank) AS top_products
+    FROM ranked
+    WHERE product_rank <= $top_n
+    GROUP BY customer_id
+)
+SELECT
+    p.customer_id,
+    p.risk,
+    p.reason,
+    p.value_at_stake,
+    p.segment,
+    replace(d.action, $placeholder,
+            coalesce(_and_list(t.top_products), 'their usual products'))  AS action,
+    d.offer,
+    coalesce(t.top_products, [])                                         AS top_products,
+    p.days_since_last_order,
+    p.typical_gap_days,
+    p.p_alive,
+    p.orders,
+    p.net_revenue,
+    c.email,
+    c.name,
+    c.accepts_marketing
+FROM picked AS p
+JOIN seg_defs AS d USING (segment)
+LEFT JOIN customers AS c USING (customer_id)
+LEFT JOIN top AS t USING (customer_id)
+ORDER BY p.value_at_stake DESC NULLS LAST, p.net_revenue DESC, p.customer_id
+"""
+
+AND_LIST_MACRO = (
+    "CREATE OR REPLACE TEMP MACRO _and_list(l) AS CASE "
+    "WHEN l IS NULL OR len(l) = 0 THEN NULL WHEN len(l) = 1 THEN l[1] "
+    "ELSE array_to_string(l[1:len(l) - 1], ', ') || ' and ' || l[len(l)] END"
+)
+
+
+def winback_list(
+    store: Store | str | Path,
+    *,
+    as_of: AsOf = None,
+    min_risk: str = "high",
+    limit: int | None = None,
+    top_n: int = 3,
+    scheme: str = "quintiles",
+    rules: Rules = None,
+    scores: pd.DataFrame | None = None,
+    thresholds: RiskThresholds | None = None,
+) -> pd.DataFrame:
+    """At-risk and lapsed customers, most value at stake first.
+
+    Customers whose churn risk is ``min_risk`` or worse (default "high": high
+    and lost; "medium" adds medium). Columns :data:`LIST_COLUMNS`: the risk
+    and its reason, ``value_at_stake`` (reporting currency; missing without
+    model scores, in which case the list is ranked by ``net_revenue`` to
+    date), the segment, its action (with the customer's own products where the
+    action names them) and offer, ``top_products`` (up to ``top_n``, most often
+    bought first; empty when the store has no order lines), contact details and
+    consent. Every customer is listed whatever their consent; use
+    :func:`audience` to export. Other arguments as in
+    :func:`~retain.segments.customer_segments`.
+    """
+    if min_risk not in RISK_LEVELS:
+        raise DataError("unknown risk level", value=min_risk, expected=" or ".join(RISK_LEVELS))
+    levels = list(RISK_LEVELS[RISK_LEVELS.index(min_risk) :])
+    where = "risk IN (" + ", ".join(f"'{level}'" for level in levels) + ")"
+    frame = _pick(
+        store,
+        where,
+        {},
+        as_of=as_of,
+        top_n=top_n,
+        scheme=scheme,
+        rules=rules,
+        scores=scores,
+        thresholds=thresholds,
+    )
+    if limit is not None:
+        frame = frame.head(limit).reset_index(drop=True)
+    return frame
+
+
+def audience(
+    store: Store | str | Path,
+    segment: str,
+    *,
+    as_of: AsOf = None,
+    include_unknown_consent: bool = False,
+    top_n: int = 3,
+    scheme: str = "quintiles",
+    rules: Rules = None,
+    scores: pd.DataFrame | None = None,
+    thresholds: RiskThresholds | None = None,
+) -> pd.DataFrame:
+    """Customers of one segment (or ``"win-back"``: the win-back list) to contact.
+
+    Opted-out customers are never included; customers with unknown consent only
+    with ``include_unknown_consent`` (see the module docstring). Columns
+    :data:`AUDIENCE_COLUMNS`, most value at stake first. ``attrs`` count those
+    left out: ``opted_out`` and ``unknown_consent``. Other arguments as in
+    :func:`~retain.segments.customer_segments`.
+    """
+    table = resolve_rules(rules)
+    if segment.strip().lower().replace(" ", "-") in (WINBACK, "winback"):
+        frame = winback_list(
+            store,
+            as_of=as_of,
+            top_n=top_n,
+            scheme=scheme,
+            rules=table,
+            scores=scores,
+            thresholds=thresholds,
+        )
+    else:
+        name = table.segment(segment).name
+        frame = _pick(
+            store,
+            "segment = $segment",
+            {"segment": name},
+            as_of=as_of,
+            top_n=top_n,
+            scheme=scheme,
+            rules=table,
+            scores=scores,
+            thresholds=thresholds,
+        )
+    consent = frame["accepts_marketing"]
+    opted_out = consent.eq(False) & consent.notna()
+    unknown = consent.isna()
+    keep = ~opted_out & (~unknown | include_unknown_consent)
+    result = frame.loc[keep, AUDIENCE_COLUMNS].reset_index(drop=True)
+    result.attrs.update(
+        {
+            **frame.attrs,
+            "opted_out": int(opted_out.sum()),
+            "unknown_consent": 0 if include_unknown_consent else int(unknown.sum()),
+        }
+    )
+    return result
+
+
+def write_audience(frame: pd.DataFrame, format: str = "csv", out: str | Path | None = None) -> str:
+    """The audience as CSV (products joined with "; ") or JSON; written to ``out`` when given.
+
+    Returns the text.
+    """
+    if format == "csv":
+        buffer = io.StringIO()
+        flat = frame.copy()
+        flat["top_products"] = flat["top_products"].map(lambda products: "; ".join(products))
+        flat.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        text = buffer.getvalue()
+    elif format == "json":
+        records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records"))
+        for record, products in zip(records, frame["top_products"], strict=True):
+            record["top_products"] = list(products)
+        text = json.dumps(records, indent=2) + "\n"
+    else:
+        raise DataError("unknown export format", value=format, expected="csv or json")
+    if out is not None:
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"cannot write the audience to {out}: {exc.strerror}") from None
+    return text
+
+
+def _pick(
+    store: Store | str | Path,
+    where: str,
+    params: dict[str, Any],
+    *,
+    as_of: AsOf,
+    top_n: int,
+    scheme: str,
+    rules: Rules,
+    scores: pd.DataFrame | None,
+    thresholds: RiskThresholds | None,
+) -> pd.DataFrame:
+    if top_n < 0:
+        raise DataError("the number of top products cannot be negative", value=top_n)
+    db = open_store(store, read_only=not isinstance(store, Store))
+    try:
+        db.require_orders()
+        table = resolve_rules(rules)
+        with segmented(db, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
+            con.execute(AND_LIST_MACRO)
+            frame = run_risk_sql(
+                con,
+                PICK_SQL.replace("{where}", where),
+                thresholds=thresholds,
+                population_gap_days=info["population_gap_days"],
+                extra_params={
+                    **params,
+                    "as_of_end": info["as_of_end"],
+                    "top_n": top_n,
+                    "placeholder": TOP_PRODUCTS,
+                },
+            )
+    finally:
+        if db is not store:
+            db.close()
+    frame["top_products"] = frame["top_products"].map(list)
+    frame.attrs.update(public_info(info))
+    return frame[LIST_COLUMNS]

@@ -1,0 +1,196 @@
+"""RFM scores: recency, frequency and monetary value, each scored 1-5 (or 1-4).
+
+Per customer, from the orders placed on or before the observation date:
+
+- recency: days from the last order to the observation date (0 = ordered
+  that day); fewer days is better;
+- frequency: number of orders;
+- monetary: total net revenue, in the store's reporting currency.
+
+Scoring rule (ties always share a score): with ``k`` levels (5 for quintiles,
+4 for quartiles) and ``N`` customers, a customer's score on a measure is::
+
+    score = 1 + floor(k * W / N)
+
+where ``W`` is the number of customers with a strictly *worse* value. With no
+ties this cuts the customers into ``k`` equal groups; customers with equal
+values have the same ``W`` and so the same score, whatever their order in the
+data. A large block of equal values (say 60% of customers with one order)
+takes the score of its worst member, and the next value up jumps accordingly
+(here to 1 + floor(5 x 0.6) = 4): a score never depends on how ties are broken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from retain.errors import DataError, SchemaError
+from retain.segments.rules import score_levels
+from retain.store import Store
+
+AsOf = str | dt.date | dt.datetime | pd.Timestamp | None
+
+# Per customer measures, then the three scores. Reads the view seg_orders.
+RFM_SQL = """
+WITH per_customer AS (
+    SELECT
+        customer_id,
+        count(*)                                  AS orders,
+        sum(net_revenue)                          AS net_revenue,
+        min(ordered_at)                           AS first_order_at,
+        max(ordered_at)                           AS last_order_at,
+        count(DISTINCT CAST(ordered_at AS DATE))  AS order_days
+    FROM seg_orders
+    WHERE ordered_at < $as_of_end
+    GROUP BY customer_id
+),
+measured AS (
+    SELECT
+        *,
+        date_diff('day', CAST(last_order_at AS DATE), $as_of)  AS days_since_last_order,
+        -- mean days between the distinct days with an order; none for one-day buyers
+        CASE WHEN order_days > 1
+             THEN date_diff('day', CAST(first_order_at AS DATE), CAST(last_order_at AS DATE))
+                  / (order_days - 1)
+        END                                                     AS typical_gap_days
+    FROM per_customer
+)
+SELECT
+    *,
+    -- score = 1 + floor(k * customers strictly worse / N); rank() - 1 counts them
+    CAST(1 + ($levels * (rank() OVER (ORDER BY days_since_last_order DESC) - 1))
+         // count(*) OVER () AS INTEGER)                          AS r_score,
+    CAST(1 + ($levels * (rank() OVER (ORDER BY orders) - 1))
+         // count(*) OVER () AS INTEGER)                          AS f_score,
+    CAST(1 + ($levels * (rank() OVER (ORDER BY net_revenue) - 1))
+         // count(*) OVER () AS INTEGER)                          AS m_score
+FROM measured
+"""
+
+RFM_COLUMNS = [
+    "orders",
+    "net_revenue",
+    "first_order_at",
+    "last_order_at",
+    "days_since_last_order",
+    "typical_gap_days",
+    "r_score",
+    "f_score",
+    "m_score",
+]
+
+
+def rfm_scores(data: Any, *, as_of: AsOf = None, scheme: str = "quintiles") -> pd.DataFrame:
+    """RFM measures and scores, one row per customer, indexed by ``customer_id``.
+
+    ``data`` is a :class:`~retain.store.Store` (its ``orders``) or a pandas,
+    polars or Arrow frame of orders with ``customer_id``, ``ordered_at`` and
+    ``net_revenue`` (one row per order). ``as_of`` is the observation date:
+    orders after that day are ignored and recency is counted to it (default:
+    the day of the last order). ``scheme`` is "quintiles" (scores 1-5) or
+    "quartiles" (1-4); the scoring rule is in this module's docstring.
+
+    Columns: ``orders``; ``net_revenue`` (total, reporting currency);
+    ``first_order_at``, ``last_order_at``; ``days_since_last_order`` (days);
+    ``typical_gap_days`` (mean days between distinct order days, missing for
+    customers who ordered on one day only); ``r_score``, ``f_score``,
+    ``m_score`` (higher is better); ``rfm`` (the three scores as text, "545").
+    """
+    levels = score_levels(scheme)
+    with orders_view(data, as_of) as (con, params):
+        frame = con.execute(
+            f"SELECT customer_id, {', '.join(RFM_COLUMNS)} FROM ({RFM_SQL}) ORDER BY customer_id",
+            {**params, "levels": levels},
+        ).df()
+    frame = frame.set_index("customer_id")
+    frame["rfm"] = (
+        frame["r_score"].astype(str) + frame["f_score"].astype(str) + frame["m_score"].astype(str)
+    )
+    frame.attrs.update({"as_of": params["as_of"].isoformat(), "scheme": scheme})
+    return frame
+
+
+@contextlib.contextmanager
+def orders_view(
+    data: Any, as_of: AsOf
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
+    """Expose orders as the temp view ``seg_orders`` and resolve the observation date.
+
+    Yields the connection and the query parameters ``as_of`` (a date) and
+    ``as_of_end`` (midnight after it: orders strictly before it count).
+    """
+    if isinstance(data, Store):
+        con = data.con
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW seg_orders AS "
+            "SELECT CAST(customer_id AS VARCHAR) AS customer_id, ordered_at, net_revenue FROM orders"
+        )
+        registered = None
+    else:
+        frame = data
+        if type(frame).__module__.startswith("polars"):
+            frame = frame.to_arrow()
+        columns = list(frame.columns) if hasattr(frame, "columns") else list(frame.column_names)
+        missing = [c for c in ("customer_id", "ordered_at", "net_revenue") if c not in columns]
+        if missing:
+            raise SchemaError(
+                f"orders lack the column(s) {missing}; found {columns}. "
+                "Expected one row per order with customer_id, ordered_at and net_revenue."
+            )
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        registered = "seg_orders_input"
+        con.register(registered, frame)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW seg_orders AS SELECT CAST(customer_id AS VARCHAR) "
+            "AS customer_id, CAST(ordered_at AS TIMESTAMP) AS ordered_at, "
+            f"CAST(net_revenue AS DOUBLE) AS net_revenue FROM {registered} "
+            "WHERE customer_id IS NOT NULL AND ordered_at IS NOT NULL"
+        )
+    try:
+        day = resolve_as_of(con, as_of)
+        params = {
+            "as_of": day,
+            "as_of_end": dt.datetime.combine(day + dt.timedelta(days=1), dt.time()),
+        }
+        yield con, params
+    finally:
+        con.execute("DROP VIEW IF EXISTS seg_orders")
+        if registered is not None:
+            con.unregister(registered)
+            con.close()
+
+
+def resolve_as_of(con: duckdb.DuckDBPyConnection, as_of: AsOf) -> dt.date:
+    """The observation day: ``as_of`` as a date, or the day of the last order in ``seg_orders``."""
+    first_last = con.execute(
+        "SELECT CAST(min(ordered_at) AS DATE), CAST(max(ordered_at) AS DATE) FROM seg_orders"
+    ).fetchall()[0]
+    if not first_last or first_last[1] is None:
+        raise DataError("there are no orders to score: ingest orders first")
+    first, last = first_last
+    if as_of is None:
+        return last
+    try:
+        ts = pd.Timestamp(as_of)
+    except (ValueError, TypeError):
+        raise DataError(
+            "unreadable observation date", value=as_of, expected="a date as YYYY-MM-DD"
+        ) from None
+    if ts is pd.NaT:
+        raise DataError("unreadable observation date", value=as_of, expected="a date as YYYY-MM-DD")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    day = ts.date()
+    if day < first:
+        raise DataError(
+            f"the observation date {day} is before the first order ({first})",
+            expected=f"a date on or after {first}",
+        )
+    return day

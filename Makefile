@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	rm -f demo.duckdb demo.duckdb.wal
-	$(BIN)/retain ingest --db demo.duckdb --format cdnow --as-of 1998-07-01 src/retain/datasets/data/CDNOW_master.txt.gz
+	$(BIN)/retain ingest --db demo.duckdb --format cdnow --as-of 1998-06-30 src/retain/datasets/data/CDNOW_master.txt.gz
 	$(BIN)/retain status --db demo.duckdb
 	$(BIN)/retain customers --db demo.duckdb --limit 10
 
@@ -28,7 +28,14 @@ lint: setup
 test: setup lint
 	$(BIN)/pytest -q
 
-bench: setup
+PEERS := benchmarks/.venv-peers
+
+$(PEERS)/.installed:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet lifetimes==0.11.3
+	@touch $@
+
+bench: setup $(PEERS)/.installed
 	$(BIN)/python benchmarks/run.py
 
 clean:

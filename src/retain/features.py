@@ -130,7 +130,7 @@ def _source(
     frame = transactions
     if type(frame).__module__.startswith("polars"):
         frame = frame.to_arrow()
-    columns = list(frame.columns) if hasattr(frame, "columns") else list(frame.column_names)
+    columns = list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
     needed = [c for c in (customer_id, timestamp, amount) if c]
     missing = [c for c in needed if c not in columns]
     if missing:

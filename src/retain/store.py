@@ -23,13 +23,6 @@ DEFAULT_PATH = "retain.duckdb"
 # store written by an older retain is brought up to date when it is opened.
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("canonical tables", [t.ddl() for t in TABLES]),
-    (
-        "indexes for per-customer reads",
-        [
-            "CREATE INDEX IF NOT EXISTS orders_customer ON orders (customer_id)",
-            "CREATE INDEX IF NOT EXISTS order_lines_order ON order_lines (order_id)",
-        ],
-    ),
 ]
 
 

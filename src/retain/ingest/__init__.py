@@ -114,11 +114,8 @@ def _as_of(value: str | dt.date | dt.datetime | None) -> dt.datetime:
     ts = pd.Timestamp(value)
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
-    if (
-        (isinstance(value, str)
-        and len(value) <= 10)
-        or (isinstance(value, dt.date)
-        and not isinstance(value, dt.datetime))
+    if (isinstance(value, str) and len(value) <= 10) or (
+        isinstance(value, dt.date) and not isinstance(value, dt.datetime)
     ):
         ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)  # the whole day
     return ts.to_pydatetime()
@@ -135,10 +132,10 @@ def _orders(
             f"Found: {', '.join(columns)}. Needed: order_id, customer_id, ordered_at, and "
             "net_revenue or gross. Rename them in the file or map them with --map canonical=source."
         )
-    statements, checks = loader.order_checks("net_revenue" in resolved)
-    clean = loader.validate(ORDERS, "_raw", resolved, checks, statements, raw_columns=columns)
+    layers = loader.order_layers("net_revenue" in resolved)
+    checks = loader.order_checks()
+    clean = loader.validate(ORDERS, "_raw", resolved, checks, layers, raw_columns=columns)
     loader.quarantine_duplicates(clean, "order_id", "orders")
-    loader.convert_currency(clean)
     loader.write_orders(clean, report)
     report.customers = loader.write_customers_from_orders(clean)
 
@@ -152,7 +149,7 @@ def _customers(
         CUSTOMERS,
         "_raw",
         resolved,
-        after_parse=["UPDATE _parsed SET email = lower(email)"],
+        layers=[[("email", "lower(email)")]],
         raw_columns=columns,
     )
     loader.quarantine_duplicates(clean, "customer_id", "customers")

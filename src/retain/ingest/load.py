@@ -25,7 +25,7 @@ from retain.ingest.detect import (
     header_columns,
     is_parquet,
 )
-from retain.schema import CUSTOMERS, MARKETING_SPEND, MONEY_COLUMNS, ORDER_LINES, ORDERS, Table
+from retain.schema import MONEY_COLUMNS, ORDERS, Table
 from retain.store import Store
 
 
@@ -126,6 +126,7 @@ class Loader:
         self.rates = {k.upper(): float(v) for k, v in rates.items()}
         self.rates[self.currency] = 1.0
         self.quarantine_parts: list[str] = []
+        self.sources: dict[str, tuple[str, str, list[str]]] = {}
 
     # -- staging ---------------------------------------------------------------------
     def stage_file(self) -> list[str]:
@@ -165,19 +166,20 @@ class Loader:
         source: str,
         mapping: Mapping[str, str],
         extra_checks: list[tuple[str, str, str]] | None = None,
-        after_parse: list[str] | None = None,
+        layers: list[list[tuple[str, str]]] | None = None,
         raw_columns: list[str] | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> str:
-        """Parse ``source`` into ``table``'s columns; quarantine bad rows; return the clean table.
+        """Parse ``source`` into ``table``'s columns; quarantine bad rows; return the clean view.
 
-        ``mapping`` maps canonical column -> column of ``source``. ``after_parse``
-        are SQL statements run on ``_parsed`` (the parsed rows) before the
-        checks, to fill computed columns. ``extra_checks`` are (condition over
-        parsed columns, column, reason SQL), tested in order after the
-        per-column ones; the first that fails names the row's problem.
-        ``labels`` names, per canonical column, the file's column to cite in
-        messages (default: the mapped column when it is one of the file's).
+        One pass over the rows, materialised once. ``mapping`` maps canonical
+        column -> column of ``source``. ``layers`` compute columns from the
+        parsed ones, in order: each is a list of (column, SQL) that replace a
+        column or add one. ``extra_checks`` are (condition, column, reason SQL),
+        tested after the per-column ones; the first that fails names the row's
+        problem. Each canonical column's text is there as ``_t_<column>`` for
+        messages. ``labels`` names, per canonical column, the file's column to
+        cite (default: the mapped column when it is one of the file's).
         """
         types = self.column_types(source)
         select = ["_row"]
@@ -198,16 +200,14 @@ class Loader:
                 select.append(f"{parser(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")
             select.append(f"{parse.text(src_sql)} AS _t_{col.name}")
             text_cols.append(col.name)
-        raw_cols = raw_columns if raw_columns is not None else [c for c in types if c != "_row"]
-        raw_json = (
-            "to_json(struct_pack(" + ", ".join(f"{_q(c)} := {_q(c)}" for c in raw_cols) + "))"
-        )
-        select.append(f"CAST({raw_json} AS VARCHAR) AS _raw_json")
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _parsed AS SELECT {', '.join(select)} FROM {source}"
-        )
-        for statement in after_parse or []:
-            self.con.execute(statement)
+        query = f"SELECT {', '.join(select)} FROM {source}"
+        known = {c.name for c in table.columns}
+        for layer in layers or []:
+            replace = [f"{sql} AS {name}" for name, sql in layer if name in known]
+            add = [f"{sql} AS {name}" for name, sql in layer if name not in known]
+            known.update(name for name, _ in layer)
+            star = f"* REPLACE ({', '.join(replace)})" if replace else "*"
+            query = f"SELECT {', '.join([star, *add])} FROM ({query})"
 
         checks: list[tuple[str, str, str]] = []
         for col in table.columns:
@@ -235,27 +235,38 @@ class Loader:
                 )
             )
         checks.extend(extra_checks or [])
+        raw_cols = raw_columns if raw_columns is not None else [c for c in types if c != "_row"]
         cite = {k: v for k, v in mapping.items() if v in raw_cols}
         cite.update(labels or {})
         case = " ".join(
             f"WHEN {cond} THEN struct_pack(col := {_lit(cite.get(col, col))}, why := {why})"
             for cond, col, why in checks
         )
+        names = ", ".join(table.column_names)
+        checked = f"_checked_{table.name}"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, CASE {case} END AS _problem "
-            "FROM _parsed"
+            f"CREATE OR REPLACE TEMP TABLE {checked} AS "
+            f"SELECT _row, {names}, CASE {case} END AS _problem FROM ({query})"
         )
         self.add_quarantine(
-            "SELECT _row, _problem.col AS col, _problem.why AS why, _raw_json FROM _checked "
-            "WHERE _problem IS NOT NULL",
+            f"SELECT c._row, c._problem.col AS col, c._problem.why AS why, "
+            f"{self.raw_json(raw_cols, 's')} AS _raw_json "
+            f"FROM {checked} c JOIN {source} s USING (_row) WHERE c._problem IS NOT NULL",
             table.name,
         )
-        names = ", ".join(table.column_names)
+        clean = f"_clean_{table.name}"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _clean_{table.name} AS "
-            f"SELECT _row, {names} FROM _checked WHERE _problem IS NULL"
+            f"CREATE OR REPLACE TEMP VIEW {clean} AS "
+            f"SELECT _row, {names} FROM {checked} WHERE _problem IS NULL"
         )
-        return f"_clean_{table.name}"
+        self.sources[clean] = (checked, source, raw_cols)
+        return clean
+
+    @staticmethod
+    def raw_json(columns: list[str], alias: str) -> str:
+        """SQL for the row as read, as JSON text."""
+        pairs = ", ".join(f"{_q(c)} := {alias}.{_q(c)}" for c in columns)
+        return f"CAST(to_json(struct_pack({pairs})) AS VARCHAR)"
 
     def add_quarantine(self, query: str, target: str) -> None:
         """``query`` yields (_row, col, why, _raw_json) rows to set aside."""
@@ -269,46 +280,57 @@ class Loader:
 
     def quarantine_duplicates(self, clean: str, key: str, target: str) -> None:
         """Keep the first row of each key in a file; set the later ones aside, naming the first."""
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _dups AS SELECT _row, {key}, "
-            f"min(_row) OVER (PARTITION BY {key}) AS _first FROM {clean}"
-        )
-        if not self.count("_dups WHERE _row <> _first"):
+        checked, source, raw_cols = self.sources[clean]
+        repeated = self.con.execute(
+            f"SELECT count(*) FROM (SELECT {key} FROM {clean} GROUP BY {key} HAVING count(*) > 1)"
+        ).fetchone()
+        if not repeated or not repeated[0]:
             return
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _dups AS SELECT _row, {key}, _first FROM "
+            f"(SELECT _row, {key}, min(_row) OVER (PARTITION BY {key}) AS _first FROM {clean}) "
+            "WHERE _row <> _first"
+        )
         self.add_quarantine(
             f"SELECT d._row, {_lit(key)} AS col, "
             f"'{key} ''' || d.{key} || ''' appears again; first at row ' || d._first AS why, "
-            f"c._raw_json FROM _dups d JOIN _checked c USING (_row) WHERE d._row <> d._first",
+            f"{self.raw_json(raw_cols, 's')} AS _raw_json "
+            f"FROM _dups d JOIN {source} s USING (_row)",
             target,
         )
         self.con.execute(
-            f"DELETE FROM {clean} WHERE _row IN (SELECT _row FROM _dups WHERE _row <> _first)"
+            f"UPDATE {checked} SET _problem = struct_pack(col := {_lit(key)}, why := 'duplicate') "
+            "WHERE _row IN (SELECT _row FROM _dups)"
         )
 
-    # -- checks specific to orders -----------------------------------------------------
-    def order_checks(self, has_net: bool) -> tuple[list[str], list[tuple[str, str, str]]]:
-        """Statements that complete parsed orders, and the checks orders must pass."""
-        rates = ", ".join(f"({_lit(k)}, {v!r})" for k, v in self.rates.items())
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _rates AS SELECT * FROM (VALUES {rates}) t(currency, rate)"
-        )
+    # -- orders ----------------------------------------------------------------------
+    def order_layers(self, has_net: bool) -> list[list[tuple[str, str]]]:
+        """Complete parsed orders: defaults, net revenue, the reporting currency."""
+        rate = " ".join(f"WHEN {_lit(k)} THEN {v!r}" for k, v in self.rates.items())
         # a blank amount is 0; an unreadable one stays NULL for its check to name it
-        money = ", ".join(
-            f"{m} = CASE WHEN _t_{m} IS NULL THEN 0 ELSE {m} END"
+        defaults = [
+            (m, f"CASE WHEN _t_{m} IS NULL THEN 0 ELSE {m} END")
             for m in MONEY_COLUMNS
             if m != "refunded"
-        )
+        ]
         computed_net = "gross - discount - refunded - fees"
         net = f"coalesce(net_revenue, {computed_net})" if has_net else computed_net
-        statements = [
-            f"UPDATE _parsed SET currency = coalesce(upper(currency), {_lit(self.currency)}), "
-            f"{money}, refunded = abs(CASE WHEN _t_refunded IS NULL THEN 0 ELSE refunded END)",
-            f"UPDATE _parsed SET net_revenue = {net}",
-            "ALTER TABLE _parsed ADD COLUMN _rate DOUBLE",
-            "UPDATE _parsed SET _rate = r.rate FROM _rates r WHERE r.currency = _parsed.currency",
+        money = [*MONEY_COLUMNS, "net_revenue"]
+        return [
+            [
+                ("currency", f"coalesce(upper(currency), {_lit(self.currency)})"),
+                *defaults,
+                ("refunded", "abs(CASE WHEN _t_refunded IS NULL THEN 0 ELSE refunded END)"),
+            ],
+            [("net_revenue", net), ("_rate", f"CASE currency {rate} END")],
+            # rows without a rate are quarantined; leave their amounts as read
+            [(m, f"{m} * coalesce(_rate, 1)") for m in money],
         ]
+
+    def order_checks(self) -> list[tuple[str, str, str]]:
+        """Checks that orders must pass beyond their columns' types."""
         as_of = _lit(self.as_of.isoformat(sep=" "))
-        checks = [
+        return [
             (
                 "_t_net_revenue IS NULL AND _t_gross IS NULL",
                 "net_revenue",
@@ -332,21 +354,14 @@ class Loader:
                 "', expected 0 or more, or a refunded amount'",
             ),
         ]
-        return statements, checks
 
     def drop_staging(self) -> None:
-        tables = ["_raw", "_parsed", "_checked", "_dups", "_cust", "_rates", "_spend"]
-        tables += [*self.quarantine_parts]
-        tables += [f"_clean_{t.name}" for t in (ORDERS, ORDER_LINES, CUSTOMERS, MARKETING_SPEND)]
+        for view in self.sources:
+            self.con.execute(f"DROP VIEW IF EXISTS {view}")
+        tables = ["_raw", "_dups", "_cust", "_spend", "_shop", "_shop_orders", "_shop_lines"]
+        tables += [*self.quarantine_parts, *(checked for checked, _, _ in self.sources.values())]
         for name in tables:
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
-
-    def convert_currency(self, clean: str) -> None:
-        cols = ", ".join(f"{c} = {c} * r.rate" for c in (*MONEY_COLUMNS, "net_revenue"))
-        self.con.execute(
-            f"UPDATE {clean} SET {cols} FROM _rates r WHERE r.currency = {clean}.currency "
-            "AND r.rate <> 1"
-        )
 
     # -- writing ---------------------------------------------------------------------
     def write_orders(self, clean: str, report: IngestReport) -> None:
@@ -462,9 +477,12 @@ def require(
 
 
 def first_line_columns(path: Path) -> list[str] | None:
-    """Header columns of a delimited text file, or None when it has no such header."""
+    """Column names of a Parquet file or the header of a delimited text file; None when
+    a text file has no such header."""
     if is_parquet(path):
-        return None
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
     lines = first_lines(path, 1)
     if not lines:
         return []

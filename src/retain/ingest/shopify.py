@@ -145,9 +145,10 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
         "refunded": "_s_refunded",
         "channel": "_s_channel",
     }
-    statements, checks = loader.order_checks(has_net=False)
+    layers = loader.order_layers(has_net=False)
     # gross is stored before discounts: add the discount back to Shopify's subtotal
-    statements.insert(1, "UPDATE _parsed SET gross = gross + discount")
+    layers.insert(1, [("gross", "gross + discount")])
+    checks = loader.order_checks()
     checks[0] = ("_t_gross IS NULL", "gross", "'missing Subtotal'")
     labels = {
         "order_id": order_col or "Name",
@@ -164,9 +165,8 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
     ):
         labels[canonical] = _pick(columns, label) or label
     clean = loader.validate(
-        ORDERS, "_shop", mapping, checks, statements, raw_columns=columns, labels=labels
+        ORDERS, "_shop", mapping, checks, layers, raw_columns=columns, labels=labels
     )
-    loader.convert_currency(clean)
     loader.write_orders(clean, report)
     report.customers = loader.write_customers_from_orders(
         clean,

@@ -1,0 +1,94 @@
+"""The command line: clear one-line errors, exit codes, JSON twins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from retain.cli import app
+
+runner = CliRunner()
+DATA = Path(__file__).parent / "data"
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_ingest_status_customers(tmp_path: Path):
+    db = tmp_path / "s.duckdb"
+    result = run("ingest", DATA / "shopify_orders.csv", "--db", db, "--as-of", "2025-12-31")
+    assert result.exit_code == 0, result.output
+    assert "2 rows quarantined" in result.output
+    assert "row 7, column 'Email': no customer identity" in result.output
+
+    facts = json.loads(run("status", "--db", db, "--json").output)
+    for key in (
+        "customers",
+        "orders",
+        "net_revenue",
+        "quarantined_rows",
+        "first_order",
+        "last_order",
+    ):
+        assert key in facts
+    assert facts["orders"] == 3 and facts["quarantined_rows"] == 2
+    assert facts["net_revenue"] == 90 + 30 + 80
+
+    rows = json.loads(run("customers", "--db", db, "--json", "--limit", "1").output)
+    assert rows == [
+        {
+            "customer_id": "ana@example.com",
+            "email": "ana@example.com",
+            "orders": 2,
+            "net_revenue": 170.0,
+            "first_order": "2025-10-02T20:09:30.000",
+            "last_order": "2025-10-10T11:00:00.000",
+        }
+    ]
+    quarantined = json.loads(run("quarantine", "--db", db, "--json").output)
+    assert [q["row_number"] for q in quarantined] == [7, 8]
+
+
+def test_missing_columns_exit_2_and_store_nothing(tmp_path: Path):
+    db = tmp_path / "s.duckdb"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,who\n1,2\n")
+    result = run("ingest", bad, "--db", db, "--format", "orders")
+    assert result.exit_code == 2
+    assert "missing required column(s) order_id, customer_id, ordered_at" in result.output
+    assert "Found: id, who" in result.output
+    facts = json.loads(run("status", "--db", db, "--json").output)
+    assert facts["orders"] == 0 and facts["files_ingested"] == 0
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retain.cli",
+            "ingest",
+            str(empty),
+            "--db",
+            str(tmp_path / "x.duckdb"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ")
+    assert "empty" in proc.stderr and "Traceback" not in proc.stderr
+    result = run("status", "--db", tmp_path / "none.duckdb")
+    assert result.exit_code == 2 and "no store at" in result.output
+
+
+def test_bad_option_values(tmp_path: Path):
+    result = run("ingest", DATA / "shopify_orders.csv", "--db", tmp_path / "s.duckdb", "--map", "x")
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output

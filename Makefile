@@ -32,7 +32,7 @@ PEERS := benchmarks/.venv-peers
 
 $(PEERS)/.installed:
 	$(PYTHON) -m venv $(PEERS)
-	$(PEERS)/bin/python -m pip install --quiet lifetimes==0.11.3
+	$(PEERS)/bin/python -m pip install --quiet lifetimes==0.11.3 pyarrow
 	@touch $@
 
 bench: setup $(PEERS)/.installed

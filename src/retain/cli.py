@@ -7,7 +7,6 @@ becomes one clear line on stderr and exit code 2.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -74,7 +73,8 @@ def emit(value: Any, as_json: bool, table: Callable[[], str] | None = None) -> N
     elif table is not None:
         typer.echo(table())
     elif isinstance(value, pd.DataFrame):
-        typer.echo(value.to_string(index=False) if not value.empty else "(no rows)")
+        shown = value.astype(object).where(value.notna(), "")
+        typer.echo(shown.to_string(index=False) if not value.empty else "(no rows)")
     else:
         typer.echo(str(value))
 
@@ -407,4 +407,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -71,7 +71,7 @@ def bench_ingest(n_customers: int) -> list[dict]:
     counted = (
         duckdb.connect()
         .execute("SELECT count(*) FROM read_parquet(?)", [str(data / "orders.parquet")])
-        .fetchone()
+        .fetchall()[0]
     )
     rows = counted[0] if counted else 0
     with Store(db) as store:

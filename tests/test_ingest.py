@@ -307,3 +307,65 @@ def test_spend_customers_and_lines_formats(store: Store, tmp_path: Path):
     assert "yes/no" in store.scalar("SELECT reason FROM quarantine WHERE row_number = 3")
     lines = write(tmp_path, "order_id,sku,quantity,unit_price\nA1,S1,2,3.5\n", "lines.csv")
     assert ingest(store, lines).order_lines == 1
+
+
+def test_malformed_csv_lines_are_quarantined_with_their_line(store: Store, tmp_path: Path):
+    path = write(
+        tmp_path,
+        "order_id,customer_id,ordered_at,net_revenue\n"
+        "1,a,2025-01-01,10\n"
+        "2,b,2025-01-02,20,EXTRA\n"
+        "3,c,2025-01-03\n"
+        "4,d,2025-01-04,40\n",
+    )
+    report = ingest(store, path, as_of="2025-12-31")
+    assert report.rows_read == 4 and report.orders == 2 and report.quarantined == 2
+    q = table(store, "quarantine").set_index("row_number")
+    assert "too many columns" in q.loc[3, "reason"]
+    assert "2,b,2025-01-02,20,EXTRA" in q.loc[3, "raw"]
+    assert q.loc[4, "reason"].startswith("malformed row")
+    # rows after a rejected line keep their own row numbers
+    path.write_text(
+        "order_id,customer_id,ordered_at,net_revenue\n1,a,2025-01-01,10\n2,b,x,20,EXTRA\n"
+        "3,c,bad-date,30\n",
+        encoding="utf-8",
+    )
+    ingest(store, path, as_of="2025-12-31")
+    q = table(store, "quarantine").set_index("row_number")
+    assert "unreadable date" in q.loc[4, "reason"]
+
+
+def test_unclosed_quote_refuses_the_file(store: Store, tmp_path: Path):
+    path = write(
+        tmp_path,
+        'order_id,customer_id,ordered_at,net_revenue\n1,a,2025-01-01,10\n2,"b,2025-01-02,20\n'
+        "3,c,2025-01-03,30\n",
+    )
+    with pytest.raises(DataError, match="not closed"):
+        ingest(store, path, as_of="2025-12-31")
+    assert store.scalar("SELECT count(*) FROM orders") == 0
+
+
+def test_quoted_values_spanning_lines_and_semicolons(store: Store, tmp_path: Path):
+    path = write(
+        tmp_path,
+        'order_id;customer_id;ordered_at;net_revenue;note\n1;a;2025-01-01;10;"two\nlines"\n'
+        "2;b;2025-01-02;20;x\n",
+    )
+    report = ingest(store, path, as_of="2025-12-31")
+    assert report.orders == 2 and report.quarantined == 0
+
+
+def test_latin1_file_is_read(store: Store, tmp_path: Path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(
+        "order_id,customer_id,ordered_at,net_revenue\n1,José,2025-01-01,10\n".encode("latin-1")
+    )
+    ingest(store, path, as_of="2025-12-31")
+    assert store.scalar("SELECT customer_id FROM orders") == "José"
+
+
+def test_header_with_a_repeated_column(store: Store, tmp_path: Path):
+    path = write(tmp_path, "order_id,customer_id,order_id,ordered_at,gross\n1,a,1,2025-01-01,2\n")
+    with pytest.raises(DataError, match="names a column twice: order_id"):
+        ingest(store, path)

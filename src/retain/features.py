@@ -86,7 +86,7 @@ def summarize(
     con, relation = _source(transactions, customer_id, timestamp, amount)
     try:
         if observation_end is None:
-            last = con.execute("SELECT max(CAST(ts AS TIMESTAMP)) FROM src").fetchone()
+            last = con.execute("SELECT max(CAST(ts AS TIMESTAMP)) FROM src").fetchall()[0]
             if not last or last[0] is None:
                 raise DataError("no transactions to summarize")
             end = pd.Timestamp(last[0])

@@ -63,13 +63,13 @@ class Store:
     def schema_version(self) -> int:
         if not self.has_table("schema_version"):
             return 0
-        row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+        row = self.con.execute("SELECT max(version) FROM schema_version").fetchall()[0]
         return int(row[0]) if row and row[0] is not None else 0
 
     def has_table(self, name: str) -> bool:
         row = self.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-        ).fetchone()
+        ).fetchall()[0]
         return bool(row and row[0])
 
     def _migrate(self) -> None:
@@ -106,7 +106,7 @@ class Store:
         return self.con.execute(sql, params or []).df()
 
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        row = self.con.execute(sql, params or []).fetchone()
+        row = self.con.execute(sql, params or []).fetchall()[0]
         return row[0] if row else None
 
     def require_orders(self) -> None:
@@ -144,7 +144,7 @@ def status(store: Store) -> dict[str, Any]:
             (SELECT count(*) FROM ingested_files),
             (SELECT count(*) FROM marketing_spend)
         """
-    ).fetchone()
+    ).fetchall()[0]
     assert row is not None
     return {
         "customers": int(row[0]),

@@ -77,7 +77,9 @@ def ingest(
                 row=1,
             )
         columns = loader.stage_file()
-    report = IngestReport(file=str(file), format=fmt, rows_read=loader.count("_raw"))
+    report = IngestReport(
+        file=str(file), format=fmt, rows_read=loader.count("_raw") + loader.rejected
+    )
     if report.rows_read == 0:
         raise DataError(
             "the file holds a header but no data rows: nothing to ingest", file=str(file)

@@ -24,10 +24,10 @@ def first_lines(path: Path, n: int = 2) -> list[str]:
         return [line for _, line in zip(range(n), fh, strict=False)]
 
 
-def header_columns(line: str) -> list[str]:
+def header_columns(line: str, delimiter: str = ",") -> list[str]:
     import csv
 
-    return [c.strip() for c in next(csv.reader([line]))]
+    return [c.strip() for c in next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter))]
 
 
 def detect_format(path: Path, columns: list[str] | None) -> str:

@@ -127,27 +127,112 @@ class Loader:
         self.rates[self.currency] = 1.0
         self.quarantine_parts: list[str] = []
         self.sources: dict[str, tuple[str, str, list[str]]] = {}
+        self.encoding = "utf-8"
+        self.rejected = 0
 
     # -- staging ---------------------------------------------------------------------
     def stage_file(self) -> list[str]:
-        """Read a CSV or Parquet file into ``_raw``; return its column names."""
+        """Read a CSV or Parquet file into ``_raw``; return its column names.
+
+        Malformed CSV lines (too many or too few fields, bad quoting) are set
+        aside in the quarantine with DuckDB's description of the fault. A file
+        that is not UTF-8 is read again as Latin-1.
+        """
         if is_parquet(self.path):
             self.con.execute(
                 "CREATE OR REPLACE TEMP TABLE _raw AS SELECT * EXCLUDE (file_row_number), "
                 "file_row_number + 1 AS _row FROM read_parquet(?, file_row_number = true)",
                 [self.file],
             )
-        else:
-            try:
-                self.con.execute(
-                    "CREATE OR REPLACE TEMP TABLE _raw AS SELECT *, "
-                    "row_number() OVER () + 1 AS _row "
-                    "FROM read_csv(?, all_varchar = true, header = true, sample_size = -1)",
-                    [self.file],
-                )
-            except duckdb.Error as exc:
-                raise DataError(f"cannot read as CSV: {exc}", file=self.file) from exc
+            return [c for c in self.columns("_raw") if c != "_row"]
+        header = first_lines(self.path, 1)
+        delim = max((",", ";", "\t", "|"), key=lambda d: header[0].count(d)) if header else ","
+        self.encoding = "utf-8"
+        columns = header_columns(header[0], delim) if header else []
+        if not columns or any(not c for c in columns):
+            raise DataError(
+                "the header row has a blank column name; every column needs a name",
+                file=self.file,
+                row=1,
+            )
+        if len(set(columns)) < len(columns):
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            raise DataError(
+                f"the header row names a column twice: {', '.join(repeated)}",
+                file=self.file,
+                row=1,
+            )
+        self._read_csv(delim, columns)
+        bad_encoding = self.con.execute(
+            "SELECT count(*) FROM _rejects WHERE error_type = 'INVALID ENCODING'"
+        ).fetchall()[0]
+        if bad_encoding and bad_encoding[0]:
+            self.encoding = "latin-1"
+            self._read_csv(delim, columns)
+        rejected = self.con.execute("SELECT line FROM _rejects ORDER BY line").fetchall()
+        self.rejected = len(rejected)
+        self._account_for_every_line(columns)
+        if rejected:
+            self._renumber([int(r[0]) for r in rejected])
+            self.add_quarantine(
+                "SELECT line AS _row, column_name AS col, "
+                "'malformed row: ' || lower(error_type) || ': ' || error_message AS why, "
+                "CAST(to_json(struct_pack(line := csv_line)) AS VARCHAR) AS _raw_json "
+                "FROM _rejects",
+                "orders",
+            )
         return [c for c in self.columns("_raw") if c != "_row"]
+
+    def _read_csv(self, delim: str, columns: list[str]) -> None:
+        for name in ("_rejects", "_reject_scans"):
+            self.con.execute(f"DROP TABLE IF EXISTS {name}")
+        try:
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE _raw AS SELECT *, row_number() OVER () + 1 AS _row "
+                "FROM read_csv(?, auto_detect = false, columns = ?, header = true, delim = ?, "
+                "quote = '\"', escape = '\"', encoding = ?, store_rejects = true, "
+                "rejects_table = '_rejects', rejects_scan = '_reject_scans')",
+                [self.file, {c: "VARCHAR" for c in columns}, delim, self.encoding],
+            )
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise DataError(f"cannot read as CSV: {first}", file=self.file) from exc
+
+    def _account_for_every_line(self, columns: list[str]) -> None:
+        """Refuse the file when lines vanished: an unclosed quote swallows the lines after it."""
+        lines = _count_lines(self.path) - 1  # the header
+        loaded = self.count("_raw") + self.rejected
+        if lines <= loaded:
+            return
+        embedded = " + ".join(
+            f"coalesce(sum(length({_q(c)}) - length(replace({_q(c)}, chr(10), ''))), 0)"
+            for c in columns
+        )
+        inside = self.con.execute(f"SELECT {embedded} FROM _raw").fetchall()[0][0]
+        if lines <= loaded + int(inside or 0):
+            return  # quoted values that span lines
+        first = self.con.execute(
+            "SELECT min(line) FROM _rejects WHERE error_type = 'UNQUOTED VALUE'"
+        ).fetchall()[0][0]
+        where = f" from row {first} on" if first else ""
+        raise DataError(
+            f'{lines - loaded:,} lines could not be read{where}: a quote (") is opened and '
+            "not closed, so the lines after it run together. Close the quote or remove it, "
+            "then ingest again; nothing was stored",
+            file=self.file,
+        )
+
+    def _renumber(self, rejected: list[int]) -> None:
+        """Give the rows that loaded their line in the file, skipping the rejected lines."""
+        import numpy as np
+        import pandas as pd
+
+        n = self.count("_raw")
+        lines = np.setdiff1d(np.arange(2, n + len(rejected) + 2), rejected)[:n]
+        frame = pd.DataFrame({"_seq": np.arange(2, n + 2), "_line": lines})
+        self.con.register("_line_map", frame)
+        self.con.execute("UPDATE _raw SET _row = m._line FROM _line_map m WHERE _raw._row = m._seq")
+        self.con.unregister("_line_map")
 
     def columns(self, table: str) -> list[str]:
         return [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
@@ -156,7 +241,7 @@ class Loader:
         return {r[0]: r[1] for r in self.con.execute(f"DESCRIBE {table}").fetchall()}
 
     def count(self, table: str) -> int:
-        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
         return int(row[0]) if row else 0
 
     # -- validation ------------------------------------------------------------------
@@ -283,7 +368,7 @@ class Loader:
         checked, source, raw_cols = self.sources[clean]
         repeated = self.con.execute(
             f"SELECT count(*) FROM (SELECT {key} FROM {clean} GROUP BY {key} HAVING count(*) > 1)"
-        ).fetchone()
+        ).fetchall()[0]
         if not repeated or not repeated[0]:
             return
         self.con.execute(
@@ -359,6 +444,7 @@ class Loader:
         for view in self.sources:
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
         tables = ["_raw", "_dups", "_cust", "_spend", "_shop", "_shop_orders", "_shop_lines"]
+        tables += ["_rejects", "_reject_scans"]
         tables += [*self.quarantine_parts, *(checked for checked, _, _ in self.sources.values())]
         for name in tables:
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
@@ -432,6 +518,20 @@ class Loader:
             "INSERT OR REPLACE INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
             [self.file, fmt, digest.hexdigest(), report.rows_read, loaded, report.quarantined],
         )
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in a text file (plain or gzip), counting a last line without a newline."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    count = 0
+    last = b"\n"
+    with opener(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def resolve_mapping(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from retain.errors import DataError, SchemaError
-from retain.ingest import shopify
+from retain.ingest import cdnow, shopify
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
 from retain.ingest.load import (
     IngestReport,
@@ -68,7 +68,7 @@ def ingest(
     columns = first_line_columns(file)
     fmt = format if format != "auto" else detect_format(file, columns)
     if fmt == "cdnow":
-        columns = _stage_cdnow(loader)
+        columns = cdnow.stage(loader)
     else:
         if columns is None and not is_parquet(file):
             raise DataError(
@@ -85,7 +85,7 @@ def ingest(
             "the file holds a header but no data rows: nothing to ingest", file=str(file)
         )
     if fmt == "cdnow":
-        mapping = {**cdnow_mapping(), **(mapping or {})}
+        mapping = {**cdnow.MAPPING, **(mapping or {})}
 
     loader.con.execute("BEGIN TRANSACTION")
     try:
@@ -201,32 +201,3 @@ def _spend(
         "INSERT OR REPLACE INTO marketing_spend SELECT date, channel, amount FROM _spend"
     )
     report.spend_rows = loader.count(clean)
-
-
-def _stage_cdnow(loader: Loader) -> list[str]:
-    """CDNOW: whitespace-separated, with or without a header, sample or master layout."""
-    raw = pd.read_csv(loader.path, sep=r"\s+", header=None, dtype=str)
-    has_header = not str(raw.iloc[0, 0]).isdigit()
-    offset = 2 if has_header else 1
-    if has_header:
-        raw = raw.iloc[1:].reset_index(drop=True)
-    if raw.shape[1] == 5:
-        raw = raw.drop(columns=1)
-    if raw.shape[1] != 4:
-        raise DataError(
-            f"a CDNOW file has 4 or 5 whitespace-separated columns, this one has {raw.shape[1]}",
-            file=loader.file,
-        )
-    raw.columns = ["customer_id", "date", "number_of_cds", "dollar_value"]
-    raw["_row"] = range(offset, offset + len(raw))
-    # one order per line: the customer and the line number identify it
-    raw["order_id"] = raw["customer_id"].str.lstrip("0") + "-" + raw["_row"].astype(str)
-    raw["customer_id"] = raw["customer_id"].str.lstrip("0").replace("", "0")
-    loader.con.register("_cdnow_frame", raw)
-    loader.con.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * FROM _cdnow_frame")
-    loader.con.unregister("_cdnow_frame")
-    return ["order_id", "customer_id", "date", "number_of_cds", "dollar_value"]
-
-
-def cdnow_mapping() -> dict[str, str]:
-    return {"ordered_at": "date", "net_revenue": "dollar_value"}

@@ -2,25 +2,34 @@
 
 Two layouts exist: the master file (a header line, then customer id, date
 YYYYMMDD, number of CDs, dollar value) and the sample (no header; customer id,
-id in the master file, date, number of CDs, dollar value).
+id in the master file, date, number of CDs, dollar value). Each line is one
+purchase record; the ingest makes it an order whose id is the customer and the
+line number.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from retain.errors import DataError
 
+if TYPE_CHECKING:
+    from retain.ingest.load import Loader
 
-def read_cdnow(path: str | Path) -> pd.DataFrame:
-    """Parse a CDNOW file (plain or .gz) into customer_id, ordered_at, quantity, net_revenue."""
-    raw = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, comment=None)
+COLUMNS = ["customer_id", "date", "number_of_cds", "dollar_value"]
+MAPPING = {"ordered_at": "date", "net_revenue": "dollar_value"}
+
+
+def read_text(path: str | Path) -> pd.DataFrame:
+    """The file's records as text, with ``_row``, the line each came from."""
+    raw = pd.read_csv(path, sep=r"\s+", header=None, dtype=str)
     if raw.empty:
         raise DataError("the file holds no rows", file=str(path))
     has_header = not str(raw.iloc[0, 0]).isdigit()
-    first_data_row = 2 if has_header else 1
+    first_line = 2 if has_header else 1
     if has_header:
         raw = raw.iloc[1:].reset_index(drop=True)
     if raw.shape[1] == 5:
@@ -30,7 +39,25 @@ def read_cdnow(path: str | Path) -> pd.DataFrame:
             f"a CDNOW file has 4 or 5 whitespace-separated columns, this one has {raw.shape[1]}",
             file=str(path),
         )
-    raw.columns = ["customer_id", "date", "quantity", "net_revenue"]
+    raw.columns = COLUMNS
+    raw["customer_id"] = raw["customer_id"].str.lstrip("0").replace("", "0")
+    raw["_row"] = range(first_line, first_line + len(raw))
+    return raw
+
+
+def stage(loader: Loader) -> list[str]:
+    """Stage a CDNOW file as ``_raw`` for the orders validator; return its columns."""
+    raw = read_text(loader.path)
+    raw.insert(0, "order_id", raw["customer_id"] + "-" + raw["_row"].astype(str))
+    loader.con.register("_cdnow_frame", raw)
+    loader.con.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * FROM _cdnow_frame")
+    loader.con.unregister("_cdnow_frame")
+    return ["order_id", *COLUMNS]
+
+
+def read_cdnow(path: str | Path) -> pd.DataFrame:
+    """Parse a CDNOW file (plain or .gz) into customer_id, ordered_at, quantity, net_revenue."""
+    raw = read_text(path)
     ordered_at = pd.to_datetime(raw["date"], format="%Y%m%d", errors="coerce")
     bad = ordered_at.isna()
     if bad.any():
@@ -38,16 +65,16 @@ def read_cdnow(path: str | Path) -> pd.DataFrame:
         raise DataError(
             "unreadable date",
             file=str(path),
-            row=i + first_data_row,
+            row=int(raw["_row"].iloc[i]),
             column="date",
             value=raw["date"].iloc[i],
             expected="a date as YYYYMMDD",
         )
     return pd.DataFrame(
         {
-            "customer_id": raw["customer_id"].str.lstrip("0").replace("", "0"),
+            "customer_id": raw["customer_id"],
             "ordered_at": ordered_at,
-            "quantity": pd.to_numeric(raw["quantity"]),
-            "net_revenue": pd.to_numeric(raw["net_revenue"]),
+            "quantity": pd.to_numeric(raw["number_of_cds"]),
+            "net_revenue": pd.to_numeric(raw["dollar_value"]),
         }
     )

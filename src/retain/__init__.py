@@ -3,8 +3,10 @@
 The public API, what a notebook user imports::
 
     import retain
+    from retain.ingest import ingest
+
     store = retain.Store("retain.duckdb")
-    retain.ingest(store, "orders.csv")
+    ingest(store, "orders.csv")
     summary = retain.summarize(store, unit="W")
 """
 

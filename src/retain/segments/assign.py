@@ -111,22 +111,15 @@ def customer_segments(
     reporting currency, times in days). ``attrs`` hold ``as_of``, ``scheme``,
     ``rules`` (its source) and ``model`` ("scores", "customer_scores" or "none").
     """
-    table = resolve_rules(rules)
-    with segmented(data, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
-        frame = run_risk_sql(
-            con,
-            "SELECT customer_id, * EXCLUDE (customer_id, segment_position, order_days) "
-            "FROM ({risk}) ORDER BY customer_id",
-            thresholds=thresholds,
-            population_gap_days=info["population_gap_days"],
-        )
-    frame = frame.rename(columns={"risk": "churn_risk", "reason": "churn_reason"})
-    actions = table.table().set_index("segment")
-    frame["action"] = frame["segment"].map(actions["action"])
-    frame["offer"] = frame["segment"].map(actions["offer"])
-    frame = frame.set_index("customer_id")[CUSTOMER_COLUMNS]
-    frame.attrs.update(public_info(info))
-    return frame
+    return _per_customer(
+        data,
+        CUSTOMER_COLUMNS,
+        as_of=as_of,
+        scheme=scheme,
+        rules=rules,
+        scores=scores,
+        thresholds=thresholds,
+    )
 
 
 def segment_scores(
@@ -146,12 +139,43 @@ def segment_scores(
     ``clv_12m``) when they are not in the store yet. Arguments as in
     :func:`customer_segments`.
     """
-    frame = customer_segments(
-        store, as_of=as_of, scheme=scheme, rules=rules, scores=scores, thresholds=thresholds
+    return _per_customer(
+        store,
+        SEGMENT_SCORE_COLUMNS,
+        as_of=as_of,
+        scheme=scheme,
+        rules=rules,
+        scores=scores,
+        thresholds=thresholds,
     )
-    result = frame[SEGMENT_SCORE_COLUMNS].copy()
-    result.attrs.update(frame.attrs)
-    return result
+
+
+def _per_customer(
+    data: Any,
+    columns: list[str],
+    *,
+    as_of: AsOf,
+    scheme: str,
+    rules: Rules,
+    scores: pd.DataFrame | None,
+    thresholds: RiskThresholds | None,
+) -> pd.DataFrame:
+    """The ``columns`` (names from :data:`CUSTOMER_COLUMNS`) per customer, by customer_id."""
+    table = resolve_rules(rules)
+    renamed = {"churn_risk": "r.risk", "churn_reason": "r.reason", "action": "d.action",
+               "offer": "d.offer"}  # fmt: skip
+    select = ", ".join(f"{renamed.get(c, 'r.' + c)} AS {c}" for c in columns)
+    with segmented(data, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
+        frame = run_risk_sql(
+            con,
+            f"SELECT r.customer_id, {select} FROM ({{risk}}) AS r "
+            "JOIN seg_defs AS d ON d.segment = r.segment ORDER BY r.customer_id",
+            thresholds=thresholds,
+            population_gap_days=info["population_gap_days"],
+        )
+    frame = frame.set_index("customer_id")
+    frame.attrs.update(public_info(info))
+    return frame
 
 
 def segment_summary(

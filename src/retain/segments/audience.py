@@ -66,6 +66,8 @@ LIST_COLUMNS = [
 PICK_SQL = """
 WITH picked AS MATERIALIZED (
     SELECT * FROM ({risk}) WHERE {where}
+    ORDER BY value_at_stake DESC NULLS LAST, net_revenue DESC, customer_id
+    LIMIT $limit
 ),
 bought AS (
     SELECT
@@ -154,12 +156,14 @@ def winback_list(
     """
     if min_risk not in RISK_LEVELS:
         raise DataError("unknown risk level", value=min_risk, expected=" or ".join(RISK_LEVELS))
+    if limit is not None and limit < 0:
+        raise DataError("the number of customers to list cannot be negative", value=limit)
     levels = list(RISK_LEVELS[RISK_LEVELS.index(min_risk) :])
     where = "risk IN (" + ", ".join(f"'{level}'" for level in levels) + ")"
     frame = _pick(
         store,
         where,
-        {},
+        {"limit": limit},
         as_of=as_of,
         top_n=top_n,
         scheme=scheme,
@@ -167,8 +171,6 @@ def winback_list(
         scores=scores,
         thresholds=thresholds,
     )
-    if limit is not None:
-        frame = frame.head(limit).reset_index(drop=True)
     return frame
 
 
@@ -208,7 +210,7 @@ def audience(
         frame = _pick(
             store,
             "segment = $segment",
-            {"segment": name},
+            {"segment": name, "limit": None},
             as_of=as_of,
             top_n=top_n,
             scheme=scheme,

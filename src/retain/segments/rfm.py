@@ -37,22 +37,32 @@ from retain.store import Store
 AsOf = str | dt.date | dt.datetime | pd.Timestamp | None
 
 # Per customer measures, then the three scores. Reads the view seg_orders.
+# The number of customers strictly worse than a value is counted once per
+# distinct value (a few thousand rows) and joined back, which is several times
+# faster than rank() windows over every customer and gives the same counts.
 RFM_SQL = """
 WITH per_customer AS (
     SELECT
         customer_id,
         count(*)                                  AS orders,
-        sum(net_revenue)                          AS net_revenue,
+        -- summed exactly, so that equal totals are equal whatever the order of summing
+        CAST(sum(CAST(net_revenue AS DECIMAL(38, 6))) AS DOUBLE)  AS net_revenue,
         min(ordered_at)                           AS first_order_at,
         max(ordered_at)                           AS last_order_at,
-        count(DISTINCT CAST(ordered_at AS DATE))  AS order_days
+        -- distinct order days; a list per customer beats count(DISTINCT) here
+        len(list_distinct(list(CAST(ordered_at AS DATE))))  AS order_days
     FROM seg_orders
     WHERE ordered_at < $as_of_end
     GROUP BY customer_id
 ),
-measured AS (
+measured AS MATERIALIZED (
     SELECT
-        *,
+        customer_id,
+        orders,
+        coalesce(net_revenue, 0.0)                              AS net_revenue,
+        first_order_at,
+        last_order_at,
+        order_days,
         date_diff('day', CAST(last_order_at AS DATE), $as_of)  AS days_since_last_order,
         -- mean days between the distinct days with an order; none for one-day buyers
         CASE WHEN order_days > 1
@@ -60,17 +70,31 @@ measured AS (
                   / (order_days - 1)
         END                                                     AS typical_gap_days
     FROM per_customer
+),
+r_worse AS (  -- more days since the last order is worse
+    SELECT days_since_last_order,
+           sum(count(*)) OVER (ORDER BY days_since_last_order DESC) - count(*) AS worse,
+           sum(count(*)) OVER ()                                               AS n
+    FROM measured GROUP BY days_since_last_order
+),
+f_worse AS (
+    SELECT orders, sum(count(*)) OVER (ORDER BY orders) - count(*) AS worse
+    FROM measured GROUP BY orders
+),
+m_worse AS (
+    SELECT net_revenue, sum(count(*)) OVER (ORDER BY net_revenue) - count(*) AS worse
+    FROM measured GROUP BY net_revenue
 )
 SELECT
-    *,
-    -- score = 1 + floor(k * customers strictly worse / N); rank() - 1 counts them
-    CAST(1 + ($levels * (rank() OVER (ORDER BY days_since_last_order DESC) - 1))
-         // count(*) OVER () AS INTEGER)                          AS r_score,
-    CAST(1 + ($levels * (rank() OVER (ORDER BY orders) - 1))
-         // count(*) OVER () AS INTEGER)                          AS f_score,
-    CAST(1 + ($levels * (rank() OVER (ORDER BY net_revenue) - 1))
-         // count(*) OVER () AS INTEGER)                          AS m_score
-FROM measured
+    c.*,
+    -- score = 1 + floor(k * customers strictly worse / N)
+    CAST(1 + ($levels * r.worse) // r.n AS INTEGER)  AS r_score,
+    CAST(1 + ($levels * f.worse) // r.n AS INTEGER)  AS f_score,
+    CAST(1 + ($levels * m.worse) // r.n AS INTEGER)  AS m_score
+FROM measured AS c
+JOIN r_worse AS r USING (days_since_last_order)
+JOIN f_worse AS f USING (orders)
+JOIN m_worse AS m USING (net_revenue)
 """
 
 RFM_COLUMNS = [
@@ -104,14 +128,16 @@ def rfm_scores(data: Any, *, as_of: AsOf = None, scheme: str = "quintiles") -> p
     """
     levels = score_levels(scheme)
     with orders_view(data, as_of) as (con, params):
-        frame = con.execute(
-            f"SELECT customer_id, {', '.join(RFM_COLUMNS)} FROM ({RFM_SQL}) ORDER BY customer_id",
-            {**params, "levels": levels},
-        ).df()
+        frame = (
+            con.sql(
+                f"SELECT customer_id, {', '.join(RFM_COLUMNS)}, "
+                f"r_score || f_score || m_score AS rfm FROM ({RFM_SQL}) ORDER BY customer_id",
+                params={**params, "levels": levels},
+            )
+            .to_arrow_table()
+            .to_pandas()
+        )
     frame = frame.set_index("customer_id")
-    frame["rfm"] = (
-        frame["r_score"].astype(str) + frame["f_score"].astype(str) + frame["m_score"].astype(str)
-    )
     frame.attrs.update({"as_of": params["as_of"].isoformat(), "scheme": scheme})
     return frame
 

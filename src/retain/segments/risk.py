@@ -232,4 +232,5 @@ def run_risk_sql(
     sql = outer_sql.replace(
         "{risk}", RISK_SQL.replace("$population_gap_days", "CAST($population_gap_days AS DOUBLE)")
     )
-    return con.execute(sql, params).df()
+    # through Arrow: several times faster than .df() for a million rows of text
+    return con.sql(sql, params=params).to_arrow_table().to_pandas()

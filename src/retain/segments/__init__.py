@@ -26,7 +26,7 @@ from retain.segments.assign import (
     segment_scores,
     segment_summary,
 )
-from retain.segments.audience import (
+from retain.segments.audiences import (
     AUDIENCE_COLUMNS,
     LIST_COLUMNS,
     WINBACK,

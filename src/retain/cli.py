@@ -202,6 +202,285 @@ def quarantine(
 
 # --- metrics (retain.metrics) ---------------------------------------------------------
 
+PeriodOption = Annotated[
+    str, typer.Option("--period", help="Period of the rates and tables: month, quarter or year.")
+]
+MarginOption = Annotated[
+    float, typer.Option("--margin", help="Fraction of net revenue kept, e.g. 0.3 for 30%.")
+]
+WindowDaysOption = Annotated[
+    int,
+    typer.Option(
+        "--window-days", help="A customer is someone who ordered in the last N days (retention)."
+    ),
+]
+MetricsAsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Observation date YYYY-MM-DD; later orders are ignored. Default: last order.",
+    ),
+]
+
+
+def _fmt_number(value: Any, spec: str = ",.2f", empty: str = "-") -> str:
+    return empty if value is None or pd.isna(value) else format(value, spec)
+
+
+def _fmt_table(frame: pd.DataFrame, specs: dict[str, str]) -> str:
+    """A DataFrame as text, numbers formatted per column, empty cells as '-'."""
+    if frame.empty:
+        return "(no rows)"
+    shown = frame.copy()
+    for column, spec in specs.items():
+        if column in shown:
+            shown[column] = [_fmt_number(v, spec) for v in shown[column]]
+    return shown.astype(object).where(shown.notna(), "-").to_string(index=False)
+
+
+@app.command()
+@friendly_errors
+def metrics(
+    period: PeriodOption = "month",
+    margin: MarginOption = 1.0,
+    discount_rate: Annotated[
+        float,
+        typer.Option("--discount-rate", help="Discount rate per period for the formula CLV."),
+    ] = 0.0,
+    window_days: WindowDaysOption = 365,
+    top: Annotated[int, typer.Option("--top", help="Most valuable customers to list.")] = 10,
+    as_of: MetricsAsOfOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """CLV, AOV, repeat rate, retention and churn per period, formula CLV, top customers."""
+    from retain.metrics import metrics_report
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        report = metrics_report(
+            store,
+            period,
+            margin=margin,
+            discount_rate=discount_rate,
+            window_days=window_days,
+            top=top,
+            as_of=as_of,
+        )
+
+    def table() -> str:
+        o, f = report["overview"], report["formula_clv"]
+        lines = [
+            f"as of {o['as_of']}: {period}s, margin {o['margin']:g}, a customer is someone "
+            f"who ordered in the last {o['window_days']} days",
+            f"{'customers':>24}: {o['customers']:,}",
+            f"{'orders':>24}: {o['orders']:,}",
+            f"{'net revenue':>24}: {o['net_revenue']:,.2f}",
+            f"{'AOV':>24}: {o['aov']:,.2f}",
+            f"{'average historical CLV':>24}: {o['average_historical_clv']:,.2f}",
+            f"{'median historical CLV':>24}: {o['median_historical_clv']:,.2f}",
+            f"{'repeat purchase rate':>24}: {o['repeat_purchase_rate']:.1f}%",
+        ]
+        if o["retention_period"]:
+            lines.append(
+                f"{'retention ' + o['retention_period']:>24}: {o['retention_rate']:.1f}% "
+                f"(churn {o['churn_rate']:.1f}%)"
+            )
+        if o["cac"] is not None:
+            lines.append(
+                f"{'blended CAC':>24}: {o['cac']:,.2f} (CLV:CAC {_fmt_number(o['clv_cac'])})"
+            )
+        if f["clv"] is not None:
+            discount = (
+                f", discounted at {f['discount_rate']:g} per {period}" if f["discount_rate"] else ""
+            )
+            lines.append(
+                f"{'formula CLV':>24}: {f['clv']:,.2f} = AOV {f['aov']:,.2f} x "
+                f"{f['purchase_frequency']:.3f} purchases per {period} x "
+                f"{f['lifespan']:.1f} {period}s (churn {f['churn_rate']:.1f}% per {period}) "
+                f"x margin {f['margin']:g}{discount}; over {f['periods'][0]} to {f['periods'][-1]}"
+            )
+        elif f["note"]:
+            lines.append(f"{'formula CLV':>24}: - ({f['note']})")
+        periods = _fmt_table(
+            report["periods"],
+            {
+                "customers_at_start": ",.0f",
+                "new_customers": ",.0f",
+                "customers_at_end": ",.0f",
+                "retention_rate": ".1f",
+                "churn_rate": ".1f",
+                "customers": ",.0f",
+                "orders": ",.0f",
+                "net_revenue": ",.0f",
+                "aov": ",.2f",
+                "purchase_frequency": ".3f",
+                "returning_revenue_share": ".1f",
+            },
+        )
+        lines += ["", f"per {period} (rates and shares in %):", periods]
+        top_customers = report["top_customers"]
+        if len(top_customers):
+            columns = ["customer_id", "orders", "net_revenue", "aov", "days_since_last_order"]
+            shown = top_customers[[*columns, "historical_clv"]]
+            lines += [
+                "",
+                f"top {len(shown)} customers by historical CLV:",
+                _fmt_table(shown, {"net_revenue": ",.2f", "aov": ",.2f", "historical_clv": ",.2f"}),
+            ]
+        return "\n".join(lines)
+
+    emit(report, as_json, table)
+
+
+@app.command()
+@friendly_errors
+def cohorts(
+    period: PeriodOption = "month",
+    margin: MarginOption = 1.0,
+    value: Annotated[
+        str,
+        typer.Option(
+            "--value",
+            help="Cells of the table: active_share (%), active_customers, net_revenue, "
+            "cumulative_net_revenue_per_customer or cumulative_clv.",
+        ),
+    ] = "active_share",
+    as_of: MetricsAsOfOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Cohorts by first-order period: who is still buying, and the cohort CLV curve."""
+    from retain.metrics import cohort_matrix
+    from retain.metrics import cohorts as build_cohorts
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        frame = build_cohorts(store, period, margin=margin, as_of=as_of)
+    matrix = cohort_matrix(frame, value)
+
+    def table() -> str:
+        spec = {"active_share": ".1f", "net_revenue": ",.0f", "active_customers": ",.0f"}.get(
+            value, ",.2f"
+        )
+        shown = matrix.copy()
+        for column in shown.columns[1:]:
+            shown[column] = [_fmt_number(v, spec, "") for v in shown[column]]
+        return (
+            f"{value} by cohort (rows, first-order {period}) and {period}s since "
+            f"(columns), as of {frame.attrs['as_of']}\n{shown.to_string()}"
+        )
+
+    emit(frame, as_json, table)
+
+
+@app.command()
+@friendly_errors
+def acquisition(
+    period: PeriodOption = "month",
+    margin: MarginOption = 1.0,
+    horizon_months: Annotated[
+        int | None,
+        typer.Option(
+            "--horizon-months",
+            help="CLV over each customer's first N months (default: all history to date).",
+        ),
+    ] = None,
+    as_of: MetricsAsOfOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """CAC per channel and period, CLV:CAC and payback; flags channels whose CLV < CAC."""
+    from retain.metrics import cac, clv_cac
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        channels = clv_cac(store, margin=margin, horizon_months=horizon_months, as_of=as_of)
+        per_period = cac(store, period, as_of=as_of)
+    result = {"channels": channels, "cac": per_period, **channels.attrs}
+
+    def table() -> str:
+        if channels.empty:
+            return (
+                "no marketing spend in the store: load it with "
+                "`retain ingest spend.csv --format spend` (date, channel, amount)\n\n"
+                f"new customers per {period} and channel:\n"
+                + _fmt_table(per_period.drop(columns=["period_start", "spend", "cac"]), {})
+            )
+        money = {
+            "spend": ",.2f",
+            "new_customers": ",.0f",
+            "cac": ",.2f",
+            "clv": ",.2f",
+            "clv_cac": ".2f",
+        }
+        flagged = channels[channels["below_cac"]]
+        lines = [
+            f"channels, customers acquired {channels.attrs['spend_from']} to "
+            f"{channels.attrs['spend_to']}, margin {margin:g}:",
+            _fmt_table(channels.drop(columns="note"), money),
+        ]
+        lines += [
+            f"warning: {c}: {n}" for c, n in zip(flagged["channel"], flagged["note"], strict=True)
+        ]
+        lines += [
+            "",
+            f"CAC per {period}:",
+            _fmt_table(per_period.drop(columns="period_start"), money),
+        ]
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
+
+
+@app.command()
+@friendly_errors
+def alerts(
+    period: PeriodOption = "month",
+    baseline: Annotated[
+        int,
+        typer.Option("--baseline", help="Periods before each checked one that form its baseline."),
+    ] = 6,
+    recent: Annotated[int, typer.Option("--recent", help="Last complete periods to check.")] = 3,
+    alpha: Annotated[float, typer.Option("--alpha", help="One-sided significance level.")] = 0.01,
+    window_days: WindowDaysOption = 365,
+    as_of: MetricsAsOfOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent drops in retention, AOV, frequency, new customers or repeat revenue share."""
+    from retain.metrics import alerts as find_alerts
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        frame = find_alerts(
+            store,
+            period,
+            baseline_periods=baseline,
+            recent_periods=recent,
+            alpha=alpha,
+            window_days=window_days,
+            as_of=as_of,
+        )
+    result = {"alerts": frame, **frame.attrs}
+
+    def table() -> str:
+        attrs = frame.attrs
+        if attrs["note"]:
+            return f"no alerts: {attrs['note']}"
+        if frame.empty:
+            return (
+                f"no alerts: {attrs['checked']} checks of the last {recent} complete {period}s "
+                f"against their {baseline}-{period} baselines found no drop at p < {alpha:g}"
+            )
+        return "\n".join(f"alert: {reason}" for reason in frame["reason"])
+
+    emit(result, as_json, table)
+
 
 # --- models (retain.models): fit, score -----------------------------------------------
 

@@ -1,0 +1,146 @@
+"""Shared pieces of the metrics: periods, the observation day, argument checks.
+
+A period is a calendar month, quarter or year in UTC. In SQL a period is an
+integer index: ``(year * 12 + month - 1) // months_per_period``, so that
+consecutive periods have consecutive indexes whatever their length.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from retain.errors import DataError
+from retain.store import Store
+
+AsOf = str | dt.date | dt.datetime | pd.Timestamp | None
+
+PERIODS: dict[str, int] = {"month": 1, "quarter": 3, "year": 12}
+"""Months in each period."""
+
+PERIOD_DAYS: dict[str, float] = {"month": 365.25 / 12, "quarter": 365.25 / 4, "year": 365.25}
+"""Mean length of each period in days (for rates per period over a span of days)."""
+
+# With a window shorter than the period, a customer buying once every period would
+# count as lapsed at some period starts: retention would measure noise.
+MIN_WINDOW_DAYS: dict[str, int] = {"month": 30, "quarter": 90, "year": 365}
+
+PANDAS_FREQ: dict[str, str] = {"month": "M", "quarter": "Q", "year": "Y"}
+
+
+def check_period(period: str) -> int:
+    """Months in ``period``; a clear error for anything but month, quarter or year."""
+    if period not in PERIODS:
+        raise DataError("unknown period", value=period, expected="month, quarter or year")
+    return PERIODS[period]
+
+
+def check_margin(margin: float) -> float:
+    """The margin as a fraction of net revenue in (0, 1]."""
+    if not _is_number(margin) or not 0 < margin <= 1:
+        hint = (
+            f" (for {margin}% write {margin / 100:g})" if _is_number(margin) and margin > 1 else ""
+        )
+        raise DataError(
+            f"margin must be a fraction of net revenue{hint}",
+            value=margin,
+            expected="a number in (0, 1], e.g. 0.3 for 30%",
+        )
+    return float(margin)
+
+
+def check_window_days(window_days: int, period: str) -> int:
+    """The activity window: a customer is one who ordered in the last ``window_days`` days."""
+    if isinstance(window_days, bool) or not isinstance(window_days, int):
+        raise DataError("window_days must be a whole number of days", value=window_days)
+    least = MIN_WINDOW_DAYS[period]
+    if window_days < least:
+        raise DataError(
+            f"an activity window of {window_days} days is shorter than a {period}: a customer "
+            f"who buys once every {period} would count as lapsed between purchases",
+            value=window_days,
+            expected=f"at least {least} days for --period {period}",
+        )
+    return window_days
+
+
+def check_positive_int(name: str, value: int, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise DataError(f"{name} must be a whole number", value=value, expected=f"{least} or more")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a metric looks at: orders placed before ``end`` (midnight after ``as_of``)."""
+
+    as_of: dt.date
+    end: dt.datetime
+    months_per_period: int
+    period: str
+
+    @property
+    def params(self) -> dict[str, object]:
+        return {"end": self.end, "p": self.months_per_period}
+
+
+def observation(store: Store, as_of: AsOf, period: str = "month") -> Window:
+    """Resolve the observation day: ``as_of`` (a date, UTC) or the day of the last order.
+
+    Orders up to the end of that day are counted; later ones are ignored.
+    """
+    months = check_period(period)
+    row = store.con.execute(
+        "SELECT CAST(min(ordered_at) AS DATE), CAST(max(ordered_at) AS DATE) FROM orders"
+    ).fetchone()
+    if not row or row[1] is None:
+        raise DataError(
+            f"the store {store.path} holds no orders yet: run `retain ingest FILE --db {store.path}`"
+        )
+    first, last = row
+    if as_of is None:
+        day = last
+    else:
+        try:
+            ts = pd.Timestamp(as_of)
+        except (ValueError, TypeError):
+            raise DataError(
+                "unreadable observation date", value=as_of, expected="a date as YYYY-MM-DD"
+            ) from None
+        if pd.isna(ts):
+            raise DataError(
+                "unreadable observation date", value=as_of, expected="a date as YYYY-MM-DD"
+            )
+        if ts.tzinfo is not None:
+            ts = ts.tz_convert("UTC").tz_localize(None)
+        day = ts.date()
+        if day < first:
+            raise DataError(
+                f"the observation date {day} is before the first order ({first})",
+                expected=f"a date on or after {first}",
+            )
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+    return Window(as_of=day, end=end, months_per_period=months, period=period)
+
+
+def period_labels(period_start: pd.Series, period: str) -> pd.Series:
+    """Labels such as ``1997-03``, ``1997Q1`` or ``1997`` for period start dates."""
+    return pd.Series(
+        pd.PeriodIndex(pd.to_datetime(period_start), freq=PANDAS_FREQ[period]).astype(str),
+        index=period_start.index,
+    )
+
+
+def has_spend(store: Store) -> bool:
+    return bool(store.scalar("SELECT count(*) FROM marketing_spend"))

@@ -1,0 +1,306 @@
+"""Acquisition: customer acquisition cost (CAC), CLV:CAC and payback, per channel.
+
+- A customer's acquisition channel is ``customers.acquisition_channel``, or
+  else the channel of their first order (``orders.channel``), or else
+  ``unknown``. Channel names are compared trimmed and lower-cased, in spend and
+  customers alike.
+- A customer is acquired in the period of their first order.
+- CAC of a channel and period = marketing spend / new customers acquired via
+  that channel in that period.
+- Over the whole spend history (the months from the first to the last day in
+  ``marketing_spend``, whole months so that spend booked once a month covers
+  the customers of that month), per channel: CAC = spend / new customers acquired in that
+  span; CLV = mean historical CLV (net revenue to the observation day x margin)
+  of those customers, or their mean cumulative margin over their first
+  ``horizon_months`` months; CLV:CAC = CLV / CAC; payback = months after the
+  acquisition month until the mean cumulative margin per customer covers the CAC
+  (0: the first month's margin covers it). A channel whose CLV is below its CAC
+  is flagged, however small the gap, and so is spend that acquired nobody.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from retain.metrics._common import (
+    AsOf,
+    Window,
+    check_margin,
+    check_positive_int,
+    has_spend,
+    observation,
+    period_labels,
+)
+from retain.store import Store
+
+CAC_COLUMNS = ["period", "period_start", "complete", "channel", "spend", "new_customers", "cac"]
+
+CHANNEL_COLUMNS = [
+    "channel",
+    "spend",
+    "new_customers",
+    "cac",
+    "clv",
+    "clv_cac",
+    "payback_months",
+    "below_cac",
+    "note",
+]
+
+# The channel of each customer with a first order before the end of the observation day
+ACQUIRED_SQL = """
+WITH firsts AS (
+    SELECT customer_id,
+           min(ordered_at)               AS first_at,
+           arg_min(channel, ordered_at)  AS first_channel
+    FROM orders
+    WHERE ordered_at < $end
+    GROUP BY customer_id
+)
+SELECT f.customer_id, f.first_at,
+       coalesce(lower(trim(nullif(trim(c.acquisition_channel), ''))),
+                lower(trim(nullif(trim(f.first_channel), ''))),
+                'unknown') AS channel
+FROM firsts f LEFT JOIN customers c USING (customer_id)
+"""
+
+CAC_SQL = f"""
+WITH acquired AS ({ACQUIRED_SQL}),
+new_customers AS (
+    SELECT channel, (year(first_at) * 12 + month(first_at) - 1) // $p AS idx,
+           count(*) AS new_customers
+    FROM acquired
+    GROUP BY ALL
+),
+spend AS (
+    SELECT lower(trim(channel)) AS channel,
+           (year(date) * 12 + month(date) - 1) // $p AS idx,
+           sum(amount) AS spend
+    FROM marketing_spend
+    WHERE date < $end
+    GROUP BY ALL
+)
+SELECT channel, idx, coalesce(s.spend, 0) AS spend, coalesce(n.new_customers, 0) AS new_customers
+FROM new_customers n FULL JOIN spend s USING (channel, idx)
+ORDER BY idx, channel
+"""
+
+
+def cac(store: Store, period: str = "month", *, as_of: AsOf = None) -> pd.DataFrame:
+    """CAC per period and channel: spend / new customers acquired via the channel.
+
+    ``period``: "month", "quarter" or "year" (calendar, UTC); ``as_of``:
+    observation day (default: day of the last order), later orders and spend
+    ignored. Channels without spend have spend 0 and CAC 0.
+
+    Columns: ``period``, ``period_start`` (date), ``complete``, ``channel``,
+    ``spend`` (reporting currency), ``new_customers``, ``cac`` (reporting currency
+    per new customer; empty when there was spend but no new customer).
+    """
+    window = observation(store, as_of, period)
+    raw = store.con.execute(CAC_SQL, window.params).df()
+    months = raw["idx"].astype("int64") * window.months_per_period
+    start = pd.to_datetime(pd.DataFrame({"year": months // 12, "month": months % 12 + 1, "day": 1}))
+    next_months = months + window.months_per_period
+    end = window.end
+    frame = pd.DataFrame(
+        {
+            "period": period_labels(start.dt.date, period),
+            "period_start": start.dt.date,
+            "complete": next_months <= end.year * 12 + end.month - 1,
+            "channel": raw["channel"].astype(str),
+            "spend": raw["spend"].astype("float64"),
+            "new_customers": raw["new_customers"].astype("int64"),
+        }
+    )
+    frame["cac"] = frame["spend"] / frame["new_customers"].where(frame["new_customers"] > 0)
+    frame.loc[frame["spend"] == 0, "cac"] = 0.0
+    frame.attrs.update({"period": period, "as_of": window.as_of.isoformat()})
+    return frame[CAC_COLUMNS]
+
+
+# Per channel and month of age (0 = the acquisition month), the net revenue of the
+# customers acquired in the spend span, and per channel and acquisition month how
+# many there are: enough to average each age over the customers observed at it.
+CURVE_SQL = f"""
+WITH acquired AS ({ACQUIRED_SQL}),
+in_span AS (
+    SELECT customer_id, channel, year(first_at) * 12 + month(first_at) - 1 AS cohort
+    FROM acquired
+    WHERE first_at >= $span_start AND first_at < $span_end
+),
+ages AS (
+    SELECT a.channel, a.cohort,
+           year(o.ordered_at) * 12 + month(o.ordered_at) - 1 - a.cohort AS age,
+           sum(o.net_revenue) AS net_revenue
+    FROM orders o JOIN in_span a USING (customer_id)
+    WHERE o.ordered_at < $end
+    GROUP BY ALL
+),
+sizes AS (
+    SELECT channel, cohort, count(*) AS customers FROM in_span GROUP BY ALL
+)
+SELECT 'revenue' AS kind, channel, cohort, age, net_revenue AS value FROM ages
+UNION ALL
+SELECT 'size' AS kind, channel, cohort, NULL AS age, customers AS value FROM sizes
+"""
+
+SPEND_SQL = """
+SELECT lower(trim(channel)) AS channel, sum(amount) AS spend
+FROM marketing_spend
+WHERE date < $end
+GROUP BY ALL
+"""
+
+
+def clv_cac(
+    store: Store,
+    *,
+    margin: float = 1.0,
+    horizon_months: int | None = None,
+    as_of: AsOf = None,
+) -> pd.DataFrame:
+    """CAC, CLV, CLV:CAC and payback per acquisition channel, and blended (``all``).
+
+    Counts the customers acquired in the months from the first to the last day
+    of marketing spend (to ``as_of``); ``margin``: fraction of net revenue kept, in (0, 1];
+    ``horizon_months``: if given, CLV is the mean cumulative margin per customer
+    over the first ``horizon_months`` months (acquisition month included, averaged
+    over the customers observed that long), else the mean historical CLV to
+    ``as_of``; ``as_of``: observation day (default: day of the last order).
+
+    Columns: ``channel``, ``spend``, ``new_customers``, ``cac`` (money per new
+    customer; 0 without spend), ``clv`` (money per customer), ``clv_cac`` (empty
+    without spend), ``payback_months`` (months after the acquisition month until
+    the mean cumulative margin per customer covers the CAC; empty if not yet),
+    ``below_cac`` (CLV < CAC, or spend that acquired nobody), ``note`` (why it is
+    flagged). The blended row ``all`` is last. Empty frame when the store holds
+    no marketing spend.
+    """
+    check_margin(margin)
+    if horizon_months is not None:
+        check_positive_int("horizon_months", horizon_months)
+    window = observation(store, as_of, "month")
+    if not has_spend(store):
+        frame = pd.DataFrame({c: [] for c in CHANNEL_COLUMNS})
+        frame.attrs.update({"as_of": window.as_of.isoformat(), "note": "no marketing spend"})
+        return frame
+    span = store.con.execute(
+        "SELECT min(date), max(date) FROM marketing_spend WHERE date < $end", {"end": window.end}
+    ).fetchone()
+    assert span is not None
+    if span[0] is None:
+        frame = pd.DataFrame({c: [] for c in CHANNEL_COLUMNS})
+        frame.attrs.update(
+            {"as_of": window.as_of.isoformat(), "note": "no marketing spend by the as-of day"}
+        )
+        return frame
+    # whole months, so that spend booked once a month covers that month's customers
+    span_start = pd.Timestamp(span[0]).to_period("M").to_timestamp().to_pydatetime()
+    span_end = (pd.Timestamp(span[1]).to_period("M") + 1).to_timestamp().to_pydatetime()
+    raw = store.con.execute(
+        CURVE_SQL, {"end": window.end, "span_start": span_start, "span_end": span_end}
+    ).df()
+    spend = store.con.execute(SPEND_SQL, {"end": window.end}).df().set_index("channel")["spend"]
+    frame = _channel_table(raw, spend, window, margin, horizon_months)
+    frame.attrs.update(
+        {
+            "as_of": window.as_of.isoformat(),
+            "margin": margin,
+            "horizon_months": horizon_months,
+            "spend_from": span_start.date().isoformat(),
+            "spend_to": (span_end - dt.timedelta(days=1)).date().isoformat(),
+        }
+    )
+    return frame
+
+
+def _channel_table(
+    raw: pd.DataFrame,
+    spend: pd.Series,
+    window: Window,
+    margin: float,
+    horizon_months: int | None,
+) -> pd.DataFrame:
+    end = window.end
+    last_complete = end.year * 12 + end.month - 2  # the month before the end's month
+    revenue = raw[raw["kind"] == "revenue"].astype({"cohort": "int64", "age": "int64"})
+    sizes = raw[raw["kind"] == "size"].astype({"cohort": "int64"})
+    both = pd.concat(
+        [revenue.assign(channel="all"), revenue], ignore_index=True
+    )  # the blended curve pools every channel
+    all_sizes = pd.concat([sizes.assign(channel="all"), sizes], ignore_index=True)
+
+    channels = sorted(set(sizes["channel"]) | set(spend.index))
+    rows = []
+    for channel in [*channels, "all"]:  # a handful of channels: a loop over channels, not rows
+        cohort_sizes = all_sizes[all_sizes["channel"] == channel].groupby("cohort")["value"].sum()
+        new = int(cohort_sizes.sum())
+        paid = float(spend.sum() if channel == "all" else spend.get(channel, 0.0))
+        curve = _margin_curve(both[both["channel"] == channel], cohort_sizes, last_complete, margin)
+        ages_observed = curve.index.size
+        if horizon_months is None:
+            total = float(both.loc[both["channel"] == channel, "value"].sum())
+            clv = margin * total / new if new else float("nan")
+        else:
+            clv = (
+                float(curve.iloc[horizon_months - 1])
+                if horizon_months <= ages_observed
+                else float("nan")
+            )
+        cost = paid / new if new else (0.0 if paid == 0 else float("nan"))
+        payback = float("nan")
+        if paid == 0:
+            payback = 0.0
+        elif new:
+            covered = np.flatnonzero(curve.to_numpy() >= cost)
+            payback = float(covered[0]) if covered.size else float("nan")
+        note = ""
+        if paid > 0 and new == 0:
+            below = True
+            note = f"spent {paid:,.2f} and acquired no customers"
+        elif paid > 0 and clv < cost:
+            below = True
+            note = f"CLV {clv:,.2f} is below CAC {cost:,.2f} ({clv - cost:+,.2f} per customer)"
+        else:
+            below = False
+        rows.append(
+            {
+                "channel": channel,
+                "spend": paid,
+                "new_customers": new,
+                "cac": cost,
+                "clv": clv,
+                "clv_cac": clv / cost if paid > 0 and new else float("nan"),
+                "payback_months": payback,
+                "below_cac": below,
+                "note": note,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=CHANNEL_COLUMNS)
+    frame["payback_months"] = frame["payback_months"].astype("Int64")
+    return frame
+
+
+def _margin_curve(
+    revenue: pd.DataFrame, cohort_sizes: pd.Series, last_complete: int, margin: float
+) -> pd.Series:
+    """Mean cumulative margin per customer by month of age, over complete months.
+
+    Age a counts only the cohorts that had reached it in a complete month, so that
+    young cohorts do not drag the later ages down.
+    """
+    if cohort_sizes.empty or cohort_sizes.index.min() > last_complete:
+        return pd.Series(dtype="float64")
+    max_age = last_complete - int(cohort_sizes.index.min())
+    ages = np.arange(max_age + 1)
+    cohorts = cohort_sizes.index.to_numpy()
+    counts = cohort_sizes.to_numpy()
+    # customers observed at each age: cohorts with cohort + age <= last complete month
+    observed = ((cohorts[None, :] + ages[:, None]) <= last_complete) @ counts
+    seen = revenue[revenue["cohort"] + revenue["age"] <= last_complete]
+    by_age = seen.groupby("age")["value"].sum().reindex(ages, fill_value=0.0).to_numpy()
+    return pd.Series(margin * np.cumsum(by_age / observed), index=ages)

@@ -1,0 +1,81 @@
+"""The metrics on the real CDNOW master data (23,570 customers, January 1997 to June 1998).
+
+Source: Fader, Hardie & Lee (2005); the data description in /work/shared/data/SOURCES.md:
+every customer made their first purchase in the first 12 weeks of 1997, and the data
+run to 30 June 1998. Expected values here come from that description or from pandas
+on the raw file, never from the functions under test.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from metrics_helpers import insert_orders
+from retain.datasets import load_cdnow
+from retain.metrics import cohorts, overview, period_metrics, retention
+from retain.store import Store
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    frame = load_cdnow()
+    return frame.assign(order_id=[f"o{i}" for i in range(len(frame))])
+
+
+@pytest.fixture(scope="module")
+def store(raw: pd.DataFrame) -> Store:
+    store = Store(":memory:")
+    insert_orders(store, raw[["order_id", "customer_id", "ordered_at", "net_revenue"]])
+    return store
+
+
+def test_cohorts_are_the_first_three_months_of_1997_and_all_active_at_age_zero(
+    store: Store, raw: pd.DataFrame
+) -> None:
+    frame = cohorts(store, "month")
+    first = frame[frame["age"] == 0]
+    assert first["cohort"].tolist() == ["1997-01", "1997-02", "1997-03"]
+    assert (first["active_share"] == 100).all()
+    assert first["cohort_customers"].sum() == 23_570
+    # every cohort is followed to June 1998, and all of those months are complete
+    last_age = frame.groupby("cohort")["period"].last()
+    assert set(last_age) == {"1998-06"} and frame["complete"].all()
+    assert frame["active_share"].between(0, 100).all()
+    # the cohort CLV curve never falls (net revenues are positive) and adds up
+    assert (
+        frame.groupby("cohort")["cumulative_net_revenue_per_customer"].diff().dropna() >= 0
+    ).all()
+    ends = frame.groupby("cohort").last()
+    assert (ends["cumulative_net_revenue_per_customer"] * ends["cohort_customers"]).sum() == (
+        pytest.approx(raw["net_revenue"].sum())
+    )
+
+
+def test_everyone_stays_a_customer_through_1997_with_a_365_day_window(store: Store) -> None:
+    """First purchases end by late March 1997, so with a 365-day window all 23,570
+    customers are customers at every month start from April 1997 to January 1998."""
+    frame = retention(store, "month").set_index("period")
+    assert frame.loc["1997-04":"1998-01", "customers_at_start"].eq(23_570).all()
+    assert frame.loc["1997-04":"1997-12", "retention_rate"].eq(100).all()
+    # from 1998 the customers who never came back lapse: retention below 100
+    assert (frame.loc["1998-01":"1998-06", "retention_rate"] < 100).all()
+    assert frame.loc["1998-01":"1998-06", "retention_rate"].between(50, 100).all()
+    assert frame["new_customers"].sum() == 23_570
+
+
+def test_revenue_and_repeat_rate_match_the_raw_file(store: Store, raw: pd.DataFrame) -> None:
+    headline = overview(store)
+    per_customer = raw.groupby("customer_id")["net_revenue"].agg(["sum", "size"])
+    assert headline["customers"] == 23_570 and headline["orders"] == len(raw)
+    assert headline["net_revenue"] == pytest.approx(raw["net_revenue"].sum())
+    assert headline["median_historical_clv"] == pytest.approx(per_customer["sum"].median())
+    assert headline["repeat_purchase_rate"] == pytest.approx(
+        100 * (per_customer["size"] >= 2).mean()
+    )
+    assert headline["retention_period"] == "1998-06"
+    periods = period_metrics(store, "quarter")
+    assert periods["net_revenue"].sum() == pytest.approx(raw["net_revenue"].sum())
+    # only 1997Q1 has new customers; after it all revenue is from returning customers
+    assert periods["new_customers"].tolist() == [23_570, 0, 0, 0, 0, 0]
+    assert (periods["returning_revenue_share"].iloc[1:] == 100).all()

@@ -393,19 +393,21 @@ def acquisition(
     as_json: JsonOption = False,
 ) -> None:
     """CAC per channel and period, CLV:CAC and payback; flags channels whose CLV < CAC."""
-    from retain.metrics import cac, clv_cac
+    from retain.metrics import acquisition_report
     from retain.store import Store
 
     with Store(db, read_only=True) as store:
         store.require_orders()
-        channels = clv_cac(store, margin=margin, horizon_months=horizon_months, as_of=as_of)
-        per_period = cac(store, period, as_of=as_of)
+        report = acquisition_report(
+            store, period, margin=margin, horizon_months=horizon_months, as_of=as_of
+        )
+    channels, per_period = report["channels"], report["cac"]
     result = {"channels": channels, "cac": per_period, **channels.attrs}
 
     def table() -> str:
         if channels.empty:
             return (
-                "no marketing spend in the store: load it with "
+                f"{channels.attrs['note']}: load it with "
                 "`retain ingest spend.csv --format spend` (date, channel, amount)\n\n"
                 f"new customers per {period} and channel:\n"
                 + _fmt_table(per_period.drop(columns=["period_start", "spend", "cac"]), {})

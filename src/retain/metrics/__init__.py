@@ -21,12 +21,18 @@ fraction of it kept, in (0, 1]. Rates and shares in tables are percentages;
   :func:`business_clv`, :func:`subscription_clv`.
 - Retention: :func:`retention`, :func:`period_metrics`, :func:`repeat_purchase_rate`.
 - Cohorts: :func:`cohorts`, :func:`cohort_matrix`.
-- Acquisition: :func:`cac`, :func:`clv_cac`.
+- Acquisition: :func:`cac`, :func:`clv_cac`, and :func:`acquisition_report` (both).
 - Alerts: :func:`alerts`. Overview: :func:`overview`, and :func:`metrics_report`
   (what ``retain metrics`` prints).
 """
 
-from retain.metrics.acquisition import CAC_COLUMNS, CHANNEL_COLUMNS, cac, clv_cac
+from retain.metrics.acquisition import (
+    CAC_COLUMNS,
+    CHANNEL_COLUMNS,
+    acquisition_report,
+    cac,
+    clv_cac,
+)
 from retain.metrics.alerts import ALERT_COLUMNS, METRIC_NAMES, alerts
 from retain.metrics.clv import (
     CUSTOMER_COLUMNS,
@@ -60,6 +66,7 @@ __all__ = [
     "REPORT_PERIOD_COLUMNS",
     "RETENTION_COLUMNS",
     "SUBSCRIPTION_COLUMNS",
+    "acquisition_report",
     "alerts",
     "business_clv",
     "cac",

@@ -50,8 +50,12 @@ CHANNEL_COLUMNS = [
     "note",
 ]
 
-# The channel of each customer with a first order before the end of the observation day
-ACQUIRED_SQL = """
+# One query for both tables. Per channel and acquisition month: how many customers,
+# split by whether they were acquired in the spend span; and, for those in the span,
+# net revenue per month of age (0 = the acquisition month), enough to average each
+# age over the customers observed at it. Outside a span (none given) no order is
+# joined, so the CAC table alone costs one pass over the orders.
+ACQUISITION_SQL = """
 WITH firsts AS (
     SELECT customer_id,
            min(ordered_at)               AS first_at,
@@ -59,33 +63,39 @@ WITH firsts AS (
     FROM orders
     WHERE ordered_at < $end
     GROUP BY customer_id
-)
-SELECT f.customer_id, f.first_at,
-       coalesce(lower(trim(nullif(trim(c.acquisition_channel), ''))),
-                lower(trim(nullif(trim(f.first_channel), ''))),
-                'unknown') AS channel
-FROM firsts f LEFT JOIN customers c USING (customer_id)
-"""
-
-CAC_SQL = f"""
-WITH acquired AS ({ACQUIRED_SQL}),
-new_customers AS (
-    SELECT channel, (year(first_at) * 12 + month(first_at) - 1) // $p AS idx,
-           count(*) AS new_customers
-    FROM acquired
+),
+acquired AS (
+    SELECT f.customer_id,
+           year(f.first_at) * 12 + month(f.first_at) - 1 AS cohort,
+           f.first_at >= $span_start AND f.first_at < $span_end AS in_span,
+           coalesce(lower(trim(nullif(trim(c.acquisition_channel), ''))),
+                    lower(trim(nullif(trim(f.first_channel), ''))),
+                    'unknown') AS channel
+    FROM firsts f LEFT JOIN customers c USING (customer_id)
+),
+ages AS (
+    SELECT a.channel, a.cohort,
+           year(o.ordered_at) * 12 + month(o.ordered_at) - 1 - a.cohort AS age,
+           sum(o.net_revenue) AS net_revenue
+    FROM orders o JOIN (SELECT * FROM acquired WHERE in_span) a USING (customer_id)
+    WHERE o.ordered_at < $end
     GROUP BY ALL
 ),
-spend AS (
-    SELECT lower(trim(channel)) AS channel,
-           (year(date) * 12 + month(date) - 1) // $p AS idx,
-           sum(amount) AS spend
-    FROM marketing_spend
-    WHERE date < $end
-    GROUP BY ALL
+sizes AS (
+    SELECT channel, cohort, in_span, count(*) AS customers FROM acquired GROUP BY ALL
 )
-SELECT channel, idx, coalesce(s.spend, 0) AS spend, coalesce(n.new_customers, 0) AS new_customers
-FROM new_customers n FULL JOIN spend s USING (channel, idx)
-ORDER BY idx, channel
+SELECT 'revenue' AS kind, channel, cohort, age, NULL AS in_span, net_revenue AS value FROM ages
+UNION ALL
+SELECT 'size' AS kind, channel, cohort, NULL AS age, in_span, customers AS value FROM sizes
+"""
+
+SPEND_SQL = """
+SELECT lower(trim(channel)) AS channel,
+       year(date) * 12 + month(date) - 1 AS month,
+       sum(amount) AS spend
+FROM marketing_spend
+WHERE date < $end
+GROUP BY ALL
 """
 
 
@@ -101,59 +111,8 @@ def cac(store: Store, period: str = "month", *, as_of: AsOf = None) -> pd.DataFr
     per new customer; empty when there was spend but no new customer).
     """
     window = observation(store, as_of, period)
-    raw = store.con.execute(CAC_SQL, window.params).df()
-    months = raw["idx"].astype("int64") * window.months_per_period
-    start = pd.to_datetime(pd.DataFrame({"year": months // 12, "month": months % 12 + 1, "day": 1}))
-    next_months = months + window.months_per_period
-    end = window.end
-    frame = pd.DataFrame(
-        {
-            "period": period_labels(start.dt.date, period),
-            "period_start": start.dt.date,
-            "complete": next_months <= end.year * 12 + end.month - 1,
-            "channel": raw["channel"].astype(str),
-            "spend": raw["spend"].astype("float64"),
-            "new_customers": raw["new_customers"].astype("int64"),
-        }
-    )
-    frame["cac"] = frame["spend"] / frame["new_customers"].where(frame["new_customers"] > 0)
-    frame.loc[frame["spend"] == 0, "cac"] = 0.0
-    frame.attrs.update({"period": period, "as_of": window.as_of.isoformat()})
-    return frame[CAC_COLUMNS]
-
-
-# Per channel and month of age (0 = the acquisition month), the net revenue of the
-# customers acquired in the spend span, and per channel and acquisition month how
-# many there are: enough to average each age over the customers observed at it.
-CURVE_SQL = f"""
-WITH acquired AS ({ACQUIRED_SQL}),
-in_span AS (
-    SELECT customer_id, channel, year(first_at) * 12 + month(first_at) - 1 AS cohort
-    FROM acquired
-    WHERE first_at >= $span_start AND first_at < $span_end
-),
-ages AS (
-    SELECT a.channel, a.cohort,
-           year(o.ordered_at) * 12 + month(o.ordered_at) - 1 - a.cohort AS age,
-           sum(o.net_revenue) AS net_revenue
-    FROM orders o JOIN in_span a USING (customer_id)
-    WHERE o.ordered_at < $end
-    GROUP BY ALL
-),
-sizes AS (
-    SELECT channel, cohort, count(*) AS customers FROM in_span GROUP BY ALL
-)
-SELECT 'revenue' AS kind, channel, cohort, age, net_revenue AS value FROM ages
-UNION ALL
-SELECT 'size' AS kind, channel, cohort, NULL AS age, customers AS value FROM sizes
-"""
-
-SPEND_SQL = """
-SELECT lower(trim(channel)) AS channel, sum(amount) AS spend
-FROM marketing_spend
-WHERE date < $end
-GROUP BY ALL
-"""
+    raw, spend = _acquisition_data(store, window, span=None)
+    return _cac_table(raw, spend, window)
 
 
 def clv_cac(
@@ -166,11 +125,12 @@ def clv_cac(
     """CAC, CLV, CLV:CAC and payback per acquisition channel, and blended (``all``).
 
     Counts the customers acquired in the months from the first to the last day
-    of marketing spend (to ``as_of``); ``margin``: fraction of net revenue kept, in (0, 1];
-    ``horizon_months``: if given, CLV is the mean cumulative margin per customer
-    over the first ``horizon_months`` months (acquisition month included, averaged
-    over the customers observed that long), else the mean historical CLV to
-    ``as_of``; ``as_of``: observation day (default: day of the last order).
+    of marketing spend (to ``as_of``); ``margin``: fraction of net revenue kept,
+    in (0, 1]; ``horizon_months``: if given, CLV is the mean cumulative margin per
+    customer over the first ``horizon_months`` months (acquisition month
+    included, averaged over the customers observed that long), else the mean
+    historical CLV to ``as_of``; ``as_of``: observation day (default: day of the
+    last order).
 
     Columns: ``channel``, ``spend``, ``new_customers``, ``cac`` (money per new
     customer; 0 without spend), ``clv`` (money per customer), ``clv_cac`` (empty
@@ -178,49 +138,115 @@ def clv_cac(
     the mean cumulative margin per customer covers the CAC; empty if not yet),
     ``below_cac`` (CLV < CAC, or spend that acquired nobody), ``note`` (why it is
     flagged). The blended row ``all`` is last. Empty frame when the store holds
-    no marketing spend.
+    no marketing spend by ``as_of``; ``attrs["note"]`` then says so.
     """
+    return acquisition_report(store, margin=margin, horizon_months=horizon_months, as_of=as_of)[
+        "channels"
+    ]
+
+
+def acquisition_report(
+    store: Store,
+    period: str = "month",
+    *,
+    margin: float = 1.0,
+    horizon_months: int | None = None,
+    as_of: AsOf = None,
+) -> dict[str, pd.DataFrame]:
+    """Both acquisition tables from one pass: ``channels`` (:func:`clv_cac`) and
+    ``cac`` (:func:`cac` per ``period``). Arguments as in those functions."""
     check_margin(margin)
     if horizon_months is not None:
         check_positive_int("horizon_months", horizon_months)
-    window = observation(store, as_of, "month")
-    if not has_spend(store):
-        frame = pd.DataFrame({c: [] for c in CHANNEL_COLUMNS})
-        frame.attrs.update({"as_of": window.as_of.isoformat(), "note": "no marketing spend"})
-        return frame
-    span = store.con.execute(
-        "SELECT min(date), max(date) FROM marketing_spend WHERE date < $end", {"end": window.end}
-    ).fetchone()
-    assert span is not None
-    if span[0] is None:
-        frame = pd.DataFrame({c: [] for c in CHANNEL_COLUMNS})
-        frame.attrs.update(
-            {"as_of": window.as_of.isoformat(), "note": "no marketing spend by the as-of day"}
-        )
-        return frame
-    # whole months, so that spend booked once a month covers that month's customers
-    span_start = pd.Timestamp(span[0]).to_period("M").to_timestamp().to_pydatetime()
-    span_end = (pd.Timestamp(span[1]).to_period("M") + 1).to_timestamp().to_pydatetime()
-    raw = store.con.execute(
-        CURVE_SQL, {"end": window.end, "span_start": span_start, "span_end": span_end}
-    ).df()
-    spend = store.con.execute(SPEND_SQL, {"end": window.end}).df().set_index("channel")["spend"]
-    frame = _channel_table(raw, spend, window, margin, horizon_months)
-    frame.attrs.update(
+    window = observation(store, as_of, period)
+    span = _spend_span(store, window)
+    raw, spend = _acquisition_data(store, window, span)
+    per_period = _cac_table(raw, spend, window)
+    if span is None:
+        channels = pd.DataFrame({c: [] for c in CHANNEL_COLUMNS})
+        note = "no marketing spend" if spend.empty else "no marketing spend by the as-of day"
+        channels.attrs.update({"as_of": window.as_of.isoformat(), "note": note})
+        return {"channels": channels, "cac": per_period}
+    channels = _channel_table(raw, spend, window, margin, horizon_months)
+    channels.attrs.update(
         {
             "as_of": window.as_of.isoformat(),
             "margin": margin,
             "horizon_months": horizon_months,
-            "spend_from": span_start.date().isoformat(),
-            "spend_to": (span_end - dt.timedelta(days=1)).date().isoformat(),
+            "spend_from": span[0].date().isoformat(),
+            "spend_to": (span[1] - dt.timedelta(days=1)).date().isoformat(),
+            "note": "",
         }
     )
-    return frame
+    return {"channels": channels, "cac": per_period}
+
+
+def _spend_span(store: Store, window: Window) -> tuple[dt.datetime, dt.datetime] | None:
+    """The whole months from the first to the last day of spend, or None without spend.
+
+    Whole months, so that spend booked once a month covers that month's customers.
+    """
+    if not has_spend(store):
+        return None
+    row = store.con.execute(
+        "SELECT min(date), max(date) FROM marketing_spend WHERE date < $end", {"end": window.end}
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    start = pd.Timestamp(row[0]).to_period("M").to_timestamp().to_pydatetime()
+    end = (pd.Timestamp(row[1]).to_period("M") + 1).to_timestamp().to_pydatetime()
+    return start, end
+
+
+def _acquisition_data(
+    store: Store, window: Window, span: tuple[dt.datetime, dt.datetime] | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    nowhere = dt.datetime(1, 1, 1)
+    start, end = span if span is not None else (nowhere, nowhere)
+    raw = store.con.execute(
+        ACQUISITION_SQL, {"end": window.end, "span_start": start, "span_end": end}
+    ).df()
+    spend = store.con.execute(SPEND_SQL, {"end": window.end}).df()
+    return raw, spend
+
+
+def _cac_table(raw: pd.DataFrame, spend: pd.DataFrame, window: Window) -> pd.DataFrame:
+    p = window.months_per_period
+    sizes = raw[raw["kind"] == "size"]
+    new = (
+        sizes.assign(idx=sizes["cohort"].astype("int64") // p)
+        .groupby(["channel", "idx"])["value"]
+        .sum()
+        .rename("new_customers")
+    )
+    paid = (
+        spend.assign(idx=spend["month"].astype("int64") // p)
+        .groupby(["channel", "idx"])["spend"]
+        .sum()
+    )
+    both = pd.concat([paid, new], axis=1).fillna(0).reset_index().sort_values(["idx", "channel"])
+    months = both["idx"].astype("int64") * p
+    start = pd.to_datetime(pd.DataFrame({"year": months // 12, "month": months % 12 + 1, "day": 1}))
+    end = window.end
+    frame = pd.DataFrame(
+        {
+            "period": period_labels(start.dt.date, window.period),
+            "period_start": start.dt.date,
+            "complete": (months + p) <= end.year * 12 + end.month - 1,
+            "channel": both["channel"].astype(str),
+            "spend": both["spend"].astype("float64"),
+            "new_customers": both["new_customers"].astype("int64"),
+        }
+    ).reset_index(drop=True)
+    frame["cac"] = frame["spend"] / frame["new_customers"].where(frame["new_customers"] > 0)
+    frame.loc[frame["spend"] == 0, "cac"] = 0.0
+    frame.attrs.update({"period": window.period, "as_of": window.as_of.isoformat()})
+    return frame[CAC_COLUMNS]
 
 
 def _channel_table(
     raw: pd.DataFrame,
-    spend: pd.Series,
+    spend: pd.DataFrame,
     window: Window,
     margin: float,
     horizon_months: int | None,
@@ -228,18 +254,21 @@ def _channel_table(
     end = window.end
     last_complete = end.year * 12 + end.month - 2  # the month before the end's month
     revenue = raw[raw["kind"] == "revenue"].astype({"cohort": "int64", "age": "int64"})
-    sizes = raw[raw["kind"] == "size"].astype({"cohort": "int64"})
+    sizes = raw[(raw["kind"] == "size") & raw["in_span"].eq(True)].astype({"cohort": "int64"})
+    paid_by_channel = spend.groupby("channel")["spend"].sum()
     both = pd.concat(
         [revenue.assign(channel="all"), revenue], ignore_index=True
     )  # the blended curve pools every channel
     all_sizes = pd.concat([sizes.assign(channel="all"), sizes], ignore_index=True)
 
-    channels = sorted(set(sizes["channel"]) | set(spend.index))
+    channels = sorted(set(sizes["channel"]) | set(paid_by_channel.index))
     rows = []
     for channel in [*channels, "all"]:  # a handful of channels: a loop over channels, not rows
         cohort_sizes = all_sizes[all_sizes["channel"] == channel].groupby("cohort")["value"].sum()
         new = int(cohort_sizes.sum())
-        paid = float(spend.sum() if channel == "all" else spend.get(channel, 0.0))
+        paid = float(
+            paid_by_channel.sum() if channel == "all" else paid_by_channel.get(channel, 0.0)
+        )
         curve = _margin_curve(both[both["channel"] == channel], cohort_sizes, last_complete, margin)
         ages_observed = curve.index.size
         if horizon_months is None:

@@ -128,3 +128,12 @@ def test_cli_on_an_empty_store(tmp_path: Path) -> None:
     Store(path).close()
     result = _run("metrics", "--db", str(path))
     assert result.exit_code == 2 and "holds no orders yet" in result.output
+
+
+def test_cli_on_the_ingested_cdnow_sample(cdnow_sample_db: Path) -> None:
+    """The store the CDNOW ingest builds (2,357 customers, to 30 June 1998)."""
+    payload = json.loads(_run("metrics", "--db", str(cdnow_sample_db), "--json").output)
+    assert payload["overview"]["customers"] == 2_357
+    assert payload["overview"]["as_of"] == "1998-06-30"
+    result = _run("acquisition", "--db", str(cdnow_sample_db))
+    assert result.exit_code == 0 and "no marketing spend" in result.output

@@ -23,6 +23,26 @@ DEFAULT_PATH = "retain.duckdb"
 # store written by an older retain is brought up to date when it is opened.
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("canonical tables", [t.ddl() for t in TABLES]),
+    (
+        # retain.recommend: tables that Recommender.save writes and from_store reads
+        "recommendation tables",
+        [
+            """CREATE TABLE IF NOT EXISTS recommend_items (
+                item INTEGER NOT NULL, sku VARCHAR NOT NULL, name VARCHAR, category VARCHAR,
+                unit_price DOUBLE, family INTEGER, baskets BIGINT, customers BIGINT,
+                repeat_share DOUBLE, repurchase_days DOUBLE)""",
+            """CREATE TABLE IF NOT EXISTS item_associations (
+                kind VARCHAR NOT NULL, item INTEGER NOT NULL, rank INTEGER NOT NULL,
+                other INTEGER NOT NULL, score DOUBLE, confidence DOUBLE, lift DOUBLE,
+                count BIGINT)""",
+            """CREATE TABLE IF NOT EXISTS item_bundles (
+                rank INTEGER NOT NULL, items INTEGER[] NOT NULL, count BIGINT,
+                support DOUBLE, lift DOUBLE, total_price DOUBLE)""",
+            """CREATE TABLE IF NOT EXISTS recommend_builds (
+                built_at TIMESTAMP, baskets BIGINT, customers BIGINT, items INTEGER,
+                order_lines BIGINT, last_order TIMESTAMP, options VARCHAR)""",
+        ],
+    ),
 ]
 
 

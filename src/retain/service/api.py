@@ -1,0 +1,379 @@
+"""The JSON API: one route per dashboard page, plus customer lookups, recommendations and
+real-time order ingest. Each route returns what a function of :mod:`retain.service.data`
+returns; the dashboard page with the same name renders the same dict.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from retain.service import data
+from retain.service.app import Service
+from retain.store import Store
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+Period = Annotated[str, Query(description="Period of rates and tables: month, quarter or year.")]
+Margin = Annotated[
+    float,
+    Query(
+        gt=0, le=1, description="Fraction of net revenue kept, in (0, 1]; CLV is multiplied by it."
+    ),
+]
+WindowDays = Annotated[
+    int,
+    Query(ge=1, description="A customer is someone who ordered in the last N days (retention)."),
+]
+
+
+class Problem(BaseModel):
+    """An error: what was wrong, in words."""
+
+    detail: str | list[str]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": Problem, "description": "A parameter or value that cannot be used."},
+    503: {"model": Problem, "description": "The store holds no orders yet."},
+}
+
+
+# -- shared, cached computations -------------------------------------------------------------
+def index_of(service: Service) -> data.CustomerIndex:
+    """The service's customer index, built once per store generation."""
+    return service.cached("customer_index", data.build_customer_index)
+
+
+def metrics(service: Service, period: str, margin: float, window_days: int) -> dict[str, Any]:
+    return service.cached(
+        ("metrics", period, margin, window_days),
+        lambda store: data.metrics_payload(
+            store, period=period, margin=margin, window_days=window_days
+        ),
+    )
+
+
+def cohorts(service: Service, period: str, margin: float) -> dict[str, Any]:
+    return service.cached(
+        ("cohorts", period, margin),
+        lambda store: data.cohorts_payload(store, period=period, margin=margin),
+    )
+
+
+def segments(service: Service) -> dict[str, Any]:
+    index = index_of(service)
+    return service.cached("segments", lambda store: data.segments_payload(store, index))
+
+
+def at_risk(service: Service, min_risk: str, limit: int) -> dict[str, Any]:
+    index = index_of(service)
+    return service.cached(
+        ("at-risk", min_risk, limit),
+        lambda store: data.at_risk_payload(store, index, min_risk=min_risk, limit=limit),
+    )
+
+
+def models(service: Service) -> dict[str, Any]:
+    return service.cached("models", data.models_payload)
+
+
+def alerts(service: Service, period: str, window_days: int) -> dict[str, Any]:
+    return service.cached(
+        ("alerts", period, window_days),
+        lambda store: data.alerts_payload(store, period=period, window_days=window_days),
+    )
+
+
+def customer(service: Service, customer_id: str, history: int) -> dict[str, Any]:
+    found = data.customer_payload(service.store(), customer_id, index_of(service), history=history)
+    if found is None:
+        raise HTTPException(404, f"no customer {customer_id!r} in the store")
+    return found
+
+
+def customer_list(service: Service, **filters: Any) -> dict[str, Any]:
+    return data.customers_payload(service.store(), index_of(service), **filters)
+
+
+def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
+    """Store one order (or quarantine it), rescore its customer, and say what happened."""
+    from retain.service.orders import ingest_order, quarantined_rows
+
+    customer_id = str(order["customer_id"])
+    with service.write_lock:
+        store = service.store()
+        report = ingest_order(store, order)
+        stored = report.orders > 0
+        note = data.rescore_customer(store, customer_id) if stored else None
+        if stored:
+            service.invalidate()
+        problems = quarantined_rows(store, report.file)
+    result: dict[str, Any] = {
+        "stored": stored,
+        "order_id": str(order["order_id"]),
+        "customer_id": customer_id,
+        "source": report.file,
+        "quarantined": problems,
+        "rescored": stored and note is None,
+        "notes": [note] if note else [],
+    }
+    if stored:
+        result["customer"] = customer(service, customer_id, 0)
+    else:
+        result["detail"] = [p["reason"] for p in problems if p["target"] == "orders"]
+    return result
+
+
+# -- routes ------------------------------------------------------------------------------------
+@router.get("/metrics", responses=ERRORS, summary="Headline metrics (the overview page)")
+def get_metrics(
+    service: ServiceDep,
+    period: Period = "month",
+    margin: Margin = 1.0,
+    window_days: WindowDays = 365,
+) -> dict[str, Any]:
+    """Customers, orders, net revenue, AOV, average and median CLV, repeat rate, retention
+    and churn rate of the last complete period, blended CAC and CLV:CAC, revenue from new
+    vs returning customers per period, the CLV distribution and the alerts. Money is in the
+    store's reporting currency; rates are percentages."""
+    return metrics(service, period, margin, window_days)
+
+
+@router.get("/cohorts", responses=ERRORS, summary="Cohort retention and CLV curves")
+def get_cohorts(
+    service: ServiceDep, period: Period = "month", margin: Margin = 1.0
+) -> dict[str, Any]:
+    """Customers grouped by the period of their first order: the share still buying at each
+    age (``active_share``, percent) and the cumulative CLV per customer
+    (``cumulative_clv``, reporting currency x margin)."""
+    return cohorts(service, period, margin)
+
+
+@router.get("/segments", responses=ERRORS, summary="RFM segments with their actions")
+def get_segments(service: ServiceDep) -> dict[str, Any]:
+    """One row per named segment (customers, revenue, at-risk count, value at stake, action,
+    offer) and the recency x frequency grid."""
+    return segments(service)
+
+
+@router.get("/alerts", responses=ERRORS, summary="Recent drops in key metrics")
+def get_alerts(
+    service: ServiceDep, period: Period = "month", window_days: WindowDays = 365
+) -> dict[str, Any]:
+    """Drops in retention, AOV, purchase frequency, new customers or returning revenue share
+    in the last complete periods that are unlikely under the trailing baseline."""
+    return alerts(service, period, window_days)
+
+
+@router.get("/at-risk", responses=ERRORS, summary="The win-back list")
+def get_at_risk(
+    service: ServiceDep,
+    min_risk: Annotated[
+        str, Query(description="low, medium, high or lost: this or worse.")
+    ] = "high",
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Customers to list.")] = 100,
+) -> dict[str, Any]:
+    """Customers whose churn risk is ``min_risk`` or worse, most value at stake first, with
+    the reason, their segment's action and their most bought products."""
+    return at_risk(service, min_risk, limit)
+
+
+@router.get("/models", responses=ERRORS, summary="Fitted models and their diagnostics")
+def get_models(service: ServiceDep) -> dict[str, Any]:
+    """The fitted parameters, fit diagnostics, tracking of actual vs predicted repeat
+    purchases, P(alive) by frequency and recency, and the churn-lifespan curve, as stored
+    by ``retain fit``."""
+    return models(service)
+
+
+@router.get("/customers", responses=ERRORS, summary="Customers, filtered and paged")
+def get_customers(
+    service: ServiceDep,
+    segment: Annotated[str | None, Query(description="Segment name, e.g. Champions.")] = None,
+    risk: Annotated[str | None, Query(description="Churn risk: low, medium, high or lost.")] = None,
+    q: Annotated[str | None, Query(description="Start of a customer id or e-mail.")] = None,
+    sort: Annotated[
+        str, Query(description="One of: " + ", ".join(data.CUSTOMER_SORTS) + ".")
+    ] = "value_at_stake",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """A page of customers with their segment, risk, P(alive), CLV and value at stake;
+    ``next`` and ``previous`` give the neighbouring pages' query strings."""
+    return customer_list(
+        service, segment=segment, risk=risk, q=q, sort=sort, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/customers/{customer_id}",
+    responses={404: {"model": Problem, "description": "No such customer."}, **ERRORS},
+    summary="One customer: profile, scores, segment, risk, recommendations",
+)
+def get_customer(
+    service: ServiceDep,
+    customer_id: str,
+    history: Annotated[
+        int, Query(ge=0, le=1000, description="How many of the latest orders to list.")
+    ] = 0,
+) -> JSONResponse:
+    """Profile, orders summary, model scores (P(alive), expected purchases, CLV with its
+    interval, next purchase date and window), RFM scores, segment and action, churn risk
+    and reason, value at stake and recommendations."""
+    return JSONResponse(customer(service, customer_id, history))
+
+
+class Cart(BaseModel):
+    """A shopping cart: the SKUs in it."""
+
+    model_config = ConfigDict(extra="forbid")
+    skus: list[str] = Field(min_length=1, max_length=500, description="SKUs in the cart.")
+    k: int = Field(5, ge=1, le=100, description="How many products to suggest.")
+    customer_id: str | None = Field(None, description="The shopper, when known.")
+
+
+@router.post("/recommendations", responses=ERRORS, summary="Products to suggest for a cart")
+def post_recommendations(service: ServiceDep, cart: Cart) -> dict[str, Any]:
+    """Products that go with the cart, each with the reason (bought together, ...)."""
+    return data.cart_recommendations(service.store(), cart.skus, cart.k, cart.customer_id)
+
+
+class OrderLineIn(BaseModel):
+    """One product line of an order. Values are read as a file's cells are."""
+
+    model_config = ConfigDict(extra="forbid")
+    sku: str | int
+    name: str | None = None
+    category: str | None = None
+    quantity: float | str | None = None
+    unit_price: float | str | None = None
+
+
+class OrderIn(BaseModel):
+    """An order, in the canonical columns. Values are checked by the same rules as
+    ``retain ingest``: dates as ISO 8601 (with offset) or YYYYMMDD, amounts as numbers.
+    Give ``net_revenue``, or ``gross`` (net = gross - discount - refunded - fees)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "order_id": "A-1001",
+                "customer_id": "C-42",
+                "ordered_at": "2025-10-02T17:09:34-03:00",
+                "gross": 59.90,
+                "discount": 5.0,
+                "currency": "USD",
+                "channel": "web",
+                "email": "ana@example.com",
+                "lines": [{"sku": "SKU-1", "name": "Tea", "quantity": 2, "unit_price": 29.95}],
+            }
+        },
+    )
+    order_id: str | int
+    customer_id: str | int
+    ordered_at: str
+    net_revenue: float | str | None = None
+    gross: float | str | None = None
+    discount: float | str | None = None
+    shipping: float | str | None = None
+    tax: float | str | None = None
+    fees: float | str | None = None
+    refunded: float | str | None = None
+    currency: str | None = None
+    channel: str | None = None
+    email: str | None = None
+    name: str | None = None
+    accepts_marketing: bool | str | None = None
+    lines: list[OrderLineIn] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def needs_amount(self) -> OrderIn:
+        if self.net_revenue is None and self.gross is None:
+            raise ValueError("give net_revenue or gross: an order needs an amount")
+        return self
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    responses={
+        401: {"model": Problem, "description": "Missing or wrong API key."},
+        403: {"model": Problem, "description": "The service was started read-only."},
+        422: {"description": "The order was quarantined: the reasons, as ingest gives them."},
+    },
+    summary="Ingest one order now (needs the API key)",
+)
+def post_order(service: ServiceDep, order: OrderIn, request: Request) -> JSONResponse:
+    """Validate the order with the file ingest's rules and store it, or quarantine it with
+    the reason (422). The customer's scores are updated at once from the fitted model
+    parameters; the response carries the customer as ``GET /api/customers/{id}`` now
+    returns it."""
+    if not service.writes:
+        raise HTTPException(403, "this service was started read-only (--read-only)")
+    service.check_key(request)
+    result = ingest(service, order.model_dump(exclude_none=True))
+    status = 201 if result["stored"] else 422
+    return JSONResponse(result, status_code=status)
+
+
+@router.get(
+    "/audiences/{segment}.csv",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/csv": {}}}, **ERRORS},
+    summary="Export a segment's audience as CSV",
+)
+def get_audience(
+    service: ServiceDep,
+    segment: str,
+    include_unknown_consent: Annotated[
+        bool,
+        Query(description="Also export customers whose marketing consent is unknown."),
+    ] = False,
+) -> PlainTextResponse:
+    """Who to contact in a segment (or ``win-back``), with the action, value at stake and
+    their products. Opted-out customers are never exported; customers whose consent is
+    unknown only with ``include_unknown_consent=true``."""
+    from retain.segments import audience, write_audience
+
+    store: Store = service.store()
+    store.require_orders()
+    frame = audience(store, segment, include_unknown_consent=include_unknown_consent)
+    text = write_audience(frame, "csv")
+    filename = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in segment.lower())
+    return PlainTextResponse(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}.csv"',
+            "X-Retain-Opted-Out": str(frame.attrs.get("opted_out", 0)),
+            "X-Retain-Unknown-Consent": str(frame.attrs.get("unknown_consent", 0)),
+        },
+    )
+
+
+@router.get("/status", summary="What the store holds")
+def get_status(service: ServiceDep) -> dict[str, Any]:
+    """Counts of customers, orders and lines, net revenue, date range, quarantined rows;
+    whether model scores and fits are present; whether writes are enabled."""
+    from retain.store import status
+
+    store = service.store()
+    return {
+        **status(store),
+        "has_scores": bool(data.table_columns(store, "customer_scores")),
+        "has_model_fits": bool(data.table_columns(store, "model_fits")),
+        "writes": service.writes,
+    }

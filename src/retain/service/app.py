@@ -1,0 +1,261 @@
+"""The FastAPI application: one store, a JSON API and the dashboard pages over it.
+
+:func:`create_app` opens the store once and serves every request from its own
+DuckDB cursor (a connection to the same database), so that a slow page never
+holds up a customer lookup. Results that take a pass over all orders (metrics,
+cohorts, segments) are cached until the service itself writes to the store:
+while it holds the store open no other process can write to it (DuckDB's file
+lock), so nothing else can make them stale.
+
+Write endpoints (``POST /api/orders``) need the API key, sent as
+``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. The key comes from the
+``api_key`` argument, the ``RETAIN_API_KEY`` variable or a key file
+(``RETAIN_API_KEY_FILE``); see :func:`resolve_api_key` and :func:`check_bind`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Hashable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from retain.errors import DataError, RetainError, SchemaError, StoreError
+from retain.store import Store
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+TEMPLATES_DIR = HERE / "templates"
+
+T = TypeVar("T")
+
+
+class ServiceError(RetainError):
+    """The service cannot start as asked (no API key for a public write endpoint, ...)."""
+
+
+def resolve_api_key(api_key: str | None = None, key_file: str | Path | None = None) -> str | None:
+    """The API key: ``api_key``, else the first line of ``key_file``, else the
+    ``RETAIN_API_KEY`` variable, else the file named by ``RETAIN_API_KEY_FILE``;
+    None when none is set. A key file that cannot be read or is empty is an error.
+    """
+    if api_key:
+        return api_key
+    path = key_file or os.environ.get("RETAIN_API_KEY_FILE")
+    if key_file is None and os.environ.get("RETAIN_API_KEY"):
+        return os.environ["RETAIN_API_KEY"]
+    if not path:
+        return None
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ServiceError(f"cannot read the API key file {path}: {exc.strerror}") from exc
+    key = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if len(key) < 16:
+        raise ServiceError(
+            f"the API key file {path} holds no key of 16 characters or more; "
+            "write one, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None, writes: bool) -> None:
+    """Refuse to serve write endpoints without a key on anything but loopback."""
+    if writes and api_key is None and not is_loopback(host):
+        raise ServiceError(
+            f"refusing to listen on {host} with write endpoints (POST /api/orders) and no API "
+            "key: set RETAIN_API_KEY or --api-key-file, or add --read-only, "
+            "or listen on 127.0.0.1"
+        )
+
+
+class Service:
+    """What every request shares: the store, the key, the cache and the write lock."""
+
+    def __init__(self, db_path: str | Path, *, api_key: str | None, writes: bool) -> None:
+        self.db_path = str(db_path)
+        self.api_key = api_key
+        self.writes = writes
+        if self.db_path != ":memory:" and not Path(self.db_path).exists():
+            raise StoreError(
+                f"no store at {self.db_path}: ingest some orders first "
+                f"(retain ingest FILE --db {self.db_path})"
+            )
+        self.root = Store(self.db_path, read_only=not writes)
+        self.write_lock = threading.Lock()
+        self.generation = 0  # bumped by every write; cache entries of older ones are stale
+        self._cache: dict[Hashable, tuple[int, Any]] = {}
+        self._cache_lock = threading.Lock()
+        self._local = threading.local()
+        self._key_locks: dict[Hashable, threading.Lock] = {}
+        self._cursors: list[Any] = []
+        self.closed = False
+
+    def store(self) -> Store:
+        """A Store on this thread's own cursor of the shared database."""
+        view: Store | None = getattr(self._local, "store", None)
+        if view is None:
+            view = Store.__new__(Store)
+            view.path = self.root.path
+            if self.closed:
+                raise StoreError("the service is shutting down")
+            view.con = self.root.con.cursor()
+            view.con.execute("SET TimeZone = 'UTC'")
+            with self._cache_lock:
+                self._cursors.append(view.con)
+            self._local.store = view
+        return view
+
+    def cached(self, key: Hashable, compute: Callable[[Store], T]) -> T:
+        """``compute(store)``, computed once per store generation (one thread computes it)."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == self.generation:
+                return hit[1]
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                generation = self.generation
+                if hit is not None and hit[0] == generation:
+                    return hit[1]
+            value = compute(self.store())
+            with self._cache_lock:
+                self._cache[key] = (generation, value)
+            return value
+
+    def invalidate(self) -> None:
+        """Forget every cached result: the store changed."""
+        with self._cache_lock:
+            self.generation += 1
+            self._cache.clear()
+
+    def check_key(self, request: Request) -> None:
+        """Raise 401 unless the request carries the API key (or, with no key set, comes
+        from this machine)."""
+        if self.api_key is None:
+            client = request.client.host if request.client else ""
+            if is_loopback(client) or client == "testclient":
+                return
+            raise HTTPException(401, "write endpoints need an API key; none is configured")
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not given or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise HTTPException(
+                401,
+                "missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def warm(self) -> None:
+        """Compute what the first pages need (customer index, overview), so that the first
+        visitor does not wait for it. Errors are left for the request that meets them."""
+        from retain.service import api
+
+        with contextlib.suppress(Exception):
+            api.index_of(self)
+            api.metrics(self, "month", 1.0, 365)
+
+    def close(self) -> None:
+        """Close every cursor, then the store."""
+        with self._cache_lock:
+            self.closed = True
+            cursors, self._cursors = self._cursors, []
+        for cursor in cursors:
+            with contextlib.suppress(Exception):
+                cursor.close()
+        self.root.close()
+
+
+def create_app(
+    db_path: str | Path,
+    api_key: str | None = None,
+    *,
+    writes: bool = True,
+    key_file: str | Path | None = None,
+    warm: bool = True,
+) -> FastAPI:
+    """The retain web service over the store at ``db_path``.
+
+    ``api_key`` (or ``key_file``, ``RETAIN_API_KEY``, ``RETAIN_API_KEY_FILE``)
+    protects the write endpoints; ``writes=False`` leaves them out and opens
+    the store read-only. ``warm`` computes the customer index and the overview in
+    the background at startup. Serve it with uvicorn (see :func:`retain.service.serve`,
+    which also refuses a public address without a key).
+    """
+    from retain import __version__
+    from retain.service import api, pages
+
+    service = Service(db_path, api_key=resolve_api_key(api_key, key_file), writes=writes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            threading.Thread(target=service.warm, name="retain-warm", daemon=True).start()
+        yield
+        service.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="retain",
+        version=__version__,
+        description=(
+            "Customer lifetime value and retention: metrics, cohorts, segments, churn risk, "
+            "model scores and recommendations over a retain store. Every dashboard page has a "
+            "JSON twin under /api. Write endpoints need the API key "
+            "(`Authorization: Bearer KEY` or `X-API-Key: KEY`)."
+        ),
+    )
+    app.state.service = service
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(RetainError)
+    async def retain_error(request: Request, exc: RetainError) -> Response:
+        status = 422 if isinstance(exc, DataError | SchemaError) else 409
+        if isinstance(exc, StoreError):
+            status = 503
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return pages.error_page(request, status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Any:
+        if request.url.path.startswith("/api/") or request.url.path.startswith("/static/"):
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        return pages.error_page(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Any:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
+        ]
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": problems}, status_code=422)
+        return pages.error_page(request, 422, "; ".join(problems))
+
+    return app

@@ -1,0 +1,177 @@
+"""Chart specifications from page payloads: what to draw, not how.
+
+Each function takes the dict a page's API twin returns and gives a mapping of
+chart id -> spec. A spec is plain JSON that ``static/retain.js`` turns into a
+Chart.js chart: ``type`` (bar, line, heatmap, treemap), ``labels``,
+``datasets`` (each a ``label`` and ``data``), and hints: ``stacked``, ``x``
+and ``y`` (axis titles), ``format`` (money, percent, count, probability).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Spec = dict[str, Any]
+
+PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16"]
+
+
+def overview_charts(payload: dict[str, Any]) -> dict[str, Spec]:
+    """CLV distribution and revenue from new vs returning customers."""
+    charts: dict[str, Spec] = {}
+    dist = payload["clv_distribution"]
+    if dist["bins"]:
+        charts["clv-distribution"] = {
+            "type": "bar",
+            "title": f"Customers by {dist['basis']}",
+            "labels": [_bin_label(b) for b in dist["bins"]],
+            "datasets": [{"label": "customers", "data": [b["customers"] for b in dist["bins"]]}],
+            "x": "CLV",
+            "y": "customers",
+            "format": "count",
+        }
+    periods = payload["overview"]["revenue_by_period"]
+    if periods:
+        charts["revenue-new-returning"] = {
+            "type": "bar",
+            "title": "Net revenue from new and returning customers",
+            "labels": [p["period"] for p in periods],
+            "datasets": [
+                {"label": "new customers", "data": [p["new_customer_revenue"] for p in periods]},
+                {
+                    "label": "returning customers",
+                    "data": [p["returning_customer_revenue"] for p in periods],
+                },
+            ],
+            "stacked": True,
+            "x": payload["overview"]["period"],
+            "y": "net revenue",
+            "format": "money",
+        }
+    return charts
+
+
+def _bin_label(b: dict[str, Any]) -> str:
+    if b.get("open_ended"):
+        return f"{b['low']:,.0f}+"
+    return f"{b['low']:,.0f}-{b['high']:,.0f}"
+
+
+def cohort_charts(payload: dict[str, Any], max_curves: int = 12) -> dict[str, Spec]:
+    """Retention heatmap (share of each cohort buying at each age) and cohort CLV curves."""
+    if not payload["cohorts"]:
+        return {}
+    period = payload["period"]
+    charts: dict[str, Spec] = {
+        "cohort-heatmap": {
+            "type": "heatmap",
+            "title": f"Share of each cohort buying, by {period}s since the first order (%)",
+            "xLabels": [str(a) for a in payload["ages"]],
+            "yLabels": [
+                f"{c} ({n:,})" for c, n in zip(payload["cohorts"], payload["sizes"], strict=True)
+            ],
+            "values": payload["active_share"],
+            "skipFirst": True,
+            "x": f"{period}s since first order",
+            "y": "cohort (customers)",
+            "format": "percent",
+        }
+    }
+    cohorts = payload["cohorts"]
+    step = max(1, -(-len(cohorts) // max_curves))
+    shown = list(range(0, len(cohorts), step))
+    charts["cohort-clv"] = {
+        "type": "line",
+        "title": "Cumulative CLV per customer by cohort"
+        + (f" (every {step}th cohort)" if step > 1 else ""),
+        "labels": [str(a) for a in payload["ages"]],
+        "datasets": [{"label": cohorts[i], "data": payload["cumulative_clv"][i]} for i in shown],
+        "x": f"{period}s since first order",
+        "y": "cumulative CLV per customer",
+        "format": "money",
+    }
+    return charts
+
+
+def segment_charts(payload: dict[str, Any]) -> dict[str, Spec]:
+    """Treemap of segments by customers (coloured by revenue share) and the R x F grid."""
+    rows = [s for s in payload["segments"] if s["customers"]]
+    charts: dict[str, Spec] = {}
+    if rows:
+        charts["segment-treemap"] = {
+            "type": "treemap",
+            "title": "Segments by number of customers; darker = larger share of revenue",
+            "items": [
+                {
+                    "label": s["segment"],
+                    "value": s["customers"],
+                    "share": s["share_of_revenue"] or 0.0,
+                    "detail": f"{s['customers']:,} customers, "
+                    f"{100 * (s['share_of_revenue'] or 0):.1f}% of revenue",
+                    "short": f"{s['customers']:,} · {100 * (s['share_of_revenue'] or 0):.0f}% rev.",
+                }
+                for s in rows
+            ],
+        }
+    levels = payload.get("levels") or 0
+    if payload["grid"] and levels:
+        values = [[None] * levels for _ in range(levels)]
+        labels = [[""] * levels for _ in range(levels)]
+        for cell in payload["grid"]:
+            r, f = int(cell["r_score"]), int(cell["f_score"])
+            values[levels - f][r - 1] = cell["customers"]
+            labels[levels - f][r - 1] = cell["segment"]
+        charts["rfm-grid"] = {
+            "type": "heatmap",
+            "title": "Customers by recency score (across) and frequency score (up)",
+            "xLabels": [f"R{r}" for r in range(1, levels + 1)],
+            "yLabels": [f"F{f}" for f in range(levels, 0, -1)],
+            "values": values,
+            "cellLabels": labels,
+            "x": "recency score (5 = most recent)",
+            "y": "frequency score",
+            "format": "count",
+        }
+    return charts
+
+
+def at_risk_charts(payload: dict[str, Any]) -> dict[str, Spec]:
+    """Customers per churn-risk level."""
+    levels = payload["by_risk"]
+    return {
+        "risk-levels": {
+            "type": "bar",
+            "title": "Customers by churn risk",
+            "labels": list(levels),
+            "datasets": [{"label": "customers", "data": list(levels.values())}],
+            "colors": ["#10b981", "#f59e0b", "#ef4444", "#6b7280"],
+            "x": "churn risk",
+            "y": "customers",
+            "format": "count",
+        }
+    }
+
+
+def customer_charts(payload: dict[str, Any]) -> dict[str, Spec]:
+    """The customer's orders over time."""
+    history = payload.get("history") or []
+    if not history:
+        return {}
+    ordered = list(reversed(history))
+    return {
+        "customer-history": {
+            "type": "bar",
+            "title": "Orders (net revenue)",
+            "labels": [str(h["ordered_at"])[:10] for h in ordered],
+            "datasets": [{"label": "net revenue", "data": [h["net_revenue"] for h in ordered]}],
+            "x": "order date",
+            "y": "net revenue",
+            "format": "money",
+        }
+    }
+
+
+def model_charts(payload: dict[str, Any]) -> dict[str, Spec]:
+    """Tracking, P(alive) by frequency and recency, churn-lifespan curve: whichever the
+    stored fits carry."""
+    return dict(payload.get("charts") or {})

@@ -1,0 +1,608 @@
+"""What each page and its API twin show: one function per page, returning plain JSON.
+
+Every function here takes a :class:`~retain.store.Store` and returns a dict of
+JSON types (str, int, float, bool, None, lists and dicts). The ``/api`` route
+returns it as it is; the dashboard page renders its template from the very
+same dict, and the report embeds it: the three cannot disagree.
+
+The numbers come from the libraries (:mod:`retain.metrics`,
+:mod:`retain.segments`, :mod:`retain.models`, :mod:`retain.recommend`); this
+module only picks, arranges and labels them. Pages read what the store holds
+and never fit a model: where the store has no model scores yet, the payload
+says so in ``notes``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from retain.errors import DataError
+from retain.store import Store
+
+NO_SCORES = (
+    "no model scores in the store yet: run `retain fit` and then `retain score` "
+    "to see predicted CLV, P(alive) and next purchase dates"
+)
+NO_FITS = "no fitted model in the store yet: run `retain fit` (then `retain score`)"
+
+CUSTOMER_SORTS = (
+    "value_at_stake",
+    "clv",
+    "net_revenue",
+    "orders",
+    "p_alive",
+    "last_order",
+    "first_order",
+    "customer_id",
+)
+"""Orders of the customer list; the largest (or latest) first, except customer_id."""
+
+
+# -- JSON helpers ------------------------------------------------------------------------
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A DataFrame as a list of dicts of plain JSON values (NaN -> None, dates ISO)."""
+    if frame.empty:
+        return []
+    rows: list[dict[str, Any]] = json.loads(
+        frame.to_json(orient="records", date_format="iso", date_unit="s")
+    )
+    return rows
+
+
+def plain(value: Any) -> Any:
+    """One value as a plain JSON type: numpy scalars unwrapped, NaN and NaT as None."""
+    if value is None:
+        return None
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return None if math.isnan(number) or math.isinf(number) else number
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, pd.Timestamp | np.datetime64):
+        stamp = pd.Timestamp(value)
+        return None if pd.isna(stamp) else stamp.isoformat()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, list | tuple | np.ndarray):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def table_columns(store: Store, table: str) -> list[str]:
+    """Columns of ``table`` in the store, or [] when it does not exist."""
+    rows = store.con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+        "ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+# -- overview ------------------------------------------------------------------------------
+def metrics_payload(
+    store: Store, *, period: str = "month", margin: float = 1.0, window_days: int = 365
+) -> dict[str, Any]:
+    """The overview page: headline metrics, CLV distribution, new vs returning revenue, alerts.
+
+    ``period``: month, quarter or year; ``margin``: fraction of net revenue
+    kept, in (0, 1]; ``window_days``: a customer is someone who ordered in the
+    last ``window_days`` days. Keys: ``overview`` (see
+    :func:`retain.metrics.overview`), ``predicted`` (average, median and total
+    predicted CLV from the model scores, or None), ``clv_distribution``
+    (histogram bins), ``alerts`` (see :func:`alerts_payload`), ``notes``.
+    """
+    from retain.metrics import overview
+
+    store.require_orders()
+    result: dict[str, Any] = {
+        "overview": plain(overview(store, margin=margin, period=period, window_days=window_days))
+    }
+    notes: list[str] = []
+    clv_column = predicted_clv_column(store)
+    if clv_column is None:
+        result["predicted"] = None
+        notes.append(NO_SCORES)
+    else:
+        row = store.con.execute(
+            f"SELECT avg({clv_column}), median({clv_column}), sum({clv_column}), count(*) "
+            "FROM customer_scores"
+        ).fetchall()[0]
+        result["predicted"] = {
+            "column": clv_column,
+            "average_clv": plain(row[0] * margin if row[0] is not None else None),
+            "median_clv": plain(row[1] * margin if row[1] is not None else None),
+            "total_clv": plain(row[2] * margin if row[2] is not None else None),
+            "customers": int(row[3]),
+        }
+    result["clv_distribution"] = clv_distribution(store, clv_column, margin)
+    result["alerts"] = alerts_payload(store, period=period, window_days=window_days)
+    result["notes"] = notes
+    return result
+
+
+def predicted_clv_column(store: Store) -> str | None:
+    """The model's per-customer CLV column in ``customer_scores``, or None."""
+    columns = table_columns(store, "customer_scores")
+    for name in ("clv", "clv_12m", "predicted_clv"):
+        if name in columns:
+            return name
+    return None
+
+
+def clv_distribution(
+    store: Store, clv_column: str | None, margin: float = 1.0, bins: int = 20
+) -> dict[str, Any]:
+    """Histogram of CLV per customer: predicted (model scores) when the store has them,
+    else historical (net revenue to date x margin). The last bin gathers everyone above
+    the 99th percentile so that a few whales do not flatten the chart."""
+    if clv_column is not None:
+        basis = f"predicted CLV ({clv_column})"
+        source = f"SELECT {clv_column} * $margin AS clv FROM customer_scores WHERE {clv_column} IS NOT NULL"
+    else:
+        basis = "historical CLV (net revenue to date x margin)"
+        source = "SELECT sum(net_revenue) * $margin AS clv FROM orders GROUP BY customer_id"
+    row = store.con.execute(
+        f"SELECT min(clv), quantile_cont(clv, 0.99), max(clv), count(*) FROM ({source})",
+        {"margin": margin},
+    ).fetchall()[0]
+    low, p99, high, n = row
+    if not n:
+        return {"basis": basis, "bins": [], "customers": 0}
+    low = min(float(low), 0.0)
+    top = float(p99) if p99 is not None and p99 > low else float(high)
+    width = (top - low) / bins if top > low else 1.0
+    counts = store.con.execute(
+        f"""
+        SELECT least(greatest(floor((clv - $low) / $width), 0), $last)::INTEGER AS bin,
+               count(*) AS customers, sum(clv) AS clv
+        FROM ({source}) GROUP BY bin ORDER BY bin
+        """,
+        {"margin": margin, "low": low, "width": width, "last": bins - 1},
+    ).fetchall()
+    per_bin = {int(b): (int(c), float(v)) for b, c, v in counts}
+    return {
+        "basis": basis,
+        "customers": int(n),
+        "bins": [
+            {
+                "low": low + i * width,
+                "high": (low + (i + 1) * width) if i < bins - 1 else float(high),
+                "customers": per_bin.get(i, (0, 0.0))[0],
+                "clv": per_bin.get(i, (0, 0.0))[1],
+                "open_ended": i == bins - 1 and float(high) > top,
+            }
+            for i in range(bins)
+        ],
+    }
+
+
+def alerts_payload(
+    store: Store, *, period: str = "month", window_days: int = 365
+) -> dict[str, Any]:
+    """Recent drops in retention, AOV, frequency, new customers or repeat revenue share.
+
+    Keys: ``alerts`` (rows of :func:`retain.metrics.alerts`, most significant
+    first), ``checked``, ``note`` and the test's settings.
+    """
+    from retain.metrics import alerts
+
+    store.require_orders()
+    frame = alerts(store, period, window_days=window_days)
+    return {"alerts": records(frame), **plain(dict(frame.attrs))}
+
+
+# -- cohorts -------------------------------------------------------------------------------
+def cohorts_payload(store: Store, *, period: str = "month", margin: float = 1.0) -> dict[str, Any]:
+    """The cohorts page: retention heatmap and cohort CLV curves.
+
+    Keys: ``period``, ``as_of``, ``margin``; ``cohorts`` (labels, first-order
+    period), ``sizes`` (customers per cohort), ``ages`` (0, 1, ... periods
+    since the first order); ``active_share`` and ``cumulative_clv``: one list
+    per cohort, one value per age (None past the observation day; the
+    current, incomplete period is included and flagged in ``complete``);
+    ``rows``: the long table of :func:`retain.metrics.cohorts`.
+    """
+    from retain.metrics import cohort_matrix, cohorts
+
+    store.require_orders()
+    frame = cohorts(store, period, margin=margin)
+    shares = cohort_matrix(frame, "active_share")
+    clv = cohort_matrix(frame, "cumulative_clv")
+    complete = frame.pivot(index="cohort", columns="age", values="complete")
+    ages = [c for c in shares.columns if c != "customers"]
+
+    def grid(matrix: pd.DataFrame) -> list[list[float | None]]:
+        values = matrix[ages].to_numpy(dtype="float64")
+        return [[plain(v) for v in row] for row in values]
+
+    return {
+        "period": frame.attrs["period"],
+        "as_of": frame.attrs["as_of"],
+        "margin": margin,
+        "cohorts": [str(c) for c in shares.index],
+        "sizes": [int(v) for v in shares["customers"]],
+        "ages": [int(a) for a in ages],
+        "active_share": grid(shares),
+        "cumulative_clv": grid(clv),
+        "complete": [[bool(v) if v == v else None for v in row] for row in complete.to_numpy()],
+        "rows": records(frame),
+    }
+
+
+# -- segments ------------------------------------------------------------------------------
+def segments_payload(store: Store, index: CustomerIndex | None = None) -> dict[str, Any]:
+    """The segments page: one row per RFM segment with its action, and the R x F grid.
+
+    Keys: ``segments`` (rows of :func:`retain.segments.segment_summary`, best
+    segment first), ``grid`` (customers and net revenue per recency score x
+    frequency score, with the most common segment of each cell), ``as_of``,
+    ``scheme``, ``model``, ``notes``.
+    """
+    from retain.segments import segment_summary
+
+    store.require_orders()
+    summary = segment_summary(store)
+    frame = (index or build_customer_index(store)).frame
+    cells = (
+        frame.groupby(["r_score", "f_score"], observed=True)
+        .agg(customers=("orders", "size"), net_revenue=("net_revenue", "sum"))
+        .reset_index()
+    )
+    common = (
+        frame.groupby(["r_score", "f_score"], observed=True)["segment"]
+        .agg(lambda s: s.value_counts().index[0])
+        .reset_index()
+    )
+    cells = cells.merge(common, on=["r_score", "f_score"])
+    notes = [] if summary.attrs.get("model") != "none" else [NO_SCORES]
+    return {
+        "segments": records(summary),
+        "grid": records(cells),
+        "levels": int(max(frame["r_score"].max(), frame["f_score"].max())) if len(frame) else 0,
+        **plain({k: summary.attrs[k] for k in ("as_of", "scheme", "model")}),
+        "notes": notes,
+    }
+
+
+# -- at risk -------------------------------------------------------------------------------
+def at_risk_payload(
+    store: Store,
+    index: CustomerIndex | None = None,
+    *,
+    min_risk: str = "high",
+    limit: int = 100,
+) -> dict[str, Any]:
+    """The at-risk page: the win-back list, most value at stake first.
+
+    Keys: ``customers`` (rows of :func:`retain.segments.winback_list`, up to
+    ``limit``), ``min_risk``, ``total`` (customers at that risk or worse),
+    ``value_at_stake`` (their total, reporting currency; None without model
+    scores), ``as_of``, ``model``, ``export`` (the CSV audience URL), ``notes``.
+    """
+    from retain.segments import RISK_LEVELS, winback_list
+
+    store.require_orders()
+    if min_risk not in RISK_LEVELS:
+        raise DataError("unknown risk level", value=min_risk, expected=" or ".join(RISK_LEVELS))
+    if limit < 1 or limit > 10_000:
+        raise DataError("limit out of range", value=limit, expected="1 to 10000")
+    frame = winback_list(store, min_risk=min_risk, limit=limit)
+    frame["top_products"] = pd.Series([list(p) for p in frame["top_products"]], index=frame.index)
+    everyone = (index or build_customer_index(store)).frame
+    levels = list(RISK_LEVELS[RISK_LEVELS.index(min_risk) :])
+    at_risk = everyone[everyone["churn_risk"].isin(levels)]
+    stake = at_risk["value_at_stake"]
+    return {
+        "customers": records(frame),
+        "min_risk": min_risk,
+        "total": len(at_risk),
+        "value_at_stake": plain(stake.sum()) if stake.notna().any() else None,
+        "by_risk": {level: int((everyone["churn_risk"] == level).sum()) for level in RISK_LEVELS},
+        **plain({k: frame.attrs.get(k) for k in ("as_of", "model")}),
+        "export": "/api/audiences/win-back.csv",
+        "notes": [] if frame.attrs.get("model") != "none" else [NO_SCORES],
+    }
+
+
+# -- customers -----------------------------------------------------------------------------
+@dataclass
+class CustomerIndex:
+    """Every customer's segment, risk, order summary, model scores and contact, in memory.
+
+    Built once per store generation from :func:`retain.segments.customer_segments`,
+    the ``customer_scores`` table and the ``customers`` table, so that a lookup
+    costs a dictionary access rather than a pass over the orders.
+    """
+
+    frame: pd.DataFrame
+    positions: dict[str, int]
+    as_of: str | None
+    model: str
+    score_columns: list[str] = field(default_factory=list)
+
+
+def build_customer_index(store: Store) -> CustomerIndex:
+    """Build the :class:`CustomerIndex` of the store (one pass over orders and scores)."""
+    from retain.segments import customer_segments
+
+    store.require_orders()
+    frame = customer_segments(store)
+    as_of, model = frame.attrs.get("as_of"), str(frame.attrs.get("model"))
+    score_columns = [
+        c for c in table_columns(store, "customer_scores") if c != "customer_id" and c not in frame
+    ]
+    if score_columns:
+        scores = store.query(
+            "SELECT customer_id, " + ", ".join(score_columns) + " FROM customer_scores"
+        ).set_index("customer_id")
+        frame = frame.join(scores, how="left")
+    contact = [
+        c
+        for c in ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen")
+        if c in table_columns(store, "customers")
+    ]
+    people = store.query(f"SELECT customer_id, {', '.join(contact)} FROM customers").set_index(
+        "customer_id"
+    )
+    frame = frame.join(people, how="left")
+    frame.index.name = "customer_id"
+    positions = {str(k): i for i, k in enumerate(frame.index)}
+    return CustomerIndex(frame, positions, as_of, model, score_columns)
+
+
+def customers_payload(
+    store: Store,
+    index: CustomerIndex | None = None,
+    *,
+    segment: str | None = None,
+    risk: str | None = None,
+    q: str | None = None,
+    sort: str = "value_at_stake",
+    limit: int = 50,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """One page of customers, filtered by segment, churn risk or a search text.
+
+    ``q`` matches the start of a customer id or e-mail (case-insensitive);
+    ``sort`` is one of :data:`CUSTOMER_SORTS`. Keys: ``customers`` (rows),
+    ``total`` (matches before paging), ``limit``, ``offset``, ``next`` and
+    ``previous`` (query strings of the neighbouring pages or None), the
+    filters as given, ``as_of``.
+    """
+    from retain.segments import RISK_LEVELS
+
+    if sort not in CUSTOMER_SORTS:
+        raise DataError("unknown sort", value=sort, expected=", ".join(CUSTOMER_SORTS))
+    if not 1 <= limit <= 1000:
+        raise DataError("limit out of range", value=limit, expected="1 to 1000")
+    if offset < 0:
+        raise DataError("offset cannot be negative", value=offset)
+    index = index or build_customer_index(store)
+    frame = index.frame
+    keep = np.ones(len(frame), dtype=bool)
+    if segment:
+        known = set(frame["segment"].dropna().unique())
+        from retain.segments import load_rules
+
+        names = {s.lower(): s for s in load_rules().table()["segment"]}
+        name = names.get(segment.strip().lower())
+        if name is None:
+            raise DataError("unknown segment", value=segment, expected=", ".join(names.values()))
+        keep &= (frame["segment"] == name).to_numpy() if name in known else False
+        segment = name
+    if risk:
+        if risk not in RISK_LEVELS:
+            raise DataError("unknown risk level", value=risk, expected=" or ".join(RISK_LEVELS))
+        keep &= (frame["churn_risk"] == risk).to_numpy()
+    if q:
+        text = q.strip().lower()
+        ids = frame.index.astype(str).str.lower()
+        hit = ids.str.startswith(text)
+        if "email" in frame:
+            hit |= frame["email"].fillna("").str.lower().str.startswith(text).to_numpy()
+        keep &= np.asarray(hit, dtype=bool)
+    chosen = frame[keep]
+    column = {
+        "clv": predicted_clv_name(index),
+        "last_order": "last_order_at",
+        "first_order": "first_order_at",
+    }.get(sort, sort)
+    if column is None:
+        column = "net_revenue"  # no model scores: the largest spenders first
+    if sort == "customer_id":
+        chosen = chosen.sort_index()
+    else:
+        chosen = chosen.sort_values(column, ascending=False, na_position="last", kind="stable")
+    page = chosen.iloc[offset : offset + limit]
+    rows = [customer_row(cid, page.iloc[i], index) for i, cid in enumerate(page.index)]
+    total = len(chosen)
+
+    def link(start: int) -> str:
+        parts = {"segment": segment, "risk": risk, "q": q, "sort": sort, "limit": limit}
+        query = "&".join(f"{k}={v}" for k, v in parts.items() if v)
+        return f"{query}&offset={start}"
+
+    return {
+        "customers": rows,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next": link(offset + limit) if offset + limit < total else None,
+        "previous": link(max(offset - limit, 0)) if offset > 0 else None,
+        "segment": segment,
+        "risk": risk,
+        "q": q,
+        "sort": sort,
+        "as_of": index.as_of,
+    }
+
+
+def predicted_clv_name(index: CustomerIndex) -> str | None:
+    for name in ("clv", "clv_12m", "predicted_clv"):
+        if name in index.frame:
+            return name
+    return None
+
+
+def customer_row(customer_id: Any, row: pd.Series, index: CustomerIndex) -> dict[str, Any]:
+    """The short form of a customer, for lists."""
+    clv = predicted_clv_name(index)
+    return {
+        "customer_id": str(customer_id),
+        "email": plain(row.get("email")),
+        "name": plain(row.get("name")),
+        "orders": plain(row["orders"]),
+        "net_revenue": plain(row["net_revenue"]),
+        "last_order_at": plain(row["last_order_at"]),
+        "segment": plain(row["segment"]),
+        "churn_risk": plain(row["churn_risk"]),
+        "p_alive": plain(row.get("p_alive")),
+        "clv": plain(row[clv]) if clv else None,
+        "value_at_stake": plain(row["value_at_stake"]),
+    }
+
+
+def customer_payload(
+    store: Store, customer_id: str, index: CustomerIndex | None = None, *, history: int = 0
+) -> dict[str, Any] | None:
+    """Everything known about one customer, or None when the store has no such customer.
+
+    ``history``: how many of their latest orders to list (0: none). Keys:
+    ``customer_id``, ``profile`` (contact and acquisition), ``orders`` (count,
+    net revenue, AOV, first and last order, days since the last order, typical
+    gap in days), ``scores`` (model scores, or None), ``rfm``, ``segment``
+    (name, action, offer), ``churn`` (risk, reason, value at stake),
+    ``recommendations``, ``history`` (when asked), ``as_of``, ``notes``.
+    """
+    index = index or build_customer_index(store)
+    position = index.positions.get(customer_id)
+    if position is None:
+        return None
+    row = index.frame.iloc[position]
+    return _customer(store, customer_id, row, index, history)
+
+
+def _customer(
+    store: Store, customer_id: str, row: pd.Series, index: CustomerIndex, history: int
+) -> dict[str, Any]:
+    from retain.segments.rules import TOP_PRODUCTS
+
+    orders = int(row["orders"])
+    net_revenue = plain(row["net_revenue"])
+    notes: list[str] = []
+    scores = None
+    if index.score_columns or index.model != "none":
+        scores = {"p_alive": plain(row.get("p_alive"))}
+        scores.update({c: plain(row.get(c)) for c in index.score_columns})
+    else:
+        notes.append(NO_SCORES)
+    action = plain(row["action"])
+    if isinstance(action, str):
+        action = action.replace(TOP_PRODUCTS, "their most bought products")
+    result: dict[str, Any] = {
+        "customer_id": customer_id,
+        "profile": {
+            c: plain(row.get(c))
+            for c in ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen")
+        },
+        "orders": {
+            "orders": orders,
+            "net_revenue": net_revenue,
+            "aov": (net_revenue / orders) if orders and net_revenue is not None else None,
+            "first_order_at": plain(row["first_order_at"]),
+            "last_order_at": plain(row["last_order_at"]),
+            "days_since_last_order": plain(row["days_since_last_order"]),
+            "typical_gap_days": plain(row["typical_gap_days"]),
+        },
+        "scores": scores,
+        "rfm": {
+            "r_score": plain(row["r_score"]),
+            "f_score": plain(row["f_score"]),
+            "m_score": plain(row["m_score"]),
+            "rfm": plain(row["rfm"]),
+        },
+        "segment": {"name": plain(row["segment"]), "action": action, "offer": plain(row["offer"])},
+        "churn": {
+            "risk": plain(row["churn_risk"]),
+            "reason": plain(row["churn_reason"]),
+            "value_at_stake": plain(row["value_at_stake"]),
+            "overdue_ratio": plain(row["overdue_ratio"]),
+        },
+        "recommendations": customer_recommendations(store, customer_id),
+        "as_of": index.as_of,
+        "notes": notes,
+    }
+    if history:
+        result["history"] = order_history(store, customer_id, history)
+    return result
+
+
+def order_history(store: Store, customer_id: str, limit: int) -> list[dict[str, Any]]:
+    """The customer's latest ``limit`` orders, newest first, with their products."""
+    frame = store.query(
+        """
+        SELECT o.order_id, o.ordered_at, o.net_revenue, o.currency, o.channel,
+               coalesce((SELECT list(coalesce(l.name, l.sku) ORDER BY l.sku)
+                         FROM order_lines l WHERE l.order_id = o.order_id), []) AS products
+        FROM orders o
+        WHERE o.customer_id = ?
+        ORDER BY o.ordered_at DESC, o.order_id
+        LIMIT ?
+        """,
+        [customer_id, limit],
+    )
+    frame["products"] = [list(p) for p in frame["products"]]
+    return records(frame)
+
+
+def customer_recommendations(store: Store, customer_id: str, k: int = 5) -> dict[str, Any]:
+    """Products to offer this customer, with reasons; an empty list and a note until the
+    recommendations are built."""
+    return {
+        "items": [],
+        "note": "recommendations are not available in this version of retain",
+    }
+
+
+def cart_recommendations(
+    store: Store, skus: list[str], k: int = 5, customer_id: str | None = None
+) -> dict[str, Any]:
+    """Products to suggest for a cart of ``skus``, each with its reason; an empty list
+    and a note until the recommendations are built."""
+    return {
+        "skus": skus,
+        "items": [],
+        "note": "recommendations are not available in this version of retain",
+    }
+
+
+# -- models --------------------------------------------------------------------------------
+def models_payload(store: Store) -> dict[str, Any]:
+    """The models page: fitted parameters and diagnostics as ``retain fit`` stored them.
+
+    Keys: ``fits`` (one dict per stored fit), ``notes``.
+    """
+    if not table_columns(store, "model_fits"):
+        return {"fits": [], "notes": [NO_FITS]}
+    fits = store.query("SELECT * FROM model_fits")
+    return {"fits": records(fits), "notes": [] if len(fits) else [NO_FITS]}
+
+
+def rescore_customer(store: Store, customer_id: str) -> str | None:
+    """Update one customer's row of ``customer_scores`` from the fitted parameters.
+
+    Returns None when done, else why it could not be (no fitted model yet).
+    """
+    return NO_FITS

@@ -1,0 +1,264 @@
+"""The dashboard: server-rendered pages, each from the same dict as its /api twin."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from retain import __version__
+from retain.service import api, charts, data
+from retain.service.api import Margin, Period, ServiceDep, WindowDays
+from retain.service.render import chart_data, render
+
+router = APIRouter(include_in_schema=False)
+
+
+def page(
+    request: Request,
+    template: str,
+    *,
+    active: str,
+    json_url: str,
+    chart_specs: dict[str, Any] | None = None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """Render a dashboard page; ``json_url`` is its API twin."""
+    specs = chart_specs or {}
+    html = render(
+        template,
+        active=active,
+        json_url=json_url,
+        charts=specs,
+        charts_json=chart_data(specs),
+        version=__version__,
+        store_path=request.app.state.service.db_path,
+        query=context.pop("query", ""),
+        **context,
+    )
+    return HTMLResponse(html, status_code=status_code)
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """An error as a page with the message, for people."""
+    titles = {404: "Not found", 401: "Not allowed", 422: "Cannot use that", 503: "No data yet"}
+    return page(
+        request,
+        "error.html",
+        active="",
+        json_url="",
+        status_code=status,
+        status=status,
+        title=titles.get(status, "Something went wrong"),
+        message=message,
+    )
+
+
+def _query(request: Request) -> str:
+    return f"?{request.url.query}" if request.url.query else ""
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview_page(
+    request: Request,
+    service: ServiceDep,
+    period: Period = "month",
+    margin: Margin = 1.0,
+    window_days: WindowDays = 365,
+) -> HTMLResponse:
+    payload = api.metrics(service, period, margin, window_days)
+    return page(
+        request,
+        "overview.html",
+        active="overview",
+        json_url="/api/metrics" + _query(request),
+        chart_specs=charts.overview_charts(payload),
+        metrics=payload,
+    )
+
+
+@router.get("/cohorts", response_class=HTMLResponse)
+def cohorts_page(
+    request: Request, service: ServiceDep, period: Period = "month", margin: Margin = 1.0
+) -> HTMLResponse:
+    payload = api.cohorts(service, period, margin)
+    return page(
+        request,
+        "cohorts.html",
+        active="cohorts",
+        json_url="/api/cohorts" + _query(request),
+        chart_specs=charts.cohort_charts(payload),
+        cohorts=payload,
+    )
+
+
+@router.get("/segments", response_class=HTMLResponse)
+def segments_page(request: Request, service: ServiceDep) -> HTMLResponse:
+    payload = api.segments(service)
+    return page(
+        request,
+        "segments.html",
+        active="segments",
+        json_url="/api/segments",
+        chart_specs=charts.segment_charts(payload),
+        segments=payload,
+    )
+
+
+@router.get("/segments/{name}", response_class=HTMLResponse)
+def segment_page(
+    request: Request,
+    service: ServiceDep,
+    name: str,
+    sort: str = "value_at_stake",
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> HTMLResponse:
+    """Drill-down: the customers of one segment, with its action and export."""
+    payload = api.customer_list(service, segment=name, sort=sort, limit=50, offset=offset)
+    info = next(
+        (s for s in api.segments(service)["segments"] if s["segment"] == payload["segment"]), None
+    )
+    return _customers(request, service, payload, f"Segment: {payload['segment']}", info)
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request, service: ServiceDep) -> HTMLResponse:
+    payload = api.models(service)
+    specs = charts.model_charts(payload)
+    return page(
+        request,
+        "models.html",
+        active="models",
+        json_url="/api/models",
+        chart_specs=specs,
+        models={**payload, "chart_ids": list(specs)},
+    )
+
+
+@router.get("/at-risk", response_class=HTMLResponse)
+def at_risk_page(
+    request: Request,
+    service: ServiceDep,
+    min_risk: str = "high",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+) -> HTMLResponse:
+    payload = api.at_risk(service, min_risk, limit)
+    return page(
+        request,
+        "at_risk.html",
+        active="at-risk",
+        json_url="/api/at-risk" + _query(request),
+        chart_specs=charts.at_risk_charts(payload),
+        risk=payload,
+        limit=limit,
+    )
+
+
+@router.get("/customers", response_class=HTMLResponse)
+def customers_page(
+    request: Request,
+    service: ServiceDep,
+    segment: str | None = None,
+    risk: str | None = None,
+    q: str | None = None,
+    sort: str = "value_at_stake",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> HTMLResponse:
+    payload = api.customer_list(
+        service,
+        segment=segment or None,
+        risk=risk or None,
+        q=q or None,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
+    info = None
+    if payload["segment"]:
+        info = next(
+            (s for s in api.segments(service)["segments"] if s["segment"] == payload["segment"]),
+            None,
+        )
+    return _customers(request, service, payload, "Customers", info)
+
+
+def _customers(
+    request: Request,
+    service: Any,
+    payload: dict[str, Any],
+    heading: str,
+    segment_info: dict[str, Any] | None,
+) -> HTMLResponse:
+    from retain.segments import load_rules
+
+    filters = {
+        k: payload[k] for k in ("segment", "risk", "q", "sort", "limit", "offset") if payload[k]
+    }
+    return page(
+        request,
+        "customers.html",
+        active="customers",
+        json_url="/api/customers?" + urlencode(filters),
+        page=payload,
+        heading=heading,
+        segment_info=segment_info,
+        segment_names=list(load_rules().table()["segment"]),
+        sorts=data.CUSTOMER_SORTS,
+        query=payload["q"] or "",
+    )
+
+
+@router.get("/customers/{customer_id}", response_class=HTMLResponse)
+def customer_page(request: Request, service: ServiceDep, customer_id: str) -> HTMLResponse:
+    payload = api.customer(service, customer_id, 50)
+    scores = payload["scores"] or {}
+
+    def first(*names: str) -> str | None:
+        return next((n for n in names if n in scores), None)
+
+    return page(
+        request,
+        "customer.html",
+        active="customers",
+        json_url=f"/api/customers/{quote(customer_id, safe='')}?history=50",
+        chart_specs=charts.customer_charts(payload),
+        c=payload,
+        clv_key=first("clv", "clv_12m", "predicted_clv"),
+        clv_low_key=first("clv_low", "clv_lower"),
+        clv_high_key=first("clv_high", "clv_upper"),
+        next_key=first("next_purchase_date", "next_purchase_at"),
+        next_low_key=first("next_purchase_low", "next_purchase_window_start"),
+        next_high_key=first("next_purchase_high", "next_purchase_window_end"),
+    )
+
+
+@router.get("/search", response_class=HTMLResponse)
+def search(
+    request: Request, service: ServiceDep, q: Annotated[str, Query(max_length=200)] = ""
+) -> Response:
+    """A customer id or e-mail: straight to the customer when exactly one matches."""
+    text = q.strip()
+    if not text:
+        return RedirectResponse("/customers", status_code=303)
+    index = api.index_of(service)
+    if text in index.positions:
+        return RedirectResponse(f"/customers/{quote(text, safe='')}", status_code=303)
+    if "email" in index.frame:
+        emails = index.frame["email"]
+        exact = index.frame.index[(emails == text.lower()).to_numpy()]
+        if len(exact) == 1:
+            return RedirectResponse(f"/customers/{quote(str(exact[0]), safe='')}", status_code=303)
+    payload = api.customer_list(service, q=text, sort="net_revenue", limit=50, offset=0)
+    if payload["total"] == 1:
+        only = payload["customers"][0]["customer_id"]
+        return RedirectResponse(f"/customers/{quote(only, safe='')}", status_code=303)
+    return _customers(request, service, payload, "Search", None)
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)

@@ -1,0 +1,172 @@
+/* retain: draw the charts a page describes in <script id="retain-charts"> with Chart.js.
+ * Each <canvas data-chart="ID"> gets the spec charts[ID]; see retain/service/charts.py. */
+(function () {
+  "use strict";
+  var PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
+    "#84cc16", "#0ea5e9", "#f97316", "#14b8a6", "#a855f7"];
+
+  function fmt(format, v) {
+    if (v === null || v === undefined || isNaN(v)) return "–";
+    if (format === "percent") return v.toFixed(1) + "%";
+    if (format === "probability") return v.toFixed(2);
+    if (format === "count") return Math.round(v).toLocaleString("en-US");
+    if (format === "money") return v.toLocaleString("en-US", {maximumFractionDigits: Math.abs(v) < 100 ? 2 : 0});
+    return v.toLocaleString("en-US", {maximumFractionDigits: 3});
+  }
+
+  function axis(title, stacked, format, isValue) {
+    var a = {title: {display: !!title, text: title || ""}, stacked: !!stacked};
+    if (isValue) a.ticks = {callback: function (v) { return fmt(format, v); }};
+    return a;
+  }
+
+  function xy(spec) {
+    var many = spec.datasets.length > 1;
+    var datasets = spec.datasets.map(function (d, i) {
+      var colour = spec.colors ? spec.colors : PALETTE[i % PALETTE.length];
+      return {label: d.label, data: d.data, backgroundColor: colour, borderColor: colour,
+        borderWidth: spec.type === "line" ? 2 : 0, pointRadius: spec.type === "line" ? 1.5 : 0,
+        maxBarThickness: 48,
+        spanGaps: false, tension: 0.15};
+    });
+    return {
+      type: spec.type,
+      data: {labels: spec.labels, datasets: datasets},
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        interaction: {mode: "index", intersect: false},
+        plugins: {
+          legend: {display: many, position: "bottom"},
+          tooltip: {callbacks: {label: function (c) { return c.dataset.label + ": " + fmt(spec.format, c.parsed.y); }}}
+        },
+        scales: {x: axis(spec.x, spec.stacked, null, false), y: axis(spec.y, spec.stacked, spec.format, true)}
+      }
+    };
+  }
+
+  function heat(spec) {
+    var points = [], max = 0, min = Infinity;
+    spec.values.forEach(function (row, i) {
+      row.forEach(function (v, j) {
+        if (v === null || v === undefined) return;
+        points.push({x: spec.xLabels[j], y: spec.yLabels[i], v: v,
+          label: spec.cellLabels ? spec.cellLabels[i][j] : ""});
+        if (spec.skipFirst && j === 0) return;
+        max = Math.max(max, v); min = Math.min(min, v);
+      });
+    });
+    if (!isFinite(min)) min = 0;
+    var nx = spec.xLabels.length, ny = spec.yLabels.length;
+    function shade(v) {
+      var t = max > min ? Math.min(1, Math.max(0, (v - min) / (max - min))) : 1;
+      var light = 96 - t * 58;
+      return "hsl(221, 83%, " + light + "%)";
+    }
+    var cellText = {
+      id: "cellText",
+      afterDatasetsDraw: function (chart) {
+        var meta = chart.getDatasetMeta(0), ctx = chart.ctx;
+        ctx.save();
+        ctx.textAlign = "center"; ctx.textBaseline = "middle";
+        meta.data.forEach(function (el, k) {
+          var p = points[k], props = el.getProps(["x", "y", "width", "height"], true);
+          var text = fmt(spec.format, p.v);
+          ctx.font = "11px system-ui, sans-serif";
+          if (ctx.measureText(text).width > props.width - 2 || props.height < 11) return;
+          var t = max > min ? (p.v - min) / (max - min) : 1;
+          ctx.fillStyle = t > 0.55 ? "#fff" : "#1f2937";
+          ctx.fillText(text, props.x + props.width / 2, props.y + props.height / 2);
+        });
+        ctx.restore();
+      }
+    };
+    return {
+      type: "matrix",
+      data: {datasets: [{
+        label: spec.title, data: points,
+        backgroundColor: function (c) { var p = c.dataset.data[c.dataIndex]; return p ? shade(p.v) : "#fff"; },
+        borderColor: "#fff", borderWidth: 1,
+        width: function (c) { var a = c.chart.chartArea; return a ? a.width / nx - 1 : 10; },
+        height: function (c) { var a = c.chart.chartArea; return a ? a.height / ny - 1 : 10; }
+      }]},
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        plugins: {
+          legend: {display: false},
+          tooltip: {callbacks: {
+            title: function () { return ""; },
+            label: function (c) {
+              var p = c.raw;
+              return p.y + ", " + p.x + ": " + fmt(spec.format, p.v) + (p.label ? " (" + p.label + ")" : "");
+            }
+          }}
+        },
+        scales: {
+          x: {type: "category", labels: spec.xLabels, offset: true, grid: {display: false},
+            title: {display: !!spec.x, text: spec.x || ""}},
+          y: {type: "category", labels: spec.yLabels, offset: true, grid: {display: false}, reverse: false,
+            title: {display: !!spec.y, text: spec.y || ""}}
+        }
+      },
+      plugins: [cellText]
+    };
+  }
+
+  function treemap(spec) {
+    var top = Math.max.apply(null, spec.items.map(function (i) { return i.share; }).concat([0.0001]));
+    return {
+      type: "treemap",
+      data: {datasets: [{
+        label: spec.title, tree: spec.items, key: "value",
+        borderColor: "#fff", borderWidth: 2, spacing: 0,
+        backgroundColor: function (c) {
+          if (c.type !== "data") return "transparent";
+          var item = c.raw._data;
+          return "hsl(221, 70%, " + (85 - 50 * (item.share / top)) + "%)";
+        },
+        labels: {
+          display: true, align: "left", position: "top", overflow: "fit",
+          color: function (c) { return c.raw && c.raw._data.share / top > 0.5 ? "#fff" : "#111827"; },
+          font: [{size: 13, weight: "bold"}, {size: 11}],
+          formatter: function (c) { return [c.raw._data.label, c.raw._data.short]; }
+        }
+      }]},
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        plugins: {
+          legend: {display: false},
+          tooltip: {callbacks: {
+            title: function (items) { return items[0].raw._data.label; },
+            label: function (c) { return c.raw._data.detail; }
+          }}
+        }
+      }
+    };
+  }
+
+  function draw(canvas, spec) {
+    var config = spec.type === "heatmap" ? heat(spec) : spec.type === "treemap" ? treemap(spec) : xy(spec);
+    var chart = new window.Chart(canvas, config);
+    canvas.dataset.rendered = "true";
+    return chart;
+  }
+
+  function start() {
+    var source = document.getElementById("retain-charts");
+    if (!source || !window.Chart) return;
+    var specs = JSON.parse(source.textContent || "{}");
+    window.Chart.defaults.font.family = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+    var canvases = document.querySelectorAll("canvas[data-chart]");
+    for (var i = 0; i < canvases.length; i++) {
+      var spec = specs[canvases[i].dataset.chart];
+      if (!spec) continue;
+      try { draw(canvases[i], spec); } catch (err) {
+        canvases[i].dataset.error = String(err);
+        if (window.console) window.console.error("retain chart", canvases[i].dataset.chart, err);
+      }
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -682,6 +682,51 @@ def migration(
 # --- service (retain.service): serve, report ------------------------------------------
 
 
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on. Anything but 127.0.0.1 needs an API key or --read-only."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8765,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file",
+            help="File whose first line is the API key for write endpoints "
+            "(or set RETAIN_API_KEY).",
+        ),
+    ] = None,
+    read_only: Annotated[
+        bool,
+        typer.Option("--read-only", help="No write endpoints; open the store read-only."),
+    ] = False,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """The dashboard and the REST API (JSON, OpenAPI at /docs) over the store."""
+    from retain.service import serve as run_server
+
+    run_server(db, host=host, port=port, key_file=api_key_file, writes=not read_only)
+
+
+@app.command()
+@friendly_errors
+def report(
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    period: PeriodOption = "month",
+    margin: MarginOption = 1.0,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Write one self-contained HTML report: overview, cohorts, segments and model charts."""
+    from retain.service import write_report
+
+    path = write_report(db, out, period=period, margin=margin)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB); open it in a browser")
+
+
 def main() -> None:
     """Entry point of the `retain` console script."""
     app(prog_name="retain")

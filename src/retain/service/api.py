@@ -53,7 +53,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 # -- shared, cached computations -------------------------------------------------------------
 def index_of(service: Service) -> data.CustomerIndex:
     """The service's customer index, built once per store generation."""
-    return service.cached("customer_index", data.build_customer_index)
+    return service.cached("customer_index", data.build_customer_index, stale_ok=True)
 
 
 def metrics(service: Service, period: str, margin: float, window_days: int) -> dict[str, Any]:
@@ -96,8 +96,21 @@ def alerts(service: Service, period: str, window_days: int) -> dict[str, Any]:
     )
 
 
+def recommendations(service: Service) -> data.Recommendations:
+    """The recommender and personal recommendations, loaded once: a new order changes
+    them too little to relearn them on every write."""
+    return service.cached("recommendations", data.build_recommendations, sticky=True)
+
+
 def customer(service: Service, customer_id: str, history: int) -> dict[str, Any]:
-    found = data.customer_payload(service.store(), customer_id, index_of(service), history=history)
+    found = data.customer_payload(
+        service.store(),
+        customer_id,
+        index_of(service),
+        history=history,
+        recs=recommendations(service),
+        stale=not service.is_fresh(customer_id, "customer_index"),
+    )
     if found is None:
         raise HTTPException(404, f"no customer {customer_id!r} in the store")
     return found
@@ -118,7 +131,7 @@ def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
         stored = report.orders > 0
         note = data.rescore_customer(store, customer_id) if stored else None
         if stored:
-            service.invalidate()
+            service.wrote(customer_id)
         problems = quarantined_rows(store, report.file)
     result: dict[str, Any] = {
         "stored": stored,
@@ -241,13 +254,12 @@ class Cart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     skus: list[str] = Field(min_length=1, max_length=500, description="SKUs in the cart.")
     k: int = Field(5, ge=1, le=100, description="How many products to suggest.")
-    customer_id: str | None = Field(None, description="The shopper, when known.")
 
 
 @router.post("/recommendations", responses=ERRORS, summary="Products to suggest for a cart")
 def post_recommendations(service: ServiceDep, cart: Cart) -> dict[str, Any]:
     """Products that go with the cart, each with the reason (bought together, ...)."""
-    return data.cart_recommendations(service.store(), cart.skus, cart.k, cart.customer_id)
+    return data.cart_recommendations(recommendations(service), cart.skus, cart.k)
 
 
 class OrderLineIn(BaseModel):

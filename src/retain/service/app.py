@@ -108,6 +108,9 @@ class Service:
         self._local = threading.local()
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self._cursors: list[Any] = []
+        self._refreshing: set[Hashable] = set()
+        self._threads: list[threading.Thread] = []
+        self.written: dict[str, int] = {}  # customer -> generation of their last write
         self.closed = False
 
     def store(self) -> Store:
@@ -125,36 +128,83 @@ class Service:
             self._local.store = view
         return view
 
-    def cached(self, key: Hashable, compute: Callable[[Store], T]) -> T:
-        """``compute(store)``, computed once per store generation (one thread computes it)."""
+    def cached(
+        self,
+        key: Hashable,
+        compute: Callable[[Store], T],
+        *,
+        sticky: bool = False,
+        stale_ok: bool = False,
+    ) -> T:
+        """``compute(store)``, computed once per store generation by one thread.
+
+        ``sticky`` results are kept across writes. ``stale_ok``: after a write,
+        keep answering with the previous result while a background thread
+        computes the new one, so that a large store never stalls a lookup.
+        """
         with self._cache_lock:
             hit = self._cache.get(key)
-            if hit is not None and hit[0] == self.generation:
+            if hit is not None and (sticky or hit[0] == self.generation):
+                return hit[1]
+            if hit is not None and stale_ok:
+                if key not in self._refreshing:
+                    self._refreshing.add(key)
+                    threading.Thread(target=self._refresh, args=(key, compute), daemon=True).start()
                 return hit[1]
             lock = self._key_locks.setdefault(key, threading.Lock())
         with lock:
             with self._cache_lock:
                 hit = self._cache.get(key)
                 generation = self.generation
-                if hit is not None and hit[0] == generation:
+                if hit is not None and (sticky or hit[0] == generation):
                     return hit[1]
             value = compute(self.store())
             with self._cache_lock:
                 self._cache[key] = (generation, value)
             return value
 
+    def _refresh(self, key: Hashable, compute: Callable[[Store], Any]) -> None:
+        try:
+            with self._cache_lock:
+                generation = self.generation
+            value = compute(self.store())
+            with self._cache_lock:
+                current = self._cache.get(key)
+                if current is None or current[0] < generation:
+                    self._cache[key] = (generation, value)
+        except Exception:  # the next request meets the error and reports it
+            pass
+        finally:
+            with self._cache_lock:
+                self._refreshing.discard(key)
+
+    def generation_of(self, key: Hashable) -> int:
+        """The store generation the cached ``key`` was computed at (-1: none)."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            return hit[0] if hit is not None else -1
+
+    def wrote(self, customer_id: str) -> None:
+        """Record a write for ``customer_id``: cached results are now stale."""
+        with self._cache_lock:
+            self.generation += 1
+            self.written[customer_id] = self.generation
+
+    def is_fresh(self, customer_id: str, key: Hashable) -> bool:
+        """Whether the cached ``key`` was computed after the last write for this customer."""
+        return self.written.get(customer_id, -1) <= self.generation_of(key)
+
     def invalidate(self) -> None:
         """Forget every cached result: the store changed."""
         with self._cache_lock:
             self.generation += 1
-            self._cache.clear()
 
     def check_key(self, request: Request) -> None:
         """Raise 401 unless the request carries the API key (or, with no key set, comes
         from this machine)."""
         if self.api_key is None:
             client = request.client.host if request.client else ""
-            if is_loopback(client) or client == "testclient":
+            if is_loopback(client):
                 return
             raise HTTPException(401, "write endpoints need an API key; none is configured")
         given = request.headers.get("x-api-key")
@@ -168,6 +218,14 @@ class Service:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    def background(self, target: Callable[..., Any], *args: Any) -> None:
+        """Run ``target(*args)`` in a thread that :meth:`close` waits for."""
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._cache_lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
     def warm(self) -> None:
         """Compute what the first pages need (customer index, overview), so that the first
         visitor does not wait for it. Errors are left for the request that meets them."""
@@ -178,10 +236,16 @@ class Service:
             api.metrics(self, "month", 1.0, 365)
 
     def close(self) -> None:
-        """Close every cursor, then the store."""
+        """Stop background work, close every cursor, then the store."""
         with self._cache_lock:
             self.closed = True
             cursors, self._cursors = self._cursors, []
+            threads = list(self._threads)
+        for cursor in cursors:
+            with contextlib.suppress(Exception):
+                cursor.interrupt()
+        for thread in threads:
+            thread.join(timeout=30)
         for cursor in cursors:
             with contextlib.suppress(Exception):
                 cursor.close()
@@ -212,7 +276,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm:
-            threading.Thread(target=service.warm, name="retain-warm", daemon=True).start()
+            service.background(service.warm)
         yield
         service.close()
 

@@ -475,7 +475,13 @@ def customer_row(customer_id: Any, row: pd.Series, index: CustomerIndex) -> dict
 
 
 def customer_payload(
-    store: Store, customer_id: str, index: CustomerIndex | None = None, *, history: int = 0
+    store: Store,
+    customer_id: str,
+    index: CustomerIndex | None = None,
+    *,
+    history: int = 0,
+    recs: Recommendations | None = None,
+    stale: bool = False,
 ) -> dict[str, Any] | None:
     """Everything known about one customer, or None when the store has no such customer.
 
@@ -485,17 +491,73 @@ def customer_payload(
     gap in days), ``scores`` (model scores, or None), ``rfm``, ``segment``
     (name, action, offer), ``churn`` (risk, reason, value at stake),
     ``recommendations``, ``history`` (when asked), ``as_of``, ``notes``.
+    ``stale``: the customer has orders newer than ``index``; read them from the store.
     """
     index = index or build_customer_index(store)
     position = index.positions.get(customer_id)
-    if position is None:
+    if position is not None and not stale:
+        return _customer(store, customer_id, index.frame.iloc[position], index, history, recs)
+    # written since the index was built, or new: orders and scores straight from the store
+    fresh = _fresh_row(store, customer_id, index)
+    if fresh is None:
         return None
-    row = index.frame.iloc[position]
-    return _customer(store, customer_id, row, index, history)
+    result = _customer(store, customer_id, fresh, index, history, recs)
+    result["notes"].append(
+        "segment and churn risk are being recomputed after a new order; "
+        "orders and model scores are current"
+    )
+    return result
+
+
+def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Series | None:
+    """The index row of one customer with its order summary and model scores read now."""
+    summary = store.con.execute(
+        """
+        SELECT count(*), sum(net_revenue), min(ordered_at), max(ordered_at)
+        FROM orders WHERE customer_id = ?
+        """,
+        [customer_id],
+    ).fetchall()[0]
+    if not summary[0]:
+        return None
+    position = index.positions.get(customer_id)
+    if position is not None:
+        row = index.frame.iloc[position].copy()
+    else:
+        row = pd.Series(np.nan, index=index.frame.columns, dtype="object")
+    row["orders"], row["net_revenue"] = int(summary[0]), float(summary[1])
+    row["first_order_at"], row["last_order_at"] = summary[2], summary[3]
+    if index.score_columns:
+        got = store.con.execute(
+            f"SELECT {', '.join(index.score_columns)} FROM customer_scores WHERE customer_id = ?",
+            [customer_id],
+        ).fetchall()
+        if got:
+            for name, value in zip(index.score_columns, got[0], strict=True):
+                row[name] = value
+    if position is None:
+        contact = store.con.execute(
+            "SELECT email, name, acquisition_channel, accepts_marketing, first_seen "
+            "FROM customers WHERE customer_id = ?",
+            [customer_id],
+        ).fetchall()
+        if contact:
+            for name, value in zip(
+                ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen"),
+                contact[0],
+                strict=True,
+            ):
+                row[name] = value
+    return row
 
 
 def _customer(
-    store: Store, customer_id: str, row: pd.Series, index: CustomerIndex, history: int
+    store: Store,
+    customer_id: str,
+    row: pd.Series,
+    index: CustomerIndex,
+    history: int,
+    recs: Recommendations | None,
 ) -> dict[str, Any]:
     from retain.segments.rules import TOP_PRODUCTS
 
@@ -540,7 +602,7 @@ def _customer(
             "value_at_stake": plain(row["value_at_stake"]),
             "overdue_ratio": plain(row["overdue_ratio"]),
         },
-        "recommendations": customer_recommendations(store, customer_id),
+        "recommendations": customer_recommendations(recs, customer_id),
         "as_of": index.as_of,
         "notes": notes,
     }
@@ -567,25 +629,89 @@ def order_history(store: Store, customer_id: str, limit: int) -> list[dict[str, 
     return records(frame)
 
 
-def customer_recommendations(store: Store, customer_id: str, k: int = 5) -> dict[str, Any]:
-    """Products to offer this customer, with reasons; an empty list and a note until the
-    recommendations are built."""
-    return {
-        "items": [],
-        "note": "recommendations are not available in this version of retain",
-    }
+NO_LINES = (
+    "no order lines in the store: recommendations learn from the products in each order "
+    "(retain ingest lines.csv --format lines)"
+)
 
 
-def cart_recommendations(
-    store: Store, skus: list[str], k: int = 5, customer_id: str | None = None
+@dataclass
+class Recommendations:
+    """The store's recommender and every customer's personal recommendations, in memory.
+
+    ``personal`` has the columns of :func:`retain.recommend.recommend_for_customers`,
+    grouped by customer; ``spans`` maps a customer id to its rows (start, stop).
+    ``recommender`` is None (and ``note`` says why) when the store has no order lines.
+    """
+
+    recommender: Any
+    personal: pd.DataFrame
+    spans: dict[str, tuple[int, int]]
+    note: str | None = None
+
+
+def build_recommendations(store: Store, k: int = 5) -> Recommendations:
+    """Load (or learn, when not saved) the recommender and rank ``k`` products per customer."""
+    from retain.errors import StoreError
+    from retain.recommend import load_or_build, recommend_for_customers
+
+    empty = pd.DataFrame(columns=["customer_id", "rank", "sku", "name", "score", "reason", "kind"])
+    if not store.scalar("SELECT count(*) FROM order_lines"):
+        return Recommendations(None, empty, {}, NO_LINES)
+    try:
+        recommender = load_or_build(store)
+        personal = recommend_for_customers(store, None, k, recommender=recommender)
+    except StoreError as exc:
+        return Recommendations(None, empty, {}, str(exc))
+    ids = personal["customer_id"].to_numpy(dtype=object)
+    if len(ids):
+        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        stops = np.append(starts[1:], len(ids))
+        spans = {
+            str(ids[a]): (int(a), int(b))
+            for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
+        }
+    else:
+        spans = {}
+    return Recommendations(recommender, personal, spans, None)
+
+
+def customer_recommendations(
+    recs: Recommendations | None, customer_id: str, k: int = 5
 ) -> dict[str, Any]:
-    """Products to suggest for a cart of ``skus``, each with its reason; an empty list
-    and a note until the recommendations are built."""
-    return {
-        "skus": skus,
-        "items": [],
-        "note": "recommendations are not available in this version of retain",
-    }
+    """Products to offer one customer, best first, each with its reason."""
+    if recs is None:
+        return {"items": [], "note": "recommendations were not loaded"}
+    if recs.recommender is None:
+        return {"items": [], "note": recs.note}
+    span = recs.spans.get(customer_id)
+    if span is None:
+        return {"items": [], "note": "no products bought by this customer are known yet"}
+    rows = recs.personal.iloc[span[0] : min(span[1], span[0] + k)]
+    items = [
+        {
+            "sku": plain(sku),
+            "name": plain(name),
+            "score": plain(score),
+            "reason": reason,
+            "kind": kind,
+        }
+        for sku, name, score, reason, kind in zip(
+            rows["sku"], rows["name"], rows["score"], rows["reason"], rows["kind"], strict=True
+        )
+    ]
+    return {"items": items, "note": None}
+
+
+def cart_recommendations(recs: Recommendations, skus: list[str], k: int = 5) -> dict[str, Any]:
+    """Products to add to a cart of ``skus``, each with its reason (see
+    :meth:`retain.recommend.Recommender.recommend_for_cart`). SKUs no order line
+    has are listed in ``unknown_skus`` and otherwise ignored."""
+    if recs.recommender is None:
+        return {"skus": skus, "items": [], "unknown_skus": [], "note": recs.note}
+    _, unknown = recs.recommender.known(list(skus))
+    items = plain(recs.recommender.recommend_for_cart(list(skus), k))
+    return {"skus": skus, "items": items, "unknown_skus": unknown, "note": None}
 
 
 # -- models --------------------------------------------------------------------------------

@@ -1,0 +1,517 @@
+"""The JSON API and the pages, through the ASGI test client.
+
+A tiny hand-made store pins the numbers (every figure below is worked out by
+hand from the orders written here); the CDNOW sample checks the pages on real
+data and that each page shows what its API twin returns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from retain.ingest import ingest  # noqa: E402
+from retain.service import ServiceError, check_bind, create_app, resolve_api_key  # noqa: E402
+from retain.service.app import is_loopback  # noqa: E402
+from retain.store import Store  # noqa: E402
+
+KEY = "a-test-key-of-enough-length"
+LOOPBACK = ("127.0.0.1", 50000)
+ELSEWHERE = ("203.0.113.9", 50000)
+
+ORDERS = """order_id,customer_id,ordered_at,net_revenue,channel
+o1,a,2024-01-10,10.00,web
+o2,a,2024-03-10,30.00,web
+o3,b,2024-02-01,5.50,shop
+o4,c,2024-01-05,20.00,web
+o5,c,2024-02-05,20.00,web
+o6,c,2024-03-05,20.00,web
+"""
+LINES = """order_id,sku,name,quantity,unit_price
+o1,TEA,Green tea,1,10
+o1,CUP,Tea cup,1,0
+o2,TEA,Green tea,1,10
+o2,CUP,Tea cup,2,10
+o3,TEA,Green tea,1,5.5
+o4,POT,Teapot,1,20
+o5,TEA,Green tea,1,10
+o5,CUP,Tea cup,1,10
+o6,POT,Teapot,1,20
+"""
+CUSTOMERS = """customer_id,email,name,accepts_marketing
+a,Ana@Example.com,Ana,yes
+b,bo@example.com,Bo,no
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    for name, text in (("orders.csv", ORDERS), ("lines.csv", LINES), ("people.csv", CUSTOMERS)):
+        (folder / name).write_text(text)
+    path = folder / "tiny.duckdb"
+    with Store(path) as store:
+        ingest(store, folder / "orders.csv", format="orders", as_of="2024-03-31")
+        ingest(store, folder / "lines.csv", format="lines")
+        ingest(store, folder / "people.csv", format="customers")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_db: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(tiny_db, KEY, warm=False), client=LOOPBACK) as client:
+        yield client
+
+
+@pytest.fixture
+def writable(tiny_db: Path, tmp_path: Path) -> Iterator[TestClient]:
+    """A client over a fresh copy of the tiny store, for tests that write."""
+    path = tmp_path / "tiny.duckdb"
+    shutil.copy(tiny_db, path)
+    with TestClient(create_app(path, KEY, warm=False), client=ELSEWHERE) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def sample(cdnow_sample_db: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(cdnow_sample_db, writes=False), client=LOOPBACK) as client:
+        yield client
+
+
+# -- one customer ------------------------------------------------------------------------
+def test_customer_orders_summary_by_hand(tiny: TestClient) -> None:
+    body = tiny.get("/api/customers/a").json()
+    assert body["customer_id"] == "a"
+    assert body["orders"]["orders"] == 2
+    assert body["orders"]["net_revenue"] == pytest.approx(40.0)
+    assert body["orders"]["aov"] == pytest.approx(20.0)
+    assert body["orders"]["first_order_at"].startswith("2024-01-10")
+    assert body["orders"]["last_order_at"].startswith("2024-03-10")
+    # the observation day is the last order, 2024-03-10: 0 days since a's last order
+    assert body["orders"]["days_since_last_order"] == 0
+    assert body["profile"]["email"] == "ana@example.com"  # lower-cased by the ingest
+    assert body["segment"]["name"] and body["segment"]["action"]
+    assert body["churn"]["risk"] in ("low", "medium", "high", "lost")
+    assert "history" not in body
+
+
+def test_customer_history_newest_first_with_products(tiny: TestClient) -> None:
+    body = tiny.get("/api/customers/a", params={"history": 5}).json()
+    assert [h["order_id"] for h in body["history"]] == ["o2", "o1"]
+    assert sorted(body["history"][1]["products"]) == ["Green tea", "Tea cup"]
+
+
+def test_unknown_customer_is_a_json_404(tiny: TestClient) -> None:
+    response = tiny.get("/api/customers/zz")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/json")
+    assert "zz" in response.json()["detail"]
+
+
+def test_without_model_scores_the_customer_says_what_to_run(tiny: TestClient) -> None:
+    body = tiny.get("/api/customers/c").json()
+    assert body["scores"] is None
+    assert any("retain fit" in note for note in body["notes"])
+
+
+def test_customer_recommendations_leave_out_what_they_own(tiny: TestClient) -> None:
+    items = tiny.get("/api/customers/b").json()["recommendations"]["items"]
+    skus = [i["sku"] for i in items]
+    assert "TEA" not in skus  # b bought tea
+    assert skus and all(i["reason"] for i in items)
+
+
+# -- lists ---------------------------------------------------------------------------------
+def test_customer_list_sorts_and_pages(tiny: TestClient) -> None:
+    first = tiny.get("/api/customers", params={"sort": "net_revenue", "limit": 2}).json()
+    assert first["total"] == 3
+    assert [c["customer_id"] for c in first["customers"]] == ["c", "a"]  # 60 > 40 > 5.50
+    assert first["previous"] is None and first["next"].endswith("offset=2")
+    second = tiny.get("/api/customers?" + first["next"]).json()
+    assert [c["customer_id"] for c in second["customers"]] == ["b"]
+    assert second["next"] is None and second["previous"].endswith("offset=0")
+
+
+def test_customer_list_filters(tiny: TestClient) -> None:
+    by_email = tiny.get("/api/customers", params={"q": "BO@"}).json()
+    assert [c["customer_id"] for c in by_email["customers"]] == ["b"]
+    segment = tiny.get("/api/customers/c").json()["segment"]["name"]
+    listed = tiny.get("/api/customers", params={"segment": segment.upper()}).json()
+    assert "c" in [c["customer_id"] for c in listed["customers"]]
+    assert all(c["segment"] == segment for c in listed["customers"])
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"sort": "height"}, "unknown sort"),
+        ({"segment": "Giants"}, "unknown segment"),
+        ({"risk": "severe"}, "unknown risk level"),
+        ({"limit": 0}, "limit"),
+    ],
+)
+def test_customer_list_rejects_bad_parameters(
+    tiny: TestClient, params: dict[str, object], words: str
+) -> None:
+    response = tiny.get("/api/customers", params=params)
+    assert response.status_code == 422
+    assert words in json.dumps(response.json())
+
+
+# -- pages and their twins -----------------------------------------------------------------
+def test_metrics_match_the_orders(sample: TestClient) -> None:
+    from retain.datasets import load_cdnow
+
+    orders = load_cdnow(sample=True)
+    body = sample.get("/api/metrics").json()
+    assert body["overview"]["customers"] == 2357  # the CDNOW sample's 2,357 customers
+    assert body["overview"]["net_revenue"] == pytest.approx(orders["net_revenue"].sum())
+    dist = body["clv_distribution"]
+    assert sum(b["customers"] for b in dist["bins"]) == 2357
+    assert body["predicted"] is None and body["notes"]
+
+
+def test_cohorts_cover_every_customer(sample: TestClient) -> None:
+    body = sample.get("/api/cohorts").json()
+    # CDNOW's customers all made their first purchase in the first quarter of 1997
+    assert body["cohorts"] == ["1997-01", "1997-02", "1997-03"]
+    assert sum(body["sizes"]) == 2357
+    assert all(row[0] == pytest.approx(100.0) for row in body["active_share"])
+
+
+def test_segments_and_grid_cover_every_customer(sample: TestClient) -> None:
+    body = sample.get("/api/segments").json()
+    assert sum(s["customers"] for s in body["segments"]) == 2357
+    assert sum(c["customers"] for c in body["grid"]) == 2357
+
+
+def test_at_risk_lists_only_that_risk_or_worse(sample: TestClient) -> None:
+    body = sample.get("/api/at-risk", params={"min_risk": "lost", "limit": 20}).json()
+    assert body["customers"] and {c["risk"] for c in body["customers"]} == {"lost"}
+    assert body["total"] == body["by_risk"]["lost"]
+
+
+@pytest.mark.parametrize(
+    ("page", "twin"),
+    [
+        ("/", "/api/metrics"),
+        ("/cohorts", "/api/cohorts"),
+        ("/segments", "/api/segments"),
+        ("/at-risk", "/api/at-risk"),
+        ("/models", "/api/models"),
+    ],
+)
+def test_each_page_draws_its_twins_numbers(sample: TestClient, page: str, twin: str) -> None:
+    from retain.service import charts
+
+    html = sample.get(page).text
+    assert f'href="{twin}"' in html
+    payload = sample.get(twin).json()
+    drawn = json.loads(
+        re.search(r'<script type="application/json" id="retain-charts">(.*?)</script>', html, re.S)[
+            1
+        ]  # type: ignore[index]
+    )
+    expected = {
+        "/": charts.overview_charts,
+        "/cohorts": charts.cohort_charts,
+        "/segments": charts.segment_charts,
+        "/at-risk": charts.at_risk_charts,
+        "/models": charts.model_charts,
+    }[page](payload)
+    assert drawn == json.loads(json.dumps(expected))
+    for chart_id in drawn:
+        assert f'data-chart="{chart_id}"' in html
+
+
+def test_overview_page_shows_the_api_numbers(sample: TestClient) -> None:
+    html = sample.get("/").text
+    overview = sample.get("/api/metrics").json()["overview"]
+    assert f"{overview['customers']:,}" in html
+    assert f"{overview['net_revenue']:,.0f}" in html
+
+
+def test_every_page_renders_within_a_second(cdnow_sample_db: Path) -> None:
+    with TestClient(create_app(cdnow_sample_db, writes=False, warm=False)) as client:
+        for url in ("/", "/cohorts", "/segments", "/models", "/at-risk", "/customers"):
+            start = time.perf_counter()
+            response = client.get(url)
+            assert response.status_code == 200, url
+            assert time.perf_counter() - start < 1.0, url
+        first = client.get("/api/customers", params={"limit": 1}).json()["customers"][0]
+        start = time.perf_counter()
+        assert client.get(f"/customers/{first['customer_id']}").status_code == 200
+        assert time.perf_counter() - start < 1.0
+
+
+def test_search_goes_straight_to_one_customer(tiny: TestClient) -> None:
+    for text in ("a", "ana@example.com", "ANA@EXAMPLE.COM"):
+        response = tiny.get("/search", params={"q": text}, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/customers/a"
+    listed = tiny.get("/search", params={"q": "nobody"})
+    assert listed.status_code == 200 and "No customers match" in listed.text
+
+
+def test_customer_page_and_missing_customer_page(tiny: TestClient) -> None:
+    page = tiny.get("/customers/a")
+    assert page.status_code == 200 and "o2" in page.text and "Green tea" in page.text
+    missing = tiny.get("/customers/zz")
+    assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+
+
+def test_empty_store_says_to_ingest(tmp_path: Path) -> None:
+    Store(tmp_path / "empty.duckdb").close()
+    with TestClient(create_app(tmp_path / "empty.duckdb", warm=False)) as client:
+        response = client.get("/api/metrics")
+        assert response.status_code == 503
+        assert "retain ingest" in response.json()["detail"]
+        assert "retain ingest" in client.get("/").text
+
+
+def test_no_store_file_is_a_clear_error(tmp_path: Path) -> None:
+    from retain.errors import StoreError
+
+    with pytest.raises(StoreError, match="retain ingest"):
+        create_app(tmp_path / "missing.duckdb")
+
+
+# -- recommendations and audiences ---------------------------------------------------------
+def test_cart_recommendations(tiny: TestClient) -> None:
+    body = tiny.post("/api/recommendations", json={"skus": ["TEA", "NOPE"], "k": 2}).json()
+    assert body["unknown_skus"] == ["NOPE"]
+    skus = [i["sku"] for i in body["items"]]
+    assert "TEA" not in skus and len(skus) == 2
+    # the cup is in 3 of the 4 orders with tea, the teapot in none
+    assert skus[0] == "CUP" and body["items"][0]["kind"] == "bought_together"
+
+
+def test_cart_must_hold_skus(tiny: TestClient) -> None:
+    assert tiny.post("/api/recommendations", json={"skus": []}).status_code == 422
+    assert tiny.post("/api/recommendations", json={"items": ["TEA"]}).status_code == 422
+
+
+def test_audience_csv_respects_consent(tiny: TestClient) -> None:
+    segment = tiny.get("/api/customers/b").json()["segment"]["name"]
+    response = tiny.get(f"/api/audiences/{segment}.csv")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    lines = response.text.strip().splitlines()
+    assert lines[0].startswith("customer_id,")
+    assert not any(line.startswith("b,") for line in lines[1:])  # b opted out
+    assert response.headers["x-retain-opted-out"] == "1"
+    assert tiny.get("/api/audiences/Giants.csv").status_code == 422
+
+
+# -- writes ----------------------------------------------------------------------------------
+NEW_ORDER = {
+    "order_id": "o7",
+    "customer_id": "a",
+    "ordered_at": "2024-03-20T10:00:00+01:00",
+    "gross": "25.00",
+    "discount": 5,
+    "lines": [{"sku": "POT", "name": "Teapot", "quantity": 1, "unit_price": 20}],
+}
+
+
+def test_writes_need_the_key(writable: TestClient) -> None:
+    assert writable.post("/api/orders", json=NEW_ORDER).status_code == 401
+    wrong = writable.post("/api/orders", json=NEW_ORDER, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401
+    assert writable.get("/api/customers/a").json()["orders"]["orders"] == 2
+
+
+def test_an_order_is_stored_and_the_customer_updated_at_once(writable: TestClient) -> None:
+    writable.get("/api/customers/a")  # the index is built before the write
+    response = writable.post(
+        "/api/orders", json=NEW_ORDER, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["stored"] and body["quarantined"] == []
+    # net revenue = gross - discount = 20; a had 2 orders for 40
+    assert body["customer"]["orders"]["orders"] == 3
+    assert body["customer"]["orders"]["net_revenue"] == pytest.approx(60.0)
+    after = writable.get("/api/customers/a", params={"history": 1}).json()
+    assert after["orders"]["orders"] == 3
+    assert after["history"][0]["order_id"] == "o7"
+    assert after["history"][0]["products"] == ["Teapot"]
+    # the same order again replaces it, as a changed row in a file does
+    again = writable.post("/api/orders", json=NEW_ORDER, headers={"X-API-Key": KEY})
+    assert again.status_code == 201
+    assert writable.get("/api/customers/a").json()["orders"]["orders"] == 3
+
+
+def test_a_new_customer_is_found_after_their_first_order(writable: TestClient) -> None:
+    order = {**NEW_ORDER, "order_id": "o8", "customer_id": "d", "email": "Di@Example.com"}
+    assert writable.post("/api/orders", json=order, headers={"X-API-Key": KEY}).status_code == 201
+    body = writable.get("/api/customers/d").json()
+    assert body["orders"]["orders"] == 1
+    assert body["profile"]["email"] == "di@example.com"
+
+
+def test_a_bad_order_is_quarantined_with_the_ingest_reason(writable: TestClient) -> None:
+    bad = {**NEW_ORDER, "order_id": "o9", "ordered_at": "last tuesday"}
+    response = writable.post("/api/orders", json=bad, headers={"X-API-Key": KEY})
+    assert response.status_code == 422
+    body = response.json()
+    assert not body["stored"]
+    assert body["quarantined"][0]["column"] == "ordered_at"
+    assert "unreadable date" in body["detail"][0] and "last tuesday" in body["detail"][0]
+    store_path = writable.app.state.service.db_path  # type: ignore[attr-defined]
+    writable.app.state.service.close()  # type: ignore[attr-defined]
+    with Store(store_path, read_only=True) as store:
+        reasons = store.query("SELECT reason, source_file FROM quarantine")
+    assert reasons["reason"].str.contains("last tuesday").any()
+    assert reasons["source_file"].str.startswith("api:POST /api/orders").all()
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"gross": None}, "net_revenue or gross"),
+        ({"ordered_at": None}, "ordered_at"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_order_shape_is_checked_first(
+    writable: TestClient, change: dict[str, object], words: str
+) -> None:
+    order = {k: v for k, v in {**NEW_ORDER, **change}.items() if v is not None}
+    response = writable.post("/api/orders", json=order, headers={"X-API-Key": KEY})
+    assert response.status_code == 422
+    assert words in json.dumps(response.json())
+
+
+def test_a_negative_line_is_quarantined_and_the_order_kept(writable: TestClient) -> None:
+    order = {
+        **NEW_ORDER,
+        "order_id": "o10",
+        "lines": [{"sku": "CUP", "quantity": 1}, {"sku": "POT", "quantity": -2}],
+    }
+    body = writable.post("/api/orders", json=order, headers={"X-API-Key": KEY}).json()
+    assert body["stored"]
+    assert [(q["row"], q["column"]) for q in body["quarantined"]] == [(3, "quantity")]
+
+
+def test_read_only_service_refuses_writes(tiny_db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(tiny_db, path)
+    with TestClient(create_app(path, KEY, writes=False, warm=False)) as client:
+        response = client.post("/api/orders", json=NEW_ORDER, headers={"X-API-Key": KEY})
+        assert response.status_code == 403
+
+
+def test_without_a_key_only_this_machine_may_write(tiny_db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(tiny_db, path)
+    with TestClient(create_app(path, None, warm=False), client=ELSEWHERE) as client:
+        assert client.post("/api/orders", json=NEW_ORDER).status_code == 401
+    with TestClient(create_app(path, None, warm=False), client=LOOPBACK) as client:
+        assert client.post("/api/orders", json=NEW_ORDER).status_code == 201
+
+
+# -- keys and binding ------------------------------------------------------------------------
+def test_check_bind() -> None:
+    with pytest.raises(ServiceError, match="RETAIN_API_KEY"):
+        check_bind("0.0.0.0", None, writes=True)
+    check_bind("0.0.0.0", KEY, writes=True)
+    check_bind("0.0.0.0", None, writes=False)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert is_loopback(host)
+        check_bind(host, None, writes=True)
+    assert not is_loopback("192.168.1.4")
+
+
+def test_resolve_api_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RETAIN_API_KEY", raising=False)
+    monkeypatch.delenv("RETAIN_API_KEY_FILE", raising=False)
+    assert resolve_api_key() is None
+    monkeypatch.setenv("RETAIN_API_KEY", "from-the-environment")
+    assert resolve_api_key() == "from-the-environment"
+    key_file = tmp_path / "key"
+    key_file.write_text(f"{KEY}\n")
+    assert resolve_api_key(key_file=key_file) == KEY
+    key_file.write_text("short\n")
+    with pytest.raises(ServiceError, match="16 characters"):
+        resolve_api_key(key_file=key_file)
+    with pytest.raises(ServiceError, match="cannot read"):
+        resolve_api_key(key_file=tmp_path / "missing")
+
+
+def test_cli_refuses_a_public_address_without_a_key(
+    cdnow_sample_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+
+    monkeypatch.delenv("RETAIN_API_KEY", raising=False)
+    monkeypatch.delenv("RETAIN_API_KEY_FILE", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--db", str(cdnow_sample_db), "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "refusing to listen on 0.0.0.0" in result.output
+
+
+# -- documentation and report ----------------------------------------------------------------
+def test_openapi_documents_every_api_route(tiny: TestClient) -> None:
+    schema = tiny.get("/openapi.json").json()
+    paths = schema["paths"]
+    for path in (
+        "/api/metrics",
+        "/api/cohorts",
+        "/api/segments",
+        "/api/alerts",
+        "/api/customers",
+        "/api/customers/{customer_id}",
+        "/api/recommendations",
+        "/api/orders",
+        "/api/audiences/{segment}.csv",
+    ):
+        assert path in paths, path
+        for operation in paths[path].values():
+            assert operation.get("description"), path
+    assert "404" in paths["/api/customers/{customer_id}"]["get"]["responses"]
+    assert "401" in paths["/api/orders"]["post"]["responses"]
+    assert not any(p.startswith("/customers") for p in paths)  # pages stay out of the API
+
+
+def test_report_is_one_self_contained_file(cdnow_sample_db: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", "--db", str(cdnow_sample_db), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from elsewhere
+    assert '<script src="' not in html and '<link rel="stylesheet"' not in html
+    assert "Chart.js v4" in html
+    for section in ("overview", "cohorts", "segments", "models"):
+        assert f'id="{section}"' in html
+    for chart in ("clv-distribution", "cohort-heatmap", "segment-treemap", "rfm-grid"):
+        assert f'data-chart="{chart}"' in html
+
+
+def test_vendored_library_is_recorded_with_its_license() -> None:
+    from retain.service.app import STATIC_DIR
+
+    vendor = STATIC_DIR / "vendor"
+    readme = (vendor / "README.md").read_text()
+    for name in ("chart.umd.min.js", "chartjs-chart-treemap.min.js", "chartjs-chart-matrix.min.js"):
+        assert (vendor / name).stat().st_size > 1000
+        assert name in readme
+    assert "4.6.1" in readme and "MIT" in readme
+    assert "MIT License" in (vendor / "LICENSE.chart.js.md").read_text()

@@ -43,6 +43,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 order_lines BIGINT, last_order TIMESTAMP, options VARCHAR)""",
         ],
     ),
+    (
+        "recommendation items: repeat lift and product type",
+        [
+            "ALTER TABLE recommend_items ADD COLUMN IF NOT EXISTS repeat_lift DOUBLE",
+            "ALTER TABLE recommend_items ADD COLUMN IF NOT EXISTS product_type VARCHAR",
+        ],
+    ),
 ]
 
 

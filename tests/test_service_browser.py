@@ -1,0 +1,212 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright.
+
+Starts ``retain serve`` on a free port over a demo store (the CDNOW sample,
+fitted and scored when those commands exist), loads every page, checks that
+each chart drew on its canvas (pixels, not just HTML), searches for a customer,
+opens the report file, and saves screenshots under ``test-artifacts/``.
+
+Needs ``apt-get install chromium`` and ``pip install playwright`` (never
+``playwright install``: the browser is Debian's). Skipped when they are missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="chromium is not installed (apt-get install -y chromium)",
+    ),
+]
+
+# page name -> (path, charts that must be drawn on it)
+PAGES: dict[str, tuple[str, list[str]]] = {
+    "overview": ("/", ["clv-distribution", "revenue-new-returning"]),
+    "cohorts": ("/cohorts", ["cohort-heatmap", "cohort-clv"]),
+    "segments": ("/segments", ["segment-treemap", "rfm-grid"]),
+    "models": ("/models", []),
+    "at-risk": ("/at-risk", ["risk-levels"]),
+    "customers": ("/customers", []),
+    "segment-drill-down": ("/segments/Champions", []),
+}
+
+# Every canvas's size and how many of its pixels were painted.
+CANVASES_JS = """
+() => Array.from(document.querySelectorAll('canvas[data-chart]')).map(c => {
+  let painted = 0;
+  try {
+    const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted++;
+  } catch (e) { painted = -1; }
+  return {id: c.dataset.chart, width: c.width, height: c.height, painted: painted,
+          error: c.dataset.error || null};
+})
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def retain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "retain.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CDNOW sample, fitted and scored when this retain has those commands."""
+    path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    commands = retain("--help").stdout
+    for command in ("fit", "score"):
+        if f" {command} " in commands:
+            done = retain(command, "--db", str(path))
+            assert done.returncode == 0, done.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(demo_db: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retain.cli", "serve", "--db", str(demo_db), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/api/status", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read() if process.stdout else ""
+                    pytest.fail(f"retain serve did not start: {output}")
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    tab = context.new_page()
+    tab.problems = []
+    tab.on("pageerror", lambda error: tab.problems.append(str(error)))
+    tab.on("console", lambda m: tab.problems.append(m.text) if m.type == "error" else None)
+    yield tab
+    context.close()
+
+
+def shoot(tab: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def check_charts(tab: Any, expected: list[str]) -> None:
+    canvases = {c["id"]: c for c in tab.evaluate(CANVASES_JS)}
+    for chart in expected:
+        assert chart in canvases, f"no canvas for {chart}"
+        drawn = canvases[chart]
+        assert drawn["error"] is None, drawn
+        assert drawn["width"] > 100 and drawn["height"] > 100, drawn
+        # a drawn chart paints a good part of its canvas; an empty one paints nothing
+        assert drawn["painted"] > 0.02 * drawn["width"] * drawn["height"], drawn
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_loads_and_draws_its_charts(server: str, page: Any, name: str) -> None:
+    path, expected = PAGES[name]
+    response = page.goto(server + path)
+    assert response is not None and response.status == 200
+    page.wait_for_load_state("load")
+    timing = page.evaluate(
+        "() => { const t = performance.getEntriesByType('navigation')[0];"
+        " return t.responseEnd - t.requestStart; }"
+    )
+    assert timing < 1000, f"{path} took {timing:.0f} ms"
+    check_charts(page, expected)
+    assert page.locator("h1").count() >= 1
+    shoot(page, name)
+    assert page.problems == []
+
+
+def test_customer_page_and_search(server: str, page: Any) -> None:
+    with urllib.request.urlopen(server + "/api/customers?sort=net_revenue&limit=1") as response:
+        import json
+
+        customer_id = json.loads(response.read())["customers"][0]["customer_id"]
+    page.goto(server + "/")
+    page.fill("form.search input[name=q]", customer_id)
+    page.press("form.search input[name=q]", "Enter")
+    page.wait_for_url(f"**/customers/{customer_id}")
+    assert f"Customer {customer_id}" in page.locator("h1").inner_text()
+    check_charts(page, ["customer-history"])
+    assert page.locator("table.data tbody tr").count() >= 1
+    shoot(page, "customer")
+    page.fill("form.search input[name=q]", "no-such-customer")
+    page.press("form.search input[name=q]", "Enter")
+    page.wait_for_load_state("load")
+    assert "No customers match" in page.content()
+    assert page.problems == []
+
+
+def test_report_opens_offline_and_draws(demo_db: Path, page: Any, tmp_path: Path) -> None:
+    # the running server holds the store's write lock: report from a copy
+    copy = tmp_path / "demo.duckdb"
+    shutil.copy(demo_db, copy)
+    out = tmp_path / "report.html"
+    done = retain("report", "--db", str(copy), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    # nothing outside the file may be fetched
+    page.route("http*://**", lambda route: route.abort())
+    page.goto(out.as_uri())
+    page.wait_for_load_state("load")
+    check_charts(page, ["clv-distribution", "cohort-heatmap", "segment-treemap", "rfm-grid"])
+    shoot(page, "report")
+    assert page.problems == []

@@ -50,6 +50,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE recommend_items ADD COLUMN IF NOT EXISTS product_type VARCHAR",
         ],
     ),
+    (
+        "recommendation items: buyers who came back; returning customers per build",
+        [
+            "ALTER TABLE recommend_items ADD COLUMN IF NOT EXISTS returning_buyers BIGINT",
+            "ALTER TABLE recommend_items ADD COLUMN IF NOT EXISTS later_buyers BIGINT",
+            "ALTER TABLE recommend_builds ADD COLUMN IF NOT EXISTS returning_customers BIGINT",
+        ],
+    ),
 ]
 
 

@@ -99,7 +99,10 @@ def alerts(service: Service, period: str, window_days: int) -> dict[str, Any]:
 def recommendations(service: Service) -> data.Recommendations:
     """The recommender and personal recommendations, loaded once: a new order changes
     them too little to relearn them on every write."""
-    return service.cached("recommendations", data.build_recommendations, sticky=True)
+    recs = service.cached("recommendations", data.build_recommendations, sticky=True)
+    if recs.pending:
+        service.rank_in_background(recs)
+    return recs
 
 
 def customer(service: Service, customer_id: str, history: int) -> dict[str, Any]:
@@ -376,6 +379,16 @@ def get_audience(
     )
 
 
+def _recommendation_status(service: Service) -> dict[str, Any]:
+    recs = recommendations(service)
+    return {
+        "available": recs.recommender is not None,
+        "customers_ranked": recs.done,
+        "customers": recs.customers,
+        "note": recs.note,
+    }
+
+
 @router.get("/status", summary="What the store holds")
 def get_status(service: ServiceDep) -> dict[str, Any]:
     """Counts of customers, orders and lines, net revenue, date range, quarantined rows;
@@ -387,5 +400,6 @@ def get_status(service: ServiceDep) -> dict[str, Any]:
         **status(store),
         "has_scores": bool(data.table_columns(store, "customer_scores")),
         "has_model_fits": bool(data.table_columns(store, "model_fits")),
+        "recommendations": _recommendation_status(service),
         "writes": service.writes,
     }

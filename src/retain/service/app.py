@@ -119,12 +119,12 @@ class Service:
         if view is None:
             view = Store.__new__(Store)
             view.path = self.root.path
-            if self.closed:
-                raise StoreError("the service is shutting down")
-            view.con = self.root.con.cursor()
-            view.con.execute("SET TimeZone = 'UTC'")
             with self._cache_lock:
+                if self.closed:
+                    raise StoreError("the service is shutting down")
+                view.con = self.root.con.cursor()
                 self._cursors.append(view.con)
+            view.con.execute("SET TimeZone = 'UTC'")
             self._local.store = view
         return view
 
@@ -142,16 +142,19 @@ class Service:
         keep answering with the previous result while a background thread
         computes the new one, so that a large store never stalls a lookup.
         """
+        start_refresh = False
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None and (sticky or hit[0] == self.generation):
                 return hit[1]
-            if hit is not None and stale_ok:
-                if key not in self._refreshing:
-                    self._refreshing.add(key)
-                    threading.Thread(target=self._refresh, args=(key, compute), daemon=True).start()
-                return hit[1]
+            if hit is not None and stale_ok and key not in self._refreshing and not self.closed:
+                self._refreshing.add(key)
+                start_refresh = True
             lock = self._key_locks.setdefault(key, threading.Lock())
+        if hit is not None and stale_ok:
+            if start_refresh:
+                self.background(self._refresh, key, compute)
+            return hit[1]
         with lock:
             with self._cache_lock:
                 hit = self._cache.get(key)
@@ -222,9 +225,32 @@ class Service:
         """Run ``target(*args)`` in a thread that :meth:`close` waits for."""
         thread = threading.Thread(target=target, args=args, daemon=True)
         with self._cache_lock:
+            if self.closed:
+                return
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
         thread.start()
+
+    def rank_in_background(self, recs: Any) -> None:
+        """Rank the customers' personal recommendations chunk by chunk in one thread."""
+        from retain.service import data
+
+        with self._cache_lock:
+            if "ranking" in self._refreshing or self.closed:
+                return
+            self._refreshing.add("ranking")
+
+        def work() -> None:
+            try:
+                while not self.closed and data.rank_more_customers(self.store(), recs):
+                    pass
+            except Exception:  # interrupted at shutdown, or the store changed under it
+                pass
+            finally:
+                with self._cache_lock:
+                    self._refreshing.discard("ranking")
+
+        self.background(work)
 
     def warm(self) -> None:
         """Compute what the first pages need (customer index, overview), so that the first
@@ -233,19 +259,22 @@ class Service:
 
         with contextlib.suppress(Exception):
             api.index_of(self)
+            api.recommendations(self)
             api.metrics(self, "month", 1.0, 365)
 
     def close(self) -> None:
         """Stop background work, close every cursor, then the store."""
         with self._cache_lock:
-            self.closed = True
-            cursors, self._cursors = self._cursors, []
+            self.closed = True  # no new cursors or threads from now on
+            cursors = list(self._cursors)
             threads = list(self._threads)
         for cursor in cursors:
             with contextlib.suppress(Exception):
                 cursor.interrupt()
         for thread in threads:
             thread.join(timeout=30)
+        with self._cache_lock:
+            cursors, self._cursors = self._cursors, []
         for cursor in cursors:
             with contextlib.suppress(Exception):
                 cursor.close()

@@ -637,43 +637,69 @@ NO_LINES = (
 
 @dataclass
 class Recommendations:
-    """The store's recommender and every customer's personal recommendations, in memory.
+    """The store's recommender and the customers' personal recommendations, in memory.
 
-    ``personal`` has the columns of :func:`retain.recommend.recommend_for_customers`,
-    grouped by customer; ``spans`` maps a customer id to its rows (start, stop).
-    ``recommender`` is None (and ``note`` says why) when the store has no order lines.
+    Personal recommendations are ranked in chunks of customers (a large store's
+    take minutes): ``frames`` holds the chunks done, ``spans`` maps a customer
+    id to (chunk, start, stop) rows, ``pending`` the ids still to rank.
+    ``recommender`` is None (and ``note`` says why) when the store has no order
+    lines.
     """
 
     recommender: Any
-    personal: pd.DataFrame
-    spans: dict[str, tuple[int, int]]
+    k: int = 5
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    spans: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    customers: int = 0
     note: str | None = None
 
+    @property
+    def done(self) -> int:
+        return self.customers - len(self.pending)
 
-def build_recommendations(store: Store, k: int = 5) -> Recommendations:
-    """Load (or learn, when not saved) the recommender and rank ``k`` products per customer."""
+
+def build_recommendations(store: Store, k: int = 5, first_chunk: int = 20_000) -> Recommendations:
+    """Load (or learn, when not saved) the recommender and rank ``k`` products for the
+    first ``first_chunk`` customers; :func:`rank_more_customers` ranks the rest."""
     from retain.errors import StoreError
-    from retain.recommend import load_or_build, recommend_for_customers
+    from retain.recommend import load_or_build
 
-    empty = pd.DataFrame(columns=["customer_id", "rank", "sku", "name", "score", "reason", "kind"])
     if not store.scalar("SELECT count(*) FROM order_lines"):
-        return Recommendations(None, empty, {}, NO_LINES)
+        return Recommendations(None, k, note=NO_LINES)
     try:
         recommender = load_or_build(store)
-        personal = recommend_for_customers(store, None, k, recommender=recommender)
     except StoreError as exc:
-        return Recommendations(None, empty, {}, str(exc))
-    ids = personal["customer_id"].to_numpy(dtype=object)
+        return Recommendations(None, k, note=str(exc))
+    ids = store.query("SELECT DISTINCT customer_id FROM orders ORDER BY customer_id")
+    pending = ids["customer_id"].astype(str).tolist()
+    recs = Recommendations(recommender, k, pending=pending, customers=len(pending))
+    rank_more_customers(store, recs, first_chunk)
+    return recs
+
+
+def rank_more_customers(store: Store, recs: Recommendations, chunk: int = 20_000) -> bool:
+    """Rank the next ``chunk`` pending customers; False when none were left."""
+    from retain.recommend import recommend_for_customers
+
+    if not recs.pending or recs.recommender is None:
+        return False
+    batch = recs.pending[:chunk]
+    frame = recommend_for_customers(store, batch, recs.k, recommender=recs.recommender)
+    ids = frame["customer_id"].to_numpy(dtype=object)
+    number = len(recs.frames)
+    recs.frames.append(frame)
     if len(ids):
         starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
         stops = np.append(starts[1:], len(ids))
-        spans = {
-            str(ids[a]): (int(a), int(b))
-            for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
-        }
-    else:
-        spans = {}
-    return Recommendations(recommender, personal, spans, None)
+        recs.spans.update(
+            {
+                str(ids[a]): (number, int(a), int(b))
+                for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
+            }
+        )
+    del recs.pending[: len(batch)]
+    return True
 
 
 def customer_recommendations(
@@ -686,8 +712,15 @@ def customer_recommendations(
         return {"items": [], "note": recs.note}
     span = recs.spans.get(customer_id)
     if span is None:
+        if recs.pending:
+            return {
+                "items": [],
+                "note": f"personal recommendations are being ranked: {recs.done:,} of "
+                f"{recs.customers:,} customers done",
+            }
         return {"items": [], "note": "no products bought by this customer are known yet"}
-    rows = recs.personal.iloc[span[0] : min(span[1], span[0] + k)]
+    number, first, stop = span
+    rows = recs.frames[number].iloc[first : min(stop, first + k)]
     items = [
         {
             "sku": plain(sku),

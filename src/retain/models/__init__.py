@@ -1,0 +1,38 @@
+"""Probabilistic models of customers: who is still a customer, how much they will
+buy, and when.
+
+=========================  ======================================  ==========================
+class                      model                                   parameters
+=========================  ======================================  ==========================
+:class:`BetaGeo`           BG/NBD (Fader, Hardie & Lee 2005)       r, alpha, a, b
+:class:`ModifiedBetaGeo`   MBG/NBD (Batislam et al. 2007)          r, alpha, a, b
+:class:`ParetoNBD`         Pareto/NBD (Schmittlein et al. 1987)    r, alpha, s, beta
+:class:`GammaGamma`        spend per purchase (Fader & Hardie)     p, q, gamma
+:class:`BetaGeoBetaBinom`  BG/BB, discrete opportunities (FHS 2010) alpha, beta, gamma, delta
+:class:`ShiftedBetaGeometric`  sBG, contracts (Fader & Hardie 2007)  alpha, beta
+=========================  ======================================  ==========================
+
+Every model: ``Model(penalizer=0.0).fit(data)``, then ``params_``,
+``log_likelihood_``, ``standard_errors_``, ``converged_``, ``summary()``,
+``to_json()`` and ``Model.from_json(text)``.
+"""
+
+from retain.models.base import ConvergenceWarning, Model, TransactionModel
+from retain.models.bgbb import BetaGeoBetaBinom
+from retain.models.bgnbd import BetaGeo
+from retain.models.gammagamma import GammaGamma
+from retain.models.mbgnbd import ModifiedBetaGeo
+from retain.models.pnbd import ParetoNBD
+from retain.models.sbg import ShiftedBetaGeometric
+
+__all__ = [
+    "BetaGeo",
+    "BetaGeoBetaBinom",
+    "ConvergenceWarning",
+    "GammaGamma",
+    "Model",
+    "ModifiedBetaGeo",
+    "ParetoNBD",
+    "ShiftedBetaGeometric",
+    "TransactionModel",
+]

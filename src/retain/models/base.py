@@ -1,0 +1,978 @@
+"""What every model shares: fitting, standard errors, intervals, JSON, units.
+
+A model states its parameters, how to prepare data and its log-likelihood with
+gradient (:class:`Model`); the base fits it by maximum likelihood with
+L-BFGS-B in log-parameters (bounded), from several starts when the first fails,
+polishes with Newton steps, and takes standard errors from the Hessian.
+
+:class:`TransactionModel` adds the per-customer predictions that the
+"buy till you die" models (BG/NBD, MBG/NBD, Pareto/NBD) share: P(alive),
+expected purchases, the probability of n purchases, CLV with a Gamma-Gamma
+spend model, and the time of the next purchase. A model only supplies the
+pieces that differ (see the ``_`` hooks).
+
+Time units
+----------
+A model remembers the time unit of the summary it was fitted on
+(``retain.summarize(..., unit="W")`` sets ``attrs["unit"]``), and refuses data
+summarised in another unit or grain. Every duration argument (``t``,
+``horizon``) is either a number, in that unit, or a string or timedelta with
+its own unit, which is converted: ``"90D"`` (days), ``"13W"`` (weeks),
+``"6M"`` (months of 30.4375 days), ``"1Y"`` (365.25 days). Discount rates are
+per year, whatever the data's unit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from scipy import optimize, special
+
+from retain.errors import DataError, ModelError, SchemaError
+from retain.models._special import gauss_legendre
+
+Array = NDArray[np.float64]
+
+UNIT_DAYS: dict[str, float] = {"D": 1.0, "W": 7.0}
+UNIT_NAMES: dict[str, str] = {"D": "days", "W": "weeks"}
+DAYS_PER_YEAR = 365.25
+_DURATION_UNITS: dict[str, float] = {
+    "d": 1.0,
+    "day": 1.0,
+    "days": 1.0,
+    "w": 7.0,
+    "week": 7.0,
+    "weeks": 7.0,
+    "m": DAYS_PER_YEAR / 12,
+    "month": DAYS_PER_YEAR / 12,
+    "months": DAYS_PER_YEAR / 12,
+    "y": DAYS_PER_YEAR,
+    "year": DAYS_PER_YEAR,
+    "years": DAYS_PER_YEAR,
+}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]+)\s*$")
+
+#: log-parameters live in [-LOG_BOUND, LOG_BOUND] (about 1e-9 to 1e9)
+LOG_BOUND = 20.7
+FORMAT_VERSION = 1
+
+Duration = float | int | str | dt.timedelta | pd.Timedelta
+
+
+class ConvergenceWarning(UserWarning):
+    """The optimiser stopped short of a clean maximum; the parameters are finite but
+    may be poorly determined (``converged_`` is False)."""
+
+
+def duration_days(value: Duration, name: str = "duration") -> float:
+    """Days in a duration given as a string ("90D", "13W", "6M", "1Y") or timedelta."""
+    if isinstance(value, dt.timedelta | pd.Timedelta):
+        days = pd.Timedelta(value) / pd.Timedelta(days=1)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match or match.group(2).lower() not in _DURATION_UNITS:
+            raise ValueError(
+                f"{name} {value!r} is not a duration: write a number and a unit, e.g. "
+                "'90D' (days), '13W' (weeks), '6M' (months), '1Y' (years)"
+            )
+        days = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    else:
+        raise TypeError(f"{name} must be a string or timedelta here, got {value!r}")
+    if not np.isfinite(days) or days < 0:
+        raise ValueError(f"{name} must be a finite duration of 0 or more, got {value!r}")
+    return float(days)
+
+
+def to_periods(value: Duration, unit: str | None, name: str = "duration") -> float:
+    """A duration in the data's time ``unit`` ("D" or "W").
+
+    A plain number is taken to be in that unit already; a string ("90D",
+    "13W", "6M", "1Y") or timedelta is converted.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a duration, got {value!r}")
+    if isinstance(value, int | float | np.integer | np.floating):
+        number = float(value)
+        if not np.isfinite(number) or number < 0:
+            raise ValueError(f"{name} must be a finite number of 0 or more, got {value!r}")
+        return number
+    days = duration_days(value, name)
+    if unit is None:
+        raise ModelError(
+            f"{name} {value!r} has a calendar unit but the model does not know the time unit "
+            "of its data: fit it on retain.summarize() output, or pass fit(..., unit='D'|'W'), "
+            "or give the duration as a number in the data's unit"
+        )
+    return days / UNIT_DAYS[unit]
+
+
+def as_pandas(data: Any, what: str = "data") -> pd.DataFrame:
+    """A pandas DataFrame from pandas, polars or Arrow input (attrs kept)."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if hasattr(data, "to_pandas"):
+        return data.to_pandas()
+    raise TypeError(f"{what} must be a pandas or polars DataFrame or an Arrow table, got {data!r}")
+
+
+def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"{what} lack the column(s) {missing}; found {list(frame.columns)}. "
+            "Use retain.summarize() to build frequency, recency, T and monetary."
+        )
+
+
+def numeric_column(frame: pd.DataFrame, column: str) -> Array:
+    """A column as float64, refusing missing and non-finite values with the row named."""
+    try:
+        values = pd.to_numeric(frame[column], errors="raise").to_numpy(dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"non-numeric values ({exc})", column=column) from None
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{int(bad.sum())} missing or infinite value(s); the first at customer "
+            f"{frame.index[first]!r}",
+            column=column,
+            value=frame[column].iloc[first],
+            expected="a finite number",
+        )
+    return values
+
+
+def refuse(frame: pd.DataFrame, bad: NDArray[np.bool_], column: str, expected: str) -> None:
+    """Raise a DataError naming the first row where ``bad`` holds."""
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{int(bad.sum())} invalid value(s); the first at customer {frame.index[first]!r}",
+            column=column,
+            value=frame[column].iloc[first],
+            expected=expected,
+        )
+
+
+@dataclass
+class TransactionRows:
+    """Unique (frequency, recency, T) rows with their counts, and the unique values of
+    each column (models compute per-value terms once and gather them)."""
+
+    x_values: Array
+    recency_values: Array
+    T_values: Array
+    x_code: NDArray[np.intp]
+    recency_code: NDArray[np.intp]
+    T_code: NDArray[np.intp]
+    weight: Array
+    total_weight: float
+
+    @property
+    def x(self) -> Array:
+        return self.x_values[self.x_code]
+
+    @property
+    def recency(self) -> Array:
+        return self.recency_values[self.recency_code]
+
+    @property
+    def T(self) -> Array:
+        return self.T_values[self.T_code]
+
+    @property
+    def x_weight(self) -> Array:
+        return np.asarray(
+            np.bincount(self.x_code, weights=self.weight, minlength=self.x_values.size),
+            dtype=np.float64,
+        )
+
+
+def _factorize(values: Array) -> tuple[NDArray[np.intp], Array]:
+    codes, uniques = pd.factorize(values, sort=False)
+    return codes.astype(np.intp), np.asarray(uniques, dtype=np.float64)
+
+
+def collapse_rows(
+    x: Array, recency: Array, T: Array, weight: Array | None = None
+) -> tuple[TransactionRows, NDArray[np.intp]]:
+    """Collapse customers to unique (x, recency, T) rows; also return each customer's row."""
+    xc, xu = _factorize(x)
+    rc, ru = _factorize(recency)
+    tc, tu = _factorize(T)
+    n_r, n_t = ru.size, tu.size
+    if xu.size * n_r * n_t < 2**62:
+        key = (xc.astype(np.int64) * n_r + rc) * n_t + tc
+        inverse, first = _first_of(key)
+    else:  # pragma: no cover - only with astronomically many distinct values
+        stacked = np.stack([xc, rc, tc], axis=1)
+        _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+    w = np.ones(x.size) if weight is None else weight
+    counts = np.asarray(np.bincount(inverse, weights=w, minlength=first.size), dtype=np.float64)
+    rows = TransactionRows(
+        x_values=xu,
+        recency_values=ru,
+        T_values=tu,
+        x_code=xc[first],
+        recency_code=rc[first],
+        T_code=tc[first],
+        weight=counts,
+        total_weight=float(w.sum()),
+    )
+    return rows, inverse
+
+
+def _first_of(key: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Codes of ``key`` and the position of the first element of each code."""
+    codes, uniques = pd.factorize(key, sort=False)
+    first = np.full(len(uniques), -1, dtype=np.intp)
+    # positions in reverse so that the earliest position is written last
+    positions = np.arange(codes.size, dtype=np.intp)
+    first[codes[::-1]] = positions[::-1]
+    return codes.astype(np.intp), first
+
+
+# -- the shared model ---------------------------------------------------------------
+
+
+class Model:
+    """Base of every retain model: maximum likelihood fit, standard errors, JSON.
+
+    ``penalizer`` adds ``penalizer * sum(log(parameter) ** 2)`` to the mean
+    negative log-likelihood (0 = plain maximum likelihood): a gentle pull of
+    every parameter towards 1 for small or degenerate data.
+
+    Fitted attributes (scikit-learn style, ending in ``_``): ``params_``
+    (dict), ``log_likelihood_`` (total over customers), ``standard_errors_``
+    (dict, from the inverse Hessian; NaN when the Hessian is singular),
+    ``converged_``, ``n_customers_``, ``unit_``, ``grain_``,
+    ``observation_end_``, ``fitted_at_``.
+    """
+
+    name: ClassVar[str] = ""
+    param_names: ClassVar[tuple[str, ...]] = ()
+    #: lower bounds of the natural parameters (default 0, open)
+    lower_bounds: ClassVar[dict[str, float]] = {}
+    _registry: ClassVar[dict[str, type[Model]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            Model._registry[cls.name] = cls
+
+    def __init__(self, penalizer: float = 0.0) -> None:
+        if not np.isfinite(penalizer) or penalizer < 0:
+            raise ValueError(f"penalizer must be 0 or more, got {penalizer!r}")
+        self.penalizer = float(penalizer)
+        self.params_: dict[str, float] = {}
+        self.log_likelihood_: float = float("nan")
+        self.standard_errors_: dict[str, float] = {}
+        self.converged_: bool = False
+        self.n_customers_: float = 0.0
+        self.unit_: str | None = None
+        self.grain_: str | None = None
+        self.observation_end_: str | None = None
+        self.fitted_at_: str | None = None
+        self._cov_log: Array | None = None
+
+    # -- hooks a model supplies ----------------------------------------------------
+    def _prepare(self, data: Any, weights: Any) -> Any:
+        """Validate and compress the data; return what ``_loglik`` reads."""
+        raise NotImplementedError
+
+    def _loglik(self, params: Array, prepared: Any) -> tuple[float, Array]:
+        """Total weighted log-likelihood and its gradient in the natural parameters."""
+        raise NotImplementedError
+
+    def _initial(self, prepared: Any) -> Array:
+        """A sensible first start, in natural parameters."""
+        return np.ones(len(self.param_names))
+
+    def _total_weight(self, prepared: Any) -> float:
+        return float(prepared.total_weight)
+
+    # -- fitting -------------------------------------------------------------------
+    def fit(
+        self,
+        data: Any,
+        *,
+        weights: Any = None,
+        unit: str | None = None,
+        grain: str | None = None,
+        n_starts: int = 6,
+        seed: int = 0,
+    ) -> Self:
+        """Fit by maximum likelihood and return the model.
+
+        ``weights``: optional count per row (a column name or an array), for data
+        already aggregated. ``unit``/``grain``: the data's time unit and grain
+        when ``data`` does not carry them in ``attrs`` (as ``retain.summarize``
+        output does). ``n_starts``: most starting points tried when a start fails
+        to converge.
+        """
+        attrs = dict(getattr(data, "attrs", {}) or {})
+        for label, value in (("unit", unit), ("grain", grain)):
+            if value is not None and value not in UNIT_DAYS:
+                raise ValueError(f"{label} must be 'D' or 'W', got {value!r}")
+        prepared = self._prepare(data, weights)
+        self.unit_ = unit or attrs.get("unit")
+        self.grain_ = grain or attrs.get("grain")
+        self.observation_end_ = attrs.get("observation_end")
+        self.n_customers_ = self._total_weight(prepared)
+        if self.n_customers_ <= 0:
+            raise DataError("no customers to fit the model on")
+        self._optimize(prepared, n_starts=n_starts, seed=seed)
+        self.fitted_at_ = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        return self
+
+    def _bounds(self) -> list[tuple[float, float]]:
+        bounds = []
+        for name in self.param_names:
+            low = self.lower_bounds.get(name)
+            bounds.append((np.log(low) if low else -LOG_BOUND, LOG_BOUND))
+        return bounds
+
+    def _objective(self, prepared: Any) -> Callable[[Array], tuple[float, Array]]:
+        n = self._total_weight(prepared)
+        pen = self.penalizer
+
+        def objective(theta: Array) -> tuple[float, Array]:
+            params = np.exp(theta)
+            with np.errstate(all="ignore"):
+                ll, grad = self._loglik(params, prepared)
+            value = -ll / n + pen * float(theta @ theta)
+            gradient = -grad * params / n + 2.0 * pen * theta
+            if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
+                return 1e300, np.zeros_like(theta)
+            return value, gradient
+
+        return objective
+
+    def _optimize(self, prepared: Any, *, n_starts: int, seed: int) -> None:
+        objective = self._objective(prepared)
+        bounds = self._bounds()
+        low = np.array([b[0] for b in bounds])
+        high = np.array([b[1] for b in bounds])
+        rng = np.random.default_rng(seed)
+        first = np.clip(np.log(np.maximum(self._initial(prepared), 1e-8)), low + 1e-3, high - 1e-3)
+        best: tuple[float, Array, bool, str] | None = None
+        for attempt in range(max(1, n_starts)):
+            start = first if attempt == 0 else first + rng.normal(0.0, 1.0, first.size)
+            start = np.clip(start, low + 1e-3, high - 1e-3)
+            theta, value, ok, why = self._run(objective, start, bounds)
+            if best is None or value < best[0]:
+                best = (value, theta, ok, why)
+            if ok:
+                break
+        assert best is not None
+        value, theta, ok, why = best
+        params = np.exp(theta)
+        ll, _ = self._loglik(params, prepared)
+        if not np.isfinite(ll) or not np.all(np.isfinite(params)):
+            raise ModelError(f"cannot fit the {self.name} model to these data: {why}")
+        self.params_ = {k: float(v) for k, v in zip(self.param_names, params, strict=True)}
+        self.log_likelihood_ = float(ll)
+        self.converged_ = ok
+        self._standard_errors(objective, theta, prepared)
+        if not ok:
+            warnings.warn(
+                f"the {self.name} fit did not converge cleanly ({why}); the parameters are "
+                "finite but may be poorly determined by these data",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _run(
+        self,
+        objective: Callable[[Array], tuple[float, Array]],
+        start: Array,
+        bounds: list[tuple[float, float]],
+    ) -> tuple[Array, float, bool, str]:
+        result = optimize.minimize(
+            objective,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
+        )
+        theta = np.asarray(result.x, dtype=np.float64)
+        value, grad = objective(theta)
+        theta, value, grad = self._polish(objective, theta, value, grad, bounds)
+        low = np.array([b[0] for b in bounds])
+        high = np.array([b[1] for b in bounds])
+        at_bound = (theta <= low + 1e-6) | (theta >= high - 1e-6)
+        if value >= 1e300:
+            return theta, value, False, "the likelihood could not be evaluated"
+        if at_bound.any():
+            names = [n for n, b in zip(self.param_names, at_bound, strict=True) if b]
+            return theta, value, False, f"parameter(s) {', '.join(names)} ran to a bound"
+        if np.max(np.abs(grad)) > 1e-5:
+            return theta, value, False, f"gradient still {np.max(np.abs(grad)):.2g}"
+        eigen = np.linalg.eigvalsh(_hessian(objective, theta))
+        if not np.all(np.isfinite(eigen)) or eigen[0] <= max(1e-9, 1e-12 * eigen[-1]):
+            return theta, value, False, "the data do not pin down every parameter (flat likelihood)"
+        return theta, value, True, "converged"
+
+    def _polish(
+        self,
+        objective: Callable[[Array], tuple[float, Array]],
+        theta: Array,
+        value: float,
+        grad: Array,
+        bounds: list[tuple[float, float]],
+    ) -> tuple[Array, float, Array]:
+        """A few Newton steps from the optimiser's answer: full precision cheaply."""
+        low = np.array([b[0] for b in bounds])
+        high = np.array([b[1] for b in bounds])
+        for _ in range(4):
+            if np.max(np.abs(grad)) < 1e-12:
+                break
+            hess = _hessian(objective, theta)
+            try:
+                if np.min(np.linalg.eigvalsh(hess)) <= 0:
+                    break
+                step = np.linalg.solve(hess, grad)
+            except np.linalg.LinAlgError:
+                break
+            candidate = np.clip(theta - step, low, high)
+            new_value, new_grad = objective(candidate)
+            if not new_value <= value:
+                break
+            theta, value, grad = candidate, new_value, new_grad
+        return theta, value, grad
+
+    def _standard_errors(
+        self, objective: Callable[[Array], tuple[float, Array]], theta: Array, prepared: Any
+    ) -> None:
+        n = self._total_weight(prepared)
+        hess = _hessian(objective, theta) * n
+        self._cov_log = None
+        try:
+            if np.all(np.isfinite(hess)) and np.min(np.linalg.eigvalsh(hess)) > 0:
+                self._cov_log = np.asarray(np.linalg.inv(hess), dtype=np.float64)
+        except np.linalg.LinAlgError:
+            self._cov_log = None
+        params = np.exp(theta)
+        if self._cov_log is None:
+            se = np.full(params.size, np.nan)
+        else:
+            se = params * np.sqrt(np.maximum(np.diag(self._cov_log), 0.0))
+        self.standard_errors_ = {k: float(v) for k, v in zip(self.param_names, se, strict=True)}
+
+    # -- state -----------------------------------------------------------------------
+    def _require_fitted(self) -> None:
+        if not self.params_:
+            raise ModelError(f"the {self.name} model is not fitted yet: call fit(data) first")
+
+    @property
+    def _theta(self) -> Array:
+        return np.log(np.array([self.params_[k] for k in self.param_names]))
+
+    def _with_theta(self, theta: Array) -> Self:
+        other = self.__class__.__new__(self.__class__)
+        other.__dict__.update(self.__dict__)
+        other.params_ = {k: float(v) for k, v in zip(self.param_names, np.exp(theta), strict=True)}
+        return other
+
+    @property
+    def covariance_(self) -> pd.DataFrame | None:
+        """Covariance of the natural parameters (from the inverse Hessian), or None."""
+        if self._cov_log is None or not self.params_:
+            return None
+        p = np.exp(self._theta)
+        cov = self._cov_log * np.outer(p, p)
+        return pd.DataFrame(cov, index=list(self.param_names), columns=list(self.param_names))
+
+    def summary(self) -> pd.DataFrame:
+        """Parameters with standard errors and 95% intervals (log-normal, so positive)."""
+        self._require_fitted()
+        rows = []
+        for i, name in enumerate(self.param_names):
+            value = self.params_[name]
+            se_log = np.sqrt(self._cov_log[i, i]) if self._cov_log is not None else np.nan
+            rows.append(
+                {
+                    "parameter": name,
+                    "estimate": value,
+                    "standard_error": self.standard_errors_.get(name, np.nan),
+                    "lower_95": value * np.exp(-1.959963984540054 * se_log),
+                    "upper_95": value * np.exp(1.959963984540054 * se_log),
+                }
+            )
+        return pd.DataFrame(rows).set_index("parameter")
+
+    def __repr__(self) -> str:
+        if not self.params_:
+            return f"{self.__class__.__name__}(penalizer={self.penalizer})"
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.params_.items())
+        return f"{self.__class__.__name__}({shown})"
+
+    # -- JSON ------------------------------------------------------------------------
+    def to_json(self) -> str:
+        """The fitted model as a small JSON document: parameters, their covariance,
+        log-likelihood, the data's unit, grain and observation end, and the fit date."""
+        self._require_fitted()
+        return json.dumps(
+            {
+                "model": self.name,
+                "format": FORMAT_VERSION,
+                "params": self.params_,
+                "unit": self.unit_,
+                "grain": self.grain_,
+                "observation_end": self.observation_end_,
+                "fitted_at": self.fitted_at_,
+                "log_likelihood": self.log_likelihood_,
+                "converged": self.converged_,
+                "customers": self.n_customers_,
+                "penalizer": self.penalizer,
+                "covariance_log": None if self._cov_log is None else self._cov_log.tolist(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Model:
+        """A model from :meth:`to_json` output (of this class, or any when called on
+        ``Model``)."""
+        try:
+            doc = json.loads(text)
+            name = doc["model"]
+            params = doc["params"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"not a retain model file: {exc}") from None
+        target = Model._registry.get(name)
+        if target is None:
+            raise ModelError(f"unknown model {name!r} in the model file")
+        if cls is not Model and not issubclass(target, cls):
+            raise ModelError(f"the file holds a {name} model, not a {cls.name or cls.__name__}")
+        if doc.get("format", 1) > FORMAT_VERSION:
+            raise ModelError("the model file was written by a newer retain; upgrade retain")
+        model = target(penalizer=float(doc.get("penalizer", 0.0)))
+        missing = [k for k in target.param_names if k not in params]
+        if missing:
+            raise ModelError(f"the model file lacks the parameter(s) {missing}")
+        values = np.array([float(params[k]) for k in target.param_names])
+        if not np.all(np.isfinite(values)) or np.any(values <= 0):
+            raise ModelError("the model file holds parameters that are not positive numbers")
+        model.params_ = {k: float(params[k]) for k in target.param_names}
+        model.unit_ = doc.get("unit")
+        model.grain_ = doc.get("grain")
+        model.observation_end_ = doc.get("observation_end")
+        model.fitted_at_ = doc.get("fitted_at")
+        model.log_likelihood_ = float(doc.get("log_likelihood", float("nan")))
+        model.converged_ = bool(doc.get("converged", True))
+        model.n_customers_ = float(doc.get("customers", 0.0))
+        cov = doc.get("covariance_log")
+        model._cov_log = None if cov is None else np.asarray(cov, dtype=np.float64)
+        se = (
+            np.full(values.size, np.nan)
+            if model._cov_log is None
+            else values * np.sqrt(np.maximum(np.diag(model._cov_log), 0.0))
+        )
+        model.standard_errors_ = {k: float(v) for k, v in zip(target.param_names, se, strict=True)}
+        return model
+
+    # -- units -----------------------------------------------------------------------
+    def _check_units(self, frame: pd.DataFrame) -> None:
+        """Refuse data summarised with another time unit or grain than the fit's."""
+        attrs = getattr(frame, "attrs", {}) or {}
+        for label, mine in (("unit", self.unit_), ("grain", self.grain_)):
+            theirs = attrs.get(label)
+            if mine and theirs and theirs != mine:
+                what = "time unit" if label == "unit" else "grain (purchases merged per period)"
+                raise ModelError(
+                    f"the data's {what} is {theirs!r} but the {self.name} model was fitted on "
+                    f"{label} {mine!r}: summarise with retain.summarize(..., {label}={mine!r}) "
+                    "or refit the model"
+                )
+
+    def _delta_log_sd(self, evaluate: Callable[[Model], Array], base: Array) -> Array:
+        """Delta-method standard deviation of ``log(evaluate(model))`` from the
+        parameter covariance (log-parameters, forward differences)."""
+        if self._cov_log is None:
+            raise ModelError(
+                f"no interval: the {self.name} fit has no standard errors (singular Hessian)"
+            )
+        theta = self._theta
+        h = 1e-5
+        grads = []
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_base = np.log(base)
+            for j in range(theta.size):
+                shifted = theta.copy()
+                shifted[j] += h
+                value = evaluate(self._with_theta(shifted))
+                grads.append(np.where(base > 0, (np.log(value) - log_base) / h, 0.0))
+        g = np.stack(grads, axis=-1)
+        var = np.einsum("...i,ij,...j->...", g, self._cov_log, g)
+        return np.sqrt(np.maximum(np.nan_to_num(var, nan=0.0, posinf=0.0), 0.0))
+
+
+def _hessian(objective: Callable[[Array], tuple[float, Array]], theta: Array) -> Array:
+    """Central differences of the analytic gradient, symmetrised."""
+    k = theta.size
+    hess = np.empty((k, k))
+    h = 1e-5
+    for j in range(k):
+        up, down = theta.copy(), theta.copy()
+        up[j] += h
+        down[j] -= h
+        hess[:, j] = (objective(up)[1] - objective(down)[1]) / (2 * h)
+    return (hess + hess.T) / 2
+
+
+def z_score(level: float) -> float:
+    """Two-sided normal quantile for an interval of probability ``level``."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval must be a probability between 0 and 1, got {level!r}")
+    return float(special.ndtri(0.5 + level / 2))
+
+
+# -- the buy-till-you-die models: shared per-customer predictions --------------------
+
+TRANSACTION_COLUMNS = ("frequency", "recency", "T")
+#: Gauss-Legendre nodes for the discounting integral of the CLV
+CLV_NODES = 16
+
+
+def transaction_arrays(frame: pd.DataFrame) -> tuple[Array, Array, Array]:
+    """``frequency``, ``recency`` and ``T`` as float arrays, validated.
+
+    Refuses (DataError naming the first bad customer): missing or infinite
+    values, negative or fractional frequency, negative recency or T, recency
+    after T, and recency above 0 for customers with no repeat purchase.
+    """
+    require_columns(frame, TRANSACTION_COLUMNS, "the customer summaries")
+    x = numeric_column(frame, "frequency")
+    recency = numeric_column(frame, "recency")
+    T = numeric_column(frame, "T")
+    refuse(frame, (x < 0) | (np.abs(x - np.round(x)) > 1e-9), "frequency", "a whole number >= 0")
+    refuse(frame, recency < 0, "recency", "a number >= 0")
+    refuse(frame, T < 0, "T", "a number >= 0")
+    refuse(frame, recency > T * (1 + 1e-12) + 1e-9, "recency", "at most T (the customer's age)")
+    refuse(
+        frame,
+        (x == 0) & (recency > 1e-9),
+        "recency",
+        "0 for customers with no repeat purchase (frequency 0)",
+    )
+    return np.round(x), np.minimum(recency, T), T
+
+
+def row_weights(frame: pd.DataFrame, weights: Any) -> Array | None:
+    """Per-row counts from a column name or an array; None for one customer per row."""
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        require_columns(frame, (weights,), "the data")
+        w = numeric_column(frame, weights)
+        refuse(frame, w < 0, weights, "a count >= 0")
+        return w
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.size != len(frame):
+        raise DataError(f"weights has {w.size} values for {len(frame)} rows")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise DataError("weights must be finite counts >= 0")
+    return w
+
+
+@dataclass
+class _Customers:
+    frame: pd.DataFrame
+    rows: TransactionRows
+    inverse: NDArray[np.intp]
+
+    def expand(self, values: NDArray[Any], name: str) -> pd.Series:
+        return pd.Series(values[self.inverse], index=self.frame.index, name=name)
+
+
+class TransactionModel(Model):
+    """A model of repeat purchases in continuous time, fitted on ``frequency``,
+    ``recency`` and ``T`` (see :func:`retain.summarize`), with per-customer
+    predictions. Predictions accept any customers' summaries (not only those
+    fitted) and return pandas objects aligned with the rows given.
+
+    Durations (``t``, ``horizon``): a number is in the data's time unit (the
+    ``unit`` of the summary, "D" days or "W" weeks); a string such as "90D",
+    "13W", "6M" or "1Y", or a timedelta, is converted. Discount rates are per
+    year. Data summarised in another unit or grain than the fit's is refused.
+    """
+
+    # -- hooks -------------------------------------------------------------------------
+    def _p_alive(self, x: Array, recency: Array, T: Array) -> Array:
+        raise NotImplementedError
+
+    def _expected_alive(self, x: Array, T: Array, t: Array) -> Array:
+        """E[purchases in (T, T+t] | alive at T, history], broadcasting x, T against t."""
+        raise NotImplementedError
+
+    def _time_scale(self, x: Array, T: Array) -> Array:
+        """The time over which a customer's purchase rate is known (alpha + T)."""
+        raise NotImplementedError
+
+    def _pmf_alive(self, n: int, t: float, x: Array, T: Array) -> Array:
+        """P(n purchases in (T, T+t] | alive at T, history)."""
+        raise NotImplementedError
+
+    def _next_alive(
+        self, u: Array, x: Array, T: Array, horizon: float
+    ) -> tuple[Array, NDArray[np.bool_]]:
+        """Time s with P(next purchase within s | alive at T, history) = u, and whether
+        s is within ``horizon``."""
+        raise NotImplementedError
+
+    # -- data ----------------------------------------------------------------------------
+    def _prepare(self, data: Any, weights: Any) -> Any:
+        frame = as_pandas(data)
+        x, recency, T = transaction_arrays(frame)
+        rows, _ = collapse_rows(x, recency, T, row_weights(frame, weights))
+        return self._prepare_rows(rows)
+
+    def _prepare_rows(self, rows: TransactionRows) -> Any:
+        return rows
+
+    def _customers(self, data: Any) -> _Customers:
+        self._require_fitted()
+        frame = as_pandas(data)
+        self._check_units(frame)
+        x, recency, T = transaction_arrays(frame)
+        rows, inverse = collapse_rows(x, recency, T)
+        return _Customers(frame, rows, inverse)
+
+    def _duration(self, value: Duration, name: str) -> float:
+        return to_periods(value, self.unit_, name)
+
+    @property
+    def _unit_days(self) -> float:
+        return UNIT_DAYS.get(self.unit_ or "D", 1.0)
+
+    # -- building blocks on unique rows ------------------------------------------------
+    @staticmethod
+    def _pairs(rows: TransactionRows) -> tuple[Array, Array, NDArray[np.intp]]:
+        """Unique (x, T) pairs (what the alive-part of most predictions depends on)."""
+        key = rows.x_code.astype(np.int64) * rows.T_values.size + rows.T_code
+        code, first = _first_of(key)
+        return rows.x[first], rows.T[first], code
+
+    def _conditional_expected(self, rows: TransactionRows, times: Array) -> Array:
+        """E[purchases in (T, T+t] | history] for each row and each of ``times``."""
+        times = np.asarray(times, dtype=np.float64).reshape(1, -1)
+        p_alive = self._p_alive(rows.x, rows.recency, rows.T)
+        px, pT, code = self._pairs(rows)
+        alive = self._expected_alive(px[:, None], pT[:, None], times)
+        return p_alive[:, None] * alive[code]
+
+    def _discounted_alive(self, x: Array, T: Array, horizon: float, delta: float) -> Array:
+        """Discounted expected purchases in (T, T+horizon] given alive at T: the
+        integral of exp(-delta * s) dE[Y(s)], by parts, with Gauss-Legendre nodes in
+        log(1 + s / scale) so that short and long customer histories are both exact."""
+        if horizon == 0:
+            return np.zeros(x.size)
+        if delta == 0:
+            return self._expected_alive(x, T, np.full(x.size, horizon))
+        scale = self._time_scale(x, T)
+        nodes, weights = gauss_legendre(CLV_NODES)
+        top = np.log1p(horizon / scale)
+        log_s = top[:, None] * nodes[None, :]
+        s = scale[:, None] * np.expm1(log_s)
+        times = np.concatenate([s, np.full((x.size, 1), horizon)], axis=1)
+        expected = self._expected_alive(x[:, None], T[:, None], times)
+        ds = scale[:, None] * np.exp(log_s) * top[:, None] * weights[None, :]
+        integral = np.sum(np.exp(-delta * s) * expected[:, :-1] * ds, axis=1)
+        return np.exp(-delta * horizon) * expected[:, -1] + delta * integral
+
+    def _discounted_expected(self, rows: TransactionRows, horizon: float, delta: float) -> Array:
+        p_alive = self._p_alive(rows.x, rows.recency, rows.T)
+        px, pT, code = self._pairs(rows)
+        return p_alive * self._discounted_alive(px, pT, horizon, delta)[code]
+
+    def _next_rows(
+        self, rows: TransactionRows, q: float, horizon: float
+    ) -> tuple[Array, NDArray[np.bool_]]:
+        p_alive = self._p_alive(rows.x, rows.recency, rows.T)
+        possible = p_alive > q
+        u = np.where(possible, q / np.where(possible, p_alive, 1.0), 0.5)
+        time, within = self._next_alive(u, rows.x, rows.T, horizon)
+        within = within & possible & np.isfinite(time) & (time <= horizon)
+        return np.where(within, np.clip(time, 0.0, horizon), horizon), within
+
+    # -- public predictions ------------------------------------------------------------
+    def p_alive(self, data: Any) -> pd.Series:
+        """P(alive at the observation end | history), per customer, in [0, 1]."""
+        c = self._customers(data)
+        r = c.rows
+        return c.expand(np.clip(self._p_alive(r.x, r.recency, r.T), 0.0, 1.0), "p_alive")
+
+    def expected_purchases(
+        self, data: Any, t: Duration, *, interval: float | None = None
+    ) -> pd.Series | pd.DataFrame:
+        """Expected number of purchases in the ``t`` after the observation end,
+        conditional on each customer's history.
+
+        ``t`` is a number in the data's unit or a duration ("90D", "13W", "1Y").
+        With ``interval`` (e.g. 0.9), a DataFrame with ``expected_purchases``,
+        ``low`` and ``high``: the interval that parameter uncertainty implies
+        (delta method on the log scale, from the fit's standard errors).
+        """
+        c = self._customers(data)
+        horizon = self._duration(t, "t")
+        value = self._conditional_expected(c.rows, np.array([horizon]))[:, 0]
+        series = c.expand(value, "expected_purchases")
+        if interval is None:
+            return series
+        z = z_score(interval)
+        sd = self._delta_log_sd(
+            lambda m: m._conditional_expected(c.rows, np.array([horizon]))[:, 0],  # type: ignore[attr-defined]
+            value,
+        )
+        return pd.DataFrame(
+            {
+                "expected_purchases": series,
+                "low": c.expand(value * np.exp(-z * sd), "low"),
+                "high": c.expand(value * np.exp(z * sd), "high"),
+            }
+        )
+
+    def probability_of_purchases(self, data: Any, n: int, t: Duration) -> pd.Series:
+        """P(exactly ``n`` purchases in the ``t`` after the observation end | history).
+
+        ``t`` is a number in the data's unit or a duration ("90D", "13W", "1Y").
+        """
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"n must be a whole number of purchases >= 0, got {n!r}")
+        c = self._customers(data)
+        horizon = self._duration(t, "t")
+        r = c.rows
+        p_alive = self._p_alive(r.x, r.recency, r.T)
+        px, pT, code = self._pairs(r)
+        if horizon == 0:
+            alive = np.full(px.size, 1.0 if n == 0 else 0.0)
+        else:
+            alive = self._pmf_alive(int(n), horizon, px, pT)
+        value = p_alive * alive[code] + (1.0 - p_alive) * (1.0 if n == 0 else 0.0)
+        return c.expand(np.clip(value, 0.0, 1.0), "probability")
+
+    def clv(
+        self,
+        data: Any,
+        *,
+        gamma_gamma: Any,
+        horizon: Duration = "12M",
+        discount_rate: float = 0.0,
+        margin: float = 1.0,
+        interval: float | None = None,
+    ) -> pd.Series | pd.DataFrame:
+        """Expected discounted value of each customer's purchases over ``horizon``.
+
+        CLV = margin x expected spend per purchase (``gamma_gamma``, a fitted
+        :class:`~retain.models.GammaGamma`, needs the ``monetary`` column) x the
+        expected purchases in (observation end, + horizon], each discounted
+        continuously to the observation end at ``discount_rate`` per year:
+        a purchase s years out counts ``(1 + discount_rate) ** -s``. ``horizon``
+        is a number in the data's unit or a duration ("12M", "52W", "365D");
+        money is in the currency of ``monetary``. The rate is per year whatever
+        the data's unit, so daily and weekly data give the same CLV.
+
+        With ``interval`` (e.g. 0.9): a DataFrame ``clv``, ``low``, ``high``
+        from both models' parameter uncertainty (delta method, log scale).
+        """
+        if not np.isfinite(discount_rate) or discount_rate < 0:
+            raise ValueError(f"discount_rate (per year) must be 0 or more, got {discount_rate!r}")
+        if not np.isfinite(margin) or margin < 0:
+            raise ValueError(f"margin must be a fraction >= 0, got {margin!r}")
+        if not hasattr(gamma_gamma, "_expected_spend_arrays"):
+            raise TypeError("gamma_gamma must be a fitted retain.models.GammaGamma")
+        c = self._customers(data)
+        spend, spend_sd = gamma_gamma._expected_spend_arrays(c.frame, interval is not None)
+        h = self._duration(horizon, "horizon")
+        delta = np.log1p(discount_rate) * self._unit_days / DAYS_PER_YEAR
+        det = self._discounted_expected(c.rows, h, delta)
+        value = margin * spend * det[c.inverse]
+        series = pd.Series(value, index=c.frame.index, name="clv")
+        if interval is None:
+            return series
+        z = z_score(interval)
+        det_sd = self._delta_log_sd(
+            lambda m: m._discounted_expected(c.rows, h, delta),  # type: ignore[attr-defined]
+            det,
+        )
+        sd = np.sqrt(det_sd[c.inverse] ** 2 + spend_sd**2)
+        return pd.DataFrame(
+            {
+                "clv": series,
+                "low": pd.Series(value * np.exp(-z * sd), index=c.frame.index),
+                "high": pd.Series(value * np.exp(z * sd), index=c.frame.index),
+            }
+        )
+
+    def next_purchase(
+        self, data: Any, quantile: float = 0.5, *, horizon: Duration = "365D"
+    ) -> pd.DataFrame:
+        """When each customer's next purchase is expected, with probability ``quantile``.
+
+        The time after the observation end (in the data's unit) by which the
+        next purchase has happened with probability ``quantile``, given the
+        history: the quantile of the conditional time to the next purchase,
+        which mixes "already gone" (never buys again) with the posterior of the
+        customer's purchase rate (and, Pareto/NBD, dropout rate) if alive.
+
+        Returns a DataFrame with ``next_purchase`` (float, data's unit) and
+        ``within_horizon`` (bool). Where the model does not expect the next
+        purchase within ``horizon`` with that probability (P(alive) too low, or
+        too slow a buyer), ``within_horizon`` is False and ``next_purchase``
+        holds the horizon itself: never NaN or infinite. ``horizon`` is a number
+        in the data's unit or a duration ("365D", "52W", "1Y").
+        """
+        if not 0 < quantile < 1:
+            raise ValueError(f"quantile must be between 0 and 1, got {quantile!r}")
+        c = self._customers(data)
+        h = self._duration(horizon, "horizon")
+        time, within = self._next_rows(c.rows, quantile, h)
+        return pd.DataFrame(
+            {
+                "next_purchase": c.expand(time, "next_purchase"),
+                "within_horizon": c.expand(within, "within_horizon"),
+            }
+        )
+
+    def purchase_window(
+        self,
+        data: Any,
+        *,
+        horizon: Duration = "365D",
+        low: float = 0.25,
+        high: float = 0.75,
+    ) -> pd.DataFrame:
+        """The window in which each customer's next purchase is expected: from the
+        ``low`` to the ``high`` quantile (default 25th-75th percentile) of the time
+        to the next purchase, in the data's unit after the observation end.
+
+        Columns ``window_start``, ``window_end`` (floats, capped at ``horizon``)
+        and ``start_within_horizon``, ``end_within_horizon`` (bool); see
+        :meth:`next_purchase` for the cap.
+        """
+        if not 0 < low < high < 1:
+            raise ValueError(f"need 0 < low < high < 1, got low={low!r}, high={high!r}")
+        c = self._customers(data)
+        h = self._duration(horizon, "horizon")
+        start, start_ok = self._next_rows(c.rows, low, h)
+        end, end_ok = self._next_rows(c.rows, high, h)
+        return pd.DataFrame(
+            {
+                "window_start": c.expand(start, "window_start"),
+                "window_end": c.expand(end, "window_end"),
+                "start_within_horizon": c.expand(start_ok, "start_within_horizon"),
+                "end_within_horizon": c.expand(end_ok, "end_within_horizon"),
+            }
+        )

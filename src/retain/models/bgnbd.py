@@ -1,0 +1,188 @@
+"""BG/NBD: the beta-geometric / negative binomial model (Fader, Hardie & Lee 2005).
+
+While alive, a customer buys at a Poisson rate ``lambda ~ Gamma(r, alpha)``;
+after each repeat purchase they drop out with probability
+``p ~ Beta(a, b)``. :class:`ModifiedBetaGeo` (MBG/NBD) shares everything here
+but also lets customers drop out right after their first purchase.
+
+Likelihood, per customer with x repeat purchases, the last at t_x, observed
+for T (``beta = b + x`` for BG/NBD, ``b + x + 1`` for MBG/NBD)::
+
+    log L = log G(r+x) - log G(r) + r log(alpha) + log B(a, beta) - log B(a, b)
+            + logaddexp(-(r+x) log(alpha+T),
+                        log(a) - log(beta-1) - (r+x) log(alpha+t_x))   [BG: x > 0 only]
+
+Predictions rest on the posterior given alive at T: ``lambda ~ Gamma(r+x,
+alpha+T)`` and ``p ~ Beta(a, beta)``, independent. The expected purchases in
+the next t, given alive, are ``E_p[(1 - (1 + p t/(alpha+T))^-(r+x)) / p]``; the
+paper writes this with 2F1(r+x, beta; a+beta-1; z), z = t/(alpha+T+t). An
+Euler transformation turns it into a series whose terms stay small for every
+x (see :meth:`_BetaGeoFamily._expected_alive`), finite also at a = 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import special
+
+from retain.models._special import expm1_ratio, hyper_series
+from retain.models.base import Array, TransactionModel, TransactionRows
+
+
+class _BetaGeoFamily(TransactionModel):
+    """BG/NBD and MBG/NBD: parameters r, alpha (purchase rate), a, b (dropout)."""
+
+    param_names = ("r", "alpha", "a", "b")
+    #: extra dropout opportunities: 0 for BG/NBD, 1 for MBG/NBD (at the first purchase)
+    _offset = 0
+
+    def _initial(self, prepared: Any) -> Array:
+        rows: TransactionRows = prepared
+        w = rows.weight
+        rate = float(np.sum(w * rows.x) + 1.0) / float(np.sum(w * rows.T) + 1.0)
+        return np.array([1.0, 1.0 / max(rate, 1e-6), 1.0, 1.0])
+
+    def _unpack(self) -> tuple[float, float, float, float]:
+        p = self.params_
+        return p["r"], p["alpha"], p["a"], p["b"]
+
+    def _second_term(self, x: Array) -> NDArray[np.bool_]:
+        """Whether the 'dropped out after the last purchase' term exists."""
+        return x > 0 if self._offset == 0 else np.ones(x.shape, dtype=bool)
+
+    # -- likelihood --------------------------------------------------------------------
+    def _loglik(self, params: Array, prepared: Any) -> tuple[float, Array]:
+        rows: TransactionRows = prepared
+        r, alpha, a, b = params
+        ux = rows.x_values
+        beta = b + ux + self._offset
+        k = r + ux
+        has2 = self._second_term(ux)
+        beta_m1 = np.where(has2, beta - 1.0, 1.0)
+        log_a = np.log(a)
+        # terms of each distinct frequency
+        head = (
+            special.gammaln(k)
+            - special.gammaln(r)
+            + r * np.log(alpha)
+            + special.betaln(a, beta)
+            - special.betaln(a, b)
+        )
+        c4 = np.where(has2, log_a - np.log(beta_m1), -np.inf)
+        # terms of each distinct T and recency
+        log_aT = np.log(alpha + rows.T_values)
+        log_atx = np.log(alpha + rows.recency_values)
+        xi, ti, ri = rows.x_code, rows.T_code, rows.recency_code
+        kx = k[xi]
+        a3 = -kx * log_aT[ti]
+        a4 = c4[xi] - kx * log_atx[ri]
+        both = np.logaddexp(a3, a4)
+        w = rows.weight
+        wx = rows.x_weight
+        total = float(wx @ head + w @ both)
+
+        w4 = np.exp(a4 - both)  # share of the 'dropped out' term
+        w3 = 1.0 - w4
+        ww3, ww4 = w * w3, w * w4
+        psi_ab = special.digamma(a + b)
+        psi_a_beta = special.digamma(a + beta)
+        d_r = (
+            wx @ (special.digamma(k) - special.digamma(r) + np.log(alpha))
+            - ww3 @ log_aT[ti]
+            - ww4 @ log_atx[ri]
+        )
+        inv_aT = 1.0 / (alpha + rows.T_values)
+        inv_atx = 1.0 / (alpha + rows.recency_values)
+        d_alpha = r * rows.total_weight / alpha - (ww3 * kx) @ inv_aT[ti] - (ww4 * kx) @ inv_atx[ri]
+        sum_w4 = float(np.sum(ww4))
+        d_a = wx @ (psi_ab - psi_a_beta) + sum_w4 / a
+        d_b = (
+            wx @ (special.digamma(beta) - psi_a_beta - special.digamma(b) + psi_ab)
+            - ww4 @ (1.0 / beta_m1)[xi]
+        )
+        return total, np.array([d_r, d_alpha, d_a, d_b])
+
+    # -- predictions -------------------------------------------------------------------
+    def _p_alive(self, x: Array, recency: Array, T: Array) -> Array:
+        r, alpha, a, b = self._unpack()
+        beta = b + x + self._offset
+        has2 = self._second_term(x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_ratio = (
+                np.log(a)
+                - np.log(np.where(has2, beta - 1.0, 1.0))
+                + (r + x) * (np.log(alpha + T) - np.log(alpha + recency))
+            )
+        return np.where(has2, special.expit(-log_ratio), 1.0)
+
+    def _time_scale(self, x: Array, T: Array) -> Array:
+        return self.params_["alpha"] + T
+
+    def _expected_alive(self, x: Array, T: Array, t: Array) -> Array:
+        # E = c [expm1((1-a) L)/(1-a) - (1+u)^(1-a) S], with u = t/(alpha+T),
+        # L = log(1+u), z = u/(1+u), c = a+beta-1, k = r+x, A = c-k and
+        # S = sum_{n>=1} (A)_n (a)_(n-1) z^n / ((c)_n n!)  (Euler's transformation of
+        # the paper's 2F1; its terms decay at least like z^n, and a = 1 is harmless)
+        r, alpha, a, b = self._unpack()
+        x, T, t = np.broadcast_arrays(x, T, t)
+        beta = b + x + self._offset
+        k = r + x
+        c = a + beta - 1.0
+        big_a = c - k
+        u = t / (alpha + T)
+        log1pu = np.log1p(u)
+        z = u / (1.0 + u)
+        series = hyper_series(big_a + 1.0, a, c + 1.0, 2.0, z).value
+        s = big_a * z / c * series
+        value = c * (expm1_ratio(log1pu, 1.0 - a) - np.exp((1.0 - a) * log1pu) * s)
+        return np.maximum(value, 0.0)
+
+    def _pmf_alive(self, n: int, t: float, x: Array, T: Array) -> Array:
+        # Y = min(N(t), G): N ~ NBD(r+x, z) given alive, G ~ geometric(p) the purchase
+        # after which the customer drops out; pi_m = E[(1-p)^(m-1)] = B(a, beta+m-1)/B(a, beta)
+        r, alpha, a, b = self._unpack()
+        beta = b + x + self._offset
+        k = r + x
+        z = t / (alpha + T + t)
+        log_1mz = np.log1p(-z)
+        if n == 0:
+            return np.exp(k * log_1mz)
+        log_nb = (
+            special.gammaln(k + n)
+            - special.gammaln(k)
+            - special.gammaln(n + 1.0)
+            + k * log_1mz
+            + n * np.log(z)
+        )
+        log_pi_n = special.betaln(a, beta + n - 1.0) - special.betaln(a, beta)
+        log_pi_next = special.betaln(a, beta + n) - special.betaln(a, beta)
+        at_least_n = special.betainc(n, k, z)
+        return np.exp(log_nb + log_pi_next) + at_least_n * np.exp(log_pi_n) * a / (
+            a + beta + n - 1.0
+        )
+
+    def _next_alive(self, u: Array, x: Array, T: Array, horizon: float) -> tuple[Array, np.ndarray]:
+        # given alive, the next purchase comes at rate lambda ~ Gamma(r+x, alpha+T):
+        # P(within s) = 1 - (1 + s/(alpha+T))^-(r+x), inverted in closed form
+        r, alpha, _, _ = self._unpack()
+        time = (alpha + T) * np.expm1(-np.log1p(-u) / (r + x))
+        return time, time <= horizon
+
+
+class BetaGeo(_BetaGeoFamily):
+    """BG/NBD (Fader, Hardie & Lee 2005): parameters ``r``, ``alpha``, ``a``, ``b``.
+
+    >>> import retain
+    >>> from retain.datasets import load_cdnow
+    >>> summary = retain.summarize(load_cdnow(sample=True), unit="W",
+    ...                            observation_end="1997-09-30")
+    >>> model = BetaGeo().fit(summary)
+    >>> round(model.params_["alpha"], 2)
+    4.41
+    """
+
+    name = "bgnbd"
+    _offset = 0

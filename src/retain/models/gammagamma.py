@@ -1,0 +1,173 @@
+"""Gamma-Gamma: the value of a customer's purchases (Fader & Hardie 2013).
+
+Each purchase's value is Gamma(p, nu), and each customer's nu is
+Gamma(q, gamma) across customers. Fitted on customers with repeat purchases:
+``frequency`` x > 0 and ``monetary``, the mean value m of their repeat
+purchases. Per customer::
+
+    log L = log G(p x + q) - log G(p x) - log G(q) + q log(gamma)
+            + (p x - 1) log(m) + p x log(x) - (p x + q) log(gamma + x m)
+
+The expected value of a customer's next purchases given their history is
+``p (gamma + x m) / (p x + q - 1)``: a weighted mean of their own average and the
+population mean ``p gamma / (q - 1)``. It is finite only for q > 1, so q is
+kept above 1 in the fit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from retain.errors import DataError
+from retain.models.base import (
+    Array,
+    Model,
+    as_pandas,
+    numeric_column,
+    refuse,
+    require_columns,
+    row_weights,
+    z_score,
+)
+
+
+@dataclass
+class _Spend:
+    x: Array
+    m: Array
+    weight: Array
+    total_weight: float
+
+
+class GammaGamma(Model):
+    """Gamma-Gamma spend model (Fader & Hardie 2013): parameters ``p``, ``q``, ``gamma``.
+
+    ``fit(summary)`` uses the customers with ``frequency > 0`` and ``monetary > 0``
+    (others are left out, with a warning counting them when monetary is not
+    positive). Money is in the currency of ``monetary``.
+    """
+
+    name = "gamma_gamma"
+    param_names = ("p", "q", "gamma")
+    lower_bounds: ClassVar[dict[str, float]] = {"q": 1.0 + 1e-6}
+
+    def _prepare(self, data: Any, weights: Any) -> _Spend:
+        frame = as_pandas(data)
+        require_columns(frame, ("frequency", "monetary"), "the customer summaries")
+        x = numeric_column(frame, "frequency")
+        m = numeric_column(frame, "monetary")
+        refuse(
+            frame, (x < 0) | (np.abs(x - np.round(x)) > 1e-9), "frequency", "a whole number >= 0"
+        )
+        w = row_weights(frame, weights)
+        w = np.ones(x.size) if w is None else w
+        repeat = x > 0
+        usable = repeat & (m > 0)
+        skipped = int(np.sum(repeat & ~usable))
+        if skipped:
+            warnings.warn(
+                f"{skipped} customer(s) with repeat purchases but a monetary value of 0 or less "
+                "were left out of the Gamma-Gamma fit",
+                UserWarning,
+                stacklevel=4,
+            )
+        if not usable.any():
+            raise DataError(
+                "no customer with repeat purchases and a positive monetary value: the "
+                "Gamma-Gamma model needs some"
+            )
+        # collapse identical (x, m) rows
+        frame2 = pd.DataFrame({"x": x[usable], "m": m[usable], "w": w[usable]})
+        grouped = frame2.groupby(["x", "m"], sort=False)["w"].sum()
+        xs = grouped.index.get_level_values(0).to_numpy(dtype=np.float64)
+        ms = grouped.index.get_level_values(1).to_numpy(dtype=np.float64)
+        ws = grouped.to_numpy(dtype=np.float64)
+        return _Spend(xs, ms, ws, float(ws.sum()))
+
+    def _initial(self, prepared: Any) -> Array:
+        spend: _Spend = prepared
+        mean = float(np.average(spend.m, weights=spend.weight))
+        return np.array([1.0, 2.0, max(mean, 1e-6)])
+
+    def _loglik(self, params: Array, prepared: Any) -> tuple[float, Array]:
+        spend: _Spend = prepared
+        p, q, gamma = params
+        x, m, w = spend.x, spend.m, spend.weight
+        px = p * x
+        log_m, log_x = np.log(m), np.log(x)
+        log_gxm = np.log(gamma + x * m)
+        ll = (
+            special.gammaln(px + q)
+            - special.gammaln(px)
+            - special.gammaln(q)
+            + q * np.log(gamma)
+            + (px - 1.0) * log_m
+            + px * log_x
+            - (px + q) * log_gxm
+        )
+        psi_pxq = special.digamma(px + q)
+        d_p = w @ (x * (psi_pxq - special.digamma(px) + log_m + log_x - log_gxm))
+        d_q = w @ (psi_pxq - special.digamma(q) + np.log(gamma) - log_gxm)
+        d_gamma = w @ (q / gamma - (px + q) / (gamma + x * m))
+        return float(w @ ll), np.array([d_p, d_q, d_gamma])
+
+    # -- predictions -------------------------------------------------------------------
+    def _spend_values(self, x: Array, m: Array) -> Array:
+        p, q, gamma = (self.params_[k] for k in self.param_names)
+        m = np.where(x > 0, np.maximum(m, 0.0), 0.0)
+        return p * (gamma + x * m) / (p * x + q - 1.0)
+
+    def _expected_spend_arrays(self, frame: pd.DataFrame, with_sd: bool) -> tuple[Array, Array]:
+        self._require_fitted()
+        require_columns(frame, ("frequency", "monetary"), "the customer summaries")
+        x = numeric_column(frame, "frequency")
+        m = numeric_column(frame, "monetary")
+        refuse(
+            frame, (x < 0) | (np.abs(x - np.round(x)) > 1e-9), "frequency", "a whole number >= 0"
+        )
+        value = self._spend_values(x, m)
+        if not with_sd:
+            return value, np.zeros(value.size)
+        sd = self._delta_log_sd(
+            lambda model: model._spend_values(x, m),  # type: ignore[attr-defined]
+            value,
+        )
+        return value, sd
+
+    def expected_spend(
+        self, data: Any, *, interval: float | None = None
+    ) -> pd.Series | pd.DataFrame:
+        """Expected value of each customer's future purchases, given their history:
+        ``p (gamma + x m) / (p x + q - 1)``; the population mean ``p gamma / (q - 1)``
+        for customers without repeat purchases. A ``monetary`` of 0 or less (refunds)
+        counts as 0. In the currency of ``monetary``.
+
+        With ``interval`` (e.g. 0.9): a DataFrame ``expected_spend``, ``low``,
+        ``high`` from the parameters' uncertainty (delta method, log scale).
+        """
+        frame = as_pandas(data)
+        value, sd = self._expected_spend_arrays(frame, interval is not None)
+        series = pd.Series(value, index=frame.index, name="expected_spend")
+        if interval is None:
+            return series
+        z = z_score(interval)
+        return pd.DataFrame(
+            {
+                "expected_spend": series,
+                "low": pd.Series(value * np.exp(-z * sd), index=frame.index),
+                "high": pd.Series(value * np.exp(z * sd), index=frame.index),
+            }
+        )
+
+    @property
+    def mean_spend(self) -> float:
+        """The population mean value of a purchase, ``p gamma / (q - 1)``."""
+        self._require_fitted()
+        p, q, gamma = (self.params_[k] for k in self.param_names)
+        return p * gamma / (q - 1.0)

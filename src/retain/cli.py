@@ -678,6 +678,317 @@ def migration(
 
 # --- recommendations (retain.recommend) -----------------------------------------------
 
+recommend_app = typer.Typer(
+    help="Cross-sell, upsell, bundles and personal recommendations, learned from order lines.",
+    no_args_is_help=True,
+)
+app.add_typer(recommend_app, name="recommend")
+
+RecommendK = Annotated[int, typer.Option("--k", help="How many products to suggest.")]
+
+
+def _recommender(db: Path) -> tuple[Any, Any]:
+    """The store (read-only) and its recommender: the saved tables when they are
+    current, else tables learned now (`retain recommend build` saves them)."""
+    from retain.recommend import load_or_build
+    from retain.store import Store
+
+    store = Store(db, read_only=True)
+    try:
+        store.require_orders()
+        return store, load_or_build(store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _recommendations_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no recommendations)"
+    return "\n".join(
+        f"{i:>3}. {r['name']} ({r['sku']})  score {r['score']:.3f}\n     {r['reason']}"
+        for i, r in enumerate(rows, start=1)
+    )
+
+
+@recommend_app.command("build")
+@friendly_errors
+def recommend_build(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
+    """Learn the recommendation tables and save them in the store for fast loading."""
+    import time
+
+    from retain.recommend import build
+    from retain.store import Store
+
+    with Store(db) as store:
+        started = time.perf_counter()
+        rec = build(store, save=True)
+        seconds = time.perf_counter() - started
+    result = {
+        "items": rec.n_items,
+        "baskets": rec.n_baskets,
+        "customers": rec.n_customers,
+        "also_bought_pairs": int(rec.basket.other.size),
+        "bought_later_pairs": int(rec.later.other.size),
+        "upsell_pairs": int(rec.upsell_table.other.size),
+        "bundles": len(rec.bundle_list),
+        "consumables": int((rec.items["product_type"] == "consumable").sum()),
+        "durables": int((rec.items["product_type"] == "durable").sum()),
+        "seconds": round(seconds, 2),
+    }
+    emit(
+        result,
+        as_json,
+        lambda: (
+            f"learned from {rec.n_baskets:,} orders of {rec.n_customers:,} customers "
+            f"({rec.n_items:,} products) in {seconds:.1f} s and saved in {db}: "
+            f"{result['also_bought_pairs']:,} also-bought and {result['bought_later_pairs']:,} "
+            f"bought-later links, {result['upsell_pairs']:,} upsells, {result['bundles']:,} bundles; "
+            f"{result['consumables']:,} consumables, {result['durables']:,} durable goods"
+        ),
+    )
+
+
+@recommend_app.command("rules")
+@friendly_errors
+def recommend_rules(
+    min_support: Annotated[
+        float, typer.Option("--min-support", help="Least share of orders holding the itemset.")
+    ] = 1e-5,
+    min_count: Annotated[
+        int, typer.Option("--min-count", help="Least number of orders holding the itemset.")
+    ] = 5,
+    min_confidence: Annotated[
+        float, typer.Option("--min-confidence", help="Least confidence of a rule, 0 to 1.")
+    ] = 0.0,
+    min_lift: Annotated[float, typer.Option("--min-lift", help="Least lift of a rule.")] = 1.0,
+    max_size: Annotated[
+        int, typer.Option("--max-size", help="2 for pair rules only, 3 to add triples.")
+    ] = 3,
+    limit: Annotated[int, typer.Option(help="How many rules, highest lift first.")] = 50,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Association rules A -> B and {A, B} -> C with support, confidence and lift."""
+    from retain.recommend import association_rules
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        frame = association_rules(
+            store,
+            min_support=min_support,
+            min_count=min_count,
+            min_confidence=min_confidence,
+            min_lift=min_lift,
+            max_size=max_size,
+            limit=limit,
+        )
+
+    def table() -> str:
+        if frame.empty:
+            return (
+                f"no rules: no itemset in {frame.attrs['min_basket_count']:,} orders or more "
+                "passes the thresholds (lower --min-support, --min-count or --min-lift)"
+            )
+        shown = pd.DataFrame(
+            {
+                "if bought": [" + ".join(map(str, names)) for names in frame["antecedent_names"]],
+                "then": frame["consequent_name"],
+                "orders": frame["count"].map("{:,}".format),
+                "support": frame["support"].map("{:.4%}".format),
+                "confidence": frame["confidence"].map("{:.1%}".format),
+                "lift": frame["lift"].map("{:.2f}".format),
+            }
+        )
+        return f"{len(frame):,} rules from {frame.attrs['baskets']:,} orders\n" + shown.to_string(
+            index=False
+        )
+
+    emit(frame, as_json, table)
+
+
+@recommend_app.command("also-bought")
+@friendly_errors
+def recommend_also_bought(
+    sku: Annotated[str, typer.Argument(help="The product's SKU.")],
+    k: RecommendK = 10,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Products bought in the same order as SKU, beyond chance, best first."""
+    store, rec = _recommender(db)
+    with store:
+        frame = rec.also_bought(sku, k)
+    emit(frame, as_json)
+
+
+@recommend_app.command("bought-later")
+@friendly_errors
+def recommend_bought_later(
+    sku: Annotated[str, typer.Argument(help="The product's SKU.")],
+    k: RecommendK = 10,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Products that buyers of SKU bought in a later order, beyond chance."""
+    store, rec = _recommender(db)
+    with store:
+        frame = rec.bought_later(sku, k)
+    emit(frame, as_json)
+
+
+@recommend_app.command("bundles")
+@friendly_errors
+def recommend_bundles(
+    sku: Annotated[
+        str | None, typer.Option("--sku", help="Only bundles holding this product.")
+    ] = None,
+    discount: Annotated[
+        float, typer.Option("--discount", help="Share off the summed price, e.g. 0.1 for 10%.")
+    ] = 0.1,
+    min_lift: Annotated[
+        float, typer.Option("--min-lift", help="Least lift: the affinity a bundle needs.")
+    ] = 2.0,
+    min_support: Annotated[
+        float, typer.Option("--min-support", help="Least share of orders holding the bundle.")
+    ] = 1e-5,
+    min_count: Annotated[
+        int, typer.Option("--min-count", help="Least number of orders holding the bundle.")
+    ] = 5,
+    limit: Annotated[int, typer.Option(help="How many bundles, most frequent first.")] = 20,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Products often bought together (2 or 3), with a bundle price below their sum."""
+    from retain.recommend import bundles
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        frame = bundles(
+            store,
+            min_support=min_support,
+            min_count=min_count,
+            min_lift=min_lift,
+            discount=discount,
+            limit=limit,
+            sku=sku,
+        )
+
+    def table() -> str:
+        if frame.empty:
+            return "no bundles pass the thresholds (lower --min-lift, --min-count or --min-support)"
+        shown = pd.DataFrame(
+            {
+                "bundle": [" + ".join(map(str, names)) for names in frame["names"]],
+                "orders": frame["count"].map("{:,}".format),
+                "lift": frame["lift"].map("{:.1f}".format),
+                "price": frame["total_price"].map("{:,.2f}".format),
+                "bundle_price": frame["bundle_price"].map("{:,.2f}".format),
+            }
+        )
+        return shown.to_string(index=False)
+
+    emit(frame, as_json, table)
+
+
+@recommend_app.command("upsell")
+@friendly_errors
+def recommend_upsell(
+    sku: Annotated[str, typer.Argument(help="The product's SKU.")],
+    k: RecommendK = 10,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Pricier products of SKU's category that its buyers later bought or upgraded to."""
+    store, rec = _recommender(db)
+    with store:
+        frame = rec.upsell(sku, k)
+    emit(frame, as_json, None if len(frame) else lambda: f"no upsell found for {sku}")
+
+
+@recommend_app.command("cart")
+@friendly_errors
+def recommend_cart(
+    skus: Annotated[list[str], typer.Argument(help="SKUs in the cart.")],
+    k: RecommendK = 10,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """What to add to a cart: products bought with it, best first, each with its reason."""
+    store, rec = _recommender(db)
+    with store:
+        _, unknown = rec.known(skus)
+        rows = rec.recommend_for_cart(skus, k)
+    if unknown:
+        typer.echo(f"note: unknown SKU(s) ignored: {', '.join(unknown)}", err=True)
+    emit(rows, as_json, lambda: _recommendations_table(rows))
+
+
+@recommend_app.command("customer")
+@friendly_errors
+def recommend_customer(
+    customer_id: Annotated[str, typer.Argument(help="The customer's id.")],
+    k: RecommendK = 10,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Recommend as on this date, YYYY-MM-DD. Default: last order."),
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """What to offer a customer next, from their history, each with its reason."""
+    from retain.recommend import recommend_for_customer
+
+    store, rec = _recommender(db)
+    with store:
+        rows = recommend_for_customer(store, customer_id, k, recommender=rec, as_of=as_of)
+    emit(rows, as_json, lambda: _recommendations_table(rows))
+
+
+@recommend_app.command("evaluate")
+@friendly_errors
+def recommend_evaluate(
+    k: RecommendK = 10,
+    sample: Annotated[
+        int, typer.Option("--sample", help="Customers to score (0: all of them).")
+    ] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and held-out items.")] = 0,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Hide each customer's last order: hit rate@k and coverage against most popular."""
+    from retain.recommend import evaluate
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        store.require_orders()
+        result = evaluate(store, k=k, sample=sample or None, seed=seed)
+
+    def table() -> str:
+        lines = [
+            f"{result['evaluated']:,} of {result['customers']:,} customers with two orders or "
+            f"more, last order hidden; learned from {result['training_baskets']:,} orders",
+            f"{'':<38}{'hit rate@' + str(k):>12}{'recall':>10}{'coverage':>10}",
+        ]
+        for task, label in (("next_basket", "next order"), ("cart", "cart (one item hidden)")):
+            part = result[task]
+            if "model" not in part:
+                lines.append(f"{label}: {part.get('note', 'not evaluated')}")
+                continue
+            for who in ("model", "most_popular"):
+                m = part[who]
+                name = f"{label}, {'retain' if who == 'model' else 'most popular'}"
+                lines.append(
+                    f"{name:<38}{m['hit_rate']:>12.1%}{m['recall']:>10.1%}{m['coverage']:>10.1%}"
+                )
+            verdict = "beats" if part["beats_baseline"] else "does not beat"
+            lines.append(f"  {verdict} the baseline ({part['hit_rate_ratio']:.2f}x its hit rate)")
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
+
 
 # --- service (retain.service): serve, report ------------------------------------------
 

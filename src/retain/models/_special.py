@@ -17,14 +17,15 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import special
 
 Array = NDArray[np.float64]
 
 #: relative accuracy at which a series stops
 SERIES_TOL = 1e-15
-#: terms after which a series that has still not converged is closed with an
-#: estimate of its geometric tail (only reached for z within about 1e-3 of 1)
-MAX_TERMS = 20_000
+#: terms after which a series that has still not converged (z within about 1e-2
+#: of 1) is closed with the integral of its asymptotic tail (relative error < 1e-7)
+MAX_TERMS = 4_000
 
 
 class SeriesResult(NamedTuple):
@@ -101,16 +102,61 @@ def hyper_series(
             )
             h_p1, h_q1 = h_p1[keep], h_q1[keep]
     if idx.size:
-        # rows with z so near 1 that MAX_TERMS did not suffice: close with the
-        # geometric tail at the last ratio (a lower bound, exact as z -> 1)
-        ratio = zz * (a1 + n) * (a2 + n) / ((b1 + n) * (b2 + n))
-        rho = np.clip(ratio, 0.0, 1.0 - 1e-12)
-        total[idx] += term * rho / (1.0 - rho)
+        # rows with z so near 1 that max_terms did not suffice: far out the terms
+        # behave as C n^nu z^n (nu = p1 + p2 - q1 - q2), so the tail is close to
+        # integral_{N+1/2}^inf C j^nu z^j dj
+        # (with the next order of the terms' expansion, n^nu (1 + c/n))
+        nu = a1 + a2 - b1 - b2
+        c = (a1 * (a1 - 1) + a2 * (a2 - 1) - b1 * (b1 - 1) - b2 * (b2 - 1)) / 2.0
+        tail = _power_geometric_tail(n, nu, zz) + c / n * _power_geometric_tail(n, nu - 1.0, zz)
+        total[idx] += term * tail / (1.0 + c / n)
     value = total.reshape(shape)
     if not derivatives:
         return SeriesResult(value, None, None, None)
     assert d_p1 is not None and d_q1 is not None and d_z is not None
     return SeriesResult(value, d_p1.reshape(shape), d_q1.reshape(shape), d_z.reshape(shape))
+
+
+def _power_geometric_tail(n: int, nu: Array, z: Array) -> Array:
+    """``sum_{j>n} (j/n)^nu z^(j-n)``, approximated by ``integral_{n+1/2}^inf``.
+
+    The integral is ``e^(eps n) n^-nu eps^-(nu+1) Gamma(nu+1, eps (n+1/2))`` with
+    ``eps = -log z``: by Gauss-Laguerre where ``eps (n+1/2) >= 1``, else through the
+    upper incomplete gamma function (recurrence down from a positive order).
+    """
+    eps = -np.log(z)
+    start = n + 0.5
+    scale = eps * start
+    out = np.empty(z.size)
+    far = (scale >= 1.0) | (nu < -60.0)
+    if far.any():
+        nodes, weights = np.polynomial.laguerre.laggauss(24)
+        sc, nv, ep = scale[far], nu[far], eps[far]
+        inner = np.sum(
+            weights[None, :] * (1.0 + nodes[None, :] / sc[:, None]) ** nv[:, None], axis=1
+        )
+        out[far] = np.exp(-ep * 0.5 + nv * np.log(start / n)) / ep * inner
+    near = ~far
+    if near.any():
+        a, c, ep, nv = nu[near] + 1.0, scale[near], eps[near], nu[near]
+        log_gamma = np.log(_upper_gamma(a, c))
+        out[near] = np.exp(ep * n - nv * np.log(n) - a * np.log(ep) + log_gamma)
+    return out
+
+
+def _upper_gamma(a: Array, x: Array) -> Array:
+    """The (non-regularised) upper incomplete gamma function for 0 < x < 1, any a > -61."""
+    steps = np.where(a > 0, 0, np.floor(-a) + 1).astype(int)
+    b = a + steps
+    value = special.gammaincc(b, x) * special.gamma(b)
+    for k in range(int(steps.max(initial=0)), 0, -1):
+        moving = steps >= k
+        order = b - (steps - k + 1)  # the order reached after this step
+        order = np.where(moving, order, 1.0)
+        at_zero = moving & (np.abs(order) < 1e-12)
+        stepped = (value - x**order * np.exp(-x)) / np.where(at_zero, 1.0, order)
+        value = np.where(at_zero, special.exp1(x), np.where(moving, stepped, value))
+    return value
 
 
 def log1mexp(x: Array) -> Array:

@@ -1,0 +1,165 @@
+"""BG/BB and sBG against their papers.
+
+BG/BB: Fader, Hardie & Shang (2010), "Customer-base analysis in a discrete-time
+noncontractual setting", Marketing Science 29(6): 11,104 first-time donors of
+1995, six later yearly opportunities (1996-2001). Published estimates alpha =
+1.204, beta = 0.750, gamma = 0.657, delta = 2.783, LL = -33,225.6; Table 6
+P(alive in 2002); Hardie's BG/BB spreadsheet (note 010) for the conditional
+expectations and the in-sample frequency histogram.
+
+sBG: Fader & Hardie (2007), "How to project customer retention", Journal of
+Interactive Marketing 21(1): the "regular" and "high end" cohorts, fitted on
+years 1-7: alpha = 0.704, beta = 1.182 and alpha = 0.668, beta = 3.806.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special
+
+from retain.errors import DataError
+from retain.models import BetaGeoBetaBinom, Model, ShiftedBetaGeometric
+
+# (frequency, recency, donors): FHS (2010) Table 1 / the paper's data
+DONATIONS = [
+    (0, 0, 3464), (1, 1, 1091), (1, 2, 277), (1, 3, 129), (1, 4, 78), (1, 5, 119),
+    (1, 6, 129), (2, 2, 613), (2, 3, 255), (2, 4, 155), (2, 5, 173), (2, 6, 234),
+    (3, 3, 322), (3, 4, 181), (3, 5, 225), (3, 6, 357), (4, 4, 240), (4, 5, 284),
+    (4, 6, 512), (5, 5, 335), (5, 6, 728), (6, 6, 1203),
+]  # fmt: skip
+REGULAR = [1000, 631, 468, 382, 326, 289, 262, 241]
+HIGH_END = [1000, 869, 743, 653, 593, 551, 517, 491]
+
+
+def donations() -> pd.DataFrame:
+    frame = pd.DataFrame(DONATIONS, columns=["frequency", "recency", "weight"])
+    frame["n_periods"] = 6
+    return frame
+
+
+@cache
+def bgbb() -> BetaGeoBetaBinom:
+    return BetaGeoBetaBinom().fit(donations())
+
+
+def test_bgbb_matches_the_published_estimates():
+    model = bgbb()
+    assert donations()["weight"].sum() == 11104
+    published = {"alpha": 1.204, "beta": 0.750, "gamma": 0.657, "delta": 2.783}
+    for name, value in published.items():
+        assert model.params_[name] == pytest.approx(value, abs=6e-4), name
+    assert model.log_likelihood_ == pytest.approx(-33225.6, abs=0.05)
+    assert model.converged_
+
+
+def test_bgbb_p_alive_matches_table_6():
+    """P(alive in 2002): 0.11 for (x=0), 0.59 for (x=2, t_x=4), 0.93 for (x=6, t_x=6)."""
+    frame = donations()
+    p_alive = bgbb().p_alive(frame)
+    pick = {(0, 0): 0.11, (2, 4): 0.59, (6, 6): 0.93}
+    for (x, t_x), value in pick.items():
+        row = (frame["frequency"] == x) & (frame["recency"] == t_x)
+        assert p_alive[row].iloc[0] == pytest.approx(value, abs=0.005)
+
+
+def test_bgbb_expectations_match_hardies_sheet():
+    """Conditional expectations (II), total over 2002-2006: 12,884.2; in-sample fit:
+    3,454.9 donors with no repeat and 1,253.1 with six."""
+    frame = donations()
+    total = (bgbb().expected_purchases(frame, 5) * frame["weight"]).sum()
+    assert total == pytest.approx(12884.2, abs=0.05)
+    histogram = bgbb().purchase_distribution(6) * 11104
+    assert histogram[0] == pytest.approx(3454.9, abs=0.05)
+    assert histogram[6] == pytest.approx(1253.1, abs=0.05)
+    assert histogram.sum() == pytest.approx(11104)
+
+
+def test_bgbb_expectation_by_brute_force_and_at_gamma_one():
+    """E[purchases in the next N] = sum_j P(alive at n+j | data) E[p | data]."""
+    model = BetaGeoBetaBinom()
+    model.params_ = {"alpha": 1.2, "beta": 0.75, "gamma": 0.66, "delta": 2.78}
+    frame = donations().iloc[[0, 8, 21]]
+    alpha, beta, gamma, delta = 1.2, 0.75, 0.66, 2.78
+    B = special.beta
+    likelihood = np.exp(
+        model._log_terms(
+            (alpha, beta, gamma, delta),
+            *(frame[c].to_numpy(float) for c in ("frequency", "recency", "n_periods")),
+        )[0]
+    )
+    likelihood = likelihood.sum(axis=1)
+    x, n = frame["frequency"].to_numpy(float), 6.0
+    expected = (
+        sum(
+            B(alpha + x + 1, beta + n - x)
+            / B(alpha, beta)
+            * B(gamma, delta + n + j)
+            / B(gamma, delta)
+            for j in range(1, 11)
+        )
+        / likelihood
+    )
+    np.testing.assert_allclose(model.expected_purchases(frame, 10), expected, rtol=1e-12)
+    near = BetaGeoBetaBinom()
+    near.params_ = {"alpha": 1.2, "beta": 0.75, "gamma": 1.0, "delta": 2.78}
+    off = BetaGeoBetaBinom()
+    off.params_ = {"alpha": 1.2, "beta": 0.75, "gamma": 1.0 + 1e-5, "delta": 2.78}
+    np.testing.assert_allclose(
+        near.expected_purchases(frame, 10), off.expected_purchases(frame, 10), rtol=1e-4
+    )
+
+
+def test_bgbb_refuses_impossible_histories():
+    bad = donations().head(2).copy()
+    bad.loc[1, "frequency"] = 3  # three purchases by opportunity 1
+    with pytest.raises(DataError, match="frequency"):
+        BetaGeoBetaBinom().fit(bad)
+
+
+def test_bgbb_json_round_trip():
+    loaded = Model.from_json(bgbb().to_json())
+    pd.testing.assert_series_equal(loaded.p_alive(donations()), bgbb().p_alive(donations()))
+
+
+@pytest.mark.parametrize(
+    ("survivors", "alpha", "beta"), [(REGULAR, 0.704, 1.182), (HIGH_END, 0.668, 3.806)]
+)
+def test_sbg_matches_the_published_estimates(survivors, alpha, beta):
+    model = ShiftedBetaGeometric().fit(survivors)
+    assert model.params_["alpha"] == pytest.approx(alpha, abs=6e-4)
+    assert model.params_["beta"] == pytest.approx(beta, abs=6e-4)
+    assert model.converged_
+    # the fitted survival curve passes near the data
+    fitted = model.survival(range(len(survivors))) * survivors[0]
+    np.testing.assert_allclose(fitted, survivors, rtol=0.03)
+
+
+def test_sbg_retention_rises_and_residual_lifetime_is_a_discounted_sum():
+    model = ShiftedBetaGeometric().fit(REGULAR)
+    retention = model.retention_rate(range(1, 13)).to_numpy()
+    assert np.all(np.diff(retention) > 0)
+    survival = model.survival(range(1, 13)).to_numpy()
+    np.testing.assert_allclose(survival, np.cumprod(retention), rtol=1e-12)
+    churn = model.churn_probability(range(1, 13)).to_numpy()
+    np.testing.assert_allclose(churn, np.concatenate([[1.0], survival[:-1]]) - survival, rtol=1e-10)
+    alpha, beta = model.params_["alpha"], model.params_["beta"]
+    for renewals in (0, 4):
+        j = np.arange(0, 200_000)
+        terms = np.exp(
+            special.betaln(alpha, beta + renewals + 1 + j) - special.betaln(alpha, beta + renewals)
+        )
+        brute = float(np.sum(terms * 1.1**-j))
+        assert model.expected_residual_lifetime([renewals], 0.1).iloc[0] == pytest.approx(
+            brute, rel=1e-10
+        )
+    with pytest.raises(ValueError, match="above 0"):
+        model.expected_residual_lifetime([0], 0.0)
+
+
+def test_sbg_refuses_counts_that_grow():
+    with pytest.raises(DataError, match="never increase"):
+        ShiftedBetaGeometric().fit([100, 80, 90])

@@ -1,0 +1,65 @@
+"""Offline evaluation: hidden last orders, hit rate@k and coverage against most popular."""
+
+from __future__ import annotations
+
+import pytest
+
+from recommend_helpers import HAND_NAMES, frames, hand_store, load, shop_store
+from retain.errors import DataError, StoreError
+from retain.recommend import evaluate, load_baskets
+from retain.store import Store
+
+
+@pytest.fixture(scope="module")
+def shop_baskets():
+    with shop_store(n_customers=2000, seed=3) as store:
+        returning = store.scalar(
+            "SELECT count(*) FROM (SELECT customer_id FROM orders GROUP BY 1 HAVING count(*) > 1)"
+        )
+        yield load_baskets(store), returning
+
+
+def test_beats_most_popular_on_planted_affinities(shop_baskets) -> None:
+    baskets, returning = shop_baskets
+    result = evaluate(baskets, k=10, sample=None)
+    assert result["customers"] == returning == result["evaluated"]
+    for task in ("next_basket", "cart"):
+        part = result[task]
+        model, popular = part["model"], part["most_popular"]
+        assert part["beats_baseline"] is True
+        assert model["hit_rate"] > popular["hit_rate"] + 0.03
+        assert model["coverage"] > popular["coverage"]
+        assert 0 <= model["recall"] <= model["hit_rate"] <= 1
+        assert part["hit_rate_ratio"] == pytest.approx(
+            model["hit_rate"] / popular["hit_rate"], 1e-3
+        )
+    assert result["cart"]["carts"] > 0
+
+
+def test_sample_and_seed(shop_baskets) -> None:
+    baskets, _ = shop_baskets
+    small = evaluate(baskets, sample=200, seed=1)
+    assert small["evaluated"] == 200
+    assert evaluate(baskets, sample=200, seed=1) == small
+
+
+def test_hand_checked_baseline() -> None:
+    # c1 (o1 then o7 = A B) and c2 (o2 then o8 = D E) have a last order to hide; the
+    # other 8 orders hold A 5 times, B 4, C 3, D 1, E 1: the best seller is A
+    with hand_store() as store:
+        result = evaluate(store, k=1, sample=None)
+    assert result["customers"] == 2 and result["training_baskets"] == 8
+    popular = result["next_basket"]["most_popular"]
+    assert popular["hit_rate"] == pytest.approx(0.5)  # o7 holds A, o8 does not
+    assert popular["recall"] == pytest.approx(0.25)  # one of the 4 hidden products
+    assert popular["coverage"] == pytest.approx(1 / 5)
+    assert result["cart"]["carts"] == 2
+
+
+def test_needs_returning_customers() -> None:
+    orders = [("o1", "c1", "2024-01-01", "A B"), ("o2", "c2", "2024-01-02", "A")]
+    with load(Store(":memory:"), *frames(orders, HAND_NAMES)) as store:
+        with pytest.raises(StoreError, match="two orders"):
+            evaluate(store)
+        with pytest.raises(DataError, match="sample"):
+            evaluate(store, sample=0)

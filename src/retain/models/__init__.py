@@ -25,7 +25,28 @@ from retain.models.mbgnbd import ModifiedBetaGeo
 from retain.models.pnbd import ParetoNBD
 from retain.models.sbg import ShiftedBetaGeometric
 
+#: the repeat-purchase models by short name (``retain fit --model``)
+TRANSACTION_MODELS: dict[str, type[TransactionModel]] = {
+    "bgnbd": BetaGeo,
+    "mbgnbd": ModifiedBetaGeo,
+    "pnbd": ParetoNBD,
+}
+
+
+def transaction_model(model: str | type[TransactionModel] | TransactionModel) -> TransactionModel:
+    """An unfitted repeat-purchase model from a short name ("bgnbd", "mbgnbd", "pnbd"),
+    a class, or an instance (returned as is)."""
+    if isinstance(model, TransactionModel):
+        return model
+    if isinstance(model, type) and issubclass(model, TransactionModel):
+        return model()
+    if isinstance(model, str) and model in TRANSACTION_MODELS:
+        return TRANSACTION_MODELS[model]()
+    raise ValueError(f"unknown model {model!r}: choose one of {', '.join(TRANSACTION_MODELS)}")
+
+
 __all__ = [
+    "TRANSACTION_MODELS",
     "BetaGeo",
     "BetaGeoBetaBinom",
     "ConvergenceWarning",
@@ -35,4 +56,5 @@ __all__ = [
     "ParetoNBD",
     "ShiftedBetaGeometric",
     "TransactionModel",
+    "transaction_model",
 ]

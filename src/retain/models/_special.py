@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -59,14 +60,14 @@ def hyper_series(
         *(np.asarray(v, dtype=np.float64) for v in (p1, p2, q1, q2, z))
     )
     shape = p1b.shape
-    p1f, p2f, q1f, q2f, zf = (np.ravel(v).copy() for v in (p1b, p2b, q1b, q2b, zb))
+    p1f, p2f, q1f, q2f, zf = (np.ravel(v) for v in (p1b, p2b, q1b, q2b, zb))
     size = p1f.size
     total = np.ones(size)
     d_p1 = np.zeros(size) if derivatives else None
     d_q1 = np.zeros(size) if derivatives else None
     d_z = np.zeros(size) if derivatives else None
 
-    # state of the active rows: index, current term, running harmonic sums
+    # state of the active rows: index, last term, running harmonic sums
     idx = np.flatnonzero(zf != 0.0)
     term = np.ones(idx.size)
     h_p1 = np.zeros(idx.size)  # sum_{j<n} 1/(p1+j)
@@ -75,32 +76,44 @@ def hyper_series(
     # no stopping before the terms have stopped changing sign
     settle = np.maximum(np.maximum(-a1, -a2), 0.0)
     n = 0
-    while idx.size and n < max_terms:
-        ratio = zz * (a1 + n) * (a2 + n) / ((b1 + n) * (b2 + n))
-        if derivatives:
-            h_p1 = h_p1 + 1.0 / (a1 + n)
-            h_q1 = h_q1 + 1.0 / (b1 + n)
-        term = term * ratio
-        n += 1
-        total[idx] += term
-        if derivatives:
-            assert d_p1 is not None and d_q1 is not None and d_z is not None
-            d_p1[idx] += term * h_p1
-            d_q1[idx] -= term * h_q1
-            d_z[idx] += term * (n / zz)
-        if n % 4 and n < max_terms:
-            continue
-        # geometric bound on what is left: later ratios stay below max(|ratio|, z)
-        rho = np.maximum(np.abs(ratio), zz)
-        tail = np.abs(term) * rho / np.maximum(1.0 - rho, 1e-300)
-        done = (n > settle) & (rho < 1.0) & (tail <= tol * np.abs(total[idx]))
-        done |= term == 0.0
-        if done.any():
-            keep = ~done
-            idx, term, a1, a2, b1, b2, zz, settle = (
-                v[keep] for v in (idx, term, a1, a2, b1, b2, zz, settle)
+    block = 8
+    ratio_last = np.zeros(idx.size)
+    # terms are summed in blocks (cumulative products), the block doubling as long
+    # as rows remain: few passes of Python even for series of thousands of terms
+    with np.errstate(over="ignore", invalid="ignore"):
+        while idx.size and n < max_terms:
+            j = n + np.arange(block, dtype=np.float64)[None, :]
+            ratio = (
+                zz[:, None]
+                * (a1[:, None] + j)
+                * (a2[:, None] + j)
+                / ((b1[:, None] + j) * (b2[:, None] + j))
             )
-            h_p1, h_q1 = h_p1[keep], h_q1[keep]
+            terms = term[:, None] * np.cumprod(ratio, axis=1)
+            total[idx] += terms.sum(axis=1)
+            if derivatives:
+                assert d_p1 is not None and d_q1 is not None and d_z is not None
+                hp = h_p1[:, None] + np.cumsum(1.0 / (a1[:, None] + j), axis=1)
+                hq = h_q1[:, None] + np.cumsum(1.0 / (b1[:, None] + j), axis=1)
+                d_p1[idx] += np.sum(terms * hp, axis=1)
+                d_q1[idx] -= np.sum(terms * hq, axis=1)
+                d_z[idx] += np.sum(terms * (j + 1.0), axis=1) / zz
+                h_p1, h_q1 = hp[:, -1], hq[:, -1]
+            n += block
+            term = terms[:, -1]
+            ratio_last = ratio[:, -1]
+            # geometric bound on what is left: later ratios stay below max(|ratio|, z)
+            rho = np.maximum(np.abs(ratio_last), zz)
+            tail = np.abs(term) * rho / np.maximum(1.0 - rho, 1e-300)
+            done = (n > settle) & (rho < 1.0) & (tail <= tol * np.abs(total[idx]))
+            done |= (term == 0.0) | ~np.isfinite(term)
+            if done.any():
+                keep = ~done
+                idx, term, a1, a2, b1, b2, zz, settle = (
+                    v[keep] for v in (idx, term, a1, a2, b1, b2, zz, settle)
+                )
+                h_p1, h_q1 = h_p1[keep], h_q1[keep]
+            block = min(2 * block, 512, max(max_terms - n, 1))
     if idx.size:
         # rows with z so near 1 that max_terms did not suffice: far out the terms
         # behave as C n^nu z^n (nu = p1 + p2 - q1 - q2), so the tail is close to
@@ -108,8 +121,10 @@ def hyper_series(
         # (with the next order of the terms' expansion, n^nu (1 + c/n))
         nu = a1 + a2 - b1 - b2
         c = (a1 * (a1 - 1) + a2 * (a2 - 1) - b1 * (b1 - 1) - b2 * (b2 - 1)) / 2.0
-        tail = _power_geometric_tail(n, nu, zz) + c / n * _power_geometric_tail(n, nu - 1.0, zz)
-        total[idx] += term * tail / (1.0 + c / n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            tail = _power_geometric_tail(n, nu, zz)
+            tail += c / n * _power_geometric_tail(n, nu - 1.0, zz)
+            total[idx] += term * tail / (1.0 + c / n)
     value = total.reshape(shape)
     if not derivatives:
         return SeriesResult(value, None, None, None)
@@ -181,3 +196,33 @@ def gauss_legendre(n: int) -> tuple[Array, Array]:
     """Gauss-Legendre nodes and weights for the interval [0, 1]."""
     nodes, weights = np.polynomial.legendre.leggauss(n)
     return (nodes + 1.0) / 2.0, weights / 2.0
+
+
+@lru_cache(maxsize=4)
+def _exp_sinh(step: float, reach: float) -> tuple[Array, Array]:
+    """Nodes and weights of the exp-sinh rule for integrals over (0, inf)."""
+    t = np.arange(-reach, reach + step / 2, step)
+    s = np.exp(np.pi / 2 * np.sinh(t))
+    w = step * np.pi / 2 * np.cosh(t) * s
+    return s, w
+
+
+def beta_expectation(log_f: Callable[[Array], Array], a: Array, b: Array) -> Array:
+    """``E[f(p)]`` for ``p ~ Beta(a, b)`` (element-wise in a, b), by the exp-sinh rule
+    in ``s = -log p`` centred on each row's ``E[-log p]``: robust to densities that
+    pile up at 0 or 1, to concentrated ones, and to ``f`` changing fast near 0.
+    ``log_f`` takes ``log p`` (array shaped (rows, nodes)) and returns ``log f``.
+    """
+    unit_s, unit_w = _exp_sinh(1.0 / 40.0, 4.6)
+    a = np.asarray(a, dtype=np.float64)[:, None]
+    b = np.asarray(b, dtype=np.float64)[:, None]
+    centre = np.maximum(special.digamma(a + b) - special.digamma(a), 1e-3)
+    s = centre * unit_s[None, :]
+    w = centre * unit_w[None, :]
+    log_p = -s
+    log_1mp = log1mexp(log_p)
+    log_density = a * log_p + (b - 1.0) * log_1mp - special.betaln(a, b)  # includes dp = p ds
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        values = np.exp(log_f(log_p) + log_density)
+    values = np.where(np.isfinite(values), values, 0.0)
+    return np.sum(values * w, axis=1)

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from retain.models._special import expm1_ratio, hyper_series
+from retain.models._special import beta_expectation, expm1_ratio, hyper_series
 from retain.models.base import Array, TransactionModel, TransactionRows
 
 
@@ -125,9 +125,13 @@ class _BetaGeoFamily(TransactionModel):
         # E = c [expm1((1-a) L)/(1-a) - (1+u)^(1-a) S], with u = t/(alpha+T),
         # L = log(1+u), z = u/(1+u), c = a+beta-1, k = r+x, A = c-k and
         # S = sum_{n>=1} (A)_n (a)_(n-1) z^n / ((c)_n n!)  (Euler's transformation of
-        # the paper's 2F1; its terms decay at least like z^n, and a = 1 is harmless)
+        # the paper's 2F1; its terms decay at least like z^n, and a = 1 is harmless).
+        # Where the terms alternate in sign and grow first (A << 0: r >> a + b) or the
+        # bracket cancels, the expectation over p is integrated numerically instead.
         r, alpha, a, b = self._unpack()
         x, T, t = np.broadcast_arrays(x, T, t)
+        shape = x.shape
+        x, T, t = x.ravel(), T.ravel(), t.ravel()
         beta = b + x + self._offset
         k = r + x
         c = a + beta - 1.0
@@ -135,10 +139,29 @@ class _BetaGeoFamily(TransactionModel):
         u = t / (alpha + T)
         log1pu = np.log1p(u)
         z = u / (1.0 + u)
-        series = hyper_series(big_a + 1.0, a, c + 1.0, 2.0, z).value
+        unstable = -big_a * z > 8.0
+        series = hyper_series(big_a + 1.0, a, c + 1.0, 2.0, np.where(unstable, 0.0, z)).value
         s = big_a * z / c * series
-        value = c * (expm1_ratio(log1pu, 1.0 - a) - np.exp((1.0 - a) * log1pu) * s)
-        return np.maximum(value, 0.0)
+        first = expm1_ratio(log1pu, 1.0 - a)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            second = np.exp((1.0 - a) * log1pu) * s
+            value = c * (first - second)
+            amplification = c * (np.abs(first) + np.abs(second)) / np.abs(value)
+        redo = unstable | ~np.isfinite(value) | ~(amplification < 1e6)
+        redo &= t > 0
+        if redo.any():
+            value[redo] = self._expected_alive_by_quadrature(k[redo], beta[redo], u[redo])
+        return np.maximum(np.where(t > 0, value, 0.0), 0.0).reshape(shape)
+
+    def _expected_alive_by_quadrature(self, k: Array, beta: Array, u: Array) -> Array:
+        """E_p[(1 - (1 + p u)^-k) / p], p ~ Beta(a, beta), integrated numerically."""
+        a = self.params_["a"]
+        kk, uu = k[:, None], u[:, None]
+
+        def log_f(log_p: Array) -> Array:
+            return np.log(-np.expm1(-kk * np.log1p(np.exp(log_p) * uu))) - log_p
+
+        return beta_expectation(log_f, np.full(k.size, a), beta)
 
     def _pmf_alive(self, n: int, t: float, x: Array, T: Array) -> Array:
         # Y = min(N(t), G): N ~ NBD(r+x, z) given alive, G ~ geometric(p) the purchase
@@ -168,8 +191,11 @@ class _BetaGeoFamily(TransactionModel):
         # given alive, the next purchase comes at rate lambda ~ Gamma(r+x, alpha+T):
         # P(within s) = 1 - (1 + s/(alpha+T))^-(r+x), inverted in closed form
         r, alpha, _, _ = self._unpack()
-        time = (alpha + T) * np.expm1(-np.log1p(-u) / (r + x))
-        return time, time <= horizon
+        log_growth = -np.log1p(-u) / (r + x)
+        cap = np.log1p(horizon / (alpha + T))
+        within = log_growth <= cap
+        time = (alpha + T) * np.expm1(np.minimum(log_growth, cap))
+        return time, within
 
 
 class BetaGeo(_BetaGeoFamily):

@@ -267,7 +267,8 @@ class ParetoNBD(TransactionModel):
             ya, ka, ra, ua = Y[active], k[active], ratio[active], u[active]
             G = ya * (g(ya[:, None] * nodes[None, :], ka[:, None], ra[:, None]) @ weights)
             gap = ua - G
-            step = gap / g(ya, ka, ra)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step = np.nan_to_num(gap / g(ya, ka, ra), nan=np.inf)
             ya = ya + np.maximum(step, 0.0)
             Y[active] = ya
             over = ya > y_cap[active]

@@ -58,6 +58,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE recommend_builds ADD COLUMN IF NOT EXISTS returning_customers BIGINT",
         ],
     ),
+    (
+        # retain.scoring: every `retain fit`, with the data it was fitted on
+        "model fits",
+        [
+            """CREATE TABLE IF NOT EXISTS model_fits (
+                fit_id INTEGER PRIMARY KEY, model VARCHAR NOT NULL, params VARCHAR NOT NULL,
+                spend_params VARCHAR, unit VARCHAR NOT NULL, grain VARCHAR NOT NULL,
+                observation_end DATE NOT NULL, fitted_at TIMESTAMP NOT NULL,
+                customers BIGINT NOT NULL, log_likelihood DOUBLE, converged BOOLEAN,
+                holdout_weeks INTEGER, holdout_actual DOUBLE, holdout_predicted DOUBLE,
+                holdout_mae DOUBLE, holdout_rmse DOUBLE, candidates VARCHAR)""",
+        ],
+    ),
 ]
 
 

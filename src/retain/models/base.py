@@ -765,10 +765,15 @@ class TransactionModel(Model):
         code, first = _first_of(key)
         return rows.x[first], rows.T[first], code
 
-    def _conditional_expected(self, rows: TransactionRows, times: Array) -> Array:
+    def _rows_p_alive(self, rows: TransactionRows, p_alive: Array | None) -> Array:
+        return self._p_alive(rows.x, rows.recency, rows.T) if p_alive is None else p_alive
+
+    def _conditional_expected(
+        self, rows: TransactionRows, times: Array, p_alive: Array | None = None
+    ) -> Array:
         """E[purchases in (T, T+t] | history] for each row and each of ``times``."""
         times = np.asarray(times, dtype=np.float64).reshape(1, -1)
-        p_alive = self._p_alive(rows.x, rows.recency, rows.T)
+        p_alive = self._rows_p_alive(rows, p_alive)
         px, pT, code = self._pairs(rows)
         alive = self._expected_alive(px[:, None], pT[:, None], times)
         return p_alive[:, None] * alive[code]
@@ -792,15 +797,19 @@ class TransactionModel(Model):
         integral = np.sum(np.exp(-delta * s) * expected[:, :-1] * ds, axis=1)
         return np.exp(-delta * horizon) * expected[:, -1] + delta * integral
 
-    def _discounted_expected(self, rows: TransactionRows, horizon: float, delta: float) -> Array:
-        p_alive = self._p_alive(rows.x, rows.recency, rows.T)
+    def _discounted_expected(
+        self, rows: TransactionRows, horizon: float, delta: float, p_alive: Array | None = None
+    ) -> Array:
+        return self._rows_p_alive(rows, p_alive) * self._discounted_alive_rows(rows, horizon, delta)
+
+    def _discounted_alive_rows(self, rows: TransactionRows, horizon: float, delta: float) -> Array:
         px, pT, code = self._pairs(rows)
-        return p_alive * self._discounted_alive(px, pT, horizon, delta)[code]
+        return self._discounted_alive(px, pT, horizon, delta)[code]
 
     def _next_rows(
-        self, rows: TransactionRows, q: float, horizon: float
+        self, rows: TransactionRows, q: float, horizon: float, p_alive: Array | None = None
     ) -> tuple[Array, NDArray[np.bool_]]:
-        p_alive = self._p_alive(rows.x, rows.recency, rows.T)
+        p_alive = self._rows_p_alive(rows, p_alive)
         possible = p_alive > q
         u = np.where(possible, q / np.where(possible, p_alive, 1.0), 0.5)
         time, within = self._next_alive(u, rows.x, rows.T, horizon)
@@ -976,3 +985,66 @@ class TransactionModel(Model):
                 "end_within_horizon": c.expand(end_ok, "end_within_horizon"),
             }
         )
+
+    def score(
+        self,
+        data: Any,
+        *,
+        gamma_gamma: Any = None,
+        horizons: tuple[Duration, ...] = ("30D", "90D", "365D"),
+        clv_horizon: Duration = "12M",
+        discount_rate: float = 0.0,
+        margin: float = 1.0,
+        interval: float | None = 0.9,
+        next_horizon: Duration = "365D",
+    ) -> pd.DataFrame:
+        """Every prediction for every customer in one pass (one collapse of the data,
+        P(alive) computed once): what ``retain score`` stores.
+
+        Columns: ``p_alive``; ``expected_purchases_<h>`` for each of ``horizons``
+        (label: the duration as given, lower case, e.g. ``expected_purchases_30d``);
+        with ``gamma_gamma``, ``expected_spend``, ``clv``, ``clv_if_alive`` (the
+        value if the customer is still a customer: ``clv = p_alive x clv_if_alive``)
+        and (``interval``) ``clv_low``, ``clv_high`` (see :meth:`clv`; money in the
+        currency of ``monetary``, discount rate per year); ``next_purchase``,
+        ``next_purchase_within``, ``window_start``, ``window_end``,
+        ``window_start_within``, ``window_end_within`` (see :meth:`next_purchase`
+        and :meth:`purchase_window`; times in the data's unit after the
+        observation end, capped at ``next_horizon``).
+        """
+        if not np.isfinite(discount_rate) or discount_rate < 0:
+            raise ValueError(f"discount_rate (per year) must be 0 or more, got {discount_rate!r}")
+        c = self._customers(data)
+        rows = c.rows
+        p_alive = np.clip(self._rows_p_alive(rows, None), 0.0, 1.0)
+        out: dict[str, NDArray[Any]] = {"p_alive": p_alive[c.inverse]}
+        times = np.array([self._duration(h, "horizon") for h in horizons])
+        expected = self._conditional_expected(rows, times, p_alive)
+        for j, h in enumerate(horizons):
+            label = str(h).replace(" ", "").lower()
+            out[f"expected_purchases_{label}"] = expected[c.inverse, j]
+        if gamma_gamma is not None:
+            spend, spend_sd = gamma_gamma._expected_spend_arrays(c.frame, interval is not None)
+            h = self._duration(clv_horizon, "clv_horizon")
+            delta = np.log1p(discount_rate) * self._unit_days / DAYS_PER_YEAR
+            if_alive = self._discounted_alive_rows(rows, h, delta)
+            det = p_alive * if_alive
+            value = margin * spend * det[c.inverse]
+            out["expected_spend"] = spend
+            out["clv"] = value
+            out["clv_if_alive"] = margin * spend * if_alive[c.inverse]
+            if interval is not None:
+                z = z_score(interval)
+                det_sd = self._delta_log_sd(
+                    lambda m: m._discounted_expected(rows, h, delta),  # type: ignore[attr-defined]
+                    det,
+                )
+                sd = np.sqrt(det_sd[c.inverse] ** 2 + spend_sd**2)
+                out["clv_low"] = value * np.exp(-z * sd)
+                out["clv_high"] = value * np.exp(z * sd)
+        cap = self._duration(next_horizon, "next_horizon")
+        for name, q in (("next_purchase", 0.5), ("window_start", 0.25), ("window_end", 0.75)):
+            time, within = self._next_rows(rows, q, cap, p_alive)
+            out[name] = time[c.inverse]
+            out[f"{name}_within"] = within[c.inverse]
+        return pd.DataFrame(out, index=c.frame.index)

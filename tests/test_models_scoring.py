@@ -1,0 +1,151 @@
+"""`retain fit` and `retain score`: fits kept in the store, scores per customer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import retain
+from retain.cli import app
+from retain.errors import StoreError
+from retain.models import Model
+from retain.scoring import SCORE_COLUMNS, FitReport, ScoreReport, fit_store, load_fit, score_store
+from retain.store import Store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def scored(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the CDNOW sample store, fitted (auto, weeks) and scored once."""
+    path = tmp_path_factory.mktemp("scoring") / "scored.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    with Store(path) as store:
+        fitted = fit_store(store, model="auto", unit="W")
+        report = score_store(store)
+        table = store.query("SELECT * FROM customer_scores ORDER BY customer_id")
+    return path, fitted, report, table
+
+
+def test_auto_fit_compares_the_models_on_a_holdout_and_keeps_the_best(scored):
+    path, fitted, _, _ = scored
+    assert isinstance(fitted, FitReport)
+    candidates = fitted.candidates
+    assert set(candidates["model"]) == {"bgnbd", "mbgnbd", "pnbd"}
+    assert candidates["rmse"].is_monotonic_increasing
+    assert fitted.model == candidates["model"].iloc[0]
+    assert fitted.observation_end == "1998-06-30"
+    assert (
+        fitted.holdout_weeks == (pd.Timestamp("1998-06-30") - pd.Timestamp("1997-01-01")).days // 28
+    )
+    with Store(path, read_only=True) as store:
+        row = store.query("SELECT * FROM model_fits WHERE fit_id = ?", [fitted.fit_id]).iloc[0]
+        model, spend, _ = load_fit(store)
+    assert row["model"] == fitted.model and row["unit"] == "W" and row["grain"] == "D"
+    assert row["holdout_rmse"] == pytest.approx(candidates["rmse"].iloc[0])
+    assert len(row["params"]) < 2000
+    assert model.params_ == fitted.params
+    assert spend is not None and spend.params_ == fitted.spend_params
+    assert str(row["observation_end"])[:10] == "1998-06-30"
+
+
+def test_scores_have_every_column_and_hold_together(scored):
+    _, fitted, report, table = scored
+    assert isinstance(report, ScoreReport)
+    assert list(table.columns[: len(SCORE_COLUMNS)]) == SCORE_COLUMNS
+    assert {"segment", "churn_risk", "value_at_stake"} <= set(table.columns)
+    assert len(table) == report.customers == 2357
+    assert table["customer_id"].is_unique
+    assert ((table["p_alive"] >= 0) & (table["p_alive"] <= 1)).all()
+    e30, e90, e365 = (table[f"expected_purchases_{d}d"] for d in (30, 90, 365))
+    assert ((e30 <= e90) & (e90 <= e365)).all()
+    assert (table["clv_low"] <= table["clv_12m"]).all()
+    assert (table["clv_12m"] <= table["clv_high"]).all()
+    np.testing.assert_allclose(table["clv_12m"], table["p_alive"] * table["clv_if_retained"])
+    numeric = table.select_dtypes("number")
+    assert np.isfinite(numeric.to_numpy()).all()
+    as_of = pd.Timestamp("1998-06-30")
+    dated = table["next_purchase_date"].notna()
+    assert dated.sum() == report.with_next_purchase_date > 0
+    assert (table.loc[dated, "next_purchase_date"] > as_of).all()
+    start, end = table["next_purchase_window_start"], table["next_purchase_window_end"]
+    both = dated & end.notna()
+    assert (start[both] <= table.loc[both, "next_purchase_date"]).all()
+    assert (table.loc[both, "next_purchase_date"] <= end[both]).all()
+    assert (table["model"] == fitted.model).all() and (table["fit_id"] == fitted.fit_id).all()
+
+
+def test_scores_are_the_librarys_predictions(scored):
+    path, _, _, table = scored
+    with Store(path, read_only=True) as store:
+        model, spend, row = load_fit(store)
+        summary = retain.summarize(store, unit=row["unit"], grain=row["grain"])
+    indexed = table.set_index("customer_id").loc[summary.index]
+    np.testing.assert_allclose(indexed["p_alive"], model.p_alive(summary))
+    np.testing.assert_allclose(
+        indexed["expected_purchases_90d"], model.expected_purchases(summary, "90D")
+    )
+    clv = model.clv(summary, gamma_gamma=spend, horizon="12M", discount_rate=0.1)
+    np.testing.assert_allclose(indexed["clv_12m"], clv)
+    # a next purchase date is the observation day plus the median time, rounded up
+    nxt = model.next_purchase(summary, 0.5, horizon="365D")
+    within = nxt["within_horizon"].to_numpy()
+    days = np.maximum(np.ceil(nxt["next_purchase"].to_numpy()[within] * 7 - 1e-9), 1)
+    expected = pd.Timestamp("1998-06-30") + pd.to_timedelta(days, unit="D")
+    np.testing.assert_array_equal(
+        pd.to_datetime(indexed["next_purchase_date"]).to_numpy()[within], expected.to_numpy()
+    )
+
+
+def test_a_named_model_with_a_holdout_records_its_errors(tmp_path, cdnow_sample_db):
+    path = tmp_path / "named.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    with Store(path) as store:
+        report = fit_store(store, model="pnbd", holdout_weeks=13, unit="W")
+        plain = fit_store(store, model="bgnbd", unit="W")
+        rows = store.query("SELECT fit_id, model, holdout_weeks, holdout_rmse FROM model_fits")
+        older = score_store(store, fit_id=report.fit_id, segments=False)
+        columns = store.query("DESCRIBE customer_scores")["column_name"].tolist()
+    assert list(rows["model"]) == ["pnbd", "bgnbd"]
+    assert rows["holdout_weeks"].iloc[0] == 13 and rows["holdout_rmse"].iloc[0] > 0
+    assert pd.isna(rows["holdout_weeks"].iloc[1]) and plain.candidates is None
+    assert older.model == "pnbd" and columns == SCORE_COLUMNS
+
+
+def test_scoring_without_a_fit_says_what_to_do(store):
+    store.con.execute(
+        "INSERT INTO orders (order_id, customer_id, ordered_at, net_revenue) "
+        "VALUES ('o1', 'c1', TIMESTAMP '2024-01-01', 10)"
+    )
+    with pytest.raises(StoreError, match="retain fit"):
+        score_store(store)
+    with pytest.raises(ValueError, match="model must be one of"):
+        fit_store(store, model="arima")
+
+
+def test_cli_fit_and_score(tmp_path, cdnow_sample_db):
+    path = tmp_path / "cli.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    result = runner.invoke(
+        app, ["fit", "--db", str(path), "--model", "bgnbd", "--unit", "W", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["model"] == "bgnbd" and doc["unit"] == "W" and doc["customers"] == 2357
+    result = runner.invoke(app, ["score", "--db", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "scored 2,357 customers as of 1998-06-30" in result.output
+    result = runner.invoke(app, ["fit", "--db", str(path), "--model", "arima"])
+    assert result.exit_code == 2
+    result = runner.invoke(app, ["score", "--db", str(tmp_path / "missing.duckdb")])
+    assert result.exit_code == 2 and "no store" in result.output
+    assert not (tmp_path / "missing.duckdb").exists()
+    with Store(path, read_only=True) as store:
+        model = Model.from_json(store.scalar("SELECT params FROM model_fits"))
+    assert model.unit_ == "W"

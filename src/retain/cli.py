@@ -487,6 +487,138 @@ def alerts(
 # --- models (retain.models): fit, score -----------------------------------------------
 
 
+def _warn_all(messages: list[str]) -> None:
+    for message in messages:
+        typer.echo(f"warning: {message}", err=True)
+
+
+@app.command()
+@friendly_errors
+def fit(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="bgnbd, mbgnbd, pnbd, or auto (the lowest holdout error of the three).",
+        ),
+    ] = "auto",
+    holdout_weeks: Annotated[
+        int | None,
+        typer.Option(
+            "--holdout-weeks",
+            help="Weeks held out to score the models (auto: default a quarter of the history).",
+        ),
+    ] = None,
+    unit: Annotated[
+        str, typer.Option("--unit", help="Time unit of the parameters: D (days) or W (weeks).")
+    ] = "D",
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Observation date YYYY-MM-DD. Default: the last order's day."),
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit the repeat-purchase and spend models on the store and keep them."""
+    from retain.scoring import MODEL_CHOICES, fit_store
+    from retain.store import Store
+
+    if model not in MODEL_CHOICES:
+        raise typer.BadParameter(f"--model must be one of {', '.join(MODEL_CHOICES)}")
+    if unit not in ("D", "W"):
+        raise typer.BadParameter("--unit must be D or W")
+    if not db.exists():
+        from retain.errors import StoreError
+
+        raise StoreError(
+            f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
+        )
+    with Store(db) as store:
+        report = fit_store(
+            store, model=model, holdout_weeks=holdout_weeks, unit=unit, observation_end=as_of
+        )
+    _warn_all(report.warnings)
+
+    def table() -> str:
+        unit_name = "days" if report.unit == "D" else "weeks"
+        lines = [
+            f"fit {report.fit_id}: {report.model} on {report.customers:,} customers to "
+            f"{report.observation_end} (time in {unit_name}), log-likelihood "
+            f"{report.log_likelihood:,.2f}{'' if report.converged else ' (not converged)'}",
+            "  "
+            + ", ".join(
+                f"{k} = {v:.4g} (se {report.standard_errors[k]:.2g})"
+                for k, v in report.params.items()
+            ),
+        ]
+        if report.spend_params:
+            lines.append(
+                "  spend (Gamma-Gamma): "
+                + ", ".join(f"{k} = {v:.4g}" for k, v in report.spend_params.items())
+            )
+        if report.candidates is not None:
+            shown = report.candidates[["model", "actual", "predicted", "mae", "rmse"]]
+            lines += [
+                "",
+                f"holdout: the last {report.holdout_weeks} weeks (repeat purchases)",
+                _fmt_table(
+                    shown, {"actual": ",.0f", "predicted": ",.1f", "mae": ".3f", "rmse": ".3f"}
+                ),
+            ]
+        lines.append(f"\nnext: retain score --db {db}")
+        return "\n".join(lines)
+
+    emit(report.to_dict(), as_json, table)
+
+
+@app.command()
+@friendly_errors
+def score(
+    fit_id: Annotated[
+        int | None, typer.Option("--fit", help="The fit to use (default: the latest).")
+    ] = None,
+    discount_rate: Annotated[
+        float, typer.Option("--discount-rate", help="Annual discount rate of the CLV, e.g. 0.1.")
+    ] = 0.1,
+    margin: MarginOption = 1.0,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Observation date YYYY-MM-DD. Default: the last order's day."),
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every customer (P(alive), purchases, CLV, next purchase) into customer_scores."""
+    from retain.errors import StoreError
+    from retain.scoring import score_store
+    from retain.store import Store
+
+    if not db.exists():
+        raise StoreError(
+            f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
+        )
+    with Store(db) as store:
+        report = score_store(
+            store, fit_id=fit_id, observation_end=as_of, discount_rate=discount_rate, margin=margin
+        )
+    _warn_all(report.warnings)
+
+    def table() -> str:
+        clv = "-" if report.clv_12m is None else f"{report.clv_12m:,.2f}"
+        return "\n".join(
+            [
+                f"scored {report.customers:,} customers as of {report.as_of} with fit "
+                f"{report.fit_id} ({report.model}) into customer_scores",
+                f"{'mean P(alive)':>28}: {report.mean_p_alive:.3f}",
+                f"{'purchases, next 365 days':>28}: {report.expected_purchases_365d:,.1f}",
+                f"{'CLV, next 12 months':>28}: {clv} (discounted {discount_rate:g}/year)",
+                f"{'next purchase within a year':>28}: {report.with_next_purchase_date:,} customers",
+            ]
+        )
+
+    emit(report.to_dict(), as_json, table)
+
+
 # --- segments (retain.segments) -------------------------------------------------------
 
 SegmentAsOfOption = Annotated[

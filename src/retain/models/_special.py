@@ -226,3 +226,19 @@ def beta_expectation(log_f: Callable[[Array], Array], a: Array, b: Array) -> Arr
         values = np.exp(log_f(log_p) + log_density)
     values = np.where(np.isfinite(values), values, 0.0)
     return np.sum(values * w, axis=1)
+
+
+def softplus_sigmoid(d: Array) -> tuple[Array, Array]:
+    """``log(1 + e^d)`` and ``1 / (1 + e^-d)`` together, from one exponential
+    (NumPy's logaddexp is several times slower); ``d = -inf`` gives (0, 0)."""
+    e = np.exp(-np.abs(d))
+    one_e = 1.0 + e
+    softplus = np.maximum(d, 0.0) + np.log1p(e)
+    sigmoid = np.where(d >= 0, 1.0, e) / one_e
+    return softplus, sigmoid
+
+
+def logaddexp(a: Array, b: Array) -> Array:
+    """``log(e^a + e^b)`` for arrays where either may be ``-inf`` (not both)."""
+    high = np.maximum(a, b)
+    return high + np.log1p(np.exp(np.minimum(a, b) - high))

@@ -30,6 +30,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -178,7 +179,7 @@ class TransactionRows:
     weight: Array
     total_weight: float
 
-    @property
+    @cached_property
     def x(self) -> Array:
         return self.x_values[self.x_code]
 
@@ -190,11 +191,29 @@ class TransactionRows:
     def T(self) -> Array:
         return self.T_values[self.T_code]
 
-    @property
+    @cached_property
     def x_weight(self) -> Array:
+        """Customers per distinct frequency."""
         return np.asarray(
             np.bincount(self.x_code, weights=self.weight, minlength=self.x_values.size),
             dtype=np.float64,
+        )
+
+    def subsample(self, size: int, rng: np.random.Generator) -> TransactionRows:
+        """About ``size`` rows drawn with probability proportional to their count
+        (at most 1), reweighted by 1/probability: an unbiased smaller likelihood."""
+        prob = np.minimum(1.0, size * self.weight / self.weight.sum())
+        keep = rng.random(prob.size) < prob
+        weight = self.weight[keep] / prob[keep]
+        return TransactionRows(
+            x_values=self.x_values,
+            recency_values=self.recency_values,
+            T_values=self.T_values,
+            x_code=self.x_code[keep],
+            recency_code=self.recency_code[keep],
+            T_code=self.T_code[keep],
+            weight=weight,
+            total_weight=float(weight.sum()),
         )
 
 
@@ -231,6 +250,14 @@ def collapse_rows(
         total_weight=float(w.sum()),
     )
     return rows, inverse
+
+
+def unique_pairs(a: Array, b: Array) -> tuple[Array, Array, NDArray[np.intp]]:
+    """Distinct (a, b) pairs and the pair of each element."""
+    a_code, a_values = _factorize(a)
+    b_code, b_values = _factorize(b)
+    code, first = _first_of(a_code.astype(np.int64) * b_values.size + b_code)
+    return a_values[a_code[first]], b_values[b_code[first]], code
 
 
 def _first_of(key: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
@@ -359,32 +386,36 @@ class Model:
 
         return objective
 
+    def _subsample(self, prepared: Any, rng: np.random.Generator) -> Any:
+        """A weighted sample of the prepared rows for a quick first fit, or None."""
+        return None
+
     def _optimize(self, prepared: Any, *, n_starts: int, seed: int) -> None:
         objective = self._objective(prepared)
         bounds = self._bounds()
-        low = np.array([b[0] for b in bounds])
-        high = np.array([b[1] for b in bounds])
         rng = np.random.default_rng(seed)
-        first = np.clip(np.log(np.maximum(self._initial(prepared), 1e-8)), low + 1e-3, high - 1e-3)
-        best: tuple[float, Array, bool, str] | None = None
-        for attempt in range(max(1, n_starts)):
-            start = first if attempt == 0 else first + rng.normal(0.0, 1.0, first.size)
-            start = np.clip(start, low + 1e-3, high - 1e-3)
-            theta, value, ok, why = self._run(objective, start, bounds)
-            if best is None or value < best[0]:
-                best = (value, theta, ok, why)
-            if ok:
-                break
-        assert best is not None
-        value, theta, ok, why = best
+        result = None
+        sample = self._subsample(prepared, rng)
+        if sample is not None:
+            # large data: fit a weighted sample of the rows first, then finish on all
+            # rows with the sample's curvature as preconditioner (a handful of passes)
+            quick = self._search(self._objective(sample), sample, bounds, n_starts, rng)
+            if quick[2] and quick[4] is not None:
+                result = self._finish(objective, quick[0], quick[4], bounds)
+        if result is None or not result[2]:
+            result = self._search(objective, prepared, bounds, n_starts, rng)
+        theta, value, ok, why, hess = result
         params = np.exp(theta)
-        ll, _ = self._loglik(params, prepared)
+        # the objective is -LL/N + penalizer |theta|^2: the total LL without a new pass
+        ll = -(value - self.penalizer * float(theta @ theta)) * self._total_weight(prepared)
         if not np.isfinite(ll) or not np.all(np.isfinite(params)):
             raise ModelError(f"cannot fit the {self.name} model to these data: {why}")
         self.params_ = {k: float(v) for k, v in zip(self.param_names, params, strict=True)}
         self.log_likelihood_ = float(ll)
         self.converged_ = ok
-        self._standard_errors(objective, theta, prepared)
+        if hess is None:
+            hess = _hessian(objective, theta)
+        self._standard_errors(hess * self._total_weight(prepared), theta)
         if not ok:
             warnings.warn(
                 f"the {self.name} fit did not converge cleanly ({why}); the parameters are "
@@ -393,12 +424,36 @@ class Model:
                 stacklevel=3,
             )
 
+    def _search(
+        self,
+        objective: Callable[[Array], tuple[float, Array]],
+        prepared: Any,
+        bounds: list[tuple[float, float]],
+        n_starts: int,
+        rng: np.random.Generator,
+    ) -> tuple[Array, float, bool, str, Array | None]:
+        """L-BFGS-B from the model's start, then from perturbed starts until one converges."""
+        low = np.array([b[0] for b in bounds])
+        high = np.array([b[1] for b in bounds])
+        first = np.clip(np.log(np.maximum(self._initial(prepared), 1e-8)), low + 1e-3, high - 1e-3)
+        best: tuple[Array, float, bool, str, Array | None] | None = None
+        for attempt in range(max(1, n_starts)):
+            start = first if attempt == 0 else first + rng.normal(0.0, 1.0, first.size)
+            start = np.clip(start, low + 1e-3, high - 1e-3)
+            result = self._run(objective, start, bounds)
+            if best is None or result[1] < best[1]:
+                best = result
+            if result[2]:
+                break
+        assert best is not None
+        return best
+
     def _run(
         self,
         objective: Callable[[Array], tuple[float, Array]],
         start: Array,
         bounds: list[tuple[float, float]],
-    ) -> tuple[Array, float, bool, str]:
+    ) -> tuple[Array, float, bool, str, Array | None]:
         result = optimize.minimize(
             objective,
             start,
@@ -409,21 +464,66 @@ class Model:
         )
         theta = np.asarray(result.x, dtype=np.float64)
         value, grad = objective(theta)
-        theta, value, grad = self._polish(objective, theta, value, grad, bounds)
+        if value >= 1e300:
+            return theta, value, False, "the likelihood could not be evaluated", None
+        hess = _hessian(objective, theta)
+        theta, value, grad = self._polish(objective, theta, value, grad, hess, bounds)
+        return self._verdict(theta, value, grad, hess, bounds)
+
+    def _finish(
+        self,
+        objective: Callable[[Array], tuple[float, Array]],
+        start: Array,
+        hess: Array,
+        bounds: list[tuple[float, float]],
+    ) -> tuple[Array, float, bool, str, Array | None] | None:
+        """Newton steps from ``start`` with ``hess`` (the curvature of a sample's fit,
+        close to the full data's), then with the full data's own Hessian."""
+        low = np.array([b[0] for b in bounds])
+        high = np.array([b[1] for b in bounds])
+        theta = start
+        value, grad = objective(theta)
+        if value >= 1e300:
+            return None
+        try:
+            for _ in range(2):
+                step = np.linalg.solve(hess, grad)
+                for _ in range(6):  # halve the step until the objective falls
+                    candidate = np.clip(theta - step, low, high)
+                    new_value, new_grad = objective(candidate)
+                    if new_value <= value:
+                        break
+                    step = step / 2
+                else:
+                    return None
+                theta, value, grad = candidate, new_value, new_grad
+        except np.linalg.LinAlgError:
+            return None
+        full = _hessian(objective, theta, grad)
+        theta, value, grad = self._polish(objective, theta, value, grad, full, bounds)
+        return self._verdict(theta, value, grad, full, bounds)
+
+    def _verdict(
+        self,
+        theta: Array,
+        value: float,
+        grad: Array,
+        hess: Array,
+        bounds: list[tuple[float, float]],
+    ) -> tuple[Array, float, bool, str, Array | None]:
         low = np.array([b[0] for b in bounds])
         high = np.array([b[1] for b in bounds])
         at_bound = (theta <= low + 1e-6) | (theta >= high - 1e-6)
-        if value >= 1e300:
-            return theta, value, False, "the likelihood could not be evaluated"
         if at_bound.any():
             names = [n for n, b in zip(self.param_names, at_bound, strict=True) if b]
-            return theta, value, False, f"parameter(s) {', '.join(names)} ran to a bound"
+            return theta, value, False, f"parameter(s) {', '.join(names)} ran to a bound", hess
         if np.max(np.abs(grad)) > 1e-5:
-            return theta, value, False, f"gradient still {np.max(np.abs(grad)):.2g}"
-        eigen = np.linalg.eigvalsh(_hessian(objective, theta))
+            return theta, value, False, f"gradient still {np.max(np.abs(grad)):.2g}", hess
+        eigen = np.linalg.eigvalsh(hess)
         if not np.all(np.isfinite(eigen)) or eigen[0] <= max(1e-9, 1e-12 * eigen[-1]):
-            return theta, value, False, "the data do not pin down every parameter (flat likelihood)"
-        return theta, value, True, "converged"
+            why = "the data do not pin down every parameter (flat likelihood)"
+            return theta, value, False, why, hess
+        return theta, value, True, "converged", hess
 
     def _polish(
         self,
@@ -431,33 +531,31 @@ class Model:
         theta: Array,
         value: float,
         grad: Array,
+        hess: Array,
         bounds: list[tuple[float, float]],
     ) -> tuple[Array, float, Array]:
-        """A few Newton steps from the optimiser's answer: full precision cheaply."""
+        """Newton steps from the optimiser's answer with its Hessian: full precision
+        for a few more evaluations."""
         low = np.array([b[0] for b in bounds])
         high = np.array([b[1] for b in bounds])
-        for _ in range(4):
+        try:
+            if not np.all(np.isfinite(hess)) or np.min(np.linalg.eigvalsh(hess)) <= 0:
+                return theta, value, grad
+        except np.linalg.LinAlgError:
+            return theta, value, grad
+        for _ in range(3):
             if np.max(np.abs(grad)) < 1e-12:
                 break
-            hess = _hessian(objective, theta)
-            try:
-                if np.min(np.linalg.eigvalsh(hess)) <= 0:
-                    break
-                step = np.linalg.solve(hess, grad)
-            except np.linalg.LinAlgError:
-                break
-            candidate = np.clip(theta - step, low, high)
+            candidate = np.clip(theta - np.linalg.solve(hess, grad), low, high)
             new_value, new_grad = objective(candidate)
             if not new_value <= value:
                 break
             theta, value, grad = candidate, new_value, new_grad
         return theta, value, grad
 
-    def _standard_errors(
-        self, objective: Callable[[Array], tuple[float, Array]], theta: Array, prepared: Any
-    ) -> None:
-        n = self._total_weight(prepared)
-        hess = _hessian(objective, theta) * n
+    def _standard_errors(self, hess: Array, theta: Array) -> None:
+        """Standard errors from the Hessian of the total negative log-likelihood
+        (log-parameters), carried to the natural parameters."""
         self._cov_log = None
         try:
             if np.all(np.isfinite(hess)) and np.min(np.linalg.eigvalsh(hess)) > 0:
@@ -619,16 +717,23 @@ class Model:
         return np.sqrt(np.maximum(np.nan_to_num(var, nan=0.0, posinf=0.0), 0.0))
 
 
-def _hessian(objective: Callable[[Array], tuple[float, Array]], theta: Array) -> Array:
-    """Central differences of the analytic gradient, symmetrised."""
+def _hessian(
+    objective: Callable[[Array], tuple[float, Array]], theta: Array, grad: Array | None = None
+) -> Array:
+    """Differences of the analytic gradient, symmetrised: central, or forward from
+    ``grad`` (the gradient at ``theta``) at half the cost."""
     k = theta.size
     hess = np.empty((k, k))
     h = 1e-5
     for j in range(k):
-        up, down = theta.copy(), theta.copy()
+        up = theta.copy()
         up[j] += h
-        down[j] -= h
-        hess[:, j] = (objective(up)[1] - objective(down)[1]) / (2 * h)
+        if grad is None:
+            down = theta.copy()
+            down[j] -= h
+            hess[:, j] = (objective(up)[1] - objective(down)[1]) / (2 * h)
+        else:
+            hess[:, j] = (objective(up)[1] - grad) / h
     return (hess + hess.T) / 2
 
 
@@ -644,6 +749,8 @@ def z_score(level: float) -> float:
 TRANSACTION_COLUMNS = ("frequency", "recency", "T")
 #: Gauss-Legendre nodes for the discounting integral of the CLV
 CLV_NODES = 16
+#: rows of the weighted sample that a fit on more than 3x as many distinct rows starts from
+SAMPLE_ROWS = 20_000
 
 
 def transaction_arrays(frame: pd.DataFrame) -> tuple[Array, Array, Array]:
@@ -741,6 +848,12 @@ class TransactionModel(Model):
 
     def _prepare_rows(self, rows: TransactionRows) -> Any:
         return rows
+
+    def _subsample(self, prepared: Any, rng: np.random.Generator) -> Any:
+        rows: TransactionRows = prepared if isinstance(prepared, TransactionRows) else prepared.rows
+        if rows.weight.size <= 3 * SAMPLE_ROWS:
+            return None
+        return self._prepare_rows(rows.subsample(SAMPLE_ROWS, rng))
 
     def _customers(self, data: Any) -> _Customers:
         self._require_fitted()

@@ -28,7 +28,12 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from retain.models._special import beta_expectation, expm1_ratio, hyper_series
+from retain.models._special import (
+    beta_expectation,
+    expm1_ratio,
+    hyper_series,
+    softplus_sigmoid,
+)
 from retain.models.base import Array, TransactionModel, TransactionRows
 
 
@@ -57,13 +62,12 @@ class _BetaGeoFamily(TransactionModel):
     def _loglik(self, params: Array, prepared: Any) -> tuple[float, Array]:
         rows: TransactionRows = prepared
         r, alpha, a, b = params
+        # terms of each distinct frequency
         ux = rows.x_values
         beta = b + ux + self._offset
         k = r + ux
         has2 = self._second_term(ux)
         beta_m1 = np.where(has2, beta - 1.0, 1.0)
-        log_a = np.log(a)
-        # terms of each distinct frequency
         head = (
             special.gammaln(k)
             - special.gammaln(r)
@@ -71,37 +75,36 @@ class _BetaGeoFamily(TransactionModel):
             + special.betaln(a, beta)
             - special.betaln(a, b)
         )
-        c4 = np.where(has2, log_a - np.log(beta_m1), -np.inf)
+        c4 = np.where(has2, np.log(a) - np.log(beta_m1), -np.inf)
         # terms of each distinct T and recency
-        log_aT = np.log(alpha + rows.T_values)
-        log_atx = np.log(alpha + rows.recency_values)
         xi, ti, ri = rows.x_code, rows.T_code, rows.recency_code
-        kx = k[xi]
-        a3 = -kx * log_aT[ti]
-        a4 = c4[xi] - kx * log_atx[ri]
-        both = np.logaddexp(a3, a4)
+        log_aT = np.log(alpha + rows.T_values)[ti]
+        log_atx = np.log(alpha + rows.recency_values)[ri]
+        # per row: log L = head + a3 + softplus(a4 - a3), a3 = -(r+x) log(alpha+T),
+        # a4 = c4 - (r+x) log(alpha+t_x); the softplus's slope is the share w4 of
+        # the 'dropped out after the last purchase' term
+        kx = r + rows.x
+        gap = log_aT - log_atx
+        d = c4[xi] + kx * gap
         w = rows.weight
         wx = rows.x_weight
-        total = float(wx @ head + w @ both)
-
-        w4 = np.exp(a4 - both)  # share of the 'dropped out' term
-        w3 = 1.0 - w4
-        ww3, ww4 = w * w3, w * w4
+        softplus, share = softplus_sigmoid(d)
+        total = float(wx @ head - w @ (kx * log_aT) + w @ softplus)
+        ww4 = w * share
+        by_x = np.bincount(xi, weights=ww4, minlength=ux.size)
         psi_ab = special.digamma(a + b)
         psi_a_beta = special.digamma(a + beta)
         d_r = (
-            wx @ (special.digamma(k) - special.digamma(r) + np.log(alpha))
-            - ww3 @ log_aT[ti]
-            - ww4 @ log_atx[ri]
+            wx @ (special.digamma(k) - special.digamma(r) + np.log(alpha)) - w @ log_aT + ww4 @ gap
         )
-        inv_aT = 1.0 / (alpha + rows.T_values)
-        inv_atx = 1.0 / (alpha + rows.recency_values)
-        d_alpha = r * rows.total_weight / alpha - (ww3 * kx) @ inv_aT[ti] - (ww4 * kx) @ inv_atx[ri]
-        sum_w4 = float(np.sum(ww4))
-        d_a = wx @ (psi_ab - psi_a_beta) + sum_w4 / a
-        d_b = (
-            wx @ (special.digamma(beta) - psi_a_beta - special.digamma(b) + psi_ab)
-            - ww4 @ (1.0 / beta_m1)[xi]
+        inv_aT = (1.0 / (alpha + rows.T_values))[ti]
+        inv_atx = (1.0 / (alpha + rows.recency_values))[ri]
+        d_alpha = (
+            r * rows.total_weight / alpha - (w * kx) @ inv_aT + (ww4 * kx) @ (inv_aT - inv_atx)
+        )
+        d_a = wx @ (psi_ab - psi_a_beta) + float(by_x.sum()) / a
+        d_b = wx @ (special.digamma(beta) - psi_a_beta - special.digamma(b) + psi_ab) - by_x @ (
+            1.0 / beta_m1
         )
         return total, np.array([d_r, d_alpha, d_a, d_b])
 

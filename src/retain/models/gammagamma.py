@@ -26,6 +26,7 @@ from scipy import special
 
 from retain.errors import DataError
 from retain.models.base import (
+    SAMPLE_ROWS,
     Array,
     Model,
     as_pandas,
@@ -39,10 +40,32 @@ from retain.models.base import (
 
 @dataclass
 class _Spend:
+    """Customers with repeat purchases: frequency x (and its distinct values), mean
+    spend m, with log m, x log x and x m kept for the likelihood's passes."""
+
     x: Array
     m: Array
     weight: Array
     total_weight: float
+
+    def __post_init__(self) -> None:
+        codes, values = pd.factorize(self.x, sort=False)
+        self.x_code = codes
+        self.x_values = np.asarray(values, dtype=np.float64)
+        self.x_weight = np.bincount(codes, weights=self.weight, minlength=self.x_values.size)
+        self.log_m = np.log(self.m)
+        self.xm = self.x * self.m
+        # sums that do not depend on the parameters
+        self.sum_x_log_xm = float(self.weight @ (self.x * (self.log_m + np.log(self.x))))
+        self.sum_log_m = float(self.weight @ self.log_m)
+
+    def subsample(self, size: int, rng: np.random.Generator) -> _Spend:
+        """About ``size`` customers drawn with probability proportional to their weight
+        (at most 1), reweighted by 1/probability."""
+        prob = np.minimum(1.0, size * self.weight / self.weight.sum())
+        keep = rng.random(prob.size) < prob
+        weight = self.weight[keep] / prob[keep]
+        return _Spend(self.x[keep], self.m[keep], weight, float(weight.sum()))
 
 
 class GammaGamma(Model):
@@ -82,13 +105,14 @@ class GammaGamma(Model):
                 "no customer with repeat purchases and a positive monetary value: the "
                 "Gamma-Gamma model needs some"
             )
-        # collapse identical (x, m) rows
-        frame2 = pd.DataFrame({"x": x[usable], "m": m[usable], "w": w[usable]})
-        grouped = frame2.groupby(["x", "m"], sort=False)["w"].sum()
-        xs = grouped.index.get_level_values(0).to_numpy(dtype=np.float64)
-        ms = grouped.index.get_level_values(1).to_numpy(dtype=np.float64)
-        ws = grouped.to_numpy(dtype=np.float64)
-        return _Spend(xs, ms, ws, float(ws.sum()))
+        weight = w[usable]
+        return _Spend(np.round(x[usable]), m[usable], weight, float(weight.sum()))
+
+    def _subsample(self, prepared: Any, rng: np.random.Generator) -> Any:
+        spend: _Spend = prepared
+        if spend.weight.size <= 3 * SAMPLE_ROWS:
+            return None
+        return spend.subsample(SAMPLE_ROWS, rng)
 
     def _initial(self, prepared: Any) -> Array:
         spend: _Spend = prepared
@@ -96,26 +120,30 @@ class GammaGamma(Model):
         return np.array([1.0, 2.0, max(mean, 1e-6)])
 
     def _loglik(self, params: Array, prepared: Any) -> tuple[float, Array]:
-        spend: _Spend = prepared
+        # the gamma functions depend on x only: once per distinct frequency
+        d: _Spend = prepared
         p, q, gamma = params
-        x, m, w = spend.x, spend.m, spend.weight
-        px = p * x
-        log_m, log_x = np.log(m), np.log(x)
-        log_gxm = np.log(gamma + x * m)
-        ll = (
-            special.gammaln(px + q)
-            - special.gammaln(px)
-            - special.gammaln(q)
-            + q * np.log(gamma)
-            + (px - 1.0) * log_m
-            + px * log_x
-            - (px + q) * log_gxm
+        ux, wx = d.x_values, d.x_weight
+        pux = p * ux
+        head = special.gammaln(pux + q) - special.gammaln(pux) - special.gammaln(q)
+        psi_pxq = special.digamma(pux + q)
+        w = d.weight
+        log_gxm = np.log(gamma + d.xm)
+        pxq = p * d.x + q
+        total = (
+            wx @ head
+            + q * np.log(gamma) * d.total_weight
+            + p * d.sum_x_log_xm
+            - d.sum_log_m
+            - w @ (pxq * log_gxm)
         )
-        psi_pxq = special.digamma(px + q)
-        d_p = w @ (x * (psi_pxq - special.digamma(px) + log_m + log_x - log_gxm))
-        d_q = w @ (psi_pxq - special.digamma(q) + np.log(gamma) - log_gxm)
-        d_gamma = w @ (q / gamma - (px + q) / (gamma + x * m))
-        return float(w @ ll), np.array([d_p, d_q, d_gamma])
+        wlog = w * log_gxm
+        d_p = wx @ (ux * (psi_pxq - special.digamma(pux))) + d.sum_x_log_xm - wlog @ d.x
+        d_q = (
+            wx @ (psi_pxq - special.digamma(q)) + np.log(gamma) * d.total_weight - float(wlog.sum())
+        )
+        d_gamma = q * d.total_weight / gamma - w @ (pxq / (gamma + d.xm))
+        return float(total), np.array([d_p, d_q, d_gamma])
 
     # -- predictions -------------------------------------------------------------------
     def _spend_values(self, x: Array, m: Array) -> Array:

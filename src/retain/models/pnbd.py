@@ -37,12 +37,20 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from retain.models._special import expm1_ratio, gauss_legendre, hyper_series, log1mexp
-from retain.models.base import Array, TransactionModel, TransactionRows, _first_of
+from retain.models._special import (
+    expm1_ratio,
+    gauss_legendre,
+    hyper_series,
+    log1mexp,
+    softplus_sigmoid,
+)
+from retain.models.base import Array, TransactionModel, TransactionRows, _first_of, unique_pairs
 
 #: Gauss-Legendre nodes for the integrals of the PMF and the next-purchase time
 _PMF_NODES = 48
-_NEXT_NODES = 24
+_NEXT_NODES = 6
+#: cells of the table of P(next purchase within y) per distinct (x, T)
+_NEXT_CELLS = 32
 
 
 @dataclass
@@ -137,11 +145,12 @@ class ParetoNBD(TransactionModel):
         self, params: Array | tuple[float, ...], x: Array, recency: Array, T: Array
     ) -> tuple[Array, Array]:
         """The two log-terms of the likelihood's bracket: alive at T, and gone
-        between t_x and T (log s + log(F(t_x) - F(T)))."""
+        between t_x and T (log s + log(F(t_x) - F(T))); F once per distinct (x, y)."""
         r, alpha, s, beta = params
         l1 = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
-        log_F1, _ = self._log_F(params, x, recency, False)
-        log_F2, _ = self._log_F(params, x, T, False)
+        pair_x, pair_y, code = unique_pairs(np.concatenate([x, x]), np.concatenate([recency, T]))
+        log_F, _ = self._log_F(params, pair_x, pair_y, False)
+        log_F1, log_F2 = log_F[code[: x.size]], log_F[code[x.size :]]
         l2 = np.log(s) + log_F1 + log1mexp(log_F2 - log_F1)
         return l1, l2
 
@@ -152,47 +161,46 @@ class ParetoNBD(TransactionModel):
         r, alpha, s, beta = params
         ux = rows.x_values
         head = special.gammaln(r + ux) - special.gammaln(r) + r * np.log(alpha) + s * np.log(beta)
-        log_aT = np.log(alpha + rows.T_values)
-        log_bT = np.log(beta + rows.T_values)
-        xi, ti = rows.x_code, rows.T_code
-        kx = (r + ux)[xi]
-        l1 = -kx * log_aT[ti] - s * log_bT[ti]
+        ti = rows.T_code
+        log_aT = np.log(alpha + rows.T_values)[ti]
+        log_bT = np.log(beta + rows.T_values)[ti]
+        kx = r + rows.x
+        l1 = -kx * log_aT - s * log_bT
 
         log_F, d_F = self._log_F(params, pr.pair_x, pr.pair_y, True)
         assert d_F is not None
         f1, f2 = log_F[pr.pair_recency], log_F[pr.pair_T]
         diff = np.minimum(f2 - f1, 0.0)
         l2 = np.log(s) + f1 + log1mexp(diff)
-        both = np.logaddexp(l1, l2)
+        # log(e^l1 + e^l2) = l1 + softplus(l2 - l1); the slope is the share of l2
+        softplus, w2 = softplus_sigmoid(l2 - l1)
         w = rows.weight
         wx = rows.x_weight
-        total = float(wx @ head + w @ both)
+        total = float(wx @ head + w @ l1 + w @ softplus)
 
-        w2 = np.exp(l2 - both)
-        w2 = np.where(np.isfinite(l2), w2, 0.0)
-        w1 = 1.0 - w2
+        ww2 = w * w2
+        ww1 = w - ww2
         rho = np.exp(diff)
         gone = rho < 1.0
-        inv = np.where(gone, 1.0 / np.where(gone, 1.0 - rho, 1.0), 0.0)
-        ww1, ww2 = w * w1, w * w2
-        # d l2 = (d log F1 - rho d log F2) / (1 - rho), weighted by w2
-        d_l2 = (d_F[:, pr.pair_recency] - rho * d_F[:, pr.pair_T]) * inv
-        grad_l2 = d_l2 @ ww2
-        inv_aT = 1.0 / (alpha + rows.T_values)
-        inv_bT = 1.0 / (beta + rows.T_values)
+        # d l2 = (d log F(t_x) - rho d log F(T)) / (1 - rho): gather by pair, then
+        # one product with the per-pair gradient
+        c1 = np.where(gone, ww2 / np.where(gone, 1.0 - rho, 1.0), 0.0)
+        n_pairs = log_F.size
+        by_pair = np.bincount(pr.pair_recency, weights=c1, minlength=n_pairs) - np.bincount(
+            pr.pair_T, weights=c1 * rho, minlength=n_pairs
+        )
+        grad_l2 = d_F @ by_pair
+        inv_aT = (1.0 / (alpha + rows.T_values))[ti]
+        inv_bT = (1.0 / (beta + rows.T_values))[ti]
+        n = rows.total_weight
         d_r = (
             wx @ (special.digamma(r + ux) - special.digamma(r) + np.log(alpha))
-            - ww1 @ log_aT[ti]
+            - ww1 @ log_aT
             + grad_l2[0]
         )
-        d_alpha = r * rows.total_weight / alpha - (ww1 * kx) @ inv_aT[ti] + grad_l2[1]
-        d_s = (
-            rows.total_weight * np.log(beta)
-            - ww1 @ log_bT[ti]
-            + grad_l2[2]
-            + float(np.sum(ww2)) / s
-        )
-        d_beta = s * rows.total_weight / beta - s * (ww1 @ inv_bT[ti]) + grad_l2[3]
+        d_alpha = r * n / alpha - (ww1 * kx) @ inv_aT + grad_l2[1]
+        d_s = n * np.log(beta) - ww1 @ log_bT + grad_l2[2] + float(np.sum(ww2)) / s
+        d_beta = s * n / beta - s * (ww1 @ inv_bT) + grad_l2[3]
         return total, np.array([d_r, d_alpha, d_s, d_beta])
 
     # -- predictions -------------------------------------------------------------------
@@ -244,36 +252,54 @@ class ParetoNBD(TransactionModel):
         return survive[:, 0] + integral
 
     def _next_alive(self, u: Array, x: Array, T: Array, horizon: float) -> tuple[Array, np.ndarray]:
-        # P(next purchase within s | alive) = integral_0^s E[lambda e^-lambda v] E[e^-mu v] dv,
-        # in y = log(1 + v/(alpha+T)): G(Y) = integral_0^Y g, g(y) = k e^-ky
-        # (1 + (A/B) expm1(y))^-s, increasing and concave in Y. Newton from the
-        # no-dropout answer (left of the root) climbs to the root monotonically.
+        # P(next purchase within v | alive) = integral_0^v E[lambda e^-lambda w] E[e^-mu w] dw.
+        # In y = log(1 + v/(alpha+T)) that is G(Y) = integral_0^Y g, with
+        # g(y) = k e^-ky (1 + (A/B) expm1(y))^-s: increasing in Y, smooth. For each
+        # distinct (x, T), G is tabulated on a grid up to the horizon (Gauss-Legendre
+        # per cell); each customer's target is located in the table, then solved
+        # within its cell by Newton steps with the cell's exact integral.
         r, alpha, s, beta = self._unpack()
-        k = r + x
-        A = alpha + T
-        ratio = A / (beta + T)
-        y_cap = np.log1p(horizon / A)
+        px, pT, code = unique_pairs(x, T)
+        k, A = r + px, alpha + pT
+        ratio = A / (beta + pT)
+        cap = np.log1p(horizon / A)
+        cells = _NEXT_CELLS
+        width = cap / cells
         nodes, weights = gauss_legendre(_NEXT_NODES)
 
         def g(y: Array, kk: Array, rr: Array) -> Array:
             return kk * np.exp(-kk * y - s * np.log1p(rr * np.expm1(y)))
 
-        Y = -np.log1p(-u) / k
-        beyond = y_cap < Y
-        active = np.flatnonzero(~beyond)
-        for _ in range(60):
+        edges = width[:, None] * np.arange(cells + 1)[None, :]
+        inner = edges[:, :-1, None] + width[:, None, None] * nodes[None, None, :]
+        grow = g(inner, k[:, None, None], ratio[:, None, None]) @ weights * width[:, None]
+        table = np.concatenate([np.zeros((px.size, 1)), np.cumsum(grow, axis=1)], axis=1)
+
+        within = u <= table[code, -1]
+        # the cell of each target: G is increasing within a pair, pairs 2 apart
+        keys = (np.arange(px.size, dtype=np.float64)[:, None] * 2.0 + table).ravel()
+        flat = np.searchsorted(keys, code * 2.0 + u, side="right") - 1
+        cell = np.clip(flat - code * (cells + 1), 0, cells - 1)
+        g0, g1 = table[code, cell], table[code, cell + 1]
+        y0 = edges[code, cell]
+        h = width[code]
+        kk, rr = k[code], ratio[code]
+        share = np.clip((u - g0) / np.where(g1 > g0, g1 - g0, 1.0), 0.0, 1.0)
+        Y = y0 + share * h
+        active = np.flatnonzero(within)
+        for _ in range(12):
             if active.size == 0:
                 break
-            ya, ka, ra, ua = Y[active], k[active], ratio[active], u[active]
-            G = ya * (g(ya[:, None] * nodes[None, :], ka[:, None], ra[:, None]) @ weights)
+            ya, base, ka, ra, ua = Y[active], y0[active], kk[active], rr[active], u[active]
+            span = ya - base
+            G = g0[active] + span * (
+                g(base[:, None] + span[:, None] * nodes[None, :], ka[:, None], ra[:, None])
+                @ weights
+            )
             gap = ua - G
             with np.errstate(divide="ignore", invalid="ignore"):
-                step = np.nan_to_num(gap / g(ya, ka, ra), nan=np.inf)
-            ya = ya + np.maximum(step, 0.0)
-            Y[active] = ya
-            over = ya > y_cap[active]
-            beyond[active[over]] = True
-            done = over | (np.abs(gap) <= 1e-12 * ua) | (step <= 1e-14 * ya)
-            active = active[~done]
-        time = A * np.expm1(np.minimum(Y, y_cap))
-        return time, ~beyond
+                step = np.nan_to_num(gap / g(ya, ka, ra), nan=0.0, posinf=0.0, neginf=0.0)
+            Y[active] = np.clip(ya + step, base, base + h[active])
+            active = active[np.abs(gap) > 1e-13 * np.maximum(ua, 1e-300)]
+        time = (alpha + T) * np.expm1(np.where(within, Y, cap[code]))
+        return time, within

@@ -238,7 +238,7 @@ def holdout(
     ends = np.minimum(7 * np.arange(1, weeks + 1), days)
     customers = fitted._customers(summary)
     expected = fitted._conditional_expected(customers.rows, ends / unit_days)
-    predicted_cumulative = customers.rows.weight @ expected
+    predicted_cumulative = np.einsum("i,ij->j", customers.rows.weight, expected)
     week_of = np.ceil(offset / 7).astype(int)
     actual_cumulative = np.cumsum(np.bincount(week_of, minlength=weeks + 1)[1:])
     tracking = pd.DataFrame(

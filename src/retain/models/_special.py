@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -242,3 +242,15 @@ def logaddexp(a: Array, b: Array) -> Array:
     """``log(e^a + e^b)`` for arrays where either may be ``-inf`` (not both)."""
     high = np.maximum(a, b)
     return high + np.log1p(np.exp(np.minimum(a, b) - high))
+
+
+def dot(a: NDArray[Any], b: NDArray[Any]) -> float:
+    """Inner product of two vectors without BLAS: the multithreaded BLAS of the
+    ``@`` operator leaves its threads spinning after each call, which starves the
+    elementwise passes around it on small machines."""
+    return float(np.einsum("i,i->", a, b))
+
+
+def matvec(m: NDArray[Any], v: NDArray[Any]) -> Array:
+    """``m @ v`` over the last axis of ``m``, without BLAS (see :func:`dot`)."""
+    return np.einsum("...j,j->...", m, v)

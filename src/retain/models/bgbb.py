@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from retain.models._special import dot
 from retain.models.base import (
     Array,
     Model,
@@ -139,10 +140,10 @@ class BetaGeoBetaBinom(Model):
         d_gamma = psi(gamma + g1) - psi(gamma + delta + g1 + j) - psi(gamma) + psi(gamma + delta)
         d_delta = psi(delta + j) - psi(gamma + delta + g1 + j) - psi(delta) + psi(gamma + delta)
         grads = [
-            d.weight @ np.sum(share * np.where(share > 0, g, 0.0), axis=1)
+            dot(d.weight, np.sum(share * np.where(share > 0, g, 0.0), axis=1))
             for g in (d_alpha, d_beta, d_gamma, d_delta)
         ]
-        return float(d.weight @ ll), np.array(grads)
+        return dot(d.weight, ll), np.array(grads)
 
     # -- predictions -------------------------------------------------------------------
     def _rows(self, data: Any) -> tuple[pd.DataFrame, Array, Array, Array, Array]:

@@ -30,6 +30,7 @@ from scipy import special
 
 from retain.models._special import (
     beta_expectation,
+    dot,
     expm1_ratio,
     hyper_series,
     softplus_sigmoid,
@@ -89,22 +90,24 @@ class _BetaGeoFamily(TransactionModel):
         w = rows.weight
         wx = rows.x_weight
         softplus, share = softplus_sigmoid(d)
-        total = float(wx @ head - w @ (kx * log_aT) + w @ softplus)
+        total = dot(wx, head) - dot(w, kx * log_aT) + dot(w, softplus)
         ww4 = w * share
         by_x = np.bincount(xi, weights=ww4, minlength=ux.size)
         psi_ab = special.digamma(a + b)
         psi_a_beta = special.digamma(a + beta)
         d_r = (
-            wx @ (special.digamma(k) - special.digamma(r) + np.log(alpha)) - w @ log_aT + ww4 @ gap
+            dot(wx, special.digamma(k) - special.digamma(r) + np.log(alpha))
+            - dot(w, log_aT)
+            + dot(ww4, gap)
         )
         inv_aT = (1.0 / (alpha + rows.T_values))[ti]
         inv_atx = (1.0 / (alpha + rows.recency_values))[ri]
         d_alpha = (
-            r * rows.total_weight / alpha - (w * kx) @ inv_aT + (ww4 * kx) @ (inv_aT - inv_atx)
+            r * rows.total_weight / alpha - dot(w * kx, inv_aT) + dot(ww4 * kx, inv_aT - inv_atx)
         )
-        d_a = wx @ (psi_ab - psi_a_beta) + float(by_x.sum()) / a
-        d_b = wx @ (special.digamma(beta) - psi_a_beta - special.digamma(b) + psi_ab) - by_x @ (
-            1.0 / beta_m1
+        d_a = dot(wx, psi_ab - psi_a_beta) + float(by_x.sum()) / a
+        d_b = dot(wx, special.digamma(beta) - psi_a_beta - special.digamma(b) + psi_ab) - dot(
+            by_x, 1.0 / beta_m1
         )
         return total, np.array([d_r, d_alpha, d_a, d_b])
 

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import special
 
 from retain.errors import DataError
+from retain.models._special import dot
 from retain.models.base import (
     SAMPLE_ROWS,
     Array,
@@ -56,8 +57,8 @@ class _Spend:
         self.log_m = np.log(self.m)
         self.xm = self.x * self.m
         # sums that do not depend on the parameters
-        self.sum_x_log_xm = float(self.weight @ (self.x * (self.log_m + np.log(self.x))))
-        self.sum_log_m = float(self.weight @ self.log_m)
+        self.sum_x_log_xm = dot(self.weight, self.x * (self.log_m + np.log(self.x)))
+        self.sum_log_m = dot(self.weight, self.log_m)
 
     def subsample(self, size: int, rng: np.random.Generator) -> _Spend:
         """About ``size`` customers drawn with probability proportional to their weight
@@ -131,18 +132,20 @@ class GammaGamma(Model):
         log_gxm = np.log(gamma + d.xm)
         pxq = p * d.x + q
         total = (
-            wx @ head
+            dot(wx, head)
             + q * np.log(gamma) * d.total_weight
             + p * d.sum_x_log_xm
             - d.sum_log_m
-            - w @ (pxq * log_gxm)
+            - dot(w, pxq * log_gxm)
         )
         wlog = w * log_gxm
-        d_p = wx @ (ux * (psi_pxq - special.digamma(pux))) + d.sum_x_log_xm - wlog @ d.x
+        d_p = dot(wx, ux * (psi_pxq - special.digamma(pux))) + d.sum_x_log_xm - dot(wlog, d.x)
         d_q = (
-            wx @ (psi_pxq - special.digamma(q)) + np.log(gamma) * d.total_weight - float(wlog.sum())
+            dot(wx, psi_pxq - special.digamma(q))
+            + np.log(gamma) * d.total_weight
+            - float(wlog.sum())
         )
-        d_gamma = q * d.total_weight / gamma - w @ (pxq / (gamma + d.xm))
+        d_gamma = q * d.total_weight / gamma - dot(w, pxq / (gamma + d.xm))
         return float(total), np.array([d_p, d_q, d_gamma])
 
     # -- predictions -------------------------------------------------------------------

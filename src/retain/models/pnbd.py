@@ -38,10 +38,12 @@ from numpy.typing import NDArray
 from scipy import special
 
 from retain.models._special import (
+    dot,
     expm1_ratio,
     gauss_legendre,
     hyper_series,
     log1mexp,
+    matvec,
     softplus_sigmoid,
 )
 from retain.models.base import Array, TransactionModel, TransactionRows, _first_of, unique_pairs
@@ -176,7 +178,7 @@ class ParetoNBD(TransactionModel):
         softplus, w2 = softplus_sigmoid(l2 - l1)
         w = rows.weight
         wx = rows.x_weight
-        total = float(wx @ head + w @ l1 + w @ softplus)
+        total = dot(wx, head) + dot(w, l1) + dot(w, softplus)
 
         ww2 = w * w2
         ww1 = w - ww2
@@ -189,18 +191,18 @@ class ParetoNBD(TransactionModel):
         by_pair = np.bincount(pr.pair_recency, weights=c1, minlength=n_pairs) - np.bincount(
             pr.pair_T, weights=c1 * rho, minlength=n_pairs
         )
-        grad_l2 = d_F @ by_pair
+        grad_l2 = matvec(d_F, by_pair)
         inv_aT = (1.0 / (alpha + rows.T_values))[ti]
         inv_bT = (1.0 / (beta + rows.T_values))[ti]
         n = rows.total_weight
         d_r = (
-            wx @ (special.digamma(r + ux) - special.digamma(r) + np.log(alpha))
-            - ww1 @ log_aT
+            dot(wx, special.digamma(r + ux) - special.digamma(r) + np.log(alpha))
+            - dot(ww1, log_aT)
             + grad_l2[0]
         )
-        d_alpha = r * n / alpha - (ww1 * kx) @ inv_aT + grad_l2[1]
-        d_s = n * np.log(beta) - ww1 @ log_bT + grad_l2[2] + float(np.sum(ww2)) / s
-        d_beta = s * n / beta - s * (ww1 @ inv_bT) + grad_l2[3]
+        d_alpha = r * n / alpha - dot(ww1 * kx, inv_aT) + grad_l2[1]
+        d_s = n * np.log(beta) - dot(ww1, log_bT) + grad_l2[2] + float(np.sum(ww2)) / s
+        d_beta = s * n / beta - s * dot(ww1, inv_bT) + grad_l2[3]
         return total, np.array([d_r, d_alpha, d_s, d_beta])
 
     # -- predictions -------------------------------------------------------------------
@@ -272,7 +274,7 @@ class ParetoNBD(TransactionModel):
 
         edges = width[:, None] * np.arange(cells + 1)[None, :]
         inner = edges[:, :-1, None] + width[:, None, None] * nodes[None, None, :]
-        grow = g(inner, k[:, None, None], ratio[:, None, None]) @ weights * width[:, None]
+        grow = matvec(g(inner, k[:, None, None], ratio[:, None, None]), weights) * width[:, None]
         table = np.concatenate([np.zeros((px.size, 1)), np.cumsum(grow, axis=1)], axis=1)
 
         within = u <= table[code, -1]
@@ -292,10 +294,8 @@ class ParetoNBD(TransactionModel):
                 break
             ya, base, ka, ra, ua = Y[active], y0[active], kk[active], rr[active], u[active]
             span = ya - base
-            G = g0[active] + span * (
-                g(base[:, None] + span[:, None] * nodes[None, :], ka[:, None], ra[:, None])
-                @ weights
-            )
+            inside = g(base[:, None] + span[:, None] * nodes[None, :], ka[:, None], ra[:, None])
+            G = g0[active] + span * matvec(inside, weights)
             gap = ua - G
             with np.errstate(divide="ignore", invalid="ignore"):
                 step = np.nan_to_num(gap / g(ya, ka, ra), nan=0.0, posinf=0.0, neginf=0.0)

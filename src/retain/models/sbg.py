@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import special
 
 from retain.errors import DataError
-from retain.models._special import hyper_series
+from retain.models._special import dot, hyper_series
 from retain.models.base import Array, Model
 
 
@@ -80,7 +80,7 @@ class ShiftedBetaGeometric(Model):
         lb0 = special.betaln(alpha, beta)
         log_p = special.betaln(alpha + 1.0, beta + t - 1.0) - lb0
         log_s = special.betaln(alpha, beta + d.tau) - lb0
-        total = float(d.lost @ log_p + d.remaining * log_s)
+        total = dot(d.lost, log_p) + d.remaining * log_s
         psi = special.digamma
         base_a = -psi(alpha) + psi(alpha + beta)
         base_b = -psi(beta) + psi(alpha + beta)
@@ -89,7 +89,7 @@ class ShiftedBetaGeometric(Model):
         ds_a = psi(alpha) - psi(alpha + beta + d.tau) + base_a
         ds_b = psi(beta + d.tau) - psi(alpha + beta + d.tau) + base_b
         return total, np.array(
-            [d.lost @ dp_a + d.remaining * ds_a, d.lost @ dp_b + d.remaining * ds_b]
+            [dot(d.lost, dp_a) + d.remaining * ds_a, dot(d.lost, dp_b) + d.remaining * ds_b]
         )
 
     # -- predictions -------------------------------------------------------------------

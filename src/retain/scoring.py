@@ -275,10 +275,12 @@ def load_fit(
     return model, spend, row
 
 
-def _dates(as_of: dt.date, time: np.ndarray, within: np.ndarray, unit_days: float) -> pd.Series:
+def _dates(as_of: dt.date, time: np.ndarray, within: np.ndarray, unit_days: float) -> np.ndarray:
+    """The observation day plus ``time`` (data's unit) rounded up to whole days, at
+    least one; NaT where not ``within`` the horizon."""
     days = np.maximum(np.ceil(np.where(within, time, 0.0) * unit_days - 1e-9), 1.0)
-    stamps = pd.Timestamp(as_of) + pd.to_timedelta(days, unit="D")
-    return pd.Series(stamps.date, dtype="object").where(within, None)
+    dates = np.datetime64(as_of, "D") + days.astype("timedelta64[D]")
+    return np.where(within, dates, np.datetime64("NaT", "D"))
 
 
 def score_store(
@@ -358,17 +360,21 @@ def score_store(
             "as_of": end,
         }
     )
-    with_segments = False
+    seg: pd.DataFrame | None = None
     if segments:
         from retain.segments import SEGMENT_SCORE_COLUMNS, segment_scores
 
-        model_scores = table.set_index("customer_id")[["p_alive", "clv_if_retained"]]
         if spend is not None:
+            model_scores = pd.DataFrame(
+                {
+                    "p_alive": table["p_alive"].to_numpy(),
+                    "clv_if_retained": table["clv_if_retained"].to_numpy(),
+                },
+                index=pd.Index(table["customer_id"].to_numpy(), name="customer_id"),
+            )
             seg = segment_scores(store, as_of=end, scores=model_scores)
             seg = seg[[c for c in SEGMENT_SCORE_COLUMNS if c not in table.columns]]
-            seg.index = seg.index.astype(str)
-            table = table.join(seg, on="customer_id")
-            with_segments = True
+            seg = seg.rename_axis("customer_id").reset_index()
         else:
             caught.append("no spend model: segment columns left out (they need a CLV)")
     date_columns = {
@@ -378,16 +384,26 @@ def score_store(
         "as_of",
     }
     select = ", ".join(
-        f'CAST("{c}" AS DATE) AS "{c}"' if c in date_columns else f'"{c}"' for c in table.columns
+        f's."{c}"' if c not in date_columns else f'CAST(s."{c}" AS DATE) AS "{c}"'
+        for c in table.columns
     )
     with store.transaction() as con:
         con.register("scores_input", table)
-        try:
-            con.execute(
-                f"CREATE OR REPLACE TABLE customer_scores AS SELECT {select} FROM scores_input"
+        if seg is not None:
+            con.register("segments_input", seg)
+            extra = ", ".join(f'g."{c}"' for c in seg.columns if c != "customer_id")
+            source = (
+                f"SELECT {select}, {extra} FROM scores_input s LEFT JOIN segments_input g "
+                "ON CAST(g.customer_id AS VARCHAR) = s.customer_id ORDER BY s.customer_id"
             )
+        else:
+            source = f"SELECT {select} FROM scores_input s ORDER BY s.customer_id"
+        try:
+            con.execute(f"CREATE OR REPLACE TABLE customer_scores AS {source}")
         finally:
             con.unregister("scores_input")
+            if seg is not None:
+                con.unregister("segments_input")
     dated = int(table["next_purchase_date"].notna().sum())
     return ScoreReport(
         fit_id=int(row["fit_id"]),
@@ -398,6 +414,6 @@ def score_store(
         clv_12m=float(table["clv_12m"].sum()) if spend else None,
         mean_p_alive=float(table["p_alive"].mean()) if n else 0.0,
         with_next_purchase_date=dated,
-        segments=with_segments,
+        segments=seg is not None,
         warnings=caught,
     )

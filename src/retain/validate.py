@@ -53,7 +53,7 @@ class HoldoutResult:
       distance between predicted median and actual day, over buyers given a
       date), ``buyers_given_a_date`` (share of buyers whose predicted median fell
       inside the holdout) and ``non_buyers_given_a_date`` (the same share for
-      customers who did not buy: false alarms).
+      customers who did not buy: false alarms); None where there is nobody to count.
     - ``per_customer``: ``actual`` and ``predicted`` per customer.
     """
 
@@ -69,7 +69,7 @@ class HoldoutResult:
     mae: float
     rmse: float
     tracking: pd.DataFrame
-    next_purchase: dict[str, float]
+    next_purchase: dict[str, float | None]
     fitted: TransactionModel = field(repr=False)
     per_customer: pd.DataFrame = field(repr=False)
 
@@ -175,6 +175,71 @@ def _last_day(transactions: Any, timestamp: str) -> pd.Timestamp:
     return _day(value, "the last transaction")
 
 
+@dataclass
+class _HoldoutData:
+    """The calibration summary and what the customers did in the holdout, shared by
+    every model a comparison fits."""
+
+    calibration_end: pd.Timestamp
+    holdout_end: pd.Timestamp
+    unit: str
+    grain: str
+    summary: pd.DataFrame
+    actual: pd.Series  # holdout purchases per calibration customer
+    first: pd.Series  # days from the calibration end to the first holdout purchase, NaN if none
+    offset: np.ndarray  # days from the calibration end of every holdout purchase
+
+    @property
+    def days(self) -> int:
+        return int((self.holdout_end - self.calibration_end).days)
+
+
+def _holdout_data(
+    transactions: Any,
+    calibration_end: str | dt.date | pd.Timestamp,
+    holdout_end: str | dt.date | pd.Timestamp | None,
+    unit: str,
+    grain: str,
+    customer_id: str,
+    timestamp: str,
+) -> _HoldoutData:
+    cal_end = _day(calibration_end, "calibration_end")
+    hold_end = (
+        _last_day(transactions, timestamp)
+        if holdout_end is None
+        else _day(holdout_end, "holdout_end")
+    )
+    if hold_end <= cal_end:
+        raise DataError(
+            f"the holdout must end after the calibration end {cal_end.date()}, "
+            f"got {hold_end.date()}"
+        )
+    if unit not in UNIT_DAYS or grain not in UNIT_DAYS:
+        raise ValueError("unit and grain must each be 'D' or 'W'")
+    summary = summarize(
+        transactions,
+        customer_id=customer_id,
+        timestamp=timestamp,
+        amount=None,
+        observation_end=cal_end,
+        unit=unit,
+        grain=grain,
+    )
+    periods = _holdout_periods(transactions, customer_id, timestamp, cal_end, hold_end, grain)
+    periods = periods[periods["customer_id"].isin(summary.index)]
+    offset = (pd.to_datetime(periods["period"]) - cal_end).dt.days.to_numpy()
+    actual = (
+        periods.groupby("customer_id").size().reindex(summary.index, fill_value=0).astype(float)
+    )
+    first = (
+        pd.Series(offset, index=periods["customer_id"].to_numpy())
+        .groupby(level=0)
+        .min()
+        .reindex(summary.index)
+    )
+    return _HoldoutData(cal_end, hold_end, unit, grain, summary, actual, first, offset)
+
+
 def holdout(
     transactions: Any,
     calibration_end: str | dt.date | pd.Timestamp,
@@ -196,40 +261,18 @@ def holdout(
     the time unit of the fit, ``grain`` how purchases are merged (one per day by
     default). Only customers who bought by ``calibration_end`` are scored.
     """
-    cal_end = _day(calibration_end, "calibration_end")
-    hold_end = (
-        _last_day(transactions, timestamp)
-        if holdout_end is None
-        else _day(holdout_end, "holdout_end")
+    data = _holdout_data(
+        transactions, calibration_end, holdout_end, unit, grain, customer_id, timestamp
     )
-    if hold_end <= cal_end:
-        raise DataError(
-            f"the holdout must end after the calibration end {cal_end.date()}, "
-            f"got {hold_end.date()}"
-        )
-    if unit not in UNIT_DAYS or grain not in UNIT_DAYS:
-        raise ValueError("unit and grain must each be 'D' or 'W'")
-    fitted = transaction_model(model)
-    summary = summarize(
-        transactions,
-        customer_id=customer_id,
-        timestamp=timestamp,
-        amount=None,
-        observation_end=cal_end,
-        unit=unit,
-        grain=grain,
-    )
-    fitted.fit(summary)
-    days = int((hold_end - cal_end).days)
-    unit_days = UNIT_DAYS[unit]
-    length = days / unit_days
+    return _evaluate(data, transaction_model(model))
 
-    periods = _holdout_periods(transactions, customer_id, timestamp, cal_end, hold_end, grain)
-    periods = periods[periods["customer_id"].isin(summary.index)]
-    offset = (pd.to_datetime(periods["period"]) - cal_end).dt.days.to_numpy()
-    actual = (
-        periods.groupby("customer_id").size().reindex(summary.index, fill_value=0).astype(float)
-    )
+
+def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
+    summary, cal_end, days = data.summary, data.calibration_end, data.days
+    fitted.fit(summary)
+    unit_days = UNIT_DAYS[data.unit]
+    length = days / unit_days
+    actual = data.actual
     predicted = fitted.expected_purchases(summary, length)
     errors = predicted.to_numpy() - actual.to_numpy()
 
@@ -239,7 +282,7 @@ def holdout(
     customers = fitted._customers(summary)
     expected = fitted._conditional_expected(customers.rows, ends / unit_days)
     predicted_cumulative = np.einsum("i,ij->j", customers.rows.weight, expected)
-    week_of = np.ceil(offset / 7).astype(int)
+    week_of = np.ceil(data.offset / 7).astype(int)
     actual_cumulative = np.cumsum(np.bincount(week_of, minlength=weeks + 1)[1:])
     tracking = pd.DataFrame(
         {
@@ -251,16 +294,10 @@ def holdout(
     )
 
     # next purchase: where the buyers' first holdout purchase fell
-    first = (
-        pd.Series(offset, index=periods["customer_id"].to_numpy())
-        .groupby(level=0)
-        .min()
-        .reindex(summary.index)
-    )
     window = fitted.purchase_window(summary, horizon=length)
     median = fitted.next_purchase(summary, 0.5, horizon=length)
-    bought = first.notna().to_numpy()
-    actual_time = first.to_numpy(dtype=float) / unit_days
+    bought = data.first.notna().to_numpy()
+    actual_time = data.first.to_numpy(dtype=float) / unit_days
     start = window["window_start"].to_numpy()
     end = window["window_end"].to_numpy()
     dated = median["within_horizon"].to_numpy()
@@ -268,22 +305,22 @@ def holdout(
     gap_days = np.abs(median["next_purchase"].to_numpy() - actual_time) * unit_days
     buyers = int(bought.sum())
     non_buyers = len(summary) - buyers
-    next_purchase = {
+    next_purchase: dict[str, float | None] = {
         "buyers": float(buyers),
-        "window_coverage": float(inside[bought].mean()) if buyers else float("nan"),
+        "window_coverage": float(inside[bought].mean()) if buyers else None,
         "median_error_days": (
-            float(np.median(gap_days[bought & dated])) if (bought & dated).any() else float("nan")
+            float(np.median(gap_days[bought & dated])) if (bought & dated).any() else None
         ),
-        "buyers_given_a_date": float(dated[bought].mean()) if buyers else float("nan"),
-        "non_buyers_given_a_date": (float(dated[~bought].mean()) if non_buyers else float("nan")),
+        "buyers_given_a_date": float(dated[bought].mean()) if buyers else None,
+        "non_buyers_given_a_date": float(dated[~bought].mean()) if non_buyers else None,
     }
     name = next((k for k, v in TRANSACTION_MODELS.items() if type(fitted) is v), fitted.name)
     return HoldoutResult(
         model=name,
         calibration_end=cal_end.date().isoformat(),
-        holdout_end=hold_end.date().isoformat(),
-        unit=unit,
-        grain=grain,
+        holdout_end=data.holdout_end.date().isoformat(),
+        unit=data.unit,
+        grain=data.grain,
         holdout_days=days,
         customers=len(summary),
         actual=float(actual.to_numpy().sum()),
@@ -304,12 +341,24 @@ def compare(
     models: tuple[str, ...] = tuple(TRANSACTION_MODELS),
     **kwargs: Any,
 ) -> pd.DataFrame:
-    """:func:`holdout` for each of ``models``: one row per model with ``actual``,
-    ``predicted``, ``mae``, ``rmse``, ``log_likelihood`` and the next-purchase
-    figures, best (lowest RMSE) first."""
+    """:func:`holdout` for each of ``models`` (the data read and summarised once):
+    one row per model with ``actual``, ``predicted``, ``mae``, ``rmse``,
+    ``log_likelihood`` and the next-purchase figures, best (lowest RMSE) first.
+    Keyword arguments as for :func:`holdout`."""
+    data = _holdout_data(
+        transactions,
+        calibration_end,
+        kwargs.pop("holdout_end", None),
+        kwargs.pop("unit", "W"),
+        kwargs.pop("grain", "D"),
+        kwargs.pop("customer_id", "customer_id"),
+        kwargs.pop("timestamp", "ordered_at"),
+    )
+    if kwargs:
+        raise TypeError(f"unexpected argument(s): {', '.join(kwargs)}")
     rows = []
     for name in models:
-        result = holdout(transactions, calibration_end, model=name, **kwargs)
+        result = _evaluate(data, transaction_model(name))
         rows.append(
             {
                 "model": result.model,

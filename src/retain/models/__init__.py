@@ -1,20 +1,23 @@
 """Probabilistic models of customers: who is still a customer, how much they will
 buy, and when.
 
-=========================  ======================================  ==========================
-class                      model                                   parameters
-=========================  ======================================  ==========================
-:class:`BetaGeo`           BG/NBD (Fader, Hardie & Lee 2005)       r, alpha, a, b
-:class:`ModifiedBetaGeo`   MBG/NBD (Batislam et al. 2007)          r, alpha, a, b
-:class:`ParetoNBD`         Pareto/NBD (Schmittlein et al. 1987)    r, alpha, s, beta
-:class:`GammaGamma`        spend per purchase (Fader & Hardie)     p, q, gamma
-:class:`BetaGeoBetaBinom`  BG/BB, discrete opportunities (FHS 2010) alpha, beta, gamma, delta
-:class:`ShiftedBetaGeometric`  sBG, contracts (Fader & Hardie 2007)  alpha, beta
-=========================  ======================================  ==========================
+- :class:`BetaGeo`: BG/NBD (Fader, Hardie & Lee 2005); r, alpha, a, b.
+- :class:`ModifiedBetaGeo`: MBG/NBD (Batislam et al. 2007); r, alpha, a, b.
+- :class:`ParetoNBD`: Pareto/NBD (Schmittlein et al. 1987); r, alpha, s, beta.
+- :class:`GammaGamma`: value per purchase (Fader & Hardie 2013); p, q, gamma.
+- :class:`BetaGeoBetaBinom`: BG/BB, discrete opportunities (Fader, Hardie & Shang
+  2010); alpha, beta, gamma, delta.
+- :class:`ShiftedBetaGeometric`: sBG, contract renewals (Fader & Hardie 2007);
+  alpha, beta.
 
 Every model: ``Model(penalizer=0.0).fit(data)``, then ``params_``,
 ``log_likelihood_``, ``standard_errors_``, ``converged_``, ``summary()``,
-``to_json()`` and ``Model.from_json(text)``.
+``to_json()`` and ``Model.from_json(text)``. The first three (repeat-purchase
+models, :class:`TransactionModel`) predict per customer: ``p_alive``,
+``expected_purchases``, ``probability_of_purchases``, ``clv`` (with a fitted
+:class:`GammaGamma`), ``next_purchase``, ``purchase_window`` and ``score`` (all
+at once). Durations are numbers in the data's time unit or strings such as
+"90D", "13W", "6M", "1Y"; discount rates are per year.
 """
 
 from retain.models.base import ConvergenceWarning, Model, TransactionModel

@@ -234,7 +234,7 @@ def get_customers(
 
 
 @router.get(
-    "/customers/{customer_id}",
+    "/customers/{customer_id:path}",
     responses={404: {"model": Problem, "description": "No such customer."}, **ERRORS},
     summary="One customer: profile, scores, segment, risk, recommendations",
 )

@@ -242,7 +242,7 @@ class Service:
 
         def work() -> None:
             try:
-                while not self.closed and data.rank_more_customers(self.store(), recs):
+                while not self.closed and data.rank_more_customers(self.store(), recs, 50_000):
                     pass
             except Exception:  # interrupted at shutdown, or the store changed under it
                 pass

@@ -57,7 +57,7 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def plain(value: Any) -> Any:
     """One value as a plain JSON type: numpy scalars unwrapped, NaN and NaT as None."""
-    if value is None:
+    if value is None or value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, float | np.floating):
         number = float(value)

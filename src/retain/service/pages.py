@@ -212,7 +212,7 @@ def _customers(
     )
 
 
-@router.get("/customers/{customer_id}", response_class=HTMLResponse)
+@router.get("/customers/{customer_id:path}", response_class=HTMLResponse)
 def customer_page(request: Request, service: ServiceDep, customer_id: str) -> HTMLResponse:
     payload = api.customer(service, customer_id, 50)
     scores = payload["scores"] or {}

@@ -16,6 +16,7 @@ Write endpoints (``POST /api/orders``) need the API key, sent as
 from __future__ import annotations
 
 import contextlib
+import gc
 import hmac
 import ipaddress
 import os
@@ -244,6 +245,7 @@ class Service:
             try:
                 while not self.closed and data.rank_more_customers(self.store(), recs, 50_000):
                     pass
+                gc.freeze()  # the ranked tables live as long as the service: keep GC off them
             except Exception:  # interrupted at shutdown, or the store changed under it
                 pass
             finally:
@@ -261,6 +263,8 @@ class Service:
             api.index_of(self)
             api.recommendations(self)
             api.metrics(self, "month", 1.0, 365)
+        # what was just built lives as long as the service: keep the collector off it
+        gc.freeze()
 
     def close(self) -> None:
         """Stop background work, close every cursor, then the store."""

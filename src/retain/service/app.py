@@ -283,6 +283,7 @@ class Service:
             with contextlib.suppress(Exception):
                 cursor.close()
         self.root.close()
+        gc.unfreeze()
 
 
 def create_app(

@@ -130,7 +130,7 @@ class Baskets:
         return np.flatnonzero(is_last & ~is_first)
 
 
-def _temp_name(prefix: str) -> str:
+def temp_name(prefix: str) -> str:
     return f"_{prefix}_{np.random.default_rng().integers(1 << 40):x}"
 
 
@@ -150,7 +150,7 @@ def load_baskets(store: Store) -> Baskets:
     items = store.query(ITEMS_SQL)
     items["unit_price"] = items["unit_price"].astype(float)
     items["family"] = product_families(items)
-    orders, codes = _temp_name("rec_orders"), _temp_name("rec_items")
+    orders, codes = temp_name("rec_orders"), temp_name("rec_items")
     con = store.con
     try:
         con.execute(ORDERS_SQL.format(orders=orders))

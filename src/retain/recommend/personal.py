@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from retain.errors import DataError
-from retain.recommend.baskets import SECONDS_PER_DAY
+from retain.recommend.baskets import SECONDS_PER_DAY, temp_name
 from retain.recommend.tables import (
     Recommender,
-    _aggregate,
     _check_k,
     _isin_sorted,
     _pair_keys,
@@ -47,18 +47,26 @@ from retain.store import Store
 KIND_NAMES = {0: "bought_later_by_similar_customers", 1: "popular", 2: "replenish"}
 PERSONAL_COLUMNS = ["customer_id", "rank", "sku", "name", "score", "reason", "kind"]
 
+# Each customer's products up to the observation moment, as codes: {owners} maps
+# customer_id to its owner code, {items} sku to the recommender's item code.
 HISTORY_SQL = """
 SELECT
-    o.customer_id,
-    l.sku,
+    w.owner,
+    i.item,
     min(epoch(o.ordered_at))    AS first_ts,
     max(epoch(o.ordered_at))    AS last_ts,
     count(DISTINCT o.order_id)  AS purchases
 FROM order_lines AS l
 JOIN orders AS o USING (order_id)
-WHERE o.ordered_at <= $as_of {only}
-GROUP BY o.customer_id, l.sku
+JOIN {owners} AS w USING (customer_id)
+JOIN {items} AS i USING (sku)
+WHERE o.ordered_at <= $as_of
+GROUP BY w.owner, i.item
+ORDER BY w.owner
 """
+
+# Customers scored at once: bounds the memory of the neighbour expansion.
+CHUNK_CUSTOMERS = 50_000
 
 
 def rank_customers(
@@ -74,6 +82,7 @@ def rank_customers(
     *,
     half_life_days: float = 365.0,
     replenish_early: float = 0.25,
+    neighbours: int = 20,
 ) -> dict[str, np.ndarray]:
     """Personal recommendations for many customers at once.
 
@@ -83,7 +92,8 @@ def rank_customers(
     ``score``, ``kind`` (0 similar customers, 1 popular, 2 replenish),
     ``source``, ``confidence``, ``interval_days``, ``days_since``; best first per
     owner, at most ``k`` per owner. ``replenish_early``: share of the repurchase
-    interval before its end from which a consumable is due (0.25: after 75% of it).
+    interval before its end from which a consumable is due (0.25: after 75% of it);
+    ``neighbours``: how many of each bought product's ``later`` list count.
     """
     _check_k(k)
     if half_life_days <= 0:
@@ -114,52 +124,83 @@ def rank_customers(
     owned = _pair_keys(owner[blocked], item[blocked], n_items)
     durable_families = _pair_keys(owner[durable], rec.family[item[durable]], n_fam)
 
-    table = rec.later
-    row, pos, who = table.expand(owner, item)
-    candidate = table.other[pos]
-    keep = ~_isin_sorted(who * n_items + candidate, owned) & ~_isin_sorted(
-        who * n_fam + rec.family[candidate], durable_families
-    )
-    agg = _aggregate(
-        who[keep],
-        candidate[keep],
-        weight[row[keep]] * table.score[pos[keep]],
-        item[row[keep]],
-        table.confidence[pos[keep]],
-        n_items,
-    )
     share = rec.later_share
-    agg["score"] = share[agg["item"]] + agg["score"]
+    table = rec.later
+    row, pos, who = table.expand(owner, item, neighbours)
+    candidate = table.other[pos]
+    contribution = weight[row] * table.score[pos]
 
-    history_size = np.bincount(owner, minlength=n_owners) if owner.size else np.zeros(1)
-    filled = rec._fill(
-        agg,
-        n_owners,
-        k,
-        rec.popular_later,
-        durable_families,
-        share,
-        int(history_size.max(initial=0)),
+    # best sellers for every owner, enough to fill k places after their blocked ones
+    popular = rec.popular_later
+    blocked_count = np.bincount(owner[blocked], minlength=n_owners)
+    depth = np.minimum(popular.size, 2 * k + 10 + 2 * blocked_count)
+    pop_owner = np.repeat(np.arange(n_owners), depth)
+    pop_item = popular[np.arange(int(depth.sum())) - np.repeat(np.cumsum(depth) - depth, depth)]
+    pop_kept = ~_isin_sorted(pop_owner * n_items + pop_item, owned) & ~_isin_sorted(
+        pop_owner * n_fam + rec.family[pop_item], durable_families
     )
-    # owned durables and consumables among the best sellers: drop those
-    filled_keep = ~_isin_sorted(filled["owner"] * n_items + filled["item"], owned)
-    filled = {name: values[filled_keep] for name, values in filled.items()}
+    # the k-th best seller left to an owner bounds their k-th best score from below
+    kept_so_far = np.cumsum(pop_kept)
+    block_start = np.cumsum(depth) - depth
+    kept_before = np.where(block_start > 0, kept_so_far[np.maximum(block_start - 1, 0)], 0)
+    kept_rank = kept_so_far - np.repeat(kept_before, depth)  # 1 for an owner's first kept
+    at_k = pop_kept & (kept_rank == k)
+    bound = np.full(n_owners, -np.inf)
+    bound[pop_owner[at_k]] = share[pop_item[at_k]]
+
+    # evidence summed per (owner, product); best sellers join with none
+    summed = sp.csr_matrix(
+        (
+            np.concatenate((contribution, np.zeros(pop_owner.size))),
+            (np.concatenate((who, pop_owner)), np.concatenate((candidate, pop_item))),
+        ),
+        shape=(n_owners, n_items),
+    )
+    summed.sum_duplicates()
+    cand_owner = np.repeat(np.arange(n_owners), np.diff(summed.indptr))
+    cand_item = summed.indices.astype(np.int64)
+    evidence = summed.data
+    score = share[cand_item] + evidence
+    keep = score >= bound[cand_owner]
+    keep[keep] = ~_isin_sorted(cand_owner[keep] * n_items + cand_item[keep], owned) & ~_isin_sorted(
+        cand_owner[keep] * n_fam + rec.family[cand_item[keep]], durable_families
+    )
 
     repeat_share = rec.items["repeat_share"].to_numpy(dtype=np.float64)
     n_due = int(due.sum())
-    nan = np.full(filled["owner"].size, np.nan)
+    n_kept = int(keep.sum())
+    evidence_kept = evidence[keep]
+    item_kept = cand_item[keep]
+    # the history "explains" a product when it at least doubles its base chance
+    explained = (evidence_kept > 0) & (evidence_kept >= share[item_kept])
     ranked = {
-        "owner": np.concatenate((filled["owner"], owner[due])),
-        "item": np.concatenate((filled["item"], item[due])),
-        "score": np.concatenate((filled["score"], repeat_share[item[due]])),
-        "kind": np.concatenate((filled["kind"], np.full(n_due, 2))),
-        "source": np.concatenate((filled["source"], item[due])),
-        "confidence": np.concatenate((filled["confidence"], repeat_share[item[due]])),
-        "interval_days": np.concatenate((nan, own_interval[due])),
-        "days_since": np.concatenate((nan, days_since[due])),
-        "tiebreak": np.concatenate((filled["tiebreak"], np.zeros(n_due))),
+        "owner": np.concatenate((cand_owner[keep], owner[due])),
+        "item": np.concatenate((item_kept, item[due])),
+        "score": np.concatenate((score[keep], repeat_share[item[due]])),
+        "kind": np.concatenate((np.where(explained, 0, 1), np.full(n_due, 2))),
+        "source": np.concatenate((np.full(n_kept, -1), item[due])),
+        "confidence": np.concatenate((np.full(n_kept, np.nan), repeat_share[item[due]])),
+        "interval_days": np.concatenate((np.full(n_kept, np.nan), own_interval[due])),
+        "days_since": np.concatenate((np.full(n_kept, np.nan), days_since[due])),
+        # among equal scores, the more popular first
+        "tiebreak": np.concatenate((rec.popular_rank_later[item_kept], np.zeros(n_due))),
     }
-    return _top_k(ranked, k, by_kind=False)
+    ranked = _top_k(ranked, k, by_kind=False)
+
+    # the reason of an explained product: the purchase that raised it most
+    chosen = np.flatnonzero(ranked["kind"] == 0)
+    if chosen.size:
+        keys = ranked["owner"][chosen] * n_items + ranked["item"][chosen]
+        order = np.argsort(keys)
+        entry_keys = who * n_items + candidate
+        mine = np.flatnonzero(_isin_sorted(entry_keys, keys[order]))
+        mine = mine[np.lexsort((-contribution[mine], entry_keys[mine]))]
+        first = np.insert(entry_keys[mine][1:] != entry_keys[mine][:-1], 0, True)
+        best = mine[first]
+        at = order[np.searchsorted(keys[order], entry_keys[best])]
+        ranked["source"][chosen[at]] = item[row[best]]
+        ranked["confidence"][chosen[at]] = table.confidence[pos[best]]
+    return ranked
 
 
 def reasons(rec: Recommender, ranked: dict[str, np.ndarray]) -> list[str]:
@@ -228,44 +269,49 @@ def recommend_for_customers(
     rec = recommender or load_or_build(store)
     as_of_s = _as_of_seconds(store, as_of)
     params: dict[str, Any] = {"as_of": pd.Timestamp(as_of_s, unit="s")}
-    only = ""
     con = store.con
-    wanted = None
-    if customer_ids is not None:
-        wanted = pd.DataFrame({"customer_id": pd.Series(list(customer_ids), dtype=object)})
-        con.register("_wanted_customers", wanted)
-        only = "AND o.customer_id IN (SELECT customer_id FROM _wanted_customers)"
+    if customer_ids is None:
+        ids = con.execute(
+            "SELECT DISTINCT customer_id FROM orders WHERE ordered_at <= $as_of "
+            "ORDER BY customer_id",
+            params,
+        ).df()["customer_id"]
+    else:
+        ids = pd.Series(list(customer_ids), dtype=object).drop_duplicates()
+    ids = ids.reset_index(drop=True)
+    owners, items = temp_name("rec_owners"), temp_name("rec_items")
+    con.register(owners, pd.DataFrame({"customer_id": ids, "owner": np.arange(len(ids))}))
+    con.register(items, pd.DataFrame({"sku": rec._skus, "item": np.arange(rec.n_items)}))
     try:
-        history = con.execute(HISTORY_SQL.format(only=only), params).df()
-        if wanted is None:
-            ids = con.execute(
-                "SELECT DISTINCT customer_id FROM orders WHERE ordered_at <= $as_of "
-                "ORDER BY customer_id",
-                params,
-            ).df()["customer_id"]
-        else:
-            ids = wanted["customer_id"].drop_duplicates().reset_index(drop=True)
+        history = con.execute(HISTORY_SQL.format(owners=owners, items=items), params).fetchnumpy()
     finally:
-        if wanted is not None:
-            con.unregister("_wanted_customers")
-    codes = history["sku"].map(rec._index)
-    history = history[codes.notna()]
-    codes = codes[codes.notna()].astype(np.int64)
-    owner_of = pd.Index(ids)
-    owner = owner_of.get_indexer(history["customer_id"])
-    ranked = rank_customers(
-        rec,
-        owner.astype(np.int64),
-        codes.to_numpy(),
-        history["first_ts"].to_numpy(dtype=np.float64),
-        history["last_ts"].to_numpy(dtype=np.float64),
-        history["purchases"].to_numpy(dtype=np.int64),
-        np.full(len(ids), as_of_s),
-        len(ids),
-        k,
-        half_life_days=half_life_days,
-        replenish_early=replenish_early,
-    )
+        con.unregister(owners)
+        con.unregister(items)
+    owner = np.asarray(history["owner"], dtype=np.int64)
+    item = np.asarray(history["item"], dtype=np.int64)
+    first_ts = np.asarray(history["first_ts"], dtype=np.float64)
+    last_ts = np.asarray(history["last_ts"], dtype=np.float64)
+    purchases = np.asarray(history["purchases"], dtype=np.int64)
+    parts = []
+    for lo in range(0, max(len(ids), 1), CHUNK_CUSTOMERS):
+        hi = min(lo + CHUNK_CUSTOMERS, len(ids))
+        a, b = np.searchsorted(owner, [lo, hi])
+        part = rank_customers(
+            rec,
+            owner[a:b] - lo,
+            item[a:b],
+            first_ts[a:b],
+            last_ts[a:b],
+            purchases[a:b],
+            np.full(hi - lo, as_of_s),
+            hi - lo,
+            k,
+            half_life_days=half_life_days,
+            replenish_early=replenish_early,
+        )
+        part["owner"] = part["owner"] + lo
+        parts.append(part)
+    ranked = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     return personal_frame(rec, ranked, np.asarray(ids, dtype=object))
 
 

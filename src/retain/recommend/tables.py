@@ -21,7 +21,10 @@ hold i, with j in a share p_j of all baskets::
     score(i -> j) = (n_ij - n_i * p_j) / (n_i + shrinkage)
 
 It is the *added value* of i for j (confidence - p_j = p_j * (lift - 1)),
-shrunk towards 0 as if ``shrinkage`` more baskets of i had shown no affinity.
+shrunk towards 0 as if ``shrinkage`` (default 100) more baskets of i had shown
+no affinity. The default is large on purpose: a product's best-looking pairs are
+picked among thousands, so part of their score is luck, and evaluations on
+data without real affinities show it (see :mod:`retain.recommend.evaluate`).
 So it grows with lift (how much more likely j is with i), with confidence (how
 likely j is at all with i) and with support (how many baskets show it): a
 popular item that goes with everything (lift near 1) scores near 0, and so
@@ -111,12 +114,15 @@ class Neighbours:
         )
 
     def expand(
-        self, owner: np.ndarray, item: np.ndarray
+        self, owner: np.ndarray, item: np.ndarray, limit: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For rows (owner, item): one entry per neighbour of the item, as (row number of
-        the source row, neighbour position in this table, owner)."""
+        """For rows (owner, item): one entry per neighbour of the item (its best
+        ``limit`` when given), as (row number of the source row, neighbour position in
+        this table, owner)."""
         start = self.indptr[item]
         size = self.indptr[item + 1] - start
+        if limit is not None:
+            size = np.minimum(size, limit)
         row = np.repeat(np.arange(item.size), size)
         first = np.cumsum(size) - size
         position = np.repeat(start - first, size) + np.arange(int(size.sum()))
@@ -139,7 +145,7 @@ class BuildOptions:
 
     top_k: int = 50
     min_count: int = 3
-    shrinkage: float = 20.0
+    shrinkage: float = 100.0
     min_repeat_share: float = 0.2
     min_repeat_buyers: int = 5
     min_repeat_lift: float = 2.0
@@ -203,6 +209,7 @@ class Recommender:
     product_code: np.ndarray = field(init=False)
     popular: np.ndarray = field(init=False)
     popular_later: np.ndarray = field(init=False)
+    popular_rank_later: np.ndarray = field(init=False)
     basket_share: np.ndarray = field(init=False)
     later_share: np.ndarray = field(init=False)
     _skus: list[str] = field(init=False)
@@ -221,6 +228,8 @@ class Recommender:
         order = np.arange(len(items))
         self.popular = np.lexsort((order, -items["baskets"].to_numpy()))
         self.popular_later = np.lexsort((order, -items["later_buyers"].to_numpy()))
+        self.popular_rank_later = np.empty(len(items), dtype=np.int64)
+        self.popular_rank_later[self.popular_later] = order
         self.basket_share = items["baskets"].to_numpy() / max(self.n_baskets, 1)
         self.later_share = items["later_buyers"].to_numpy() / max(self.n_returning, 1)
 

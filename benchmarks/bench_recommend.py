@@ -18,8 +18,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from retain.recommend import Recommender
+    from retain.store import Store
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -52,7 +57,7 @@ def recommend_store(n_customers: int) -> Path:
     return db
 
 
-def cart_latency(rec, carts: list[list[str]]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def cart_latency(rec: Recommender, carts: list[list[str]]) -> tuple[float, float]:
     """p50 and p99 milliseconds of recommend_for_cart(cart, 10) over the carts."""
     times = np.empty(len(carts))
     for i, cart in enumerate(carts):
@@ -62,7 +67,7 @@ def cart_latency(rec, carts: list[list[str]]) -> tuple[float, float]:  # type: i
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
-def sample_carts(store, n: int, seed: int = 0) -> list[list[str]]:  # type: ignore[no-untyped-def]
+def sample_carts(store: Store, n: int, seed: int = 0) -> list[list[str]]:
     """Carts of 1 to 4 products taken from real orders."""
     frame = store.query(
         "SELECT order_id, list(sku) AS skus FROM order_lines "

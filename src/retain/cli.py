@@ -716,9 +716,7 @@ def at_risk(
     _no_model_note(frame.attrs)
     frame = frame.drop(columns=["email", "name", "accepts_marketing"])
     columns = ["customer_id", "risk", "value_at_stake", "segment", "reason"]
-    emit(
-        frame, as_json, lambda: frame[columns].to_string(index=False) if len(frame) else "(no rows)"
-    )
+    emit(frame, as_json, lambda: _fmt_table(frame[columns], {"value_at_stake": ",.2f"}))
 
 
 @app.command()

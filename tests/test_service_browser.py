@@ -11,6 +11,7 @@ Needs ``apt-get install chromium`` and ``pip install playwright`` (never
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,13 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+# CI sets RETAIN_REQUIRE_BROWSER=1: there a missing browser is a failure, not a skip.
+REQUIRED = os.environ.get("RETAIN_REQUIRE_BROWSER") == "1"
+if not Path(CHROMIUM).exists() and REQUIRED:
+    raise RuntimeError(
+        f"RETAIN_REQUIRE_BROWSER=1 but {CHROMIUM} is missing (apt-get install chromium)"
+    )
 
 pytestmark = [
     pytest.mark.browser,
@@ -123,9 +131,12 @@ def server(demo_db: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
+    if REQUIRED:
+        import playwright.sync_api as sync_api
+    else:
+        sync_api = pytest.importorskip(
+            "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+        )
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield launched

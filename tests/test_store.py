@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,27 @@ def test_status_of_the_cdnow_sample(cdnow_sample_db: Path):
     assert facts["files_ingested"] == 1
     assert facts["first_order"] == "1997-01-01T00:00:00"
     assert facts["last_order"] == "1998-06-30T00:00:00"
+
+
+def test_store_held_by_another_process_says_who_and_what_to_do(tmp_path: Path):
+    path = tmp_path / "held.duckdb"
+    Store(path).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, duckdb; con = duckdb.connect(sys.argv[1]); print('ready', flush=True);"
+            " sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match="in use by another process") as caught:
+            Store(path)
+        assert "POST /api/orders" in str(caught.value)
+    finally:
+        holder.communicate("", timeout=30)

@@ -91,7 +91,14 @@ class Store:
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+            message = f"cannot open the store {self.path}: {exc}"
+            if "lock" in str(exc).lower():
+                message = (
+                    f"the store {self.path} is in use by another process (a running `retain "
+                    "serve`?). DuckDB lets one process write a file at a time: stop that process, "
+                    f"or send single orders to the service's POST /api/orders. ({exc})"
+                )
+            raise StoreError(message) from exc
         self.con.execute("SET TimeZone = 'UTC'")
         if not read_only:
             self._migrate()

@@ -815,6 +815,12 @@ recommend_app = typer.Typer(
 app.add_typer(recommend_app, name="recommend")
 
 RecommendK = Annotated[int, typer.Option("--k", help="How many products to suggest.")]
+MinSupportOption = Annotated[
+    float, typer.Option("--min-support", help="Least share of orders holding the itemset.")
+]
+MinCountOption = Annotated[
+    int, typer.Option("--min-count", help="Least number of orders holding the itemset.")
+]
 
 
 def _recommender(db: Path) -> tuple[Any, Any]:
@@ -882,12 +888,8 @@ def recommend_build(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> N
 @recommend_app.command("rules")
 @friendly_errors
 def recommend_rules(
-    min_support: Annotated[
-        float, typer.Option("--min-support", help="Least share of orders holding the itemset.")
-    ] = 1e-5,
-    min_count: Annotated[
-        int, typer.Option("--min-count", help="Least number of orders holding the itemset.")
-    ] = 5,
+    min_support: MinSupportOption = 1e-5,
+    min_count: MinCountOption = 5,
     min_confidence: Annotated[
         float, typer.Option("--min-confidence", help="Least confidence of a rule, 0 to 1.")
     ] = 0.0,
@@ -980,12 +982,8 @@ def recommend_bundles(
     min_lift: Annotated[
         float, typer.Option("--min-lift", help="Least lift: the affinity a bundle needs.")
     ] = 2.0,
-    min_support: Annotated[
-        float, typer.Option("--min-support", help="Least share of orders holding the bundle.")
-    ] = 1e-5,
-    min_count: Annotated[
-        int, typer.Option("--min-count", help="Least number of orders holding the bundle.")
-    ] = 5,
+    min_support: MinSupportOption = 1e-5,
+    min_count: MinCountOption = 5,
     limit: Annotated[int, typer.Option(help="How many bundles, most frequent first.")] = 20,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,

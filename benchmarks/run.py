@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -50,7 +51,9 @@ def peak_mb() -> float:
 def data_dir(n_customers: int) -> Path:
     from generate import write
 
-    out = HERE / "data" / f"{n_customers}"
+    # keyed by the generator's text too: a changed generator writes a new data set
+    version = hashlib.sha256((HERE / "generate.py").read_bytes()).hexdigest()[:8]
+    out = HERE / "data" / f"{n_customers}-{version}"
     if not (out / "orders.parquet").exists():
         print(f"generating {n_customers:,} customers into {out} ...", flush=True)
         write(n_customers, out)

@@ -89,6 +89,23 @@ def test_bad_rows_are_quarantined_with_file_row_column_and_reason(store: Store, 
     assert "row 3, column 'ordered_at'" in report.summary()
 
 
+def test_unreadable_net_revenue_is_quarantined_not_counted_as_zero(store: Store, tmp_path: Path):
+    path = write(
+        tmp_path,
+        "order_id,customer_id,ordered_at,net_revenue,gross\n"
+        "A1,c1,2025-01-05,abc,\n"  # row 2: unreadable, and no gross to fall back on
+        "A2,c2,2025-01-05,n/a,80\n"  # row 3: unreadable even though gross is given
+        "A3,c3,2025-01-05,,60\n",  # row 4: blank: computed from gross
+    )
+    report = ingest(store, path, as_of="2025-12-31")
+    assert (report.orders, report.quarantined) == (1, 2)
+    q = table(store, "quarantine").set_index("row_number")
+    assert list(q.index) == [2, 3]
+    assert set(q["column_name"]) == {"net_revenue"}
+    assert "unreadable amount: got 'abc'" in q.loc[2, "reason"]
+    assert store.scalar("SELECT net_revenue FROM orders WHERE order_id = 'A3'") == 60
+
+
 def test_currency_with_a_rate_is_converted(store: Store, tmp_path: Path):
     path = write(tmp_path, HEADER + "A1,c1,2025-01-05,100,0,0,0,0,0,EUR,web\n")
     report = ingest(store, path, as_of="2025-12-31", rates={"EUR": 1.1})

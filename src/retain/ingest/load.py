@@ -399,7 +399,12 @@ class Loader:
             if m != "refunded"
         ]
         computed_net = "gross - discount - refunded - fees"
-        net = f"coalesce(net_revenue, {computed_net})" if has_net else computed_net
+        # computed only where net_revenue is blank: an unreadable one stays NULL for its check
+        net = (
+            f"CASE WHEN _t_net_revenue IS NULL THEN {computed_net} ELSE net_revenue END"
+            if has_net
+            else computed_net
+        )
         money = [*MONEY_COLUMNS, "net_revenue"]
         return [
             [

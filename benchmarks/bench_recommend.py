@@ -6,9 +6,10 @@ Reads the orders and order lines that ``benchmarks/generate.py`` writes (seed 0;
 1M customers give about 3.2M orders, 9M lines and 20k SKUs) into a store of its
 own, ``recommend.duckdb`` beside them (made once, not timed). Peak memory is the
 process's maximum resident set when the row was measured: the first row's is
-the build's alone. The evaluation also runs on the seeded shop of
-``benchmarks/shop.py``, whose later purchases carry planted affinities, unlike
-the generator's (where only baskets do).
+the build's alone. The evaluation runs on the generator's data (affinities
+planted within orders and across a customer's orders: taste, follow-ups,
+consumables) and on the seeded shop of ``benchmarks/shop.py`` (each customer
+walks through the stages of one interest).
 """
 
 from __future__ import annotations

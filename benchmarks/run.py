@@ -177,9 +177,10 @@ def write_results(results: dict[str, list[dict]], n_customers: int, path: Path) 
         f"(`python benchmarks/run.py --customers {n_customers}`).",
         f"Machine: {machine()}.",
         "",
-        "Data: `benchmarks/generate.py`, seed 0 (BG/NBD purchase histories, planted basket "
-        "affinities). Times are wall clock; peak memory is the benchmark process's maximum "
-        "resident set. Ratios compare with the named peer in the same run.",
+        "Data: `benchmarks/generate.py`, seed 0 (BG/NBD purchase histories, affinities "
+        "planted within orders and across a customer's orders). Times are wall clock; peak "
+        "memory is the benchmark process's maximum resident set. Ratios compare with the "
+        "named peer in the same run.",
         "",
     ]
     for area, rows in results.items():

@@ -30,3 +30,30 @@ def test_cdnow_sample_segments(cdnow_sample_db: Path) -> None:
     assert summary.loc["Promising", "customers"] == 0
     # the best customers carry most of the revenue
     assert summary.loc["Champions", "share_of_revenue"] > 0.5
+
+
+def test_boundaries_of_a_full_scoring_give_every_customer_the_same_scores(
+    cdnow_sample_db: Path,
+) -> None:
+    from retain.segments import segment_scores
+
+    with Store(cdnow_sample_db, read_only=True) as store:
+        full = segment_scores(store)
+        boundaries = full.attrs["boundaries"]
+        one_by_one = segment_scores(
+            store, customers=list(full.index), boundaries=boundaries, as_of=boundaries.as_of
+        )
+        few = segment_scores(
+            store, customers=["1012", "16217", "nobody"], boundaries=boundaries, as_of="1998-06-30"
+        )
+        with pytest.raises(ValueError, match="boundaries"):
+            segment_scores(store, customers=["1012"])
+    assert boundaries.customers == 2357 and boundaries.scheme == "quintiles"
+    assert len(boundaries.recency) == 4
+    # recency bounds fall (fewer days is better); the others rise
+    assert list(boundaries.recency) == sorted(boundaries.recency, reverse=True)
+    assert list(boundaries.monetary) == sorted(boundaries.monetary)
+    columns = ["r_score", "f_score", "m_score", "segment", "churn_risk", "churn_reason"]
+    assert one_by_one[columns].equals(full[columns])
+    assert list(few.index) == ["1012", "16217"]
+    assert few[columns].equals(full.loc[["1012", "16217"], columns])

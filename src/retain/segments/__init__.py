@@ -13,7 +13,8 @@
   segment's action and offer (default: ``default_segments.toml``).
 - :func:`customer_segments`: per customer scores, segment, action, churn risk
   with reason and value at stake; :func:`segment_scores` is its part that
-  ``retain score`` writes to ``customer_scores``.
+  ``retain score`` writes to ``customer_scores``; with :class:`RfmBoundaries`
+  it scores a few customers against an earlier full scoring.
 - :func:`churn_risk`: the risk rules alone, on per-customer columns.
 - :func:`segment_summary`, :func:`winback_list`, :func:`audience`,
   :func:`write_audience`, :func:`segment_migration`.
@@ -35,7 +36,7 @@ from retain.segments.audiences import (
     write_audience,
 )
 from retain.segments.migration import SegmentMigration, segment_migration
-from retain.segments.rfm import rfm_scores
+from retain.segments.rfm import RfmBoundaries, rfm_scores
 from retain.segments.risk import RISK_LEVELS, RiskThresholds, churn_risk
 from retain.segments.rules import (
     DEFAULT_RULES_PATH,
@@ -55,6 +56,7 @@ __all__ = [
     "SCHEMES",
     "SEGMENT_SCORE_COLUMNS",
     "WINBACK",
+    "RfmBoundaries",
     "RiskThresholds",
     "Rule",
     "Segment",

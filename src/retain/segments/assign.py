@@ -11,7 +11,7 @@ has them, and churn risk with its reason (:mod:`retain.segments.risk`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,14 @@ import duckdb
 import pandas as pd
 
 from retain.errors import SchemaError
-from retain.segments.rfm import RFM_SQL, AsOf, orders_view
+from retain.segments.rfm import (
+    RFM_SQL,
+    AsOf,
+    RfmBoundaries,
+    measure_boundaries,
+    orders_view,
+    rescore_with_boundaries,
+)
 from retain.segments.risk import RiskThresholds, run_risk_sql
 from retain.segments.rules import TOP_PRODUCTS, SegmentRules, load_rules, score_levels
 from retain.store import Store
@@ -130,6 +137,8 @@ def segment_scores(
     rules: Rules = None,
     scores: pd.DataFrame | None = None,
     thresholds: RiskThresholds | None = None,
+    customers: Sequence[str] | None = None,
+    boundaries: RfmBoundaries | None = None,
 ) -> pd.DataFrame:
     """Segment, RFM scores, churn risk, reason and value at stake per customer.
 
@@ -138,7 +147,17 @@ def segment_scores(
     the model's fresh ``scores`` (indexed by customer_id, with ``p_alive`` and
     ``clv_12m``) when they are not in the store yet. Arguments as in
     :func:`customer_segments`.
+
+    Scored among every customer, the result's ``attrs["boundaries"]`` keeps
+    where each score began (:class:`~retain.segments.rfm.RfmBoundaries`).
+    ``customers`` scores only those customers, against the ``boundaries`` of
+    an earlier full scoring (required then: a handful of customers cannot be
+    ranked among themselves), with its scheme and its population gap.
     """
+    if customers is not None and boundaries is None:
+        raise ValueError("scoring some customers only needs the boundaries of a full scoring")
+    if boundaries is not None:
+        scheme = boundaries.scheme
     return _per_customer(
         store,
         SEGMENT_SCORE_COLUMNS,
@@ -147,6 +166,9 @@ def segment_scores(
         rules=rules,
         scores=scores,
         thresholds=thresholds,
+        customers=customers,
+        boundaries=boundaries,
+        measure=boundaries is None,
     )
 
 
@@ -159,13 +181,25 @@ def _per_customer(
     rules: Rules,
     scores: pd.DataFrame | None,
     thresholds: RiskThresholds | None,
+    customers: Sequence[str] | None = None,
+    boundaries: RfmBoundaries | None = None,
+    measure: bool = False,
 ) -> pd.DataFrame:
-    """The ``columns`` (names from :data:`CUSTOMER_COLUMNS`) per customer, by customer_id."""
+    """The ``columns`` (names from :data:`CUSTOMER_COLUMNS`) per customer, by customer_id;
+    ``measure``: keep the RFM boundaries in ``attrs["boundaries"]``."""
     table = resolve_rules(rules)
     renamed = {"churn_risk": "r.risk", "churn_reason": "r.reason", "action": "d.action",
                "offer": "d.offer"}  # fmt: skip
     select = ", ".join(f"{renamed.get(c, 'r.' + c)} AS {c}" for c in columns)
-    with segmented(data, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
+    with segmented(
+        data,
+        as_of=as_of,
+        scheme=scheme,
+        rules=table,
+        scores=scores,
+        customers=customers,
+        boundaries=boundaries,
+    ) as (con, info):
         frame = run_risk_sql(
             con,
             f"SELECT r.customer_id, {select} FROM ({{risk}}) AS r "
@@ -173,8 +207,15 @@ def _per_customer(
             thresholds=thresholds,
             population_gap_days=info["population_gap_days"],
         )
+        found = (
+            measure_boundaries(con, scheme, info["as_of"], info["population_gap_days"])
+            if measure
+            else None
+        )
     frame = frame.set_index("customer_id")
     frame.attrs.update(public_info(info))
+    if found is not None:
+        frame.attrs["boundaries"] = found
     return frame
 
 
@@ -250,17 +291,23 @@ def segmented(
     scheme: str,
     rules: SegmentRules,
     scores: pd.DataFrame | None,
+    customers: Sequence[str] | None = None,
+    boundaries: RfmBoundaries | None = None,
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
     """Set up the view ``risk_input``: per customer RFM, segment and model inputs.
 
     Also leaves ``seg_defs`` (the segments with their position) for reports.
     Everything it creates is temporary and dropped when the block ends.
+    ``customers``: only these; ``boundaries``: score against these (and take their
+    population gap) rather than rank the customers among themselves.
     """
     levels = score_levels(scheme)
+    if boundaries is not None and boundaries.scheme != scheme:
+        raise ValueError(f"the boundaries are of {boundaries.scheme}, not {scheme}")
     grid = rules.grid(scheme)
     defs = rules.table()
     grid = grid.merge(defs[["segment", "position"]], on="segment")
-    with orders_view(data, as_of) as (con, params):
+    with orders_view(data, as_of, customers) as (con, params):
         created: list[str] = []
         try:
             con.register("seg_grid", grid)
@@ -269,11 +316,16 @@ def segmented(
                 f"CREATE OR REPLACE TEMP TABLE seg_rfm AS {RFM_SQL}", {**params, "levels": levels}
             )
             created.append("TABLE seg_rfm")
+            if boundaries is not None:
+                rescore_with_boundaries(con, boundaries)
             model = _model_view(con, data, scores)
             created.append("VIEW seg_model")
             con.execute(RISK_INPUT_SQL)
             created.append("VIEW risk_input")
-            gap = con.execute("SELECT median(typical_gap_days) FROM seg_rfm").fetchall()[0]
+            if boundaries is not None:
+                gap: tuple[Any, ...] | None = (boundaries.population_gap_days,)
+            else:
+                gap = con.execute("SELECT median(typical_gap_days) FROM seg_rfm").fetchall()[0]
             info = {
                 "as_of": params["as_of"].isoformat(),
                 "scheme": scheme,

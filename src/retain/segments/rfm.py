@@ -18,13 +18,22 @@ values have the same ``W`` and so the same score, whatever their order in the
 data. A large block of equal values (say 60% of customers with one order)
 takes the score of its worst member, and the next value up jumps accordingly
 (here to 1 + floor(5 x 0.6) = 4): a score never depends on how ties are broken.
+
+Scoring one customer at a time (after a new order) cannot rank them against
+everyone again without a pass over every customer. :class:`RfmBoundaries`
+keeps where each score began in a full scoring; a customer scored against them
+gets exactly the score the full scoring gave any customer with the same value.
+The approximation: the population stays as it was at that scoring (the
+customer's own move does not shift anyone else's rank), and recency is counted
+in days to the customer's own observation date.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -97,6 +106,96 @@ JOIN f_worse AS f USING (orders)
 JOIN m_worse AS m USING (net_revenue)
 """
 
+# Where each score begins, from the scored table seg_rfm: for s = 2..levels, a
+# recency of fewer days than the fewest among customers scored below s, or more
+# orders (net revenue) than the most among customers scored below s, earns at least s.
+RFM_BOUNDS_SQL = """
+WITH r AS (SELECT r_score AS score, min(days_since_last_order) AS v FROM seg_rfm GROUP BY r_score),
+     f AS (SELECT f_score AS score, max(orders) AS v FROM seg_rfm GROUP BY f_score),
+     m AS (SELECT m_score AS score, max(net_revenue) AS v FROM seg_rfm GROUP BY m_score)
+SELECT
+    s.score,
+    (SELECT min(v) FROM r WHERE r.score < s.score)  AS recency,
+    (SELECT max(v) FROM f WHERE f.score < s.score)  AS frequency,
+    (SELECT max(v) FROM m WHERE m.score < s.score)  AS monetary
+FROM range(2, $levels + 1) AS s(score)
+ORDER BY s.score
+"""
+
+# Score the customers of seg_rfm against boundaries kept from a full scoring
+# (the registered frame seg_bounds: one row per score from 2 up).
+RFM_RESCORE_SQL = """
+UPDATE seg_rfm SET
+    r_score = 1 + (SELECT count(*) FROM seg_bounds b WHERE seg_rfm.days_since_last_order < b.recency),
+    f_score = 1 + (SELECT count(*) FROM seg_bounds b WHERE seg_rfm.orders > b.frequency),
+    m_score = 1 + (SELECT count(*) FROM seg_bounds b WHERE seg_rfm.net_revenue > b.monetary)
+"""
+
+
+@dataclass(frozen=True)
+class RfmBoundaries:
+    """Where each RFM score began in a full scoring, to score customers one at a time.
+
+    For score ``s`` (2 up to the scheme's levels), entry ``s - 2`` of each list:
+    a customer earns at least ``s`` with fewer days since the last order than
+    ``recency``, more orders than ``frequency``, more net revenue (reporting
+    currency) than ``monetary``. ``population_gap_days`` is the median typical
+    gap between orders of the repeat customers (days), which one-day buyers'
+    churn risk is measured against; ``customers`` and ``as_of`` say which
+    population the boundaries came from.
+    """
+
+    scheme: str
+    as_of: str
+    customers: int
+    population_gap_days: float | None
+    recency: tuple[float, ...]
+    frequency: tuple[float, ...]
+    monetary: tuple[float, ...]
+
+    def frame(self) -> pd.DataFrame:
+        """One row per score from 2 up: ``score``, ``recency``, ``frequency``, ``monetary``."""
+        return pd.DataFrame(
+            {
+                "score": range(2, len(self.recency) + 2),
+                "recency": list(self.recency),
+                "frequency": list(self.frequency),
+                "monetary": list(self.monetary),
+            },
+            dtype="float64",
+        )
+
+
+def measure_boundaries(
+    con: duckdb.DuckDBPyConnection, scheme: str, as_of: str, population_gap_days: float | None
+) -> RfmBoundaries:
+    """The :class:`RfmBoundaries` of the scored customers in the temp table ``seg_rfm``."""
+    rows = con.execute(RFM_BOUNDS_SQL, {"levels": score_levels(scheme)}).fetchall()
+    customers = con.execute("SELECT count(*) FROM seg_rfm").fetchall()[0][0]
+
+    def column(i: int) -> tuple[float, ...]:
+        return tuple(float("nan") if r[i] is None else float(r[i]) for r in rows)
+
+    return RfmBoundaries(
+        scheme=scheme,
+        as_of=as_of,
+        customers=int(customers),
+        population_gap_days=population_gap_days,
+        recency=column(1),
+        frequency=column(2),
+        monetary=column(3),
+    )
+
+
+def rescore_with_boundaries(con: duckdb.DuckDBPyConnection, boundaries: RfmBoundaries) -> None:
+    """Replace the scores in the temp table ``seg_rfm`` by those ``boundaries`` give."""
+    con.register("seg_bounds", boundaries.frame())
+    try:
+        con.execute(RFM_RESCORE_SQL)
+    finally:
+        con.unregister("seg_bounds")
+
+
 RFM_COLUMNS = [
     "orders",
     "net_revenue",
@@ -144,18 +243,24 @@ def rfm_scores(data: Any, *, as_of: AsOf = None, scheme: str = "quintiles") -> p
 
 @contextlib.contextmanager
 def orders_view(
-    data: Any, as_of: AsOf
+    data: Any, as_of: AsOf, customers: Sequence[str] | None = None
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
     """Expose orders as the temp view ``seg_orders`` and resolve the observation date.
 
     Yields the connection and the query parameters ``as_of`` (a date) and
     ``as_of_end`` (midnight after it: orders strictly before it count).
+    ``customers``: only these customers' orders.
     """
+    only = ""
+    if customers is not None:
+        only = " WHERE CAST(customer_id AS VARCHAR) IN (SELECT customer_id FROM seg_customers)"
     if isinstance(data, Store):
         con = data.con
+        if customers is not None:
+            con.register("seg_customers", _customer_frame(customers))
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW seg_orders AS "
-            "SELECT CAST(customer_id AS VARCHAR) AS customer_id, ordered_at, net_revenue FROM orders"
+            "CREATE OR REPLACE TEMP VIEW seg_orders AS SELECT CAST(customer_id AS VARCHAR) "
+            f"AS customer_id, ordered_at, net_revenue FROM orders{only}"
         )
         registered = None
     else:
@@ -173,11 +278,13 @@ def orders_view(
         con.execute("SET TimeZone = 'UTC'")
         registered = "seg_orders_input"
         con.register(registered, frame)
+        if customers is not None:
+            con.register("seg_customers", _customer_frame(customers))
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW seg_orders AS SELECT CAST(customer_id AS VARCHAR) "
-            "AS customer_id, CAST(ordered_at AS TIMESTAMP) AS ordered_at, "
+            "CREATE OR REPLACE TEMP VIEW seg_orders AS SELECT * FROM (SELECT CAST(customer_id "
+            "AS VARCHAR) AS customer_id, CAST(ordered_at AS TIMESTAMP) AS ordered_at, "
             f"CAST(net_revenue AS DOUBLE) AS net_revenue FROM {registered} "
-            "WHERE customer_id IS NOT NULL AND ordered_at IS NOT NULL"
+            f"WHERE customer_id IS NOT NULL AND ordered_at IS NOT NULL){only}"
         )
     try:
         day = resolve_as_of(con, as_of)
@@ -188,9 +295,15 @@ def orders_view(
         yield con, params
     finally:
         con.execute("DROP VIEW IF EXISTS seg_orders")
+        if customers is not None:
+            con.unregister("seg_customers")
         if registered is not None:
             con.unregister(registered)
             con.close()
+
+
+def _customer_frame(customers: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": pd.Series(list(customers), dtype="object").astype(str)})
 
 
 def resolve_as_of(con: duckdb.DuckDBPyConnection, as_of: AsOf) -> dt.date:

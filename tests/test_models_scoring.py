@@ -15,7 +15,16 @@ import retain
 from retain.cli import app
 from retain.errors import StoreError
 from retain.models import Model
-from retain.scoring import SCORE_COLUMNS, FitReport, ScoreReport, fit_store, load_fit, score_store
+from retain.scoring import (
+    SCORE_COLUMNS,
+    FitReport,
+    ScoreReport,
+    fit_store,
+    load_fit,
+    load_score_basis,
+    score_customers,
+    score_store,
+)
 from retain.store import Store
 
 runner = CliRunner()
@@ -149,3 +158,61 @@ def test_cli_fit_and_score(tmp_path, cdnow_sample_db):
     with Store(path, read_only=True) as store:
         model = Model.from_json(store.scalar("SELECT params FROM model_fits"))
     assert model.unit_ == "W"
+
+
+def _rows(store: Store, ids: list[str]) -> pd.DataFrame:
+    return store.query(
+        "SELECT * FROM customer_scores WHERE customer_id IN (SELECT unnest(?)) "
+        "ORDER BY customer_id",
+        [ids],
+    ).set_index("customer_id")
+
+
+def test_rescoring_some_customers_reproduces_their_rows(scored, tmp_path):
+    path, fitted, _, table = scored
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(path, copy)
+    ids = ["10002", "1012", "16217", "23408", "9987"]
+    with Store(copy) as store:
+        basis = load_score_basis(store)
+        report = score_customers(store, [*ids, "1012", "nobody"])
+        rows = _rows(store, ids)
+        total = store.scalar("SELECT count(*) FROM customer_scores")
+    assert basis.fit_id == fitted.fit_id and basis.discount_rate == 0.1
+    assert basis.boundaries is not None and basis.boundaries.customers == 2357
+    assert report.customers == 5 and report.segments and total == 2357
+    assert report.warnings == ["no orders on or before 1998-06-30 for: nobody"]
+    pd.testing.assert_frame_equal(rows, table.set_index("customer_id").loc[ids], rtol=1e-12)
+
+
+def test_rescoring_after_an_order_matches_a_full_scoring(scored, tmp_path):
+    path, _, _, table = scored
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(path, copy)
+    with Store(copy) as store:
+        store.con.execute(
+            "INSERT INTO orders (order_id, customer_id, ordered_at, net_revenue) VALUES "
+            "('x1', '1012', TIMESTAMP '1998-06-20 10:00', 50.0), "
+            "('x2', 'fresh', TIMESTAMP '1998-06-25 10:00', 20.0)"
+        )
+        score_customers(store, ["1012", "fresh"])
+        one_by_one = _rows(store, ["1012", "fresh"])
+        score_store(store)
+        full = _rows(store, ["1012", "fresh"])
+    before = table.set_index("customer_id").loc["1012"]
+    assert one_by_one.loc["1012", "p_alive"] > before["p_alive"]
+    assert one_by_one.loc["1012", "expected_purchases_365d"] > before["expected_purchases_365d"]
+    # the model's columns do not depend on the other customers: the same as a full scoring
+    pd.testing.assert_frame_equal(one_by_one[SCORE_COLUMNS[1:]], full[SCORE_COLUMNS[1:]], rtol=1e-9)
+    assert one_by_one.loc["fresh", "segment"] is not None
+
+
+def test_rescoring_needs_a_full_scoring(tmp_path, cdnow_sample_db):
+    path = tmp_path / "fitted.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    with Store(path) as store:
+        with pytest.raises(StoreError, match="retain fit"):
+            score_customers(store, ["1012"])
+        fit_store(store, model="bgnbd", unit="W")
+        with pytest.raises(StoreError, match="retain score"):
+            score_customers(store, ["1012"])

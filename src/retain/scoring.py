@@ -34,15 +34,23 @@ segment, r_score, ...         the segment columns of :func:`retain.segments.segm
 
 Dates are the observation date plus the predicted time rounded up to whole
 days (at least the next day).
+
+:func:`score_customers` recomputes the rows of a few customers (the service
+calls it after each new order) through the same code, with the fit and
+settings of the last :func:`score_store`, which keeps them, and the RFM
+boundaries its segments were scored against, in the one-row table
+``score_basis``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +60,9 @@ from retain.features import summarize
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
 from retain.models.base import UNIT_DAYS
 from retain.store import Store
+
+if TYPE_CHECKING:
+    from retain.segments.rfm import RfmBoundaries
 
 MODEL_CHOICES = ("auto", *TRANSACTION_MODELS)
 SCORE_COLUMNS = [
@@ -302,118 +313,332 @@ def score_store(
     revenue; the dashboard and segments apply their own margin). ``interval``:
     probability of the CLV interval. ``segments``: add the segment columns of
     :func:`retain.segments.segment_scores` (RFM, segment, churn risk, reason).
-    See the module docstring for the columns.
+    See the module docstring for the columns. The settings and the RFM
+    boundaries are kept in ``score_basis`` for :func:`score_customers`.
     """
     store.require_orders()
     model, spend, row = load_fit(store, fit_id)
     end = pd.Timestamp(observation_end).date() if observation_end else _last_order_day(store)
-    caught: list[str] = []
+    basis = ScoreBasis(
+        fit_id=int(row["fit_id"]),
+        as_of=end.isoformat(),
+        discount_rate=discount_rate,
+        margin=margin,
+        interval=interval,
+        segments=segments,
+        boundaries=None,
+    )
+    scored = _score(store, model, spend, row, end, basis, customer_ids=None)
+    basis.boundaries = scored.boundaries
+    with store.transaction() as con:
+        with _scores_source(con, scored) as source:
+            con.execute(f"CREATE OR REPLACE TABLE customer_scores AS {source}")
+        _write_basis(con, basis, len(scored.table))
+    return _report(scored, row, end, spend is not None)
+
+
+def score_customers(
+    store: Store,
+    customer_ids: Iterable[str],
+    *,
+    observation_end: str | dt.date | None = None,
+) -> ScoreReport:
+    """Rescore some customers now: replace their rows of ``customer_scores``.
+
+    For a customer whose orders just changed (``POST /api/orders`` calls it
+    after each order). The rows are computed exactly as :func:`score_store`
+    computes every row, with the fit, discount rate, margin and interval of
+    the last ``retain score`` (kept in ``score_basis``), as of
+    ``observation_end`` (default: the last order's day in the store, as
+    :func:`score_store`). A customer new to the table gets a row. The segment
+    columns (when the table has them) place the customers' RFM values against
+    the boundaries of that full scoring: see :mod:`retain.segments.rfm` for
+    what that approximates. Customers with no order on or before the observation
+    day are left as they are (named in ``warnings``).
+
+    Raises :class:`~retain.errors.StoreError` when the store has no full
+    scoring yet (run ``retain fit`` and ``retain score``).
+    """
+    ids = list(dict.fromkeys(str(c) for c in customer_ids))
+    store.require_orders()
+    basis = load_score_basis(store)
+    model, spend, row = load_fit(store, basis.fit_id)
+    end = pd.Timestamp(observation_end).date() if observation_end else _last_order_day(store)
+    scored = _score(store, model, spend, row, end, basis, customer_ids=ids)
+    if len(scored.table):
+        with store.transaction() as con, _scores_source(con, scored) as source:
+            con.execute(
+                "DELETE FROM customer_scores WHERE customer_id IN "
+                "(SELECT customer_id FROM scores_input)"
+            )
+            con.execute(f"INSERT INTO customer_scores BY NAME {source}")
+    return _report(scored, row, end, spend is not None)
+
+
+@dataclass
+class ScoreBasis:
+    """What the last full scoring (:func:`score_store`) used, for :func:`score_customers`:
+    the fit, the observation day, the CLV settings (discount rate per year, margin,
+    interval probability), whether segment columns were written and their RFM boundaries."""
+
+    fit_id: int
+    as_of: str
+    discount_rate: float
+    margin: float
+    interval: float
+    segments: bool
+    boundaries: RfmBoundaries | None
+
+
+BASIS_DDL = """
+CREATE OR REPLACE TABLE score_basis (
+    fit_id INTEGER NOT NULL, as_of DATE NOT NULL, scored_at TIMESTAMP NOT NULL,
+    customers BIGINT NOT NULL, discount_rate DOUBLE, margin DOUBLE, clv_interval DOUBLE,
+    segments BOOLEAN, scheme VARCHAR, population_gap_days DOUBLE,
+    recency_bounds DOUBLE[], frequency_bounds DOUBLE[], monetary_bounds DOUBLE[])
+"""
+
+
+def _write_basis(con: Any, basis: ScoreBasis, customers: int) -> None:
+    bounds = basis.boundaries
+    con.execute(BASIS_DDL)
+    con.execute(
+        "INSERT INTO score_basis VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            basis.fit_id,
+            basis.as_of,
+            customers,
+            basis.discount_rate,
+            basis.margin,
+            basis.interval,
+            bounds is not None,
+            None if bounds is None else bounds.scheme,
+            None if bounds is None else bounds.population_gap_days,
+            None if bounds is None else list(bounds.recency),
+            None if bounds is None else list(bounds.frequency),
+            None if bounds is None else list(bounds.monetary),
+        ],
+    )
+
+
+def load_score_basis(store: Store) -> ScoreBasis:
+    """The :class:`ScoreBasis` of the last ``retain score``; a
+    :class:`~retain.errors.StoreError` when there was none."""
+    if not store.has_table("score_basis") or not store.has_table("customer_scores"):
+        raise StoreError(
+            f"the store {store.path} has no customer scores yet: run `retain fit` and "
+            "`retain score` first"
+        )
+    frame = store.query("SELECT * FROM score_basis LIMIT 1")
+    if frame.empty:
+        raise StoreError(f"the store {store.path} has no record of its last `retain score`")
+    row = frame.iloc[0]
+    boundaries = None
+    if bool(row["segments"]):
+        from retain.segments.rfm import RfmBoundaries
+
+        boundaries = RfmBoundaries(
+            scheme=str(row["scheme"]),
+            as_of=pd.Timestamp(row["as_of"]).date().isoformat(),
+            customers=int(row["customers"]),
+            population_gap_days=(
+                None if pd.isna(row["population_gap_days"]) else float(row["population_gap_days"])
+            ),
+            recency=tuple(float(v) for v in row["recency_bounds"]),
+            frequency=tuple(float(v) for v in row["frequency_bounds"]),
+            monetary=tuple(float(v) for v in row["monetary_bounds"]),
+        )
+    return ScoreBasis(
+        fit_id=int(row["fit_id"]),
+        as_of=pd.Timestamp(row["as_of"]).date().isoformat(),
+        discount_rate=float(row["discount_rate"]),
+        margin=float(row["margin"]),
+        interval=float(row["clv_interval"]),
+        segments=boundaries is not None,
+        boundaries=boundaries,
+    )
+
+
+@dataclass
+class _Scored:
+    """Rows of ``customer_scores``: the model's columns, the segment columns (or None),
+    the RFM boundaries a full scoring measured, and the warnings met."""
+
+    table: pd.DataFrame
+    segments: pd.DataFrame | None
+    boundaries: RfmBoundaries | None
+    warnings: list[str]
+
+
+def _summary(
+    store: Store, end: dt.date, row: dict[str, Any], customer_ids: list[str] | None
+) -> pd.DataFrame | None:
+    """The customers' summaries in the fit's unit and grain; None when none ordered by ``end``."""
+    unit, grain = row["unit"], row["grain"]
+    if customer_ids is None:
+        return summarize(store, observation_end=end, unit=unit, grain=grain)
+    orders = store.con.execute(
+        "SELECT customer_id, ordered_at, net_revenue FROM orders "
+        "WHERE customer_id IN (SELECT unnest($ids)) AND ordered_at < $end",
+        {"ids": customer_ids, "end": end + dt.timedelta(days=1)},
+    ).df()
+    if orders.empty:
+        return None
+    return summarize(orders, observation_end=end, unit=unit, grain=grain)
+
+
+def _score(
+    store: Store,
+    model: TransactionModel,
+    spend: GammaGamma | None,
+    row: dict[str, Any],
+    end: dt.date,
+    basis: ScoreBasis,
+    *,
+    customer_ids: list[str] | None,
+) -> _Scored:
+    """Score ``customer_ids`` (None: every customer) as of ``end``: the one computation
+    behind :func:`score_store` and :func:`score_customers`."""
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        summary = summarize(store, observation_end=end, unit=row["unit"], grain=row["grain"])
-        scores = model.score(
-            summary,
-            gamma_gamma=spend,
-            horizons=("30D", "90D", "365D"),
-            clv_horizon="12M",
-            discount_rate=discount_rate,
-            margin=margin,
-            interval=interval,
-            next_horizon="365D",
-        )
+        summary = _summary(store, end, row, customer_ids)
+        if summary is None:
+            summary = pd.DataFrame(
+                {"frequency": [], "recency": [], "T": [], "monetary": []},
+                index=pd.Index([], name="customer_id", dtype="object"),
+            )
+            scores = pd.DataFrame(index=summary.index)
+        else:
+            scores = model.score(
+                summary,
+                gamma_gamma=spend,
+                horizons=("30D", "90D", "365D"),
+                clv_horizon="12M",
+                discount_rate=basis.discount_rate,
+                margin=basis.margin,
+                interval=basis.interval,
+                next_horizon="365D",
+            )
     caught = list(dict.fromkeys(str(w.message) for w in seen))
+    if customer_ids is not None:
+        absent = [c for c in customer_ids if c not in summary.index]
+        if absent:
+            caught.append(f"no orders on or before {end} for: {', '.join(absent[:20])}")
+    table = _score_table(summary, scores, spend is not None, row, end)
+    seg: pd.DataFrame | None = None
+    boundaries: RfmBoundaries | None = None
+    if basis.segments and spend is None:
+        caught.append("no spend model: segment columns left out (they need a CLV)")
+    elif basis.segments and len(table):
+        from retain.segments import SEGMENT_SCORE_COLUMNS, segment_scores
+
+        model_scores = pd.DataFrame(
+            {
+                "p_alive": table["p_alive"].to_numpy(),
+                "clv_if_retained": table["clv_if_retained"].to_numpy(),
+            },
+            index=pd.Index(table["customer_id"].to_numpy(), name="customer_id"),
+        )
+        seg = segment_scores(
+            store,
+            as_of=end,
+            scores=model_scores,
+            customers=None if customer_ids is None else list(table["customer_id"]),
+            boundaries=None if customer_ids is None else basis.boundaries,
+        )
+        boundaries = seg.attrs.get("boundaries")
+        seg = seg[[c for c in SEGMENT_SCORE_COLUMNS if c not in table.columns]]
+        seg = seg.rename_axis("customer_id").reset_index()
+    return _Scored(table, seg, boundaries, caught)
+
+
+def _score_table(
+    summary: pd.DataFrame, scores: pd.DataFrame, has_spend: bool, row: dict[str, Any], end: dt.date
+) -> pd.DataFrame:
+    """The model's columns of ``customer_scores`` (:data:`SCORE_COLUMNS`) from ``TransactionModel.score``."""
     unit_days = UNIT_DAYS[row["unit"]]
-    n = len(scores)
+    n = len(summary)
     missing = np.full(n, np.nan)
-    table = pd.DataFrame(
+
+    def column(name: str, needs_spend: bool = False) -> np.ndarray:
+        if n == 0 or (needs_spend and not has_spend):
+            return missing
+        return scores[name].to_numpy()
+
+    def dates(time: str, within: str) -> np.ndarray:
+        if n == 0:
+            return np.array([], dtype="datetime64[D]")
+        return _dates(end, scores[time].to_numpy(), scores[within].to_numpy(), unit_days)
+
+    return pd.DataFrame(
         {
             "customer_id": summary.index.astype(str),
-            "p_alive": scores["p_alive"].to_numpy(),
-            "expected_purchases_30d": scores["expected_purchases_30d"].to_numpy(),
-            "expected_purchases_90d": scores["expected_purchases_90d"].to_numpy(),
-            "expected_purchases_365d": scores["expected_purchases_365d"].to_numpy(),
-            "expected_spend": scores["expected_spend"].to_numpy() if spend else missing,
-            "clv_12m": scores["clv"].to_numpy() if spend else missing,
-            "clv_if_retained": scores["clv_if_alive"].to_numpy() if spend else missing,
-            "clv_low": scores["clv_low"].to_numpy() if spend else missing,
-            "clv_high": scores["clv_high"].to_numpy() if spend else missing,
-            "next_purchase_date": _dates(
-                end,
-                scores["next_purchase"].to_numpy(),
-                scores["next_purchase_within"].to_numpy(),
-                unit_days,
-            ),
-            "next_purchase_window_start": _dates(
-                end,
-                scores["window_start"].to_numpy(),
-                scores["window_start_within"].to_numpy(),
-                unit_days,
-            ),
-            "next_purchase_window_end": _dates(
-                end,
-                scores["window_end"].to_numpy(),
-                scores["window_end_within"].to_numpy(),
-                unit_days,
-            ),
+            "p_alive": column("p_alive"),
+            "expected_purchases_30d": column("expected_purchases_30d"),
+            "expected_purchases_90d": column("expected_purchases_90d"),
+            "expected_purchases_365d": column("expected_purchases_365d"),
+            "expected_spend": column("expected_spend", True),
+            "clv_12m": column("clv", True),
+            "clv_if_retained": column("clv_if_alive", True),
+            "clv_low": column("clv_low", True),
+            "clv_high": column("clv_high", True),
+            "next_purchase_date": dates("next_purchase", "next_purchase_within"),
+            "next_purchase_window_start": dates("window_start", "window_start_within"),
+            "next_purchase_window_end": dates("window_end", "window_end_within"),
             "model": row["model"],
             "fit_id": int(row["fit_id"]),
             "as_of": end,
         }
     )
-    seg: pd.DataFrame | None = None
-    if segments:
-        from retain.segments import SEGMENT_SCORE_COLUMNS, segment_scores
 
-        if spend is not None:
-            model_scores = pd.DataFrame(
-                {
-                    "p_alive": table["p_alive"].to_numpy(),
-                    "clv_if_retained": table["clv_if_retained"].to_numpy(),
-                },
-                index=pd.Index(table["customer_id"].to_numpy(), name="customer_id"),
-            )
-            seg = segment_scores(store, as_of=end, scores=model_scores)
-            seg = seg[[c for c in SEGMENT_SCORE_COLUMNS if c not in table.columns]]
-            seg = seg.rename_axis("customer_id").reset_index()
-        else:
-            caught.append("no spend model: segment columns left out (they need a CLV)")
-    date_columns = {
-        "next_purchase_date",
-        "next_purchase_window_start",
-        "next_purchase_window_end",
-        "as_of",
-    }
+
+DATE_COLUMNS = (
+    "next_purchase_date",
+    "next_purchase_window_start",
+    "next_purchase_window_end",
+    "as_of",
+)
+
+
+@contextlib.contextmanager
+def _scores_source(con: Any, scored: _Scored) -> Iterator[str]:
+    """Register the scored rows as ``scores_input`` (and ``segments_input``) and yield the
+    query giving the rows of ``customer_scores``: model columns, then segment columns."""
+    table, seg = scored.table, scored.segments
     select = ", ".join(
-        f's."{c}"' if c not in date_columns else f'CAST(s."{c}" AS DATE) AS "{c}"'
+        f's."{c}"' if c not in DATE_COLUMNS else f'CAST(s."{c}" AS DATE) AS "{c}"'
         for c in table.columns
     )
-    with store.transaction() as con:
-        con.register("scores_input", table)
+    con.register("scores_input", table)
+    if seg is not None:
+        con.register("segments_input", seg)
+    try:
         if seg is not None:
-            con.register("segments_input", seg)
             extra = ", ".join(f'g."{c}"' for c in seg.columns if c != "customer_id")
-            source = (
+            yield (
                 f"SELECT {select}, {extra} FROM scores_input s LEFT JOIN segments_input g "
                 "ON CAST(g.customer_id AS VARCHAR) = s.customer_id ORDER BY s.customer_id"
             )
         else:
-            source = f"SELECT {select} FROM scores_input s ORDER BY s.customer_id"
-        try:
-            con.execute(f"CREATE OR REPLACE TABLE customer_scores AS {source}")
-        finally:
-            con.unregister("scores_input")
-            if seg is not None:
-                con.unregister("segments_input")
-    dated = int(table["next_purchase_date"].notna().sum())
+            yield f"SELECT {select} FROM scores_input s ORDER BY s.customer_id"
+    finally:
+        con.unregister("scores_input")
+        if seg is not None:
+            con.unregister("segments_input")
+
+
+def _report(scored: _Scored, row: dict[str, Any], end: dt.date, has_spend: bool) -> ScoreReport:
+    table = scored.table
+    n = len(table)
     return ScoreReport(
         fit_id=int(row["fit_id"]),
         model=str(row["model"]),
         as_of=end.isoformat(),
         customers=n,
         expected_purchases_365d=float(table["expected_purchases_365d"].sum()),
-        clv_12m=float(table["clv_12m"].sum()) if spend else None,
+        clv_12m=float(table["clv_12m"].sum()) if has_spend else None,
         mean_p_alive=float(table["p_alive"].mean()) if n else 0.0,
-        with_next_purchase_date=dated,
-        segments=seg is not None,
-        warnings=caught,
+        with_next_purchase_date=int(table["next_purchase_date"].notna().sum()),
+        segments=scored.segments is not None,
+        warnings=scored.warnings,
     )

@@ -351,6 +351,10 @@ def test_an_order_is_stored_and_the_customer_updated_at_once(writable: TestClien
     again = writable.post("/api/orders", json=NEW_ORDER, headers={"X-API-Key": KEY})
     assert again.status_code == 201
     assert writable.get("/api/customers/a").json()["orders"]["orders"] == 3
+    # no model is fitted in this store: the order is kept, and the response says why
+    # the scores were not updated
+    assert body["rescored"] is False
+    assert any("retain fit" in note for note in body["notes"])
 
 
 def test_a_new_customer_is_found_after_their_first_order(writable: TestClient) -> None:
@@ -420,6 +424,108 @@ def test_without_a_key_only_this_machine_may_write(tiny_db: Path, tmp_path: Path
         assert client.post("/api/orders", json=NEW_ORDER).status_code == 401
     with TestClient(create_app(path, None, warm=False), client=LOOPBACK) as client:
         assert client.post("/api/orders", json=NEW_ORDER).status_code == 201
+
+
+# -- rescoring after an order ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scored_sample_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CDNOW sample fitted (BG/NBD in weeks) and scored."""
+    from retain.scoring import fit_store, score_store
+
+    path = tmp_path_factory.mktemp("scored") / "scored.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    with Store(path) as store:
+        fit_store(store, model="bgnbd", unit="W")
+        score_store(store)
+    return path
+
+
+@pytest.fixture
+def scored_writable(scored_sample_db: Path, tmp_path: Path) -> Iterator[TestClient]:
+    path = tmp_path / "scored.duckdb"
+    shutil.copy(scored_sample_db, path)
+    with TestClient(create_app(path, KEY, warm=False), client=LOOPBACK) as client:
+        yield client
+
+
+def _model_scores_now(db_path: str, customer_id: str) -> dict[str, float]:
+    """P(alive) and expected purchases of one customer, computed from scratch from the
+    store's orders and its fitted parameters."""
+    import retain
+    from retain.scoring import load_fit
+
+    with Store(db_path, read_only=True) as store:
+        model, _, row = load_fit(store)
+        summary = retain.summarize(store, unit=row["unit"], grain=row["grain"])
+    one = summary.loc[[customer_id]]
+    return {
+        "p_alive": float(model.p_alive(one).iloc[0]),
+        "expected_purchases_365d": float(model.expected_purchases(one, "365D").iloc[0]),
+    }
+
+
+def test_an_order_rescores_the_customer_at_once(scored_writable: TestClient) -> None:
+    # customer 1012 bought often in early 1997 and then stopped: P(alive) is low
+    before = scored_writable.get("/api/customers/1012").json()
+    assert before["scores"]["p_alive"] < 0.2 and before["churn"]["risk"] == "lost"
+    order = {
+        "order_id": "rt-1",
+        "customer_id": "1012",
+        "ordered_at": "1998-06-30T15:00:00",
+        "net_revenue": 42.0,
+    }
+    response = scored_writable.post("/api/orders", json=order, headers={"X-API-Key": KEY})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["rescored"] is True and body["notes"] == []
+    after = scored_writable.get("/api/customers/1012").json()
+    assert after == body["customer"]
+    scores = after["scores"]
+    assert after["orders"]["orders"] == before["orders"]["orders"] + 1
+    assert after["orders"]["last_order_at"].startswith("1998-06-30T15:00")
+    assert before["orders"]["last_order_at"] < "1998"
+    assert scores["p_alive"] > 0.9 > before["scores"]["p_alive"]
+    assert scores["expected_purchases_365d"] > 2 * before["scores"]["expected_purchases_365d"]
+    assert scores["as_of"] == "1998-06-30"
+    # the very numbers the model gives on the store's orders now
+    service = scored_writable.app.state.service  # type: ignore[attr-defined]
+    service.close()
+    expected = _model_scores_now(service.db_path, "1012")
+    assert scores["p_alive"] == pytest.approx(expected["p_alive"], rel=1e-9)
+    assert scores["expected_purchases_365d"] == pytest.approx(
+        expected["expected_purchases_365d"], rel=1e-9
+    )
+    # ordered today, so the most recent recency score and no longer lost
+    assert after["rfm"]["r_score"] == 5 and after["orders"]["days_since_last_order"] == 0
+    assert after["churn"]["risk"] != "lost"
+
+
+def test_a_new_customer_gets_a_scores_row(scored_writable: TestClient) -> None:
+    order = {
+        "order_id": "rt-2",
+        "customer_id": "new-1",
+        "ordered_at": "1998-06-30T09:30:00",
+        "net_revenue": 25.0,
+    }
+    assert scored_writable.get("/api/customers/new-1").status_code == 404
+    response = scored_writable.post("/api/orders", json=order, headers={"X-API-Key": KEY})
+    assert response.status_code == 201, response.text
+    assert response.json()["rescored"] is True
+    body = scored_writable.get("/api/customers/new-1").json()
+    scores = body["scores"]
+    # BG/NBD: a customer who has not bought again yet is alive for sure
+    assert scores["p_alive"] == pytest.approx(1.0)
+    assert scores["expected_purchases_365d"] > 0
+    assert scores["clv_12m"] > 0 and scores["fit_id"] == 1
+    assert body["segment"]["name"] and body["churn"]["risk"] in ("low", "medium")
+    service = scored_writable.app.state.service  # type: ignore[attr-defined]
+    service.close()
+    with Store(service.db_path, read_only=True) as store:
+        rows = store.query("SELECT * FROM customer_scores WHERE customer_id = 'new-1'")
+        total = store.scalar("SELECT count(*) FROM customer_scores")
+    assert len(rows) == 1 and total == 2357 + 1
+    assert rows["p_alive"].iloc[0] == pytest.approx(scores["p_alive"])
+    assert rows["segment"].iloc[0] == body["segment"]["name"]
 
 
 # -- keys and binding ------------------------------------------------------------------------

@@ -502,21 +502,48 @@ def customer_payload(
     if fresh is None:
         return None
     result = _customer(store, customer_id, fresh, index, history, recs)
-    result["notes"].append(
-        "segment and churn risk are being recomputed after a new order; "
-        "orders and model scores are current"
-    )
+    if fresh.attrs.get("segment_rescored"):
+        result["as_of"] = plain(fresh.get("as_of")) or index.as_of
+        result["notes"].append(
+            "updated after a new order: orders, model scores, segment and churn risk are "
+            "current (RFM scores placed against the last full `retain score`)"
+        )
+    else:
+        result["notes"].append(
+            "segment and churn risk are being recomputed after a new order; "
+            "orders and model scores are current"
+        )
     return result
 
 
+# One customer's orders summary, as customer_segments measures it, to their observation day.
+FRESH_ORDERS_SQL = """
+SELECT count(*), sum(net_revenue), min(ordered_at), max(ordered_at),
+       date_diff('day', CAST(max(ordered_at) AS DATE), greatest($as_of, CAST(max(ordered_at) AS DATE))),
+       CASE WHEN count(DISTINCT CAST(ordered_at AS DATE)) > 1
+            THEN date_diff('day', CAST(min(ordered_at) AS DATE), CAST(max(ordered_at) AS DATE))
+                 / (count(DISTINCT CAST(ordered_at AS DATE)) - 1) END
+FROM orders WHERE customer_id = $customer_id
+"""
+
+
 def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Series | None:
-    """The index row of one customer with its order summary and model scores read now."""
+    """The index row of one customer with their orders summary and ``customer_scores`` row
+    (model scores, and the segment columns when scored with them) read now.
+
+    ``attrs["segment_rescored"]`` says whether segment and churn risk came from the store.
+    """
+    score_columns = [c for c in table_columns(store, "customer_scores") if c != "customer_id"]
+    got: list[Any] = []
+    if score_columns:
+        got = store.con.execute(
+            f"SELECT {', '.join(score_columns)} FROM customer_scores WHERE customer_id = ?",
+            [customer_id],
+        ).fetchall()
+    scored = dict(zip(score_columns, got[0], strict=True)) if got else {}
+    as_of = scored.get("as_of") or (pd.Timestamp(index.as_of).date() if index.as_of else None)
     summary = store.con.execute(
-        """
-        SELECT count(*), sum(net_revenue), min(ordered_at), max(ordered_at)
-        FROM orders WHERE customer_id = ?
-        """,
-        [customer_id],
+        FRESH_ORDERS_SQL, {"customer_id": customer_id, "as_of": as_of}
     ).fetchall()[0]
     if not summary[0]:
         return None
@@ -527,14 +554,19 @@ def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Serie
         row = pd.Series(np.nan, index=index.frame.columns, dtype="object")
     row["orders"], row["net_revenue"] = int(summary[0]), float(summary[1])
     row["first_order_at"], row["last_order_at"] = summary[2], summary[3]
-    if index.score_columns:
-        got = store.con.execute(
-            f"SELECT {', '.join(index.score_columns)} FROM customer_scores WHERE customer_id = ?",
-            [customer_id],
-        ).fetchall()
-        if got:
-            for name, value in zip(index.score_columns, got[0], strict=True):
-                row[name] = value
+    row["days_since_last_order"], row["typical_gap_days"] = summary[4], summary[5]
+    for name, value in scored.items():
+        row[name] = value
+    row.attrs["segment_rescored"] = bool(scored) and "segment" in scored
+    if row.attrs["segment_rescored"]:
+        from retain.segments import load_rules
+
+        segments = load_rules().table().set_index("segment")
+        if scored["segment"] in segments.index:
+            row["action"] = segments.at[scored["segment"], "action"]
+            row["offer"] = segments.at[scored["segment"], "offer"]
+        gap = summary[5] if summary[5] is not None else _population_gap_days(store)
+        row["overdue_ratio"] = summary[4] / gap if gap else None
     if position is None:
         contact = store.con.execute(
             "SELECT email, name, acquisition_channel, accepts_marketing, first_seen "
@@ -549,6 +581,14 @@ def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Serie
             ):
                 row[name] = value
     return row
+
+
+def _population_gap_days(store: Store) -> float | None:
+    """The repeat customers' median gap between orders at the last full scoring (days)."""
+    if "population_gap_days" not in table_columns(store, "score_basis"):
+        return None
+    value = store.scalar("SELECT population_gap_days FROM score_basis LIMIT 1")
+    return None if value is None else float(value)
 
 
 def _customer(
@@ -760,8 +800,23 @@ def models_payload(store: Store) -> dict[str, Any]:
 
 
 def rescore_customer(store: Store, customer_id: str) -> str | None:
-    """Update one customer's row of ``customer_scores`` from the fitted parameters.
+    """Update one customer's row of ``customer_scores`` from the fitted parameters
+    (:func:`retain.scoring.score_customers`).
 
-    Returns None when done, else why it could not be (no fitted model yet).
+    Returns None when done, else why it could not be (no fitted model or no full
+    scoring yet, ...): the order stays stored either way.
     """
-    return NO_FITS
+    from retain.errors import RetainError
+    from retain.scoring import score_customers
+
+    if not table_columns(store, "model_fits") or not store.scalar(
+        "SELECT count(*) FROM model_fits"
+    ):
+        return "not rescored: " + NO_FITS
+    try:
+        report = score_customers(store, [customer_id])
+    except RetainError as exc:
+        return f"not rescored: {exc}"
+    if not report.customers:
+        return "not rescored: " + "; ".join(report.warnings)
+    return None

@@ -6,6 +6,10 @@ marketing spend), validates every row, sets bad rows aside in the
 ``quarantine`` table with the reason, and writes the rest in one transaction.
 Ingesting the same file again changes nothing: rows are keyed (orders by
 order_id) and a changed row replaces its older version.
+
+:func:`load_orders`, :func:`load_customers` and :func:`load_lines` are the
+steps ``ingest`` takes for each kind of row once a file is staged; the service
+passes the single order of ``POST /api/orders`` through the very same steps.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from retain.ingest.load import (
 from retain.schema import CUSTOMERS, MARKETING_SPEND, ORDER_LINES, ORDERS, Table
 from retain.store import Store, open_store
 
-__all__ = ["FORMATS", "IngestReport", "ingest"]
+__all__ = ["FORMATS", "IngestReport", "ingest", "load_customers", "load_lines", "load_orders"]
 
 
 def ingest(
@@ -90,13 +94,13 @@ def ingest(
     loader.con.execute("BEGIN TRANSACTION")
     try:
         if fmt in ("orders", "cdnow"):
-            _orders(loader, columns, mapping, report)
+            load_orders(loader, columns, mapping, report)
         elif fmt == "shopify":
             shopify.load(loader, columns, report)
         elif fmt == "customers":
-            _customers(loader, columns, mapping, report)
+            load_customers(loader, columns, mapping, report)
         elif fmt == "lines":
-            _lines(loader, columns, mapping, report)
+            load_lines(loader, columns, mapping, report)
         elif fmt == "spend":
             _spend(loader, columns, mapping, report)
         loader.write_quarantine(report)
@@ -123,9 +127,16 @@ def _as_of(value: str | dt.date | dt.datetime | None) -> dt.datetime:
     return ts.to_pydatetime()
 
 
-def _orders(
+def load_orders(
     loader: Loader, columns: list[str], mapping: Mapping[str, str] | None, report: IngestReport
 ) -> None:
+    """Validate the orders staged as text in the temp table ``_raw`` (with ``columns``,
+    and ``_row``: the row number in the source), quarantine the bad ones with their
+    reason, store the rest (an order_id already stored is replaced) and their customers.
+
+    ``mapping``: canonical column -> staged column. Runs in the caller's transaction;
+    counts go to ``report``. Raises :class:`SchemaError` when a required column is absent.
+    """
     resolved = resolve_mapping(ORDERS, columns, mapping, loader.file)
     require(ORDERS, resolved, columns, loader.file, ["order_id", "customer_id", "ordered_at"])
     if "net_revenue" not in resolved and "gross" not in resolved:
@@ -142,9 +153,11 @@ def _orders(
     report.customers = loader.write_customers_from_orders(clean)
 
 
-def _customers(
+def load_customers(
     loader: Loader, columns: list[str], mapping: Mapping[str, str] | None, report: IngestReport
 ) -> None:
+    """Validate the customers staged in ``_raw`` (as :func:`load_orders`) and store them:
+    a value given replaces the stored one, a blank leaves it as it was."""
     resolved = resolve_mapping(CUSTOMERS, columns, mapping, loader.file)
     require(CUSTOMERS, resolved, columns, loader.file)
     clean = loader.validate(
@@ -166,12 +179,19 @@ def _customers(
     report.customers = loader.count(clean)
 
 
-def _lines(
-    loader: Loader, columns: list[str], mapping: Mapping[str, str] | None, report: IngestReport
+def load_lines(
+    loader: Loader,
+    columns: list[str],
+    mapping: Mapping[str, str] | None,
+    report: IngestReport,
+    *,
+    raw: str = "_raw",
 ) -> None:
+    """Validate the order lines staged in the temp table ``raw`` (as :func:`load_orders`)
+    and store them: the lines of every order present replace that order's stored lines."""
     resolved = resolve_mapping(ORDER_LINES, columns, mapping, loader.file)
     require(ORDER_LINES, resolved, columns, loader.file)
-    clean = loader.validate(ORDER_LINES, "_raw", resolved, raw_columns=columns)
+    clean = loader.validate(ORDER_LINES, raw, resolved, raw_columns=columns)
     write_lines(loader, clean, report)
 
 

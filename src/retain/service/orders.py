@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from retain.ingest import _customers, _orders, write_lines
-from retain.ingest.load import IngestReport, Loader, resolve_mapping
+from retain.ingest import load_customers, load_lines, load_orders
+from retain.ingest.load import IngestReport, Loader
 from retain.schema import ORDER_LINES, ORDERS
 from retain.store import Store
 
@@ -85,7 +85,7 @@ def ingest_order(
     _stage(store, "_raw", [{c: _text(order.get(c)) for c in order_columns}], order_columns)
     loader.con.execute("BEGIN TRANSACTION")
     try:
-        _orders(loader, order_columns, None, report)
+        load_orders(loader, order_columns, None, report)
         stored = report.orders > 0
         if stored and lines:
             line_columns = ["order_id", *LINE_FIELDS]
@@ -97,15 +97,13 @@ def ingest_order(
             _stage(store, "_raw_lines", rows, line_columns)
             # rows 2.. are the lines: row 1 is the order
             loader.con.execute("UPDATE _raw_lines SET _row = _row + 1")
-            mapping = resolve_mapping(ORDER_LINES, line_columns, None, source)
-            clean = loader.validate(ORDER_LINES, "_raw_lines", mapping, raw_columns=line_columns)
-            write_lines(loader, clean, report)
+            load_lines(loader, line_columns, None, report, raw="_raw_lines")
         contact = [c for c in CUSTOMER_FIELDS if order.get(c) is not None]
         if stored and contact:
             columns = ["customer_id", *contact]
             _stage(store, "_raw", [{c: _text(order.get(c)) for c in columns}], columns)
             orders_loaded = report.orders
-            _customers(loader, columns, None, report)
+            load_customers(loader, columns, None, report)
             report.orders = orders_loaded
         loader.write_quarantine(report)
         loader.con.execute("COMMIT")

@@ -1,16 +1,19 @@
-"""Small stores for the recommendation tests: hand-checked baskets and a seeded shop."""
+"""Small stores for the recommendation tests: hand-checked baskets, a seeded shop and
+the benchmark generator's order histories."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from retain.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from generate import generate as generate_histories
 from shop import generate_shop
 
 # Ten orders of five products. By hand, over N = 10 baskets:
@@ -83,11 +86,33 @@ def shop_store(path: str | Path = ":memory:", n_customers: int = 1500, seed: int
     return load(Store(path), tables["orders"], tables["order_lines"])
 
 
+def generated_store(
+    path: str | Path = ":memory:",
+    n_customers: int = 20_000,
+    seed: int = 0,
+    *,
+    deal_baskets: bool = False,
+) -> Store:
+    """A store holding the orders and order lines of ``benchmarks/generate.py`` (affinities
+    planted within orders and across a customer's orders). With ``deal_baskets`` each
+    order's lines go to another order drawn at random: every basket and best seller stays,
+    and nothing links a customer's orders any more."""
+    tables = generate_histories(n_customers, seed)
+    orders, lines = tables["orders"], tables["order_lines"]
+    if deal_baskets:
+        ids = orders["order_id"].to_numpy()
+        dealt = np.random.default_rng(seed).permutation(ids)
+        lines = lines.assign(order_id=lines["order_id"].map(dict(zip(ids, dealt, strict=True))))
+    return load(Store(path), orders, lines)
+
+
 __all__ = [
     "HAND_NAMES",
     "HAND_ORDERS",
     "frames",
+    "generate_histories",
     "generate_shop",
+    "generated_store",
     "hand_store",
     "load",
     "shop_store",

@@ -327,3 +327,28 @@ def test_gamma_gamma_skips_non_positive_spend_with_a_warning():
     assert any("left out" in str(w.message) for w in caught)
     assert model.n_customers_ == 945
     assert model.expected_spend(summary).loc[first_repeat] > 0
+
+
+def test_expected_repeat_purchases_of_a_new_customer_are_the_papers_formulas():
+    """E[X(t)] of a customer drawn at random: BG/NBD (Fader, Hardie & Lee 2005, eq. 7)
+    and Pareto/NBD (Schmittlein, Morrison & Colombo 1987): the closed forms."""
+    from scipy.special import hyp2f1
+
+    t = np.array([0.0, 1.0, 13.0, 39.0, 78.0, 520.0])
+    model = bgnbd()
+    r, alpha, a, b = (model.params_[k] for k in ("r", "alpha", "a", "b"))
+    closed = (
+        (a + b - 1)
+        / (a - 1)
+        * (1 - (alpha / (alpha + t)) ** r * hyp2f1(r, b, a + b - 1, t / (alpha + t)))
+    )
+    np.testing.assert_allclose(model.expected_repeat_purchases(t), closed, rtol=1e-9, atol=1e-12)
+    assert model.expected_repeat_purchases("39W") == pytest.approx(closed[3], rel=1e-9)
+    assert model.expected_repeat_purchases(t.reshape(2, 3)).shape == (2, 3)
+
+    pareto = pnbd()
+    r, alpha, s, beta = (pareto.params_[k] for k in ("r", "alpha", "s", "beta"))
+    closed = r * beta / (alpha * (s - 1)) * (1 - (beta / (beta + t)) ** (s - 1))
+    np.testing.assert_allclose(pareto.expected_repeat_purchases(t), closed, rtol=1e-7, atol=1e-12)
+    with pytest.raises(ValueError, match="0 or more"):
+        model.expected_repeat_purchases([-1.0])

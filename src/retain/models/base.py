@@ -966,6 +966,26 @@ class TransactionModel(Model):
             }
         )
 
+    def expected_repeat_purchases(self, t: Any) -> NDArray[np.float64]:
+        """Expected repeat purchases in the ``t`` after a new customer's first purchase,
+        E[X(t)], for a customer drawn at random: the curve a tracking plot sums over
+        cohorts (the prediction given no repeat purchase yet and no time since the first).
+
+        ``t``: a duration ("39W", "90D"), or a number or array of numbers in the fit's
+        time unit (vectorised). Returns an array shaped like ``t``.
+        """
+        self._require_fitted()
+        if isinstance(t, str | dt.timedelta | pd.Timedelta):
+            times = np.asarray(self._duration(t, "t"), dtype=np.float64)
+        else:
+            times = np.asarray(t, dtype=np.float64)
+        if not np.all(np.isfinite(times)) or np.any(times < 0):
+            raise ValueError("t must be finite times of 0 or more")
+        rows, _ = collapse_rows(np.zeros(1), np.zeros(1), np.zeros(1))
+        flat = times.reshape(-1)
+        value = self._conditional_expected(rows, flat)[0] if flat.size else flat
+        return np.asarray(value, dtype=np.float64).reshape(times.shape)
+
     def probability_of_purchases(self, data: Any, n: int, t: Duration) -> pd.Series:
         """P(exactly ``n`` purchases in the ``t`` after the observation end | history).
 

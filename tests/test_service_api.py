@@ -7,6 +7,7 @@ data and that each page shows what its API twin returns.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -526,6 +527,107 @@ def test_a_new_customer_gets_a_scores_row(scored_writable: TestClient) -> None:
     assert len(rows) == 1 and total == 2357 + 1
     assert rows["p_alive"].iloc[0] == pytest.approx(scores["p_alive"])
     assert rows["segment"].iloc[0] == body["segment"]["name"]
+
+
+# -- the models page ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(
+    scored_sample_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    path = tmp_path_factory.mktemp("fitted") / "fitted.duckdb"
+    shutil.copy(scored_sample_db, path)
+    with TestClient(create_app(path, writes=False, warm=False), client=LOOPBACK) as client:
+        yield client
+
+
+def test_models_tracking_ends_at_the_stores_repeat_purchases(
+    fitted: TestClient, cdnow_sample_db: Path
+) -> None:
+    body = fitted.get("/api/models").json()
+    with Store(cdnow_sample_db, read_only=True) as store:
+        # repeat purchases: days with an order after each customer's first day (grain D)
+        repeats = store.scalar(
+            "SELECT count(DISTINCT (customer_id, CAST(ordered_at AS DATE))) "
+            "- count(DISTINCT customer_id) FROM orders"
+        )
+    tracking = body["tracking"]
+    assert tracking["actual_cumulative"][-1] == repeats == tracking["repeat_purchases"]
+    assert tracking["dates"][0] == "1997-01-07" and tracking["dates"][-1] == "1998-06-30"
+    assert len(tracking["dates"]) == len(tracking["predicted_cumulative"]) == 78
+    assert tracking["predicted_cumulative"][-1] == pytest.approx(repeats, rel=0.1)
+    assert body["fit"]["model"] == "bgnbd" and body["fit"]["converged"]
+    assert body["fit"]["scores_use_it"] and body["fit"]["log_likelihood"] < 0
+    params = {p["parameter"]: p for p in body["parameters"]}
+    assert set(params) == {"r", "alpha", "a", "b"}
+    assert all(p["standard_error"] > 0 for p in params.values())
+    assert all(p["lower_95"] < p["estimate"] < p["upper_95"] for p in params.values())
+    assert {p["parameter"] for p in body["spend_parameters"]} == {"p", "q", "gamma"}
+
+
+def test_models_p_alive_grid_falls_with_time_since_the_last_purchase(fitted: TestClient) -> None:
+    grid = fitted.get("/api/models").json()["p_alive"]
+    values = grid["values"]
+    assert grid["unit"] == "weeks" and grid["frequencies"][0] == 0
+    assert grid["since_last"][0] == 0 and grid["since_last"][-1] == grid["T"]
+    assert len(values) == len(grid["frequencies"]) and len(values[0]) == len(grid["since_last"])
+    # a one-time buyer's last purchase was T ago: that cell only
+    assert values[0][:-1] == [None] * (len(values[0]) - 1) and values[0][-1] == 1.0
+    for row in values[1:]:
+        assert all(0 <= v <= 1 for v in row)
+        assert all(a >= b for a, b in itertools.pairwise(row))
+        assert row[0] > row[-1]
+
+
+def test_models_lifespan_is_one_over_churn_and_marks_the_stores_churn(fitted: TestClient) -> None:
+    from retain.service import charts
+
+    body = fitted.get("/api/models").json()
+    life = body["lifespan"]
+    assert life["churn_rates"][0] == 1 and life["churn_rates"][-1] == 90
+    assert life["lifespan"] == pytest.approx([100 / c for c in life["churn_rates"]])
+    assert 0 < life["store_churn_rate"] < 100
+    assert life["store_lifespan"] == pytest.approx(100 / life["store_churn_rate"])
+    specs = charts.model_charts(body)
+    assert list(specs) == ["model-tracking", "p-alive-matrix", "churn-lifespan"]
+    marker = specs["churn-lifespan"]["datasets"][1]["data"]
+    at = next(i for i, v in enumerate(marker) if v is not None)
+    assert specs["churn-lifespan"]["datasets"][0]["data"][at] == marker[at]
+    html = fitted.get("/models").text
+    for chart in specs:
+        assert f'data-chart="{chart}"' in html
+    assert "Std. error" in html and "BG/NBD" in html
+
+
+def test_models_page_without_a_fit_says_how_and_draws_the_lifespan(sample: TestClient) -> None:
+    body = sample.get("/api/models").json()
+    assert body["fit"] is None and body["tracking"] is None and body["p_alive"] is None
+    assert any("retain fit" in note for note in body["notes"])
+    html = sample.get("/models").text
+    assert "retain fit" in html and 'data-chart="churn-lifespan"' in html
+    assert 'data-chart="model-tracking"' not in html
+
+
+def test_models_page_renders_within_a_second_when_fitted(
+    scored_sample_db: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(scored_sample_db, copy)
+    with TestClient(create_app(copy, writes=False, warm=False)) as client:
+        start = time.perf_counter()
+        response = client.get("/models")  # nothing cached yet: computed for this request
+        assert response.status_code == 200
+        assert time.perf_counter() - start < 1.0
+        assert 'data-chart="model-tracking"' in response.text
+
+
+def test_report_has_the_model_charts(scored_sample_db: Path, tmp_path: Path) -> None:
+    from retain.service.report import write_report
+
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(scored_sample_db, copy)
+    html = write_report(copy, tmp_path / "report.html").read_text()
+    for chart in ("model-tracking", "p-alive-matrix", "churn-lifespan"):
+        assert f'data-chart="{chart}"' in html
 
 
 # -- keys and binding ------------------------------------------------------------------------

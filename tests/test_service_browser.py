@@ -56,7 +56,7 @@ PAGES: dict[str, tuple[str, list[str]]] = {
     "overview": ("/", ["clv-distribution", "revenue-new-returning"]),
     "cohorts": ("/cohorts", ["cohort-heatmap", "cohort-clv"]),
     "segments": ("/segments", ["segment-treemap", "rfm-grid"]),
-    "models": ("/models", []),
+    "models": ("/models", ["model-tracking", "p-alive-matrix", "churn-lifespan"]),
     "at-risk": ("/at-risk", ["risk-levels"]),
     "customers": ("/customers", []),
     "segment-drill-down": ("/segments/Champions", []),
@@ -218,6 +218,9 @@ def test_report_opens_offline_and_draws(demo_db: Path, page: Any, tmp_path: Path
     page.route("http*://**", lambda route: route.abort())
     page.goto(out.as_uri())
     page.wait_for_load_state("load")
-    check_charts(page, ["clv-distribution", "cohort-heatmap", "segment-treemap", "rfm-grid"])
+    check_charts(
+        page,
+        ["clv-distribution", "cohort-heatmap", "segment-treemap", "rfm-grid", *PAGES["models"][1]],
+    )
     shoot(page, "report")
     assert page.problems == []

@@ -86,7 +86,9 @@ def at_risk(service: Service, min_risk: str, limit: int) -> dict[str, Any]:
 
 
 def models(service: Service) -> dict[str, Any]:
-    return service.cached("models", data.models_payload)
+    """The models page; after a write, the previous one while it is recomputed (one more
+    order barely moves the tracking curve or the churn rate)."""
+    return service.cached("models", data.models_payload, stale_ok=True)
 
 
 def alerts(service: Service, period: str, window_days: int) -> dict[str, Any]:

@@ -172,6 +172,75 @@ def customer_charts(payload: dict[str, Any]) -> dict[str, Spec]:
 
 
 def model_charts(payload: dict[str, Any]) -> dict[str, Spec]:
-    """Tracking, P(alive) by frequency and recency, churn-lifespan curve: whichever the
-    stored fits carry."""
-    return dict(payload.get("charts") or {})
+    """Tracking of actual vs predicted repeat purchases and P(alive) by frequency and time
+    since the last purchase (when a model is fitted), and the churn-lifespan curve."""
+    charts: dict[str, Spec] = {}
+    tracking = payload.get("tracking")
+    if tracking and tracking["dates"]:
+        fit = payload.get("fit") or {}
+        charts["model-tracking"] = {
+            "type": "line",
+            "title": f"Cumulative repeat purchases, actual and {fit.get('label', 'model')} "
+            f"(fitted on purchases to {tracking['fit_observation_end']})",
+            "labels": tracking["dates"],
+            "datasets": [
+                {"label": "actual", "data": tracking["actual_cumulative"], "pointRadius": 0},
+                {
+                    "label": "model",
+                    "data": tracking["predicted_cumulative"],
+                    "dashed": True,
+                    "pointRadius": 0,
+                },
+            ],
+            "x": "week ending",
+            "y": "cumulative repeat purchases",
+            "format": "count",
+        }
+    grid = payload.get("p_alive")
+    if grid:
+        unit = grid["unit"]
+        charts["p-alive-matrix"] = {
+            "type": "heatmap",
+            "title": f"P(alive) by repeat purchases and {unit} since the last purchase, "
+            f"for a customer first seen {grid['T']:g} {unit} ago",
+            "xLabels": [f"{v:g}" for v in grid["since_last"]],
+            "yLabels": [str(f) for f in reversed(grid["frequencies"])],
+            "values": list(reversed(grid["values"])),
+            "x": f"{unit} since the last purchase",
+            "y": "repeat purchases",
+            "format": "probability",
+        }
+    life = payload["lifespan"]
+    rates = [float(c) for c in life["churn_rates"]]
+    values = list(life["lifespan"])
+    mine = life.get("store_churn_rate")
+    marker: list[float | None] = [None] * len(rates)
+    if mine is not None:
+        at = next((i for i, c in enumerate(rates) if c >= mine), len(rates))
+        if at == len(rates) or rates[at] != mine:
+            rates.insert(at, mine)
+            values.insert(at, life["store_lifespan"])
+            marker.insert(at, None)
+        marker[at] = life["store_lifespan"]
+    datasets: list[dict[str, Any]] = [
+        {"label": "lifespan = 1 / churn", "data": values, "pointRadius": 0}
+    ]
+    if mine is not None:
+        datasets.append(
+            {
+                "label": f"this store: {mine:.1f}% a month, {life['store_lifespan']:.1f} months",
+                "data": marker,
+                "pointRadius": 6,
+                "showLine": False,
+            }
+        )
+    charts["churn-lifespan"] = {
+        "type": "line",
+        "title": "Expected customer lifespan (months) by monthly churn rate",
+        "labels": [f"{c:g}%" if c == int(c) else f"{c:.1f}%" for c in rates],
+        "datasets": datasets,
+        "x": "churn rate per month",
+        "y": "lifespan (months)",
+        "format": "number",
+    }
+    return charts

@@ -788,15 +788,156 @@ def cart_recommendations(recs: Recommendations, skus: list[str], k: int = 5) -> 
 
 
 # -- models --------------------------------------------------------------------------------
-def models_payload(store: Store) -> dict[str, Any]:
-    """The models page: fitted parameters and diagnostics as ``retain fit`` stored them.
+MODEL_NAMES = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pnbd": "Pareto/NBD"}
+UNIT_NAMES = {"D": "days", "W": "weeks"}
+CHURN_RATES = list(range(1, 91))
+"""Churn rates per month (percent) of the churn-lifespan curve."""
 
-    Keys: ``fits`` (one dict per stored fit), ``notes``.
+FIT_COLUMNS = (
+    "fit_id, model, fitted_at, observation_end, unit, grain, customers, log_likelihood, "
+    "converged, holdout_weeks, holdout_rmse"
+)
+
+# Per customer, in the fit's grain, as of the last order's day: the time since the first
+# purchase (days) and the repeat purchases, to size the P(alive) grid.
+SPREAD_SQL = """
+WITH per_customer AS (
+    SELECT min(date_trunc($grain, ordered_at))                     AS first,
+           count(DISTINCT date_trunc($grain, ordered_at)) - 1      AS frequency
+    FROM orders GROUP BY customer_id
+)
+SELECT median(date_diff('day', first, date_trunc($grain, max_day))),
+       quantile_disc(frequency, 0.975)
+FROM per_customer, (SELECT max(ordered_at) AS max_day FROM orders)
+"""
+
+
+def models_payload(store: Store) -> dict[str, Any]:
+    """The models page: the fitted model in use, its diagnostics and charts' data.
+
+    Nothing is fitted here; everything comes from ``retain fit``'s parameters. Keys:
+
+    - ``fit``: the fit the customer scores use (else the latest): ``fit_id``,
+      ``model`` (and its ``label``), ``fitted_at``, ``observation_end``, ``unit``,
+      ``grain``, ``customers``, ``log_likelihood``, ``converged``, holdout errors,
+      ``scores_use_it``; None when nothing is fitted.
+    - ``parameters`` and ``spend_parameters``: the repeat-purchase and Gamma-Gamma
+      parameters: ``parameter``, ``estimate``, ``standard_error``, ``lower_95``,
+      ``upper_95``.
+    - ``fits``: every stored fit, newest first (without parameters).
+    - ``tracking``: weekly actual and predicted cumulative repeat purchases (see
+      :func:`retain.diagnostics.tracking`).
+    - ``p_alive``: P(alive) by repeat purchases (``frequencies``) and time since the
+      last purchase (``since_last``, in ``unit``) for a customer first seen ``T`` ago
+      (the median customer); ``values[i][j]``, None where no customer can be.
+    - ``lifespan``: expected lifespan (months) = 1 / churn rate per month, for churn
+      of 1% to 90%, and the store's own churn rate (percent per month, pooled over
+      the last 12 months; see :func:`retain.metrics.business_clv`) when measured.
+    - ``notes``.
     """
-    if not table_columns(store, "model_fits"):
-        return {"fits": [], "notes": [NO_FITS]}
-    fits = store.query("SELECT * FROM model_fits")
-    return {"fits": records(fits), "notes": [] if len(fits) else [NO_FITS]}
+    result: dict[str, Any] = {
+        "fit": None,
+        "parameters": [],
+        "spend_parameters": [],
+        "fits": [],
+        "tracking": None,
+        "p_alive": None,
+        "lifespan": lifespan_payload(store),
+        "notes": [],
+    }
+    if not table_columns(store, "model_fits") or not store.scalar(
+        "SELECT count(*) FROM model_fits"
+    ):
+        result["notes"].append(NO_FITS)
+        return result
+    from retain.scoring import load_fit
+
+    scored = None
+    if "fit_id" in table_columns(store, "score_basis"):
+        scored = store.scalar("SELECT fit_id FROM score_basis LIMIT 1")
+    model, spend, row = load_fit(store, None if scored is None else int(scored))
+    fits = store.query(f"SELECT {FIT_COLUMNS} FROM model_fits ORDER BY fit_id DESC")
+    fit = {k: plain(row.get(k)) for k in fits.columns}
+    fit["label"] = MODEL_NAMES.get(str(row["model"]), str(row["model"]))
+    fit["scores_use_it"] = scored is not None
+    result["fit"] = fit
+    result["fits"] = records(fits)
+    result["parameters"] = records(model.summary().reset_index())
+    if spend is not None:
+        result["spend_parameters"] = records(spend.summary().reset_index())
+    if not fit["converged"]:
+        result["notes"].append(
+            "the optimiser did not report convergence for this fit: treat its parameters "
+            "with care, or refit (`retain fit`)"
+        )
+    if scored is None:
+        result["notes"].append(
+            "no customer scores yet: run `retain score` to score every customer with this fit"
+        )
+    if store.scalar("SELECT count(*) FROM orders"):
+        result["tracking"] = tracking_payload(store, model, str(row["observation_end"])[:10])
+        result["p_alive"] = p_alive_payload(store, model)
+    return result
+
+
+def tracking_payload(store: Store, model: Any, observation_end: str) -> dict[str, Any]:
+    """Weekly actual vs predicted cumulative repeat purchases over the store's history."""
+    from retain.diagnostics import tracking
+
+    frame = tracking(store, model)
+    return {
+        "dates": [d.isoformat() for d in frame["date"]],
+        "actual_cumulative": [float(v) for v in frame["actual_cumulative"]],
+        "predicted_cumulative": [round(float(v), 3) for v in frame["predicted_cumulative"]],
+        "fit_observation_end": observation_end,
+        **plain(dict(frame.attrs)),
+    }
+
+
+def p_alive_payload(store: Store, model: Any, columns: int = 12) -> dict[str, Any]:
+    """P(alive) grid for the median customer's time since their first purchase."""
+    from retain.diagnostics import p_alive_matrix
+    from retain.models.base import UNIT_DAYS
+
+    unit = model.unit_ or "D"
+    grain = {"D": "day", "W": "week"}[model.grain_ or "D"]
+    median_days, top = store.con.execute(SPREAD_SQL, {"grain": grain}).fetchall()[0]
+    T = max(float(round((median_days or 0) / UNIT_DAYS[unit])), float(columns))
+    since = [float(v) for v in np.unique(np.round(np.linspace(0.0, T, columns + 1)))]
+    frequencies = list(range(0, int(min(max(top or 0, 3), 20)) + 1))
+    matrix = p_alive_matrix(model, T=T, frequencies=frequencies, since_last=since)
+    return {
+        "T": T,
+        "unit": UNIT_NAMES[unit],
+        "frequencies": frequencies,
+        "since_last": since,
+        "values": [[plain(v) for v in row] for row in matrix.to_numpy()],
+    }
+
+
+def lifespan_payload(store: Store) -> dict[str, Any]:
+    """Lifespan = 1 / churn for monthly churn of 1% to 90%, and the store's measured churn."""
+    from retain.errors import RetainError
+    from retain.metrics import business_clv, lifespan
+
+    measured: dict[str, Any] = {}
+    note = None
+    try:
+        if store.scalar("SELECT count(*) FROM orders"):
+            measured = business_clv(store, "month")
+            note = measured.get("note") or None
+    except RetainError as exc:
+        note = str(exc)
+    churn = measured.get("churn_rate")
+    return {
+        "period": "month",
+        "churn_rates": CHURN_RATES,
+        "lifespan": [lifespan(c / 100) for c in CHURN_RATES],
+        "store_churn_rate": plain(churn) if churn else None,
+        "store_lifespan": plain(lifespan(churn / 100)) if churn else None,
+        "measured_over": measured.get("periods") or [],
+        "note": note,
+    }
 
 
 def rescore_customer(store: Store, customer_id: str) -> str | None:

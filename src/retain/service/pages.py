@@ -134,7 +134,7 @@ def models_page(request: Request, service: ServiceDep) -> HTMLResponse:
         active="models",
         json_url="/api/models",
         chart_specs=specs,
-        models={**payload, "chart_ids": list(specs)},
+        models=payload,
     )
 
 

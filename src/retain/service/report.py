@@ -31,12 +31,11 @@ def report_html(store: Store | str | Path, *, period: str = "month", margin: flo
     finally:
         if opened:
             db.close()
-    model_specs = charts.model_charts(models)
     specs = {
         **charts.overview_charts(metrics),
         **charts.cohort_charts(cohorts),
         **charts.segment_charts(segments),
-        **model_specs,
+        **charts.model_charts(models),
     }
     return render(
         "report.html",
@@ -46,7 +45,7 @@ def report_html(store: Store | str | Path, *, period: str = "month", margin: flo
         metrics=metrics,
         cohorts=cohorts,
         segments=segments,
-        models={**models, "chart_ids": list(model_specs)},
+        models=models,
         version=__version__,
         store_path=None,
         store_name=Path(db.path).name,

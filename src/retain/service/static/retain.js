@@ -1,5 +1,6 @@
 /* retain: draw the charts a page describes in <script id="retain-charts"> with Chart.js.
- * Each <canvas data-chart="ID"> gets the spec charts[ID]; see retain/service/charts.py. */
+ * Each <canvas data-chart="ID"> gets the spec charts[ID]; see retain/service/charts.py.
+ * A dataset may ask for dashed: true, showLine: false (points only) and its pointRadius. */
 (function () {
   "use strict";
   var PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
@@ -24,8 +25,11 @@
     var many = spec.datasets.length > 1;
     var datasets = spec.datasets.map(function (d, i) {
       var colour = spec.colors ? spec.colors : PALETTE[i % PALETTE.length];
+      var line = spec.type === "line";
       return {label: d.label, data: d.data, backgroundColor: colour, borderColor: colour,
-        borderWidth: spec.type === "line" ? 2 : 0, pointRadius: spec.type === "line" ? 1.5 : 0,
+        borderWidth: line ? 2 : 0,
+        pointRadius: d.pointRadius !== undefined ? d.pointRadius : (line ? 1.5 : 0),
+        showLine: d.showLine !== false, borderDash: d.dashed ? [6, 4] : [],
         maxBarThickness: 48,
         spanGaps: false, tension: 0.15};
     });
@@ -37,7 +41,10 @@
         interaction: {mode: "index", intersect: false},
         plugins: {
           legend: {display: many, position: "bottom"},
-          tooltip: {callbacks: {label: function (c) { return c.dataset.label + ": " + fmt(spec.format, c.parsed.y); }}}
+          tooltip: {
+            filter: function (item) { return item.parsed.y !== null && !isNaN(item.parsed.y); },
+            callbacks: {label: function (c) { return c.dataset.label + ": " + fmt(spec.format, c.parsed.y); }}
+          }
         },
         scales: {x: axis(spec.x, spec.stacked, null, false), y: axis(spec.y, spec.stacked, spec.format, true)}
       }

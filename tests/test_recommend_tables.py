@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -183,16 +181,21 @@ def test_no_saved_tables_is_a_clear_error(hand: Store) -> None:
         build(hand, options=BuildOptions(top_k=0))
 
 
-def test_cart_answers_within_five_ms(shop_rec: Recommender) -> None:
+def test_random_carts_get_ranked_items_outside_the_cart(shop_rec: Recommender) -> None:
+    # the latency (p99 < 5 ms) is measured in benchmarks/bench_recommend.py
     rng = np.random.default_rng(0)
     skus = shop_rec.items["sku"].to_numpy()
     carts = [list(rng.choice(skus, rng.integers(1, 6), replace=False)) for _ in range(300)]
-    times = []
+    answered = 0
     for cart in carts:
-        start = time.perf_counter()
-        shop_rec.recommend_for_cart(cart, 10)
-        times.append(time.perf_counter() - start)
-    assert np.percentile(times, 99) < 0.005
+        got = shop_rec.recommend_for_cart(cart, 10)
+        scores = [item["score"] for item in got]
+        assert len(got) <= 10
+        assert not {item["sku"] for item in got} & set(cart)
+        assert scores == sorted(scores, reverse=True)
+        assert all(item["reason"] for item in got)
+        answered += len(got) > 0
+    assert answered > 250
 
 
 def test_store_without_lines_for_build() -> None:

@@ -92,3 +92,32 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path):
 def test_bad_option_values(tmp_path: Path):
     result = run("ingest", DATA / "shopify_orders.csv", "--db", tmp_path / "s.duckdb", "--map", "x")
     assert result.exit_code == 2 and "KEY=VALUE" in result.output
+
+
+def _strict_json(text: str):
+    """JSON as json.loads reads it, refusing NaN and Infinity (not JSON)."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _three_customers(tmp_path: Path) -> Path:
+    db = tmp_path / "three.duckdb"
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "order_id,customer_id,ordered_at,net_revenue\n"
+        "1,a,2025-01-02,10.50\n2,b,2025-01-03,22\n3,a,2025-02-03,1234.50\n4,d,2025-03-01,5\n"
+    )
+    assert run("ingest", orders, "--db", db, "--as-of", "2025-12-31").exit_code == 0
+    return db
+
+
+def test_json_has_no_nan_when_a_fit_has_no_standard_errors(tmp_path: Path):
+    db = _three_customers(tmp_path)
+    result = run("fit", "--db", db, "--model", "bgnbd", "--json")
+    assert result.exit_code == 0, result.output
+    doc = _strict_json(result.stdout)
+    assert doc["customers"] == 3
+    assert all(v is None for v in doc["standard_errors"].values())

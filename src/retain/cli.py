@@ -7,6 +7,7 @@ becomes one clear line on stderr and exit code 2.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -50,7 +51,7 @@ def friendly_errors(func: F) -> F:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Plain JSON types from DataFrames, numpy scalars and timestamps."""
+    """Plain JSON types from DataFrames, numpy scalars and timestamps; NaN becomes null."""
     if isinstance(value, pd.DataFrame):
         return json.loads(value.to_json(orient="records", date_format="iso"))
     if isinstance(value, pd.Series):
@@ -62,14 +63,16 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if hasattr(value, "item"):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and infinity are not JSON: null, as pandas writes them
     return value
 
 
 def emit(value: Any, as_json: bool, table: Callable[[], str] | None = None) -> None:
     """Print a result as JSON or as text for people."""
     if as_json:
-        typer.echo(json.dumps(to_jsonable(value), indent=2, default=str))
+        typer.echo(json.dumps(to_jsonable(value), indent=2, default=str, allow_nan=False))
     elif table is not None:
         typer.echo(table())
     elif isinstance(value, pd.DataFrame):

@@ -386,3 +386,31 @@ def test_header_with_a_repeated_column(store: Store, tmp_path: Path):
     path = write(tmp_path, "order_id,customer_id,order_id,ordered_at,gross\n1,a,1,2025-01-01,2\n")
     with pytest.raises(DataError, match="names a column twice: order_id"):
         ingest(store, path)
+
+
+def test_decimal_commas_are_read_as_decimals(store: Store, tmp_path: Path):
+    # European exports: semicolon-separated, 12,50 for twelve and a half
+    path = write(
+        tmp_path,
+        "order_id;customer_id;ordered_at;net_revenue\n"
+        "1;a;2025-01-02;12,50\n2;b;2025-01-03;1.234,56\n3;c;2025-01-04;€ 7,5\n"
+        "4;d;2025-01-05;1 234,5\n5;e;2025-01-06;0,99\n",
+    )
+    report = ingest(store, path, as_of="2025-12-31")
+    assert report.orders == 5 and report.quarantined == 0, report.summary()
+    net = table(store, "orders").set_index("order_id")["net_revenue"]
+    assert net.to_dict() == pytest.approx(
+        {"1": 12.5, "2": 1234.56, "3": 7.5, "4": 1234.5, "5": 0.99}
+    )
+
+
+def test_thousands_separators_still_read(store: Store, tmp_path: Path):
+    path = write(
+        tmp_path,
+        "order_id,customer_id,ordered_at,net_revenue\n"
+        '1,a,2025-01-02,"1,234.50"\n2,b,2025-01-03,"$1,234"\n3,c,2025-01-04,"1,00,000.00"\n'
+        "4,d,2025-01-05,1.5\n",
+    )
+    ingest(store, path, as_of="2025-12-31")
+    net = table(store, "orders").set_index("order_id")["net_revenue"]
+    assert net.to_dict() == pytest.approx({"1": 1234.5, "2": 1234, "3": 100000, "4": 1.5})

@@ -37,10 +37,22 @@ def timestamp(col: str, source_type: str = "VARCHAR") -> str:
 
 
 def number(col: str, source_type: str = "VARCHAR") -> str:
-    """A number; currency symbols, spaces and thousands separators are ignored."""
+    """A number; currency symbols, spaces and thousands separators are ignored.
+
+    A comma is a decimal comma where it cannot separate thousands: 12,50 and
+    1.234,56 (European exports) read as 12.5 and 1234.56; 1,234 and 1,234.50
+    keep reading as one thousand and more.
+    """
     if source_type != "VARCHAR":
         return f"TRY_CAST({col} AS DOUBLE)"
-    return f"TRY_CAST(regexp_replace({text(col)}, '[$€£¥,\\s]', '', 'g') AS DOUBLE)"
+    value = f"regexp_replace({text(col)}, '[$€£¥\\s]', '', 'g')"
+    return (
+        f"CASE WHEN regexp_full_match({value}, '[+-]?\\d+,(\\d{{1,2}}|\\d{{4,}})') "
+        f"THEN TRY_CAST(replace({value}, ',', '.') AS DOUBLE) "
+        f"WHEN regexp_full_match({value}, '[+-]?\\d{{1,3}}(\\.\\d{{3}})+,\\d+') "
+        f"THEN TRY_CAST(replace(replace({value}, '.', ''), ',', '.') AS DOUBLE) "
+        f"ELSE TRY_CAST(replace({value}, ',', '') AS DOUBLE) END"
+    )
 
 
 def date(col: str, source_type: str = "VARCHAR") -> str:

@@ -83,6 +83,14 @@ def test_cart_edge_cases(exact: Recommender) -> None:
         exact.also_bought("nope")
 
 
+def test_a_sku_twice_in_the_cart_counts_once(exact: Recommender) -> None:
+    # a cart is a set of products: listing A twice (two of it) is no more evidence for B
+    assert exact.recommend_for_cart(["A", "A"], k=3) == exact.recommend_for_cart(["A"], k=3)
+    assert exact.recommend_for_cart(["A", "B", "A"], k=2) == exact.recommend_for_cart(
+        ["A", "B"], k=2
+    )
+
+
 def test_bought_later_and_repeat_purchases(exact: Recommender) -> None:
     items = exact.items.set_index("sku")
     # returning customers: c1 (o1 then o7) and c2 (o2 then o8)

@@ -278,10 +278,11 @@ class Recommender:
         the cart are kind ``"bought_together"``, with the strongest one as reason;
         best sellers compete on their share of orders alone (kind
         ``"best_seller"``). The cart's own products and their product family are
-        never suggested; SKUs the tables do not know are ignored.
+        never suggested; SKUs the tables do not know are ignored, and a SKU listed
+        twice counts once.
         """
         _check_k(k)
-        codes, _ = self.known(list(skus))
+        codes, _ = self.known(list(dict.fromkeys(skus)))
         cart = np.asarray(codes, dtype=np.int64)
         ranked = self.rank_carts(np.zeros(cart.size, dtype=np.int64), cart, 1, k)
         return self._as_dicts(ranked)

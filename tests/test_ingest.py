@@ -414,3 +414,12 @@ def test_thousands_separators_still_read(store: Store, tmp_path: Path):
     ingest(store, path, as_of="2025-12-31")
     net = table(store, "orders").set_index("order_id")["net_revenue"]
     assert net.to_dict() == pytest.approx({"1": 1234.5, "2": 1234, "3": 100000, "4": 1.5})
+
+
+def test_discount_above_gross_is_quarantined_with_the_computed_net(store: Store, tmp_path: Path):
+    path = write(tmp_path, HEADER + "A1,c1,2025-01-05,10,12,,,,,,\nA2,c1,2025-01-06,10,2,,,,,,\n")
+    report = ingest(store, path, as_of="2025-12-31")
+    assert (report.orders, report.quarantined) == (1, 1)
+    reason = store.scalar("SELECT reason FROM quarantine")
+    assert reason.startswith("negative amount that is not a refund: got -2")
+    assert "gross less discount" in reason

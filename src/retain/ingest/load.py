@@ -440,7 +440,9 @@ class Loader:
             (
                 "net_revenue < 0 AND refunded = 0",
                 "net_revenue",
-                "'negative amount that is not a refund: got ' || _t_net_revenue || "
+                # without a net_revenue in the file, name the net computed from gross
+                "'negative amount that is not a refund: got ' || coalesce(_t_net_revenue, "
+                "CAST(net_revenue AS VARCHAR) || ' (gross less discount, refunds and fees)') || "
                 "', expected 0 or more, or a refunded amount'",
             ),
         ]

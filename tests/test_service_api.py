@@ -169,6 +169,13 @@ def test_customer_list_rejects_bad_parameters(
     assert words in json.dumps(response.json())
 
 
+@pytest.mark.parametrize("path", ["/api/metrics", "/api/alerts", "/"])
+def test_a_huge_activity_window_is_refused(tiny: TestClient, path: str) -> None:
+    response = tiny.get(path, params={"window_days": 99_999_999_999})
+    assert response.status_code == 422
+    assert "window_days" in response.text
+
+
 # -- pages and their twins -----------------------------------------------------------------
 def test_metrics_match_the_orders(sample: TestClient) -> None:
     from retain.datasets import load_cdnow

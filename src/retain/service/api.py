@@ -34,7 +34,11 @@ Margin = Annotated[
 ]
 WindowDays = Annotated[
     int,
-    Query(ge=1, description="A customer is someone who ordered in the last N days (retention)."),
+    Query(
+        ge=1,
+        le=36_500,
+        description="A customer is someone who ordered in the last N days (retention).",
+    ),
 ]
 
 

@@ -423,3 +423,9 @@ def test_discount_above_gross_is_quarantined_with_the_computed_net(store: Store,
     reason = store.scalar("SELECT reason FROM quarantine")
     assert reason.startswith("negative amount that is not a refund: got -2")
     assert "gross less discount" in reason
+
+
+def test_unreadable_as_of_is_a_clear_error(store: Store, tmp_path: Path):
+    path = write(tmp_path, "order_id,customer_id,ordered_at,net_revenue\n1,a,2025-01-01,10\n")
+    with pytest.raises(DataError, match="unreadable observation date: got 'garbage'"):
+        ingest(store, path, as_of="garbage")

@@ -216,3 +216,16 @@ def test_rescoring_needs_a_full_scoring(tmp_path, cdnow_sample_db):
         fit_store(store, model="bgnbd", unit="W")
         with pytest.raises(StoreError, match="retain score"):
             score_customers(store, ["1012"])
+
+
+def test_unreadable_or_early_observation_dates_are_clear_errors(tmp_path, cdnow_sample_db):
+    path = tmp_path / "dates.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    for args, message in (
+        (["fit", "--as-of", "garbage"], "unreadable observation date: got 'garbage'"),
+        (["fit", "--as-of", "1990-01-01"], "before the first order (1997-01-01)"),
+        (["score", "--as-of", "1998-13-45"], "unreadable observation date: got '1998-13-45'"),
+    ):
+        result = runner.invoke(app, [*args, "--db", str(path)])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from retain.errors import ModelError, StoreError
+from retain.errors import DataError, ModelError, StoreError
 from retain.features import summarize
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
 from retain.models.base import UNIT_DAYS
@@ -147,6 +147,31 @@ def _first_order_day(store: Store) -> dt.date:
     return pd.Timestamp(store.scalar("SELECT min(ordered_at) FROM orders")).date()
 
 
+def _observation_day(store: Store, value: str | dt.date | None) -> dt.date:
+    """The observation day ``value`` (a date, UTC), or the day of the last order."""
+    if value is None:
+        return _last_order_day(store)
+    unreadable = DataError(
+        "unreadable observation date", value=value, expected="a date as YYYY-MM-DD"
+    )
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise unreadable from None
+    if pd.isna(ts):
+        raise unreadable
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    day = ts.date()
+    first = _first_order_day(store)
+    if day < first:
+        raise DataError(
+            f"the observation date {day} is before the first order ({first})",
+            expected=f"a date on or after {first}",
+        )
+    return day
+
+
 def fit_store(
     store: Store,
     *,
@@ -175,7 +200,7 @@ def fit_store(
     if holdout_weeks is not None and holdout_weeks < 1:
         raise ValueError(f"holdout_weeks must be 1 or more, got {holdout_weeks}")
     store.require_orders()
-    end = pd.Timestamp(observation_end).date() if observation_end else _last_order_day(store)
+    end = _observation_day(store, observation_end)
     caught: list[str] = []
     candidates: pd.DataFrame | None = None
     chosen = model
@@ -317,8 +342,8 @@ def score_store(
     boundaries are kept in ``score_basis`` for :func:`score_customers`.
     """
     store.require_orders()
+    end = _observation_day(store, observation_end)
     model, spend, row = load_fit(store, fit_id)
-    end = pd.Timestamp(observation_end).date() if observation_end else _last_order_day(store)
     basis = ScoreBasis(
         fit_id=int(row["fit_id"]),
         as_of=end.isoformat(),
@@ -363,7 +388,7 @@ def score_customers(
     store.require_orders()
     basis = load_score_basis(store)
     model, spend, row = load_fit(store, basis.fit_id)
-    end = pd.Timestamp(observation_end).date() if observation_end else _last_order_day(store)
+    end = _observation_day(store, observation_end)
     scored = _score(store, model, spend, row, end, basis, customer_ids=ids)
     if len(scored.table):
         with store.transaction() as con, _scores_source(con, scored) as source:

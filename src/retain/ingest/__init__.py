@@ -117,7 +117,15 @@ def ingest(
 def _as_of(value: str | dt.date | dt.datetime | None) -> dt.datetime:
     if value is None:
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    ts = pd.Timestamp(value)
+    unreadable = DataError(
+        "unreadable observation date", value=value, expected="a date as YYYY-MM-DD"
+    )
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise unreadable from None
+    if pd.isna(ts):
+        raise unreadable
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     if (isinstance(value, str) and len(value) <= 10) or (

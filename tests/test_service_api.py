@@ -176,6 +176,24 @@ def test_a_huge_activity_window_is_refused(tiny: TestClient, path: str) -> None:
     assert "window_days" in response.text
 
 
+def test_page_links_keep_the_search_text(tiny_db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(tiny_db, path)
+    (tmp_path / "more.csv").write_text(
+        "order_id,customer_id,ordered_at,net_revenue\np1,x+1,2024-03-01,5\np2,x+2,2024-03-02,6\n"
+    )
+    with Store(path) as store:
+        ingest(store, tmp_path / "more.csv", format="orders", as_of="2024-03-31")
+    with TestClient(create_app(path, warm=False)) as client:
+        first = client.get("/api/customers", params={"q": "x+", "limit": 1}).json()
+        assert first["total"] == 2
+        second = client.get("/api/customers?" + first["next"]).json()
+        assert second["q"] == "x+" and second["total"] == 2
+        assert second["customers"][0]["customer_id"] != first["customers"][0]["customer_id"]
+        back = client.get("/api/customers?" + second["previous"]).json()
+        assert back["customers"] == first["customers"]
+
+
 # -- pages and their twins -----------------------------------------------------------------
 def test_metrics_match_the_orders(sample: TestClient) -> None:
     from retain.datasets import load_cdnow

@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
@@ -431,8 +432,7 @@ def customers_payload(
 
     def link(start: int) -> str:
         parts = {"segment": segment, "risk": risk, "q": q, "sort": sort, "limit": limit}
-        query = "&".join(f"{k}={v}" for k, v in parts.items() if v)
-        return f"{query}&offset={start}"
+        return urlencode({**{k: v for k, v in parts.items() if v}, "offset": start})
 
     return {
         "customers": rows,

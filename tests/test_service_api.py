@@ -356,6 +356,11 @@ def test_writes_need_the_key(writable: TestClient) -> None:
     assert writable.get("/api/customers/a").json()["orders"]["orders"] == 2
 
 
+def test_the_key_is_checked_before_the_order(writable: TestClient) -> None:
+    assert writable.post("/api/orders", json={}).status_code == 401
+    assert writable.post("/api/orders", json={"colour": "red"}).status_code == 401
+
+
 def test_an_order_is_stored_and_the_customer_updated_at_once(writable: TestClient) -> None:
     writable.get("/api/customers/a")  # the index is built before the write
     response = writable.post(
@@ -439,6 +444,7 @@ def test_read_only_service_refuses_writes(tiny_db: Path, tmp_path: Path) -> None
     with TestClient(create_app(path, KEY, writes=False, warm=False)) as client:
         response = client.post("/api/orders", json=NEW_ORDER, headers={"X-API-Key": KEY})
         assert response.status_code == 403
+        assert client.post("/api/orders", json={}).status_code == 403
 
 
 def test_without_a_key_only_this_machine_may_write(tiny_db: Path, tmp_path: Path) -> None:

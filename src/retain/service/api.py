@@ -327,9 +327,18 @@ class OrderIn(BaseModel):
         return self
 
 
+def require_writer(service: ServiceDep, request: Request) -> None:
+    """Refuse a write before its body is looked at: 403 when the service is read-only,
+    401 without the right API key."""
+    if not service.writes:
+        raise HTTPException(403, "this service was started read-only (--read-only)")
+    service.check_key(request)
+
+
 @router.post(
     "/orders",
     status_code=201,
+    dependencies=[Depends(require_writer)],
     responses={
         401: {"model": Problem, "description": "Missing or wrong API key."},
         403: {"model": Problem, "description": "The service was started read-only."},
@@ -337,14 +346,11 @@ class OrderIn(BaseModel):
     },
     summary="Ingest one order now (needs the API key)",
 )
-def post_order(service: ServiceDep, order: OrderIn, request: Request) -> JSONResponse:
+def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
     """Validate the order with the file ingest's rules and store it, or quarantine it with
     the reason (422). The customer's scores are updated at once from the fitted model
     parameters; the response carries the customer as ``GET /api/customers/{id}`` now
     returns it."""
-    if not service.writes:
-        raise HTTPException(403, "this service was started read-only (--read-only)")
-    service.check_key(request)
     result = ingest(service, order.model_dump(exclude_none=True))
     status = 201 if result["stored"] else 422
     return JSONResponse(result, status_code=status)

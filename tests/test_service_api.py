@@ -361,6 +361,20 @@ def test_the_key_is_checked_before_the_order(writable: TestClient) -> None:
     assert writable.post("/api/orders", json={"colour": "red"}).status_code == 401
 
 
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_an_amount_that_is_not_a_number_is_refused(writable: TestClient, amount: str) -> None:
+    # Python's JSON reader takes these literals as floats: they must not reach the store
+    body = '{"order_id": "o11", "customer_id": "a", "ordered_at": "2024-03-20", "net_revenue": %s}'
+    response = writable.post(
+        "/api/orders",
+        content=body % amount,
+        headers={"X-API-Key": KEY, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "net_revenue" in response.text
+    assert writable.get("/api/customers/a").json()["orders"]["orders"] == 2
+
+
 def test_an_order_is_stored_and_the_customer_updated_at_once(writable: TestClient) -> None:
     writable.get("/api/customers/a")  # the index is built before the write
     response = writable.post(

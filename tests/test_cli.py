@@ -121,3 +121,11 @@ def test_json_has_no_nan_when_a_fit_has_no_standard_errors(tmp_path: Path):
     doc = _strict_json(result.stdout)
     assert doc["customers"] == 3
     assert all(v is None for v in doc["standard_errors"].values())
+
+
+def test_negative_limits_are_refused(tmp_path: Path):
+    db = _three_customers(tmp_path)
+    for command in ("quarantine", "customers"):
+        result = run(command, "--db", db, "--limit", "-1")
+        assert result.exit_code == 2, result.output
+        assert "--limit" in result.output or "limit must be" in result.output

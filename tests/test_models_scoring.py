@@ -229,3 +229,20 @@ def test_unreadable_or_early_observation_dates_are_clear_errors(tmp_path, cdnow_
         result = runner.invoke(app, [*args, "--db", str(path)])
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_bad_score_and_fit_options_are_refused(tmp_path, cdnow_sample_db):
+    path = tmp_path / "options.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    assert runner.invoke(app, ["fit", "--db", str(path), "--model", "bgnbd"]).exit_code == 0
+    for args, message in (
+        (["score", "--margin", "-1"], "margin must be a fraction of net revenue"),
+        (["score", "--margin", "30"], "margin must be a fraction of net revenue"),
+        (["score", "--discount-rate", "-0.5"], "discount rate must be 0 or more"),
+        (["fit", "--holdout-weeks", "0"], "--holdout-weeks"),
+    ):
+        result = runner.invoke(app, [*args, "--db", str(path)])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output
+    with Store(path, read_only=True) as store:
+        assert not store.has_table("customer_scores")

@@ -186,7 +186,7 @@ def customers(
 @app.command()
 @friendly_errors
 def quarantine(
-    limit: Annotated[int, typer.Option(help="How many rows.")] = 50,
+    limit: Annotated[int, typer.Option(help="How many rows.", min=0)] = 50,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
@@ -510,6 +510,7 @@ def fit(
         typer.Option(
             "--holdout-weeks",
             help="Weeks held out to score the models (auto: default a quarter of the history).",
+            min=1,
         ),
     ] = None,
     unit: Annotated[
@@ -780,7 +781,7 @@ def audience(
 def migration(
     start: Annotated[str, typer.Option("--from", help="First date, YYYY-MM-DD.")],
     end: Annotated[str, typer.Option("--to", help="Second date, YYYY-MM-DD.")],
-    limit: Annotated[int, typer.Option(help="Customers who moved down to show.")] = 20,
+    limit: Annotated[int, typer.Option(help="Customers who moved down to show.", min=0)] = 20,
     scheme: SegmentSchemeOption = "quintiles",
     rules: SegmentRulesOption = None,
     db: DbOption = DEFAULT_DB,

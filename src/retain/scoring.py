@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -341,6 +342,18 @@ def score_store(
     See the module docstring for the columns. The settings and the RFM
     boundaries are kept in ``score_basis`` for :func:`score_customers`.
     """
+    if not (math.isfinite(margin) and 0 < margin <= 1):
+        raise DataError(
+            "margin must be a fraction of net revenue",
+            value=margin,
+            expected="a number in (0, 1], e.g. 0.3 for 30%",
+        )
+    if not (math.isfinite(discount_rate) and discount_rate >= 0):
+        raise DataError(
+            "discount rate must be 0 or more",
+            value=discount_rate,
+            expected="e.g. 0.1 for 10% a year",
+        )
     store.require_orders()
     end = _observation_day(store, observation_end)
     model, spend, row = load_fit(store, fit_id)

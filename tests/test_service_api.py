@@ -765,3 +765,22 @@ def test_vendored_library_is_recorded_with_its_license() -> None:
         assert name in readme
     assert "4.6.1" in readme and "MIT" in readme
     assert "MIT License" in (vendor / "LICENSE.chart.js.md").read_text()
+
+
+def test_an_unexpected_failure_is_a_json_500_on_the_api_and_a_page_on_the_dashboard(
+    tiny_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retain.service import api
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(api, "metrics", broken)
+    app = create_app(tiny_db, writes=False, warm=False)
+    with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
+        response = client.get("/api/metrics")
+        assert response.status_code == 500
+        assert response.json() == {"detail": "internal error: RuntimeError: disk on fire"}
+        page = client.get("/")
+        assert page.status_code == 500
+        assert "text/html" in page.headers["content-type"] and "disk on fire" in page.text

@@ -347,6 +347,14 @@ def create_app(
             )
         return pages.error_page(request, exc.status_code, str(exc.detail))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # logged with its traceback by the server; the client gets the same shape as any error
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": message}, status_code=500)
+        return pages.error_page(request, 500, message)
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Any:
         problems = [

@@ -246,3 +246,20 @@ def test_bad_score_and_fit_options_are_refused(tmp_path, cdnow_sample_db):
         assert message in result.output and "Traceback" not in result.output
     with Store(path, read_only=True) as store:
         assert not store.has_table("customer_scores")
+
+
+def test_a_fit_without_standard_errors_scores_without_an_interval(tmp_path):
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "order_id,customer_id,ordered_at,net_revenue\n"
+        "1,a,2025-01-02,10.50\n2,b,2025-01-03,22\n3,a,2025-02-03,1234.50\n4,d,2025-03-01,5\n"
+    )
+    with Store(tmp_path / "three.duckdb") as store:
+        retain.ingest.ingest(store, orders, as_of="2025-12-31")
+        fit_store(store, model="bgnbd")
+        report = score_store(store)
+        table = store.query("SELECT * FROM customer_scores")
+    assert report.customers == 3
+    assert any("no CLV interval" in w for w in report.warnings)
+    assert table["clv_12m"].notna().all()
+    assert table["clv_low"].isna().all() and table["clv_high"].isna().all()

@@ -537,6 +537,11 @@ def _score(
 ) -> _Scored:
     """Score ``customer_ids`` (None: every customer) as of ``end``: the one computation
     behind :func:`score_store` and :func:`score_customers`."""
+    interval: float | None = basis.interval
+    # a fit whose likelihood is flat has no covariance: score it, without the interval
+    unsure = [m.name for m in (model, spend) if m is not None and m.covariance_ is None]
+    if unsure and spend is not None:
+        interval = None
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         summary = _summary(store, end, row, customer_ids)
@@ -554,10 +559,16 @@ def _score(
                 clv_horizon="12M",
                 discount_rate=basis.discount_rate,
                 margin=basis.margin,
-                interval=basis.interval,
+                interval=interval,
                 next_horizon="365D",
             )
     caught = list(dict.fromkeys(str(w.message) for w in seen))
+    if interval is None and spend is not None:
+        caught.append(
+            f"no CLV interval: no standard errors for the {' and '.join(unsure)} "
+            f"fit{'s' if len(unsure) > 1 else ''} (the data do not pin down the parameters); "
+            "clv_low and clv_high are left empty"
+        )
     if customer_ids is not None:
         absent = [c for c in customer_ids if c not in summary.index]
         if absent:
@@ -599,7 +610,7 @@ def _score_table(
     missing = np.full(n, np.nan)
 
     def column(name: str, needs_spend: bool = False) -> np.ndarray:
-        if n == 0 or (needs_spend and not has_spend):
+        if n == 0 or (needs_spend and not has_spend) or name not in scores:
             return missing
         return scores[name].to_numpy()
 

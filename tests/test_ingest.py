@@ -429,3 +429,22 @@ def test_unreadable_as_of_is_a_clear_error(store: Store, tmp_path: Path):
     path = write(tmp_path, "order_id,customer_id,ordered_at,net_revenue\n1,a,2025-01-01,10\n")
     with pytest.raises(DataError, match="unreadable observation date: got 'garbage'"):
         ingest(store, path, as_of="garbage")
+
+
+def test_parquet_ids_stored_as_floats_keep_their_integer_form(store: Store, tmp_path: Path):
+    # pandas turns an integer column with a gap into floats: customer 10 becomes 10.0
+    frame = pd.DataFrame(
+        {
+            "order_id": [1.0, 2.0, 3.0],
+            "customer_id": [10.0, float("nan"), 10.5],
+            "ordered_at": pd.to_datetime(["2025-01-01", "2025-02-01", "2025-03-01"]),
+            "net_revenue": [10.0, 5.0, 7.0],
+        }
+    )
+    path = tmp_path / "orders.parquet"
+    frame.to_parquet(path)
+    report = ingest(store, path, as_of="2025-12-31")
+    assert (report.orders, report.quarantined) == (2, 1)
+    orders = table(store, "orders")
+    assert orders["order_id"].tolist() == ["1", "3"]
+    assert orders["customer_id"].tolist() == ["10", "10.5"]

@@ -279,7 +279,7 @@ class Loader:
                 continue
             src_sql = _q(src)
             if kind == "text":
-                select.append(f"{parse.text(src_sql)} AS {col.name}")
+                select.append(f"{parse.text(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")
             else:
                 parser = _PARSERS[kind][0]
                 select.append(f"{parser(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")

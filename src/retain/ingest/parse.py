@@ -16,8 +16,14 @@ DATE_EXPECTED = "a date such as 2025-10-02"
 BOOLEAN_EXPECTED = "yes/no, true/false or 1/0"
 
 
-def text(col: str) -> str:
-    """Trimmed text, NULL when empty."""
+def text(col: str, source_type: str = "VARCHAR") -> str:
+    """Trimmed text, NULL when empty. A whole number stored as a float (an id column
+    that pandas turned into floats because of a gap) is written without ".0"."""
+    if source_type in ("DOUBLE", "FLOAT"):
+        return (
+            f"CASE WHEN abs({col}) < 1e15 AND {col} = trunc({col}) "
+            f"THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) ELSE CAST({col} AS VARCHAR) END"
+        )
     return f"nullif(trim(CAST({col} AS VARCHAR)), '')"
 
 

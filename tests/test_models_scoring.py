@@ -263,3 +263,21 @@ def test_a_fit_without_standard_errors_scores_without_an_interval(tmp_path):
     assert any("no CLV interval" in w for w in report.warnings)
     assert table["clv_12m"].notna().all()
     assert table["clv_low"].isna().all() and table["clv_high"].isna().all()
+
+
+def test_fit_refuses_a_store_of_one_time_buyers(tmp_path):
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "order_id,customer_id,ordered_at,net_revenue\n"
+        + "".join(
+            f"{i},c{i},2025-{1 + i % 12:02d}-{1 + i % 28:02d},{10 + i % 7}\n" for i in range(60)
+        )
+    )
+    path = tmp_path / "once.duckdb"
+    with Store(path) as store:
+        retain.ingest.ingest(store, orders, as_of="2025-12-31")
+    result = runner.invoke(app, ["fit", "--db", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "none of the 60 customers bought again" in result.output
+    with Store(path, read_only=True) as store:
+        assert store.scalar("SELECT count(*) FROM model_fits") == 0

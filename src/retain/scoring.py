@@ -206,6 +206,14 @@ def fit_store(
     candidates: pd.DataFrame | None = None
     chosen = model
     weeks = holdout_weeks
+    summary = summarize(store, observation_end=end, unit=unit, grain=grain)
+    if not (summary["frequency"] > 0).any():
+        # the likelihood is flat: every fit would call every customer lost
+        raise ModelError(
+            f"none of the {len(summary):,} customers bought again (on a later "
+            f"{'day' if grain == 'D' else 'week'}) by {end}: the repeat-purchase models learn "
+            "from repeat buyers; ingest more history or fit at a later --as-of"
+        )
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         if model == "auto" or holdout_weeks is not None:
@@ -230,7 +238,6 @@ def fit_store(
                 grain=grain,
             )
             chosen = str(candidates["model"].iloc[0])
-        summary = summarize(store, observation_end=end, unit=unit, grain=grain)
         fitted: TransactionModel = TRANSACTION_MODELS[chosen](penalizer=penalizer).fit(summary)
         spend: GammaGamma | None = None
         if ((summary["frequency"] > 0) & (summary["monetary"] > 0)).any():

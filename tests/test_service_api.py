@@ -768,7 +768,7 @@ def test_vendored_library_is_recorded_with_its_license() -> None:
 
 
 def test_an_unexpected_failure_is_a_json_500_on_the_api_and_a_page_on_the_dashboard(
-    tiny_db: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from retain.service import api
 
@@ -776,7 +776,9 @@ def test_an_unexpected_failure_is_a_json_500_on_the_api_and_a_page_on_the_dashbo
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(api, "metrics", broken)
-    app = create_app(tiny_db, writes=False, warm=False)
+    copy = tmp_path / "tiny.duckdb"
+    shutil.copy(tiny_db, copy)
+    app = create_app(copy, writes=False, warm=False)
     with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
         response = client.get("/api/metrics")
         assert response.status_code == 500

@@ -448,3 +448,41 @@ def test_parquet_ids_stored_as_floats_keep_their_integer_form(store: Store, tmp_
     orders = table(store, "orders")
     assert orders["order_id"].tolist() == ["1", "3"]
     assert orders["customer_id"].tolist() == ["10", "10.5"]
+
+
+def test_non_finite_amounts_and_implausible_dates_are_quarantined(store: Store, tmp_path: Path):
+    path = write(
+        tmp_path,
+        "order_id,customer_id,ordered_at,net_revenue,gross\n"
+        "A1,c1,2025-06-01,NaN,\n"  # row 2
+        "A2,c1,2025-06-01,inf,\n"  # row 3
+        "A3,c1,2025-06-01,1e400,\n"  # row 4: beyond a double
+        "A4,c1,2025-06-01,,-inf\n"  # row 5
+        "A5,c1,0000-01-01,5,\n"  # row 6: a typing mistake, not history
+        "A6,c1,1900-01-01,5,\n"  # row 7: fine
+        "A7,c1,2025-06-02,7,\n",  # row 8: fine
+    )
+    report = ingest(store, path, as_of="2025-12-31")
+    assert (report.orders, report.quarantined) == (2, 5)
+    q = table(store, "quarantine").set_index("row_number")
+    assert list(q.index) == [2, 3, 4, 5, 6]
+    assert "unreadable amount: got 'NaN'" in q.loc[2, "reason"]
+    assert "unreadable amount: got '1e400'" in q.loc[4, "reason"]
+    assert q.loc[5, "column_name"] == "gross"
+    assert q.loc[6, "reason"].startswith("implausible date: got '0000-01-01'")
+    assert store.scalar("SELECT count(*) FROM orders WHERE NOT isfinite(net_revenue)") == 0
+
+
+def test_nan_in_a_parquet_amount_column_is_quarantined(store: Store, tmp_path: Path):
+    path = tmp_path / "orders.parquet"
+    pd.DataFrame(
+        {
+            "order_id": ["A1", "A2"],
+            "customer_id": ["c1", "c2"],
+            "ordered_at": pd.to_datetime(["2025-01-05", "2025-01-06"]),
+            "net_revenue": [float("nan"), 12.5],
+        }
+    ).to_parquet(path)
+    report = ingest(store, path, as_of="2025-12-31")
+    assert (report.orders, report.quarantined) == (1, 1)
+    assert store.scalar("SELECT column_name FROM quarantine") == "net_revenue"

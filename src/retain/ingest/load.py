@@ -94,6 +94,9 @@ _NON_NEGATIVE = {
     "marketing_spend": ("amount",),
 }
 
+# Dates before this are typing mistakes (0000-01-01, 0202-05-01), not history.
+EARLIEST_DATE = "1900-01-01"
+
 _REQUIRED_MESSAGE = {"customer_id": "no customer identity", "order_id": "missing order_id"}
 
 
@@ -302,14 +305,26 @@ class Loader:
             kind = _kind(col.sql_type)
             if kind != "text" and col.name in text_cols:
                 _, expected, what = _PARSERS[kind]
+                unread = f"{col.name} IS NULL"
+                if kind == "number":  # NaN, inf and 1e400 are not amounts
+                    unread = f"({unread} OR NOT isfinite({col.name}))"
                 checks.append(
                     (
-                        f"_t_{col.name} IS NOT NULL AND {col.name} IS NULL",
+                        f"_t_{col.name} IS NOT NULL AND {unread}",
                         col.name,
                         f"{_lit(what + ': got ')} || '''' || _t_{col.name} || '''' || "
                         f"{_lit(', expected ' + expected)}",
                     )
                 )
+                if kind in ("timestamp", "date"):
+                    checks.append(
+                        (
+                            f"{col.name} < DATE '{EARLIEST_DATE}'",
+                            col.name,
+                            f"{_lit('implausible date: got ')} || '''' || _t_{col.name} || '''' "
+                            f"|| {_lit(', expected a date on or after ' + EARLIEST_DATE)}",
+                        )
+                    )
         for name in _NON_NEGATIVE.get(table.name, ()):
             checks.append(
                 (

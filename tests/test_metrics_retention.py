@@ -81,6 +81,7 @@ def test_orders_after_as_of_are_ignored(example: Store) -> None:
         ({"period": "week"}, "unknown period"),
         ({"period": "month", "window_days": 29}, "at least 30 days"),
         ({"period": "year", "window_days": 364}, "at least 365 days"),
+        ({"period": "month", "window_days": 99_999_999_999}, "at most 36,500 days"),
         ({"period": "month", "as_of": "2023-12-31"}, "before the first order"),
         ({"period": "month", "as_of": "soon"}, "unreadable observation date"),
     ],

@@ -26,6 +26,7 @@ fraction of it kept, in (0, 1]. Rates and shares in tables are percentages;
   (what ``retain metrics`` prints).
 """
 
+from retain.metrics._common import MAX_WINDOW_DAYS
 from retain.metrics.acquisition import (
     CAC_COLUMNS,
     CHANNEL_COLUMNS,
@@ -60,6 +61,7 @@ __all__ = [
     "COHORT_COLUMNS",
     "CUSTOMER_COLUMNS",
     "MATRIX_VALUES",
+    "MAX_WINDOW_DAYS",
     "METRIC_NAMES",
     "OVERVIEW_KEYS",
     "PERIOD_COLUMNS",

@@ -52,6 +52,10 @@ def check_margin(margin: float) -> float:
     return float(margin)
 
 
+# The longest activity window: a century (longer ones overflow date arithmetic).
+MAX_WINDOW_DAYS = 36_500
+
+
 def check_window_days(window_days: int, period: str) -> int:
     """The activity window: a customer is one who ordered in the last ``window_days`` days."""
     if isinstance(window_days, bool) or not isinstance(window_days, int):
@@ -63,6 +67,12 @@ def check_window_days(window_days: int, period: str) -> int:
             f"who buys once every {period} would count as lapsed between purchases",
             value=window_days,
             expected=f"at least {least} days for --period {period}",
+        )
+    if window_days > MAX_WINDOW_DAYS:
+        raise DataError(
+            "an activity window longer than a century",
+            value=window_days,
+            expected=f"at most {MAX_WINDOW_DAYS:,} days",
         )
     return window_days
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from retain.metrics import MAX_WINDOW_DAYS
 from retain.service import data
 from retain.service.app import Service
 from retain.store import Store
@@ -36,7 +37,7 @@ WindowDays = Annotated[
     int,
     Query(
         ge=1,
-        le=36_500,
+        le=MAX_WINDOW_DAYS,
         description="A customer is someone who ordered in the last N days (retention).",
     ),
 ]

@@ -62,8 +62,19 @@ def test_missing_columns_exit_2_and_store_nothing(tmp_path: Path):
     assert result.exit_code == 2
     assert "missing required column(s) order_id, customer_id, ordered_at" in result.output
     assert "Found: id, who" in result.output
+    # a failed first ingest leaves no empty store behind to confuse later commands
+    assert not db.exists() and not Path(f"{db}.wal").exists()
+    for failing in (("nope.csv",), (bad, "--as-of", "soon"), (bad, "--format", "xml")):
+        assert run("ingest", *failing, "--db", db).exit_code == 2
+        assert not db.exists()
+    # an existing store is left as it was
+    assert (
+        run("ingest", DATA / "shopify_orders.csv", "--db", db, "--as-of", "2025-12-31").exit_code
+        == 0
+    )
+    assert run("ingest", bad, "--db", db, "--format", "orders").exit_code == 2
     facts = json.loads(run("status", "--db", db, "--json").output)
-    assert facts["orders"] == 0 and facts["files_ingested"] == 0
+    assert facts["orders"] == 3 and facts["files_ingested"] == 1
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path):

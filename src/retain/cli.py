@@ -126,16 +126,23 @@ def ingest(
     from retain.store import Store
 
     rates = {k: float(v) for k, v in _pairs(rate, "--rate").items()}
-    with Store(db) as store:
-        report = run_ingest(
-            store,
-            path,
-            format=format,
-            mapping=_pairs(map, "--map"),
-            as_of=as_of,
-            currency=currency,
-            rates=rates,
-        )
+    created = not db.exists()
+    try:
+        with Store(db) as store:
+            report = run_ingest(
+                store,
+                path,
+                format=format,
+                mapping=_pairs(map, "--map"),
+                as_of=as_of,
+                currency=currency,
+                rates=rates,
+            )
+    except Exception:
+        if created:  # a failed first ingest leaves no empty store behind
+            for leftover in (db, db.with_name(db.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        raise
     emit(report.__dict__, as_json, report.summary)
 
 

@@ -698,6 +698,10 @@ def test_resolve_api_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         resolve_api_key(key_file=key_file)
     with pytest.raises(ServiceError, match="cannot read"):
         resolve_api_key(key_file=tmp_path / "missing")
+    # one rule for every source: a short key from the environment is refused too
+    monkeypatch.setenv("RETAIN_API_KEY", "short")
+    with pytest.raises(ServiceError, match="RETAIN_API_KEY holds no key of 16 characters"):
+        resolve_api_key()
 
 
 def test_cli_refuses_a_public_address_without_a_key(

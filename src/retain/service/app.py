@@ -47,24 +47,27 @@ class ServiceError(RetainError):
 def resolve_api_key(api_key: str | None = None, key_file: str | Path | None = None) -> str | None:
     """The API key: ``api_key``, else the first line of ``key_file``, else the
     ``RETAIN_API_KEY`` variable, else the file named by ``RETAIN_API_KEY_FILE``;
-    None when none is set. A key file that cannot be read or is empty is an error.
+    None when none is set. A key file that cannot be read, or a key shorter than
+    16 characters from any of them, is an error.
     """
-    if api_key:
-        return api_key
     path = key_file or os.environ.get("RETAIN_API_KEY_FILE")
-    if key_file is None and os.environ.get("RETAIN_API_KEY"):
-        return os.environ["RETAIN_API_KEY"]
-    if not path:
+    if api_key:
+        key, source = api_key, "the API key given"
+    elif key_file is None and os.environ.get("RETAIN_API_KEY"):
+        key, source = os.environ["RETAIN_API_KEY"], "RETAIN_API_KEY"
+    elif path:
+        try:
+            text = Path(path).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ServiceError(f"cannot read the API key file {path}: {exc.strerror}") from exc
+        key = text.strip().splitlines()[0].strip() if text.strip() else ""
+        source = f"the API key file {path}"
+    else:
         return None
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ServiceError(f"cannot read the API key file {path}: {exc.strerror}") from exc
-    key = text.strip().splitlines()[0].strip() if text.strip() else ""
     if len(key) < 16:
         raise ServiceError(
-            f"the API key file {path} holds no key of 16 characters or more; "
-            "write one, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            f"{source} holds no key of 16 characters or more; make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
         )
     return key
 

@@ -790,3 +790,15 @@ def test_an_unexpected_failure_is_a_json_500_on_the_api_and_a_page_on_the_dashbo
         page = client.get("/")
         assert page.status_code == 500
         assert "text/html" in page.headers["content-type"] and "disk on fire" in page.text
+
+
+def test_unknown_paths_answer_json_on_the_api_and_the_error_page_elsewhere(
+    sample: TestClient,
+) -> None:
+    api = sample.get("/api/nope")
+    assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+    page = sample.get("/nope")
+    assert page.status_code == 404
+    assert "text/html" in page.headers["content-type"] and "Not found" in page.text
+    wrong_method = sample.post("/models")
+    assert wrong_method.status_code == 405 and "text/html" in wrong_method.headers["content-type"]

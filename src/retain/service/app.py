@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retain.errors import DataError, RetainError, SchemaError, StoreError
 from retain.store import Store
@@ -342,8 +343,9 @@ def create_app(
             return JSONResponse({"detail": str(exc)}, status_code=status)
         return pages.error_page(request, status, str(exc))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Any:
+    # Starlette's class: also the 404 and 405 that routing raises for unknown paths
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
         if request.url.path.startswith("/api/") or request.url.path.startswith("/static/"):
             return JSONResponse(
                 {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers

@@ -272,9 +272,10 @@ class Recommender:
         """Up to ``k`` products to add to a cart holding ``skus``, best first.
 
         Each is a dict with ``sku``, ``name``, ``score``, ``reason`` and ``kind``.
-        The score estimates the chance that an order holding the cart also holds
-        the product: its share of all orders plus the score (added value) of each
-        cart item for it, from the ``basket`` table. Products with an affinity to
+        The score ranks the products: their share of all orders plus the added
+        value (the ``basket`` table's score) of each cart item for them. For a
+        one-item cart it estimates the chance that an order holding the cart also
+        holds the product; with several items the added values sum, so it can pass 1. Products with an affinity to
         the cart are kind ``"bought_together"``, with the strongest one as reason;
         best sellers compete on their share of orders alone (kind
         ``"best_seller"``). The cart's own products and their product family are

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from retain.dates import check_not_before_first_order, parse_observation_date
 from retain.errors import DataError, ModelError, StoreError
 from retain.features import summarize
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
@@ -152,24 +153,8 @@ def _observation_day(store: Store, value: str | dt.date | None) -> dt.date:
     """The observation day ``value`` (a date, UTC), or the day of the last order."""
     if value is None:
         return _last_order_day(store)
-    unreadable = DataError(
-        "unreadable observation date", value=value, expected="a date as YYYY-MM-DD"
-    )
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise unreadable from None
-    if pd.isna(ts):
-        raise unreadable
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    day = ts.date()
-    first = _first_order_day(store)
-    if day < first:
-        raise DataError(
-            f"the observation date {day} is before the first order ({first})",
-            expected=f"a date on or after {first}",
-        )
+    day = parse_observation_date(value).date()
+    check_not_before_first_order(day, _first_order_day(store))
     return day
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from retain.dates import parse_observation_date
 from retain.errors import DataError, SchemaError
 from retain.ingest import cdnow, shopify
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
@@ -117,17 +118,7 @@ def ingest(
 def _as_of(value: str | dt.date | dt.datetime | None) -> dt.datetime:
     if value is None:
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    unreadable = DataError(
-        "unreadable observation date", value=value, expected="a date as YYYY-MM-DD"
-    )
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise unreadable from None
-    if pd.isna(ts):
-        raise unreadable
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
+    ts = parse_observation_date(value)
     if (isinstance(value, str) and len(value) <= 10) or (
         isinstance(value, dt.date) and not isinstance(value, dt.datetime)
     ):

@@ -39,6 +39,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from retain.dates import check_not_before_first_order, parse_observation_date
 from retain.errors import DataError, SchemaError
 from retain.segments.rules import score_levels
 from retain.store import Store
@@ -316,20 +317,6 @@ def resolve_as_of(con: duckdb.DuckDBPyConnection, as_of: AsOf) -> dt.date:
     first, last = first_last
     if as_of is None:
         return last
-    try:
-        ts = pd.Timestamp(as_of)
-    except (ValueError, TypeError):
-        raise DataError(
-            "unreadable observation date", value=as_of, expected="a date as YYYY-MM-DD"
-        ) from None
-    if ts is pd.NaT:
-        raise DataError("unreadable observation date", value=as_of, expected="a date as YYYY-MM-DD")
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    day = ts.date()
-    if day < first:
-        raise DataError(
-            f"the observation date {day} is before the first order ({first})",
-            expected=f"a date on or after {first}",
-        )
+    day = parse_observation_date(as_of).date()
+    check_not_before_first_order(day, first)
     return day

@@ -20,6 +20,7 @@ import pandas as pd
 
 from retain.errors import SchemaError
 from retain.segments.rfm import (
+    RFM_COLUMNS,
     RFM_SQL,
     AsOf,
     RfmBoundaries,
@@ -46,15 +47,7 @@ SEGMENT_SCORE_COLUMNS = [
 """Columns :func:`segment_scores` returns, for the ``customer_scores`` table."""
 
 CUSTOMER_COLUMNS = [
-    "orders",
-    "net_revenue",
-    "first_order_at",
-    "last_order_at",
-    "days_since_last_order",
-    "typical_gap_days",
-    "r_score",
-    "f_score",
-    "m_score",
+    *RFM_COLUMNS,
     "rfm",
     "segment",
     "action",

@@ -92,8 +92,7 @@ def ingest(
     if fmt == "cdnow":
         mapping = {**cdnow.MAPPING, **(mapping or {})}
 
-    loader.con.execute("BEGIN TRANSACTION")
-    try:
+    with loader.transaction():
         if fmt in ("orders", "cdnow"):
             load_orders(loader, columns, mapping, report)
         elif fmt == "shopify":
@@ -106,12 +105,6 @@ def ingest(
             _spend(loader, columns, mapping, report)
         loader.write_quarantine(report)
         loader.record_file(fmt, report)
-        loader.con.execute("COMMIT")
-    except BaseException:
-        loader.con.execute("ROLLBACK")
-        raise
-    finally:
-        loader.drop_staging()
     return report
 
 

@@ -9,10 +9,11 @@ the rest is written to the store in one transaction: all of it or none.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -461,6 +462,19 @@ class Loader:
                 "', expected 0 or more, or a refunded amount'",
             ),
         ]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Write all of the block's changes or none, then drop the staging tables either way."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        finally:
+            self.drop_staging()
 
     def drop_staging(self) -> None:
         for view in self.sources:

@@ -83,35 +83,30 @@ def ingest_order(
     report = IngestReport(file=source, format="orders", rows_read=1 + len(lines))
 
     _stage(store, "_raw", [{c: _text(order.get(c)) for c in order_columns}], order_columns)
-    loader.con.execute("BEGIN TRANSACTION")
     try:
-        load_orders(loader, order_columns, None, report)
-        stored = report.orders > 0
-        if stored and lines:
-            line_columns = ["order_id", *LINE_FIELDS]
-            rows = [
-                {"order_id": _text(order.get("order_id"))}
-                | {c: _text(line.get(c)) for c in LINE_FIELDS}
-                for line in lines
-            ]
-            _stage(store, "_raw_lines", rows, line_columns)
-            # rows 2.. are the lines: row 1 is the order
-            loader.con.execute("UPDATE _raw_lines SET _row = _row + 1")
-            load_lines(loader, line_columns, None, report, raw="_raw_lines")
-        contact = [c for c in CUSTOMER_FIELDS if order.get(c) is not None]
-        if stored and contact:
-            columns = ["customer_id", *contact]
-            _stage(store, "_raw", [{c: _text(order.get(c)) for c in columns}], columns)
-            orders_loaded = report.orders
-            load_customers(loader, columns, None, report)
-            report.orders = orders_loaded
-        loader.write_quarantine(report)
-        loader.con.execute("COMMIT")
-    except BaseException:
-        loader.con.execute("ROLLBACK")
-        raise
+        with loader.transaction():
+            load_orders(loader, order_columns, None, report)
+            stored = report.orders > 0
+            if stored and lines:
+                line_columns = ["order_id", *LINE_FIELDS]
+                rows = [
+                    {"order_id": _text(order.get("order_id"))}
+                    | {c: _text(line.get(c)) for c in LINE_FIELDS}
+                    for line in lines
+                ]
+                _stage(store, "_raw_lines", rows, line_columns)
+                # rows 2.. are the lines: row 1 is the order
+                loader.con.execute("UPDATE _raw_lines SET _row = _row + 1")
+                load_lines(loader, line_columns, None, report, raw="_raw_lines")
+            contact = [c for c in CUSTOMER_FIELDS if order.get(c) is not None]
+            if stored and contact:
+                columns = ["customer_id", *contact]
+                _stage(store, "_raw", [{c: _text(order.get(c)) for c in columns}], columns)
+                orders_loaded = report.orders
+                load_customers(loader, columns, None, report)
+                report.orders = orders_loaded
+            loader.write_quarantine(report)
     finally:
-        loader.drop_staging()
         loader.con.execute("DROP TABLE IF EXISTS _raw_lines")
     return report
 

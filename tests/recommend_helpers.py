@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from generate import generate as generate_histories
 from shop import generate_shop
+from store_helpers import insert_frames
 
 # Ten orders of five products. By hand, over N = 10 baskets:
 #   A in 6, B in 5, C in 4, D in 2, E in 2
@@ -65,14 +66,7 @@ def frames(
 
 def load(store: Store, orders: pd.DataFrame, lines: pd.DataFrame | None) -> Store:
     """Insert the frames into the store's orders and order_lines."""
-    for table, frame in (("orders", orders), ("order_lines", lines)):
-        if frame is None:
-            continue
-        store.con.register("incoming", frame)
-        columns = ", ".join(frame.columns)
-        store.con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM incoming")
-        store.con.unregister("incoming")
-    return store
+    return insert_frames(store, {"orders": orders, "order_lines": lines})
 
 
 def hand_store(path: str | Path = ":memory:") -> Store:

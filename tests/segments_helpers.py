@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from retain.store import Store
+from store_helpers import insert_frames
 
 
 def orders_frame(rows: Iterable[tuple[str, str, float]]) -> pd.DataFrame:
@@ -27,15 +28,9 @@ def build_store(
     path: str | Path = ":memory:",
 ) -> Store:
     """A store holding the given orders, customers and order lines."""
-    store = Store(path)
-    for table, frame in (("orders", orders), ("customers", customers), ("order_lines", lines)):
-        if frame is None:
-            continue
-        store.con.register("incoming", frame)
-        columns = ", ".join(frame.columns)
-        store.con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM incoming")
-        store.con.unregister("incoming")
-    return store
+    return insert_frames(
+        Store(path), {"orders": orders, "customers": customers, "order_lines": lines}
+    )
 
 
 def random_orders(n_customers: int, seed: int) -> pd.DataFrame:

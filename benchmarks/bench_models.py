@@ -22,9 +22,7 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +30,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 OBSERVATION_END = "2026-01-01"
-
-
-def best_of(repeats: int, func: Callable[[], Any]) -> tuple[float, Any]:
-    """Best wall-clock seconds of ``repeats`` calls and the last result."""
-    times = []
-    result = None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = func()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def peer(summary_path: Path, pareto: bool) -> dict[str, Any] | None:
@@ -64,7 +51,7 @@ def run(n_customers: int, with_peer: bool = True) -> list[dict]:
     import retain
     from retain.models import BetaGeo, GammaGamma, ParetoNBD
     from retain.store import Store
-    from run import bench_ingest, data_dir, peak_mb
+    from run import bench_ingest, best_of, data_dir, peak_mb
 
     warnings.simplefilter("ignore")
     folder = data_dir(n_customers)
@@ -77,16 +64,16 @@ def run(n_customers: int, with_peer: bool = True) -> list[dict]:
     customers = len(summary)
     distinct = len(summary[["frequency", "recency", "T"]].drop_duplicates())
 
-    bg_s, bg = best_of(3, lambda: BetaGeo().fit(summary))
-    pn_s, pn = best_of(3, lambda: ParetoNBD().fit(summary))
-    gg_s, gg = best_of(3, lambda: GammaGamma().fit(summary))
+    bg_s, bg = best_of(3, lambda: BetaGeo().fit(summary), warm_up=False)
+    pn_s, pn = best_of(3, lambda: ParetoNBD().fit(summary), warm_up=False)
+    gg_s, gg = best_of(3, lambda: GammaGamma().fit(summary), warm_up=False)
 
     def score(model: Any, interval: float | None) -> Any:
         return model.score(summary, gamma_gamma=gg, discount_rate=0.1, interval=interval)
 
-    score_s, scores = best_of(3, lambda: score(bg, None))
-    score_ci_s, _ = best_of(3, lambda: score(bg, 0.9))
-    pn_score_s, _ = best_of(3, lambda: score(pn, None))
+    score_s, scores = best_of(3, lambda: score(bg, None), warm_up=False)
+    score_ci_s, _ = best_of(3, lambda: score(bg, 0.9), warm_up=False)
+    pn_score_s, _ = best_of(3, lambda: score(pn, None), warm_up=False)
     peak = round(peak_mb())
 
     theirs = None

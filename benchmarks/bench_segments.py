@@ -15,27 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
-
-def best_of(repeats: int, func: Callable[[], Any]) -> tuple[float, Any]:
-    """Best wall-clock seconds of ``repeats`` calls after one warm-up call, and the last result."""
-    result = func()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = func()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def stand_in_scores(customer_ids: pd.Series, seed: int = 0) -> pd.DataFrame:
@@ -51,7 +37,7 @@ def stand_in_scores(customer_ids: pd.Series, seed: int = 0) -> pd.DataFrame:
 def run(n_customers: int) -> list[dict]:
     from retain.segments import rfm_scores, segment_scores, segment_summary, winback_list
     from retain.store import Store
-    from run import bench_ingest, data_dir, peak_mb
+    from run import bench_ingest, best_of, data_dir, peak_mb
 
     db = data_dir(n_customers) / "bench.duckdb"
     if not db.exists():

@@ -20,7 +20,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -42,6 +44,18 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
     )
+
+
+def best_of(repeats: int, func: Callable[[], Any], *, warm_up: bool = True) -> tuple[float, Any]:
+    """Best wall-clock seconds of ``repeats`` calls, and the last result; ``warm_up``: one
+    untimed call first."""
+    result = func() if warm_up else None
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = func()
+        times.append(time.perf_counter() - start)
+    return min(times), result
 
 
 def peak_mb() -> float:

@@ -10,7 +10,7 @@ contiguous and their last one is their latest order.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from retain.errors import StoreError
+from retain.errors import DataError, StoreError
 from retain.store import Store
 
 SECONDS_PER_DAY = 86_400.0
@@ -278,3 +278,16 @@ def customer_items(baskets: Baskets, lines: np.ndarray | None = None) -> Custome
         last_basket=basket[ends],
         purchases=sizes.astype(np.int64),
     )
+
+
+def item_code_of(index: Mapping[str, int], sku: str) -> int:
+    """The item code of ``sku`` in ``index`` (SKU to code); :class:`DataError` when no
+    order line has it."""
+    code = index.get(sku)
+    if code is None:
+        raise DataError(
+            "unknown SKU: no order line in the store has it",
+            value=sku,
+            expected="a SKU from order_lines",
+        )
+    return int(code)

@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from retain.errors import DataError
-from retain.recommend.baskets import Baskets, group_pairs, load_baskets
+from retain.recommend.baskets import Baskets, group_pairs, item_code_of, load_baskets
 from retain.store import Store
 
 RULE_COLUMNS = [
@@ -262,15 +262,7 @@ def bundles(
         raise DataError("min_lift cannot be negative", value=min_lift, expected=">= 0")
     baskets = _as_baskets(data)
     threshold = min_basket_count(baskets.n_baskets, min_support, min_count)
-    only = None
-    if sku is not None:
-        only = baskets.sku_index.get(sku)
-        if only is None:
-            raise DataError(
-                "unknown SKU: no order line in the store has it",
-                value=sku,
-                expected="a SKU from order_lines",
-            )
+    only = None if sku is None else item_code_of(baskets.sku_index, sku)
     sets = count_itemsets(baskets, threshold, max_size=max_size)
     frame = bundle_frame(
         baskets.items, sets, min_lift=min_lift, discount=discount, limit=limit, only=only

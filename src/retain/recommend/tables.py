@@ -54,6 +54,7 @@ from retain.recommend.baskets import (
     Baskets,
     CustomerItems,
     customer_items,
+    item_code_of,
     load_baskets,
     segment_bounds,
 )
@@ -246,14 +247,7 @@ class Recommender:
 
     def item_code(self, sku: str) -> int:
         """The item code of a SKU; :class:`DataError` when no order line has it."""
-        code = self._index.get(sku)
-        if code is None:
-            raise DataError(
-                "unknown SKU: no order line in the store has it",
-                value=sku,
-                expected="a SKU from order_lines",
-            )
-        return int(code)
+        return item_code_of(self._index, sku)
 
     def known(self, skus: list[str]) -> tuple[list[int], list[str]]:
         """Item codes of the SKUs the tables know, and the SKUs they do not."""

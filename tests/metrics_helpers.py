@@ -10,6 +10,18 @@ from retain.store import Store
 
 Order = tuple  # (customer_id, "YYYY-MM-DD[ HH:MM:SS]", net_revenue[, channel])
 
+# The retention example, checked by hand in test_metrics_retention.
+# A: buys in Jan, Feb, Mar; B: Jan only; C: Feb, lapses, back in Apr; D: 1 March only
+RETENTION_EXAMPLE: list[Order] = [
+    ("A", "2024-01-10", 10),
+    ("A", "2024-02-15", 20),
+    ("A", "2024-03-20", 30),
+    ("B", "2024-01-20", 40),
+    ("C", "2024-02-05", 50),
+    ("C", "2024-04-10", 60),
+    ("D", "2024-03-01", 70),
+]
+
 
 def store_with(
     orders: Sequence[Order],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metrics_helpers import store_with
+from metrics_helpers import RETENTION_EXAMPLE, store_with
 from retain.errors import DataError
 from retain.metrics import (
     business_clv,
@@ -106,17 +106,7 @@ def test_customer_metrics_by_hand() -> None:
 def test_business_clv_pools_the_trailing_periods() -> None:
     # the retention example of test_metrics_retention (30-day window):
     # Feb S=2 E=2 new=1, Mar S=2 E=1 new at end 0, Apr S=1 E=1 new 0
-    store = store_with(
-        [
-            ("A", "2024-01-10", 10),
-            ("A", "2024-02-15", 20),
-            ("A", "2024-03-20", 30),
-            ("B", "2024-01-20", 40),
-            ("C", "2024-02-05", 50),
-            ("C", "2024-04-10", 60),
-            ("D", "2024-03-01", 70),
-        ]
-    )
+    store = store_with(RETENTION_EXAMPLE)
     result = business_clv(
         store, "month", window_days=30, lookback=3, margin=0.5, as_of="2024-04-30"
     )

@@ -9,26 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics_helpers import insert_orders, store_with
+from metrics_helpers import RETENTION_EXAMPLE, insert_orders, store_with
 from retain.errors import DataError
 from retain.metrics import period_metrics, repeat_purchase_rate, retention
 from retain.store import Store
 
-# A: buys in Jan, Feb, Mar; B: Jan only; C: Feb, lapses, back in Apr; D: 1 March only
-EXAMPLE = [
-    ("A", "2024-01-10", 10),
-    ("A", "2024-02-15", 20),
-    ("A", "2024-03-20", 30),
-    ("B", "2024-01-20", 40),
-    ("C", "2024-02-05", 50),
-    ("C", "2024-04-10", 60),
-    ("D", "2024-03-01", 70),
-]
-
 
 @pytest.fixture(scope="module")
 def example() -> Store:
-    return store_with(EXAMPLE)
+    return store_with(RETENTION_EXAMPLE)
 
 
 def test_retention_by_hand_with_a_30_day_window(example: Store) -> None:

@@ -103,6 +103,14 @@ def test_store_and_frame_give_the_same_scores() -> None:
     pd.testing.assert_frame_equal(from_store, rfm_scores(orders))
 
 
+def test_an_arrow_table_gives_the_same_scores_as_pandas() -> None:
+    import pyarrow as pa
+
+    orders = orders_frame((f"c{i % 7}", f"2024-0{1 + i % 9}-1{i % 10}", i * 1.5) for i in range(60))
+    from_arrow = rfm_scores(pa.Table.from_pandas(orders, preserve_index=False))
+    pd.testing.assert_frame_equal(from_arrow, rfm_scores(orders))
+
+
 def test_bad_inputs_say_what_is_wrong() -> None:
     orders = one_order_each([1.0, 2.0])
     with pytest.raises(SchemaError, match="net_revenue"):

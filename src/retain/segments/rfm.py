@@ -268,7 +268,9 @@ def orders_view(
         frame = data
         if type(frame).__module__.startswith("polars"):
             frame = frame.to_arrow()
-        columns = list(frame.columns) if hasattr(frame, "columns") else list(frame.column_names)
+        columns = (
+            list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
+        )
         missing = [c for c in ("customer_id", "ordered_at", "net_revenue") if c not in columns]
         if missing:
             raise SchemaError(

@@ -1,4 +1,4 @@
-"""One pass over the orders that the period, retention and cohort tables all read.
+"""One pass over the orders that the period and retention tables read; one for cohorts.
 
 The orders are grouped per customer and period; a window over each customer's
 periods gives their cohort (first period), their next period with an order, and
@@ -18,6 +18,10 @@ whose size depends on the number of periods, not on the number of customers:
 A customer "at the start of period k" ordered within the activity window before
 the period's first instant: an order at time t counts for period starts s with
 t < s <= t + window, that is for periods idx(t) + 1 .. idx(t + window).
+
+The cohort table needs only the customers, orders and net revenue of each cell:
+:func:`cohort_cells` gets them without the window, from each customer's first
+order joined back to their orders, in about half the time.
 """
 
 from __future__ import annotations
@@ -46,9 +50,9 @@ WITH buys AS (
 ),
 linked AS (
     SELECT idx, orders, net_revenue, net_revenue_sq, hi,
-           min(idx)  OVER w AS cohort,
-           lead(idx) OVER w AS next_idx,
-           lead(hi)  OVER w AS next_hi
+           first_value(idx) OVER w AS cohort,
+           lead(idx)        OVER w AS next_idx,
+           lead(hi)         OVER w AS next_hi
     FROM buys
     WINDOW w AS (PARTITION BY customer_id ORDER BY idx)
 ),
@@ -59,17 +63,30 @@ spans AS (
            least(hi, coalesce(next_idx, hi))       AS last_k,
            CASE WHEN hi >= next_idx AND next_hi > next_idx THEN next_idx END AS bridge_k
     FROM linked
+),
+-- one pass over the customer-periods into a few thousand groups, rolled up below
+grouped AS (
+    SELECT cohort, idx, last_k, bridge_k,
+           count(*)                             AS customers,
+           sum(orders)                          AS orders,
+           sum(net_revenue)                     AS net_revenue,
+           sum(net_revenue_sq)                  AS net_revenue_sq,
+           sum(orders * orders)                 AS orders_sq,
+           count(*) FILTER (WHERE continues)    AS continuing,
+           count(*) FILTER (WHERE reaches_next) AS reaching_next
+    FROM spans
+    GROUP BY ALL
 )
 SELECT GROUPING(cohort, idx, last_k, bridge_k) AS grouping_id,
        cohort, idx, last_k, bridge_k,
-       count(*)                             AS customers,
-       sum(orders)                          AS orders,
-       sum(net_revenue)                     AS net_revenue,
-       sum(net_revenue_sq)                  AS net_revenue_sq,
-       sum(orders * orders)                 AS orders_sq,
-       count(*) FILTER (WHERE continues)    AS continuing,
-       count(*) FILTER (WHERE reaches_next) AS reaching_next
-FROM spans
+       sum(customers)      AS customers,
+       sum(orders)         AS orders,
+       sum(net_revenue)    AS net_revenue,
+       sum(net_revenue_sq) AS net_revenue_sq,
+       sum(orders_sq)      AS orders_sq,
+       sum(continuing)     AS continuing,
+       sum(reaching_next)  AS reaching_next
+FROM grouped
 GROUP BY GROUPING SETS ((cohort, idx), (idx, last_k), (bridge_k))
 """
 
@@ -77,17 +94,33 @@ GROUP BY GROUPING SETS ((cohort, idx), (idx, last_k), (bridge_k))
 CELLS, REACH, BRIDGES = 0b0011, 0b1001, 0b1110
 
 
+COHORT_SQL = """
+WITH firsts AS (
+    SELECT customer_id,
+           (year(min(ordered_at)) * 12 + month(min(ordered_at)) - 1) // $p AS cohort
+    FROM orders
+    WHERE ordered_at < $end
+    GROUP BY customer_id
+)
+SELECT cohort,
+       (year(ordered_at) * 12 + month(ordered_at) - 1) // $p AS idx,
+       count(DISTINCT customer_id)                            AS customers,
+       count(*)                                               AS orders,
+       sum(net_revenue)                                       AS net_revenue
+FROM orders JOIN firsts USING (customer_id)
+WHERE ordered_at < $end
+GROUP BY ALL
+"""
+
+
 @dataclass(frozen=True)
-class Activity:
-    """The three aggregates, and the periods they span (indexes ``first`` .. ``last``)."""
+class CohortCells:
+    """Per cohort and period: ``cells``, and the periods they span (``first`` .. ``last``)."""
 
     window: Window
-    window_days: int
     first: int
     last: int
     cells: pd.DataFrame
-    reach: pd.DataFrame
-    bridges: pd.DataFrame
 
     @property
     def periods(self) -> np.ndarray:
@@ -104,6 +137,15 @@ class Activity:
         next_months = (np.asarray(ks, dtype="int64") + 1) * self.window.months_per_period
         end = self.window.end  # midnight, so a first of the month on or before it counts
         return np.asarray(next_months <= end.year * 12 + end.month - 1, dtype=bool)
+
+
+@dataclass(frozen=True)
+class Activity(CohortCells):
+    """The three aggregates: ``cells`` with every column, ``reach`` and ``bridges``."""
+
+    window_days: int
+    reach: pd.DataFrame
+    bridges: pd.DataFrame
 
 
 def activity(store: Store, window: Window, window_days: int = 365) -> Activity:
@@ -159,3 +201,18 @@ def steps_to_counts(
     np.add.at(diff, lo, weights[keep])
     np.add.at(diff, hi, -weights[keep])
     return np.cumsum(diff[:size])
+
+
+def cohort_cells(store: Store, window: Window) -> CohortCells:
+    """Customers who ordered, their orders and net revenue per cohort and period."""
+    cells = store.con.execute(COHORT_SQL, window.params).df()
+    cells = cells.astype(
+        {"cohort": "int64", "idx": "int64", "customers": "int64", "orders": "int64"}
+    ).astype({"net_revenue": "float64"})
+    day = window.as_of
+    return CohortCells(
+        window=window,
+        first=int(cells["cohort"].min()),
+        last=(day.year * 12 + day.month - 1) // window.months_per_period,
+        cells=cells.sort_values(["cohort", "idx"]).reset_index(drop=True),
+    )

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from retain.errors import DataError
-from retain.metrics._activity import Activity, activity
+from retain.metrics._activity import CohortCells, cohort_cells
 from retain.metrics._common import AsOf, check_margin, observation, period_labels
 from retain.store import Store
 
@@ -60,11 +60,11 @@ def cohorts(
     """
     check_margin(margin)
     window = observation(store, as_of, period)
-    return cohort_table(activity(store, window), margin)
+    return cohort_table(cohort_cells(store, window), margin)
 
 
-def cohort_table(act: Activity, margin: float = 1.0) -> pd.DataFrame:
-    """The cohort table from the activity aggregates."""
+def cohort_table(act: CohortCells, margin: float = 1.0) -> pd.DataFrame:
+    """The cohort table from the cells per cohort and period."""
     cells = act.cells
     sizes = cells.loc[cells["cohort"] == cells["idx"], ["cohort", "customers"]].rename(
         columns={"customers": "cohort_customers"}

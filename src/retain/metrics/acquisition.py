@@ -159,7 +159,7 @@ def acquisition_report(
     if horizon_months is not None:
         check_positive_int("horizon_months", horizon_months)
     window = observation(store, as_of, period)
-    span = _spend_span(store, window)
+    span = spend_span(store, window)
     raw, spend = _acquisition_data(store, window, span)
     per_period = _cac_table(raw, spend, window)
     if span is None:
@@ -181,7 +181,7 @@ def acquisition_report(
     return {"channels": channels, "cac": per_period}
 
 
-def _spend_span(store: Store, window: Window) -> tuple[dt.datetime, dt.datetime] | None:
+def spend_span(store: Store, window: Window) -> tuple[dt.datetime, dt.datetime] | None:
     """The whole months from the first to the last day of spend, or None without spend.
 
     Whole months, so that spend booked once a month covers that month's customers.
@@ -280,7 +280,7 @@ def _channel_table(
                 if horizon_months <= ages_observed
                 else float("nan")
             )
-        cost = paid / new if new else (0.0 if paid == 0 else float("nan"))
+        cost, ratio = cac_and_clv_cac(paid, new, clv)
         payback = float("nan")
         if paid == 0:
             payback = 0.0
@@ -303,7 +303,7 @@ def _channel_table(
                 "new_customers": new,
                 "cac": cost,
                 "clv": clv,
-                "clv_cac": clv / cost if paid > 0 and new else float("nan"),
+                "clv_cac": ratio,
                 "payback_months": payback,
                 "below_cac": below,
                 "note": note,
@@ -312,6 +312,16 @@ def _channel_table(
     frame = pd.DataFrame(rows, columns=CHANNEL_COLUMNS)
     frame["payback_months"] = frame["payback_months"].astype("Int64")
     return frame
+
+
+def cac_and_clv_cac(paid: float, new: int, clv: float) -> tuple[float, float]:
+    """CAC and CLV:CAC of ``new`` customers acquired for ``paid`` (money), CLV per customer.
+
+    CAC is 0 without spend and empty (NaN) for spend that acquired nobody; CLV:CAC
+    is empty without spend or without customers.
+    """
+    cost = paid / new if new else (0.0 if paid == 0 else float("nan"))
+    return cost, clv / cost if paid > 0 and new else float("nan")
 
 
 def _margin_curve(

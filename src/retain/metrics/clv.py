@@ -251,18 +251,24 @@ def business_clv(
         lookback = 12 // PERIODS[period]
     check_positive_int("lookback", lookback)
     act = activity(store, window, window_days)
-    return _business_clv(act, margin, discount_rate, lookback)
+    return _business_clv(
+        retention_table(act), period_table(act), period, margin, discount_rate, lookback
+    )
 
 
 def _business_clv(
-    act: Activity, margin: float, discount_rate: float, lookback: int
+    kept: pd.DataFrame,
+    periods: pd.DataFrame,
+    period: str,
+    margin: float,
+    discount_rate: float,
+    lookback: int,
 ) -> dict[str, Any]:
-    kept = retention_table(act)
-    periods = period_table(act)
+    """The formula CLV from the retention and period tables of the same activity."""
     usable = kept["complete"] & (kept["customers_at_start"] > 0)
     chosen = kept[usable].tail(lookback)
     result: dict[str, Any] = {
-        "period": act.window.period,
+        "period": period,
         "periods": chosen["period"].tolist(),
         "aov": None,
         "purchase_frequency": None,
@@ -276,7 +282,7 @@ def _business_clv(
     }
     if chosen.empty:
         result["note"] = (
-            f"no complete {act.window.period} with customers at its start yet: "
+            f"no complete {period} with customers at its start yet: "
             "the formula needs a measured churn rate"
         )
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -14,23 +15,27 @@ from retain.metrics._common import (
     check_margin,
     check_positive_int,
     check_window_days,
-    has_spend,
     observation,
 )
-from retain.metrics.acquisition import clv_cac
+from retain.metrics.acquisition import cac_and_clv_cac, spend_span
 from retain.metrics.clv import _business_clv, customer_metrics
 from retain.metrics.retention import latest_complete, period_table, retention_table
 from retain.store import Store
 
+# One pass per customer: the headline numbers, and the customers behind the blended
+# CAC (first order in the months of marketing spend, as in :func:`clv_cac`).
 OVERVIEW_SQL = """
 SELECT count(*)                                   AS customers,
        sum(orders)                                AS orders,
        sum(net_revenue)                           AS net_revenue,
        avg(net_revenue)                           AS mean_net_revenue,
        median(net_revenue)                        AS median_net_revenue,
-       count(*) FILTER (WHERE orders >= 2)        AS repeat_customers
+       count(*) FILTER (WHERE orders >= 2)        AS repeat_customers,
+       count(*) FILTER (WHERE in_span)            AS acquired,
+       sum(net_revenue) FILTER (WHERE in_span)    AS acquired_net_revenue
 FROM (
-    SELECT customer_id, count(*) AS orders, sum(net_revenue) AS net_revenue
+    SELECT customer_id, count(*) AS orders, sum(net_revenue) AS net_revenue,
+           min(ordered_at) >= $span_start AND min(ordered_at) < $span_end AS in_span
     FROM orders
     WHERE ordered_at < $end
     GROUP BY customer_id
@@ -98,24 +103,34 @@ def overview(
     check_margin(margin)
     window = observation(store, as_of, period)
     check_window_days(window_days, period)
-    return _overview(store, activity(store, window, window_days), margin)
+    act = activity(store, window, window_days)
+    return _overview(store, act, retention_table(act), period_table(act), margin)
 
 
-def _overview(store: Store, act: Activity, margin: float) -> dict[str, Any]:
+def _overview(
+    store: Store, act: Activity, kept: pd.DataFrame, bought: pd.DataFrame, margin: float
+) -> dict[str, Any]:
+    """The overview from the activity aggregates and their retention and period tables."""
     window = act.window
-    row = store.con.execute(OVERVIEW_SQL, {"end": window.end}).fetchone()
+    span = spend_span(store, window)
+    nowhere = dt.datetime(1, 1, 1)
+    start, end = span if span is not None else (nowhere, nowhere)
+    row = store.con.execute(
+        OVERVIEW_SQL, {"end": window.end, "span_start": start, "span_end": end}
+    ).fetchone()
     assert row is not None
-    customers, orders, net_revenue, mean_revenue, median_revenue, repeaters = row
-    kept = retention_table(act)
-    bought = period_table(act)
+    customers, orders, net_revenue, mean_revenue, median_revenue, repeaters = row[:6]
+    acquired, acquired_revenue = row[6:]
     latest = latest_complete(kept, "retention_rate")
     blended_cac = blended_clv_cac = None
-    if has_spend(store):
-        channels = clv_cac(store, margin=margin, as_of=window.as_of)
-        blended = channels[channels["channel"] == "all"]
-        if not blended.empty:
-            blended_cac = _number(blended["cac"].iloc[0])
-            blended_clv_cac = _number(blended["clv_cac"].iloc[0])
+    if span is not None:
+        # the blended row of clv_cac: all spend over all customers acquired while spending
+        paid = float(
+            store.scalar("SELECT sum(amount) FROM marketing_spend WHERE date < ?", [window.end])
+        )
+        clv = margin * float(acquired_revenue) / acquired if acquired else float("nan")
+        cost, ratio = cac_and_clv_cac(paid, int(acquired), clv)
+        blended_cac, blended_clv_cac = _number(cost), _number(ratio)
     return {
         "as_of": window.as_of.isoformat(),
         "period": window.period,
@@ -187,8 +202,10 @@ def metrics_report(
         axis=1,
     )[REPORT_PERIOD_COLUMNS]
     return {
-        "overview": _overview(store, act, margin),
-        "formula_clv": _business_clv(act, margin, discount_rate, 12 // PERIODS[period]),
+        "overview": _overview(store, act, kept, bought, margin),
+        "formula_clv": _business_clv(
+            kept, bought, period, margin, discount_rate, 12 // PERIODS[period]
+        ),
         "periods": periods,
         "top_customers": customer_metrics(
             store, period, margin=margin, as_of=window.as_of, limit=top

@@ -111,9 +111,11 @@ def observation(store: Store, as_of: AsOf, period: str = "month") -> Window:
     Orders up to the end of that day are counted; later ones are ignored.
     """
     months = check_period(period)
-    row = store.con.execute(
+    # fetch to the end: a result left open would block a later store.con.sql(...)
+    rows = store.con.execute(
         "SELECT CAST(min(ordered_at) AS DATE), CAST(max(ordered_at) AS DATE) FROM orders"
-    ).fetchone()
+    ).fetchall()
+    row = rows[0] if rows else None
     if not row or row[1] is None:
         raise DataError(
             f"the store {store.path} holds no orders yet: run `retain ingest FILE --db {store.path}`"

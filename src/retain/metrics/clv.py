@@ -204,16 +204,15 @@ def customer_metrics(
     window = observation(store, as_of, period)
     if limit is not None:
         check_positive_int("limit", limit, least=0)
-    frame = store.con.execute(
-        CUSTOMERS_SQL,
-        {
-            "end": window.end,
-            "as_of": window.as_of,
-            "period_days": PERIOD_DAYS[period],
-            "margin": margin,
-            "limit": 2**62 if limit is None else limit,
-        },
-    ).df()
+    params = {
+        "end": window.end,
+        "as_of": window.as_of,
+        "period_days": PERIOD_DAYS[period],
+        "margin": margin,
+        "limit": 2**62 if limit is None else limit,
+    }
+    # through Arrow: a million customer ids convert to pandas much faster than with .df()
+    frame = store.con.sql(CUSTOMERS_SQL, params=params).to_arrow_table().to_pandas()
     frame.attrs.update({"period": period, "as_of": window.as_of.isoformat(), "margin": margin})
     return frame
 

@@ -54,7 +54,8 @@ CHANNEL_COLUMNS = [
 # split by whether they were acquired in the spend span; and, for those in the span,
 # net revenue per month of age (0 = the acquisition month), enough to average each
 # age over the customers observed at it. Outside a span (none given) no order is
-# joined, so the CAC table alone costs one pass over the orders.
+# joined, so the CAC table alone costs one pass over the orders. The channel names
+# are cleaned after grouping: a few distinct names rather than one per customer.
 ACQUISITION_SQL = """
 WITH firsts AS (
     SELECT customer_id,
@@ -68,13 +69,12 @@ acquired AS (
     SELECT f.customer_id,
            year(f.first_at) * 12 + month(f.first_at) - 1 AS cohort,
            f.first_at >= $span_start AND f.first_at < $span_end AS in_span,
-           coalesce(lower(trim(nullif(trim(c.acquisition_channel), ''))),
-                    lower(trim(nullif(trim(f.first_channel), ''))),
-                    'unknown') AS channel
+           c.acquisition_channel,
+           f.first_channel
     FROM firsts f LEFT JOIN customers c USING (customer_id)
 ),
 ages AS (
-    SELECT a.channel, a.cohort,
+    SELECT a.acquisition_channel, a.first_channel, a.cohort,
            year(o.ordered_at) * 12 + month(o.ordered_at) - 1 - a.cohort AS age,
            sum(o.net_revenue) AS net_revenue
     FROM orders o JOIN (SELECT * FROM acquired WHERE in_span) a USING (customer_id)
@@ -82,11 +82,26 @@ ages AS (
     GROUP BY ALL
 ),
 sizes AS (
-    SELECT channel, cohort, in_span, count(*) AS customers FROM acquired GROUP BY ALL
+    SELECT acquisition_channel, first_channel, cohort, in_span, count(*) AS customers
+    FROM acquired
+    GROUP BY ALL
+),
+both_kinds AS (
+    SELECT 'revenue' AS kind, acquisition_channel, first_channel, cohort, age,
+           NULL AS in_span, net_revenue AS value
+    FROM ages
+    UNION ALL
+    SELECT 'size' AS kind, acquisition_channel, first_channel, cohort, NULL AS age,
+           in_span, customers AS value
+    FROM sizes
 )
-SELECT 'revenue' AS kind, channel, cohort, age, NULL AS in_span, net_revenue AS value FROM ages
-UNION ALL
-SELECT 'size' AS kind, channel, cohort, NULL AS age, in_span, customers AS value FROM sizes
+SELECT kind,
+       coalesce(lower(trim(nullif(trim(acquisition_channel), ''))),
+                lower(trim(nullif(trim(first_channel), ''))),
+                'unknown') AS channel,
+       cohort, age, in_span, sum(value) AS value
+FROM both_kinds
+GROUP BY ALL
 """
 
 SPEND_SQL = """

@@ -15,24 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
-
-def best_of(repeats: int, func: Callable[[], Any]) -> tuple[float, Any]:
-    """Best wall-clock seconds of ``repeats`` calls after one warm-up call, and the last result."""
-    result = func()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = func()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def load_store(n_customers: int) -> Any:
@@ -73,7 +60,7 @@ def run(n_customers: int) -> list[dict]:
         metrics_report,
         overview,
     )
-    from run import peak_mb
+    from run import best_of, peak_mb
 
     store = load_store(n_customers)
     orders = store.scalar("SELECT count(*) FROM orders")

@@ -59,6 +59,7 @@ import pandas as pd
 from retain.dates import check_not_before_first_order, parse_observation_date
 from retain.errors import DataError, ModelError, StoreError
 from retain.features import summarize
+from retain.metrics._common import check_margin
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
 from retain.models.base import UNIT_DAYS
 from retain.store import Store
@@ -334,12 +335,7 @@ def score_store(
     See the module docstring for the columns. The settings and the RFM
     boundaries are kept in ``score_basis`` for :func:`score_customers`.
     """
-    if not (math.isfinite(margin) and 0 < margin <= 1):
-        raise DataError(
-            "margin must be a fraction of net revenue",
-            value=margin,
-            expected="a number in (0, 1], e.g. 0.3 for 30%",
-        )
+    check_margin(margin)
     if not (math.isfinite(discount_rate) and discount_rate >= 0):
         raise DataError(
             "discount rate must be 0 or more",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from retain.dates import check_not_before_first_order, parse_observation_date
 from retain.errors import DataError
 from retain.store import Store
 
@@ -124,24 +125,8 @@ def observation(store: Store, as_of: AsOf, period: str = "month") -> Window:
     if as_of is None:
         day = last
     else:
-        try:
-            ts = pd.Timestamp(as_of)
-        except (ValueError, TypeError):
-            raise DataError(
-                "unreadable observation date", value=as_of, expected="a date as YYYY-MM-DD"
-            ) from None
-        if pd.isna(ts):
-            raise DataError(
-                "unreadable observation date", value=as_of, expected="a date as YYYY-MM-DD"
-            )
-        if ts.tzinfo is not None:
-            ts = ts.tz_convert("UTC").tz_localize(None)
-        day = ts.date()
-        if day < first:
-            raise DataError(
-                f"the observation date {day} is before the first order ({first})",
-                expected=f"a date on or after {first}",
-            )
+        day = parse_observation_date(as_of).date()
+        check_not_before_first_order(day, first)
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
     return Window(as_of=day, end=end, months_per_period=months, period=period)
 

@@ -275,7 +275,7 @@ def post_recommendations(service: ServiceDep, cart: Cart) -> dict[str, Any]:
 class OrderLineIn(BaseModel):
     """One product line of an order. Values are read as a file's cells are."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")
     sku: str | int
     name: str | None = None
     category: str | None = None
@@ -290,7 +290,6 @@ class OrderIn(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        allow_inf_nan=False,  # NaN, Infinity and 1e999 are numbers to Python's JSON reader
         json_schema_extra={
             "example": {
                 "order_id": "A-1001",

@@ -91,6 +91,8 @@ def customer_segments(
     rules: Rules = None,
     scores: pd.DataFrame | None = None,
     thresholds: RiskThresholds | None = None,
+    customers: Sequence[str] | None = None,
+    boundaries: RfmBoundaries | None = None,
 ) -> pd.DataFrame:
     """One row per customer with RFM scores, segment, action and churn risk.
 
@@ -110,6 +112,10 @@ def customer_segments(
     Indexed by ``customer_id``; columns :data:`CUSTOMER_COLUMNS` (money in the
     reporting currency, times in days). ``attrs`` hold ``as_of``, ``scheme``,
     ``rules`` (its source) and ``model`` ("scores", "customer_scores" or "none").
+
+    ``customers`` gives only those customers, scored against the ``boundaries``
+    of an earlier full scoring (required then: a handful of customers cannot be
+    ranked among themselves), with its scheme and its population gap.
     """
     return _per_customer(
         data,
@@ -119,6 +125,8 @@ def customer_segments(
         rules=rules,
         scores=scores,
         thresholds=thresholds,
+        customers=customers,
+        boundaries=boundaries,
     )
 
 
@@ -143,14 +151,7 @@ def segment_scores(
 
     Scored among every customer, the result's ``attrs["boundaries"]`` keeps
     where each score began (:class:`~retain.segments.rfm.RfmBoundaries`).
-    ``customers`` scores only those customers, against the ``boundaries`` of
-    an earlier full scoring (required then: a handful of customers cannot be
-    ranked among themselves), with its scheme and its population gap.
     """
-    if customers is not None and boundaries is None:
-        raise ValueError("scoring some customers only needs the boundaries of a full scoring")
-    if boundaries is not None:
-        scheme = boundaries.scheme
     return _per_customer(
         store,
         SEGMENT_SCORE_COLUMNS,
@@ -180,6 +181,10 @@ def _per_customer(
 ) -> pd.DataFrame:
     """The ``columns`` (names from :data:`CUSTOMER_COLUMNS`) per customer, by customer_id;
     ``measure``: keep the RFM boundaries in ``attrs["boundaries"]``."""
+    if customers is not None and boundaries is None:
+        raise ValueError("scoring some customers only needs the boundaries of a full scoring")
+    if boundaries is not None:
+        scheme = boundaries.scheme
     table = resolve_rules(rules)
     renamed = {"churn_risk": "r.risk", "churn_reason": "r.reason", "action": "d.action",
                "offer": "d.offer"}  # fmt: skip

@@ -516,22 +516,12 @@ def customer_payload(
     return result
 
 
-# One customer's orders summary, as customer_segments measures it, to their observation day.
-FRESH_ORDERS_SQL = """
-SELECT count(*), sum(net_revenue), min(ordered_at), max(ordered_at),
-       date_diff('day', CAST(max(ordered_at) AS DATE), greatest($as_of, CAST(max(ordered_at) AS DATE))),
-       CASE WHEN count(DISTINCT CAST(ordered_at AS DATE)) > 1
-            THEN date_diff('day', CAST(min(ordered_at) AS DATE), CAST(max(ordered_at) AS DATE))
-                 / (count(DISTINCT CAST(ordered_at AS DATE)) - 1) END
-FROM orders WHERE customer_id = $customer_id
-"""
-
-
 def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Series | None:
     """The index row of one customer with their orders summary and ``customer_scores`` row
     (model scores, and the segment columns when scored with them) read now.
 
-    ``attrs["segment_rescored"]`` says whether segment and churn risk came from the store.
+    ``attrs["segment_rescored"]`` says whether segment and churn risk came from the store
+    (the customer was rescored after the order: see :func:`_rescored_segments`).
     """
     score_columns = [c for c in table_columns(store, "customer_scores") if c != "customer_id"]
     got: list[Any] = []
@@ -541,9 +531,10 @@ def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Serie
             [customer_id],
         ).fetchall()
     scored = dict(zip(score_columns, got[0], strict=True)) if got else {}
-    as_of = scored.get("as_of") or (pd.Timestamp(index.as_of).date() if index.as_of else None)
     summary = store.con.execute(
-        FRESH_ORDERS_SQL, {"customer_id": customer_id, "as_of": as_of}
+        "SELECT count(*), sum(net_revenue), min(ordered_at), max(ordered_at) "
+        "FROM orders WHERE customer_id = ?",
+        [customer_id],
     ).fetchall()[0]
     if not summary[0]:
         return None
@@ -554,19 +545,13 @@ def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Serie
         row = pd.Series(np.nan, index=index.frame.columns, dtype="object")
     row["orders"], row["net_revenue"] = int(summary[0]), float(summary[1])
     row["first_order_at"], row["last_order_at"] = summary[2], summary[3]
-    row["days_since_last_order"], row["typical_gap_days"] = summary[4], summary[5]
+    segmented = _rescored_segments(store, customer_id, scored)
+    if segmented is not None:
+        for name, value in segmented.items():
+            row[str(name)] = value
     for name, value in scored.items():
         row[name] = value
-    row.attrs["segment_rescored"] = bool(scored) and "segment" in scored
-    if row.attrs["segment_rescored"]:
-        from retain.segments import load_rules
-
-        segments = load_rules().table().set_index("segment")
-        if scored["segment"] in segments.index:
-            row["action"] = segments.at[scored["segment"], "action"]
-            row["offer"] = segments.at[scored["segment"], "offer"]
-        gap = summary[5] if summary[5] is not None else _population_gap_days(store)
-        row["overdue_ratio"] = summary[4] / gap if gap else None
+    row.attrs["segment_rescored"] = segmented is not None
     if position is None:
         contact = store.con.execute(
             "SELECT email, name, acquisition_channel, accepts_marketing, first_seen "
@@ -583,12 +568,27 @@ def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Serie
     return row
 
 
-def _population_gap_days(store: Store) -> float | None:
-    """The repeat customers' median gap between orders at the last full scoring (days)."""
-    if "population_gap_days" not in table_columns(store, "score_basis"):
+def _rescored_segments(store: Store, customer_id: str, scored: dict[str, Any]) -> pd.Series | None:
+    """The customer's row of :func:`retain.segments.customer_segments` (RFM measures,
+    action, overdue ratio, ...) when their ``customer_scores`` row was rescored with
+    segment columns: measured for them alone, against the RFM boundaries of the last
+    full scoring, as :func:`retain.scoring.score_customers` measured them. Else None."""
+    from retain.errors import RetainError
+    from retain.scoring import load_score_basis
+    from retain.segments import customer_segments
+
+    if "segment" not in scored:
         return None
-    value = store.scalar("SELECT population_gap_days FROM score_basis LIMIT 1")
-    return None if value is None else float(value)
+    try:
+        boundaries = load_score_basis(store).boundaries
+    except RetainError:
+        return None
+    if boundaries is None:
+        return None
+    frame = customer_segments(
+        store, as_of=scored["as_of"], customers=[customer_id], boundaries=boundaries
+    )
+    return frame.iloc[0] if len(frame) else None
 
 
 def _customer(

@@ -98,6 +98,16 @@ def test_no_spend_gives_an_empty_table_and_no_cac_in_the_overview() -> None:
     assert headline["cac"] is None and headline["clv_cac"] is None
 
 
+@pytest.mark.parametrize("margin", [1.0, 0.5])
+def test_the_overview_gives_the_blended_row_of_clv_cac(store: Store, margin: float) -> None:
+    # the overview measures the blended CAC in its own pass: it must agree with the table's
+    blended = clv_cac(store, margin=margin, as_of="2024-04-30").set_index("channel").loc["all"]
+    headline = overview(store, margin=margin, as_of="2024-04-30")
+    assert headline["cac"] == pytest.approx(blended["cac"])
+    assert headline["clv_cac"] == pytest.approx(blended["clv_cac"])
+    assert headline["clv_cac"] == pytest.approx(margin * (90 + 30 + 59.99 + 25) / 4 / 42.5)
+
+
 def test_bad_arguments(store: Store) -> None:
     with pytest.raises(DataError, match="horizon_months"):
         clv_cac(store, horizon_months=0)

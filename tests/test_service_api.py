@@ -7,6 +7,7 @@ data and that each page shows what its API twin returns.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -14,6 +15,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,12 +76,29 @@ def tiny(tiny_db: Path) -> Iterator[TestClient]:
         yield client
 
 
+@contextlib.contextmanager
+def serve_copy(
+    db: Path,
+    tmp_path: Path,
+    api_key: str | None = KEY,
+    *,
+    client: tuple[str, int] = LOOPBACK,
+    raise_server_exceptions: bool = True,
+    **options: Any,
+) -> Iterator[TestClient]:
+    """A client over a fresh copy of ``db``: for tests that write to it, or that open it
+    otherwise than a module's client holds it. ``options`` go to :func:`create_app`."""
+    path = tmp_path / f"copy-{db.name}"
+    shutil.copy(db, path)
+    app = create_app(path, api_key, warm=False, **options)
+    with TestClient(app, client=client, raise_server_exceptions=raise_server_exceptions) as served:
+        yield served
+
+
 @pytest.fixture
 def writable(tiny_db: Path, tmp_path: Path) -> Iterator[TestClient]:
     """A client over a fresh copy of the tiny store, for tests that write."""
-    path = tmp_path / "tiny.duckdb"
-    shutil.copy(tiny_db, path)
-    with TestClient(create_app(path, KEY, warm=False), client=ELSEWHERE) as client:
+    with serve_copy(tiny_db, tmp_path, client=ELSEWHERE) as client:
         yield client
 
 
@@ -455,9 +474,7 @@ def test_a_negative_line_is_quarantined_and_the_order_kept(writable: TestClient)
 
 
 def test_read_only_service_refuses_writes(tiny_db: Path, tmp_path: Path) -> None:
-    path = tmp_path / "copy.duckdb"
-    shutil.copy(tiny_db, path)
-    with TestClient(create_app(path, KEY, writes=False, warm=False)) as client:
+    with serve_copy(tiny_db, tmp_path, writes=False) as client:
         response = client.post("/api/orders", json=NEW_ORDER, headers={"X-API-Key": KEY})
         assert response.status_code == 403
         assert client.post("/api/orders", json={}).status_code == 403
@@ -488,9 +505,7 @@ def scored_sample_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture
 def scored_writable(scored_sample_db: Path, tmp_path: Path) -> Iterator[TestClient]:
-    path = tmp_path / "scored.duckdb"
-    shutil.copy(scored_sample_db, path)
-    with TestClient(create_app(path, KEY, warm=False), client=LOOPBACK) as client:
+    with serve_copy(scored_sample_db, tmp_path) as client:
         yield client
 
 
@@ -657,9 +672,7 @@ def test_models_page_without_a_fit_says_how_and_draws_the_lifespan(sample: TestC
 def test_models_page_draws_its_charts_on_the_first_request_when_fitted(
     scored_sample_db: Path, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "copy.duckdb"
-    shutil.copy(scored_sample_db, copy)
-    with TestClient(create_app(copy, writes=False, warm=False)) as client:
+    with serve_copy(scored_sample_db, tmp_path, writes=False) as client:
         response = client.get("/models")  # nothing cached yet: computed for this request
         assert response.status_code == 200
         for chart in ("model-tracking", "p-alive-matrix", "churn-lifespan"):
@@ -784,10 +797,7 @@ def test_an_unexpected_failure_is_a_json_500_on_the_api_and_a_page_on_the_dashbo
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(api, "metrics", broken)
-    copy = tmp_path / "tiny.duckdb"
-    shutil.copy(tiny_db, copy)
-    app = create_app(copy, writes=False, warm=False)
-    with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
+    with serve_copy(tiny_db, tmp_path, writes=False, raise_server_exceptions=False) as client:
         response = client.get("/api/metrics")
         assert response.status_code == 500
         assert response.json() == {"detail": "internal error: RuntimeError: disk on fire"}

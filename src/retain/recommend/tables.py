@@ -269,10 +269,10 @@ class Recommender:
         The score ranks the products: their share of all orders plus the added
         value (the ``basket`` table's score) of each cart item for them. For a
         one-item cart it estimates the chance that an order holding the cart also
-        holds the product; with several items the added values sum, so it can pass 1. Products with an affinity to
-        the cart are kind ``"bought_together"``, with the strongest one as reason;
-        best sellers compete on their share of orders alone (kind
-        ``"best_seller"``). The cart's own products and their product family are
+        holds the product; with several items the added values sum, so it can pass 1.
+        Products with an affinity to the cart are kind ``"bought_together"``, with
+        the strongest one as reason; best sellers compete on their share of orders
+        alone (kind ``"best_seller"``). The cart's own products and their product family are
         never suggested; SKUs the tables do not know are ignored, and a SKU listed
         twice counts once.
         """

@@ -76,6 +76,69 @@ def test_weeks_and_weekly_grain():
     assert weekly.attrs["grain"] == "W"
 
 
+# 2025-01-08 is a Wednesday; its week runs Monday 6 to Sunday 12 January
+BEFORE_CUTOFF = [
+    ("p", "2025-01-01 10:00", 10.0),  # the week before
+    ("p", "2025-01-07 10:00", 20.0),  # the cut-off's week, before it
+    ("p", "2025-01-08 23:30", 1.0),  # late on the observation day: counted
+    ("q", "2025-01-02 10:00", 5.0),
+]
+AFTER_CUTOFF = [
+    ("p", "2025-01-11 10:00", 40.0),  # Saturday of the cut-off's week
+    ("q", "2025-01-10 10:00", 50.0),  # Friday of the cut-off's week
+    ("r", "2025-01-09 00:00", 70.0),  # the day after: not a customer yet
+]
+
+
+def _orders(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["who", "when", "value"])
+    frame["when"] = pd.to_datetime(frame["when"])
+    return frame
+
+
+@pytest.mark.parametrize(("grain", "unit"), [("W", "W"), ("D", "D"), ("D", "W"), ("W", "D")])
+def test_orders_after_the_observation_day_are_not_counted(grain, unit):
+    kwargs = dict(
+        customer_id="who",
+        timestamp="when",
+        amount="value",
+        observation_end="2025-01-08",
+        grain=grain,
+        unit=unit,
+    )
+    with_future = retain.summarize(_orders(BEFORE_CUTOFF + AFTER_CUTOFF), **kwargs)
+    without = retain.summarize(_orders(BEFORE_CUTOFF), **kwargs)
+    pd.testing.assert_frame_equal(with_future, without)
+    assert list(with_future.index) == ["p", "q"]
+    days = {"D": 1, "W": 7}[unit]
+    p, q = with_future.loc["p"], with_future.loc["q"]
+    if grain == "W":
+        # p: the weeks of 30 Dec (10) and 6 Jan (20 + 1); Saturday's 40 is not in it
+        assert (p["frequency"], p["monetary"]) == (1, 21.0)
+        assert p["recency"] == pytest.approx(7 / days)
+        assert p["T"] == pytest.approx(7 / days)
+        # q: Friday's purchase would have been a repeat purchase worth 50
+        assert (q["frequency"], q["recency"], q["monetary"]) == (0, 0.0, 0.0)
+        assert q["T"] == pytest.approx(7 / days)
+    else:
+        # p: 1, 7 and 8 January (the evening order counts: the end of the day)
+        assert (p["frequency"], p["monetary"]) == (2, 10.5)
+        assert p["recency"] == pytest.approx(7 / days)
+        assert p["T"] == pytest.approx(7 / days)
+        assert (q["frequency"], q["recency"], q["monetary"]) == (0, 0.0, 0.0)
+        assert q["T"] == pytest.approx(6 / days)
+
+
+def test_observation_end_with_a_time_of_day_keeps_the_whole_day():
+    kwargs = dict(customer_id="who", timestamp="when", amount="value", grain="W", unit="W")
+    orders = _orders(BEFORE_CUTOFF + AFTER_CUTOFF)
+    at_noon = retain.summarize(orders, observation_end="2025-01-08 12:00", **kwargs)
+    pd.testing.assert_frame_equal(
+        at_noon, retain.summarize(orders, observation_end="2025-01-08", **kwargs)
+    )
+    assert at_noon.loc["p", "monetary"] == 21.0
+
+
 def test_default_observation_end_is_last_purchase():
     s = retain.summarize(TX, customer_id="who", timestamp="when", amount="value")
     assert s.attrs["observation_end"] == "2025-02-01"

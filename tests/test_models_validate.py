@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import retain
 from models_helpers import CALIBRATION_END, cdnow_transactions
 from retain.errors import DataError
 from retain.models import ConvergenceWarning
@@ -68,6 +69,46 @@ def test_holdout_counts_purchases_by_hand():
     assert list(result.tracking["actual_cumulative"]) == [1.0, 2.0, 3.0, 3.0, 4.0]
     assert str(result.tracking["date"].iloc[-1]) == "2024-03-01"
     assert result.tracking["predicted_cumulative"].iloc[-1] == pytest.approx(result.predicted)
+    assert result.next_purchase["buyers"] == 3
+
+
+def test_weekly_holdout_counts_the_orders_after_the_calibration_day():
+    """2024-01-31 is a Wednesday: its week runs Monday 29 January to 4 February."""
+    orders = pd.concat(
+        [
+            small_orders(),
+            pd.DataFrame(
+                {
+                    # g bought on Tuesday 30 January: Friday is the same week, counted once
+                    "customer_id": ["g", "b"],
+                    # b: Saturday after the holdout end (Wednesday 21 February)
+                    "ordered_at": pd.to_datetime(["2024-02-02", "2024-02-24"]),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    calibration = retain.summarize(
+        orders, amount=None, observation_end="2024-01-31", unit="W", grain="W"
+    )
+    # c's purchase on Thursday 1 February is after the calibration end: not a repeat
+    assert calibration.loc["c", "frequency"] == 0
+    assert calibration.loc["g", "frequency"] == 1
+    result = holdout(orders, "2024-01-31", holdout_end="2024-02-21", unit="W", grain="W")
+    # a: the week of 5 February (3 March is after the holdout); c: 1 February, in
+    # the calibration end's week; e: 20 February; g's Friday and b's Saturday: not
+    assert result.per_customer["actual"].to_dict() == {
+        "a": 1.0,
+        "b": 0.0,
+        "c": 1.0,
+        "e": 1.0,
+        "f": 0.0,
+        "g": 0.0,
+        "h": 0.0,
+    }
+    assert result.holdout_days == 21
+    # each purchase is placed on its day, not its week's Monday
+    assert list(result.tracking["actual_cumulative"]) == [1.0, 2.0, 3.0]
     assert result.next_purchase["buyers"] == 3
 
 

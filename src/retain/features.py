@@ -21,18 +21,20 @@ GRAINS: dict[str, str] = {"D": "day", "W": "week"}
 
 SUMMARY_SQL = """
 WITH tx AS (
+    -- cut on the raw timestamp, before any truncation: nothing after the end of
+    -- the observation day enters, even inside the observation end's week
     SELECT
         CAST(customer_id AS VARCHAR)                  AS customer_id,
         date_trunc($grain, CAST(ts AS TIMESTAMP))     AS period,
         CAST(amount AS DOUBLE)                        AS amount
     FROM src
     WHERE customer_id IS NOT NULL AND ts IS NOT NULL
+      AND CAST(ts AS TIMESTAMP) < $cutoff
 ),
 periods AS (
     -- purchases in the same grain period count as one, their values summed
     SELECT customer_id, period, sum(amount) AS amount
     FROM tx
-    WHERE period <= date_trunc($grain, $observation_end)
     GROUP BY customer_id, period
 )
 SELECT
@@ -73,8 +75,11 @@ def summarize(
     - ``monetary``: mean value of the repeat purchases (the first excluded),
       0 for customers with none; in the currency of ``amount``.
 
-    Transactions after ``observation_end`` (default: the last transaction's
-    day) are ignored. The result is indexed by ``customer_id`` and carries
+    Transactions after the end of the ``observation_end`` day (default: the
+    last transaction's day) are ignored, whatever the grain: the cut is on the
+    timestamp, before purchases are merged, so an order later in the
+    observation end's week does not count under ``grain="W"``. ``T`` runs from
+    the first purchase's period to the observation end's period. The result is indexed by ``customer_id`` and carries
     ``attrs`` ``unit``, ``grain`` and ``observation_end`` so that a model fitted
     on it can refuse data summarised differently.
     """
@@ -97,6 +102,7 @@ def summarize(
         params = {
             "grain": GRAINS[grain],
             "observation_end": end.to_pydatetime(),
+            "cutoff": (end.normalize() + pd.Timedelta(days=1)).to_pydatetime(),
             "unit_days": float(UNIT_DAYS[unit]),
         }
         result = con.execute(SUMMARY_SQL, params).df()

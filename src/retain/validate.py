@@ -25,13 +25,31 @@ from retain.models.base import UNIT_DAYS
 from retain.store import Store
 
 HOLDOUT_SQL = """
-SELECT DISTINCT
-    CAST(customer_id AS VARCHAR)                   AS customer_id,
-    date_trunc($grain, CAST(ts AS TIMESTAMP))      AS period
-FROM holdout_src
-WHERE customer_id IS NOT NULL AND ts IS NOT NULL
-  AND date_trunc($grain, CAST(ts AS TIMESTAMP)) >  date_trunc($grain, $calibration_end)
-  AND date_trunc($grain, CAST(ts AS TIMESTAMP)) <= date_trunc($grain, $holdout_end)
+WITH tx AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(ts AS TIMESTAMP) AS ts
+    FROM holdout_src
+    WHERE customer_id IS NOT NULL AND ts IS NOT NULL
+),
+held AS (
+    -- the orders after the calibration end's day up to the end of the holdout's
+    -- last day, cut on the timestamp before they are merged by grain period
+    SELECT customer_id, date_trunc($grain, ts) AS period, min(date_trunc('day', ts)) AS day
+    FROM tx
+    WHERE ts >= $holdout_start AND ts < $holdout_stop
+    GROUP BY customer_id, date_trunc($grain, ts)
+),
+seen AS (
+    -- the period holding the calibration end, where the customer bought by then:
+    -- the calibration summary has counted it already
+    SELECT DISTINCT customer_id, date_trunc($grain, ts) AS period
+    FROM tx
+    WHERE ts >= date_trunc($grain, $holdout_start - INTERVAL 1 DAY) AND ts < $holdout_start
+)
+SELECT held.customer_id, held.period, held.day
+FROM held
+WHERE NOT EXISTS (
+    SELECT 1 FROM seen WHERE seen.customer_id = held.customer_id AND seen.period = held.period
+)
 """
 
 GRAIN_NAMES = {"D": "day", "W": "week"}
@@ -128,11 +146,12 @@ def _holdout_periods(
     holdout_end: pd.Timestamp,
     grain: str,
 ) -> pd.DataFrame:
-    """(customer_id, period) of every distinct purchase period in the holdout."""
+    """(customer_id, period, day) of every distinct purchase period in the holdout,
+    ``day`` the first holdout purchase day in the period."""
     params = {
         "grain": GRAIN_NAMES[grain],
-        "calibration_end": calibration_end.to_pydatetime(),
-        "holdout_end": holdout_end.to_pydatetime(),
+        "holdout_start": (calibration_end + pd.Timedelta(days=1)).to_pydatetime(),
+        "holdout_stop": (holdout_end + pd.Timedelta(days=1)).to_pydatetime(),
     }
     if isinstance(transactions, Store):
         con = transactions.con
@@ -227,7 +246,9 @@ def _holdout_data(
     )
     periods = _holdout_periods(transactions, customer_id, timestamp, cal_end, hold_end, grain)
     periods = periods[periods["customer_id"].isin(summary.index)]
-    offset = (pd.to_datetime(periods["period"]) - cal_end).dt.days.to_numpy()
+    # days from the calibration end to each period's first holdout purchase (not to
+    # the period's start, which may precede the calibration end under grain "W")
+    offset = (pd.to_datetime(periods["day"]) - cal_end).dt.days.to_numpy()
     actual = (
         periods.groupby("customer_id").size().reindex(summary.index, fill_value=0).astype(float)
     )

@@ -53,6 +53,9 @@ WHERE NOT EXISTS (
 """
 
 GRAIN_NAMES = {"D": "day", "W": "week"}
+#: purchase windows are computed out to this many holdout lengths, so that the cap
+#: does not cut the windows that are judged (those ending inside the holdout)
+WINDOW_REACH = 10
 
 
 @dataclass
@@ -65,13 +68,19 @@ class HoldoutResult:
       of those counts.
     - ``tracking``: one row per holdout week: ``week``, ``date`` (end of the
       week), ``actual_cumulative``, ``predicted_cumulative``.
-    - ``next_purchase``: for customers who bought in the holdout, ``buyers``,
-      ``window_coverage`` (share whose first holdout purchase fell inside the
-      predicted 25th-75th percentile window), ``median_error_days`` (median
-      distance between predicted median and actual day, over buyers given a
-      date), ``buyers_given_a_date`` (share of buyers whose predicted median fell
-      inside the holdout) and ``non_buyers_given_a_date`` (the same share for
-      customers who did not buy: false alarms); None where there is nobody to count.
+    - ``next_purchase``: ``buyers`` (customers who bought in the holdout);
+      ``window_customers``, the customers whose whole predicted 25th-75th
+      percentile window of the time to their next purchase lies inside the
+      holdout (buyers or not: for them a purchase after the window would have
+      been seen), and among them the shares whose first holdout purchase fell
+      ``window_before``, ``window_inside`` or ``window_after`` the window (no
+      holdout purchase counts as after); ``window_coverage`` is
+      ``window_inside``, about 0.5 for a well calibrated model. Also
+      ``median_error_days`` (median distance between predicted median and
+      actual day, over buyers given a date), ``buyers_given_a_date`` (share of
+      buyers whose predicted median fell inside the holdout) and
+      ``non_buyers_given_a_date`` (the same share for customers who did not
+      buy: false alarms); None where there is nobody to count.
     - ``per_customer``: ``actual`` and ``predicted`` per customer.
     """
 
@@ -314,21 +323,34 @@ def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
         }
     )
 
-    # next purchase: where the buyers' first holdout purchase fell
-    window = fitted.purchase_window(summary, horizon=length)
+    # next purchase: where the first holdout purchase fell relative to the predicted
+    # 25th-75th percentile window, over the customers whose whole window lies in the
+    # holdout (so that a purchase after it would have been seen), buyers or not
+    window = fitted.purchase_window(summary, horizon=WINDOW_REACH * length)
     median = fitted.next_purchase(summary, 0.5, horizon=length)
     bought = data.first.notna().to_numpy()
     actual_time = data.first.to_numpy(dtype=float) / unit_days
     start = window["window_start"].to_numpy()
     end = window["window_end"].to_numpy()
+    observable = window["end_within_horizon"].to_numpy() & (end <= length + 1e-9)
+    before = bought & (actual_time < start - 1e-9)
+    inside = bought & ~before & (actual_time <= end + 1e-9)
+    counted = int(observable.sum())
+
+    def share(hit: np.ndarray) -> float | None:
+        return float(hit[observable].mean()) if counted else None
+
     dated = median["within_horizon"].to_numpy()
-    inside = (actual_time >= start - 1e-9) & (actual_time <= end + 1e-9)
     gap_days = np.abs(median["next_purchase"].to_numpy() - actual_time) * unit_days
     buyers = int(bought.sum())
     non_buyers = len(summary) - buyers
     next_purchase: dict[str, float | None] = {
         "buyers": float(buyers),
-        "window_coverage": float(inside[bought].mean()) if buyers else None,
+        "window_customers": float(counted),
+        "window_coverage": share(inside),
+        "window_before": share(before),
+        "window_inside": share(inside),
+        "window_after": share(~before & ~inside),
         "median_error_days": (
             float(np.median(gap_days[bought & dated])) if (bought & dated).any() else None
         ),

@@ -1,11 +1,22 @@
-"""Out-of-sample checks of the repeat-purchase models.
+"""Out-of-sample checks of the repeat-purchase models, and the choice between them.
 
-:func:`holdout` fits a model on the purchases up to a calibration end and
-compares its forecasts with what the same customers did afterwards: total
-repeat purchases, per-customer errors, the weekly cumulative tracking curve
-(the classic "tracking plot" of Fader, Hardie & Lee 2005), and how well
-``next_purchase`` placed each buyer's first purchase after the calibration end.
-:func:`compare` does it for several models at once.
+:func:`holdout` fits a model on the purchases up to the end of a calibration
+day and compares its forecasts with what the same customers did afterwards, up
+to the end of the holdout's last day (orders are cut on their timestamps before
+they are merged by day or week): total repeat purchases, per-customer errors,
+the holdout log-likelihood of each customer's purchase count (a proper score:
+the log of the probability the model gave to what happened), the weekly
+cumulative tracking curve (the classic "tracking plot" of Fader, Hardie & Lee
+2005), and how well ``next_purchase`` placed the first purchase after the
+calibration end: of the customers whose whole predicted 25th-75th percentile
+window lies inside the holdout, the shares before, inside and after it.
+
+:func:`compare` does it for several models at once and chooses one by the
+holdout log-likelihood (:func:`choose_model`): the best unless it is not
+clearly better (a paired bootstrap interval of the mean per-customer
+difference with the runner-up includes 0) and is BG/NBD, which assumes every
+one-time buyer is still alive; then MBG/NBD or Pareto/NBD if not clearly worse.
+RMSE and MAE of the counts are reported as context, not used to choose.
 """
 
 from __future__ import annotations
@@ -53,6 +64,9 @@ WHERE NOT EXISTS (
 """
 
 GRAIN_NAMES = {"D": "day", "W": "week"}
+#: probabilities are floored here before the log: one impossible count does not
+#: make a model's score minus infinity
+PROBABILITY_FLOOR = 1e-300
 #: purchase windows are computed out to this many holdout lengths, so that the cap
 #: does not cut the windows that are judged (those ending inside the holdout)
 WINDOW_REACH = 10
@@ -66,6 +80,10 @@ class HoldoutResult:
       periods with a purchase) in the holdout by the calibration customers.
     - ``mae`` / ``rmse``: per-customer mean absolute and root mean squared error
       of those counts.
+    - ``log_score``: the holdout log-likelihood, the sum over customers of
+      log P(X(t) = n | history), n the customer's holdout purchase count and t
+      the holdout's length (probabilities floored at 1e-300): the proper score
+      :func:`compare` chooses by. Higher is better.
     - ``tracking``: one row per holdout week: ``week``, ``date`` (end of the
       week), ``actual_cumulative``, ``predicted_cumulative``.
     - ``next_purchase``: ``buyers`` (customers who bought in the holdout);
@@ -81,7 +99,7 @@ class HoldoutResult:
       buyers whose predicted median fell inside the holdout) and
       ``non_buyers_given_a_date`` (the same share for customers who did not
       buy: false alarms); None where there is nobody to count.
-    - ``per_customer``: ``actual`` and ``predicted`` per customer.
+    - ``per_customer``: ``actual``, ``predicted`` and ``log_score`` per customer.
     """
 
     model: str
@@ -95,6 +113,7 @@ class HoldoutResult:
     predicted: float
     mae: float
     rmse: float
+    log_score: float
     tracking: pd.DataFrame
     next_purchase: dict[str, float | None]
     fitted: TransactionModel = field(repr=False)
@@ -114,6 +133,7 @@ class HoldoutResult:
             "predicted": self.predicted,
             "mae": self.mae,
             "rmse": self.rmse,
+            "log_score": self.log_score,
             "params": self.fitted.params_,
             "log_likelihood": self.fitted.log_likelihood_,
             "next_purchase": self.next_purchase,
@@ -290,6 +310,18 @@ def holdout(
     "pnbd"), a model class or an unfitted instance. ``unit`` ("D" or "W") is
     the time unit of the fit, ``grain`` how purchases are merged (one per day by
     default). Only customers who bought by ``calibration_end`` are scored.
+
+    Orders are cut on their timestamps: the calibration takes everything up to
+    the end of the ``calibration_end`` day, the holdout everything after it up
+    to the end of the ``holdout_end`` day, before purchases are merged by
+    ``grain``. Under ``grain="W"`` an order later in the calibration end's week
+    is a holdout purchase (in that week), unless the customer had bought in
+    that week by the calibration end: the calibration counted the week already.
+
+    The result (:class:`HoldoutResult`) has the count errors (``mae``,
+    ``rmse``), the holdout log-likelihood (``log_score``, total, and per
+    customer in ``per_customer``), the tracking curve and the next-purchase
+    figures.
     """
     data = _holdout_data(
         transactions, calibration_end, holdout_end, unit, grain, customer_id, timestamp
@@ -305,6 +337,7 @@ def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
     actual = data.actual
     predicted = fitted.expected_purchases(summary, length)
     errors = predicted.to_numpy() - actual.to_numpy()
+    log_score = _log_scores(fitted, summary, actual.to_numpy(), length)
 
     # weekly cumulative tracking: all customers, each week's end
     weeks = int(np.ceil(days / 7))
@@ -370,11 +403,28 @@ def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
         predicted=float(predicted.to_numpy().sum()),
         mae=float(np.mean(np.abs(errors))),
         rmse=float(np.sqrt(np.mean(errors**2))),
+        log_score=float(log_score.sum()),
         tracking=tracking,
         next_purchase=next_purchase,
         fitted=fitted,
-        per_customer=pd.DataFrame({"actual": actual, "predicted": predicted}),
+        per_customer=pd.DataFrame(
+            {"actual": actual, "predicted": predicted, "log_score": log_score},
+            index=summary.index,
+        ),
     )
+
+
+def _log_scores(
+    fitted: TransactionModel, summary: pd.DataFrame, counts: np.ndarray, length: float
+) -> np.ndarray:
+    """log P(X(length) = n | history) per customer, n their holdout count: one call
+    per distinct count (there are few), each on the customers with that count."""
+    scores = np.empty(len(summary))
+    for n in np.unique(counts):
+        mask = counts == n
+        probability = fitted.probability_of_purchases(summary[mask], int(n), length)
+        scores[mask] = np.log(np.fmax(probability.to_numpy(dtype=float), PROBABILITY_FLOOR))
+    return scores
 
 
 def compare(
@@ -384,10 +434,19 @@ def compare(
     models: tuple[str, ...] = tuple(TRANSACTION_MODELS),
     **kwargs: Any,
 ) -> pd.DataFrame:
-    """:func:`holdout` for each of ``models`` (the data read and summarised once):
-    one row per model with ``actual``, ``predicted``, ``mae``, ``rmse``,
-    ``log_likelihood`` and the next-purchase figures, best (lowest RMSE) first.
-    Keyword arguments as for :func:`holdout`."""
+    """:func:`holdout` for each of ``models`` (the data read and summarised once),
+    and the choice between them by a proper score.
+
+    One row per model with ``actual``, ``predicted``, ``mae``, ``rmse``,
+    ``log_likelihood`` (of the calibration fit), ``converged``, the
+    next-purchase figures (``next_...``), and ``holdout_log_likelihood`` (the
+    sum over customers of log P(X(t) = n | history), n each customer's holdout
+    purchase count) with ``holdout_log_likelihood_mean`` (per customer). The
+    chosen model comes first, the others follow best score first: the order
+    in which to try them should the chosen one fail. ``attrs["choice"]`` holds
+    the decision and its reasons (see :func:`choose_model`); RMSE and MAE are
+    context only (MAE rewards forecasting too few purchases). Keyword arguments
+    as for :func:`holdout`."""
     data = _holdout_data(
         transactions,
         calibration_end,
@@ -400,8 +459,10 @@ def compare(
     if kwargs:
         raise TypeError(f"unexpected argument(s): {', '.join(kwargs)}")
     rows = []
-    for name in models:
+    scores: dict[str, np.ndarray] = {}
+    for name in dict.fromkeys(models):
         result = _evaluate(data, transaction_model(name))
+        scores[result.model] = result.per_customer["log_score"].to_numpy()
         rows.append(
             {
                 "model": result.model,
@@ -409,9 +470,200 @@ def compare(
                 "predicted": result.predicted,
                 "mae": result.mae,
                 "rmse": result.rmse,
+                "holdout_log_likelihood": result.log_score,
+                "holdout_log_likelihood_mean": result.log_score / max(result.customers, 1),
                 "log_likelihood": result.fitted.log_likelihood_,
                 "converged": result.fitted.converged_,
                 **{f"next_{k}": v for k, v in result.next_purchase.items()},
             }
         )
-    return pd.DataFrame(rows).sort_values("rmse", kind="stable").reset_index(drop=True)
+    choice = choose_model(scores)
+    frame = pd.DataFrame(rows)
+    rank = frame["model"].map({name: i for i, name in enumerate(_ranked(scores, choice["model"]))})
+    frame = frame.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+    frame.attrs["choice"] = choice
+    return frame
+
+
+CRITERION = "holdout log-likelihood of each customer's purchase count"
+#: the models that let a one-time buyer have left (BG/NBD assumes every one is alive)
+PREFERRED_TO_BGNBD = ("mbgnbd", "pnbd")
+#: above this many distinct rows of score differences the bootstrap rounds them
+MAX_BOOTSTRAP_GROUPS = 20_000
+
+
+def _ranked(scores: dict[str, np.ndarray], first: str | None = None) -> list[str]:
+    """Model names best mean score first (ties by name), ``first`` moved to the front."""
+    means = {name: float(np.mean(values)) for name, values in scores.items()}
+    order = sorted(means, key=lambda name: (-means[name], name))
+    if first is not None:
+        order.remove(first)
+        order.insert(0, first)
+    return order
+
+
+def choose_model(
+    scores: dict[str, np.ndarray],
+    *,
+    level: float = 0.9,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Which model to keep, from each model's per-customer holdout log scores
+    (the same customers, in the same order, for every model; higher is better).
+
+    The best is the model with the highest mean score, the runner-up the next.
+    The mean per-customer difference best - runner-up gets a ``level`` (90%)
+    paired bootstrap interval: the customers resampled with replacement
+    (Poisson(1) weights, ``resamples`` times, ``np.random.default_rng(seed)``),
+    the same resample for every model. The best is clearly better when the
+    interval excludes 0, and is then kept. When it is not and it is "bgnbd",
+    which assumes every one-time buyer is still alive, the best of "mbgnbd" and
+    "pnbd" that is not clearly worse (its interval against the best includes 0)
+    is kept instead, if there is one; otherwise the best is kept.
+
+    Returns a JSON-ready dict: ``model`` (the choice), ``criterion``,
+    ``reason`` (one sentence with the figures), ``best``, ``runner_up``,
+    ``difference``, ``difference_low``, ``difference_high`` (None with a single
+    model). The order of ``scores`` does not matter.
+    """
+    if not scores:
+        raise ValueError("no models to choose from")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level!r}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be 1 or more, got {resamples!r}")
+    arrays = {name: np.asarray(values, dtype=np.float64).ravel() for name, values in scores.items()}
+    sizes = {values.size for values in arrays.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError("every model needs a score for each of the same customers")
+    order = _ranked(arrays)
+    best = order[0]
+    if len(order) == 1:
+        return {
+            "model": best,
+            "criterion": CRITERION,
+            "reason": "the only model asked for",
+            "best": best,
+            "runner_up": None,
+            "difference": None,
+            "difference_low": None,
+            "difference_high": None,
+        }
+    others = order[1:]
+    runner_up = others[0]
+    # per-customer differences best - other, one column per other model
+    differences = np.column_stack([arrays[best] - arrays[name] for name in others])
+    boot = _bootstrap_means(differences, resamples, np.random.default_rng(seed))
+    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    observed = differences.mean(axis=0)
+    mean = {name: float(arrays[name].mean()) for name in order}
+    pct = f"{level:.0%}"
+
+    def interval(j: int) -> str:
+        return f"{observed[j]:.4g}, {pct} interval {low[j]:.4g} to {high[j]:.4g}"
+
+    lead = (
+        f"{best} has the highest {CRITERION}, {mean[best]:.4f} per customer against "
+        f"{mean[runner_up]:.4f} for {runner_up} (difference {interval(0)})"
+    )
+    chosen = best
+    if low[0] > 0:
+        reason = f"{lead}: the interval excludes 0, so {best} is clearly better"
+    else:
+        fallback = [
+            j for j, name in enumerate(others) if name in PREFERRED_TO_BGNBD and low[j] <= 0
+        ]
+        if best == "bgnbd" and fallback:
+            j = fallback[0]
+            chosen = others[j]
+            reason = (
+                f"{lead}: the interval includes 0, so bgnbd is not clearly better; as it "
+                f"assumes every one-time buyer is still alive, {chosen}, not clearly worse "
+                f"(bgnbd - {chosen} {interval(j)}), is preferred"
+            )
+        elif best == "bgnbd":
+            reason = (
+                f"{lead}: the interval includes 0, but neither "
+                f"{' nor '.join(PREFERRED_TO_BGNBD)} is as good (each is clearly worse or "
+                "not compared), so the best is kept"
+            )
+        else:
+            reason = (
+                f"{lead}: the interval includes 0, so {best} is not clearly better, "
+                "but it is the best and is kept"
+            )
+    return {
+        "model": chosen,
+        "criterion": CRITERION,
+        "reason": reason,
+        "best": best,
+        "runner_up": runner_up,
+        "difference": float(observed[0]),
+        "difference_low": float(low[0]),
+        "difference_high": float(high[0]),
+    }
+
+
+def _bootstrap_means(
+    values: np.ndarray, resamples: int, rng: np.random.Generator, block: int = 4_000_000
+) -> np.ndarray:
+    """Bootstrap means of each column of ``values`` (customers x columns): each
+    customer weighted Poisson(1) in each resample, the same weights for every
+    column; ``resamples`` x columns.
+
+    Customers with identical rows share a group whose weight is Poisson(its
+    size), the same in distribution and far fewer draws. Where the distinct rows
+    are still more than :data:`MAX_BOOTSTRAP_GROUPS` (very many customers), the
+    values are first rounded to a step of a small fraction of each column's
+    standard deviation (the coarsest of 2**-10 ... 2**-2 that is enough), which
+    adds at most step**2 / 12 to the variance, and the resampled means are moved
+    by the rounding's shift of the mean.
+    """
+    columns = values.shape[1]
+    shift = np.zeros(columns)
+    grouped = values
+    codes, counts = _groups(values)
+    if counts.size > MAX_BOOTSTRAP_GROUPS:
+        sd = values.std(axis=0)
+
+        def rounded(power: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            step = np.where(sd > 0, sd * 2.0**-power, 1.0)
+            coarse = np.round(values / step) * step
+            return (coarse, *_groups(coarse))
+
+        # the finest step that is few enough groups (a binary search over powers)
+        grouped, codes, counts = rounded(2)
+        low, high = 3, 10
+        while low <= high:
+            power = (low + high) // 2
+            attempt = rounded(power)
+            if attempt[2].size <= MAX_BOOTSTRAP_GROUPS:
+                grouped, codes, counts = attempt
+                low = power + 1
+            else:
+                high = power - 1
+        shift = values.mean(axis=0) - grouped.mean(axis=0)
+    group_values = np.zeros((counts.size, columns))
+    for j in range(columns):
+        group_values[:, j] = np.bincount(codes, weights=grouped[:, j], minlength=counts.size)
+    group_values /= counts[:, None]
+    out = np.empty((resamples, columns))
+    per_block = max(1, block // counts.size)
+    for begin in range(0, resamples, per_block):
+        size = min(per_block, resamples - begin)
+        weights = rng.poisson(counts, size=(size, counts.size)).astype(np.float64)
+        total = np.maximum(weights.sum(axis=1), 1.0)
+        out[begin : begin + size] = (weights @ group_values) / total[:, None]
+    return out + shift
+
+
+def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The group of each identical row of ``values``, and each group's size."""
+    key = np.zeros(values.shape[0], dtype=np.int64)
+    for j in range(values.shape[1]):
+        column, uniques = pd.factorize(values[:, j])
+        key, _ = pd.factorize(key * len(uniques) + column)
+        key = key.astype(np.int64)
+    codes, uniques = pd.factorize(key)
+    return codes, np.bincount(codes, minlength=len(uniques)).astype(np.float64)

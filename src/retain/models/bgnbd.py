@@ -30,9 +30,12 @@ from scipy import special
 
 from retain.models._special import (
     beta_expectation,
+    beta_gauss_expectation,
+    beta_spread,
     dot,
     expm1_ratio,
     hyper_series,
+    log_poch,
     softplus_sigmoid,
 )
 from retain.models.base import Array, TransactionModel, TransactionRows
@@ -120,7 +123,7 @@ class _BetaGeoFamily(TransactionModel):
             log_ratio = (
                 np.log(a)
                 - np.log(np.where(has2, beta - 1.0, 1.0))
-                + (r + x) * (np.log(alpha + T) - np.log(alpha + recency))
+                + (r + x) * np.log1p((T - recency) / (alpha + recency))
             )
         return np.where(has2, special.expit(-log_ratio), 1.0)
 
@@ -146,6 +149,9 @@ class _BetaGeoFamily(TransactionModel):
         log1pu = np.log1p(u)
         z = u / (1.0 + u)
         unstable = -big_a * z > 8.0
+        # a concentrated Beta whose series terms would grow (a z > 1): its Gauss rule
+        concentrated = self._concentrated(beta, u)
+        unstable |= concentrated & (a * z > 1.0)
         series = hyper_series(big_a + 1.0, a, c + 1.0, 2.0, np.where(unstable, 0.0, z)).value
         s = big_a * z / c * series
         first = expm1_ratio(log1pu, 1.0 - a)
@@ -155,9 +161,22 @@ class _BetaGeoFamily(TransactionModel):
             amplification = c * (np.abs(first) + np.abs(second)) / np.abs(value)
         redo = unstable | ~np.isfinite(value) | ~(amplification < 1e6)
         redo &= t > 0
+        gauss = redo & concentrated
+        redo &= ~concentrated
         if redo.any():
             value[redo] = self._expected_alive_by_quadrature(k[redo], beta[redo], u[redo])
+        if gauss.any():
+            value[gauss] = self._expected_alive_by_gauss(k[gauss], beta[gauss], u[gauss])
         return np.maximum(np.where(t > 0, value, 0.0), 0.0).reshape(shape)
+
+    def _concentrated(self, beta: Array, u: Array) -> NDArray[np.bool_]:
+        """Where p ~ Beta(a, beta) is concentrated enough for its Gauss rule: spread
+        below 1/6 of the distance from its mean to the integrand's singularity -1/u."""
+        a = self.params_["a"]
+        mean = a / (a + beta)
+        with np.errstate(divide="ignore"):
+            reach = mean + 1.0 / u
+        return np.asarray(beta_spread(a, beta) < reach / 6.0)
 
     def _expected_alive_by_quadrature(self, k: Array, beta: Array, u: Array) -> Array:
         """E_p[(1 - (1 + p u)^-k) / p], p ~ Beta(a, beta), integrated numerically."""
@@ -169,6 +188,17 @@ class _BetaGeoFamily(TransactionModel):
 
         return beta_expectation(log_f, np.full(k.size, a), beta)
 
+    def _expected_alive_by_gauss(self, k: Array, beta: Array, u: Array) -> Array:
+        """E_p[(1 - (1 + p u)^-k) / p] for a concentrated p ~ Beta(a, beta), by the
+        Beta's Gauss rule (the limit a, b -> infinity is its point mass)."""
+        a = self.params_["a"]
+
+        def f(p: Array, row: NDArray[np.intp]) -> Array:
+            kk, uu = k[row, None], u[row, None]
+            return -np.expm1(-kk * np.log1p(p * uu)) / p
+
+        return beta_gauss_expectation(f, np.full(k.size, a), beta)
+
     def _pmf_alive(self, n: int, t: float, x: Array, T: Array) -> Array:
         # Y = min(N(t), G): N ~ NBD(r+x, z) given alive, G ~ geometric(p) the purchase
         # after which the customer drops out; pi_m = E[(1-p)^(m-1)] = B(a, beta+m-1)/B(a, beta)
@@ -179,15 +209,12 @@ class _BetaGeoFamily(TransactionModel):
         log_1mz = np.log1p(-z)
         if n == 0:
             return np.exp(k * log_1mz)
-        log_nb = (
-            special.gammaln(k + n)
-            - special.gammaln(k)
-            - special.gammaln(n + 1.0)
-            + k * log_1mz
-            + n * np.log(z)
-        )
-        log_pi_n = special.betaln(a, beta + n - 1.0) - special.betaln(a, beta)
-        log_pi_next = special.betaln(a, beta + n) - special.betaln(a, beta)
+        # ratios of gamma functions as rising factorials: no cancellation of two
+        # gammaln values of order 1e10 when r or a, b near their bounds;
+        # pi_m = (beta)_(m-1) / (a+beta)_(m-1)
+        log_nb = log_poch(k, n) - special.gammaln(n + 1.0) + k * log_1mz + n * np.log(z)
+        log_pi_n = log_poch(beta, n - 1.0) - log_poch(a + beta, n - 1.0)
+        log_pi_next = log_pi_n + np.log(beta + n - 1.0) - np.log(a + beta + n - 1.0)
         at_least_n = special.betainc(n, k, z)
         return np.exp(log_nb + log_pi_next) + at_least_n * np.exp(log_pi_n) * a / (
             a + beta + n - 1.0

@@ -26,6 +26,15 @@ F(t_x) (1 - exp(log F(T) - log F(t_x))).
 
 Predictions rest on the posterior given alive at T: ``lambda ~ Gamma(r+x,
 alpha+T)``, ``mu ~ Gamma(s, beta+T)``, independent.
+
+Near the parameters' limits (s, beta -> infinity with s/beta = mu fixed:
+exponential dropout at a common rate; r, alpha -> infinity: Poisson purchases)
+log F is of order (r+x) log(alpha) + s log(beta), up to 1e10, and the difference
+log F(T) - log F(t_x) that P(alive) needs would keep none of its digits. Where
+that size passes :data:`_LOG_F_EXACT`, P(alive) = 1 / (1 + s I) is computed from
+the integral I = int_{t_x}^T ((alpha+T)/(alpha+tau))^(r+x) ((beta+T)/(beta+tau))^s
+dtau / (beta+tau), whose exponent is taken with log1p and which tends to the
+exponential-dropout form (mu/(lambda+mu)) (e^{(lambda+mu)(T-t_x)} - 1).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from retain.models._special import (
     gauss_legendre,
     hyper_series,
     log1mexp,
+    log_poch,
     matvec,
     softplus_sigmoid,
 )
@@ -53,6 +63,11 @@ _PMF_NODES = 48
 _NEXT_NODES = 6
 #: cells of the table of P(next purchase within y) per distinct (x, T)
 _NEXT_CELLS = 32
+#: size of |log F| beyond which P(alive) is taken from the integral between t_x and T
+#: (the difference of two log F values would carry an error above 1e-12)
+_LOG_F_EXACT = 1e4
+#: Gauss-Legendre nodes of that integral
+_ALIVE_NODES = 64
 
 
 @dataclass
@@ -207,9 +222,53 @@ class ParetoNBD(TransactionModel):
 
     # -- predictions -------------------------------------------------------------------
     def _p_alive(self, x: Array, recency: Array, T: Array) -> Array:
-        l1, l2 = self._terms(self._unpack(), x, recency, T)
+        r, alpha, s, beta = self._unpack()
+        x, recency, T = np.broadcast_arrays(x, recency, T)
+        size = (r + x) * np.abs(np.log(alpha + T)) + s * np.abs(np.log(beta + T))
+        large = size > _LOG_F_EXACT
+        out = np.empty(x.shape)
+        if (~large).any():
+            l1, l2 = self._terms((r, alpha, s, beta), x[~large], recency[~large], T[~large])
+            with np.errstate(over="ignore"):
+                out[~large] = special.expit(l1 - l2)
+        if large.any():
+            out[large] = self._p_alive_by_integral(x[large], recency[large], T[large])
+        return out
+
+    def _p_alive_by_integral(self, x: Array, recency: Array, T: Array) -> Array:
+        """P(alive) = 1 / (1 + s I), I = int_{t_x}^T e^phi(tau) dtau / (beta+tau) with
+        phi(tau) = (r+x) log1p((T-tau)/(alpha+tau)) + s log1p((T-tau)/(beta+tau)).
+
+        phi falls from c = phi(t_x) to 0 nearly linearly; the map tau = t_x + D l(y),
+        e^(-c l) = 1 - y (1 - e^-c), makes e^phi flat in y, and the rest is smooth
+        for Gauss-Legendre. All in logs: exact where c is in the thousands too.
+        """
+        r, alpha, s, beta = self._unpack()
+        k = (r + x)[:, None]
+        span = (T - recency)[:, None]
+        Tc = T[:, None]
+
+        def phi(tau: Array) -> Array:
+            gap = Tc - tau
+            return k * np.log1p(gap / (alpha + tau)) + s * np.log1p(gap / (beta + tau))
+
+        c = phi(recency[:, None])
+        q = -np.expm1(-c)  # 1 - e^-c
+        nodes, weights = gauss_legendre(_ALIVE_NODES)
+        y = nodes[None, :]
+        tiny = c < 1e-12
+        safe_c = np.where(tiny, 1.0, c)
+        # l(y) = -log(1 - y q)/c, tending to y as c -> 0
+        ell = np.where(tiny, y, -np.log1p(-y * q) / safe_c)
+        tau = recency[:, None] + span * ell
+        # e^phi dtau = e^(phi - c (1 - l)) e^c ... with dtau/dy = D q / (c (1 - y q))
+        # and e^(c (1 - l)) (1 - y q) = e^c: the integrand is e^(phi - c + c l) D q / c
+        ratio = np.where(tiny, 1.0, q / safe_c)
+        inner = np.exp(phi(tau) - c + c * ell) / (beta + tau)
+        with np.errstate(divide="ignore"):
+            log_i = c[:, 0] + np.log(span[:, 0] * ratio[:, 0]) + np.log(matvec(inner, weights))
         with np.errstate(over="ignore"):
-            return special.expit(l1 - l2)
+            return np.where(span[:, 0] > 0, special.expit(-(np.log(s) + log_i)), 1.0)
 
     def _time_scale(self, x: Array, T: Array) -> Array:
         return self.params_["alpha"] + T
@@ -232,18 +291,13 @@ class ParetoNBD(TransactionModel):
         B = (beta + T)[:, None]
 
         def log_nb(v: Array) -> Array:
-            log_1mz = np.log(A) - np.log(A + v)
+            # log1p and rising factorials: k of 1e9 multiplies every rounding error
+            log_1mz = -np.log1p(v / A)
             if n == 0:
                 return k * log_1mz
             with np.errstate(divide="ignore"):
                 log_z = np.log(v) - np.log(A + v)
-            return (
-                special.gammaln(k + n)
-                - special.gammaln(k)
-                - special.gammaln(n + 1.0)
-                + k * log_1mz
-                + n * log_z
-            )
+            return log_poch(k, n) - special.gammaln(n + 1.0) + k * log_1mz + n * log_z
 
         top = np.log1p(t / B)
         survive = np.exp(-s * top + log_nb(np.full_like(A, t)))

@@ -229,8 +229,10 @@ class ParetoNBD(TransactionModel):
         out = np.empty(x.shape)
         if (~large).any():
             l1, l2 = self._terms((r, alpha, s, beta), x[~large], recency[~large], T[~large])
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 out[~large] = special.expit(l1 - l2)
+            # the series can fail where z is within rounding of 1 (alpha/beta near 1e18)
+            large |= ~np.isfinite(out)
         if large.any():
             out[large] = self._p_alive_by_integral(x[large], recency[large], T[large])
         return out
@@ -239,9 +241,11 @@ class ParetoNBD(TransactionModel):
         """P(alive) = 1 / (1 + s I), I = int_{t_x}^T e^phi(tau) dtau / (beta+tau) with
         phi(tau) = (r+x) log1p((T-tau)/(alpha+tau)) + s log1p((T-tau)/(beta+tau)).
 
-        phi falls from c = phi(t_x) to 0 nearly linearly; the map tau = t_x + D l(y),
-        e^(-c l) = 1 - y (1 - e^-c), makes e^phi flat in y, and the rest is smooth
-        for Gauss-Legendre. All in logs: exact where c is in the thousands too.
+        phi is convex and falls from c = phi(t_x) to 0, never slower than its slope
+        at T; the map tau = t_x + D l(y), e^(-kappa l) = 1 - y (1 - e^-kappa), with
+        kappa = D |phi'(T)|, leaves e^(phi - c + kappa l) in [e^(kappa - c), 1] and
+        smooth for Gauss-Legendre (flat in the limit, where phi is linear). All in
+        logs: exact where c is in the thousands too.
         """
         r, alpha, s, beta = self._unpack()
         k = (r + x)[:, None]
@@ -253,18 +257,18 @@ class ParetoNBD(TransactionModel):
             return k * np.log1p(gap / (alpha + tau)) + s * np.log1p(gap / (beta + tau))
 
         c = phi(recency[:, None])
-        q = -np.expm1(-c)  # 1 - e^-c
+        kappa = np.minimum(span * (k / (alpha + Tc) + s / (beta + Tc)), c)
+        q = -np.expm1(-kappa)  # 1 - e^-kappa
         nodes, weights = gauss_legendre(_ALIVE_NODES)
         y = nodes[None, :]
-        tiny = c < 1e-12
-        safe_c = np.where(tiny, 1.0, c)
-        # l(y) = -log(1 - y q)/c, tending to y as c -> 0
-        ell = np.where(tiny, y, -np.log1p(-y * q) / safe_c)
+        tiny = kappa < 1e-12
+        safe = np.where(tiny, 1.0, kappa)
+        # l(y) = -log(1 - y q)/kappa, tending to y as kappa -> 0
+        ell = np.where(tiny, y, -np.log1p(-y * q) / safe)
         tau = recency[:, None] + span * ell
-        # e^phi dtau = e^(phi - c (1 - l)) e^c ... with dtau/dy = D q / (c (1 - y q))
-        # and e^(c (1 - l)) (1 - y q) = e^c: the integrand is e^(phi - c + c l) D q / c
-        ratio = np.where(tiny, 1.0, q / safe_c)
-        inner = np.exp(phi(tau) - c + c * ell) / (beta + tau)
+        # dtau = D q / (kappa (1 - y q)) dy and 1 - y q = e^(-kappa l)
+        ratio = np.where(tiny, 1.0, q / safe)
+        inner = np.exp(phi(tau) - c + kappa * ell) / (beta + tau)
         with np.errstate(divide="ignore"):
             log_i = c[:, 0] + np.log(span[:, 0] * ratio[:, 0]) + np.log(matvec(inner, weights))
         with np.errstate(over="ignore"):

@@ -283,18 +283,84 @@ def test_clv_discounting_matches_a_fine_sum(model):
     assert (clv < undiscounted).all() or (clv == undiscounted).all()
 
 
-def test_intervals_contain_the_estimate_and_widen_with_the_level():
+def test_bands_of_the_mean_contain_the_estimate_and_widen_with_the_level():
     summary = cdnow_summary().head(300)
-    narrow = bgnbd().clv(summary, gamma_gamma=gamma_gamma(), interval=0.5)
-    wide = bgnbd().clv(summary, gamma_gamma=gamma_gamma(), interval=0.9)
+    narrow = bgnbd().clv(summary, gamma_gamma=gamma_gamma(), confidence=0.5)
+    wide = bgnbd().clv(summary, gamma_gamma=gamma_gamma(), confidence=0.9)
+    assert list(wide.columns) == ["clv", "mean_low", "mean_high"]
     assert np.isfinite(wide.to_numpy()).all()
-    assert (wide["low"] <= wide["clv"]).all() and (wide["clv"] <= wide["high"]).all()
-    assert (wide["low"] <= narrow["low"]).all() and (narrow["high"] <= wide["high"]).all()
-    purchases = pnbd().expected_purchases(summary, 39, interval=0.9)
-    assert (purchases["low"] < purchases["expected_purchases"]).all()
-    assert (purchases["expected_purchases"] < purchases["high"]).all()
+    assert (wide["mean_low"] <= wide["clv"]).all() and (wide["clv"] <= wide["mean_high"]).all()
+    assert (wide["mean_low"] <= narrow["mean_low"]).all()
+    assert (narrow["mean_high"] <= wide["mean_high"]).all()
+    purchases = pnbd().expected_purchases(summary, 39, confidence=0.9)
+    assert (purchases["mean_low"] < purchases["expected_purchases"]).all()
+    assert (purchases["expected_purchases"] < purchases["mean_high"]).all()
     spend = gamma_gamma().expected_spend(summary, interval=0.9)
     assert (spend["low"] < spend["expected_spend"]).all()
+
+
+@pytest.mark.parametrize("model", [bgnbd, pnbd])
+def test_purchase_ranges_are_the_central_quantiles_of_the_count_distribution(model):
+    """low and high are the 5% and 95% points of P(X(39 weeks) = n | history): the
+    range holds at least 90%, and is the narrowest such in the quantile sense."""
+    summary = cdnow_summary().iloc[::7]
+    result = model().expected_purchases(summary, 39, interval=0.9)
+    low, high = result["low"].to_numpy(), result["high"].to_numpy()
+    assert (low == np.round(low)).all() and (low <= high).all()
+    top = int(high.max())
+    pmf = np.stack(
+        [model().probability_of_purchases(summary, n, 39).to_numpy() for n in range(top + 1)]
+    )
+    cdf = np.cumsum(pmf, axis=0)
+    rows = np.arange(len(summary))
+    below_high = cdf[high.astype(int), rows]
+    below_low = np.where(low > 0, cdf[np.maximum(low.astype(int) - 1, 0), rows], 0.0)
+    assert (below_high >= 0.95 - 1e-9).all()
+    assert (below_low <= 0.05 + 1e-9).all()
+    # one purchase fewer at the top would leave more than 5% above
+    fewer = cdf[np.maximum(high.astype(int) - 1, 0), rows]
+    assert (fewer[high > 0] < 0.95).all()
+    wide = model().expected_purchases(summary, 39, interval=0.98)
+    assert (wide["low"] <= result["low"]).all() and (result["high"] <= wide["high"]).all()
+
+
+def test_value_ranges_widen_with_the_level_and_scale_with_the_margin():
+    summary = cdnow_summary().head(400)
+    kwargs = {"gamma_gamma": gamma_gamma(), "horizon": 39}
+    narrow = pnbd().clv(summary, interval=0.5, **kwargs)
+    wide = pnbd().clv(summary, interval=0.9, **kwargs)
+    assert list(wide.columns) == ["clv", "low", "high"]
+    assert np.isfinite(wide.to_numpy()).all()
+    assert ((wide["low"] >= 0) & (wide["low"] <= wide["high"])).all()
+    assert (wide["low"] <= narrow["low"] + 1e-9).all()
+    assert (narrow["high"] <= wide["high"] + 1e-9).all()
+    half = pnbd().clv(summary, interval=0.9, margin=0.5, **kwargs)
+    np.testing.assert_allclose(half[["low", "high"]], 0.5 * wide[["low", "high"]])
+    discounted = pnbd().clv(summary, interval=0.9, discount_rate=0.2, **kwargs)
+    assert (discounted["high"] <= wide["high"] + 1e-9).all()
+
+
+def test_value_range_of_one_sure_purchase_is_the_spend_distribution():
+    """A customer certain to buy exactly once: S / (gamma + x m) is beta-prime(p, q + p x),
+    so its 5% and 95% points are known in closed form."""
+    from scipy import stats
+
+    model = bgnbd()
+    gg = gamma_gamma()
+    p, q, g = (gg.params_[k] for k in ("p", "q", "gamma"))
+    summary = cdnow_summary().head(50)
+    c = model._customers(summary)
+    x = c.rows.x
+    dist = model._count_distribution(c.rows, 39.0)
+    # replace the counts by "exactly one purchase" for every pair
+    one = dist.n == 1
+    dist.pmf = np.where(one, 1.0, 0.0)
+    dist.cdf = np.where(dist.n >= 1, 1.0, 0.0)
+    v_low, v_high = model._spend_quantiles(dist, np.ones(x.size), (p, q, g), (0.05, 0.95))
+    expected_low = stats.betaprime.ppf(0.05, p, q + p * x)
+    expected_high = stats.betaprime.ppf(0.95, p, q + p * x)
+    np.testing.assert_allclose(v_low, expected_low, rtol=2e-3)
+    np.testing.assert_allclose(v_high, expected_high, rtol=2e-3)
 
 
 def test_predictions_keep_the_callers_index_and_order():

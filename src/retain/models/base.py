@@ -283,7 +283,7 @@ class Model:
     Fitted attributes (scikit-learn style, ending in ``_``): ``params_``
     (dict), ``log_likelihood_`` (total over customers), ``standard_errors_``
     (dict, from the inverse Hessian; NaN when the Hessian is singular),
-    ``converged_``, ``n_customers_``, ``unit_``, ``grain_``,
+    ``converged_``, ``fit_message_`` (the optimiser's word), ``n_customers_``, ``unit_``, ``grain_``,
     ``observation_end_``, ``fitted_at_``.
     """
 
@@ -306,6 +306,8 @@ class Model:
         self.log_likelihood_: float = float("nan")
         self.standard_errors_: dict[str, float] = {}
         self.converged_: bool = False
+        #: the optimiser's word on the fit ("converged", or why not)
+        self.fit_message_: str = ""
         self.n_customers_: float = 0.0
         self.unit_: str | None = None
         self.grain_: str | None = None
@@ -413,6 +415,7 @@ class Model:
         self.params_ = {k: float(v) for k, v in zip(self.param_names, params, strict=True)}
         self.log_likelihood_ = float(ll)
         self.converged_ = ok
+        self.fit_message_ = why
         if hess is None:
             hess = _hessian(objective, theta)
         self._standard_errors(hess * self._total_weight(prepared), theta)
@@ -633,6 +636,7 @@ class Model:
                 "fitted_at": self.fitted_at_,
                 "log_likelihood": self.log_likelihood_,
                 "converged": self.converged_,
+                "message": self.fit_message_,
                 "customers": self.n_customers_,
                 "penalizer": self.penalizer,
                 "covariance_log": None if self._cov_log is None else self._cov_log.tolist(),
@@ -670,6 +674,7 @@ class Model:
         model.fitted_at_ = doc.get("fitted_at")
         model.log_likelihood_ = float(doc.get("log_likelihood", float("nan")))
         model.converged_ = bool(doc.get("converged", True))
+        model.fit_message_ = str(doc.get("message", ""))
         model.n_customers_ = float(doc.get("customers", 0.0))
         cov = doc.get("covariance_log")
         model._cov_log = None if cov is None else np.asarray(cov, dtype=np.float64)
@@ -751,6 +756,16 @@ TRANSACTION_COLUMNS = ("frequency", "recency", "T")
 CLV_NODES = 16
 #: rows of the weighted sample that a fit on more than 3x as many distinct rows starts from
 SAMPLE_ROWS = 20_000
+#: the count distribution of future purchases stops where the mass left is below this
+COUNT_TAIL = 1e-7
+#: the most purchases counted in a horizon when the data's grain is unknown
+MAX_COUNT = 10_000
+#: points of log(spend / scale) at which each (x, T) pair's spend distribution is tabulated
+SPEND_GRID = 48
+#: the spend table of a pair reaches this quantile of its counts and of their spend
+SPEND_TOP = 0.999
+#: purchase counts with less probability than this are left out of the spend distribution
+SPEND_MASS = 1e-9
 
 
 def transaction_arrays(frame: pd.DataFrame) -> tuple[Array, Array, Array]:
@@ -792,6 +807,22 @@ def row_weights(frame: pd.DataFrame, weights: Any) -> Array | None:
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise DataError("weights must be finite counts >= 0")
     return w
+
+
+@dataclass
+class _CountDistribution:
+    """P(X = n | alive, history) for n = 0, 1, ... of each distinct (x, T) pair, flat:
+    entries sorted by pair then n, each pair's entries from ``start`` (``size`` of them);
+    ``row_pair`` maps each unique row to its pair."""
+
+    row_pair: NDArray[np.intp]
+    pair_x: Array
+    pair: NDArray[np.intp]
+    n: Array
+    pmf: Array
+    cdf: Array
+    start: NDArray[np.intp]
+    size: NDArray[np.intp]
 
 
 @dataclass
@@ -929,6 +960,133 @@ class TransactionModel(Model):
         within = within & possible & np.isfinite(time) & (time <= horizon)
         return np.where(within, np.clip(time, 0.0, horizon), horizon), within
 
+    # -- predictive distributions ------------------------------------------------------
+    def _max_purchases(self, horizon: float) -> int:
+        """The most purchases a customer can make in ``horizon`` (data's unit): one per
+        grain period when the grain is known, else a generous cap."""
+        if self.grain_ in UNIT_DAYS:
+            periods = horizon * self._unit_days / UNIT_DAYS[str(self.grain_)]
+            return int(np.floor(periods)) + 1
+        return MAX_COUNT
+
+    def _count_distribution(self, rows: TransactionRows, horizon: float) -> _CountDistribution:
+        """P(n purchases in the ``horizon`` after T | alive at T, history) for n = 0, 1, ...
+        per distinct (x, T), until the mass left is below :data:`COUNT_TAIL` (or the
+        most purchases the horizon allows, which then takes the rest)."""
+        px, pT, code = self._pairs(rows)
+        cap = self._max_purchases(horizon)
+        parts_pair, parts_n, parts_pmf = [], [], []
+        cumulative = np.zeros(px.size)
+        active = np.arange(px.size)
+        n = 0
+        while active.size:
+            if horizon == 0:
+                pmf = np.full(active.size, 1.0 if n == 0 else 0.0)
+            else:
+                pmf = np.clip(
+                    np.nan_to_num(self._pmf_alive(n, horizon, px[active], pT[active])), 0, 1
+                )
+            if n == cap:  # the last possible count holds whatever mass is left
+                pmf = np.maximum(1.0 - cumulative[active], 0.0)
+            parts_pair.append(active)
+            parts_n.append(np.full(active.size, float(n)))
+            parts_pmf.append(pmf)
+            cumulative[active] += pmf
+            active = active[cumulative[active] < 1.0 - COUNT_TAIL]
+            n += 1
+        pair = np.concatenate(parts_pair)
+        order = np.argsort(pair, kind="stable")  # by pair, then n
+        pair = pair[order]
+        pmf = np.concatenate(parts_pmf)[order]
+        counts = np.bincount(pair, minlength=px.size)
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
+        cdf = np.cumsum(pmf)
+        cdf -= np.repeat(cdf[start] - pmf[start], counts)
+        return _CountDistribution(
+            row_pair=code,
+            pair_x=px,
+            pair=pair,
+            n=np.concatenate(parts_n)[order],
+            pmf=pmf,
+            cdf=cdf,
+            start=start,
+            size=counts.astype(np.intp),
+        )
+
+    @staticmethod
+    def _count_quantile(dist: _CountDistribution, p_alive: Array, level: float) -> Array:
+        """The ``level`` quantile of each row's purchase count, mixing "gone" (no
+        purchase) with the count given alive: the least n with P(X <= n) >= level."""
+        pair = dist.row_pair
+        with np.errstate(divide="ignore", invalid="ignore"):
+            target = (level - (1.0 - p_alive)) / p_alive
+        zero = ~(target > 0)
+        # first entry of the row's pair whose cumulative reaches the target; pairs 4 apart
+        keys = dist.pair * 4.0 + dist.cdf
+        found = np.searchsorted(keys, pair * 4.0 + np.where(zero, 0.0, target) - 1e-12)
+        last = dist.start[pair] + dist.size[pair] - 1
+        found = np.clip(found, dist.start[pair], last)
+        return np.where(zero, 0.0, dist.n[found])
+
+    @staticmethod
+    def _spend_quantiles(
+        dist: _CountDistribution,
+        p_alive: Array,
+        spend_params: tuple[float, float, float],
+        levels: tuple[float, ...],
+    ) -> list[Array]:
+        """Quantiles of the total spend over the horizon, per row, as V = S / B, with
+        B = gamma + x m each customer's posterior rate scale (so that one row serves
+        every customer on it, whatever their mean spend m).
+
+        Given n purchases, S is Gamma(n p, nu) with nu ~ Gamma(q + p x, B) (the
+        Gamma-Gamma posterior), so V is beta-prime(n p, q + p x): P(V <= v | n) =
+        I_{v/(1+v)}(n p, q + p x). Mixed over the count distribution given alive, that
+        is a distribution per (x, T) pair, tabulated on :data:`SPEND_GRID` points of
+        log v spanning its range; each row mixes in "gone" (no purchase) with its own
+        P(alive) and reads its quantile off its pair's table (linear in log v)."""
+        p, q, _ = spend_params
+        pairs = dist.start.size
+        shape_a = q + p * dist.pair_x
+        positive = (dist.n > 0) & (dist.pmf > SPEND_MASS)
+        # log v from a low quantile of one purchase to a high one of the count that is
+        # itself a high quantile of the pair's counts: the levels asked are within
+        upper = np.zeros(pairs)
+        np.maximum.at(upper, dist.pair, np.where(dist.cdf <= SPEND_TOP, dist.n + 1.0, 0.0))
+        upper = np.maximum(np.minimum(upper, dist.n[dist.start + dist.size - 1]), 1.0)
+        lo = np.log(special.gammaincinv(p, 1e-4)) - np.log(special.gammaincinv(shape_a, 1 - 1e-4))
+        hi = np.log(special.gammaincinv(p * upper, SPEND_TOP)) - np.log(
+            special.gammaincinv(shape_a, 1 - SPEND_TOP)
+        )
+        grid = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, SPEND_GRID)[None, :]
+        e_pair = dist.pair[positive]
+        u = special.expit(grid[e_pair])
+        mass = dist.pmf[positive][:, None] * special.betainc(
+            (p * dist.n[positive])[:, None], shape_a[e_pair][:, None], u
+        )
+        table = np.zeros((pairs, SPEND_GRID))
+        np.add.at(table, e_pair, mass)
+        zero_alive = dist.pmf[dist.start]  # P(no purchase | alive)
+        table = zero_alive[:, None] + np.maximum.accumulate(table, axis=1)  # monotone
+        # the quantile is read linearly in probit(H), where H is close to a straight line
+        table = special.ndtri(np.clip(table, 1e-15, 1.0 - 1e-15))
+        row_pair = dist.row_pair
+        # probits lie in (-8, 8): pairs 20 apart in one sorted key
+        keys = (np.arange(pairs, dtype=np.float64)[:, None] * 20.0 + table).ravel()
+        out = []
+        for level in levels:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                target = (level - (1.0 - p_alive)) / p_alive
+            solve = target > zero_alive[row_pair] + 1e-12
+            target = special.ndtri(np.clip(np.where(solve, target, 0.5), 1e-15, 1.0 - 1e-15))
+            flat = np.searchsorted(keys, row_pair * 20.0 + target, side="left")
+            cell = np.clip(flat - row_pair * SPEND_GRID, 1, SPEND_GRID - 1)
+            c0, c1 = table[row_pair, cell - 1], table[row_pair, cell]
+            share = np.clip((target - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0, 1.0)
+            g0, g1 = grid[row_pair, cell - 1], grid[row_pair, cell]
+            out.append(np.where(solve, np.exp(g0 + share * (g1 - g0)), 0.0))
+        return out
+
     # -- public predictions ------------------------------------------------------------
     def p_alive(self, data: Any) -> pd.Series:
         """P(alive at the observation end | history), per customer, in [0, 1]."""
@@ -937,34 +1095,49 @@ class TransactionModel(Model):
         return c.expand(np.clip(self._p_alive(r.x, r.recency, r.T), 0.0, 1.0), "p_alive")
 
     def expected_purchases(
-        self, data: Any, t: Duration, *, interval: float | None = None
+        self,
+        data: Any,
+        t: Duration,
+        *,
+        interval: float | None = None,
+        confidence: float | None = None,
     ) -> pd.Series | pd.DataFrame:
         """Expected number of purchases in the ``t`` after the observation end,
         conditional on each customer's history.
 
         ``t`` is a number in the data's unit or a duration ("90D", "13W", "1Y").
-        With ``interval`` (e.g. 0.9), a DataFrame with ``expected_purchases``,
-        ``low`` and ``high``: the interval that parameter uncertainty implies
-        (delta method on the log scale, from the fit's standard errors).
+        With ``interval`` (e.g. 0.9) or ``confidence``, a DataFrame with
+        ``expected_purchases`` and:
+
+        - ``low``, ``high`` (``interval``): the range of what the customer may do, the
+          central ``interval`` of the model's distribution of their purchase count
+          (whole numbers; P(low <= X <= high) >= ``interval``);
+        - ``mean_low``, ``mean_high`` (``confidence``): the uncertainty of the
+          expectation itself from the fit's standard errors (delta method, log
+          scale); narrow on large data, and not a range for the customer.
         """
         c = self._customers(data)
         horizon = self._duration(t, "t")
-        value = self._conditional_expected(c.rows, np.array([horizon]))[:, 0]
+        p_alive = np.clip(self._rows_p_alive(c.rows, None), 0.0, 1.0)
+        value = self._conditional_expected(c.rows, np.array([horizon]), p_alive)[:, 0]
         series = c.expand(value, "expected_purchases")
-        if interval is None:
+        if interval is None and confidence is None:
             return series
-        z = z_score(interval)
-        sd = self._delta_log_sd(
-            lambda m: m._conditional_expected(c.rows, np.array([horizon]))[:, 0],  # type: ignore[attr-defined]
-            value,
-        )
-        return pd.DataFrame(
-            {
-                "expected_purchases": series,
-                "low": c.expand(value * np.exp(-z * sd), "low"),
-                "high": c.expand(value * np.exp(z * sd), "high"),
-            }
-        )
+        out = {"expected_purchases": series}
+        if interval is not None:
+            tail = _tail(interval)
+            dist = self._count_distribution(c.rows, horizon)
+            out["low"] = c.expand(self._count_quantile(dist, p_alive, tail), "low")
+            out["high"] = c.expand(self._count_quantile(dist, p_alive, 1.0 - tail), "high")
+        if confidence is not None:
+            z = z_score(confidence)
+            sd = self._delta_log_sd(
+                lambda m: m._conditional_expected(c.rows, np.array([horizon]))[:, 0],  # type: ignore[attr-defined]
+                value,
+            )
+            out["mean_low"] = c.expand(value * np.exp(-z * sd), "mean_low")
+            out["mean_high"] = c.expand(value * np.exp(z * sd), "mean_high")
+        return pd.DataFrame(out)
 
     def expected_repeat_purchases(self, t: Any) -> NDArray[np.float64]:
         """Expected repeat purchases in the ``t`` after a new customer's first purchase,
@@ -1014,6 +1187,7 @@ class TransactionModel(Model):
         discount_rate: float = 0.0,
         margin: float = 1.0,
         interval: float | None = None,
+        confidence: float | None = None,
     ) -> pd.Series | pd.DataFrame:
         """Expected discounted value of each customer's purchases over ``horizon``.
 
@@ -1026,37 +1200,37 @@ class TransactionModel(Model):
         money is in the currency of ``monetary``. The rate is per year whatever
         the data's unit, so daily and weekly data give the same CLV.
 
-        With ``interval`` (e.g. 0.9): a DataFrame ``clv``, ``low``, ``high``
-        from both models' parameter uncertainty (delta method, log scale).
+        With ``interval`` (e.g. 0.9) or ``confidence``, a DataFrame with ``clv`` and:
+
+        - ``low``, ``high`` (``interval``): the range of the customer's value over
+          the horizon: the central ``interval`` of the distribution of their total
+          spend, from the model's count distribution and the Gamma-Gamma spend
+          distribution given their history (exact, no simulation). With a discount
+          rate, both ends are scaled by the customer's ratio of discounted to
+          undiscounted expected purchases.
+        - ``mean_low``, ``mean_high`` (``confidence``): the uncertainty of the
+          expected value from both models' standard errors (delta method, log scale).
         """
-        if not np.isfinite(discount_rate) or discount_rate < 0:
-            raise ValueError(f"discount_rate (per year) must be 0 or more, got {discount_rate!r}")
-        if not np.isfinite(margin) or margin < 0:
-            raise ValueError(f"margin must be a fraction >= 0, got {margin!r}")
+        _check_money(discount_rate, margin)
         if not hasattr(gamma_gamma, "_expected_spend_arrays"):
             raise TypeError("gamma_gamma must be a fitted retain.models.GammaGamma")
-        c = self._customers(data)
-        spend, spend_sd = gamma_gamma._expected_spend_arrays(c.frame, interval is not None)
-        h = self._duration(horizon, "horizon")
-        delta = np.log1p(discount_rate) * self._unit_days / DAYS_PER_YEAR
-        det = self._discounted_expected(c.rows, h, delta)
-        value = margin * spend * det[c.inverse]
-        series = pd.Series(value, index=c.frame.index, name="clv")
-        if interval is None:
+        frame = self.score(
+            data,
+            gamma_gamma=gamma_gamma,
+            horizons=(),
+            clv_horizon=horizon,
+            discount_rate=discount_rate,
+            margin=margin,
+            interval=interval,
+            confidence=confidence,
+            next_horizon=None,
+        )
+        series = frame["clv"].rename("clv")
+        if interval is None and confidence is None:
             return series
-        z = z_score(interval)
-        det_sd = self._delta_log_sd(
-            lambda m: m._discounted_expected(c.rows, h, delta),  # type: ignore[attr-defined]
-            det,
-        )
-        sd = np.sqrt(det_sd[c.inverse] ** 2 + spend_sd**2)
-        return pd.DataFrame(
-            {
-                "clv": series,
-                "low": pd.Series(value * np.exp(-z * sd), index=c.frame.index),
-                "high": pd.Series(value * np.exp(z * sd), index=c.frame.index),
-            }
-        )
+        names = {"clv_low": "low", "clv_high": "high"}
+        names.update({"clv_mean_low": "mean_low", "clv_mean_high": "mean_high"})
+        return frame[["clv", *(k for k in names if k in frame)]].rename(columns=names)
 
     def next_purchase(
         self, data: Any, quantile: float = 0.5, *, horizon: Duration = "365D"
@@ -1129,35 +1303,49 @@ class TransactionModel(Model):
         discount_rate: float = 0.0,
         margin: float = 1.0,
         interval: float | None = 0.9,
-        next_horizon: Duration = "365D",
+        confidence: float | None = None,
+        next_horizon: Duration | None = "365D",
     ) -> pd.DataFrame:
         """Every prediction for every customer in one pass (one collapse of the data,
         P(alive) computed once): what ``retain score`` stores.
 
         Columns: ``p_alive``; ``expected_purchases_<h>`` for each of ``horizons``
         (label: the duration as given, lower case, e.g. ``expected_purchases_30d``);
-        with ``gamma_gamma``, ``expected_spend``, ``clv``, ``clv_if_alive`` (the
-        value if the customer is still a customer: ``clv = p_alive x clv_if_alive``)
-        and (``interval``) ``clv_low``, ``clv_high`` (see :meth:`clv`; money in the
-        currency of ``monetary``, discount rate per year); ``next_purchase``,
+        with ``interval``, ``purchases_<h>_low`` and ``purchases_<h>_high`` for the
+        last of ``horizons``: the range of the customer's purchase count (see
+        :meth:`expected_purchases`). With ``gamma_gamma``, ``expected_spend``,
+        ``clv``, ``clv_if_alive`` (the value if the customer is still a customer:
+        ``clv = p_alive x clv_if_alive``); with ``interval``, ``clv_low`` and
+        ``clv_high``, the range of the customer's value; with ``confidence``,
+        ``clv_mean_low`` and ``clv_mean_high``, the uncertainty of the expected value
+        (see :meth:`clv`; money in the currency of ``monetary``, discount rate per
+        year). Unless ``next_horizon`` is None: ``next_purchase``,
         ``next_purchase_within``, ``window_start``, ``window_end``,
         ``window_start_within``, ``window_end_within`` (see :meth:`next_purchase`
-        and :meth:`purchase_window`; times in the data's unit after the
-        observation end, capped at ``next_horizon``).
+        and :meth:`purchase_window`; times in the data's unit after the observation
+        end, capped at ``next_horizon``).
         """
-        if not np.isfinite(discount_rate) or discount_rate < 0:
-            raise ValueError(f"discount_rate (per year) must be 0 or more, got {discount_rate!r}")
+        _check_money(discount_rate, margin)
+        tail = None if interval is None else _tail(interval)
         c = self._customers(data)
         rows = c.rows
         p_alive = np.clip(self._rows_p_alive(rows, None), 0.0, 1.0)
         out: dict[str, NDArray[Any]] = {"p_alive": p_alive[c.inverse]}
         times = np.array([self._duration(h, "horizon") for h in horizons])
-        expected = self._conditional_expected(rows, times, p_alive)
-        for j, h in enumerate(horizons):
-            label = str(h).replace(" ", "").lower()
-            out[f"expected_purchases_{label}"] = expected[c.inverse, j]
+        label = ""
+        if horizons:
+            expected = self._conditional_expected(rows, times, p_alive)
+            for j, h in enumerate(horizons):
+                label = str(h).replace(" ", "").lower()
+                out[f"expected_purchases_{label}"] = expected[c.inverse, j]
+        if tail is not None and horizons:
+            dist = self._count_distribution(rows, float(times[-1]))
+            for end, level in (("low", tail), ("high", 1.0 - tail)):
+                out[f"purchases_{label}_{end}"] = self._count_quantile(dist, p_alive, level)[
+                    c.inverse
+                ]
         if gamma_gamma is not None:
-            spend, spend_sd = gamma_gamma._expected_spend_arrays(c.frame, interval is not None)
+            spend, spend_sd = gamma_gamma._expected_spend_arrays(c.frame, confidence is not None)
             h = self._duration(clv_horizon, "clv_horizon")
             delta = np.log1p(discount_rate) * self._unit_days / DAYS_PER_YEAR
             if_alive = self._discounted_alive_rows(rows, h, delta)
@@ -1166,18 +1354,51 @@ class TransactionModel(Model):
             out["expected_spend"] = spend
             out["clv"] = value
             out["clv_if_alive"] = margin * spend * if_alive[c.inverse]
-            if interval is not None:
-                z = z_score(interval)
+            if tail is not None:
+                spend_params = tuple(gamma_gamma.params_[k] for k in ("p", "q", "gamma"))
+                dist = self._count_distribution(rows, h)
+                v_low, v_high = self._spend_quantiles(
+                    dist, p_alive, spend_params, (tail, 1.0 - tail)
+                )
+                # the posterior rate scale of each customer's spend: gamma + x m
+                x = c.frame["frequency"].to_numpy(dtype=np.float64)
+                m = np.maximum(c.frame["monetary"].to_numpy(dtype=np.float64), 0.0)
+                scale = margin * (spend_params[2] + np.where(x > 0, x * m, 0.0))
+                if delta > 0:
+                    plain = self._discounted_alive_rows(rows, h, 0.0)
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        factor = np.where(plain > 0, if_alive / plain, 1.0)[c.inverse]
+                else:
+                    factor = np.ones(x.size)
+                out["clv_low"] = factor * scale * v_low[c.inverse]
+                out["clv_high"] = factor * scale * v_high[c.inverse]
+            if confidence is not None:
+                z = z_score(confidence)
                 det_sd = self._delta_log_sd(
                     lambda m: m._discounted_expected(rows, h, delta),  # type: ignore[attr-defined]
                     det,
                 )
                 sd = np.sqrt(det_sd[c.inverse] ** 2 + spend_sd**2)
-                out["clv_low"] = value * np.exp(-z * sd)
-                out["clv_high"] = value * np.exp(z * sd)
-        cap = self._duration(next_horizon, "next_horizon")
-        for name, q in (("next_purchase", 0.5), ("window_start", 0.25), ("window_end", 0.75)):
-            time, within = self._next_rows(rows, q, cap, p_alive)
-            out[name] = time[c.inverse]
-            out[f"{name}_within"] = within[c.inverse]
+                out["clv_mean_low"] = value * np.exp(-z * sd)
+                out["clv_mean_high"] = value * np.exp(z * sd)
+        if next_horizon is not None:
+            cap = self._duration(next_horizon, "next_horizon")
+            for name, q in (("next_purchase", 0.5), ("window_start", 0.25), ("window_end", 0.75)):
+                time, within = self._next_rows(rows, q, cap, p_alive)
+                out[name] = time[c.inverse]
+                out[f"{name}_within"] = within[c.inverse]
         return pd.DataFrame(out, index=c.frame.index)
+
+
+def _check_money(discount_rate: float, margin: float) -> None:
+    if not np.isfinite(discount_rate) or discount_rate < 0:
+        raise ValueError(f"discount_rate (per year) must be 0 or more, got {discount_rate!r}")
+    if not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"margin must be a fraction >= 0, got {margin!r}")
+
+
+def _tail(interval: float) -> float:
+    """The probability below a central ``interval``'s low end."""
+    if not 0 < interval < 1:
+        raise ValueError(f"interval must be a probability between 0 and 1, got {interval!r}")
+    return (1.0 - interval) / 2.0

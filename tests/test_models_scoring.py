@@ -74,8 +74,13 @@ def test_scores_have_every_column_and_hold_together(scored):
     assert ((table["p_alive"] >= 0) & (table["p_alive"] <= 1)).all()
     e30, e90, e365 = (table[f"expected_purchases_{d}d"] for d in (30, 90, 365))
     assert ((e30 <= e90) & (e90 <= e365)).all()
-    assert (table["clv_low"] <= table["clv_12m"]).all()
-    assert (table["clv_12m"] <= table["clv_high"]).all()
+    # the band of the mean holds the mean; the customer's range is a range of outcomes
+    assert (table["clv_mean_low"] <= table["clv_12m"]).all()
+    assert (table["clv_12m"] <= table["clv_mean_high"]).all()
+    assert ((table["clv_low"] >= 0) & (table["clv_low"] <= table["clv_high"])).all()
+    low, high = table["purchases_365d_low"], table["purchases_365d_high"]
+    assert ((low >= 0) & (low <= high) & (high == np.round(high))).all()
+    assert ((high == 0) == (table["clv_high"] == 0)).mean() > 0.99
     np.testing.assert_allclose(table["clv_12m"], table["p_alive"] * table["clv_if_retained"])
     numeric = table.select_dtypes("number")
     assert np.isfinite(numeric.to_numpy()).all()
@@ -117,11 +122,11 @@ def test_a_named_model_with_a_holdout_records_its_errors(tmp_path, cdnow_sample_
     shutil.copy(cdnow_sample_db, path)
     with Store(path) as store:
         report = fit_store(store, model="pnbd", holdout_weeks=13, unit="W")
-        plain = fit_store(store, model="bgnbd", unit="W")
+        plain = fit_store(store, model="mbgnbd", unit="W")
         rows = store.query("SELECT fit_id, model, holdout_weeks, holdout_rmse FROM model_fits")
         older = score_store(store, fit_id=report.fit_id, segments=False)
         columns = store.query("DESCRIBE customer_scores")["column_name"].tolist()
-    assert list(rows["model"]) == ["pnbd", "bgnbd"]
+    assert list(rows["model"]) == ["pnbd", "mbgnbd"]
     assert rows["holdout_weeks"].iloc[0] == 13 and rows["holdout_rmse"].iloc[0] > 0
     assert pd.isna(rows["holdout_weeks"].iloc[1]) and plain.candidates is None
     assert older.model == "pnbd" and columns == SCORE_COLUMNS
@@ -142,11 +147,18 @@ def test_cli_fit_and_score(tmp_path, cdnow_sample_db):
     path = tmp_path / "cli.duckdb"
     shutil.copy(cdnow_sample_db, path)
     result = runner.invoke(
-        app, ["fit", "--db", str(path), "--model", "bgnbd", "--unit", "W", "--json"]
+        app, ["fit", "--db", str(path), "--model", "mbgnbd", "--unit", "W", "--json"]
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert doc["model"] == "bgnbd" and doc["unit"] == "W" and doc["customers"] == 2357
+    assert doc["model"] == "mbgnbd" and doc["unit"] == "W" and doc["customers"] == 2357
+    assert doc["kept"] is True and {c["name"] for c in doc["guard"][0]["checks"]} >= {
+        "maximum",
+        "tracking",
+        "customer_purchases",
+        "one_time_buyers",
+        "store_value",
+    }
     result = runner.invoke(app, ["score", "--db", str(path)])
     assert result.exit_code == 0, result.output
     assert "scored 2,357 customers as of 1998-06-30" in result.output
@@ -213,7 +225,7 @@ def test_rescoring_needs_a_full_scoring(tmp_path, cdnow_sample_db):
     with Store(path) as store:
         with pytest.raises(StoreError, match="retain fit"):
             score_customers(store, ["1012"])
-        fit_store(store, model="bgnbd", unit="W")
+        fit_store(store, model="mbgnbd", unit="W")
         with pytest.raises(StoreError, match="retain score"):
             score_customers(store, ["1012"])
 
@@ -234,7 +246,7 @@ def test_unreadable_or_early_observation_dates_are_clear_errors(tmp_path, cdnow_
 def test_bad_score_and_fit_options_are_refused(tmp_path, cdnow_sample_db):
     path = tmp_path / "options.duckdb"
     shutil.copy(cdnow_sample_db, path)
-    assert runner.invoke(app, ["fit", "--db", str(path), "--model", "bgnbd"]).exit_code == 0
+    assert runner.invoke(app, ["fit", "--db", str(path), "--model", "mbgnbd"]).exit_code == 0
     for args, message in (
         (["score", "--margin", "-1"], "margin must be a fraction of net revenue"),
         (["score", "--margin", "30"], "margin must be a fraction of net revenue"),
@@ -248,7 +260,7 @@ def test_bad_score_and_fit_options_are_refused(tmp_path, cdnow_sample_db):
         assert not store.has_table("customer_scores")
 
 
-def test_a_fit_without_standard_errors_scores_without_an_interval(tmp_path):
+def test_a_fit_without_standard_errors_scores_without_the_band_of_the_mean(tmp_path):
     orders = tmp_path / "orders.csv"
     orders.write_text(
         "order_id,customer_id,ordered_at,net_revenue\n"
@@ -260,9 +272,11 @@ def test_a_fit_without_standard_errors_scores_without_an_interval(tmp_path):
         report = score_store(store)
         table = store.query("SELECT * FROM customer_scores")
     assert report.customers == 3
-    assert any("no CLV interval" in w for w in report.warnings)
+    assert any("no uncertainty of the mean CLV" in w for w in report.warnings)
     assert table["clv_12m"].notna().all()
-    assert table["clv_low"].isna().all() and table["clv_high"].isna().all()
+    assert table["clv_mean_low"].isna().all() and table["clv_mean_high"].isna().all()
+    # the range of each customer's value needs no standard errors
+    assert table["clv_low"].notna().all() and table["clv_high"].notna().all()
 
 
 def test_fit_refuses_a_store_of_one_time_buyers(tmp_path):

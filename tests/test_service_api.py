@@ -492,13 +492,13 @@ def test_without_a_key_only_this_machine_may_write(tiny_db: Path, tmp_path: Path
 # -- rescoring after an order ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def scored_sample_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The CDNOW sample fitted (BG/NBD in weeks) and scored."""
+    """The CDNOW sample fitted (MBG/NBD in weeks) and scored."""
     from retain.scoring import fit_store, score_store
 
     path = tmp_path_factory.mktemp("scored") / "scored.duckdb"
     shutil.copy(cdnow_sample_db, path)
     with Store(path) as store:
-        fit_store(store, model="bgnbd", unit="W")
+        fit_store(store, model="mbgnbd", unit="W")
         score_store(store)
     return path
 
@@ -576,8 +576,6 @@ def test_a_new_customer_gets_a_scores_row(scored_writable: TestClient) -> None:
     assert response.json()["rescored"] is True
     body = scored_writable.get("/api/customers/new-1").json()
     scores = body["scores"]
-    # BG/NBD: a customer who has not bought again yet is alive for sure
-    assert scores["p_alive"] == pytest.approx(1.0)
     assert scores["expected_purchases_365d"] > 0
     assert scores["clv_12m"] > 0 and scores["fit_id"] == 1
     assert body["segment"]["name"] and body["churn"]["risk"] in ("low", "medium")
@@ -586,6 +584,10 @@ def test_a_new_customer_gets_a_scores_row(scored_writable: TestClient) -> None:
     with Store(service.db_path, read_only=True) as store:
         rows = store.query("SELECT * FROM customer_scores WHERE customer_id = 'new-1'")
         total = store.scalar("SELECT count(*) FROM customer_scores")
+        params = json.loads(store.scalar("SELECT params FROM model_fits"))["params"]
+    # MBG/NBD: a customer first seen today may have left right after that first order,
+    # with probability a / (a + b)
+    assert scores["p_alive"] == pytest.approx(params["b"] / (params["a"] + params["b"]))
     assert len(rows) == 1 and total == 2357 + 1
     assert rows["p_alive"].iloc[0] == pytest.approx(scores["p_alive"])
     assert rows["segment"].iloc[0] == body["segment"]["name"]
@@ -617,7 +619,7 @@ def test_models_tracking_ends_at_the_stores_repeat_purchases(
     assert tracking["dates"][0] == "1997-01-07" and tracking["dates"][-1] == "1998-06-30"
     assert len(tracking["dates"]) == len(tracking["predicted_cumulative"]) == 78
     assert tracking["predicted_cumulative"][-1] == pytest.approx(repeats, rel=0.1)
-    assert body["fit"]["model"] == "bgnbd" and body["fit"]["converged"]
+    assert body["fit"]["model"] == "mbgnbd" and body["fit"]["converged"]
     assert body["fit"]["scores_use_it"] and body["fit"]["log_likelihood"] < 0
     params = {p["parameter"]: p for p in body["parameters"]}
     assert set(params) == {"r", "alpha", "a", "b"}
@@ -632,8 +634,9 @@ def test_models_p_alive_grid_falls_with_time_since_the_last_purchase(fitted: Tes
     assert grid["unit"] == "weeks" and grid["frequencies"][0] == 0
     assert grid["since_last"][0] == 0 and grid["since_last"][-1] == grid["T"]
     assert len(values) == len(grid["frequencies"]) and len(values[0]) == len(grid["since_last"])
-    # a one-time buyer's last purchase was T ago: that cell only
-    assert values[0][:-1] == [None] * (len(values[0]) - 1) and values[0][-1] == 1.0
+    # a one-time buyer's last purchase was T ago: that cell only; MBG/NBD lets them have
+    # left after it, so less than 1
+    assert values[0][:-1] == [None] * (len(values[0]) - 1) and 0 < values[0][-1] < 1
     for row in values[1:]:
         assert all(0 <= v <= 1 for v in row)
         assert all(a >= b for a, b in itertools.pairwise(row))
@@ -657,7 +660,7 @@ def test_models_lifespan_is_one_over_churn_and_marks_the_stores_churn(fitted: Te
     html = fitted.get("/models").text
     for chart in specs:
         assert f'data-chart="{chart}"' in html
-    assert "Std. error" in html and "BG/NBD" in html
+    assert "Std. error" in html and "MBG/NBD" in html
 
 
 def test_models_page_without_a_fit_says_how_and_draws_the_lifespan(sample: TestClient) -> None:

@@ -509,7 +509,8 @@ def fit(
         str,
         typer.Option(
             "--model",
-            help="bgnbd, mbgnbd, pnbd, or auto (the lowest holdout error of the three).",
+            help="bgnbd, mbgnbd, pnbd, or auto (the best holdout log-likelihood of the three "
+            "that passes the fit guard).",
         ),
     ] = "auto",
     holdout_weeks: Annotated[
@@ -531,7 +532,7 @@ def fit(
     as_json: JsonOption = False,
 ) -> None:
     """Fit the repeat-purchase and spend models on the store and keep them."""
-    from retain.scoring import MODEL_CHOICES, fit_store
+    from retain.scoring import MODEL_CHOICES, FitRefused, fit_store
     from retain.store import Store
 
     if model not in MODEL_CHOICES:
@@ -545,9 +546,16 @@ def fit(
             f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
         )
     with Store(db) as store:
-        report = fit_store(
-            store, model=model, holdout_weeks=holdout_weeks, unit=unit, observation_end=as_of
-        )
+        try:
+            report = fit_store(
+                store, model=model, holdout_weeks=holdout_weeks, unit=unit, observation_end=as_of
+            )
+        except FitRefused as refused:
+            # the checks that refused it, as JSON or as text, before the one-line error
+            refusal = refused.report
+            _warn_all(refusal.warnings)
+            emit(refusal.to_dict(), as_json, lambda: _guard_text(refusal))
+            raise
     _warn_all(report.warnings)
 
     def table() -> str:
@@ -568,18 +576,44 @@ def fit(
                 + ", ".join(f"{k} = {v:.4g}" for k, v in report.spend_params.items())
             )
         if report.candidates is not None:
-            shown = report.candidates[["model", "actual", "predicted", "mae", "rmse"]]
+            shown = report.candidates[
+                ["model", "holdout_log_likelihood_mean", "actual", "predicted", "rmse", "mae"]
+            ].rename(columns={"holdout_log_likelihood_mean": "log-lik/customer"})
             lines += [
                 "",
-                f"holdout: the last {report.holdout_weeks} weeks (repeat purchases)",
+                f"holdout: the last {report.holdout_weeks} weeks; models compared by the "
+                "log-likelihood of each customer's holdout purchase count (higher is better; "
+                "RMSE and MAE of the counts for context)",
                 _fmt_table(
-                    shown, {"actual": ",.0f", "predicted": ",.1f", "mae": ".3f", "rmse": ".3f"}
+                    shown,
+                    {
+                        "log-lik/customer": ".5f",
+                        "actual": ",.0f",
+                        "predicted": ",.1f",
+                        "mae": ".3f",
+                        "rmse": ".3f",
+                    },
                 ),
             ]
+            if report.choice:
+                lines.append(f"chosen: {report.choice['reason']}")
+        lines += ["", _guard_text(report)]
         lines.append(f"\nnext: retain score --db {db}")
         return "\n".join(lines)
 
     emit(report.to_dict(), as_json, table)
+
+
+def _guard_text(report: Any) -> str:
+    """The fit guard's checks of every model tried, one line each."""
+    lines = []
+    for tried in report.guard:
+        verdict = "kept" if tried["kept"] else "refused"
+        lines.append(f"fit guard, {tried['model']}: {verdict}")
+        for check in tried["checks"]:
+            mark = "ok  " if check["passed"] else "FAIL"
+            lines.append(f"  {mark} {check['name']}: {check['message']}")
+    return "\n".join(lines)
 
 
 @app.command()

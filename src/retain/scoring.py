@@ -1,9 +1,11 @@
 """Fit the models on a store and score every customer: ``retain fit`` and ``retain score``.
 
 :func:`fit_store` fits a repeat-purchase model (BG/NBD, MBG/NBD or Pareto/NBD;
-``auto`` picks the one with the lowest holdout error) and a Gamma-Gamma spend
-model on the store's orders, and keeps both in the ``model_fits`` table with
-the data they were fitted on (time unit, grain, observation end).
+``auto`` chooses by the holdout log-likelihood, see :func:`retain.validate.compare`)
+and a Gamma-Gamma spend model on the store's orders, checks what they predict
+against the store's own history (:mod:`retain.guard`; a model that fails gives way
+to the next), and keeps both in the ``model_fits`` table with the data they were
+fitted on (time unit, grain, observation end) and the checks.
 
 :func:`score_store` loads the latest fit (or a chosen one), scores every
 customer and replaces the ``customer_scores`` table:
@@ -22,8 +24,14 @@ clv_12m                       expected discounted net revenue over the next 12 m
                               discounted at ``discount_rate`` per year
 clv_if_retained               clv_12m if the customer is still a customer
                               (``clv_12m = p_alive x clv_if_retained``)
-clv_low, clv_high             interval of clv_12m (default 90%) from the parameters'
-                              uncertainty
+purchases_365d_low,           the range of the customer's purchases in the next 365
+purchases_365d_high           days: the central 90% (default) of the model's count
+                              distribution given their history (whole purchases)
+clv_low, clv_high             the range of the customer's value over the next 12
+                              months: the central 90% of the distribution of their
+                              spend (count distribution x Gamma-Gamma spend)
+clv_mean_low, clv_mean_high   the uncertainty of clv_12m itself (90%) from the
+                              parameters' standard errors; not a range for the customer
 next_purchase_date            the day by which the next purchase has happened with
                               probability 1/2; NULL when not within 365 days
 next_purchase_window_start    the 25th and 75th percentile days of the next
@@ -59,6 +67,7 @@ import pandas as pd
 from retain.dates import check_not_before_first_order, parse_observation_date
 from retain.errors import DataError, ModelError, StoreError
 from retain.features import summarize
+from retain.guard import check_fit, failed, store_history
 from retain.metrics._common import check_margin
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
 from retain.models.base import UNIT_DAYS
@@ -74,11 +83,15 @@ SCORE_COLUMNS = [
     "expected_purchases_30d",
     "expected_purchases_90d",
     "expected_purchases_365d",
+    "purchases_365d_low",
+    "purchases_365d_high",
     "expected_spend",
     "clv_12m",
     "clv_if_retained",
     "clv_low",
     "clv_high",
+    "clv_mean_low",
+    "clv_mean_high",
     "next_purchase_date",
     "next_purchase_window_start",
     "next_purchase_window_end",
@@ -108,6 +121,12 @@ class FitReport:
     holdout_weeks: int | None
     candidates: pd.DataFrame | None
     warnings: list[str] = field(default_factory=list)
+    #: why the model was chosen (``validate.compare``'s ``attrs["choice"]``), or None
+    choice: dict[str, Any] | None = None
+    #: the fit guard on every model tried, in order: ``model``, ``kept``, ``checks``
+    guard: list[dict[str, Any]] = field(default_factory=list)
+    #: whether the fit passed the guard and is the one ``retain score`` uses
+    kept: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         doc = {k: v for k, v in self.__dict__.items() if k != "candidates"}
@@ -173,12 +192,17 @@ def fit_store(
 
     ``model``: "bgnbd", "mbgnbd", "pnbd", or "auto" (each is scored on a
     holdout of the last ``holdout_weeks`` weeks, default a quarter of the
-    history, and the one with the lowest per-customer RMSE of holdout purchases
-    wins). With a named model and ``holdout_weeks``, its holdout errors are
-    recorded too. The kept model is then refitted on all orders up to
-    ``observation_end`` (default: the last order's day), with a Gamma-Gamma
-    model of net revenue per purchase. ``unit`` ("D" or "W") is the time unit of
-    the parameters, ``grain`` how purchases are merged (one per day by default).
+    history, by the log-likelihood of each customer's holdout purchase count;
+    the choice and its reason are in ``FitReport.choice``). With a named model
+    and ``holdout_weeks``, its holdout errors are recorded too. The chosen model
+    is then refitted on all orders up to ``observation_end`` (default: the last
+    order's day), with a Gamma-Gamma model of net revenue per purchase, and
+    checked by the fit guard (:func:`retain.guard.check_fit`); with "auto", a
+    model that fails gives way to the next in the comparison's order. When none
+    passes, the fit is recorded as not kept and :class:`FitRefused` (a
+    :class:`~retain.errors.ModelError`) is raised, naming the check that failed.
+    ``unit`` ("D" or "W") is the time unit of the parameters, ``grain`` how
+    purchases are merged (one per day by default).
     """
     if model not in MODEL_CHOICES:
         raise ValueError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
@@ -190,6 +214,7 @@ def fit_store(
     end = _observation_day(store, observation_end)
     caught: list[str] = []
     candidates: pd.DataFrame | None = None
+    choice: dict[str, Any] | None = None
     chosen = model
     weeks = holdout_weeks
     summary = summarize(store, observation_end=end, unit=unit, grain=grain)
@@ -223,8 +248,8 @@ def fit_store(
                 unit=unit,
                 grain=grain,
             )
-            chosen = str(candidates["model"].iloc[0])
-        fitted: TransactionModel = TRANSACTION_MODELS[chosen](penalizer=penalizer).fit(summary)
+            choice = dict(candidates.attrs.get("choice") or {}) or None
+        order = [model] if candidates is None or model != "auto" else list(candidates["model"])
         spend: GammaGamma | None = None
         if ((summary["frequency"] > 0) & (summary["monetary"] > 0)).any():
             spend = GammaGamma(penalizer=penalizer).fit(summary)
@@ -235,6 +260,21 @@ def fit_store(
                 UserWarning,
                 stacklevel=2,
             )
+        history = store_history(store, end)
+        tried: list[dict[str, Any]] = []
+        fitted: TransactionModel | None = None
+        for name in order:
+            candidate = TRANSACTION_MODELS[name](penalizer=penalizer).fit(summary)
+            checks = check_fit(candidate, spend, summary, history, candidate.fit_message_)
+            passed = not failed(checks)
+            tried.append({"model": name, "kept": passed, "checks": [c.to_dict() for c in checks]})
+            if fitted is None:
+                fitted, chosen = candidate, name  # recorded even when refused
+            if passed:
+                fitted, chosen = candidate, name
+                break
+    assert fitted is not None
+    kept = bool(tried[-1]["kept"])
     caught = list(dict.fromkeys(str(w.message) for w in seen))
     best = None if candidates is None else candidates.iloc[0]
     with store.transaction() as con:
@@ -242,7 +282,8 @@ def fit_store(
             con.execute("SELECT coalesce(max(fit_id), 0) + 1 FROM model_fits").fetchall()[0][0]
         )
         con.execute(
-            "INSERT INTO model_fits VALUES (?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO model_fits VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 fit_id,
                 chosen,
@@ -260,9 +301,12 @@ def fit_store(
                 None if best is None else float(best["mae"]),
                 None if best is None else float(best["rmse"]),
                 None if candidates is None else candidates.to_json(orient="records"),
+                kept,
+                json.dumps(tried),
+                None if choice is None else json.dumps(choice),
             ],
         )
-    return FitReport(
+    report = FitReport(
         fit_id=fit_id,
         model=chosen,
         params=fitted.params_,
@@ -277,7 +321,35 @@ def fit_store(
         holdout_weeks=weeks if candidates is not None else None,
         candidates=candidates,
         warnings=caught,
+        choice=choice,
+        guard=tried,
+        kept=kept,
     )
+    if not kept:
+        raise FitRefused(report, forced=model != "auto")
+    return report
+
+
+class FitRefused(ModelError):
+    """No model tried passed the fit guard (:mod:`retain.guard`): the fit is recorded,
+    refused (``kept`` false), and ``retain score`` will not use it. ``report`` holds the
+    :class:`FitReport` with every check."""
+
+    def __init__(self, report: FitReport, *, forced: bool) -> None:
+        self.report = report
+        first = next((c, t["model"]) for t in report.guard for c in t["checks"] if not c["passed"])
+        models = ", ".join(t["model"] for t in report.guard)
+        advice = (
+            "try `retain fit --model auto`, which falls back through every model"
+            if forced
+            else "check the orders for bad or duplicated rows, give the models more history "
+            "(a later --as-of), or fit in weeks (--unit W)"
+        )
+        super().__init__(
+            f"no fit kept: {models} failed the fit guard (fit {report.fit_id} is recorded, "
+            f"not used). {first[1]}: check {first[0]['name']!r} failed: "
+            f"{first[0]['message']}. {advice[0].upper()}{advice[1:]}"
+        )
 
 
 def load_fit(
@@ -287,12 +359,25 @@ def load_fit(
     of fit ``fit_id`` (default: the latest)."""
     if not store.has_table("model_fits"):
         raise StoreError(f"the store {store.path} has no fitted model: run `retain fit` first")
-    where, params = ("WHERE fit_id = ?", [fit_id]) if fit_id is not None else ("", [])
+    where, params = (
+        ("WHERE fit_id = ?", [fit_id]) if fit_id is not None else ("WHERE kept IS NOT false", [])
+    )
     frame = store.query(f"SELECT * FROM model_fits {where} ORDER BY fit_id DESC LIMIT 1", params)
     if frame.empty:
-        which = f"fit {fit_id}" if fit_id is not None else "fitted model"
-        raise StoreError(f"the store {store.path} has no {which}: run `retain fit` first")
+        which = f"fit {fit_id}" if fit_id is not None else "kept fit"
+        refused = store.scalar("SELECT count(*) FROM model_fits WHERE kept = false")
+        hint = (
+            f" ({refused} fit(s) failed the fit guard: `retain fit --json` shows why)"
+            if refused and fit_id is None
+            else ""
+        )
+        raise StoreError(f"the store {store.path} has no {which}{hint}: run `retain fit` first")
     row = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
+    if _refused(row.get("kept")):
+        raise StoreError(
+            f"fit {row['fit_id']} ({row['model']}) failed the fit guard and is not used for "
+            "scores; `retain fit --json` or the Models page shows the check that failed"
+        )
     model = Model.from_json(row["params"])
     if not isinstance(model, TransactionModel):
         raise ModelError(
@@ -303,6 +388,12 @@ def load_fit(
         loaded = Model.from_json(row["spend_params"])
         spend = loaded if isinstance(loaded, GammaGamma) else None
     return model, spend, row
+
+
+def _refused(kept: Any) -> bool:
+    """Whether a ``model_fits.kept`` value says the fit failed the guard (NULL: a fit
+    from before the guard, kept)."""
+    return kept is not None and not pd.isna(kept) and not bool(kept)
 
 
 def _dates(as_of: dt.date, time: np.ndarray, within: np.ndarray, unit_days: float) -> np.ndarray:
@@ -330,7 +421,8 @@ def score_store(
     after the fit count; the data are summarised in the fit's unit and grain).
     ``discount_rate`` is per year; ``margin`` multiplies net revenue (1: CLV in
     revenue; the dashboard and segments apply their own margin). ``interval``:
-    probability of the CLV interval. ``segments``: add the segment columns of
+    probability of the ranges of each customer's purchases and value, and of the
+    uncertainty band of the mean CLV (see the module docstring). ``segments``: add the segment columns of
     :func:`retain.segments.segment_scores` (RFM, segment, churn risk, reason).
     See the module docstring for the columns. The settings and the RFM
     boundaries are kept in ``score_basis`` for :func:`score_customers`.
@@ -525,11 +617,11 @@ def _score(
 ) -> _Scored:
     """Score ``customer_ids`` (None: every customer) as of ``end``: the one computation
     behind :func:`score_store` and :func:`score_customers`."""
-    interval: float | None = basis.interval
-    # a fit whose likelihood is flat has no covariance: score it, without the interval
+    confidence: float | None = basis.interval
+    # a fit whose likelihood is flat has no covariance: score it, without the band of the mean
     unsure = [m.name for m in (model, spend) if m is not None and m.covariance_ is None]
     if unsure and spend is not None:
-        interval = None
+        confidence = None
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         summary = _summary(store, end, row, customer_ids)
@@ -547,15 +639,16 @@ def _score(
                 clv_horizon="12M",
                 discount_rate=basis.discount_rate,
                 margin=basis.margin,
-                interval=interval,
+                interval=basis.interval,
+                confidence=confidence,
                 next_horizon="365D",
             )
     caught = list(dict.fromkeys(str(w.message) for w in seen))
-    if interval is None and spend is not None:
+    if confidence is None and spend is not None:
         caught.append(
-            f"no CLV interval: no standard errors for the {' and '.join(unsure)} "
+            f"no uncertainty of the mean CLV: no standard errors for the {' and '.join(unsure)} "
             f"fit{'s' if len(unsure) > 1 else ''} (the data do not pin down the parameters); "
-            "clv_low and clv_high are left empty"
+            "clv_mean_low and clv_mean_high are left empty"
         )
     if customer_ids is not None:
         absent = [c for c in customer_ids if c not in summary.index]
@@ -614,11 +707,15 @@ def _score_table(
             "expected_purchases_30d": column("expected_purchases_30d"),
             "expected_purchases_90d": column("expected_purchases_90d"),
             "expected_purchases_365d": column("expected_purchases_365d"),
+            "purchases_365d_low": column("purchases_365d_low"),
+            "purchases_365d_high": column("purchases_365d_high"),
             "expected_spend": column("expected_spend", True),
             "clv_12m": column("clv", True),
             "clv_if_retained": column("clv_if_alive", True),
             "clv_low": column("clv_low", True),
             "clv_high": column("clv_high", True),
+            "clv_mean_low": column("clv_mean_low", True),
+            "clv_mean_high": column("clv_mean_high", True),
             "next_purchase_date": dates("next_purchase", "next_purchase_within"),
             "next_purchase_window_start": dates("window_start", "window_start_within"),
             "next_purchase_window_end": dates("window_end", "window_end_within"),

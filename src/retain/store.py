@@ -71,6 +71,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 holdout_mae DOUBLE, holdout_rmse DOUBLE, candidates VARCHAR)""",
         ],
     ),
+    (
+        # retain.guard: whether a fit passed the fit guard, its checks, why it was chosen
+        "model fits: guard and choice",
+        [
+            "ALTER TABLE model_fits ADD COLUMN IF NOT EXISTS kept BOOLEAN",
+            "ALTER TABLE model_fits ADD COLUMN IF NOT EXISTS guard VARCHAR",
+            "ALTER TABLE model_fits ADD COLUMN IF NOT EXISTS choice VARCHAR",
+        ],
+    ),
 ]
 
 

@@ -9,7 +9,8 @@ check                  passes when
 =====================  ==========================================================
 ``maximum``            the optimiser reached a maximum of the likelihood (inside
                        the parameter space, or at a limit such as "every customer
-                       has the same dropout probability")
+                       has the same dropout probability"): at most a slope of 1e-3
+                       per customer left in the free log-parameters
 ``tracking``           the repeat purchases the model expects over each customer's
                        own history, summed, are within 30% of the actual total
 ``customer_purchases`` no customer is expected to buy more often than one purchase
@@ -42,6 +43,9 @@ from retain.models import GammaGamma, TransactionModel
 from retain.models.base import DAYS_PER_YEAR, UNIT_DAYS
 from retain.store import Store
 
+#: largest slope of the mean log-likelihood per customer (log-parameters) still taken
+#: as a maximum
+GRADIENT_LIMIT = 1e-3
 #: largest relative gap between expected and actual in-sample repeat purchases
 TRACKING_TOLERANCE = 0.3
 #: a customer's expected yearly purchases may reach this multiple of their own rate (+1)
@@ -191,20 +195,27 @@ def check_fit(
 
 
 def _maximum(model: TransactionModel, message: str) -> Check:
+    slope = model.max_gradient_
     if model.converged_:
-        return Check("maximum", True, None, None, "the optimiser converged")
-    if "bound" in message:
+        return Check("maximum", True, slope, GRADIENT_LIMIT, "the optimiser converged")
+    if not np.isfinite(slope) or slope > GRADIENT_LIMIT:
         return Check(
             "maximum",
-            True,
-            None,
-            None,
-            f"a limit of the model: {message} (a real maximum where the data show no "
-            "difference between customers in that respect; the predictions are checked below)",
+            False,
+            slope if np.isfinite(slope) else None,
+            GRADIENT_LIMIT,
+            f"the optimiser did not reach a maximum: {message}",
         )
-    if "flat" in message:
-        return Check("maximum", True, None, None, f"{message}; the predictions are checked below")
-    return Check("maximum", False, None, None, f"the optimiser did not converge: {message}")
+    if "bound" in message:
+        why = (
+            f"a limit of the model: {message} (a real maximum where the data show no "
+            "difference between customers in that respect)"
+        )
+    else:
+        why = f"close to a maximum ({message}; at most {GRADIENT_LIMIT:g} per customer)"
+    return Check(
+        "maximum", True, slope, GRADIENT_LIMIT, f"{why}; the predictions are checked below"
+    )
 
 
 def failed(checks: list[Check]) -> list[Check]:

@@ -283,8 +283,9 @@ class Model:
     Fitted attributes (scikit-learn style, ending in ``_``): ``params_``
     (dict), ``log_likelihood_`` (total over customers), ``standard_errors_``
     (dict, from the inverse Hessian; NaN when the Hessian is singular),
-    ``converged_``, ``fit_message_`` (the optimiser's word), ``n_customers_``, ``unit_``, ``grain_``,
-    ``observation_end_``, ``fitted_at_``.
+    ``converged_``, ``fit_message_`` (the optimiser's word), ``max_gradient_`` (the
+    largest slope left in the mean log-likelihood, log-parameters off their bounds),
+    ``n_customers_``, ``unit_``, ``grain_``, ``observation_end_``, ``fitted_at_``.
     """
 
     name: ClassVar[str] = ""
@@ -308,6 +309,8 @@ class Model:
         self.converged_: bool = False
         #: the optimiser's word on the fit ("converged", or why not)
         self.fit_message_: str = ""
+        #: largest slope of the mean log-likelihood in the log-parameters not at a bound
+        self.max_gradient_: float = float("nan")
         self.n_customers_: float = 0.0
         self.unit_: str | None = None
         self.grain_: str | None = None
@@ -416,6 +419,10 @@ class Model:
         self.log_likelihood_ = float(ll)
         self.converged_ = ok
         self.fit_message_ = why
+        low, high = (np.array([b[i] for b in bounds]) for i in (0, 1))
+        free = (theta > low + 1e-6) & (theta < high - 1e-6)
+        gradient = objective(theta)[1]
+        self.max_gradient_ = float(np.max(np.abs(gradient[free]), initial=0.0))
         if hess is None:
             hess = _hessian(objective, theta)
         self._standard_errors(hess * self._total_weight(prepared), theta)
@@ -637,6 +644,7 @@ class Model:
                 "log_likelihood": self.log_likelihood_,
                 "converged": self.converged_,
                 "message": self.fit_message_,
+                "max_gradient": self.max_gradient_,
                 "customers": self.n_customers_,
                 "penalizer": self.penalizer,
                 "covariance_log": None if self._cov_log is None else self._cov_log.tolist(),
@@ -675,6 +683,7 @@ class Model:
         model.log_likelihood_ = float(doc.get("log_likelihood", float("nan")))
         model.converged_ = bool(doc.get("converged", True))
         model.fit_message_ = str(doc.get("message", ""))
+        model.max_gradient_ = float(doc.get("max_gradient", float("nan")))
         model.n_customers_ = float(doc.get("customers", 0.0))
         cov = doc.get("covariance_log")
         model._cov_log = None if cov is None else np.asarray(cov, dtype=np.float64)

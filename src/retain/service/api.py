@@ -252,9 +252,12 @@ def get_customer(
         int, Query(ge=0, le=1000, description="How many of the latest orders to list.")
     ] = 0,
 ) -> JSONResponse:
-    """Profile, orders summary, model scores (P(alive), expected purchases, CLV with its
-    interval, next purchase date and window), RFM scores, segment and action, churn risk
-    and reason, value at stake and recommendations."""
+    """Profile, orders summary, model scores (P(alive), expected purchases and the range
+    of the customer's purchases in a year, ``purchases_365d_low``/``_high``; 12-month
+    CLV, the range of the customer's value, ``clv_low``/``clv_high`` (the central 90% of
+    outcomes), and the uncertainty of the expected value itself,
+    ``clv_mean_low``/``clv_mean_high``; next purchase date and window), RFM scores,
+    segment and action, churn risk and reason, value at stake and recommendations."""
     return JSONResponse(customer(service, customer_id, history))
 
 

@@ -57,7 +57,8 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def plain(value: Any) -> Any:
-    """One value as a plain JSON type: numpy scalars unwrapped, NaN and NaT as None."""
+    """One value as a plain JSON type: numpy scalars unwrapped, NaN and NaT as None,
+    dates (and midnight timestamps) as YYYY-MM-DD, other timestamps in ISO format."""
     if value is None or value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, float | np.floating):
@@ -69,7 +70,13 @@ def plain(value: Any) -> Any:
         return int(value)
     if isinstance(value, pd.Timestamp | np.datetime64):
         stamp = pd.Timestamp(value)
-        return None if pd.isna(stamp) else stamp.isoformat()
+        if pd.isna(stamp):
+            return None
+        # a DATE column read through pandas is a midnight timestamp: the same text as a
+        # date read directly, whichever path a value took
+        if stamp.tzinfo is None and stamp == stamp.normalize():
+            return stamp.date().isoformat()
+        return stamp.isoformat()
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, list | tuple | np.ndarray):
@@ -795,7 +802,7 @@ CHURN_RATES = list(range(1, 91))
 
 FIT_COLUMNS = (
     "fit_id, model, fitted_at, observation_end, unit, grain, customers, log_likelihood, "
-    "converged, holdout_weeks, holdout_rmse"
+    "converged, holdout_weeks, holdout_rmse, coalesce(kept, true) AS kept"
 )
 
 # Per customer, in the fit's grain, as of the last order's day: the time since the first
@@ -824,7 +831,12 @@ def models_payload(store: Store) -> dict[str, Any]:
     - ``parameters`` and ``spend_parameters``: the repeat-purchase and Gamma-Gamma
       parameters: ``parameter``, ``estimate``, ``standard_error``, ``lower_95``,
       ``upper_95``.
-    - ``fits``: every stored fit, newest first (without parameters).
+    - ``fits``: every stored fit, newest first (without parameters), with ``kept``.
+    - ``guard``: the fit guard on every model tried for the fit shown: ``model``,
+      ``kept``, ``checks`` (``name``, ``passed``, ``value``, ``limit``, ``message``);
+      ``choice``: why the model was chosen (criterion, scores, interval, reason).
+    - ``refused``: the latest fit when the fit guard refused it (``fit_id``,
+      ``guard``, ``reason``), else None.
     - ``tracking``: weekly actual and predicted cumulative repeat purchases (see
       :func:`retain.diagnostics.tracking`).
     - ``p_alive``: P(alive) by repeat purchases (``frequencies``) and time since the
@@ -840,6 +852,9 @@ def models_payload(store: Store) -> dict[str, Any]:
         "parameters": [],
         "spend_parameters": [],
         "fits": [],
+        "guard": [],
+        "choice": None,
+        "refused": None,
         "tracking": None,
         "p_alive": None,
         "lifespan": lifespan_payload(store),
@@ -850,18 +865,32 @@ def models_payload(store: Store) -> dict[str, Any]:
     ):
         result["notes"].append(NO_FITS)
         return result
+    from retain.errors import StoreError
     from retain.scoring import load_fit
 
     scored = None
     if "fit_id" in table_columns(store, "score_basis"):
         scored = store.scalar("SELECT fit_id FROM score_basis LIMIT 1")
-    model, spend, row = load_fit(store, None if scored is None else int(scored))
     fits = store.query(f"SELECT {FIT_COLUMNS} FROM model_fits ORDER BY fit_id DESC")
+    result["fits"] = records(fits)
+    refused = _refused_fit(store)
+    if refused is not None:
+        result["refused"] = refused
+        result["notes"].append(
+            f"the latest fit ({refused['fit_id']}) was refused by the fit guard: "
+            f"{refused['reason']}"
+        )
+    try:
+        model, spend, row = load_fit(store, None if scored is None else int(scored))
+    except StoreError as exc:
+        result["notes"].append(str(exc))
+        return result
     fit = {k: plain(row.get(k)) for k in fits.columns}
     fit["label"] = MODEL_NAMES.get(str(row["model"]), str(row["model"]))
     fit["scores_use_it"] = scored is not None
     result["fit"] = fit
-    result["fits"] = records(fits)
+    result["guard"] = json.loads(row["guard"]) if row.get("guard") else []
+    result["choice"] = json.loads(row["choice"]) if row.get("choice") else None
     result["parameters"] = records(model.summary().reset_index())
     if spend is not None:
         result["spend_parameters"] = records(spend.summary().reset_index())
@@ -878,6 +907,24 @@ def models_payload(store: Store) -> dict[str, Any]:
         result["tracking"] = tracking_payload(store, model, str(row["observation_end"])[:10])
         result["p_alive"] = p_alive_payload(store, model)
     return result
+
+
+def _refused_fit(store: Store) -> dict[str, Any] | None:
+    """The latest fit when the fit guard refused it: its id, model and the first check
+    that failed; None when the latest fit was kept."""
+    if "kept" not in table_columns(store, "model_fits"):
+        return None
+    last = store.query("SELECT fit_id, kept, guard FROM model_fits ORDER BY fit_id DESC LIMIT 1")
+    if last.empty or last["kept"].isna().iloc[0] or bool(last["kept"].iloc[0]):
+        return None
+    tried = json.loads(last["guard"].iloc[0] or "[]")
+    failing = [(t["model"], c) for t in tried for c in t["checks"] if not c["passed"]]
+    reason = (
+        f"{failing[0][0]}: {failing[0][1]['name']}: {failing[0][1]['message']}"
+        if failing
+        else "no model passed"
+    )
+    return {"fit_id": int(last["fit_id"].iloc[0]), "guard": tried, "reason": reason}
 
 
 def tracking_payload(store: Store, model: Any, observation_end: str) -> dict[str, Any]:

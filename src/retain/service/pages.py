@@ -228,8 +228,6 @@ def customer_page(request: Request, service: ServiceDep, customer_id: str) -> HT
         chart_specs=charts.customer_charts(payload),
         c=payload,
         clv_key=first("clv", "clv_12m", "predicted_clv"),
-        clv_low_key=first("clv_low", "clv_lower"),
-        clv_high_key=first("clv_high", "clv_upper"),
         next_key=first("next_purchase_date", "next_purchase_at"),
         next_low_key=first("next_purchase_low", "next_purchase_window_start"),
         next_high_key=first("next_purchase_high", "next_purchase_window_end"),

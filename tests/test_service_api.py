@@ -819,3 +819,39 @@ def test_unknown_paths_answer_json_on_the_api_and_the_error_page_elsewhere(
     assert "text/html" in page.headers["content-type"] and "Not found" in page.text
     wrong_method = sample.post("/models")
     assert wrong_method.status_code == 405 and "text/html" in wrong_method.headers["content-type"]
+
+
+def test_models_page_shows_the_choice_and_the_fit_guard(fitted: TestClient) -> None:
+    body = fitted.get("/api/models").json()
+    assert body["choice"] is None  # a named model: nothing was compared
+    kept = [t for t in body["guard"] if t["kept"]]
+    assert [t["model"] for t in kept] == [body["fit"]["model"]]
+    assert all(c["passed"] for c in kept[0]["checks"]) and body["refused"] is None
+    html = fitted.get("/models").text
+    assert 'id="fit-guard"' in html and "why this model" not in html
+
+
+def test_a_refused_fit_is_shown_and_not_used(scored_sample_db: Path, tmp_path: Path) -> None:
+    from retain.scoring import FitRefused, fit_store, score_store
+
+    path = tmp_path / "refused.duckdb"
+    shutil.copy(scored_sample_db, path)
+    with Store(path) as store, pytest.raises(FitRefused):
+        fit_store(store, model="bgnbd", unit="W")
+    with TestClient(create_app(path, writes=False, warm=False), client=LOOPBACK) as client:
+        body = client.get("/api/models").json()
+        html = client.get("/models").text
+    assert body["refused"]["fit_id"] == 2 and "one_time_buyers" in body["refused"]["reason"]
+    assert body["fit"]["fit_id"] == 1  # the kept fit still scores the customers
+    assert [f["kept"] for f in body["fits"]] == [False, True]
+    assert 'id="refused-guard"' in html and "refused by the fit guard" in html
+    with Store(path) as store, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_store(store, unit="W")
+        score_store(store)  # the page shows the fit the scores use
+    with TestClient(create_app(path, writes=False, warm=False), client=LOOPBACK) as client:
+        body = client.get("/api/models").json()
+        html = client.get("/models").text
+    assert body["refused"] is None and [f["kept"] for f in body["fits"]] == [True, False, True]
+    assert "log-likelihood" in body["choice"]["criterion"]
+    assert "why this model" in html and body["choice"]["reason"][:40] in html

@@ -150,7 +150,7 @@ class _BetaGeoFamily(TransactionModel):
         z = u / (1.0 + u)
         unstable = -big_a * z > 8.0
         # a concentrated Beta whose series terms would grow (a z > 1): its Gauss rule
-        concentrated = self._concentrated(beta, u)
+        concentrated = self._concentrated(k, beta, u)
         unstable |= concentrated & (a * z > 1.0)
         series = hyper_series(big_a + 1.0, a, c + 1.0, 2.0, np.where(unstable, 0.0, z)).value
         s = big_a * z / c * series
@@ -169,24 +169,37 @@ class _BetaGeoFamily(TransactionModel):
             value[gauss] = self._expected_alive_by_gauss(k[gauss], beta[gauss], u[gauss])
         return np.maximum(np.where(t > 0, value, 0.0), 0.0).reshape(shape)
 
-    def _concentrated(self, beta: Array, u: Array) -> NDArray[np.bool_]:
+    def _concentrated(self, k: Array, beta: Array, u: Array) -> NDArray[np.bool_]:
         """Where p ~ Beta(a, beta) is concentrated enough for its Gauss rule: spread
-        below 1/6 of the distance from its mean to the integrand's singularity -1/u."""
+        below 1/6 of the scale on which the integrand varies about the Beta's mean m,
+        (m + 1/u) / max(k, 1) (the distance to its singularity -1/u, shortened by the
+        power k: (1 + p u)^-k changes by a factor e over that scale). For a < 1 the
+        spread is that of Beta(1, beta): the Beta's mass away from its spike at 0,
+        small but not negligible, lies as far out as 1/beta."""
         a = self.params_["a"]
         mean = a / (a + beta)
         with np.errstate(divide="ignore"):
-            reach = mean + 1.0 / u
-        return np.asarray(beta_spread(a, beta) < reach / 6.0)
+            reach = (mean + 1.0 / u) / np.maximum(k, 1.0)
+        return np.asarray(beta_spread(max(a, 1.0), beta) < reach / 6.0)
 
     def _expected_alive_by_quadrature(self, k: Array, beta: Array, u: Array) -> Array:
-        """E_p[(1 - (1 + p u)^-k) / p], p ~ Beta(a, beta), integrated numerically."""
+        """E_p[(1 - (1 + p u)^-k) / p], p ~ Beta(a, beta), integrated numerically.
+
+        The integrand falls from k u at p = 0 to about 1/p beyond p = 1/(u max(k, 1)),
+        the scale handed to the quadrature; a small a puts most of the mass far
+        below that (p of e^(-1/a)), where the integrand is k u to rounding."""
         a = self.params_["a"]
         kk, uu = k[:, None], u[:, None]
 
-        def log_f(log_p: Array) -> Array:
-            return np.log(-np.expm1(-kk * np.log1p(np.exp(log_p) * uu))) - log_p
+        def f(p: Array) -> Array:
+            # u k (log1p(w)/w) ((1 - e^-y)/y), w = p u, y = k log1p(w): finite at p = 0
+            w = p * uu
+            y = kk * np.log1p(w)
+            ratio_w = np.where(w > 0, np.log1p(w) / np.where(w > 0, w, 1.0), 1.0)
+            ratio_y = np.where(y > 0, -np.expm1(-y) / np.where(y > 0, y, 1.0), 1.0)
+            return uu * kk * ratio_w * ratio_y
 
-        return beta_expectation(log_f, np.full(k.size, a), beta)
+        return beta_expectation(f, np.full(k.size, a), beta, u * np.maximum(k, 1.0))
 
     def _expected_alive_by_gauss(self, k: Array, beta: Array, u: Array) -> Array:
         """E_p[(1 - (1 + p u)^-k) / p] for a concentrated p ~ Beta(a, beta), by the

@@ -68,6 +68,13 @@ _NEXT_CELLS = 32
 _LOG_F_EXACT = 1e4
 #: Gauss-Legendre nodes of that integral
 _ALIVE_NODES = 64
+#: the series for F is left for the integral in log(beta+tau) where
+#: 1 - z = (min(alpha, beta) + t_x) / (max(alpha, beta) + t_x) is below this
+_Z_NEAR_ONE = 1e-2
+#: panels of that integral (sharing the _ALIVE_NODES) and how far below its top
+#: (in log) it reaches
+_LOG_ALIVE_PANELS = 8
+_LOG_ALIVE_REACH = 46.0
 
 
 @dataclass
@@ -227,15 +234,71 @@ class ParetoNBD(TransactionModel):
         size = (r + x) * np.abs(np.log(alpha + T)) + s * np.abs(np.log(beta + T))
         large = size > _LOG_F_EXACT
         out = np.empty(x.shape)
-        if (~large).any():
-            l1, l2 = self._terms((r, alpha, s, beta), x[~large], recency[~large], T[~large])
+        # the series converges slowly (and is closed by an approximate tail) where z
+        # at t_x is near 1: one of alpha, beta far below the other, and t_x too
+        low, high = min(alpha, beta), max(alpha, beta)
+        near_one = (low + recency) < _Z_NEAR_ONE * (high + recency)
+        series = ~(large | near_one)
+        if series.any():
+            l1, l2 = self._terms((r, alpha, s, beta), x[series], recency[series], T[series])
             with np.errstate(over="ignore", invalid="ignore"):
-                out[~large] = special.expit(l1 - l2)
-            # the series can fail where z is within rounding of 1 (alpha/beta near 1e18)
-            large |= ~np.isfinite(out)
+                out[series] = special.expit(l1 - l2)
+            near_one[series] |= ~np.isfinite(out[series])
+        large &= ~near_one
         if large.any():
             out[large] = self._p_alive_by_integral(x[large], recency[large], T[large])
+        if near_one.any():
+            out[near_one] = self._p_alive_by_log_integral(
+                x[near_one], recency[near_one], T[near_one]
+            )
         return out
+
+    def _p_alive_by_log_integral(self, x: Array, recency: Array, T: Array) -> Array:
+        """P(alive) = 1 / (1 + s I), the integral of :meth:`_p_alive_by_integral` in
+        v = log((c+T)/(c+tau)) with c = min(alpha, beta), where dtau = -(c+tau) dv:
+        I = int_0^V e^psi(v) dv, V = log((c+T)/(c+t_x)) and
+        psi(v) = (r+x) log((alpha+T)/(alpha+tau)) + s log((beta+T)/(beta+tau))
+        + log((c+tau)/(beta+tau)). These are the cases the series cannot reach, c + t_x
+        far below max(alpha, beta): the mass that 1/(beta+tau) or (alpha+tau)^-(r+x)
+        piles up near tau = t_x is spread out by v, and psi' = k (c+tau)/(alpha+tau) +
+        s (c+tau)/(beta+tau) - (beta-c)/(beta+tau) is monotone in v. All in logs."""
+        r, alpha, s, beta = self._unpack()
+        c = min(alpha, beta)
+        k = (r + x)[:, None]
+        c_T = (c + T)[:, None]
+        c_x = (c + recency)[:, None]
+        V = np.log1p((T - recency)[:, None] / c_x)
+
+        def psi(v: Array) -> Array:
+            # c + tau = (c + t_x) e^(V-v), T - tau = (c + T)(1 - e^-v): neither cancels
+            c_tau = c_x * np.exp(V - v)
+            gap = c_T * -np.expm1(-v)
+            return (
+                k * np.log1p(gap / (alpha - c + c_tau))
+                + s * np.log1p(gap / (beta - c + c_tau))
+                - np.log1p((beta - c) / c_tau)
+            )
+
+        def slope(c_tau: Array) -> Array:
+            return k * c_tau / (alpha - c + c_tau) + (s * c_tau - (beta - c)) / (beta - c + c_tau)
+
+        # psi' monotone: psi(top) - psi(v) >= m |top - v| with m the smaller end slope
+        # when that is positive (psi rising to V): below V - 46/m the integrand is under
+        # e^-46 of its top and left out; what remains is cut into panels of Gauss-Legendre
+        low_slope = np.minimum(slope(c_x), slope(c_T))
+        with np.errstate(divide="ignore"):
+            begin = np.where(low_slope > 0, np.maximum(V - _LOG_ALIVE_REACH / low_slope, 0.0), 0.0)
+        nodes, weights = gauss_legendre(_ALIVE_NODES // _LOG_ALIVE_PANELS)
+        cells = np.arange(_LOG_ALIVE_PANELS, dtype=np.float64)[:, None]
+        grid = (cells + nodes[None, :]).ravel()[None, :] / _LOG_ALIVE_PANELS
+        h = V - begin
+        values = psi(begin + h * grid)
+        top = np.max(values, axis=1, keepdims=True)
+        inner = np.exp(values - top) * np.tile(weights, _LOG_ALIVE_PANELS)[None, :]
+        with np.errstate(divide="ignore"):
+            log_i = top[:, 0] + np.log(h[:, 0] / _LOG_ALIVE_PANELS) + np.log(np.sum(inner, axis=1))
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.where(V[:, 0] > 0, special.expit(-(np.log(s) + log_i)), 1.0)
 
     def _p_alive_by_integral(self, x: Array, recency: Array, T: Array) -> Array:
         """P(alive) = 1 / (1 + s I), I = int_{t_x}^T e^phi(tau) dtau / (beta+tau) with

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from scipy import optimize, special
+from scipy import optimize, sparse, special
 
 from retain.errors import DataError, ModelError, SchemaError
 from retain.models._special import gauss_legendre
@@ -770,7 +770,7 @@ COUNT_TAIL = 1e-7
 #: the most purchases counted in a horizon when the data's grain is unknown
 MAX_COUNT = 10_000
 #: points of log(spend / scale) at which each (x, T) pair's spend distribution is tabulated
-SPEND_GRID = 48
+SPEND_GRID = 96
 #: the spend table of a pair reaches this quantile of its counts and of their spend
 SPEND_TOP = 0.999
 #: purchase counts with less probability than this are left out of the spend distribution
@@ -1052,29 +1052,47 @@ class TransactionModel(Model):
         Gamma-Gamma posterior), so V is beta-prime(n p, q + p x): P(V <= v | n) =
         I_{v/(1+v)}(n p, q + p x). Mixed over the count distribution given alive, that
         is a distribution per (x, T) pair, tabulated on :data:`SPEND_GRID` points of
-        log v spanning its range; each row mixes in "gone" (no purchase) with its own
-        P(alive) and reads its quantile off its pair's table (linear in log v)."""
+        log v spanning the range of every pair with that x; each row mixes in "gone"
+        (no purchase) with its own P(alive) and reads its quantile off its pair's table
+        (linear in log v against the probit of the probability)."""
         p, q, _ = spend_params
         pairs = dist.start.size
-        shape_a = q + p * dist.pair_x
+        # pairs of the same frequency x share the posterior shape q + p x, hence one grid
+        # and one table of I(n p, q + p x) for every n: the betainc calls scale with the
+        # distinct (x, n), not with the pairs
+        x_code, x_values = pd.factorize(dist.pair_x, sort=True)
+        shape_a = q + p * np.asarray(x_values, dtype=np.float64)
         positive = (dist.n > 0) & (dist.pmf > SPEND_MASS)
         # log v from a low quantile of one purchase to a high one of the count that is
         # itself a high quantile of the pair's counts: the levels asked are within
         upper = np.zeros(pairs)
         np.maximum.at(upper, dist.pair, np.where(dist.cdf <= SPEND_TOP, dist.n + 1.0, 0.0))
         upper = np.maximum(np.minimum(upper, dist.n[dist.start + dist.size - 1]), 1.0)
+        top = np.ones(x_values.size)
+        np.maximum.at(top, x_code, upper)
         lo = np.log(special.gammaincinv(p, 1e-4)) - np.log(special.gammaincinv(shape_a, 1 - 1e-4))
-        hi = np.log(special.gammaincinv(p * upper, SPEND_TOP)) - np.log(
+        hi = np.log(special.gammaincinv(p * top, SPEND_TOP)) - np.log(
             special.gammaincinv(shape_a, 1 - SPEND_TOP)
         )
-        grid = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, SPEND_GRID)[None, :]
+        grid_x = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, SPEND_GRID)[None, :]
+        # the (x, n) rows of the component table: n = 1 .. the most any pair of x needs
         e_pair = dist.pair[positive]
-        u = special.expit(grid[e_pair])
-        mass = dist.pmf[positive][:, None] * special.betainc(
-            (p * dist.n[positive])[:, None], shape_a[e_pair][:, None], u
+        e_n = dist.n[positive].astype(np.intp)
+        most = np.zeros(x_values.size, dtype=np.intp)
+        np.maximum.at(most, x_code[e_pair], e_n)
+        offset = np.concatenate([[0], np.cumsum(most)[:-1]])
+        comp_x = np.repeat(np.arange(x_values.size), most)
+        comp_n = np.arange(comp_x.size) - offset[comp_x] + 1.0
+        components = special.betainc(
+            (p * comp_n)[:, None], shape_a[comp_x][:, None], special.expit(grid_x[comp_x])
         )
-        table = np.zeros((pairs, SPEND_GRID))
-        np.add.at(table, e_pair, mass)
+        e_comp = offset[x_code[e_pair]] + e_n - 1
+        # each pair's table: its count probabilities times the components, one sparse product
+        mixing = sparse.csr_matrix(
+            (dist.pmf[positive], (e_pair, e_comp)), shape=(pairs, comp_x.size)
+        )
+        table = np.asarray(mixing @ components)
+        grid = grid_x[x_code]
         zero_alive = dist.pmf[dist.start]  # P(no purchase | alive)
         table = zero_alive[:, None] + np.maximum.accumulate(table, axis=1)  # monotone
         # the quantile is read linearly in probit(H), where H is close to a straight line

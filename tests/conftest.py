@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from retain.datasets import cdnow_path
 from retain.ingest import ingest
@@ -27,3 +29,10 @@ def store() -> Store:
     """An empty store in memory."""
     with Store(":memory:") as s:
         yield s
+
+
+# In CI, property tests draw the same examples every run: a failure there is
+# reproducible, never a roll of the dice; locally they explore new ones.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

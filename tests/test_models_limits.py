@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from typing import Any
 
 import mpmath as mp
 import numpy as np
@@ -337,15 +338,19 @@ def test_gamma_gamma_spend_at_large_q_and_gamma_is_the_common_mean(scale):
 LOG = st.floats(min_value=-20.0, max_value=20.0, allow_nan=False)
 
 
+def model_of(kind: str, *logs: float) -> Any:
+    """A BG/NBD ("bg"), MBG/NBD ("mbg") or Pareto/NBD ("pnbd") with these log-parameters."""
+    e = np.exp(logs)
+    if kind == "pnbd":
+        return with_params(ParetoNBD, r=e[0], alpha=e[1], s=e[2], beta=e[3])
+    cls = BetaGeo if kind == "bg" else ModifiedBetaGeo
+    return with_params(cls, r=e[0], alpha=e[1], a=e[2], b=e[3])
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(["bg", "mbg", "pnbd"]), LOG, LOG, LOG, LOG)
 def test_predictions_are_finite_and_in_range_for_any_parameters(kind, l1, l2, l3, l4):
-    e = np.exp([l1, l2, l3, l4])
-    if kind == "pnbd":
-        model = with_params(ParetoNBD, r=e[0], alpha=e[1], s=e[2], beta=e[3])
-    else:
-        cls = BetaGeo if kind == "bg" else ModifiedBetaGeo
-        model = with_params(cls, r=e[0], alpha=e[1], a=e[2], b=e[3])
+    model = model_of(kind, l1, l2, l3, l4)
     x = arr(0, 1, 3, 20, 0, 5)
     tx = arr(0, 10, 150, 199, 0, 2)
     T_ = arr(200, 200, 200, 200, 1, 400)
@@ -366,12 +371,7 @@ def test_predictions_are_finite_and_in_range_for_any_parameters(kind, l1, l2, l3
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(["bg", "mbg", "pnbd"]), LOG, LOG, LOG, LOG)
 def test_expected_purchases_never_decrease_with_the_horizon(kind, l1, l2, l3, l4):
-    e = np.exp([l1, l2, l3, l4])
-    if kind == "pnbd":
-        model = with_params(ParetoNBD, r=e[0], alpha=e[1], s=e[2], beta=e[3])
-    else:
-        cls = BetaGeo if kind == "bg" else ModifiedBetaGeo
-        model = with_params(cls, r=e[0], alpha=e[1], a=e[2], b=e[3])
+    model = model_of(kind, l1, l2, l3, l4)
     x, T_ = arr(0, 1, 3, 20, 0, 5), arr(200, 200, 200, 200, 1, 400)
     times = arr(0, 1, 30, 90, 365, 3650)
     with warnings.catch_warnings():

@@ -7,6 +7,7 @@ The whole tree::
     ├── DataError          a value cannot be used: names file, row, column, value, expected
     ├── StoreError         the store cannot be opened, or is empty where data is needed
     └── ModelError         a model cannot be fitted, or data does not match a fitted model
+        └── FitRefused     (retain.scoring) no model passed the fit guard; ``report`` has why
 
 The CLI turns each into one clear line on stderr and exit code 2, never a traceback.
 """

@@ -7,7 +7,7 @@ against the store's own history (:mod:`retain.guard`; a model that fails gives w
 to the next), and keeps both in the ``model_fits`` table with the data they were
 fitted on (time unit, grain, observation end) and the checks.
 
-:func:`score_store` loads the latest fit (or a chosen one), scores every
+:func:`score_store` loads the latest kept fit (or a chosen one), scores every
 customer and replaces the ``customer_scores`` table:
 
 ============================  ====================================================
@@ -356,7 +356,8 @@ def load_fit(
     store: Store, fit_id: int | None = None
 ) -> tuple[TransactionModel, GammaGamma | None, dict[str, Any]]:
     """The repeat-purchase model, the spend model (or None) and the ``model_fits`` row
-    of fit ``fit_id`` (default: the latest)."""
+    of fit ``fit_id`` (default: the latest fit the fit guard kept). A fit the guard
+    refused is a :class:`~retain.errors.StoreError`: nothing scores with it."""
     if not store.has_table("model_fits"):
         raise StoreError(f"the store {store.path} has no fitted model: run `retain fit` first")
     where, params = (
@@ -422,8 +423,9 @@ def score_store(
     ``discount_rate`` is per year; ``margin`` multiplies net revenue (1: CLV in
     revenue; the dashboard and segments apply their own margin). ``interval``:
     probability of the ranges of each customer's purchases and value, and of the
-    uncertainty band of the mean CLV (see the module docstring). ``segments``: add the segment columns of
-    :func:`retain.segments.segment_scores` (RFM, segment, churn risk, reason).
+    uncertainty band of the mean CLV (see the module docstring). ``segments``: add
+    the segment columns of :func:`retain.segments.segment_scores` (RFM, segment,
+    churn risk, reason).
     See the module docstring for the columns. The settings and the RFM
     boundaries are kept in ``score_basis`` for :func:`score_customers`.
     """

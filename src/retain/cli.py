@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import pandas as pd
 import typer
 
-from retain.errors import RetainError
+from retain.errors import ArgumentError, RetainError
 from retain.store import DEFAULT_PATH
 
 app = typer.Typer(
@@ -37,7 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly_errors(func: F) -> F:
-    """Turn RetainError into one line on stderr and exit code 2."""
+    """Turn any RetainError (ArgumentError, DataError, StoreError, ...) into one
+    line on stderr and exit code 2."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -85,14 +86,30 @@ def emit(value: Any, as_json: bool, table: Callable[[], str] | None = None) -> N
 # --- foundation: ingest, status, customers --------------------------------------------
 
 
-def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+def _pairs(values: list[str] | None, option: str, form: str = "KEY=VALUE") -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise typer.BadParameter(f"{option} takes KEY=VALUE, got {item!r}")
+            raise ArgumentError(f"{option} takes {form}, got {item!r}")
         pairs[key.strip()] = value.strip()
     return pairs
+
+
+def _rates(values: list[str] | None) -> dict[str, float]:
+    """``--rate CODE=RATE`` options as numbers, each finite and above 0."""
+    rates: dict[str, float] = {}
+    for code, text in _pairs(values, "--rate", "CODE=RATE, e.g. EUR=1.08").items():
+        try:
+            rate = float(text)
+        except ValueError:
+            raise ArgumentError(
+                f"--rate {code} takes a number (reporting-currency units per {code}), got {text!r}"
+            ) from None
+        if not math.isfinite(rate) or rate <= 0:
+            raise ArgumentError(f"--rate {code} must be a positive number, got {text!r}")
+        rates[code] = rate
+    return rates
 
 
 @app.command()
@@ -125,7 +142,7 @@ def ingest(
     from retain.ingest import ingest as run_ingest
     from retain.store import Store
 
-    rates = {k: float(v) for k, v in _pairs(rate, "--rate").items()}
+    rates = _rates(rate)
     created = not db.exists()
     try:
         with Store(db) as store:
@@ -216,7 +233,8 @@ PeriodOption = Annotated[
     str, typer.Option("--period", help="Period of the rates and tables: month, quarter or year.")
 ]
 MarginOption = Annotated[
-    float, typer.Option("--margin", help="Fraction of net revenue kept, e.g. 0.3 for 30%.")
+    float,
+    typer.Option("--margin", help="Fraction of net revenue kept, e.g. 0.3 for 30%.", min=0.0),
 ]
 WindowDaysOption = Annotated[
     int,
@@ -255,7 +273,9 @@ def metrics(
     margin: MarginOption = 1.0,
     discount_rate: Annotated[
         float,
-        typer.Option("--discount-rate", help="Discount rate per period for the formula CLV."),
+        typer.Option(
+            "--discount-rate", help="Discount rate per period for the formula CLV.", min=0.0
+        ),
     ] = 0.0,
     window_days: WindowDaysOption = 365,
     top: Annotated[int, typer.Option("--top", help="Most valuable customers to list.")] = 10,
@@ -623,7 +643,8 @@ def score(
         int | None, typer.Option("--fit", help="The fit to use (default: the latest).")
     ] = None,
     discount_rate: Annotated[
-        float, typer.Option("--discount-rate", help="Annual discount rate of the CLV, e.g. 0.1.")
+        float,
+        typer.Option("--discount-rate", help="Annual discount rate of the CLV, e.g. 0.1.", min=0.0),
     ] = 0.1,
     margin: MarginOption = 1.0,
     as_of: Annotated[

@@ -3,11 +3,16 @@
 The whole tree::
 
     RetainError            root: catch this to catch everything retain raises
+    ├── ArgumentError      an argument's value cannot be used (also a ValueError)
     ├── SchemaError        a file or table lacks columns, or has the wrong ones
     ├── DataError          a value cannot be used: names file, row, column, value, expected
     ├── StoreError         the store cannot be opened, or is empty where data is needed
-    └── ModelError         a model cannot be fitted, or data does not match a fitted model
-        └── FitRefused     (retain.scoring) no model passed the fit guard; ``report`` has why
+    ├── ModelError         a model cannot be fitted, or data does not match a fitted model
+    │   └── FitRefused     (retain.scoring) no model passed the fit guard; ``report`` has why
+    └── ServiceError       (retain.service) the service cannot start as asked
+
+``ArgumentError`` is also a :class:`ValueError`, so code written against the
+bare ``ValueError`` that retain once raised for a bad argument still catches it.
 
 The CLI turns each into one clear line on stderr and exit code 2, never a traceback.
 """
@@ -17,6 +22,15 @@ from __future__ import annotations
 
 class RetainError(Exception):
     """Root of every error retain raises on purpose."""
+
+
+class ArgumentError(RetainError, ValueError):
+    """An argument's value cannot be used: a negative margin, an unknown option value,
+    a rate that is not a number. Says which argument, what it got and what it takes.
+
+    A subclass of :class:`ValueError` too, so ``except ValueError`` keeps working
+    where retain raised a bare ``ValueError`` before.
+    """
 
 
 class SchemaError(RetainError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -81,14 +82,69 @@ def test_audience_csv_to_file_respects_consent(db: Path, tmp_path: Path) -> None
         consent = store.query("SELECT customer_id, accepts_marketing FROM customers")
     allowed = set(consent.loc[consent["accepts_marketing"].eq(True), "customer_id"])
     assert set(exported["customer_id"]) <= allowed
-    assert "opted out" in result.stderr and "--include-unknown-consent" in result.stderr
+    assert "opted out" in result.stderr and "--consent unknown-ok" in result.stderr
+    assert "consent rule: required (the default)" in result.stderr
 
-    wider = run("audience", "lost", "--db", db, "--format", "json", "--include-unknown-consent")
+    wider = run("audience", "lost", "--db", db, "--format", "json", "--consent", "unknown-ok")
     assert wider.exit_code == 0, wider.output
     records = json.loads(wider.stdout)
     ids = {r["customer_id"] for r in records}
     opted_out = set(consent.loc[consent["accepts_marketing"].eq(False), "customer_id"])
     assert len(ids) > len(exported) and not ids & opted_out
+
+
+@pytest.fixture(scope="module")
+def unknown_consent_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store from a plain orders file: nobody's marketing consent is known."""
+    path = tmp_path_factory.mktemp("segments") / "unknown.duckdb"
+    build_store(random_orders(300, seed=4), path=path).close()
+    return path
+
+
+def test_an_empty_export_is_never_silent(unknown_consent_db: Path, tmp_path: Path) -> None:
+    # the README's command on a store whose consent is unknown exports nobody
+    out = tmp_path / "reactivate.csv"
+    result = run("audience", "Can't Lose Them", "--db", unknown_consent_db, "--out", out)
+    assert result.exit_code == 1, result.output
+    wider = run(
+        "audience",
+        "Can't Lose Them",
+        "--db",
+        unknown_consent_db,
+        "--format",
+        "json",
+        "--consent",
+        "unknown-ok",
+    )
+    in_segment = len(json.loads(wider.stdout))
+    assert in_segment > 0
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith("exported no customers")
+    assert f"{in_segment:,} whose consent is unknown" in summary
+    assert "--consent unknown-ok" in summary
+    assert out.read_text().startswith("customer_id,")  # the header, as before
+
+
+def test_consent_unknown_ok_exports_them(unknown_consent_db: Path) -> None:
+    result = run(
+        "audience", "Can't Lose Them", "--db", unknown_consent_db, "--consent", "unknown-ok"
+    )
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(io.StringIO(result.stdout))
+    assert len(rows) > 0 and (rows["segment"] == "Can't Lose Them").all()
+    assert f"exported {len(rows):,} customers" in result.stderr
+    assert "consent rule: unknown-ok" in result.stderr
+    # the old flag still works, and says what it means
+    old = run(
+        "audience", "Can't Lose Them", "--db", unknown_consent_db, "--include-unknown-consent"
+    )
+    assert old.exit_code == 0 and old.stdout == result.stdout
+
+
+def test_consent_takes_two_values(unknown_consent_db: Path) -> None:
+    result = run("audience", "Lost", "--db", unknown_consent_db, "--consent", "yes")
+    assert result.exit_code == 2
+    assert "required" in result.output and "unknown-ok" in result.output
 
 
 def test_migration_json(db: Path) -> None:

@@ -785,22 +785,40 @@ def at_risk(
     emit(frame, as_json, lambda: _fmt_table(frame[columns], {"value_at_stake": ",.2f"}))
 
 
+CONSENT_RULES = {
+    "required": "only customers who accepted marketing",
+    "unknown-ok": "customers who accepted marketing or whose consent is unknown",
+}
+"""``retain audience --consent``: who may be exported. Opted-out customers never are."""
+
+
 @app.command()
 @friendly_errors
 def audience(
     segment: Annotated[
-        str, typer.Argument(help='A segment name, e.g. "Can\'t Lose Them", or win-back.')
+        str,
+        typer.Argument(
+            help='A segment name, e.g. "Can\'t Lose Them", or win-back.', metavar="SEGMENT"
+        ),
     ],
     format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
     out: Annotated[
         Path | None, typer.Option("--out", help="File to write. Default: standard output.")
     ] = None,
+    consent: Annotated[
+        str,
+        typer.Option(
+            "--consent",
+            help="required: only customers who accepted marketing; unknown-ok: also those "
+            "whose consent is unknown (files without an accepts_marketing column). "
+            "Opted-out customers are never exported.",
+            metavar="required|unknown-ok",
+        ),
+    ] = "required",
     include_unknown_consent: Annotated[
         bool,
         typer.Option(
-            "--include-unknown-consent",
-            help="Also export customers whose marketing consent is unknown. Opted-out "
-            "customers are never exported.",
+            "--include-unknown-consent", hidden=True, help="The same as --consent unknown-ok."
         ),
     ] = False,
     top_n: Annotated[int, typer.Option("--top-products", help="Products listed per customer.")] = 3,
@@ -809,18 +827,27 @@ def audience(
     rules: SegmentRulesOption = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Export who to contact in a segment, with the action, value at stake and their products."""
+    """Export who to contact in a segment, with the action, value at stake and their products.
+
+    A summary on stderr says how many were exported, under which consent rule, and
+    how many were left out and why. Exit code 1 when nobody is exported (the file
+    then holds the header only), 0 otherwise, 2 on an error.
+    """
     from retain.segments import audience as build_audience
     from retain.segments import write_audience
     from retain.store import Store
 
+    if consent not in CONSENT_RULES:
+        raise ArgumentError(f"--consent takes required or unknown-ok, got {consent!r}")
+    if include_unknown_consent:
+        consent = "unknown-ok"
     with Store(db, read_only=True) as store:
         store.require_orders()
         frame = build_audience(
             store,
             segment,
             as_of=as_of,
-            include_unknown_consent=include_unknown_consent,
+            include_unknown_consent=consent == "unknown-ok",
             top_n=top_n,
             scheme=scheme,
             rules=rules,
@@ -828,14 +855,32 @@ def audience(
     text = write_audience(frame, format, out)
     if out is None:
         typer.echo(text, nl=False)
-    left_out = f"left out {frame.attrs['opted_out']:,} who opted out"
-    if frame.attrs["unknown_consent"]:
-        left_out += (
-            f" and {frame.attrs['unknown_consent']:,} whose consent is unknown "
-            "(--include-unknown-consent adds them)"
-        )
+    typer.echo(_audience_summary(frame, segment, consent, out), err=True)
+    if frame.empty:
+        raise typer.Exit(1)
+
+
+def _audience_summary(frame: pd.DataFrame, segment: str, consent: str, out: Path | None) -> str:
+    """One line: how many exported, under which consent rule, who was left out and why."""
+    opted_out, unknown = frame.attrs["opted_out"], frame.attrs["unknown_consent"]
+    default = " (the default)" if consent == "required" else ""
+    rule = f"consent rule: {consent}{default}, {CONSENT_RULES[consent]}"
+    reasons = []
+    if opted_out:
+        reasons.append(f"{opted_out:,} who opted out")
+    if unknown:
+        reasons.append(f"{unknown:,} whose consent is unknown (--consent unknown-ok adds them)")
+    left_out = f"left out {' and '.join(reasons)}" if reasons else "nobody left out"
     where = f" to {out}" if out is not None else ""
-    typer.echo(f"exported {len(frame):,} customers{where}; {left_out}", err=True)
+    if frame.empty:
+        found = opted_out + unknown
+        why = (
+            f"{segment!r} has {found:,} customers, all left out: {' and '.join(reasons)}"
+            if found
+            else f"{segment!r} has no customers on this date"
+        )
+        return f"exported no customers{where}: {why}; {rule}"
+    return f"exported {len(frame):,} customers{where}; {left_out}; {rule}"
 
 
 @app.command()

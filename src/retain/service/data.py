@@ -99,23 +99,81 @@ def table_columns(store: Store, table: str) -> list[str]:
 
 
 # -- overview ------------------------------------------------------------------------------
+def scored_margin(store: Store) -> float | None:
+    """The margin the customer scores were computed with (``score_basis.margin``), or None
+    when the store has no record of a ``retain score``."""
+    if "margin" not in table_columns(store, "score_basis"):
+        return None
+    value = store.scalar("SELECT margin FROM score_basis LIMIT 1")
+    return None if value is None else float(value)
+
+
+def resolve_margin(store: Store, margin: float | None) -> dict[str, Any]:
+    """Which margin each CLV on the overview is at, and a sentence that says so.
+
+    The model's CLV columns in ``customer_scores`` already include the margin of the
+    last ``retain score``: they are shown as stored, never multiplied again, so that
+    the overview, the customer page, the API and the CLI show the same numbers.
+    Historical CLV (net revenue to date x margin) uses ``margin`` when given, else
+    the scored margin, else 1 (revenue, not profit).
+
+    Keys: ``historical`` (the margin of historical CLV), ``predicted`` (the scored
+    margin, None without scores), ``source`` (``asked``, ``scored`` or ``none``),
+    ``text``.
+    """
+    from retain.metrics._common import check_margin
+
+    scored = scored_margin(store)
+    if margin is not None:
+        historical, source = check_margin(margin), "asked"
+    elif scored is not None:
+        historical, source = scored, "scored"
+    else:
+        historical, source = 1.0, "none"
+    if scored is None:
+        text = (
+            f"CLV at margin {historical:g}"
+            + (" (no margin set: revenue, not profit)" if source == "none" else "")
+            + "."
+        )
+    elif historical == scored:
+        text = f"CLV at margin {scored:g}, the margin of the last `retain score`."
+    else:
+        text = (
+            f"Predicted CLV at margin {scored:g} (the margin of the last `retain score`); "
+            f"historical CLV at margin {historical:g}."
+        )
+    return {"historical": historical, "predicted": scored, "source": source, "text": text}
+
+
 def metrics_payload(
-    store: Store, *, period: str = "month", margin: float = 1.0, window_days: int = 365
+    store: Store,
+    *,
+    period: str = "month",
+    margin: float | None = None,
+    window_days: int = 365,
 ) -> dict[str, Any]:
     """The overview page: headline metrics, CLV distribution, new vs returning revenue, alerts.
 
     ``period``: month, quarter or year; ``margin``: fraction of net revenue
-    kept, in (0, 1]; ``window_days``: a customer is someone who ordered in the
-    last ``window_days`` days. Keys: ``overview`` (see
-    :func:`retain.metrics.overview`), ``predicted`` (average, median and total
-    predicted CLV from the model scores, or None), ``clv_distribution``
-    (histogram bins), ``alerts`` (see :func:`alerts_payload`), ``notes``.
+    kept, in (0, 1], for historical CLV (default: the margin the store was
+    scored with, else 1; predicted CLV is shown as scored, see
+    :func:`resolve_margin`); ``window_days``: a customer is someone who ordered
+    in the last ``window_days`` days. Keys: ``overview`` (see
+    :func:`retain.metrics.overview`), ``margin`` (see :func:`resolve_margin`),
+    ``predicted`` (average, median and total predicted CLV from the model
+    scores, or None), ``clv_distribution`` (histogram bins), ``alerts`` (see
+    :func:`alerts_payload`), ``notes``.
     """
     from retain.metrics import overview
 
     store.require_orders()
+    margins = resolve_margin(store, margin)
     result: dict[str, Any] = {
-        "overview": plain(overview(store, margin=margin, period=period, window_days=window_days))
+        "overview": plain(
+            overview(store, margin=margins["historical"], period=period, window_days=window_days)
+        ),
+        "margin": margins,
     }
     notes: list[str] = []
     clv_column = predicted_clv_column(store)
@@ -123,18 +181,20 @@ def metrics_payload(
         result["predicted"] = None
         notes.append(NO_SCORES)
     else:
+        # already x the scored margin: as stored, as on the customer page
         row = store.con.execute(
             f"SELECT avg({clv_column}), median({clv_column}), sum({clv_column}), count(*) "
             "FROM customer_scores"
         ).fetchall()[0]
         result["predicted"] = {
             "column": clv_column,
-            "average_clv": plain(row[0] * margin if row[0] is not None else None),
-            "median_clv": plain(row[1] * margin if row[1] is not None else None),
-            "total_clv": plain(row[2] * margin if row[2] is not None else None),
+            "margin": margins["predicted"],
+            "average_clv": plain(row[0]),
+            "median_clv": plain(row[1]),
+            "total_clv": plain(row[2]),
             "customers": int(row[3]),
         }
-    result["clv_distribution"] = clv_distribution(store, clv_column, margin)
+    result["clv_distribution"] = clv_distribution(store, clv_column, margins["historical"])
     result["alerts"] = alerts_payload(store, period=period, window_days=window_days)
     result["notes"] = notes
     return result
@@ -152,18 +212,21 @@ def predicted_clv_column(store: Store) -> str | None:
 def clv_distribution(
     store: Store, clv_column: str | None, margin: float = 1.0, bins: int = 20
 ) -> dict[str, Any]:
-    """Histogram of CLV per customer: predicted (model scores) when the store has them,
-    else historical (net revenue to date x margin). The last bin gathers everyone above
-    the 99th percentile so that a few whales do not flatten the chart."""
+    """Histogram of CLV per customer: predicted (model scores, as stored: they include the
+    margin they were scored with) when the store has them, else historical (net revenue to
+    date x ``margin``). The last bin gathers everyone above the 99th percentile so that a
+    few whales do not flatten the chart."""
     if clv_column is not None:
         basis = f"predicted CLV ({clv_column})"
-        source = f"SELECT {clv_column} * $margin AS clv FROM customer_scores WHERE {clv_column} IS NOT NULL"
+        source = f"SELECT {clv_column} AS clv FROM customer_scores WHERE {clv_column} IS NOT NULL"
+        params: dict[str, Any] = {}
     else:
         basis = "historical CLV (net revenue to date x margin)"
         source = "SELECT sum(net_revenue) * $margin AS clv FROM orders GROUP BY customer_id"
+        params = {"margin": margin}
     row = store.con.execute(
         f"SELECT min(clv), quantile_cont(clv, 0.99), max(clv), count(*) FROM ({source})",
-        {"margin": margin},
+        params,
     ).fetchall()[0]
     low, p99, high, n = row
     if not n:
@@ -177,7 +240,7 @@ def clv_distribution(
                count(*) AS customers, sum(clv) AS clv
         FROM ({source}) GROUP BY bin ORDER BY bin
         """,
-        {"margin": margin, "low": low, "width": width, "last": bins - 1},
+        {**params, "low": low, "width": width, "last": bins - 1},
     ).fetchall()
     per_bin = {int(b): (int(c), float(v)) for b, c, v in counts}
     return {

@@ -5,8 +5,11 @@ returns; the dashboard page with the same name renders the same dict.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -112,22 +115,85 @@ def recommendations(service: Service) -> data.Recommendations:
     return recs
 
 
+def _search_columns(service: Service, index: data.CustomerIndex) -> tuple[Any, Any, dict]:
+    """The index's customer ids and e-mails lower-cased, and a map of lower-cased id to the
+    id (None when two ids differ only by case): built once per index."""
+    held = service.extras.get("search")
+    if held is not None and held[0] is index:
+        return held[1], held[2], held[3]
+    frame = index.frame
+    ids = frame.index.astype(str)
+    lowered = ids.str.lower()
+    emails = frame["email"].fillna("").astype(str).str.lower() if "email" in frame else None
+    by_lower: dict[str, str | None] = {}
+    for low, cid in zip(lowered.tolist(), ids.tolist(), strict=True):
+        by_lower[low] = None if low in by_lower else cid
+    service.extras["search"] = (index, lowered, emails, by_lower)
+    return lowered, emails, by_lower
+
+
+def resolve_customer_id(service: Service, customer_id: str) -> str:
+    """The stored id of ``customer_id``: itself when the store has it, else the one id that
+    equals it but for case (customers keyed by e-mail are stored lower-cased)."""
+    index = index_of(service)
+    if customer_id in index.positions:
+        return customer_id
+    _, _, by_lower = _search_columns(service, index)
+    return by_lower.get(customer_id.lower()) or customer_id
+
+
 def customer(service: Service, customer_id: str, history: int) -> dict[str, Any]:
-    found = data.customer_payload(
-        service.store(),
-        customer_id,
-        index_of(service),
-        history=history,
-        recs=recommendations(service),
-        stale=not service.is_fresh(customer_id, "customer_index"),
-    )
-    if found is None:
-        raise HTTPException(404, f"no customer {customer_id!r} in the store")
-    return found
+    """One customer's payload, found by id whatever its case; 404 when unknown."""
+    stored = resolve_customer_id(service, customer_id)
+    candidates = [stored] if stored == customer_id.lower() else [stored, customer_id.lower()]
+    for cid in candidates:  # a customer new since the index was built: lower-cased e-mail
+        found = data.customer_payload(
+            service.store(),
+            cid,
+            index_of(service),
+            history=history,
+            recs=recommendations(service),
+            stale=not service.is_fresh(cid, "customer_index"),
+        )
+        if found is not None:
+            return found
+    raise HTTPException(404, f"no customer {customer_id!r} in the store")
+
+
+def segment_name(name: str, *, winback: bool = False) -> str:
+    """The segment called ``name`` (case, spaces and dashes ignored), or 404 naming the
+    segments there are; ``winback``: also the win-back list."""
+    from retain.errors import SchemaError
+    from retain.segments import load_rules
+
+    if winback and name.strip().lower().replace(" ", "-") in ("win-back", "winback"):
+        return name
+    try:
+        return load_rules().segment(name).name
+    except SchemaError as exc:
+        raise HTTPException(404, str(exc)) from None
 
 
 def customer_list(service: Service, **filters: Any) -> dict[str, Any]:
-    return data.customers_payload(service.store(), index_of(service), **filters)
+    """A page of customers; ``q`` matches anywhere in the id or e-mail, ignoring case."""
+    index = index_of(service)
+    q = filters.pop("q", None)
+    text = q.strip().lower() if q else ""
+    if not text:
+        return data.customers_payload(service.store(), index, q=q or None, **filters)
+    lowered, emails, _ = _search_columns(service, index)
+    hit = np.asarray(lowered.str.contains(text, regex=False), dtype=bool)
+    if emails is not None:
+        hit |= np.asarray(emails.str.contains(text, regex=False), dtype=bool)
+    subset = dataclasses.replace(index, frame=index.frame[hit])
+    payload = data.customers_payload(service.store(), subset, q=None, **filters)
+    payload["q"] = q
+    for side in ("next", "previous"):
+        if payload[side]:
+            parts = dict(parse_qsl(payload[side]))
+            offset = parts.pop("offset")
+            payload[side] = urlencode({**parts, "q": q, "offset": offset})
+    return payload
 
 
 def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +292,9 @@ def get_customers(
     service: ServiceDep,
     segment: Annotated[str | None, Query(description="Segment name, e.g. Champions.")] = None,
     risk: Annotated[str | None, Query(description="Churn risk: low, medium, high or lost.")] = None,
-    q: Annotated[str | None, Query(description="Start of a customer id or e-mail.")] = None,
+    q: Annotated[
+        str | None, Query(description="Part of a customer id or e-mail, in any case.")
+    ] = None,
     sort: Annotated[
         str, Query(description="One of: " + ", ".join(data.CUSTOMER_SORTS) + ".")
     ] = "value_at_stake",
@@ -363,7 +431,11 @@ def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
 @router.get(
     "/audiences/{segment}.csv",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/csv": {}}}, **ERRORS},
+    responses={
+        200: {"content": {"text/csv": {}}},
+        404: {"model": Problem, "description": "No such segment."},
+        **ERRORS,
+    },
     summary="Export a segment's audience as CSV",
 )
 def get_audience(
@@ -381,6 +453,7 @@ def get_audience(
 
     store: Store = service.store()
     store.require_orders()
+    segment = segment_name(segment, winback=True)
     frame = audience(store, segment, include_unknown_consent=include_unknown_consent)
     text = write_audience(frame, "csv")
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in segment.lower())

@@ -116,6 +116,7 @@ class Service:
         self._refreshing: set[Hashable] = set()
         self._threads: list[threading.Thread] = []
         self.written: dict[str, int] = {}  # customer -> generation of their last write
+        self.extras: dict[str, Any] = {}  # what the routes derive from one customer index
         self.closed = False
 
     def store(self) -> Store:

@@ -116,7 +116,9 @@ def segment_page(
     sort: str = "value_at_stake",
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> HTMLResponse:
-    """Drill-down: the customers of one segment, with its action and export."""
+    """Drill-down: the customers of one segment, with its action and export; 404 for a
+    segment that does not exist."""
+    name = api.segment_name(name)
     payload = api.customer_list(service, segment=name, sort=sort, limit=50, offset=offset)
     info = next(
         (s for s in api.segments(service)["segments"] if s["segment"] == payload["segment"]), None
@@ -224,7 +226,7 @@ def customer_page(request: Request, service: ServiceDep, customer_id: str) -> HT
         request,
         "customer.html",
         active="customers",
-        json_url=f"/api/customers/{quote(customer_id, safe='')}?history=50",
+        json_url=f"/api/customers/{quote(payload['customer_id'], safe='')}?history=50",
         chart_specs=charts.customer_charts(payload),
         c=payload,
         clv_key=first("clv", "clv_12m", "predicted_clv"),
@@ -243,8 +245,9 @@ def search(
     if not text:
         return RedirectResponse("/customers", status_code=303)
     index = api.index_of(service)
-    if text in index.positions:
-        return RedirectResponse(f"/customers/{quote(text, safe='')}", status_code=303)
+    stored = api.resolve_customer_id(service, text)
+    if stored in index.positions:
+        return RedirectResponse(f"/customers/{quote(stored, safe='')}", status_code=303)
     if "email" in index.frame:
         emails = index.frame["email"]
         exact = index.frame.index[(emails == text.lower()).to_numpy()]

@@ -15,11 +15,95 @@ from typing import Annotated, Any, TypeVar
 
 import pandas as pd
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from retain.errors import ArgumentError, RetainError
 from retain.store import DEFAULT_PATH
 
-app = typer.Typer(
+# What --help shows for an option's value: by option, else by type.
+OPTION_METAVARS = {
+    "--as-of": "YYYY-MM-DD",
+    "--from": "YYYY-MM-DD",
+    "--to": "YYYY-MM-DD",
+    "--period": "month|quarter|year",
+    "--rate": "CODE=RATE",
+    "--map": "FIELD=COLUMN",
+    "--currency": "CODE",
+    "--format": "FORMAT",
+    "--scheme": "quintiles|quartiles",
+    "--min-risk": "medium|high|lost",
+    "--unit": "D|W",
+    "--model": "auto|bgnbd|mbgnbd|pnbd",
+    "--host": "ADDRESS",
+    "--sort": "COLUMN",
+    "--value": "CELL",
+    "--sku": "SKU",
+    "--fit": "FIT_ID",
+}
+METAVARS: dict[Any, str] = {int: "N", float: "NUMBER", str: "TEXT", Path: "FILE"}
+
+
+class _NamedArgument(TyperArgument):
+    """An argument whose help shows its name (SEGMENT, FILE) and no ``<str>`` beside it."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+def _name_values(params: list[Any]) -> None:
+    """Give every parameter a metavar a person can read instead of ``<str>`` or
+    ``<bool>``: flags show none, arguments their name in capitals, options one by type."""
+    for param in params:
+        if isinstance(param, TyperArgument):
+            if param.metavar is None:
+                param.metavar = (param.name or "value").upper()
+            param.__class__ = _NamedArgument
+        elif isinstance(param, TyperOption) and param.metavar is None:
+            if param.is_flag:
+                param.metavar = ""
+            else:
+                named = next((OPTION_METAVARS[o] for o in param.opts if o in OPTION_METAVARS), None)
+                param.metavar = named or METAVARS.get(param.type_descriptor.annotation, "VALUE")
+
+
+class RetainCommand(TyperCommand):
+    """A command whose --help names each value (see :func:`_name_values`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _name_values(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class RetainGroup(TyperGroup):
+    """A command group whose --help shows no ``<bool>`` for --help itself."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class RetainTyper(typer.Typer):
+    """typer.Typer whose commands are :class:`RetainCommand` unless told otherwise."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", RetainCommand)
+        return super().command(*args, **kwargs)
+
+
+app = RetainTyper(
+    cls=RetainGroup,
     name="retain",
     help="Customer lifetime value and retention: load orders, see what customers are worth.",
     no_args_is_help=True,
@@ -28,7 +112,8 @@ app = typer.Typer(
 )
 
 DbOption = Annotated[
-    Path, typer.Option("--db", help="The store, a DuckDB file.", envvar="RETAIN_DB")
+    Path,
+    typer.Option("--db", help="The store, a DuckDB file.", envvar="RETAIN_DB", metavar="FILE"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DEFAULT_DB = Path(DEFAULT_PATH)
@@ -70,6 +155,48 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``12,345 customers``: a count with its noun."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+MONEY_COLUMNS = ("revenue", "clv", "value", "price", "aov", "spend", "cac", "amount", "monetary")
+"""Columns whose name holds one of these are money: two decimals and thousands separators."""
+
+
+def _cell(value: Any, money: bool) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, pd.Timestamp) or hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, int) or (hasattr(value, "dtype") and value.dtype.kind in "iu"):
+        return f"{value:,}"
+    if isinstance(value, float) or (hasattr(value, "dtype") and value.dtype.kind == "f"):
+        return f"{value:,.2f}" if money else f"{value:,.3f}"
+    return str(value)
+
+
+def people_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as text for people: money with two decimals and thousands
+    separators, counts with thousands separators, dates as YYYY-MM-DD, gaps as '-'."""
+    if frame.empty:
+        return "(no rows)"
+    shown = pd.DataFrame(
+        {
+            column: [
+                _cell(v, any(word in str(column).lower() for word in MONEY_COLUMNS))
+                for v in frame[column].astype(object)
+            ]
+            for column in frame.columns
+        }
+    )
+    return shown.to_string(index=False)
+
+
 def emit(value: Any, as_json: bool, table: Callable[[], str] | None = None) -> None:
     """Print a result as JSON or as text for people."""
     if as_json:
@@ -77,8 +204,7 @@ def emit(value: Any, as_json: bool, table: Callable[[], str] | None = None) -> N
     elif table is not None:
         typer.echo(table())
     elif isinstance(value, pd.DataFrame):
-        shown = value.astype(object).where(value.notna(), "")
-        typer.echo(shown.to_string(index=False) if not value.empty else "(no rows)")
+        typer.echo(people_table(value))
     else:
         typer.echo(str(value))
 
@@ -115,7 +241,9 @@ def _rates(values: list[str] | None) -> dict[str, float]:
 @app.command()
 @friendly_errors
 def ingest(
-    path: Annotated[Path, typer.Argument(help="CSV, Parquet, Shopify export or CDNOW file.")],
+    path: Annotated[
+        Path, typer.Argument(help="CSV, Parquet, Shopify export or CDNOW file.", metavar="FILE")
+    ],
     format: Annotated[
         str,
         typer.Option("--format", help="auto, orders, shopify, cdnow, customers, lines or spend."),
@@ -174,12 +302,12 @@ def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
         result = store_status(store)
 
     def table() -> str:
-        return "\n".join(
-            f"{k.replace('_', ' '):>20}: {v:,}"
-            if isinstance(v, int | float)
-            else f"{k.replace('_', ' '):>20}: {v}"
-            for k, v in result.items()
-        )
+        def shown(key: str, value: Any) -> str:
+            if key in ("first_order", "last_order") and isinstance(value, str):
+                return value[:10]  # the day: YYYY-MM-DD
+            return _cell(value, any(word in key for word in MONEY_COLUMNS))
+
+        return "\n".join(f"{k.replace('_', ' '):>20}: {shown(k, v)}" for k, v in result.items())
 
     emit(result, as_json, table)
 
@@ -223,8 +351,22 @@ def quarantine(
             "ORDER BY source_file, row_number LIMIT ?",
             [limit],
         )
-    # the raw row is long: JSON carries it, the table leaves it out
-    emit(frame, as_json, lambda: frame.drop(columns="raw").to_string(index=False))
+        total = int(store.scalar("SELECT count(*) FROM quarantine"))
+
+    def table() -> str:
+        if total == 0:
+            return "no rows in quarantine"
+        if len(frame) < total:
+            head = (
+                f"showing {len(frame):,} of {plural(total, 'quarantined row')} "
+                f"(--limit {total} shows them all)"
+            )
+        else:
+            head = f"{plural(total, 'quarantined row')}:"
+        # the raw row is long: JSON carries it, the table leaves it out
+        return head if frame.empty else f"{head}\n{people_table(frame.drop(columns='raw'))}"
+
+    emit(frame, as_json, table)
 
 
 # --- metrics (retain.metrics) ---------------------------------------------------------
@@ -673,7 +815,7 @@ def score(
         clv = "-" if report.clv_12m is None else f"{report.clv_12m:,.2f}"
         return "\n".join(
             [
-                f"scored {report.customers:,} customers as of {report.as_of} with fit "
+                f"scored {plural(report.customers, 'customer')} as of {report.as_of} with fit "
                 f"{report.fit_id} ({report.model}) into customer_scores",
                 f"{'mean P(alive)':>28}: {report.mean_p_alive:.3f}",
                 f"{'purchases, next 365 days':>28}: {report.expected_purchases_365d:,.1f}",
@@ -875,12 +1017,12 @@ def _audience_summary(frame: pd.DataFrame, segment: str, consent: str, out: Path
     if frame.empty:
         found = opted_out + unknown
         why = (
-            f"{segment!r} has {found:,} customers, all left out: {' and '.join(reasons)}"
+            f"{segment!r} has {plural(found, 'customer')}, all left out: {' and '.join(reasons)}"
             if found
             else f"{segment!r} has no customers on this date"
         )
         return f"exported no customers{where}: {why}; {rule}"
-    return f"exported {len(frame):,} customers{where}; {left_out}; {rule}"
+    return f"exported {plural(len(frame), 'customer')}{where}; {left_out}; {rule}"
 
 
 @app.command()
@@ -910,7 +1052,7 @@ def migration(
         return (
             f"segments on {result.start} (rows) -> {result.end} (columns)\n{legend}\n\n"
             f"customers:\n{counts.to_string()}\n\n% of each row:\n{percent.to_string()}\n\n"
-            f"{len(result.moved_down):,} customers moved from a valuable segment to a worse one"
+            f"{plural(len(result.moved_down), 'customer')} moved from a valuable segment to a worse one"
             + (f"; the first {len(moved)}:\n{moved.to_string(index=False)}" if len(moved) else "")
         )
 
@@ -919,7 +1061,8 @@ def migration(
 
 # --- recommendations (retain.recommend) -----------------------------------------------
 
-recommend_app = typer.Typer(
+recommend_app = RetainTyper(
+    cls=RetainGroup,
     help="Cross-sell, upsell, bundles and personal recommendations, learned from order lines.",
     no_args_is_help=True,
 )
@@ -1044,8 +1187,9 @@ def recommend_rules(
                 "lift": frame["lift"].map("{:.2f}".format),
             }
         )
-        return f"{len(frame):,} rules from {frame.attrs['baskets']:,} orders\n" + shown.to_string(
-            index=False
+        return (
+            f"{plural(len(frame), 'rule')} from {plural(frame.attrs['baskets'], 'order')}\n"
+            + shown.to_string(index=False)
         )
 
     emit(frame, as_json, table)

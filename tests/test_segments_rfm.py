@@ -36,13 +36,27 @@ def test_boundary_customer_takes_the_higher_score() -> None:
 
 
 def test_ties_share_the_score_of_their_worst_member() -> None:
-    # frequencies 1,1,1,1,1,1,2,2,3,4: six customers have one order, so a two-order
-    # customer has 6 of 10 strictly worse: 1 + floor(5 * 6 / 10) = 4
+    # frequencies 1,1,1,1,1,1,2,2,3,4: six customers have one order and share F1; a
+    # two-order customer has 6 of 10 strictly worse (share score 1 + floor(5 * 6 / 10) = 4);
+    # four values for five levels: the better values keep their share scores 5 and 5 as
+    # far as they fit above (3, 4, 5 for two, three and four orders), F2 stays empty
     counts = [1, 1, 1, 1, 1, 1, 2, 2, 3, 4]
     rows = [(f"c{i}", f"2024-01-0{k + 1}", 10.0) for i, n in enumerate(counts) for k in range(n)]
     scores = rfm_scores(orders_frame(rows), as_of="2024-01-10")
-    expected = {1: 1, 2: 4, 3: 5, 4: 5}
+    expected = {1: 1, 2: 3, 3: 4, 4: 5}
     assert (scores["f_score"] == scores["orders"].map(expected)).all()
+
+
+def test_f2_is_not_empty_when_most_customers_bought_once() -> None:
+    # 45 of 100 customers bought once, then 2 to 12 orders: the share rule would give
+    # two orders F3 (45 of 100 worse) and leave F2 empty
+    counts = [1] * 45 + [2 + i % 11 for i in range(55)]
+    rows = [(f"c{i}", f"2024-01-{k + 1:02d}", 10.0) for i, n in enumerate(counts) for k in range(n)]
+    scores = rfm_scores(orders_frame(rows), as_of="2024-01-31")
+    assert sorted(scores["f_score"].unique()) == [1, 2, 3, 4, 5]
+    assert (scores.loc[scores["orders"] == 1, "f_score"] == 1).all()
+    assert (scores.loc[scores["orders"] == 2, "f_score"] == 2).all()
+    assert (scores.loc[scores["orders"] == 12, "f_score"] == 5).all()
 
 
 def test_scores_do_not_depend_on_row_order() -> None:
@@ -138,7 +152,15 @@ def test_scores_are_monotone_in_range_and_tie_safe(values: list[int], scheme: st
     assert (by_value.nunique() == 1).all()  # equal values, equal score
     assert by_value.first().is_monotonic_increasing
     assert scores.loc[scores["net_revenue"].idxmin(), "m_score"] == 1
-    # a value's score follows from the share of customers strictly below it
+    # a value's score: its share score (from the share of customers strictly below it),
+    # at most one level above the next lower value's score unless the better values
+    # would not fit in the levels above
     n = len(values)
-    below = scores["net_revenue"].map(lambda v: sum(x < v for x in values))
-    assert (scores["m_score"] == 1 + (levels * below) // n).all()
+    distinct = sorted(set(values))
+    expected: dict[float, int] = {}
+    step = 0
+    for place, v in enumerate(distinct, start=1):
+        share = 1 + (levels * sum(x < v for x in values)) // n
+        step = min(share, step + 1)
+        expected[float(v)] = max(step, min(share, levels - (len(distinct) - place)))
+    assert (scores["m_score"] == scores["net_revenue"].map(expected)).all()

@@ -8,16 +8,27 @@ Per customer, from the orders placed on or before the observation date:
 - monetary: total net revenue, in the store's reporting currency.
 
 Scoring rule (ties always share a score): with ``k`` levels (5 for quintiles,
-4 for quartiles) and ``N`` customers, a customer's score on a measure is::
+4 for quartiles) and ``N`` customers, a value's share score is::
 
-    score = 1 + floor(k * W / N)
+    share = 1 + floor(k * W / N)
 
 where ``W`` is the number of customers with a strictly *worse* value. With no
 ties this cuts the customers into ``k`` equal groups; customers with equal
 values have the same ``W`` and so the same score, whatever their order in the
 data. A large block of equal values (say 60% of customers with one order)
-takes the score of its worst member, and the next value up jumps accordingly
-(here to 1 + floor(5 x 0.6) = 4): a score never depends on how ties are broken.
+takes the score of its worst member (1), and the share score of the next
+value up would jump over levels (to 1 + floor(5 x 0.6) = 4, leaving F2 and F3
+empty). So a value scores at most one level above the next worse value, unless
+the values better than it would not fit in the levels above then::
+
+    step  = min(share, score of the next worse value + 1)
+    score = max(step, min(share, k - number of distinct better values))
+
+Two orders then score F2, three F3 and so on until the share score is reached
+again, and no level is skipped; with fewer distinct values than levels, the
+best values keep their share score (the one customer with 20 orders among
+customers with 2 scores 5, not 2) and the gap stays below them. A score never
+depends on how ties are broken.
 
 Scoring one customer at a time (after a new order) cannot rank them against
 everyone again without a pass over every customer. :class:`RfmBoundaries`
@@ -81,31 +92,53 @@ measured AS MATERIALIZED (
         END                                                     AS typical_gap_days
     FROM per_customer
 ),
-r_worse AS (  -- more days since the last order is worse
-    SELECT days_since_last_order,
-           sum(count(*)) OVER (ORDER BY days_since_last_order DESC) - count(*) AS worse,
-           sum(count(*)) OVER ()                                               AS n
-    FROM measured GROUP BY days_since_last_order
-),
-f_worse AS (
-    SELECT orders, sum(count(*)) OVER (ORDER BY orders) - count(*) AS worse
-    FROM measured GROUP BY orders
-),
-m_worse AS (
-    SELECT net_revenue, sum(count(*)) OVER (ORDER BY net_revenue) - count(*) AS worse
-    FROM measured GROUP BY net_revenue
-)
+{r_scored},
+{f_scored},
+{m_scored}
 SELECT
     c.*,
-    -- score = 1 + floor(k * customers strictly worse / N)
-    CAST(1 + ($levels * r.worse) // r.n AS INTEGER)  AS r_score,
-    CAST(1 + ($levels * f.worse) // r.n AS INTEGER)  AS f_score,
-    CAST(1 + ($levels * m.worse) // r.n AS INTEGER)  AS m_score
+    CAST(r.score AS INTEGER)  AS r_score,
+    CAST(f.score AS INTEGER)  AS f_score,
+    CAST(m.score AS INTEGER)  AS m_score
 FROM measured AS c
-JOIN r_worse AS r USING (days_since_last_order)
-JOIN f_worse AS f USING (orders)
-JOIN m_worse AS m USING (net_revenue)
+JOIN r_scored AS r USING (days_since_last_order)
+JOIN f_scored AS f USING (orders)
+JOIN m_scored AS m USING (net_revenue)
 """
+
+
+def _scored_cte(name: str, column: str, worse_first: str) -> str:
+    """CTEs ``{name}_share`` and ``{name}_scored``: the score of each distinct value of
+    ``column`` (ordered worst first by ``worse_first``), by the rule of the module docstring.
+
+    ``step = min(share, previous step + 1)`` unrolls to ``place + min(share - place)``
+    over the values up to this one, ``place`` being the value's place (1 = worst) among
+    the distinct values; a value has ``distinct - place`` better ones.
+    """
+    return f"""{name}_share AS (
+    SELECT {column},
+           1 + ($levels * (sum(count(*)) OVER (ORDER BY {worse_first}) - count(*)))
+               // sum(count(*)) OVER ()                      AS share,
+           row_number() OVER (ORDER BY {worse_first})        AS place,
+           count(*) OVER ()                                  AS distinct_values
+    FROM measured GROUP BY {column}
+),
+{name}_scored AS (
+    SELECT {column},
+           greatest(
+               place + min(share - place) OVER (ORDER BY place ROWS UNBOUNDED PRECEDING),
+               least(share, $levels - (distinct_values - place))
+           )                                                 AS score
+    FROM {name}_share
+)"""
+
+
+RFM_SQL = RFM_SQL.format(
+    # more days since the last order is worse
+    r_scored=_scored_cte("r", "days_since_last_order", "days_since_last_order DESC"),
+    f_scored=_scored_cte("f", "orders", "orders"),
+    m_scored=_scored_cte("m", "net_revenue", "net_revenue"),
+)
 
 # Where each score begins, from the scored table seg_rfm: for s = 2..levels, a
 # recency of fewer days than the fewest among customers scored below s, or more

@@ -12,14 +12,16 @@ they last bought i. With one product bought, the score is the (shrunk) share of
 its buyers who went on to buy j: the chance of buying j, from popularity raised
 by what their own purchases say.
 
-Owned products follow their ``product_type`` (see
-:class:`retain.recommend.tables.Recommender`): a durable good is not suggested
-again, nor another of its product family; a consumable comes back once its
-repurchase interval has (all but) passed since they last bought it (their own
-mean interval when they bought it twice or more, else the item's median
-interval; ``replenish_early`` = 0.25 makes it due after 75% of the interval),
-scored by the share of its buyers who buy it again; a repeatable product is
-ranked like any other.
+A product the customer already bought is never suggested as a new one, and its
+``product_type`` (see :class:`retain.recommend.tables.Recommender`) says what
+else follows: no other product of an owned durable good's family is suggested
+either; a consumable comes back, as a replenishment, once its repurchase
+interval has (all but) passed since they last bought it (their own mean
+interval when they bought it twice or more, else the item's median interval;
+``replenish_early`` = 0.25 makes it due after 75% of the interval), scored by
+the share of its buyers who buy it again. (The offline evaluation predicts the
+next basket, repeat purchases included: it ranks owned repeatable products like
+any other, ``rank_customers(..., repeat_owned=True)``.)
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def rank_customers(
     half_life_days: float = 365.0,
     replenish_early: float = 0.25,
     neighbours: int = 20,
+    repeat_owned: bool = True,
 ) -> dict[str, np.ndarray]:
     """Personal recommendations for many customers at once.
 
@@ -94,6 +97,10 @@ def rank_customers(
     owner, at most ``k`` per owner. ``replenish_early``: share of the repurchase
     interval before its end from which a consumable is due (0.25: after 75% of it);
     ``neighbours``: how many of each bought product's ``later`` list count.
+    ``repeat_owned``: rank owned repeatable products like any other, as a prediction
+    of the next basket does (:func:`retain.recommend.evaluate`); False leaves out
+    everything owned but a due consumable, as suggestions to a customer do
+    (:func:`recommend_for_customers`).
     """
     _check_k(k)
     if half_life_days <= 0:
@@ -119,8 +126,9 @@ def rank_customers(
     )
     due = consumable & (days_since >= (1.0 - replenish_early) * own_interval)
     # owned durables and consumables are not suggested as new products (a due
-    # consumable comes back below as a replenishment); repeatable products may be
-    blocked = durable | consumable
+    # consumable comes back below as a replenishment), nor owned repeatable products
+    # unless asked
+    blocked = durable | consumable if repeat_owned else np.ones(item.size, dtype=bool)
     owned = _pair_keys(owner[blocked], item[blocked], n_items)
     durable_families = _pair_keys(owner[durable], rec.family[item[durable]], n_fam)
 
@@ -254,11 +262,15 @@ def recommend_for_customers(
     as_of: str | dt.date | dt.datetime | None = None,
     half_life_days: float = 365.0,
     replenish_early: float = 0.25,
+    include_owned: bool = False,
 ) -> pd.DataFrame:
     """Up to ``k`` personal recommendations for each customer (all of them when
     ``customer_ids`` is None), from their purchases up to ``as_of`` (default: the
     last order in the store; a date means the end of that day, UTC).
     ``half_life_days``: days after which a past purchase counts half as much.
+    Nothing the customer already bought is suggested, except a consumable that is
+    due again (kind ``replenish``); ``include_owned`` also ranks the repeatable
+    products they bought among the others.
 
     Columns: ``customer_id``, ``rank`` (1 = best), ``sku``, ``name``, ``score``
     (estimated chance they buy it; see :mod:`retain.recommend.personal`),
@@ -308,6 +320,7 @@ def recommend_for_customers(
             k,
             half_life_days=half_life_days,
             replenish_early=replenish_early,
+            repeat_owned=include_owned,
         )
         part["owner"] = part["owner"] + lo
         parts.append(part)
@@ -346,6 +359,7 @@ def recommend_for_customer(
     as_of: str | dt.date | dt.datetime | None = None,
     half_life_days: float = 365.0,
     replenish_early: float = 0.25,
+    include_owned: bool = False,
 ) -> list[dict]:
     """Up to ``k`` products for one customer, best first, as dicts with ``sku``,
     ``name``, ``score``, ``reason`` and ``kind`` (see :func:`recommend_for_customers`).
@@ -364,5 +378,6 @@ def recommend_for_customer(
         as_of=as_of,
         half_life_days=half_life_days,
         replenish_early=replenish_early,
+        include_owned=include_owned,
     )
     return frame.drop(columns=["customer_id", "rank"]).to_dict(orient="records")

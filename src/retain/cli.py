@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -209,6 +211,35 @@ def emit(value: Any, as_json: bool, table: Callable[[], str] | None = None) -> N
         typer.echo(str(value))
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        return False
+
+
+@contextmanager
+def progress(message: str, as_json: bool = False) -> Iterator[None]:
+    """A spinner, the step and the time elapsed on stderr while a long step runs.
+
+    Only when stderr is a terminal and never with ``--json``: piped, redirected or
+    scripted runs see nothing of it, and it is cleared when the step ends.
+    """
+    if as_json or not _stderr_is_terminal():
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(file=sys.stderr, force_terminal=True)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(
+        *columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False
+    ) as bar:
+        bar.add_task(message, total=None)
+        yield
+
+
 # --- foundation: ingest, status, customers --------------------------------------------
 
 
@@ -273,7 +304,7 @@ def ingest(
     rates = _rates(rate)
     created = not db.exists()
     try:
-        with Store(db) as store:
+        with Store(db) as store, progress(f"reading {path.name} ...", as_json):
             report = run_ingest(
                 store,
                 path,
@@ -707,17 +738,18 @@ def fit(
         raise StoreError(
             f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
         )
-    with Store(db) as store:
-        try:
+    step = "comparing BG/NBD, MBG/NBD and Pareto/NBD" if model == "auto" else f"fitting {model}"
+    try:
+        with Store(db) as store, progress(f"{step} ...", as_json):
             report = fit_store(
                 store, model=model, holdout_weeks=holdout_weeks, unit=unit, observation_end=as_of
             )
-        except FitRefused as refused:
-            # the checks that refused it, as JSON or as text, before the one-line error
-            refusal = refused.report
-            _warn_all(refusal.warnings)
-            emit(refusal.to_dict(), as_json, lambda: _guard_text(refusal))
-            raise
+    except FitRefused as refused:
+        # the checks that refused it, as JSON or as text, before the one-line error
+        refusal = refused.report
+        _warn_all(refusal.warnings)
+        emit(refusal.to_dict(), as_json, lambda: _guard_text(refusal))
+        raise
     _warn_all(report.warnings)
 
     def table() -> str:
@@ -805,7 +837,7 @@ def score(
         raise StoreError(
             f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
         )
-    with Store(db) as store:
+    with Store(db) as store, progress("scoring every customer ...", as_json):
         report = score_store(
             store, fit_id=fit_id, observation_end=as_of, discount_rate=discount_rate, margin=margin
         )
@@ -1110,7 +1142,7 @@ def recommend_build(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> N
     from retain.recommend import build
     from retain.store import Store
 
-    with Store(db) as store:
+    with Store(db) as store, progress("learning the recommendation tables ...", as_json):
         started = time.perf_counter()
         rec = build(store, save=True)
         seconds = time.perf_counter() - started
@@ -1417,7 +1449,8 @@ def report(
     """Write one self-contained HTML report: overview, cohorts, segments and model charts."""
     from retain.service import write_report
 
-    path = write_report(db, out, period=period, margin=margin)
+    with progress(f"writing {out} ..."):
+        path = write_report(db, out, period=period, margin=margin)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB); open it in a browser")
 
 

@@ -87,11 +87,48 @@ def test_risk_is_the_worse_of_p_alive_and_overdue(customers: pd.DataFrame) -> No
 
 
 def test_value_at_stake_is_clv_if_retained_times_chance_of_loss(customers: pd.DataFrame) -> None:
+    # c: the model says 95% alive, but 59 days after an order every 10 days is 5.9 gaps
+    # (high risk): taken as at most 30% alive, like any customer at high risk
+    used = {**P_ALIVE, "c": 0.30}
     for customer, p in P_ALIVE.items():
         clv_if_retained = CLV_12M[customer] / p
         assert customers.loc[customer, "clv_if_retained"] == pytest.approx(clv_if_retained)
-        assert customers.loc[customer, "value_at_stake"] == pytest.approx(clv_if_retained * (1 - p))
+        assert customers.loc[customer, "value_at_stake"] == pytest.approx(
+            clv_if_retained * (1 - used[customer])
+        )
     assert customers.attrs["model"] == "scores"
+
+
+def test_a_customer_flagged_at_risk_has_something_at_stake() -> None:
+    # a model that gives one-day buyers P(alive) 1 (BG/NBD): overdue by 3, 6 and 9 gaps
+    result = churn_risk(
+        frame(days_since_last_order=[30, 300, 600, 900], p_alive=[1.0], clv_if_retained=[40.0])
+    )
+    assert result["risk"].tolist() == ["low", "high", "lost", "lost"]
+    assert result["value_at_stake"].tolist() == pytest.approx([0.0, 40 * 0.7, 40 * 0.9, 40 * 0.9])
+    flagged = result["risk"].isin(["high", "lost"])
+    assert (result.loc[flagged, "value_at_stake"] > 0).all()
+
+
+def test_value_at_stake_lies_between_0_and_the_clv_if_retained() -> None:
+    p = [0.0, 0.05, 0.2, 0.5, 0.9, 1.0]
+    result = churn_risk(frame(p_alive=p, days_since_last_order=[10], clv_if_retained=[80.0]))
+    assert result["value_at_stake"].between(0, 80).all()
+    assert result["value_at_stake"].tolist() == pytest.approx([80 * (1 - v) for v in p])
+    negative = churn_risk(frame(clv_if_retained=[-5.0], p_alive=[0.2]))
+    assert negative["value_at_stake"].tolist() == [0.0]
+
+
+def test_silent_for_over_a_year_is_lost_whatever_the_rhythm() -> None:
+    # orders every 300 days: 366 days is 1.2 gaps, and the model says 70% alive
+    data = frame(days_since_last_order=[365, 366], typical_gap_days=[300.0], p_alive=[0.7])
+    assert churn_risk(data)["risk"].tolist() == ["low", "lost"]
+    no_model = frame(days_since_last_order=[400], typical_gap_days=[np.nan], p_alive=[np.nan])
+    assert churn_risk(no_model)["risk"].tolist() == ["lost"]
+    longer = RiskThresholds(lapsed_days=500)
+    assert churn_risk(data, thresholds=longer)["risk"].tolist() == ["low", "low"]
+    with pytest.raises(DataError, match="silence"):
+        churn_risk(data, thresholds=RiskThresholds(lapsed_days=0))
 
 
 def test_segment_scores_has_the_columns_for_customer_scores(customers: pd.DataFrame) -> None:
@@ -141,10 +178,12 @@ def test_p_alive_cut_points() -> None:
 
 
 def test_overdue_cut_points() -> None:
-    days = [149, 150, 299, 300, 599, 600]  # gap 100 days
-    result = churn_risk(frame(days_since_last_order=days, p_alive=[np.nan]))
+    days = [74, 75, 149, 150, 299, 300]  # gap 50 days
+    result = churn_risk(
+        frame(days_since_last_order=days, typical_gap_days=[50.0], p_alive=[np.nan])
+    )
     assert result["risk"].tolist() == ["low", "medium", "medium", "high", "high", "lost"]
-    assert result["overdue_ratio"].tolist() == pytest.approx([d / 100 for d in days])
+    assert result["overdue_ratio"].tolist() == pytest.approx([d / 50 for d in days])
 
 
 def test_custom_thresholds() -> None:

@@ -1,26 +1,44 @@
 """Churn risk per customer, with a reason a person can read and the value at stake.
 
-Two signals, and the worse of the two sets the risk:
+Three signals, and the worst of them sets the risk:
 
 - the model's P(alive), the probability the customer is still active;
 - how overdue the customer is: days since the last order divided by their own
   typical gap between orders. Customers who ordered on one day only have no
   gap of their own; they are measured against the typical gap of the repeat
-  customers (the median of their gaps), and their reason says so.
+  customers (the median of their gaps), and their reason says so;
+- an absolute bound: a customer silent for more than ``lapsed_days`` (365)
+  is lost, whatever their rhythm or the model say.
 
-======== ======================== ==============================
-risk     P(alive) (default cuts)  or overdue by (default cuts)
-======== ======================== ==============================
-lost     below 0.10               6 or more typical gaps
+======== ======================== ============================== ==============
+risk     P(alive) (default cuts)  or overdue by (default cuts)   or silent for
+======== ======================== ============================== ==============
+lost     below 0.10               6 or more typical gaps         over 365 days
 high     below 0.30               3 or more typical gaps
 medium   below 0.60               1.5 or more typical gaps
 low      otherwise                otherwise
-======== ======================== ==============================
+======== ======================== ============================== ==============
 
-A missing P(alive) (no model scores) leaves the overdue signal alone; with
-neither signal the risk is missing. Value at stake = predicted CLV if the
-customer is retained x probability of losing them (1 - P(alive)), in the
-currency of the CLV.
+A missing P(alive) (no model scores) leaves the other signals alone; with
+none the risk is missing.
+
+Value at stake, one definition everywhere (customer scores, segment summary,
+win-back list, audiences): what the business loses over the CLV horizon if the
+customer is not won back, net of what it expects from them anyway. Retained,
+the customer is worth their CLV if retained; not won back, the business
+expects P(alive) x CLV if retained (the model's CLV). The difference is::
+
+    value at stake = (1 - P) x CLV if retained
+
+where the P(alive) used is the model's, lowered to the upper P(alive) cut of
+the customer's risk level when their own rhythm or the absolute bound rate
+them worse than the model does (a customer called lost is taken as at most
+10% alive, high at most 30%, medium at most 60%): a model that cannot see a
+customer slipping (BG/NBD gives every one-day buyer P(alive) 1) does not
+leave a customer flagged at risk with nothing at stake. So the value at stake
+lies between 0 and the CLV if retained, is more than 0 for every customer at
+risk with a CLV, and is in the currency of the CLV; missing without model
+scores.
 """
 
 from __future__ import annotations
@@ -39,7 +57,8 @@ RISK_LEVELS: tuple[str, ...] = ("low", "medium", "high", "lost")
 
 @dataclass(frozen=True)
 class RiskThresholds:
-    """Cut points of the risk levels: P(alive) below, or overdue by at least (typical gaps)."""
+    """Cut points of the risk levels: P(alive) below, or overdue by at least (typical
+    gaps); ``lapsed_days``: silent for more days than this, a customer is lost."""
 
     p_alive_medium: float = 0.60
     p_alive_high: float = 0.30
@@ -47,6 +66,7 @@ class RiskThresholds:
     overdue_medium: float = 1.5
     overdue_high: float = 3.0
     overdue_lost: float = 6.0
+    lapsed_days: float = 365.0
 
     def check(self) -> None:
         if not 0 <= self.p_alive_lost <= self.p_alive_high <= self.p_alive_medium <= 1:
@@ -58,6 +78,11 @@ class RiskThresholds:
             raise DataError(
                 "overdue cut points must satisfy 0 < medium <= high <= lost",
                 value=(self.overdue_medium, self.overdue_high, self.overdue_lost),
+            )
+        if not self.lapsed_days > 0:
+            raise DataError(
+                "the days of silence after which a customer is lost must be more than 0",
+                value=self.lapsed_days,
             )
 
 
@@ -75,8 +100,10 @@ leveled AS (
     SELECT
         *,
         CASE
-            WHEN p_alive IS NULL AND overdue_ratio IS NULL THEN NULL
+            WHEN p_alive IS NULL AND overdue_ratio IS NULL
+                 AND days_since_last_order <= $lapsed_days THEN NULL
             ELSE greatest(
+                CASE WHEN days_since_last_order > $lapsed_days THEN 3 ELSE 0 END,
                 CASE WHEN p_alive IS NULL THEN 0
                      WHEN p_alive < $p_alive_lost THEN 3
                      WHEN p_alive < $p_alive_high THEN 2
@@ -112,7 +139,14 @@ SELECT
             ELSE CAST(round(100 * p_alive) AS BIGINT) || '%'
         END || ' likely still active'
     )                                                  AS reason,
-    clv_if_retained * (1 - p_alive)                    AS value_at_stake
+    -- (1 - P(alive)) x CLV if retained, P(alive) at most the upper cut of the risk level
+    -- (least and greatest skip NULLs: no model, no value at stake)
+    CASE WHEN p_alive IS NOT NULL AND clv_if_retained IS NOT NULL THEN
+        greatest(clv_if_retained, 0) * (1 - least(
+            p_alive,
+            [1.0, $p_alive_medium, $p_alive_high, $p_alive_lost][risk_level + 1]
+        ))
+    END                                                AS value_at_stake
 FROM leveled
 """
 
@@ -147,7 +181,8 @@ def churn_risk(
     Returns a frame with the same index and ``risk`` (low, medium, high, lost),
     ``reason`` (e.g. "last order 140 days ago; usually orders every 30 days;
     12% likely still active"), ``value_at_stake`` (clv_if_retained x
-    (1 - p_alive), currency) and ``overdue_ratio`` (days since the last order
+    (1 - p_alive), with p_alive at most the upper cut of the risk level: see the
+    module docstring; currency) and ``overdue_ratio`` (days since the last order
     over the gap used).
     """
     missing = [c for c in RISK_INPUT_COLUMNS if c not in customers.columns]

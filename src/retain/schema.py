@@ -126,9 +126,59 @@ INGESTED_FILES = Table(
         Column("rows_loaded", "BIGINT NOT NULL", "rows that reached their table"),
         Column("rows_quarantined", "BIGINT NOT NULL", "rows set aside"),
         Column("ingested_at", "TIMESTAMP NOT NULL", "when, UTC"),
+        Column(
+            "as_of",
+            "TIMESTAMP",
+            "the observation date given to the ingest (end of that day, UTC); "
+            "empty when none was given (live: the wall clock)",
+        ),
     ),
     key=("source_file",),
     description="one row per file ingested, the latest ingest of it",
+)
+
+# Columns an orders file may carry beyond the stored ones: read by the ingest, not
+# stored in ``orders`` (identity goes to ``customers``, status decides the table).
+ORDER_INPUT = Table(
+    "orders",
+    (
+        *ORDERS.columns,
+        Column("refund_of", "VARCHAR", "on a refund row: the order_id it refunds"),
+        Column("status", "VARCHAR", "paid, pending, refunded, cancelled... (blank: paid)"),
+        Column("email", "VARCHAR", "the customer's e-mail address"),
+        Column("name", "VARCHAR", "the customer's full name"),
+    ),
+    key=("order_id",),
+    description="an orders file's row as the ingest reads it",
+)
+
+EXCLUDED_ORDERS = Table(
+    "excluded_orders",
+    (
+        *ORDERS.columns,
+        Column("status", "VARCHAR NOT NULL", "refunded, cancelled, pending or failed"),
+        Column("reason", "VARCHAR NOT NULL", "why the order is not a purchase"),
+    ),
+    key=("order_id",),
+    description=(
+        "orders that are not purchases (fully refunded, cancelled, voided, failed, or "
+        "pending payment): kept out of ``orders`` so that no metric counts them"
+    ),
+    enforce_key=False,
+)
+
+ORDER_REFUNDS = Table(
+    "order_refunds",
+    (
+        Column("order_id", "VARCHAR NOT NULL", "the order refunded"),
+        Column("customer_id", "VARCHAR", "who was refunded"),
+        Column("refunded_at", "TIMESTAMP NOT NULL", "when, UTC"),
+        Column("amount", "DOUBLE NOT NULL", "money refunded, reporting currency, positive"),
+        Column("currency", "VARCHAR", "currency the refund was made in"),
+        Column("source_file", "VARCHAR NOT NULL", "file (or API call) of the refund row"),
+        Column("row_number", "BIGINT NOT NULL", "its row there"),
+    ),
+    description="refund rows, each already subtracted from its order's net revenue",
 )
 
 TABLES: tuple[Table, ...] = (
@@ -138,6 +188,35 @@ TABLES: tuple[Table, ...] = (
     MARKETING_SPEND,
     QUARANTINE,
     INGESTED_FILES,
+    EXCLUDED_ORDERS,
+    ORDER_REFUNDS,
 )
+
+# Order statuses as written by shops and exports -> what the ingest does with them:
+# "paid" is a purchase; "pending" is revenue only once paid (unless the ingest is
+# told to count it); the others are not purchases.
+ORDER_STATUSES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "paid",
+            "complete",
+            "completed",
+            "processing",
+            "fulfilled",
+            "shipped",
+            "delivered",
+            "partially_refunded",
+            "partially_paid",
+            "ok",
+        ),
+        "paid",
+    ),
+    **dict.fromkeys(
+        ("pending", "authorized", "unpaid", "on-hold", "on_hold", "awaiting_payment"), "pending"
+    ),
+    "refunded": "refunded",
+    **dict.fromkeys(("cancelled", "canceled", "voided", "void", "trash"), "cancelled"),
+    **dict.fromkeys(("failed", "declined", "expired"), "failed"),
+}
 
 MONEY_COLUMNS = ("gross", "discount", "shipping", "tax", "fees", "refunded")

@@ -80,6 +80,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE model_fits ADD COLUMN IF NOT EXISTS choice VARCHAR",
         ],
     ),
+    (
+        # retain.ingest: orders that are not purchases, refund rows, each ingest's as_of
+        "excluded orders, order refunds, observation date of each ingest",
+        [
+            *(t.ddl() for t in TABLES if t.name in ("excluded_orders", "order_refunds")),
+            "ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS as_of TIMESTAMP",
+        ],
+    ),
 ]
 
 

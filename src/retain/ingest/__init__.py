@@ -15,6 +15,7 @@ passes the single order of ``POST /api/orders`` through the very same steps.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,16 +26,27 @@ from retain.errors import DataError, SchemaError
 from retain.ingest import cdnow, shopify
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
 from retain.ingest.load import (
+    CUSTOMER_KEY,
     IngestReport,
     Loader,
     first_line_columns,
     require,
     resolve_mapping,
 )
-from retain.schema import CUSTOMERS, MARKETING_SPEND, ORDER_LINES, ORDERS, Table
+from retain.ingest.purchases import REFUND_ROW, split_refunds
+from retain.schema import CUSTOMERS, MARKETING_SPEND, ORDER_INPUT, ORDER_LINES, ORDERS, Table
 from retain.store import Store, open_store
 
-__all__ = ["FORMATS", "IngestReport", "ingest", "load_customers", "load_lines", "load_orders"]
+__all__ = [
+    "FORMATS",
+    "IngestReport",
+    "customer_key",
+    "ingest",
+    "load_customers",
+    "load_lines",
+    "load_orders",
+    "observation_date",
+]
 
 
 def ingest(
@@ -46,6 +58,8 @@ def ingest(
     as_of: str | dt.date | dt.datetime | None = None,
     currency: str = "USD",
     rates: Mapping[str, float] | None = None,
+    pending_revenue: bool = False,
+    date_format: str | None = None,
 ) -> IngestReport:
     """Load one file into the store and report what was loaded and what was set aside.
 
@@ -58,6 +72,17 @@ def ingest(
     - ``currency``: the reporting currency; ``rates`` maps other currency codes
       to the reporting currency's units per one unit of them. Orders in a
       currency without a rate are quarantined.
+    - ``pending_revenue``: count orders awaiting payment (status pending,
+      authorized, unpaid, on-hold) as purchases; by default they are not revenue
+      until paid and wait in ``excluded_orders`` (see :mod:`retain.ingest.purchases`
+      for refund rows and the orders that are not purchases).
+    - ``date_format``: how day-first or month-first dates are written, e.g.
+      "%m/%d/%Y" or "DD/MM/YYYY"; ISO dates (YYYY-MM-DD) are read either way.
+      Without it such dates are quarantined, as they are ambiguous.
+
+    The ``as_of`` given is recorded with the file in ``ingested_files``: the
+    store's observation date (:func:`observation_date`), which single orders
+    sent to the service are checked against.
 
     Raises :class:`SchemaError` (nothing stored) when required columns are
     missing, :class:`DataError` for an empty or unreadable file.
@@ -68,7 +93,16 @@ def ingest(
     file = Path(path).expanduser().resolve()
     check_readable(file)
     observed = _as_of(as_of)
-    loader = Loader(store, file, as_of=observed, currency=currency, rates=rates or {})
+    loader = Loader(
+        store,
+        file,
+        as_of=observed,
+        currency=currency,
+        rates=rates or {},
+        given_as_of=observed if as_of is not None else None,
+        pending_revenue=pending_revenue,
+        date_format=date_format,
+    )
 
     columns = first_line_columns(file)
     fmt = format if format != "auto" else detect_format(file, columns)
@@ -108,6 +142,25 @@ def ingest(
     return report
 
 
+def observation_date(store: Store) -> dt.datetime | None:
+    """The store's observation date: the ``as_of`` of its latest file ingest (the end
+    of that day, UTC), or None when that ingest was given none (live: the wall clock)."""
+    if "as_of" not in store.query("DESCRIBE ingested_files")["column_name"].tolist():
+        return None  # a store opened read-only before the migration that added it
+    row = store.con.execute(
+        "SELECT as_of FROM ingested_files ORDER BY ingested_at DESC LIMIT 1"
+    ).fetchall()
+    value = row[0][0] if row else None
+    return value if isinstance(value, dt.datetime) else None
+
+
+def customer_key(customer_id: str) -> str:
+    """The customer_id as the store keys it: trimmed, and lower-cased when it is an
+    e-mail address (as Shopify keys customers), so any case finds the customer."""
+    key = customer_id.strip()
+    return key.lower() if re.search(r".@.", key) else key
+
+
 def _as_of(value: str | dt.date | dt.datetime | None) -> dt.datetime:
     if value is None:
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -129,7 +182,7 @@ def load_orders(
     ``mapping``: canonical column -> staged column. Runs in the caller's transaction;
     counts go to ``report``. Raises :class:`SchemaError` when a required column is absent.
     """
-    resolved = resolve_mapping(ORDERS, columns, mapping, loader.file)
+    resolved = resolve_mapping(ORDER_INPUT, columns, mapping, loader.file)
     require(ORDERS, resolved, columns, loader.file, ["order_id", "customer_id", "ordered_at"])
     if "net_revenue" not in resolved and "gross" not in resolved:
         raise SchemaError(
@@ -139,10 +192,13 @@ def load_orders(
         )
     layers = loader.order_layers("net_revenue" in resolved)
     checks = loader.order_checks()
-    clean = loader.validate(ORDERS, "_raw", resolved, checks, layers, raw_columns=columns)
-    loader.quarantine_duplicates(clean, "order_id", "orders")
-    loader.write_orders(clean, report)
-    report.customers = loader.write_customers_from_orders(clean)
+    clean = loader.validate(
+        ORDER_INPUT, "_raw", resolved, checks, layers, raw_columns=columns, negative_ok=REFUND_ROW
+    )
+    order_rows, refund_rows = split_refunds(loader, clean)
+    loader.quarantine_duplicates(order_rows, "order_id", "orders")
+    bought = loader.write_orders(order_rows, report, refund_rows)
+    report.customers = loader.write_customers_from_orders(bought)
 
 
 def load_customers(
@@ -156,7 +212,7 @@ def load_customers(
         CUSTOMERS,
         "_raw",
         resolved,
-        layers=[[("email", "lower(email)")]],
+        layers=[[("customer_id", CUSTOMER_KEY), ("email", "lower(email)")]],
         raw_columns=columns,
     )
     loader.quarantine_duplicates(clean, "customer_id", "customers")

@@ -20,13 +20,13 @@ from pathlib import Path
 import duckdb
 
 from retain.errors import DataError, SchemaError
-from retain.ingest import parse
+from retain.ingest import parse, purchases
 from retain.ingest.detect import (
     first_lines,
     header_columns,
     is_parquet,
 )
-from retain.schema import MONEY_COLUMNS, ORDERS, Table
+from retain.schema import MONEY_COLUMNS, Table
 from retain.store import Store
 
 
@@ -43,6 +43,8 @@ class IngestReport:
     spend_rows: int = 0
     quarantined: int = 0
     skipped_cancelled: int = 0
+    refunds: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
@@ -60,8 +62,15 @@ class IngestReport:
         text = f"{self.file} ({self.format}): read {self.rows_read:,} rows; loaded " + (
             ", ".join(loaded) if loaded else "nothing"
         )
-        if self.skipped_cancelled:
-            text += f"; {self.skipped_cancelled:,} cancelled or voided orders count for nothing"
+        if self.refunds:
+            text += f"; {self.refunds:,} refund rows subtracted from their orders"
+        if self.excluded:
+            parts = ", ".join(f"{n:,} {status}" for status, n in sorted(self.excluded.items()))
+            total = sum(self.excluded.values())
+            text += (
+                f"; {total:,} orders are not purchases ({parts}): kept in excluded_orders, "
+                "out of every metric"
+            )
         if self.quarantined:
             text += f"\n{self.quarantined:,} rows quarantined (see `retain quarantine`):"
             for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
@@ -98,6 +107,10 @@ _NON_NEGATIVE = {
 # Dates before this are typing mistakes (0000-01-01, 0202-05-01), not history.
 EARLIEST_DATE = "1900-01-01"
 
+# A customer_id that is an e-mail address is one customer whatever its case:
+# Shopify keys customers by the lower-cased e-mail.
+CUSTOMER_KEY = "CASE WHEN customer_id LIKE '%_@_%' THEN lower(customer_id) ELSE customer_id END"
+
 _REQUIRED_MESSAGE = {"customer_id": "no customer identity", "order_id": "missing order_id"}
 
 
@@ -120,12 +133,19 @@ class Loader:
         as_of: dt.datetime,
         currency: str,
         rates: Mapping[str, float],
+        given_as_of: dt.datetime | None = None,
+        pending_revenue: bool = False,
+        date_format: str | None = None,
     ) -> None:
         self.store = store
         self.con: duckdb.DuckDBPyConnection = store.con
         self.path = path
         self.file = str(path)
         self.as_of = as_of
+        # recorded in ingested_files: the observation date the user gave, None for live
+        self.given_as_of = given_as_of
+        self.pending_revenue = pending_revenue
+        self.date_format = parse.strptime_format(date_format) if date_format else None
         self.currency = currency.upper()
         self.rates = {k.upper(): float(v) for k, v in rates.items()}
         self.rates[self.currency] = 1.0
@@ -258,6 +278,7 @@ class Loader:
         layers: list[list[tuple[str, str]]] | None = None,
         raw_columns: list[str] | None = None,
         labels: Mapping[str, str] | None = None,
+        negative_ok: str | None = None,
     ) -> str:
         """Parse ``source`` into ``table``'s columns; quarantine bad rows; return the clean view.
 
@@ -268,7 +289,8 @@ class Loader:
         tested after the per-column ones; the first that fails names the row's
         problem. Each canonical column's text is there as ``_t_<column>`` for
         messages. ``labels`` names, per canonical column, the file's column to
-        cite (default: the mapped column when it is one of the file's).
+        cite (default: the mapped column when it is one of the file's). ``negative_ok``
+        is a condition under which negative amounts are allowed (a refund row).
         """
         types = self.column_types(source)
         select = ["_row"]
@@ -284,6 +306,11 @@ class Loader:
             src_sql = _q(src)
             if kind == "text":
                 select.append(f"{parse.text(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")
+            elif kind in ("timestamp", "date"):
+                parsed = parse.timestamp(src_sql, types.get(src, "VARCHAR"), self.date_format)
+                if kind == "date":
+                    parsed = f"CAST({parsed} AS DATE)"
+                select.append(f"{parsed} AS {col.name}")
             else:
                 parser = _PARSERS[kind][0]
                 select.append(f"{parser(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")
@@ -309,14 +336,13 @@ class Loader:
                 unread = f"{col.name} IS NULL"
                 if kind == "number":  # NaN, inf and 1e400 are not amounts
                     unread = f"({unread} OR NOT isfinite({col.name}))"
-                checks.append(
-                    (
-                        f"_t_{col.name} IS NOT NULL AND {unread}",
-                        col.name,
-                        f"{_lit(what + ': got ')} || '''' || _t_{col.name} || '''' || "
-                        f"{_lit(', expected ' + expected)}",
-                    )
+                why = (
+                    f"{_lit(what + ': got ')} || '''' || _t_{col.name} || '''' || "
+                    f"{_lit(', expected ' + expected)}"
                 )
+                if kind in ("timestamp", "date"):
+                    why = parse.date_problem(f"_t_{col.name}", self.date_format)
+                checks.append((f"_t_{col.name} IS NOT NULL AND {unread}", col.name, why))
                 if kind in ("timestamp", "date"):
                     checks.append(
                         (
@@ -327,9 +353,12 @@ class Loader:
                         )
                     )
         for name in _NON_NEGATIVE.get(table.name, ()):
+            negative = f"{name} < 0"
+            if negative_ok:
+                negative += f" AND NOT coalesce({negative_ok}, false)"
             checks.append(
                 (
-                    f"{name} < 0",
+                    negative,
                     name,
                     f"'negative amount that is not a refund: got ' || _t_{name} || "
                     f"', expected 0 or more'",
@@ -424,6 +453,8 @@ class Loader:
         money = [*MONEY_COLUMNS, "net_revenue"]
         return [
             [
+                ("customer_id", CUSTOMER_KEY),
+                ("email", "lower(email)"),
                 ("currency", f"coalesce(upper(currency), {_lit(self.currency)})"),
                 *defaults,
                 ("refunded", "abs(CASE WHEN _t_refunded IS NULL THEN 0 ELSE refunded END)"),
@@ -433,10 +464,12 @@ class Loader:
             [(m, f"{m} * coalesce(_rate, 1)") for m in money],
         ]
 
-    def order_checks(self) -> list[tuple[str, str, str]]:
-        """Checks that orders must pass beyond their columns' types."""
+    def order_checks(self, refund_rows: bool = True) -> list[tuple[str, str, str]]:
+        """Checks that orders must pass beyond their columns' types. With ``refund_rows``
+        a negative amount makes a refund row (see :mod:`retain.ingest.purchases`)
+        instead of a quarantined one."""
         as_of = _lit(self.as_of.isoformat(sep=" "))
-        return [
+        checks: list[tuple[str, str, str]] = [
             (
                 "_t_net_revenue IS NULL AND _t_gross IS NULL",
                 "net_revenue",
@@ -461,7 +494,12 @@ class Loader:
                 "CAST(net_revenue AS VARCHAR) || ' (gross less discount, refunds and fees)') || "
                 "', expected 0 or more, or a refunded amount'",
             ),
+            purchases.status_check(),
         ]
+        if refund_rows:  # a refund row is negative on purpose
+            condition, column, why = checks[3]
+            checks[3] = (f"{condition} AND NOT {purchases.REFUND_ROW}", column, why)
+        return checks
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -479,28 +517,34 @@ class Loader:
     def drop_staging(self) -> None:
         for view in self.sources:
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
+        for view in ("_order_rows", "_refund_rows", "_purchases"):
+            self.con.execute(f"DROP VIEW IF EXISTS {view}")
         tables = ["_raw", "_dups", "_cust", "_spend", "_shop", "_shop_orders", "_shop_lines"]
+        tables += ["_orphan_refunds", "_refund_old", "_refund_delta", "_written"]
         tables += ["_rejects", "_reject_scans"]
         tables += [*self.quarantine_parts, *(checked for checked, _, _ in self.sources.values())]
         for name in tables:
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
 
     # -- writing ---------------------------------------------------------------------
-    def write_orders(self, clean: str, report: IngestReport) -> None:
-        names = ", ".join(c for c in ORDERS.column_names if c != "source_file")
-        self.con.execute(f"DELETE FROM orders WHERE order_id IN (SELECT order_id FROM {clean})")
-        self.con.execute(
-            f"INSERT INTO orders ({names}, source_file) SELECT {names}, {_lit(self.file)} "
-            f"FROM {clean}"
-        )
-        report.orders = self.count(clean)
+    def write_orders(
+        self, order_rows: str, report: IngestReport, refund_rows: str | None = None
+    ) -> str:
+        """Store the validated ``order_rows`` (and ``refund_rows``) by the rules of
+        :mod:`retain.ingest.purchases`; return the view of those that are purchases."""
+        return purchases.write(self, order_rows, refund_rows, report)
 
     def write_customers_from_orders(
         self, clean: str, extra: str | None = None, join: str = ""
     ) -> int:
-        """Create or update the customers seen in these orders."""
+        """Create or update the customers seen in these orders (purchases).
+
+        Identity from orders (``email``, ``name``: the latest order's that has one)
+        fills in what the store lacks and never replaces a stored value: a customers
+        file stays the authority. ``accepts_marketing``, when given, is the latest."""
         extra_cols = extra or (
-            "CAST(NULL AS VARCHAR) AS email, CAST(NULL AS VARCHAR) AS name, "
+            "arg_max(email, ordered_at) FILTER (WHERE email IS NOT NULL) AS email, "
+            "arg_max(name, ordered_at) FILTER (WHERE name IS NOT NULL) AS name, "
             "CAST(NULL AS BOOLEAN) AS accepts_marketing"
         )
         self.con.execute(
@@ -512,8 +556,8 @@ class Loader:
             "INSERT INTO customers (customer_id, email, name, first_seen, acquisition_channel, "
             "accepts_marketing) SELECT customer_id, email, name, first_seen, acquisition_channel, "
             "accepts_marketing FROM _cust ON CONFLICT (customer_id) DO UPDATE SET "
-            "email = coalesce(excluded.email, customers.email), "
-            "name = coalesce(excluded.name, customers.name), "
+            "email = coalesce(customers.email, excluded.email), "
+            "name = coalesce(customers.name, excluded.name), "
             "first_seen = least(customers.first_seen, excluded.first_seen), "
             "acquisition_channel = coalesce(customers.acquisition_channel, "
             "excluded.acquisition_channel), "
@@ -551,8 +595,18 @@ class Loader:
         if fmt == "customers":
             loaded = report.customers
         self.con.execute(
-            "INSERT OR REPLACE INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
-            [self.file, fmt, digest.hexdigest(), report.rows_read, loaded, report.quarantined],
+            "INSERT OR REPLACE INTO ingested_files (source_file, format, sha256, rows_read, "
+            "rows_loaded, rows_quarantined, ingested_at, as_of) "
+            "VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
+            [
+                self.file,
+                fmt,
+                digest.hexdigest(),
+                report.rows_read,
+                loaded,
+                report.quarantined,
+                self.given_as_of,
+            ],
         )
 
 

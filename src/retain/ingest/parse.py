@@ -3,17 +3,70 @@
 Each function returns a DuckDB expression over a column reference. A value
 that cannot be parsed becomes NULL; the validator turns that into a
 quarantined row with the reason.
+
+Dates are read as ISO 8601 (2025-10-02, with or without a time and an offset)
+or YYYYMMDD. A day-first or month-first date (03/04/2025) is ambiguous and is
+read only when the ingest is given a ``date_format`` ("%m/%d/%Y", or a
+shorthand such as "MM/DD/YYYY"); without one it is quarantined with a message
+that says so.
 """
 
 from __future__ import annotations
 
+from retain.errors import DataError
+
 # Offsets written as "-0300" or "+02:00", after a time: DuckDB wants "+HH:MM".
 _OFFSET = r"(\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)\s*([+-])(\d{2}):?(\d{2})$"
+
+# Day-first or month-first dates: 03/04/2025, 3.4.25, 03-04-2025 10:00.
+_AMBIGUOUS = r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}([ T].*)?"
+
+# Shorthands for ``date_format``, read as strptime codes.
+_SHORTHAND = (("YYYY", "%Y"), ("YY", "%y"), ("MM", "%m"), ("DD", "%d"))
 
 TIMESTAMP_EXPECTED = "a date or time such as 2025-10-02, 2025-10-02 17:09:34 -0300 or 20251002"
 NUMBER_EXPECTED = "a number such as 12.50"
 DATE_EXPECTED = "a date such as 2025-10-02"
 BOOLEAN_EXPECTED = "yes/no, true/false or 1/0"
+Q = "'"
+
+
+def _sql(value: str) -> str:
+    return Q + value.replace(Q, Q + Q) + Q
+
+
+def strptime_format(date_format: str) -> str:
+    """A ``date_format`` as strptime codes: "%m/%d/%Y" as given, or a shorthand such
+    as "MM/DD/YYYY" or "DD.MM.YYYY". Raises :class:`DataError` when it does not name
+    a day, a month and a year."""
+    fmt = date_format.strip()
+    if "%" not in fmt:
+        for token, code in _SHORTHAND:
+            fmt = fmt.replace(token, code)
+    if "%d" not in fmt or "%m" not in fmt or ("%Y" not in fmt and "%y" not in fmt):
+        raise DataError(
+            "unusable date_format",
+            value=date_format,
+            expected="a day, a month and a year, e.g. 'MM/DD/YYYY', 'DD/MM/YYYY' or '%d.%m.%Y'",
+        )
+    return fmt
+
+
+def date_problem(text_col: str, date_format: str | None) -> str:
+    """SQL for the reason a date in ``text_col`` could not be read."""
+    got = f"{_sql('unreadable date: got ' + Q)} || {text_col} || {_sql(Q)}"
+    if date_format:
+        expected = f", expected a date as {date_format} (the date_format given) or YYYY-MM-DD"
+        return f"{got} || {_sql(expected)}"
+    ambiguous = (
+        ": expected YYYY-MM-DD (day-first and month-first dates such as 03/04/2025 are "
+        "read only with a date_format, e.g. '%m/%d/%Y' or '%d/%m/%Y')"
+    )
+    return (
+        f"CASE WHEN regexp_full_match({text_col}, {_sql(_AMBIGUOUS)}) "
+        f"THEN {got} || {_sql(ambiguous)} "
+        f"ELSE {got} || {_sql(', expected ' + TIMESTAMP_EXPECTED)} END"
+    )
 
 
 def text(col: str, source_type: str = "VARCHAR") -> str:
@@ -27,15 +80,21 @@ def text(col: str, source_type: str = "VARCHAR") -> str:
     return f"nullif(trim(CAST({col} AS VARCHAR)), '')"
 
 
-def timestamp(col: str, source_type: str = "VARCHAR") -> str:
-    """UTC timestamp from ISO 8601 text (with or without offset) or YYYYMMDD."""
+def timestamp(col: str, source_type: str = "VARCHAR", date_format: str | None = None) -> str:
+    """UTC timestamp from ISO 8601 text (with or without offset) or YYYYMMDD. With a
+    ``date_format`` (strptime codes), text in that format, optionally followed by a
+    time (HH:MM or HH:MM:SS), is read first."""
     if "TIMESTAMP" in source_type:
         return f"CAST({col} AS TIMESTAMP)"
     if source_type == "DATE":
         return f"CAST({col} AS TIMESTAMP)"
     value = text(col)
+    given = ""
+    if date_format:
+        formats = ", ".join(_sql(date_format + t) for t in ("", " %H:%M", " %H:%M:%S"))
+        given = f"try_strptime({value}, [{formats}]), "
     return (
-        f"coalesce("
+        f"coalesce({given}"
         f"CAST(TRY_CAST(regexp_replace({value}, '{_OFFSET}', '\\1\\4\\5:\\6') AS TIMESTAMPTZ)"
         f" AS TIMESTAMP), "
         f"try_strptime({value}, '%Y%m%d'))"

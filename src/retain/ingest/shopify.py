@@ -9,8 +9,13 @@ Rules:
 - the order is ``Name`` (or ``Id``); the customer is the lower-cased, trimmed ``Email``;
 - net revenue = ``Subtotal`` (after discounts, before shipping and taxes)
   minus ``Refunded Amount``;
-- an order with ``Cancelled at`` set or ``Financial Status`` voided counts for
-  nothing: it is not stored, and an older stored version of it is removed;
+- ``Financial Status`` is the order's status (:mod:`retain.ingest.purchases`):
+  an order with ``Cancelled at`` set, voided, refunded (or whose Refunded
+  Amount is its whole Subtotal), pending or authorized is not a purchase: it is
+  kept in ``excluded_orders``, with no lines, and an older stored version of it
+  leaves ``orders``;
+- the customer's name is ``Billing Name``; their identity fills in what the
+  store lacks (see :meth:`~retain.ingest.load.Loader.write_customers_from_orders`);
 - an order with no Email is quarantined: "no customer identity";
 - line items go to ``order_lines``.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from retain.errors import SchemaError
-from retain.schema import ORDER_LINES, ORDERS
+from retain.schema import ORDER_INPUT, ORDER_LINES
 
 if TYPE_CHECKING:
     from retain.ingest.load import IngestReport, Loader
@@ -103,8 +108,9 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
             arg_min({c["source"]}, _row)                            AS _s_channel,
             arg_min({c["billing_name"]}, _row)                      AS _s_billing_name,
             arg_min({c["marketing"]}, _row)                         AS _s_accepts_marketing,
-            bool_or(nullif(trim({c["cancelled"]}), '') IS NOT NULL
-                    OR lower(trim(CAST({c["status"]} AS VARCHAR))) = 'voided') AS _void
+            CASE WHEN bool_or(nullif(trim({c["cancelled"]}), '') IS NOT NULL) THEN 'cancelled'
+                 ELSE arg_min(nullif(trim(CAST({c["status"]} AS VARCHAR)), ''), _row)
+                 END                                                AS _s_status
         FROM keyed
         GROUP BY _order
         """
@@ -120,14 +126,6 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
         "orders",
     )
     con.execute("DELETE FROM _shop_orders WHERE _s_order_id IS NULL")
-    report.skipped_cancelled = loader.count("_shop_orders WHERE _void")
-    con.execute(
-        "DELETE FROM orders WHERE order_id IN (SELECT _s_order_id FROM _shop_orders WHERE _void)"
-    )
-    con.execute(
-        "DELETE FROM order_lines WHERE order_id IN (SELECT _s_order_id FROM _shop_orders WHERE _void)"
-    )
-    con.execute("DELETE FROM _shop_orders WHERE _void")
     # gross = subtotal + discount; net = subtotal - refunded (fees are not in the export)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _shop AS SELECT s.*, r.* EXCLUDE (_row) "
@@ -144,11 +142,14 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
         "tax": "_s_tax",
         "refunded": "_s_refunded",
         "channel": "_s_channel",
+        "status": "_s_status",
+        "email": "_s_customer_id",
+        "name": "_s_billing_name",
     }
     layers = loader.order_layers(has_net=False)
     # gross is stored before discounts: add the discount back to Shopify's subtotal
     layers.insert(1, [("gross", "gross + discount")])
-    checks = loader.order_checks()
+    checks = loader.order_checks(refund_rows=False)
     checks[0] = ("_t_gross IS NULL", "gross", "'missing Subtotal'")
     labels = {
         "order_id": order_col or "Name",
@@ -162,17 +163,23 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
         ("shipping", "Shipping"),
         ("tax", "Taxes"),
         ("refunded", "Refunded Amount"),
+        ("status", "Financial Status"),
     ):
         labels[canonical] = _pick(columns, label) or label
     clean = loader.validate(
-        ORDERS, "_shop", mapping, checks, layers, raw_columns=columns, labels=labels
+        ORDER_INPUT, "_shop", mapping, checks, layers, raw_columns=columns, labels=labels
     )
-    loader.write_orders(clean, report)
+    bought = loader.write_orders(clean, report)
+    # an order that is no longer a purchase keeps no lines
+    con.execute(
+        "DELETE FROM order_lines WHERE order_id IN (SELECT order_id FROM excluded_orders "
+        "WHERE order_id IN (SELECT order_id FROM _written))"
+    )
     report.customers = loader.write_customers_from_orders(
-        clean,
+        bought,
         extra=(
             "any_value(customer_id) AS email, "
-            "any_value(nullif(trim(s._s_billing_name), '')) AS name, "
+            "arg_max(name, ordered_at) FILTER (WHERE name IS NOT NULL) AS name, "
             "any_value(CASE WHEN lower(trim(s._s_accepts_marketing)) IN ('yes', 'true', '1') "
             "THEN true WHEN lower(trim(s._s_accepts_marketing)) IN ('no', 'false', '0') "
             "THEN false END) "
@@ -193,7 +200,7 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
         SELECT r.*, o.order_id AS _order_id,
                coalesce(nullif(trim({c["li_sku"]}), ''), nullif(trim({c["li_name"]}), '')) AS _sku
         FROM _raw r
-        JOIN (SELECT order_id, customer_id FROM {clean}) o
+        JOIN (SELECT order_id, customer_id FROM {bought}) o
           ON o.order_id = nullif(trim(r.{c["order"]}), '')
         """
     )

@@ -7,6 +7,13 @@ parsing, checks, messages, duplicate handling and quarantine. An order whose
 ``order_id`` is already stored replaces it, as a changed row in a file does.
 Quarantined rows name the source ``api:POST /api/orders`` with the time and
 the order id; row 1 is the order, rows 2 and on its lines, in order.
+
+Dates follow the file ingest's rule: an order dated after the store's
+observation date (the ``as_of`` of its latest file ingest, see
+:func:`retain.ingest.observation_date`; the wall clock for a live store) is
+quarantined, so one mis-dated order cannot move the store's dates. Refund
+rows, statuses and identity follow :mod:`retain.ingest.purchases` and
+:func:`retain.ingest.load_orders`.
 """
 
 from __future__ import annotations
@@ -19,12 +26,12 @@ from typing import Any
 
 import pandas as pd
 
-from retain.ingest import load_customers, load_lines, load_orders
+from retain.ingest import load_customers, load_lines, load_orders, observation_date
 from retain.ingest.load import IngestReport, Loader
 from retain.schema import ORDER_LINES, ORDERS
 from retain.store import Store
 
-ORDER_FIELDS = [c for c in ORDERS.column_names if c != "source_file"]
+ORDER_FIELDS = [c for c in ORDERS.column_names if c != "source_file"] + ["refund_of", "status"]
 LINE_FIELDS = [c for c in ORDER_LINES.column_names if c != "order_id"]
 CUSTOMER_FIELDS = ["email", "name", "accepts_marketing", "timezone", "locale", "birthday"]
 
@@ -66,14 +73,15 @@ def ingest_order(
     ``lines``: a list of order-line mappings, and optional customer fields ``email``,
     ``name``, ``accepts_marketing``...).
 
-    ``as_of``: the observation time, UTC (default now): a later order is
-    quarantined. ``currency`` and ``rates`` as in :func:`retain.ingest.ingest`.
+    ``as_of``: the observation time, UTC (default: the store's observation date,
+    or now for a live store): a later order is quarantined. ``currency`` and ``rates`` as in :func:`retain.ingest.ingest`.
     Returns the :class:`~retain.ingest.load.IngestReport`: ``orders`` is 1 when
     the order was stored, 0 when it was quarantined (``examples`` say why).
     Raises :class:`~retain.errors.SchemaError` when a required field is absent.
     """
-    now = as_of or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%S")
+    wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = as_of or observation_date(store) or wall
+    stamp = wall.strftime("%Y-%m-%dT%H:%M:%S")
     source = f"api:POST /api/orders {stamp} {order.get('order_id')} {uuid.uuid4().hex[:8]}"
     loader = Loader(store, Path(source), as_of=now, currency=currency, rates=rates or {})
     # Loader names the source by its path; keep the label exactly as written

@@ -101,7 +101,4 @@ def test_an_unknown_segment_is_not_found(client: TestClient) -> None:
     page = client.get("/segments/Giants")
     assert page.status_code == 404 and "text/html" in page.headers["content-type"]
     assert "Champions" in page.text  # says which segments there are
-    export = client.get("/api/audiences/Giants.csv")
-    assert export.status_code == 404 and "Giants" in export.json()["detail"]
     assert client.get("/segments/champions").status_code == 200
-    assert client.get("/api/audiences/win-back.csv").status_code == 200

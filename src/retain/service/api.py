@@ -160,14 +160,12 @@ def customer(service: Service, customer_id: str, history: int) -> dict[str, Any]
     raise HTTPException(404, f"no customer {customer_id!r} in the store")
 
 
-def segment_name(name: str, *, winback: bool = False) -> str:
+def segment_name(name: str) -> str:
     """The segment called ``name`` (case, spaces and dashes ignored), or 404 naming the
-    segments there are; ``winback``: also the win-back list."""
+    segments there are."""
     from retain.errors import SchemaError
     from retain.segments import load_rules
 
-    if winback and name.strip().lower().replace(" ", "-") in ("win-back", "winback"):
-        return name
     try:
         return load_rules().segment(name).name
     except SchemaError as exc:
@@ -433,7 +431,6 @@ def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={
         200: {"content": {"text/csv": {}}},
-        404: {"model": Problem, "description": "No such segment."},
         **ERRORS,
     },
     summary="Export a segment's audience as CSV",
@@ -453,7 +450,6 @@ def get_audience(
 
     store: Store = service.store()
     store.require_orders()
-    segment = segment_name(segment, winback=True)
     frame = audience(store, segment, include_unknown_consent=include_unknown_consent)
     text = write_audience(frame, "csv")
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in segment.lower())

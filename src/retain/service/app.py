@@ -11,6 +11,9 @@ Write endpoints (``POST /api/orders``) need the API key, sent as
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. The key comes from the
 ``api_key`` argument, the ``RETAIN_API_KEY`` variable or a key file
 (``RETAIN_API_KEY_FILE``); see :func:`resolve_api_key` and :func:`check_bind`.
+When the service listens beyond loopback (``host``) and has a key, reads need it
+too: the API from the same headers, the dashboard also from a cookie that
+opening any page once with ``?key=KEY`` sets (see :func:`create_app`).
 """
 
 from __future__ import annotations
@@ -93,13 +96,30 @@ def check_bind(host: str, api_key: str | None, writes: bool) -> None:
         )
 
 
+KEY_COOKIE = "retain_key"
+"""The cookie that lets a browser read the dashboard of a service that needs the key for
+reads; it holds a token derived from the key, which does not let anyone write."""
+
+# paths anyone may read: the page furniture and the API's documentation
+PUBLIC_PATHS = ("/favicon.ico", "/openapi.json", "/docs", "/docs/oauth2-redirect")
+PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
+
+
 class Service:
     """What every request shares: the store, the key, the cache and the write lock."""
 
-    def __init__(self, db_path: str | Path, *, api_key: str | None, writes: bool) -> None:
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        api_key: str | None,
+        writes: bool,
+        reads_need_key: bool = False,
+    ) -> None:
         self.db_path = str(db_path)
         self.api_key = api_key
         self.writes = writes
+        self.reads_need_key = reads_need_key and api_key is not None
         if self.db_path != ":memory:" and not Path(self.db_path).exists():
             raise StoreError(
                 f"no store at {self.db_path}: ingest some orders first "
@@ -208,6 +228,38 @@ class Service:
         with self._cache_lock:
             self.generation += 1
 
+    def key_matches(self, given: str | None) -> bool:
+        """Whether ``given`` is the API key (False when no key is set)."""
+        if not given or self.api_key is None:
+            return False
+        return hmac.compare_digest(given.encode(), self.api_key.encode())
+
+    def cookie_token(self) -> str:
+        """What the read cookie holds: derived from the key, not the key itself."""
+        assert self.api_key is not None
+        return hmac.new(self.api_key.encode(), b"retain read cookie", "sha256").hexdigest()
+
+    @staticmethod
+    def given_key(request: Request) -> str | None:
+        """The key a request sends, as ``X-API-Key`` or ``Authorization: Bearer``."""
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return given
+
+    def may_read(self, request: Request) -> bool:
+        """Whether the request may read: always, unless reads need the key; then with the
+        key in a header or the read cookie."""
+        if not self.reads_need_key:
+            return True
+        if self.key_matches(self.given_key(request)):
+            return True
+        cookie = request.cookies.get(KEY_COOKIE)
+        if not cookie:
+            return False
+        return hmac.compare_digest(cookie.encode(), self.cookie_token().encode())
+
     def check_key(self, request: Request) -> None:
         """Raise 401 unless the request carries the API key (or, with no key set, comes
         from this machine)."""
@@ -216,11 +268,7 @@ class Service:
             if is_loopback(client):
                 return
             raise HTTPException(401, "write endpoints need an API key; none is configured")
-        given = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if given is None and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not given or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+        if not self.key_matches(self.given_key(request)):
             raise HTTPException(
                 401,
                 "missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
@@ -298,19 +346,30 @@ def create_app(
     writes: bool = True,
     key_file: str | Path | None = None,
     warm: bool = True,
+    host: str | None = None,
 ) -> FastAPI:
     """The retain web service over the store at ``db_path``.
 
     ``api_key`` (or ``key_file``, ``RETAIN_API_KEY``, ``RETAIN_API_KEY_FILE``)
     protects the write endpoints; ``writes=False`` leaves them out and opens
-    the store read-only. ``warm`` computes the customer index and the overview in
-    the background at startup. Serve it with uvicorn (see :func:`retain.service.serve`,
-    which also refuses a public address without a key).
+    the store read-only. ``host``: the address the server listens on; beyond
+    loopback (``0.0.0.0``, a LAN address, ...) and with a key, every read needs the
+    key too (customers' e-mails, names and audience exports are personal data):
+    ``X-API-Key`` or ``Authorization: Bearer`` for the API, and for a browser
+    opening any page once as ``/...?key=KEY``, which keeps a cookie. Give it when
+    serving the app with a server of your own. ``warm`` computes the customer index
+    and the overview in the background at startup. Serve it with uvicorn (see
+    :func:`retain.service.serve`, which also refuses a public address without a key).
     """
     from retain import __version__
     from retain.service import api, pages
 
-    service = Service(db_path, api_key=resolve_api_key(api_key, key_file), writes=writes)
+    service = Service(
+        db_path,
+        api_key=resolve_api_key(api_key, key_file),
+        writes=writes,
+        reads_need_key=host is not None and not is_loopback(host),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -334,6 +393,8 @@ def create_app(
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if service.reads_need_key:
+        app.middleware("http")(_reads_need_the_key)
 
     @app.exception_handler(RetainError)
     async def retain_error(request: Request, exc: RetainError) -> Response:
@@ -371,3 +432,51 @@ def create_app(
         return pages.error_page(request, 422, "; ".join(problems))
 
     return app
+
+
+READ_KEY_HELP = (
+    "this service listens beyond this machine, so reading it needs the API key: send it "
+    "as 'X-API-Key: KEY' or 'Authorization: Bearer KEY'; in a browser, open any page once "
+    "with ?key=KEY added to its address (for example /customers?key=KEY) and the browser "
+    "keeps a cookie for the dashboard"
+)
+
+
+async def _reads_need_the_key(request: Request, call_next: Callable[[Request], Any]) -> Response:
+    """Let a request through when it may read; take ``?key=`` on a page into a cookie."""
+    from urllib.parse import urlencode
+
+    from fastapi.responses import RedirectResponse
+
+    from retain.service import pages
+
+    service: Service = request.app.state.service
+    path = request.url.path
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        response: Response = await call_next(request)
+        return response
+    is_api = path.startswith("/api/")
+    given = request.query_params.get("key")
+    if given is not None and not is_api:
+        if not service.key_matches(given):
+            return pages.error_page(request, 401, "wrong API key in ?key=; " + READ_KEY_HELP)
+        rest = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+        response = RedirectResponse(path + (f"?{urlencode(rest)}" if rest else ""), 303)
+        response.set_cookie(
+            KEY_COOKIE,
+            service.cookie_token(),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+    if service.may_read(request):
+        response = await call_next(request)
+        return response
+    if is_api:
+        return JSONResponse(
+            {"detail": "missing or wrong API key: " + READ_KEY_HELP},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return pages.error_page(request, 401, READ_KEY_HELP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retain.service.app import check_bind, create_app, resolve_api_key
+from retain.service.app import check_bind, create_app, is_loopback, resolve_api_key
 
 
 def serve(
@@ -20,7 +20,8 @@ def serve(
     """Serve the dashboard and API over the store at ``db_path`` until interrupted.
 
     Refuses (:class:`~retain.service.ServiceError`) to listen on an address
-    other than loopback with write endpoints enabled and no API key.
+    other than loopback with write endpoints enabled and no API key. Beyond
+    loopback with a key, reads need the key too (see :func:`create_app`).
     """
     import sys
 
@@ -28,11 +29,18 @@ def serve(
 
     key = resolve_api_key(api_key, key_file)
     check_bind(host, key, writes)
-    app = create_app(db_path, key, writes=writes)
+    app = create_app(db_path, key, writes=writes, host=host)
     shown = f"[{host}]" if ":" in host else host
     writes_note = (
         "read-only" if not writes else ("API key set" if key else "writes from this machine")
     )
+    if key and not is_loopback(host):
+        writes_note += "; reads need the key too: open the dashboard once as /?key=KEY"
+    elif not is_loopback(host):
+        writes_note += (
+            "; WARNING: no API key, so anyone who can reach this address reads every "
+            "customer's e-mail and name: set RETAIN_API_KEY or --api-key-file"
+        )
     print(
         f"retain: dashboard on http://{shown}:{port}/ , API docs at /docs ({writes_note}); "
         "Ctrl+C to stop",

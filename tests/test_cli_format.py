@@ -96,3 +96,10 @@ def test_help_has_meaningful_metavars() -> None:
     ingest = run("ingest", "--help").stdout
     for shown in ("FILE", "YYYY-MM-DD", "CODE=RATE"):
         assert shown in ingest
+
+
+def test_counts_have_thousands_separators(cdnow_sample_db: Path) -> None:
+    for command in ("cohorts", "acquisition"):
+        result = run(command, "--db", cdnow_sample_db, "--period", "quarter")
+        assert result.exit_code == 0, result.output
+        assert "2,357" in result.stdout and " 2357" not in result.stdout, command

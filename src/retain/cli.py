@@ -433,9 +433,13 @@ def _fmt_table(frame: pd.DataFrame, specs: dict[str, str]) -> str:
     if frame.empty:
         return "(no rows)"
     shown = frame.copy()
-    for column, spec in specs.items():
-        if column in shown:
-            shown[column] = [_fmt_number(v, spec) for v in shown[column]]
+    for column in shown.columns:
+        if column in specs:
+            shown[column] = [_fmt_number(v, specs[column]) for v in shown[column]]
+        elif pd.api.types.is_integer_dtype(shown[column]) or pd.api.types.is_datetime64_any_dtype(
+            shown[column]
+        ):  # counts with thousands separators, dates as YYYY-MM-DD
+            shown[column] = [_cell(v, False) for v in shown[column].astype(object)]
     return shown.astype(object).where(shown.notna(), "-").to_string(index=False)
 
 
@@ -569,6 +573,7 @@ def cohorts(
             value, ",.2f"
         )
         shown = matrix.copy()
+        shown[shown.columns[0]] = [_fmt_number(v, ",.0f", "") for v in shown[shown.columns[0]]]
         for column in shown.columns[1:]:
             shown[column] = [_fmt_number(v, spec, "") for v in shown[column]]
         return (

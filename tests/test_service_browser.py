@@ -220,3 +220,26 @@ def test_report_opens_offline_and_draws(demo_db: Path, page: Any, tmp_path: Path
     )
     shoot(page, "report")
     assert page.problems == []
+
+
+def test_api_docs_render_offline(server: str, page: Any) -> None:
+    # chromium gets nothing but what the service serves: as on a machine with no internet
+    elsewhere: list[str] = []
+
+    def only_the_service(route: Any) -> None:
+        if route.request.url.startswith(server + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    response = page.goto(server + "/docs")
+    assert response is not None and response.status == 200
+    page.wait_for_selector(".opblock", timeout=30_000)
+    operations = page.locator(".opblock").count()
+    assert operations >= 12, operations  # one per /api route
+    assert "/api/customers/{customer_id}" in page.content()
+    shoot(page, "api-docs")
+    assert elsewhere == []
+    assert page.problems == []

@@ -101,7 +101,7 @@ KEY_COOKIE = "retain_key"
 reads; it holds a token derived from the key, which does not let anyone write."""
 
 # paths anyone may read: the page furniture and the API's documentation
-PUBLIC_PATHS = ("/favicon.ico", "/openapi.json", "/docs", "/docs/oauth2-redirect")
+PUBLIC_PATHS = ("/favicon.ico", "/openapi.json", "/docs", "/redoc")
 PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
 
 
@@ -380,19 +380,23 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # served below from files in the package, not from a CDN
+        redoc_url=None,
         title="retain",
         version=__version__,
         description=(
             "Customer lifetime value and retention: metrics, cohorts, segments, churn risk, "
             "model scores and recommendations over a retain store. Every dashboard page has a "
             "JSON twin under /api. Write endpoints need the API key "
-            "(`Authorization: Bearer KEY` or `X-API-Key: KEY`)."
+            "(`Authorization: Bearer KEY` or `X-API-Key: KEY`); a service that listens "
+            "beyond loopback with a key needs it for reads too."
         ),
     )
     app.state.service = service
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _offline_docs(app)
     if service.reads_need_key:
         app.middleware("http")(_reads_need_the_key)
 
@@ -432,6 +436,50 @@ def create_app(
         return pages.error_page(request, 422, "; ".join(problems))
 
     return app
+
+
+def docs_assets_dir() -> Path:
+    """Swagger UI and ReDoc's files, as the ``fastapi-offline`` package ships them."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError(
+            "the API docs need the fastapi-offline package: pip install fastapi-offline"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc, with every file they load served by the app itself,
+    so that they work on a machine with no internet."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    app.mount("/docs/assets", StaticFiles(directory=docs_assets_dir()), name="docs-assets")
+    title = f"{app.title} {app.version}: API"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=title,
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon.png",
+            # no badge fetched from the online validator
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=title,
+            redoc_js_url="/docs/assets/redoc.standalone.js",
+            redoc_favicon_url="/docs/assets/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 READ_KEY_HELP = (

@@ -94,3 +94,32 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
     store = store_with([("a", "2024-01-05", 10)])
     with pytest.raises(DataError, match=message):
         alerts(store, **kwargs)
+
+
+def test_a_retention_drop_from_a_flat_baseline_is_tested_as_a_rate() -> None:
+    """50 customers buy on the 10th of every month (retention 100% with a 30-day window);
+    in August 2023 only 30 of them buy. The drop is tested as a proportion against the
+    pooled baseline, not by a t-test whose flat baseline has no spread at all."""
+    import math
+
+    from scipy import stats
+
+    rows = [
+        (str(c), f"2023-{m:02d}-10", 10.0)
+        for c in range(50)
+        for m in range(1, 10)
+        if m != 8 or c < 30
+    ]
+    found = alerts(store_with(rows), "month", window_days=30, as_of="2023-08-31")
+    retention = found[found["metric"] == "retention_rate"]
+    assert len(retention) == 1
+    alert = retention.iloc[0]
+    assert alert["period"] == "2023-08" and alert["test"] == "z"
+    assert alert["value"] == pytest.approx(60) and alert["baseline"] == pytest.approx(100)
+    # six baseline months of 50 kept of 50; the period 30 of 50
+    pooled = (30 + 300) / (50 + 300)
+    z = (0.6 - 1.0) / math.sqrt(pooled * (1 - pooled) * (1 / 50 + 1 / 300))
+    assert alert["statistic"] == pytest.approx(z)
+    assert alert["p_value"] == pytest.approx(stats.norm.cdf(z))
+    assert "two-proportion z-test" in alert["reason"] and "50 customers" not in alert["reason"]
+    assert "(customers active at its start, 50, still active at its end)" in alert["reason"]

@@ -8,6 +8,7 @@ on the raw file, never from the functions under test.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -54,10 +55,12 @@ def test_cohorts_are_the_first_three_months_of_1997_and_all_active_at_age_zero(
 
 def test_everyone_stays_a_customer_through_1997_with_a_365_day_window(store: Store) -> None:
     """First purchases end by late March 1997, so with a 365-day window all 23,570
-    customers are customers at every month start from April 1997 to January 1998."""
-    frame = retention(store, "month").set_index("period")
+    customers are customers at every month start from April 1997 to January 1998.
+    Nobody can lapse before 1 January 1998: no retention rate is shown until then."""
+    frame = retention(store, "month", window_days=365).set_index("period")
     assert frame.loc["1997-04":"1998-01", "customers_at_start"].eq(23_570).all()
-    assert frame.loc["1997-04":"1997-12", "retention_rate"].eq(100).all()
+    assert frame.loc["1997-01":"1997-12", "retention_rate"].isna().all()
+    assert frame.attrs["measurable_from"] == "1998-01"
     # from 1998 the customers who never came back lapse: retention below 100
     assert (frame.loc["1998-01":"1998-06", "retention_rate"] < 100).all()
     assert frame.loc["1998-01":"1998-06", "retention_rate"].between(50, 100).all()
@@ -73,9 +76,43 @@ def test_revenue_and_repeat_rate_match_the_raw_file(store: Store, raw: pd.DataFr
     assert headline["repeat_purchase_rate"] == pytest.approx(
         100 * (per_customer["size"] >= 2).mean()
     )
-    assert headline["retention_period"] == "1998-06"
+    assert headline["latest_retention_period"] == "1998-06"
+    assert headline["retention_periods"][-1] == "1998-06"
     periods = period_metrics(store, "quarter")
     assert periods["net_revenue"].sum() == pytest.approx(raw["net_revenue"].sum())
     # only 1997Q1 has new customers; after it all revenue is from returning customers
     assert periods["new_customers"].tolist() == [23_570, 0, 0, 0, 0, 0]
     assert (periods["returning_revenue_share"].iloc[1:] == 100).all()
+
+
+def test_the_default_window_follows_the_rhythm_and_pages_agree_on_churn(
+    store: Store, raw: pd.DataFrame
+) -> None:
+    """The activity window is the 90th percentile of the gaps between a customer's order
+    days (pandas on the raw file); the overview and the Models page show one churn."""
+    from retain.service import data
+
+    days = raw.assign(day=raw["ordered_at"].dt.normalize())[["customer_id", "day"]]
+    days = days.drop_duplicates().sort_values(["customer_id", "day"])
+    gaps = days.groupby("customer_id")["day"].diff().dropna().dt.days
+    expected = int(np.ceil(gaps.quantile(0.9)))
+    headline = overview(store)
+    assert headline["window_days"] == expected == 200
+    assert "90th percentile" in headline["window_rule"]
+    # nobody can lapse before 200 days after 1 January 1997: rates from July 1997
+    frame = retention(store).set_index("period")
+    assert frame.loc[:"1997-06", "retention_rate"].isna().all()
+    assert frame.loc["1997-07":, "retention_rate"].notna().all()
+    # the overview's churn is the Models page's churn
+    overview_page = data.metrics_payload(store)["overview"]
+    models_page = data.models_payload(store)["lifespan"]
+    assert overview_page["churn_rate"] == pytest.approx(models_page["store_churn_rate"])
+    assert overview_page["retention_periods"] == models_page["measured_over"]
+    assert models_page["window_days"] == overview_page["window_days"] == 200
+    # cohort repeat-purchase retention beside it, from the raw file
+    first = raw.groupby("customer_id")["ordered_at"].min().dt.normalize()
+    later = days[days["day"] > days["customer_id"].map(first)]
+    second = later.groupby("customer_id")["day"].min()
+    again = (second - first.reindex(second.index)).dt.days < 365
+    assert headline["repeat_retention"] == pytest.approx(100 * again.sum() / len(first))
+    assert headline["repeat_retention_cohorts"] == ["1997-01", "1997-03"]

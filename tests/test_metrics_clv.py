@@ -125,6 +125,11 @@ def test_business_clv_pools_the_trailing_periods() -> None:
 def test_business_clv_without_measured_churn_says_so() -> None:
     store = store_with([("a", "2024-01-05", 10), ("b", "2024-02-05", 10)])
     result = business_clv(store, as_of="2024-02-29")
+    assert result["clv"] is None and "could have lapsed" in result["note"]
+    # a buys every month: kept at every month start, no churn at all
+    store = store_with([("a", "2024-01-05", 10), ("a", "2024-02-05", 10), ("a", "2024-03-05", 10)])
+    result = business_clv(store, window_days=30, as_of="2024-03-31")
+    assert result["periods"] == ["2024-02", "2024-03"]
     assert result["clv"] is None and "unbounded" in result["note"]
     result = business_clv(store, "year")
     assert result["clv"] is None and "no complete year" in result["note"]

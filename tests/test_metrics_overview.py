@@ -44,9 +44,12 @@ def test_overview_keys_and_values_by_hand() -> None:
     assert headline["average_historical_clv"] == pytest.approx(0.5 * 160 / 3)
     assert headline["median_historical_clv"] == pytest.approx(20)
     assert headline["repeat_purchase_rate"] == pytest.approx(100 * 2 / 3)
-    # March: a, b, c customers at its start, all still at the end (365-day window)
-    assert headline["retention_period"] == "2024-03"
-    assert headline["retention_rate"] == 100 and headline["churn_rate"] == 0
+    # two gaps between a customer's orders: too few for a rhythm, so a 365-day window,
+    # within which nobody can have lapsed yet: no retention to show
+    assert headline["window_days"] == 365 and "too few repeat purchases" in headline["window_rule"]
+    assert headline["retention_rate"] is None and headline["retention_period"] is None
+    assert "not measured yet" in headline["retention_definition"]
+    assert headline["active_customers"] == 3
     # spend 70 for 3 customers; CLV 0.5 x 160 / 3
     assert headline["cac"] == pytest.approx(70 / 3)
     assert headline["clv_cac"] == pytest.approx((80 / 3) / (70 / 3))
@@ -62,9 +65,30 @@ def test_overview_keys_and_values_by_hand() -> None:
     json.dumps(headline)  # plain JSON types only, no NaN
 
 
+def test_headline_retention_pools_the_year_by_hand() -> None:
+    """30-day window. Feb: a, b at its start; a still, b lapsed, c new: (2 - 1) / 2.
+    Mar: a, c at its start; only c at its end: 1 / 2. Pooled: (1 + 1) / (2 + 2)."""
+    store = store_with(ORDERS)
+    headline = overview(store, window_days=30, as_of="2024-03-31")
+    assert headline["window_days"] == 30 and headline["window_rule"] == "30 days, as set"
+    assert headline["retention_periods"] == ["2024-02", "2024-03"]
+    assert headline["retention_period"] == "2024-02 to 2024-03"
+    assert headline["retention_rate"] == 50 and headline["churn_rate"] == 50
+    assert (headline["latest_retention_period"], headline["latest_retention_rate"]) == (
+        "2024-03",
+        50,
+    )
+    assert "ordered in the last 30 days" in headline["retention_definition"]
+    assert headline["active_customers"] == 1  # c, on 10 March
+    # the formula CLV measures the same churn
+    report = metrics_report(store, window_days=30, as_of="2024-03-31")
+    assert report["formula_clv"]["churn_rate"] == headline["churn_rate"]
+    assert report["formula_clv"]["periods"] == headline["retention_periods"]
+
+
 def test_metrics_report_has_everything_retain_metrics_prints() -> None:
     store = store_with(ORDERS)
-    report = metrics_report(store, "month", margin=0.5, top=2, as_of="2024-03-31")
+    report = metrics_report(store, "month", margin=0.5, window_days=30, top=2, as_of="2024-03-31")
     assert set(report) == {"overview", "formula_clv", "periods", "top_customers"}
     assert list(report["periods"].columns) == REPORT_PERIOD_COLUMNS
     assert report["periods"]["orders"].tolist() == [2, 2, 1]
@@ -80,10 +104,20 @@ def _run(*args: str) -> object:
 
 
 def test_cli_metrics_text_and_json(db: Path) -> None:
-    result = _run("metrics", "--db", str(db), "--margin", "0.5", "--as-of", "2024-03-31")
+    result = _run(
+        "metrics",
+        "--db",
+        str(db),
+        "--margin",
+        "0.5",
+        "--as-of",
+        "2024-03-31",
+        "--window-days",
+        "30",
+    )
     assert result.exit_code == 0, result.output
     assert "repeat purchase rate: 66.7%" in result.output
-    assert "retention 2024-03: 100.0%" in result.output
+    assert "retention 2024-02 to 2024-03: 50.0% (churn 50.0%)" in result.output
     payload = json.loads(_run("metrics", "--db", str(db), "--json", "--period", "quarter").output)
     assert payload["overview"]["customers"] == 3
     assert payload["periods"][0]["period"] == "2024Q1"

@@ -42,12 +42,15 @@ def test_retention_by_hand_with_a_30_day_window(example: Store) -> None:
     assert frame.loc["2024-02", "churn_rate"] == pytest.approx(50)
 
 
-def test_retention_with_the_default_window_keeps_everyone_for_a_year(example: Store) -> None:
-    frame = retention(example, "quarter", as_of="2024-06-30")
+def test_retention_with_a_365_day_window_keeps_everyone_for_a_year(example: Store) -> None:
+    """Everyone is still a customer within a year of the first order: 100% by
+    construction, so the rate is left empty while the counts stay."""
+    frame = retention(example, "quarter", window_days=365, as_of="2024-06-30")
     assert frame["period"].tolist() == ["2024Q1", "2024Q2"]
     q2 = frame.iloc[1]
     assert (q2["customers_at_start"], q2["customers_at_end"], q2["new_customers"]) == (4, 4, 0)
-    assert q2["retention_rate"] == 100 and q2["churn_rate"] == 0
+    assert np.isnan(q2["retention_rate"]) and np.isnan(q2["churn_rate"])
+    assert frame.attrs["measurable_from"] is None
 
 
 def test_unfinished_period_has_no_end_figures(example: Store) -> None:
@@ -100,6 +103,7 @@ def _reference(
     window = dt.timedelta(days=window_days)
     by_customer = {c: sorted(g["ordered_at"]) for c, g in orders.groupby("customer_id")}
     first = min(index(times[0]) for times in by_customer.values())
+    first_order = min(times[0] for times in by_customer.values())
     rows = []
     for k in range(first, last_index + 1):
         s, e = start(k), start(k + 1)
@@ -117,7 +121,10 @@ def _reference(
                 "new_customers": len(new),
                 "retained_customers": len(at_start & at_end),
                 "reactivated_customers": len(at_end - at_start - new),
-                "retention_rate": 100 * len(at_end - new) / len(at_start) if at_start else np.nan,
+                # nobody can have lapsed by an end within one window of the first order
+                "retention_rate": 100 * len(at_end - new) / len(at_start)
+                if at_start and e - window > first_order
+                else np.nan,
             }
         )
     return pd.DataFrame(rows)

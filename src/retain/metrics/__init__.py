@@ -19,7 +19,10 @@ fraction of it kept, in (0, 1]. Rates and shares in tables are percentages;
 
 - CLV: :func:`customer_metrics`, :func:`lifespan`, :func:`formula_clv`,
   :func:`business_clv`, :func:`subscription_clv`.
-- Retention: :func:`retention`, :func:`period_metrics`, :func:`repeat_purchase_rate`.
+- Retention: :func:`retention`, :func:`pooled_retention` (the headline figure),
+  :func:`repeat_retention` (cohort repeat-purchase retention), :func:`period_metrics`,
+  :func:`repeat_purchase_rate`. The activity window defaults to the store's purchase
+  rhythm (see :mod:`retain.metrics.retention`).
 - Cohorts: :func:`cohorts`, :func:`cohort_matrix`.
 - Acquisition: :func:`cac`, :func:`clv_cac`, and :func:`acquisition_report` (both).
 - Alerts: :func:`alerts`. Overview: :func:`overview`, and :func:`metrics_report`
@@ -50,7 +53,9 @@ from retain.metrics.retention import (
     PERIOD_COLUMNS,
     RETENTION_COLUMNS,
     period_metrics,
+    pooled_retention,
     repeat_purchase_rate,
+    repeat_retention,
     retention,
 )
 
@@ -81,7 +86,9 @@ __all__ = [
     "metrics_report",
     "overview",
     "period_metrics",
+    "pooled_retention",
     "repeat_purchase_rate",
+    "repeat_retention",
     "retention",
     "subscription_clv",
 ]

@@ -26,12 +26,13 @@ order joined back to their orders, in about half the time.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from retain.metrics._common import Window
+from retain.metrics._common import ActivityWindow, Window
 from retain.store import Store
 
 ACTIVITY_SQL = """
@@ -141,17 +142,41 @@ class CohortCells:
 
 @dataclass(frozen=True)
 class Activity(CohortCells):
-    """The three aggregates: ``cells`` with every column, ``reach`` and ``bridges``."""
+    """The three aggregates: ``cells`` with every column, ``reach`` and ``bridges``;
+    the activity window (``window_days``, and ``window_rule``: how it was chosen) and
+    the store's first order (``first_order_at``)."""
 
     window_days: int
     reach: pd.DataFrame
     bridges: pd.DataFrame
+    window_rule: str = ""
+    first_order_at: dt.datetime | None = None
+
+    def measurable(self, ks: np.ndarray | pd.Series) -> np.ndarray:
+        """Whether a customer at the start of each period could have lapsed by its end.
+
+        Until one activity window after the store's first order nobody can have
+        lapsed: every customer is still one, and a retention of 100% would say nothing.
+        """
+        if self.first_order_at is None:
+            return np.ones(len(ks), dtype=bool)
+        ends = pd.to_datetime(self.period_starts(np.asarray(ks, dtype="int64") + 1))
+        lapse_from = pd.Timestamp(self.first_order_at) + pd.Timedelta(days=self.window_days)
+        return np.asarray(ends > lapse_from, dtype=bool)
 
 
-def activity(store: Store, window: Window, window_days: int = 365) -> Activity:
+def activity(store: Store, window: Window, window_days: int | ActivityWindow = 365) -> Activity:
     """Run the one pass and split its result into the three aggregates."""
-    params = {**window.params, "window": window_days}
+    if isinstance(window_days, ActivityWindow):
+        days, rule = window_days.days, window_days.rule
+    else:
+        days, rule = window_days, f"{window_days} days, as set"
+    params = {**window.params, "window": days}
     raw = store.con.execute(ACTIVITY_SQL, params).df()
+    first_rows = store.con.execute(
+        "SELECT min(ordered_at) FROM orders WHERE ordered_at < $end", {"end": window.end}
+    ).fetchall()
+    first_order_at = first_rows[0][0] if first_rows else None
     day = window.as_of
     last = (day.year * 12 + day.month - 1) // window.months_per_period
     cells = raw[raw["grouping_id"] == CELLS]
@@ -181,7 +206,9 @@ def activity(store: Store, window: Window, window_days: int = 365) -> Activity:
     first = int(cells["cohort"].min())
     return Activity(
         window=window,
-        window_days=window_days,
+        window_days=days,
+        window_rule=rule,
+        first_order_at=first_order_at,
         first=first,
         last=last,
         cells=cells.sort_values(["cohort", "idx"]).reset_index(drop=True),

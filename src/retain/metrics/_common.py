@@ -53,6 +53,22 @@ def check_margin(margin: float) -> float:
     return float(margin)
 
 
+def scored_margin(store: Store) -> float | None:
+    """The margin of the last ``retain score`` (``score_basis.margin``), or None."""
+    if not store.has_table("score_basis"):
+        return None
+    rows = store.con.execute("SELECT margin FROM score_basis LIMIT 1").fetchall()
+    return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+
+def resolve_margin(store: Store, margin: float | None) -> float:
+    """``margin`` when given (checked), else the margin the store was scored with, else 1."""
+    if margin is not None:
+        return check_margin(margin)
+    scored = scored_margin(store)
+    return 1.0 if scored is None else scored
+
+
 # The longest activity window: a century (longer ones overflow date arithmetic).
 MAX_WINDOW_DAYS = 36_500
 
@@ -76,6 +92,75 @@ def check_window_days(window_days: int, period: str) -> int:
             expected=f"at most {MAX_WINDOW_DAYS:,} days",
         )
     return window_days
+
+
+# The activity window from the store's purchase rhythm (``window_days=None``): a high
+# quantile of the gaps between a customer's orders, bounded.
+RHYTHM_QUANTILE = 0.9
+RHYTHM_MIN_GAPS = 30
+RHYTHM_MAX_DAYS = 365
+
+RHYTHM_SQL = """
+WITH days AS (
+    SELECT DISTINCT customer_id, CAST(ordered_at AS DATE) AS day
+    FROM orders
+    WHERE ordered_at < $end
+),
+gaps AS (
+    SELECT date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap
+    FROM days
+)
+SELECT count(gap), quantile_cont(gap, $q) FROM gaps WHERE gap IS NOT NULL
+"""
+
+
+@dataclass(frozen=True)
+class ActivityWindow:
+    """How long after an order a customer still counts as a customer: ``days``, and
+    ``rule`` (how it was chosen, in words)."""
+
+    days: int
+    rule: str
+    from_rhythm: bool
+
+
+def activity_window(store: Store, window: Window, window_days: int | None) -> ActivityWindow:
+    """The activity window: ``window_days`` when given (checked), else the store's rhythm.
+
+    The rhythm rule: the 90th percentile of the gaps in days between a customer's
+    consecutive order days (every customer's, orders to the observation day),
+    rounded up, and kept within the shortest window the period allows (30 days for
+    a month, 90 for a quarter, 365 for a year) and 365 days. With fewer than 30
+    such gaps (too few repeat purchases to tell a rhythm) it is 365 days.
+    """
+    period = window.period
+    if window_days is not None:
+        days = check_window_days(window_days, period)
+        return ActivityWindow(days, f"{days} days, as set", from_rhythm=False)
+    least = MIN_WINDOW_DAYS[period]
+    rows = store.con.execute(RHYTHM_SQL, {"end": window.end, "q": RHYTHM_QUANTILE}).fetchall()
+    gaps, quantile = rows[0] if rows else (0, None)
+    percentile = f"{RHYTHM_QUANTILE * 100:.0f}th percentile"
+    if not gaps or gaps < RHYTHM_MIN_GAPS or quantile is None:
+        days = max(RHYTHM_MAX_DAYS, least)
+        return ActivityWindow(
+            days,
+            f"{days} days: too few repeat purchases ({int(gaps or 0):,} gaps between a "
+            f"customer's orders, {RHYTHM_MIN_GAPS} needed) to measure the store's rhythm",
+            from_rhythm=True,
+        )
+    measured = math.ceil(float(quantile))
+    days = max(least, min(measured, RHYTHM_MAX_DAYS))
+    bound = ""
+    if days != measured:
+        bound = f", raised to {days}" if days > measured else f", capped at {days}"
+    return ActivityWindow(
+        days,
+        f"{days} days: the {percentile} of the {int(gaps):,} gaps between a customer's "
+        f"orders is {measured} days{bound} (kept within {least} to "
+        f"{max(RHYTHM_MAX_DAYS, least)} days for {period}s)",
+        from_rhythm=True,
+    )
 
 
 def check_positive_int(name: str, value: int, least: int = 1) -> int:

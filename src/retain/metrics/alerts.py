@@ -5,13 +5,28 @@ customers and the returning customers' share of revenue (definitions in
 :mod:`retain.metrics.retention`). Each of the last ``recent_periods`` complete
 periods is compared with the ``baseline_periods`` complete periods before it.
 
-The test: with baseline values x_1 .. x_n (n >= 3), mean m and sample standard
+The retention rate is a proportion (customers at the start of the period still
+customers at its end, over customers at its start), and is tested as one: a
+two-proportion z-test of the period against its baseline periods pooled. With x
+of n customers kept in the period, X of N over the baseline periods, the
+baseline rate is p0 = X / N, the pooled rate p = (x + X) / (n + N) and
+z = (x / n - p0) / sqrt(p (1 - p) (1 / n + 1 / N) + tau^2 (1 + 1 / k)), where
+tau^2 is the spread of the k baseline rates beyond their sampling noise (their
+sample variance less the mean of p0 (1 - p0) / n_i, never below 0): with many
+customers, periods differ by more than sampling, and a test that ignored it
+would flag every wobble. The one-sided p-value is P(Z <= z), Z standard normal;
+when tau^2 > 0 it is estimated from only k periods, and z is referred to Student's t
+with k - 1 degrees of freedom instead.
+Periods whose retention is empty (not complete, or ended before anyone could
+have lapsed: see :mod:`retain.metrics.retention`) are neither checked nor part
+of a baseline.
+
+The other metrics: with baseline values x_1 .. x_n (n >= 3), mean m and sample standard
 deviation s, a new value under the baseline's own behaviour is distributed
 around m with the prediction standard error s x sqrt(1 + 1/n); the statistic
 t = (value - m) / that error follows Student's t with n - 1 degrees of freedom.
 Because a flat baseline would make any wobble look significant, the error is
-never taken below the value's own sampling error: binomial for retention
-(sqrt(p (1 - p) / customers at start)), the standard error of the mean for
+never taken below the value's own sampling error: the standard error of the mean for
 AOV (order values) and for frequency (orders per customer), Poisson for new
 customers (sqrt(m)), and binomial over the period's customers for the revenue
 share (an approximation). A drop is flagged when its one-sided p-value,
@@ -31,9 +46,9 @@ from retain.errors import DataError
 from retain.metrics._activity import activity
 from retain.metrics._common import (
     AsOf,
+    activity_window,
     check_period,
     check_positive_int,
-    check_window_days,
     observation,
 )
 from retain.metrics.retention import period_table, retention_table
@@ -46,7 +61,8 @@ ALERT_COLUMNS = [
     "baseline",
     "change",
     "change_pct",
-    "t_statistic",
+    "test",
+    "statistic",
     "p_value",
     "reason",
 ]
@@ -76,7 +92,7 @@ def alerts(
     baseline_periods: int = 6,
     recent_periods: int = 3,
     alpha: float = 0.01,
-    window_days: int = 365,
+    window_days: int | None = None,
     as_of: AsOf = None,
 ) -> pd.DataFrame:
     """Drops in the recent periods that are unlikely under the trailing baseline.
@@ -85,7 +101,8 @@ def alerts(
     periods before each checked one that form its baseline (at least 3 with a
     value are needed); ``recent_periods``: how many of the last complete periods
     to check; ``alpha``: one-sided significance level in (0, 0.5);
-    ``window_days``: activity window of the retention rate; ``as_of``:
+    ``window_days``: activity window of the retention rate (default: from the
+    store's purchase rhythm, see :mod:`retain.metrics.retention`); ``as_of``:
     observation day (default: day of the last order).
 
     One row per alert, the most significant first. Columns: ``metric``
@@ -103,9 +120,8 @@ def alerts(
         raise DataError(
             "alpha is a significance level", value=alpha, expected="a number in (0, 0.5)"
         )
-    check_window_days(window_days, period)
     window = observation(store, as_of, period)
-    act = activity(store, window, window_days)
+    act = activity(store, window, activity_window(store, window, window_days))
     kept = retention_table(act)
     bought = period_table(act)
     table = bought.assign(
@@ -130,6 +146,8 @@ def alerts(
             "baseline_periods": baseline_periods,
             "recent_periods": recent_periods,
             "alpha": alpha,
+            "window_days": act.window_days,
+            "window_rule": act.window_rule,
             "checked": checked,
             "note": note,
         }
@@ -137,12 +155,33 @@ def alerts(
     return frame
 
 
+def retention_z_test(
+    kept: float, customers: float, baseline_kept: np.ndarray, baseline_customers: np.ndarray
+) -> tuple[float, float, float]:
+    """Two-proportion z-test of a period's retention against its baseline periods pooled
+    (see the module notes). Returns the baseline rate (fraction), z and P(Z <= z)."""
+    n, x = float(customers), min(float(kept), float(customers))
+    ns = baseline_customers.astype("float64")
+    xs = np.minimum(baseline_kept.astype("float64"), ns)
+    big_n, big_x = float(ns.sum()), float(xs.sum())
+    p0, p1 = big_x / big_n, x / n
+    pooled = (x + big_x) / (n + big_n)
+    rates = xs / ns
+    noise = float(np.mean(p0 * (1 - p0) / ns))
+    tau2 = max(float(rates.var(ddof=1)) - noise, 0.0) if rates.size > 1 else 0.0
+    variance = pooled * (1 - pooled) * (1 / n + 1 / big_n) + tau2 * (1 + 1 / rates.size)
+    if variance <= 0:
+        z = 0.0 if p1 == p0 else float("-inf") if p1 < p0 else float("inf")
+    else:
+        z = (p1 - p0) / float(np.sqrt(variance))
+    # the extra spread is estimated from k periods: refer z to Student's t then
+    if tau2 > 0:
+        return p0, z, float(stats.t.cdf(z, df=rates.size - 1))
+    return p0, z, float(stats.norm.cdf(z))
+
+
 def _sampling_error(metric: _Metric, row: pd.Series, baseline: float) -> float:
     """The value's own sampling error, the least spread the test allows."""
-    if metric.name == "retention_rate":
-        n = float(row["customers_at_start"])
-        p = min(max(baseline / 100.0, 0.5 / n), 1 - 0.5 / n)
-        return 100.0 * float(np.sqrt(p * (1 - p) / n))
     if metric.name == "aov":
         var = row["order_value_var"]
         return float(np.sqrt(var / row["orders"])) if pd.notna(var) else 0.0
@@ -163,27 +202,37 @@ def _find_drops(
     checked = 0
     first_checked = max(len(table) - recent_periods, 0)
     # a few metrics times a few recent periods: small loops over periods, not rows
+    starts = table["customers_at_start"].to_numpy(dtype="float64")
     for metric in METRICS:
         values = table[metric.name].to_numpy(dtype="float64")
         for i in range(first_checked, len(table)):
             value = values[i]
-            past = values[max(i - baseline_periods, 0) : i]
-            past = past[np.isfinite(past)]
+            lo = max(i - baseline_periods, 0)
+            usable = np.isfinite(values[lo:i])
+            past = values[lo:i][usable]
             if not np.isfinite(value) or past.size < 3:
                 continue
             row = table.iloc[i]
-            if metric.name != "new_customers" and row["customers"] == 0:
-                continue
-            checked += 1
-            mean = float(past.mean())
-            spread = float(past.std(ddof=1)) * np.sqrt(1 + 1 / past.size)
-            error = max(spread, _sampling_error(metric, row, mean))
-            if value >= mean:
-                continue
-            # no spread at all: a drop from a constant is certain, not chance
-            t_stat = (value - mean) / error if error > 0 else float("-inf")
-            p_value = float(stats.t.cdf(t_stat, df=past.size - 1))
-            if p_value >= alpha:
+            if metric.name == "retention_rate":
+                if starts[i] <= 0:
+                    continue
+                checked += 1
+                past_n = starts[lo:i][usable]
+                p0, stat, p_value = retention_z_test(
+                    value / 100 * starts[i], starts[i], past / 100 * past_n, past_n
+                )
+                mean, test = 100.0 * p0, "z"
+            else:
+                if metric.name != "new_customers" and row["customers"] == 0:
+                    continue
+                checked += 1
+                mean, test = float(past.mean()), "t"
+                spread = float(past.std(ddof=1)) * np.sqrt(1 + 1 / past.size)
+                error = max(spread, _sampling_error(metric, row, mean))
+                # no spread at all: a drop from a constant is certain, not chance
+                stat = (value - mean) / error if error > 0 else float("-inf")
+                p_value = float(stats.t.cdf(stat, df=past.size - 1))
+            if value >= mean or p_value >= alpha:
                 continue
             change = value - mean
             found.append(
@@ -194,16 +243,17 @@ def _find_drops(
                     "baseline": mean,
                     "change": change,
                     "change_pct": 100.0 * (change / abs(mean)) if mean else float("nan"),
-                    "t_statistic": t_stat,
+                    "test": test,
+                    "statistic": stat,
                     "p_value": p_value,
                     "reason": _reason(
                         metric,
-                        str(row["period"]),
+                        row,
                         value,
                         mean,
                         past.size,
                         period,
-                        t_stat,
+                        stat,
                         p_value,
                     ),
                 }
@@ -223,14 +273,15 @@ def _fmt(metric: _Metric, value: float) -> str:
 
 def _reason(
     metric: _Metric,
-    label: str,
+    row: pd.Series,
     value: float,
     mean: float,
     n: int,
     period: str,
-    t_stat: float,
+    stat: float,
     p_value: float,
 ) -> str:
+    label = str(row["period"])
     change = value - mean
     if metric.unit == "pct":
         size = f"{-change:.1f} points"
@@ -241,8 +292,15 @@ def _reason(
     else:
         size = f"{-change:.3f}"
     relative = f", {100 * change / abs(mean):+.1f}%" if mean and metric.unit != "pct" else ""
+    if metric.name == "retention_rate":
+        return (
+            f"{metric.label} fell to {_fmt(metric, value)} in {label} (customers active at "
+            f"its start, {int(row['customers_at_start']):,}, still active at its end), down "
+            f"{size} from a baseline of {_fmt(metric, mean)} (the {n} {period}s before, "
+            f"pooled); two-proportion z-test: z = {stat:.1f}, p = {p_value:.2g}"
+        )
     return (
         f"{metric.label} fell to {_fmt(metric, value)} in {label}, down {size}{relative} "
         f"from a baseline of {_fmt(metric, mean)} (mean of the {n} {period}s before); "
-        f"t = {t_stat:.1f}, p = {p_value:.2g}"
+        f"t = {stat:.1f}, p = {p_value:.2g}"
     )

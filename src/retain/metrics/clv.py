@@ -29,13 +29,13 @@ from retain.metrics._common import (
     PERIOD_DAYS,
     PERIODS,
     AsOf,
+    activity_window,
     check_margin,
     check_positive_int,
-    check_window_days,
     observation,
     period_labels,
 )
-from retain.metrics.retention import period_table, retention_table
+from retain.metrics.retention import period_table, pooled_retention, retention_table
 from retain.store import Store
 
 CUSTOMER_COLUMNS = [
@@ -223,7 +223,7 @@ def business_clv(
     *,
     margin: float = 1.0,
     discount_rate: float = 0.0,
-    window_days: int = 365,
+    window_days: int | None = None,
     lookback: int | None = None,
     as_of: AsOf = None,
 ) -> dict[str, Any]:
@@ -233,23 +233,26 @@ def business_clv(
     months, 4 quarters or 1 year): AOV = net revenue / orders; purchase frequency
     = orders per customer per period, over the average of the customers at start
     and end (customers as in :func:`~retain.metrics.retention`, activity window
-    ``window_days`` days); churn rate = 1 - pooled retention, where the pooled
-    retention is the sum of (customers at end - new) / the sum of customers at
-    start. Then CLV = :func:`formula_clv`. ``margin`` in (0, 1],
+    ``window_days`` days, by default from the store's purchase rhythm); churn rate
+    = 1 - pooled retention, where the pooled retention is the sum of (customers at
+    end - new) / the sum of customers at start, over the complete periods with a
+    retention rate (:func:`~retain.metrics.retention.pooled_retention`: the same
+    figure as the overview's). Then CLV = :func:`formula_clv`. ``margin`` in (0, 1],
     ``discount_rate`` per period in [0, 1).
 
     Keys: ``period``, ``periods`` (labels used), ``aov``, ``purchase_frequency``,
     ``retention_rate`` and ``churn_rate`` (percent per period), ``lifespan``
-    (periods), ``margin``, ``discount_rate``, ``clv`` (reporting currency per
+    (periods), ``margin``, ``discount_rate``, ``window_days`` and ``window_rule``
+    (the activity window and how it was chosen), ``clv`` (reporting currency per
     customer; None when no churn was measured), ``note``.
     """
     check_margin(margin)
     window = observation(store, as_of, period)
-    check_window_days(window_days, period)
+    chosen_window = activity_window(store, window, window_days)
     if lookback is None:
         lookback = 12 // PERIODS[period]
     check_positive_int("lookback", lookback)
-    act = activity(store, window, window_days)
+    act = activity(store, window, chosen_window)
     return _business_clv(
         retention_table(act), period_table(act), period, margin, discount_rate, lookback
     )
@@ -264,8 +267,8 @@ def _business_clv(
     lookback: int,
 ) -> dict[str, Any]:
     """The formula CLV from the retention and period tables of the same activity."""
-    usable = kept["complete"] & (kept["customers_at_start"] > 0)
-    chosen = kept[usable].tail(lookback)
+    pooled = pooled_retention(kept, lookback)
+    chosen = kept[kept["period"].isin(pooled.periods)]
     result: dict[str, Any] = {
         "period": period,
         "periods": chosen["period"].tolist(),
@@ -276,13 +279,16 @@ def _business_clv(
         "lifespan": None,
         "margin": margin,
         "discount_rate": discount_rate,
+        "window_days": kept.attrs.get("window_days"),
+        "window_rule": kept.attrs.get("window_rule"),
         "clv": None,
         "note": "",
     }
     if chosen.empty:
         result["note"] = (
-            f"no complete {period} with customers at its start yet: "
-            "the formula needs a measured churn rate"
+            f"no complete {period} with customers at its start who could have lapsed yet "
+            f"(a customer lapses {kept.attrs.get('window_days')} days after their last "
+            "order): the formula needs a measured churn rate"
         )
         return result
     bought = periods.loc[chosen.index]
@@ -291,10 +297,7 @@ def _business_clv(
         ((chosen["customers_at_start"] + chosen["customers_at_end"].astype("float64")) / 2).sum()
     )
     # customers at end less the new ones among them = retained + reactivated
-    retention = float(
-        (chosen["retained_customers"] + chosen["reactivated_customers"]).astype("float64").sum()
-        / chosen["customers_at_start"].sum()
-    )
+    retention = pooled.kept / pooled.customers_at_start
     churn = 1.0 - retention
     aov = float(bought["net_revenue"].sum() / orders) if orders else 0.0
     frequency = orders / base if base else 0.0

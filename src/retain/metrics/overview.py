@@ -12,14 +12,20 @@ from retain.metrics._activity import Activity, activity
 from retain.metrics._common import (
     PERIODS,
     AsOf,
-    check_margin,
+    activity_window,
     check_positive_int,
-    check_window_days,
     observation,
+    resolve_margin,
 )
 from retain.metrics.acquisition import cac_and_clv_cac, spend_span
 from retain.metrics.clv import _business_clv, customer_metrics
-from retain.metrics.retention import latest_complete, period_table, retention_table
+from retain.metrics.retention import (
+    _repeat_retention,
+    latest_complete,
+    period_table,
+    pooled_retention,
+    retention_table,
+)
 from retain.store import Store
 
 # One pass per customer: the headline numbers, and the customers behind the blended
@@ -32,10 +38,12 @@ SELECT count(*)                                   AS customers,
        median(net_revenue)                        AS median_net_revenue,
        count(*) FILTER (WHERE orders >= 2)        AS repeat_customers,
        count(*) FILTER (WHERE in_span)            AS acquired,
-       sum(net_revenue) FILTER (WHERE in_span)    AS acquired_net_revenue
+       sum(net_revenue) FILTER (WHERE in_span)    AS acquired_net_revenue,
+       count(*) FILTER (WHERE active)             AS active_customers
 FROM (
     SELECT customer_id, count(*) AS orders, sum(net_revenue) AS net_revenue,
-           min(ordered_at) >= $span_start AND min(ordered_at) < $span_end AS in_span
+           min(ordered_at) >= $span_start AND min(ordered_at) < $span_end AS in_span,
+           max(ordered_at) >= $end - to_days($window)                   AS active
     FROM orders
     WHERE ordered_at < $end
     GROUP BY customer_id
@@ -56,7 +64,9 @@ OVERVIEW_KEYS = (
     "period",
     "margin",
     "window_days",
+    "window_rule",
     "customers",
+    "active_customers",
     "orders",
     "net_revenue",
     "aov",
@@ -64,8 +74,17 @@ OVERVIEW_KEYS = (
     "median_historical_clv",
     "repeat_purchase_rate",
     "retention_period",
+    "retention_periods",
     "retention_rate",
     "churn_rate",
+    "retention_definition",
+    "latest_retention_period",
+    "latest_retention_rate",
+    "latest_churn_rate",
+    "repeat_retention",
+    "repeat_retention_days",
+    "repeat_retention_customers",
+    "repeat_retention_cohorts",
     "cac",
     "clv_cac",
     "revenue_by_period",
@@ -75,36 +94,57 @@ OVERVIEW_KEYS = (
 def overview(
     store: Store,
     *,
-    margin: float = 1.0,
+    margin: float | None = None,
     period: str = "month",
-    window_days: int = 365,
+    window_days: int | None = None,
     as_of: AsOf = None,
 ) -> dict[str, Any]:
     """Headline metrics of the store, as plain JSON-ready values.
 
-    ``margin``: fraction of net revenue kept, in (0, 1]; ``period``: "month",
-    "quarter" or "year" for the rates and the revenue split; ``window_days``:
-    activity window of the retention rate; ``as_of``: observation day (default:
-    day of the last order).
+    ``margin``: fraction of net revenue kept, in (0, 1] (default: the margin the
+    store was scored with, else 1); ``period``: "month", "quarter" or "year" for
+    the rates and the revenue split; ``window_days``: activity window of the
+    retention rate (default: from the store's purchase rhythm, see
+    :mod:`retain.metrics.retention`); ``as_of``: observation day (default: day of
+    the last order).
 
     Keys (:data:`OVERVIEW_KEYS`): ``as_of`` (ISO date), ``period``, ``margin``,
-    ``window_days``; ``customers``, ``orders``, ``net_revenue`` (reporting
-    currency), ``aov`` (net revenue / orders); ``average_historical_clv`` and
-    ``median_historical_clv`` (net revenue per customer x margin);
-    ``repeat_purchase_rate`` (percent of customers with 2+ orders);
-    ``retention_period`` (label of the last complete period with customers at
-    its start, or None), ``retention_rate`` and ``churn_rate`` (percent, that
-    period); ``cac`` (blended: all spend / all customers acquired while spending)
-    and ``clv_cac`` (blended CLV:CAC), both None without marketing spend;
+    ``window_days`` and ``window_rule`` (how the window was chosen);
+    ``customers``, ``active_customers`` (ordered in the window before the end of
+    ``as_of``), ``orders``, ``net_revenue`` (reporting currency), ``aov`` (net
+    revenue / orders); ``average_historical_clv`` and ``median_historical_clv``
+    (net revenue per customer x margin); ``repeat_purchase_rate`` (percent of
+    customers with 2+ orders); the headline retention, the one the Models page and
+    the formula CLV use: ``retention_rate`` and ``churn_rate`` (percent per
+    period, pooled over the last year's worth of complete periods with a rate:
+    :func:`~retain.metrics.retention.pooled_retention`), ``retention_periods``
+    (their labels), ``retention_period`` (the span in words, or None),
+    ``retention_definition`` (in words); the last such period alone:
+    ``latest_retention_period``, ``latest_retention_rate``, ``latest_churn_rate``;
+    cohort repeat-purchase retention (:func:`~retain.metrics.retention.repeat_retention`,
+    pooled over the cohorts measured): ``repeat_retention`` (percent or None),
+    ``repeat_retention_days``, ``repeat_retention_customers``,
+    ``repeat_retention_cohorts`` (first and last cohort label, or []);
+    ``cac`` (blended: all spend / all customers acquired while spending) and
+    ``clv_cac`` (blended CLV:CAC), both None without marketing spend;
     ``revenue_by_period``: list of {``period``, ``net_revenue``,
     ``new_customer_revenue``, ``returning_customer_revenue``,
     ``returning_revenue_share`` (percent or None), ``complete``}.
     """
-    check_margin(margin)
+    margin = resolve_margin(store, margin)
     window = observation(store, as_of, period)
-    check_window_days(window_days, period)
-    act = activity(store, window, window_days)
+    act = activity(store, window, activity_window(store, window, window_days))
     return _overview(store, act, retention_table(act), period_table(act), margin)
+
+
+def retention_definition(period: str, window_days: int, periods: list[str]) -> str:
+    """The headline retention in words."""
+    span = f"pooled over {periods[0]} to {periods[-1]}" if periods else "not measured yet"
+    return (
+        f"retention per {period}: of the customers active at the start of a {period} "
+        f"(ordered in the last {window_days} days), the share still active at its end "
+        f"(new customers left out), {span}; churn = 100% - retention"
+    )
 
 
 def _overview(
@@ -116,12 +156,17 @@ def _overview(
     nowhere = dt.datetime(1, 1, 1)
     start, end = span if span is not None else (nowhere, nowhere)
     row = store.con.execute(
-        OVERVIEW_SQL, {"end": window.end, "span_start": start, "span_end": end}
+        OVERVIEW_SQL,
+        {"end": window.end, "span_start": start, "span_end": end, "window": act.window_days},
     ).fetchone()
     assert row is not None
     customers, orders, net_revenue, mean_revenue, median_revenue, repeaters = row[:6]
-    acquired, acquired_revenue = row[6:]
+    acquired, acquired_revenue, active = row[6:]
     latest = latest_complete(kept, "retention_rate")
+    pooled = pooled_retention(kept)
+    periods = pooled.periods
+    repeat = _repeat_retention(store, window.params, window.period, window.as_of.isoformat())
+    cohort_customers = int(repeat["customers"].sum())
     blended_cac = blended_clv_cac = None
     if span is not None:
         # the blended row of clv_cac: all spend over all customers acquired while spending
@@ -136,16 +181,39 @@ def _overview(
         "period": window.period,
         "margin": margin,
         "window_days": act.window_days,
+        "window_rule": act.window_rule,
         "customers": int(customers),
+        "active_customers": int(active),
         "orders": int(orders),
         "net_revenue": float(net_revenue),
         "aov": float(net_revenue) / int(orders),
         "average_historical_clv": float(mean_revenue) * margin,
         "median_historical_clv": float(median_revenue) * margin,
         "repeat_purchase_rate": 100.0 * (int(repeaters) / int(customers)),
-        "retention_period": None if latest is None else str(latest["period"]),
-        "retention_rate": None if latest is None else _number(latest["retention_rate"]),
-        "churn_rate": None if latest is None else _number(latest["churn_rate"]),
+        "retention_period": (
+            None
+            if not periods
+            else periods[0]
+            if len(periods) == 1
+            else f"{periods[0]} to {periods[-1]}"
+        ),
+        "retention_periods": periods,
+        "retention_rate": _number(pooled.retention_rate),
+        "churn_rate": _number(pooled.churn_rate),
+        "retention_definition": retention_definition(window.period, act.window_days, periods),
+        "latest_retention_period": None if latest is None else str(latest["period"]),
+        "latest_retention_rate": None if latest is None else _number(latest["retention_rate"]),
+        "latest_churn_rate": None if latest is None else _number(latest["churn_rate"]),
+        "repeat_retention": (
+            100.0 * int(repeat["repeat_customers"].sum()) / cohort_customers
+            if cohort_customers
+            else None
+        ),
+        "repeat_retention_days": int(repeat.attrs["horizon_days"]),
+        "repeat_retention_customers": cohort_customers,
+        "repeat_retention_cohorts": (
+            [str(repeat["cohort"].iloc[0]), str(repeat["cohort"].iloc[-1])] if len(repeat) else []
+        ),
         "cac": blended_cac,
         "clv_cac": blended_clv_cac,
         # JSON-ready: missing shares become None
@@ -174,9 +242,9 @@ def metrics_report(
     store: Store,
     period: str = "month",
     *,
-    margin: float = 1.0,
+    margin: float | None = None,
     discount_rate: float = 0.0,
-    window_days: int = 365,
+    window_days: int | None = None,
     top: int = 10,
     as_of: AsOf = None,
 ) -> dict[str, Any]:
@@ -190,11 +258,11 @@ def metrics_report(
     period: :data:`REPORT_PERIOD_COLUMNS`, retention and buying side by side),
     ``top_customers`` (DataFrame of :func:`~retain.metrics.customer_metrics`).
     """
-    check_margin(margin)
+    margin = resolve_margin(store, margin)
     window = observation(store, as_of, period)
-    check_window_days(window_days, period)
+    chosen_window = activity_window(store, window, window_days)
     check_positive_int("top", top, least=0)
-    act = activity(store, window, window_days)
+    act = activity(store, window, chosen_window)
     kept = retention_table(act)
     bought = period_table(act)
     periods = pd.concat(

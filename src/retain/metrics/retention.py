@@ -2,9 +2,14 @@
 
 Definitions (rates and shares are percentages, 0-100):
 
-- A *customer* at an instant is someone who ordered within the activity window
-  before it (default 365 days): non-subscription data has no cancellations, so
-  a customer is one who is still buying.
+- A *customer* (an *active* customer) at an instant is someone who ordered
+  within the activity window before it: non-subscription data has no
+  cancellations, so a customer is one who is still buying. By default the
+  window follows the store's purchase rhythm: the 90th percentile of the gaps
+  in days between a customer's consecutive order days, within the shortest
+  window the period allows (30 days for a month, 90 for a quarter, 365 for a
+  year) and 365 days; 365 days when fewer than 30 such gaps exist (see
+  :func:`retain.metrics._common.activity_window`). ``window_days`` sets it.
 - Retention rate of a period = (customers at end - new customers acquired
   during it) / customers at start x 100; churn rate = 100 - retention rate.
   Customers at start are those who ordered in the window before the period's
@@ -17,6 +22,16 @@ Definitions (rates and shares are percentages, 0-100):
   as the formula implies; ``retained_customers`` counts those who were
   customers at both instants, so that customers at end = retained +
   reactivated + new customers still customers at the end.
+- Until one activity window after the store's first order nobody can have
+  lapsed, so the retention rate of a period that ends by then would be 100% by
+  construction: it is left empty (the counts are kept).
+- The headline retention (overview, Models page, formula CLV) pools the last
+  year's worth of complete periods with a rate: the sum of (customers at end -
+  new customers) over the sum of customers at start (:func:`pooled_retention`).
+- *Repeat-purchase retention* of a cohort (first-order period): the share of its
+  customers who ordered again, on a later day, within 365 days of their first
+  order; measured for cohorts whose every customer has had those 365 days
+  (:func:`repeat_retention`).
 - A *new* customer of a period placed their first order in it; a *returning*
   customer ordered in it and had first ordered in an earlier period.
 - Repeat purchase rate = customers with two or more orders / customers x 100.
@@ -27,11 +42,19 @@ end-of-period figures and rates are left empty.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from retain.metrics._activity import Activity, activity, steps_to_counts
-from retain.metrics._common import AsOf, check_window_days, observation, period_labels
+from retain.metrics._common import (
+    PERIODS,
+    AsOf,
+    activity_window,
+    observation,
+    period_labels,
+)
 from retain.store import Store
 
 RETENTION_COLUMNS = [
@@ -69,15 +92,16 @@ def retention(
     store: Store,
     period: str = "month",
     *,
-    window_days: int = 365,
+    window_days: int | None = None,
     as_of: AsOf = None,
 ) -> pd.DataFrame:
     """Retention and churn rate per period, from the first order's period to ``as_of``.
 
     ``period``: "month", "quarter" or "year" (calendar, UTC). ``window_days``: a
     customer is someone who ordered in the last ``window_days`` days (at least the
-    length of the period). ``as_of``: observation day (default: day of the last
-    order); later orders are ignored.
+    length of the period; default: from the store's purchase rhythm, see the
+    module notes; ``attrs["window_rule"]`` says how it was chosen). ``as_of``:
+    observation day (default: day of the last order); later orders are ignored.
 
     Columns: ``period`` (label such as 1997-03, 1997Q1, 1997), ``period_start``
     (date), ``complete`` (the period ended by ``as_of``), ``customers_at_start``,
@@ -87,12 +111,11 @@ def retention(
     - retained - new customers still customers at end), ``retention_rate`` =
     (customers at end - new customers) / customers at start x 100 (see the module
     notes for a window shorter than the period), ``churn_rate`` = 100 - retention
-    rate (percent; empty when there were no customers at start or the period is
-    not complete).
+    rate (percent; empty when there were no customers at start, the period is
+    not complete, or it ended before anyone could have lapsed).
     """
     window = observation(store, as_of, period)
-    check_window_days(window_days, period)
-    return retention_table(activity(store, window, window_days))
+    return retention_table(activity(store, window, activity_window(store, window, window_days)))
 
 
 def retention_table(act: Activity) -> pd.DataFrame:
@@ -122,7 +145,8 @@ def retention_table(act: Activity) -> pd.DataFrame:
     at_end = pd.Series(at_start[1:], dtype="float64").where(complete)
     retained = pd.Series(kept[:-1], dtype="float64").where(complete)
     new_s = pd.Series(new, dtype="int64")
-    rate = 100.0 * ((at_end - new_at_end) / starts_now.where(starts_now > 0))
+    measurable = act.measurable(ks)
+    rate = 100.0 * ((at_end - new_at_end) / starts_now.where(starts_now > 0)).where(measurable)
     period_start = act.period_starts(ks)
     frame = pd.DataFrame(
         {
@@ -143,9 +167,126 @@ def retention_table(act: Activity) -> pd.DataFrame:
             "period": act.window.period,
             "as_of": act.window.as_of.isoformat(),
             "window_days": act.window_days,
+            "window_rule": act.window_rule,
+            "measurable_from": (
+                str(frame["period"][measurable].iloc[0]) if measurable.any() else None
+            ),
         }
     )
     return frame
+
+
+@dataclass(frozen=True)
+class PooledRetention:
+    """The headline retention: ``periods`` (labels pooled), ``customers_at_start`` and
+    ``kept`` (customers at end less new ones) summed over them, ``retention_rate`` and
+    ``churn_rate`` (percent per period, None without a usable period)."""
+
+    periods: list[str]
+    customers_at_start: int
+    kept: int
+    retention_rate: float | None
+    churn_rate: float | None
+
+
+def pooled_retention(kept: pd.DataFrame, lookback: int | None = None) -> PooledRetention:
+    """The headline retention: the last ``lookback`` complete periods with a retention
+    rate (default: a year's worth), pooled: sum of (customers at end - new customers)
+    over the sum of customers at start."""
+    if lookback is None:
+        lookback = 12 // PERIODS[str(kept.attrs.get("period", "month"))]
+    usable = kept["complete"] & (kept["customers_at_start"] > 0) & kept["retention_rate"].notna()
+    chosen = kept[usable].tail(lookback)
+    start = int(chosen["customers_at_start"].sum())
+    still = int(
+        (chosen["retained_customers"] + chosen["reactivated_customers"]).astype("int64").sum()
+    )
+    rate = 100.0 * still / start if start else None
+    return PooledRetention(
+        periods=chosen["period"].astype(str).tolist(),
+        customers_at_start=start,
+        kept=still,
+        retention_rate=rate,
+        churn_rate=None if rate is None else 100.0 - rate,
+    )
+
+
+REPEAT_HORIZON_DAYS = 365
+
+REPEAT_SQL = """
+WITH firsts AS (
+    SELECT customer_id, min(ordered_at) AS first_at,
+           (year(min(ordered_at)) * 12 + month(min(ordered_at)) - 1) // $p AS cohort
+    FROM orders
+    WHERE ordered_at < $end
+    GROUP BY customer_id
+),
+again AS (
+    SELECT f.customer_id, f.cohort, f.first_at,
+           min(o.ordered_at) FILTER (
+               WHERE CAST(o.ordered_at AS DATE) > CAST(f.first_at AS DATE)
+           ) AS second_at
+    FROM firsts f JOIN orders o USING (customer_id)
+    WHERE o.ordered_at < $end
+    GROUP BY ALL
+)
+SELECT cohort,
+       max(first_at)                                                      AS last_first,
+       count(*)                                                           AS customers,
+       count(*) FILTER (WHERE second_at < first_at + to_days($horizon))   AS repeat_customers
+FROM again
+GROUP BY cohort
+ORDER BY cohort
+"""
+
+
+def repeat_retention(store: Store, period: str = "month", *, as_of: AsOf = None) -> pd.DataFrame:
+    """Cohort repeat-purchase retention: per cohort (first-order period), the share of its
+    customers who ordered again, on a later day, within 365 days of their first order.
+
+    Only cohorts whose last customer's first order is at least 365 days before the end
+    of ``as_of`` are listed: their every customer has had the full 365 days. Columns:
+    ``cohort`` (label), ``customers``, ``repeat_customers``, ``repeat_retention``
+    (percent). ``attrs``: ``horizon_days``, ``period``, ``as_of``.
+    """
+    window = observation(store, as_of, period)
+    return _repeat_retention(store, window.params, window.period, window.as_of.isoformat())
+
+
+def _repeat_retention(
+    store: Store, params: dict[str, object], period: str, as_of: str
+) -> pd.DataFrame:
+    frame = store.con.execute(REPEAT_SQL, {**params, "horizon": REPEAT_HORIZON_DAYS}).df()
+    end = pd.Timestamp(params["end"])  # type: ignore[arg-type]
+    horizon = pd.Timedelta(days=REPEAT_HORIZON_DAYS)
+    frame = frame[pd.to_datetime(frame["last_first"]) + horizon <= end]
+    attrs = {"horizon_days": REPEAT_HORIZON_DAYS, "period": period, "as_of": as_of}
+    if frame.empty:
+        empty = pd.DataFrame(
+            {
+                "cohort": pd.Series(dtype="object"),
+                "customers": pd.Series(dtype="int64"),
+                "repeat_customers": pd.Series(dtype="int64"),
+                "repeat_retention": pd.Series(dtype="float64"),
+            }
+        )
+        empty.attrs.update(attrs)
+        return empty
+    months = PERIODS[period]
+    starts = pd.Series(frame["cohort"].astype("int64").to_numpy() * months)
+    cohort_start = pd.to_datetime(
+        pd.DataFrame({"year": starts // 12, "month": starts % 12 + 1, "day": 1})
+    )
+    result = pd.DataFrame(
+        {
+            "cohort": period_labels(cohort_start, period).to_numpy(),
+            "customers": frame["customers"].astype("int64").to_numpy(),
+            "repeat_customers": frame["repeat_customers"].astype("int64").to_numpy(),
+        }
+    )
+    result["repeat_retention"] = 100.0 * result["repeat_customers"] / result["customers"]
+    result.attrs.update(attrs)
+    return result
 
 
 def period_metrics(store: Store, period: str = "month", *, as_of: AsOf = None) -> pd.DataFrame:

@@ -151,7 +151,7 @@ def metrics_payload(
     *,
     period: str = "month",
     margin: float | None = None,
-    window_days: int = 365,
+    window_days: int | None = None,
 ) -> dict[str, Any]:
     """The overview page: headline metrics, CLV distribution, new vs returning revenue, alerts.
 
@@ -159,7 +159,8 @@ def metrics_payload(
     kept, in (0, 1], for historical CLV (default: the margin the store was
     scored with, else 1; predicted CLV is shown as scored, see
     :func:`resolve_margin`); ``window_days``: a customer is someone who ordered
-    in the last ``window_days`` days. Keys: ``overview`` (see
+    in the last ``window_days`` days (default: from the store's purchase
+    rhythm, as on the Models page; see :mod:`retain.metrics.retention`). Keys: ``overview`` (see
     :func:`retain.metrics.overview`), ``margin`` (see :func:`resolve_margin`),
     ``predicted`` (average, median and total predicted CLV from the model
     scores, or None), ``clv_distribution`` (histogram bins), ``alerts`` (see
@@ -260,7 +261,7 @@ def clv_distribution(
 
 
 def alerts_payload(
-    store: Store, *, period: str = "month", window_days: int = 365
+    store: Store, *, period: str = "month", window_days: int | None = None
 ) -> dict[str, Any]:
     """Recent drops in retention, AOV, frequency, new customers or repeat revenue share.
 
@@ -1025,8 +1026,10 @@ def p_alive_payload(store: Store, model: Any, columns: int = 12) -> dict[str, An
     }
 
 
-def lifespan_payload(store: Store) -> dict[str, Any]:
-    """Lifespan = 1 / churn for monthly churn of 1% to 90%, and the store's measured churn."""
+def lifespan_payload(store: Store, *, window_days: int | None = None) -> dict[str, Any]:
+    """Lifespan = 1 / churn for monthly churn of 1% to 90%, and the store's measured churn:
+    the overview's monthly churn (same definition, same default activity window: see
+    :func:`retain.metrics.overview`), pooled over the last 12 complete months with a rate."""
     from retain.errors import RetainError
     from retain.metrics import business_clv, lifespan
 
@@ -1034,13 +1037,15 @@ def lifespan_payload(store: Store) -> dict[str, Any]:
     note = None
     try:
         if store.scalar("SELECT count(*) FROM orders"):
-            measured = business_clv(store, "month")
+            measured = business_clv(store, "month", window_days=window_days)
             note = measured.get("note") or None
     except RetainError as exc:
         note = str(exc)
     churn = measured.get("churn_rate")
     return {
         "period": "month",
+        "window_days": measured.get("window_days"),
+        "window_rule": measured.get("window_rule"),
         "churn_rates": CHURN_RATES,
         "lifespan": [lifespan(c / 100) for c in CHURN_RATES],
         "store_churn_rate": plain(churn) if churn else None,

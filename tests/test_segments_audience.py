@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from retain.errors import DataError
-from retain.segments import audience, customer_segments, winback_list, write_audience
+from retain.segments import (
+    audience,
+    customer_segments,
+    load_rules,
+    winback_list,
+    write_audience,
+)
 from retain.store import Store
 from segments_helpers import build_store, orders_frame, random_orders
 
@@ -114,7 +120,7 @@ def test_audience_columns_and_contact_details(store: Store) -> None:
 
 
 def test_customers_without_order_lines_have_no_products(store: Store) -> None:
-    lapsed = winback_list(store, min_risk="low").set_index("customer_id")
+    lapsed = winback_list(store, min_risk="low", all_lost=True).set_index("customer_id")
     assert lapsed.loc["r0", "top_products"] == []
     champions = audience(store, "Champions", include_unknown_consent=True)
     assert all(products == [] for products in champions["top_products"])
@@ -156,6 +162,8 @@ def test_winback_list_is_ranked_by_value_at_stake() -> None:
     assert set(medium["risk"]) <= {"medium", "high", "lost"} and len(medium) > len(high)
     assert high["value_at_stake"].is_monotonic_decreasing
     assert top["customer_id"].tolist() == high["customer_id"].head(5).tolist()
+    assert top.attrs["total"] == len(high)
+    assert top.attrs["value_at_stake"] == pytest.approx(high["value_at_stake"].sum())
     with (
         build_store(orders_frame([("a", "2024-01-01", 1.0)])) as s,
         pytest.raises(DataError, match="risk level"),
@@ -178,3 +186,22 @@ def test_exports_as_csv_and_json(store: Store, tmp_path: Path) -> None:
         write_audience(exported, "xml")
     with pytest.raises(DataError, match="cannot write"):
         write_audience(exported, "csv", tmp_path / "missing" / "a.csv")
+
+
+def test_the_winback_list_leaves_out_lost_customers_not_worth_a_personal_winback() -> None:
+    orders = random_orders(400, seed=9)
+    ids = sorted(orders["customer_id"].unique())
+    scores = pd.DataFrame(
+        {"p_alive": [0.5] * len(ids), "clv_12m": [10.0] * len(ids)},
+        index=pd.Index(ids, name="customer_id"),
+    )
+    with build_store(orders) as s:
+        listed = winback_list(s, scores=scores)
+        everyone = winback_list(s, scores=scores, all_lost=True)
+    valuable = load_rules().table().set_index("segment")["valuable"]
+    lost = listed[listed["risk"] == "lost"]
+    assert len(lost) > 0 and lost["segment"].map(valuable).all()
+    left_out = everyone[~everyone["customer_id"].isin(listed["customer_id"])]
+    assert len(left_out) > 0
+    assert (left_out["risk"] == "lost").all() and not left_out["segment"].map(valuable).any()
+    assert (listed["value_at_stake"] > 0).all()

@@ -70,7 +70,13 @@ def test_every_segment_is_reached_by_real_customers(
     orders: pd.DataFrame, scheme: str, levels: int
 ) -> None:
     result = customer_segments(orders, scheme=scheme)
-    assert sorted(result["segment"].unique()) == sorted(COMMON_SET)
+    reached = set(result["segment"])
+    if scheme == "quintiles":
+        # these customers order every 3 days: a one-order customer in the second recency
+        # quintile (140 to 280 days ago) is at high risk, capped below "Promising" (r = 4)
+        assert reached == set(COMMON_SET) - {"Promising"}
+    else:
+        assert reached == set(COMMON_SET)
     # every customer exactly once, and in the segment of the first rule matching their scores
     assert result.index.is_unique
     assert set(result.index) == set(orders["customer_id"])
@@ -186,3 +192,43 @@ def test_segment_sizes_follow_the_scores_not_the_input_order(orders: pd.DataFram
     a = customer_segments(orders)["segment"]
     b = customer_segments(shuffled)["segment"]
     pd.testing.assert_series_equal(a, b)
+
+
+def test_recency_caps_come_from_the_rule_file(tmp_path: Path) -> None:
+    rules = load_rules()
+    assert rules.recency_caps["quintiles"] == {"medium": 3, "high": 2, "lost": 2}
+    assert rules.caps("quartiles").set_index("risk")["cap"].to_dict() == {
+        "medium": 3,
+        "high": 2,
+        "lost": 1,
+    }
+    own = tmp_path / "caps.toml"
+    own.write_text("[recency.quintiles]\nlost = 1\n")
+    mine = load_rules(own)
+    assert mine.recency_caps["quintiles"] == {"lost": 1}
+    assert mine.recency_caps["quartiles"] == rules.recency_caps["quartiles"]
+    for text, message in (
+        ("[recency.quintiles]\nhigh = 6\n", "from 1 to 5"),
+        ("[recency.quintiles]\nmedium = 2\nhigh = 3\n", "worse risk"),
+        ("[recency.quintiles]\nsevere = 1\n", "unknown risk level"),
+        ("[recency.deciles]\nlost = 1\n", "unknown scheme"),
+    ):
+        own.write_text(text)
+        with pytest.raises(SchemaError, match=message):
+            load_rules(own)
+
+
+def test_customers_at_risk_are_kept_out_of_recent_segments() -> None:
+    # "late" bought every 10 days, last 100 days ago: among the most recent of a store
+    # whose other customers left long ago, but 10 gaps late
+    rows = [("late", f"2023-{m:02d}-{d:02d}", 30.0) for m in (1, 2, 3) for d in (1, 11, 21)]
+    rows += [(f"old{i}", f"2022-0{1 + i % 9}-15", 20.0) for i in range(30)]
+    orders = pd.DataFrame(rows, columns=["customer_id", "ordered_at", "net_revenue"])
+    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
+    result = customer_segments(orders, as_of="2023-06-29")
+    late = result.loc["late"]
+    assert late["churn_risk"] == "lost"
+    assert late["r_score"] == 2
+    assert late["segment"] == "Can't Lose Them"
+    assert (result.drop(index="late")["churn_risk"] == "lost").all()
+    assert not result["segment"].isin(["Champions", "Loyal Customers", "New Customers"]).any()

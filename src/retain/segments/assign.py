@@ -60,20 +60,52 @@ CUSTOMER_COLUMNS = [
     "overdue_ratio",
 ]
 
-# Joined after the risk query; ``risk_input`` is built over the temp table seg_rfm.
+# Per customer inputs of the risk query, over the temp table seg_rfm (scores ranked
+# among customers) and the model's scores.
 RISK_INPUT_SQL = """
 CREATE OR REPLACE TEMP VIEW risk_input AS
-SELECT
-    c.*,
-    c.r_score || c.f_score || c.m_score  AS rfm,
-    g.segment,
-    g.position                           AS segment_position,
-    m.p_alive,
-    m.clv_if_retained
+SELECT c.*, m.p_alive, m.clv_if_retained
 FROM seg_rfm AS c
-JOIN seg_grid AS g USING (r_score, f_score, m_score)
 LEFT JOIN seg_model AS m USING (customer_id)
 """
+
+# Over the risk query: the recency score capped by the churn risk (seg_caps, from the
+# rule table's [recency] section), then the segment the rules give the capped scores.
+SEGMENT_SQL = """
+SELECT
+    x.*,
+    x.r_score || x.f_score || x.m_score  AS rfm,
+    g.segment,
+    g.position                           AS segment_position
+FROM (
+    SELECT
+        r.* REPLACE (least(r.r_score, coalesce(k.cap, r.r_score)) AS r_score),
+        r.r_score                        AS r_rank_score
+    FROM ({risk}) AS r
+    LEFT JOIN seg_caps AS k ON k.risk = r.risk
+) AS x
+JOIN seg_grid AS g USING (r_score, f_score, m_score)
+"""
+
+
+def run_segmented_sql(
+    con: duckdb.DuckDBPyConnection,
+    outer_sql: str,
+    info: dict[str, Any],
+    *,
+    thresholds: RiskThresholds | None,
+    extra_params: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Run ``outer_sql`` inside :func:`segmented`, ``{risk}`` being each customer's risk,
+    capped recency score, ``rfm`` and segment."""
+    return run_risk_sql(
+        con,
+        outer_sql,
+        thresholds=thresholds,
+        population_gap_days=info["population_gap_days"],
+        extra_params=extra_params,
+        wrap=SEGMENT_SQL,
+    )
 
 
 def resolve_rules(rules: Rules) -> SegmentRules:
@@ -198,12 +230,12 @@ def _per_customer(
         customers=customers,
         boundaries=boundaries,
     ) as (con, info):
-        frame = run_risk_sql(
+        frame = run_segmented_sql(
             con,
             f"SELECT r.customer_id, {select} FROM ({{risk}}) AS r "
             "JOIN seg_defs AS d ON d.segment = r.segment ORDER BY r.customer_id",
+            info,
             thresholds=thresholds,
-            population_gap_days=info["population_gap_days"],
         )
         found = (
             measure_boundaries(con, scheme, info["as_of"], info["population_gap_days"])
@@ -237,7 +269,7 @@ def segment_summary(
     """
     table = resolve_rules(rules)
     with segmented(data, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
-        frame = run_risk_sql(
+        frame = run_segmented_sql(
             con,
             """
             WITH per_segment AS (
@@ -271,8 +303,8 @@ def segment_summary(
             LEFT JOIN per_segment AS s USING (segment)
             ORDER BY d.position
             """,
+            info,
             thresholds=thresholds,
-            population_gap_days=info["population_gap_days"],
             extra_params={"has_model": info["model"] != "none", "placeholder": TOP_PRODUCTS},
         )
     frame["customers"] = frame["customers"].astype("int64")
@@ -310,6 +342,7 @@ def segmented(
         try:
             con.register("seg_grid", grid)
             con.register("seg_defs", defs)
+            con.register("seg_caps", rules.caps(scheme))
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE seg_rfm AS {RFM_SQL}", {**params, "levels": levels}
             )
@@ -339,6 +372,7 @@ def segmented(
                 con.execute(f"DROP {kind} IF EXISTS {obj}")
             con.unregister("seg_grid")
             con.unregister("seg_defs")
+            con.unregister("seg_caps")
             with contextlib.suppress(duckdb.Error):
                 con.unregister("seg_scores_input")
 

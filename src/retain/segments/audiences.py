@@ -20,9 +20,15 @@ from typing import Any
 import pandas as pd
 
 from retain.errors import DataError
-from retain.segments.assign import Rules, public_info, resolve_rules, segmented
+from retain.segments.assign import (
+    Rules,
+    public_info,
+    resolve_rules,
+    run_segmented_sql,
+    segmented,
+)
 from retain.segments.rfm import AsOf
-from retain.segments.risk import RISK_LEVELS, RiskThresholds, run_risk_sql
+from retain.segments.risk import RISK_LEVELS, RiskThresholds
 from retain.segments.rules import TOP_PRODUCTS
 from retain.store import Store, open_store
 
@@ -65,7 +71,8 @@ LIST_COLUMNS = [
 # bought products (order lines of their orders up to the observation date).
 PICK_SQL = """
 WITH picked AS MATERIALIZED (
-    SELECT * FROM ({risk}) WHERE {where}
+    SELECT *, count(*) OVER () AS _total, sum(value_at_stake) OVER () AS _stake
+    FROM ({risk}) WHERE {where}
     ORDER BY value_at_stake DESC NULLS LAST, net_revenue DESC, customer_id
     LIMIT $limit
 ),
@@ -114,7 +121,9 @@ SELECT
     p.net_revenue,
     c.email,
     c.name,
-    c.accepts_marketing
+    c.accepts_marketing,
+    p._total,
+    p._stake
 FROM picked AS p
 JOIN seg_defs AS d USING (segment)
 LEFT JOIN customers AS c USING (customer_id)
@@ -140,11 +149,18 @@ def winback_list(
     rules: Rules = None,
     scores: pd.DataFrame | None = None,
     thresholds: RiskThresholds | None = None,
+    all_lost: bool = False,
 ) -> pd.DataFrame:
-    """At-risk and lapsed customers, most value at stake first.
+    """At-risk and lapsed customers worth winning back, most value at stake first.
 
     Customers whose churn risk is ``min_risk`` or worse (default "high": high
-    and lost; "medium" adds medium). Columns :data:`LIST_COLUMNS`: the risk
+    and lost; "medium" adds medium), but of the lost customers only those of
+    segments marked ``valuable`` in the rule table (At Risk, Can't Lose Them,
+    ...): the other lost customers (Hibernating, Lost) get their segment's
+    low-cost action, not a win-back; ``all_lost=True`` lists them too. With
+    model scores, only customers with something at stake (value at stake above
+    0) are listed. ``attrs["total"]`` and ``attrs["value_at_stake"]`` count and
+    sum every customer the list holds before ``limit``. Columns :data:`LIST_COLUMNS`: the risk
     and its reason, ``value_at_stake`` (reporting currency; missing without
     model scores, in which case the list is ranked by ``net_revenue`` to
     date), the segment, its action (with the customer's own products where the
@@ -160,6 +176,9 @@ def winback_list(
         raise DataError("the number of customers to list cannot be negative", value=limit)
     levels = list(RISK_LEVELS[RISK_LEVELS.index(min_risk) :])
     where = "risk IN (" + ", ".join(f"'{level}'" for level in levels) + ")"
+    where += " AND (value_at_stake IS NULL OR value_at_stake > 0)"
+    if not all_lost:
+        where += " AND (risk <> 'lost' OR segment IN (SELECT segment FROM seg_defs WHERE valuable))"
     frame = _pick(
         store,
         where,
@@ -279,11 +298,11 @@ def _pick(
         table = resolve_rules(rules)
         with segmented(db, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
             con.execute(AND_LIST_MACRO)
-            frame = run_risk_sql(
+            frame = run_segmented_sql(
                 con,
                 PICK_SQL.replace("{where}", where),
+                info,
                 thresholds=thresholds,
-                population_gap_days=info["population_gap_days"],
                 extra_params={
                     **params,
                     "as_of_end": info["as_of_end"],
@@ -296,4 +315,7 @@ def _pick(
             db.close()
     frame["top_products"] = frame["top_products"].map(list)
     frame.attrs.update(public_info(info))
+    frame.attrs["total"] = int(frame["_total"].iloc[0]) if len(frame) else 0
+    stake = frame["_stake"].iloc[0] if len(frame) else None
+    frame.attrs["value_at_stake"] = None if stake is None or pd.isna(stake) else float(stake)
     return frame[LIST_COLUMNS]

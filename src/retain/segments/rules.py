@@ -6,13 +6,21 @@ reads and checks a file; :meth:`SegmentRules.grid` expands the rules of a
 scheme into one row per combination of scores, which is what customers are
 joined against: the first rule that matches a combination names its segment,
 so every customer lands in exactly one.
+
+Recency is not judged against other customers only: the ``[recency]`` section
+caps the recency score by the customer's churn risk (which weighs their own
+rhythm, the model's P(alive) and an absolute bound of days; see
+:mod:`retain.segments.risk`). A customer at high risk in a store whose
+customers are mostly old may rank among the most recent, but scores no more
+than the cap, so no segment that says "recent" holds a customer the same page
+calls lost.
 """
 
 from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,8 @@ import pandas as pd
 from retain.errors import SchemaError
 
 SCHEMES: dict[str, int] = {"quintiles": 5, "quartiles": 4}
+CAPPED_RISKS = ("medium", "high", "lost")
+"""Risk levels that cap the recency score (``[recency.<scheme>]`` of the rule file)."""
 """Scoring schemes and their number of score levels."""
 
 DEFAULT_RULES_PATH = Path(str(resources.files("retain.segments") / "default_segments.toml"))
@@ -63,6 +73,8 @@ class SegmentRules:
     segments: tuple[Segment, ...]
     rules: dict[str, tuple[Rule, ...]]
     source: str = "default"
+    recency_caps: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per scheme, the highest recency score at each risk level (missing: no cap)."""
 
     @property
     def names(self) -> list[str]:
@@ -84,6 +96,14 @@ class SegmentRules:
             segment = next(rule.segment for rule in self.rules[scheme] if rule.matches(r, f, m))
             rows.append((r, f, m, segment))
         return pd.DataFrame(rows, columns=["r_score", "f_score", "m_score", "segment"])
+
+    def caps(self, scheme: str = "quintiles") -> pd.DataFrame:
+        """The recency caps of ``scheme``: one row per capped risk level, ``risk`` and ``cap``."""
+        score_levels(scheme)
+        caps = self.recency_caps.get(scheme, {})
+        return pd.DataFrame({"risk": list(caps), "cap": [int(v) for v in caps.values()]}).astype(
+            {"risk": "object", "cap": "int64"}
+        )
 
     def unreachable(self, scheme: str = "quintiles") -> list[str]:
         """Segments no combination of scores reaches under ``scheme`` (earlier rules take all)."""
@@ -117,12 +137,17 @@ def load_rules(path: str | Path | None = None) -> SegmentRules:
     if path is None:
         return _build(default, "default")
     user = _read(Path(path))
-    unknown = sorted(set(user) - {"segments", *SCHEMES})
+    unknown = sorted(set(user) - {"segments", "recency", *SCHEMES})
     if unknown:
         raise SchemaError(
-            f"{path}: unknown section(s) {unknown}; expected [[segments]], [[quintiles]], [[quartiles]]"
+            f"{path}: unknown section(s) {unknown}; expected [[segments]], [[quintiles]], "
+            "[[quartiles]], [recency]"
         )
-    return _build({**default, **user}, str(path))
+    recency = user.get("recency", {})
+    if not isinstance(recency, dict):
+        raise SchemaError(f"{path}: [recency] must be a table")
+    merged = {**default, **user, "recency": {**default.get("recency", {}), **recency}}
+    return _build(merged, str(path))
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -203,7 +228,37 @@ def _build(data: dict[str, Any], source: str) -> SegmentRules:
                 f"{source}: the [[{scheme}]] rules leave {len(uncovered)} score combination(s) "
                 f"without a segment ({shown}{more}); end with a rule that matches the rest"
             )
-    return SegmentRules(segments=tuple(segments), rules=rules, source=source)
+    caps = _recency_caps(data.get("recency", {}), source)
+    return SegmentRules(segments=tuple(segments), rules=rules, source=source, recency_caps=caps)
+
+
+def _recency_caps(data: Any, source: str) -> dict[str, dict[str, int]]:
+    unknown = sorted(set(data) - set(SCHEMES))
+    if unknown:
+        raise SchemaError(
+            f"{source}: [recency] has unknown scheme(s) {unknown}; use quintiles, quartiles"
+        )
+    caps: dict[str, dict[str, int]] = {}
+    for scheme, levels in SCHEMES.items():
+        entry = data.get(scheme, {})
+        where = f"{source}: [recency.{scheme}]"
+        if not isinstance(entry, dict):
+            raise SchemaError(f"{where} must be a table of risk level = highest recency score")
+        extra = sorted(set(entry) - set(CAPPED_RISKS))
+        if extra:
+            raise SchemaError(
+                f"{where}: unknown risk level(s) {extra}; use {', '.join(CAPPED_RISKS)}"
+            )
+        for risk, cap in entry.items():
+            if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= levels:
+                raise SchemaError(
+                    f"{where}: {risk} must be a score from 1 to {levels}, got {cap!r}"
+                )
+        given = [entry[r] for r in CAPPED_RISKS if r in entry]
+        if given != sorted(given, reverse=True):
+            raise SchemaError(f"{where}: a worse risk cannot allow a higher recency score: {entry}")
+        caps[scheme] = {r: int(entry[r]) for r in CAPPED_RISKS if r in entry}
+    return caps
 
 
 def _bounds(value: Any, levels: int, where: str) -> tuple[int, int] | None:

@@ -10,12 +10,18 @@
 - :func:`rfm_scores`: recency, frequency and monetary scores 1-5 (or 1-4),
   ties in the same score (rule in :mod:`retain.segments.rfm`).
 - :func:`load_rules`: the rule table naming segments from scores, with each
-  segment's action and offer (default: ``default_segments.toml``).
+  segment's action and offer (default: ``default_segments.toml``), and the
+  caps of the recency score by churn risk, so that a customer at risk or
+  silent for over a year is never in a segment that says "recent".
 - :func:`customer_segments`: per customer scores, segment, action, churn risk
   with reason and value at stake; :func:`segment_scores` is its part that
   ``retain score`` writes to ``customer_scores``; with :class:`RfmBoundaries`
   it scores a few customers against an earlier full scoring.
-- :func:`churn_risk`: the risk rules alone, on per-customer columns.
+- :func:`churn_risk`: the risk rules alone, on per-customer columns; its
+  module (:mod:`retain.segments.risk`) defines the value at stake, the one
+  definition every report uses: (1 - P(alive)) x CLV if retained, what a
+  win-back that retained the customer would add over the CLV horizon to what
+  is expected from them anyway (never more than the CLV if retained).
 - :func:`segment_summary`, :func:`winback_list`, :func:`audience`,
   :func:`write_audience`, :func:`segment_migration`.
 """

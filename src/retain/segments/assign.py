@@ -141,6 +141,10 @@ def customer_segments(
     ``clv_12m / p_alive`` (the model's CLV is the value if alive weighted by
     P(alive)).
 
+    The recency score is the customer's rank among customers, capped by their
+    churn risk (the rule table's ``[recency]`` caps): ``r_score`` is the capped
+    score, which the segment follows.
+
     Indexed by ``customer_id``; columns :data:`CUSTOMER_COLUMNS` (money in the
     reporting currency, times in days). ``attrs`` hold ``as_of``, ``scheme``,
     ``rules`` (its source) and ``model`` ("scores", "customer_scores" or "none").
@@ -264,7 +268,8 @@ def segment_summary(
     ``net_revenue`` (total to the observation date, reporting currency);
     ``share_of_revenue`` (0-1); ``avg_orders``; ``avg_days_since_last_order``;
     ``at_risk`` (customers whose churn risk is high or lost); ``value_at_stake``
-    (sum, currency; missing without model scores); ``action``; ``offer``;
+    (sum, currency, as defined in :mod:`retain.segments.risk`; missing without
+    model scores); ``action``; ``offer``;
     ``description``. Arguments as in :func:`customer_segments`.
     """
     table = resolve_rules(rules)

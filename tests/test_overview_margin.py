@@ -104,3 +104,13 @@ def test_api_customer_page_and_report_agree(
     assert "margin 0.5" in page
     html = report_html(half_margin_db)
     assert f"{table['mean']:,.2f}" in html
+
+
+def test_the_overview_says_when_its_churn_is_the_models_pages(half_margin_db: Path) -> None:
+    with Store(half_margin_db, read_only=True) as store:
+        default = data.metrics_payload(store)
+        other = data.metrics_payload(store, window_days=default["models_window_days"] + 30)
+        churn = data.models_payload(store)["lifespan"]["store_churn_rate"]
+    assert default["overview"]["window_days"] == default["models_window_days"]
+    assert default["overview"]["churn_rate"] == pytest.approx(churn)
+    assert other["overview"]["window_days"] != other["models_window_days"]

@@ -163,8 +163,10 @@ def metrics_payload(
     rhythm, as on the Models page; see :mod:`retain.metrics.retention`). Keys: ``overview`` (see
     :func:`retain.metrics.overview`), ``margin`` (see :func:`resolve_margin`),
     ``predicted`` (average, median and total predicted CLV from the model
-    scores, or None), ``clv_distribution`` (histogram bins), ``alerts`` (see
-    :func:`alerts_payload`), ``notes``.
+    scores, or None), ``clv_distribution`` (histogram bins),
+    ``models_window_days`` (the activity window of the Models page's churn: the
+    same churn as the overview's when the overview is monthly with that window),
+    ``alerts`` (see :func:`alerts_payload`), ``notes``.
     """
     from retain.metrics import overview
 
@@ -196,9 +198,18 @@ def metrics_payload(
             "customers": int(row[3]),
         }
     result["clv_distribution"] = clv_distribution(store, clv_column, margins["historical"])
+    result["models_window_days"] = models_window_days(store)
     result["alerts"] = alerts_payload(store, period=period, window_days=window_days)
     result["notes"] = notes
     return result
+
+
+def models_window_days(store: Store) -> int:
+    """The activity window of the Models page's monthly churn: the store's default (see
+    :func:`retain.metrics._common.activity_window`)."""
+    from retain.metrics._common import activity_window, observation
+
+    return activity_window(store, observation(store, None, "month"), None).days
 
 
 def predicted_clv_column(store: Store) -> str | None:

@@ -243,3 +243,41 @@ def test_api_docs_render_offline(server: str, page: Any) -> None:
     shoot(page, "api-docs")
     assert elsewhere == []
     assert page.problems == []
+
+
+# the page's own width against the viewport's, and each table wrapper's
+NARROW_JS = """
+() => ({
+  page: document.documentElement.scrollWidth,
+  viewport: window.innerWidth,
+  wrappers: Array.from(document.querySelectorAll('.table-wrap')).map(w => ({
+    width: w.getBoundingClientRect().width, scrolls: w.scrollWidth > w.clientWidth,
+    overflow: getComputedStyle(w).overflowX})),
+})
+"""
+
+
+@pytest.mark.parametrize("path", ["/customers", "/at-risk", "/segments", "/customers/TOP"])
+def test_a_phone_wide_page_scrolls_its_tables_not_itself(
+    server: str, browser: Any, path: str
+) -> None:
+    if path.endswith("/TOP"):  # the biggest spender: the longest order history
+        import json
+
+        with urllib.request.urlopen(server + "/api/customers?sort=net_revenue&limit=1") as r:
+            path = "/customers/" + json.loads(r.read())["customers"][0]["customer_id"]
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        tab = context.new_page()
+        response = tab.goto(server + path)
+        assert response is not None and response.status == 200
+        tab.wait_for_load_state("load")
+        seen = tab.evaluate(NARROW_JS)
+        assert seen["page"] <= seen["viewport"], seen  # nothing sticks out to the right
+        assert seen["wrappers"], seen
+        for wrapper in seen["wrappers"]:
+            assert wrapper["width"] <= seen["viewport"] and wrapper["overflow"] == "auto"
+        assert any(w["scrolls"] for w in seen["wrappers"]), seen  # the table scrolls inside
+        tab.screenshot(path=str(ARTIFACTS / f"narrow{path.replace('/', '-')}.png"), full_page=True)
+    finally:
+        context.close()

@@ -9,9 +9,20 @@ and ``y`` (axis titles), ``format`` (money, percent, count, probability).
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
+import math
+import re
 from typing import Any
 
 Spec = dict[str, Any]
+
+# what a CLV column of customer_scores means, in words
+CLV_WORDS = {
+    "clv_12m": "predicted CLV, next 12 months",
+    "clv": "predicted CLV",
+    "predicted_clv": "predicted CLV",
+}
 
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16"]
 
@@ -21,10 +32,11 @@ def overview_charts(payload: dict[str, Any]) -> dict[str, Spec]:
     charts: dict[str, Spec] = {}
     dist = payload["clv_distribution"]
     if dist["bins"]:
+        digits = _digits(dist["bins"])
         charts["clv-distribution"] = {
             "type": "bar",
-            "title": f"Customers by {dist['basis']}",
-            "labels": [_bin_label(b) for b in dist["bins"]],
+            "title": f"Customers by {clv_words(dist['basis'])}",
+            "labels": [_bin_label(b, digits) for b in dist["bins"]],
             "datasets": [{"label": "customers", "data": [b["customers"] for b in dist["bins"]]}],
             "x": "CLV",
             "y": "customers",
@@ -51,10 +63,38 @@ def overview_charts(payload: dict[str, Any]) -> dict[str, Spec]:
     return charts
 
 
-def _bin_label(b: dict[str, Any]) -> str:
+def clv_words(basis: str) -> str:
+    """The basis of a CLV figure in plain words: "predicted CLV (clv_12m)" becomes
+    "predicted CLV, next 12 months"; a column name never shows."""
+    found = re.fullmatch(r"\s*predicted CLV \((\w+)\)\s*", basis)
+    if found:
+        return CLV_WORDS.get(found.group(1), "predicted CLV")
+    return basis
+
+
+def _digits(bins: list[dict[str, Any]]) -> int:
+    """Decimals that show every bin's edges exactly enough for equal widths to read as
+    equal (20.56 wide: 0-20.6, 20.6-41.1, ... rather than 0-21, 21-41, 41-62)."""
+    closed = [b for b in bins if not b.get("open_ended")]
+    if not closed:
+        return 0
+    width = float(closed[0]["high"]) - float(closed[0]["low"])
+    if width <= 0:
+        return 0
+    for digits in range(4):
+        edges = [round(float(b["low"]), digits) for b in closed] + [
+            round(float(closed[-1]["high"]), digits)
+        ]
+        steps = [b - a for a, b in itertools.pairwise(edges)]
+        if max(steps) - min(steps) <= 0.5 * 10**-digits and min(steps) > 0:
+            return digits
+    return max(0, 1 - math.floor(math.log10(width)))
+
+
+def _bin_label(b: dict[str, Any], digits: int = 0) -> str:
     if b.get("open_ended"):
-        return f"{b['low']:,.0f}+"
-    return f"{b['low']:,.0f}-{b['high']:,.0f}"
+        return f"{b['low']:,.{digits}f}+"
+    return f"{b['low']:,.{digits}f}–{b['high']:,.{digits}f}"
 
 
 def cohort_charts(payload: dict[str, Any], max_curves: int = 12) -> dict[str, Spec]:
@@ -153,22 +193,47 @@ def at_risk_charts(payload: dict[str, Any]) -> dict[str, Spec]:
 
 
 def customer_charts(payload: dict[str, Any]) -> dict[str, Spec]:
-    """The customer's orders over time."""
+    """The customer's orders on a time axis (days between orders show as gaps); the
+    title says when only the latest of their orders are drawn."""
     history = payload.get("history") or []
     if not history:
         return {}
     ordered = list(reversed(history))
+    total = int((payload.get("orders") or {}).get("orders") or len(history))
+    shown = (
+        f"the latest {len(history):,} of {total:,} orders"
+        if total > len(history)
+        else f"all {total:,} orders"
+        if total > 1
+        else "their one order"
+    )
     return {
         "customer-history": {
             "type": "bar",
-            "title": "Orders (net revenue)",
+            "xType": "time",
+            "title": f"Net revenue per order: {shown}",
             "labels": [str(h["ordered_at"])[:10] for h in ordered],
-            "datasets": [{"label": "net revenue", "data": [h["net_revenue"] for h in ordered]}],
+            "datasets": [
+                {
+                    "label": "net revenue",
+                    "data": [
+                        {"x": _epoch_ms(h["ordered_at"]), "y": h["net_revenue"]} for h in ordered
+                    ],
+                }
+            ],
             "x": "order date",
             "y": "net revenue",
             "format": "money",
         }
     }
+
+
+def _epoch_ms(value: Any) -> int:
+    """Milliseconds since 1970-01-01 UTC of an ISO date or timestamp (naive: UTC)."""
+    stamp = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return int(stamp.timestamp() * 1000)
 
 
 def model_charts(payload: dict[str, Any]) -> dict[str, Spec]:

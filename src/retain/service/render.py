@@ -60,6 +60,67 @@ def day(value: Any) -> str:
     return "–" if _missing(value) else str(value)[:10]
 
 
+# customer_scores columns in words, with how to show the value
+SCORE_LABELS: dict[str, tuple[str, str]] = {
+    "p_alive": ("Chance the customer is still active, P(alive)", "probability"),
+    "expected_purchases_30d": ("Expected purchases, next 30 days", "purchases"),
+    "expected_purchases_90d": ("Expected purchases, next 90 days", "purchases"),
+    "expected_purchases_365d": ("Expected purchases, next 365 days", "purchases"),
+    "expected_purchases": ("Expected purchases", "purchases"),
+    "purchases_365d_low": ("Purchases in the next year, 90% range: from", "purchases"),
+    "purchases_365d_high": ("Purchases in the next year, 90% range: to", "purchases"),
+    "expected_spend": ("Expected spend per order", "money"),
+    "clv_12m": ("Predicted CLV, next 12 months", "money"),
+    "clv": ("Predicted CLV", "money"),
+    "predicted_clv": ("Predicted CLV", "money"),
+    "clv_low": ("CLV, 90% of outcomes: from", "money"),
+    "clv_high": ("CLV, 90% of outcomes: to", "money"),
+    "clv_mean_low": ("Expected CLV itself, 90% range: from", "money"),
+    "clv_mean_high": ("Expected CLV itself, 90% range: to", "money"),
+    "next_purchase_date": ("Next purchase expected on", "date"),
+    "next_purchase_at": ("Next purchase expected on", "date"),
+    "next_purchase_window_start": ("Next purchase window opens", "date"),
+    "next_purchase_window_end": ("Next purchase window closes", "date"),
+    "next_purchase_low": ("Next purchase window opens", "date"),
+    "next_purchase_high": ("Next purchase window closes", "date"),
+    "model": ("Model", "model"),
+    "fit_id": ("Model fit number", "text"),
+    "as_of": ("Scored as of", "date"),
+}
+MODEL_LABELS = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pnbd": "Pareto/NBD", "bgbb": "BG/BB"}
+
+
+def score_rows(scores: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A customer's model scores as (label in words, value with its unit), in the order
+    of :data:`SCORE_LABELS`, then any other column under its own name."""
+    if not scores:
+        return []
+    known = [k for k in SCORE_LABELS if k in scores]
+    others = [k for k in scores if k not in SCORE_LABELS]
+    rows = []
+    for key in known + others:
+        value = scores[key]
+        label, kind = SCORE_LABELS.get(key, (key.replace("_", " ").capitalize(), "text"))
+        if _missing(value):
+            shown = "–"
+        elif kind == "probability":
+            shown = f"{value:.3f} ({100 * value:.1f}%)"
+        elif kind == "purchases":
+            shown = f"{value:,.2f} " + ("purchase" if value == 1 else "purchases")
+        elif kind == "money":
+            shown = money(value)
+        elif kind == "date":
+            shown = day(value)
+        elif kind == "model":
+            shown = MODEL_LABELS.get(str(value), str(value))
+        elif isinstance(value, float):
+            shown = number(value, 3)
+        else:
+            shown = str(value)
+        rows.append((label, shown))
+    return rows
+
+
 def chart_data(charts: dict[str, Any]) -> Markup:
     """The chart specs as JSON safe inside a <script> element."""
     text = json.dumps(charts, separators=(",", ":"), allow_nan=False)
@@ -79,6 +140,7 @@ def environment() -> jinja2.Environment:
         money=money, count=count, percent=percent, share=share, number=number, day=day
     )
     env.globals["nav"] = NAV
+    env.globals["score_rows"] = score_rows
     env.globals["scripts"] = SCRIPTS
     return env
 

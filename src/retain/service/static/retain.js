@@ -1,6 +1,8 @@
 /* retain: draw the charts a page describes in <script id="retain-charts"> with Chart.js.
  * Each <canvas data-chart="ID"> gets the spec charts[ID]; see retain/service/charts.py.
- * A dataset may ask for dashed: true, showLine: false (points only) and its pointRadius. */
+ * A dataset may ask for dashed: true, showLine: false (points only) and its pointRadius.
+ * xType: "time" takes {x: milliseconds since 1970 UTC, y} points and draws them on a
+ * linear axis labelled with dates (no date adapter needed). */
 (function () {
   "use strict";
   var PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
@@ -21,8 +23,23 @@
     return a;
   }
 
+  var DAY_MS = 86400000;
+
+  function isoDay(ms) { return new Date(ms).toISOString().slice(0, 10); }
+
+  function timeAxis(spec) {
+    var xs = [];
+    spec.datasets.forEach(function (d) { d.data.forEach(function (p) { xs.push(p.x); }); });
+    var lo = Math.min.apply(null, xs), hi = Math.max.apply(null, xs);
+    var pad = Math.max(DAY_MS, (hi - lo) * 0.02);
+    return {type: "linear", min: lo - pad, max: hi + pad, offset: false,
+      title: {display: !!spec.x, text: spec.x || ""},
+      ticks: {maxTicksLimit: 8, callback: function (v) { return isoDay(v); }}};
+  }
+
   function xy(spec) {
     var many = spec.datasets.length > 1;
+    var time = spec.xType === "time";
     var datasets = spec.datasets.map(function (d, i) {
       var colour = spec.colors ? spec.colors : PALETTE[i % PALETTE.length];
       var line = spec.type === "line";
@@ -30,12 +47,12 @@
         borderWidth: line ? 2 : 0,
         pointRadius: d.pointRadius !== undefined ? d.pointRadius : (line ? 1.5 : 0),
         showLine: d.showLine !== false, borderDash: d.dashed ? [6, 4] : [],
-        maxBarThickness: 48,
+        maxBarThickness: 48, barThickness: time ? 6 : undefined, minBarLength: time ? 2 : 0,
         spanGaps: false, tension: 0.15};
     });
-    return {
+    var config = {
       type: spec.type,
-      data: {labels: spec.labels, datasets: datasets},
+      data: time ? {datasets: datasets} : {labels: spec.labels, datasets: datasets},
       options: {
         animation: false, responsive: true, maintainAspectRatio: false,
         interaction: {mode: "index", intersect: false},
@@ -46,9 +63,17 @@
             callbacks: {label: function (c) { return c.dataset.label + ": " + fmt(spec.format, c.parsed.y); }}
           }
         },
-        scales: {x: axis(spec.x, spec.stacked, null, false), y: axis(spec.y, spec.stacked, spec.format, true)}
+        scales: {x: time ? timeAxis(spec) : axis(spec.x, spec.stacked, null, false),
+          y: axis(spec.y, spec.stacked, spec.format, true)}
       }
     };
+    if (time) {
+      config.options.interaction = {mode: "nearest", intersect: false, axis: "x"};
+      config.options.plugins.tooltip.callbacks.title = function (items) {
+        return items.length ? isoDay(items[0].parsed.x) : "";
+      };
+    }
+    return config;
   }
 
   function heat(spec) {

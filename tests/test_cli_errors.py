@@ -76,4 +76,6 @@ def test_negative_margins_and_discount_rates_are_refused(tmp_path: Path, args) -
     result = run(*args, "--db", db)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert args[1] in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert args[1].removeprefix("--").replace("-", " ") in lines[0]

@@ -407,7 +407,7 @@ PeriodOption = Annotated[
 ]
 MarginOption = Annotated[
     float,
-    typer.Option("--margin", help="Fraction of net revenue kept, e.g. 0.3 for 30%.", min=0.0),
+    typer.Option("--margin", help="Fraction of net revenue kept, e.g. 0.3 for 30%."),
 ]
 WindowDaysOption = Annotated[
     int,
@@ -450,9 +450,7 @@ def metrics(
     margin: MarginOption = 1.0,
     discount_rate: Annotated[
         float,
-        typer.Option(
-            "--discount-rate", help="Discount rate per period for the formula CLV.", min=0.0
-        ),
+        typer.Option("--discount-rate", help="Discount rate per period for the formula CLV."),
     ] = 0.0,
     window_days: WindowDaysOption = 365,
     top: Annotated[int, typer.Option("--top", help="Most valuable customers to list.")] = 10,
@@ -823,7 +821,7 @@ def score(
     ] = None,
     discount_rate: Annotated[
         float,
-        typer.Option("--discount-rate", help="Annual discount rate of the CLV, e.g. 0.1.", min=0.0),
+        typer.Option("--discount-rate", help="Annual discount rate of the CLV, e.g. 0.1."),
     ] = 0.1,
     margin: MarginOption = 1.0,
     as_of: Annotated[

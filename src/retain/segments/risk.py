@@ -250,8 +250,12 @@ def run_risk_sql(
     thresholds: RiskThresholds | None = None,
     population_gap_days: float | None = None,
     extra_params: dict[str, Any] | None = None,
+    wrap: str | None = None,
 ) -> pd.DataFrame:
-    """Run ``outer_sql`` with ``{risk}`` replaced by the risk query over the view ``risk_input``."""
+    """Run ``outer_sql`` with ``{risk}`` replaced by the risk query over the view ``risk_input``.
+
+    ``wrap``: a query over ``{risk}`` (the risk query) that takes its place in ``outer_sql``.
+    """
     thresholds = thresholds or RiskThresholds()
     thresholds.check()
     con.execute(DAYS_MACRO)
@@ -264,8 +268,9 @@ def run_risk_sql(
         "population_gap_days": None if population_gap_days is None else float(population_gap_days),
         **(extra_params or {}),
     }
-    sql = outer_sql.replace(
-        "{risk}", RISK_SQL.replace("$population_gap_days", "CAST($population_gap_days AS DOUBLE)")
-    )
+    risk = RISK_SQL.replace("$population_gap_days", "CAST($population_gap_days AS DOUBLE)")
+    if wrap is not None:
+        risk = wrap.replace("{risk}", risk)
+    sql = outer_sql.replace("{risk}", risk)
     # through Arrow: several times faster than .df() for a million rows of text
     return con.sql(sql, params=params).to_arrow_table().to_pandas()

@@ -258,7 +258,11 @@ def beta_gauss_rule(a: Array, b: Array, nodes: int = 16) -> tuple[Array, Array]:
     # off-diagonal: sqrt(e_j)/2 with e_j = 4j(j+al)(j+be)(j+al+be) / ((2j+s)^2 (2j+s+1)(2j+s-1))
     jj = j[:, 1:]
     t2 = two[:, 1:]
-    off = np.sqrt(jj * (jj + al) * (jj + be) * (jj + s) / (t2 * t2 * (t2 + 1.0) * (t2 - 1.0)))
+    # (j+s)/(2j+s-1) is exactly 1 at j = 1: taken as such, so that a + b = 1 (s = -1)
+    # gives no 0/0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(jj == 1.0, 1.0, (jj + s) / (t2 - 1.0))
+    off = np.sqrt(jj * (jj + al) * (jj + be) * ratio / (t2 * t2 * (t2 + 1.0)))
     size = a.shape[0]
     mat = np.zeros((size, nodes, nodes))
     idx = np.arange(nodes)

@@ -29,6 +29,8 @@ from numpy.typing import NDArray
 from scipy import special
 
 from retain.models._special import (
+    MAX_TERMS,
+    SERIES_TOL,
     beta_expectation,
     beta_gauss_expectation,
     beta_spread,
@@ -159,7 +161,10 @@ class _BetaGeoFamily(TransactionModel):
             second = np.exp((1.0 - a) * log1pu) * s
             value = c * (first - second)
             amplification = c * (np.abs(first) + np.abs(second)) / np.abs(value)
-        redo = unstable | ~np.isfinite(value) | ~(amplification < 1e6)
+        # past MAX_TERMS terms (z this close to 1) the series ends in an estimate of its
+        # tail, good to about 1e-7: a bracket that cancels more than 1e2 is redone
+        closed = z > np.exp(np.log(SERIES_TOL) / MAX_TERMS)
+        redo = unstable | ~np.isfinite(value) | ~(amplification < np.where(closed, 1e2, 1e6))
         redo &= t > 0
         gauss = redo & concentrated
         redo &= ~concentrated

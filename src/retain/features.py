@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from retain.errors import DataError, SchemaError
+from retain.errors import ArgumentError, DataError, SchemaError
 from retain.store import Store
 
 UNIT_DAYS: dict[str, int] = {"D": 1, "W": 7}
@@ -84,9 +84,9 @@ def summarize(
     on it can refuse data summarised differently.
     """
     if unit not in UNIT_DAYS:
-        raise ValueError(f"unit must be one of {sorted(UNIT_DAYS)}, got {unit!r}")
+        raise ArgumentError(f"unit must be one of {sorted(UNIT_DAYS)}, got {unit!r}")
     if grain not in GRAINS:
-        raise ValueError(f"grain must be one of {sorted(GRAINS)}, got {grain!r}")
+        raise ArgumentError(f"grain must be one of {sorted(GRAINS)}, got {grain!r}")
 
     con, relation = _source(transactions, customer_id, timestamp, amount)
     try:
@@ -167,9 +167,9 @@ def customer_table(
     except ``customer_id``, ascending.
     """
     if sort not in CUSTOMER_SORTS:
-        raise ValueError(f"sort must be one of {', '.join(CUSTOMER_SORTS)}, got {sort!r}")
+        raise ArgumentError(f"sort must be one of {', '.join(CUSTOMER_SORTS)}, got {sort!r}")
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be 0 or more, got {limit}")
+        raise ArgumentError(f"limit must be 0 or more, got {limit}")
     direction = "ASC" if sort == "customer_id" else "DESC"
     return store.query(
         f"""

@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from retain.dates import check_not_before_first_order, parse_observation_date
-from retain.errors import DataError, ModelError, StoreError
+from retain.errors import ArgumentError, DataError, ModelError, StoreError
 from retain.features import summarize
 from retain.guard import check_fit, failed, store_history
 from retain.metrics._common import check_margin
@@ -205,11 +205,11 @@ def fit_store(
     purchases are merged (one per day by default).
     """
     if model not in MODEL_CHOICES:
-        raise ValueError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
+        raise ArgumentError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
     if unit not in UNIT_DAYS or grain not in UNIT_DAYS:
-        raise ValueError("unit and grain must each be 'D' or 'W'")
+        raise ArgumentError("unit and grain must each be 'D' or 'W'")
     if holdout_weeks is not None and holdout_weeks < 1:
-        raise ValueError(f"holdout_weeks must be 1 or more, got {holdout_weeks}")
+        raise ArgumentError(f"holdout_weeks must be 1 or more, got {holdout_weeks}")
     store.require_orders()
     end = _observation_day(store, observation_end)
     caught: list[str] = []

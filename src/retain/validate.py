@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from retain.errors import DataError, SchemaError
+from retain.errors import ArgumentError, DataError, SchemaError
 from retain.features import summarize
 from retain.models import TRANSACTION_MODELS, TransactionModel, transaction_model
 from retain.models.base import UNIT_DAYS
@@ -263,7 +263,7 @@ def _holdout_data(
             f"got {hold_end.date()}"
         )
     if unit not in UNIT_DAYS or grain not in UNIT_DAYS:
-        raise ValueError("unit and grain must each be 'D' or 'W'")
+        raise ArgumentError("unit and grain must each be 'D' or 'W'")
     summary = summarize(
         transactions,
         customer_id=customer_id,
@@ -528,15 +528,15 @@ def choose_model(
     model). The order of ``scores`` does not matter.
     """
     if not scores:
-        raise ValueError("no models to choose from")
+        raise ArgumentError("no models to choose from")
     if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level!r}")
+        raise ArgumentError(f"level must be between 0 and 1, got {level!r}")
     if resamples < 1:
-        raise ValueError(f"resamples must be 1 or more, got {resamples!r}")
+        raise ArgumentError(f"resamples must be 1 or more, got {resamples!r}")
     arrays = {name: np.asarray(values, dtype=np.float64).ravel() for name, values in scores.items()}
     sizes = {values.size for values in arrays.values()}
     if len(sizes) != 1 or 0 in sizes:
-        raise ValueError("every model needs a score for each of the same customers")
+        raise ArgumentError("every model needs a score for each of the same customers")
     order = _ranked(arrays)
     best = order[0]
     if len(order) == 1:

@@ -20,6 +20,7 @@ at once). Durations are numbers in the data's time unit or strings such as
 "90D", "13W", "6M", "1Y"; discount rates are per year.
 """
 
+from retain.errors import ArgumentError
 from retain.models.base import ConvergenceWarning, Model, TransactionModel
 from retain.models.bgbb import BetaGeoBetaBinom
 from retain.models.bgnbd import BetaGeo
@@ -45,7 +46,7 @@ def transaction_model(model: str | type[TransactionModel] | TransactionModel) ->
         return model()
     if isinstance(model, str) and model in TRANSACTION_MODELS:
         return TRANSACTION_MODELS[model]()
-    raise ValueError(f"unknown model {model!r}: choose one of {', '.join(TRANSACTION_MODELS)}")
+    raise ArgumentError(f"unknown model {model!r}: choose one of {', '.join(TRANSACTION_MODELS)}")
 
 
 __all__ = [

@@ -38,7 +38,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import optimize, sparse, special
 
-from retain.errors import DataError, ModelError, SchemaError
+from retain.errors import ArgumentError, DataError, ModelError, SchemaError
 from retain.models._special import gauss_legendre
 
 Array = NDArray[np.float64]
@@ -81,7 +81,7 @@ def duration_days(value: Duration, name: str = "duration") -> float:
     elif isinstance(value, str):
         match = _DURATION.match(value)
         if not match or match.group(2).lower() not in _DURATION_UNITS:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name} {value!r} is not a duration: write a number and a unit, e.g. "
                 "'90D' (days), '13W' (weeks), '6M' (months), '1Y' (years)"
             )
@@ -89,7 +89,7 @@ def duration_days(value: Duration, name: str = "duration") -> float:
     else:
         raise TypeError(f"{name} must be a string or timedelta here, got {value!r}")
     if not np.isfinite(days) or days < 0:
-        raise ValueError(f"{name} must be a finite duration of 0 or more, got {value!r}")
+        raise ArgumentError(f"{name} must be a finite duration of 0 or more, got {value!r}")
     return float(days)
 
 
@@ -104,7 +104,7 @@ def to_periods(value: Duration, unit: str | None, name: str = "duration") -> flo
     if isinstance(value, int | float | np.integer | np.floating):
         number = float(value)
         if not np.isfinite(number) or number < 0:
-            raise ValueError(f"{name} must be a finite number of 0 or more, got {value!r}")
+            raise ArgumentError(f"{name} must be a finite number of 0 or more, got {value!r}")
         return number
     days = duration_days(value, name)
     if unit is None:
@@ -301,7 +301,7 @@ class Model:
 
     def __init__(self, penalizer: float = 0.0) -> None:
         if not np.isfinite(penalizer) or penalizer < 0:
-            raise ValueError(f"penalizer must be 0 or more, got {penalizer!r}")
+            raise ArgumentError(f"penalizer must be 0 or more, got {penalizer!r}")
         self.penalizer = float(penalizer)
         self.params_: dict[str, float] = {}
         self.log_likelihood_: float = float("nan")
@@ -356,7 +356,7 @@ class Model:
         attrs = dict(getattr(data, "attrs", {}) or {})
         for label, value in (("unit", unit), ("grain", grain)):
             if value is not None and value not in UNIT_DAYS:
-                raise ValueError(f"{label} must be 'D' or 'W', got {value!r}")
+                raise ArgumentError(f"{label} must be 'D' or 'W', got {value!r}")
         prepared = self._prepare(data, weights)
         self.unit_ = unit or attrs.get("unit")
         self.grain_ = grain or attrs.get("grain")
@@ -754,7 +754,7 @@ def _hessian(
 def z_score(level: float) -> float:
     """Two-sided normal quantile for an interval of probability ``level``."""
     if not 0 < level < 1:
-        raise ValueError(f"interval must be a probability between 0 and 1, got {level!r}")
+        raise ArgumentError(f"interval must be a probability between 0 and 1, got {level!r}")
     return float(special.ndtri(0.5 + level / 2))
 
 
@@ -1186,7 +1186,7 @@ class TransactionModel(Model):
         else:
             times = np.asarray(t, dtype=np.float64)
         if not np.all(np.isfinite(times)) or np.any(times < 0):
-            raise ValueError("t must be finite times of 0 or more")
+            raise ArgumentError("t must be finite times of 0 or more")
         rows, _ = collapse_rows(np.zeros(1), np.zeros(1), np.zeros(1))
         flat = times.reshape(-1)
         value = self._conditional_expected(rows, flat)[0] if flat.size else flat
@@ -1198,7 +1198,7 @@ class TransactionModel(Model):
         ``t`` is a number in the data's unit or a duration ("90D", "13W", "1Y").
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-            raise ValueError(f"n must be a whole number of purchases >= 0, got {n!r}")
+            raise ArgumentError(f"n must be a whole number of purchases >= 0, got {n!r}")
         c = self._customers(data)
         horizon = self._duration(t, "t")
         r = c.rows
@@ -1284,7 +1284,7 @@ class TransactionModel(Model):
         in the data's unit or a duration ("365D", "52W", "1Y").
         """
         if not 0 < quantile < 1:
-            raise ValueError(f"quantile must be between 0 and 1, got {quantile!r}")
+            raise ArgumentError(f"quantile must be between 0 and 1, got {quantile!r}")
         c = self._customers(data)
         h = self._duration(horizon, "horizon")
         time, within = self._next_rows(c.rows, quantile, h)
@@ -1312,7 +1312,7 @@ class TransactionModel(Model):
         :meth:`next_purchase` for the cap.
         """
         if not 0 < low < high < 1:
-            raise ValueError(f"need 0 < low < high < 1, got low={low!r}, high={high!r}")
+            raise ArgumentError(f"need 0 < low < high < 1, got low={low!r}, high={high!r}")
         c = self._customers(data)
         h = self._duration(horizon, "horizon")
         start, start_ok = self._next_rows(c.rows, low, h)
@@ -1425,13 +1425,13 @@ class TransactionModel(Model):
 
 def _check_money(discount_rate: float, margin: float) -> None:
     if not np.isfinite(discount_rate) or discount_rate < 0:
-        raise ValueError(f"discount_rate (per year) must be 0 or more, got {discount_rate!r}")
+        raise ArgumentError(f"discount_rate (per year) must be 0 or more, got {discount_rate!r}")
     if not np.isfinite(margin) or margin < 0:
-        raise ValueError(f"margin must be a fraction >= 0, got {margin!r}")
+        raise ArgumentError(f"margin must be a fraction >= 0, got {margin!r}")
 
 
 def _tail(interval: float) -> float:
     """The probability below a central ``interval``'s low end."""
     if not 0 < interval < 1:
-        raise ValueError(f"interval must be a probability between 0 and 1, got {interval!r}")
+        raise ArgumentError(f"interval must be a probability between 0 and 1, got {interval!r}")
     return (1.0 - interval) / 2.0

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from retain.errors import ArgumentError
 from retain.models._special import dot
 from retain.models.base import (
     Array,
@@ -166,7 +167,7 @@ class BetaGeoBetaBinom(Model):
     def expected_purchases(self, data: Any, n_future: int) -> pd.Series:
         """Expected purchases in the next ``n_future`` opportunities, given the history."""
         if isinstance(n_future, bool) or not isinstance(n_future, int | np.integer) or n_future < 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"n_future must be a whole number of opportunities >= 0, got {n_future!r}"
             )
         frame, x, _, n, ll = self._rows(data)
@@ -197,7 +198,7 @@ class BetaGeoBetaBinom(Model):
             or not isinstance(n_periods, int | np.integer)
             or n_periods < 0
         ):
-            raise ValueError(f"n_periods must be a whole number >= 0, got {n_periods!r}")
+            raise ArgumentError(f"n_periods must be a whole number >= 0, got {n_periods!r}")
         alpha, beta, gamma, delta = (self.params_[k] for k in self.param_names)
         n = float(n_periods)
         x = np.arange(n_periods + 1, dtype=np.float64)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from retain.errors import DataError
+from retain.errors import ArgumentError, DataError
 from retain.models._special import dot, hyper_series
 from retain.models.base import Array, Model
 
@@ -47,7 +47,7 @@ class ShiftedBetaGeometric(Model):
 
     def _prepare(self, data: Any, weights: Any) -> _Survivors:
         if weights is not None:
-            raise ValueError("the sBG model takes survivor counts, not weights")
+            raise ArgumentError("the sBG model takes survivor counts, not weights")
         values = np.asarray(data, dtype=np.float64).ravel()
         if values.size < 2:
             raise DataError("need the cohort size and at least one later count of active customers")
@@ -102,7 +102,7 @@ class ShiftedBetaGeometric(Model):
         alpha, beta = self._ab()
         t = np.asarray(periods, dtype=np.float64).ravel()
         if np.any(t < 0) or not np.all(np.isfinite(t)):
-            raise ValueError("periods must be finite numbers >= 0")
+            raise ArgumentError("periods must be finite numbers >= 0")
         value = np.exp(special.betaln(alpha, beta + t) - special.betaln(alpha, beta))
         return pd.Series(value, index=pd.Index(t, name="period"), name="survival")
 
@@ -112,7 +112,7 @@ class ShiftedBetaGeometric(Model):
         alpha, beta = self._ab()
         t = np.asarray(periods, dtype=np.float64).ravel()
         if np.any(t < 1) or not np.all(np.isfinite(t)):
-            raise ValueError("retention is defined for periods 1, 2, ...")
+            raise ArgumentError("retention is defined for periods 1, 2, ...")
         value = (beta + t - 1.0) / (alpha + beta + t - 1.0)
         return pd.Series(value, index=pd.Index(t, name="period"), name="retention_rate")
 
@@ -121,7 +121,7 @@ class ShiftedBetaGeometric(Model):
         alpha, beta = self._ab()
         t = np.asarray(periods, dtype=np.float64).ravel()
         if np.any(t < 1) or not np.all(np.isfinite(t)):
-            raise ValueError("churn is defined for periods 1, 2, ...")
+            raise ArgumentError("churn is defined for periods 1, 2, ...")
         value = np.exp(special.betaln(alpha + 1.0, beta + t - 1.0) - special.betaln(alpha, beta))
         return pd.Series(value, index=pd.Index(t, name="period"), name="churn_probability")
 
@@ -138,12 +138,12 @@ class ShiftedBetaGeometric(Model):
         """
         alpha, beta = self._ab()
         if not np.isfinite(discount_rate) or discount_rate <= 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"discount_rate (per contract period) must be above 0, got {discount_rate!r}"
             )
         n = np.asarray(renewals, dtype=np.float64).ravel()
         if np.any(n < 0) or not np.all(np.isfinite(n)):
-            raise ValueError("renewals must be finite whole numbers >= 0")
+            raise ArgumentError("renewals must be finite whole numbers >= 0")
         # active in period n+1: S(n+1+j)/S(n) for j >= 0, discounted (1+d)^-j
         first = (beta + n) / (alpha + beta + n)
         z = 1.0 / (1.0 + discount_rate)

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from retain.errors import SchemaError
+from retain.errors import ArgumentError, SchemaError
 from retain.segments.rfm import (
     RFM_COLUMNS,
     RFM_SQL,
@@ -218,7 +218,7 @@ def _per_customer(
     """The ``columns`` (names from :data:`CUSTOMER_COLUMNS`) per customer, by customer_id;
     ``measure``: keep the RFM boundaries in ``attrs["boundaries"]``."""
     if customers is not None and boundaries is None:
-        raise ValueError("scoring some customers only needs the boundaries of a full scoring")
+        raise ArgumentError("scoring some customers only needs the boundaries of a full scoring")
     if boundaries is not None:
         scheme = boundaries.scheme
     table = resolve_rules(rules)
@@ -338,7 +338,7 @@ def segmented(
     """
     levels = score_levels(scheme)
     if boundaries is not None and boundaries.scheme != scheme:
-        raise ValueError(f"the boundaries are of {boundaries.scheme}, not {scheme}")
+        raise ArgumentError(f"the boundaries are of {boundaries.scheme}, not {scheme}")
     grid = rules.grid(scheme)
     defs = rules.table()
     grid = grid.merge(defs[["segment", "position"]], on="segment")

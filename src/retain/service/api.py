@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from retain.errors import ArgumentError
 from retain.metrics import MAX_WINDOW_DAYS
 from retain.service import data
 from retain.service.app import Service
@@ -393,7 +394,7 @@ class OrderIn(BaseModel):
     @model_validator(mode="after")
     def needs_amount(self) -> OrderIn:
         if self.net_revenue is None and self.gross is None:
-            raise ValueError("give net_revenue or gross: an order needs an amount")
+            raise ArgumentError("give net_revenue or gross: an order needs an amount")
         return self
 
 

@@ -859,3 +859,44 @@ def test_a_refused_fit_is_shown_and_not_used(scored_sample_db: Path, tmp_path: P
     assert body["refused"] is None and [f["kept"] for f in body["fits"]] == [True, False, True]
     assert "log-likelihood" in body["choice"]["criterion"]
     assert "why this model" in html and body["choice"]["reason"][:40] in html
+
+
+def test_api_orders_take_refunds_statuses_and_any_case_of_an_email(
+    writable: TestClient,
+) -> None:
+    """The API applies the file ingest's rules: a refund adjusts its order, a cancelled
+    order is kept but is no purchase, and an e-mail id in capitals is the same customer."""
+    order = {
+        "order_id": "api-r1",
+        "customer_id": "Mixed.Case@Example.com",
+        "ordered_at": "2024-03-30T10:00:00",
+        "net_revenue": 80.0,
+    }
+    headers = {"X-API-Key": KEY}
+    first = writable.post("/api/orders", json=order, headers=headers)
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["as"] == "purchase" and body["customer_id"] == "mixed.case@example.com"
+    assert body["customer"]["orders"]["net_revenue"] == pytest.approx(80.0)
+    refund = {
+        "order_id": "api-r1-refund",
+        "refund_of": "api-r1",
+        "customer_id": "MIXED.CASE@example.com",
+        "ordered_at": "2024-03-31T09:00:00",
+        "net_revenue": -30.0,
+    }
+    second = writable.post("/api/orders", json=refund, headers=headers)
+    assert second.status_code == 201, second.text
+    assert second.json()["as"] == "refund"
+    assert second.json()["customer"]["orders"]["net_revenue"] == pytest.approx(50.0)
+    cancelled = {
+        "order_id": "api-c1",
+        "customer_id": "someone.new@example.com",
+        "ordered_at": "2024-03-30T11:00:00",
+        "net_revenue": 20.0,
+        "status": "cancelled",
+    }
+    third = writable.post("/api/orders", json=cancelled, headers=headers)
+    assert third.status_code == 201, third.text
+    assert third.json()["as"] == "not a purchase" and third.json()["customer"] is None
+    assert any("excluded_orders" in n for n in third.json()["notes"])

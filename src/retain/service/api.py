@@ -197,19 +197,33 @@ def customer_list(service: Service, **filters: Any) -> dict[str, Any]:
 
 def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
     """Store one order (or quarantine it), rescore its customer, and say what happened."""
+    from retain.ingest import customer_key
     from retain.service.orders import ingest_order, quarantined_rows
 
-    customer_id = str(order["customer_id"])
+    # the id as the store keys it (an e-mail in any case is one customer)
+    customer_id = customer_key(str(order["customer_id"]))
     with service.write_lock:
         store = service.store()
         report = ingest_order(store, order)
-        stored = report.orders > 0
+        excluded = sum(report.excluded.values())
+        # a purchase, a refund of a stored order, or an order kept as no purchase
+        # (cancelled, refunded, unpaid): each is stored and changes the customer
+        stored = report.orders > 0 or report.refunds > 0 or excluded > 0
         note = data.rescore_customer(store, customer_id) if stored else None
         if stored:
             service.wrote(customer_id)
         problems = quarantined_rows(store, report.file)
     result: dict[str, Any] = {
         "stored": stored,
+        "as": (
+            "purchase"
+            if report.orders
+            else "refund"
+            if report.refunds
+            else "not a purchase"
+            if excluded
+            else None
+        ),
         "order_id": str(order["order_id"]),
         "customer_id": customer_id,
         "source": report.file,
@@ -217,8 +231,16 @@ def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
         "rescored": stored and note is None,
         "notes": [note] if note else [],
     }
+    if excluded:
+        statuses = ", ".join(sorted(report.excluded))
+        result["notes"].append(
+            f"kept in excluded_orders as {statuses}: not a purchase and not revenue"
+        )
     if stored:
-        result["customer"] = customer(service, customer_id, 0)
+        try:
+            result["customer"] = customer(service, customer_id, 0)
+        except HTTPException:  # their only order is no purchase: no customer yet
+            result["customer"] = None
     else:
         result["detail"] = [p["reason"] for p in problems if p["target"] == "orders"]
     return result
@@ -384,6 +406,14 @@ class OrderIn(BaseModel):
     tax: float | str | None = None
     fees: float | str | None = None
     refunded: float | str | None = None
+    refund_of: str | int | None = Field(
+        None, description="The order this row refunds (then its amount is the refund)."
+    )
+    status: str | None = Field(
+        None,
+        description="paid (default), refunded, cancelled, voided, failed, pending, ...: "
+        "only paid orders are purchases",
+    )
     currency: str | None = None
     channel: str | None = None
     email: str | None = None

@@ -370,9 +370,10 @@ def at_risk_payload(
     """The at-risk page: the win-back list, most value at stake first.
 
     Keys: ``customers`` (rows of :func:`retain.segments.winback_list`, up to
-    ``limit``), ``min_risk``, ``total`` (customers at that risk or worse),
-    ``value_at_stake`` (their total, reporting currency; None without model
-    scores), ``as_of``, ``model``, ``export`` (the CSV audience URL), ``notes``.
+    ``limit``), ``min_risk``, ``total`` (customers on the whole win-back list: at that
+    risk or worse and worth winning back), ``value_at_stake`` (their total, reporting
+    currency; None without model scores), ``by_risk`` (every customer by risk level),
+    ``as_of``, ``model``, ``export`` (the CSV audience URL), ``notes``.
     """
     from retain.segments import RISK_LEVELS, winback_list
 
@@ -384,14 +385,13 @@ def at_risk_payload(
     frame = winback_list(store, min_risk=min_risk, limit=limit)
     frame["top_products"] = pd.Series([list(p) for p in frame["top_products"]], index=frame.index)
     everyone = (index or build_customer_index(store)).frame
-    levels = list(RISK_LEVELS[RISK_LEVELS.index(min_risk) :])
-    at_risk = everyone[everyone["churn_risk"].isin(levels)]
-    stake = at_risk["value_at_stake"]
+    # the list's own count and sum before the limit: the same list as the CLI's
+    stake = frame.attrs.get("value_at_stake")
     return {
         "customers": records(frame),
         "min_risk": min_risk,
-        "total": len(at_risk),
-        "value_at_stake": plain(stake.sum()) if stake.notna().any() else None,
+        "total": int(frame.attrs.get("total", len(frame))),
+        "value_at_stake": plain(stake) if frame.attrs.get("model") != "none" else None,
         "by_risk": {level: int((everyone["churn_risk"] == level).sum()) for level in RISK_LEVELS},
         **plain({k: frame.attrs.get(k) for k in ("as_of", "model")}),
         "export": "/api/audiences/win-back.csv",

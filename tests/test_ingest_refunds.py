@@ -46,7 +46,7 @@ def test_a_refund_row_with_the_orders_id_adjusts_the_order(store: Store, tmp_pat
         346.91
     )
     assert store.scalar("SELECT count(*) FROM orders") == 2
-    assert "1 refund rows subtracted from their orders" in report.summary()
+    assert "1 refund row subtracted from their orders" in report.summary()
     # the same file again changes nothing: its refund is replaced, not added twice
     ingest(store, path, as_of="2025-12-31")
     assert net(store, "A1") == pytest.approx(500 - 346.91)
@@ -97,7 +97,7 @@ def test_a_fully_refunded_order_is_not_a_purchase(store: Store, tmp_path: Path):
     assert store.scalar("SELECT min(ordered_at) FROM orders").month == 2
     status, reason = excluded(store)["A1"]
     assert status == "refunded" and "net -4.81" in reason
-    assert "1 orders are not purchases (1 refunded)" in report.summary()
+    assert "1 order is not a purchase (1 refunded)" in report.summary()
 
 
 def test_statuses_decide_what_is_a_purchase(store: Store, tmp_path: Path):
@@ -151,3 +151,11 @@ def test_shopify_refunded_and_pending_orders_are_not_purchases(store: Store, tmp
     assert {k: v[0] for k, v in excluded(store).items()} == {"#2": "refunded", "#3": "pending"}
     assert set(store.query("SELECT order_id FROM order_lines")["order_id"]) == {"#1", "#4"}
     assert report.excluded == {"pending": 1, "refunded": 1}
+
+
+def test_the_summary_counts_in_the_singular_and_the_plural(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("order_id,customer_id,ordered_at,net_revenue\n1,a,2025-01-02,10\n")
+    with Store(":memory:") as store:
+        text = ingest(store, path, as_of="2025-12-31").summary()
+    assert "read 1 row;" in text and "loaded 1 order, 1 customer" in text

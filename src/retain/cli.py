@@ -294,6 +294,23 @@ def ingest(
         list[str] | None,
         typer.Option("--rate", help="CODE=RATE: reporting-currency units per unit of CODE."),
     ] = None,
+    date_format: Annotated[
+        str | None,
+        typer.Option(
+            "--date-format",
+            metavar="FORMAT",
+            help="How the file writes dates when not YYYY-MM-DD, e.g. MM/DD/YYYY, "
+            "DD/MM/YYYY or %d.%m.%Y.",
+        ),
+    ] = None,
+    pending_revenue: Annotated[
+        bool,
+        typer.Option(
+            "--pending-revenue",
+            help="Count orders awaiting payment (pending, authorized, unpaid) as purchases; "
+            "by default they wait in excluded_orders until paid.",
+        ),
+    ] = False,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
@@ -313,6 +330,8 @@ def ingest(
                 as_of=as_of,
                 currency=currency,
                 rates=rates,
+                pending_revenue=pending_revenue,
+                date_format=date_format,
             )
     except Exception:
         if created:  # a failed first ingest leaves no empty store behind

@@ -50,29 +50,30 @@ class IngestReport:
 
     def summary(self) -> str:
         loaded = [
-            f"{n:,} {what}"
+            _count(n, what)
             for n, what in (
-                (self.orders, "orders"),
-                (self.order_lines, "order lines"),
-                (self.customers, "customers"),
-                (self.spend_rows, "spend rows"),
+                (self.orders, "order"),
+                (self.order_lines, "order line"),
+                (self.customers, "customer"),
+                (self.spend_rows, "spend row"),
             )
             if n
         ]
-        text = f"{self.file} ({self.format}): read {self.rows_read:,} rows; loaded " + (
+        text = f"{self.file} ({self.format}): read {_count(self.rows_read, 'row')}; loaded " + (
             ", ".join(loaded) if loaded else "nothing"
         )
         if self.refunds:
-            text += f"; {self.refunds:,} refund rows subtracted from their orders"
+            text += f"; {_count(self.refunds, 'refund row')} subtracted from their orders"
         if self.excluded:
             parts = ", ".join(f"{n:,} {status}" for status, n in sorted(self.excluded.items()))
             total = sum(self.excluded.values())
             text += (
-                f"; {total:,} orders are not purchases ({parts}): kept in excluded_orders, "
-                "out of every metric"
+                f"; {_count(total, 'order')} "
+                f"{'is not a purchase' if total == 1 else 'are not purchases'} ({parts}): "
+                "kept in excluded_orders, out of every metric"
             )
         if self.quarantined:
-            text += f"\n{self.quarantined:,} rows quarantined (see `retain quarantine`):"
+            text += f"\n{_count(self.quarantined, 'row')} quarantined (see `retain quarantine`):"
             for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
                 text += f"\n  {n:,} x {reason}"
             for example in self.examples:
@@ -684,3 +685,8 @@ def first_line_columns(path: Path) -> list[str] | None:
 
 def load_json_raw(raw: str | None) -> dict[str, object]:
     return json.loads(raw) if raw else {}
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` with its noun in the singular or the plural: "1 row", "2,000 rows"."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")

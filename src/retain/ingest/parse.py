@@ -60,7 +60,7 @@ def date_problem(text_col: str, date_format: str | None) -> str:
         return f"{got} || {_sql(expected)}"
     ambiguous = (
         ": expected YYYY-MM-DD (day-first and month-first dates such as 03/04/2025 are "
-        "read only with a date_format, e.g. '%m/%d/%Y' or '%d/%m/%Y')"
+        "read only with --date-format (date_format=), e.g. MM/DD/YYYY or DD/MM/YYYY)"
     )
     return (
         f"CASE WHEN regexp_full_match({text_col}, {_sql(_AMBIGUOUS)}) "

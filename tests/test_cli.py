@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from retain.cli import app
+from retain.store import Store
 
 runner = CliRunner()
 DATA = Path(__file__).parent / "data"
@@ -140,3 +141,28 @@ def test_negative_limits_are_refused(tmp_path: Path):
         result = run(command, "--db", db, "--limit", "-1")
         assert result.exit_code == 2, result.output
         assert "--limit" in result.output or "limit must be" in result.output
+
+
+def test_ingest_reads_month_first_dates_and_pending_orders_when_told(tmp_path: Path) -> None:
+    orders = tmp_path / "us.csv"
+    orders.write_text(
+        "order_id,customer_id,ordered_at,net_revenue,status\n"
+        "1,a,03/04/2025,10,\n2,b,03/05/2025,20,pending\n3,a,04/01/2025,15,\n"
+    )
+    refused = run("ingest", orders, "--db", tmp_path / "a.duckdb", "--as-of", "2025-12-31")
+    assert "--date-format" in refused.output and "3 rows quarantined" in refused.output
+    read = run(
+        "ingest", orders, "--db", tmp_path / "b.duckdb", "--as-of", "2025-12-31",
+        "--date-format", "MM/DD/YYYY", "--json",
+    )  # fmt: skip
+    assert read.exit_code == 0, read.output
+    doc = json.loads(read.stdout)
+    assert doc["orders"] == 2 and doc["excluded"] == {"pending": 1}
+    paid = run(
+        "ingest", orders, "--db", tmp_path / "c.duckdb", "--as-of", "2025-12-31",
+        "--date-format", "MM/DD/YYYY", "--pending-revenue", "--json",
+    )  # fmt: skip
+    assert json.loads(paid.stdout)["orders"] == 3
+    with Store(tmp_path / "b.duckdb", read_only=True) as store:
+        first = store.scalar("SELECT min(ordered_at) FROM orders")
+    assert str(first)[:10] == "2025-03-04"  # March 4th, month first

@@ -360,7 +360,13 @@ def test_audience_csv_respects_consent(tiny: TestClient) -> None:
     assert lines[0].startswith("customer_id,")
     assert not any(line.startswith("b,") for line in lines[1:])  # b opted out
     assert response.headers["x-retain-opted-out"] == "1"
-    assert tiny.get("/api/audiences/Giants.csv").status_code == 422
+    assert int(response.headers["x-retain-exported"]) == len(lines) - 1
+    wider = tiny.get(f"/api/audiences/{segment}.csv", params={"consent": "unknown-ok"})
+    assert int(wider.headers["x-retain-exported"]) >= len(lines) - 1
+    assert not any(line.startswith("b,") for line in wider.text.splitlines()[1:])
+    assert tiny.get(f"/api/audiences/{segment}.csv", params={"consent": "all"}).status_code == 422
+    missing = tiny.get("/api/audiences/Giants.csv")
+    assert missing.status_code == 404 and "Champions" in missing.text
 
 
 # -- writes ----------------------------------------------------------------------------------

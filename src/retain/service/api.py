@@ -6,7 +6,7 @@ returns; the dashboard page with the same name renders the same dict.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
@@ -462,6 +462,7 @@ def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={
         200: {"content": {"text/csv": {}}},
+        404: {"model": Problem, "description": "No such segment."},
         **ERRORS,
     },
     summary="Export a segment's audience as CSV",
@@ -469,19 +470,29 @@ def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
 def get_audience(
     service: ServiceDep,
     segment: str,
+    consent: Annotated[
+        Literal["required", "unknown-ok"],
+        Query(
+            description="required (default): only customers who accepted marketing; "
+            "unknown-ok: also those whose consent is unknown. Opted-out customers never."
+        ),
+    ] = "required",
     include_unknown_consent: Annotated[
-        bool,
-        Query(description="Also export customers whose marketing consent is unknown."),
+        bool, Query(include_in_schema=False, description="Old name of consent=unknown-ok.")
     ] = False,
 ) -> PlainTextResponse:
     """Who to contact in a segment (or ``win-back``), with the action, value at stake and
     their products. Opted-out customers are never exported; customers whose consent is
-    unknown only with ``include_unknown_consent=true``."""
+    unknown only with ``consent=unknown-ok`` (as ``retain audience --consent``). The
+    headers count who was left out. An unknown segment is a 404 naming the segments."""
     from retain.segments import audience, write_audience
 
     store: Store = service.store()
     store.require_orders()
-    frame = audience(store, segment, include_unknown_consent=include_unknown_consent)
+    if segment.strip().lower().replace(" ", "-") not in ("win-back", "winback"):
+        segment = segment_name(segment)
+    unknown_ok = consent == "unknown-ok" or include_unknown_consent
+    frame = audience(store, segment, include_unknown_consent=unknown_ok)
     text = write_audience(frame, "csv")
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in segment.lower())
     return PlainTextResponse(
@@ -489,6 +500,7 @@ def get_audience(
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}.csv"',
+            "X-Retain-Exported": str(len(frame)),
             "X-Retain-Opted-Out": str(frame.attrs.get("opted_out", 0)),
             "X-Retain-Unknown-Consent": str(frame.attrs.get("unknown_consent", 0)),
         },

@@ -39,8 +39,20 @@ def days_between(a: str, b: dt.date) -> int:
 
 def test_the_reason_reads_as_in_the_issue(customers: pd.DataFrame) -> None:
     assert customers.loc["a", "churn_reason"] == (
-        "last order 140 days ago; usually orders every 30 days; 12% likely still active"
+        "last order 140 days ago; usually orders every 30 days: 4.7 gaps without an order; "
+        "12% likely still active"
     )
+
+
+def test_a_late_customer_the_model_calls_active_is_told_how_late(
+    customers: pd.DataFrame,
+) -> None:
+    """Risk raised by lateness, not by P(alive): the reason says how many usual gaps
+    have passed, so it does not read as a contradiction."""
+    late = customers[(customers["overdue_ratio"] >= 1.5)]
+    on_time = customers[(customers["overdue_ratio"] < 1.5)]
+    assert len(late) and all("gaps without an order" in r for r in late["churn_reason"])
+    assert not any("gaps without an order" in str(r) for r in on_time["churn_reason"])
 
 
 def test_reasons_cite_the_numbers_of_the_data(customers: pd.DataFrame) -> None:
@@ -203,7 +215,8 @@ def test_one_day_buyers_are_measured_against_the_population_gap() -> None:
     assert result.loc[3, "overdue_ratio"] == pytest.approx(45 / 20)
     assert (
         result.loc[3, "reason"]
-        == "only order 45 days ago; repeat customers usually order every 20 days"
+        == "only order 45 days ago; repeat customers usually order every 20 days: "
+        "2.2 gaps without an order"
     )
     given = churn_risk(data, population_gap_days=5.0)
     assert given.loc[3, "risk"] == "lost"  # 45 / 5 = 9 gaps

@@ -131,7 +131,12 @@ SELECT
                 THEN 'usually orders every ' || _days(typical_gap_days)
             WHEN $population_gap_days IS NOT NULL
                 THEN 'repeat customers usually order every ' || _days($population_gap_days)
-        END,
+        END
+        -- how late, when lateness is what raises the risk: the same page then
+        -- shows why a customer the model thinks active is at risk
+        || CASE WHEN overdue_ratio >= $overdue_medium
+                THEN ': ' || printf('%.1f', overdue_ratio) || ' gaps without an order'
+                ELSE '' END,
         CASE
             WHEN p_alive IS NULL THEN NULL
             WHEN p_alive > 0 AND p_alive < 0.005 THEN 'under 1%'
@@ -179,8 +184,8 @@ def churn_risk(
     (days; default: the median ``typical_gap_days`` of the others).
 
     Returns a frame with the same index and ``risk`` (low, medium, high, lost),
-    ``reason`` (e.g. "last order 140 days ago; usually orders every 30 days;
-    12% likely still active"), ``value_at_stake`` (clv_if_retained x
+    ``reason`` (e.g. "last order 140 days ago; usually orders every 30 days: 4.7 gaps
+    without an order; 12% likely still active"; the gaps when the customer is late), ``value_at_stake`` (clv_if_retained x
     (1 - p_alive), with p_alive at most the upper cut of the risk level: see the
     module docstring; currency) and ``overdue_ratio`` (days since the last order
     over the gap used).

@@ -179,3 +179,16 @@ def test_bad_input_gives_one_line_and_exit_code_2(db: Path, args: list[str], mes
 def test_missing_store(tmp_path: Path) -> None:
     result = run("segments", "--db", tmp_path / "none.duckdb")
     assert result.exit_code == 2 and "no store" in result.stderr
+
+
+def test_at_risk_says_how_long_the_whole_list_is(db: Path) -> None:
+    from retain.segments import winback_list
+    from retain.store import Store
+
+    result = run("at-risk", "--db", db, "--limit", "3")
+    assert result.exit_code == 0, result.output
+    with Store(db, read_only=True) as store:
+        listed = winback_list(store, limit=3)
+    total = listed.attrs["total"]
+    assert f"win-back list: {total:,} customers at high risk or worse" in result.output
+    assert ("the first 3 (--limit)" in result.output) == (total > 3)

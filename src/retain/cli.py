@@ -364,6 +364,48 @@ def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
 @app.command()
 @friendly_errors
+def settings(
+    action: Annotated[
+        str | None, typer.Argument(help="set, to change a setting; none to show them all.")
+    ] = None,
+    name: Annotated[str | None, typer.Argument(help="The setting to change.")] = None,
+    value: Annotated[str | None, typer.Argument(help="Its new value; default removes it.")] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """The store's settings, the defaults of every command: `retain settings set NAME VALUE`
+    changes one (currency, margin, discount_rate per year, as_of or live, window_days or
+    auto, time_zone)."""
+    from retain.config import SETTINGS, set_setting, settings_table
+    from retain.store import Store
+
+    if action is None:
+        with Store(db, read_only=True) as store:
+            rows = settings_table(store)
+
+        def table() -> str:
+            return "\n".join(
+                f"{r['name']:>13}: {r['shown']}"
+                + ("" if r["source"] == "default" else f"  ({r['source']})")
+                + f"\n{'':>15}{r['help']}; takes {r['expected']}"
+                for r in rows
+            )
+
+        emit(rows, as_json, table)
+        return
+    if action != "set" or name is None or value is None:
+        raise ArgumentError(
+            "retain settings takes no argument (show them) or: set NAME VALUE, with NAME one "
+            f"of {', '.join(SETTINGS)}"
+        )
+    with Store(db) as store:
+        set_setting(store, name, value)
+        row = next(r for r in settings_table(store) if r["name"] == name)
+    emit(row, as_json, lambda: f"{name} = {row['shown']}")
+
+
+@app.command()
+@friendly_errors
 def customers(
     limit: Annotated[int, typer.Option(help="How many rows.")] = 20,
     sort: Annotated[
@@ -425,13 +467,19 @@ PeriodOption = Annotated[
     str, typer.Option("--period", help="Period of the rates and tables: month, quarter or year.")
 ]
 MarginOption = Annotated[
-    float,
-    typer.Option("--margin", help="Fraction of net revenue kept, e.g. 0.3 for 30%."),
+    float | None,
+    typer.Option(
+        "--margin",
+        help="Fraction of net revenue kept, e.g. 0.3 for 30%. Default: the store's margin "
+        "setting, else the margin of the last `retain score`, else 1.",
+    ),
 ]
 WindowDaysOption = Annotated[
-    int,
+    int | None,
     typer.Option(
-        "--window-days", help="A customer is someone who ordered in the last N days (retention)."
+        "--window-days",
+        help="A customer is someone who ordered in the last N days (retention). Default: the "
+        "store's window_days setting, else from the store's purchase rhythm.",
     ),
 ]
 MetricsAsOfOption = Annotated[
@@ -466,12 +514,16 @@ def _fmt_table(frame: pd.DataFrame, specs: dict[str, str]) -> str:
 @friendly_errors
 def metrics(
     period: PeriodOption = "month",
-    margin: MarginOption = 1.0,
+    margin: MarginOption = None,
     discount_rate: Annotated[
-        float,
-        typer.Option("--discount-rate", help="Discount rate per period for the formula CLV."),
-    ] = 0.0,
-    window_days: WindowDaysOption = 365,
+        float | None,
+        typer.Option(
+            "--discount-rate",
+            help="Discount rate per year of the formula CLV, e.g. 0.1 (applied per period as "
+            "the equivalent rate). Default: the store's discount_rate setting.",
+        ),
+    ] = None,
+    window_days: WindowDaysOption = None,
     top: Annotated[int, typer.Option("--top", help="Most valuable customers to list.")] = 10,
     as_of: MetricsAsOfOption = None,
     db: DbOption = DEFAULT_DB,
@@ -517,7 +569,10 @@ def metrics(
             )
         if f["clv"] is not None:
             discount = (
-                f", discounted at {f['discount_rate']:g} per {period}" if f["discount_rate"] else ""
+                f", discounted at {f['discount_rate']:g} per year "
+                f"({f['discount_rate_per_period']:.4g} per {period})"
+                if f["discount_rate"]
+                else ""
             )
             lines.append(
                 f"{'formula CLV':>24}: {f['clv']:,.2f} = AOV {f['aov']:,.2f} x "
@@ -562,7 +617,7 @@ def metrics(
 @friendly_errors
 def cohorts(
     period: PeriodOption = "month",
-    margin: MarginOption = 1.0,
+    margin: MarginOption = None,
     value: Annotated[
         str,
         typer.Option(
@@ -605,7 +660,7 @@ def cohorts(
 @friendly_errors
 def acquisition(
     period: PeriodOption = "month",
-    margin: MarginOption = 1.0,
+    margin: MarginOption = None,
     horizon_months: Annotated[
         int | None,
         typer.Option(
@@ -618,11 +673,13 @@ def acquisition(
     as_json: JsonOption = False,
 ) -> None:
     """CAC per channel and period, CLV:CAC and payback; flags channels whose CLV < CAC."""
+    from retain.config import resolve_margin
     from retain.metrics import acquisition_report
     from retain.store import Store
 
     with Store(db, read_only=True) as store:
         store.require_orders()
+        margin = resolve_margin(store, margin)
         report = acquisition_report(
             store, period, margin=margin, horizon_months=horizon_months, as_of=as_of
         )
@@ -673,7 +730,7 @@ def alerts(
     ] = 6,
     recent: Annotated[int, typer.Option("--recent", help="Last complete periods to check.")] = 3,
     alpha: Annotated[float, typer.Option("--alpha", help="One-sided significance level.")] = 0.01,
-    window_days: WindowDaysOption = 365,
+    window_days: WindowDaysOption = None,
     as_of: MetricsAsOfOption = None,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
@@ -741,7 +798,11 @@ def fit(
     ] = "D",
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", help="Observation date YYYY-MM-DD. Default: the last order's day."),
+        typer.Option(
+            "--as-of",
+            help="Observation date YYYY-MM-DD or live. Default: the store's as_of setting, "
+            "else the last order's day.",
+        ),
     ] = None,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
@@ -764,7 +825,7 @@ def fit(
     try:
         with Store(db) as store, progress(f"{step} ...", as_json):
             report = fit_store(
-                store, model=model, holdout_weeks=holdout_weeks, unit=unit, observation_end=as_of
+                store, model=model, holdout_weeks=holdout_weeks, unit=unit, as_of=as_of
             )
     except FitRefused as refused:
         # the checks that refused it, as JSON or as text, before the one-line error
@@ -839,20 +900,28 @@ def score(
         int | None, typer.Option("--fit", help="The fit to use (default: the latest).")
     ] = None,
     discount_rate: Annotated[
-        float,
-        typer.Option("--discount-rate", help="Annual discount rate of the CLV, e.g. 0.1."),
-    ] = 0.1,
-    margin: MarginOption = 1.0,
+        float | None,
+        typer.Option(
+            "--discount-rate",
+            help="Discount rate per year of the CLV, e.g. 0.1. Default: the store's "
+            "discount_rate setting.",
+        ),
+    ] = None,
+    margin: MarginOption = None,
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", help="Observation date YYYY-MM-DD. Default: the last order's day."),
+        typer.Option(
+            "--as-of",
+            help="Observation date YYYY-MM-DD or live. Default: the store's as_of setting, "
+            "else the last order's day.",
+        ),
     ] = None,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
     """Score every customer (P(alive), purchases, CLV, next purchase) into customer_scores."""
     from retain.errors import StoreError
-    from retain.scoring import score_store
+    from retain.scoring import load_score_basis, score_store
     from retain.store import Store
 
     if not db.exists():
@@ -861,8 +930,9 @@ def score(
         )
     with Store(db) as store, progress("scoring every customer ...", as_json):
         report = score_store(
-            store, fit_id=fit_id, observation_end=as_of, discount_rate=discount_rate, margin=margin
+            store, fit_id=fit_id, as_of=as_of, discount_rate=discount_rate, margin=margin
         )
+        basis = load_score_basis(store)
     _warn_all(report.warnings)
 
     def table() -> str:
@@ -873,7 +943,8 @@ def score(
                 f"{report.fit_id} ({report.model}) into customer_scores",
                 f"{'mean P(alive)':>28}: {report.mean_p_alive:.3f}",
                 f"{'purchases, next 365 days':>28}: {report.expected_purchases_365d:,.1f}",
-                f"{'CLV, next 12 months':>28}: {clv} (discounted {discount_rate:g}/year)",
+                f"{'CLV, next 12 months':>28}: {clv} (margin {basis.margin:g}, discounted "
+                f"{basis.discount_rate:g} per year)",
                 f"{'next purchase within a year':>28}: {report.with_next_purchase_date:,} customers",
             ]
         )
@@ -978,7 +1049,17 @@ def at_risk(
     _no_model_note(frame.attrs)
     frame = frame.drop(columns=["email", "name", "accepts_marketing"])
     columns = ["customer_id", "risk", "value_at_stake", "segment", "reason"]
-    emit(frame, as_json, lambda: _fmt_table(frame[columns], {"value_at_stake": ",.2f"}))
+
+    def table() -> str:
+        total, stake = frame.attrs.get("total", len(frame)), frame.attrs.get("value_at_stake")
+        head = f"win-back list: {total:,} customer{'' if total == 1 else 's'} at {min_risk} risk or worse"
+        if stake is not None:
+            head += f", {stake:,.2f} at stake in all"
+        if total > len(frame):
+            head += f"; the first {len(frame):,} (--limit)"
+        return head + "\n" + _fmt_table(frame[columns], {"value_at_stake": ",.2f"})
+
+    emit(frame, as_json, table)
 
 
 CONSENT_RULES = {
@@ -1465,7 +1546,7 @@ def serve(
 def report(
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
     period: PeriodOption = "month",
-    margin: MarginOption = 1.0,
+    margin: MarginOption = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Write one self-contained HTML report: overview, cohorts, segments and model charts."""

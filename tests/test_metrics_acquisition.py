@@ -47,7 +47,8 @@ def test_cac_per_channel_and_month(store: Store) -> None:
     assert frame.loc[("2024-01", "search"), "new_customers"] == 2
     assert frame.loc[("2024-01", "search"), "cac"] == 50
     assert frame.loc[("2024-01", "social"), "cac"] == 60
-    assert frame.loc[("2024-02", "organic"), "cac"] == 0  # no spend
+    # organic has no spend rows: its cost is unknown, not 0
+    assert np.isnan(frame.loc[("2024-02", "organic"), "cac"])
     assert np.isnan(frame.loc[("2024-02", "email"), "cac"])  # spend, nobody acquired
     # the late customer has no customers row: the channel of the first order
     assert frame.loc[("2024-04", "search"), "new_customers"] == 1
@@ -74,7 +75,8 @@ def test_clv_cac_payback_and_flags(store: Store) -> None:
     assert email["below_cac"] and email["new_customers"] == 0
     assert "acquired no customers" in email["note"]
     organic = rows.loc["organic"]
-    assert organic["cac"] == 0 and not organic["below_cac"] and np.isnan(organic["clv_cac"])
+    assert np.isnan(organic["cac"]) and not organic["below_cac"] and np.isnan(organic["clv_cac"])
+    assert "no marketing spend recorded" in organic["note"]
     blended = rows.loc["all"]
     assert blended["spend"] == 170 and blended["new_customers"] == 4
     assert blended["cac"] == pytest.approx(42.5)

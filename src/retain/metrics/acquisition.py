@@ -28,11 +28,11 @@ import pandas as pd
 from retain.metrics._common import (
     AsOf,
     Window,
-    check_margin,
     check_positive_int,
     has_spend,
     observation,
     period_labels,
+    resolve_margin,
 )
 from retain.store import Store
 
@@ -119,11 +119,13 @@ def cac(store: Store, period: str = "month", *, as_of: AsOf = None) -> pd.DataFr
 
     ``period``: "month", "quarter" or "year" (calendar, UTC); ``as_of``:
     observation day (default: day of the last order), later orders and spend
-    ignored. Channels without spend have spend 0 and CAC 0.
+    ignored. A period without spend in a channel with spend recorded has CAC 0; a
+    channel with no spend recorded at all (organic, say) has no CAC: it is unknown.
 
     Columns: ``period``, ``period_start`` (date), ``complete``, ``channel``,
     ``spend`` (reporting currency), ``new_customers``, ``cac`` (reporting currency
-    per new customer; empty when there was spend but no new customer).
+    per new customer; empty when there was spend but no new customer, or when the
+    channel has no spend recorded at all).
     """
     window = observation(store, as_of, period)
     raw, spend = _acquisition_data(store, window, span=None)
@@ -133,7 +135,7 @@ def cac(store: Store, period: str = "month", *, as_of: AsOf = None) -> pd.DataFr
 def clv_cac(
     store: Store,
     *,
-    margin: float = 1.0,
+    margin: float | None = None,
     horizon_months: int | None = None,
     as_of: AsOf = None,
 ) -> pd.DataFrame:
@@ -148,7 +150,7 @@ def clv_cac(
     last order).
 
     Columns: ``channel``, ``spend``, ``new_customers``, ``cac`` (money per new
-    customer; 0 without spend), ``clv`` (money per customer), ``clv_cac`` (empty
+    customer; 0 where the spend recorded is 0, empty where none is recorded), ``clv`` (money per customer), ``clv_cac`` (empty
     without spend), ``payback_months`` (months after the acquisition month until
     the mean cumulative margin per customer covers the CAC; empty if not yet),
     ``below_cac`` (CLV < CAC, or spend that acquired nobody), ``note`` (why it is
@@ -164,13 +166,13 @@ def acquisition_report(
     store: Store,
     period: str = "month",
     *,
-    margin: float = 1.0,
+    margin: float | None = None,
     horizon_months: int | None = None,
     as_of: AsOf = None,
 ) -> dict[str, pd.DataFrame]:
     """Both acquisition tables from one pass: ``channels`` (:func:`clv_cac`) and
     ``cac`` (:func:`cac` per ``period``). Arguments as in those functions."""
-    check_margin(margin)
+    margin = resolve_margin(store, margin)
     if horizon_months is not None:
         check_positive_int("horizon_months", horizon_months)
     window = observation(store, as_of, period)
@@ -254,7 +256,11 @@ def _cac_table(raw: pd.DataFrame, spend: pd.DataFrame, window: Window) -> pd.Dat
         }
     ).reset_index(drop=True)
     frame["cac"] = frame["spend"] / frame["new_customers"].where(frame["new_customers"] > 0)
-    frame.loc[frame["spend"] == 0, "cac"] = 0.0
+    # no spend in a channel whose spend is recorded: free; in one with no spend rows at
+    # all: unknown, not 0
+    recorded = frame["channel"].isin(set(spend["channel"].astype(str)))
+    frame.loc[(frame["spend"] == 0) & recorded, "cac"] = 0.0
+    frame.loc[~recorded, "cac"] = np.nan
     frame.attrs.update({"period": window.period, "as_of": window.as_of.isoformat()})
     return frame[CAC_COLUMNS]
 
@@ -295,15 +301,21 @@ def _channel_table(
                 if horizon_months <= ages_observed
                 else float("nan")
             )
+        recorded = channel in paid_by_channel.index or (channel == "all" and paid > 0)
         cost, ratio = cac_and_clv_cac(paid, new, clv)
         payback = float("nan")
-        if paid == 0:
+        if not recorded:
+            cost = float("nan")  # no spend rows: the cost is unknown, not 0
+        elif paid == 0:
             payback = 0.0
         elif new:
             covered = np.flatnonzero(curve.to_numpy() >= cost)
             payback = float(covered[0]) if covered.size else float("nan")
         note = ""
-        if paid > 0 and new == 0:
+        if not recorded:
+            below = False
+            note = "no marketing spend recorded for this channel: CAC unknown"
+        elif paid > 0 and new == 0:
             below = True
             note = f"spent {paid:,.2f} and acquired no customers"
         elif paid > 0 and clv < cost:

@@ -19,8 +19,8 @@ demo: setup
 	$(BIN)/retain ingest --db demo.duckdb --format cdnow --as-of 1998-06-30 src/retain/datasets/data/CDNOW_master.txt.gz
 	$(BIN)/retain status --db demo.duckdb
 	$(BIN)/retain fit --db demo.duckdb --unit W
-	$(BIN)/retain score --db demo.duckdb
-	$(BIN)/retain metrics --db demo.duckdb --margin 0.3 --top 5
+	$(BIN)/retain score --db demo.duckdb --margin 0.3
+	$(BIN)/retain metrics --db demo.duckdb --top 5
 	$(BIN)/retain segments --db demo.duckdb
 	$(BIN)/retain at-risk --db demo.duckdb --limit 10
 	$(BIN)/retain report --db demo.duckdb --out report.html

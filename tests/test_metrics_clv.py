@@ -108,7 +108,13 @@ def test_business_clv_pools_the_trailing_periods() -> None:
     # Feb S=2 E=2 new=1, Mar S=2 E=1 new at end 0, Apr S=1 E=1 new 0
     store = store_with(RETENTION_EXAMPLE)
     result = business_clv(
-        store, "month", window_days=30, lookback=3, margin=0.5, as_of="2024-04-30"
+        store,
+        "month",
+        window_days=30,
+        lookback=3,
+        margin=0.5,
+        discount_rate=0.0,
+        as_of="2024-04-30",
     )
     assert result["periods"] == ["2024-02", "2024-03", "2024-04"]
     retention = (1 + 1 + 1) / (2 + 2 + 1)

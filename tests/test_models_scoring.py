@@ -250,7 +250,7 @@ def test_bad_score_and_fit_options_are_refused(tmp_path, cdnow_sample_db):
     for args, message in (
         (["score", "--margin", "-1"], "margin must be a fraction of net revenue"),
         (["score", "--margin", "30"], "margin must be a fraction of net revenue"),
-        (["score", "--discount-rate", "-0.5"], "discount rate must be 0 or more"),
+        (["score", "--discount-rate", "-0.5"], "discount rate must be a fraction per year"),
         (["fit", "--holdout-weeks", "0"], "--holdout-weeks"),
     ):
         result = runner.invoke(app, [*args, "--db", str(path)])

@@ -76,7 +76,8 @@ def summarize(
       0 for customers with none; in the currency of ``amount``.
 
     Transactions after the end of the ``observation_end`` day (default: the
-    last transaction's day) are ignored, whatever the grain: the cut is on the
+    last transaction's day; for a store, its ``as_of`` setting when set, see
+    :mod:`retain.config`) are ignored, whatever the grain: the cut is on the
     timestamp, before purchases are merged, so an order later in the
     observation end's week does not count under ``grain="W"``. ``T`` runs from
     the first purchase's period to the observation end's period. The result is indexed by ``customer_id`` and carries
@@ -88,6 +89,11 @@ def summarize(
     if grain not in GRAINS:
         raise ArgumentError(f"grain must be one of {sorted(GRAINS)}, got {grain!r}")
 
+    if observation_end is None and isinstance(transactions, Store):
+        from retain.config import load_settings, observation_day
+
+        if load_settings(transactions).as_of is not None:
+            observation_end = observation_day(transactions)  # the store's as_of setting
     con, relation = _source(transactions, customer_id, timestamp, amount)
     try:
         if observation_end is None:

@@ -55,7 +55,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import math
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -64,11 +63,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from retain.dates import check_not_before_first_order, parse_observation_date
-from retain.errors import ArgumentError, DataError, ModelError, StoreError
+from retain import config
+from retain.errors import ArgumentError, ModelError, StoreError
 from retain.features import summarize
 from retain.guard import check_fit, failed, store_history
-from retain.metrics._common import check_margin
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
 from retain.models.base import UNIT_DAYS
 from retain.store import Store
@@ -158,24 +156,22 @@ class ScoreReport:
         return dict(self.__dict__)
 
 
-def _last_order_day(store: Store) -> dt.date:
-    value = store.scalar("SELECT max(ordered_at) FROM orders")
-    if value is None:
-        raise StoreError(f"the store {store.path} holds no orders yet")
-    return pd.Timestamp(value).date()
-
-
 def _first_order_day(store: Store) -> dt.date:
     return pd.Timestamp(store.scalar("SELECT min(ordered_at) FROM orders")).date()
 
 
-def _observation_day(store: Store, value: str | dt.date | None) -> dt.date:
-    """The observation day ``value`` (a date, UTC), or the day of the last order."""
-    if value is None:
-        return _last_order_day(store)
-    day = parse_observation_date(value).date()
-    check_not_before_first_order(day, _first_order_day(store))
-    return day
+def _as_of(as_of: str | dt.date | None, observation_end: str | dt.date | None) -> Any:
+    """``as_of``, or the deprecated keyword ``observation_end`` that named it before."""
+    if observation_end is None:
+        return as_of
+    warnings.warn(
+        "observation_end= is deprecated: the observation date is as_of= everywhere",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if as_of is not None:
+        raise ArgumentError("give as_of or observation_end (its old name), not both")
+    return observation_end
 
 
 def fit_store(
@@ -185,8 +181,9 @@ def fit_store(
     holdout_weeks: int | None = None,
     unit: str = "D",
     grain: str = "D",
-    observation_end: str | dt.date | None = None,
+    as_of: str | dt.date | None = None,
     penalizer: float = 0.0,
+    observation_end: str | dt.date | None = None,
 ) -> FitReport:
     """Fit the models on the store's orders and keep the fit in ``model_fits``.
 
@@ -195,8 +192,9 @@ def fit_store(
     history, by the log-likelihood of each customer's holdout purchase count;
     the choice and its reason are in ``FitReport.choice``). With a named model
     and ``holdout_weeks``, its holdout errors are recorded too. The chosen model
-    is then refitted on all orders up to ``observation_end`` (default: the last
-    order's day), with a Gamma-Gamma model of net revenue per purchase, and
+    is then refitted on all orders up to ``as_of`` (default: the store's ``as_of``
+    setting, else the last order's day: :func:`retain.config.observation_day`;
+    ``observation_end`` is its deprecated old name), with a Gamma-Gamma model of net revenue per purchase, and
     checked by the fit guard (:func:`retain.guard.check_fit`); with "auto", a
     model that fails gives way to the next in the comparison's order. When none
     passes, the fit is recorded as not kept and :class:`FitRefused` (a
@@ -211,7 +209,7 @@ def fit_store(
     if holdout_weeks is not None and holdout_weeks < 1:
         raise ArgumentError(f"holdout_weeks must be 1 or more, got {holdout_weeks}")
     store.require_orders()
-    end = _observation_day(store, observation_end)
+    end = config.observation_day(store, _as_of(as_of, observation_end))
     caught: list[str] = []
     candidates: pd.DataFrame | None = None
     choice: dict[str, Any] | None = None
@@ -409,19 +407,22 @@ def score_store(
     store: Store,
     *,
     fit_id: int | None = None,
-    observation_end: str | dt.date | None = None,
-    discount_rate: float = 0.1,
-    margin: float = 1.0,
+    as_of: str | dt.date | None = None,
+    discount_rate: float | None = None,
+    margin: float | None = None,
     interval: float = 0.9,
     segments: bool = True,
+    observation_end: str | dt.date | None = None,
 ) -> ScoreReport:
     """Score every customer with a stored fit and replace ``customer_scores``.
 
-    ``fit_id``: the fit to use (default: the latest). ``observation_end``: the
-    day to score as of (default: the last order's day, so orders that arrived
-    after the fit count; the data are summarised in the fit's unit and grain).
-    ``discount_rate`` is per year; ``margin`` multiplies net revenue (1: CLV in
-    revenue; the dashboard and segments apply their own margin). ``interval``:
+    ``fit_id``: the fit to use (default: the latest). ``as_of``: the day to score
+    as of (default: the store's ``as_of`` setting, else the last order's day, so
+    orders that arrived after the fit count; the data are summarised in the fit's
+    unit and grain; ``observation_end`` is its deprecated old name).
+    ``discount_rate`` is per year (default: the store's setting, 0.1 unless set);
+    ``margin`` multiplies net revenue (default: the store's setting, else the
+    margin of the last scoring, else 1: CLV in revenue). ``interval``:
     probability of the ranges of each customer's purchases and value, and of the
     uncertainty band of the mean CLV (see the module docstring). ``segments``: add
     the segment columns of :func:`retain.segments.segment_scores` (RFM, segment,
@@ -429,15 +430,10 @@ def score_store(
     See the module docstring for the columns. The settings and the RFM
     boundaries are kept in ``score_basis`` for :func:`score_customers`.
     """
-    check_margin(margin)
-    if not (math.isfinite(discount_rate) and discount_rate >= 0):
-        raise DataError(
-            "discount rate must be 0 or more",
-            value=discount_rate,
-            expected="e.g. 0.1 for 10% a year",
-        )
+    margin = config.resolve_margin(store, margin)
+    discount_rate = config.resolve_discount_rate(store, discount_rate)
     store.require_orders()
-    end = _observation_day(store, observation_end)
+    end = config.observation_day(store, _as_of(as_of, observation_end))
     model, spend, row = load_fit(store, fit_id)
     basis = ScoreBasis(
         fit_id=int(row["fit_id"]),
@@ -461,6 +457,7 @@ def score_customers(
     store: Store,
     customer_ids: Iterable[str],
     *,
+    as_of: str | dt.date | None = None,
     observation_end: str | dt.date | None = None,
 ) -> ScoreReport:
     """Rescore some customers now: replace their rows of ``customer_scores``.
@@ -469,8 +466,8 @@ def score_customers(
     after each order). The rows are computed exactly as :func:`score_store`
     computes every row, with the fit, discount rate, margin and interval of
     the last ``retain score`` (kept in ``score_basis``), as of
-    ``observation_end`` (default: the last order's day in the store, as
-    :func:`score_store`). A customer new to the table gets a row. The segment
+    ``as_of`` (default as :func:`score_store`; ``observation_end`` is its
+    deprecated old name). A customer new to the table gets a row. The segment
     columns (when the table has them) place the customers' RFM values against
     the boundaries of that full scoring: see :mod:`retain.segments.rfm` for
     what that approximates. Customers with no order on or before the observation
@@ -483,7 +480,7 @@ def score_customers(
     store.require_orders()
     basis = load_score_basis(store)
     model, spend, row = load_fit(store, basis.fit_id)
-    end = _observation_day(store, observation_end)
+    end = config.observation_day(store, _as_of(as_of, observation_end))
     scored = _score(store, model, spend, row, end, basis, customer_ids=ids)
     if len(scored.table):
         with store.transaction() as con, _scores_source(con, scored) as source:

@@ -88,6 +88,20 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS as_of TIMESTAMP",
         ],
     ),
+    (
+        # retain.config: the store's settings; the observation date of the latest file
+        # ingest becomes the as_of setting, as an ingest sets it from now on
+        "settings",
+        [
+            """CREATE TABLE IF NOT EXISTS settings (
+                name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL, source VARCHAR NOT NULL,
+                set_at TIMESTAMP NOT NULL)""",
+            """INSERT INTO settings
+               SELECT 'as_of', CAST(CAST(as_of AS DATE) AS VARCHAR), 'ingest', now()::TIMESTAMP
+               FROM (SELECT as_of FROM ingested_files ORDER BY ingested_at DESC LIMIT 1)
+               WHERE as_of IS NOT NULL""",
+        ],
+    ),
 ]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from retain.dates import parse_observation_date
+from retain import config
 from retain.errors import DataError, SchemaError
 from retain.ingest import cdnow, shopify
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
@@ -56,7 +56,7 @@ def ingest(
     format: str = "auto",
     mapping: Mapping[str, str] | None = None,
     as_of: str | dt.date | dt.datetime | None = None,
-    currency: str = "USD",
+    currency: str | None = None,
     rates: Mapping[str, float] | None = None,
     pending_revenue: bool = False,
     date_format: str | None = None,
@@ -68,8 +68,9 @@ def ingest(
     - ``mapping``: canonical column -> column in the file, for files whose
       headers differ from the canonical names.
     - ``as_of``: the observation date; orders dated after it are quarantined
-      (default: now, UTC).
-    - ``currency``: the reporting currency; ``rates`` maps other currency codes
+      (default: the store's ``as_of`` setting when set by hand, else now, UTC).
+    - ``currency``: the reporting currency (default: the store's ``currency``
+      setting, see :mod:`retain.config`); ``rates`` maps other currency codes
       to the reporting currency's units per one unit of them. Orders in a
       currency without a rate are quarantined.
     - ``pending_revenue``: count orders awaiting payment (status pending,
@@ -80,9 +81,10 @@ def ingest(
       "%m/%d/%Y" or "DD/MM/YYYY"; ISO dates (YYYY-MM-DD) are read either way.
       Without it such dates are quarantined, as they are ambiguous.
 
-    The ``as_of`` given is recorded with the file in ``ingested_files``: the
-    store's observation date (:func:`observation_date`), which single orders
-    sent to the service are checked against.
+    The ``as_of`` given is recorded with the file in ``ingested_files`` and becomes
+    the store's ``as_of`` setting (:func:`observation_date`) unless that was set by
+    hand; without one, what an earlier ingest set is cleared (the store is live
+    again). A ``currency`` given becomes the ``currency`` setting the same way.
 
     Raises :class:`SchemaError` (nothing stored) when required columns are
     missing, :class:`DataError` for an empty or unreadable file.
@@ -92,12 +94,16 @@ def ingest(
     store = open_store(store)
     file = Path(path).expanduser().resolve()
     check_readable(file)
+    settings = config.load_settings(store)
+    by_hand = settings.source("as_of") == config.BY_HAND
     observed = _as_of(as_of)
+    if as_of is None and by_hand:
+        observed = config.observation_time(store) or observed
     loader = Loader(
         store,
         file,
         as_of=observed,
-        currency=currency,
+        currency=settings.currency if currency is None else config.check_currency(currency),
         rates=rates or {},
         given_as_of=observed if as_of is not None else None,
         pending_revenue=pending_revenue,
@@ -139,19 +145,17 @@ def ingest(
             _spend(loader, columns, mapping, report)
         loader.write_quarantine(report)
         loader.record_file(fmt, report)
+        config.record_from_ingest(store, "as_of", None if as_of is None else observed.date())
+        if currency is not None:
+            config.record_from_ingest(store, "currency", currency)
     return report
 
 
 def observation_date(store: Store) -> dt.datetime | None:
-    """The store's observation date: the ``as_of`` of its latest file ingest (the end
-    of that day, UTC), or None when that ingest was given none (live: the wall clock)."""
-    if "as_of" not in store.query("DESCRIBE ingested_files")["column_name"].tolist():
-        return None  # a store opened read-only before the migration that added it
-    row = store.con.execute(
-        "SELECT as_of FROM ingested_files ORDER BY ingested_at DESC LIMIT 1"
-    ).fetchall()
-    value = row[0][0] if row else None
-    return value if isinstance(value, dt.datetime) else None
+    """The store's observation time, the ``as_of`` setting (:mod:`retain.config`): the end
+    of that day, UTC (set by hand, or by the latest file ingest given ``as_of``), the wall
+    clock for ``live``, or None when not set (the wall clock)."""
+    return config.observation_time(store)
 
 
 def customer_key(customer_id: str) -> str:
@@ -164,7 +168,7 @@ def customer_key(customer_id: str) -> str:
 def _as_of(value: str | dt.date | dt.datetime | None) -> dt.datetime:
     if value is None:
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    ts = parse_observation_date(value)
+    ts = config.parse_as_of(value)
     if (isinstance(value, str) and len(value) <= 10) or (
         isinstance(value, dt.date) and not isinstance(value, dt.datetime)
     ):

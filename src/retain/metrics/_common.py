@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from retain.dates import check_not_before_first_order, parse_observation_date
+from retain.config import MAX_WINDOW_DAYS, observation_day, resolve_window_days
+from retain.config import check_margin as check_margin  # re-exported: the metrics' check
+from retain.config import resolve_margin as resolve_margin
+from retain.config import scored_margin as scored_margin
 from retain.errors import DataError
 from retain.store import Store
 
@@ -37,40 +40,6 @@ def check_period(period: str) -> int:
     if period not in PERIODS:
         raise DataError("unknown period", value=period, expected="month, quarter or year")
     return PERIODS[period]
-
-
-def check_margin(margin: float) -> float:
-    """The margin as a fraction of net revenue in (0, 1]."""
-    if not _is_number(margin) or not 0 < margin <= 1:
-        hint = (
-            f" (for {margin}% write {margin / 100:g})" if _is_number(margin) and margin > 1 else ""
-        )
-        raise DataError(
-            f"margin must be a fraction of net revenue{hint}",
-            value=margin,
-            expected="a number in (0, 1], e.g. 0.3 for 30%",
-        )
-    return float(margin)
-
-
-def scored_margin(store: Store) -> float | None:
-    """The margin of the last ``retain score`` (``score_basis.margin``), or None."""
-    if not store.has_table("score_basis"):
-        return None
-    rows = store.con.execute("SELECT margin FROM score_basis LIMIT 1").fetchall()
-    return None if not rows or rows[0][0] is None else float(rows[0][0])
-
-
-def resolve_margin(store: Store, margin: float | None) -> float:
-    """``margin`` when given (checked), else the margin the store was scored with, else 1."""
-    if margin is not None:
-        return check_margin(margin)
-    scored = scored_margin(store)
-    return 1.0 if scored is None else scored
-
-
-# The longest activity window: a century (longer ones overflow date arithmetic).
-MAX_WINDOW_DAYS = 36_500
 
 
 def check_window_days(window_days: int, period: str) -> int:
@@ -125,7 +94,8 @@ class ActivityWindow:
 
 
 def activity_window(store: Store, window: Window, window_days: int | None) -> ActivityWindow:
-    """The activity window: ``window_days`` when given (checked), else the store's rhythm.
+    """The activity window: ``window_days`` when given (checked), else the store's
+    ``window_days`` setting, else the store's rhythm.
 
     The rhythm rule: the 90th percentile of the gaps in days between a customer's
     consecutive order days (every customer's, orders to the observation day),
@@ -134,9 +104,12 @@ def activity_window(store: Store, window: Window, window_days: int | None) -> Ac
     such gaps (too few repeat purchases to tell a rhythm) it is 365 days.
     """
     period = window.period
+    how = "as set"
+    if window_days is None:
+        window_days, how = resolve_window_days(store), "the store's window_days setting"
     if window_days is not None:
         days = check_window_days(window_days, period)
-        return ActivityWindow(days, f"{days} days, as set", from_rhythm=False)
+        return ActivityWindow(days, f"{days} days, {how}", from_rhythm=False)
     least = MIN_WINDOW_DAYS[period]
     rows = store.con.execute(RHYTHM_SQL, {"end": window.end, "q": RHYTHM_QUANTILE}).fetchall()
     gaps, quantile = rows[0] if rows else (0, None)
@@ -192,26 +165,13 @@ class Window:
 
 
 def observation(store: Store, as_of: AsOf, period: str = "month") -> Window:
-    """Resolve the observation day: ``as_of`` (a date, UTC) or the day of the last order.
+    """Resolve the observation day: ``as_of`` (a date, UTC, or ``live``), else the store's
+    ``as_of`` setting, else the day of the last order (:func:`retain.config.observation_day`).
 
     Orders up to the end of that day are counted; later ones are ignored.
     """
     months = check_period(period)
-    # fetch to the end: a result left open would block a later store.con.sql(...)
-    rows = store.con.execute(
-        "SELECT CAST(min(ordered_at) AS DATE), CAST(max(ordered_at) AS DATE) FROM orders"
-    ).fetchall()
-    row = rows[0] if rows else None
-    if not row or row[1] is None:
-        raise DataError(
-            f"the store {store.path} holds no orders yet: run `retain ingest FILE --db {store.path}`"
-        )
-    first, last = row
-    if as_of is None:
-        day = last
-    else:
-        day = parse_observation_date(as_of).date()
-        check_not_before_first_order(day, first)
+    day = observation_day(store, as_of)
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
     return Window(as_of=day, end=end, months_per_period=months, period=period)
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from retain.config import per_period_rate, resolve_discount_rate
 from retain.errors import DataError
 from retain.metrics._activity import Activity, activity
 from retain.metrics._common import (
@@ -34,6 +35,7 @@ from retain.metrics._common import (
     check_positive_int,
     observation,
     period_labels,
+    resolve_margin,
 )
 from retain.metrics.retention import period_table, pooled_retention, retention_table
 from retain.store import Store
@@ -184,7 +186,7 @@ def customer_metrics(
     store: Store,
     period: str = "month",
     *,
-    margin: float = 1.0,
+    margin: float | None = None,
     as_of: AsOf = None,
     limit: int | None = None,
 ) -> pd.DataFrame:
@@ -200,7 +202,7 @@ def customer_metrics(
     ``purchase_frequency`` (orders per period of tenure; a tenure under one period
     counts as one), ``historical_clv`` (net revenue x margin).
     """
-    check_margin(margin)
+    margin = resolve_margin(store, margin)
     window = observation(store, as_of, period)
     if limit is not None:
         check_positive_int("limit", limit, least=0)
@@ -221,8 +223,8 @@ def business_clv(
     store: Store,
     period: str = "month",
     *,
-    margin: float = 1.0,
-    discount_rate: float = 0.0,
+    margin: float | None = None,
+    discount_rate: float | None = None,
     window_days: int | None = None,
     lookback: int | None = None,
     as_of: AsOf = None,
@@ -237,16 +239,21 @@ def business_clv(
     = 1 - pooled retention, where the pooled retention is the sum of (customers at
     end - new) / the sum of customers at start, over the complete periods with a
     retention rate (:func:`~retain.metrics.retention.pooled_retention`: the same
-    figure as the overview's). Then CLV = :func:`formula_clv`. ``margin`` in (0, 1],
-    ``discount_rate`` per period in [0, 1).
+    figure as the overview's). Then CLV = :func:`formula_clv`. ``margin`` in (0, 1]
+    (default: the store's setting, else the margin of the last ``retain score``,
+    else 1); ``discount_rate`` per year in [0, 1) (default: the store's setting), as
+    every discount rate of retain: :func:`formula_clv` gets the period's rate
+    equivalent to it, (1 + rate)^(months per period / 12) - 1.
 
     Keys: ``period``, ``periods`` (labels used), ``aov``, ``purchase_frequency``,
     ``retention_rate`` and ``churn_rate`` (percent per period), ``lifespan``
-    (periods), ``margin``, ``discount_rate``, ``window_days`` and ``window_rule``
+    (periods), ``margin``, ``discount_rate`` (per year), ``discount_rate_per_period``,
+    ``window_days`` and ``window_rule``
     (the activity window and how it was chosen), ``clv`` (reporting currency per
     customer; None when no churn was measured), ``note``.
     """
-    check_margin(margin)
+    margin = resolve_margin(store, margin)
+    discount_rate = resolve_discount_rate(store, discount_rate)
     window = observation(store, as_of, period)
     chosen_window = activity_window(store, window, window_days)
     if lookback is None:
@@ -266,7 +273,8 @@ def _business_clv(
     discount_rate: float,
     lookback: int,
 ) -> dict[str, Any]:
-    """The formula CLV from the retention and period tables of the same activity."""
+    """The formula CLV from the retention and period tables of the same activity;
+    ``discount_rate`` per year."""
     pooled = pooled_retention(kept, lookback)
     chosen = kept[kept["period"].isin(pooled.periods)]
     result: dict[str, Any] = {
@@ -279,6 +287,7 @@ def _business_clv(
         "lifespan": None,
         "margin": margin,
         "discount_rate": discount_rate,
+        "discount_rate_per_period": per_period_rate(discount_rate, PERIODS[period]),
         "window_days": kept.attrs.get("window_days"),
         "window_rule": kept.attrs.get("window_rule"),
         "clv": None,
@@ -317,13 +326,17 @@ def _business_clv(
         return result
     result["lifespan"] = lifespan(min(churn, 1.0))
     result["clv"] = formula_clv(
-        aov, frequency, churn_rate=min(churn, 1.0), margin=margin, discount_rate=discount_rate
+        aov,
+        frequency,
+        churn_rate=min(churn, 1.0),
+        margin=margin,
+        discount_rate=result["discount_rate_per_period"],
     )
     return result
 
 
 def subscription_clv(
-    store: Store, period: str = "month", *, margin: float = 1.0, as_of: AsOf = None
+    store: Store, period: str = "month", *, margin: float | None = None, as_of: AsOf = None
 ) -> pd.DataFrame:
     """Subscription CLV per cohort and overall: margin x revenue per account / churn rate.
 
@@ -341,7 +354,7 @@ def subscription_clv(
     ``revenue_per_account``, ``churned``, ``churn_rate``, ``lifespan``,
     ``subscription_clv``.
     """
-    check_margin(margin)
+    margin = resolve_margin(store, margin)
     window = observation(store, as_of, period)
     return _subscription_clv(activity(store, window), margin)
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from retain.errors import DataError
 from retain.metrics._activity import CohortCells, cohort_cells
-from retain.metrics._common import AsOf, check_margin, observation, period_labels
+from retain.metrics._common import AsOf, observation, period_labels, resolve_margin
 from retain.store import Store
 
 COHORT_COLUMNS = [
@@ -42,7 +42,7 @@ MATRIX_VALUES = (
 
 
 def cohorts(
-    store: Store, period: str = "month", *, margin: float = 1.0, as_of: AsOf = None
+    store: Store, period: str = "month", *, margin: float | None = None, as_of: AsOf = None
 ) -> pd.DataFrame:
     """One row per cohort and age, every age from 0 to the observation day.
 
@@ -58,7 +58,7 @@ def cohorts(
     ``cumulative_net_revenue_per_customer`` (net revenue from age 0 to this age /
     cohort customers), ``cumulative_clv`` (the same times ``margin``).
     """
-    check_margin(margin)
+    margin = resolve_margin(store, margin)
     window = observation(store, as_of, period)
     return cohort_table(cohort_cells(store, window), margin)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from retain.config import resolve_discount_rate
 from retain.metrics._activity import Activity, activity
 from retain.metrics._common import (
     PERIODS,
@@ -243,14 +244,15 @@ def metrics_report(
     period: str = "month",
     *,
     margin: float | None = None,
-    discount_rate: float = 0.0,
+    discount_rate: float | None = None,
     window_days: int | None = None,
     top: int = 10,
     as_of: AsOf = None,
 ) -> dict[str, Any]:
     """Everything ``retain metrics`` shows, from one pass over the orders.
 
-    Arguments as in :func:`overview` and :func:`~retain.metrics.business_clv`;
+    Arguments as in :func:`overview` and :func:`~retain.metrics.business_clv`
+    (``discount_rate`` per year, default the store's setting);
     ``top``: how many of the most valuable customers to list.
 
     Keys: ``overview`` (the dict of :func:`overview`), ``formula_clv`` (the dict
@@ -259,6 +261,7 @@ def metrics_report(
     ``top_customers`` (DataFrame of :func:`~retain.metrics.customer_metrics`).
     """
     margin = resolve_margin(store, margin)
+    discount_rate = resolve_discount_rate(store, discount_rate)
     window = observation(store, as_of, period)
     chosen_window = activity_window(store, window, window_days)
     check_positive_int("top", top, least=0)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from retain.config import load_settings, observation_day
 from retain.errors import DataError
 from retain.recommend.baskets import SECONDS_PER_DAY, temp_name
 from retain.recommend.tables import (
@@ -241,7 +242,10 @@ def reasons(rec: Recommender, ranked: dict[str, np.ndarray]) -> list[str]:
 def _as_of_seconds(store: Store, as_of: str | dt.date | dt.datetime | None) -> float:
     if as_of is None:
         store.require_orders()
-        as_of = store.scalar("SELECT max(ordered_at) FROM orders")
+        if load_settings(store).as_of is not None:
+            as_of = observation_day(store)  # the store's observation date, the whole day
+        else:
+            as_of = store.scalar("SELECT max(ordered_at) FROM orders")
     try:
         stamp = pd.Timestamp(as_of)
     except (ValueError, TypeError) as exc:

@@ -50,7 +50,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from retain.dates import check_not_before_first_order, parse_observation_date
+from retain.config import check_not_before_first_order, observation_day, parse_as_of
 from retain.errors import DataError, SchemaError
 from retain.segments.rules import score_levels
 from retain.store import Store
@@ -323,7 +323,8 @@ def orders_view(
             f"WHERE customer_id IS NOT NULL AND ordered_at IS NOT NULL){only}"
         )
     try:
-        day = resolve_as_of(con, as_of)
+        # a store's observation day follows its settings; a DataFrame's, its own orders
+        day = observation_day(data, as_of) if isinstance(data, Store) else resolve_as_of(con, as_of)
         params = {
             "as_of": day,
             "as_of_end": dt.datetime.combine(day + dt.timedelta(days=1), dt.time()),
@@ -343,7 +344,8 @@ def _customer_frame(customers: Sequence[str]) -> pd.DataFrame:
 
 
 def resolve_as_of(con: duckdb.DuckDBPyConnection, as_of: AsOf) -> dt.date:
-    """The observation day: ``as_of`` as a date, or the day of the last order in ``seg_orders``."""
+    """The observation day of orders given as a DataFrame: ``as_of`` as a date, or the day
+    of the last order in ``seg_orders`` (a store's: :func:`retain.config.observation_day`)."""
     first_last = con.execute(
         "SELECT CAST(min(ordered_at) AS DATE), CAST(max(ordered_at) AS DATE) FROM seg_orders"
     ).fetchall()[0]
@@ -352,6 +354,6 @@ def resolve_as_of(con: duckdb.DuckDBPyConnection, as_of: AsOf) -> dt.date:
     first, last = first_last
     if as_of is None:
         return last
-    day = parse_observation_date(as_of).date()
+    day = parse_as_of(as_of).date()
     check_not_before_first_order(day, first)
     return day

@@ -34,7 +34,10 @@ Period = Annotated[str, Query(description="Period of rates and tables: month, qu
 Margin = Annotated[
     float,
     Query(
-        gt=0, le=1, description="Fraction of net revenue kept, in (0, 1]; CLV is multiplied by it."
+        gt=0,
+        le=1,
+        description="Fraction of net revenue kept, in (0, 1]; CLV is multiplied by it. "
+        "Default: the store's margin setting, else the margin of the last `retain score`, else 1.",
     ),
 ]
 WindowDays = Annotated[
@@ -42,7 +45,8 @@ WindowDays = Annotated[
     Query(
         ge=1,
         le=MAX_WINDOW_DAYS,
-        description="A customer is someone who ordered in the last N days (retention).",
+        description="A customer is someone who ordered in the last N days (retention). "
+        "Default: the store's window_days setting, else from the store's purchase rhythm.",
     ),
 ]
 
@@ -65,7 +69,9 @@ def index_of(service: Service) -> data.CustomerIndex:
     return service.cached("customer_index", data.build_customer_index, stale_ok=True)
 
 
-def metrics(service: Service, period: str, margin: float, window_days: int) -> dict[str, Any]:
+def metrics(
+    service: Service, period: str, margin: float | None, window_days: int | None
+) -> dict[str, Any]:
     return service.cached(
         ("metrics", period, margin, window_days),
         lambda store: data.metrics_payload(
@@ -74,7 +80,7 @@ def metrics(service: Service, period: str, margin: float, window_days: int) -> d
     )
 
 
-def cohorts(service: Service, period: str, margin: float) -> dict[str, Any]:
+def cohorts(service: Service, period: str, margin: float | None) -> dict[str, Any]:
     return service.cached(
         ("cohorts", period, margin),
         lambda store: data.cohorts_payload(store, period=period, margin=margin),
@@ -100,7 +106,7 @@ def models(service: Service) -> dict[str, Any]:
     return service.cached("models", data.models_payload, stale_ok=True)
 
 
-def alerts(service: Service, period: str, window_days: int) -> dict[str, Any]:
+def alerts(service: Service, period: str, window_days: int | None) -> dict[str, Any]:
     return service.cached(
         ("alerts", period, window_days),
         lambda store: data.alerts_payload(store, period=period, window_days=window_days),
@@ -251,8 +257,8 @@ def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
 def get_metrics(
     service: ServiceDep,
     period: Period = "month",
-    margin: Margin = 1.0,
-    window_days: WindowDays = 365,
+    margin: Margin | None = None,
+    window_days: WindowDays | None = None,
 ) -> dict[str, Any]:
     """Customers, orders, net revenue, AOV, average and median CLV, repeat rate, retention
     and churn rate of the last complete period, blended CAC and CLV:CAC, revenue from new
@@ -263,7 +269,7 @@ def get_metrics(
 
 @router.get("/cohorts", responses=ERRORS, summary="Cohort retention and CLV curves")
 def get_cohorts(
-    service: ServiceDep, period: Period = "month", margin: Margin = 1.0
+    service: ServiceDep, period: Period = "month", margin: Margin | None = None
 ) -> dict[str, Any]:
     """Customers grouped by the period of their first order: the share still buying at each
     age (``active_share``, percent) and the cumulative CLV per customer
@@ -280,7 +286,7 @@ def get_segments(service: ServiceDep) -> dict[str, Any]:
 
 @router.get("/alerts", responses=ERRORS, summary="Recent drops in key metrics")
 def get_alerts(
-    service: ServiceDep, period: Period = "month", window_days: WindowDays = 365
+    service: ServiceDep, period: Period = "month", window_days: WindowDays | None = None
 ) -> dict[str, Any]:
     """Drops in retention, AOV, purchase frequency, new customers or returning revenue share
     in the last complete periods that are unlikely under the trailing baseline."""

@@ -108,6 +108,14 @@ def scored_margin(store: Store) -> float | None:
     return None if value is None else float(value)
 
 
+MARGIN_SOURCES = {
+    "asked": "",
+    "setting": " (the store's margin setting)",
+    "scored": " (the margin of the last `retain score`)",
+    "none": " (no margin set: revenue, not profit)",
+}
+
+
 def resolve_margin(store: Store, margin: float | None) -> dict[str, Any]:
     """Which margin each CLV on the overview is at, and a sentence that says so.
 
@@ -115,33 +123,23 @@ def resolve_margin(store: Store, margin: float | None) -> dict[str, Any]:
     last ``retain score``: they are shown as stored, never multiplied again, so that
     the overview, the customer page, the API and the CLI show the same numbers.
     Historical CLV (net revenue to date x margin) uses ``margin`` when given, else
-    the scored margin, else 1 (revenue, not profit).
+    the store's margin setting, else the scored margin, else 1 (revenue, not
+    profit): :func:`retain.config.resolve_margin`, as every command.
 
     Keys: ``historical`` (the margin of historical CLV), ``predicted`` (the scored
-    margin, None without scores), ``source`` (``asked``, ``scored`` or ``none``),
-    ``text``.
+    margin, None without scores), ``source`` (``asked``, ``setting``, ``scored`` or
+    ``none``), ``text``.
     """
-    from retain.metrics._common import check_margin
+    from retain.config import margin_and_source
 
     scored = scored_margin(store)
-    if margin is not None:
-        historical, source = check_margin(margin), "asked"
-    elif scored is not None:
-        historical, source = scored, "scored"
-    else:
-        historical, source = 1.0, "none"
-    if scored is None:
-        text = (
-            f"CLV at margin {historical:g}"
-            + (" (no margin set: revenue, not profit)" if source == "none" else "")
-            + "."
-        )
-    elif historical == scored:
-        text = f"CLV at margin {scored:g}, the margin of the last `retain score`."
+    historical, source = margin_and_source(store, margin)
+    if scored is None or historical == scored:
+        text = f"CLV at margin {historical:g}{MARGIN_SOURCES[source]}."
     else:
         text = (
             f"Predicted CLV at margin {scored:g} (the margin of the last `retain score`); "
-            f"historical CLV at margin {historical:g}."
+            f"historical CLV at margin {historical:g}{MARGIN_SOURCES[source]}."
         )
     return {"historical": historical, "predicted": scored, "source": source, "text": text}
 
@@ -166,7 +164,8 @@ def metrics_payload(
     scores, or None), ``clv_distribution`` (histogram bins),
     ``models_window_days`` (the activity window of the Models page's churn: the
     same churn as the overview's when the overview is monthly with that window),
-    ``alerts`` (see :func:`alerts_payload`), ``notes``.
+    ``alerts`` (see :func:`alerts_payload`), ``settings`` (the store's settings:
+    :func:`settings_table`), ``notes``.
     """
     from retain.metrics import overview
 
@@ -200,8 +199,17 @@ def metrics_payload(
     result["clv_distribution"] = clv_distribution(store, clv_column, margins["historical"])
     result["models_window_days"] = models_window_days(store)
     result["alerts"] = alerts_payload(store, period=period, window_days=window_days)
+    result["settings"] = settings_table(store)
     result["notes"] = notes
     return result
+
+
+def settings_table(store: Store) -> list[dict[str, Any]]:
+    """The store's settings, one row each (:func:`retain.config.settings_table`): what
+    every page and command defaults to."""
+    from retain.config import settings_table as rows
+
+    return plain(rows(store))
 
 
 def models_window_days(store: Store) -> int:
@@ -287,7 +295,9 @@ def alerts_payload(
 
 
 # -- cohorts -------------------------------------------------------------------------------
-def cohorts_payload(store: Store, *, period: str = "month", margin: float = 1.0) -> dict[str, Any]:
+def cohorts_payload(
+    store: Store, *, period: str = "month", margin: float | None = None
+) -> dict[str, Any]:
     """The cohorts page: retention heatmap and cohort CLV curves.
 
     Keys: ``period``, ``as_of``, ``margin``; ``cohorts`` (labels, first-order
@@ -313,7 +323,7 @@ def cohorts_payload(store: Store, *, period: str = "month", margin: float = 1.0)
     return {
         "period": frame.attrs["period"],
         "as_of": frame.attrs["as_of"],
-        "margin": margin,
+        "margin": frame.attrs["margin"],
         "cohorts": [str(c) for c in shares.index],
         "sizes": [int(v) for v in shares["customers"]],
         "ages": [int(a) for a in ages],

@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from retain.config import resolve_currency
 from retain.ingest import load_customers, load_lines, load_orders, observation_date
 from retain.ingest.load import IngestReport, Loader
 from retain.schema import ORDER_LINES, ORDERS
@@ -66,7 +67,7 @@ def ingest_order(
     order: Mapping[str, Any],
     *,
     as_of: dt.datetime | None = None,
-    currency: str = "USD",
+    currency: str | None = None,
     rates: Mapping[str, float] | None = None,
 ) -> IngestReport:
     """Validate and store one order (a mapping of canonical order columns, optional
@@ -74,7 +75,8 @@ def ingest_order(
     ``name``, ``accepts_marketing``...).
 
     ``as_of``: the observation time, UTC (default: the store's observation date,
-    or now for a live store): a later order is quarantined. ``currency`` and ``rates`` as in :func:`retain.ingest.ingest`.
+    or now for a live store): a later order is quarantined. ``currency`` (default: the
+    store's ``currency`` setting) and ``rates`` as in :func:`retain.ingest.ingest`.
     Returns the :class:`~retain.ingest.load.IngestReport`: ``orders`` is 1 when
     the order was stored, 0 when it was quarantined (``examples`` say why).
     Raises :class:`~retain.errors.SchemaError` when a required field is absent.
@@ -83,6 +85,7 @@ def ingest_order(
     now = as_of or observation_date(store) or wall
     stamp = wall.strftime("%Y-%m-%dT%H:%M:%S")
     source = f"api:POST /api/orders {stamp} {order.get('order_id')} {uuid.uuid4().hex[:8]}"
+    currency = resolve_currency(store, currency)
     loader = Loader(store, Path(source), as_of=now, currency=currency, rates=rates or {})
     # Loader names the source by its path; keep the label exactly as written
     loader.file = source

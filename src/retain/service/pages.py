@@ -66,8 +66,8 @@ def overview_page(
     request: Request,
     service: ServiceDep,
     period: Period = "month",
-    margin: Margin = 1.0,
-    window_days: WindowDays = 365,
+    margin: Margin | None = None,
+    window_days: WindowDays | None = None,
 ) -> HTMLResponse:
     payload = api.metrics(service, period, margin, window_days)
     return page(
@@ -82,7 +82,10 @@ def overview_page(
 
 @router.get("/cohorts", response_class=HTMLResponse)
 def cohorts_page(
-    request: Request, service: ServiceDep, period: Period = "month", margin: Margin = 1.0
+    request: Request,
+    service: ServiceDep,
+    period: Period = "month",
+    margin: Margin | None = None,
 ) -> HTMLResponse:
     payload = api.cohorts(service, period, margin)
     return page(

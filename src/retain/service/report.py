@@ -16,9 +16,13 @@ from retain.service.render import chart_data, render
 from retain.store import Store, open_store
 
 
-def report_html(store: Store | str | Path, *, period: str = "month", margin: float = 1.0) -> str:
+def report_html(
+    store: Store | str | Path, *, period: str = "month", margin: float | None = None
+) -> str:
     """The report as one HTML string. ``period``: month, quarter or year for the rates,
-    revenue split and cohorts; ``margin``: fraction of net revenue kept, in (0, 1]."""
+    revenue split and cohorts; ``margin``: fraction of net revenue kept, in (0, 1]
+    (default: the store's margin setting, else the margin of the last ``retain score``,
+    else 1, as the overview page)."""
     opened = not isinstance(store, Store)
     db = open_store(store, read_only=True)
     try:
@@ -59,7 +63,7 @@ def write_report(
     out: str | Path = "report.html",
     *,
     period: str = "month",
-    margin: float = 1.0,
+    margin: float | None = None,
 ) -> Path:
     """Write :func:`report_html` to ``out`` and return its path."""
     path = Path(out)

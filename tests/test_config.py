@@ -310,3 +310,14 @@ def test_a_store_from_before_the_settings_takes_its_latest_ingests_as_of(
     with Store(path) as store:
         assert config.load_settings(store).as_of == dt.date(2024, 6, 30)
         assert config.load_settings(store).source("as_of") == "ingest"
+
+
+def test_a_window_setting_too_short_for_the_period_names_the_setting(
+    store: Store, tmp_path: Path
+) -> None:
+    ingest(store, orders_file(tmp_path))
+    config.set_setting(store, "window_days", 60)
+    assert metrics_report(store)["overview"]["window_days"] == 60
+    with pytest.raises(DataError, match="window_days setting does not fit quarters"):
+        metrics_report(store, "quarter")
+    assert metrics_report(store, "quarter", window_days=120)["overview"]["window_days"] == 120

@@ -28,6 +28,16 @@ The observation date has one resolver, :func:`observation_day`: an explicit
 ``as_of``, else the setting, else the day of the last order. Dates are days in
 UTC; ``time_zone`` decides which day "today" is for a live store (periods are
 still calendar periods in UTC).
+
+One name per idea: the observation date is ``as_of`` in every command (``--as-of``),
+route and function that takes one; :func:`retain.scoring.fit_store`,
+:func:`~retain.scoring.score_store` and :func:`~retain.scoring.score_customers`
+still accept their old keyword ``observation_end`` with a DeprecationWarning.
+:func:`retain.summarize` keeps ``observation_end``, as do a fitted model's
+``observation_end_`` and ``FitReport.observation_end``: the end of the data a model
+was fitted on, saved with every model and fit. A discount rate is per year
+everywhere except :func:`retain.metrics.formula_clv`, the textbook formula, which
+takes the rate per period.
 """
 
 from __future__ import annotations

@@ -108,7 +108,15 @@ def activity_window(store: Store, window: Window, window_days: int | None) -> Ac
     if window_days is None:
         window_days, how = resolve_window_days(store), "the store's window_days setting"
     if window_days is not None:
-        days = check_window_days(window_days, period)
+        try:
+            days = check_window_days(window_days, period)
+        except DataError as exc:
+            if how == "as set":
+                raise
+            raise DataError(
+                f"the store's window_days setting does not fit {period}s ({exc}): give "
+                "--window-days, or change it with `retain settings set window_days N|auto`"
+            ) from None
         return ActivityWindow(days, f"{days} days, {how}", from_rhythm=False)
     least = MIN_WINDOW_DAYS[period]
     rows = store.con.execute(RHYTHM_SQL, {"end": window.end, "q": RHYTHM_QUANTILE}).fetchall()

@@ -101,7 +101,9 @@ def formula_clv(
     ``aov``: average order value (money); ``frequency``: purchases per customer
     per period; give either ``churn_rate`` (fraction lost per period, in (0, 1])
     or ``lifespan`` (periods; 1 / churn rate). ``margin``: fraction of revenue
-    kept, in (0, 1]. ``discount_rate``: per period, in [0, 1); with it the value
+    kept, in (0, 1]. ``discount_rate``: per period, in [0, 1) (the one place retain
+    takes a rate per period: :func:`business_clv` and the commands take it per
+    year and pass the period's equivalent here); with it the value
     is the discounted sum over periods t >= 0 of
     margin x AOV x frequency x (1 - churn)^t / (1 + discount_rate)^t.
 

@@ -98,10 +98,10 @@ def test_all_scores_have_labels_and_units(client: TestClient) -> None:
     rows = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table[1]))
     for raw in ("p_alive", "clv_12m", "clv low", "expected purchases 365d", "next purchase date"):
         assert raw not in table[1]
-    assert rows["Predicted CLV, next 12 months"] == "1,234.50"
+    assert rows["Predicted CLV, next 12 months"] == "$1,234.50"  # the store's currency: USD
     assert rows["Chance the customer is still active, P(alive)"] == "0.987 (98.7%)"
     assert rows["Expected purchases, next 365 days"] == "12.50 purchases"
-    assert rows["CLV, 90% of outcomes: from"] == "980.25"
+    assert rows["CLV, 90% of outcomes: from"] == "$980.25"
     assert rows["Next purchase expected on"] == "2024-04-02"
     assert rows["Model"] == "Pareto/NBD"
 
@@ -131,3 +131,14 @@ def test_tables_scroll_inside_a_wrapper(client: TestClient, path: str) -> None:
     assert tables and html.count('<div class="table-wrap">\n<table class="data"') == tables
     css = client.get("/static/retain.css").text
     assert re.search(r"\.table-wrap \{[^}]*overflow-x: auto", css)
+
+
+def test_money_carries_the_reporting_currency() -> None:
+    from retain.service.render import money
+
+    assert money(1234.5, 2, "USD") == "$1,234.50"
+    assert money(-5, 2, "EUR") == "-€5.00"
+    assert money(-0.001, 2, "EUR") == "€0.00"  # no minus on a rounded zero
+    assert money(7, 0, "THB") == "฿7"
+    assert money(12.5, 2, "AED") == "12.50 AED"
+    assert money(12.5) == "12.50" and money(None, 2, "USD") == "–"

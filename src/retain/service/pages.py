@@ -28,6 +28,7 @@ def page(
 ) -> HTMLResponse:
     """Render a dashboard page; ``json_url`` is its API twin."""
     specs = chart_specs or {}
+    context.setdefault("currency", _currency(request))
     html = render(
         template,
         active=active,
@@ -40,6 +41,18 @@ def page(
         **context,
     )
     return HTMLResponse(html, status_code=status_code)
+
+
+def _currency(request: Request) -> str | None:
+    """The store's reporting currency, for the amounts a page shows (None when the store
+    cannot be read: the numbers alone)."""
+    from retain.config import load_settings
+    from retain.errors import RetainError
+
+    try:
+        return load_settings(request.app.state.service.store()).currency
+    except (RetainError, AttributeError):
+        return None
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:

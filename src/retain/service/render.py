@@ -32,9 +32,43 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def money(value: Any, digits: int = 2) -> str:
-    """12,345.68 (reporting currency); a dash when missing."""
-    return "–" if _missing(value) else f"{value:,.{digits}f}"
+#: symbols of the common reporting currencies; any other is shown by its code
+CURRENCY_SYMBOLS = {
+    "USD": "$",
+    "EUR": "€",
+    "GBP": "£",
+    "JPY": "¥",
+    "CNY": "¥",
+    "INR": "₹",
+    "KRW": "₩",
+    "THB": "฿",
+    "RUB": "₽",
+    "VND": "₫",
+    "TRY": "₺",
+    "ILS": "₪",
+    "NGN": "₦",
+    "UAH": "₴",
+    "PHP": "₱",
+}
+
+
+def money(value: Any, digits: int = 2, currency: str | None = None) -> str:
+    """$12,345.68 in the reporting ``currency`` (its symbol, else "12,345.68 AED"; no
+    currency: the number alone); a dash when missing."""
+    if _missing(value):
+        return "–"
+    text = f"{abs(value):,.{digits}f}"
+    sign = "-" if value < 0 and text.strip("0.,") else ""
+    symbol = CURRENCY_SYMBOLS.get(currency or "")
+    if symbol:
+        return f"{sign}{symbol}{text}"
+    return f"{sign}{text} {currency}" if currency else f"{sign}{text}"
+
+
+@jinja2.pass_context
+def _money_filter(context: Any, value: Any, digits: int = 2) -> str:
+    """The ``money`` filter of the templates: in the page's ``currency``."""
+    return money(value, digits, context.get("currency"))
 
 
 def count(value: Any) -> str:
@@ -90,9 +124,10 @@ SCORE_LABELS: dict[str, tuple[str, str]] = {
 MODEL_LABELS = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pnbd": "Pareto/NBD", "bgbb": "BG/BB"}
 
 
-def score_rows(scores: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """A customer's model scores as (label in words, value with its unit), in the order
-    of :data:`SCORE_LABELS`, then any other column under its own name."""
+def score_rows(scores: dict[str, Any] | None, currency: str | None = None) -> list[tuple[str, str]]:
+    """A customer's model scores as (label in words, value with its unit; money in
+    ``currency``), in the order of :data:`SCORE_LABELS`, then any other column under its
+    own name."""
     if not scores:
         return []
     known = [k for k in SCORE_LABELS if k in scores]
@@ -108,7 +143,7 @@ def score_rows(scores: dict[str, Any] | None) -> list[tuple[str, str]]:
         elif kind == "purchases":
             shown = f"{value:,.2f} " + ("purchase" if value == 1 else "purchases")
         elif kind == "money":
-            shown = money(value)
+            shown = money(value, 2, currency)
         elif kind == "date":
             shown = day(value)
         elif kind == "model":
@@ -137,7 +172,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(
-        money=money, count=count, percent=percent, share=share, number=number, day=day
+        money=_money_filter, count=count, percent=percent, share=share, number=number, day=day
     )
     env.globals["nav"] = NAV
     env.globals["score_rows"] = score_rows

@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from retain import __version__
+from retain.config import load_settings
 from retain.service import charts, data
 from retain.service.render import chart_data, render
 from retain.store import Store, open_store
@@ -32,6 +33,7 @@ def report_html(
         cohorts = data.cohorts_payload(db, period=period, margin=margin)
         segments = data.segments_payload(db, index)
         models = data.models_payload(db)
+        currency = load_settings(db).currency
     finally:
         if opened:
             db.close()
@@ -47,6 +49,7 @@ def report_html(
         charts=specs,
         charts_json=chart_data(specs),
         metrics=metrics,
+        currency=currency,
         cohorts=cohorts,
         segments=segments,
         models=models,

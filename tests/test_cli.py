@@ -167,3 +167,15 @@ def test_ingest_reads_month_first_dates_and_pending_orders_when_told(tmp_path: P
     with Store(tmp_path / "b.duckdb", read_only=True) as store:
         first = store.scalar("SELECT min(ordered_at) FROM orders")
     assert str(first)[:10] == "2025-03-04"  # March 4th, month first
+
+
+def test_ingest_keeps_the_currency_set_for_the_store(tmp_path: Path) -> None:
+    db = tmp_path / "eur.duckdb"
+    orders = tmp_path / "eur.csv"
+    orders.write_text(
+        "order_id,customer_id,ordered_at,net_revenue,currency\n1,a,2025-01-02,10,EUR\n"
+    )
+    assert run("settings", "set", "currency", "EUR", "--db", db).exit_code == 0
+    result = run("ingest", orders, "--db", db, "--as-of", "2025-12-31", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["orders"] == 1  # EUR is the store's own currency

@@ -289,7 +289,14 @@ def ingest(
             "--as-of", help="Observation date; later orders are quarantined. Default: now."
         ),
     ] = None,
-    currency: Annotated[str, typer.Option(help="Reporting currency.")] = "USD",
+    currency: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CODE",
+            help="Reporting currency (ISO 4217). Default: the store's currency setting, USD "
+            "for a new store.",
+        ),
+    ] = None,
     rate: Annotated[
         list[str] | None,
         typer.Option("--rate", help="CODE=RATE: reporting-currency units per unit of CODE."),

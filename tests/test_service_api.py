@@ -912,3 +912,15 @@ def test_api_orders_take_refunds_statuses_and_any_case_of_an_email(
     assert third.status_code == 201, third.text
     assert third.json()["as"] == "not a purchase" and third.json()["customer"] is None
     assert any("excluded_orders" in n for n in third.json()["notes"])
+
+
+def test_rates_and_shares_are_percent_everywhere_in_the_api(sample: TestClient) -> None:
+    """One convention: every rate and share in percent (0-100), p_alive 0-1."""
+    segments = sample.get("/api/segments").json()["segments"]
+    assert sum(s["share_of_customers"] for s in segments) == pytest.approx(100.0)
+    assert sum(s["share_of_revenue"] for s in segments) == pytest.approx(100.0)
+    overview = sample.get("/api/metrics").json()["overview"]
+    assert 1 < overview["repeat_purchase_rate"] <= 100
+    html = sample.get("/segments").text
+    top = max(segments, key=lambda s: s["share_of_customers"])
+    assert f"{top['share_of_customers']:.1f}%" in html

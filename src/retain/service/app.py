@@ -387,7 +387,9 @@ def create_app(
         description=(
             "Customer lifetime value and retention: metrics, cohorts, segments, churn risk, "
             "model scores and recommendations over a retain store. Every dashboard page has a "
-            "JSON twin under /api. Write endpoints need the API key "
+            "JSON twin under /api. Money is in the store's reporting currency; every rate "
+            "and share is in percent (0-100); probabilities such as p_alive are 0-1. "
+            "Write endpoints need the API key "
             "(`Authorization: Bearer KEY` or `X-API-Key: KEY`); a service that listens "
             "beyond loopback with a key needs it for reads too."
         ),

@@ -145,10 +145,10 @@ def segment_charts(payload: dict[str, Any]) -> dict[str, Spec]:
                 {
                     "label": s["segment"],
                     "value": s["customers"],
-                    "share": s["share_of_revenue"] or 0.0,
+                    "share": (s["share_of_revenue"] or 0.0) / 100,  # 0-1 for the shade
                     "detail": f"{s['customers']:,} customers, "
-                    f"{100 * (s['share_of_revenue'] or 0):.1f}% of revenue",
-                    "short": f"{s['customers']:,} · {100 * (s['share_of_revenue'] or 0):.0f}% rev.",
+                    f"{s['share_of_revenue'] or 0:.1f}% of revenue",
+                    "short": f"{s['customers']:,} · {s['share_of_revenue'] or 0:.0f}% rev.",
                 }
                 for s in rows
             ],

@@ -339,7 +339,8 @@ def segments_payload(store: Store, index: CustomerIndex | None = None) -> dict[s
     """The segments page: one row per RFM segment with its action, and the R x F grid.
 
     Keys: ``segments`` (rows of :func:`retain.segments.segment_summary`, best
-    segment first), ``grid`` (customers and net revenue per recency score x
+    segment first; ``share_of_customers`` and ``share_of_revenue`` in percent, as every
+    rate and share of the API), ``grid`` (customers and net revenue per recency score x
     frequency score, with the most common segment of each cell), ``as_of``,
     ``scheme``, ``model``, ``notes``.
     """
@@ -360,8 +361,12 @@ def segments_payload(store: Store, index: CustomerIndex | None = None) -> dict[s
     )
     cells = cells.merge(common, on=["r_score", "f_score"])
     notes = [] if summary.attrs.get("model") != "none" else [NO_SCORES]
+    shown = summary.assign(  # the API's one convention: rates and shares in percent
+        share_of_customers=100 * summary["share_of_customers"],
+        share_of_revenue=100 * summary["share_of_revenue"],
+    )
     return {
-        "segments": records(summary),
+        "segments": records(shown),
         "grid": records(cells),
         "levels": int(max(frame["r_score"].max(), frame["f_score"].max())) if len(frame) else 0,
         **plain({k: summary.attrs[k] for k in ("as_of", "scheme", "model")}),

@@ -3,7 +3,6 @@ report) shows the model's CLV as scored, never multiplied by the margin a second
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from retain.service import create_app, data  # noqa: E402
 from retain.service.report import report_html  # noqa: E402
 from retain.store import Store  # noqa: E402
+from store_helpers import scored_copy  # noqa: E402
 
 MARGIN = 0.5
 
@@ -24,14 +24,9 @@ MARGIN = 0.5
 @pytest.fixture(scope="module")
 def half_margin_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The CDNOW sample fitted and scored with a margin of 0.5."""
-    from retain.scoring import fit_store, score_store
-
-    path = tmp_path_factory.mktemp("margin") / "half.duckdb"
-    shutil.copy(cdnow_sample_db, path)
-    with Store(path) as store:
-        fit_store(store, model="mbgnbd", unit="W")
-        score_store(store, margin=MARGIN)
-    return path
+    return scored_copy(
+        cdnow_sample_db, tmp_path_factory.mktemp("margin") / "half.duckdb", margin=MARGIN
+    )
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from retain.ingest import ingest  # noqa: E402
 from retain.service import ServiceError, check_bind, create_app, resolve_api_key  # noqa: E402
 from retain.service.app import is_loopback  # noqa: E402
 from retain.store import Store  # noqa: E402
+from store_helpers import scored_copy  # noqa: E402
 
 KEY = "a-test-key-of-enough-length"
 LOOPBACK = ("127.0.0.1", 50000)
@@ -505,14 +506,7 @@ def test_without_a_key_only_this_machine_may_write(tiny_db: Path, tmp_path: Path
 @pytest.fixture(scope="module")
 def scored_sample_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The CDNOW sample fitted (MBG/NBD in weeks) and scored."""
-    from retain.scoring import fit_store, score_store
-
-    path = tmp_path_factory.mktemp("scored") / "scored.duckdb"
-    shutil.copy(cdnow_sample_db, path)
-    with Store(path) as store:
-        fit_store(store, model="mbgnbd", unit="W")
-        score_store(store)
-    return path
+    return scored_copy(cdnow_sample_db, tmp_path_factory.mktemp("scored") / "scored.duckdb")
 
 
 @pytest.fixture

@@ -363,8 +363,8 @@ def load_fit(
     )
     frame = store.query(f"SELECT * FROM model_fits {where} ORDER BY fit_id DESC LIMIT 1", params)
     if frame.empty:
-        which = f"fit {fit_id}" if fit_id is not None else "kept fit"
         refused = store.scalar("SELECT count(*) FROM model_fits WHERE kept = false")
+        which = f"fit {fit_id}" if fit_id is not None else "kept fit" if refused else "fitted model"
         hint = (
             f" ({refused} fit(s) failed the fit guard: `retain fit --json` shows why)"
             if refused and fit_id is None

@@ -12,7 +12,7 @@
 Every function takes a :class:`~retain.store.Store` first and computes in DuckDB
 over its ``orders``, ``customers`` and ``marketing_spend`` tables. Periods are
 calendar months, quarters or years in UTC; ``as_of`` is the observation day
-(default: the day of the last order), and later orders are ignored. Money is in
+(default: the store's ``as_of`` setting, else the day of the last order), and later orders are ignored. Money is in
 the reporting currency, net of discounts, refunds and fees; ``margin`` is the
 fraction of it kept, in (0, 1]. Rates and shares in tables are percentages;
 :func:`lifespan` and :func:`formula_clv` take rates as fractions.

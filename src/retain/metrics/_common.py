@@ -150,14 +150,6 @@ def check_positive_int(name: str, value: int, least: int = 1) -> int:
     return value
 
 
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
 @dataclass(frozen=True)
 class Window:
     """What a metric looks at: orders placed before ``end`` (midnight after ``as_of``)."""

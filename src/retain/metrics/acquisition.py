@@ -118,7 +118,8 @@ def cac(store: Store, period: str = "month", *, as_of: AsOf = None) -> pd.DataFr
     """CAC per period and channel: spend / new customers acquired via the channel.
 
     ``period``: "month", "quarter" or "year" (calendar, UTC); ``as_of``:
-    observation day (default: day of the last order), later orders and spend
+    observation day (default: the store's ``as_of`` setting, else
+    the day of the last order), later orders and spend
     ignored. A period without spend in a channel with spend recorded has CAC 0; a
     channel with no spend recorded at all (organic, say) has no CAC: it is unknown.
 

@@ -103,7 +103,8 @@ def alerts(
     to check; ``alpha``: one-sided significance level in (0, 0.5);
     ``window_days``: activity window of the retention rate (default: from the
     store's purchase rhythm, see :mod:`retain.metrics.retention`); ``as_of``:
-    observation day (default: day of the last order).
+    observation day (default: the store's ``as_of`` setting, else
+    the day of the last order).
 
     One row per alert, the most significant first. Columns: ``metric``
     (retention_rate, aov, purchase_frequency, new_customers,

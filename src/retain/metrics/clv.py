@@ -196,7 +196,8 @@ def customer_metrics(
 
     ``period``: "month", "quarter" or "year", the unit of ``purchase_frequency``;
     ``margin``: fraction of net revenue kept, in (0, 1]; ``as_of``: observation
-    day (default: day of the last order), later orders ignored; ``limit``: rows.
+    day (default: the store's ``as_of`` setting, else
+    the day of the last order), later orders ignored; ``limit``: rows.
 
     Columns: ``customer_id``, ``orders``, ``net_revenue`` (reporting currency),
     ``aov`` (net revenue / orders), ``first_order_at``, ``last_order_at`` (UTC),

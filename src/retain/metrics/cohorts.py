@@ -48,7 +48,8 @@ def cohorts(
 
     ``period``: "month", "quarter" or "year" (calendar, UTC) for both the cohort
     and the age; ``margin``: fraction of net revenue kept, in (0, 1]; ``as_of``:
-    observation day (default: day of the last order).
+    observation day (default: the store's ``as_of`` setting, else
+    the day of the last order).
 
     Columns: ``cohort`` (label of the first-order period), ``cohort_start`` (date),
     ``age`` (periods since acquisition), ``period`` (the calendar period at that

@@ -102,8 +102,8 @@ def overview(
 ) -> dict[str, Any]:
     """Headline metrics of the store, as plain JSON-ready values.
 
-    ``margin``: fraction of net revenue kept, in (0, 1] (default: the margin the
-    store was scored with, else 1); ``period``: "month", "quarter" or "year" for
+    ``margin``: fraction of net revenue kept, in (0, 1] (default: the store's
+    margin setting, else the margin the store was scored with, else 1); ``period``: "month", "quarter" or "year" for
     the rates and the revenue split; ``window_days``: activity window of the
     retention rate (default: from the store's purchase rhythm, see
     :mod:`retain.metrics.retention`); ``as_of``: observation day (default: day of

@@ -101,7 +101,8 @@ def retention(
     customer is someone who ordered in the last ``window_days`` days (at least the
     length of the period; default: from the store's purchase rhythm, see the
     module notes; ``attrs["window_rule"]`` says how it was chosen). ``as_of``:
-    observation day (default: day of the last order); later orders are ignored.
+    observation day (default: the store's ``as_of`` setting, else
+    the day of the last order); later orders are ignored.
 
     Columns: ``period`` (label such as 1997-03, 1997Q1, 1997), ``period_start``
     (date), ``complete`` (the period ended by ``as_of``), ``customers_at_start``,
@@ -293,7 +294,8 @@ def period_metrics(store: Store, period: str = "month", *, as_of: AsOf = None) -
     """Buying per period: customers, new and returning, orders, revenue, AOV, frequency.
 
     ``period``: "month", "quarter" or "year" (calendar, UTC); ``as_of``: observation
-    day (default: day of the last order). Periods without orders are listed with zeros.
+    day (default: the store's ``as_of`` setting, else
+    the day of the last order). Periods without orders are listed with zeros.
 
     Columns: ``period``, ``period_start`` (date), ``complete``, ``customers`` (who
     ordered in the period), ``new_customers`` (first order in it),

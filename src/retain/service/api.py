@@ -151,8 +151,12 @@ def resolve_customer_id(service: Service, customer_id: str) -> str:
 
 def customer(service: Service, customer_id: str, history: int) -> dict[str, Any]:
     """One customer's payload, found by id whatever its case; 404 when unknown."""
+    from retain.ingest import customer_key
+
     stored = resolve_customer_id(service, customer_id)
-    candidates = [stored] if stored == customer_id.lower() else [stored, customer_id.lower()]
+    # only e-mail ids are stored lower-cased: another id is looked up as given
+    lowered = customer_key(customer_id)
+    candidates = [stored] if stored == lowered else [stored, lowered]
     for cid in candidates:  # a customer new since the index was built: lower-cased e-mail
         found = data.customer_payload(
             service.store(),

@@ -99,15 +99,6 @@ def table_columns(store: Store, table: str) -> list[str]:
 
 
 # -- overview ------------------------------------------------------------------------------
-def scored_margin(store: Store) -> float | None:
-    """The margin the customer scores were computed with (``score_basis.margin``), or None
-    when the store has no record of a ``retain score``."""
-    if "margin" not in table_columns(store, "score_basis"):
-        return None
-    value = store.scalar("SELECT margin FROM score_basis LIMIT 1")
-    return None if value is None else float(value)
-
-
 MARGIN_SOURCES = {
     "asked": "",
     "setting": " (the store's margin setting)",
@@ -116,7 +107,7 @@ MARGIN_SOURCES = {
 }
 
 
-def resolve_margin(store: Store, margin: float | None) -> dict[str, Any]:
+def margin_info(store: Store, margin: float | None) -> dict[str, Any]:
     """Which margin each CLV on the overview is at, and a sentence that says so.
 
     The model's CLV columns in ``customer_scores`` already include the margin of the
@@ -130,7 +121,7 @@ def resolve_margin(store: Store, margin: float | None) -> dict[str, Any]:
     margin, None without scores), ``source`` (``asked``, ``setting``, ``scored`` or
     ``none``), ``text``.
     """
-    from retain.config import margin_and_source
+    from retain.config import margin_and_source, scored_margin
 
     scored = scored_margin(store)
     historical, source = margin_and_source(store, margin)
@@ -154,12 +145,12 @@ def metrics_payload(
     """The overview page: headline metrics, CLV distribution, new vs returning revenue, alerts.
 
     ``period``: month, quarter or year; ``margin``: fraction of net revenue
-    kept, in (0, 1], for historical CLV (default: the margin the store was
-    scored with, else 1; predicted CLV is shown as scored, see
-    :func:`resolve_margin`); ``window_days``: a customer is someone who ordered
+    kept, in (0, 1], for historical CLV (default: the store's margin
+    setting, else the margin the store was scored with, else 1; predicted CLV is shown as scored, see
+    :func:`margin_info`); ``window_days``: a customer is someone who ordered
     in the last ``window_days`` days (default: from the store's purchase
     rhythm, as on the Models page; see :mod:`retain.metrics.retention`). Keys: ``overview`` (see
-    :func:`retain.metrics.overview`), ``margin`` (see :func:`resolve_margin`),
+    :func:`retain.metrics.overview`), ``margin`` (see :func:`margin_info`),
     ``predicted`` (average, median and total predicted CLV from the model
     scores, or None), ``clv_distribution`` (histogram bins),
     ``models_window_days`` (the activity window of the Models page's churn: the
@@ -170,7 +161,7 @@ def metrics_payload(
     from retain.metrics import overview
 
     store.require_orders()
-    margins = resolve_margin(store, margin)
+    margins = margin_info(store, margin)
     result: dict[str, Any] = {
         "overview": plain(
             overview(store, margin=margins["historical"], period=period, window_days=window_days)
@@ -473,7 +464,7 @@ def customers_payload(
 ) -> dict[str, Any]:
     """One page of customers, filtered by segment, churn risk or a search text.
 
-    ``q`` matches the start of a customer id or e-mail (case-insensitive);
+    ``q`` matches anywhere in a customer id or e-mail (case-insensitive);
     ``sort`` is one of :data:`CUSTOMER_SORTS`. Keys: ``customers`` (rows),
     ``total`` (matches before paging), ``limit``, ``offset``, ``next`` and
     ``previous`` (query strings of the neighbouring pages or None), the
@@ -507,9 +498,10 @@ def customers_payload(
     if q:
         text = q.strip().lower()
         ids = frame.index.astype(str).str.lower()
-        hit = ids.str.startswith(text)
+        # anywhere in the id or e-mail, as the service's search (which caches these columns)
+        hit = ids.str.contains(text, regex=False)
         if "email" in frame:
-            hit |= frame["email"].fillna("").str.lower().str.startswith(text).to_numpy()
+            hit |= frame["email"].fillna("").str.lower().str.contains(text, regex=False).to_numpy()
         keep &= np.asarray(hit, dtype=bool)
     chosen = frame[keep]
     column = {

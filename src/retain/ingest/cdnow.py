@@ -24,7 +24,7 @@ MAPPING = {"ordered_at": "date", "net_revenue": "dollar_value"}
 
 
 def read_text(path: str | Path) -> pd.DataFrame:
-    """The file's records as text, with ``_row``, the line each came from."""
+    """The file's records as text, with ``_retain_row``, the line each came from."""
     raw = pd.read_csv(path, sep=r"\s+", header=None, dtype=str)
     if raw.empty:
         raise DataError("the file holds no rows", file=str(path))
@@ -41,14 +41,14 @@ def read_text(path: str | Path) -> pd.DataFrame:
         )
     raw.columns = COLUMNS
     raw["customer_id"] = raw["customer_id"].str.lstrip("0").replace("", "0")
-    raw["_row"] = range(first_line, first_line + len(raw))
+    raw["_retain_row"] = range(first_line, first_line + len(raw))
     return raw
 
 
 def stage(loader: Loader) -> list[str]:
     """Stage a CDNOW file as ``_raw`` for the orders validator; return its columns."""
     raw = read_text(loader.path)
-    raw.insert(0, "order_id", raw["customer_id"] + "-" + raw["_row"].astype(str))
+    raw.insert(0, "order_id", raw["customer_id"] + "-" + raw["_retain_row"].astype(str))
     loader.con.register("_cdnow_frame", raw)
     loader.con.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * FROM _cdnow_frame")
     loader.con.unregister("_cdnow_frame")
@@ -65,7 +65,7 @@ def read_cdnow(path: str | Path) -> pd.DataFrame:
         raise DataError(
             "unreadable date",
             file=str(path),
-            row=int(raw["_row"].iloc[i]),
+            row=int(raw["_retain_row"].iloc[i]),
             column="date",
             value=raw["date"].iloc[i],
             expected="a date as YYYYMMDD",

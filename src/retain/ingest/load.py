@@ -1,7 +1,7 @@
 """Load a file into the store: read, map, validate, quarantine, upsert in one transaction.
 
 Every reader brings its rows into a staging table of text (or typed Parquet)
-columns with ``_row``, the 1-based row number a spreadsheet shows (the header
+columns with ``_retain_row``, the 1-based row number a spreadsheet shows (the header
 is row 1 in a CSV file). The validator parses each canonical column, sets aside
 rows it cannot use with the file, row, column, value and what was expected, and
 the rest is written to the store in one transaction: all of it or none.
@@ -166,10 +166,10 @@ class Loader:
         if is_parquet(self.path):
             self.con.execute(
                 "CREATE OR REPLACE TEMP TABLE _raw AS SELECT * EXCLUDE (file_row_number), "
-                "file_row_number + 1 AS _row FROM read_parquet(?, file_row_number = true)",
+                "file_row_number + 1 AS _retain_row FROM read_parquet(?, file_row_number = true)",
                 [self.file],
             )
-            return [c for c in self.columns("_raw") if c != "_row"]
+            return [c for c in self.columns("_raw") if c != "_retain_row"]
         header = first_lines(self.path, 1)
         delim = max((",", ";", "\t", "|"), key=lambda d: header[0].count(d)) if header else ","
         self.encoding = "utf-8"
@@ -200,20 +200,20 @@ class Loader:
         if rejected:
             self._renumber([int(r[0]) for r in rejected])
             self.add_quarantine(
-                "SELECT line AS _row, column_name AS col, "
+                "SELECT line AS _retain_row, column_name AS col, "
                 "'malformed row: ' || lower(error_type) || ': ' || error_message AS why, "
                 "CAST(to_json(struct_pack(line := csv_line)) AS VARCHAR) AS _raw_json "
                 "FROM _rejects",
                 "orders",
             )
-        return [c for c in self.columns("_raw") if c != "_row"]
+        return [c for c in self.columns("_raw") if c != "_retain_row"]
 
     def _read_csv(self, delim: str, columns: list[str]) -> None:
         for name in ("_rejects", "_reject_scans"):
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
         try:
             self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE _raw AS SELECT *, row_number() OVER () + 1 AS _row "
+                "CREATE OR REPLACE TEMP TABLE _raw AS SELECT *, row_number() OVER () + 1 AS _retain_row "
                 "FROM read_csv(?, auto_detect = false, columns = ?, header = true, delim = ?, "
                 "quote = '\"', escape = '\"', encoding = ?, store_rejects = true, "
                 "rejects_table = '_rejects', rejects_scan = '_reject_scans')",
@@ -256,7 +256,9 @@ class Loader:
         lines = np.setdiff1d(np.arange(2, n + len(rejected) + 2), rejected)[:n]
         frame = pd.DataFrame({"_seq": np.arange(2, n + 2), "_line": lines})
         self.con.register("_line_map", frame)
-        self.con.execute("UPDATE _raw SET _row = m._line FROM _line_map m WHERE _raw._row = m._seq")
+        self.con.execute(
+            "UPDATE _raw SET _retain_row = m._line FROM _line_map m WHERE _raw._retain_row = m._seq"
+        )
         self.con.unregister("_line_map")
 
     def columns(self, table: str) -> list[str]:
@@ -294,7 +296,7 @@ class Loader:
         is a condition under which negative amounts are allowed (a refund row).
         """
         types = self.column_types(source)
-        select = ["_row"]
+        select = ["_retain_row"]
         text_cols = []
         for col in table.columns:
             src = mapping.get(col.name)
@@ -366,7 +368,9 @@ class Loader:
                 )
             )
         checks.extend(extra_checks or [])
-        raw_cols = raw_columns if raw_columns is not None else [c for c in types if c != "_row"]
+        raw_cols = (
+            raw_columns if raw_columns is not None else [c for c in types if c != "_retain_row"]
+        )
         cite = {k: v for k, v in mapping.items() if v in raw_cols}
         cite.update(labels or {})
         case = " ".join(
@@ -377,18 +381,18 @@ class Loader:
         checked = f"_checked_{table.name}"
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE {checked} AS "
-            f"SELECT _row, {names}, CASE {case} END AS _problem FROM ({query})"
+            f"SELECT _retain_row, {names}, CASE {case} END AS _problem FROM ({query})"
         )
         self.add_quarantine(
-            f"SELECT c._row, c._problem.col AS col, c._problem.why AS why, "
+            f"SELECT c._retain_row, c._problem.col AS col, c._problem.why AS why, "
             f"{self.raw_json(raw_cols, 's')} AS _raw_json "
-            f"FROM {checked} c JOIN {source} s USING (_row) WHERE c._problem IS NOT NULL",
+            f"FROM {checked} c JOIN {source} s USING (_retain_row) WHERE c._problem IS NOT NULL",
             table.name,
         )
         clean = f"_clean_{table.name}"
         self.con.execute(
             f"CREATE OR REPLACE TEMP VIEW {clean} AS "
-            f"SELECT _row, {names} FROM {checked} WHERE _problem IS NULL"
+            f"SELECT _retain_row, {names} FROM {checked} WHERE _problem IS NULL"
         )
         self.sources[clean] = (checked, source, raw_cols)
         return clean
@@ -400,11 +404,11 @@ class Loader:
         return f"CAST(to_json(struct_pack({pairs})) AS VARCHAR)"
 
     def add_quarantine(self, query: str, target: str) -> None:
-        """``query`` yields (_row, col, why, _raw_json) rows to set aside."""
+        """``query`` yields (_retain_row, col, why, _raw_json) rows to set aside."""
         name = f"_q{len(self.quarantine_parts)}"
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {_lit(self.file)} AS source_file, "
-            f"_row AS row_number, {_lit(target)} AS target, col AS column_name, why AS reason, "
+            f"_retain_row AS row_number, {_lit(target)} AS target, col AS column_name, why AS reason, "
             f"_raw_json AS raw FROM ({query})"
         )
         self.quarantine_parts.append(name)
@@ -418,20 +422,20 @@ class Loader:
         if not repeated or not repeated[0]:
             return
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _dups AS SELECT _row, {key}, _first FROM "
-            f"(SELECT _row, {key}, min(_row) OVER (PARTITION BY {key}) AS _first FROM {clean}) "
-            "WHERE _row <> _first"
+            f"CREATE OR REPLACE TEMP TABLE _dups AS SELECT _retain_row, {key}, _first FROM "
+            f"(SELECT _retain_row, {key}, min(_retain_row) OVER (PARTITION BY {key}) AS _first FROM {clean}) "
+            "WHERE _retain_row <> _first"
         )
         self.add_quarantine(
-            f"SELECT d._row, {_lit(key)} AS col, "
+            f"SELECT d._retain_row, {_lit(key)} AS col, "
             f"'{key} ''' || d.{key} || ''' appears again; first at row ' || d._first AS why, "
             f"{self.raw_json(raw_cols, 's')} AS _raw_json "
-            f"FROM _dups d JOIN {source} s USING (_row)",
+            f"FROM _dups d JOIN {source} s USING (_retain_row)",
             target,
         )
         self.con.execute(
             f"UPDATE {checked} SET _problem = struct_pack(col := {_lit(key)}, why := 'duplicate') "
-            "WHERE _row IN (SELECT _row FROM _dups)"
+            "WHERE _retain_row IN (SELECT _retain_row FROM _dups)"
         )
 
     # -- orders ----------------------------------------------------------------------

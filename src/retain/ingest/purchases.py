@@ -90,7 +90,7 @@ def split_refunds(loader: Loader, clean: str) -> tuple[str, str]:
     loader.sources[refunds] = loader.sources[clean]
     checked, source, raw_cols = loader.sources[clean]
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _orphan_refunds AS SELECT _row, _target, gross, "
+        f"CREATE OR REPLACE TEMP TABLE _orphan_refunds AS SELECT _retain_row, _target, gross, "
         f"net_revenue, refund_of FROM {refunds} WHERE _target NOT IN ("
         f"SELECT order_id FROM {orders} UNION ALL SELECT order_id FROM orders "
         "UNION ALL SELECT order_id FROM excluded_orders)"
@@ -98,19 +98,19 @@ def split_refunds(loader: Loader, clean: str) -> tuple[str, str]:
     if not loader.count("_orphan_refunds"):
         return orders, refunds
     loader.add_quarantine(
-        "SELECT o._row, CASE WHEN o.refund_of IS NOT NULL THEN 'refund_of' "
+        "SELECT o._retain_row, CASE WHEN o.refund_of IS NOT NULL THEN 'refund_of' "
         "WHEN o.gross < 0 THEN 'gross' ELSE 'net_revenue' END AS col, "
         "'negative amount that is not a refund: got ' || "
         "CAST(round(CASE WHEN o.gross < 0 THEN o.gross ELSE o.net_revenue END, 2) AS VARCHAR) || "
         "', and no order ''' || o._target || ''' in the file or the store to refund; "
         "expected 0 or more, or the order_id (or refund_of) of an order' AS why, "
         f"{loader.raw_json(raw_cols, 's')} AS _raw_json "
-        f"FROM _orphan_refunds o JOIN {source} s USING (_row)",
+        f"FROM _orphan_refunds o JOIN {source} s USING (_retain_row)",
         "orders",
     )
     con.execute(
         f"UPDATE {checked} SET _problem = struct_pack(col := 'order_id', why := 'orphan refund') "
-        "WHERE _row IN (SELECT _row FROM _orphan_refunds)"
+        "WHERE _retain_row IN (SELECT _retain_row FROM _orphan_refunds)"
     )
     return orders, refunds
 
@@ -138,7 +138,7 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
         con.execute("DELETE FROM order_refunds WHERE source_file = ?", [file])
         con.execute(
             "INSERT INTO order_refunds SELECT _target, customer_id, ordered_at, _amount, "
-            f"currency, ?, _row FROM {refund_rows}",
+            f"currency, ?, _retain_row FROM {refund_rows}",
             [file],
         )
         report.refunds = loader.count(refund_rows)

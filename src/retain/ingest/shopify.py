@@ -91,33 +91,36 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE _shop_orders AS
         WITH keyed AS (
-            SELECT *, nullif(trim({c["order"]}), '') AS _order FROM _raw
+            SELECT *, nullif(trim({c["order"]}), '') AS _retain_order FROM _raw
         )
         SELECT
-            min(_row)                                              AS _row,
-            _order                                                 AS _s_order_id,
-            lower(trim(arg_min({c["email"]}, _row)))               AS _s_customer_id,
-            coalesce(arg_min(nullif(trim({c["created"]}), ''), _row),
-                     arg_min(nullif(trim({c["paid"]}), ''), _row)) AS _s_ordered_at,
-            arg_min({c["currency"]}, _row)                          AS _s_currency,
-            arg_min({c["subtotal"]}, _row)                          AS _s_subtotal,
-            arg_min({c["discount"]}, _row)                          AS _s_discount,
-            arg_min({c["shipping"]}, _row)                          AS _s_shipping,
-            arg_min({c["taxes"]}, _row)                             AS _s_tax,
-            arg_min({c["refunded"]}, _row)                          AS _s_refunded,
-            arg_min({c["source"]}, _row)                            AS _s_channel,
-            arg_min({c["billing_name"]}, _row)                      AS _s_billing_name,
-            arg_min({c["marketing"]}, _row)                         AS _s_accepts_marketing,
+            min(_retain_row)                                         AS _retain_row,
+            _retain_order                                            AS _retain_s_order_id,
+            lower(trim(arg_min({c["email"]}, _retain_row)))          AS _retain_s_customer_id,
+            coalesce(arg_min(nullif(trim({c["created"]}), ''), _retain_row),
+                     arg_min(nullif(trim({c["paid"]}), ''), _retain_row))
+                                                                     AS _retain_s_ordered_at,
+            arg_min({c["currency"]}, _retain_row)                    AS _retain_s_currency,
+            arg_min({c["subtotal"]}, _retain_row)                    AS _retain_s_subtotal,
+            arg_min({c["discount"]}, _retain_row)                    AS _retain_s_discount,
+            arg_min({c["shipping"]}, _retain_row)                    AS _retain_s_shipping,
+            arg_min({c["taxes"]}, _retain_row)                       AS _retain_s_tax,
+            arg_min({c["refunded"]}, _retain_row)                    AS _retain_s_refunded,
+            arg_min({c["source"]}, _retain_row)                      AS _retain_s_channel,
+            arg_min({c["billing_name"]}, _retain_row)                AS _retain_s_billing_name,
+            arg_min({c["marketing"]}, _retain_row)                   AS _retain_s_accepts_marketing,
             CASE WHEN bool_or(nullif(trim({c["cancelled"]}), '') IS NOT NULL) THEN 'cancelled'
-                 ELSE arg_min(nullif(trim(CAST({c["status"]} AS VARCHAR)), ''), _row)
-                 END                                                AS _s_status
+                 ELSE arg_min(nullif(trim(CAST({c["status"]} AS VARCHAR)), ''), _retain_row)
+                 END                                                 AS _retain_s_status
         FROM keyed
-        GROUP BY _order
+        GROUP BY _retain_order
         """
     )
     # Rows with no order number belong to no order: set them aside.
     loader.add_quarantine(
-        "SELECT _row, " + repr(order_col) + " AS col, 'missing order number (Name or Id)' AS why, "
+        "SELECT _retain_row, "
+        + repr(order_col)
+        + " AS col, 'missing order number (Name or Id)' AS why, "
         "CAST(to_json(struct_pack("
         + ", ".join(f"{_col(x)} := {_col(x)}" for x in columns)
         + ")) AS VARCHAR) AS _raw_json FROM _raw WHERE nullif(trim("
@@ -125,26 +128,26 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
         + "), '') IS NULL",
         "orders",
     )
-    con.execute("DELETE FROM _shop_orders WHERE _s_order_id IS NULL")
+    con.execute("DELETE FROM _shop_orders WHERE _retain_s_order_id IS NULL")
     # gross = subtotal + discount; net = subtotal - refunded (fees are not in the export)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _shop AS SELECT s.*, r.* EXCLUDE (_row) "
-        "FROM _shop_orders s JOIN _raw r USING (_row)"
+        "CREATE OR REPLACE TEMP TABLE _shop AS SELECT s.*, r.* EXCLUDE (_retain_row) "
+        "FROM _shop_orders s JOIN _raw r USING (_retain_row)"
     )
     mapping = {
-        "order_id": "_s_order_id",
-        "customer_id": "_s_customer_id",
-        "ordered_at": "_s_ordered_at",
-        "currency": "_s_currency",
-        "gross": "_s_subtotal",
-        "discount": "_s_discount",
-        "shipping": "_s_shipping",
-        "tax": "_s_tax",
-        "refunded": "_s_refunded",
-        "channel": "_s_channel",
-        "status": "_s_status",
-        "email": "_s_customer_id",
-        "name": "_s_billing_name",
+        "order_id": "_retain_s_order_id",
+        "customer_id": "_retain_s_customer_id",
+        "ordered_at": "_retain_s_ordered_at",
+        "currency": "_retain_s_currency",
+        "gross": "_retain_s_subtotal",
+        "discount": "_retain_s_discount",
+        "shipping": "_retain_s_shipping",
+        "tax": "_retain_s_tax",
+        "refunded": "_retain_s_refunded",
+        "channel": "_retain_s_channel",
+        "status": "_retain_s_status",
+        "email": "_retain_s_customer_id",
+        "name": "_retain_s_billing_name",
     }
     layers = loader.order_layers(has_net=False)
     # gross is stored before discounts: add the discount back to Shopify's subtotal
@@ -180,13 +183,13 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
         extra=(
             "any_value(customer_id) AS email, "
             "arg_max(name, ordered_at) FILTER (WHERE name IS NOT NULL) AS name, "
-            "any_value(CASE WHEN lower(trim(s._s_accepts_marketing)) IN ('yes', 'true', '1') "
-            "THEN true WHEN lower(trim(s._s_accepts_marketing)) IN ('no', 'false', '0') "
+            "any_value(CASE WHEN lower(trim(s._retain_s_accepts_marketing)) IN ('yes', 'true', '1') "
+            "THEN true WHEN lower(trim(s._retain_s_accepts_marketing)) IN ('no', 'false', '0') "
             "THEN false END) "
             "AS accepts_marketing"
         ),
         join=(
-            "JOIN (SELECT _s_order_id AS order_id, _s_billing_name, _s_accepts_marketing "
+            "JOIN (SELECT _retain_s_order_id AS order_id, _retain_s_billing_name, _retain_s_accepts_marketing "
             "FROM _shop_orders) s USING (order_id)"
         ),
     )
@@ -197,14 +200,14 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _shop_lines AS
-        SELECT r.*, o.order_id AS _order_id,
-               coalesce(nullif(trim({c["li_sku"]}), ''), nullif(trim({c["li_name"]}), '')) AS _sku
+        SELECT r.*, o.order_id AS _retain_order_id,
+               coalesce(nullif(trim({c["li_sku"]}), ''), nullif(trim({c["li_name"]}), '')) AS _retain_sku
         FROM _raw r
         JOIN (SELECT order_id, customer_id FROM {bought}) o
           ON o.order_id = nullif(trim(r.{c["order"]}), '')
         """
     )
-    lines_mapping = {"order_id": "_order_id", "sku": "_sku"}
+    lines_mapping = {"order_id": "_retain_order_id", "sku": "_retain_sku"}
     if c["li_name"] != "NULL":
         lines_mapping["name"] = c["li_name"].strip('"')
     if c["li_qty"] != "NULL":

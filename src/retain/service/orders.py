@@ -47,16 +47,16 @@ def _text(value: Any) -> str | None:
 
 
 def _stage(store: Store, name: str, rows: list[dict[str, str | None]], columns: list[str]) -> None:
-    """Create the temp table ``name`` of text columns plus ``_row`` (1-based, as in a file)."""
+    """Create the temp table ``name``: text columns plus ``_retain_row`` (1-based, as in a file)."""
     frame = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype="object") for c in columns})
-    frame["_row"] = range(1, len(rows) + 1)
+    frame["_retain_row"] = range(1, len(rows) + 1)
     view = f"{name}_frame"
     store.con.register(view, frame)
     try:
         casts = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in columns)
         store.con.execute(
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {casts}, "
-            f"CAST(_row AS BIGINT) AS _row FROM {view}"
+            f"CAST(_retain_row AS BIGINT) AS _retain_row FROM {view}"
         )
     finally:
         store.con.unregister(view)
@@ -107,7 +107,7 @@ def ingest_order(
                 ]
                 _stage(store, "_raw_lines", rows, line_columns)
                 # rows 2.. are the lines: row 1 is the order
-                loader.con.execute("UPDATE _raw_lines SET _row = _row + 1")
+                loader.con.execute("UPDATE _raw_lines SET _retain_row = _retain_row + 1")
                 load_lines(loader, line_columns, None, report, raw="_raw_lines")
             contact = [c for c in CUSTOMER_FIELDS if order.get(c) is not None]
             if stored and contact:

@@ -103,7 +103,15 @@ def test_retain_settings_shows_and_sets_them(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     rows = {r["name"]: r for r in json.loads(shown.stdout)}
     assert list(rows) == list(config.SETTINGS)
-    assert set(rows) == {"currency", "margin", "discount_rate", "as_of", "window_days", "time_zone"}
+    assert set(rows) == {
+        "currency",
+        "margin",
+        "discount_rate",
+        "as_of",
+        "window_days",
+        "time_zone",
+        "max_amount",
+    }
     assert rows["as_of"]["source"] == "default"
     assert rows["as_of"]["shown"] == "the day of the last order"
     assert rows["discount_rate"]["value"] == 0.1

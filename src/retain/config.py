@@ -17,6 +17,9 @@ as_of          observation date YYYY-MM-DD, or ``live`` (the wall   the day of t
 window_days    activity window in days, or ``auto`` (the store's    auto
                purchase rhythm, see :mod:`retain.metrics`)
 time_zone      IANA time zone of the store (Europe/Paris)           UTC
+max_amount     largest amount accepted at ingest, per order,        1,000,000,000 (1e9)
+               line or spend row, reporting currency (plus or
+               minus); a larger or non-finite one is quarantined
 =============  ===================================================  ==============================
 
 An ingest given ``as_of`` (``retain ingest --as-of``) sets ``as_of`` unless it was
@@ -71,6 +74,15 @@ BY_HAND, BY_INGEST = "set", "ingest"
 MAX_WINDOW_DAYS = 36_500
 # the shortest window any period allows (a month; see retain.metrics)
 MIN_WINDOW_DAYS = 30
+
+DEFAULT_MAX_AMOUNT = 1e9
+"""The ``max_amount`` setting when not set, reporting currency: no single order, order
+line or day's spend of a business this tool serves comes near a billion, while a
+value of 1e32 or more breaks exact sums (DECIMAL(38, 6)) and 1e308 overflows to inf."""
+
+# the largest max_amount one can set: a store's total of a billion such orders still
+# sums exactly in DECIMAL(38, 6), whose limit is 1e32
+MAX_MAX_AMOUNT = 1e15
 
 
 def _is_number(value: object) -> bool:
@@ -199,6 +211,18 @@ def check_time_zone(value: object) -> str:
     return text
 
 
+def check_max_amount(value: object) -> float:
+    """The ``max_amount`` setting: the largest absolute amount accepted at ingest, in the
+    reporting currency, above 0 and at most :data:`MAX_MAX_AMOUNT`."""
+    if not _is_number(value) or not 0 < float(value) <= MAX_MAX_AMOUNT:  # type: ignore[arg-type]
+        raise DataError(
+            "max_amount must be the largest amount an order, line or spend row may hold",
+            value=value,
+            expected="a number above 0 and at most 1e15, in the reporting currency, e.g. 1e9",
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
 def _number(name: str, check: Callable[[object], float]) -> Callable[[object], float]:
     """A check of a number given as text or as a number, with the setting's name in its error."""
 
@@ -282,6 +306,15 @@ SETTINGS: dict[str, Setting] = {
             "UTC",
             "UTC",
         ),
+        Setting(
+            "max_amount",
+            "largest amount accepted at ingest (order amounts, line prices and quantities, "
+            "spend), reporting currency: a larger one, or inf or nan, is quarantined",
+            "a number above 0, at most 1e15, e.g. 1e9",
+            _number("max_amount", check_max_amount),
+            DEFAULT_MAX_AMOUNT,
+            "1e9 (1,000,000,000)",
+        ),
     )
 }
 
@@ -314,6 +347,7 @@ class Settings:
     as_of: dt.date | str | None = None
     window_days: int | None = None
     time_zone: str = "UTC"
+    max_amount: float = DEFAULT_MAX_AMOUNT
     sources: dict[str, str] = field(default_factory=dict)
 
     def source(self, name: str) -> str:
@@ -507,6 +541,13 @@ def resolve_window_days(store: Store, window_days: int | None = None) -> int | N
     if window_days is not None:
         return window_days
     return load_settings(store).window_days
+
+
+def resolve_max_amount(store: Store, max_amount: float | None = None) -> float:
+    """``max_amount`` (reporting currency) when given (checked), else the store's setting."""
+    if max_amount is not None:
+        return check_max_amount(max_amount)
+    return load_settings(store).max_amount
 
 
 def resolve_currency(store: Store, currency: str | None = None) -> str:

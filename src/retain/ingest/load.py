@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from retain import config
 from retain.errors import DataError, SchemaError
 from retain.ingest import parse, purchases
 from retain.ingest.detect import (
@@ -113,6 +114,14 @@ EARLIEST_DATE = "1900-01-01"
 CUSTOMER_KEY = "CASE WHEN customer_id LIKE '%_@_%' THEN lower(customer_id) ELSE customer_id END"
 
 _REQUIRED_MESSAGE = {"customer_id": "no customer identity", "order_id": "missing order_id"}
+
+# Columns read as ids: trimmed of Unicode whitespace, controls and zero-width characters.
+IDENTIFIERS = ("customer_id", "order_id", "refund_of")
+_BLANK_MESSAGE = (
+    "%s is blank: it holds only whitespace or invisible characters (tab, NUL, "
+    "zero-width space), expected an id"
+)
+_MAX_AMOUNT_HINT = "the max_amount setting: retain settings set max_amount VALUE"
 
 
 def _q(name: str) -> str:
@@ -296,6 +305,7 @@ class Loader:
         is a condition under which negative amounts are allowed (a refund row).
         """
         types = self.column_types(source)
+        self._check_typed_columns(table, mapping, types)
         select = ["_retain_row"]
         text_cols = []
         for col in table.columns:
@@ -305,9 +315,16 @@ class Loader:
             if src is None:
                 select.append(f"CAST(NULL AS {bare}) AS {col.name}")
                 select.append(f"CAST(NULL AS VARCHAR) AS _t_{col.name}")
+                if col.name in IDENTIFIERS:
+                    select.append(f"false AS _b_{col.name}")
                 continue
             src_sql = _q(src)
-            if kind == "text":
+            if col.name in IDENTIFIERS:
+                # tabs, NULs and zero-width characters are no part of an id
+                ident = parse.identifier(src_sql, types.get(src, "VARCHAR"))
+                select.append(f"{ident} AS {col.name}")
+                select.append(f"{parse.is_blank(src_sql)} AS _b_{col.name}")
+            elif kind == "text":
                 select.append(f"{parse.text(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")
             elif kind in ("timestamp", "date"):
                 parsed = parse.timestamp(src_sql, types.get(src, "VARCHAR"), self.date_format)
@@ -330,6 +347,8 @@ class Loader:
 
         checks: list[tuple[str, str, str]] = []
         for col in table.columns:
+            if col.name in IDENTIFIERS:
+                checks.append((f"_b_{col.name}", col.name, _lit(_BLANK_MESSAGE % col.name)))
             if col.required:
                 reason = _REQUIRED_MESSAGE.get(col.name, f"missing {col.name}")
                 checks.append((f"_t_{col.name} IS NULL", col.name, _lit(reason)))
@@ -355,6 +374,7 @@ class Loader:
                             f"|| {_lit(', expected a date on or after ' + EARLIEST_DATE)}",
                         )
                     )
+        checks.extend(self._amount_checks(table, converted="_rate" in known))
         for name in _NON_NEGATIVE.get(table.name, ()):
             negative = f"{name} < 0"
             if negative_ok:
@@ -396,6 +416,66 @@ class Loader:
         )
         self.sources[clean] = (checked, source, raw_cols)
         return clean
+
+    def _check_typed_columns(
+        self, table: Table, mapping: Mapping[str, str], types: Mapping[str, str]
+    ) -> None:
+        """Refuse a typed column (Parquet) that cannot hold what its canonical column
+        needs: a boolean amount is no number (DuckDB would read true as 1.0)."""
+        for col in table.columns:
+            src = mapping.get(col.name)
+            source_type = types.get(src, "VARCHAR") if src is not None else "VARCHAR"
+            if source_type in ("VARCHAR", '"NULL"', "NULL"):  # text, or a column of NULLs
+                continue
+            kind = _kind(col.sql_type)
+            numeric = parse.is_numeric_type(source_type)
+            if kind == "number" and not numeric:
+                expected = "a number column (integer, decimal or floating point)"
+            elif kind in ("timestamp", "date") and not (
+                numeric or parse.is_temporal_type(source_type)
+            ):
+                expected = "a date or timestamp column, or text such as 2025-10-02"
+            elif kind == "boolean" and not (numeric or source_type == "BOOLEAN"):
+                expected = f"a boolean column, or text ({parse.BOOLEAN_EXPECTED})"
+            else:
+                continue
+            raise SchemaError(
+                f"{self.file}: column {src!r} is of type {source_type}, which cannot hold "
+                f"{col.name}: expected {expected}. Convert the column or map another one "
+                f"(--map {col.name}=COLUMN); nothing was stored"
+            )
+
+    def max_amount(self) -> float:
+        """The largest absolute amount accepted, reporting currency: the store's
+        ``max_amount`` setting (see :mod:`retain.config`)."""
+        return config.load_settings(self.store).max_amount
+
+    def _amount_checks(self, table: Table, converted: bool) -> list[tuple[str, str, str]]:
+        """Checks that every amount of ``table``, after currency conversion, is finite and
+        within the ``max_amount`` setting: 1e32 is a typing or export mistake, and summed
+        with other amounts it breaks exact (DECIMAL) sums or overflows to inf. ``converted``:
+        the rows carry ``_rate``, the rate their amounts were converted at."""
+        bound = self.max_amount()
+        expected = f", expected at most {bound:,.0f} in absolute value ({_MAX_AMOUNT_HINT})"
+        checks = []
+        for col in table.columns:
+            if _kind(col.sql_type) != "number":
+                continue
+            name = col.name
+            got = f"coalesce(_t_{name}, CAST({name} AS VARCHAR))"
+            if converted:  # amounts are checked in the reporting currency
+                got += (
+                    f" || CASE WHEN coalesce(_rate, 1) <> 1 THEN ' (' || CAST({name} AS VARCHAR)"
+                    f" || {_lit(' ' + self.currency + ' after conversion)')} ELSE '' END"
+                )
+            checks.append(
+                (
+                    f"{name} IS NOT NULL AND NOT (isfinite({name}) AND abs({name}) <= {bound!r})",
+                    name,
+                    f"'implausible amount: got ' || {got} || {_lit(expected)}",
+                )
+            )
+        return checks
 
     @staticmethod
     def raw_json(columns: list[str], alias: str) -> str:

@@ -5,7 +5,8 @@ that cannot be parsed becomes NULL; the validator turns that into a
 quarantined row with the reason.
 
 Dates are read as ISO 8601 (2025-10-02, with or without a time and an offset)
-or YYYYMMDD. A day-first or month-first date (03/04/2025) is ambiguous and is
+or YYYYMMDD, exactly 8 digits: a 7-digit date such as 2025012 could be
+2025-01-02 or 2025-10-12 and is quarantined. A day-first or month-first date (03/04/2025) is ambiguous and is
 read only when the ingest is given a ``date_format`` ("%m/%d/%Y", or a
 shorthand such as "MM/DD/YYYY"); without one it is quarantined with a message
 that says so.
@@ -24,10 +25,25 @@ _AMBIGUOUS = r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}([ T].*)?"
 # Shorthands for ``date_format``, read as strptime codes.
 _SHORTHAND = (("YYYY", "%Y"), ("YY", "%y"), ("MM", "%m"), ("DD", "%d"))
 
+# Unicode space separators (no-break space, ideographic space...), controls (tab, NUL,
+# line breaks) and format characters (zero-width space U+200B, joiners, the BOM U+FEFF):
+# trimmed from every text value, and removed from identifiers wherever they are, as
+# they are invisible and two ids that look the same must be the same id.
+_EDGE = r"^[\p{Z}\p{Cc}\p{Cf}]+|[\p{Z}\p{Cc}\p{Cf}]+$"
+_INVISIBLE = r"[\p{Cc}\p{Cf}]"
+
+# A compact date: YYYYMMDD, exactly 8 digits.
+_COMPACT = r"\d{8}"
+_SHORT_COMPACT = r"\d{5,7}"
+
 TIMESTAMP_EXPECTED = "a date or time such as 2025-10-02, 2025-10-02 17:09:34 -0300 or 20251002"
 NUMBER_EXPECTED = "a number such as 12.50"
 DATE_EXPECTED = "a date such as 2025-10-02"
 BOOLEAN_EXPECTED = "yes/no, true/false or 1/0"
+COMPACT_EXPECTED = (
+    ": expected a compact date of exactly 8 digits, YYYYMMDD (a 7-digit date such as "
+    "2025012 could be 2025-01-02 or 2025-10-12), or YYYY-MM-DD"
+)
 Q = "'"
 
 
@@ -65,19 +81,37 @@ def date_problem(text_col: str, date_format: str | None) -> str:
     return (
         f"CASE WHEN regexp_full_match({text_col}, {_sql(_AMBIGUOUS)}) "
         f"THEN {got} || {_sql(ambiguous)} "
+        f"WHEN regexp_full_match({text_col}, {_sql(_SHORT_COMPACT)}) "
+        f"THEN {got} || {_sql(COMPACT_EXPECTED)} "
         f"ELSE {got} || {_sql(', expected ' + TIMESTAMP_EXPECTED)} END"
     )
 
 
 def text(col: str, source_type: str = "VARCHAR") -> str:
-    """Trimmed text, NULL when empty. A whole number stored as a float (an id column
-    that pandas turned into floats because of a gap) is written without ".0"."""
+    """Text trimmed of Unicode whitespace and invisible characters at either end, NULL
+    when nothing is left. A whole number stored as a float (an id column that pandas
+    turned into floats because of a gap) is written without ".0"."""
     if source_type in ("DOUBLE", "FLOAT"):
         return (
             f"CASE WHEN abs({col}) < 1e15 AND {col} = trunc({col}) "
             f"THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) ELSE CAST({col} AS VARCHAR) END"
         )
-    return f"nullif(trim(CAST({col} AS VARCHAR)), '')"
+    return f"nullif(regexp_replace(CAST({col} AS VARCHAR), {_sql(_EDGE)}, '', 'g'), '')"
+
+
+def identifier(col: str, source_type: str = "VARCHAR") -> str:
+    """An id (customer_id, order_id) as :func:`text`, with controls (tab, NUL) and
+    zero-width characters removed inside it too; NULL when nothing visible is left."""
+    if source_type in ("DOUBLE", "FLOAT"):
+        return text(col, source_type)
+    inner = f"regexp_replace(CAST({col} AS VARCHAR), {_sql(_INVISIBLE)}, '', 'g')"
+    return f"nullif(regexp_replace({inner}, {_sql(_EDGE)}, '', 'g'), '')"
+
+
+def is_blank(col: str) -> str:
+    """SQL: whether ``col`` holds characters but none that :func:`identifier` keeps
+    (only whitespace, tabs, NULs or zero-width characters)."""
+    return f"(length(CAST({col} AS VARCHAR)) > 0 AND {identifier(col)} IS NULL)"
 
 
 def timestamp(col: str, source_type: str = "VARCHAR", date_format: str | None = None) -> str:
@@ -97,8 +131,27 @@ def timestamp(col: str, source_type: str = "VARCHAR", date_format: str | None = 
         f"coalesce({given}"
         f"CAST(TRY_CAST(regexp_replace({value}, '{_OFFSET}', '\\1\\4\\5:\\6') AS TIMESTAMPTZ)"
         f" AS TIMESTAMP), "
-        f"try_strptime({value}, '%Y%m%d'))"
+        f"CASE WHEN regexp_full_match({value}, {_sql(_COMPACT)}) "
+        f"THEN try_strptime({value}, '%Y%m%d') END)"
     )
+
+
+_NUMERIC_TYPES = (
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+    "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "REAL", "DOUBLE",
+)  # fmt: skip
+
+
+def is_numeric_type(source_type: str) -> bool:
+    """Whether a typed column (Parquet) of DuckDB type ``source_type`` holds numbers."""
+    base = source_type.upper().split("(")[0].strip()
+    return base in _NUMERIC_TYPES or base in ("DECIMAL", "NUMERIC")
+
+
+def is_temporal_type(source_type: str) -> bool:
+    """Whether a typed column of DuckDB type ``source_type`` holds dates or times."""
+    base = source_type.upper()
+    return base == "DATE" or base.startswith("TIMESTAMP")
 
 
 def number(col: str, source_type: str = "VARCHAR") -> str:
@@ -109,6 +162,8 @@ def number(col: str, source_type: str = "VARCHAR") -> str:
     keep reading as one thousand and more.
     """
     if source_type != "VARCHAR":
+        if not is_numeric_type(source_type):  # TRY_CAST(true AS DOUBLE) is 1.0
+            return "CAST(NULL AS DOUBLE)"
         return f"TRY_CAST({col} AS DOUBLE)"
     value = f"regexp_replace({text(col)}, '[$€£¥\\s]', '', 'g')"
     return (

@@ -476,11 +476,21 @@ def score_customers(
     Raises :class:`~retain.errors.StoreError` when the store has no full
     scoring yet (run ``retain fit`` and ``retain score``).
     """
+    return rescore_customers(store, customer_ids, as_of=_as_of(as_of, observation_end))[0]
+
+
+def rescore_customers(
+    store: Store, customer_ids: Iterable[str], *, as_of: str | dt.date | None = None
+) -> tuple[ScoreReport, pd.DataFrame | None]:
+    """:func:`score_customers`, and the customers' rows of
+    :func:`retain.segments.customer_segments` measured on the way (RFM measures,
+    segment, action, churn risk...: indexed by customer_id; None when the scores have
+    no segment columns), so that a caller that shows them need not measure them again."""
     ids = list(dict.fromkeys(str(c) for c in customer_ids))
     store.require_orders()
     basis = load_score_basis(store)
     model, spend, row = load_fit(store, basis.fit_id)
-    end = config.observation_day(store, _as_of(as_of, observation_end))
+    end = config.observation_day(store, as_of)
     scored = _score(store, model, spend, row, end, basis, customer_ids=ids)
     if len(scored.table):
         with store.transaction() as con, _scores_source(con, scored) as source:
@@ -489,7 +499,7 @@ def score_customers(
                 "(SELECT customer_id FROM scores_input)"
             )
             con.execute(f"INSERT INTO customer_scores BY NAME {source}")
-    return _report(scored, row, end, spend is not None)
+    return _report(scored, row, end, spend is not None), scored.customer_rows
 
 
 @dataclass
@@ -585,6 +595,7 @@ class _Scored:
     segments: pd.DataFrame | None
     boundaries: RfmBoundaries | None
     warnings: list[str]
+    customer_rows: pd.DataFrame | None = None
 
 
 def _summary(
@@ -655,6 +666,7 @@ def _score(
             caught.append(f"no orders on or before {end} for: {', '.join(absent[:20])}")
     table = _score_table(summary, scores, spend is not None, row, end)
     seg: pd.DataFrame | None = None
+    rows: pd.DataFrame | None = None
     boundaries: RfmBoundaries | None = None
     if basis.segments and spend is None:
         caught.append("no spend model: segment columns left out (they need a CLV)")
@@ -668,17 +680,24 @@ def _score(
             },
             index=pd.Index(table["customer_id"].to_numpy(), name="customer_id"),
         )
-        seg = segment_scores(
-            store,
-            as_of=end,
-            scores=model_scores,
-            customers=None if customer_ids is None else list(table["customer_id"]),
-            boundaries=None if customer_ids is None else basis.boundaries,
-        )
+        if customer_ids is None:
+            seg = segment_scores(store, as_of=end, scores=model_scores)
+        else:
+            # the same rows with every column of customer_segments: the service shows them
+            from retain.segments import customer_segments
+
+            seg = customer_segments(
+                store,
+                as_of=end,
+                scores=model_scores,
+                customers=list(table["customer_id"]),
+                boundaries=basis.boundaries,
+            )
+            rows = seg
         boundaries = seg.attrs.get("boundaries")
         seg = seg[[c for c in SEGMENT_SCORE_COLUMNS if c not in table.columns]]
         seg = seg.rename_axis("customer_id").reset_index()
-    return _Scored(table, seg, boundaries, caught)
+    return _Scored(table, seg, boundaries, caught, rows)
 
 
 def _score_table(

@@ -5,7 +5,9 @@ returns; the dashboard page with the same name renders the same dict.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
@@ -18,6 +20,7 @@ from retain.errors import ArgumentError
 from retain.metrics import MAX_WINDOW_DAYS
 from retain.service import data
 from retain.service.app import Service
+from retain.service.orders import WriteQueue, WritesBusy
 from retain.store import Store
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -143,7 +146,7 @@ def resolve_customer_id(service: Service, customer_id: str) -> str:
     """The stored id of ``customer_id``: itself when the store has it, else the one id that
     equals it but for case (customers keyed by e-mail are stored lower-cased)."""
     index = index_of(service)
-    if customer_id in index.positions:
+    if customer_id in index.positions or customer_id in index.fresh:
         return customer_id
     _, _, by_lower = _search_columns(service, index)
     return by_lower.get(customer_id.lower()) or customer_id
@@ -205,24 +208,103 @@ def customer_list(service: Service, **filters: Any) -> dict[str, Any]:
     return payload
 
 
+INDEX_KEY = "customer_index"
+FOLD_EVERY_S = 60.0
+"""Seconds between foldings of the customers rescored after orders into the customer
+index's table (lists, sorts, counts and search read it; a customer's own page reads the
+rescored row at once)."""
+_WRITER_LOCK = threading.Lock()
+
+
+def write_queue(service: Service) -> WriteQueue:
+    """The service's writer (:class:`~retain.service.orders.WriteQueue`), started on the
+    first order."""
+    with _WRITER_LOCK:
+        if service.writer is None:
+            if service.closed:
+                raise WritesBusy("not stored: the service is shutting down", retry_after=5)
+            service.writer = WriteQueue(lambda orders: ingest_batch(service, orders))
+        writer: WriteQueue = service.writer
+        return writer
+
+
 def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
     """Store one order (or quarantine it), rescore its customer, and say what happened."""
+    result = ingest_batch(service, [order])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def ingest_batch(
+    service: Service, orders: list[dict[str, Any]]
+) -> list[dict[str, Any] | Exception]:
+    """Store each order in its own transaction (or quarantine it), then rescore their
+    customers in one pass and put their new rows in the customer index; one result (or
+    the exception that order raised, nothing of it stored) per order, in order."""
     from retain.ingest import customer_key
     from retain.service.orders import ingest_order, quarantined_rows
 
-    # the id as the store keys it (an e-mail in any case is one customer)
-    customer_id = customer_key(str(order["customer_id"]))
+    store = service.store()
+    done: list[tuple[dict[str, Any], str, Any, list[dict[str, Any]], bool, int]] = []
+    results: list[dict[str, Any] | Exception] = []
     with service.write_lock:
-        store = service.store()
-        report = ingest_order(store, order)
-        excluded = sum(report.excluded.values())
-        # a purchase, a refund of a stored order, or an order kept as no purchase
-        # (cancelled, refunded, unpaid): each is stored and changes the customer
-        stored = report.orders > 0 or report.refunds > 0 or excluded > 0
-        note = data.rescore_customer(store, customer_id) if stored else None
-        if stored:
-            service.wrote(customer_id)
-        problems = quarantined_rows(store, report.file)
+        for order in orders:
+            # the id as the store keys it (an e-mail in any case is one customer)
+            customer_id = customer_key(str(order["customer_id"]))
+            try:
+                report = ingest_order(store, order)
+                problems = quarantined_rows(store, report.file)
+            except Exception as exc:  # rolled back: this order is not stored
+                results.append(exc)
+                continue
+            excluded = sum(report.excluded.values())
+            # a purchase, a refund of a stored order, or an order kept as no purchase
+            # (cancelled, refunded, unpaid): each is stored and changes the customer
+            stored = report.orders > 0 or report.refunds > 0 or excluded > 0
+            done.append((order, customer_id, report, problems, stored, excluded))
+            results.append({})
+        written = list(dict.fromkeys(d[1] for d in done if d[4]))
+        try:
+            rescored, notes = data.rescore_customers(store, written)
+        except Exception as exc:  # stored all the same: say so rather than answer 500
+            rescored = None
+            notes = dict.fromkeys(written, f"not rescored: {type(exc).__name__}")
+        index = service.peek(INDEX_KEY)
+        current = rescored is not None and not notes and index is not None
+        if rescored is not None and current:
+            for customer_id in written:
+                index.fresh[customer_id] = rescored.frame.iloc[rescored.positions[customer_id]]
+        if written:
+            service.wrote_batch(written, INDEX_KEY, index if current else None)
+    recs = service.peek("recommendations")
+    answers = iter(done)
+    for i, result in enumerate(results):
+        if isinstance(result, Exception):
+            continue
+        order, customer_id, report, problems, stored, excluded = next(answers)
+        results[i] = _ingested(
+            service, order, customer_id, report, problems, stored, excluded, notes, rescored, recs
+        )
+    if index is not None and index.fresh:
+        _fold_later(service, index)
+    return results
+
+
+def _ingested(
+    service: Service,
+    order: dict[str, Any],
+    customer_id: str,
+    report: Any,
+    problems: list[dict[str, Any]],
+    stored: bool,
+    excluded: int,
+    notes: dict[str, str],
+    rescored: data.CustomerIndex | None,
+    recs: data.Recommendations | None,
+) -> dict[str, Any]:
+    """What POST /api/orders answers for one order of a batch."""
+    note = notes.get(customer_id) if stored else None
     result: dict[str, Any] = {
         "stored": stored,
         "as": (
@@ -246,14 +328,48 @@ def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
         result["notes"].append(
             f"kept in excluded_orders as {statuses}: not a purchase and not revenue"
         )
-    if stored:
-        try:
-            result["customer"] = customer(service, customer_id, 0)
-        except HTTPException:  # their only order is no purchase: no customer yet
-            result["customer"] = None
-    else:
+    if not stored:
         result["detail"] = [p["reason"] for p in problems if p["target"] == "orders"]
+        return result
+    if rescored is not None and customer_id in rescored.positions:
+        # the rows just measured: no second pass over the customer's orders
+        one = dataclasses.replace(
+            rescored, fresh={customer_id: rescored.frame.iloc[rescored.positions[customer_id]]}
+        )
+        result["customer"] = data.customer_payload(service.store(), customer_id, one, recs=recs)
+        return result
+    try:
+        result["customer"] = customer(service, customer_id, 0)
+    except HTTPException:  # their only order is no purchase: no customer yet
+        result["customer"] = None
     return result
+
+
+def _fold_later(service: Service, index: data.CustomerIndex) -> None:
+    """Fold the index's rescored rows into its table in the background, at most once
+    every :data:`FOLD_EVERY_S` seconds."""
+    import time
+
+    last = service.extras.get("folded_at", 0.0)
+    if time.monotonic() - last < FOLD_EVERY_S or service.extras.get("folding"):
+        return
+    service.extras["folding"] = True
+    service.extras["folded_at"] = time.monotonic()
+
+    def work() -> None:
+        try:
+            snapshot = dict(index.fresh)
+            folded = data.fold_fresh(index, snapshot)
+            with service.write_lock:  # no row is added to index.fresh meanwhile
+                # rows rescored again while it folded stay in front of the table
+                folded.fresh.update(
+                    {k: v for k, v in index.fresh.items() if snapshot.get(k) is not v}
+                )
+                service.replace_cached(INDEX_KEY, index, folded)
+        finally:
+            service.extras["folding"] = False
+
+    service.background(work)
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -454,17 +570,64 @@ def require_writer(service: ServiceDep, request: Request) -> None:
         401: {"model": Problem, "description": "Missing or wrong API key."},
         403: {"model": Problem, "description": "The service was started read-only."},
         422: {"description": "The order was quarantined: the reasons, as ingest gives them."},
+        503: {
+            "model": Problem,
+            "description": "Too many orders waiting: not stored; send it again after "
+            "Retry-After seconds.",
+        },
     },
     summary="Ingest one order now (needs the API key)",
 )
-def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
+async def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
     """Validate the order with the file ingest's rules and store it, or quarantine it with
     the reason (422). The customer's scores are updated at once from the fitted model
     parameters; the response carries the customer as ``GET /api/customers/{id}`` now
-    returns it."""
-    result = ingest(service, order.model_dump(exclude_none=True))
+    returns it.
+
+    Orders are written one batch at a time by one writer. When it is behind (64 orders
+    waiting, or an order not started within 2 s) the answer is 503 at once, with
+    ``Retry-After``, and the order is **not stored**. An order answered 201 is stored; one
+    whose request is given up before it starts is not. Sending the same ``order_id``
+    again is safe: it replaces the stored order with itself, so retry an order whose
+    answer never came, or look it up with ``GET /api/orders/{order_id}``."""
+    try:
+        future = write_queue(service).submit(order.model_dump(exclude_none=True))
+        result = await asyncio.wrap_future(future)
+    except WritesBusy as exc:
+        return JSONResponse(
+            {"detail": str(exc), "stored": False},
+            status_code=503,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     status = 201 if result["stored"] else 422
     return JSONResponse(result, status_code=status)
+
+
+STORED_ORDER_SQL = """
+SELECT order_id, customer_id, ordered_at, net_revenue, currency, 'purchase' AS stored_as,
+       source_file
+FROM orders WHERE order_id = $id
+UNION ALL
+SELECT order_id, customer_id, ordered_at, net_revenue, currency, 'not a purchase: ' || status,
+       source_file
+FROM excluded_orders WHERE order_id = $id
+"""
+
+
+@router.get(
+    "/orders/{order_id:path}",
+    responses={404: {"model": Problem, "description": "No order with this id is stored."}},
+    summary="Whether an order is stored (after a POST whose answer never came)",
+)
+def get_order(service: ServiceDep, order_id: str) -> dict[str, Any]:
+    """The stored order: its customer, date, net revenue, currency, whether it is a
+    purchase and where it came from (``source_file``); 404 when it is not stored."""
+    store = service.store()
+    frame = store.con.execute(STORED_ORDER_SQL, {"id": order_id}).df()
+    if frame.empty:
+        raise HTTPException(404, f"no order {order_id!r} is stored")
+    row: dict[str, Any] = data.records(frame)[0]
+    return row
 
 
 @router.get(

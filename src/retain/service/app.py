@@ -126,7 +126,8 @@ class Service:
                 f"(retain ingest FILE --db {self.db_path})"
             )
         self.root = Store(self.db_path, read_only=not writes)
-        self.write_lock = threading.Lock()
+        self.write_lock = threading.Lock()  # held while a batch of orders is written
+        self.writer: Any = None  # the WriteQueue of POST /api/orders, started on first use
         self.generation = 0  # bumped by every write; cache entries of older ones are stale
         self._cache: dict[Hashable, tuple[int, Any]] = {}
         self._cache_lock = threading.Lock()
@@ -218,6 +219,36 @@ class Service:
         with self._cache_lock:
             self.generation += 1
             self.written[customer_id] = self.generation
+
+    def wrote_batch(self, customer_ids: list[str], index_key: Hashable, index: Any) -> None:
+        """Record writes for ``customer_ids`` whose rows ``index`` (the cached ``index_key``,
+        or None) already holds: other cached results are now stale, the index is current
+        and is not rebuilt."""
+        with self._cache_lock:
+            hit = self._cache.get(index_key)
+            current = index is not None and hit is not None and hit[1] is index
+            current = current and hit is not None and hit[0] == self.generation
+            self.generation += 1
+            for customer_id in customer_ids:
+                self.written[customer_id] = self.generation
+            if current:
+                self._cache[index_key] = (self.generation, index)
+
+    def peek(self, key: Hashable) -> Any:
+        """The cached ``key`` whatever its generation, or None: never computes it."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            return hit[1] if hit is not None else None
+
+    def replace_cached(self, key: Hashable, old: Any, new: Any) -> bool:
+        """Put ``new`` in place of the cached ``old`` (same generation); False, and nothing
+        changed, when ``key`` no longer holds ``old``."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is None or hit[1] is not old:
+                return False
+            self._cache[key] = (hit[0], new)
+            return True
 
     def is_fresh(self, customer_id: str, key: Hashable) -> bool:
         """Whether the cached ``key`` was computed after the last write for this customer."""
@@ -321,6 +352,8 @@ class Service:
 
     def close(self) -> None:
         """Stop background work, close every cursor, then the store."""
+        if self.writer is not None:  # answer the queued orders, finish the batch started
+            self.writer.close()
         with self._cache_lock:
             self.closed = True  # no new cursors or threads from now on
             cursors = list(self._cursors)

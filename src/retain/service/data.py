@@ -14,6 +14,8 @@ says so in ``notes``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -410,9 +412,12 @@ def at_risk_payload(
 class CustomerIndex:
     """Every customer's segment, risk, order summary, model scores and contact, in memory.
 
-    Built once per store generation from :func:`retain.segments.customer_segments`,
-    the ``customer_scores`` table and the ``customers`` table, so that a lookup
-    costs a dictionary access rather than a pass over the orders.
+    Built from :func:`retain.segments.customer_segments`, the ``customer_scores``
+    table and the ``customers`` table, so that a lookup costs a dictionary access
+    rather than a pass over the orders. ``fresh`` holds the rows of customers rescored
+    after an order since it was built (:func:`rescore_customers`), new customers
+    included: a lookup reads them first; :func:`fold_fresh` moves them into ``frame``,
+    which the lists, sorts and counts read.
     """
 
     frame: pd.DataFrame
@@ -420,6 +425,10 @@ class CustomerIndex:
     as_of: str | None
     model: str
     score_columns: list[str] = field(default_factory=list)
+    fresh: dict[str, pd.Series] = field(default_factory=dict)
+
+
+CONTACT_COLUMNS = ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen")
 
 
 def build_customer_index(store: Store) -> CustomerIndex:
@@ -427,28 +436,62 @@ def build_customer_index(store: Store) -> CustomerIndex:
     from retain.segments import customer_segments
 
     store.require_orders()
-    frame = customer_segments(store)
-    as_of, model = frame.attrs.get("as_of"), str(frame.attrs.get("model"))
+    segments = customer_segments(store)
+    frame, score_columns = _index_frame(store, segments, None)
+    positions = {str(k): i for i, k in enumerate(frame.index)}
+    as_of, model = segments.attrs.get("as_of"), str(segments.attrs.get("model"))
+    return CustomerIndex(frame, positions, as_of, model, score_columns)
+
+
+def _index_frame(
+    store: Store, segments: pd.DataFrame, customers: list[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The index's rows: ``segments`` (rows of :func:`retain.segments.customer_segments`)
+    joined with the other columns of ``customer_scores`` and the contact columns of
+    ``customers``; of ``customers`` only (None: everyone). Also the score columns."""
+    only, params = "", []
+    if customers is not None:
+        only, params = " WHERE customer_id IN (SELECT unnest(?))", [customers]
     score_columns = [
-        c for c in table_columns(store, "customer_scores") if c != "customer_id" and c not in frame
+        c
+        for c in table_columns(store, "customer_scores")
+        if c != "customer_id" and c not in segments
     ]
+    frame = segments
     if score_columns:
         scores = store.query(
-            "SELECT customer_id, " + ", ".join(score_columns) + " FROM customer_scores"
+            "SELECT customer_id, " + ", ".join(score_columns) + " FROM customer_scores" + only,
+            params,
         ).set_index("customer_id")
         frame = frame.join(scores, how="left")
-    contact = [
-        c
-        for c in ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen")
-        if c in table_columns(store, "customers")
-    ]
-    people = store.query(f"SELECT customer_id, {', '.join(contact)} FROM customers").set_index(
-        "customer_id"
-    )
+    held = table_columns(store, "customers")
+    contact = [c for c in CONTACT_COLUMNS if c in held]
+    people = store.query(
+        f"SELECT customer_id, {', '.join(contact)} FROM customers" + only, params
+    ).set_index("customer_id")
     frame = frame.join(people, how="left")
     frame.index.name = "customer_id"
+    return frame, score_columns
+
+
+def fold_fresh(index: CustomerIndex, fresh: dict[str, pd.Series] | None = None) -> CustomerIndex:
+    """A new index whose ``frame`` holds the ``fresh`` rows (default: those of ``index``)
+    in place of the customers' old rows, new customers at the end; its ``fresh`` is
+    empty. ``index`` itself is not changed, so readers of it are not disturbed."""
+    fresh = dict(index.fresh if fresh is None else fresh)
+    if not fresh:
+        return index
+    old = index.frame
+    rows = pd.DataFrame(list(fresh.values()), index=pd.Index(list(fresh), name="customer_id"))
+    rows = rows.reindex(columns=old.columns)
+    for column in old.columns:  # the index's own types, where the values fit them
+        with contextlib.suppress(TypeError, ValueError):
+            rows[column] = rows[column].astype(old[column].dtype)
+    kept = old[~old.index.isin(rows.index)]
+    frame = pd.concat([kept, rows])
+    frame.index.name = "customer_id"
     positions = {str(k): i for i, k in enumerate(frame.index)}
-    return CustomerIndex(frame, positions, as_of, model, score_columns)
+    return dataclasses.replace(index, frame=frame, positions=positions, fresh={})
 
 
 def customers_payload(
@@ -583,6 +626,12 @@ def customer_payload(
     ``stale``: the customer has orders newer than ``index``; read them from the store.
     """
     index = index or build_customer_index(store)
+    rescored = index.fresh.get(customer_id)
+    if rescored is not None and not stale:  # rescored after an order: as rescored
+        result = _customer(store, customer_id, rescored, index, history, recs)
+        result["as_of"] = plain(rescored.get("as_of")) or index.as_of
+        result["notes"].append(UPDATED_NOTE)
+        return result
     position = index.positions.get(customer_id)
     if position is not None and not stale:
         return _customer(store, customer_id, index.frame.iloc[position], index, history, recs)
@@ -593,16 +642,19 @@ def customer_payload(
     result = _customer(store, customer_id, fresh, index, history, recs)
     if fresh.attrs.get("segment_rescored"):
         result["as_of"] = plain(fresh.get("as_of")) or index.as_of
-        result["notes"].append(
-            "updated after a new order: orders, model scores, segment and churn risk are "
-            "current (RFM scores placed against the last full `retain score`)"
-        )
+        result["notes"].append(UPDATED_NOTE)
     else:
         result["notes"].append(
             "segment and churn risk are being recomputed after a new order; "
             "orders and model scores are current"
         )
     return result
+
+
+UPDATED_NOTE = (
+    "updated after a new order: orders, model scores, segment and churn risk are "
+    "current (RFM scores placed against the last full `retain score`)"
+)
 
 
 def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Series | None:
@@ -1080,17 +1132,41 @@ def rescore_customer(store: Store, customer_id: str) -> str | None:
     Returns None when done, else why it could not be (no fitted model or no full
     scoring yet, ...): the order stays stored either way.
     """
-    from retain.errors import RetainError
-    from retain.scoring import score_customers
+    return rescore_customers(store, [customer_id])[1].get(customer_id)
 
+
+def rescore_customers(
+    store: Store, customer_ids: list[str]
+) -> tuple[CustomerIndex | None, dict[str, str]]:
+    """Rescore customers whose orders just changed, in one pass: replace their rows of
+    ``customer_scores`` (:func:`retain.scoring.rescore_customers`, the fit and settings of
+    the last ``retain score``) and return a :class:`CustomerIndex` of them alone, its rows
+    measured on the way (None when the scores have no segment columns: then only a new
+    index has their segment), and why a customer was not rescored (no fitted model or no
+    full scoring yet, no order by the observation day...). Their orders stay stored
+    either way.
+    """
+    from retain.errors import RetainError
+    from retain.scoring import rescore_customers as rescore
+
+    ids = list(dict.fromkeys(customer_ids))
+    if not ids:
+        return None, {}
     if not table_columns(store, "model_fits") or not store.scalar(
         "SELECT count(*) FROM model_fits"
     ):
-        return "not rescored: " + NO_FITS
+        return None, dict.fromkeys(ids, "not rescored: " + NO_FITS)
     try:
-        report = score_customers(store, [customer_id])
+        report, segments = rescore(store, ids)
     except RetainError as exc:
-        return f"not rescored: {exc}"
-    if not report.customers:
-        return "not rescored: " + "; ".join(report.warnings)
-    return None
+        return None, dict.fromkeys(ids, f"not rescored: {exc}")
+    rows = None
+    if segments is not None and len(segments):
+        frame, score_columns = _index_frame(store, segments, list(segments.index.astype(str)))
+        positions = {str(k): i for i, k in enumerate(frame.index)}
+        as_of, model = segments.attrs.get("as_of"), "customer_scores"
+        rows = CustomerIndex(frame, positions, as_of, model, score_columns)
+    # without segment columns: every customer with an order by the observation day
+    done = set(rows.positions) if rows is not None else set(ids) if report.customers else set()
+    why = "not rescored: " + ("; ".join(report.warnings) or "no orders by the observation day")
+    return rows, {c: why for c in ids if c not in done}

@@ -19,8 +19,13 @@ rows, statuses and identity follow :mod:`retain.ingest.purchases` and
 from __future__ import annotations
 
 import datetime as dt
+import queue
+import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +135,135 @@ def quarantined_rows(store: Store, source: str) -> list[dict[str, Any]]:
         [source],
     ).fetchall()
     return [{"row": r, "target": t, "column": c, "reason": why} for r, t, c, why in rows]
+
+
+class WritesBusy(Exception):
+    """The write queue is full, or an order waited too long to be started: the order was
+    not stored. ``retry_after`` (seconds) is when to try again."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Job:
+    order: dict[str, Any]
+    future: Future[Any]
+    queued_at: float
+
+
+class WriteQueue:
+    """The service's one writer: orders queue here and a thread of its own stores them.
+
+    ``process`` takes the orders of one batch (at most ``max_batch``, those queued while
+    the previous batch was written) and returns one result or exception per order, in
+    order; it stores each order in its own transaction and may share the rest of the
+    work (rescoring, the customer index) across the batch. Requests wait on a future and
+    hold no server thread meanwhile, so reads never queue behind writes.
+
+    Bounded: :meth:`submit` raises :class:`WritesBusy` at once when ``max_pending`` orders
+    are already waiting, and an order that waited ``max_wait_s`` seconds without being
+    started is answered :class:`WritesBusy` and never stored. An order whose request is
+    given up (its future cancelled) before it starts is not stored either; one that has
+    started is stored and answered.
+    """
+
+    def __init__(
+        self,
+        process: Callable[[list[dict[str, Any]]], list[Any]],
+        *,
+        max_pending: int = 64,
+        max_wait_s: float = 2.0,
+        max_batch: int = 32,
+    ) -> None:
+        self.process = process
+        self.max_pending = max_pending
+        self.max_wait_s = max_wait_s
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.batches = 0  # batches written, for the status route and tests
+        self._thread = threading.Thread(target=self._run, name="retain-writer", daemon=True)
+        self._thread.start()
+
+    def pending(self) -> int:
+        """Orders waiting to be started."""
+        return self._queue.qsize()
+
+    def submit(self, order: dict[str, Any]) -> Future[Any]:
+        """Queue ``order``; the future gets its result. Raises :class:`WritesBusy` when full."""
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise WritesBusy("not stored: the service is shutting down", retry_after=5)
+            if self._queue.qsize() >= self.max_pending:
+                raise WritesBusy(
+                    f"not stored: {self.max_pending} orders are already waiting to be written; "
+                    "send it again in a moment (the same order_id again is stored once)"
+                )
+            self._queue.put(_Job(order, future, time.monotonic()))
+        return future
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Answer what still waits with :class:`WritesBusy`, finish the batch being written,
+        stop the thread."""
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join(timeout=timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                break
+            batch = [job]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            self._write(batch)
+        while True:  # closed: nothing more is started
+            try:
+                left = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if left is not None and left.future.set_running_or_notify_cancel():
+                left.future.set_exception(
+                    WritesBusy("not stored: the service is shutting down", retry_after=5)
+                )
+
+    def _write(self, batch: list[_Job]) -> None:
+        now = time.monotonic()
+        started: list[_Job] = []
+        for job in batch:
+            if not job.future.set_running_or_notify_cancel():
+                continue  # the request was given up before its order started: not stored
+            if self._closed or now - job.queued_at > self.max_wait_s:
+                job.future.set_exception(
+                    WritesBusy(
+                        f"not stored: the order waited {now - job.queued_at:.1f} s to be "
+                        f"written (at most {self.max_wait_s:g} s); send it again in a moment"
+                    )
+                )
+                continue
+            started.append(job)
+        if not started:
+            return
+        try:
+            results = self.process([job.order for job in started])
+        except Exception as exc:  # every waiting request hears of it
+            results = [exc] * len(started)
+        self.batches += 1
+        for job, result in zip(started, results, strict=True):
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)

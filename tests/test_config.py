@@ -314,7 +314,8 @@ def test_a_store_from_before_the_settings_takes_its_latest_ingests_as_of(
     with Store(path) as store:
         ingest(store, orders_file(tmp_path), as_of="2024-06-30")
         store.con.execute("DROP TABLE settings")
-        store.con.execute("DELETE FROM schema_version WHERE version = ?", [len(MIGRATIONS)])
+        settings_version = 1 + [d for d, _ in MIGRATIONS].index("settings")
+        store.con.execute("DELETE FROM schema_version WHERE version >= ?", [settings_version])
     with Store(path) as store:
         assert config.load_settings(store).as_of == dt.date(2024, 6, 30)
         assert config.load_settings(store).source("as_of") == "ingest"

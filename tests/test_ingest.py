@@ -195,7 +195,7 @@ def test_failed_ingest_leaves_the_store_as_it_was(tmp_path: Path, monkeypatch):
     other = write(tmp_path, HEADER + "B1,c2,2025-01-05,100,0,0,0,0,0,USD,web\n", "other.csv")
     from retain.ingest import load
 
-    def boom(self, fmt, report):
+    def boom(self, *args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(load.Loader, "record_file", boom)

@@ -318,6 +318,15 @@ def ingest(
             "by default they wait in excluded_orders until paid.",
         ),
     ] = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            metavar="NAME",
+            help="The text file's encoding, e.g. cp1252 (Windows-1252) or latin-1. "
+            "Default: by its byte-order mark (UTF-8, UTF-16), else UTF-8.",
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
@@ -339,6 +348,7 @@ def ingest(
                 rates=rates,
                 pending_revenue=pending_revenue,
                 date_format=date_format,
+                encoding=encoding,
             )
     except Exception:
         if created:  # a failed first ingest leaves no empty store behind

@@ -126,38 +126,103 @@ def summarize(
     return result
 
 
+def _q(name: str) -> str:
+    """``name`` as a quoted SQL identifier: a column named ``a"b`` is ``"a""b"``."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+_NUMBER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE")
+
+
+def _is_number(sql_type: str) -> bool:
+    base = sql_type.upper().split("(")[0]
+    return base.lstrip("U") in _NUMBER_TYPES or base in ("DECIMAL", "REAL")
+
+
+def _is_time(sql_type: str) -> bool:
+    return sql_type.upper() == "DATE" or sql_type.upper().startswith("TIMESTAMP")
+
+
+def _check_columns(
+    con: duckdb.DuckDBPyConnection, relation: str, timestamp: str, amount: str | None
+) -> None:
+    """Refuse a timestamp column that holds no dates and an amount column that holds no
+    numbers (text that does not read as one, a boolean, inf or nan), naming the column."""
+    types = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {relation}").fetchall()}
+    checks = [(timestamp, "TIMESTAMP", _is_time, "a date or timestamp such as 2025-10-02")]
+    if amount:
+        checks.append((amount, "DOUBLE", _is_number, "a number such as 12.50"))
+    for column, cast, fits, expected in checks:
+        sql_type = types[column]
+        if fits(sql_type):
+            continue
+        if sql_type != "VARCHAR":
+            raise SchemaError(
+                f"transactions: column {column!r} is of type {sql_type}; expected {expected}"
+            )
+        bad = con.execute(
+            f"SELECT {_q(column)} FROM {relation} WHERE {_q(column)} IS NOT NULL "
+            f"AND TRY_CAST({_q(column)} AS {cast}) IS NULL LIMIT 1"
+        ).fetchall()
+        if bad:
+            raise DataError(
+                "transactions: unreadable value", column=column, value=bad[0][0], expected=expected
+            )
+    if amount:
+        bad = con.execute(
+            f"SELECT {_q(amount)} FROM {relation} "
+            f"WHERE NOT isfinite(TRY_CAST({_q(amount)} AS DOUBLE)) LIMIT 1"
+        ).fetchall()
+        if bad:
+            raise DataError(
+                "transactions: an amount that is not finite",
+                column=amount,
+                value=bad[0][0],
+                expected="a finite number",
+            )
+
+
 def _source(
     transactions: Any, customer_id: str, timestamp: str, amount: str | None
 ) -> tuple[duckdb.DuckDBPyConnection, Any]:
     """Expose the input as a view ``src(customer_id, ts, amount)``."""
-    amount_sql = f'"{amount}"' if amount else "0.0"
+    amount_sql = _q(amount) if amount else "0.0"
+    select = f"{_q(customer_id)} AS customer_id, {_q(timestamp)} AS ts, {amount_sql} AS amount"
     if isinstance(transactions, Store):
         con = transactions.con
-        con.execute(
-            f'CREATE OR REPLACE TEMP VIEW src AS SELECT "{customer_id}" AS customer_id, '
-            f'"{timestamp}" AS ts, {amount_sql} AS amount FROM orders'
-        )
+        columns = [str(r[0]) for r in con.execute("DESCRIBE orders").fetchall()]
+        _check_names(columns, customer_id, timestamp, amount, "the orders table")
+        _check_columns(con, "orders", timestamp, amount)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT {select} FROM orders")
         return con, None
 
     frame = transactions
     if type(frame).__module__.startswith("polars"):
         frame = frame.to_arrow()
     columns = list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
+    _check_names(columns, customer_id, timestamp, amount, "transactions")
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("src_input", frame)
+    try:
+        _check_columns(con, "src_input", timestamp, amount)
+    except Exception:
+        con.unregister("src_input")
+        raise
+    con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT {select} FROM src_input")
+    return con, frame
+
+
+def _check_names(
+    columns: list[Any], customer_id: str, timestamp: str, amount: str | None, what: str
+) -> None:
     needed = [c for c in (customer_id, timestamp, amount) if c]
     missing = [c for c in needed if c not in columns]
     if missing:
         raise SchemaError(
-            f"transactions lack the column(s) {missing}; found {columns}. "
+            f"{what} lack the column(s) {missing}; found {columns}. "
             "Name the columns with customer_id=, timestamp= and amount=."
         )
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("src_input", frame)
-    con.execute(
-        f'CREATE OR REPLACE TEMP VIEW src AS SELECT "{customer_id}" AS customer_id, '
-        f'"{timestamp}" AS ts, {amount_sql} AS amount FROM src_input'
-    )
-    return con, frame
 
 
 CUSTOMER_SORTS = ("net_revenue", "orders", "last_order", "first_order", "customer_id")
@@ -180,7 +245,11 @@ def customer_table(
     return store.query(
         f"""
         SELECT o.customer_id, c.email, count(*) AS orders,
-               round(sum(o.net_revenue), 2) AS net_revenue,
+               -- exact: DECIMAL sums do not drift (0.1 + 0.2 is 0.3); an amount stored
+               -- before the max_amount setting, too large for DECIMAL, sums as a float
+               CASE WHEN count(TRY_CAST(o.net_revenue AS DECIMAL(38, 6))) = count(*)
+                    THEN CAST(round(sum(TRY_CAST(o.net_revenue AS DECIMAL(38, 6))), 2) AS DOUBLE)
+                    ELSE round(sum(o.net_revenue), 2) END AS net_revenue,
                min(o.ordered_at) AS first_order, max(o.ordered_at) AS last_order
         FROM orders o LEFT JOIN customers c USING (customer_id)
         GROUP BY o.customer_id, c.email

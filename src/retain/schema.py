@@ -58,6 +58,7 @@ ORDERS = Table(
     ),
     key=("order_id",),
     description="one row per order",
+    # unique all the same: the unique index orders_order_id (a store migration) enforces it
     enforce_key=False,
 )
 
@@ -181,6 +182,19 @@ ORDER_REFUNDS = Table(
     description="refund rows, each already subtracted from its order's net revenue",
 )
 
+LISTED_CUSTOMERS = Table(
+    "listed_customers",
+    (
+        Column("customer_id", "VARCHAR NOT NULL", "a customer given by a customers file", True),
+        Column("source_file", "VARCHAR", "that file (empty: listed before files were recorded)"),
+    ),
+    key=("customer_id",),
+    description=(
+        "customers a customers file gave: they stay when they have no order, while a "
+        "customer made from orders goes when their last order moves to another customer"
+    ),
+)
+
 TABLES: tuple[Table, ...] = (
     ORDERS,
     ORDER_LINES,
@@ -190,6 +204,7 @@ TABLES: tuple[Table, ...] = (
     INGESTED_FILES,
     EXCLUDED_ORDERS,
     ORDER_REFUNDS,
+    LISTED_CUSTOMERS,
 )
 
 # Order statuses as written by shops and exports -> what the ingest does with them:

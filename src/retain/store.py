@@ -19,6 +19,11 @@ from retain.schema import TABLES
 
 DEFAULT_PATH = "retain.duckdb"
 
+_DUPLICATE_REASON = (
+    "'order_id ''' || order_id || ''' was stored twice; the later copy was kept when the "
+    "store was upgraded to a unique order_id'"
+)
+
 # Each migration moves the store from version N-1 to N. Append, never edit: a
 # store written by an older retain is brought up to date when it is opened.
 MIGRATIONS: list[tuple[str, list[str]]] = [
@@ -101,6 +106,35 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                FROM (SELECT as_of FROM ingested_files ORDER BY ingested_at DESC LIMIT 1)
                WHERE as_of IS NOT NULL""",
         ],
+    ),
+    (
+        # retain.ingest: order_id unique by constraint. A store written before kept its
+        # key in the ingest alone; an order_id stored twice keeps its later copy, and the
+        # earlier one is set aside in the quarantine with the reason, not lost.
+        "orders: one row per order_id; ingested_files: the options of each ingest; "
+        "customers given by a customers file",
+        [
+            f"""INSERT INTO quarantine
+               SELECT coalesce(source_file, 'store'), 0, 'orders', 'order_id',
+                      {_DUPLICATE_REASON}, CAST(to_json(o) AS VARCHAR), now()::TIMESTAMP
+               FROM orders o
+               WHERE rowid NOT IN (SELECT max(rowid) FROM orders GROUP BY order_id)""",
+            """DELETE FROM orders
+               WHERE rowid NOT IN (SELECT max(rowid) FROM orders GROUP BY order_id)""",
+            "ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS options VARCHAR",
+            *(t.ddl() for t in TABLES if t.name == "listed_customers"),
+            # customers a customers file gave: those with no order, or a field that only
+            # a customers file fills (birthday, time zone, locale)
+            """INSERT OR IGNORE INTO listed_customers
+               SELECT customer_id, NULL FROM customers
+               WHERE customer_id NOT IN (SELECT customer_id FROM orders)
+                  OR birthday IS NOT NULL OR timezone IS NOT NULL OR locale IS NOT NULL""",
+        ],
+    ),
+    # apart: DuckDB builds an index over the rows a transaction deleted too
+    (
+        "orders: a unique index on order_id",
+        ["CREATE UNIQUE INDEX IF NOT EXISTS orders_order_id ON orders (order_id)"],
     ),
 ]
 
@@ -223,7 +257,12 @@ def status(store: Store) -> dict[str, Any]:
             (SELECT count(DISTINCT customer_id) FROM orders),
             (SELECT count(*) FROM orders),
             (SELECT count(*) FROM order_lines),
-            (SELECT coalesce(sum(net_revenue), 0) FROM orders),
+            -- exact: a DECIMAL sum neither drifts (0.1 + 0.2 is 0.3) nor overflows to inf;
+            -- amounts beyond the max_amount setting are quarantined at ingest, and any
+            -- stored before that (too large for DECIMAL) are added as they are
+            (SELECT coalesce(sum(TRY_CAST(net_revenue AS DECIMAL(38, 6))), 0) FROM orders),
+            (SELECT coalesce(sum(net_revenue) FILTER (
+                WHERE TRY_CAST(net_revenue AS DECIMAL(38, 6)) IS NULL), 0) FROM orders),
             (SELECT min(ordered_at) FROM orders),
             (SELECT max(ordered_at) FROM orders),
             (SELECT count(*) FROM quarantine),
@@ -236,10 +275,10 @@ def status(store: Store) -> dict[str, Any]:
         "customers": int(row[0]),
         "orders": int(row[1]),
         "order_lines": int(row[2]),
-        "net_revenue": round(float(row[3]), 2),
-        "first_order": row[4].isoformat() if row[4] else None,
-        "last_order": row[5].isoformat() if row[5] else None,
-        "quarantined_rows": int(row[6]),
-        "files_ingested": int(row[7]),
-        "marketing_spend_rows": int(row[8]),
+        "net_revenue": round(float(round(row[3], 2)) + float(row[4]), 2),
+        "first_order": row[5].isoformat() if row[5] else None,
+        "last_order": row[6].isoformat() if row[6] else None,
+        "quarantined_rows": int(row[7]),
+        "files_ingested": int(row[8]),
+        "marketing_spend_rows": int(row[9]),
     }

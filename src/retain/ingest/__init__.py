@@ -15,14 +15,18 @@ passes the single order of ``POST /api/orders`` through the very same steps.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from retain import config
-from retain.errors import DataError, SchemaError
+from retain.errors import ArgumentError, DataError, SchemaError
 from retain.ingest import cdnow, shopify
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
 from retain.ingest.load import (
@@ -60,6 +64,7 @@ def ingest(
     rates: Mapping[str, float] | None = None,
     pending_revenue: bool = False,
     date_format: str | None = None,
+    encoding: str | None = None,
 ) -> IngestReport:
     """Load one file into the store and report what was loaded and what was set aside.
 
@@ -80,6 +85,10 @@ def ingest(
     - ``date_format``: how day-first or month-first dates are written, e.g.
       "%m/%d/%Y" or "DD/MM/YYYY"; ISO dates (YYYY-MM-DD) are read either way.
       Without it such dates are quarantined, as they are ambiguous.
+    - ``encoding``: a text file's encoding, e.g. "cp1252" (Windows-1252) or
+      "latin-1" (default: the one its byte-order mark names, UTF-8, UTF-16 or
+      UTF-32, else UTF-8; in a UTF-8 file, rows that are not valid UTF-8 are
+      quarantined).
 
     The ``as_of`` given is recorded with the file in ``ingested_files`` and becomes
     the store's ``as_of`` setting (:func:`observation_date`) unless that was set by
@@ -94,30 +103,60 @@ def ingest(
     store = open_store(store)
     file = Path(path).expanduser().resolve()
     check_readable(file)
+    checked_rates = check_rates(rates)
     settings = config.load_settings(store)
     by_hand = settings.source("as_of") == config.BY_HAND
     observed = _as_of(as_of)
     if as_of is None and by_hand:
         observed = config.observation_time(store) or observed
+    reporting = settings.currency if currency is None else config.check_currency(currency)
+    digest = file_sha256(file)
+    options = json.dumps(
+        {
+            "format": format,
+            "mapping": sorted((mapping or {}).items()),
+            "as_of": observed.isoformat() if as_of is not None or by_hand else None,
+            "currency": reporting,
+            "rates": sorted(checked_rates.items()),
+            "pending_revenue": pending_revenue,
+            "date_format": date_format,
+            "encoding": encoding,
+            "max_amount": settings.max_amount,
+        },
+        sort_keys=True,
+    )
+    same = store.con.execute(
+        "SELECT source_file, format, ingested_at FROM ingested_files "
+        "WHERE sha256 = ? AND options = ? ORDER BY ingested_at DESC LIMIT 1",
+        [digest, options],
+    ).fetchall()
+    if same:  # identical content, identical options: the store holds this ingest already
+        earlier, earlier_format, when = same[0]
+        return IngestReport(
+            file=str(file),
+            format=str(earlier_format),
+            same_as=f"{earlier} (ingested {when:%Y-%m-%d %H:%M:%S} UTC)",
+        )
     loader = Loader(
         store,
         file,
         as_of=observed,
-        currency=settings.currency if currency is None else config.check_currency(currency),
-        rates=rates or {},
+        currency=reporting,
+        rates=checked_rates,
         given_as_of=observed if as_of is not None else None,
         pending_revenue=pending_revenue,
         date_format=date_format,
+        encoding=encoding,
     )
 
-    columns = first_line_columns(file)
+    columns = first_line_columns(file, encoding)
     fmt = format if format != "auto" else detect_format(file, columns)
     if fmt == "cdnow":
         columns = cdnow.stage(loader)
     else:
         if columns is None and not is_parquet(file):
             raise DataError(
-                "the first line is not a header of comma-, tab- or semicolon-separated columns",
+                "the first line is not a header of comma-, semicolon-, tab- or pipe-separated columns",
                 file=str(file),
                 row=1,
             )
@@ -144,11 +183,44 @@ def ingest(
         elif fmt == "spend":
             _spend(loader, columns, mapping, report)
         loader.write_quarantine(report)
-        loader.record_file(fmt, report)
+        loader.record_file(fmt, report, digest=digest, options=options)
         config.record_from_ingest(store, "as_of", None if as_of is None else observed.date())
         if currency is not None:
             config.record_from_ingest(store, "currency", currency)
     return report
+
+
+def check_rates(rates: Mapping[str, float] | None) -> dict[str, float]:
+    """``rates`` (currency code -> reporting-currency units per unit of it) checked: each
+    code three letters, each rate a finite number above 0. Raises
+    :class:`~retain.errors.ArgumentError` naming the first that is not."""
+    checked: dict[str, float] = {}
+    for code, value in (rates or {}).items():
+        text = str(code).strip().upper()
+        if not re.fullmatch(r"[A-Z]{3}", text):
+            raise ArgumentError(
+                f"rate for {code!r}: expected a three-letter currency code such as EUR"
+            )
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = math.nan
+        if isinstance(value, bool) or not math.isfinite(rate) or rate <= 0:
+            raise ArgumentError(
+                f"rate {text}={value!r}: expected a finite number above 0, the "
+                f"reporting-currency units per {text} (e.g. EUR=1.08)"
+            )
+        checked[text] = rate
+    return checked
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex: what makes two files the same content."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def observation_date(store: Store) -> dt.datetime | None:
@@ -159,9 +231,11 @@ def observation_date(store: Store) -> dt.datetime | None:
 
 
 def customer_key(customer_id: str) -> str:
-    """The customer_id as the store keys it: trimmed, and lower-cased when it is an
-    e-mail address (as Shopify keys customers), so any case finds the customer."""
-    key = customer_id.strip()
+    """The customer_id as the store keys it: trimmed of Unicode whitespace, without
+    controls (tab, NUL) or zero-width characters, and lower-cased when it is an e-mail
+    address (as Shopify keys customers), so any case finds the customer."""
+    visible = "".join(ch for ch in customer_id if unicodedata.category(ch) not in ("Cc", "Cf"))
+    key = visible.strip()
     return key.lower() if re.search(r".@.", key) else key
 
 
@@ -228,6 +302,11 @@ def load_customers(
         f"INSERT INTO customers ({names}) SELECT {names} FROM {clean} ON CONFLICT (customer_id) "
         + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
     )
+    if report.format == "customers":  # a customers file: they stay without orders
+        loader.con.execute(
+            f"INSERT OR REPLACE INTO listed_customers SELECT customer_id, ? FROM {clean}",
+            [loader.file],
+        )
     report.customers = loader.count(clean)
 
 

@@ -58,7 +58,9 @@ def stage(loader: Loader) -> list[str]:
 def read_cdnow(path: str | Path) -> pd.DataFrame:
     """Parse a CDNOW file (plain or .gz) into customer_id, ordered_at, quantity, net_revenue."""
     raw = read_text(path)
-    ordered_at = pd.to_datetime(raw["date"], format="%Y%m%d", errors="coerce")
+    # exactly 8 digits: pandas reads 1997013 as 1997-01-03, yet it could be 1997-10-03
+    compact = raw["date"].str.fullmatch(r"\d{8}").fillna(False).astype(bool)
+    ordered_at = pd.to_datetime(raw["date"].where(compact), format="%Y%m%d", errors="coerce")
     bad = ordered_at.isna()
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
@@ -68,7 +70,7 @@ def read_cdnow(path: str | Path) -> pd.DataFrame:
             row=int(raw["_retain_row"].iloc[i]),
             column="date",
             value=raw["date"].iloc[i],
-            expected="a date as YYYYMMDD",
+            expected="a date as YYYYMMDD, exactly 8 digits",
         )
     return pd.DataFrame(
         {

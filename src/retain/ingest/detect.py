@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import re
 from pathlib import Path
 
 from retain.errors import DataError, SchemaError
+from retain.ingest import text
 
 FORMATS = ("auto", "orders", "shopify", "cdnow", "customers", "lines", "spend")
 
@@ -18,16 +18,45 @@ def is_parquet(path: Path) -> bool:
         return fh.read(4) == b"PAR1"
 
 
-def first_lines(path: Path, n: int = 2) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
-        return [line for _, line in zip(range(n), fh, strict=False)]
+# The delimiters a header may use, most usual first (the first wins a tie).
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def first_lines(path: Path, n: int = 2, encoding: str = "utf-8-sig") -> list[str]:
+    """The first ``n`` lines of a text file (plain or gzip), with their line endings;
+    bytes that do not decode become U+FFFD."""
+    decoded = text.head(path).decode(encoding, errors="replace")
+    return decoded.splitlines(keepends=True)[:n]
+
+
+def sniff_delimiter(header: str) -> str | None:
+    """The delimiter a header line uses: the one of :data:`DELIMITERS` found most often
+    outside quotes; None when it holds none of them (one column, or not a header)."""
+    bare = re.sub(r'"[^"]*"', "", header)
+    counts = [bare.count(d) for d in DELIMITERS]
+    best = max(range(len(DELIMITERS)), key=lambda i: counts[i])
+    return DELIMITERS[best] if counts[best] else None
 
 
 def header_columns(line: str, delimiter: str = ",") -> list[str]:
+    """The column names of a header line split by ``delimiter``, trimmed."""
     import csv
 
     return [c.strip() for c in next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter))]
+
+
+def looks_like_shopify(columns: list[str]) -> bool:
+    """Whether the columns are those of Shopify's orders export: its line-item or
+    payment columns, or at least Name, Email, Subtotal and Created at (or Paid at)
+    without the canonical order columns."""
+    names = {c.strip().lower() for c in columns}
+    if {"name", "financial status"} <= names or {"lineitem name", "email"} <= names:
+        return True
+    return (
+        {"name", "email", "subtotal"} <= names
+        and bool(names & {"created at", "paid at"})
+        and not names & {"order_id", "customer_id", "ordered_at"}
+    )
 
 
 def detect_format(path: Path, columns: list[str] | None) -> str:
@@ -40,7 +69,7 @@ def detect_format(path: Path, columns: list[str] | None) -> str:
             return "cdnow"
         raise SchemaError(f"{path}: cannot tell the format of this file; pass --format")
     names = {c.strip().lower() for c in columns}
-    if {"name", "financial status"} <= names or {"lineitem name", "email"} <= names:
+    if looks_like_shopify(columns):
         return "shopify"
     if names >= {"date", "channel", "amount"} and len(names) <= 4:
         return "spend"

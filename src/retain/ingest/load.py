@@ -13,19 +13,22 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from retain import config
-from retain.errors import DataError, SchemaError
-from retain.ingest import parse, purchases
+from retain.errors import ArgumentError, DataError, SchemaError
+from retain.ingest import parse, purchases, text
 from retain.ingest.detect import (
-    first_lines,
     header_columns,
     is_parquet,
+    looks_like_shopify,
+    sniff_delimiter,
 )
 from retain.schema import MONEY_COLUMNS, Table
 from retain.store import Store
@@ -33,7 +36,9 @@ from retain.store import Store
 
 @dataclass
 class IngestReport:
-    """What one ingest did. ``examples`` holds the first quarantined rows' messages."""
+    """What one ingest did. ``examples`` holds the first quarantined rows' messages;
+    ``same_as`` names the earlier ingest of the same content with the same options when
+    this one was skipped, as it would change nothing."""
 
     file: str
     format: str
@@ -48,8 +53,14 @@ class IngestReport:
     excluded: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    same_as: str | None = None
 
     def summary(self) -> str:
+        if self.same_as:
+            return (
+                f"{self.file}: the same content was ingested with the same options from "
+                f"{self.same_as}; nothing to do, the store is unchanged"
+            )
         loaded = [
             _count(n, what)
             for n, what in (
@@ -146,6 +157,7 @@ class Loader:
         given_as_of: dt.datetime | None = None,
         pending_revenue: bool = False,
         date_format: str | None = None,
+        encoding: str | None = None,
     ) -> None:
         self.store = store
         self.con: duckdb.DuckDBPyConnection = store.con
@@ -161,114 +173,199 @@ class Loader:
         self.rates[self.currency] = 1.0
         self.quarantine_parts: list[str] = []
         self.sources: dict[str, tuple[str, str, list[str]]] = {}
+        # the encoding the user gave (None: by the byte-order mark, else UTF-8), and the
+        # one the file was read in
+        self.encoding_given = text.check_encoding(encoding) if encoding else None
         self.encoding = "utf-8"
-        self.rejected = 0
+        self.rejected = 0  # lines set aside because they could not be read as rows
 
     # -- staging ---------------------------------------------------------------------
     def stage_file(self) -> list[str]:
         """Read a CSV or Parquet file into ``_raw``; return its column names.
 
-        Malformed CSV lines (too many or too few fields, bad quoting) are set
-        aside in the quarantine with DuckDB's description of the fault. A file
-        that is not UTF-8 is read again as Latin-1.
+        Each row keeps ``_retain_row``, the line it starts on (a Parquet file's
+        first row is row 1). Blank lines are not rows: skipped, not counted.
+        A line that cannot be a row (too few or too many fields, a stray quote,
+        bytes that are not valid UTF-8, longer than 2 MiB) is set aside in the
+        quarantine, one line one reason. A quote opened and never closed, which
+        runs the rest of the file together, refuses the file.
         """
         if is_parquet(self.path):
-            self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE _raw AS SELECT * EXCLUDE (file_row_number), "
-                "file_row_number + 1 AS _retain_row FROM read_parquet(?, file_row_number = true)",
-                [self.file],
-            )
-            return [c for c in self.columns("_raw") if c != "_retain_row"]
-        header = first_lines(self.path, 1)
-        delim = max((",", ";", "\t", "|"), key=lambda d: header[0].count(d)) if header else ","
-        self.encoding = "utf-8"
-        columns = header_columns(header[0], delim) if header else []
-        if not columns or any(not c for c in columns):
-            raise DataError(
-                "the header row has a blank column name; every column needs a name",
-                file=self.file,
-                row=1,
-            )
-        if len(set(columns)) < len(columns):
-            repeated = sorted({c for c in columns if columns.count(c) > 1})
-            raise DataError(
-                f"the header row names a column twice: {', '.join(repeated)}",
-                file=self.file,
-                row=1,
-            )
-        self._read_csv(delim, columns)
-        bad_encoding = self.con.execute(
-            "SELECT count(*) FROM _rejects WHERE error_type = 'INVALID ENCODING'"
-        ).fetchall()[0]
-        if bad_encoding and bad_encoding[0]:
-            self.encoding = "latin-1"
-            self._read_csv(delim, columns)
-        rejected = self.con.execute("SELECT line FROM _rejects ORDER BY line").fetchall()
-        self.rejected = len(rejected)
-        self._account_for_every_line(columns)
-        if rejected:
-            self._renumber([int(r[0]) for r in rejected])
-            self.add_quarantine(
-                "SELECT line AS _retain_row, column_name AS col, "
-                "'malformed row: ' || lower(error_type) || ': ' || error_message AS why, "
-                "CAST(to_json(struct_pack(line := csv_line)) AS VARCHAR) AS _raw_json "
-                "FROM _rejects",
-                "orders",
-            )
-        return [c for c in self.columns("_raw") if c != "_retain_row"]
+            return self._stage_parquet()
+        encoding = text.file_encoding(self.path, self.encoding_given)
+        header = text.decode_header(self.path, encoding)
+        if header is None:
+            raise DataError("the file holds only blank lines: nothing to ingest", file=self.file)
+        line, header_line = header
+        delim = sniff_delimiter(line) or ","
+        columns = header_columns(line, delim)
+        check_columns(columns, self.file, header_line)
+        records = text.prepare(self.path, encoding, delim)
+        try:
+            self._read_csv(records.path, delim, columns, header_line)
+        finally:
+            records.remove()
+        if self._single_byte_file(encoding):
+            # not one row holds UTF-8 beyond ASCII: the whole file is Windows-1252
+            # (Latin-1's superset), or Latin-1 when it holds bytes Windows-1252 lacks
+            encoding = "cp1252" if not self._has_bytes(b"\x81\x8d\x8f\x90\x9d") else "latin-1"
+            records = text.prepare(self.path, encoding, delim)
+            try:
+                self._read_csv(records.path, delim, columns, header_line)
+            finally:
+                records.remove()
+        self.encoding = encoding
+        self._number_rows(records, header_line, columns)
+        return columns
 
-    def _read_csv(self, delim: str, columns: list[str]) -> None:
+    def _stage_parquet(self) -> list[str]:
+        """A Parquet file into ``_raw``, typed as stored; row 1 is the first row."""
+        columns = first_line_columns(self.path) or []
+        check_columns(columns, self.file, None)
+        # file_row_number is exact, but only when the file has no column of that name
+        numbered = "file_row_number" not in columns
+        query = (
+            "SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _retain_row "
+            "FROM read_parquet(?, file_row_number = true)"
+            if numbered
+            else "SELECT *, row_number() OVER () AS _retain_row FROM read_parquet(?)"
+        )
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE _raw AS {query}", [self.file])
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise DataError(f"cannot read as Parquet: {first}", file=self.file) from None
+        return columns
+
+    def _read_csv(self, path: Path, delim: str, columns: list[str], header_line: int) -> None:
+        """The records of the (UTF-8) file after its header (on ``header_line``) into
+        ``_raw``, numbered as if each were one line (``_retain_row``, corrected by
+        :meth:`_number_rows`); lines that do not parse go to ``_rejects``."""
         for name in ("_rejects", "_reject_scans"):
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
         try:
             self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE _raw AS SELECT *, row_number() OVER () + 1 AS _retain_row "
-                "FROM read_csv(?, auto_detect = false, columns = ?, header = true, delim = ?, "
-                "quote = '\"', escape = '\"', encoding = ?, store_rejects = true, "
-                "rejects_table = '_rejects', rejects_scan = '_reject_scans')",
-                [self.file, {c: "VARCHAR" for c in columns}, delim, self.encoding],
+                "CREATE OR REPLACE TEMP TABLE _raw AS SELECT *, "
+                "row_number() OVER () + ? AS _retain_row FROM read_csv(?, auto_detect = false, "
+                "columns = ?, header = true, delim = ?, quote = '\"', escape = '\"', skip = ?, "
+                "store_rejects = true, rejects_table = '_rejects', "
+                "rejects_scan = '_reject_scans')",
+                [header_line, str(path), {c: "VARCHAR" for c in columns}, delim, header_line - 1],
             )
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0]
-            raise DataError(f"cannot read as CSV: {first}", file=self.file) from exc
+            raise DataError(f"cannot read as CSV: {first}", file=self.file) from None
 
-    def _account_for_every_line(self, columns: list[str]) -> None:
-        """Refuse the file when lines vanished: an unclosed quote swallows the lines after it."""
-        lines = _count_lines(self.path) - 1  # the header
-        loaded = self.count("_raw") + self.rejected
-        if lines <= loaded:
-            return
-        embedded = " + ".join(
-            f"coalesce(sum(length({_q(c)}) - length(replace({_q(c)}, chr(10), ''))), 0)"
-            for c in columns
-        )
-        inside = self.con.execute(f"SELECT {embedded} FROM _raw").fetchall()[0][0]
-        if lines <= loaded + int(inside or 0):
-            return  # quoted values that span lines
-        first = self.con.execute(
-            "SELECT min(line) FROM _rejects WHERE error_type = 'UNQUOTED VALUE'"
-        ).fetchall()[0][0]
-        where = f" from row {first} on" if first else ""
-        raise DataError(
-            f'{lines - loaded:,} lines could not be read{where}: a quote (") is opened and '
-            "not closed, so the lines after it run together. Close the quote or remove it, "
-            "then ingest again; nothing was stored",
-            file=self.file,
-        )
-
-    def _renumber(self, rejected: list[int]) -> None:
-        """Give the rows that loaded their line in the file, skipping the rejected lines."""
-        import numpy as np
+    def _number_rows(self, records: text.Records, header_line: int, columns: list[str]) -> None:
+        """Give each row read its line in the file (``_raw``), drop blank rows, and set
+        the lines that did not parse aside, one quarantine row each."""
         import pandas as pd
 
-        n = self.count("_raw")
-        lines = np.setdiff1d(np.arange(2, n + len(rejected) + 2), rejected)[:n]
-        frame = pd.DataFrame({"_seq": np.arange(2, n + 2), "_line": lines})
-        self.con.register("_line_map", frame)
+        # one line, one reason: DuckDB reports a short line once per missing field
         self.con.execute(
-            "UPDATE _raw SET _retain_row = m._line FROM _line_map m WHERE _raw._retain_row = m._seq"
+            "CREATE OR REPLACE TEMP TABLE _bad_lines AS SELECT line, "
+            "arg_min(error_type, coalesce(column_idx, 0)) AS error_type, "
+            "arg_min(error_message, coalesce(column_idx, 0)) AS error_message, "
+            "any_value(csv_line) AS csv_line FROM _rejects GROUP BY line"
         )
-        self.con.unregister("_line_map")
+        # DuckDB's line numbers count records (a quoted value's line breaks do not count)
+        # from the top of the file; record i of the scan is DuckDB's line i + 1
+        rejected = np.asarray(
+            [int(r[0]) - 1 for r in self.con.execute("SELECT line FROM _bad_lines").fetchall()],
+            dtype=np.int64,
+        )
+        first = int(np.searchsorted(records.lines, header_line, side="right"))
+        kept = np.ones(len(records.lines), dtype=bool)
+        kept[:first] = False
+        kept[rejected[(rejected >= 0) & (rejected < len(kept))]] = False
+        if len(columns) > 1:  # DuckDB skips empty lines (one column reads them as NULL)
+            kept &= ~records.empty
+        lines = records.lines[kept]
+        read = self.count("_raw")
+        if len(lines) != read:
+            raise DataError(
+                f"cannot tell which line each row comes from ({read:,} rows parsed, "
+                f"{len(lines):,} expected): quotes in the file do not follow the CSV rules "
+                '(a value that opens with " must close with " before the next delimiter)',
+                file=self.file,
+            )
+        # rows were numbered as if every record were one line: correct those after a
+        # blank line, a line set aside or a value spanning lines
+        guessed = np.arange(1, read + 1, dtype=np.int64) + header_line
+        moved = lines != guessed
+        if moved.any():
+            frame = pd.DataFrame({"guessed": guessed[moved], "line": lines[moved]})
+            self.con.register("_line_map", frame)
+            try:
+                self.con.execute(
+                    "UPDATE _raw SET _retain_row = m.line FROM _line_map m "
+                    "WHERE _raw._retain_row = m.guessed"
+                )
+            finally:
+                self.con.unregister("_line_map")
+        blank = " AND ".join(f"coalesce(trim({_q(c)}), '') = ''" for c in columns)
+        self.con.execute(f"DELETE FROM _raw WHERE {blank}")
+        # DuckDB's line -> the line the record starts on in the file
+        numbered = [(int(k) + 1, int(records.lines[k])) for k in rejected if 0 <= k < len(kept)]
+        if numbered:
+            self.con.execute(
+                "UPDATE _bad_lines SET line = m.file_line FROM (SELECT unnest(?) AS line, "
+                "unnest(?) AS file_line) m WHERE _bad_lines.line = m.line",
+                [[d for d, _ in numbered], [f for _, f in numbered]],
+            )
+        self._refuse_unclosed_quote()
+        # a line of spaces is blank too, not a malformed row
+        self.con.execute("DELETE FROM _bad_lines WHERE trim(csv_line, ' \t\r\n') = ''")
+        self.rejected = self.count("_bad_lines")
+        if self.rejected:
+            self.add_quarantine(
+                f"SELECT line AS _retain_row, NULL AS col, {_REJECT_REASON} AS why, "
+                "CAST(to_json(struct_pack(line := csv_line)) AS VARCHAR) AS _raw_json "
+                "FROM _bad_lines",
+                "orders",
+            )
+
+    def _has_bytes(self, wanted: bytes) -> bool:
+        """Whether the file holds any of the ``wanted`` bytes."""
+        table = bytes(range(256)).translate(None, wanted)
+        return any(block.translate(None, table) for block in text.read_blocks(self.path))
+
+    def _single_byte_file(self, encoding: str) -> bool:
+        """Whether a file read as UTF-8 is in a single-byte encoding instead: some rows do
+        not decode and none of those that do holds a character beyond ASCII."""
+        if encoding not in ("utf-8", "utf-8-sig"):
+            return False
+        bad = self.con.execute(
+            "SELECT count(*) FROM _rejects WHERE error_type = 'INVALID ENCODING'"
+        ).fetchall()[0][0]
+        if not bad:
+            return False
+        columns = [c for c in self.columns("_raw") if c != "_retain_row"]
+        joined = " || ".join(f"coalesce({_q(c)}, '')" for c in columns)
+        wide = self.con.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM _raw WHERE NOT ({joined}) SIMILAR TO "
+            "'[\\x00-\\x7F]*' LIMIT 1)"
+        ).fetchall()[0][0]
+        return not wide
+
+    def _refuse_unclosed_quote(self) -> None:
+        """Refuse the file when a quote opened on some line is never closed: the lines
+        after it ran together into one value."""
+        found = self.con.execute(
+            "SELECT line, length(csv_line) - length(replace(csv_line, chr(10), '')) "
+            "FROM _bad_lines WHERE error_type = 'UNQUOTED VALUE' "
+            "AND contains(rtrim(csv_line, chr(13) || chr(10)), chr(10)) ORDER BY line LIMIT 1"
+        ).fetchall()
+        if not found:
+            return
+        start, after = int(found[0][0]), int(found[0][1])
+        raise DataError(
+            f'a quote (") opened on line {start:,} is not closed, so the '
+            f"{_count(after, 'line')} after it run together. Close the quote or remove it, "
+            "then ingest again; nothing was stored",
+            file=self.file,
+            row=start,
+        )
 
     def columns(self, table: str) -> list[str]:
         return [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
@@ -521,6 +618,12 @@ class Loader:
     # -- orders ----------------------------------------------------------------------
     def order_layers(self, has_net: bool) -> list[list[tuple[str, str]]]:
         """Complete parsed orders: defaults, net revenue, the reporting currency."""
+        for code, value in self.rates.items():  # a rate of nan or inf would convert to nan
+            if not math.isfinite(value) or value <= 0:
+                raise ArgumentError(
+                    f"rate {code}={value!r}: expected a finite number above 0, the "
+                    f"reporting-currency units per {code}"
+                )
         rate = " ".join(f"WHEN {_lit(k)} THEN {v!r}" for k, v in self.rates.items())
         # a blank amount is 0; an unreadable one stays NULL for its check to name it
         defaults = [
@@ -588,13 +691,25 @@ class Loader:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Write all of the block's changes or none, then drop the staging tables either way."""
-        self.con.execute("BEGIN TRANSACTION")
+        """Write all of the block's changes or none, then drop the staging tables either way.
+
+        Any exception in the block (or in the commit) rolls everything back: nothing of
+        an ingest that raised is stored. Inside a transaction the caller opened, the
+        block joins it, and the caller's commit or rollback decides."""
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+        except duckdb.TransactionException:  # the caller's transaction is open
+            try:
+                yield
+            finally:
+                self.drop_staging()
+            return
         try:
             yield
             self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                self.con.execute("ROLLBACK")
             raise
         finally:
             self.drop_staging()
@@ -605,7 +720,7 @@ class Loader:
         for view in ("_order_rows", "_refund_rows", "_purchases"):
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
         tables = ["_raw", "_dups", "_cust", "_spend", "_shop", "_shop_orders", "_shop_lines"]
-        tables += ["_orphan_refunds", "_refund_old", "_refund_delta", "_written"]
+        tables += ["_orphan_refunds", "_refund_old", "_refund_delta", "_written", "_moved_from"]
         tables += ["_rejects", "_reject_scans"]
         tables += [*self.quarantine_parts, *(checked for checked, _, _ in self.sources.values())]
         for name in tables:
@@ -648,7 +763,25 @@ class Loader:
             "excluded.acquisition_channel), "
             "accepts_marketing = coalesce(excluded.accepts_marketing, customers.accepts_marketing)"
         )
+        self.drop_orphans()
         return self.count("_cust")
+
+    def drop_orphans(self) -> None:
+        """Remove the customers whose last order this ingest gave to another customer
+        (a re-ingest with a changed customer_id): made from orders, they have no order,
+        excluded order or refund left. A customer a customers file gave stays."""
+        if not self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = '_moved_from'"
+        ).fetchall()[0][0]:
+            return
+        self.con.execute(
+            "DELETE FROM customers WHERE customer_id IN (SELECT customer_id FROM _moved_from) "
+            "AND customer_id NOT IN (SELECT customer_id FROM orders) "
+            "AND customer_id NOT IN (SELECT customer_id FROM excluded_orders) "
+            "AND customer_id NOT IN (SELECT customer_id FROM order_refunds "
+            "WHERE customer_id IS NOT NULL) "
+            "AND customer_id NOT IN (SELECT customer_id FROM listed_customers)"
+        )
 
     def write_quarantine(self, report: IngestReport) -> None:
         self.con.execute("DELETE FROM quarantine WHERE source_file = ?", [self.file])
@@ -671,42 +804,86 @@ class Loader:
             f"row {r}" + (f", column '{c}'" if c else "") + f": {why}" for r, c, why in rows[:3]
         ]
 
-    def record_file(self, fmt: str, report: IngestReport) -> None:
-        digest = hashlib.sha256()
-        with self.path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+    def record_file(
+        self, fmt: str, report: IngestReport, *, digest: str | None = None, options: str = ""
+    ) -> None:
+        """Record the file in ``ingested_files``: its content hash (``digest``, computed
+        when not given), the ``options`` of the ingest (JSON) and its counts."""
+        if digest is None:
+            sha = hashlib.sha256()
+            with self.path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    sha.update(block)
+            digest = sha.hexdigest()
         loaded = report.orders + report.order_lines + report.spend_rows
         if fmt == "customers":
             loaded = report.customers
         self.con.execute(
             "INSERT OR REPLACE INTO ingested_files (source_file, format, sha256, rows_read, "
-            "rows_loaded, rows_quarantined, ingested_at, as_of) "
-            "VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
+            "rows_loaded, rows_quarantined, ingested_at, as_of, options) "
+            "VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
             [
                 self.file,
                 fmt,
-                digest.hexdigest(),
+                digest,
                 report.rows_read,
                 loaded,
                 report.quarantined,
                 self.given_as_of,
+                options or None,
             ],
         )
 
 
-def _count_lines(path: Path) -> int:
-    """Lines in a text file (plain or gzip), counting a last line without a newline."""
-    import gzip
+# The prefix of every column retain adds while staging a file; a file's own column may
+# not start with it, so the two can never be confused.
+RESERVED_PREFIX = "_retain_"
 
-    opener = gzip.open if path.suffix == ".gz" else open
-    count = 0
-    last = b"\n"
-    with opener(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
+# Why DuckDB could not read a line as a row, in words (over ``_bad_lines``).
+_REJECT_REASON = """CASE
+    WHEN contains(csv_line, chr(0)) THEN
+        'malformed row: a NUL byte in the line (text holds none: damaged, or not text)'
+    WHEN error_type = 'INVALID ENCODING' THEN
+        'not valid UTF-8; pass --encoding cp1252 if the file is Windows-1252 '
+        || '(or the encoding it was saved in)'
+    WHEN error_type = 'MISSING COLUMNS' THEN
+        'malformed row: too few columns: expected '
+        || regexp_extract(error_message, 'Expected Number of Columns: (\\d+)', 1)
+        || ', found ' || regexp_extract(error_message, 'Found: (\\d+)', 1)
+    WHEN error_type = 'TOO MANY COLUMNS' THEN
+        'malformed row: too many columns: expected '
+        || regexp_extract(error_message, 'Expected Number of Columns: (\\d+)', 1)
+        || ', found ' || regexp_extract(error_message, 'Found: (\\d+)', 1)
+        || ' (a value holding the delimiter needs quotes)'
+    WHEN error_type = 'UNQUOTED VALUE' THEN
+        'malformed row: stray quote: a value that opens with a quote (") must close with one '
+        || 'right before the next delimiter'
+    WHEN error_type = 'LINE SIZE OVER MAXIMUM' THEN
+        'malformed row: line longer than 2 MiB'
+    ELSE 'malformed row: ' || lower(error_type) || ': ' || error_message
+END"""
+
+
+def check_columns(columns: list[str], file: str, row: int | None) -> None:
+    """Refuse a header with a blank or repeated column name, or a name that starts with
+    :data:`RESERVED_PREFIX`. ``row``: the header's line (None for Parquet)."""
+    if not columns or any(not c for c in columns):
+        raise DataError(
+            "the header row has a blank column name; every column needs a name",
+            file=file,
+            row=row,
+        )
+    if len(set(columns)) < len(columns):
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        raise DataError(
+            f"the header row names a column twice: {', '.join(repeated)}", file=file, row=row
+        )
+    reserved = [c for c in columns if c.lower().startswith(RESERVED_PREFIX)]
+    if reserved:
+        raise SchemaError(
+            f"{file}: column {reserved[0]!r}: names starting with {RESERVED_PREFIX} are kept for "
+            "retain's own staging columns; rename the column and ingest again"
+        )
 
 
 def resolve_mapping(
@@ -744,27 +921,40 @@ def require(
     needed = needed if needed is not None else [c.name for c in table.columns if c.required]
     missing = [c for c in needed if c not in resolved]
     if missing:
+        hint = (
+            " This looks like a Shopify orders export: pass --format shopify."
+            if looks_like_shopify(columns)
+            else ""
+        )
         raise SchemaError(
             f"{file}: missing required column(s) {', '.join(missing)} for {table.name}. "
             f"Found: {', '.join(columns) or 'no columns'}. Needed: {', '.join(needed)}. "
-            "Rename them in the file or map them with --map canonical=source."
+            "Rename them in the file or map them with --map canonical=source." + hint
         )
 
 
-def first_line_columns(path: Path) -> list[str] | None:
-    """Column names of a Parquet file or the header of a delimited text file; None when
-    a text file has no such header."""
+def first_line_columns(path: Path, encoding: str | None = None) -> list[str] | None:
+    """Column names of a Parquet file or the header of a delimited text file (its first
+    non-blank line, split by the delimiter it uses most: comma, semicolon, tab or pipe);
+    None when a text file has no such header, [] when it holds only blank lines.
+    ``encoding`` as in :func:`retain.ingest.text.file_encoding`."""
     if is_parquet(path):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
-    lines = first_lines(path, 1)
-    if not lines:
+        try:
+            return list(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(
+                f"not a readable Parquet file ({reason}); it may be damaged or cut short",
+                file=str(path),
+            ) from None
+    header = text.decode_header(path, text.file_encoding(path, encoding))
+    if header is None:
         return []
-    line = lines[0]
-    if "," not in line and "\t" not in line and ";" not in line:
-        return None
-    return header_columns(line)
+    delim = sniff_delimiter(header[0])
+    return None if delim is None else header_columns(header[0], delim)
 
 
 def load_json_raw(raw: str | None) -> dict[str, object]:

@@ -156,11 +156,23 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
     purchase = _purchase(loader)
     names = ", ".join(c for c in ORDERS.column_names if c != "source_file")
     written = "(SELECT order_id FROM _written)"
-    con.execute(f"DELETE FROM orders WHERE order_id IN {written}")
+    # customers whose orders this file gives to another customer (see Loader.drop_orphans)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _moved_from AS SELECT DISTINCT s.customer_id FROM "
+        "(SELECT order_id, customer_id FROM orders UNION ALL "
+        "SELECT order_id, customer_id FROM excluded_orders) s "
+        "JOIN _written w USING (order_id) WHERE s.customer_id <> w.customer_id"
+    )
+    con.execute(
+        f"DELETE FROM orders WHERE order_id IN (SELECT order_id FROM _written WHERE NOT {purchase})"
+    )
     con.execute(f"DELETE FROM excluded_orders WHERE order_id IN {written}")
+    # an upsert, not a delete and an insert: order_id is unique by an index, which makes
+    # re-inserting deleted keys several times slower
+    updates = ", ".join(f"{c} = excluded.{c}" for c in ORDERS.column_names if c != "order_id")
     con.execute(
         f"INSERT INTO orders ({names}, source_file) SELECT {names}, ? FROM _written "
-        f"WHERE {purchase}",
+        f"WHERE {purchase} ON CONFLICT (order_id) DO UPDATE SET {updates}",
         [file],
     )
     reason = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,9 @@ class Store:
                 )
             raise StoreError(message) from exc
         self.con.execute("SET TimeZone = 'UTC'")
+        # whether a transaction() block is open, so that a nested one joins it: DuckDB
+        # aborts the open transaction when BEGIN is run inside it
+        self.in_transaction = False
         if not read_only:
             self._migrate()
 
@@ -212,14 +216,23 @@ class Store:
     # -- access --------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """All or nothing: commit when the block ends, roll back if it raises."""
+        """All or nothing: commit when the block ends, roll back if it raises (a failed
+        COMMIT rolls back too). Within another :meth:`transaction` (``in_transaction``)
+        the block joins it: the outer one commits or rolls back everything."""
+        if self.in_transaction:
+            yield self.con
+            return
         self.con.execute("BEGIN TRANSACTION")
+        self.in_transaction = True
         try:
             yield self.con
+            self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                self.con.execute("ROLLBACK")
             raise
-        self.con.execute("COMMIT")
+        finally:
+            self.in_transaction = False
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """Run a read query and return its rows as a pandas DataFrame."""
@@ -275,7 +288,10 @@ def status(store: Store) -> dict[str, Any]:
         "customers": int(row[0]),
         "orders": int(row[1]),
         "order_lines": int(row[2]),
-        "net_revenue": round(float(round(row[3], 2)) + float(row[4]), 2),
+        # cents rounded half up, as DuckDB rounds: 1.005 is 1.01 (a float would give 1.0)
+        "net_revenue": round(
+            float(Decimal(row[3]).quantize(Decimal("0.01"), ROUND_HALF_UP)) + float(row[4]), 2
+        ),
         "first_order": row[5].isoformat() if row[5] else None,
         "last_order": row[6].isoformat() if row[6] else None,
         "quarantined_rows": int(row[7]),

@@ -694,25 +694,18 @@ class Loader:
         """Write all of the block's changes or none, then drop the staging tables either way.
 
         Any exception in the block (or in the commit) rolls everything back: nothing of
-        an ingest that raised is stored. Inside a transaction the caller opened, the
-        block joins it, and the caller's commit or rollback decides."""
+        an ingest that raised is stored. Inside the caller's :meth:`Store.transaction`
+        the block joins it, and the caller's commit or rollback decides."""
         try:
-            self.con.execute("BEGIN TRANSACTION")
-        except duckdb.TransactionException:  # the caller's transaction is open
-            try:
+            with self.store.transaction():
                 yield
-            finally:
-                self.drop_staging()
-            return
-        try:
-            yield
-            self.con.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
-                self.con.execute("ROLLBACK")
+            # in the caller's transaction that a failed statement aborted, the drops fail
+            # too: the error that matters is the first
+            with contextlib.suppress(duckdb.Error):
+                self.drop_staging()
             raise
-        finally:
-            self.drop_staging()
+        self.drop_staging()
 
     def drop_staging(self) -> None:
         for view in self.sources:

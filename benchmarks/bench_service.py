@@ -1,6 +1,7 @@
 """Service benchmark: GET /api/customers/{id} under a fixed load on loopback.
 
     python benchmarks/bench_service.py [--customers 1000000] [--rate 200] [--seconds 30]
+                                       [--write-share 0.1] [--writes-only]
 
 Builds ``benchmarks/data/<n>/service.duckdb``: the ingest benchmark's store
 plus the generated order lines and customers, model scores for every customer
@@ -11,6 +12,13 @@ random customers at a fixed rate (open loop: each request leaves at its
 scheduled time whether or not earlier ones have returned, and its latency is
 counted from that time, so a stall is not hidden). Traffic goes to 127.0.0.1
 only, for a bounded number of requests, and the script stops by itself.
+
+With ``--write-share`` (0.1 by default) a second run serves a writable copy of the
+store (``service-writes.duckdb``) and sends that share of the requests as ``POST
+/api/orders`` of new orders; afterwards it opens the copy and checks every answer:
+each order answered 201 is stored, each answered 503 or 429 is absent, and timed-out
+orders are counted as stored or absent. The load client is this script's process; the
+server is a process of its own.
 """
 
 from __future__ import annotations
@@ -121,15 +129,32 @@ def wait_until_ready(base: str, customer_id: str, timeout_s: float = 1800) -> fl
 
 
 async def fixed_rate(
-    base: str, ids: list[str], rate: float, seconds: float, timeout_s: float = 5.0
+    base: str,
+    ids: list[str],
+    rate: float,
+    seconds: float,
+    timeout_s: float = 5.0,
+    *,
+    write_share: float = 0.0,
+    order_day: str = "",
+    run_id: str = "w",
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Open-loop load: request i leaves at start + i / rate; latency from that moment."""
+    """Open-loop load: request i leaves at start + i / rate; latency from that moment.
+
+    A share ``write_share`` of the requests (chosen by a seeded draw) are
+    ``POST /api/orders`` of a new order (id ``bench-<run_id>-<i>``, dated ``order_day``)
+    for a random customer; the rest look a customer up. ``orders`` maps each order id
+    sent to what came back: the status, or "timeout" / "error"."""
     import httpx
 
     total = int(rate * seconds)
+    rng = np.random.default_rng(seed)
+    writes = rng.random(total) < write_share
     latencies = np.full(total, np.nan)
-    statuses = np.zeros(total, dtype=np.int64)
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    statuses = np.zeros(total, dtype=np.int64)  # -1: timed out, -2: other error
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    orders: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=base, timeout=timeout_s, limits=limits) as client:
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.1
@@ -137,29 +162,168 @@ async def fixed_rate(
         async def one(i: int) -> None:
             scheduled = start + i / rate
             await asyncio.sleep(max(0.0, scheduled - loop.time()))
+            customer = ids[i % len(ids)]
+            order_id = f"bench-{run_id}-{i}"
             try:
-                response = await client.get(f"/api/customers/{ids[i % len(ids)]}")
+                if writes[i]:
+                    order = {
+                        "order_id": order_id,
+                        "customer_id": customer,
+                        "ordered_at": order_day,
+                        "net_revenue": round(5 + (i % 97), 2),
+                    }
+                    response = await client.post("/api/orders", json=order)
+                else:
+                    response = await client.get(f"/api/customers/{customer}")
                 await response.aread()
                 statuses[i] = response.status_code
-            except httpx.HTTPError:
+            except httpx.TimeoutException:
                 statuses[i] = -1
+            except httpx.HTTPError:
+                statuses[i] = -2
             latencies[i] = loop.time() - scheduled
+            if writes[i]:
+                code = int(statuses[i])
+                orders[order_id] = {-1: "timeout", -2: "error"}.get(code, str(code))
 
         await asyncio.gather(*(one(i) for i in range(total)))
-    ok = statuses == 200
-    ms = latencies[ok] * 1000
+    result: dict[str, Any] = {"requests": total}
+    for kind, mask, good in (("read", ~writes, 200), ("write", writes, 201)):
+        if not mask.any():
+            continue
+        ok = mask & (statuses == good)
+        ms = latencies[ok] * 1000
+        prefix = "" if write_share == 0 else f"{kind}_"
+        result[f"{prefix}requests"] = int(mask.sum())
+        result[f"{prefix}ok"] = int(ok.sum())
+        result[f"{prefix}errors"] = int((mask & ~ok).sum())
+        result[f"{prefix}timeouts"] = int((mask & (statuses == -1)).sum())
+        result[f"{prefix}429_503"] = int((mask & np.isin(statuses, (429, 503))).sum())
+        if len(ms):
+            result[f"{prefix}p50_ms"] = round(float(np.percentile(ms, 50)), 2)
+            if write_share == 0:
+                result["p90_ms"] = round(float(np.percentile(ms, 90)), 2)
+            result[f"{prefix}p99_ms"] = round(float(np.percentile(ms, 99)), 2)
+            result[f"{prefix}max_ms"] = round(float(ms.max()), 2)
+    if write_share:
+        result["requests"] = total
+        result["orders"] = orders
+    return result
+
+
+def check_orders(db: Path, orders: dict[str, str]) -> dict[str, Any]:
+    """After the run (server stopped): every order answered 201 must be stored, every
+    order answered 503 or 429 must be absent; a timed-out order may be either, and is
+    counted as which."""
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:
+        found = store.con.execute(
+            "SELECT order_id FROM orders WHERE order_id IN (SELECT unnest($ids)) "
+            "UNION SELECT order_id FROM excluded_orders WHERE order_id IN (SELECT unnest($ids))",
+            {"ids": list(orders)},
+        ).fetchall()
+    stored = {r[0] for r in found}
+    answered = [k for k, v in orders.items() if v == "201"]
+    refused = [k for k, v in orders.items() if v in ("429", "503")]
+    unknown = [k for k, v in orders.items() if v in ("timeout", "error")]
+    lost = [k for k in answered if k not in stored]
+    refused_stored = [k for k in refused if k in stored]
     return {
-        "requests": total,
-        "ok": int(ok.sum()),
-        "errors": int((~ok).sum()),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p90_ms": round(float(np.percentile(ms, 90)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "max_ms": round(float(ms.max()), 2),
+        "orders_201_stored": len(answered) - len(lost),
+        "orders_201_missing": len(lost),
+        "orders_refused_absent": len(refused) - len(refused_stored),
+        "orders_refused_but_stored": len(refused_stored),
+        "orders_timed_out_stored": sum(k in stored for k in unknown),
+        "orders_timed_out_absent": sum(k not in stored for k in unknown),
+        "orders_other_status": sum(
+            v not in ("201", "429", "503", "timeout", "error") for v in orders.values()
+        ),
+        "orders_consistent": not lost and not refused_stored,
     }
 
 
-def run(n_customers: int, rate: float = 200.0, seconds: float = 30.0) -> list[dict]:
+TARGET_READ_P99_MS = 50.0
+TARGET_WRITE_P99_MS = 250.0
+
+
+def run_writes(
+    n_customers: int, rate: float = 200.0, seconds: float = 30.0, write_share: float = 0.1
+) -> dict:
+    """Reads and ``POST /api/orders`` mixed, against a writable copy of the benchmark store;
+    afterwards, the store is checked against every answer (:func:`check_orders`)."""
+    import os
+
+    from retain.store import Store
+
+    db, source = prepare(n_customers)
+    copy = db.with_name("service-writes.duckdb")
+    for path in (copy, Path(f"{copy}.wal")):
+        path.unlink(missing_ok=True)
+    shutil.copy(db, copy)
+    with Store(copy, read_only=True) as store:
+        customers = int(store.scalar("SELECT count(DISTINCT customer_id) FROM orders"))
+        day = str(store.scalar("SELECT CAST(max(ordered_at) AS DATE) FROM orders"))
+        ids = (
+            store.query(
+                "SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders) "
+                "USING SAMPLE 20000 ROWS (reservoir, 2)"
+            )["customer_id"]
+            .astype(str)
+            .tolist()
+        )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETAIN_API_KEY")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "retain.cli", "serve", "--db", str(copy), "--port", str(port)],
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        ready_s = wait_until_ready(base, ids[0])
+        asyncio.run(fixed_rate(base, ids[1:], rate, 2.0))  # warm connections and caches
+        result = asyncio.run(
+            fixed_rate(
+                base,
+                ids,
+                rate,
+                seconds,
+                timeout_s=10.0,
+                write_share=write_share,
+                order_day=day,
+                run_id="mix",
+            )
+        )
+        rss_mb = _rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
+    orders = result.pop("orders")
+    checked = check_orders(copy, orders)
+    met = (
+        checked["orders_consistent"]
+        and result.get("read_errors", 1) == 0
+        and result.get("read_p99_ms", 1e9) < TARGET_READ_P99_MS
+        and result.get("write_p99_ms", 1e9) < TARGET_WRITE_P99_MS
+    )
+    return {
+        "name": f"GET /api/customers/{{id}} and {write_share:.0%} POST /api/orders, "
+        f"{customers:,} scored customers, {rate:.0f} req/s for {seconds:.0f} s on loopback "
+        f"(open loop, client timeout 10 s; scores: {source})",
+        "seconds": round(ready_s, 1),
+        "server_rss_mb": rss_mb,
+        **result,
+        **checked,
+        "target": f"reads p99 < {TARGET_READ_P99_MS:.0f} ms, writes p99 < "
+        f"{TARGET_WRITE_P99_MS:.0f} ms, every 201 stored, every 503 absent",
+        "met": met,
+    }
+
+
+def run(
+    n_customers: int, rate: float = 200.0, seconds: float = 30.0, write_share: float = 0.1
+) -> list[dict]:
     from retain.store import Store
     from run import peak_mb
 
@@ -212,6 +376,7 @@ def run(n_customers: int, rate: float = 200.0, seconds: float = 30.0) -> list[di
             "note": "seconds: from server start until lookups answer and every customer's "
             "recommendations are ranked",
         },
+        *([run_writes(n_customers, rate, seconds, write_share)] if write_share else []),
     ]
 
 
@@ -290,8 +455,17 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--write-share", type=float, default=0.1, help="share of requests that POST an order"
+    )
+    parser.add_argument(
+        "--writes-only", action="store_true", help="only the run with writes (no page timings)"
+    )
     args = parser.parse_args()
-    rows = run(args.customers, args.rate, args.seconds)
+    if args.writes_only:
+        rows = [run_writes(args.customers, args.rate, args.seconds, args.write_share)]
+    else:
+        rows = run(args.customers, args.rate, args.seconds, args.write_share)
     print(json.dumps(rows, indent=2))
 
 

@@ -64,6 +64,10 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]+)\s*$")
 
 #: log-parameters live in [-LOG_BOUND, LOG_BOUND] (about 1e-9 to 1e9)
 LOG_BOUND = 20.7
+#: L-BFGS-B stops where no slope of the mean log-likelihood (log-parameters) exceeds
+#: this; Newton steps then polish to full precision. A tighter stop only repeats line
+#: searches that cannot improve an objective already flat to rounding
+_GTOL = 1e-8
 FORMAT_VERSION = 1
 
 Duration = float | int | str | dt.timedelta | pd.Timedelta
@@ -470,7 +474,7 @@ class Model:
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
-            options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
+            options={"maxiter": 3000, "ftol": 1e-15, "gtol": _GTOL, "maxcor": 20},
         )
         theta = np.asarray(result.x, dtype=np.float64)
         value, grad = objective(theta)

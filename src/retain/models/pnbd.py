@@ -68,6 +68,11 @@ _NEXT_CELLS = 32
 _LOG_F_EXACT = 1e4
 #: Gauss-Legendre nodes of that integral
 _ALIVE_NODES = 64
+#: the likelihood takes F from its series where 1 - z at t_x, (min(alpha, beta) + t_x) /
+#: (max(alpha, beta) + t_x), is at least this (the series then needs at most ~150 terms),
+#: and the integral between t_x and T (:meth:`ParetoNBD._log_gone_integral`, 64 nodes)
+#: elsewhere
+_SERIES_REACH = 0.2
 #: the series for F is left for the integral in log(beta+tau) where
 #: 1 - z = (min(alpha, beta) + t_x) / (max(alpha, beta) + t_x) is below this
 _Z_NEAR_ONE = 1e-2
@@ -191,29 +196,62 @@ class ParetoNBD(TransactionModel):
         kx = r + rows.x
         l1 = -kx * log_aT - s * log_bT
 
-        log_F, d_F = self._log_F(params, pr.pair_x, pr.pair_y, True)
-        assert d_F is not None
-        f1, f2 = log_F[pr.pair_recency], log_F[pr.pair_T]
-        diff = np.minimum(f2 - f1, 0.0)
-        l2 = np.log(s) + f1 + log1mexp(diff)
+        # rows whose F series would converge slowly (z at t_x near 1) or whose log F
+        # values are too large to be differenced take the integral between t_x and T
+        recency, T = rows.recency, rows.T
+        low, high = min(alpha, beta), max(alpha, beta)
+        size = kx * np.abs(log_aT) + s * np.abs(log_bT)
+        by_integral = ((low + recency) < _SERIES_REACH * (high + recency)) | (size > _LOG_F_EXACT)
+        hard = np.flatnonzero(by_integral & (recency < T))
+        easy = np.flatnonzero(~by_integral)
+        # d = log of "gone between t_x and T" over "alive at T"; -inf where T = t_x
+        d = np.full(rows.weight.size, -np.inf)
+        n_pairs = pr.pair_x.size
+        if easy.size:
+            # F once per distinct (x, y) that an easy row needs
+            needed = np.zeros(n_pairs, dtype=bool)
+            needed[pr.pair_recency[easy]] = True
+            needed[pr.pair_T[easy]] = True
+            chosen = np.flatnonzero(needed)
+            position = np.zeros(n_pairs, dtype=np.intp)
+            position[chosen] = np.arange(chosen.size)
+            at_recency, at_T = position[pr.pair_recency[easy]], position[pr.pair_T[easy]]
+            log_F, d_F = self._log_F(params, pr.pair_x[chosen], pr.pair_y[chosen], True)
+            assert d_F is not None
+            f1, f2 = log_F[at_recency], log_F[at_T]
+            diff = np.minimum(f2 - f1, 0.0)
+            d[easy] = np.log(s) + f1 + log1mexp(diff) - l1[easy]
+        if hard.size:
+            log_i, d_log_i = self._log_gone_integral(
+                params, rows.x[hard], recency[hard], T[hard], True
+            )
+            assert d_log_i is not None
+            d[hard] = np.log(s) + log_i
         # log(e^l1 + e^l2) = l1 + softplus(l2 - l1); the slope is the share of l2
-        softplus, w2 = softplus_sigmoid(l2 - l1)
+        softplus, w2 = softplus_sigmoid(d)
         w = rows.weight
         wx = rows.x_weight
         total = dot(wx, head) + dot(w, l1) + dot(w, softplus)
 
         ww2 = w * w2
         ww1 = w - ww2
-        rho = np.exp(diff)
-        gone = rho < 1.0
-        # d l2 = (d log F(t_x) - rho d log F(T)) / (1 - rho): gather by pair, then
-        # one product with the per-pair gradient
-        c1 = np.where(gone, ww2 / np.where(gone, 1.0 - rho, 1.0), 0.0)
-        n_pairs = log_F.size
-        by_pair = np.bincount(pr.pair_recency, weights=c1, minlength=n_pairs) - np.bincount(
-            pr.pair_T, weights=c1 * rho, minlength=n_pairs
-        )
-        grad_l2 = matvec(d_F, by_pair)
+        grad_l2 = np.zeros(4)
+        if easy.size:
+            assert d_F is not None
+            rho = np.exp(diff)
+            gone = rho < 1.0
+            # d l2 = (d log F(t_x) - rho d log F(T)) / (1 - rho): gather by pair, then
+            # one product with the per-pair gradient
+            c1 = np.where(gone, ww2[easy] / np.where(gone, 1.0 - rho, 1.0), 0.0)
+            by_pair = np.bincount(at_recency, weights=c1, minlength=chosen.size) - np.bincount(
+                at_T, weights=c1 * rho, minlength=chosen.size
+            )
+            grad_l2 += matvec(d_F, by_pair)
+        if hard.size:
+            # l2 = l1 + log s + log I: the slope of l1 and of log I (log s is added below)
+            inv_a, inv_b = 1.0 / (alpha + T[hard]), 1.0 / (beta + T[hard])
+            d_l1 = np.stack([-log_aT[hard], -kx[hard] * inv_a, -log_bT[hard], -s * inv_b])
+            grad_l2 += matvec(d_l1 + d_log_i, ww2[hard])
         inv_aT = (1.0 / (alpha + rows.T_values))[ti]
         inv_bT = (1.0 / (beta + rows.T_values))[ti]
         n = rows.total_weight
@@ -254,30 +292,38 @@ class ParetoNBD(TransactionModel):
         return out
 
     def _p_alive_by_log_integral(self, x: Array, recency: Array, T: Array) -> Array:
-        """P(alive) = 1 / (1 + s I), the integral of :meth:`_p_alive_by_integral` in
-        v = log((c+T)/(c+tau)) with c = min(alpha, beta), where dtau = -(c+tau) dv:
-        I = int_0^V e^psi(v) dv, V = log((c+T)/(c+t_x)) and
+        """P(alive) = 1 / (1 + s I), I from :meth:`_log_gone_integral`: the cases the
+        series cannot reach, c + t_x far below max(alpha, beta)."""
+        s = self.params_["s"]
+        log_i, _ = self._log_gone_integral(self._unpack(), x, recency, T, False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.where(recency < T, special.expit(-(np.log(s) + log_i)), 1.0)
+
+    @staticmethod
+    def _log_gone_integral(
+        params: Array | tuple[float, ...], x: Array, recency: Array, T: Array, gradient: bool
+    ) -> tuple[Array, Array | None]:
+        """log I, I = int_{t_x}^T ((alpha+T)/(alpha+tau))^(r+x) ((beta+T)/(beta+tau))^s
+        dtau / (beta+tau), the share of the likelihood of "gone between t_x and T"
+        against "alive at T" (per unit s), and with ``gradient`` d log I / d(r, alpha,
+        s, beta). Times in the data's unit; rows need T > t_x.
+
+        The integral is taken in v = log((c+T)/(c+tau)) with c = min(alpha, beta),
+        where dtau = -(c+tau) dv: I = int_0^V e^psi(v) dv, V = log((c+T)/(c+t_x)) and
         psi(v) = (r+x) log((alpha+T)/(alpha+tau)) + s log((beta+T)/(beta+tau))
-        + log((c+tau)/(beta+tau)). These are the cases the series cannot reach, c + t_x
-        far below max(alpha, beta): the mass that 1/(beta+tau) or (alpha+tau)^-(r+x)
-        piles up near tau = t_x is spread out by v, and psi' = k (c+tau)/(alpha+tau) +
-        s (c+tau)/(beta+tau) - (beta-c)/(beta+tau) is monotone in v. All in logs."""
-        r, alpha, s, beta = self._unpack()
+        + log((c+tau)/(beta+tau)). The mass that 1/(beta+tau) or (alpha+tau)^-(r+x)
+        piles up near tau = t_x when c + t_x is far below max(alpha, beta) is spread
+        out by v, and psi' = k (c+tau)/(alpha+tau) + s (c+tau)/(beta+tau) -
+        (beta-c)/(beta+tau) is monotone in v. All in logs, at a cost per row that does
+        not depend on the parameters (the series for F needs thousands of terms there).
+        The gradient is the same rule applied to the derivative of the integrand in tau.
+        """
+        r, alpha, s, beta = params
         c = min(alpha, beta)
         k = (r + x)[:, None]
         c_T = (c + T)[:, None]
         c_x = (c + recency)[:, None]
         V = np.log1p((T - recency)[:, None] / c_x)
-
-        def psi(v: Array) -> Array:
-            # c + tau = (c + t_x) e^(V-v), T - tau = (c + T)(1 - e^-v): neither cancels
-            c_tau = c_x * np.exp(V - v)
-            gap = c_T * -np.expm1(-v)
-            return (
-                k * np.log1p(gap / (alpha - c + c_tau))
-                + s * np.log1p(gap / (beta - c + c_tau))
-                - np.log1p((beta - c) / c_tau)
-            )
 
         def slope(c_tau: Array) -> Array:
             return k * c_tau / (alpha - c + c_tau) + (s * c_tau - (beta - c)) / (beta - c + c_tau)
@@ -292,13 +338,27 @@ class ParetoNBD(TransactionModel):
         cells = np.arange(_LOG_ALIVE_PANELS, dtype=np.float64)[:, None]
         grid = (cells + nodes[None, :]).ravel()[None, :] / _LOG_ALIVE_PANELS
         h = V - begin
-        values = psi(begin + h * grid)
+        v = begin + h * grid
+        # c + tau = (c + t_x) e^(V-v), T - tau = (c + T)(1 - e^-v): neither cancels
+        c_tau = c_x * np.exp(V - v)
+        gap = c_T * -np.expm1(-v)
+        a_tau, b_tau = alpha - c + c_tau, beta - c + c_tau
+        log_a = np.log1p(gap / a_tau)
+        log_b = np.log1p(gap / b_tau)
+        values = k * log_a + s * log_b - np.log1p((beta - c) / c_tau)
         top = np.max(values, axis=1, keepdims=True)
         inner = np.exp(values - top) * np.tile(weights, _LOG_ALIVE_PANELS)[None, :]
+        total = np.sum(inner, axis=1)
         with np.errstate(divide="ignore"):
-            log_i = top[:, 0] + np.log(h[:, 0] / _LOG_ALIVE_PANELS) + np.log(np.sum(inner, axis=1))
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.where(V[:, 0] > 0, special.expit(-(np.log(s) + log_i)), 1.0)
+            log_i = top[:, 0] + np.log(h[:, 0] / _LOG_ALIVE_PANELS) + np.log(total)
+        if not gradient:
+            return log_i, None
+        # d log(integrand) / d parameter at fixed tau, averaged under the integrand
+        d_alpha = -k * gap / ((a_tau + gap) * a_tau)
+        d_beta = -s * gap / ((b_tau + gap) * b_tau) - 1.0 / b_tau
+        share = inner / total[:, None]
+        grad = np.stack([np.sum(share * d, axis=1) for d in (log_a, d_alpha, log_b, d_beta)])
+        return log_i, grad
 
     def _p_alive_by_integral(self, x: Array, recency: Array, T: Array) -> Array:
         """P(alive) = 1 / (1 + s I), I = int_{t_x}^T e^phi(tau) dtau / (beta+tau) with

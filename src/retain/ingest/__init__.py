@@ -5,7 +5,9 @@ Parquet, Shopify's orders export, the CDNOW files, customers, order lines,
 marketing spend), validates every row, sets bad rows aside in the
 ``quarantine`` table with the reason, and writes the rest in one transaction.
 Ingesting the same file again changes nothing: rows are keyed (orders by
-order_id) and a changed row replaces its older version.
+order_id, unique in the store) and a changed row replaces its older version; a
+file whose content (SHA-256) was already ingested with the same options is
+skipped whatever its path (the report's ``same_as`` names the earlier ingest).
 
 :func:`load_orders`, :func:`load_customers` and :func:`load_lines` are the
 steps ``ingest`` takes for each kind of row once a file is staged; the service

@@ -197,9 +197,14 @@ def test_overload_is_refused_at_once_and_nothing_refused_is_stored(
 
         with ThreadPoolExecutor(max_workers=12) as pool:
             with service.write_lock:  # the writer is busy: orders queue, then are refused
-                futures = {i: pool.submit(write, i) for i in ids}
+                futures = {ids[0]: pool.submit(write, ids[0])}
                 deadline = time.monotonic() + 30
-                refused = []
+                while (service.writer is None or service.writer.batches_started == 0) and (
+                    time.monotonic() < deadline
+                ):
+                    time.sleep(0.02)  # until the writer has taken o-0 and waits for the lock
+                futures |= {i: pool.submit(write, i) for i in ids[1:]}
+                refused: list[str] = []
                 while len(refused) < len(ids) - 4 and time.monotonic() < deadline:
                     refused = [i for i, f in futures.items() if f.done()]
                     time.sleep(0.02)
@@ -229,7 +234,11 @@ def test_an_order_that_waited_too_long_is_not_stored(scored_db: Path, tmp_path: 
         with ThreadPoolExecutor(max_workers=6) as pool:
             with service.write_lock:
                 first = pool.submit(write, "late-0")
-                time.sleep(0.3)  # the writer has taken late-0 and waits for the lock
+                deadline = time.monotonic() + 30
+                while (service.writer is None or service.writer.batches_started == 0) and (
+                    time.monotonic() < deadline
+                ):
+                    time.sleep(0.02)  # until the writer has taken late-0 and waits for the lock
                 rest = [pool.submit(write, f"late-{i}") for i in range(1, 6)]
                 time.sleep(1.0)  # late-1.. now waited longer than 0.5 s
             answers = [first.result(), *(f.result() for f in rest)]
@@ -255,3 +264,31 @@ def test_a_retried_order_is_stored_once_and_can_be_looked_up(
     assert found.json()["customer_id"] == "1012" and found.json()["stored_as"] == "purchase"
     assert customer["orders"] == first.json()["customer"]["orders"]
     assert stored_orders(service.db_path, ["r-1"])["orders"] == {"r-1": 1}
+
+
+def test_lists_take_up_rescored_and_new_customers_after_a_fold(
+    scored_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_api, "FOLD_EVERY_S", 0.2)
+    with serving(scored_db, tmp_path) as (base, _), httpx.Client(base_url=base) as client:
+        before = client.get("/api/customers", params={"q": "1012"}).json()["customers"]
+        old = next(c for c in before if c["customer_id"] == "1012")
+        assert client.post("/api/orders", json=order("f-1", "1012")).status_code == 201
+        assert client.post("/api/orders", json=order("f-2", "fold-new")).status_code == 201
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = client.get("/api/customers", params={"q": "fold-new"}).json()
+            if found["total"]:
+                break
+            time.sleep(0.1)
+        listed = client.get("/api/customers", params={"q": "1012"}).json()["customers"]
+        by_value = client.get("/api/customers", params={"sort": "clv", "limit": 5}).json()
+        page = client.get("/api/customers/1012").json()
+    assert found["total"] == 1 and found["customers"][0]["orders"] == 1
+    row = next(c for c in listed if c["customer_id"] == "1012")
+    assert row["orders"] == old["orders"] + 1
+    # the list shows the row the customer's own page shows
+    assert row["p_alive"] == page["scores"]["p_alive"]
+    assert row["segment"] == page["segment"]["name"]
+    clvs = [c["clv"] for c in by_value["customers"]]
+    assert clvs == sorted(clvs, reverse=True)

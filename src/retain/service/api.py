@@ -287,7 +287,7 @@ def ingest_batch(
             service, order, customer_id, report, problems, stored, excluded, notes, rescored, recs
         )
     if index is not None and index.fresh:
-        _fold_later(service, index)
+        _fold_later(service)
     return results
 
 
@@ -345,27 +345,38 @@ def _ingested(
     return result
 
 
-def _fold_later(service: Service, index: data.CustomerIndex) -> None:
-    """Fold the index's rescored rows into its table in the background, at most once
-    every :data:`FOLD_EVERY_S` seconds."""
+def _fold_later(service: Service) -> None:
+    """Fold the customer index's rescored rows into its table in a background thread,
+    :data:`FOLD_EVERY_S` seconds after the first write not yet folded (one thread at a
+    time, which folds again while writes keep adding rows)."""
     import time
 
-    last = service.extras.get("folded_at", 0.0)
-    if time.monotonic() - last < FOLD_EVERY_S or service.extras.get("folding"):
-        return
-    service.extras["folding"] = True
-    service.extras["folded_at"] = time.monotonic()
+    with service.write_lock:
+        if service.extras.get("folding"):
+            return  # the thread at work takes these rows too
+        service.extras["folding"] = True
+        service.extras.setdefault("folded_at", time.monotonic())
 
     def work() -> None:
         try:
-            snapshot = dict(index.fresh)
-            folded = data.fold_fresh(index, snapshot)
-            with service.write_lock:  # no row is added to index.fresh meanwhile
-                # rows rescored again while it folded stay in front of the table
-                folded.fresh.update(
-                    {k: v for k, v in index.fresh.items() if snapshot.get(k) is not v}
-                )
-                service.replace_cached(INDEX_KEY, index, folded)
+            while not service.closed:
+                due = service.extras["folded_at"] + FOLD_EVERY_S
+                while time.monotonic() < due and not service.closed:
+                    time.sleep(min(0.25, max(0.0, due - time.monotonic())))
+                index = service.peek(INDEX_KEY)
+                with service.write_lock:
+                    if service.closed or index is None or not index.fresh:
+                        service.extras["folding"] = False
+                        return
+                    snapshot = dict(index.fresh)
+                service.extras["folded_at"] = time.monotonic()
+                folded = data.fold_fresh(index, snapshot)
+                with service.write_lock:  # no row is added to index.fresh meanwhile
+                    # rows rescored again while it folded stay in front of the table
+                    folded.fresh.update(
+                        {k: v for k, v in index.fresh.items() if snapshot.get(k) is not v}
+                    )
+                    service.replace_cached(INDEX_KEY, index, folded)
         finally:
             service.extras["folding"] = False
 

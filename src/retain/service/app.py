@@ -146,6 +146,7 @@ class Service:
         if view is None:
             view = Store.__new__(Store)
             view.path = self.root.path
+            view.in_transaction = False  # as Store() starts: this cursor's own transactions
             with self._cache_lock:
                 if self.closed:
                     raise StoreError("the service is shutting down")

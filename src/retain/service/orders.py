@@ -184,7 +184,8 @@ class WriteQueue:
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._closed = False
-        self.batches = 0  # batches written, for the status route and tests
+        self.batches_started = 0  # batches handed to ``process``
+        self.batches = 0  # batches written
         self._thread = threading.Thread(target=self._run, name="retain-writer", daemon=True)
         self._thread.start()
 
@@ -257,6 +258,7 @@ class WriteQueue:
             started.append(job)
         if not started:
             return
+        self.batches_started += 1
         try:
             results = self.process([job.order for job in started])
         except Exception as exc:  # every waiting request hears of it

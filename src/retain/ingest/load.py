@@ -767,6 +767,10 @@ class Loader:
             "SELECT count(*) FROM information_schema.tables WHERE table_name = '_moved_from'"
         ).fetchall()[0][0]:
             return
+        # no order moved: skip the look-ups over every stored order (a third of a second
+        # on a store of millions, paid by every POST /api/orders)
+        if not self.count("_moved_from"):
+            return
         self.con.execute(
             "DELETE FROM customers WHERE customer_id IN (SELECT customer_id FROM _moved_from) "
             "AND customer_id NOT IN (SELECT customer_id FROM orders) "

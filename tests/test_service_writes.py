@@ -292,3 +292,32 @@ def test_lists_take_up_rescored_and_new_customers_after_a_fold(
     assert row["segment"] == page["segment"]["name"]
     clvs = [c["clv"] for c in by_value["customers"]]
     assert clvs == sorted(clvs, reverse=True)
+
+
+def test_the_writer_refuses_at_once_what_it_could_not_start_in_time() -> None:
+    from retain.service.orders import WritesBusy
+
+    gate = threading.Event()
+
+    def process(orders: list[dict[str, Any]]) -> list[Any]:
+        if orders[0].get("hold"):
+            gate.wait(30)
+        time.sleep(0.3 * len(orders))  # a pace of 0.3 s an order
+        return [dict(o) for o in orders]
+
+    writer = WriteQueue(process, max_wait_s=0.5)
+    try:
+        assert writer.submit({"n": 0}).result(30) == {"n": 0}
+        held = writer.submit({"hold": True})
+        deadline = time.monotonic() + 30
+        while writer.batches_started < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        taken = writer.submit({"n": 1})  # 0.3 s of work waiting: within 0.5 s
+        with pytest.raises(WritesBusy) as caught:
+            writer.submit({"n": 2})  # 0.6 s of work: refused before it waits
+        assert "not stored" in str(caught.value) and caught.value.retry_after == 1
+        gate.set()
+        assert held.result(30) == {"hold": True} and taken.result(30) == {"n": 1}
+    finally:
+        gate.set()
+        writer.close()

@@ -596,11 +596,12 @@ async def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
     returns it.
 
     Orders are written one batch at a time by one writer. When it is behind (64 orders
-    waiting, or an order not started within 2 s) the answer is 503 at once, with
-    ``Retry-After``, and the order is **not stored**. An order answered 201 is stored; one
-    whose request is given up before it starts is not. Sending the same ``order_id``
-    again is safe: it replaces the stored order with itself, so retry an order whose
-    answer never came, or look it up with ``GET /api/orders/{order_id}``."""
+    waiting, or more than 1 s of work waiting at the pace measured, or an order not
+    started within 1 s) the answer is 503, with ``Retry-After``, and the order is **not
+    stored**. An order answered 201 is stored; one whose request is given up before it
+    starts is not. Sending the same ``order_id`` again is safe: it replaces the stored
+    order with itself, so retry an order whose answer never came, or look it up with
+    ``GET /api/orders/{order_id}``."""
     try:
         future = write_queue(service).submit(order.model_dump(exclude_none=True))
         result = await asyncio.wrap_future(future)

@@ -19,6 +19,7 @@ rows, statuses and identity follow :mod:`retain.ingest.purchases` and
 from __future__ import annotations
 
 import datetime as dt
+import math
 import queue
 import threading
 import time
@@ -163,8 +164,11 @@ class WriteQueue:
     hold no server thread meanwhile, so reads never queue behind writes.
 
     Bounded: :meth:`submit` raises :class:`WritesBusy` at once when ``max_pending`` orders
-    are already waiting, and an order that waited ``max_wait_s`` seconds without being
-    started is answered :class:`WritesBusy` and never stored. An order whose request is
+    are already waiting, or when those waiting would take longer than ``max_wait_s``
+    seconds to write at the pace measured so far (``seconds_per_order``); an order that
+    still waited ``max_wait_s`` seconds without being started is answered
+    :class:`WritesBusy` and never stored. A batch holds no more orders than that pace
+    writes in ``max_wait_s``. An order whose request is
     given up (its future cancelled) before it starts is not stored either; one that has
     started is stored and answered.
     """
@@ -174,7 +178,7 @@ class WriteQueue:
         process: Callable[[list[dict[str, Any]]], list[Any]],
         *,
         max_pending: int = 64,
-        max_wait_s: float = 2.0,
+        max_wait_s: float = 1.0,
         max_batch: int = 32,
     ) -> None:
         self.process = process
@@ -184,6 +188,7 @@ class WriteQueue:
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._closed = False
+        self.seconds_per_order = 0.0  # the pace of the last batches, averaged
         self.batches_started = 0  # batches handed to ``process``
         self.batches = 0  # batches written
         self._thread = threading.Thread(target=self._run, name="retain-writer", daemon=True)
@@ -199,10 +204,14 @@ class WriteQueue:
         with self._lock:
             if self._closed:
                 raise WritesBusy("not stored: the service is shutting down", retry_after=5)
-            if self._queue.qsize() >= self.max_pending:
+            waiting = self._queue.qsize()
+            behind = (waiting + 1) * self.seconds_per_order
+            if waiting >= self.max_pending or behind > self.max_wait_s:
                 raise WritesBusy(
-                    f"not stored: {self.max_pending} orders are already waiting to be written; "
-                    "send it again in a moment (the same order_id again is stored once)"
+                    f"not stored: {waiting} orders are already waiting to be written "
+                    f"(about {behind:.1f} s of work); send it again in a moment (the same "
+                    "order_id again is stored once)",
+                    retry_after=max(1, math.ceil(behind)),
                 )
             self._queue.put(_Job(order, future, time.monotonic()))
         return future
@@ -221,7 +230,9 @@ class WriteQueue:
             if job is None:
                 break
             batch = [job]
-            while len(batch) < self.max_batch:
+            pace = self.seconds_per_order
+            most = self.max_batch if pace <= 0 else int(self.max_wait_s / pace)
+            while len(batch) < min(self.max_batch, max(1, most)):
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -259,10 +270,15 @@ class WriteQueue:
         if not started:
             return
         self.batches_started += 1
+        began = time.monotonic()
         try:
             results = self.process([job.order for job in started])
         except Exception as exc:  # every waiting request hears of it
             results = [exc] * len(started)
+        pace = (time.monotonic() - began) / len(started)
+        self.seconds_per_order = (
+            pace if not self.batches else 0.7 * self.seconds_per_order + 0.3 * pace
+        )
         self.batches += 1
         for job, result in zip(started, results, strict=True):
             if isinstance(result, BaseException):

@@ -265,6 +265,14 @@ def test_damaged_gzip_files_are_refused(db: Path, tmp_path: Path):
     assert loaded(db, good)["read"] == 1
 
 
+def test_a_utf16_file_cut_inside_a_character_is_refused(db: Path, tmp_path: Path):
+    body = f"{HEADER}\no1,c1,2024-01-05,10\no2,c2,2024-01-06,11\n".encode("utf-16")
+    for name, data in (("two.csv", body[:3]), ("cut.csv", body[:-1])):
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert "cut short" in refused(db, path)
+
+
 def test_damaged_parquet_files_are_refused(db: Path, tmp_path: Path):
     whole = tmp_path / "whole.parquet"
     pq.write_table(pa.table({"order_id": ["o1"], "customer_id": ["c1"]}), whole)

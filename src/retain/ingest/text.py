@@ -122,7 +122,15 @@ def decode_header(path: Path, encoding: str) -> tuple[str, int] | None:
     of blank lines only. :class:`DataError` when that line does not decode."""
     data = head(path)
     decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
-    text = decoder.decode(data, final=len(data) < (1 << 16))
+    try:
+        text = decoder.decode(data, final=len(data) < (1 << 16))
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"the file does not read as {_label(encoding)} (byte {exc.start + 1:,}: "
+            f"{exc.reason}); it may be cut short, or pass the encoding it was saved in "
+            "with --encoding",
+            file=str(path),
+        ) from None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -229,7 +237,15 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
                 carry = "\r" if text.endswith("\r") else ""
                 text = text[:-1] if carry else text
                 out.write(text.replace("\r\n", "\n").encode("utf-8", errors="surrogateescape"))
-            out.write((carry + decoder.decode(b"", final=True)).encode("utf-8", "surrogateescape"))
+            try:
+                tail = carry + decoder.decode(b"", final=True)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"the file ends inside a character ({exc.reason}): it may be cut short",
+                    file=str(path),
+                    row=lines,
+                ) from None
+            out.write(tail.encode("utf-8", "surrogateescape"))
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise

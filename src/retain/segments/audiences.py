@@ -252,15 +252,47 @@ def audience(
     return result
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is a formula to a spreadsheet (OWASP's list)."""
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells a spreadsheet shows as text, never runs.
+
+    A text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    (:data:`FORMULA_STARTS`) gets a single quote in front (``'=1+1``), as OWASP advises
+    against formula injection: a customer could name themselves ``=HYPERLINK(...)``.
+    Numbers stay numbers: a negative amount is not text and is written as it is. A
+    carriage return inside a cell becomes a line feed, which the CSV writer quotes (it
+    leaves a bare carriage return unquoted, and readers take it for the end of the row).
+    """
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype.kind in "biufcmM":  # numbers, booleans and dates: no text
+            continue
+        safe[column] = safe[column].map(_safe_cell)
+    return safe
+
+
+def _safe_cell(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_STARTS):
+        value = "'" + value
+    return value.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def write_audience(frame: pd.DataFrame, format: str = "csv", out: str | Path | None = None) -> str:
     """The audience as CSV (products joined with "; ") or JSON; written to ``out`` when given.
 
-    Returns the text.
+    In the CSV, text that a spreadsheet would run as a formula starts with a single quote
+    (see :func:`spreadsheet_safe`); the JSON keeps every value as it is. Returns the text.
     """
     if format == "csv":
         buffer = io.StringIO()
         flat = frame.copy()
         flat["top_products"] = flat["top_products"].map(lambda products: "; ".join(products))
+        flat = spreadsheet_safe(flat)
         flat.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         text = buffer.getvalue()
     elif format == "json":

@@ -138,11 +138,16 @@ def test_serve_tells_the_app_where_it_listens(
     monkeypatch.delenv("RETAIN_API_KEY_FILE", raising=False)
     served: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
-    serve(db, host="0.0.0.0", api_key=KEY, writes=False)
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: serve checks it is free
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve(db, host="0.0.0.0", port=port, api_key=KEY, writes=False)
     assert served["host"] == "0.0.0.0"
     assert "reads need the key" in capsys.readouterr().err
     with TestClient(served["app"], client=LOOPBACK) as client:
         assert client.get("/api/customers/a").status_code == 401
         assert client.get("/api/customers/a", headers={"X-API-Key": KEY}).status_code == 200
-    serve(db, host="0.0.0.0", writes=False)  # no key at all: reads are open, and it says so
+    serve(db, host="0.0.0.0", port=port, writes=False)  # no key at all: reads are open, and it says so
     assert "WARNING" in capsys.readouterr().err

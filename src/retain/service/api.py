@@ -487,11 +487,33 @@ def get_customer(
     return JSONResponse(customer(service, customer_id, history))
 
 
+TEXT_CHARS = 200
+"""The longest value (characters) a field of a request may hold, but for the ones in
+:data:`FIELD_CHARS`: ids, SKUs, dates, amounts, statuses, channels."""
+FIELD_CHARS = {"name": 1000, "email": 254}
+"""The longest name (a customer's or a product's) and e-mail address, in characters."""
+
+
+def within_lengths(values: Any) -> Any:
+    """``values`` (a request's fields) when no text in them is longer than its field takes
+    (:data:`TEXT_CHARS`, :data:`FIELD_CHARS`); else an ArgumentError naming the field."""
+    if isinstance(values, dict):
+        for field, value in values.items():
+            limit = FIELD_CHARS.get(field, TEXT_CHARS)
+            if isinstance(value, str) and len(value) > limit:
+                raise ArgumentError(
+                    f"{field} is {len(value):,} characters long; it takes at most {limit:,}"
+                )
+    return values
+
+
 class Cart(BaseModel):
     """A shopping cart: the SKUs in it."""
 
     model_config = ConfigDict(extra="forbid")
-    skus: list[str] = Field(min_length=1, max_length=500, description="SKUs in the cart.")
+    skus: list[Annotated[str, Field(max_length=TEXT_CHARS)]] = Field(
+        min_length=1, max_length=500, description="SKUs in the cart."
+    )
     k: int = Field(5, ge=1, le=100, description="How many products to suggest.")
 
 
@@ -510,6 +532,11 @@ class OrderLineIn(BaseModel):
     category: str | None = None
     quantity: float | str | None = None
     unit_price: float | str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_lengths(cls, values: Any) -> Any:
+        return within_lengths(values)
 
 
 class OrderIn(BaseModel):
@@ -557,6 +584,11 @@ class OrderIn(BaseModel):
     name: str | None = None
     accepts_marketing: bool | str | None = None
     lines: list[OrderLineIn] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_lengths(cls, values: Any) -> Any:
+        return within_lengths(values)
 
     @model_validator(mode="after")
     def needs_amount(self) -> OrderIn:

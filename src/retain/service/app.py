@@ -13,7 +13,9 @@ Write endpoints (``POST /api/orders``) need the API key, sent as
 (``RETAIN_API_KEY_FILE``); see :func:`resolve_api_key` and :func:`check_bind`.
 When the service listens beyond loopback (``host``) and has a key, reads need it
 too: the API from the same headers, the dashboard also from a cookie that
-opening any page once with ``?key=KEY`` sets (see :func:`create_app`).
+opening any page once with ``?key=KEY`` sets (see :func:`create_app`). While reads
+need no key, a request must name this machine in its ``Host`` (against DNS
+rebinding), and with no key a write from another site's page is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import contextlib
 import gc
 import hmac
 import ipaddress
+import logging
 import os
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Hashable
 from pathlib import Path
@@ -51,14 +55,15 @@ class ServiceError(RetainError):
 def resolve_api_key(api_key: str | None = None, key_file: str | Path | None = None) -> str | None:
     """The API key: ``api_key``, else the first line of ``key_file``, else the
     ``RETAIN_API_KEY`` variable, else the file named by ``RETAIN_API_KEY_FILE``;
-    None when none is set. A key file that cannot be read, or a key shorter than
-    16 characters from any of them, is an error.
+    None when none is set. Spaces, tabs and line ends around a key are not part of it
+    (an HTTP header cannot carry them). A key file that cannot be read, or a key that
+    is blank or shorter than 16 characters from any of them, is an error.
     """
     path = key_file or os.environ.get("RETAIN_API_KEY_FILE")
     if api_key:
-        key, source = api_key, "the API key given"
+        key, source = api_key.strip(), "the API key given"
     elif key_file is None and os.environ.get("RETAIN_API_KEY"):
-        key, source = os.environ["RETAIN_API_KEY"], "RETAIN_API_KEY"
+        key, source = os.environ["RETAIN_API_KEY"].strip(), "RETAIN_API_KEY"
     elif path:
         try:
             text = Path(path).expanduser().read_text(encoding="utf-8")
@@ -68,6 +73,11 @@ def resolve_api_key(api_key: str | None = None, key_file: str | Path | None = No
         source = f"the API key file {path}"
     else:
         return None
+    if not key:
+        raise ServiceError(
+            f"{source} is blank (only spaces, tabs or line ends), so it is no key; make one "
+            "with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`, or unset it"
+        )
     if len(key) < 16:
         raise ServiceError(
             f"{source} holds no key of 16 characters or more; make one with "
@@ -99,6 +109,10 @@ def check_bind(host: str, api_key: str | None, writes: bool) -> None:
 KEY_COOKIE = "retain_key"
 """The cookie that lets a browser read the dashboard of a service that needs the key for
 reads; it holds a token derived from the key, which does not let anyone write."""
+
+MAX_BODY_BYTES = 1_048_576
+"""The largest request body the service reads by default: 1 MiB (1,048,576 bytes). A larger
+one is answered 413 before the service looks at it (see :func:`create_app`)."""
 
 # paths anyone may read: the page furniture and the API's documentation
 PUBLIC_PATHS = ("/favicon.ico", "/openapi.json", "/docs", "/redoc")
@@ -381,6 +395,7 @@ def create_app(
     key_file: str | Path | None = None,
     warm: bool = True,
     host: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The retain web service over the store at ``db_path``.
 
@@ -394,6 +409,14 @@ def create_app(
     serving the app with a server of your own. ``warm`` computes the customer index
     and the overview in the background at startup. Serve it with uvicorn (see
     :func:`retain.service.serve`, which also refuses a public address without a key).
+
+    While reads need no key, only requests addressed to this machine are answered
+    (``Host`` localhost, 127.x.x.x, [::1] or the address the request arrived at; others
+    403 unless they carry the key), and with no key set a write sent from another site's
+    page (its ``Origin`` or ``Referer``) is refused (403). A request body larger than
+    ``max_body_bytes`` (default :data:`MAX_BODY_BYTES`, 1 MiB) is answered 413. An
+    unexpected error is answered 500 with an error id only; the exception and its
+    traceback go to the ``retain.service`` logger under that id.
     """
     from retain import __version__
     from retain.service import api, pages
@@ -435,6 +458,11 @@ def create_app(
     _offline_docs(app)
     if service.reads_need_key:
         app.middleware("http")(_reads_need_the_key)
+    # added last is outermost: errors, then who may ask, then how much they may send
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    if not service.reads_need_key:
+        app.add_middleware(_ThisMachineOnly, service=service)
+    app.add_middleware(_UnexpectedErrors)
 
     @app.exception_handler(RetainError)
     async def retain_error(request: Request, exc: RetainError) -> Response:
@@ -453,14 +481,6 @@ def create_app(
                 {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
             )
         return pages.error_page(request, exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        # logged with its traceback by the server; the client gets the same shape as any error
-        message = f"internal error: {type(exc).__name__}: {exc}"
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": message}, status_code=500)
-        return pages.error_page(request, 500, message)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Any:
@@ -564,3 +584,222 @@ async def _reads_need_the_key(request: Request, call_next: Callable[[Request], A
             headers={"WWW-Authenticate": "Bearer"},
         )
     return pages.error_page(request, 401, READ_KEY_HELP)
+
+
+# --- what every request passes first: the Host it names, its origin, its size, errors ----
+
+log = logging.getLogger("retain.service")
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def host_name(host: str) -> str:
+    """The name or address of a ``Host`` header (or an origin's host part), lower case,
+    without its port, brackets or a trailing dot: ``[::1]:8765`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host[1:]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def names_this_machine(host: str, server: str | None = None) -> bool:
+    """Whether a ``Host`` value names this machine: ``localhost`` (or a name under it),
+    an address in 127.0.0.0/8, ``::1``, or ``server``, the address the request arrived at."""
+    name = host_name(host)
+    if name == "localhost" or name.endswith(".localhost") or is_loopback(name):
+        return True
+    return server is not None and _address(name) == _address(host_name(server))
+
+
+def _address(name: str) -> str:
+    """An IP address in one spelling (an IPv4-mapped IPv6 address as IPv4); other names as
+    they are."""
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _origin_host(value: str) -> str | None:
+    """The host part of an ``Origin`` or ``Referer`` value (None for ``null`` or junk)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value.strip())
+        return parts.netloc.rpartition("@")[2] or None
+    except ValueError:
+        return None
+
+
+class _ThisMachineOnly:
+    """Answer only requests addressed to this machine while reads need no key.
+
+    A web page the user visits can make the browser send requests to 127.0.0.1 under a
+    name of its own that resolves there (DNS rebinding): such a request names that other
+    host. So, while reads are open, a request whose ``Host`` is not this machine's (see
+    :func:`names_this_machine`) is refused with 403, unless it carries the API key. With
+    no key set, a write (POST, PUT, PATCH, DELETE) whose ``Origin`` or, without one,
+    ``Referer`` is another site's (a form or a script on a web page) is refused too.
+    """
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        server = scope.get("server")
+        server_host = str(server[0]) if server else None
+        problem = None
+        host = headers.get("host")
+        if host is not None and not names_this_machine(host, server_host):
+            given = headers.get("x-api-key")
+            auth = headers.get("authorization", "")
+            if given is None and auth.lower().startswith("bearer "):
+                given = auth[7:].strip()
+            if not self.service.key_matches(given):
+                problem = (
+                    f"this service answers requests addressed to this machine only (localhost, "
+                    f"127.0.0.1, [::1]), not to {host_name(host)!r}: a request naming another "
+                    "host can come from a web page that made its name point here. Open it as "
+                    "http://127.0.0.1:PORT/, or set an API key and send it"
+                )
+        elif self.service.api_key is None and scope["method"] in UNSAFE_METHODS:
+            for header in ("origin", "referer"):
+                if header not in headers:
+                    continue
+                origin = _origin_host(headers[header])
+                if origin is None or not names_this_machine(origin, server_host):
+                    problem = (
+                        f"refusing a {scope['method']} sent from {headers[header]!r} "
+                        f"({header.capitalize()} header): with no API key set, this service "
+                        "takes writes from this machine's own pages and programs only; "
+                        "set an API key (RETAIN_API_KEY) to take writes from elsewhere"
+                    )
+                break
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse({"detail": problem}, status_code=403)(scope, receive, send)
+
+
+class _BodyLimit:
+    """Answer 413 to a request whose body is larger than ``limit`` bytes, before the
+    service reads any of it (by its ``Content-Length``) or as soon as it grows past the
+    limit (a body sent in chunks)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def too_large(self, size: str) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": f"the request body is {size} bytes; this service takes at most "
+                f"{self.limit:,} bytes per request"
+            },
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"").strip()
+        if length.isdigit() and int(length) > self.limit:
+            await self.too_large(f"{int(length):,}")(scope, receive, send)
+            return
+        if not length.isdigit() and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
+            return
+        # read the body up to the limit, then hand it on as it came
+        messages: list[dict[str, Any]] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self.too_large(f"more than {self.limit:,}")(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            message: dict[str, Any] = await receive()
+            return message
+
+        await self.app(scope, replay, send)
+
+
+class _UnexpectedErrors:
+    """Answer an exception nothing else handled with a 500 that says only an error id, and
+    log the exception with that id and its traceback (logger ``retain.service``).
+
+    It answers in place of the server, so the connection stays open for the client's
+    next request (an exception that reaches the server makes it close the connection).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:  # half an answer is out: only closing the connection can say so
+                raise
+            error_id = secrets.token_hex(6)
+            log.error(
+                "internal error %s on %s %s", error_id, scope["method"], scope["path"], exc_info=exc
+            )
+            message = (
+                f"internal error {error_id}: the service could not answer this request; "
+                "its log has the details under this id"
+            )
+            response = _error_response(scope, message, error_id)
+            await response(scope, receive, send)
+
+
+def _error_response(scope: dict[str, Any], message: str, error_id: str) -> Response:
+    """A 500: JSON on the API, the error page elsewhere (plain text if even that fails)."""
+    from fastapi.responses import PlainTextResponse
+
+    headers = {"X-Retain-Error-Id": error_id}
+    if str(scope["path"]).startswith("/api/"):
+        return JSONResponse(
+            {"detail": message, "error_id": error_id}, status_code=500, headers=headers
+        )
+    from retain.service import pages
+
+    try:
+        page = pages.error_page(Request(scope), 500, message)
+    except Exception:  # the page itself cannot be made: the message alone
+        return PlainTextResponse(message, status_code=500, headers=headers)
+    page.headers.update(headers)
+    return page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -36,7 +37,7 @@ def page(
         charts=specs,
         charts_json=chart_data(specs),
         version=__version__,
-        store_path=request.app.state.service.db_path,
+        store_path=Path(request.app.state.service.db_path).name,  # not where it lives
         query=context.pop("query", ""),
         **context,
     )

@@ -2,9 +2,62 @@
 
 from __future__ import annotations
 
+import socket
+import sys
 from pathlib import Path
 
-from retain.service.app import check_bind, create_app, is_loopback, resolve_api_key
+from retain.service.app import (
+    MAX_BODY_BYTES,
+    ServiceError,
+    check_bind,
+    create_app,
+    is_loopback,
+    resolve_api_key,
+)
+
+STARTUP_FAILURE = 3
+"""The exit code when the service cannot start listening (uvicorn's own for a failed start)."""
+
+
+class PortInUse(ServiceError):
+    """Another program already listens on the port asked for."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind ``port`` at every address ``host`` stands for, then let go, as the server is
+    about to bind it. Raises :class:`PortInUse` when the port is taken there,
+    :class:`ServiceError` when the address cannot be used at all.
+    """
+    import errno
+
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServiceError(f"cannot listen on {host}: {exc.strerror}") from None
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _, address in found:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and len(found) > 1:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(
+                        f"port {port} on {host} is in use by another program: stop it, or "
+                        "choose another port with --port"
+                    ) from None
+                raise ServiceError(f"cannot listen on {host} port {port}: {exc.strerror}") from None
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def serve(
@@ -16,20 +69,26 @@ def serve(
     key_file: str | Path | None = None,
     writes: bool = True,
     log_level: str = "warning",
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
     """Serve the dashboard and API over the store at ``db_path`` until interrupted.
 
     Refuses (:class:`~retain.service.ServiceError`) to listen on an address
     other than loopback with write endpoints enabled and no API key. Beyond
-    loopback with a key, reads need the key too (see :func:`create_app`).
+    loopback with a key, reads need the key too (see :func:`create_app`). When the port is
+    taken, says so on stderr and exits with code 3 (:data:`STARTUP_FAILURE`) before
+    opening the store. ``max_body_bytes``: the largest request body taken (413 beyond).
     """
-    import sys
-
     import uvicorn
 
     key = resolve_api_key(api_key, key_file)
     check_bind(host, key, writes)
-    app = create_app(db_path, key, writes=writes, host=host)
+    try:
+        check_port(host, port)
+    except PortInUse as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_FAILURE) from None
+    app = create_app(db_path, key, writes=writes, host=host, max_body_bytes=max_body_bytes)
     shown = f"[{host}]" if ":" in host else host
     writes_note = (
         "read-only" if not writes else ("API key set" if key else "writes from this machine")

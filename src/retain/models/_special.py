@@ -151,7 +151,7 @@ def _power_geometric_tail(n: int, nu: Array, z: Array) -> Array:
     out = np.empty(z.size)
     far = (scale >= 1.0) | (nu < -60.0)
     if far.any():
-        nodes, weights = np.polynomial.laguerre.laggauss(24)
+        nodes, weights = _gauss_laguerre(24)
         sc, nv, ep = scale[far], nu[far], eps[far]
         inner = np.sum(
             weights[None, :] * (1.0 + nodes[None, :] / sc[:, None]) ** nv[:, None], axis=1
@@ -163,6 +163,13 @@ def _power_geometric_tail(n: int, nu: Array, z: Array) -> Array:
         log_gamma = np.log(_upper_gamma(a, c))
         out[near] = np.exp(ep * n - nv * np.log(n) - a * np.log(ep) + log_gamma)
     return out
+
+
+@lru_cache(maxsize=4)
+def _gauss_laguerre(n: int) -> tuple[Array, Array]:
+    """Gauss-Laguerre nodes and weights (weight e^-x on [0, inf)), built once."""
+    nodes, weights = np.polynomial.laguerre.laggauss(n)
+    return nodes, weights
 
 
 def _upper_gamma(a: Array, x: Array) -> Array:

@@ -562,7 +562,11 @@ class Model:
                 break
             candidate = np.clip(theta - np.linalg.solve(hess, grad), low, high)
             new_value, new_grad = objective(candidate)
-            if not new_value <= value:
+            # near the maximum the objective is flat to its last digits: a step that
+            # leaves it within rounding and lowers the slope is taken too
+            flat = new_value <= value + 8 * np.finfo(float).eps * abs(value)
+            steeper = np.max(np.abs(new_grad)) >= np.max(np.abs(grad))
+            if not (new_value <= value or (flat and not steeper)):
                 break
             theta, value, grad = candidate, new_value, new_grad
         return theta, value, grad
@@ -614,13 +618,17 @@ class Model:
         for i, name in enumerate(self.param_names):
             value = self.params_[name]
             se_log = np.sqrt(self._cov_log[i, i]) if self._cov_log is not None else np.nan
+            # in logs: a parameter the data hardly pin down has an upper end beyond the
+            # largest float, which is then infinite (unbounded), not an overflow
+            with np.errstate(over="ignore"):
+                upper = float(np.exp(np.log(value) + 1.959963984540054 * se_log))
             rows.append(
                 {
                     "parameter": name,
                     "estimate": value,
                     "standard_error": self.standard_errors_.get(name, np.nan),
-                    "lower_95": value * np.exp(-1.959963984540054 * se_log),
-                    "upper_95": value * np.exp(1.959963984540054 * se_log),
+                    "lower_95": float(np.exp(np.log(value) - 1.959963984540054 * se_log)),
+                    "upper_95": upper,
                 }
             )
         return pd.DataFrame(rows).set_index("parameter")

@@ -484,14 +484,20 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Any:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
-        ]
+        problems = [_problem(e) for e in exc.errors()]
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": problems}, status_code=422)
         return pages.error_page(request, 422, "; ".join(problems))
 
     return app
+
+
+def _problem(error: Any) -> str:
+    """One validation error in words: ``lines.0.sku: ...``, or the message alone for the
+    whole request (a check of the model's own, as "give net_revenue or gross")."""
+    where = ".".join(str(p) for p in error["loc"] if p != "body")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def docs_assets_dir() -> Path:

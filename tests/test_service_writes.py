@@ -305,19 +305,22 @@ def test_the_writer_refuses_at_once_what_it_could_not_start_in_time() -> None:
         time.sleep(0.3 * len(orders))  # a pace of 0.3 s an order
         return [dict(o) for o in orders]
 
-    writer = WriteQueue(process, max_wait_s=0.5)
+    writer = WriteQueue(process, max_wait_s=0.5, busy_share=1.0)  # no rest: the pace alone
     try:
         assert writer.submit({"n": 0}).result(30) == {"n": 0}
         held = writer.submit({"hold": True})
         deadline = time.monotonic() + 30
         while writer.batches_started < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        taken = writer.submit({"n": 1})  # 0.3 s of work waiting: within 0.5 s
+        taken = writer.submit({"n": 1})  # nothing waiting: taken
+        more = writer.submit({"n": 2})  # 0.3 s of work waiting: within 0.5 s
         with pytest.raises(WritesBusy) as caught:
-            writer.submit({"n": 2})  # 0.6 s of work: refused before it waits
+            writer.submit({"n": 3})  # 0.6 s of work waiting: refused before it waits
         assert "not stored" in str(caught.value) and caught.value.retry_after == 1
         gate.set()
         assert held.result(30) == {"hold": True} and taken.result(30) == {"n": 1}
+        # taken while the writer was held: written, or refused for waiting too long
+        assert more.exception(30) is None or isinstance(more.exception(), WritesBusy)
     finally:
         gate.set()
         writer.close()

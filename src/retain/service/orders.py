@@ -168,7 +168,9 @@ class WriteQueue:
     seconds to write at the pace measured so far (``seconds_per_order``); an order that
     still waited ``max_wait_s`` seconds without being started is answered
     :class:`WritesBusy` and never stored. A batch holds no more orders than that pace
-    writes in ``max_wait_s``. An order whose request is
+    writes in ``max_wait_s``. After a batch that took ``t`` seconds the writer rests
+    ``t * (1 / busy_share - 1)``: writes take at most ``busy_share`` of the time, and the
+    reads (which need the same CPU and interpreter) the rest. An order whose request is
     given up (its future cancelled) before it starts is not stored either; one that has
     started is stored and answered.
     """
@@ -180,15 +182,18 @@ class WriteQueue:
         max_pending: int = 64,
         max_wait_s: float = 1.0,
         max_batch: int = 32,
+        busy_share: float = 0.5,
     ) -> None:
         self.process = process
         self.max_pending = max_pending
         self.max_wait_s = max_wait_s
         self.max_batch = max_batch
+        self.busy_share = busy_share
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._closed = False
         self.seconds_per_order = 0.0  # the pace of the last batches, averaged
+        self._rest_until = 0.0  # the writer rests until then (time.monotonic)
         self.batches_started = 0  # batches handed to ``process``
         self.batches = 0  # batches written
         self._thread = threading.Thread(target=self._run, name="retain-writer", daemon=True)
@@ -205,7 +210,10 @@ class WriteQueue:
             if self._closed:
                 raise WritesBusy("not stored: the service is shutting down", retry_after=5)
             waiting = self._queue.qsize()
-            behind = (waiting + 1) * self.seconds_per_order
+            # the rest under way and the work already waiting: an idle writer takes any
+            # order, however slow
+            resting = max(0.0, self._rest_until - time.monotonic())
+            behind = resting + waiting * self.seconds_per_order
             if waiting >= self.max_pending or behind > self.max_wait_s:
                 raise WritesBusy(
                     f"not stored: {waiting} orders are already waiting to be written "
@@ -275,7 +283,9 @@ class WriteQueue:
             results = self.process([job.order for job in started])
         except Exception as exc:  # every waiting request hears of it
             results = [exc] * len(started)
-        pace = (time.monotonic() - began) / len(started)
+        busy = time.monotonic() - began
+        # the pace counts the rest that follows, as the orders waiting will wait for it
+        pace = busy / self.busy_share / len(started)
         self.seconds_per_order = (
             pace if not self.batches else 0.7 * self.seconds_per_order + 0.3 * pace
         )
@@ -285,3 +295,7 @@ class WriteQueue:
                 job.future.set_exception(result)
             else:
                 job.future.set_result(result)
+        # leave the CPU to the reads for a while: writes take at most busy_share of it
+        self._rest_until = time.monotonic() + busy * (1 / self.busy_share - 1)
+        while not self._closed and time.monotonic() < self._rest_until:
+            time.sleep(min(0.05, max(0.0, self._rest_until - time.monotonic())))

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from retain.cli import app
 from retain.models import BetaGeo, ParetoNBD
 from retain.models import pnbd as pnbd_module
-from retain.models.base import collapse_rows
+from retain.models.base import Model, collapse_rows
 
 mp.mp.dps = 40
 runner = CliRunner()
@@ -83,6 +83,9 @@ ROWS = [
         (0.2, 1e-3, 2.0, 50.0),  # alpha far below beta
         (1997.0, 4.0e4, 15.0, 2956.0),  # a nearly common purchase rate: large r, alpha
         (0.55, 10.6, 0.6, 11.7),  # CDNOW-like, where the series converges at once
+        # exponential dropout (s, beta -> infinity): s log beta near 2e7 once cancelled
+        # against s log(beta + T) to its last digits
+        (0.0907, 4.159, 9.27e5, 9.77e8),
     ],
 )
 def test_log_likelihood_per_customer_matches_mpmath(params):
@@ -152,6 +155,29 @@ def test_fit_stops_once_the_likelihood_is_flat_to_rounding(monkeypatch):
     BetaGeo().fit(data)
     assert calls["pnbd"] <= 2 * calls["bgnbd"] + 10, calls
     assert model.converged_ and model.max_gradient_ < 1e-9
+
+
+def test_a_maximum_at_a_bound_is_not_searched_again_from_more_starts(monkeypatch):
+    # a small shop's Pareto/NBD maximum lies at the exponential-dropout limit (beta at
+    # its bound): every start ends there, and six starts once repeated it
+    import retain
+
+    orders = messy_orders(2000, 0)
+    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
+    summary = retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
+    ends: list[float] = []
+    run = Model._run
+
+    def recording(self, objective, start, bounds):
+        result = run(self, objective, start, bounds)
+        ends.append(result[1])
+        return result
+
+    monkeypatch.setattr(Model, "_run", recording)
+    with pytest.warns(UserWarning, match="did not converge cleanly"):
+        model = ParetoNBD().fit(summary)
+    assert len(ends) == 2 and ends[1] == pytest.approx(ends[0], rel=1e-10)
+    assert model.params_["beta"] > 1e8 and model.params_["s"] / model.params_["beta"] < 1e-2
 
 
 # -- numpy warnings on a small messy store ----------------------------------------------

@@ -2,8 +2,9 @@
 
 A model states its parameters, how to prepare data and its log-likelihood with
 gradient (:class:`Model`); the base fits it by maximum likelihood with
-L-BFGS-B in log-parameters (bounded), from several starts when the first fails,
-polishes with Newton steps, and takes standard errors from the Hessian.
+L-BFGS-B in log-parameters (bounded), from further starts when the first fails
+(until one converges, or two end at the same objective: a maximum at a limit of the
+parameters), polishes with Newton steps, and takes standard errors from the Hessian.
 
 :class:`TransactionModel` adds the per-customer predictions that the
 "buy till you die" models (BG/NBD, MBG/NBD, Pareto/NBD) share: P(alive),
@@ -446,7 +447,8 @@ class Model:
         n_starts: int,
         rng: np.random.Generator,
     ) -> tuple[Array, float, bool, str, Array | None]:
-        """L-BFGS-B from the model's start, then from perturbed starts until one converges."""
+        """L-BFGS-B from the model's start, then from perturbed starts until one converges
+        or two end at the same objective."""
         low = np.array([b[0] for b in bounds])
         high = np.array([b[1] for b in bounds])
         first = np.clip(np.log(np.maximum(self._initial(prepared), 1e-8)), low + 1e-3, high - 1e-3)
@@ -455,9 +457,12 @@ class Model:
             start = first if attempt == 0 else first + rng.normal(0.0, 1.0, first.size)
             start = np.clip(start, low + 1e-3, high - 1e-3)
             result = self._run(objective, start, bounds)
+            # two starts that end at the same objective have found the data's maximum,
+            # at a limit of the parameters or along a flat ridge: more starts repeat it
+            agree = best is not None and abs(result[1] - best[1]) <= 1e-10 * max(1.0, abs(best[1]))
             if best is None or result[1] < best[1]:
                 best = result
-            if result[2]:
+            if result[2] or agree:
                 break
         assert best is not None
         return best

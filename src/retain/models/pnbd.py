@@ -189,7 +189,6 @@ class ParetoNBD(TransactionModel):
         rows = pr.rows
         r, alpha, s, beta = params
         ux = rows.x_values
-        head = special.gammaln(r + ux) - special.gammaln(r) + r * np.log(alpha) + s * np.log(beta)
         ti = rows.T_code
         log_aT = np.log(alpha + rows.T_values)[ti]
         log_bT = np.log(beta + rows.T_values)[ti]
@@ -231,7 +230,17 @@ class ParetoNBD(TransactionModel):
         softplus, w2 = softplus_sigmoid(d)
         w = rows.weight
         wx = rows.x_weight
-        total = dot(wx, head) + dot(w, l1) + dot(w, softplus)
+        # the total as log G(r+x)/G(r) - r log(1 + T/alpha) - x log(alpha+T)
+        # - s log(1 + T/beta) + softplus(d): r log alpha + s log beta and l1 would cancel
+        # to the last digits of sums in the billions as s, beta -> infinity (exponential
+        # dropout) or r, alpha -> infinity, and the optimiser would chase that noise
+        T_values = rows.T_values
+        alive = (
+            -r * np.log1p(T_values / alpha)[ti]
+            - rows.x * log_aT
+            - s * np.log1p(T_values / beta)[ti]
+        )
+        total = dot(wx, log_poch(r, ux)) + dot(w, alive) + dot(w, softplus)
 
         ww2 = w * w2
         ww1 = w - ww2
@@ -301,7 +310,11 @@ class ParetoNBD(TransactionModel):
 
     @staticmethod
     def _log_gone_integral(
-        params: Array | tuple[float, ...], x: Array, recency: Array, T: Array, gradient: bool
+        params: Array | tuple[float, ...],
+        x: Array,
+        recency: Array,
+        T: Array,
+        gradient: bool,
     ) -> tuple[Array, Array | None]:
         """log I, I = int_{t_x}^T ((alpha+T)/(alpha+tau))^(r+x) ((beta+T)/(beta+tau))^s
         dtau / (beta+tau), the share of the likelihood of "gone between t_x and T"

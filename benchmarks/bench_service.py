@@ -152,6 +152,7 @@ async def fixed_rate(
     rng = np.random.default_rng(seed)
     writes = rng.random(total) < write_share
     latencies = np.full(total, np.nan)
+    lags = np.full(total, np.nan)  # from the scheduled time until this client sent it
     statuses = np.zeros(total, dtype=np.int64)  # -1: timed out, -2: other error
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     orders: dict[str, str] = {}
@@ -164,6 +165,7 @@ async def fixed_rate(
             await asyncio.sleep(max(0.0, scheduled - loop.time()))
             customer = ids[i % len(ids)]
             order_id = f"bench-{run_id}-{i}"
+            lags[i] = loop.time() - scheduled
             try:
                 if writes[i]:
                     order = {
@@ -199,6 +201,14 @@ async def fixed_rate(
         result[f"{prefix}errors"] = int((mask & ~ok).sum())
         result[f"{prefix}timeouts"] = int((mask & (statuses == -1)).sum())
         result[f"{prefix}429_503"] = int((mask & np.isin(statuses, (429, 503))).sum())
+        if write_share:  # how late this client itself was: a busy machine shows here
+            result[f"{prefix}client_lag_p99_ms"] = round(
+                float(np.percentile(lags[mask], 99)) * 1000, 2
+            )
+            answered = (latencies[ok] - lags[ok]) * 1000
+            if len(answered):
+                result[f"{prefix}answer_p50_ms"] = round(float(np.percentile(answered, 50)), 2)
+                result[f"{prefix}answer_p99_ms"] = round(float(np.percentile(answered, 99)), 2)
         if len(ms):
             result[f"{prefix}p50_ms"] = round(float(np.percentile(ms, 50)), 2)
             if write_share == 0:

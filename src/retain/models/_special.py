@@ -82,32 +82,44 @@ def hyper_series(
     # no stopping before the terms have stopped changing sign
     settle = np.maximum(np.maximum(-a1, -a2), 0.0)
     n = 0
+    # p2 = q2 (the models' case, both 1): their factors cancel, and with p1 <= q1 the
+    # ratio of terms never exceeds z, so the terms needed are known from z: the first
+    # block covers nine rows in ten at once
+    cancel = bool(np.ndim(p2) == 0 and np.ndim(q2) == 0 and np.all(p2b == q2b))
     block = 8
+    if cancel and idx.size and np.all(a1 <= b1):
+        z_high = float(np.percentile(zz, 90))
+        if 0.0 < z_high < 1.0:
+            needed = np.log(tol * (1.0 - z_high)) / np.log(z_high)
+            block = int(np.clip(np.ceil(needed), 8, 256))
     ratio_last = np.zeros(idx.size)
     # terms are summed in blocks (cumulative products), the block doubling as long
     # as rows remain: few passes of Python even for series of thousands of terms
     with np.errstate(over="ignore", invalid="ignore"):
         while idx.size and n < max_terms:
             j = n + np.arange(block, dtype=np.float64)[None, :]
-            ratio = (
-                zz[:, None]
-                * (a1[:, None] + j)
-                * (a2[:, None] + j)
-                / ((b1[:, None] + j) * (b2[:, None] + j))
-            )
-            terms = term[:, None] * np.cumprod(ratio, axis=1)
+            up = a1[:, None] + j
+            down = b1[:, None] + j
+            ratio = up / down if cancel else up * (a2[:, None] + j) / (down * (b2[:, None] + j))
+            ratio *= zz[:, None]
+            ratio_last = ratio[:, -1].copy()
+            # the terms, in place of the ratios
+            terms = np.cumprod(ratio, axis=1, out=ratio)
+            terms *= term[:, None]
             total[idx] += terms.sum(axis=1)
             if derivatives:
                 assert d_p1 is not None and d_q1 is not None and d_z is not None
-                hp = h_p1[:, None] + np.cumsum(1.0 / (a1[:, None] + j), axis=1)
-                hq = h_q1[:, None] + np.cumsum(1.0 / (b1[:, None] + j), axis=1)
-                d_p1[idx] += np.sum(terms * hp, axis=1)
-                d_q1[idx] -= np.sum(terms * hq, axis=1)
-                d_z[idx] += np.sum(terms * (j + 1.0), axis=1) / zz
+                # running harmonic sums, in place of the factors
+                hp = np.cumsum(np.reciprocal(up, out=up), axis=1, out=up)
+                hp += h_p1[:, None]
+                hq = np.cumsum(np.reciprocal(down, out=down), axis=1, out=down)
+                hq += h_q1[:, None]
+                d_p1[idx] += np.einsum("ij,ij->i", terms, hp)
+                d_q1[idx] -= np.einsum("ij,ij->i", terms, hq)
+                d_z[idx] += np.einsum("ij,j->i", terms, j[0] + 1.0) / zz
                 h_p1, h_q1 = hp[:, -1], hq[:, -1]
             n += block
             term = terms[:, -1]
-            ratio_last = ratio[:, -1]
             # geometric bound on what is left: later ratios stay below max(|ratio|, z)
             rho = np.maximum(np.abs(ratio_last), zz)
             tail = np.abs(term) * rho / np.maximum(1.0 - rho, 1e-300)

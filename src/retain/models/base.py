@@ -617,7 +617,8 @@ class Model:
         return pd.DataFrame(cov, index=list(self.param_names), columns=list(self.param_names))
 
     def summary(self) -> pd.DataFrame:
-        """Parameters with standard errors and 95% intervals (log-normal, so positive)."""
+        """Parameters with standard errors and 95% intervals (log-normal, so positive;
+        the upper end is infinite where the data hardly pin a parameter down)."""
         self._require_fitted()
         rows = []
         for i, name in enumerate(self.param_names):

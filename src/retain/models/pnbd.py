@@ -72,7 +72,7 @@ _ALIVE_NODES = 64
 #: (max(alpha, beta) + t_x), is at least this (the series then needs at most ~150 terms),
 #: and the integral between t_x and T (:meth:`ParetoNBD._log_gone_integral`, 64 nodes)
 #: elsewhere
-_SERIES_REACH = 0.2
+_SERIES_REACH = 0.35
 #: the series for F is left for the integral in log(beta+tau) where
 #: 1 - z = (min(alpha, beta) + t_x) / (max(alpha, beta) + t_x) is below this
 _Z_NEAR_ONE = 1e-2
@@ -355,22 +355,31 @@ class ParetoNBD(TransactionModel):
         # c + tau = (c + t_x) e^(V-v), T - tau = (c + T)(1 - e^-v): neither cancels
         c_tau = c_x * np.exp(V - v)
         gap = c_T * -np.expm1(-v)
-        a_tau, b_tau = alpha - c + c_tau, beta - c + c_tau
-        log_a = np.log1p(gap / a_tau)
-        log_b = np.log1p(gap / b_tau)
-        values = k * log_a + s * log_b - np.log1p((beta - c) / c_tau)
+        b_tau = beta - c + c_tau
+        # gap / (alpha + tau) and gap / (beta + tau)
+        rel_a = gap / (alpha - c + c_tau) if alpha > c else gap / c_tau
+        rel_b = gap / b_tau
+        log_a = np.log1p(rel_a)
+        log_b = np.log1p(rel_b)
+        values = k * log_a
+        values += s * log_b
+        if beta > c:
+            values -= np.log1p((beta - c) / c_tau)
         top = np.max(values, axis=1, keepdims=True)
-        inner = np.exp(values - top) * np.tile(weights, _LOG_ALIVE_PANELS)[None, :]
+        # the integrand over its top, times the weights, in place
+        inner = np.exp(np.subtract(values, top, out=values), out=values)
+        inner *= np.tile(weights, _LOG_ALIVE_PANELS)[None, :]
         total = np.sum(inner, axis=1)
         with np.errstate(divide="ignore"):
             log_i = top[:, 0] + np.log(h[:, 0] / _LOG_ALIVE_PANELS) + np.log(total)
         if not gradient:
             return log_i, None
-        # d log(integrand) / d parameter at fixed tau, averaged under the integrand
-        d_alpha = -k * gap / ((a_tau + gap) * a_tau)
-        d_beta = -s * gap / ((b_tau + gap) * b_tau) - 1.0 / b_tau
-        share = inner / total[:, None]
-        grad = np.stack([np.sum(share * d, axis=1) for d in (log_a, d_alpha, log_b, d_beta)])
+        # d log(integrand) / d parameter at fixed tau, averaged under the integrand;
+        # (alpha + tau) + gap = alpha + T
+        d_alpha = rel_a * (-k / (alpha + T)[:, None])
+        d_beta = -(rel_b * (s / (beta + T))[:, None] + 1.0 / b_tau)
+        grad = np.stack([np.einsum("ij,ij->i", inner, d) for d in (log_a, d_alpha, log_b, d_beta)])
+        grad /= total
         return log_i, grad
 
     def _p_alive_by_integral(self, x: Array, recency: Array, T: Array) -> Array:

@@ -157,6 +157,31 @@ def test_fit_stops_once_the_likelihood_is_flat_to_rounding(monkeypatch):
     assert model.converged_ and model.max_gradient_ < 1e-9
 
 
+def test_a_fit_started_from_a_sample_of_rows_reaches_the_full_data_maximum(monkeypatch):
+    # over 3 x 3,000 distinct rows the search runs on a weighted sample of 3,000 and
+    # Newton steps finish on every row
+    data = simulate_pareto(9500, 4, r=0.55, alpha=10.6, s=0.6, beta=11.7)
+
+    class EveryRow(ParetoNBD):
+        name = ""
+        sample_rows = 10**9
+
+    finished = []
+    finish = Model._finish
+
+    def recording(self, *args):
+        finished.append(self.name)
+        return finish(self, *args)
+
+    monkeypatch.setattr(Model, "_finish", recording)
+    sampled, full = ParetoNBD().fit(data), EveryRow().fit(data)
+    assert finished == ["pnbd"]
+    assert sampled.converged_ and full.converged_
+    assert sampled.log_likelihood_ == pytest.approx(full.log_likelihood_, rel=1e-12)
+    for name, value in full.params_.items():
+        assert sampled.params_[name] == pytest.approx(value, rel=1e-8), name
+
+
 def test_a_maximum_at_a_bound_is_not_searched_again_from_more_starts(monkeypatch):
     # a small shop's Pareto/NBD maximum lies at the exponential-dropout limit (beta at
     # its bound): every start ends there, and six starts once repeated it

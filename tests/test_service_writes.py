@@ -224,8 +224,25 @@ def test_overload_is_refused_at_once_and_nothing_refused_is_stored(
     assert stored["quarantine"] == 0
 
 
+class Clock:
+    """A clock for the write queue that moves only when the test moves it (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_an_order_that_waited_too_long_is_not_stored(scored_db: Path, tmp_path: Path) -> None:
-    with serving(scored_db, tmp_path, max_pending=50, max_wait_s=0.5) as (base, service):
+    clock = Clock()
+    with serving(scored_db, tmp_path, max_pending=50, max_wait_s=0.5, clock=clock) as (
+        base,
+        service,
+    ):
 
         def write(order_id: str) -> httpx.Response:
             with httpx.Client(base_url=base, timeout=60) as client:
@@ -240,11 +257,13 @@ def test_an_order_that_waited_too_long_is_not_stored(scored_db: Path, tmp_path: 
                 ):
                     time.sleep(0.02)  # until the writer has taken late-0 and waits for the lock
                 rest = [pool.submit(write, f"late-{i}") for i in range(1, 6)]
-                time.sleep(1.0)  # late-1.. now waited longer than 0.5 s
+                while service.writer.pending() < 5 and time.monotonic() < deadline:
+                    time.sleep(0.02)  # until late-1.. are queued
+                clock.advance(1.0)  # late-1.. have now waited longer than 0.5 s
             answers = [first.result(), *(f.result() for f in rest)]
     assert answers[0].status_code == 201
     assert [a.status_code for a in answers[1:]] == [503] * 5
-    assert "waited" in answers[1].json()["detail"]
+    assert "waited 1.0 s" in answers[1].json()["detail"]
     stored = stored_orders(service.db_path, [f"late-{i}" for i in range(6)])
     assert stored["orders"] == {"late-0": 1}
 
@@ -298,16 +317,19 @@ def test_the_writer_refuses_at_once_what_it_could_not_start_in_time() -> None:
     from retain.service.orders import WritesBusy
 
     gate = threading.Event()
+    clock = Clock()
 
     def process(orders: list[dict[str, Any]]) -> list[Any]:
         if orders[0].get("hold"):
             gate.wait(30)
-        time.sleep(0.3 * len(orders))  # a pace of 0.3 s an order
+        clock.advance(0.3 * len(orders))  # a pace of 0.3 s an order
         return [dict(o) for o in orders]
 
-    writer = WriteQueue(process, max_wait_s=0.5, busy_share=1.0)  # no rest: the pace alone
+    # no rest: the pace alone
+    writer = WriteQueue(process, max_wait_s=0.5, busy_share=1.0, clock=clock)
     try:
         assert writer.submit({"n": 0}).result(30) == {"n": 0}
+        assert writer.seconds_per_order == pytest.approx(0.3)
         held = writer.submit({"hold": True})
         deadline = time.monotonic() + 30
         while writer.batches_started < 2 and time.monotonic() < deadline:
@@ -318,9 +340,12 @@ def test_the_writer_refuses_at_once_what_it_could_not_start_in_time() -> None:
             writer.submit({"n": 3})  # 0.6 s of work waiting: refused before it waits
         assert "not stored" in str(caught.value) and caught.value.retry_after == 1
         gate.set()
+        # n=1 waited for the held order (0.3 s): written; a batch holds what the pace
+        # writes in 0.5 s, one order, so n=2 waited 0.6 s for both: refused, not stored
         assert held.result(30) == {"hold": True} and taken.result(30) == {"n": 1}
-        # taken while the writer was held: written, or refused for waiting too long
-        assert more.exception(30) is None or isinstance(more.exception(), WritesBusy)
+        refused = more.exception(30)
+        assert isinstance(refused, WritesBusy) and "waited 0.6 s" in str(refused)
+        assert writer.batches == 3
     finally:
         gate.set()
         writer.close()

@@ -178,6 +178,11 @@ class Loader:
         self.encoding_given = text.check_encoding(encoding) if encoding else None
         self.encoding = "utf-8"
         self.rejected = 0  # lines set aside because they could not be read as rows
+        # SQL over a staged row's _retain_row: the source its stored and quarantined rows
+        # name, and the row number a quarantine row gives (a file: its own name and row;
+        # a batch of API orders: each order's own source, its row 1 the order)
+        self.source_sql = _lit(self.file)
+        self.row_sql = "_retain_row"
 
     # -- staging ---------------------------------------------------------------------
     def stage_file(self) -> list[str]:
@@ -584,9 +589,9 @@ class Loader:
         """``query`` yields (_retain_row, col, why, _raw_json) rows to set aside."""
         name = f"_q{len(self.quarantine_parts)}"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {_lit(self.file)} AS source_file, "
-            f"_retain_row AS row_number, {_lit(target)} AS target, col AS column_name, why AS reason, "
-            f"_raw_json AS raw FROM ({query})"
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {self.source_sql} AS source_file, "
+            f"{self.row_sql} AS row_number, {_lit(target)} AS target, col AS column_name, "
+            f"why AS reason, _raw_json AS raw FROM ({query})"
         )
         self.quarantine_parts.append(name)
 

@@ -119,7 +119,7 @@ def split_refunds(loader: Loader, clean: str) -> tuple[str, str]:
     return orders, refunds
 
 
-def _purchase(loader: Loader) -> str:
+def purchase_sql(loader: Loader) -> str:
     """SQL over a written row (with ``_status``): whether it is a purchase."""
     statuses = "('paid', 'pending')" if loader.pending_revenue else "('paid')"
     return f"(_status IN {statuses} AND NOT {FULLY_REFUNDED})"
@@ -142,8 +142,7 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
         con.execute("DELETE FROM order_refunds WHERE source_file = ?", [file])
         con.execute(
             "INSERT INTO order_refunds SELECT _target, customer_id, ordered_at, _amount, "
-            f"currency, ?, _retain_row FROM {refund_rows}",
-            [file],
+            f"currency, {loader.source_sql}, {loader.row_sql} FROM {refund_rows}"
         )
         report.refunds = loader.count(refund_rows)
     con.execute(
@@ -153,7 +152,7 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
         f"{status_sql('o.status')} AS _status "
         f"FROM {order_rows} o LEFT JOIN {totals} r USING (order_id)"
     )
-    purchase = _purchase(loader)
+    purchase = purchase_sql(loader)
     names = ", ".join(c for c in ORDERS.column_names if c != "source_file")
     written = "(SELECT order_id FROM _written)"
     # customers whose orders this file gives to another customer (see Loader.drop_orphans)
@@ -171,9 +170,8 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
     # re-inserting deleted keys several times slower
     updates = ", ".join(f"{c} = excluded.{c}" for c in ORDERS.column_names if c != "order_id")
     con.execute(
-        f"INSERT INTO orders ({names}, source_file) SELECT {names}, ? FROM _written "
-        f"WHERE {purchase} ON CONFLICT (order_id) DO UPDATE SET {updates}",
-        [file],
+        f"INSERT INTO orders ({names}, source_file) SELECT {names}, {loader.source_sql} "
+        f"FROM _written WHERE {purchase} ON CONFLICT (order_id) DO UPDATE SET {updates}"
     )
     reason = (
         f"CASE WHEN _status = 'paid' THEN '{REFUNDED_IN_FULL}: ' || "
@@ -185,8 +183,8 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
     status = "CASE WHEN _status = 'paid' THEN 'refunded' ELSE _status END"
     con.execute(
         f"INSERT INTO excluded_orders ({names}, source_file, status, reason) "
-        f"SELECT {names}, ?, {status}, {reason} FROM _written WHERE NOT {purchase}",
-        [file],
+        f"SELECT {names}, {loader.source_sql}, {status}, {reason} FROM _written "
+        f"WHERE NOT {purchase}"
     )
     report.orders = loader.count(f"_written WHERE {purchase}")
     for status_name, n in con.execute(
@@ -195,21 +193,23 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
         report.excluded[str(status_name)] = int(n)
     report.skipped_cancelled = report.excluded.get("cancelled", 0)
     if refund_rows is not None:
-        _adjust_stored(loader)
+        _adjust_stored(loader, refund_rows)
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW _purchases AS SELECT * FROM _written WHERE {purchase}"
     )
     return "_purchases"
 
 
-def _adjust_stored(loader: Loader) -> None:
+def _adjust_stored(loader: Loader, refund_rows: str) -> None:
     """Apply the change in this file's refunds to the stored orders it did not write."""
     con = loader.con
+    # the file's refund rows, under its name or (a batch of API orders) their orders' own
+    sources = f"(SELECT ? UNION SELECT {loader.source_sql} FROM {refund_rows})"
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _refund_delta AS SELECT order_id, "
         "coalesce(n.amount, 0) - coalesce(o.amount, 0) AS delta FROM "
-        "(SELECT order_id, sum(amount) AS amount FROM order_refunds WHERE source_file = ? "
-        "GROUP BY order_id) n FULL JOIN _refund_old o USING (order_id) "
+        f"(SELECT order_id, sum(amount) AS amount FROM order_refunds WHERE source_file IN "
+        f"{sources} GROUP BY order_id) n FULL JOIN _refund_old o USING (order_id) "
         "WHERE order_id NOT IN (SELECT order_id FROM _written)",
         [loader.file],
     )
@@ -238,4 +238,4 @@ def _adjust_stored(loader: Loader) -> None:
     con.execute(f"DELETE FROM excluded_orders WHERE {back}")
 
 
-__all__ = ["FULLY_REFUNDED", "REFUND_ROW", "split_refunds", "status_sql", "write"]
+__all__ = ["FULLY_REFUNDED", "REFUND_ROW", "purchase_sql", "split_refunds", "status_sql", "write"]

@@ -239,25 +239,25 @@ def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
 def ingest_batch(
     service: Service, orders: list[dict[str, Any]]
 ) -> list[dict[str, Any] | Exception]:
-    """Store each order in its own transaction (or quarantine it), then rescore their
-    customers in one pass and put their new rows in the customer index; one result (or
-    the exception that order raised, nothing of it stored) per order, in order."""
+    """Store the orders in one pass (or quarantine them: :func:`~retain.service.orders.
+    ingest_orders`), then rescore their customers in one pass and put their new rows in
+    the customer index; one result (or the exception that order raised, nothing of it
+    stored) per order, in order."""
     from retain.ingest import customer_key
-    from retain.service.orders import ingest_order, quarantined_rows
+    from retain.service.orders import ingest_orders, quarantined_rows
 
     store = service.store()
     done: list[tuple[dict[str, Any], str, Any, list[dict[str, Any]], bool, int]] = []
     results: list[dict[str, Any] | Exception] = []
     with service.write_lock:
-        for order in orders:
+        reports = ingest_orders(store, orders)
+        for order, report in zip(orders, reports, strict=True):
             # the id as the store keys it (an e-mail in any case is one customer)
             customer_id = customer_key(str(order["customer_id"]))
-            try:
-                report = ingest_order(store, order)
-                problems = quarantined_rows(store, report.file)
-            except Exception as exc:  # rolled back: this order is not stored
-                results.append(exc)
+            if isinstance(report, Exception):  # rolled back: this order is not stored
+                results.append(report)
                 continue
+            problems = quarantined_rows(store, report.file) if report.quarantined else []
             excluded = sum(report.excluded.values())
             # a purchase, a refund of a stored order, or an order kept as no purchase
             # (cancelled, refunded, unpaid): each is stored and changes the customer

@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,14 @@ from typing import Any
 import pandas as pd
 
 from retain.config import resolve_currency
-from retain.ingest import load_customers, load_lines, load_orders, observation_date
+from retain.ingest import (
+    customer_key,
+    load_customers,
+    load_lines,
+    load_orders,
+    observation_date,
+    purchases,
+)
 from retain.ingest.load import IngestReport, Loader
 from retain.schema import ORDER_LINES, ORDERS
 from retain.store import Store
@@ -52,10 +59,17 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _stage(store: Store, name: str, rows: list[dict[str, str | None]], columns: list[str]) -> None:
-    """Create the temp table ``name``: text columns plus ``_retain_row`` (1-based, as in a file)."""
+def _stage(
+    store: Store,
+    name: str,
+    rows: list[dict[str, str | None]],
+    columns: list[str],
+    numbers: list[int] | None = None,
+) -> None:
+    """Create the temp table ``name``: text columns plus ``_retain_row`` (``numbers``, else
+    1-based, as in a file)."""
     frame = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype="object") for c in columns})
-    frame["_retain_row"] = range(1, len(rows) + 1)
+    frame["_retain_row"] = numbers if numbers is not None else range(1, len(rows) + 1)
     view = f"{name}_frame"
     store.con.register(view, frame)
     try:
@@ -66,6 +80,63 @@ def _stage(store: Store, name: str, rows: list[dict[str, str | None]], columns: 
         )
     finally:
         store.con.unregister(view)
+
+
+REQUIRED_LINE_FIELDS = [c.name for c in ORDER_LINES.columns if c.required and c.name != "order_id"]
+
+
+def _complete(order: Mapping[str, Any]) -> bool:
+    """Whether the order has every field an orders file needs, and each of its lines every
+    field a lines file needs: else it goes through a pass of its own, which names what
+    is missing (a batch would only see the batch's columns)."""
+    needed = ("order_id", "customer_id", "ordered_at")
+    if any(order.get(c) is None for c in needed):
+        return False
+    if order.get("net_revenue") is None and order.get("gross") is None:
+        return False
+    lines = order.get("lines") or []
+    return all(line.get(c) is not None for line in lines for c in REQUIRED_LINE_FIELDS)
+
+
+def _passes(orders: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """The positions of ``orders`` in groups that one Loader pass each can store as if
+    one after the other: a group ends before an order_id comes again (in a file the first
+    row would win; here the later order replaces the earlier, as a second POST does) or
+    a customer's contact details come again; an incomplete order is a group of its own."""
+    groups: list[list[int]] = []
+    order_ids: set[str] = set()
+    contacts: set[str] = set()
+    closed = True  # the last group takes no more orders
+    for i, order in enumerate(orders):
+        alone = not _complete(order)
+        # keyed as the store keys ids, or more coarsely: a needless split costs time only
+        order_id = customer_key(str(order.get("order_id")))
+        customer = customer_key(str(order.get("customer_id")))
+        has_contact = any(order.get(c) is not None for c in CUSTOMER_FIELDS)
+        if closed or alone or order_id in order_ids or (has_contact and customer in contacts):
+            groups.append([])
+            order_ids, contacts = set(), set()
+        groups[-1].append(i)
+        order_ids.add(order_id)
+        if has_contact:
+            contacts.add(customer)
+        closed = alone
+    return groups
+
+
+def _quoted(text: str) -> str:
+    """SQL: ``text`` as a string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _case(starts: list[int], values: list[str]) -> str:
+    """SQL over ``_retain_row``: ``values[i]`` for the rows from ``starts[i]`` on."""
+    if len(values) == 1:
+        return values[0]
+    arms = " ".join(
+        f"WHEN _retain_row < {s} THEN {v}" for s, v in zip(starts[1:], values[:-1], strict=True)
+    )
+    return f"CASE {arms} ELSE {values[-1]} END"
 
 
 def ingest_order(
@@ -87,45 +158,146 @@ def ingest_order(
     the order was stored, 0 when it was quarantined (``examples`` say why).
     Raises :class:`~retain.errors.SchemaError` when a required field is absent.
     """
+    result = ingest_orders(store, [order], as_of=as_of, currency=currency, rates=rates)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def ingest_orders(
+    store: Store,
+    orders: Sequence[Mapping[str, Any]],
+    *,
+    as_of: dt.datetime | None = None,
+    currency: str | None = None,
+    rates: Mapping[str, float] | None = None,
+) -> list[IngestReport | Exception]:
+    """:func:`ingest_order` for a batch of orders, in one Loader pass (one transaction)
+    where it can: the result is as if they were stored one after the other. Each order
+    keeps its own source (``api:POST /api/orders <time> <order_id> <tag>``) and row
+    numbers (row 1 the order, rows 2 and on its lines), and its own report, or the
+    exception it raised (nothing of that order stored). An order whose row is
+    quarantined does not keep the others of its batch from being stored. The work is
+    a fixed number of statements a pass, each over the batch's rows and the stored rows
+    of the batch's orders and customers, not over the store."""
     wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     now = as_of or observation_date(store) or wall
-    stamp = wall.strftime("%Y-%m-%dT%H:%M:%S")
-    source = f"api:POST /api/orders {stamp} {order.get('order_id')} {uuid.uuid4().hex[:8]}"
     currency = resolve_currency(store, currency)
-    loader = Loader(store, Path(source), as_of=now, currency=currency, rates=rates or {})
-    # Loader names the source by its path; keep the label exactly as written
-    loader.file = source
-    order_columns = [c for c in ORDER_FIELDS if order.get(c) is not None]
-    lines = list(order.get("lines") or [])
-    report = IngestReport(file=source, format="orders", rows_read=1 + len(lines))
+    results: list[IngestReport | Exception] = [Exception("not ingested")] * len(orders)
+    for group in _passes(orders):
+        batch = [orders[i] for i in group]
+        try:
+            reports: list[IngestReport | Exception] = list(
+                _ingest_pass(store, batch, now, wall, currency, rates or {})
+            )
+        except Exception as exc:  # rolled back: each order again alone, so one cannot
+            if len(batch) == 1:  # refuse the others
+                reports = [exc]
+            else:
+                reports = []
+                for order in batch:
+                    try:
+                        reports.extend(
+                            _ingest_pass(store, [order], now, wall, currency, rates or {})
+                        )
+                    except Exception as alone:
+                        reports.append(alone)
+        for i, report in zip(group, reports, strict=True):
+            results[i] = report
+    return results
 
-    _stage(store, "_raw", [{c: _text(order.get(c)) for c in order_columns}], order_columns)
+
+def _ingest_pass(
+    store: Store,
+    orders: list[Mapping[str, Any]],
+    now: dt.datetime,
+    wall: dt.datetime,
+    currency: str,
+    rates: Mapping[str, float],
+) -> list[IngestReport]:
+    """Store ``orders`` (no order_id twice) in one Loader pass and one transaction."""
+    stamp = wall.strftime("%Y-%m-%dT%H:%M:%S")
+    tag = uuid.uuid4().hex[:8]
+    sources = [f"api:POST /api/orders {stamp} {o.get('order_id')} {tag}" for o in orders]
+    if len(orders) > 1:  # one order's source is unique by its order_id in the batch
+        sources = [f"{s}-{i}" for i, s in enumerate(sources)]
+    # each order's rows: the order, then its lines, numbered on through the batch
+    starts, row = [], 1
+    for order in orders:
+        starts.append(row)
+        row += 1 + len(order.get("lines") or [])
+    loader = Loader(store, Path(sources[0]), as_of=now, currency=currency, rates=rates)
+    # Loader names the source by its path; keep the label exactly as written
+    loader.file = sources[0] if len(orders) == 1 else f"api:POST /api/orders {stamp} {tag}"
+    loader.source_sql = _case(starts, [_quoted(s) for s in sources])
+    loader.row_sql = f"_retain_row - {_case(starts, [str(s - 1) for s in starts])}"
+    reports = [
+        IngestReport(file=s, format="orders", rows_read=1 + len(o.get("lines") or []))
+        for s, o in zip(sources, orders, strict=True)
+    ]
+    total = IngestReport(file=loader.file, format="orders", rows_read=row - 1)
+    by_row = {start: i for i, start in enumerate(starts)}
+    order_columns = [c for c in ORDER_FIELDS if any(o.get(c) is not None for o in orders)]
+    rows = [{c: _text(o.get(c)) for c in order_columns} for o in orders]
+    _stage(store, "_raw", rows, order_columns, starts)
     try:
         with loader.transaction():
-            load_orders(loader, order_columns, None, report)
-            stored = report.orders > 0
-            if stored and lines:
+            load_orders(loader, order_columns, None, total)
+            status = "CASE WHEN _status = 'paid' THEN 'refunded' ELSE _status END"
+            bought: list[int] = []
+            for start, purchase, why in loader.con.execute(
+                f"SELECT _retain_row, {purchases.purchase_sql(loader)}, {status} FROM _written"
+            ).fetchall():
+                report = reports[by_row[start]]
+                if purchase:
+                    report.orders = 1
+                    bought.append(by_row[start])
+                else:
+                    report.excluded[str(why)] = 1
+            for (start,) in loader.con.execute("SELECT _retain_row FROM _refund_rows").fetchall():
+                reports[by_row[start]].refunds = 1
+            stored = [orders[i] for i in bought]
+            if any(o.get("lines") for o in stored):
                 line_columns = ["order_id", *LINE_FIELDS]
-                rows = [
-                    {"order_id": _text(order.get("order_id"))}
-                    | {c: _text(line.get(c)) for c in LINE_FIELDS}
-                    for line in lines
-                ]
-                _stage(store, "_raw_lines", rows, line_columns)
-                # rows 2.. are the lines: row 1 is the order
-                loader.con.execute("UPDATE _raw_lines SET _retain_row = _retain_row + 1")
-                load_lines(loader, line_columns, None, report, raw="_raw_lines")
-            contact = [c for c in CUSTOMER_FIELDS if order.get(c) is not None]
-            if stored and contact:
+                lines, numbers = [], []
+                for i in bought:
+                    for n, line in enumerate(orders[i].get("lines") or [], start=1):
+                        lines.append(
+                            {"order_id": _text(orders[i].get("order_id"))}
+                            | {c: _text(line.get(c)) for c in LINE_FIELDS}
+                        )
+                        numbers.append(starts[i] + n)  # row 1 is the order
+                _stage(store, "_raw_lines", lines, line_columns, numbers)
+                load_lines(loader, line_columns, None, total, raw="_raw_lines")
+            contact = [c for c in CUSTOMER_FIELDS if any(o.get(c) is not None for o in stored)]
+            given = [i for i in bought if any(orders[i].get(c) is not None for c in contact)]
+            if given:
                 columns = ["customer_id", *contact]
-                _stage(store, "_raw", [{c: _text(order.get(c)) for c in columns}], columns)
-                orders_loaded = report.orders
-                load_customers(loader, columns, None, report)
-                report.orders = orders_loaded
-            loader.write_quarantine(report)
+                people = [{c: _text(orders[i].get(c)) for c in columns} for i in given]
+                _stage(store, "_raw", people, columns, [starts[i] for i in given])
+                load_customers(loader, columns, None, total)
+            loader.write_quarantine(total)
+            if loader.quarantine_parts:
+                union = " UNION ALL ".join(f"SELECT * FROM {p}" for p in loader.quarantine_parts)
+                problems = loader.con.execute(
+                    f"SELECT source_file, row_number, column_name, reason FROM ({union}) "
+                    "ORDER BY source_file, row_number"
+                ).fetchall()
+                index = {s: i for i, s in enumerate(sources)}
+                for source, number, column, reason in problems:
+                    report = reports[index[source]]
+                    report.quarantined += 1
+                    key = reason.split(":")[0]
+                    report.reasons[key] = report.reasons.get(key, 0) + 1
+                    if len(report.examples) < 3:
+                        where = f", column '{column}'" if column else ""
+                        report.examples.append(f"row {number}{where}: {reason}")
     finally:
         loader.con.execute("DROP TABLE IF EXISTS _raw_lines")
-    return report
+    for report in reports:
+        report.customers = 1 if report.orders else 0
+        report.skipped_cancelled = report.excluded.get("cancelled", 0)
+    return reports
 
 
 def quarantined_rows(store: Store, source: str) -> list[dict[str, Any]]:
@@ -173,6 +345,9 @@ class WriteQueue:
     reads (which need the same CPU and interpreter) the rest. An order whose request is
     given up (its future cancelled) before it starts is not stored either; one that has
     started is stored and answered.
+
+    ``clock`` (seconds, :func:`time.monotonic` by default) measures the waits, the pace and
+    the rests: a test gives a clock of its own and decides what each batch takes.
     """
 
     def __init__(
@@ -183,8 +358,10 @@ class WriteQueue:
         max_wait_s: float = 1.0,
         max_batch: int = 32,
         busy_share: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.process = process
+        self.clock = clock
         self.max_pending = max_pending
         self.max_wait_s = max_wait_s
         self.max_batch = max_batch
@@ -192,8 +369,9 @@ class WriteQueue:
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._closed = False
+        self._closing = threading.Event()  # ends a rest at once
         self.seconds_per_order = 0.0  # the pace of the last batches, averaged
-        self._rest_until = 0.0  # the writer rests until then (time.monotonic)
+        self._rest_until = 0.0  # the writer rests until then (``clock``)
         self.batches_started = 0  # batches handed to ``process``
         self.batches = 0  # batches written
         self._thread = threading.Thread(target=self._run, name="retain-writer", daemon=True)
@@ -212,7 +390,7 @@ class WriteQueue:
             waiting = self._queue.qsize()
             # the rest under way and the work already waiting: an idle writer takes any
             # order, however slow
-            resting = max(0.0, self._rest_until - time.monotonic())
+            resting = max(0.0, self._rest_until - self.clock())
             behind = resting + waiting * self.seconds_per_order
             if waiting >= self.max_pending or behind > self.max_wait_s:
                 raise WritesBusy(
@@ -221,7 +399,7 @@ class WriteQueue:
                     "order_id again is stored once)",
                     retry_after=max(1, math.ceil(behind)),
                 )
-            self._queue.put(_Job(order, future, time.monotonic()))
+            self._queue.put(_Job(order, future, self.clock()))
         return future
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -229,6 +407,7 @@ class WriteQueue:
         stop the thread."""
         with self._lock:
             self._closed = True
+            self._closing.set()
             self._queue.put(None)
         self._thread.join(timeout=timeout_s)
 
@@ -261,7 +440,7 @@ class WriteQueue:
                 )
 
     def _write(self, batch: list[_Job]) -> None:
-        now = time.monotonic()
+        now = self.clock()
         started: list[_Job] = []
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
@@ -278,12 +457,12 @@ class WriteQueue:
         if not started:
             return
         self.batches_started += 1
-        began = time.monotonic()
+        began = self.clock()
         try:
             results = self.process([job.order for job in started])
         except Exception as exc:  # every waiting request hears of it
             results = [exc] * len(started)
-        busy = time.monotonic() - began
+        busy = self.clock() - began
         # the pace counts the rest that follows, as the orders waiting will wait for it
         pace = busy / self.busy_share / len(started)
         self.seconds_per_order = (
@@ -296,6 +475,7 @@ class WriteQueue:
             else:
                 job.future.set_result(result)
         # leave the CPU to the reads for a while: writes take at most busy_share of it
-        self._rest_until = time.monotonic() + busy * (1 / self.busy_share - 1)
-        while not self._closed and time.monotonic() < self._rest_until:
-            time.sleep(min(0.05, max(0.0, self._rest_until - time.monotonic())))
+        rest = busy * (1 / self.busy_share - 1)
+        self._rest_until = self.clock() + rest
+        if rest > 0:
+            self._closing.wait(rest)

@@ -349,3 +349,105 @@ def test_the_writer_refuses_at_once_what_it_could_not_start_in_time() -> None:
     finally:
         gate.set()
         writer.close()
+
+
+class Counted:
+    """A DuckDB connection that counts the statements run on it."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+        self.statements = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        self.statements += 1
+        return self.con.execute(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.con, name)
+
+
+def test_a_batch_is_one_pass_and_each_order_keeps_its_own_answer(
+    scored_db: Path, tmp_path: Path
+) -> None:
+    from retain.service.orders import ingest_orders, quarantined_rows
+
+    path = tmp_path / "batch.duckdb"
+    shutil.copy(scored_db, path)
+    with Store(path) as store:
+
+        def orders_of(prefix: str, n: int) -> list[dict[str, Any]]:
+            """A good order, one with contact details, one dated too late, one with a
+            bad line, then good ones: ``n`` in all."""
+            late = order(f"{prefix}-2", "1013") | {"ordered_at": "2030-01-01T00:00:00"}
+            bad_line = order(f"{prefix}-3", "1014")
+            bad_line["lines"] = [{"sku": "SKU-1", "quantity": "two", "unit_price": 30}]
+            return [
+                order(f"{prefix}-0", "1012", 10.0),
+                order(f"{prefix}-1", f"new-{prefix}", 20.0) | {"email": "New@Example.com"},
+                late,
+                bad_line,
+                *(order(f"{prefix}-{i}", f"many-{i}") for i in range(4, n)),
+            ]
+
+        counted = Counted(store.con)
+        store.con = counted  # type: ignore[assignment]
+        ingest_orders(store, orders_of("a", 4))
+        four = counted.statements
+        counted.statements = 0
+        batch = orders_of("b", 20)
+        reports = ingest_orders(store, batch)
+        # one pass: as many statements for 20 orders as for 4
+        assert counted.statements == four
+        store.con = counted.con
+        assert not any(isinstance(r, Exception) for r in reports)
+        assert [r.orders for r in reports] == [1, 1, 0, *[1] * 17]  # type: ignore[union-attr]
+        sources = [r.file for r in reports]  # type: ignore[union-attr]
+        assert len(set(sources)) == 20 and all(f" b-{i} " in s for i, s in enumerate(sources))
+        # the quarantined order names its own row 1, the bad line its row 2
+        assert [(q["row"], q["column"]) for q in quarantined_rows(store, sources[2])] == [
+            (1, "ordered_at")
+        ]
+        assert [(q["row"], q["column"]) for q in quarantined_rows(store, sources[3])] == [
+            (2, "quantity")
+        ]
+        assert reports[3].order_lines == 0 and reports[3].quarantined == 1  # type: ignore[union-attr]
+        assert quarantined_rows(store, sources[0]) == []
+        stored = dict(
+            store.con.execute(
+                "SELECT order_id, source_file FROM orders WHERE order_id LIKE 'b-%'"
+            ).fetchall()
+        )
+        assert sorted(stored) == sorted(f"b-{i}" for i in range(20) if i != 2)
+        assert all(stored[f"b-{i}"] == sources[i] for i in range(20) if i != 2)
+        assert store.scalar("SELECT email FROM customers WHERE customer_id = 'new-b'") == (
+            "new@example.com"
+        )
+        lines = store.scalar("SELECT count(*) FROM order_lines WHERE order_id LIKE 'b-%'")
+        assert lines == 18  # every stored order's line but b-3's bad one
+
+
+def test_the_same_order_twice_in_a_batch_is_stored_once_as_the_later(
+    scored_db: Path, tmp_path: Path
+) -> None:
+    from retain.service.orders import ingest_orders
+
+    path = tmp_path / "twice.duckdb"
+    shutil.copy(scored_db, path)
+    with Store(path) as store:
+        reports = ingest_orders(
+            store,
+            [
+                order("t-1", "1012", 10.0) | {"name": "First"},
+                order("t-2", "1012", 5.0) | {"name": "Second"},
+                order("t-1", "1012", 40.0),
+            ],
+        )
+        assert [r.orders for r in reports] == [1, 1, 1]  # type: ignore[union-attr]
+        assert [r.quarantined for r in reports] == [0, 0, 0]  # type: ignore[union-attr]
+        rows = store.con.execute(
+            "SELECT order_id, net_revenue FROM orders WHERE order_id LIKE 't-%' ORDER BY 1"
+        ).fetchall()
+        assert rows == [("t-1", 40.0), ("t-2", 5.0)]
+        assert (
+            store.scalar("SELECT sum(unit_price) FROM order_lines WHERE order_id = 't-1'") == 40.0
+        )

@@ -1,7 +1,7 @@
 """Service benchmark: GET /api/customers/{id} under a fixed load on loopback.
 
     python benchmarks/bench_service.py [--customers 1000000] [--rate 200] [--seconds 30]
-                                       [--write-share 0.1] [--writes-only]
+                                       [--write-share 0.1] [--writes-only [--db STORE]]
 
 Builds ``benchmarks/data/<n>/service.duckdb``: the ingest benchmark's store
 plus the generated order lines and customers, model scores for every customer
@@ -258,16 +258,25 @@ TARGET_WRITE_P99_MS = 250.0
 
 
 def run_writes(
-    n_customers: int, rate: float = 200.0, seconds: float = 30.0, write_share: float = 0.1
+    n_customers: int,
+    rate: float = 200.0,
+    seconds: float = 30.0,
+    write_share: float = 0.1,
+    db: Path | None = None,
 ) -> dict:
-    """Reads and ``POST /api/orders`` mixed, against a writable copy of the benchmark store;
+    """Reads and ``POST /api/orders`` mixed, against a writable copy of the benchmark store
+    (or of ``db``, a fitted and scored store such as ``make demo``'s, copied next to it);
     afterwards, the store is checked against every answer (:func:`check_orders`)."""
     import os
 
     from retain.store import Store
 
-    db, source = prepare(n_customers)
-    copy = db.with_name("service-writes.duckdb")
+    if db is None:
+        db, source = prepare(n_customers)
+        copy = db.with_name("service-writes.duckdb")
+    else:
+        source = f"the store {db.name}"
+        copy = db.with_name(f"{db.stem}-writes.duckdb")
     for path in (copy, Path(f"{copy}.wal")):
         path.unlink(missing_ok=True)
     shutil.copy(db, copy)
@@ -471,9 +480,16 @@ def main() -> None:
     parser.add_argument(
         "--writes-only", action="store_true", help="only the run with writes (no page timings)"
     )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        help="with --writes-only: a fitted and scored store to serve a copy of (e.g. make "
+        "demo's demo.duckdb) instead of the generated one",
+    )
     args = parser.parse_args()
     if args.writes_only:
-        rows = [run_writes(args.customers, args.rate, args.seconds, args.write_share)]
+        db = args.db.resolve() if args.db else None
+        rows = [run_writes(args.customers, args.rate, args.seconds, args.write_share, db)]
     else:
         rows = run(args.customers, args.rate, args.seconds, args.write_share)
     print(json.dumps(rows, indent=2))

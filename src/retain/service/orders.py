@@ -8,6 +8,10 @@ parsing, checks, messages, duplicate handling and quarantine. An order whose
 Quarantined rows name the source ``api:POST /api/orders`` with the time and
 the order id; row 1 is the order, rows 2 and on its lines, in order.
 
+A batch of orders (:func:`ingest_orders`) is staged as the rows of one file and
+goes through one Loader pass: the cost is a fixed number of statements a pass,
+not a number an order. Each order keeps its own source, row numbers and report.
+
 Dates follow the file ingest's rule: an order dated after the store's
 observation date (the ``as_of`` of its latest file ingest, see
 :func:`retain.ingest.observation_date`; the wall clock for a live store) is
@@ -331,8 +335,8 @@ class WriteQueue:
 
     ``process`` takes the orders of one batch (at most ``max_batch``, those queued while
     the previous batch was written) and returns one result or exception per order, in
-    order; it stores each order in its own transaction and may share the rest of the
-    work (rescoring, the customer index) across the batch. Requests wait on a future and
+    order; it stores the batch's orders together (:func:`ingest_orders`) and shares the
+    rest of the work (rescoring, the customer index) across the batch. Requests wait on a future and
     hold no server thread meanwhile, so reads never queue behind writes.
 
     Bounded: :meth:`submit` raises :class:`WritesBusy` at once when ``max_pending`` orders

@@ -68,7 +68,7 @@ LOG_BOUND = 20.7
 #: L-BFGS-B stops where no slope of the mean log-likelihood (log-parameters) exceeds
 #: this; Newton steps then polish to full precision. A tighter stop only repeats line
 #: searches that cannot improve an objective already flat to rounding
-_GTOL = 1e-8
+_GTOL = 1e-7
 FORMAT_VERSION = 1
 
 Duration = float | int | str | dt.timedelta | pd.Timedelta

@@ -318,34 +318,61 @@ def test_the_writer_refuses_at_once_what_it_could_not_start_in_time() -> None:
 
     gate = threading.Event()
     clock = Clock()
+    sizes: list[int] = []
 
     def process(orders: list[dict[str, Any]]) -> list[Any]:
         if orders[0].get("hold"):
             gate.wait(30)
-        clock.advance(0.3 * len(orders))  # a pace of 0.3 s an order
+        sizes.append(len(orders))
+        clock.advance(0.3)  # a batch takes 0.3 s whatever its size
         return [dict(o) for o in orders]
 
-    # no rest: the pace alone
-    writer = WriteQueue(process, max_wait_s=0.5, busy_share=1.0, clock=clock)
+    # no rest: the pace alone; batches of at most 2 orders
+    writer = WriteQueue(process, max_wait_s=0.5, max_batch=2, busy_share=1.0, clock=clock)
     try:
         assert writer.submit({"n": 0}).result(30) == {"n": 0}
-        assert writer.seconds_per_order == pytest.approx(0.3)
+        assert writer.seconds_per_batch == pytest.approx(0.3)
         held = writer.submit({"hold": True})
         deadline = time.monotonic() + 30
         while writer.batches_started < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        taken = writer.submit({"n": 1})  # nothing waiting: taken
-        more = writer.submit({"n": 2})  # 0.3 s of work waiting: within 0.5 s
+        taken = writer.submit({"n": 1})  # starts after the batch under way: 0.3 s
+        more = writer.submit({"n": 2})  # in the same next batch: 0.3 s
         with pytest.raises(WritesBusy) as caught:
-            writer.submit({"n": 3})  # 0.6 s of work waiting: refused before it waits
+            writer.submit({"n": 3})  # a batch later: 0.6 s, refused before it waits
         assert "not stored" in str(caught.value) and caught.value.retry_after == 1
         gate.set()
-        # n=1 waited for the held order (0.3 s): written; a batch holds what the pace
-        # writes in 0.5 s, one order, so n=2 waited 0.6 s for both: refused, not stored
-        assert held.result(30) == {"hold": True} and taken.result(30) == {"n": 1}
-        refused = more.exception(30)
+        assert held.result(30) == {"hold": True}
+        assert taken.result(30) == {"n": 1} and more.result(30) == {"n": 2}
+        assert sizes == [1, 1, 2] and writer.batches == 3
+    finally:
+        gate.set()
+        writer.close()
+
+
+def test_an_order_not_started_in_time_is_refused_when_its_turn_comes() -> None:
+    from retain.service.orders import WritesBusy
+
+    gate = threading.Event()
+    clock = Clock()
+
+    def process(orders: list[dict[str, Any]]) -> list[Any]:
+        if orders[0].get("hold"):
+            gate.wait(30)
+            clock.advance(0.6)  # the held batch took longer than anyone waits
+        return [dict(o) for o in orders]
+
+    writer = WriteQueue(process, max_wait_s=0.5, busy_share=1.0, clock=clock)
+    try:
+        held = writer.submit({"hold": True})  # an idle writer takes it
+        deadline = time.monotonic() + 30
+        while writer.batches_started < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        late = writer.submit({"n": 1})  # nothing measured yet: taken
+        gate.set()
+        assert held.result(30) == {"hold": True}
+        refused = late.exception(30)
         assert isinstance(refused, WritesBusy) and "waited 0.6 s" in str(refused)
-        assert writer.batches == 3
     finally:
         gate.set()
         writer.close()

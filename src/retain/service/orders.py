@@ -340,11 +340,13 @@ class WriteQueue:
     hold no server thread meanwhile, so reads never queue behind writes.
 
     Bounded: :meth:`submit` raises :class:`WritesBusy` at once when ``max_pending`` orders
-    are already waiting, or when those waiting would take longer than ``max_wait_s``
-    seconds to write at the pace measured so far (``seconds_per_order``); an order that
-    still waited ``max_wait_s`` seconds without being started is answered
-    :class:`WritesBusy` and never stored. A batch holds no more orders than that pace
-    writes in ``max_wait_s``. After a batch that took ``t`` seconds the writer rests
+    are already waiting, or when the new order could not start within ``max_wait_s``
+    seconds: it waits for the batch under way (or the rest after it), then for the
+    batches of ``max_batch`` orders ahead of it, each taking the time a batch took so far
+    (``seconds_per_batch``, its rest included: a batch costs about the same whatever its
+    size); an order that still waited ``max_wait_s`` seconds without being started is
+    answered :class:`WritesBusy` and never stored. After a batch that took ``t`` seconds
+    the writer rests
     ``t * (1 / busy_share - 1)``: writes take at most ``busy_share`` of the time, and the
     reads (which need the same CPU and interpreter) the rest. An order whose request is
     given up (its future cancelled) before it starts is not stored either; one that has
@@ -374,7 +376,8 @@ class WriteQueue:
         self._lock = threading.Lock()
         self._closed = False
         self._closing = threading.Event()  # ends a rest at once
-        self.seconds_per_order = 0.0  # the pace of the last batches, averaged
+        self.seconds_per_batch = 0.0  # a batch and its rest, seconds, averaged
+        self._busy = False  # a batch is being written
         self._rest_until = 0.0  # the writer rests until then (``clock``)
         self.batches_started = 0  # batches handed to ``process``
         self.batches = 0  # batches written
@@ -392,10 +395,11 @@ class WriteQueue:
             if self._closed:
                 raise WritesBusy("not stored: the service is shutting down", retry_after=5)
             waiting = self._queue.qsize()
-            # the rest under way and the work already waiting: an idle writer takes any
-            # order, however slow
-            resting = max(0.0, self._rest_until - self.clock())
-            behind = resting + waiting * self.seconds_per_order
+            # the batch or the rest under way, then the batches already waiting: an idle
+            # writer takes any order, however slow
+            now = self.seconds_per_batch if self._busy else self._rest_until - self.clock()
+            ahead = waiting // self.max_batch
+            behind = max(0.0, now) + ahead * self.seconds_per_batch
             if waiting >= self.max_pending or behind > self.max_wait_s:
                 raise WritesBusy(
                     f"not stored: {waiting} orders are already waiting to be written "
@@ -421,9 +425,7 @@ class WriteQueue:
             if job is None:
                 break
             batch = [job]
-            pace = self.seconds_per_order
-            most = self.max_batch if pace <= 0 else int(self.max_wait_s / pace)
-            while len(batch) < min(self.max_batch, max(1, most)):
+            while len(batch) < self.max_batch:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -461,16 +463,17 @@ class WriteQueue:
         if not started:
             return
         self.batches_started += 1
+        self._busy = True
         began = self.clock()
         try:
             results = self.process([job.order for job in started])
         except Exception as exc:  # every waiting request hears of it
             results = [exc] * len(started)
         busy = self.clock() - began
-        # the pace counts the rest that follows, as the orders waiting will wait for it
-        pace = busy / self.busy_share / len(started)
-        self.seconds_per_order = (
-            pace if not self.batches else 0.7 * self.seconds_per_order + 0.3 * pace
+        # with the rest that follows, as the orders waiting will wait for it
+        took = busy / self.busy_share
+        self.seconds_per_batch = (
+            took if not self.batches else 0.7 * self.seconds_per_batch + 0.3 * took
         )
         self.batches += 1
         for job, result in zip(started, results, strict=True):
@@ -481,5 +484,6 @@ class WriteQueue:
         # leave the CPU to the reads for a while: writes take at most busy_share of it
         rest = busy * (1 / self.busy_share - 1)
         self._rest_until = self.clock() + rest
+        self._busy = False
         if rest > 0:
             self._closing.wait(rest)

@@ -363,7 +363,7 @@ class WriteQueue:
         max_pending: int = 64,
         max_wait_s: float = 1.0,
         max_batch: int = 32,
-        busy_share: float = 0.5,
+        busy_share: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.process = process

@@ -43,6 +43,16 @@ sys.path.insert(0, str(HERE))
 TARGET_P99_MS = 20.0
 
 
+def sample_customers(store: Any, seed: int) -> tuple[int, list[str]]:
+    """How many customers the store holds, and 20,000 of their ids drawn at random."""
+    customers = int(store.scalar("SELECT count(DISTINCT customer_id) FROM orders"))
+    ids = store.query(
+        "SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders) "
+        f"USING SAMPLE 20000 ROWS (reservoir, {int(seed)})"
+    )["customer_id"]
+    return customers, ids.astype(str).tolist()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -281,16 +291,8 @@ def run_writes(
         path.unlink(missing_ok=True)
     shutil.copy(db, copy)
     with Store(copy, read_only=True) as store:
-        customers = int(store.scalar("SELECT count(DISTINCT customer_id) FROM orders"))
+        customers, ids = sample_customers(store, seed=2)
         day = str(store.scalar("SELECT CAST(max(ordered_at) AS DATE) FROM orders"))
-        ids = (
-            store.query(
-                "SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders) "
-                "USING SAMPLE 20000 ROWS (reservoir, 2)"
-            )["customer_id"]
-            .astype(str)
-            .tolist()
-        )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETAIN_API_KEY")}
@@ -348,15 +350,7 @@ def run(
 
     db, source = prepare(n_customers)
     with Store(db, read_only=True) as store:
-        customers = int(store.scalar("SELECT count(DISTINCT customer_id) FROM orders"))
-        ids = (
-            store.query(
-                "SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders) "
-                "USING SAMPLE 20000 ROWS (reservoir, 1)"
-            )["customer_id"]
-            .astype(str)
-            .tolist()
-        )
+        customers, ids = sample_customers(store, seed=1)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(

@@ -60,12 +60,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from retain import config
 from retain.errors import ArgumentError, ModelError, StoreError
-from retain.features import summarize
+from retain.features import GRAINS, SUMMARY_SQL, summarize
 from retain.guard import check_fit, failed, store_history
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
 from retain.models.base import UNIT_DAYS
@@ -488,8 +489,7 @@ def rescore_customers(
     no segment columns), so that a caller that shows them need not measure them again."""
     ids = list(dict.fromkeys(str(c) for c in customer_ids))
     store.require_orders()
-    basis = load_score_basis(store)
-    model, spend, row = load_fit(store, basis.fit_id)
+    basis, model, spend, row = _scoring_inputs(store)
     end = config.observation_day(store, as_of)
     scored = _score(store, model, spend, row, end, basis, customer_ids=ids)
     if len(scored.table):
@@ -500,6 +500,40 @@ def rescore_customers(
             )
             con.execute(f"INSERT INTO customer_scores BY NAME {source}")
     return _report(scored, row, end, spend is not None), scored.customer_rows
+
+
+_INPUTS: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+
+def _scoring_inputs(
+    store: Store,
+) -> tuple[ScoreBasis, TransactionModel, GammaGamma | None, dict[str, Any]]:
+    """:func:`load_score_basis` and :func:`load_fit` of its fit, read and parsed once per
+    full scoring: one statement reads the ``score_basis`` row, and the same row (same
+    store, same fit, same ``scored_at``) gives the same basis and models (a fit's row of
+    ``model_fits`` is never changed)."""
+    key_row: str | None = None
+    if store.path != ":memory:":
+        with contextlib.suppress(duckdb.Error):
+            found = store.con.execute(
+                "SELECT b.*, (SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = 'customer_scores') AS has_scores FROM score_basis AS b LIMIT 1"
+            ).fetchall()
+            if found and found[0][-1]:
+                key_row = repr(found[0])  # the boundaries are lists: key on the text
+    if key_row is None:  # no full scoring, or nothing to key on: the errors of the long way
+        basis = load_score_basis(store)
+        return (basis, *load_fit(store, basis.fit_id))
+    key = (str(store.path), key_row)
+    hit = _INPUTS.get(key)
+    if hit is None:
+        basis = load_score_basis(store)
+        hit = (basis, *load_fit(store, basis.fit_id))
+        if len(_INPUTS) >= 8:
+            _INPUTS.clear()
+        _INPUTS[key] = hit
+    basis, model, spend, row = hit
+    return basis, model, spend, row
 
 
 @dataclass
@@ -605,14 +639,36 @@ def _summary(
     unit, grain = row["unit"], row["grain"]
     if customer_ids is None:
         return summarize(store, observation_end=end, unit=unit, grain=grain)
-    orders = store.con.execute(
-        "SELECT customer_id, ordered_at, net_revenue FROM orders "
-        "WHERE customer_id IN (SELECT unnest($ids)) AND ordered_at < $end",
-        {"ids": customer_ids, "end": end + dt.timedelta(days=1)},
+    # summarize's own query over these customers' orders, on the store's connection: one
+    # statement, not a connection of its own and the checks of a frame it was handed
+    cutoff = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())
+    result = store.con.execute(
+        CUSTOMERS_SUMMARY_SQL,
+        {
+            "ids": customer_ids,
+            "grain": GRAINS[grain],
+            "observation_end": dt.datetime.combine(end, dt.time()),
+            "cutoff": cutoff,
+            "unit_days": float(UNIT_DAYS[unit]),
+        },
     ).df()
-    if orders.empty:
+    if result.empty:
         return None
-    return summarize(orders, observation_end=end, unit=unit, grain=grain)
+    result = result.set_index("customer_id")
+    result["frequency"] = result["frequency"].astype("int64")
+    result.attrs.update({"unit": unit, "grain": grain, "observation_end": end.isoformat()})
+    return result
+
+
+# The summaries of the customers $ids (features.SUMMARY_SQL over their orders alone).
+CUSTOMERS_SUMMARY_SQL = f"""
+WITH src AS (
+    SELECT customer_id, ordered_at AS ts, net_revenue AS amount
+    FROM orders
+    WHERE customer_id IN (SELECT unnest($ids)) AND ordered_at < $cutoff
+)
+SELECT * FROM ({SUMMARY_SQL}) ORDER BY customer_id
+"""
 
 
 def _score(

@@ -11,6 +11,8 @@ has them, and churn risk with its reason (:mod:`retain.segments.risk`).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,11 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from retain.config import observation_day
 from retain.errors import ArgumentError, SchemaError
 from retain.segments.rfm import (
     RFM_COLUMNS,
+    RFM_MEASURES_SQL,
     RFM_SQL,
     AsOf,
     RfmBoundaries,
@@ -109,10 +113,18 @@ def run_segmented_sql(
 
 
 def resolve_rules(rules: Rules) -> SegmentRules:
-    """A rule table from a :class:`SegmentRules`, a TOML file path, or ``None`` (the default)."""
+    """A rule table from a :class:`SegmentRules`, a TOML file path, or ``None`` (the default,
+    read once: the shipped file does not change while the process runs)."""
     if isinstance(rules, SegmentRules):
         return rules
+    if rules is None:
+        return _default_rules()
     return load_rules(rules)
+
+
+@functools.cache
+def _default_rules() -> SegmentRules:
+    return load_rules(None)
 
 
 def customer_segments(
@@ -225,6 +237,12 @@ def _per_customer(
     renamed = {"churn_risk": "r.risk", "churn_reason": "r.reason", "action": "d.action",
                "offer": "d.offer"}  # fmt: skip
     select = ", ".join(f"{renamed.get(c, 'r.' + c)} AS {c}" for c in columns)
+    few = customers is not None and boundaries is not None and scores is not None
+    if few and isinstance(data, Store) and not measure:
+        assert customers is not None and boundaries is not None and scores is not None
+        return _some_customers(
+            data, select, as_of, table, scores, thresholds, customers, boundaries
+        )
     with segmented(
         data,
         as_of=as_of,
@@ -251,6 +269,156 @@ def _per_customer(
     if found is not None:
         frame.attrs["boundaries"] = found
     return frame
+
+
+# The customers of $customers alone, scored against the boundaries of a full scoring
+# ($recency, $frequency, $monetary: entry s - 2 is where score s begins, as in
+# RFM_RESCORE_SQL), with the model's scores ($model_ids, $p_alive, $clv_if_retained) and
+# the rule table ($grid_*, $cap_*, $def_*) as parameters: one statement, which reads
+# only their orders. {measures} is RFM_MEASURES_SQL; {segmented} the risk and segment
+# query (SEGMENT_SQL over RISK_SQL) over the CTE risk_input.
+SOME_CUSTOMERS_SQL = """
+WITH seg_orders AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id, ordered_at, net_revenue
+    FROM orders
+    WHERE customer_id IN (SELECT unnest($customers))
+),
+{measures},
+seg_rfm AS (
+    SELECT
+        c.*,
+        CAST(1 + len(list_filter($recency, lambda b: c.days_since_last_order < b)) AS INTEGER)
+                                                                AS r_score,
+        CAST(1 + len(list_filter($frequency, lambda b: c.orders > b)) AS INTEGER)  AS f_score,
+        CAST(1 + len(list_filter($monetary, lambda b: c.net_revenue > b)) AS INTEGER)  AS m_score
+    FROM measured AS c
+),
+seg_model AS (
+    SELECT CAST(unnest($model_ids) AS VARCHAR)     AS customer_id,
+           CAST(unnest($p_alive) AS DOUBLE)         AS p_alive,
+           CAST(unnest($clv_if_retained) AS DOUBLE) AS clv_if_retained
+),
+risk_input AS (
+    SELECT c.*, m.p_alive, m.clv_if_retained
+    FROM seg_rfm AS c
+    LEFT JOIN seg_model AS m USING (customer_id)
+),
+seg_grid AS (
+    SELECT CAST(unnest($grid_r) AS BIGINT) AS r_score, CAST(unnest($grid_f) AS BIGINT) AS f_score,
+           CAST(unnest($grid_m) AS BIGINT) AS m_score, CAST(unnest($grid_segment) AS VARCHAR)
+           AS segment, CAST(unnest($grid_position) AS BIGINT) AS position
+),
+seg_caps AS (
+    SELECT CAST(unnest($cap_risk) AS VARCHAR) AS risk, CAST(unnest($cap) AS BIGINT) AS cap
+),
+seg_defs AS (
+    SELECT CAST(unnest($def_segment) AS VARCHAR) AS segment,
+           CAST(unnest($def_action) AS VARCHAR)  AS action,
+           CAST(unnest($def_offer) AS VARCHAR)   AS offer
+)
+SELECT r.customer_id, {select}
+FROM ({{risk}}) AS r
+JOIN seg_defs AS d ON d.segment = r.segment
+ORDER BY r.customer_id
+"""
+
+
+def _some_customers(
+    store: Store,
+    select: str,
+    as_of: AsOf,
+    rules: SegmentRules,
+    scores: pd.DataFrame,
+    thresholds: RiskThresholds | None,
+    customers: Sequence[str],
+    boundaries: RfmBoundaries,
+) -> pd.DataFrame:
+    """:func:`_per_customer` for a few customers of a store with their model ``scores``:
+    the rows :func:`segmented` gives them against ``boundaries``, in one statement."""
+    day = observation_day(store, as_of)
+    frame = scores if "customer_id" in scores.columns else scores.rename_axis("customer_id")
+    frame = frame.reset_index() if "customer_id" not in frame.columns else frame
+    columns = list(frame.columns)
+    _require_model_columns(columns, "the scores given")
+    clv = frame[_clv_inputs(columns)[0]].astype("float64")
+    p_alive = frame["p_alive"].astype("float64")
+    if "clv_if_retained" not in columns:  # the model's CLV weighs it by P(alive): undo that
+        clv = (clv / p_alive).where(p_alive > 0)
+    params: dict[str, Any] = {
+        "customers": [str(c) for c in customers],
+        "as_of": day,
+        "as_of_end": dt.datetime.combine(day + dt.timedelta(days=1), dt.time()),
+        "recency": list(boundaries.recency),
+        "frequency": list(boundaries.frequency),
+        "monetary": list(boundaries.monetary),
+        "model_ids": [str(c) for c in frame["customer_id"]],
+        "p_alive": _nulls(p_alive),
+        "clv_if_retained": _nulls(clv),
+        **_rule_params(rules, boundaries.scheme),
+    }
+    info = {
+        "as_of": day.isoformat(),
+        "scheme": boundaries.scheme,
+        "rules": rules.source,
+        "model": "scores",
+        "population_gap_days": boundaries.population_gap_days,
+    }
+    sql = _some_customers_sql(select)
+    result = run_risk_sql(
+        store.con,
+        sql,
+        thresholds=thresholds,
+        population_gap_days=boundaries.population_gap_days,
+        gap_known=True,
+        few_rows=True,
+        extra_params=params,
+        wrap=SEGMENT_SQL,
+    )
+    result = result.set_index("customer_id")
+    result.attrs.update(public_info(info))
+    return result
+
+
+@functools.lru_cache(maxsize=8)
+def _some_customers_sql(select: str) -> str:
+    return SOME_CUSTOMERS_SQL.format(measures=RFM_MEASURES_SQL.strip(), select=select)
+
+
+def _nulls(values: pd.Series) -> list[float | None]:
+    """The values as a list, NaN as None: a pandas frame scanned by DuckDB reads NaN as NULL."""
+    return [None if v != v else float(v) for v in values.tolist()]
+
+
+_RULE_PARAMS: dict[tuple[int, str], tuple[SegmentRules, dict[str, list[Any]]]] = {}
+
+
+def _rule_params(rules: SegmentRules, scheme: str) -> dict[str, list[Any]]:
+    """The rule table's grid, caps and segments as the lists SOME_CUSTOMERS_SQL takes,
+    built once per rule table and scheme."""
+    key = (id(rules), scheme)
+    hit = _RULE_PARAMS.get(key)
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    grid = rules.grid(scheme)
+    defs = rules.table()
+    grid = grid.merge(defs[["segment", "position"]], on="segment")
+    caps = rules.caps(scheme)
+    params: dict[str, list[Any]] = {
+        "grid_r": [int(v) for v in grid["r_score"]],
+        "grid_f": [int(v) for v in grid["f_score"]],
+        "grid_m": [int(v) for v in grid["m_score"]],
+        "grid_segment": [str(v) for v in grid["segment"]],
+        "grid_position": [int(v) for v in grid["position"]],
+        "cap_risk": [str(v) for v in caps["risk"]],
+        "cap": [int(v) for v in caps["cap"]],
+        "def_segment": [str(v) for v in defs["segment"]],
+        "def_action": [str(v) for v in defs["action"]],
+        "def_offer": [str(v) for v in defs["offer"]],
+    }
+    if len(_RULE_PARAMS) > 16:
+        _RULE_PARAMS.clear()
+    _RULE_PARAMS[key] = (rules, params)
+    return params
 
 
 def segment_summary(

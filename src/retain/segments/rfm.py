@@ -57,12 +57,10 @@ from retain.store import Store
 
 AsOf = str | dt.date | dt.datetime | pd.Timestamp | None
 
-# Per customer measures, then the three scores. Reads the view seg_orders.
-# The number of customers strictly worse than a value is counted once per
-# distinct value (a few thousand rows) and joined back, which is several times
-# faster than rank() windows over every customer and gives the same counts.
-RFM_SQL = """
-WITH per_customer AS (
+# Per customer measures (the CTEs per_customer and measured), over the view or CTE
+# seg_orders: what both the full scoring and the scoring of some customers start from.
+RFM_MEASURES_SQL = """
+per_customer AS (
     SELECT
         customer_id,
         count(*)                                  AS orders,
@@ -91,7 +89,15 @@ measured AS MATERIALIZED (
                   / (order_days - 1)
         END                                                     AS typical_gap_days
     FROM per_customer
-),
+)
+"""
+
+# Per customer measures, then the three scores. Reads the view seg_orders.
+# The number of customers strictly worse than a value is counted once per
+# distinct value (a few thousand rows) and joined back, which is several times
+# faster than rank() windows over every customer and gives the same counts.
+RFM_SQL = """
+WITH {measures},
 {r_scored},
 {f_scored},
 {m_scored}
@@ -134,6 +140,7 @@ def _scored_cte(name: str, column: str, worse_first: str) -> str:
 
 
 RFM_SQL = RFM_SQL.format(
+    measures=RFM_MEASURES_SQL.strip(),
     # more days since the last order is worse
     r_scored=_scored_cte("r", "days_since_last_order", "days_since_last_order DESC"),
     f_scored=_scored_cte("f", "orders", "orders"),

@@ -256,15 +256,20 @@ def run_risk_sql(
     population_gap_days: float | None = None,
     extra_params: dict[str, Any] | None = None,
     wrap: str | None = None,
+    gap_known: bool = False,
+    few_rows: bool = False,
 ) -> pd.DataFrame:
     """Run ``outer_sql`` with ``{risk}`` replaced by the risk query over the view ``risk_input``.
 
     ``wrap``: a query over ``{risk}`` (the risk query) that takes its place in ``outer_sql``.
+    ``gap_known``: ``population_gap_days`` is taken as given even when None (a full
+    scoring found no repeat customers), not measured on ``risk_input``. ``few_rows``: the
+    result is a handful of rows, fetched without a second binding of the query.
     """
     thresholds = thresholds or RiskThresholds()
     thresholds.check()
     con.execute(DAYS_MACRO)
-    if population_gap_days is None:
+    if population_gap_days is None and not gap_known:
         population_gap_days = con.execute(
             "SELECT median(typical_gap_days) FROM risk_input"
         ).fetchall()[0][0]
@@ -277,5 +282,7 @@ def run_risk_sql(
     if wrap is not None:
         risk = wrap.replace("{risk}", risk)
     sql = outer_sql.replace("{risk}", risk)
+    if few_rows:  # the same frame; binding this query once saves more than Arrow would
+        return con.execute(sql, params).df()
     # through Arrow: several times faster than .df() for a million rows of text
     return con.sql(sql, params=params).to_arrow_table().to_pandas()

@@ -251,3 +251,64 @@ def test_fit_and_report_on_a_small_messy_store_print_no_numpy_warnings(tmp_path:
     report = runner.invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "r.html")])
     assert report.exit_code == 0, (report.output, report.exception)
     assert "encountered" not in report.output
+
+
+def full_row_evaluations(monkeypatch, data: pd.DataFrame) -> tuple[ParetoNBD, list[int]]:
+    """Fit and count the likelihood evaluations over every distinct row of ``data``."""
+    n_rows = len(data[["frequency", "recency", "T"]].drop_duplicates())
+    sizes: list[int] = []
+    original = ParetoNBD._loglik
+
+    def counting(self, params, prepared):
+        sizes.append(prepared.rows.weight.size)
+        return original(self, params, prepared)
+
+    monkeypatch.setattr(ParetoNBD, "_loglik", counting)
+    model = ParetoNBD().fit(data)
+    return model, [size for size in sizes if size == n_rows]
+
+
+def test_over_1800_rows_only_a_few_evaluations_run_on_every_row(monkeypatch):
+    # a nearly common purchase rate: most rows take the 64-node integral, and each pass
+    # over all 3,000 rows costs what ~5 passes over the 600-row sample do; the finish
+    # corrects the sample's curvature with each step (BFGS) and no point is evaluated twice
+    data = simulate_pareto(3000, 1, r=50.0, alpha=1000.0, s=0.5, beta=100.0)
+    model, full = full_row_evaluations(monkeypatch, data)
+    assert model.converged_ and model.max_gradient_ < 1e-9
+    # start, Newton steps, 4 for the Hessian, the polish
+    assert len(full) <= 11, len(full)
+
+
+def test_a_sample_maximum_on_a_ridge_is_finished_by_one_run_on_every_row(monkeypatch):
+    # a small shop's maximum lies along s, beta -> infinity (exponential dropout): the
+    # sample's starts end on that ridge, and a new search from the model's start over
+    # every row once walked it again from scratch (3 starts, ~160 passes over all rows)
+    import retain
+
+    orders = messy_orders(5000, 0)
+    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
+    summary = retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
+    searches: list[int] = []
+    search = Model._search
+
+    def recording(self, objective, prepared, *args):
+        searches.append(prepared.rows.weight.size)
+        return search(self, objective, prepared, *args)
+
+    monkeypatch.setattr(Model, "_search", recording)
+    model, full = full_row_evaluations(monkeypatch, summary)
+    assert len(searches) == 1 and searches[0] < 1000
+    assert len(full) <= 40, len(full)
+    monkeypatch.undo()
+
+    class EveryRow(ParetoNBD):
+        name = ""
+        sample_rows = 10**9
+
+    with pytest.warns(UserWarning, match="did not converge cleanly"):
+        reference = EveryRow().fit(summary)
+    # the same height of the ridge, to rounding of the mean log-likelihood
+    assert model.log_likelihood_ == pytest.approx(reference.log_likelihood_, rel=1e-9)
+    assert model.params_["s"] / model.params_["beta"] == pytest.approx(
+        reference.params_["s"] / reference.params_["beta"], rel=1e-3
+    )

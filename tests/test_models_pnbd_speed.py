@@ -312,3 +312,48 @@ def test_a_sample_maximum_on_a_ridge_is_finished_by_one_run_on_every_row(monkeyp
     assert model.params_["s"] / model.params_["beta"] == pytest.approx(
         reference.params_["s"] / reference.params_["beta"], rel=1e-3
     )
+
+
+def test_the_gone_integral_takes_fewer_panels_only_where_they_are_exact(monkeypatch):
+    # each row of the integral between t_x and T takes the panels (8 nodes each) its
+    # integrand needs: as exact as 8 panels everywhere (against 16), and at a small
+    # shop's maximum (exponential dropout, every row by the integral) most rows need
+    # at most 4 of the 8 panels that every row once took
+    import retain
+
+    orders = messy_orders(600, 0)
+    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
+    shop = retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
+    pareto = simulate_pareto(600, 1, r=50.0, alpha=1000.0, s=0.5, beta=100.0)
+    rng = np.random.default_rng(5)
+    params = [(0.0918, 4.71, 6.6e5, 6.88e8), (47.66, 951.5, 0.476, 95.36)]
+    params += [tuple(np.exp(rng.uniform(-6.0, 12.0, 4))) for _ in range(20)]
+    gone = ParetoNBD._log_gone_integral
+    panels = ParetoNBD._log_gone_panels
+    for data in (shop, pareto):
+        keep = data["recency"] < data["T"]
+        x, tx, T = (data.loc[keep, c].to_numpy(float) for c in ("frequency", "recency", "T"))
+        for p in params:
+            got, d_got = gone(p, x, tx, T, True)
+            eight, d_eight = panels(p, x, tx, T, True, 8)
+            exact, _ = panels(p, x, tx, T, True, 16)
+            fine = np.isfinite(exact)
+            scale = np.maximum(1.0, np.abs(exact[fine]))
+            extra = (np.abs(got - exact)[fine] - np.abs(eight - exact)[fine]) / scale
+            assert np.max(extra, initial=0.0) < 1e-14, p
+            np.testing.assert_allclose(d_got[:, fine], d_eight[:, fine], rtol=1e-9, atol=1e-12)
+
+    # how many panels each row of the shop takes at its maximum
+    counts = []
+    original = ParetoNBD._log_gone_panels
+
+    def recording(*args):
+        counts.append((args[-1], args[1].size))
+        return original(*args)
+
+    keep = shop["recency"] < shop["T"]
+    x, tx, T = (shop.loc[keep, c].to_numpy(float) for c in ("frequency", "recency", "T"))
+    monkeypatch.setattr(ParetoNBD, "_log_gone_panels", staticmethod(recording))
+    gone(params[0], x, tx, T, True)
+    few = sum(size for count, size in counts if count <= 4)
+    assert few >= 0.6 * x.size, counts

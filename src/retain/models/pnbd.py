@@ -66,7 +66,7 @@ _NEXT_CELLS = 32
 #: size of |log F| beyond which P(alive) is taken from the integral between t_x and T
 #: (the difference of two log F values would carry an error above 1e-12)
 _LOG_F_EXACT = 1e4
-#: Gauss-Legendre nodes of that integral
+#: Gauss-Legendre nodes of that integral (at most: 8 a panel)
 _ALIVE_NODES = 64
 #: the likelihood takes F from its series where 1 - z at t_x, (min(alpha, beta) + t_x) /
 #: (max(alpha, beta) + t_x), is at least this (the series then needs at most ~150 terms),
@@ -76,10 +76,14 @@ _SERIES_REACH = 0.35
 #: the series for F is left for the integral in log(beta+tau) where
 #: 1 - z = (min(alpha, beta) + t_x) / (max(alpha, beta) + t_x) is below this
 _Z_NEAR_ONE = 1e-2
-#: panels of that integral (sharing the _ALIVE_NODES) and how far below its top
-#: (in log) it reaches
+#: the most panels of that integral (sharing the _ALIVE_NODES) and how far below its
+#: top (in log) it reaches
 _LOG_ALIVE_PANELS = 8
 _LOG_ALIVE_REACH = 46.0
+#: how much log(integrand) may vary over one panel of 8 nodes, and how long (in v) a
+#: panel may be; the fewest panels a row takes
+_PANEL_SPAN = 1.0
+_MIN_PANELS = 2
 
 
 @dataclass
@@ -320,6 +324,49 @@ class ParetoNBD(TransactionModel):
         T: Array,
         gradient: bool,
     ) -> tuple[Array, Array | None]:
+        """log I and its gradient as :meth:`_log_gone_panels` gives them, each row with
+        the fewest panels that keep it exact: psi' is monotone, so psi varies by at most
+        ``span`` = (V - begin) max(|psi'|) over the range, and 8 Gauss-Legendre nodes
+        integrate e^psi to rounding on a panel over which psi varies by at most
+        :data:`_PANEL_SPAN` and that is at most that long in v (the integrand's
+        singularities lie pi off the real axis)."""
+        r, alpha, s, beta = params
+        c = min(alpha, beta)
+        k = r + x
+        c_x = c + recency
+        V = np.log1p((T - recency) / c_x)
+        end_slopes = [
+            k * c_tau / (alpha - c + c_tau) + (s * c_tau - (beta - c)) / (beta - c + c_tau)
+            for c_tau in (c_x, c + T)
+        ]
+        low_slope = np.minimum(*end_slopes)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            begin = np.where(low_slope > 0, np.maximum(V - _LOG_ALIVE_REACH / low_slope, 0.0), 0.0)
+            size = (V - begin) * np.maximum(1.0, np.maximum(*np.abs(end_slopes)))
+            need = np.ceil(np.nan_to_num(size / _PANEL_SPAN, nan=np.inf))
+        panels = np.clip(need, _MIN_PANELS, _LOG_ALIVE_PANELS).astype(np.intp)
+        log_i = np.empty(x.size)
+        grad = np.empty((4, x.size)) if gradient else None
+        for count in np.unique(panels):
+            rows = np.flatnonzero(panels == count)
+            part, d_part = ParetoNBD._log_gone_panels(
+                params, x[rows], recency[rows], T[rows], gradient, int(count)
+            )
+            log_i[rows] = part
+            if grad is not None:
+                assert d_part is not None
+                grad[:, rows] = d_part
+        return log_i, grad
+
+    @staticmethod
+    def _log_gone_panels(
+        params: Array | tuple[float, ...],
+        x: Array,
+        recency: Array,
+        T: Array,
+        gradient: bool,
+        panels: int,
+    ) -> tuple[Array, Array | None]:
         """log I, I = int_{t_x}^T ((alpha+T)/(alpha+tau))^(r+x) ((beta+T)/(beta+tau))^s
         dtau / (beta+tau), the share of the likelihood of "gone between t_x and T"
         against "alive at T" (per unit s), and with ``gradient`` d log I / d(r, alpha,
@@ -352,8 +399,8 @@ class ParetoNBD(TransactionModel):
         with np.errstate(divide="ignore"):
             begin = np.where(low_slope > 0, np.maximum(V - _LOG_ALIVE_REACH / low_slope, 0.0), 0.0)
         nodes, weights = gauss_legendre(_ALIVE_NODES // _LOG_ALIVE_PANELS)
-        cells = np.arange(_LOG_ALIVE_PANELS, dtype=np.float64)[:, None]
-        grid = (cells + nodes[None, :]).ravel()[None, :] / _LOG_ALIVE_PANELS
+        cells = np.arange(panels, dtype=np.float64)[:, None]
+        grid = (cells + nodes[None, :]).ravel()[None, :] / panels
         h = V - begin
         v = begin + h * grid
         # c + tau = (c + t_x) e^(V-v), T - tau = (c + T)(1 - e^-v): neither cancels
@@ -372,10 +419,10 @@ class ParetoNBD(TransactionModel):
         top = np.max(values, axis=1, keepdims=True)
         # the integrand over its top, times the weights, in place
         inner = np.exp(np.subtract(values, top, out=values), out=values)
-        inner *= np.tile(weights, _LOG_ALIVE_PANELS)[None, :]
+        inner *= np.tile(weights, panels)[None, :]
         total = np.sum(inner, axis=1)
         with np.errstate(divide="ignore"):
-            log_i = top[:, 0] + np.log(h[:, 0] / _LOG_ALIVE_PANELS) + np.log(total)
+            log_i = top[:, 0] + np.log(h[:, 0] / panels) + np.log(total)
         if not gradient:
             return log_i, None
         # d log(integrand) / d parameter at fixed tau, averaged under the integrand;

@@ -325,7 +325,8 @@ def test_the_gone_integral_takes_fewer_panels_only_where_they_are_exact(monkeypa
     # at most 4 of the 8 panels that every row once took
     import retain
 
-    orders = messy_orders(600, 0)
+    # 5,000 customers, ~2,000 distinct rows: from 1,000 rows they are grouped by panels
+    orders = messy_orders(5000, 0)
     orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
     shop = retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
     pareto = simulate_pareto(600, 1, r=50.0, alpha=1000.0, s=0.5, beta=100.0)
@@ -361,3 +362,24 @@ def test_the_gone_integral_takes_fewer_panels_only_where_they_are_exact(monkeypa
     gone(params[0], x, tx, T, True)
     few = sum(size for count, size in counts if count <= 4)
     assert few >= 0.6 * x.size, counts
+    # a few rows are one pass, with the most panels any of them needs
+    counts.clear()
+    gone(params[0], x[:300], tx[:300], T[:300], True)
+    assert len(counts) == 1 and counts[0][1] == 300
+
+
+def test_a_fit_stopped_a_hair_short_of_a_bound_is_said_to_be_at_it():
+    # walking the ridge s, beta -> infinity, L-BFGS-B stops anywhere within ~1e-5 of
+    # log beta's bound: a small shop's second start ended 5e-6 short and was called
+    # "converged" where the first, at the same objective, had "ran to a bound"
+    from retain.models.base import LOG_BOUND
+
+    model = ParetoNBD()
+    bounds = model._bounds()
+    theta = np.log(np.array([0.0907, 4.159, 9.27e5, 1.0]))
+    theta[3] = LOG_BOUND - 5e-6
+    hess = np.diag([1.0, 2.0, 3.0, 4.0])
+    verdict = model._verdict(theta, 10.69, np.zeros(4), hess, bounds)
+    assert not verdict[2] and verdict[3] == "parameter(s) beta ran to a bound"
+    theta[3] = LOG_BOUND - 1e-2
+    assert model._verdict(theta, 10.69, np.zeros(4), hess, bounds)[2]

@@ -72,6 +72,10 @@ LOG_BOUND = 20.7
 #: this; Newton steps then polish to full precision. A tighter stop only repeats line
 #: searches that cannot improve an objective already flat to rounding
 _GTOL = 1e-7
+#: a log-parameter this close to its bound counts as at it: a fit that walks a ridge
+#: towards a limit (s, beta -> infinity) stops anywhere within ~1e-5 of the bound, and
+#: is not told "converged" for stopping a hair short of it
+_AT_BOUND = 1e-4
 FORMAT_VERSION = 1
 
 Duration = float | int | str | dt.timedelta | pd.Timedelta
@@ -445,7 +449,7 @@ class Model:
         self.converged_ = ok
         self.fit_message_ = why
         low, high = (np.array([b[i] for b in bounds]) for i in (0, 1))
-        free = (theta > low + 1e-6) & (theta < high - 1e-6)
+        free = (theta > low + _AT_BOUND) & (theta < high - _AT_BOUND)
         gradient = objective(theta)[1]
         self.max_gradient_ = float(np.max(np.abs(gradient[free]), initial=0.0))
         if hess is None:
@@ -559,7 +563,7 @@ class Model:
     ) -> tuple[Array, float, bool, str, Array | None]:
         low = np.array([b[0] for b in bounds])
         high = np.array([b[1] for b in bounds])
-        at_bound = (theta <= low + 1e-6) | (theta >= high - 1e-6)
+        at_bound = (theta <= low + _AT_BOUND) | (theta >= high - _AT_BOUND)
         if at_bound.any():
             names = [n for n, b in zip(self.param_names, at_bound, strict=True) if b]
             return theta, value, False, f"parameter(s) {', '.join(names)} ran to a bound", hess

@@ -84,6 +84,8 @@ _LOG_ALIVE_REACH = 46.0
 #: panel may be; the fewest panels a row takes
 _PANEL_SPAN = 1.0
 _MIN_PANELS = 2
+#: rows of the integral from which rows are grouped by the panels they need
+_GROUP_ROWS = 1_000
 
 
 @dataclass
@@ -344,7 +346,13 @@ class ParetoNBD(TransactionModel):
             begin = np.where(low_slope > 0, np.maximum(V - _LOG_ALIVE_REACH / low_slope, 0.0), 0.0)
             size = (V - begin) * np.maximum(1.0, np.maximum(*np.abs(end_slopes)))
             need = np.ceil(np.nan_to_num(size / _PANEL_SPAN, nan=np.inf))
-        panels = np.clip(need, _MIN_PANELS, _LOG_ALIVE_PANELS).astype(np.intp)
+        # rounded up to a power of 2: at most three groups of rows, each one pass; a few
+        # rows take one pass with the most any of them needs (a pass costs ~0.1 ms)
+        panels = np.clip(
+            2 ** np.ceil(np.log2(np.maximum(need, 1.0))), _MIN_PANELS, _LOG_ALIVE_PANELS
+        ).astype(np.intp)
+        if panels.size < _GROUP_ROWS:
+            panels[:] = np.max(panels, initial=_MIN_PANELS)
         log_i = np.empty(x.size)
         grad = np.empty((4, x.size)) if gradient else None
         for count in np.unique(panels):

@@ -28,8 +28,8 @@ demo: setup
 	@echo "The dashboard: $(BIN)/retain serve --db demo.duckdb   then open http://127.0.0.1:8765"
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check --no-cache src tests benchmarks
+	$(BIN)/ruff format --check --no-cache src tests benchmarks
 	$(BIN)/mypy
 
 # The dashboard tests drive Debian's chromium; install it when this user can. A busy

@@ -29,42 +29,31 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 
-def pareto_summary(
-    n: int, seed: int, *, r: float, alpha: float, s: float, beta: float, whole_days: bool = False
-) -> pd.DataFrame:
-    """Simulated (frequency, recency, T) in days of the Pareto/NBD story: purchase rates
-    Gamma(r, alpha), dropout rates Gamma(s, beta), T uniform in 30-730 days."""
-    rng = np.random.default_rng(seed)
-    lam = rng.gamma(r, 1.0 / alpha, n)
-    mu = rng.gamma(s, 1.0 / beta, n)
-    T = rng.uniform(30.0, 730.0, n)
-    end = np.minimum(rng.exponential(1.0 / mu), T)
-    x = rng.poisson(lam * end).astype(np.float64)
-    recency = np.zeros(n)
-    buyers = x > 0
-    recency[buyers] = end[buyers] * rng.random(int(buyers.sum())) ** (1.0 / x[buyers])
-    if whole_days:
-        T, recency = np.floor(T), np.floor(recency)
-    frame = pd.DataFrame({"frequency": x, "recency": recency, "T": T})
-    frame.attrs.update({"unit": "D", "grain": "D"})
-    return frame
+def _tests() -> Any:
+    """The model tests' module, whose simulators the benchmark shares."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import test_models_pnbd_speed
+
+    return test_models_pnbd_speed
+
+
+def pareto_summary(n: int, seed: int, **parameters: Any) -> pd.DataFrame:
+    """Simulated (frequency, recency, T) in days of the Pareto/NBD story
+    (``simulate_pareto`` of tests/test_models_pnbd_speed.py)."""
+    return _tests().simulate_pareto(n, seed, **parameters)
 
 
 def small_shop_summary(n: int, seed: int) -> pd.DataFrame:
     """The small messy shop's orders, summarised with retain.summarize (days)."""
-    import sys
-    from pathlib import Path
-
     import retain
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_models_pnbd_speed import messy_orders
-
-    orders = messy_orders(n, seed)
+    orders = _tests().messy_orders(n, seed)
     orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
     return retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
 

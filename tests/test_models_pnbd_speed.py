@@ -27,11 +27,12 @@ runner = CliRunner()
 
 
 def simulate_pareto(
-    n: int, seed: int, *, r: float, alpha: float, s: float, beta: float
+    n: int, seed: int, *, r: float, alpha: float, s: float, beta: float, whole_days: bool = False
 ) -> pd.DataFrame:
     """Customers of the Pareto/NBD story in days (purchase rates Gamma(r, alpha),
-    dropout rates Gamma(s, beta)), with continuous T: first purchases spread over two
-    years. Large r and alpha are a nearly common purchase rate r/alpha."""
+    dropout rates Gamma(s, beta)), with continuous T (whole days with ``whole_days``):
+    first purchases spread over two years. Large r and alpha are a nearly common
+    purchase rate r/alpha."""
     rng = np.random.default_rng(seed)
     lam = rng.gamma(r, 1.0 / alpha, n)
     mu = rng.gamma(s, 1.0 / beta, n)
@@ -42,6 +43,8 @@ def simulate_pareto(
     buyers = x > 0
     # the last of x uniform purchase times in (0, end)
     recency[buyers] = end[buyers] * rng.random(int(buyers.sum())) ** (1.0 / x[buyers])
+    if whole_days:
+        T, recency = np.floor(T), np.floor(recency)
     frame = pd.DataFrame({"frequency": x, "recency": recency, "T": T})
     frame.attrs.update({"unit": "D", "grain": "D"})
     return frame

@@ -149,5 +149,6 @@ def test_serve_tells_the_app_where_it_listens(
     with TestClient(served["app"], client=LOOPBACK) as client:
         assert client.get("/api/customers/a").status_code == 401
         assert client.get("/api/customers/a", headers={"X-API-Key": KEY}).status_code == 200
-    serve(db, host="0.0.0.0", port=port, writes=False)  # no key at all: reads are open, and it says so
+    # no key at all: reads are open, and it says so
+    serve(db, host="0.0.0.0", port=port, writes=False)
     assert "WARNING" in capsys.readouterr().err

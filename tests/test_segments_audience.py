@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +207,15 @@ def test_the_winback_list_leaves_out_lost_customers_not_worth_a_personal_winback
     assert len(left_out) > 0
     assert (left_out["risk"] == "lost").all() and not left_out["segment"].map(valuable).any()
     assert (listed["value_at_stake"] > 0).all()
+
+
+def test_the_audience_csv_gives_the_value_at_stake_to_the_cent() -> None:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "value_at_stake": [16.40708051498788, 3.0],
+            "top_products": [["x"], []],
+        }
+    )
+    rows = list(csv.DictReader(io.StringIO(write_audience(frame))))
+    assert [r["value_at_stake"] for r in rows] == ["16.41", "3.0"]

@@ -283,7 +283,8 @@ def _safe_cell(value: Any) -> Any:
 
 
 def write_audience(frame: pd.DataFrame, format: str = "csv", out: str | Path | None = None) -> str:
-    """The audience as CSV (products joined with "; ") or JSON; written to ``out`` when given.
+    """The audience as CSV (products joined with "; ", value at stake to the cent) or JSON;
+    written to ``out`` when given.
 
     In the CSV, text that a spreadsheet would run as a formula starts with a single quote
     (see :func:`spreadsheet_safe`); the JSON keeps every value as it is. Returns the text.
@@ -292,6 +293,8 @@ def write_audience(frame: pd.DataFrame, format: str = "csv", out: str | Path | N
         buffer = io.StringIO()
         flat = frame.copy()
         flat["top_products"] = flat["top_products"].map(lambda products: "; ".join(products))
+        if "value_at_stake" in flat:  # money, to the cent, as the pages show it
+            flat["value_at_stake"] = flat["value_at_stake"].round(2)
         flat = spreadsheet_safe(flat)
         flat.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         text = buffer.getvalue()

@@ -18,6 +18,12 @@ from retain.service.app import (
 STARTUP_FAILURE = 3
 """The exit code when the service cannot start listening (uvicorn's own for a failed start)."""
 
+SHUTDOWN_GRACE_S = 5
+"""Seconds the server waits, once told to stop (Ctrl+C, SIGTERM), for the requests under
+way to be answered before it drops them and closes the store: long enough for the orders
+queued to be written and answered (the writer admits about a second of work), short enough
+that a client that never finishes sending its request cannot hold the server open."""
+
 
 class PortInUse(ServiceError):
     """Another program already listens on the port asked for."""
@@ -78,6 +84,8 @@ def serve(
     loopback with a key, reads need the key too (see :func:`create_app`). When the port is
     taken, says so on stderr and exits with code 3 (:data:`STARTUP_FAILURE`) before
     opening the store. ``max_body_bytes``: the largest request body taken (413 beyond).
+    Told to stop, it answers the requests under way for up to :data:`SHUTDOWN_GRACE_S`
+    seconds, then drops the rest and closes the store.
     """
     import uvicorn
 
@@ -106,4 +114,11 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )

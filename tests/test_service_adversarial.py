@@ -1,0 +1,177 @@
+"""An adversarial pass over the service's write path and its gates, against a real
+`retain serve` (a subprocess) or a real uvicorn on loopback: shutdown with orders queued
+and a client that never finishes its request, Host and Origin values a browser or a
+careless client can send, and hostile JSON bodies."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retain.ingest import ingest
+from retain.service.serve import SHUTDOWN_GRACE_S
+from retain.store import Store
+
+ORDERS = """order_id,customer_id,ordered_at,net_revenue,email,name
+o1,a,2024-01-10,10.00,ana@example.com,Ana
+o2,a,2024-03-10,30.00,ana@example.com,Ana
+o3,b,2024-02-01,5.50,bo@example.com,Bo
+o4,c,2024-03-01,12.00,cy@example.com,Cy
+"""
+DAY = "2024-03-20"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("adversarial")
+    (folder / "orders.csv").write_text(ORDERS)
+    path = folder / "store.duckdb"
+    with Store(path) as store:
+        ingest(store, folder / "orders.csv", format="orders", as_of="2024-03-31")
+    return path
+
+
+@pytest.fixture
+def copy(db: Path, tmp_path: Path) -> Path:
+    """A copy of the store that a test may write to."""
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(db, path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """One request on a new connection: the status and the body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def post_json(port: int, path: str, payload: Any) -> tuple[int, bytes]:
+    return request(
+        port, "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+
+
+@contextlib.contextmanager
+def retain_serve(db: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`retain serve` over ``db`` on a free loopback port, in a process of its own, once it
+    answers; killed at the end if still running."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retain.cli", "serve", "--db", str(db), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RETAIN_API_KEY": ""},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "retain serve did not start"
+            try:
+                if request(port, "GET", "/api/status")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def order(order_id: str, customer_id: str, amount: float = 20.0) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "ordered_at": DAY,
+        "net_revenue": amount,
+    }
+
+
+# -- shutdown ------------------------------------------------------------------------------
+def test_a_stop_answers_the_queued_orders_and_a_half_sent_request_does_not_hold_it(
+    copy: Path,
+) -> None:
+    """SIGTERM with orders queued and a client that sent half a body and waits: every
+    order is answered 201 (stored) or 503 (not stored), the server exits within its grace
+    period instead of waiting for that client for ever, and the store opens again with
+    every stored order's customer."""
+    with retain_serve(copy) as (process, port):
+        assert post_json(port, "/api/orders", order("warm", "a"))[0] == 201
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(
+            b"POST /api/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            b'\r\nContent-Length: 1000\r\n\r\n{"order_id": '
+        )
+        answers: dict[str, Any] = {}
+
+        def send(i: int) -> None:
+            customer = "b" if i % 2 else f"new-{i}"
+            try:
+                answers[f"q{i}"] = post_json(port, "/api/orders", order(f"q{i}", customer))[0]
+            except OSError as exc:  # the server stopped before it took the request
+                answers[f"q{i}"] = exc
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(40)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        for thread in threads:
+            thread.join(timeout=60)
+        try:
+            process.wait(timeout=SHUTDOWN_GRACE_S + 15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("retain serve still runs 20 s after SIGTERM: a half-sent request holds it")
+        took = time.monotonic() - stopped
+        stalled.close()
+    assert took < SHUTDOWN_GRACE_S + 10
+    statuses = {a for a in answers.values() if isinstance(a, int)}
+    assert statuses <= {201, 503}, answers
+    with Store(copy) as store:
+        stored = {r[0] for r in store.con.execute("SELECT order_id FROM orders").fetchall()}
+        orphans = store.scalar(
+            "SELECT count(*) FROM orders LEFT JOIN customers USING (customer_id) "
+            "WHERE customers.customer_id IS NULL"
+        )
+    assert "warm" in stored
+    for order_id, answer in answers.items():
+        if answer == 201:
+            assert order_id in stored
+        elif answer == 503:
+            assert order_id not in stored
+    assert orphans == 0

@@ -137,6 +137,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "orders: a unique index on order_id",
         ["CREATE UNIQUE INDEX IF NOT EXISTS orders_order_id ON orders (order_id)"],
     ),
+    (
+        # retain.ingest: the same content with the same options is a no-op only while no
+        # write came after it (a.csv, then b.csv moving an order, then a.csv again is not)
+        "ingested_files: whether an ingest is the store's latest write",
+        ["ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS latest BOOLEAN"],
+    ),
 ]
 
 

@@ -129,10 +129,13 @@ def ingest(
     )
     same = store.con.execute(
         "SELECT source_file, format, ingested_at FROM ingested_files "
-        "WHERE sha256 = ? AND options = ? ORDER BY ingested_at DESC LIMIT 1",
+        "WHERE sha256 = ? AND options = ? AND latest ORDER BY ingested_at DESC LIMIT 1",
         [digest, options],
     ).fetchall()
-    if same:  # identical content, identical options: the store holds this ingest already
+    # identical content and options, and nothing written since (a file or an API order
+    # that moved an order elsewhere, a customers file that changed an e-mail address):
+    # the store holds this ingest already
+    if same:
         earlier, earlier_format, when = same[0]
         return IngestReport(
             file=str(file),

@@ -45,18 +45,23 @@ def header_columns(line: str, delimiter: str = ",") -> list[str]:
     return [c.strip() for c in next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter))]
 
 
+def canonical_names(columns: list[str]) -> set[str]:
+    """The column names as the ingest matches them to canonical ones: trimmed, lower
+    case, spaces and dashes as underscores ("Order ID" is order_id)."""
+    return {c.strip().lower().replace(" ", "_").replace("-", "_") for c in columns}
+
+
 def looks_like_shopify(columns: list[str]) -> bool:
     """Whether the columns are those of Shopify's orders export: its line-item or
-    payment columns, or at least Name, Email, Subtotal and Created at (or Paid at)
-    without the canonical order columns."""
+    payment columns, or at least Name, Email, Subtotal and Created at (or Paid at),
+    and none of the canonical order columns (a file with order_id, customer_id or
+    ordered_at is an orders file, whatever else it holds)."""
     names = {c.strip().lower() for c in columns}
+    if canonical_names(columns) & {"order_id", "customer_id", "ordered_at"}:
+        return False
     if {"name", "financial status"} <= names or {"lineitem name", "email"} <= names:
         return True
-    return (
-        {"name", "email", "subtotal"} <= names
-        and bool(names & {"created at", "paid at"})
-        and not names & {"order_id", "customer_id", "ordered_at"}
-    )
+    return {"name", "email", "subtotal"} <= names and bool(names & {"created at", "paid at"})
 
 
 def detect_format(path: Path, columns: list[str] | None) -> str:
@@ -68,7 +73,7 @@ def detect_format(path: Path, columns: list[str] | None) -> str:
         ):
             return "cdnow"
         raise SchemaError(f"{path}: cannot tell the format of this file; pass --format")
-    names = {c.strip().lower() for c in columns}
+    names = canonical_names(columns)
     if looks_like_shopify(columns):
         return "shopify"
     if names >= {"date", "channel", "amount"} and len(names) <= 4:

@@ -703,6 +703,9 @@ class Loader:
         the block joins it, and the caller's commit or rollback decides."""
         try:
             with self.store.transaction():
+                # whatever this block writes, no earlier ingest is the latest write any more
+                # (record_file marks this one's): only the latest is skipped as a no-op
+                self.con.execute("UPDATE ingested_files SET latest = false WHERE latest")
                 yield
         except BaseException:
             # in the caller's transaction that a failed statement aborted, the drops fail
@@ -810,7 +813,8 @@ class Loader:
         self, fmt: str, report: IngestReport, *, digest: str | None = None, options: str = ""
     ) -> None:
         """Record the file in ``ingested_files``: its content hash (``digest``, computed
-        when not given), the ``options`` of the ingest (JSON) and its counts."""
+        when not given), the ``options`` of the ingest (JSON), its counts, and that it is
+        the store's latest write (``latest``, cleared by the next :meth:`transaction`)."""
         if digest is None:
             sha = hashlib.sha256()
             with self.path.open("rb") as fh:
@@ -822,8 +826,8 @@ class Loader:
             loaded = report.customers
         self.con.execute(
             "INSERT OR REPLACE INTO ingested_files (source_file, format, sha256, rows_read, "
-            "rows_loaded, rows_quarantined, ingested_at, as_of, options) "
-            "VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
+            "rows_loaded, rows_quarantined, ingested_at, as_of, options, latest) "
+            "VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, true)",
             [
                 self.file,
                 fmt,

@@ -159,19 +159,25 @@ def number(col: str, source_type: str = "VARCHAR") -> str:
 
     A comma is a decimal comma where it cannot separate thousands: 12,50 and
     1.234,56 (European exports) read as 12.5 and 1234.56; 1,234 and 1,234.50
-    keep reading as one thousand and more.
+    keep reading as one thousand and more, and so does Indian grouping (12,34,567).
+    Commas anywhere else (1,234,5) make no number: NULL, for its check to name it.
+    Negative zero is zero.
     """
     if source_type != "VARCHAR":
         if not is_numeric_type(source_type):  # TRY_CAST(true AS DOUBLE) is 1.0
             return "CAST(NULL AS DOUBLE)"
-        return f"TRY_CAST({col} AS DOUBLE)"
+        return f"(TRY_CAST({col} AS DOUBLE) + 0.0)"
     value = f"regexp_replace({text(col)}, '[$€£¥\\s]', '', 'g')"
+    grouped = "[+-]?(\\d{1,3}(,\\d{3})+|\\d{1,2}(,\\d{2})+,\\d{3})(\\.\\d*)?([eE][+-]?\\d+)?"
+    # + 0.0: -0.0 + 0.0 is 0.0, so "-0" is stored (and shown) as 0
     return (
-        f"CASE WHEN regexp_full_match({value}, '[+-]?\\d+,(\\d{{1,2}}|\\d{{4,}})') "
+        f"(CASE WHEN regexp_full_match({value}, '[+-]?\\d+,(\\d{{1,2}}|\\d{{4,}})') "
         f"THEN TRY_CAST(replace({value}, ',', '.') AS DOUBLE) "
         f"WHEN regexp_full_match({value}, '[+-]?\\d{{1,3}}(\\.\\d{{3}})+,\\d+') "
         f"THEN TRY_CAST(replace(replace({value}, '.', ''), ',', '.') AS DOUBLE) "
-        f"ELSE TRY_CAST(replace({value}, ',', '') AS DOUBLE) END"
+        f"WHEN contains({value}, ',') AND NOT regexp_full_match({value}, '{grouped}') "
+        "THEN CAST(NULL AS DOUBLE) "
+        f"ELSE TRY_CAST(replace({value}, ',', '') AS DOUBLE) END + 0.0)"
     )
 
 

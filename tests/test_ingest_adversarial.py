@@ -229,3 +229,27 @@ def test_a_store_with_a_repeated_order_id_upgrades_without_losing_it(tmp_path: P
         facts = status(store)
         assert facts["orders"] == 3 and facts["net_revenue"] == 56.0
         assert store.scalar("SELECT count(*) FROM customers WHERE customer_id = 'lonely'") == 1
+
+
+# -- encodings ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("body", [HEADER + "1,x,2025-01-02,10\n", HEADER + "1,x,2025-01-02,1\n"])
+def test_utf16_given_for_a_file_without_a_byte_order_mark_is_a_clear_error(
+    tmp_path: Path, body: str
+):
+    """Python's UTF-16 decoder raises a bare UnicodeError (no byte position) where the
+    file has no byte-order mark: exit 2 naming the file, not a traceback."""
+    path = write(tmp_path, body, "a.csv")
+    db = tmp_path / "s.duckdb"
+    result = cli("ingest", path, "--db", db, "--encoding", "utf-16", "--as-of", "2025-10-01")
+    assert result.exit_code in (0, 2), result.output
+    assert not isinstance(result.exception, UnicodeError)
+    if result.exit_code == 2:
+        assert str(path) in result.output and "utf-16" in result.output
+
+
+def test_utf16_given_for_a_file_with_its_mark_reads(tmp_path: Path):
+    path = tmp_path / "a.csv"
+    path.write_bytes((HEADER + "1,José,2025-01-02,10\n").encode("utf-16"))
+    with Store(tmp_path / "s.duckdb") as store:
+        assert ingest(store, path, encoding="utf-16", as_of="2025-10-01").orders == 1
+        assert store.scalar("SELECT customer_id FROM orders") == "José"

@@ -124,11 +124,10 @@ def decode_header(path: Path, encoding: str) -> tuple[str, int] | None:
     decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
     try:
         text = decoder.decode(data, final=len(data) < (1 << 16))
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:  # UTF-16 without a byte-order mark raises a bare UnicodeError
         raise DataError(
-            f"the file does not read as {_label(encoding)} (byte {exc.start + 1:,}: "
-            f"{exc.reason}); it may be cut short, or pass the encoding it was saved in "
-            "with --encoding",
+            f"the file does not read as {_label(encoding)} ({_where(exc)}); it may be cut "
+            "short, or pass the encoding it was saved in with --encoding",
             file=str(path),
         ) from None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -143,6 +142,13 @@ def decode_header(path: Path, encoding: str) -> tuple[str, int] | None:
             )
         return line, number
     return None
+
+
+def _where(exc: UnicodeError) -> str:
+    """Where and why a decoding failed, in words."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"byte {exc.start + 1:,}: {exc.reason}"
+    return str(exc)
 
 
 def _label(encoding: str) -> str:
@@ -232,6 +238,13 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
                         file=str(path),
                         row=line,
                     ) from None
+                except UnicodeError as exc:
+                    raise DataError(
+                        f"the file does not read as {encoding} ({exc}); pass the encoding "
+                        "it was saved in with --encoding",
+                        file=str(path),
+                        row=lines,
+                    ) from None
                 done += len(block)
                 lines += block.count(b"\n")
                 carry = "\r" if text.endswith("\r") else ""
@@ -239,9 +252,9 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
                 out.write(text.replace("\r\n", "\n").encode("utf-8", errors="surrogateescape"))
             try:
                 tail = carry + decoder.decode(b"", final=True)
-            except UnicodeDecodeError as exc:
+            except UnicodeError as exc:
                 raise DataError(
-                    f"the file ends inside a character ({exc.reason}): it may be cut short",
+                    f"the file ends inside a character ({_where(exc)}): it may be cut short",
                     file=str(path),
                     row=lines,
                 ) from None

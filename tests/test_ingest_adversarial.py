@@ -77,6 +77,18 @@ def test_an_order_written_by_another_path_since_is_not_skipped_over(tmp_path: Pa
         assert store.scalar("SELECT customer_id FROM orders") == "x"
 
 
+def test_a_copy_read_again_after_another_file_sets_its_rows_aside_once(tmp_path: Path):
+    text = HEADER + "1,x,2025-01-02,10\n2,x,not a date,10\n"
+    first, copy = write(tmp_path, text, "a.csv"), write(tmp_path, text, "copy.csv")
+    other = write(tmp_path, HEADER + "3,y,2025-01-02,10\n", "b.csv")
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, first, as_of="2025-10-01")
+        ingest(store, other, as_of="2025-10-01")
+        assert ingest(store, copy, as_of="2025-10-01").same_as is None
+        rows = store.query("SELECT source_file, row_number FROM quarantine")
+        assert rows.values.tolist() == [[str(copy), 3]]
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -187,7 +187,7 @@ def ingest(
             load_lines(loader, columns, mapping, report)
         elif fmt == "spend":
             _spend(loader, columns, mapping, report)
-        loader.write_quarantine(report)
+        loader.write_quarantine(report, digest)
         loader.record_file(fmt, report, digest=digest, options=options)
         config.record_from_ingest(store, "as_of", None if as_of is None else observed.date())
         if currency is not None:

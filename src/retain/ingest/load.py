@@ -788,8 +788,17 @@ class Loader:
             "AND customer_id NOT IN (SELECT customer_id FROM listed_customers)"
         )
 
-    def write_quarantine(self, report: IngestReport) -> None:
+    def write_quarantine(self, report: IngestReport, digest: str | None = None) -> None:
+        """Replace the file's quarantine rows with this ingest's. With ``digest`` (the
+        file's SHA-256), the rows of an earlier ingest of the same content at another
+        path go too: the content is read again here, and its rows are set aside once."""
         self.con.execute("DELETE FROM quarantine WHERE source_file = ?", [self.file])
+        if digest is not None:
+            self.con.execute(
+                "DELETE FROM quarantine WHERE source_file IN (SELECT source_file FROM "
+                "ingested_files WHERE sha256 = ? AND source_file <> ?)",
+                [digest, self.file],
+            )
         for part in self.quarantine_parts:
             self.con.execute(
                 "INSERT INTO quarantine SELECT source_file, row_number, target, column_name, "

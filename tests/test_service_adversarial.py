@@ -175,3 +175,145 @@ def test_a_stop_answers_the_queued_orders_and_a_half_sent_request_does_not_hold_
         elif answer == 503:
             assert order_id not in stored
     assert orphans == 0
+
+
+# -- hostile JSON ----------------------------------------------------------------------------
+class Served:
+    """An app over a store, served by a real uvicorn on 127.0.0.1 in a thread."""
+
+    def __init__(self, db: Path) -> None:
+        import uvicorn
+
+        from retain.service import create_app
+
+        self.app = create_app(db, None, warm=False)
+        self.port = free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def served(db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    path = tmp_path_factory.mktemp("served") / "store.duckdb"
+    shutil.copy(db, path)
+    with Served(path) as server:
+        yield server
+
+
+GOOD = '"order_id": "h1", "customer_id": "a", "ordered_at": "2024-03-20"'
+HOSTILE_ORDERS = {
+    "a boolean amount": ("{" + GOOD + ', "net_revenue": true}', "net_revenue"),
+    "a boolean order id": (
+        '{"order_id": true, "customer_id": "a", "ordered_at": "2024-03-20", "net_revenue": 5}',
+        "order_id",
+    ),
+    "a boolean customer id": (
+        '{"order_id": "h1", "customer_id": false, "ordered_at": "2024-03-20", "net_revenue": 5}',
+        "customer_id",
+    ),
+    "a 300-digit order id": (
+        '{"order_id": %s, "customer_id": "a", "ordered_at": "2024-03-20", "net_revenue": 5}'
+        % ("9" * 300),
+        "order_id",
+    ),
+    "a boolean quantity": (
+        "{" + GOOD + ', "net_revenue": 5, "lines": [{"sku": "S", "quantity": true}]}',
+        "quantity",
+    ),
+    "NaN": ("{" + GOOD + ', "net_revenue": NaN}', "net_revenue"),
+    "Infinity in a line": (
+        "{" + GOOD + ', "net_revenue": 5, "lines": [{"sku": "S", "unit_price": Infinity}]}',
+        "lines.0.unit_price",
+    ),
+    "a key twice": ("{" + GOOD + ', "customer_id": "b", "net_revenue": 5}', "customer_id"),
+    "a lone surrogate": (
+        '{"order_id": "h1\\ud800", "customer_id": "a", "ordered_at": "2024-03-20", '
+        '"net_revenue": 5}',
+        "order_id",
+    ),
+    "an array for an object": ("{" + GOOD + ', "net_revenue": 5, "lines": {"sku": "S"}}', "lines"),
+    "an object for an id": (
+        '{"order_id": {"id": 1}, "customer_id": "a", "ordered_at": "2024-03-20", "net_revenue": 5}',
+        "order_id",
+    ),
+}
+
+
+def counts(port: int) -> tuple[int, int]:
+    status = json.loads(request(port, "GET", "/api/status")[1])
+    return status["orders"], status["quarantined_rows"]
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_ORDERS), ids=list(HOSTILE_ORDERS))
+def test_a_hostile_order_is_refused_naming_the_field_and_nothing_is_stored(
+    served: Served, case: str
+) -> None:
+    body, field = HOSTILE_ORDERS[case]
+    before = counts(served.port)
+    status, answer = request(
+        served.port, "POST", "/api/orders", body.encode(), {"Content-Type": "application/json"}
+    )
+    assert status == 422, answer
+    detail = json.loads(answer)["detail"]
+    assert any(field in problem for problem in detail), detail
+    assert counts(served.port) == before
+
+
+@pytest.mark.parametrize(
+    "body, content_type, words",
+    [
+        ('{"skus": ["a"]}'.encode("utf-16"), "application/json", "UTF-8"),
+        ('{"skus": ["a"]}'.encode("utf-16-le"), "application/json", "UTF-8"),
+        (b'{"skus": ["caf\xe9"]}', "application/json", "not UTF-8 at byte 15"),
+        (b'{"skus": ["a"], "k": true}', "application/json", "k is true"),
+        (b'{"skus": ["a"], "skus": ["b"]}', "application/json", "skus: given more than once"),
+        (b'{"skus": ["a"], "k": NaN}', "application/json", "k: NaN"),
+        (b'{"skus": ["a"]}', "text/plain", "Content-Type: application/json"),
+        (b'{"skus": ["a"]} x', "application/json", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", "too deep"),
+    ],
+    ids=[
+        "utf-16",
+        "utf-16 no BOM",
+        "latin-1",
+        "k true",
+        "key twice",
+        "k NaN",
+        "text/plain",
+        "junk after",
+        "deep",
+    ],
+)
+def test_a_hostile_cart_is_a_clear_4xx(
+    served: Served, body: bytes, content_type: str, words: str
+) -> None:
+    status, answer = request(
+        served.port, "POST", "/api/recommendations", body, {"Content-Type": content_type}
+    )
+    assert status in (415, 422), answer
+    assert words in json.dumps(json.loads(answer)["detail"], ensure_ascii=False)
+
+
+def test_a_utf8_json_body_with_a_byte_order_mark_is_read(served: Served) -> None:
+    status, answer = request(
+        served.port,
+        "POST",
+        "/api/recommendations",
+        b'\xef\xbb\xbf{"skus": ["a"], "k": 2}',
+        {"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert status == 200, answer
+    assert json.loads(answer)["skus"] == ["a"]

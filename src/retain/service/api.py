@@ -20,10 +20,11 @@ from retain.errors import ArgumentError
 from retain.metrics import MAX_WINDOW_DAYS
 from retain.service import data
 from retain.service.app import Service
+from retain.service.jsonbody import StrictJSONRoute
 from retain.service.orders import WriteQueue, WritesBusy
 from retain.store import Store
 
-router = APIRouter(prefix="/api", tags=["api"])
+router = APIRouter(prefix="/api", tags=["api"], route_class=StrictJSONRoute)
 
 
 def get_service(request: Request) -> Service:
@@ -492,17 +493,34 @@ TEXT_CHARS = 200
 :data:`FIELD_CHARS`: ids, SKUs, dates, amounts, statuses, channels."""
 FIELD_CHARS = {"name": 1000, "email": 254}
 """The longest name (a customer's or a product's) and e-mail address, in characters."""
+NUMBER_FIELDS = frozenset(
+    {"net_revenue", "gross", "discount", "shipping", "tax", "fees", "refunded"}
+    | {"quantity", "unit_price", "k"}
+)
+
+
+BOOLEAN_FIELDS = frozenset({"accepts_marketing"})
+"""The fields of a request that take true or false; in any other, a boolean is refused
+(JSON's true is no amount, id or count, though Python reads it as 1)."""
 
 
 def within_lengths(values: Any) -> Any:
-    """``values`` (a request's fields) when no text in them is longer than its field takes
-    (:data:`TEXT_CHARS`, :data:`FIELD_CHARS`); else an ArgumentError naming the field."""
+    """``values`` (a request's fields) when no text or whole number in them is longer than
+    its field takes (:data:`TEXT_CHARS`, :data:`FIELD_CHARS`) and no field but those of
+    :data:`BOOLEAN_FIELDS` holds true or false; else an ArgumentError naming the field."""
     if isinstance(values, dict):
         for field, value in values.items():
-            limit = FIELD_CHARS.get(field, TEXT_CHARS)
-            if isinstance(value, str) and len(value) > limit:
+            if isinstance(value, bool) and field not in BOOLEAN_FIELDS:
                 raise ArgumentError(
-                    f"{field} is {len(value):,} characters long; it takes at most {limit:,}"
+                    f"{field} is {str(value).lower()}, a boolean: it takes "
+                    + ("a number" if field in NUMBER_FIELDS else "a text or a whole number")
+                )
+            limit = FIELD_CHARS.get(field, TEXT_CHARS)
+            text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            if isinstance(text, str) and len(text) > limit:
+                kind = "characters" if isinstance(value, str) else "digits"
+                raise ArgumentError(
+                    f"{field} is {len(text):,} {kind} long; it takes at most {limit:,}"
                 )
     return values
 
@@ -515,6 +533,11 @@ class Cart(BaseModel):
         min_length=1, max_length=500, description="SKUs in the cart."
     )
     k: int = Field(5, ge=1, le=100, description="How many products to suggest.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_lengths(cls, values: Any) -> Any:
+        return within_lengths(values)
 
 
 @router.post("/recommendations", responses=ERRORS, summary="Products to suggest for a cart")

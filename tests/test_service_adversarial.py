@@ -317,3 +317,78 @@ def test_a_utf8_json_body_with_a_byte_order_mark_is_read(served: Served) -> None
     )
     assert status == 200, answer
     assert json.loads(answer)["skus"] == ["a"]
+
+
+# -- Host and Origin ---------------------------------------------------------------------------
+def raw(port: int, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    """Send ``head`` (request line and headers, no blank line) and ``body`` as they are on a
+    socket; the status and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(head.encode("latin-1") + b"\r\nConnection: close\r\n\r\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("[::1]:{port}", 200),
+        ("LOCALHOST:{port}", 200),
+        ("localhost.:{port}", 200),
+        ("127.0.0.1.:{port}", 200),
+        ("[::ffff:127.0.0.1]:{port}", 200),
+        # not a host and a port: names no machine, whatever part of it looks like this one
+        ("localhost:{port}@attacker.example", 403),
+        ("127.0.0.1:{port}, attacker.example", 403),
+        ("127.0.0.1 attacker.example", 403),
+        ("[::1", 403),
+        ("", 403),
+        ("attacker.example", 403),
+    ],
+)
+def test_host_values_a_client_can_send(served: Served, host: str, status: int) -> None:
+    head = f"GET /api/status HTTP/1.1\r\nHost: {host.format(port=served.port)}"
+    assert raw(served.port, head)[0] == status
+
+
+def test_a_request_with_no_host_and_forwarded_hosts(served: Served) -> None:
+    """HTTP/1.0 may send no Host (no browser does): it is this machine's own program.
+    X-Forwarded-Host is not read: it neither lets another name in nor keeps this one out."""
+    assert raw(served.port, "GET /api/status HTTP/1.0")[0] == 200
+    forwarded = "X-Forwarded-Host: attacker.example"
+    assert raw(served.port, f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n{forwarded}")[0] == 200
+    back = "X-Forwarded-Host: 127.0.0.1"
+    assert (
+        raw(served.port, f"GET /api/status HTTP/1.1\r\nHost: attacker.example\r\n{back}")[0] == 403
+    )
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        ("Origin: http://127.0.0.1:{port}", 200),
+        ("Origin: http://localhost:{port}", 200),
+        ("Origin: http://[::1]:{port}", 200),
+        # another program's page on this machine is another origin: not this service's
+        ("Origin: http://127.0.0.1:{other}", 403),
+        ("Origin: http://localhost:{other}", 403),
+        ("Origin: http://127.0.0.1", 403),
+        ("Referer: http://localhost:{other}/page.html", 403),
+        ("Origin: http://127.0.0.1:99999", 403),
+        ("Origin: ftp://127.0.0.1:{port}", 403),
+    ],
+)
+def test_a_keyless_write_is_taken_from_this_services_own_pages_only(
+    served: Served, origin: str, status: int
+) -> None:
+    body = b'{"skus": ["a"]}'
+    header = origin.format(port=served.port, other=served.port + 1)
+    head = (
+        f"POST /api/recommendations HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n{header}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}"
+    )
+    answer = raw(served.port, head, body)
+    assert answer[0] == status, answer

@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -610,9 +611,20 @@ def host_name(host: str) -> str:
     return host.rstrip(".")
 
 
+HOST_VALUE = re.compile(
+    r"(?:\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?)(?::[0-9]{1,5})?", re.IGNORECASE
+)
+"""A well-formed ``Host`` value: a name or IPv4 address, or an IPv6 address in brackets,
+with an optional port (RFC 9110's uri-host [":" port])."""
+
+
 def names_this_machine(host: str, server: str | None = None) -> bool:
     """Whether a ``Host`` value names this machine: ``localhost`` (or a name under it),
-    an address in 127.0.0.0/8, ``::1``, or ``server``, the address the request arrived at."""
+    an address in 127.0.0.0/8, ``::1``, or ``server``, the address the request arrived at.
+    A value that is no host and port (``localhost@attacker.example``, two hosts with a
+    comma, an unclosed bracket) names nothing."""
+    if not HOST_VALUE.fullmatch(host.strip()):
+        return False
     name = host_name(host)
     if name == "localhost" or name.endswith(".localhost") or is_loopback(name):
         return True
@@ -631,15 +643,27 @@ def _address(name: str) -> str:
     return str(address)
 
 
-def _origin_host(value: str) -> str | None:
-    """The host part of an ``Origin`` or ``Referer`` value (None for ``null`` or junk)."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def from_this_service(value: str, server: tuple[str, int | None] | None) -> bool:
+    """Whether an ``Origin`` or ``Referer`` value is a page of this service itself: this
+    machine (:func:`names_this_machine`) at the port the request arrived at (``server``:
+    its address and port). A page of another program on this machine (another port) is
+    another origin, as the browser sees it, and is not this service's."""
     from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(value.strip())
-        return parts.netloc.rpartition("@")[2] or None
-    except ValueError:
-        return None
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # no URL, or a port out of range
+        return False
+    netloc = parts.netloc.rpartition("@")[2]
+    if not netloc or parts.scheme.lower() not in DEFAULT_PORTS:
+        return False
+    if server is None or server[1] is None:
+        return names_this_machine(netloc)
+    return names_this_machine(netloc, str(server[0])) and port == server[1]
 
 
 class _ThisMachineOnly:
@@ -650,7 +674,8 @@ class _ThisMachineOnly:
     host. So, while reads are open, a request whose ``Host`` is not this machine's (see
     :func:`names_this_machine`) is refused with 403, unless it carries the API key. With
     no key set, a write (POST, PUT, PATCH, DELETE) whose ``Origin`` or, without one,
-    ``Referer`` is another site's (a form or a script on a web page) is refused too.
+    ``Referer`` is not a page of this service (:func:`from_this_service`: another site's,
+    or another program's on another port of this machine) is refused too.
     """
 
     def __init__(self, app: Any, service: Service) -> None:
@@ -682,13 +707,13 @@ class _ThisMachineOnly:
             for header in ("origin", "referer"):
                 if header not in headers:
                     continue
-                origin = _origin_host(headers[header])
-                if origin is None or not names_this_machine(origin, server_host):
+                if not from_this_service(headers[header], server):
                     problem = (
                         f"refusing a {scope['method']} sent from {headers[header]!r} "
                         f"({header.capitalize()} header): with no API key set, this service "
-                        "takes writes from this machine's own pages and programs only; "
-                        "set an API key (RETAIN_API_KEY) to take writes from elsewhere"
+                        "takes writes from its own pages (this port) and from programs that "
+                        "send no Origin only; set an API key (RETAIN_API_KEY) to take writes "
+                        "from elsewhere"
                     )
                 break
         if problem is None:

@@ -89,6 +89,26 @@ def test_a_copy_read_again_after_another_file_sets_its_rows_aside_once(tmp_path:
         assert rows.values.tolist() == [[str(copy), 3]]
 
 
+def test_live_an_order_dated_after_the_clock_is_read_when_its_day_comes(tmp_path: Path):
+    """Without as_of the observation date is the wall clock: a file with tomorrow's order
+    (a time zone ahead) ingested again later is read again, not skipped."""
+    import datetime as dt
+
+    soon = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=2)
+    path = write(tmp_path, HEADER + f"1,x,2025-01-02,10\n2,y,{soon:%Y-%m-%d %H:%M:%S},5\n", "a.csv")
+    with Store(tmp_path / "s.duckdb") as store:
+        assert ingest(store, path).quarantined == 1
+        import time
+
+        time.sleep(
+            max(0.0, (soon - dt.datetime.now(dt.UTC).replace(tzinfo=None)).total_seconds()) + 1.1
+        )
+        again = ingest(store, path)
+        assert again.same_as is None and again.quarantined == 0
+        assert store.scalar("SELECT count(*) FROM orders") == 2
+        assert ingest(store, path).same_as is not None  # nothing due now: a no-op
+
+
 @pytest.mark.parametrize(
     "options",
     [

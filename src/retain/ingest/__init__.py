@@ -32,6 +32,7 @@ from retain.errors import ArgumentError, DataError, SchemaError
 from retain.ingest import cdnow, shopify
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
 from retain.ingest.load import (
+    AFTER_AS_OF,
     CUSTOMER_KEY,
     IngestReport,
     Loader,
@@ -127,14 +128,18 @@ def ingest(
         },
         sort_keys=True,
     )
+    live = json.loads(options)["as_of"] is None
     same = store.con.execute(
-        "SELECT source_file, format, ingested_at FROM ingested_files "
-        "WHERE sha256 = ? AND options = ? AND latest ORDER BY ingested_at DESC LIMIT 1",
-        [digest, options],
+        "SELECT source_file, format, ingested_at FROM ingested_files f "
+        "WHERE sha256 = ? AND options = ? AND latest AND NOT (? AND EXISTS (SELECT 1 FROM "
+        "quarantine q WHERE q.source_file = f.source_file AND starts_with(q.reason, ?))) "
+        "ORDER BY ingested_at DESC LIMIT 1",
+        [digest, options, live, AFTER_AS_OF],
     ).fetchall()
     # identical content and options, and nothing written since (a file or an API order
     # that moved an order elsewhere, a customers file that changed an e-mail address):
-    # the store holds this ingest already
+    # the store holds this ingest already. Live (no as_of), orders set aside as dated
+    # after the wall clock may be due now: read again.
     if same:
         earlier, earlier_format, when = same[0]
         return IngestReport(

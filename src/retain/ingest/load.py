@@ -132,6 +132,8 @@ _BLANK_MESSAGE = (
     "%s is blank: it holds only whitespace or invisible characters (tab, NUL, "
     "zero-width space), expected an id"
 )
+# The reason of an order dated after the observation date (the start of it).
+AFTER_AS_OF = "dated after the observation date"
 _MAX_AMOUNT_HINT = "the max_amount setting: retain settings set max_amount VALUE"
 
 
@@ -671,7 +673,7 @@ class Loader:
             (
                 f"ordered_at > TIMESTAMP {as_of}",
                 "ordered_at",
-                f"'dated after the observation date {self.as_of.date()}: got ' || _t_ordered_at",
+                f"'{AFTER_AS_OF} {self.as_of.date()}: got ' || _t_ordered_at",
             ),
             (
                 "_rate IS NULL",

@@ -177,6 +177,66 @@ def test_a_stop_answers_the_queued_orders_and_a_half_sent_request_does_not_hold_
     assert orphans == 0
 
 
+def test_a_kill_during_writes_leaves_the_store_whole(copy: Path) -> None:
+    """kill -9 while orders with lines, for known and new customers, stream in: the store
+    opens, every order answered 201 is there with its lines and its customer, and no line or
+    quarantine row is left without its order or its source."""
+    with retain_serve(copy) as (process, port):
+        answers: dict[str, Any] = {}
+        stop = threading.Event()
+
+        def send(worker: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                order_id = f"k{worker}-{i}"
+                body = order(order_id, f"new-{worker}-{i}" if i % 2 else "b", 12.0)
+                body["lines"] = [{"sku": "S1", "quantity": 1, "unit_price": 4}] * 3
+                if i % 4 == 0:
+                    body["lines"].append({"sku": "S2", "quantity": "lots", "unit_price": 1})
+                try:
+                    answers[order_id] = post_json(port, "/api/orders", body)[0]
+                except OSError:
+                    answers[order_id] = None
+
+        threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while sum(a == 201 for a in answers.values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.kill()
+        process.wait(timeout=20)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    with Store(copy) as store:
+        lines = dict(
+            store.con.execute(
+                "SELECT order_id, count(*) FROM order_lines GROUP BY order_id"
+            ).fetchall()
+        )
+        stored = {r[0] for r in store.con.execute("SELECT order_id FROM orders").fetchall()}
+        lost = store.con.execute(
+            """SELECT
+              (SELECT count(*) FROM orders LEFT JOIN customers USING (customer_id)
+               WHERE customers.customer_id IS NULL),
+              (SELECT count(*) FROM order_lines LEFT JOIN orders USING (order_id)
+               WHERE orders.order_id IS NULL),
+              (SELECT count(*) FROM quarantine WHERE source_file LIKE 'api:%'
+               AND split_part(source_file, ' ', 4) NOT IN (SELECT order_id FROM orders))"""
+        ).fetchone()
+    assert sum(a == 201 for a in answers.values()) >= 3
+    for order_id, answer in answers.items():
+        if answer == 201:
+            assert order_id in stored
+        if order_id in stored:  # all of an order or none of it: 3 lines, the bad one set aside
+            assert lines.get(order_id) == 3, order_id
+        if answer == 503:
+            assert order_id not in stored
+    assert lost == (0, 0, 0)
+
+
 # -- hostile JSON ----------------------------------------------------------------------------
 class Served:
     """An app over a store, served by a real uvicorn on 127.0.0.1 in a thread."""

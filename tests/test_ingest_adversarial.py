@@ -227,6 +227,12 @@ def test_a_lower_max_amount_and_a_reingest(tmp_path: Path):
     with Store(db, read_only=True) as store:
         assert store.scalar("SELECT count(*) FROM orders") == 2
         assert status(store)["net_revenue"] == 2000000000.01
+    # lowered again: the file's rows above it are set aside, the stored orders stay
+    assert cli("settings", "set", "max_amount", "1e6", "--db", db).exit_code == 0
+    result = cli("ingest", path, "--db", db, "--as-of", "2025-10-01")
+    assert result.exit_code == 0 and "2 rows quarantined" in result.output
+    with Store(db, read_only=True) as store:
+        assert store.scalar("SELECT count(*) FROM orders") == 2
 
 
 # -- upgrade of a store an older retain wrote -------------------------------------------------

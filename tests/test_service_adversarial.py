@@ -452,3 +452,21 @@ def test_a_keyless_write_is_taken_from_this_services_own_pages_only(
     )
     answer = raw(served.port, head, body)
     assert answer[0] == status, answer
+
+
+@pytest.mark.parametrize("order_id", ["z1\x00x", "\u200bz2", "z3\there", " z4 "])
+def test_an_order_answers_and_is_found_under_the_id_it_is_stored_as(
+    served: Served, order_id: str
+) -> None:
+    """Ingest keeps no tab, NUL, zero-width character or edge space in an id: the answer
+    names the order as stored, and a look-up by the id as sent finds it."""
+    from urllib.parse import quote
+
+    status, answer = post_json(served.port, "/api/orders", order(order_id, "a", 3.0))
+    assert status == 201, answer
+    stored_as = json.loads(answer)["order_id"]
+    assert stored_as == "".join(c for c in order_id if c.isprintable()).strip()
+    for asked in (stored_as, order_id):
+        status, found = request(served.port, "GET", "/api/orders/" + quote(asked, safe=""))
+        assert status == 200, (asked, found)
+        assert json.loads(found)["order_id"] == stored_as

@@ -143,6 +143,14 @@ def _search_columns(service: Service, index: data.CustomerIndex) -> tuple[Any, A
     return lowered, emails, by_lower
 
 
+def order_key(order_id: str) -> str:
+    """The order_id as the store keys it: as ingest stores ids, trimmed of Unicode
+    whitespace, without controls (tab, NUL) or zero-width characters (case kept)."""
+    import unicodedata
+
+    return "".join(ch for ch in order_id if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
+
+
 def resolve_customer_id(service: Service, customer_id: str) -> str:
     """The stored id of ``customer_id``: itself when the store has it, else the one id that
     equals it but for case (customers keyed by e-mail are stored lower-cased)."""
@@ -317,7 +325,7 @@ def _ingested(
             if excluded
             else None
         ),
-        "order_id": str(order["order_id"]),
+        "order_id": order_key(str(order["order_id"])),
         "customer_id": customer_id,
         "source": report.file,
         "quarantined": problems,
@@ -690,7 +698,7 @@ def get_order(service: ServiceDep, order_id: str) -> dict[str, Any]:
     """The stored order: its customer, date, net revenue, currency, whether it is a
     purchase and where it came from (``source_file``); 404 when it is not stored."""
     store = service.store()
-    frame = store.con.execute(STORED_ORDER_SQL, {"id": order_id}).df()
+    frame = store.con.execute(STORED_ORDER_SQL, {"id": order_key(order_id)}).df()
     if frame.empty:
         raise HTTPException(404, f"no order {order_id!r} is stored")
     row: dict[str, Any] = data.records(frame)[0]

@@ -291,3 +291,27 @@ def test_utf16_given_for_a_file_with_its_mark_reads(tmp_path: Path):
     with Store(tmp_path / "s.duckdb") as store:
         assert ingest(store, path, encoding="utf-16", as_of="2025-10-01").orders == 1
         assert store.scalar("SELECT customer_id FROM orders") == "José"
+
+
+def test_a_mapped_column_counts_when_the_format_is_recognised(tmp_path: Path):
+    """An orders file with a sku column and its date under another name is an orders
+    file when --map names its ordered_at, not a file of order lines."""
+    path = write(
+        tmp_path, "order_id,customer_id,order_date,total,sku\n1,a,2025-01-02,10,S1\n", "o.csv"
+    )
+    db = tmp_path / "s.duckdb"
+    result = cli(
+        "ingest",
+        path,
+        "--db",
+        db,
+        "--map",
+        "ordered_at=order_date",
+        "--map",
+        "net_revenue=total",
+        "--as-of",
+        "2025-10-01",
+    )
+    assert result.exit_code == 0, result.output
+    with Store(db, read_only=True) as store:
+        assert store.scalar("SELECT net_revenue FROM orders WHERE order_id = '1'") == 10.0

@@ -160,7 +160,7 @@ def ingest(
     )
 
     columns = first_line_columns(file, encoding)
-    fmt = format if format != "auto" else detect_format(file, columns)
+    fmt = format if format != "auto" else detect_format(file, columns, mapping)
     if fmt == "cdnow":
         columns = cdnow.stage(loader)
     else:

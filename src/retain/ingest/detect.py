@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from retain.errors import DataError, SchemaError
@@ -64,8 +65,12 @@ def looks_like_shopify(columns: list[str]) -> bool:
     return {"name", "email", "subtotal"} <= names and bool(names & {"created at", "paid at"})
 
 
-def detect_format(path: Path, columns: list[str] | None) -> str:
-    """Name the reader for a file: shopify, cdnow, spend, lines, customers or orders."""
+def detect_format(
+    path: Path, columns: list[str] | None, mapping: Mapping[str, str] | None = None
+) -> str:
+    """Name the reader for a file: shopify, cdnow, spend, lines, customers or orders.
+    The canonical columns of ``mapping`` (``--map ordered_at=order_date``) count as
+    the file's own."""
     if columns is None:  # text whose first line is not a delimited header
         lines = first_lines(path)
         if lines and (
@@ -73,8 +78,8 @@ def detect_format(path: Path, columns: list[str] | None) -> str:
         ):
             return "cdnow"
         raise SchemaError(f"{path}: cannot tell the format of this file; pass --format")
-    names = canonical_names(columns)
-    if looks_like_shopify(columns):
+    names = canonical_names(columns) | set(mapping or {})
+    if looks_like_shopify([*columns, *(mapping or {})]):
         return "shopify"
     if names >= {"date", "channel", "amount"} and len(names) <= 4:
         return "spend"

@@ -236,11 +236,8 @@ def test_a_lower_max_amount_and_a_reingest(tmp_path: Path):
 
 
 # -- upgrade of a store an older retain wrote -------------------------------------------------
-def test_a_store_with_a_repeated_order_id_upgrades_without_losing_it(tmp_path: Path):
-    """A store at the last version before the unique order_id, holding one order_id
-    twice (as a file with a `_row` column could store it), opens and takes new files."""
-    db = tmp_path / "old.duckdb"
-    # the version before the migration that made order_id unique
+def old_store(db: Path) -> duckdb.DuckDBPyConnection:
+    """A store at the last version before the unique order_id, as an older retain left it."""
     old = next(i for i, (d, _) in enumerate(MIGRATIONS) if d.startswith("orders: one row per"))
     con = duckdb.connect(str(db))
     con.execute(
@@ -251,6 +248,14 @@ def test_a_store_with_a_repeated_order_id_upgrades_without_losing_it(tmp_path: P
         for statement in statements:
             con.execute(statement)
         con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, description])
+    return con
+
+
+def test_a_store_with_a_repeated_order_id_upgrades_without_losing_it(tmp_path: Path):
+    """An order_id stored twice (as a file with a `_row` column could store it): the
+    store opens, keeps the later copy, sets the earlier aside, and takes new files."""
+    db = tmp_path / "old.duckdb"
+    con = old_store(db)
     con.execute(
         "INSERT INTO orders (order_id, customer_id, ordered_at, net_revenue, source_file) "
         "VALUES ('d1', 'c1', '2025-05-01', 10, 'old.csv'), ('d1', 'c1', '2025-05-02', 20, "

@@ -320,3 +320,17 @@ def test_a_mapped_column_counts_when_the_format_is_recognised(tmp_path: Path):
     assert result.exit_code == 0, result.output
     with Store(db, read_only=True) as store:
         assert store.scalar("SELECT net_revenue FROM orders WHERE order_id = '1'") == 10.0
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_classic_mac_line_endings_read_as_lines(tmp_path: Path, quoted: bool):
+    """Excel's "CSV (Macintosh)" ends each line with a carriage return alone: each row
+    keeps its line, a blank line is skipped."""
+    name = '"Smith, J"' if quoted else "Smith"
+    body = HEADER.replace("\n", ",name\r") + f"1,x,2025-01-02,10,{name}\r\r2,y,x,5,{name}\r"
+    path = tmp_path / "mac.csv"
+    path.write_bytes(body.encode())
+    with Store(tmp_path / "s.duckdb") as store:
+        report = ingest(store, path, as_of="2025-10-01")
+        assert report.rows_read == 2 and report.orders == 1
+        assert store.scalar("SELECT row_number FROM quarantine") == 4

@@ -8,8 +8,8 @@ a text editor shows:
 - ``.gz`` files are read through gzip; a file that is not gzip says so;
 - the encoding is the one given (``--encoding``), else the one a byte-order
   mark names (UTF-8, UTF-16 or UTF-32), else UTF-8; a file in another
-  encoding, or with mixed line endings (LF and CRLF), is copied once to a
-  temporary UTF-8 file with LF endings;
+  encoding, with mixed line endings (LF and CRLF), or with classic Mac ones
+  (CR alone), is copied once to a temporary UTF-8 file with LF endings;
 - :func:`scan_records` returns the first line of every record (a record is
   one line, or several when a quoted value holds line breaks) and which
   records are empty lines.
@@ -178,11 +178,13 @@ def prepare(path: Path, encoding: str, delimiter: str = ",") -> Records:
     """Make the file readable as UTF-8 with one kind of line ending (a temporary copy
     when it is not already) and find where its records start, for fields separated
     by ``delimiter``."""
-    has_quote, lf, crlf = _survey(path)
+    has_quote, lf, crlf, cr = _survey(path)
     mixed = 0 < crlf < lf
+    # classic Mac line endings (Excel's "CSV (Macintosh)"): a carriage return alone
+    mac = lf == 0 and cr > 0
     source, temporary = path, False
-    if encoding not in _UTF8 or mixed:
-        source, temporary = _utf8_copy(path, encoding), True
+    if encoding not in _UTF8 or mixed or mac:
+        source, temporary = _utf8_copy(path, encoding, bare_cr=mac), True
         if temporary and encoding not in _UTF8:
             has_quote = has_quote or _survey(source)[0]
     try:
@@ -197,14 +199,16 @@ def prepare(path: Path, encoding: str, delimiter: str = ",") -> Records:
     return Records(source, temporary, lines, empty)
 
 
-def _survey(path: Path) -> tuple[bool, int, int]:
-    """Whether the file holds a quote, its line feeds, and how many follow a carriage return."""
+def _survey(path: Path) -> tuple[bool, int, int, int]:
+    """Whether the file holds a quote, its line feeds, how many follow a carriage return,
+    and its carriage returns."""
     quote = False
-    lf = crlf = 0
+    lf = crlf = cr = 0
     previous = b""
     for block in read_blocks(path):
         data = np.frombuffer(block, dtype=np.uint8)
         quote = quote or bool((data == 34).any())
+        cr += int(np.count_nonzero(data == 13))
         feeds = np.flatnonzero(data == 10)
         lf += len(feeds)
         before = feeds - 1
@@ -212,12 +216,13 @@ def _survey(path: Path) -> tuple[bool, int, int]:
         if len(feeds) and feeds[0] == 0 and previous.endswith(b"\r"):
             crlf += 1
         previous = block[-1:]
-    return quote, lf, crlf
+    return quote, lf, crlf, cr
 
 
-def _utf8_copy(path: Path, encoding: str) -> Path:
-    """A temporary UTF-8 copy of the file with LF line endings. Bytes that are not valid
-    UTF-8 in a UTF-8 file stay as they are, for the reader to set their rows aside."""
+def _utf8_copy(path: Path, encoding: str, bare_cr: bool = False) -> Path:
+    """A temporary UTF-8 copy of the file with LF line endings (``bare_cr``: a carriage
+    return alone ends a line too). Bytes that are not valid UTF-8 in a UTF-8 file stay
+    as they are, for the reader to set their rows aside."""
     errors = "surrogateescape" if encoding in _UTF8 else "strict"
     decoder = codecs.getincrementaldecoder(encoding)(errors=errors)
     fd, name = tempfile.mkstemp(prefix="retain-", suffix=".csv")
@@ -249,7 +254,10 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
                 lines += block.count(b"\n")
                 carry = "\r" if text.endswith("\r") else ""
                 text = text[:-1] if carry else text
-                out.write(text.replace("\r\n", "\n").encode("utf-8", errors="surrogateescape"))
+                text = text.replace("\r\n", "\n")
+                if bare_cr:
+                    text = text.replace("\r", "\n")
+                out.write(text.encode("utf-8", errors="surrogateescape"))
             try:
                 tail = carry + decoder.decode(b"", final=True)
             except UnicodeError as exc:
@@ -258,6 +266,8 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
                     file=str(path),
                     row=lines,
                 ) from None
+            if bare_cr:
+                tail = tail.replace("\r", "\n")
             out.write(tail.encode("utf-8", "surrogateescape"))
     except BaseException:
         Path(name).unlink(missing_ok=True)

@@ -154,6 +154,7 @@ class Service:
         self.written: dict[str, int] = {}  # customer -> generation of their last write
         self.extras: dict[str, Any] = {}  # what the routes derive from one customer index
         self.closed = False
+        self._closing = False  # close() has begun
 
     def store(self) -> Store:
         """A Store on this thread's own cursor of the shared database."""
@@ -367,7 +368,12 @@ class Service:
         gc.freeze()
 
     def close(self) -> None:
-        """Stop background work, close every cursor, then the store."""
+        """Stop background work, close every cursor, then the store (once: a second call
+        does nothing)."""
+        with self._cache_lock:
+            if self._closing:
+                return
+            self._closing = True
         if self.writer is not None:  # answer the queued orders, finish the batch started
             self.writer.close()
         with self._cache_lock:
@@ -433,8 +439,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm:
             service.background(service.warm)
-        yield
-        service.close()
+        try:
+            yield
+        finally:  # also when the server stops at once (a second Ctrl+C cancels this task):
+            # the writer's batch is finished and the store closed before the process exits
+            service.close()
 
     app = FastAPI(
         lifespan=lifespan,

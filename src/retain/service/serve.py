@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
 
 from retain.service.app import (
     MAX_BODY_BYTES,
@@ -114,7 +116,7 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -122,3 +124,26 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
+    server = _patient_server()(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
+
+
+def _patient_server() -> type:
+    """uvicorn's Server, but a second Ctrl+C while it stops does not cut the stop short."""
+    import uvicorn
+
+    class PatientServer(uvicorn.Server):
+        """uvicorn's server, told to stop once: a second Ctrl+C (uvicorn's "force quit")
+        would drop the requests under way unanswered (uvicorn answers them 500, orders
+        included, stored or not) and skip closing the store. The stop takes at most
+        :data:`SHUTDOWN_GRACE_S` seconds anyway."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit:  # already stopping
+                return
+            super().handle_exit(sig, frame)
+
+    return PatientServer

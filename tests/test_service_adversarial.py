@@ -510,3 +510,25 @@ def test_an_order_answers_and_is_found_under_the_id_it_is_stored_as(
         status, found = request(served.port, "GET", "/api/orders/" + quote(asked, safe=""))
         assert status == 200, (asked, found)
         assert json.loads(found)["order_id"] == stored_as
+
+
+# -- audience CSV ------------------------------------------------------------------------------
+def test_a_cell_starting_with_nul_is_neutralised_as_a_formula() -> None:
+    """OWASP ASVS 1.2.10 lists NUL beside = + - @ and tab: a reader that drops the NUL
+    sees the formula after it."""
+    import pandas as pd
+
+    from retain.segments import write_audience
+
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["\x00=1+1", "ok"],
+            "name": ["\x00@SUM(A1)", "Ana"],
+            "top_products": [["\x00=HYPERLINK(1)"], ["Tea"]],
+            "value_at_stake": [1.0, 2.0],
+        }
+    )
+    text = write_audience(frame, "csv")
+    rows = text.splitlines()[1:]
+    assert rows[0].startswith("'\x00=1+1,'\x00@SUM(A1),'\x00=HYPERLINK(1),")
+    assert rows[1] == "ok,Ana,Tea,2.0"

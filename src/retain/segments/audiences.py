@@ -252,14 +252,15 @@ def audience(
     return result
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""A text cell starting with one of these is a formula to a spreadsheet (OWASP's list)."""
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0")
+"""A text cell starting with one of these is a formula to a spreadsheet (OWASP's list, and
+the NUL of OWASP ASVS 1.2.10: a reader that drops it would see the formula behind it)."""
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` whose text cells a spreadsheet shows as text, never runs.
 
-    A text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    A text cell starting with ``=``, ``+``, ``-``, ``@``, a tab, a carriage return or a NUL
     (:data:`FORMULA_STARTS`) gets a single quote in front (``'=1+1``), as OWASP advises
     against formula injection: a customer could name themselves ``=HYPERLINK(...)``.
     Numbers stay numbers: a negative amount is not text and is written as it is. A

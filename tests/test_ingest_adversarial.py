@@ -334,3 +334,22 @@ def test_classic_mac_line_endings_read_as_lines(tmp_path: Path, quoted: bool):
         report = ingest(store, path, as_of="2025-10-01")
         assert report.rows_read == 2 and report.orders == 1
         assert store.scalar("SELECT row_number FROM quarantine") == 4
+
+
+def test_quotes_that_close_on_their_line_take_the_line_scan(tmp_path: Path):
+    """Every line's quotes pair up: each line is a record (the fast scan), numbered as the
+    CSV scan numbers it; a value over two lines takes the CSV scan."""
+    from retain.ingest import text
+
+    body = HEADER.replace("\n", ",name\n") + '1,x,2025-01-02,10,"a, b"\n\n2,y,bad,5,"q ""z"""\n'
+    path = write(tmp_path, body, "q.csv")
+    records = text.prepare(path, "utf-8-sig")
+    assert not records.exact
+    fast = (records.lines.tolist(), records.empty.tolist())
+    records.rescan()
+    assert records.exact and (records.lines.tolist(), records.empty.tolist()) == fast
+    with Store(tmp_path / "s.duckdb") as store:
+        assert ingest(store, path, as_of="2025-10-01").orders == 1
+        assert store.scalar("SELECT row_number FROM quarantine") == 4
+    spanning = write(tmp_path, body.replace('"a, b"', '"a\nb"'), "span.csv")
+    assert text.prepare(spanning, "utf-8-sig").exact

@@ -289,6 +289,12 @@ class Loader:
             kept &= ~records.empty
         lines = records.lines[kept]
         read = self.count("_raw")
+        if len(lines) != read and not records.exact:
+            # a quote inside a value (5" screen) paired with one that opens a value over
+            # several lines: find the records by the CSV rules and number them again
+            records.rescan()
+            self._number_rows(records, header_line, columns)
+            return
         if len(lines) != read:
             raise DataError(
                 f"cannot tell which line each row comes from ({read:,} rows parsed, "

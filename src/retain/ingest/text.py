@@ -167,6 +167,15 @@ class Records:
     temporary: bool
     lines: np.ndarray
     empty: np.ndarray
+    # False when each line was taken for one record because every line holds an even
+    # number of quotes: :meth:`rescan` reads the records by the CSV rules instead
+    exact: bool = True
+    delimiter: str = ","
+
+    def rescan(self) -> None:
+        """Find the records by the CSV rules (a quoted value may span lines)."""
+        self.lines, self.empty = _scan_csv(self.path, self.delimiter)
+        self.exact = True
 
     def remove(self) -> None:
         """Delete the temporary copy, if one was made."""
@@ -188,15 +197,31 @@ def prepare(path: Path, encoding: str, delimiter: str = ",") -> Records:
         if temporary and encoding not in _UTF8:
             has_quote = has_quote or _survey(source)[0]
     try:
-        if has_quote:
-            lines, empty = _scan_csv(source, delimiter)
-        else:
+        # quotes that pair up on every line open no value across lines: each line is one
+        # record, found by the fast line scan (the CSV scan costs ~1.2 s a million rows)
+        fast = has_quote and _quotes_close_on_each_line(source)
+        if fast or not has_quote:
             lines, empty = _scan_lines(source)
+        else:
+            lines, empty = _scan_csv(source, delimiter)
     except BaseException:
         if temporary:
             source.unlink(missing_ok=True)
         raise
-    return Records(source, temporary, lines, empty)
+    return Records(source, temporary, lines, empty, exact=not fast, delimiter=delimiter)
+
+
+def _quotes_close_on_each_line(path: Path) -> bool:
+    """Whether the quotes (") before every line feed of the file are even in number."""
+    before = 0  # quotes before the block
+    for block in read_blocks(path):
+        data = np.frombuffer(block, dtype=np.uint8)
+        quotes = np.flatnonzero(data == 34)
+        # the quotes before each line feed: where the feed falls among the quotes
+        if ((np.searchsorted(quotes, np.flatnonzero(data == 10)) + before) & 1).any():
+            return False
+        before += len(quotes)
+    return True
 
 
 def _survey(path: Path) -> tuple[bool, int, int, int]:

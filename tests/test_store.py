@@ -67,3 +67,9 @@ def test_store_held_by_another_process_says_who_and_what_to_do(tmp_path: Path):
         assert "POST /api/orders" in str(caught.value)
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_the_store_prints_no_duckdb_progress_bar(tmp_path) -> None:
+    """The CLI reports its own progress; DuckDB's bar would land in its output."""
+    with Store(tmp_path / "s.duckdb") as store:
+        assert store.scalar("SELECT current_setting('enable_progress_bar')") is False

@@ -172,6 +172,8 @@ class Store:
                 )
             raise StoreError(message) from exc
         self.con.execute("SET TimeZone = 'UTC'")
+        # the CLI says its own progress; DuckDB's bar would be printed into its output
+        self.con.execute("SET enable_progress_bar = false")
         # whether a transaction() block is open, so that a nested one joins it: DuckDB
         # aborts the open transaction when BEGIN is run inside it
         self.in_transaction = False

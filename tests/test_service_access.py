@@ -130,14 +130,18 @@ def test_on_loopback_reads_stay_open(db: Path) -> None:
 def test_serve_tells_the_app_where_it_listens(
     db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import uvicorn
+    import sys
 
     from retain.service import serve
 
     monkeypatch.delenv("RETAIN_API_KEY", raising=False)
     monkeypatch.delenv("RETAIN_API_KEY_FILE", raising=False)
     served: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    monkeypatch.setattr(
+        sys.modules["retain.service.serve"],
+        "run_uvicorn",
+        lambda app, **options: served.update(app=app, **options),
+    )
     import socket
 
     with socket.socket() as probe:  # a port nothing listens on: serve checks it is free

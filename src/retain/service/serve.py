@@ -7,6 +7,7 @@ import socket
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from retain.service.app import (
     MAX_BODY_BYTES,
@@ -89,7 +90,6 @@ def serve(
     Told to stop, it answers the requests under way for up to :data:`SHUTDOWN_GRACE_S`
     seconds, then drops the rest and closes the store.
     """
-    import uvicorn
 
     key = resolve_api_key(api_key, key_file)
     check_bind(host, key, writes)
@@ -116,7 +116,7 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    config = uvicorn.Config(
+    run_uvicorn(
         app,
         host=host,
         port=port,
@@ -124,7 +124,15 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
-    server = _patient_server()(config)
+
+
+def run_uvicorn(app: Any, **options: Any) -> None:
+    """``uvicorn.run(app, **options)``, on a server that a second Ctrl+C does not cut
+    short (see :func:`_patient_server`); exits with :data:`STARTUP_FAILURE` when it
+    cannot start."""
+    import uvicorn
+
+    server = _patient_server()(uvicorn.Config(app, **options))
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:

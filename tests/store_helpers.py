@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,4 +33,19 @@ def scored_copy(source: Path, path: Path, *, margin: float = 1.0) -> Path:
     with Store(path) as store:
         fit_store(store, model="mbgnbd", unit="W")
         score_store(store, margin=margin)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def store_copy(db: Path, folder: Path) -> Path:
+    """A copy of the store ``db`` in ``folder``, for a test that writes to it."""
+    path = folder / "copy.duckdb"
+    shutil.copy(db, path)
     return path

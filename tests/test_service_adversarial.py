@@ -25,6 +25,8 @@ import pytest
 from retain.ingest import ingest
 from retain.service.serve import SHUTDOWN_GRACE_S
 from retain.store import Store
+from service_helpers import Served
+from store_helpers import free_port, store_copy
 
 ORDERS = """order_id,customer_id,ordered_at,net_revenue,email,name
 o1,a,2024-01-10,10.00,ana@example.com,Ana
@@ -48,16 +50,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def copy(db: Path, tmp_path: Path) -> Path:
     """A copy of the store that a test may write to."""
-    path = tmp_path / "copy.duckdb"
-    shutil.copy(db, path)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return store_copy(db, tmp_path)
 
 
 def request(
@@ -278,38 +271,13 @@ def test_a_kill_during_writes_leaves_the_store_whole(copy: Path) -> None:
 
 
 # -- hostile JSON ----------------------------------------------------------------------------
-class Served:
-    """An app over a store, served by a real uvicorn on 127.0.0.1 in a thread."""
-
-    def __init__(self, db: Path) -> None:
-        import uvicorn
-
-        from retain.service import create_app
-
-        self.app = create_app(db, None, warm=False)
-        self.port = free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def served(db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     path = tmp_path_factory.mktemp("served") / "store.duckdb"
     shutil.copy(db, path)
-    with Served(path) as server:
+    from retain.service import create_app
+
+    with Served(create_app(path, None, warm=False)) as server:
         yield server
 
 

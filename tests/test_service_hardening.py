@@ -5,15 +5,12 @@ a busy port. Host, keep-alive and the port are checked against a real uvicorn on
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +21,6 @@ import pytest
 
 warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
 
-import uvicorn  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -33,6 +29,8 @@ from retain.segments import audience, customer_segments, write_audience  # noqa:
 from retain.service import ServiceError, create_app, resolve_api_key  # noqa: E402
 from retain.service.app import MAX_BODY_BYTES, names_this_machine  # noqa: E402
 from retain.store import Store  # noqa: E402
+from service_helpers import Served  # noqa: E402
+from store_helpers import free_port, store_copy  # noqa: E402
 
 KEY = "a-test-key-of-enough-length"
 FORMULA = "=cmd|' /C calc'!A0"
@@ -65,61 +63,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def copy(db: Path, tmp_path: Path) -> Path:
     """A copy of the store that a test may write to."""
-    import shutil
-
-    path = tmp_path / "copy.duckdb"
-    shutil.copy(db, path)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Served:
-    """An app served by a real uvicorn on 127.0.0.1, in a thread of this process."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-
-    def connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-
-    def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One request on a new connection: status, headers (lower-case names), body."""
-        connection = self.connection()
-        try:
-            data = json.dumps(body).encode() if body is not None else None
-            sent = {"Content-Type": "application/json"} if data is not None else {}
-            connection.request(method, path, body=data, headers={**sent, **(headers or {})})
-            response = connection.getresponse()
-            return (
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
-        finally:
-            connection.close()
+    return store_copy(db, tmp_path)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from retain.scoring import rescore_customers, score_store
+from retain.segments.assign import SEGMENT_SCORE_COLUMNS
 from retain.store import Store
 from store_helpers import scored_copy
 
@@ -25,14 +26,7 @@ COMPARED = [
     "expected_purchases_365d",
     "clv_12m",
     "clv_if_retained",
-    "segment",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm",
-    "churn_risk",
-    "churn_reason",
-    "value_at_stake",
+    *SEGMENT_SCORE_COLUMNS,
 ]
 
 

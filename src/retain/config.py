@@ -105,32 +105,43 @@ def check_currency(value: object) -> str:
     return text
 
 
+def _in_range(
+    value: object, within: Callable[[float], bool], message: str, expected: str, percent: bool
+) -> float:
+    """``value`` as a float when it is a number that ``within`` accepts, else a
+    :class:`DataError` with ``message`` and ``expected``; with ``percent``, a number
+    above 1 is taken for a percentage and the error says how to write it."""
+    number = float(value) if _is_number(value) else None  # type: ignore[arg-type]
+    if number is None or not within(number):
+        hint = (
+            f" (for {value}% write {number / 100:g})"
+            if percent and number is not None and number >= 1
+            else ""
+        )
+        raise DataError(f"{message}{hint}", value=value, expected=expected)
+    return number
+
+
 def check_margin(margin: object) -> float:
     """The margin as a fraction of net revenue in (0, 1]."""
-    if not _is_number(margin) or not 0 < float(margin) <= 1:  # type: ignore[arg-type]
-        hint = ""
-        if _is_number(margin) and float(margin) > 1:  # type: ignore[arg-type]
-            hint = f" (for {margin}% write {float(margin) / 100:g})"  # type: ignore[arg-type]
-        raise DataError(
-            f"margin must be a fraction of net revenue{hint}",
-            value=margin,
-            expected="a number in (0, 1], e.g. 0.3 for 30%",
-        )
-    return float(margin)  # type: ignore[arg-type]
+    return _in_range(
+        margin,
+        lambda m: 0 < m <= 1,
+        "margin must be a fraction of net revenue",
+        "a number in (0, 1], e.g. 0.3 for 30%",
+        percent=True,
+    )
 
 
 def check_discount_rate(rate: object) -> float:
     """The discount rate of CLV per year, in [0, 1)."""
-    if not _is_number(rate) or not 0 <= float(rate) < 1:  # type: ignore[arg-type]
-        hint = ""
-        if _is_number(rate) and float(rate) >= 1:  # type: ignore[arg-type]
-            hint = f" (for {rate}% write {float(rate) / 100:g})"  # type: ignore[arg-type]
-        raise DataError(
-            f"discount rate must be a fraction per year{hint}",
-            value=rate,
-            expected="a number in [0, 1), e.g. 0.1 for 10% a year",
-        )
-    return float(rate)  # type: ignore[arg-type]
+    return _in_range(
+        rate,
+        lambda r: 0 <= r < 1,
+        "discount rate must be a fraction per year",
+        "a number in [0, 1), e.g. 0.1 for 10% a year",
+        percent=True,
+    )
 
 
 def per_period_rate(rate_per_year: float, months: int) -> float:
@@ -214,13 +225,13 @@ def check_time_zone(value: object) -> str:
 def check_max_amount(value: object) -> float:
     """The ``max_amount`` setting: the largest absolute amount accepted at ingest, in the
     reporting currency, above 0 and at most :data:`MAX_MAX_AMOUNT`."""
-    if not _is_number(value) or not 0 < float(value) <= MAX_MAX_AMOUNT:  # type: ignore[arg-type]
-        raise DataError(
-            "max_amount must be the largest amount an order, line or spend row may hold",
-            value=value,
-            expected="a number above 0 and at most 1e15, in the reporting currency, e.g. 1e9",
-        )
-    return float(value)  # type: ignore[arg-type]
+    return _in_range(
+        value,
+        lambda a: 0 < a <= MAX_MAX_AMOUNT,
+        "max_amount must be the largest amount an order, line or spend row may hold",
+        "a number above 0 and at most 1e15, in the reporting currency, e.g. 1e9",
+        percent=False,
+    )
 
 
 def _number(name: str, check: Callable[[object], float]) -> Callable[[object], float]:

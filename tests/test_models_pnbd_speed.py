@@ -189,11 +189,8 @@ def test_a_fit_started_from_a_sample_of_rows_reaches_the_full_data_maximum(monke
 def test_a_maximum_at_a_bound_is_not_searched_again_from_more_starts(monkeypatch):
     # a small shop's Pareto/NBD maximum lies at the exponential-dropout limit (beta at
     # its bound): every start ends there, and six starts once repeated it
-    import retain
 
-    orders = messy_orders(2000, 0)
-    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
-    summary = retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
+    summary = shop_summary(2000, 0)
     ends: list[float] = []
     run = Model._run
 
@@ -210,6 +207,15 @@ def test_a_maximum_at_a_bound_is_not_searched_again_from_more_starts(monkeypatch
 
 
 # -- numpy warnings on a small messy store ----------------------------------------------
+def shop_summary(n: int, seed: int) -> pd.DataFrame:
+    """The small messy shop's orders (:func:`messy_orders`), summarised in days."""
+    import retain
+
+    orders = messy_orders(n, seed)
+    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
+    return retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
+
+
 def messy_orders(n: int, seed: int) -> pd.DataFrame:
     """A small shop over 18 months: seven in ten customers buy once, a quarter buy
     two to four times, three in a hundred buy every day or two for months.
@@ -287,11 +293,8 @@ def test_a_sample_maximum_on_a_ridge_is_finished_by_one_run_on_every_row(monkeyp
     # a small shop's maximum lies along s, beta -> infinity (exponential dropout): the
     # sample's starts end on that ridge, and a new search from the model's start over
     # every row once walked it again from scratch (3 starts, ~160 passes over all rows)
-    import retain
 
-    orders = messy_orders(5000, 0)
-    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
-    summary = retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
+    summary = shop_summary(5000, 0)
     searches: list[int] = []
     search = Model._search
 
@@ -326,12 +329,9 @@ def test_the_gone_integral_takes_fewer_panels_only_where_they_are_exact(monkeypa
     # integrand needs: as exact as 8 panels everywhere (against 16), and at a small
     # shop's maximum (exponential dropout, every row by the integral) most rows need
     # at most 4 of the 8 panels that every row once took
-    import retain
 
     # 5,000 customers, ~2,000 distinct rows: from 1,000 rows they are grouped by panels
-    orders = messy_orders(5000, 0)
-    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
-    shop = retain.summarize(orders, unit="D", grain="D", observation_end="2025-07-01")
+    shop = shop_summary(5000, 0)
     pareto = simulate_pareto(600, 1, r=50.0, alpha=1000.0, s=0.5, beta=100.0)
     rng = np.random.default_rng(5)
     params = [(0.0918, 4.71, 6.6e5, 6.88e8), (47.66, 951.5, 0.476, 95.36)]

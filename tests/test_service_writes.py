@@ -24,7 +24,7 @@ from retain.service import api as service_api
 from retain.service import create_app
 from retain.service.orders import WriteQueue
 from retain.store import Store
-from store_helpers import scored_copy
+from store_helpers import scored_copy, store_copy
 
 DAY = "1998-06-30"  # the sample's observation day: an order may not be later
 
@@ -398,8 +398,7 @@ def test_a_batch_is_one_pass_and_each_order_keeps_its_own_answer(
 ) -> None:
     from retain.service.orders import ingest_orders, quarantined_rows
 
-    path = tmp_path / "batch.duckdb"
-    shutil.copy(scored_db, path)
+    path = store_copy(scored_db, tmp_path)
     with Store(path) as store:
 
         def orders_of(prefix: str, n: int) -> list[dict[str, Any]]:
@@ -458,8 +457,7 @@ def test_the_same_order_twice_in_a_batch_is_stored_once_as_the_later(
 ) -> None:
     from retain.service.orders import ingest_orders
 
-    path = tmp_path / "twice.duckdb"
-    shutil.copy(scored_db, path)
+    path = store_copy(scored_db, tmp_path)
     with Store(path) as store:
         reports = ingest_orders(
             store,

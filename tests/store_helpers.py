@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from retain.ingest import ingest
 from retain.store import Store
 
 
@@ -48,4 +49,17 @@ def store_copy(db: Path, folder: Path) -> Path:
     """A copy of the store ``db`` in ``folder``, for a test that writes to it."""
     path = folder / "copy.duckdb"
     shutil.copy(db, path)
+    return path
+
+
+def store_of(folder: Path, **files: str) -> Path:
+    """A store in ``folder`` holding ``orders`` (observed to 2024-03-31) and, when given,
+    ``lines`` and ``customers``: each the text of a canonical CSV file."""
+    path = folder / "store.duckdb"
+    with Store(path) as store:
+        for kind, fmt in (("orders", "orders"), ("lines", "lines"), ("customers", "customers")):
+            if kind in files:
+                (folder / f"{kind}.csv").write_text(files[kind])
+                as_of = "2024-03-31" if kind == "orders" else None
+                ingest(store, folder / f"{kind}.csv", format=fmt, as_of=as_of)
     return path

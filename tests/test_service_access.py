@@ -15,9 +15,8 @@ warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from retain.ingest import ingest  # noqa: E402
 from retain.service import create_app  # noqa: E402
-from retain.store import Store  # noqa: E402
+from store_helpers import store_of  # noqa: E402
 
 KEY = "a-test-key-of-enough-length"
 LOOPBACK = ("127.0.0.1", 50000)
@@ -44,12 +43,7 @@ READS = (
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("access")
-    (folder / "orders.csv").write_text(ORDERS)
-    path = folder / "store.duckdb"
-    with Store(path) as store:
-        ingest(store, folder / "orders.csv", format="orders", as_of="2024-03-31")
-    return path
+    return store_of(tmp_path_factory.mktemp("access"), orders=ORDERS)
 
 
 @pytest.fixture

@@ -22,11 +22,10 @@ from typing import Any
 
 import pytest
 
-from retain.ingest import ingest
 from retain.service.serve import SHUTDOWN_GRACE_S
 from retain.store import Store
 from service_helpers import Served
-from store_helpers import free_port, store_copy
+from store_helpers import free_port, store_copy, store_of
 
 ORDERS = """order_id,customer_id,ordered_at,net_revenue,email,name
 o1,a,2024-01-10,10.00,ana@example.com,Ana
@@ -39,12 +38,7 @@ DAY = "2024-03-20"
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("adversarial")
-    (folder / "orders.csv").write_text(ORDERS)
-    path = folder / "store.duckdb"
-    with Store(path) as store:
-        ingest(store, folder / "orders.csv", format="orders", as_of="2024-03-31")
-    return path
+    return store_of(tmp_path_factory.mktemp("adversarial"), orders=ORDERS)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from retain.ingest import ingest  # noqa: E402
 from retain.service import ServiceError, check_bind, create_app, resolve_api_key  # noqa: E402
 from retain.service.app import is_loopback  # noqa: E402
 from retain.store import Store  # noqa: E402
-from store_helpers import scored_copy  # noqa: E402
+from store_helpers import scored_copy, store_of  # noqa: E402
 
 KEY = "a-test-key-of-enough-length"
 LOOPBACK = ("127.0.0.1", 50000)
@@ -60,15 +60,9 @@ b,bo@example.com,Bo,no
 
 @pytest.fixture(scope="module")
 def tiny_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny")
-    for name, text in (("orders.csv", ORDERS), ("lines.csv", LINES), ("people.csv", CUSTOMERS)):
-        (folder / name).write_text(text)
-    path = folder / "tiny.duckdb"
-    with Store(path) as store:
-        ingest(store, folder / "orders.csv", format="orders", as_of="2024-03-31")
-        ingest(store, folder / "lines.csv", format="lines")
-        ingest(store, folder / "people.csv", format="customers")
-    return path
+    return store_of(
+        tmp_path_factory.mktemp("tiny"), orders=ORDERS, lines=LINES, customers=CUSTOMERS
+    )
 
 
 @pytest.fixture(scope="module")

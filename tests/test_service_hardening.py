@@ -24,13 +24,12 @@ warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from retain.ingest import ingest  # noqa: E402
 from retain.segments import audience, customer_segments, write_audience  # noqa: E402
 from retain.service import ServiceError, create_app, resolve_api_key  # noqa: E402
 from retain.service.app import MAX_BODY_BYTES, names_this_machine  # noqa: E402
 from retain.store import Store  # noqa: E402
 from service_helpers import Served  # noqa: E402
-from store_helpers import free_port, store_copy  # noqa: E402
+from store_helpers import free_port, store_copy, store_of  # noqa: E402
 
 KEY = "a-test-key-of-enough-length"
 FORMULA = "=cmd|' /C calc'!A0"
@@ -50,14 +49,7 @@ ORDER = {"order_id": "n1", "customer_id": "a", "ordered_at": "2024-03-20", "net_
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hardening")
-    (folder / "orders.csv").write_text(ORDERS)
-    (folder / "lines.csv").write_text(LINES)
-    path = folder / "store.duckdb"
-    with Store(path) as store:
-        ingest(store, folder / "orders.csv", format="orders", as_of="2024-03-31")
-        ingest(store, folder / "lines.csv", format="lines")
-    return path
+    return store_of(tmp_path_factory.mktemp("hardening"), orders=ORDERS, lines=LINES)
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from retain.ingest import ingest  # noqa: E402
 from retain.service import create_app  # noqa: E402
-from retain.store import Store  # noqa: E402
+from store_helpers import store_of  # noqa: E402
 
 # Shopify-style: customers keyed by their lower-cased e-mail
 ORDERS = """order_id,customer_id,ordered_at,net_revenue
@@ -38,14 +37,9 @@ zed-42,Zed.Smith@Shop.example,Zed,yes
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    folder = tmp_path_factory.mktemp("lookups")
-    for name, text in (("orders.csv", ORDERS), ("lines.csv", LINES), ("people.csv", PEOPLE)):
-        (folder / name).write_text(text)
-    path = folder / "store.duckdb"
-    with Store(path) as store:
-        ingest(store, folder / "orders.csv", format="orders", as_of="2024-03-31")
-        ingest(store, folder / "lines.csv", format="lines")
-        ingest(store, folder / "people.csv", format="customers")
+    path = store_of(
+        tmp_path_factory.mktemp("lookups"), orders=ORDERS, lines=LINES, customers=PEOPLE
+    )
     with TestClient(create_app(path, warm=False), client=("127.0.0.1", 50000)) as served:
         yield served
 

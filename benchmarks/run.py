@@ -63,12 +63,12 @@ def peak_mb() -> float:
 
 
 def data_dir(n_customers: int) -> Path:
-    from generate import write
-
     # keyed by the generator's text too: a changed generator writes a new data set
     version = hashlib.sha256((HERE / "generate.py").read_bytes()).hexdigest()[:8]
     out = HERE / "data" / f"{n_customers}-{version}"
     if not (out / "orders.parquet").exists():
+        from generate import write  # NumPy and pandas: only when generating
+
         print(f"generating {n_customers:,} customers into {out} ...", flush=True)
         write(n_customers, out)
     return out

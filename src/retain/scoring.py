@@ -63,6 +63,8 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from retain import config
 from retain.errors import ArgumentError, ModelError, StoreError
@@ -448,9 +450,9 @@ def score_store(
     scored = _score(store, model, spend, row, end, basis, customer_ids=None)
     basis.boundaries = scored.boundaries
     with store.transaction() as con:
-        with _scores_source(con, scored) as source:
-            con.execute(f"CREATE OR REPLACE TABLE customer_scores AS {source}")
-        _write_basis(con, basis, len(scored.table))
+        with _scores_source(con, scored, row, end) as (source, params):
+            con.execute(f"CREATE OR REPLACE TABLE customer_scores AS {source}", params)
+        _write_basis(con, basis, len(scored))
     return _report(scored, row, end, spend is not None)
 
 
@@ -492,13 +494,13 @@ def rescore_customers(
     basis, model, spend, row = _scoring_inputs(store)
     end = config.observation_day(store, as_of)
     scored = _score(store, model, spend, row, end, basis, customer_ids=ids)
-    if len(scored.table):
-        with store.transaction() as con, _scores_source(con, scored) as source:
+    if len(scored):
+        with store.transaction() as con, _scores_source(con, scored, row, end) as source:
             con.execute(
                 "DELETE FROM customer_scores WHERE customer_id IN "
                 "(SELECT customer_id FROM scores_input)"
             )
-            con.execute(f"INSERT INTO customer_scores BY NAME {source}")
+            con.execute(f"INSERT INTO customer_scores BY NAME {source[0]}", source[1])
     return _report(scored, row, end, spend is not None), scored.customer_rows
 
 
@@ -622,14 +624,20 @@ def load_score_basis(store: Store) -> ScoreBasis:
 
 @dataclass
 class _Scored:
-    """Rows of ``customer_scores``: the model's columns, the segment columns (or None),
-    the RFM boundaries a full scoring measured, and the warnings met."""
+    """Rows of ``customer_scores``: the customers' ids (Arrow, in the summary's order), the
+    model's columns as arrays in that order (:data:`SCORE_COLUMNS` but the id and the
+    fit's constants), the segment columns (Arrow, with ``customer_id``; or None), the
+    RFM boundaries a full scoring measured, and the warnings met."""
 
-    table: pd.DataFrame
-    segments: pd.DataFrame | None
+    ids: pa.Array
+    columns: dict[str, np.ndarray]
+    segments: pa.Table | None
     boundaries: RfmBoundaries | None
     warnings: list[str]
     customer_rows: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def _summary(
@@ -682,12 +690,14 @@ def _score(
     customer_ids: list[str] | None,
 ) -> _Scored:
     """Score ``customer_ids`` (None: every customer) as of ``end``: the one computation
-    behind :func:`score_store` and :func:`score_customers`."""
+    behind :func:`score_store` and :func:`score_customers`. The customers are carried by
+    their row in the summary; their text ids are only taken along to be written."""
     confidence: float | None = basis.interval
     # a fit whose likelihood is flat has no covariance: score it, without the band of the mean
     unsure = [m.name for m in (model, spend) if m is not None and m.covariance_ is None]
     if unsure and spend is not None:
         confidence = None
+    scores: dict[str, np.ndarray] = {}
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         summary = _summary(store, end, row, customer_ids)
@@ -696,10 +706,9 @@ def _score(
                 {"frequency": [], "recency": [], "T": [], "monetary": []},
                 index=pd.Index([], name="customer_id", dtype="object"),
             )
-            scores = pd.DataFrame(index=summary.index)
         else:
-            scores = model.score(
-                summary,
+            scores = model._score_arrays(
+                model._customers(summary),
                 gamma_gamma=spend,
                 horizons=("30D", "90D", "365D"),
                 clv_horizon="12M",
@@ -720,133 +729,163 @@ def _score(
         absent = [c for c in customer_ids if c not in summary.index]
         if absent:
             caught.append(f"no orders on or before {end} for: {', '.join(absent[:20])}")
-    table = _score_table(summary, scores, spend is not None, row, end)
-    seg: pd.DataFrame | None = None
+    ids = _id_array(summary.index)
+    columns = _score_columns(len(summary), scores, spend is not None, row, end)
+    seg: pa.Table | None = None
     rows: pd.DataFrame | None = None
     boundaries: RfmBoundaries | None = None
     if basis.segments and spend is None:
         caught.append("no spend model: segment columns left out (they need a CLV)")
-    elif basis.segments and len(table):
-        from retain.segments import SEGMENT_SCORE_COLUMNS, segment_scores
+    elif basis.segments and len(ids) and customer_ids is None:
+        from retain.segments.assign import segment_score_table
 
-        model_scores = pd.DataFrame(
+        model_scores = pa.table(
             {
-                "p_alive": table["p_alive"].to_numpy(),
-                "clv_if_retained": table["clv_if_retained"].to_numpy(),
-            },
-            index=pd.Index(table["customer_id"].to_numpy(), name="customer_id"),
+                "customer_id": ids,
+                "p_alive": pa.array(columns["p_alive"], from_pandas=True),
+                "clv_if_retained": pa.array(columns["clv_if_retained"], from_pandas=True),
+            }
         )
-        if customer_ids is None:
-            seg = segment_scores(store, as_of=end, scores=model_scores)
-        else:
-            # the same rows with every column of customer_segments: the service shows them
-            from retain.segments import customer_segments
+        seg, boundaries = segment_score_table(store, as_of=end, scores=model_scores)
+    elif basis.segments and len(ids):
+        # the same rows with every column of customer_segments: the service shows them
+        from retain.segments import SEGMENT_SCORE_COLUMNS, customer_segments
 
-            seg = customer_segments(
-                store,
-                as_of=end,
-                scores=model_scores,
-                customers=list(table["customer_id"]),
-                boundaries=basis.boundaries,
-            )
-            rows = seg
-        boundaries = seg.attrs.get("boundaries")
-        seg = seg[[c for c in SEGMENT_SCORE_COLUMNS if c not in table.columns]]
-        seg = seg.rename_axis("customer_id").reset_index()
-    return _Scored(table, seg, boundaries, caught, rows)
+        index = pd.Index(summary.index.astype(str), name="customer_id")
+        model_scores_frame = pd.DataFrame(
+            {"p_alive": columns["p_alive"], "clv_if_retained": columns["clv_if_retained"]},
+            index=index,
+        )
+        rows = customer_segments(
+            store,
+            as_of=end,
+            scores=model_scores_frame,
+            customers=list(index),
+            boundaries=basis.boundaries,
+        )
+        boundaries = rows.attrs.get("boundaries")
+        picked = rows[SEGMENT_SCORE_COLUMNS].rename_axis("customer_id").reset_index()
+        seg = pa.Table.from_pandas(picked, preserve_index=False)
+    return _Scored(ids, columns, seg, boundaries, caught, rows)
 
 
-def _score_table(
-    summary: pd.DataFrame, scores: pd.DataFrame, has_spend: bool, row: dict[str, Any], end: dt.date
-) -> pd.DataFrame:
-    """The model's columns of ``customer_scores`` (:data:`SCORE_COLUMNS`) from ``TransactionModel.score``."""
+def _id_array(index: pd.Index) -> pa.Array:
+    """The customer ids of a summary's index as one Arrow text array (no copy for the
+    Arrow-backed text pandas reads from DuckDB)."""
+    ids = pa.array(index.astype(str).array)
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    return ids
+
+
+def _score_columns(
+    n: int, scores: dict[str, np.ndarray], has_spend: bool, row: dict[str, Any], end: dt.date
+) -> dict[str, np.ndarray]:
+    """The model's columns of ``customer_scores`` (:data:`SCORE_COLUMNS` from
+    ``p_alive`` to ``next_purchase_window_end``) from ``TransactionModel.score``'s arrays;
+    dates as ``datetime64[D]`` (NaT: none)."""
     unit_days = UNIT_DAYS[row["unit"]]
-    n = len(summary)
     missing = np.full(n, np.nan)
 
     def column(name: str, needs_spend: bool = False) -> np.ndarray:
         if n == 0 or (needs_spend and not has_spend) or name not in scores:
             return missing
-        return scores[name].to_numpy()
+        return scores[name]
 
     def dates(time: str, within: str) -> np.ndarray:
         if n == 0:
             return np.array([], dtype="datetime64[D]")
-        return _dates(end, scores[time].to_numpy(), scores[within].to_numpy(), unit_days)
+        return _dates(end, scores[time], scores[within], unit_days)
 
-    return pd.DataFrame(
-        {
-            "customer_id": summary.index.astype(str),
-            "p_alive": column("p_alive"),
-            "expected_purchases_30d": column("expected_purchases_30d"),
-            "expected_purchases_90d": column("expected_purchases_90d"),
-            "expected_purchases_365d": column("expected_purchases_365d"),
-            "purchases_365d_low": column("purchases_365d_low"),
-            "purchases_365d_high": column("purchases_365d_high"),
-            "expected_spend": column("expected_spend", True),
-            "clv_12m": column("clv", True),
-            "clv_if_retained": column("clv_if_alive", True),
-            "clv_low": column("clv_low", True),
-            "clv_high": column("clv_high", True),
-            "clv_mean_low": column("clv_mean_low", True),
-            "clv_mean_high": column("clv_mean_high", True),
-            "next_purchase_date": dates("next_purchase", "next_purchase_within"),
-            "next_purchase_window_start": dates("window_start", "window_start_within"),
-            "next_purchase_window_end": dates("window_end", "window_end_within"),
-            "model": row["model"],
-            "fit_id": int(row["fit_id"]),
-            "as_of": end,
-        }
-    )
-
-
-DATE_COLUMNS = (
-    "next_purchase_date",
-    "next_purchase_window_start",
-    "next_purchase_window_end",
-    "as_of",
-)
+    return {
+        "p_alive": column("p_alive"),
+        "expected_purchases_30d": column("expected_purchases_30d"),
+        "expected_purchases_90d": column("expected_purchases_90d"),
+        "expected_purchases_365d": column("expected_purchases_365d"),
+        "purchases_365d_low": column("purchases_365d_low"),
+        "purchases_365d_high": column("purchases_365d_high"),
+        "expected_spend": column("expected_spend", True),
+        "clv_12m": column("clv", True),
+        "clv_if_retained": column("clv_if_alive", True),
+        "clv_low": column("clv_low", True),
+        "clv_high": column("clv_high", True),
+        "clv_mean_low": column("clv_mean_low", True),
+        "clv_mean_high": column("clv_mean_high", True),
+        "next_purchase_date": dates("next_purchase", "next_purchase_within"),
+        "next_purchase_window_start": dates("window_start", "window_start_within"),
+        "next_purchase_window_end": dates("window_end", "window_end_within"),
+    }
 
 
 @contextlib.contextmanager
-def _scores_source(con: Any, scored: _Scored) -> Iterator[str]:
-    """Register the scored rows as ``scores_input`` (and ``segments_input``) and yield the
-    query giving the rows of ``customer_scores``: model columns, then segment columns."""
-    table, seg = scored.table, scored.segments
+def _scores_source(
+    con: Any, scored: _Scored, row: dict[str, Any], end: dt.date
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Register the scored rows as ``scores_input`` (one Arrow table: ids, the model's
+    columns and, when they are the same customers in the same order, the segment
+    columns beside them; else ``segments_input`` too) and yield the query and parameters
+    giving the rows of ``customer_scores``: model columns, then segment columns, by
+    customer_id. Missing numbers (NaN) are written NULL."""
+    seg = scored.segments
+    ids = scored.ids
+    arrays: dict[str, Any] = {"customer_id": ids}
+    for name, values in scored.columns.items():
+        arrays[name] = pa.array(values, from_pandas=True)  # NaN and NaT: null
+    beside = seg is not None and seg.column("customer_id").equals(pa.chunked_array([ids]))
+    if beside:
+        assert seg is not None
+        for name in seg.column_names:
+            if name != "customer_id":
+                arrays[name] = seg.column(name)
+    table = pa.table(arrays)
     select = ", ".join(
-        f's."{c}"' if c not in DATE_COLUMNS else f'CAST(s."{c}" AS DATE) AS "{c}"'
-        for c in table.columns
+        [
+            *(f's."{c}"' for c in SCORE_COLUMNS[:-3]),
+            'CAST($model AS VARCHAR) AS "model"',
+            'CAST($fit_id AS BIGINT) AS "fit_id"',
+            'CAST($as_of AS DATE) AS "as_of"',
+        ]
     )
+    params = {"model": str(row["model"]), "fit_id": int(row["fit_id"]), "as_of": end}
+    # the summary comes sorted by customer_id (DuckDB compares text byte by byte, as Arrow)
+    ordered = len(ids) < 2 or bool(pc.all(pc.less(ids[:-1], ids[1:])).as_py())
+    order = "" if ordered else " ORDER BY s.customer_id"
     con.register("scores_input", table)
-    if seg is not None:
+    if seg is not None and not beside:
         con.register("segments_input", seg)
     try:
-        if seg is not None:
-            extra = ", ".join(f'g."{c}"' for c in seg.columns if c != "customer_id")
+        if seg is None:
+            yield f"SELECT {select} FROM scores_input s{order}", params
+        elif beside:
+            extra = ", ".join(f's."{c}"' for c in seg.column_names if c != "customer_id")
+            yield f"SELECT {select}, {extra} FROM scores_input s{order}", params
+        else:
+            extra = ", ".join(f'g."{c}"' for c in seg.column_names if c != "customer_id")
             yield (
                 f"SELECT {select}, {extra} FROM scores_input s LEFT JOIN segments_input g "
-                "ON CAST(g.customer_id AS VARCHAR) = s.customer_id ORDER BY s.customer_id"
+                "ON CAST(g.customer_id AS VARCHAR) = s.customer_id ORDER BY s.customer_id",
+                params,
             )
-        else:
-            yield f"SELECT {select} FROM scores_input s ORDER BY s.customer_id"
     finally:
         con.unregister("scores_input")
-        if seg is not None:
+        if seg is not None and not beside:
             con.unregister("segments_input")
 
 
 def _report(scored: _Scored, row: dict[str, Any], end: dt.date, has_spend: bool) -> ScoreReport:
-    table = scored.table
-    n = len(table)
+    columns = scored.columns
+    n = len(scored)
+    # pandas' sums and mean (NaN left out), as the report has always added them up
+    expected = pd.Series(columns["expected_purchases_365d"], dtype="float64")
     return ScoreReport(
         fit_id=int(row["fit_id"]),
         model=str(row["model"]),
         as_of=end.isoformat(),
         customers=n,
-        expected_purchases_365d=float(table["expected_purchases_365d"].sum()),
-        clv_12m=float(table["clv_12m"].sum()) if has_spend else None,
-        mean_p_alive=float(table["p_alive"].mean()) if n else 0.0,
-        with_next_purchase_date=int(table["next_purchase_date"].notna().sum()),
+        expected_purchases_365d=float(expected.sum()),
+        clv_12m=float(pd.Series(columns["clv_12m"], dtype="float64").sum()) if has_spend else None,
+        mean_p_alive=float(pd.Series(columns["p_alive"], dtype="float64").mean()) if n else 0.0,
+        with_next_purchase_date=int(np.count_nonzero(~np.isnat(columns["next_purchase_date"]))),
         segments=scored.segments is not None,
         warnings=scored.warnings,
     )

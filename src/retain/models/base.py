@@ -1430,9 +1430,40 @@ class TransactionModel(Model):
         and :meth:`purchase_window`; times in the data's unit after the observation
         end, capped at ``next_horizon``).
         """
+        _check_money(discount_rate, margin)  # the argument errors before the data's
+        if interval is not None:
+            _tail(interval)
+        c = self._customers(data)
+        out = self._score_arrays(
+            c,
+            gamma_gamma=gamma_gamma,
+            horizons=horizons,
+            clv_horizon=clv_horizon,
+            discount_rate=discount_rate,
+            margin=margin,
+            interval=interval,
+            confidence=confidence,
+            next_horizon=next_horizon,
+        )
+        return pd.DataFrame(out, index=c.frame.index)
+
+    def _score_arrays(
+        self,
+        c: _Customers,
+        *,
+        gamma_gamma: Any,
+        horizons: tuple[Duration, ...],
+        clv_horizon: Duration,
+        discount_rate: float,
+        margin: float,
+        interval: float | None,
+        confidence: float | None,
+        next_horizon: Duration | None,
+    ) -> dict[str, NDArray[Any]]:
+        """The columns of :meth:`score` as arrays in the customers' order (``retain score``
+        writes them without a frame in between)."""
         _check_money(discount_rate, margin)
         tail = None if interval is None else _tail(interval)
-        c = self._customers(data)
         rows = c.rows
         p_alive = np.clip(self._rows_p_alive(rows, None), 0.0, 1.0)
         out: dict[str, NDArray[Any]] = {"p_alive": p_alive[c.inverse]}
@@ -1492,7 +1523,7 @@ class TransactionModel(Model):
                 time, within = self._next_rows(rows, q, cap, p_alive)
                 out[name] = time[c.inverse]
                 out[f"{name}_within"] = within[c.inverse]
-        return pd.DataFrame(out, index=c.frame.index)
+        return out
 
 
 def _check_money(discount_rate: float, margin: float) -> None:

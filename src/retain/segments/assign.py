@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from retain.config import observation_day
 from retain.errors import ArgumentError, SchemaError
@@ -32,7 +33,7 @@ from retain.segments.rfm import (
     orders_view,
     rescore_with_boundaries,
 )
-from retain.segments.risk import RiskThresholds, run_risk_sql
+from retain.segments.risk import RiskThresholds, run_risk_arrow, run_risk_sql
 from retain.segments.rules import TOP_PRODUCTS, SegmentRules, load_rules, score_levels
 from retain.store import Store
 
@@ -212,6 +213,29 @@ def segment_scores(
         boundaries=boundaries,
         measure=boundaries is None,
     )
+
+
+def segment_score_table(
+    store: Store, *, as_of: AsOf, scores: pa.Table
+) -> tuple[pa.Table, RfmBoundaries | None]:
+    """:func:`segment_scores` of every customer of ``store`` with the default rules and
+    thresholds, for ``retain score``: an Arrow table (``customer_id`` then
+    :data:`SEGMENT_SCORE_COLUMNS`, by customer_id) and the RFM boundaries measured.
+    ``scores``: ``customer_id``, ``p_alive``, ``clv_if_retained`` (nulls where unknown)."""
+    table = resolve_rules(None)
+    renamed = {"churn_risk": "r.risk", "churn_reason": "r.reason"}
+    select = ", ".join(f"{renamed.get(c, 'r.' + c)} AS {c}" for c in SEGMENT_SCORE_COLUMNS)
+    scheme = "quintiles"
+    with segmented(store, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
+        result = run_risk_arrow(
+            con,
+            f"SELECT r.customer_id, {select} FROM ({{risk}}) AS r "
+            "JOIN seg_defs AS d ON d.segment = r.segment ORDER BY r.customer_id",
+            population_gap_days=info["population_gap_days"],
+            wrap=SEGMENT_SQL,
+        )
+        found = measure_boundaries(con, scheme, info["as_of"], info["population_gap_days"])
+    return result, found
 
 
 def _per_customer(
@@ -493,7 +517,7 @@ def segmented(
     as_of: AsOf,
     scheme: str,
     rules: SegmentRules,
-    scores: pd.DataFrame | None,
+    scores: pd.DataFrame | pa.Table | None,
     customers: Sequence[str] | None = None,
     boundaries: RfmBoundaries | None = None,
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
@@ -555,8 +579,18 @@ def public_info(info: dict[str, Any]) -> dict[str, Any]:
     return {k: info[k] for k in ("as_of", "scheme", "rules", "model")}
 
 
-def _model_view(con: duckdb.DuckDBPyConnection, data: Any, scores: pd.DataFrame | None) -> str:
+def _model_view(
+    con: duckdb.DuckDBPyConnection, data: Any, scores: pd.DataFrame | pa.Table | None
+) -> str:
     """Create the view ``seg_model(customer_id, p_alive, clv_if_retained)``; say where it came from."""
+    if isinstance(scores, pa.Table):  # retain score's own: customer_id, p_alive, clv_if_retained
+        con.register("seg_scores_input", scores)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW seg_model AS SELECT CAST(customer_id AS VARCHAR) "
+            "AS customer_id, CAST(p_alive AS DOUBLE) AS p_alive, "
+            "CAST(clv_if_retained AS DOUBLE) AS clv_if_retained FROM seg_scores_input"
+        )
+        return "scores"
     if scores is not None:
         frame = scores.copy()
         if "customer_id" not in frame.columns:

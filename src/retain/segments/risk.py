@@ -49,6 +49,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from retain.errors import DataError, SchemaError
 
@@ -266,6 +267,47 @@ def run_risk_sql(
     scoring found no repeat customers), not measured on ``risk_input``. ``few_rows``: the
     result is a handful of rows, fetched without a second binding of the query.
     """
+    sql, params = _risk_query(
+        con,
+        outer_sql,
+        thresholds=thresholds,
+        population_gap_days=population_gap_days,
+        extra_params=extra_params,
+        wrap=wrap,
+        gap_known=gap_known,
+    )
+    if few_rows:  # the same frame; binding this query once saves more than Arrow would
+        return con.execute(sql, params).df()
+    # through Arrow: several times faster than .df() for a million rows of text
+    return con.sql(sql, params=params).to_arrow_table().to_pandas()
+
+
+def run_risk_arrow(
+    con: duckdb.DuckDBPyConnection,
+    outer_sql: str,
+    *,
+    population_gap_days: float | None = None,
+    wrap: str | None = None,
+) -> pa.Table:
+    """:func:`run_risk_sql` with the default thresholds, its rows as an Arrow table (for a
+    caller that writes them back to the store: no pandas copy of a million text cells)."""
+    sql, params = _risk_query(
+        con, outer_sql, thresholds=None, population_gap_days=population_gap_days, wrap=wrap
+    )
+    return con.sql(sql, params=params).to_arrow_table()
+
+
+def _risk_query(
+    con: duckdb.DuckDBPyConnection,
+    outer_sql: str,
+    *,
+    thresholds: RiskThresholds | None,
+    population_gap_days: float | None,
+    extra_params: dict[str, Any] | None = None,
+    wrap: str | None = None,
+    gap_known: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters :func:`run_risk_sql` runs."""
     thresholds = thresholds or RiskThresholds()
     thresholds.check()
     con.execute(DAYS_MACRO)
@@ -281,8 +323,4 @@ def run_risk_sql(
     risk = RISK_SQL.replace("$population_gap_days", "CAST($population_gap_days AS DOUBLE)")
     if wrap is not None:
         risk = wrap.replace("{risk}", risk)
-    sql = outer_sql.replace("{risk}", risk)
-    if few_rows:  # the same frame; binding this query once saves more than Arrow would
-        return con.execute(sql, params).df()
-    # through Arrow: several times faster than .df() for a million rows of text
-    return con.sql(sql, params=params).to_arrow_table().to_pandas()
+    return outer_sql.replace("{risk}", risk), params

@@ -14,7 +14,13 @@ from models_helpers import CALIBRATION_END, cdnow_transactions
 from retain.errors import DataError
 from retain.models import BetaGeo, ConvergenceWarning
 from retain.store import Store
-from retain.validate import HoldoutResult, choose_model, compare, holdout
+from retain.validate import (
+    HoldoutResult,
+    _next_purchase_figures,
+    choose_model,
+    compare,
+    holdout,
+)
 
 # a handful of customers cannot pin every parameter down: expected, and said
 pytestmark = pytest.mark.filterwarnings("ignore", category=ConvergenceWarning)
@@ -179,29 +185,18 @@ def test_cdnow_next_purchase_windows_catch_half_of_the_observable():
 
 
 def test_window_coverage_counts_the_customers_whose_window_is_observable():
-    """Fixed windows (days after 2024-01-31; the holdout is 30 days): first holdout
-    purchases a on day 10, c on day 1, e on day 20; b and h do not buy."""
-    windows = pd.DataFrame(
-        {
-            "window_start": [2.0, 5.0, 3.0, 5.0, 5.0, 5.0, 0.0],
-            "window_end": [15.0, 25.0, 10.0, 12.0, 40.0, 300.0, 30.0],
-            "start_within_horizon": [True] * 7,
-            "end_within_horizon": [True, True, True, True, True, False, True],
-        },
-        index=pd.Index(list("abcefgh"), name="customer_id"),
+    """Fixed windows (days after the calibration end; the holdout is 30 days): first
+    holdout purchases a on day 10, c on day 1, e on day 20; b, f, g and h do not buy."""
+    nan = np.nan
+    figures = _next_purchase_figures(
+        start=np.array([2.0, 5.0, 3.0, 5.0, 5.0, 5.0, 0.0]),
+        end=np.array([15.0, 25.0, 10.0, 12.0, 40.0, 300.0, 30.0]),
+        end_ok=np.array([True, True, True, True, True, False, True]),
+        median=np.array([8.0, 9.0, 4.0, 9.0, 20.0, 30.0, 10.0]),
+        dated=np.array([True, True, True, True, True, False, True]),
+        actual_time=np.array([10.0, nan, 1.0, 20.0, nan, nan, nan]),
+        length=30.0,
     )
-    horizons: list[float] = []
-
-    def purchase_window(data: pd.DataFrame, *, horizon: float) -> pd.DataFrame:
-        horizons.append(horizon)
-        return windows.reindex(data.index)
-
-    model = BetaGeo()
-    model.purchase_window = purchase_window  # type: ignore[method-assign]
-    result = holdout(small_orders(), "2024-01-31", holdout_end="2024-03-01", model=model, unit="D")
-    figures = result.next_purchase
-    # the windows are not capped at the holdout
-    assert horizons == [pytest.approx(300.0)]
     # f ends after the holdout and g beyond the horizon: left out. a inside, c
     # before, e after its window, b and h (no purchase) after
     assert figures["window_customers"] == 5
@@ -210,6 +205,24 @@ def test_window_coverage_counts_the_customers_whose_window_is_observable():
     assert figures["window_coverage"] == pytest.approx(1 / 5)
     assert figures["window_after"] == pytest.approx(3 / 5)
     assert figures["buyers"] == 3
+    # predicted medians 8, 4, 9 against actual days 10, 1, 20: errors 2, 3, 11
+    assert figures["median_error_days"] == pytest.approx(3.0)
+    assert figures["buyers_given_a_date"] == pytest.approx(1.0)
+    assert figures["non_buyers_given_a_date"] == pytest.approx(3 / 4)  # b, f and h
+
+
+def test_windows_reach_beyond_the_holdout_and_medians_stop_at_it():
+    """The windows are computed to ten holdout lengths, so that the cap does not cut
+    the windows that are judged; the median next purchase only within the holdout."""
+    horizons: list[tuple[float, float]] = []
+
+    class Recorded(BetaGeo):
+        def _next_rows(self, rows, q, horizon, p_alive=None):  # type: ignore[no-untyped-def]
+            horizons.append((q, horizon))
+            return super()._next_rows(rows, q, horizon, p_alive)
+
+    holdout(small_orders(), "2024-01-31", holdout_end="2024-03-01", model=Recorded(), unit="D")
+    assert sorted(horizons) == [(0.25, 300.0), (0.5, 30.0), (0.75, 300.0)]
 
 
 def test_log_score_is_the_sum_of_log_probabilities_by_hand():

@@ -22,12 +22,16 @@ RMSE and MAE of the counts are reported as context, not used to choose.
 from __future__ import annotations
 
 import datetime as dt
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from numpy.typing import NDArray
 
 from retain.errors import ArgumentError, DataError, SchemaError
 from retain.features import summarize
@@ -56,11 +60,19 @@ seen AS (
     FROM tx
     WHERE ts >= date_trunc($grain, $holdout_start - INTERVAL 1 DAY) AND ts < $holdout_start
 )
-SELECT held.customer_id, held.period, held.day
+SELECT held.customer_id, date_diff('day', $calibration_end, held.day) AS offset
 FROM held
 WHERE NOT EXISTS (
     SELECT 1 FROM seen WHERE seen.customer_id = held.customer_id AND seen.period = held.period
 )
+"""
+
+#: per calibration customer (``position`` in the calibration summary, registered as
+#: ``holdout_customers``): holdout purchase periods and days to the first of them
+HOLDOUT_COUNTS_SQL = """
+SELECT c.position, count(*) AS purchases, min(p.offset) AS first
+FROM _holdout_periods p JOIN holdout_customers c USING (customer_id)
+GROUP BY c.position
 """
 
 GRAIN_NAMES = {"D": "day", "W": "week"}
@@ -174,42 +186,70 @@ def _holdout_periods(
     calibration_end: pd.Timestamp,
     holdout_end: pd.Timestamp,
     grain: str,
-) -> pd.DataFrame:
-    """(customer_id, period, day) of every distinct purchase period in the holdout,
-    ``day`` the first holdout purchase day in the period."""
+    summary: pd.DataFrame,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """What the customers of the calibration ``summary`` did in the holdout: their
+    distinct purchase periods in it (as floats, in the summary's order), the days
+    from the calibration end to their first holdout purchase (NaN if none), and
+    those days for every holdout purchase period of theirs (the tracking curve's).
+
+    Matched to the summary by customer id in DuckDB, over the summary's ids as
+    Arrow: no per-customer Python or pandas string work."""
     params = {
         "grain": GRAIN_NAMES[grain],
+        "calibration_end": calibration_end.to_pydatetime(),
         "holdout_start": (calibration_end + pd.Timedelta(days=1)).to_pydatetime(),
         "holdout_stop": (holdout_end + pd.Timedelta(days=1)).to_pydatetime(),
     }
-    if isinstance(transactions, Store):
+    ids = pa.table(
+        {
+            "customer_id": pa.array(summary.index.astype(str).array).cast(pa.string()),
+            "position": pa.array(np.arange(len(summary), dtype=np.int64)),
+        }
+    )
+    own = not isinstance(transactions, Store)
+    if own:
+        frame = transactions
+        if type(frame).__module__.startswith("polars"):
+            frame = frame.to_arrow()
+        columns = (
+            list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
+        )
+        missing = [c for c in (customer_id, timestamp) if c not in columns]
+        if missing:
+            raise SchemaError(f"transactions lack the column(s) {missing}; found {columns}")
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("holdout_input", frame)
+        source = "holdout_input"
+    else:
         con = transactions.con
+        source = "orders"
+    try:
         con.execute(
             f'CREATE OR REPLACE TEMP VIEW holdout_src AS SELECT "{customer_id}" AS customer_id, '
-            f'"{timestamp}" AS ts FROM orders'
+            f'"{timestamp}" AS ts FROM {source}'
         )
-        try:
-            return con.execute(HOLDOUT_SQL, params).df()
-        finally:
-            con.execute("DROP VIEW IF EXISTS holdout_src")
-    frame = transactions
-    if type(frame).__module__.startswith("polars"):
-        frame = frame.to_arrow()
-    columns = list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
-    missing = [c for c in (customer_id, timestamp) if c not in columns]
-    if missing:
-        raise SchemaError(f"transactions lack the column(s) {missing}; found {columns}")
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("holdout_input", frame)
-    con.execute(
-        f'CREATE TEMP VIEW holdout_src AS SELECT "{customer_id}" AS customer_id, '
-        f'"{timestamp}" AS ts FROM holdout_input'
-    )
-    try:
-        return con.execute(HOLDOUT_SQL, params).df()
+        con.register("holdout_customers", ids)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _holdout_periods AS {HOLDOUT_SQL}", params)
+        counts = con.execute(HOLDOUT_COUNTS_SQL).fetchnumpy()
+        offsets = con.execute(
+            "SELECT p.offset FROM _holdout_periods p SEMI JOIN holdout_customers c "
+            "USING (customer_id)"
+        ).fetchnumpy()["offset"]
     finally:
-        con.close()
+        if own:
+            con.close()
+        else:
+            con.execute("DROP TABLE IF EXISTS _holdout_periods")
+            con.execute("DROP VIEW IF EXISTS holdout_src")
+            con.unregister("holdout_customers")
+    position = np.asarray(counts["position"], dtype=np.int64)
+    actual = np.zeros(len(summary))
+    actual[position] = np.asarray(counts["purchases"], dtype=np.float64)
+    first = np.full(len(summary), np.nan)
+    first[position] = np.asarray(counts["first"], dtype=np.float64)
+    return actual, first, np.asarray(offsets, dtype=np.int64)
 
 
 def _last_day(transactions: Any, timestamp: str) -> pd.Timestamp:
@@ -273,21 +313,21 @@ def _holdout_data(
         unit=unit,
         grain=grain,
     )
-    periods = _holdout_periods(transactions, customer_id, timestamp, cal_end, hold_end, grain)
-    periods = periods[periods["customer_id"].isin(summary.index)]
-    # days from the calibration end to each period's first holdout purchase (not to
-    # the period's start, which may precede the calibration end under grain "W")
-    offset = (pd.to_datetime(periods["day"]) - cal_end).dt.days.to_numpy()
-    actual = (
-        periods.groupby("customer_id").size().reindex(summary.index, fill_value=0).astype(float)
+    # offsets: days from the calibration end to each period's first holdout purchase
+    # (not to the period's start, which may precede the calibration end under grain "W")
+    actual, first, offset = _holdout_periods(
+        transactions, customer_id, timestamp, cal_end, hold_end, grain, summary
     )
-    first = (
-        pd.Series(offset, index=periods["customer_id"].to_numpy())
-        .groupby(level=0)
-        .min()
-        .reindex(summary.index)
+    return _HoldoutData(
+        cal_end,
+        hold_end,
+        unit,
+        grain,
+        summary,
+        pd.Series(actual, index=summary.index),
+        pd.Series(first, index=summary.index),
+        offset,
     )
-    return _HoldoutData(cal_end, hold_end, unit, grain, summary, actual, first, offset)
 
 
 def holdout(
@@ -335,16 +375,26 @@ def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
     unit_days = UNIT_DAYS[data.unit]
     length = days / unit_days
     actual = data.actual
-    predicted = fitted.expected_purchases(summary, length)
+    # every figure below from one collapse of the customers to their distinct
+    # (x, recency, T) rows and one P(alive) per row: the same values as the public
+    # predictions (expected_purchases, probability_of_purchases, purchase_window,
+    # next_purchase), each of which would collapse the customers again
+    customers = fitted._customers(summary)
+    rows, inverse = customers.rows, customers.inverse
+    p_alive = fitted._p_alive(rows.x, rows.recency, rows.T)
+    expected = fitted._conditional_expected(rows, np.array([length]), np.clip(p_alive, 0.0, 1.0))
+    predicted = pd.Series(expected[:, 0][inverse], index=summary.index, name="expected_purchases")
     errors = predicted.to_numpy() - actual.to_numpy()
-    log_score = _log_scores(fitted, summary, actual.to_numpy(), length)
+    log_score = _log_scores(fitted, customers, p_alive, actual.to_numpy(), length)
 
-    # weekly cumulative tracking: all customers, each week's end
+    # weekly cumulative tracking: all customers, each week's end; the rows' weights
+    # summed per distinct (x, T), on which the conditional expectation given alive rests
     weeks = int(np.ceil(days / 7))
     ends = np.minimum(7 * np.arange(1, weeks + 1), days)
-    customers = fitted._customers(summary)
-    expected = fitted._conditional_expected(customers.rows, ends / unit_days)
-    predicted_cumulative = np.einsum("i,ij->j", customers.rows.weight, expected)
+    px, pT, code = fitted._pairs(rows)
+    alive = fitted._expected_alive(px[:, None], pT[:, None], (ends / unit_days)[None, :])
+    pair_weight = np.bincount(code, weights=rows.weight * p_alive, minlength=px.size)
+    predicted_cumulative = pair_weight @ alive
     week_of = np.ceil(data.offset / 7).astype(int)
     actual_cumulative = np.cumsum(np.bincount(week_of, minlength=weeks + 1)[1:])
     tracking = pd.DataFrame(
@@ -359,37 +409,20 @@ def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
     # next purchase: where the first holdout purchase fell relative to the predicted
     # 25th-75th percentile window, over the customers whose whole window lies in the
     # holdout (so that a purchase after it would have been seen), buyers or not
-    window = fitted.purchase_window(summary, horizon=WINDOW_REACH * length)
-    median = fitted.next_purchase(summary, 0.5, horizon=length)
-    bought = data.first.notna().to_numpy()
-    actual_time = data.first.to_numpy(dtype=float) / unit_days
-    start = window["window_start"].to_numpy()
-    end = window["window_end"].to_numpy()
-    observable = window["end_within_horizon"].to_numpy() & (end <= length + 1e-9)
-    before = bought & (actual_time < start - 1e-9)
-    inside = bought & ~before & (actual_time <= end + 1e-9)
-    counted = int(observable.sum())
-
-    def share(hit: np.ndarray) -> float | None:
-        return float(hit[observable].mean()) if counted else None
-
-    dated = median["within_horizon"].to_numpy()
-    gap_days = np.abs(median["next_purchase"].to_numpy() - actual_time) * unit_days
-    buyers = int(bought.sum())
-    non_buyers = len(summary) - buyers
-    next_purchase: dict[str, float | None] = {
-        "buyers": float(buyers),
-        "window_customers": float(counted),
-        "window_coverage": share(inside),
-        "window_before": share(before),
-        "window_inside": share(inside),
-        "window_after": share(~before & ~inside),
-        "median_error_days": (
-            float(np.median(gap_days[bought & dated])) if (bought & dated).any() else None
-        ),
-        "buyers_given_a_date": float(dated[bought].mean()) if buyers else None,
-        "non_buyers_given_a_date": float(dated[~bought].mean()) if non_buyers else None,
-    }
+    reach = WINDOW_REACH * length
+    start_rows, _ = fitted._next_rows(rows, 0.25, reach, p_alive)
+    end_rows, end_ok = fitted._next_rows(rows, 0.75, reach, p_alive)
+    median_rows, dated_rows = fitted._next_rows(rows, 0.5, length, p_alive)
+    next_purchase = _next_purchase_figures(
+        start_rows[inverse],
+        end_rows[inverse],
+        end_ok[inverse],
+        median_rows[inverse],
+        dated_rows[inverse],
+        data.first.to_numpy(dtype=float) / unit_days,
+        length,
+        unit_days,
+    )
     name = next((k for k, v in TRANSACTION_MODELS.items() if type(fitted) is v), fitted.name)
     return HoldoutResult(
         model=name,
@@ -414,17 +447,85 @@ def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
     )
 
 
+def _next_purchase_figures(
+    start: NDArray[np.float64],
+    end: NDArray[np.float64],
+    end_ok: NDArray[np.bool_],
+    median: NDArray[np.float64],
+    dated: NDArray[np.bool_],
+    actual_time: NDArray[np.float64],
+    length: float,
+    unit_days: float = 1.0,
+) -> dict[str, float | None]:
+    """The next-purchase figures of :class:`HoldoutResult` from each customer's
+    predicted window (``start``, ``end``, ``end_ok``: its end within the horizon it
+    was computed to), median (``median``, ``dated``: within the holdout) and first
+    holdout purchase (``actual_time`` after the calibration end, NaN if none), all
+    in the fit's unit (``unit_days`` days); ``length`` is the holdout's."""
+    bought = ~np.isnan(actual_time)
+    observable = end_ok & (end <= length + 1e-9)
+    before = bought & (actual_time < start - 1e-9)
+    inside = bought & ~before & (actual_time <= end + 1e-9)
+    counted = int(observable.sum())
+
+    def share(hit: NDArray[np.bool_]) -> float | None:
+        return float(hit[observable].mean()) if counted else None
+
+    gap_days = np.abs(median - actual_time) * unit_days
+    buyers = int(bought.sum())
+    non_buyers = bought.size - buyers
+    return {
+        "buyers": float(buyers),
+        "window_customers": float(counted),
+        "window_coverage": share(inside),
+        "window_before": share(before),
+        "window_inside": share(inside),
+        "window_after": share(~before & ~inside),
+        "median_error_days": (
+            float(np.median(gap_days[bought & dated])) if (bought & dated).any() else None
+        ),
+        "buyers_given_a_date": float(dated[bought].mean()) if buyers else None,
+        "non_buyers_given_a_date": float(dated[~bought].mean()) if non_buyers else None,
+    }
+
+
 def _log_scores(
-    fitted: TransactionModel, summary: pd.DataFrame, counts: np.ndarray, length: float
-) -> np.ndarray:
-    """log P(X(length) = n | history) per customer, n their holdout count: one call
-    per distinct count (there are few), each on the customers with that count."""
-    scores = np.empty(len(summary))
+    fitted: TransactionModel,
+    customers: Any,
+    p_alive: NDArray[np.float64],
+    counts: NDArray[np.float64],
+    length: float,
+) -> NDArray[np.float64]:
+    """log P(X(length) = n | history) per customer, n their holdout count (what
+    ``probability_of_purchases`` gives): per distinct count (there are few), once per
+    distinct (x, T) of the rows of the customers with that count."""
+    rows, inverse = customers.rows, customers.inverse
+    px, pT, code = fitted._pairs(rows)
+    scores = np.empty(inverse.size)
     for n in np.unique(counts):
         mask = counts == n
-        probability = fitted.probability_of_purchases(summary[mask], int(n), length)
-        scores[mask] = np.log(np.fmax(probability.to_numpy(dtype=float), PROBABILITY_FLOOR))
+        held = _present(inverse[mask], rows.weight.size)  # these customers' distinct rows
+        pairs = _present(code[held], px.size)
+        pair_of = np.empty(px.size, dtype=np.intp)
+        pair_of[pairs] = np.arange(pairs.size)
+        pair_of = pair_of[code[held]]
+        if length == 0:
+            alive = np.full(pairs.size, 1.0 if n == 0 else 0.0)
+        else:
+            alive = fitted._pmf_alive(int(n), length, px[pairs], pT[pairs])
+        gone = 1.0 if n == 0 else 0.0
+        value = np.clip(p_alive[held] * alive[pair_of] + (1.0 - p_alive[held]) * gone, 0.0, 1.0)
+        row_score = np.zeros(rows.weight.size)
+        row_score[held] = np.log(np.fmax(value, PROBABILITY_FLOOR))
+        scores[mask] = row_score[inverse[mask]]
     return scores
+
+
+def _present(codes: NDArray[np.intp], size: int) -> NDArray[np.intp]:
+    """The distinct values of ``codes`` (each in ``range(size)``), in increasing order."""
+    seen = np.zeros(size, dtype=bool)
+    seen[codes] = True
+    return np.flatnonzero(seen)
 
 
 def compare(
@@ -460,8 +561,18 @@ def compare(
         raise TypeError(f"unexpected argument(s): {', '.join(kwargs)}")
     rows = []
     scores: dict[str, np.ndarray] = {}
-    for name in dict.fromkeys(models):
-        result = _evaluate(data, transaction_model(name))
+    # the candidates are independent: evaluated side by side (NumPy and SciPy leave
+    # the interpreter while they compute), each on the one shared summary
+    # the slowest first (Pareto/NBD: its likelihood costs several times the others'),
+    # so that the others share the other worker
+    names = list(dict.fromkeys(models))
+    slow_first = sorted(names, key=lambda name: name != "pnbd")
+    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
+        futures = {
+            name: pool.submit(_evaluate, data, transaction_model(name)) for name in slow_first
+        }
+        results = [futures[name].result() for name in names]
+    for result in results:
         scores[result.model] = result.per_customer["log_score"].to_numpy()
         rows.append(
             {
@@ -627,22 +738,37 @@ def _bootstrap_means(
     if counts.size > MAX_BOOTSTRAP_GROUPS:
         sd = values.std(axis=0)
 
-        def rounded(power: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            step = np.where(sd > 0, sd * 2.0**-power, 1.0)
-            coarse = np.round(values / step) * step
-            return (coarse, *_groups(coarse))
+        def steps(power: int) -> np.ndarray:
+            return np.where(sd > 0, sd * 2.0**-power, 1.0)
+
+        def rounded(power: int) -> tuple[np.ndarray, np.ndarray]:
+            # rows equal once rounded are rows of equal multiples of the step: one
+            # integer key per row, grouped in the order the rows first appear
+            multiples = np.round(values / steps(power))
+            low = multiples.min(axis=0)
+            span = multiples.max(axis=0) - low + 1
+            if float(np.prod(span)) >= 2.0**62:  # pragma: no cover - needs a huge spread
+                return _groups(multiples)
+            key = np.zeros(values.shape[0], dtype=np.int64)
+            for j in range(columns):
+                key = key * np.int64(span[j]) + (multiples[:, j] - low[j]).astype(np.int64)
+            codes, uniques = pd.factorize(key)
+            return codes, np.bincount(codes, minlength=len(uniques)).astype(np.float64)
 
         # the finest step that is few enough groups (a binary search over powers)
-        grouped, codes, counts = rounded(2)
-        low, high = 3, 10
-        while low <= high:
-            power = (low + high) // 2
+        power_used = 2
+        codes, counts = rounded(2)
+        low_power, high_power = 3, 10
+        while low_power <= high_power:
+            power = (low_power + high_power) // 2
             attempt = rounded(power)
-            if attempt[2].size <= MAX_BOOTSTRAP_GROUPS:
-                grouped, codes, counts = attempt
-                low = power + 1
+            if attempt[1].size <= MAX_BOOTSTRAP_GROUPS:
+                power_used, (codes, counts) = power, attempt
+                low_power = power + 1
             else:
-                high = power - 1
+                high_power = power - 1
+        step = steps(power_used)
+        grouped = np.round(values / step) * step
         shift = values.mean(axis=0) - grouped.mean(axis=0)
     group_values = np.zeros((counts.size, columns))
     for j in range(columns):

@@ -4,6 +4,8 @@
 
 - ``summarize ORDERS.parquet END``: ``retain.summarize`` of the orders read from Parquet
   (the read not timed), observation end END, in days.
+- ``pnbd_fit SUMMARY.parquet``: the Pareto/NBD fit alone.
+- ``summarize_store STORE.duckdb END``: ``retain.summarize`` of the store's orders.
 - ``fit_score SUMMARY.parquet``: BG/NBD and Gamma-Gamma fits, then P(alive), expected
   purchases in 90 days and the 12-month CLV (10% a year) of every customer.
 - ``parquet_to_scores ORDERS.parquet END``: all of it from the file, the read included.
@@ -176,7 +178,7 @@ def main(argv: list[str]) -> None:
         import pyarrow.parquet  # noqa: F401
 
         import retain
-        import retain.models  # noqa: F401
+        import retain.models
     if call == "summarize":
         orders = read_orders(args[0])
         start = time.perf_counter()
@@ -198,6 +200,21 @@ def main(argv: list[str]) -> None:
     elif call == "duckdb_summary":
         figures = duckdb_summary(args[0], args[1])
         report(figures.pop("seconds"), **figures)
+    elif call == "pnbd_fit":
+        from retain.models import ParetoNBD
+
+        summary = read_summary(args[0])
+        start = time.perf_counter()
+        pnbd = ParetoNBD().fit(summary)
+        seconds = time.perf_counter() - start
+        report(seconds, pnbd_params={k: round(v, 4) for k, v in pnbd.params_.items()})
+    elif call == "summarize_store":
+        with retain.Store(args[0], read_only=True) as store:
+            start = time.perf_counter()
+            summary = retain.summarize(store, unit="D", grain="D", observation_end=args[1])
+            seconds = time.perf_counter() - start
+            orders = store.scalar("SELECT count(*) FROM orders")
+        report(seconds, customers=len(summary), orders=orders)
     elif call == "summary_file":
         # not timed: the summary both sides of ``fit_score`` read
         summary = summarize(read_orders(args[0]), args[1])

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,7 @@ def _last_json(stdout: str) -> dict[str, Any]:
 
 
 def interleaved(
-    sides: dict[str, Callable[[], Run]], runs: int | None = None
+    sides: Mapping[str, Callable[[], Run]], runs: int | None = None
 ) -> dict[str, list[Run]]:
     """``runs`` runs of every side, in turn (a, b, a, b, ...)."""
     runs = runs_wanted() if runs is None else runs

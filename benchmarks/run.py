@@ -1,11 +1,13 @@
 """Run every benchmark and write benchmarks/RESULTS.md.
 
-    python benchmarks/run.py [--customers 1000000] [--only ingest,summarize,models]
+    python benchmarks/run.py [--customers 1000000] [--only ingest,summarize,models] [--runs 3]
 
 Each benchmark runs in its own process so that its peak memory is its own.
 The foundation benchmarks (ingest, summarize) live here; each area adds a
 ``bench_<area>.py`` exposing ``run(n_customers) -> list[dict]`` (keys: name,
-seconds, peak_mb, and any peer figures), found and run by this script.
+seconds, peak_mb, and any peer figures), found and run by this script. Every peer
+comparison is timed as ``benchmarks/harness.py`` says (a fresh process per timed call,
+median with min and max of ``--runs`` runs); each section records the load average.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,8 @@ def machine() -> str:
 
 def best_of(repeats: int, func: Callable[[], Any], *, warm_up: bool = True) -> tuple[float, Any]:
     """Best wall-clock seconds of ``repeats`` calls, and the last result; ``warm_up``: one
-    untimed call first."""
+    untimed call first. A warm-call figure: its rows say "warm" and compare with no peer
+    (peer comparisons are timed by benchmarks/harness.py, a fresh process per call)."""
     result = func() if warm_up else None
     times = []
     for _ in range(repeats):
@@ -107,47 +111,57 @@ def bench_ingest(n_customers: int) -> list[dict]:
 
 
 def bench_summarize(n_customers: int) -> list[dict]:
-    import retain
-    from retain.store import Store
+    """retain's summary from the store, and from the Parquet file against lifetimes',
+    each call in a fresh process (benchmarks/harness.py)."""
+    from harness import columns, interleaved, load_1m, machine_load, python_call, run_fresh
 
-    db = data_dir(n_customers) / "bench.duckdb"
+    data = data_dir(n_customers)
+    db = data / "bench.duckdb"
     if not db.exists():
         bench_ingest(n_customers)
     end = "2026-01-01"
-    with Store(db, read_only=True) as store:
-        retain.summarize(store, unit="D", observation_end=end)  # warm the file cache
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            summary = retain.summarize(store, unit="D", observation_end=end)
-            times.append(time.perf_counter() - start)
-        orders = store.scalar("SELECT count(*) FROM orders")
-    row: dict = {
-        "name": f"summarize {orders:,} orders / {len(summary):,} customers (best of 3)",
-        "seconds": round(min(times), 3),
-        "peak_mb": round(peak_mb()),
-        "target": "< 1 s",
-    }
+    calls = HERE / "calls.py"
+    before = load_1m()
+    sides = {"store": partial(run_fresh, python_call(calls, "summarize_store", db, end))}
+    orders = data / "orders.parquet"
+    sides["retain"] = partial(run_fresh, python_call(calls, "summarize", orders, end))
     peer = peer_python()
     if peer:
-        proc = subprocess.run(
-            [
-                peer,
-                str(HERE / "peers" / "summarize_lifetimes.py"),
-                str(data_dir(n_customers) / "orders.parquet"),
-                end,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        script = HERE / "peers" / "lifetimes_calls.py"
+        command = python_call(script, "summarize", orders, end, python=peer)
+        sides["lifetimes"] = partial(run_fresh, command)
+    done = interleaved(sides)
+    load = machine_load(before)
+    first = done["store"][0].out
+    runs = len(done["store"])
+    rows: list[dict] = [
+        {
+            "name": f"summarize {first['orders']:,} orders / {first['customers']:,} customers "
+            f"from the store ({runs} runs, fresh process each)",
+            **columns("", [r.seconds for r in done["store"]]),
+            "peak_mb": round(max(r.peak_mb for r in done["store"])),
+            "target": "< 1 s",
+            **load,
+        }
+    ]
+    row: dict = {
+        "name": f"summarize the orders read from Parquet ({runs} runs a side, fresh process "
+        "each, the read not timed)",
+        **columns("", [r.seconds for r in done["retain"]]),
+        "peak_mb": round(max(r.peak_mb for r in done["retain"])),
+    }
+    if peer:
+        ours = row["seconds"]
+        theirs = columns("lifetimes_0.11.3", [r.seconds for r in done["lifetimes"]], 2)
+        a, b = done["retain"][0].out, done["lifetimes"][0].out
+        row.update(theirs)
+        row["speedup_vs_lifetimes"] = round(theirs["lifetimes_0.11.3_s"] / ours, 1)
+        row["same_totals"] = (a["customers"], a["frequency_total"]) == (
+            b["customers"],
+            b["frequency_total"],
         )
-        theirs = json.loads(proc.stdout.strip().splitlines()[-1])
-        row["lifetimes_0.11.3_s"] = round(theirs["seconds"], 2)
-        row["speedup_vs_lifetimes"] = round(theirs["seconds"] / min(times), 1)
-        row["same_totals"] = theirs["customers"] == len(summary) and theirs["frequency"] == float(
-            summary["frequency"].sum()
-        )
-    return [row]
+    rows.append({**row, **load})
+    return rows
 
 
 def peer_python() -> str | None:
@@ -183,7 +197,16 @@ def run_in_child(name: str, n_customers: int) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def write_results(results: dict[str, list[dict]], n_customers: int, path: Path) -> None:
+def write_results(
+    results: dict[str, list[dict]],
+    n_customers: int,
+    path: Path,
+    loads: dict[str, str] | None = None,
+) -> None:
+    """RESULTS.md: the method, then a table per benchmark, with the load it ran beside."""
+    from harness import METHOD
+
+    loads = loads or {}
     lines = [
         "# Benchmark results",
         "",
@@ -196,9 +219,13 @@ def write_results(results: dict[str, list[dict]], n_customers: int, path: Path) 
         "memory is the benchmark process's maximum resident set. Ratios compare with the "
         "named peer in the same run.",
         "",
+        f"Method: {METHOD}",
+        "",
     ]
     for area, rows in results.items():
         lines += [f"## {area}", ""]
+        if area in loads:
+            lines += [f"Load average (1 min) before and after: {loads[area]}.", ""]
         keys: list[str] = []
         for row in rows:
             keys += [k for k in row if k not in keys]
@@ -216,7 +243,12 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--runs", type=int, default=0, help="runs per side of each fresh-process timing (3)"
+    )
     args = parser.parse_args()
+    if args.runs:
+        os.environ["RETAIN_BENCH_RUNS"] = str(args.runs)  # the children read it
     if args.child:
         print(json.dumps(child(args.child, args.customers)))
         return
@@ -224,13 +256,18 @@ def main() -> None:
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     data_dir(args.customers)
+    from harness import load_1m
+
     results: dict[str, list[dict]] = {}
+    loads: dict[str, str] = {}
     for name in names:
         print(f"== {name}", flush=True)
+        before = load_1m()
         results[name] = run_in_child(name, args.customers)
+        loads[name] = f"{before:.2f} -> {load_1m():.2f} on {os.cpu_count()} CPUs"
         for row in results[name]:
             print("   " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    write_results(results, args.customers, args.out)
+    write_results(results, args.customers, args.out, loads)
     print(f"wrote {args.out}")
 
 

@@ -70,8 +70,11 @@ $(PEERS)/.installed:
 	$(PEERS)/bin/python -m pip install --quiet lifetimes==0.11.3 pyarrow
 	@touch $@
 
+# each peer comparison and the CLI path: BENCH_RUNS fresh-process runs a side (median, min, max)
+BENCH_RUNS ?= 3
+
 bench: setup $(PEERS)/.installed
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --runs $(BENCH_RUNS)
 
 clean:
 	rm -rf $(VENV) *.duckdb *.duckdb.wal .pytest_cache .mypy_cache .ruff_cache

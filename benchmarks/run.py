@@ -173,8 +173,14 @@ def peer_python() -> str | None:
 FOUNDATION = {"ingest": bench_ingest, "summarize": bench_summarize}
 
 
+# scripts of their own, not run(n_customers) areas: bench_pnbd_fit.py times the Pareto/NBD
+# fit over sizes and shapes (python benchmarks/bench_pnbd_fit.py)
+STANDALONE = {"pnbd_fit"}
+
+
 def areas() -> list[str]:
-    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    names = (p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    return sorted(n for n in names if n not in STANDALONE)
 
 
 def child(name: str, n_customers: int) -> list[dict]:

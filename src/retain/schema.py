@@ -58,7 +58,8 @@ ORDERS = Table(
     ),
     key=("order_id",),
     description="one row per order",
-    # unique all the same: the unique index orders_order_id (a store migration) enforces it
+    # unique all the same: every writer goes through retain.ingest.purchases.write, which
+    # keeps one row per order_id in orders and excluded_orders together
     enforce_key=False,
 )
 

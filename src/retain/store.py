@@ -143,6 +143,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ingested_files: whether an ingest is the store's latest write",
         ["ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS latest BOOLEAN"],
     ),
+    (
+        # retain.ingest: order_id unique by the ingest, which every writer of orders goes
+        # through (retain.ingest.purchases.write); inserting 3.2M orders took 3.2 s with the
+        # index (insert and commit), 0.7 s without
+        "orders: order_id unique by the ingest, without the index",
+        ["DROP INDEX IF EXISTS orders_order_id"],
+    ),
 ]
 
 

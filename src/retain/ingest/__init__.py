@@ -284,7 +284,6 @@ def load_orders(
         ORDER_INPUT, "_raw", resolved, checks, layers, raw_columns=columns, negative_ok=REFUND_ROW
     )
     order_rows, refund_rows = split_refunds(loader, clean)
-    loader.quarantine_duplicates(order_rows, "order_id", "orders")
     bought = loader.write_orders(order_rows, report, refund_rows)
     report.customers = loader.write_customers_from_orders(bought)
 

@@ -129,9 +129,15 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
     """Store the refund rows, then the orders (refunds applied) in ``orders`` or
     ``excluded_orders``; adjust stored orders that this file's refund rows refund.
 
+    Every writer of ``orders`` and ``excluded_orders`` comes here, and this keeps an
+    order_id once in the two tables together: a later row of the same order_id in
+    ``order_rows`` is quarantined, and an order written replaces its stored version.
+
     Returns the temp view of the orders written that are purchases (ORDER_INPUT columns)."""
     con = loader.con
     file = loader.file
+    # the first row of an order_id in the file is its order; later ones are quarantined
+    loader.quarantine_duplicates(order_rows, "order_id", "orders")
     totals = "(SELECT order_id, sum(amount) AS amount FROM order_refunds GROUP BY order_id)"
     if refund_rows is not None:
         con.execute(
@@ -162,16 +168,14 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
         "SELECT order_id, customer_id FROM excluded_orders) s "
         "JOIN _written w USING (order_id) WHERE s.customer_id <> w.customer_id"
     )
-    con.execute(
-        f"DELETE FROM orders WHERE order_id IN (SELECT order_id FROM _written WHERE NOT {purchase})"
-    )
-    con.execute(f"DELETE FROM excluded_orders WHERE order_id IN {written}")
-    # an upsert, not a delete and an insert: order_id is unique by an index, which makes
-    # re-inserting deleted keys several times slower
-    updates = ", ".join(f"{c} = excluded.{c}" for c in ORDERS.column_names if c != "order_id")
+    # order_id is unique in orders and excluded_orders together by this delete and insert
+    # (no index: keeping one costs a bulk ingest several times the insert itself); the
+    # written ids are unique, as duplicates in a file were set aside above
+    for table in ("orders", "excluded_orders"):
+        con.execute(f"DELETE FROM {table} WHERE order_id IN {written}")
     con.execute(
         f"INSERT INTO orders ({names}, source_file) SELECT {names}, {loader.source_sql} "
-        f"FROM _written WHERE {purchase} ON CONFLICT (order_id) DO UPDATE SET {updates}"
+        f"FROM _written WHERE {purchase}"
     )
     reason = (
         f"CASE WHEN _status = 'paid' THEN '{REFUNDED_IN_FULL}: ' || "

@@ -10,13 +10,13 @@ The public API, what a notebook user imports::
     summary = retain.summarize(store, unit="W")
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from retain.errors import DataError, ModelError, RetainError, SchemaError, StoreError
-from retain.features import summarize
-from retain.store import Store
 
 if TYPE_CHECKING:
+    from retain.features import summarize
     from retain.models import (
         BetaGeo,
         BetaGeoBetaBinom,
@@ -25,23 +25,31 @@ if TYPE_CHECKING:
         ParetoNBD,
         ShiftedBetaGeometric,
     )
+    from retain.store import Store
 
-# the models load SciPy's optimiser: imported on first use, not with retain
-_MODELS = (
-    "BetaGeo",
-    "BetaGeoBetaBinom",
-    "GammaGamma",
-    "ModifiedBetaGeo",
-    "ParetoNBD",
-    "ShiftedBetaGeometric",
-)
+# the store and the summaries load DuckDB and pandas, the models SciPy: each is imported
+# on first use, not with retain (every command of the CLI imports the package first)
+_LAZY = {
+    "Store": "retain.store",
+    "summarize": "retain.features",
+    **dict.fromkeys(
+        (
+            "BetaGeo",
+            "BetaGeoBetaBinom",
+            "GammaGamma",
+            "ModifiedBetaGeo",
+            "ParetoNBD",
+            "ShiftedBetaGeometric",
+        ),
+        "retain.models",
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MODELS:
-        import retain.models
-
-        return getattr(retain.models, name)
+    module = _LAZY.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'retain' has no attribute {name!r}")
 
 

@@ -13,14 +13,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import pandas as pd
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from retain.errors import ArgumentError, RetainError
-from retain.store import DEFAULT_PATH
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # What --help shows for an option's value: by option, else by type.
 OPTION_METAVARS = {
@@ -118,7 +119,8 @@ DbOption = Annotated[
     typer.Option("--db", help="The store, a DuckDB file.", envvar="RETAIN_DB", metavar="FILE"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-DEFAULT_DB = Path(DEFAULT_PATH)
+# retain.store.DEFAULT_PATH, named here so that retain --help loads neither DuckDB nor pandas
+DEFAULT_DB = Path("retain.duckdb")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,6 +142,8 @@ def friendly_errors(func: F) -> F:
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON types from DataFrames, numpy scalars and timestamps; NaN becomes null."""
+    import pandas as pd  # loaded by the commands that print frames, not by retain --help
+
     if isinstance(value, pd.DataFrame):
         return json.loads(value.to_json(orient="records", date_format="iso"))
     if isinstance(value, pd.Series):
@@ -167,6 +171,8 @@ MONEY_COLUMNS = ("revenue", "clv", "value", "price", "aov", "spend", "cac", "amo
 
 
 def _cell(value: Any, money: bool) -> str:
+    import pandas as pd
+
     if isinstance(value, list | tuple):
         return ", ".join(map(str, value))
     if value is None or (not isinstance(value, str) and pd.isna(value)):
@@ -185,6 +191,8 @@ def _cell(value: Any, money: bool) -> str:
 def people_table(frame: pd.DataFrame) -> str:
     """A DataFrame as text for people: money with two decimals and thousands
     separators, counts with thousands separators, dates as YYYY-MM-DD, gaps as '-'."""
+    import pandas as pd
+
     if frame.empty:
         return "(no rows)"
     shown = pd.DataFrame(
@@ -201,6 +209,8 @@ def people_table(frame: pd.DataFrame) -> str:
 
 def emit(value: Any, as_json: bool, table: Callable[[], str] | None = None) -> None:
     """Print a result as JSON or as text for people."""
+    import pandas as pd
+
     if as_json:
         typer.echo(json.dumps(to_jsonable(value), indent=2, default=str, allow_nan=False))
     elif table is not None:
@@ -509,11 +519,15 @@ MetricsAsOfOption = Annotated[
 
 
 def _fmt_number(value: Any, spec: str = ",.2f", empty: str = "-") -> str:
+    import pandas as pd
+
     return empty if value is None or pd.isna(value) else format(value, spec)
 
 
 def _fmt_table(frame: pd.DataFrame, specs: dict[str, str]) -> str:
     """A DataFrame as text, numbers formatted per column, empty cells as '-'."""
+    import pandas as pd
+
     if frame.empty:
         return "(no rows)"
     shown = frame.copy()
@@ -1014,6 +1028,8 @@ def segments(
     _no_model_note(frame.attrs)
 
     def table() -> str:
+        import pandas as pd
+
         shown = pd.DataFrame(
             {
                 "segment": frame["segment"],
@@ -1324,6 +1340,8 @@ def recommend_rules(
         )
 
     def table() -> str:
+        import pandas as pd
+
         if frame.empty:
             return (
                 f"no rules: no itemset in {frame.attrs['min_basket_count']:,} orders or more "
@@ -1412,6 +1430,8 @@ def recommend_bundles(
         )
 
     def table() -> str:
+        import pandas as pd
+
         if frame.empty:
             return "no bundles pass the thresholds (lower --min-lift, --min-count or --min-support)"
         shown = pd.DataFrame(

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from retain.errors import DataError
 from retain.metrics._activity import activity
@@ -175,6 +174,8 @@ def retention_z_test(
         z = 0.0 if p1 == p0 else float("-inf") if p1 < p0 else float("inf")
     else:
         z = (p1 - p0) / float(np.sqrt(variance))
+    from scipy import stats  # loaded by the first test, not by every command importing metrics
+
     # the extra spread is estimated from k periods: refer z to Student's t then
     if tau2 > 0:
         return p0, z, float(stats.t.cdf(z, df=rates.size - 1))
@@ -232,6 +233,8 @@ def _find_drops(
                 error = max(spread, _sampling_error(metric, row, mean))
                 # no spread at all: a drop from a constant is certain, not chance
                 stat = (value - mean) / error if error > 0 else float("-inf")
+                from scipy import stats  # see retention_z_test
+
                 p_value = float(stats.t.cdf(stat, df=past.size - 1))
             if value >= mean or p_value >= alpha:
                 continue

@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from scipy import optimize, sparse, special
+from scipy import sparse, special
 
 from retain.errors import ArgumentError, DataError, ModelError, SchemaError
 from retain.models._special import gauss_legendre
@@ -497,6 +497,8 @@ class Model:
         start: Array,
         bounds: list[tuple[float, float]],
     ) -> tuple[Array, float, bool, str, Array | None]:
+        from scipy import optimize  # the optimiser only fits: scoring does without its import
+
         result = optimize.minimize(
             objective,
             start,

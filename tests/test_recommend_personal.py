@@ -11,8 +11,10 @@ from retain.recommend import (
     PERSONAL_COLUMNS,
     Recommender,
     build,
+    load_histories,
     recommend_for_customer,
     recommend_for_customers,
+    recommend_from_history,
 )
 from retain.store import Store
 
@@ -142,6 +144,27 @@ def test_all_customers_at_once(shop: Store, rec: Recommender) -> None:
         "SELECT count(DISTINCT customer_id) FROM orders"
     )
     assert frame.groupby("customer_id").size().max() == 3
+
+
+@pytest.mark.parametrize("as_of", [None, "2024-02-15"])
+def test_one_customer_from_histories_matches_everyone_at_once(
+    shop: Store, rec: Recommender, as_of: str | None
+) -> None:
+    """The service ranks a customer on demand from histories held in memory: the very rows
+    (products, scores, reasons, kinds) the ranking of every customer at once gives (a
+    customer whose orders all come after ``as_of`` gets the popular products)."""
+    ids = shop.query("SELECT DISTINCT customer_id FROM orders")["customer_id"].tolist()
+    frame = recommend_for_customers(shop, ids, 5, recommender=rec, as_of=as_of)
+    histories = load_histories(shop, recommender=rec, as_of=as_of)
+    assert len(histories) == len(ids)
+    batch = {
+        cid: rows.drop(columns=["customer_id", "rank"]).to_dict(orient="records")
+        for cid, rows in frame.groupby("customer_id", sort=False)
+    }
+    for customer_id in ids:
+        one = recommend_from_history(histories, customer_id, 5)
+        assert one == batch.get(customer_id, []), customer_id
+    assert recommend_from_history(histories, "nobody", 5) is None
 
 
 def test_bad_input(shop: Store, rec: Recommender) -> None:

@@ -146,6 +146,30 @@ def test_customer_recommendations_leave_out_what_they_own(tiny: TestClient) -> N
     assert skus and all(i["reason"] for i in items)
 
 
+def test_customer_recommendations_are_the_ranking_of_every_customer_at_once(
+    tmp_path: Path,
+) -> None:
+    """Each customer's recommendations are ranked on their first lookup: the same products,
+    scores, reasons and kinds as ranking all the store's customers at once."""
+    from recommend_helpers import shop_store
+    from retain.recommend import recommend_for_customers
+
+    db = tmp_path / "shop.duckdb"
+    with shop_store(db, n_customers=300) as store:
+        ids = store.query("SELECT DISTINCT customer_id FROM orders")["customer_id"].tolist()
+        frame = recommend_for_customers(store, ids, 5)
+    expected = {
+        cid: rows[["sku", "name", "score", "reason", "kind"]].to_dict(orient="records")
+        for cid, rows in frame.groupby("customer_id", sort=False)
+    }
+    with TestClient(create_app(db, KEY, warm=False), client=LOOPBACK) as client:
+        for customer_id in ids:
+            body = client.get(f"/api/customers/{customer_id}").json()["recommendations"]
+            assert body == {"items": expected[customer_id], "note": None}, customer_id
+        status = client.get("/api/status").json()["recommendations"]
+        assert status["customers_ranked"] == status["customers"] == len(ids)
+
+
 # -- lists ---------------------------------------------------------------------------------
 def test_customer_list_sorts_and_pages(tiny: TestClient) -> None:
     first = tiny.get("/api/customers", params={"sort": "net_revenue", "limit": 2}).json()

@@ -15,7 +15,8 @@
 - :mod:`retain.recommend.tables`: :func:`build`, :class:`Recommender` (the score
   is documented there), :func:`load_or_build`.
 - :mod:`retain.recommend.personal`: :func:`recommend_for_customer`,
-  :func:`recommend_for_customers`.
+  :func:`recommend_for_customers`; :func:`load_histories` and
+  :func:`recommend_from_history` rank one customer on demand (the service).
 - :mod:`retain.recommend.evaluate`: :func:`evaluate`.
 """
 
@@ -23,8 +24,11 @@ from retain.recommend.baskets import Baskets, load_baskets, name_stem
 from retain.recommend.evaluate import evaluate
 from retain.recommend.personal import (
     PERSONAL_COLUMNS,
+    CustomerHistories,
+    load_histories,
     recommend_for_customer,
     recommend_for_customers,
+    recommend_from_history,
 )
 from retain.recommend.rules import BUNDLE_COLUMNS, RULE_COLUMNS, association_rules, bundles
 from retain.recommend.tables import (
@@ -41,6 +45,7 @@ __all__ = [
     "RULE_COLUMNS",
     "Baskets",
     "BuildOptions",
+    "CustomerHistories",
     "Recommender",
     "association_rules",
     "build",
@@ -48,8 +53,10 @@ __all__ = [
     "bundles",
     "evaluate",
     "load_baskets",
+    "load_histories",
     "load_or_build",
     "name_stem",
     "recommend_for_customer",
     "recommend_for_customers",
+    "recommend_from_history",
 ]

@@ -118,11 +118,11 @@ def alerts(service: Service, period: str, window_days: int | None) -> dict[str, 
 
 
 def recommendations(service: Service) -> data.Recommendations:
-    """The recommender and personal recommendations, loaded once: a new order changes
+    """The recommender and the customers' purchases, loaded once: a new order changes
     them too little to relearn them on every write."""
-    recs = service.cached("recommendations", data.build_recommendations, sticky=True)
-    if recs.pending:
-        service.rank_in_background(recs)
+    recs: data.Recommendations = service.cached(
+        "recommendations", data.build_recommendations, sticky=True
+    )
     return recs
 
 

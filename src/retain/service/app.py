@@ -333,28 +333,6 @@ class Service:
             self._threads.append(thread)
         thread.start()
 
-    def rank_in_background(self, recs: Any) -> None:
-        """Rank the customers' personal recommendations chunk by chunk in one thread."""
-        from retain.service import data
-
-        with self._cache_lock:
-            if "ranking" in self._refreshing or self.closed:
-                return
-            self._refreshing.add("ranking")
-
-        def work() -> None:
-            try:
-                while not self.closed and data.rank_more_customers(self.store(), recs, 50_000):
-                    pass
-                gc.freeze()  # the ranked tables live as long as the service: keep GC off them
-            except Exception:  # interrupted at shutdown, or the store changed under it
-                pass
-            finally:
-                with self._cache_lock:
-                    self._refreshing.discard("ranking")
-
-        self.background(work)
-
     def warm(self) -> None:
         """Compute what the first pages need (customer index, overview), so that the first
         visitor does not wait for it. Errors are left for the request that meets them."""

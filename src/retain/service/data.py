@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -818,33 +819,54 @@ NO_LINES = (
 
 @dataclass
 class Recommendations:
-    """The store's recommender and the customers' personal recommendations, in memory.
+    """The store's recommender and every customer's purchases, in memory, to rank a
+    customer's personal recommendations on their first lookup (well under a millisecond)
+    and keep them for the next ones; ranking a large store's customers all at once
+    takes minutes.
 
-    Personal recommendations are ranked in chunks of customers (a large store's
-    take minutes): ``frames`` holds the chunks done, ``spans`` maps a customer
-    id to (chunk, start, stop) rows, ``pending`` the ids still to rank.
-    ``recommender`` is None (and ``note`` says why) when the store has no order
-    lines.
+    ``histories`` (:class:`retain.recommend.CustomerHistories`) are read once, when the
+    service loads them; ``ranked`` keeps the latest :data:`RANKED_KEPT` customers'
+    rankings. ``recommender`` is None (and ``note`` says why) when the store has no
+    order lines.
     """
 
     recommender: Any
     k: int = 5
-    frames: list[pd.DataFrame] = field(default_factory=list)
-    spans: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    pending: list[str] = field(default_factory=list)
+    histories: Any = None
     customers: int = 0
     note: str | None = None
+    ranked: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def done(self) -> int:
-        return self.customers - len(self.pending)
+        """Customers whose recommendations are answered at once: all of them."""
+        return self.customers
+
+    def of(self, customer_id: str) -> list[dict[str, Any]] | None:
+        """The customer's recommendations, best first (None: no order when loaded)."""
+        with self.lock:
+            if customer_id in self.ranked:
+                return self.ranked[customer_id]
+        from retain.recommend import recommend_from_history
+
+        items = recommend_from_history(self.histories, customer_id, self.k)
+        with self.lock:
+            if len(self.ranked) >= RANKED_KEPT:  # the oldest ranking goes first
+                del self.ranked[next(iter(self.ranked))]
+            self.ranked[customer_id] = items
+        return items
 
 
-def build_recommendations(store: Store, k: int = 5, first_chunk: int = 20_000) -> Recommendations:
-    """Load (or learn, when not saved) the recommender and rank ``k`` products for the
-    first ``first_chunk`` customers; :func:`rank_more_customers` ranks the rest."""
+RANKED_KEPT = 100_000
+"""How many customers' ranked recommendations the service keeps (about 2 KB each)."""
+
+
+def build_recommendations(store: Store, k: int = 5) -> Recommendations:
+    """Load (or learn, when not saved) the recommender and every customer's purchases
+    (:func:`retain.recommend.load_histories`)."""
     from retain.errors import StoreError
-    from retain.recommend import load_or_build
+    from retain.recommend import load_histories, load_or_build
 
     if not store.scalar("SELECT count(*) FROM order_lines"):
         return Recommendations(None, k, note=NO_LINES)
@@ -852,35 +874,8 @@ def build_recommendations(store: Store, k: int = 5, first_chunk: int = 20_000) -
         recommender = load_or_build(store)
     except StoreError as exc:
         return Recommendations(None, k, note=str(exc))
-    ids = store.query("SELECT DISTINCT customer_id FROM orders ORDER BY customer_id")
-    pending = ids["customer_id"].astype(str).tolist()
-    recs = Recommendations(recommender, k, pending=pending, customers=len(pending))
-    rank_more_customers(store, recs, first_chunk)
-    return recs
-
-
-def rank_more_customers(store: Store, recs: Recommendations, chunk: int = 20_000) -> bool:
-    """Rank the next ``chunk`` pending customers; False when none were left."""
-    from retain.recommend import recommend_for_customers
-
-    if not recs.pending or recs.recommender is None:
-        return False
-    batch = recs.pending[:chunk]
-    frame = recommend_for_customers(store, batch, recs.k, recommender=recs.recommender)
-    ids = frame["customer_id"].to_numpy(dtype=object)
-    number = len(recs.frames)
-    recs.frames.append(frame)
-    if len(ids):
-        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-        stops = np.append(starts[1:], len(ids))
-        recs.spans.update(
-            {
-                str(ids[a]): (number, int(a), int(b))
-                for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
-            }
-        )
-    del recs.pending[: len(batch)]
-    return True
+    histories = load_histories(store, recommender=recommender)
+    return Recommendations(recommender, k, histories=histories, customers=len(histories))
 
 
 def customer_recommendations(
@@ -891,28 +886,18 @@ def customer_recommendations(
         return {"items": [], "note": "recommendations were not loaded"}
     if recs.recommender is None:
         return {"items": [], "note": recs.note}
-    span = recs.spans.get(customer_id)
-    if span is None:
-        if recs.pending:
-            return {
-                "items": [],
-                "note": f"personal recommendations are being ranked: {recs.done:,} of "
-                f"{recs.customers:,} customers done",
-            }
+    ranked = recs.of(customer_id)
+    if ranked is None:
         return {"items": [], "note": "no products bought by this customer are known yet"}
-    number, first, stop = span
-    rows = recs.frames[number].iloc[first : min(stop, first + k)]
     items = [
         {
-            "sku": plain(sku),
-            "name": plain(name),
-            "score": plain(score),
-            "reason": reason,
-            "kind": kind,
+            "sku": plain(row["sku"]),
+            "name": plain(row["name"]),
+            "score": plain(row["score"]),
+            "reason": row["reason"],
+            "kind": row["kind"],
         }
-        for sku, name, score, reason, kind in zip(
-            rows["sku"], rows["name"], rows["score"], rows["reason"], rows["kind"], strict=True
-        )
+        for row in ranked[:k]
     ]
     return {"items": items, "note": None}
 

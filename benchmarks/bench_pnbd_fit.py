@@ -27,6 +27,7 @@ import platform
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -64,6 +65,10 @@ def best_of(repeats: int, func: Callable[[], Any]) -> tuple[float, Any]:
     return min(times), result
 
 
+def _fit(model: Callable[[], Any], data: pd.DataFrame) -> Any:
+    return model().fit(data)
+
+
 def run(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     from retain.models import BetaGeo, ParetoNBD
 
@@ -79,8 +84,8 @@ def run(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
             "small shop": small_shop_summary(n, 0),
         }
         for name, data in cases.items():
-            bg_s, _ = best_of(repeats, lambda data=data: BetaGeo().fit(data))
-            pn_s, pn = best_of(repeats, lambda data=data: ParetoNBD().fit(data))
+            bg_s, _ = best_of(repeats, partial(_fit, BetaGeo, data))
+            pn_s, pn = best_of(repeats, partial(_fit, ParetoNBD, data))
             distinct = len(data[["frequency", "recency", "T"]].drop_duplicates())
             rows.append(
                 {

@@ -170,11 +170,27 @@ def peer_python() -> str | None:
     return str(python) if python.exists() else None
 
 
-FOUNDATION = {"ingest": bench_ingest, "summarize": bench_summarize}
+def bench_pnbd_fit(n_customers: int) -> list[dict]:
+    """benchmarks/bench_pnbd_fit.py at its default sizes (it simulates its own customers,
+    so ``n_customers`` is not used): retain's Pareto/NBD fit against its BG/NBD fit."""
+    import bench_pnbd_fit
+
+    del n_customers
+    rows = bench_pnbd_fit.run([2000, 5000, 20000], 3)
+    return [
+        {
+            "name": f"{row.pop('data')}, {row['customers']:,} simulated customers (warm: best "
+            "of 3 fits of each model in one process; no peer)",
+            **row,
+        }
+        for row in rows
+    ]
 
 
-# scripts of their own, not run(n_customers) areas: bench_pnbd_fit.py times the Pareto/NBD
-# fit over sizes and shapes (python benchmarks/bench_pnbd_fit.py)
+FOUNDATION = {"ingest": bench_ingest, "summarize": bench_summarize, "pnbd_fit": bench_pnbd_fit}
+
+
+# run through an adapter above: bench_pnbd_fit.py's run takes sizes, not a customer count
 STANDALONE = {"pnbd_fit"}
 
 
@@ -203,44 +219,83 @@ def run_in_child(name: str, n_customers: int) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# benchmarks on data sets of their own size (simulated summaries, CDNOW)
+SIZE_FREE = {"pnbd_fit", "accuracy"}
+
+
+def section_title(area: str, n_customers: int) -> str:
+    """A section's heading: the area, and the size when not the default 1M customers."""
+    if n_customers == 1_000_000 or area in SIZE_FREE:
+        return area
+    return f"{area} at {n_customers:,} customers"
+
+
+def section(area: str, rows: list[dict], n_customers: int, load: str = "") -> str:
+    """One benchmark's section: when and how it ran, the load beside it, its table."""
+    lines = [
+        f"## {section_title(area, n_customers)}",
+        "",
+        f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, `python benchmarks/run.py "
+        f"--customers {n_customers} --only {area}` (or `make bench`)"
+        + (f"; load average (1 min) before and after: {load}." if load else "."),
+        "",
+    ]
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    lines.append("| " + " | ".join(keys) + " |")
+    lines.append("|" + "---|" * len(keys))
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sections_of(text: str) -> dict[str, str]:
+    """The ``## `` sections of a RESULTS.md, by heading, each with its text."""
+    found: dict[str, str] = {}
+    title = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            title = line[3:].strip()
+            found[title] = ""
+        if title is not None:
+            found[title] += line
+    return found
+
+
 def write_results(
     results: dict[str, list[dict]],
     n_customers: int,
     path: Path,
     loads: dict[str, str] | None = None,
 ) -> None:
-    """RESULTS.md: the method, then a table per benchmark, with the load it ran beside."""
+    """RESULTS.md: the method, then a section per benchmark. The sections of this run
+    replace those of the same name; the file's other sections (other sizes, other
+    benchmarks, notes) stay where they are, each saying when it ran."""
     from harness import METHOD
 
     loads = loads or {}
+    fresh = {
+        section_title(area, n_customers): section(area, rows, n_customers, loads.get(area, ""))
+        for area, rows in results.items()
+    }
+    kept = sections_of(path.read_text()) if path.exists() else {}
+    order = [*kept, *(t for t in fresh if t not in kept)]
     lines = [
         "# Benchmark results",
         "",
-        f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, `make bench` "
-        f"(`python benchmarks/run.py --customers {n_customers}`).",
         f"Machine: {machine()}.",
         "",
         "Data: `benchmarks/generate.py`, seed 0 (BG/NBD purchase histories, affinities "
         "planted within orders and across a customer's orders). Times are wall clock; peak "
         "memory is the benchmark process's maximum resident set. Ratios compare with the "
-        "named peer in the same run.",
+        "named peer in the same run. Each section says when it ran and the load beside it.",
         "",
         f"Method: {METHOD}",
         "",
     ]
-    for area, rows in results.items():
-        lines += [f"## {area}", ""]
-        if area in loads:
-            lines += [f"Load average (1 min) before and after: {loads[area]}.", ""]
-        keys: list[str] = []
-        for row in rows:
-            keys += [k for k in row if k not in keys]
-        lines.append("| " + " | ".join(keys) + " |")
-        lines.append("|" + "---|" * len(keys))
-        for row in rows:
-            lines.append("| " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
-        lines.append("")
-    path.write_text("\n".join(lines))
+    body = [fresh.get(t) or kept[t] for t in order]
+    path.write_text("\n".join(lines) + "\n" + "\n".join(b.rstrip("\n") + "\n" for b in body))
 
 
 def main() -> None:

@@ -153,3 +153,31 @@ def test_the_cli_benchmark_at_a_tiny_size_has_every_column(tmp_path, monkeypatch
     assert {"vs_api_path", "target"} <= set(total) and "met" not in total
     assert "vs_duckdb_summary" in rows[4] and "process_s" in rows[4]
     assert "300 customers" in names[0]
+
+
+def test_results_keep_the_sections_this_run_did_not_make(tmp_path, monkeypatch) -> None:
+    import run as run_py
+
+    monkeypatch.setattr(run_py, "machine", lambda: "a test machine")
+    path = tmp_path / "RESULTS.md"
+    path.write_text(
+        "# Benchmark results\n\nold header\n\n## ingest\n\n| name |\n|---|\n| old ingest |\n\n"
+        "## service\n\n| name |\n|---|\n| old service |\n\n### With writes\n\nnotes kept\n"
+    )
+    run_py.write_results(
+        {"ingest": [{"name": "new ingest", "seconds": 1.0}], "cli": [{"name": "cli row"}]},
+        1_000_000,
+        path,
+        {"ingest": "0.50 -> 0.70 on 2 CPUs"},
+    )
+    text = path.read_text()
+    assert "old header" not in text and "Method: Each timed call runs in a fresh process" in text
+    assert "old ingest" not in text and "| new ingest | 1.0 |" in text
+    assert "load average (1 min) before and after: 0.50 -> 0.70 on 2 CPUs" in text
+    assert "old service" in text and "notes kept" in text  # not re-run: left as it was
+    assert list(run_py.sections_of(text)) == ["ingest", "service", "cli"]
+    # another size is a section of its own
+    run_py.write_results({"cli": [{"name": "small"}]}, 20_000, path)
+    sections = run_py.sections_of(path.read_text())
+    assert list(sections) == ["ingest", "service", "cli", "cli at 20,000 customers"]
+    assert "cli row" in sections["cli"] and "small" in sections["cli at 20,000 customers"]

@@ -99,8 +99,12 @@ def assert_same_rows(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     for name in [*SCORE_COLUMNS[1:], *SEGMENT_SCORE_COLUMNS]:
         mine, theirs = got[name], expected[name]
         if pd.api.types.is_float_dtype(mine):
+            # DuckDB adds a customer's amounts in no fixed order, so the summaries differ
+            # in their last digit from one query to the next; the band of the mean CLV
+            # takes forward differences (step 1e-5) and carries that about 1e5-fold
+            rtol = 1e-9 if name.startswith("clv_mean") else 1e-12
             np.testing.assert_allclose(
-                mine.to_numpy(), theirs.to_numpy(dtype="float64"), rtol=1e-12, err_msg=name
+                mine.to_numpy(), theirs.to_numpy(dtype="float64"), rtol=rtol, err_msg=name
             )
         else:
             dates = name == "as_of" or name.startswith("next_purchase")
@@ -137,4 +141,14 @@ def test_segments_in_another_order_are_joined_by_customer(
 
         monkeypatch.setattr(assign, "segment_score_table", reversed_rows)
         score_store(store)
-        pd.testing.assert_frame_equal(written(store), before, rtol=1e-12)
+        after = written(store)
+        pd.testing.assert_frame_equal(
+            after.drop(columns=["clv_mean_low", "clv_mean_high"]),
+            before.drop(columns=["clv_mean_low", "clv_mean_high"]),
+            rtol=1e-12,
+        )
+        pd.testing.assert_frame_equal(
+            after[["clv_mean_low", "clv_mean_high"]],
+            before[["clv_mean_low", "clv_mean_high"]],
+            rtol=1e-9,
+        )

@@ -1107,7 +1107,7 @@ class TransactionModel(Model):
         zero = ~(target > 0)
         # first entry of the row's pair whose cumulative reaches the target; pairs 4 apart
         keys = dist.pair * 4.0 + dist.cdf
-        found = np.searchsorted(keys, pair * 4.0 + np.where(zero, 0.0, target) - 1e-12)
+        found = _search_sorted(keys, pair * 4.0 + np.where(zero, 0.0, target) - 1e-12)
         last = dist.start[pair] + dist.size[pair] - 1
         found = np.clip(found, dist.start[pair], last)
         return np.where(zero, 0.0, dist.n[found])
@@ -1186,7 +1186,7 @@ class TransactionModel(Model):
                 target = (level - (1.0 - p_alive)) / p_alive
             solve = target > zero_alive[row_pair] + 1e-12
             target = special.ndtri(np.clip(np.where(solve, target, 0.5), 1e-15, 1.0 - 1e-15))
-            flat = np.searchsorted(keys, row_pair * 20.0 + target, side="left")
+            flat = _search_sorted(keys, row_pair * 20.0 + target)
             cell = np.clip(flat - row_pair * points, 1, points - 1)
             c0, c1 = table[row_pair, cell - 1], table[row_pair, cell]
             share = np.clip((target - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0, 1.0)
@@ -1526,6 +1526,16 @@ class TransactionModel(Model):
                 out[name] = time[c.inverse]
                 out[f"{name}_within"] = within[c.inverse]
         return out
+
+
+def _search_sorted(keys: Array, values: NDArray[np.floating[Any]]) -> NDArray[np.intp]:
+    """``np.searchsorted(keys, values)`` (side left), the values searched in their sorted
+    order: each search then starts where the last ended, which for hundreds of thousands
+    of values over a table of millions is several times faster than in the rows' order."""
+    order = np.argsort(values)
+    found = np.empty(values.size, dtype=np.intp)
+    found[order] = np.searchsorted(keys, values[order])
+    return found
 
 
 def _check_money(discount_rate: float, margin: float) -> None:

@@ -137,6 +137,12 @@ AFTER_AS_OF = "dated after the observation date"
 _MAX_AMOUNT_HINT = "the max_amount setting: retain settings set max_amount VALUE"
 
 
+def _as_text(column: str) -> str:
+    """SQL: the value of ``column`` as read (``_t_<column>``, see :meth:`Loader.validate`)
+    as text, for a message."""
+    return f"CAST(_t_{column} AS VARCHAR)"
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -409,44 +415,56 @@ class Loader:
         parsed ones, in order: each is a list of (column, SQL) that replace a
         column or add one. ``extra_checks`` are (condition, column, reason SQL),
         tested after the per-column ones; the first that fails names the row's
-        problem. Each canonical column's text is there as ``_t_<column>`` for
-        messages. ``labels`` names, per canonical column, the file's column to
+        problem. Each canonical column's value as read is there as ``_t_<column>``
+        for blank tests and messages (NULL when blank): its text trimmed, or the value
+        itself when the file's column is a number, date or boolean type (Parquet), so a
+        message reads it as text with :func:`_as_text`. ``labels`` names, per canonical
+        column, the file's column to
         cite (default: the mapped column when it is one of the file's). ``negative_ok``
         is a condition under which negative amounts are allowed (a refund row).
         """
         types = self.column_types(source)
         self._check_typed_columns(table, mapping, types)
+        # first the values as read (_t_), then each column parsed from its _t_: text is
+        # trimmed once, and typed values are not written as text at all
+        read = ["_retain_row"]
         select = ["_retain_row"]
         text_cols = []
         for col in table.columns:
             src = mapping.get(col.name)
             kind = _kind(col.sql_type)
             bare = col.sql_type.split()[0]
+            t = f"_t_{col.name}"
             if src is None:
                 select.append(f"CAST(NULL AS {bare}) AS {col.name}")
-                select.append(f"CAST(NULL AS VARCHAR) AS _t_{col.name}")
+                select.append(f"CAST(NULL AS VARCHAR) AS {t}")
                 if col.name in IDENTIFIERS:
                     select.append(f"false AS _b_{col.name}")
                 continue
             src_sql = _q(src)
+            src_type = types.get(src, "VARCHAR")
+            read.append(f"{parse.as_read(src_sql, src_type)} AS {t}")
+            t_type = src_type if parse.is_plain_type(src_type) else "VARCHAR"  # _t_'s type
+            select.append(t)
             if col.name in IDENTIFIERS:
-                # tabs, NULs and zero-width characters are no part of an id
-                ident = parse.identifier(src_sql, types.get(src, "VARCHAR"))
-                select.append(f"{ident} AS {col.name}")
-                select.append(f"{parse.is_blank(src_sql)} AS _b_{col.name}")
+                # tabs, NULs and zero-width characters are no part of an id; a value whose
+                # trimmed text is empty holds nothing else (blank)
+                read.append(f"length(CAST({src_sql} AS VARCHAR)) > 0 AS _n_{col.name}")
+                select.append(f"{parse.identifier(t, t_type)} AS {col.name}")
+                select.append(f"({t} IS NULL AND _n_{col.name}) AS _b_{col.name}")
             elif kind == "text":
-                select.append(f"{parse.text(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")
+                value = t if t_type == "VARCHAR" else parse.text(t, t_type)
+                select.append(f"{value} AS {col.name}")
             elif kind in ("timestamp", "date"):
-                parsed = parse.timestamp(src_sql, types.get(src, "VARCHAR"), self.date_format)
+                parsed = parse.timestamp(t, t_type, self.date_format)
                 if kind == "date":
                     parsed = f"CAST({parsed} AS DATE)"
                 select.append(f"{parsed} AS {col.name}")
             else:
                 parser = _PARSERS[kind][0]
-                select.append(f"{parser(src_sql, types.get(src, 'VARCHAR'))} AS {col.name}")
-            select.append(f"{parse.text(src_sql)} AS _t_{col.name}")
+                select.append(f"{parser(t, t_type)} AS {col.name}")
             text_cols.append(col.name)
-        query = f"SELECT {', '.join(select)} FROM {source}"
+        query = f"SELECT {', '.join(select)} FROM (SELECT {', '.join(read)} FROM {source})"
         known = {c.name for c in table.columns}
         for layer in layers or []:
             replace = [f"{sql} AS {name}" for name, sql in layer if name in known]
@@ -469,18 +487,18 @@ class Loader:
                 if kind == "number":  # NaN, inf and 1e400 are not amounts
                     unread = f"({unread} OR NOT isfinite({col.name}))"
                 why = (
-                    f"{_lit(what + ': got ')} || '''' || _t_{col.name} || '''' || "
+                    f"{_lit(what + ': got ')} || '''' || {_as_text(col.name)} || '''' || "
                     f"{_lit(', expected ' + expected)}"
                 )
                 if kind in ("timestamp", "date"):
-                    why = parse.date_problem(f"_t_{col.name}", self.date_format)
+                    why = parse.date_problem(_as_text(col.name), self.date_format)
                 checks.append((f"_t_{col.name} IS NOT NULL AND {unread}", col.name, why))
                 if kind in ("timestamp", "date"):
                     checks.append(
                         (
                             f"{col.name} < DATE '{EARLIEST_DATE}'",
                             col.name,
-                            f"{_lit('implausible date: got ')} || '''' || _t_{col.name} || '''' "
+                            f"{_lit('implausible date: got ')} || '''' || {_as_text(col.name)} || '''' "
                             f"|| {_lit(', expected a date on or after ' + EARLIEST_DATE)}",
                         )
                     )
@@ -493,7 +511,7 @@ class Loader:
                 (
                     negative,
                     name,
-                    f"'negative amount that is not a refund: got ' || _t_{name} || "
+                    f"'negative amount that is not a refund: got ' || {_as_text(name)} || "
                     f"', expected 0 or more'",
                 )
             )
@@ -572,7 +590,7 @@ class Loader:
             if _kind(col.sql_type) != "number":
                 continue
             name = col.name
-            got = f"coalesce(_t_{name}, CAST({name} AS VARCHAR))"
+            got = f"coalesce({_as_text(name)}, CAST({name} AS VARCHAR))"
             if converted:  # amounts are checked in the reporting currency
                 got += (
                     f" || CASE WHEN coalesce(_rate, 1) <> 1 THEN ' (' || CAST({name} AS VARCHAR)"
@@ -679,7 +697,7 @@ class Loader:
             (
                 f"ordered_at > TIMESTAMP {as_of}",
                 "ordered_at",
-                f"'{AFTER_AS_OF} {self.as_of.date()}: got ' || _t_ordered_at",
+                f"'{AFTER_AS_OF} {self.as_of.date()}: got ' || {_as_text('ordered_at')}",
             ),
             (
                 "_rate IS NULL",
@@ -691,7 +709,7 @@ class Loader:
                 "net_revenue < 0 AND refunded = 0",
                 "net_revenue",
                 # without a net_revenue in the file, name the net computed from gross
-                "'negative amount that is not a refund: got ' || coalesce(_t_net_revenue, "
+                f"'negative amount that is not a refund: got ' || coalesce({_as_text('net_revenue')}, "
                 "CAST(net_revenue AS VARCHAR) || ' (gross less discount, refunds and fees)') || "
                 "', expected 0 or more, or a refunded amount'",
             ),

@@ -32,6 +32,14 @@ _SHORTHAND = (("YYYY", "%Y"), ("YY", "%y"), ("MM", "%m"), ("DD", "%d"))
 _EDGE = r"^[\p{Z}\p{Cc}\p{Cf}]+|[\p{Z}\p{Cc}\p{Cf}]+$"
 _INVISIBLE = r"[\p{Cc}\p{Cf}]"
 
+# Text that needs no cleaning: printable ASCII, no space at either end (most values of
+# most files). Tested first, as one match is cheaper than the clean-ups it makes needless.
+_PRINTABLE = r"[!-~]([ -~]*[!-~])?"
+# A plain decimal (12.50, -3) and an ISO date or time without offset (2025-10-02,
+# 2025-10-02 17:09:34): read by a cast alone, as the general rules would read them.
+_PLAIN_NUMBER = r"-?[0-9]+(\.[0-9]+)?"
+_PLAIN_TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?"
+
 # A compact date: YYYYMMDD, exactly 8 digits.
 _COMPACT = r"\d{8}"
 _SHORT_COMPACT = r"\d{5,7}"
@@ -87,6 +95,20 @@ def date_problem(text_col: str, date_format: str | None) -> str:
     )
 
 
+def is_plain_type(source_type: str) -> bool:
+    """Whether a typed column (Parquet) of DuckDB type ``source_type`` holds values whose
+    text is never blank and has no space or invisible character at either end: numbers,
+    dates and times, booleans."""
+    plain = is_numeric_type(source_type) or is_temporal_type(source_type)
+    return plain or source_type == "BOOLEAN"
+
+
+def as_read(col: str, source_type: str = "VARCHAR") -> str:
+    """SQL: the value as read, for blank tests and messages: the value itself when its
+    type is plain (:func:`is_plain_type`; a message casts it to text), else :func:`text`."""
+    return col if is_plain_type(source_type) else text(col)
+
+
 def text(col: str, source_type: str = "VARCHAR") -> str:
     """Text trimmed of Unicode whitespace and invisible characters at either end, NULL
     when nothing is left. A whole number stored as a float (an id column that pandas
@@ -96,16 +118,34 @@ def text(col: str, source_type: str = "VARCHAR") -> str:
             f"CASE WHEN abs({col}) < 1e15 AND {col} = trunc({col}) "
             f"THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) ELSE CAST({col} AS VARCHAR) END"
         )
-    return f"nullif(regexp_replace(CAST({col} AS VARCHAR), {_sql(_EDGE)}, '', 'g'), '')"
+    value = f"CAST({col} AS VARCHAR)"
+    if is_plain_type(source_type):
+        return value
+    return f"CASE WHEN {_printable(value)} THEN {value} ELSE {trimmed(value)} END"
+
+
+def trimmed(value: str) -> str:
+    """SQL: the text ``value`` (VARCHAR) as :func:`text` reads it, by the general rule."""
+    return f"nullif(regexp_replace({value}, {_sql(_EDGE)}, '', 'g'), '')"
+
+
+def _printable(value: str) -> str:
+    """SQL: whether ``value`` (VARCHAR) needs no cleaning, see ``_PRINTABLE``."""
+    return f"regexp_full_match({value}, {_sql(_PRINTABLE)})"
 
 
 def identifier(col: str, source_type: str = "VARCHAR") -> str:
     """An id (customer_id, order_id) as :func:`text`, with controls (tab, NUL) and
     zero-width characters removed inside it too; NULL when nothing visible is left."""
-    if source_type in ("DOUBLE", "FLOAT"):
+    if source_type in ("DOUBLE", "FLOAT") or is_plain_type(source_type):
         return text(col, source_type)
-    inner = f"regexp_replace(CAST({col} AS VARCHAR), {_sql(_INVISIBLE)}, '', 'g')"
-    return f"nullif(regexp_replace({inner}, {_sql(_EDGE)}, '', 'g'), '')"
+    value = f"CAST({col} AS VARCHAR)"
+    return f"CASE WHEN {_printable(value)} THEN {value} ELSE {visible(value)} END"
+
+
+def visible(value: str) -> str:
+    """SQL: the text ``value`` (VARCHAR) as :func:`identifier` reads it, by the general rule."""
+    return trimmed(f"regexp_replace({value}, {_sql(_INVISIBLE)}, '', 'g')")
 
 
 def is_blank(col: str) -> str:
@@ -122,6 +162,19 @@ def timestamp(col: str, source_type: str = "VARCHAR", date_format: str | None = 
         return f"CAST({col} AS TIMESTAMP)"
     if source_type == "DATE":
         return f"CAST({col} AS TIMESTAMP)"
+    if date_format:  # the format given comes first: 2025-03-04 may be read as it says
+        return timestamp_general(col, date_format)
+    # no offset to rewrite and not compact: the cast alone reads it
+    raw = f"CAST({col} AS VARCHAR)"
+    return (
+        f"CASE WHEN regexp_full_match({raw}, {_sql(_PLAIN_TIMESTAMP)}) "
+        f"THEN CAST(TRY_CAST({raw} AS TIMESTAMPTZ) AS TIMESTAMP) "
+        f"ELSE {timestamp_general(col)} END"
+    )
+
+
+def timestamp_general(col: str, date_format: str | None = None) -> str:
+    """SQL: text in ``col`` as :func:`timestamp` reads it, by the general rules."""
     value = text(col)
     given = ""
     if date_format:
@@ -167,6 +220,15 @@ def number(col: str, source_type: str = "VARCHAR") -> str:
         if not is_numeric_type(source_type):  # TRY_CAST(true AS DOUBLE) is 1.0
             return "CAST(NULL AS DOUBLE)"
         return f"(TRY_CAST({col} AS DOUBLE) + 0.0)"
+    # a plain decimal: the cast alone reads it
+    return (
+        f"CASE WHEN regexp_full_match({col}, {_sql(_PLAIN_NUMBER)}) "
+        f"THEN (TRY_CAST({col} AS DOUBLE) + 0.0) ELSE {number_general(col)} END"
+    )
+
+
+def number_general(col: str) -> str:
+    """SQL: text in ``col`` as :func:`number` reads it, by the general rules."""
     value = f"regexp_replace({text(col)}, '[$€£¥\\s]', '', 'g')"
     grouped = "[+-]?(\\d{1,3}(,\\d{3})+|\\d{1,2}(,\\d{2})+,\\d{3})(\\.\\d*)?([eE][+-]?\\d+)?"
     # + 0.0: -0.0 + 0.0 is 0.0, so "-0" is stored (and shown) as 0

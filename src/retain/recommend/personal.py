@@ -117,7 +117,7 @@ def rank_customers(
     days_since = np.maximum(as_of[owner] - last_ts, 0) / SECONDS_PER_DAY
     weight = 0.5 ** (days_since / half_life_days)
 
-    interval = rec.items["repurchase_days"].to_numpy(dtype=np.float64)
+    interval = rec.repurchase_days
     product_code = rec.product_code[item]
     consumable = product_code == 2
     durable = product_code == 0
@@ -176,7 +176,7 @@ def rank_customers(
         cand_owner[keep] * n_fam + rec.family[cand_item[keep]], durable_families
     )
 
-    repeat_share = rec.items["repeat_share"].to_numpy(dtype=np.float64)
+    repeat_share = rec.repeat_share
     n_due = int(due.sum())
     n_kept = int(keep.sum())
     evidence_kept = evidence[keep]

@@ -213,6 +213,8 @@ class Recommender:
     popular_rank_later: np.ndarray = field(init=False)
     basket_share: np.ndarray = field(init=False)
     later_share: np.ndarray = field(init=False)
+    repeat_share: np.ndarray = field(init=False)
+    repurchase_days: np.ndarray = field(init=False)
     _skus: list[str] = field(init=False)
     _names: list[str] = field(init=False)
     _index: dict[str, int] = field(init=False)
@@ -233,6 +235,9 @@ class Recommender:
         self.popular_rank_later[self.popular_later] = order
         self.basket_share = items["baskets"].to_numpy() / max(self.n_baskets, 1)
         self.later_share = items["later_buyers"].to_numpy() / max(self.n_returning, 1)
+        # read by every personal ranking: a column of the frame costs more than the rest
+        self.repeat_share = items["repeat_share"].to_numpy(dtype=np.float64)
+        self.repurchase_days = items["repurchase_days"].to_numpy(dtype=np.float64)
 
     def __repr__(self) -> str:
         return (

@@ -531,6 +531,41 @@ def scored_sample_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFac
     return scored_copy(cdnow_sample_db, tmp_path_factory.mktemp("scored") / "scored.duckdb")
 
 
+def test_a_lookup_reads_the_same_row_as_the_index_table(scored_sample_db: Path) -> None:
+    """A lookup reads a customer's values from the index's column arrays, not from a row
+    Series of its table: every customer's payload is the one the table's row gives."""
+    from retain.service import data
+
+    with Store(scored_sample_db, read_only=True) as store:
+        index = data.build_customer_index(store)
+        assert index.score_columns
+        for customer_id, position in index.positions.items():
+            by_row = data._customer(store, customer_id, index.frame.iloc[position], index, 0, None)
+            assert data.customer_payload(store, customer_id, index) == by_row, customer_id
+
+
+def test_a_lookup_from_memory_is_the_lookup_through_the_store(scored_sample_db: Path) -> None:
+    """GET /api/customers/{id} answers from memory when it holds everything (the index and
+    recommendations loaded and current, no history asked): the same answer as the path
+    that reads the store, for every customer."""
+    from retain.service import api
+
+    with TestClient(create_app(scored_sample_db, warm=False), client=LOOPBACK) as client:
+        service = client.app.state.service  # type: ignore[attr-defined]
+        index = api.index_of(service)
+        some = list(index.positions)[:50]
+        assert api.customer_in_memory(service, some[0], 0) is None  # no recommendations yet
+        api.recommendations(service)
+        assert api.customer_in_memory(service, some[0], 3) is None  # history: from the store
+        for customer_id in some:
+            fast = api.customer_in_memory(service, customer_id, 0)
+            assert fast is not None
+            assert fast == api.customer(service, customer_id, 0)
+            assert client.get(f"/api/customers/{customer_id}").json() == fast
+        assert api.customer_in_memory(service, "nobody", 0) is None
+        assert client.get("/api/customers/nobody").status_code == 404
+
+
 @pytest.fixture
 def scored_writable(scored_sample_db: Path, tmp_path: Path) -> Iterator[TestClient]:
     with serve_copy(scored_sample_db, tmp_path) as client:

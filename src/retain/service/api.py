@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -27,7 +28,8 @@ from retain.store import Store
 router = APIRouter(prefix="/api", tags=["api"], route_class=StrictJSONRoute)
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async: a plain function would be called in a worker thread on every request
     service: Service = request.app.state.service
     return service
 
@@ -181,6 +183,23 @@ def customer(service: Service, customer_id: str, history: int) -> dict[str, Any]
         if found is not None:
             return found
     raise HTTPException(404, f"no customer {customer_id!r} in the store")
+
+
+def customer_in_memory(service: Service, customer_id: str, history: int) -> dict[str, Any] | None:
+    """:func:`customer`'s answer when the service holds all of it in memory: the customer
+    index and recommendations loaded and current, the id stored as given, no order
+    history asked. Else None (then :func:`customer` reads the store)."""
+    if history:
+        return None
+    index = service.peek(INDEX_KEY)
+    recs = service.peek("recommendations")
+    if index is None or recs is None or service.generation_of(INDEX_KEY) != service.generation:
+        return None
+    if customer_id not in index.positions and customer_id not in index.fresh:
+        return None
+    if not service.is_fresh(customer_id, INDEX_KEY):
+        return None
+    return data.customer_payload(service.store(), customer_id, index, recs=recs)
 
 
 def segment_name(name: str) -> str:
@@ -480,7 +499,7 @@ def get_customers(
     responses={404: {"model": Problem, "description": "No such customer."}, **ERRORS},
     summary="One customer: profile, scores, segment, risk, recommendations",
 )
-def get_customer(
+async def get_customer(
     service: ServiceDep,
     customer_id: str,
     history: Annotated[
@@ -493,7 +512,11 @@ def get_customer(
     outcomes), and the uncertainty of the expected value itself,
     ``clv_mean_low``/``clv_mean_high``; next purchase date and window), RFM scores,
     segment and action, churn risk and reason, value at stake and recommendations."""
-    return JSONResponse(customer(service, customer_id, history))
+    # from memory, answered at once; what needs the store is read in a worker thread
+    found = customer_in_memory(service, customer_id, history)
+    if found is None:
+        found = await run_in_threadpool(customer, service, customer_id, history)
+    return JSONResponse(found)
 
 
 TEXT_CHARS = 200

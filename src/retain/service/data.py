@@ -427,6 +427,21 @@ class CustomerIndex:
     model: str
     score_columns: list[str] = field(default_factory=list)
     fresh: dict[str, pd.Series] = field(default_factory=dict)
+    # the frame's columns as arrays, made on the first lookup (a new frame, a new index)
+    _columns: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def row(self, position: int) -> dict[str, Any]:
+        """The values of ``frame.iloc[position]`` by column, without building a Series
+        (a lookup's largest cost): read from the columns' arrays, made once. NumPy
+        columns are views; string and nullable columns keep their own arrays."""
+        columns = self._columns
+        if columns is None:
+            columns = {
+                str(name): values.to_numpy() if isinstance(values.dtype, np.dtype) else values.array
+                for name, values in self.frame.items()
+            }
+            self._columns = columns
+        return {name: values[position] for name, values in columns.items()}
 
 
 CONTACT_COLUMNS = ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen")
@@ -635,7 +650,7 @@ def customer_payload(
         return result
     position = index.positions.get(customer_id)
     if position is not None and not stale:
-        return _customer(store, customer_id, index.frame.iloc[position], index, history, recs)
+        return _customer(store, customer_id, index.row(position), index, history, recs)
     # written since the index was built, or new: orders and scores straight from the store
     fresh = _fresh_row(store, customer_id, index)
     if fresh is None:
@@ -736,7 +751,7 @@ def _rescored_segments(store: Store, customer_id: str, scored: dict[str, Any]) -
 def _customer(
     store: Store,
     customer_id: str,
-    row: pd.Series,
+    row: pd.Series | dict[str, Any],
     index: CustomerIndex,
     history: int,
     recs: Recommendations | None,

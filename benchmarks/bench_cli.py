@@ -1,6 +1,6 @@
 """CLI benchmark: the user's path, ``retain ingest`` + ``retain fit`` + ``retain score``.
 
-    python benchmarks/bench_cli.py [--customers 1000000] [--runs 3] [--no-peer]
+    python benchmarks/bench_cli.py [--customers 1000000] [--runs 3] [--no-peer] [--data DIR]
 
 On the orders of ``benchmarks/generate.py`` (seed 0), observation date 2026-01-01:
 
@@ -41,6 +41,7 @@ from harness import (  # noqa: E402
     peer_python,
     python_call,
     run_fresh,
+    runs_label,
     runs_wanted,
     spread,
 )
@@ -95,11 +96,15 @@ def targets(n_customers: int, total_s: float, peak_mb: float) -> dict[str, Any]:
     return row
 
 
-def run(n_customers: int, runs: int | None = None, with_peer: bool = True) -> list[dict]:
+def run(
+    n_customers: int, runs: int | None = None, with_peer: bool = True, data: Path | None = None
+) -> list[dict]:
+    """The rows; ``data``: a folder holding ``orders.parquet`` (default: the generated
+    data set of ``n_customers``, made if missing)."""
     from run import data_dir
 
     runs = runs_wanted() if runs is None else runs
-    orders = data_dir(n_customers) / "orders.parquet"
+    orders = (data or data_dir(n_customers)) / "orders.parquet"
     work = Path(tempfile.mkdtemp(prefix="retain-bench-cli-"))
     try:
         rows = _cli_rows(n_customers, orders, work, runs)
@@ -126,7 +131,7 @@ def _cli_rows(n_customers: int, orders: Path, work: Path, runs: int) -> list[dic
     )
     load = machine_load(before)
     customers = done["api"][0].out.get("customers", n_customers)
-    what = f"{customers:,} customers, {runs} runs, fresh process each"
+    what = f"{customers:,} customers, {runs_label(runs)}, fresh process each"
     rows: list[dict] = []
     for step in STEPS:
         step_runs = [r.out["steps"][step] for r in done["cli"]]
@@ -222,7 +227,7 @@ def versus(name: str, done: dict[str, list[Run]], target: str, load: dict) -> di
     peer = spread(r.seconds for r in theirs)["median"]
     a, b = mine[0].out, theirs[0].out
     row: dict[str, Any] = {
-        "name": f"{name} ({len(mine)} runs a side, fresh process each)",
+        "name": f"{name} ({runs_label(len(mine))} a side, fresh process each)",
         **columns("", [r.seconds for r in mine]),
         "peak_mb": round(max(r.peak_mb for r in mine)),
         **columns("lifetimes_0.11.3", [r.seconds for r in theirs], 2),
@@ -254,10 +259,14 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--data", type=Path, help="a folder with orders.parquet (generate.py output) to use"
+    )
     args = parser.parse_args()
     if args.runs:
         os.environ["RETAIN_BENCH_RUNS"] = str(args.runs)
-    for row in run(args.customers, runs=args.runs, with_peer=not args.no_peer):
+    rows = run(args.customers, runs=args.runs, with_peer=not args.no_peer, data=args.data)
+    for row in rows:
         print(json.dumps(row))
 
 

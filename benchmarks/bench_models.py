@@ -64,6 +64,7 @@ def run(n_customers: int, with_peer: bool = True) -> list[dict]:
         peer_python,
         python_call,
         run_fresh,
+        runs_label,
     )
 
     path, orders = summary_file(n_customers)
@@ -108,7 +109,7 @@ def run(n_customers: int, with_peer: bool = True) -> list[dict]:
 
     first = done["models"][0].out
     customers = done["retain"][0].out["customers"]
-    fresh = f"one call in a fresh process, {n_runs} runs"
+    fresh = f"one call in a fresh process, {runs_label(n_runs)}"
     what = f"{customers:,} customers / {orders:,} orders"
     compared = "the same summary file, interleaved runs"
     rows = [

@@ -54,6 +54,11 @@ def runs_wanted() -> int:
     return max(1, int(value)) if value.strip() else DEFAULT_RUNS
 
 
+def runs_label(runs: int) -> str:
+    """ "1 run", "3 runs"."""
+    return f"{runs} run" if runs == 1 else f"{runs} runs"
+
+
 def load_1m() -> float:
     """The machine's 1-minute load average."""
     return round(os.getloadavg()[0], 2)

@@ -113,7 +113,15 @@ def bench_ingest(n_customers: int) -> list[dict]:
 def bench_summarize(n_customers: int) -> list[dict]:
     """retain's summary from the store, and from the Parquet file against lifetimes',
     each call in a fresh process (benchmarks/harness.py)."""
-    from harness import columns, interleaved, load_1m, machine_load, python_call, run_fresh
+    from harness import (
+        columns,
+        interleaved,
+        load_1m,
+        machine_load,
+        python_call,
+        run_fresh,
+        runs_label,
+    )
 
     data = data_dir(n_customers)
     db = data / "bench.duckdb"
@@ -137,7 +145,7 @@ def bench_summarize(n_customers: int) -> list[dict]:
     rows: list[dict] = [
         {
             "name": f"summarize {first['orders']:,} orders / {first['customers']:,} customers "
-            f"from the store ({runs} runs, fresh process each)",
+            f"from the store ({runs_label(runs)}, fresh process each)",
             **columns("", [r.seconds for r in done["store"]]),
             "peak_mb": round(max(r.peak_mb for r in done["store"])),
             "target": "< 1 s",
@@ -145,7 +153,7 @@ def bench_summarize(n_customers: int) -> list[dict]:
         }
     ]
     row: dict = {
-        "name": f"summarize the orders read from Parquet ({runs} runs a side, fresh process "
+        "name": f"summarize the orders read from Parquet ({runs_label(runs)} a side, fresh process "
         "each, the read not timed)",
         **columns("", [r.seconds for r in done["retain"]]),
         "peak_mb": round(max(r.peak_mb for r in done["retain"])),

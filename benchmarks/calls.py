@@ -174,8 +174,13 @@ def main(argv: list[str]) -> None:
     call, args = argv[0], argv[1:]
     if call != "duckdb_summary":
         # imported before the clock starts, as the peer's script imports lifetimes: the
-        # imports are in the process's wall time, which the parent records beside
+        # imports are in the process's wall time, which the parent records beside; with
+        # them the libraries retain loads on first use (DuckDB with the first summary,
+        # SciPy's optimiser with the first fit), which lifetimes loads with its import
+        import duckdb  # noqa: F401
         import pyarrow.parquet  # noqa: F401
+        import scipy.optimize
+        import scipy.special  # noqa: F401
 
         import retain
         import retain.models

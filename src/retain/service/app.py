@@ -338,9 +338,16 @@ class Service:
         visitor does not wait for it. Errors are left for the request that meets them."""
         from retain.service import api
 
+        def recommendations() -> None:
+            with contextlib.suppress(Exception):
+                api.recommendations(self)
+
+        # the customers' purchases (read mostly in DuckDB, without the GIL) load beside
+        # the index (mostly pandas): a lookup needs both
+        self.background(recommendations)
         with contextlib.suppress(Exception):
             api.index_of(self)
-            api.recommendations(self)
+            api.recommendations(self)  # the thread's, once loaded
             api.metrics(self, "month", 1.0, 365)
         # what was just built lives as long as the service: keep the collector off it
         gc.freeze()

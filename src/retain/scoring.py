@@ -56,7 +56,7 @@ import contextlib
 import datetime as dt
 import json
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -697,16 +697,23 @@ def _score(
     unsure = [m.name for m in (model, spend) if m is not None and m.covariance_ is None]
     if unsure and spend is not None:
         confidence = None
-    scores: dict[str, np.ndarray] = {}
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        summary = _summary(store, end, row, customer_ids)
-        if summary is None:
-            summary = pd.DataFrame(
-                {"frequency": [], "recency": [], "T": [], "monetary": []},
-                index=pd.Index([], name="customer_id", dtype="object"),
-            )
-        else:
+    seen: list[warnings.WarningMessage] = []
+
+    def model_scores(
+        read: Callable[[], None] | None = None,
+    ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        """The customers' summaries and the model's arrays; the warnings kept in ``seen``.
+        ``read`` is called once the summaries are read."""
+        with warnings.catch_warnings(record=True) as met:
+            warnings.simplefilter("always")
+            summary = _summary(store, end, row, customer_ids)
+            if read is not None:
+                read()
+            if summary is None:
+                return pd.DataFrame(
+                    {"frequency": [], "recency": [], "T": [], "monetary": []},
+                    index=pd.Index([], name="customer_id", dtype="object"),
+                ), {}
             scores = model._score_arrays(
                 model._customers(summary),
                 gamma_gamma=spend,
@@ -718,6 +725,36 @@ def _score(
                 confidence=confidence,
                 next_horizon="365D",
             )
+        seen.extend(met)
+        return summary, scores
+
+    seg: pa.Table | None = None
+    rows: pd.DataFrame | None = None
+    boundaries: RfmBoundaries | None = None
+    held: dict[str, Any] = {}
+    if customer_ids is None and basis.segments and spend is not None:
+        from retain.segments.assign import segment_score_table
+
+        def model_table(read: Callable[[], None]) -> pa.Table:
+            summary, scores = model_scores(read)
+            ids = _id_array(summary.index)
+            columns = _score_columns(len(summary), scores, True, row, end)
+            held.update(summary=summary, ids=ids, columns=columns)
+            return pa.table(
+                {
+                    "customer_id": ids,
+                    "p_alive": pa.array(columns["p_alive"], from_pandas=True),
+                    "clv_if_retained": pa.array(columns["clv_if_retained"], from_pandas=True),
+                }
+            )
+
+        # the segments' measures of the orders are taken while the models compute
+        seg, boundaries = segment_score_table(store, as_of=end, scores=model_table)
+        summary, ids, columns = held["summary"], held["ids"], held["columns"]
+    else:
+        summary, scores = model_scores()
+        ids = _id_array(summary.index)
+        columns = _score_columns(len(summary), scores, spend is not None, row, end)
     caught = list(dict.fromkeys(str(w.message) for w in seen))
     if confidence is None and spend is not None:
         caught.append(
@@ -729,25 +766,9 @@ def _score(
         absent = [c for c in customer_ids if c not in summary.index]
         if absent:
             caught.append(f"no orders on or before {end} for: {', '.join(absent[:20])}")
-    ids = _id_array(summary.index)
-    columns = _score_columns(len(summary), scores, spend is not None, row, end)
-    seg: pa.Table | None = None
-    rows: pd.DataFrame | None = None
-    boundaries: RfmBoundaries | None = None
     if basis.segments and spend is None:
         caught.append("no spend model: segment columns left out (they need a CLV)")
-    elif basis.segments and len(ids) and customer_ids is None:
-        from retain.segments.assign import segment_score_table
-
-        model_scores = pa.table(
-            {
-                "customer_id": ids,
-                "p_alive": pa.array(columns["p_alive"], from_pandas=True),
-                "clv_if_retained": pa.array(columns["clv_if_retained"], from_pandas=True),
-            }
-        )
-        seg, boundaries = segment_score_table(store, as_of=end, scores=model_scores)
-    elif basis.segments and len(ids):
+    elif basis.segments and len(ids) and customer_ids is not None:
         # the same rows with every column of customer_segments: the service shows them
         from retain.segments import SEGMENT_SCORE_COLUMNS, customer_segments
 

@@ -11,9 +11,11 @@ has them, and churn risk with its reason (:mod:`retain.segments.risk`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import functools
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,25 +218,68 @@ def segment_scores(
 
 
 def segment_score_table(
-    store: Store, *, as_of: AsOf, scores: pa.Table
+    store: Store, *, as_of: AsOf, scores: Callable[[Callable[[], None]], pa.Table]
 ) -> tuple[pa.Table, RfmBoundaries | None]:
     """:func:`segment_scores` of every customer of ``store`` with the default rules and
     thresholds, for ``retain score``: an Arrow table (``customer_id`` then
     :data:`SEGMENT_SCORE_COLUMNS`, by customer_id) and the RFM boundaries measured.
-    ``scores``: ``customer_id``, ``p_alive``, ``clv_if_retained`` (nulls where unknown)."""
+
+    ``scores(start)`` computes the model's scores (``customer_id``, ``p_alive``,
+    ``clv_if_retained``, nulls where unknown) in this thread, and calls ``start()`` once
+    its own queries are done: the customers' RFM measures are then taken from the orders,
+    on a connection of their own in another thread, while it computes (DuckDB works
+    outside Python's lock, the models mostly in NumPy). Its errors are raised as they are."""
     table = resolve_rules(None)
     renamed = {"churn_risk": "r.risk", "churn_reason": "r.reason"}
     select = ", ".join(f"{renamed.get(c, 'r.' + c)} AS {c}" for c in SEGMENT_SCORE_COLUMNS)
     scheme = "quintiles"
-    with segmented(store, as_of=as_of, scheme=scheme, rules=table, scores=scores) as (con, info):
-        result = run_risk_arrow(
-            con,
-            f"SELECT r.customer_id, {select} FROM ({{risk}}) AS r "
-            "JOIN seg_defs AS d ON d.segment = r.segment ORDER BY r.customer_id",
-            population_gap_days=info["population_gap_days"],
-            wrap=SEGMENT_SQL,
-        )
-        found = measure_boundaries(con, scheme, info["as_of"], info["population_gap_days"])
+    worker = copy.copy(store)
+    worker.con = store.con.cursor()
+    try:
+        zone = store.con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
+        worker.con.execute("SET TimeZone = '" + str(zone).replace("'", "''") + "'")
+        failed: list[BaseException] = []
+
+        def measure() -> None:
+            try:
+                with orders_view(worker, as_of) as (con, params):
+                    con.execute(
+                        f"CREATE OR REPLACE TEMP TABLE seg_rfm AS {RFM_SQL}",
+                        {**params, "levels": score_levels(scheme)},
+                    )
+            except BaseException as exc:  # raised in the caller's thread below
+                failed.append(exc)
+
+        thread = threading.Thread(target=measure, name="retain-rfm", daemon=True)
+
+        def start() -> None:
+            if thread.ident is None:
+                thread.start()
+
+        try:
+            model_scores = scores(start)
+            start()  # if it did not
+        except BaseException:
+            worker.con.interrupt()  # the measures are not wanted now
+            raise
+        finally:
+            if thread.ident is not None:
+                thread.join()
+        if failed:
+            raise failed[0]
+        with segmented(
+            worker, as_of=as_of, scheme=scheme, rules=table, scores=model_scores, measured=True
+        ) as (con, info):
+            result = run_risk_arrow(
+                con,
+                f"SELECT r.customer_id, {select} FROM ({{risk}}) AS r "
+                "JOIN seg_defs AS d ON d.segment = r.segment ORDER BY r.customer_id",
+                population_gap_days=info["population_gap_days"],
+                wrap=SEGMENT_SQL,
+            )
+            found = measure_boundaries(con, scheme, info["as_of"], info["population_gap_days"])
+    finally:
+        worker.con.close()
     return result, found
 
 
@@ -520,13 +565,15 @@ def segmented(
     scores: pd.DataFrame | pa.Table | None,
     customers: Sequence[str] | None = None,
     boundaries: RfmBoundaries | None = None,
+    measured: bool = False,
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
     """Set up the view ``risk_input``: per customer RFM, segment and model inputs.
 
     Also leaves ``seg_defs`` (the segments with their position) for reports.
     Everything it creates is temporary and dropped when the block ends.
     ``customers``: only these; ``boundaries``: score against these (and take their
-    population gap) rather than rank the customers among themselves.
+    population gap) rather than rank the customers among themselves. ``measured``: the
+    connection already holds the temp table ``seg_rfm`` of these orders and scheme.
     """
     levels = score_levels(scheme)
     if boundaries is not None and boundaries.scheme != scheme:
@@ -540,9 +587,11 @@ def segmented(
             con.register("seg_grid", grid)
             con.register("seg_defs", defs)
             con.register("seg_caps", rules.caps(scheme))
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE seg_rfm AS {RFM_SQL}", {**params, "levels": levels}
-            )
+            if not measured:
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE seg_rfm AS {RFM_SQL}",
+                    {**params, "levels": levels},
+                )
             created.append("TABLE seg_rfm")
             if boundaries is not None:
                 rescore_with_boundaries(con, boundaries)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -121,8 +122,8 @@ def prepare(n_customers: int) -> tuple[Path, str]:
 
 
 def wait_until_ready(base: str, customer_id: str, timeout_s: float = 1800) -> float:
-    """Seconds until the server answers a customer lookup and has ranked every
-    customer's recommendations (its caches are built)."""
+    """Seconds until the server answers a customer lookup and /api/status counts every
+    customer's recommendations as ready (each is ranked on its first lookup)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         try:
@@ -277,8 +278,6 @@ def run_writes(
     """Reads and ``POST /api/orders`` mixed, against a writable copy of the benchmark store
     (or of ``db``, a fitted and scored store such as ``make demo``'s, copied next to it);
     afterwards, the store is checked against every answer (:func:`check_orders`)."""
-    import os
-
     from retain.store import Store
 
     if db is None:
@@ -369,8 +368,11 @@ def run(
     )
     try:
         ready_s = wait_until_ready(base, ids[0])
+        peak_server_mb = _rss_mb(server.pid, "VmHWM")
         asyncio.run(fixed_rate(base, ids[1:], rate, 2.0))  # warm connections and caches
-        result = asyncio.run(fixed_rate(base, ids, rate, seconds))
+        result, cpu = _with_cpu(
+            server.pid, lambda: asyncio.run(fixed_rate(base, ids, rate, seconds))
+        )
         rss_mb = _rss_mb(server.pid)
     finally:
         server.terminate()
@@ -382,12 +384,18 @@ def run(
             f"{rate:.0f} req/s for {seconds:.0f} s on loopback (open loop; scores: {source})",
             "seconds": round(ready_s, 1),
             "peak_mb": round(peak_mb()),
+            "server_peak_mb_at_ready": peak_server_mb,
             "server_rss_mb": rss_mb,
             **result,
+            "server_cpu_ms_per_request": round(cpu["server_s"] * 1000 / result["requests"], 3),
+            "client_cpu_share_of_a_core": round(cpu["client_s"] / cpu["wall_s"], 3),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "target": f"p99 < {TARGET_P99_MS:.0f} ms",
             "met": result["errors"] == 0 and result["p99_ms"] < TARGET_P99_MS,
-            "note": "seconds: from server start until lookups answer and every customer's "
-            "recommendations are ranked",
+            "note": "seconds: from server start until a lookup answers with its "
+            "recommendations; server_cpu_ms_per_request: the server process's CPU over the "
+            "timed run over its requests; client_cpu_share_of_a_core: the load client's own "
+            "CPU (this process) over the run, on the same machine",
         },
         *([run_writes(n_customers, rate, seconds, write_share)] if write_share else []),
     ]
@@ -453,14 +461,36 @@ def pages_on_demo_data() -> dict:
     }
 
 
-def _rss_mb(pid: int) -> int | None:
+def _rss_mb(pid: int, field: str = "VmRSS") -> int | None:
+    """The process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), MB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024)
     except OSError:
         return None
     return None
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process ``pid`` has used so far (0 off Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_cpu(pid: int, work: Any) -> tuple[Any, dict[str, float]]:
+    """``work()``, and the CPU seconds the server ``pid`` and this process (the load
+    client) used meanwhile, with the wall time."""
+    server, client, wall = _cpu_s(pid), time.process_time(), time.monotonic()
+    result = work()
+    return result, {
+        "server_s": _cpu_s(pid) - server,
+        "client_s": time.process_time() - client,
+        "wall_s": time.monotonic() - wall,
+    }
 
 
 def main() -> None:

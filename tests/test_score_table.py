@@ -152,3 +152,20 @@ def test_segments_in_another_order_are_joined_by_customer(
             before[["clv_mean_low", "clv_mean_high"]],
             rtol=1e-9,
         )
+
+
+def test_segment_rows_come_back_by_customer_whether_or_not_all_were_scored() -> None:
+    result = pa.table({"_row": [2, 0, 1], "customer_id": ["c", "a", "b"], "r_score": [3, 1, 2]})
+    assert assign._in_order(result, 3).to_pydict() == {
+        "customer_id": ["a", "b", "c"],
+        "r_score": [1, 2, 3],
+    }
+    # a customer the model did not score (no row), or a row missing: sorted by customer_id
+    partial = pa.table(
+        {"_row": [None, 0, 1], "customer_id": ["c", "a", "b"], "r_score": [3, 1, 2]},
+        schema=pa.schema(
+            [("_row", pa.int64()), ("customer_id", pa.string()), ("r_score", pa.int64())]
+        ),
+    )
+    assert assign._in_order(partial, 3)["customer_id"].to_pylist() == ["a", "b", "c"]
+    assert assign._in_order(result.slice(1), 3)["customer_id"].to_pylist() == ["a", "b"]

@@ -745,6 +745,7 @@ def _score(
                     "customer_id": ids,
                     "p_alive": pa.array(columns["p_alive"], from_pandas=True),
                     "clv_if_retained": pa.array(columns["clv_if_retained"], from_pandas=True),
+                    "_row": pa.array(np.arange(len(ids), dtype=np.int64)),
                 }
             )
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -225,7 +226,8 @@ def segment_score_table(
     :data:`SEGMENT_SCORE_COLUMNS`, by customer_id) and the RFM boundaries measured.
 
     ``scores(start)`` computes the model's scores (``customer_id``, ``p_alive``,
-    ``clv_if_retained``, nulls where unknown) in this thread, and calls ``start()`` once
+    ``clv_if_retained``, nulls where unknown, by customer_id; ``_row``: their
+    positions 0, 1, ...) in this thread, and calls ``start()`` once
     its own queries are done: the customers' RFM measures are then taken from the orders,
     on a connection of their own in another thread, while it computes (DuckDB works
     outside Python's lock, the models mostly in NumPy). Its errors are raised as they are."""
@@ -272,15 +274,30 @@ def segment_score_table(
         ) as (con, info):
             result = run_risk_arrow(
                 con,
-                f"SELECT r.customer_id, {select} FROM ({{risk}}) AS r "
-                "JOIN seg_defs AS d ON d.segment = r.segment ORDER BY r.customer_id",
+                f"SELECT r._row, r.customer_id, {select} FROM ({{risk}}) AS r "
+                "JOIN seg_defs AS d ON d.segment = r.segment",
                 population_gap_days=info["population_gap_days"],
                 wrap=SEGMENT_SQL,
             )
             found = measure_boundaries(con, scheme, info["as_of"], info["population_gap_days"])
     finally:
         worker.con.close()
-    return result, found
+    return _in_order(result, model_scores.num_rows), found
+
+
+def _in_order(result: pa.Table, rows: int) -> pa.Table:
+    """``result`` by customer_id, without its ``_row`` column: put in the order of the
+    model's scores (which are by customer_id) when each of their ``rows`` is there once,
+    else sorted (DuckDB and Arrow both compare text byte by byte)."""
+    place = result.column("_row")
+    result = result.drop_columns(["_row"])
+    if place.null_count == 0 and result.num_rows == rows:
+        at = place.to_numpy()
+        if rows == 0 or np.array_equal(np.bincount(at, minlength=rows), np.ones(rows)):
+            order = np.empty(rows, dtype=np.int64)
+            order[at] = np.arange(rows)
+            return result.take(pa.array(order))
+    return result.sort_by("customer_id")
 
 
 def _per_customer(
@@ -597,7 +614,13 @@ def segmented(
                 rescore_with_boundaries(con, boundaries)
             model = _model_view(con, data, scores)
             created.append("VIEW seg_model")
-            con.execute(RISK_INPUT_SQL)
+            if isinstance(scores, pa.Table) and "_row" in scores.column_names:
+                # each customer's row in the caller's scores, to put the result in its order
+                con.execute(
+                    RISK_INPUT_SQL.replace("m.clv_if_retained", "m.clv_if_retained, m._row")
+                )
+            else:
+                con.execute(RISK_INPUT_SQL)
             created.append("VIEW risk_input")
             if boundaries is not None:
                 gap: tuple[Any, ...] | None = (boundaries.population_gap_days,)
@@ -632,12 +655,13 @@ def _model_view(
     con: duckdb.DuckDBPyConnection, data: Any, scores: pd.DataFrame | pa.Table | None
 ) -> str:
     """Create the view ``seg_model(customer_id, p_alive, clv_if_retained)``; say where it came from."""
-    if isinstance(scores, pa.Table):  # retain score's own: customer_id, p_alive, clv_if_retained
+    if isinstance(scores, pa.Table):  # retain score's: customer_id, p_alive, clv_if_retained
         con.register("seg_scores_input", scores)
+        row = ", _row" if "_row" in scores.column_names else ""
         con.execute(
             "CREATE OR REPLACE TEMP VIEW seg_model AS SELECT CAST(customer_id AS VARCHAR) "
             "AS customer_id, CAST(p_alive AS DOUBLE) AS p_alive, "
-            "CAST(clv_if_retained AS DOUBLE) AS clv_if_retained FROM seg_scores_input"
+            f"CAST(clv_if_retained AS DOUBLE) AS clv_if_retained{row} FROM seg_scores_input"
         )
         return "scores"
     if scores is not None:

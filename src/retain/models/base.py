@@ -204,6 +204,14 @@ class TransactionRows:
         return self.T_values[self.T_code]
 
     @cached_property
+    def pairs(self) -> tuple[Array, Array, NDArray[np.intp]]:
+        """The distinct (x, T) pairs and each row's pair: found once, as every prediction
+        of a scoring asks for them (not to be changed in place)."""
+        key = self.x_code.astype(np.int64) * self.T_values.size + self.T_code
+        code, first = _first_of(key)
+        return self.x[first], self.T[first], code
+
+    @cached_property
     def x_weight(self) -> Array:
         """Customers per distinct frequency."""
         return np.asarray(
@@ -989,9 +997,7 @@ class TransactionModel(Model):
     @staticmethod
     def _pairs(rows: TransactionRows) -> tuple[Array, Array, NDArray[np.intp]]:
         """Unique (x, T) pairs (what the alive-part of most predictions depends on)."""
-        key = rows.x_code.astype(np.int64) * rows.T_values.size + rows.T_code
-        code, first = _first_of(key)
-        return rows.x[first], rows.T[first], code
+        return rows.pairs
 
     def _rows_p_alive(self, rows: TransactionRows, p_alive: Array | None) -> Array:
         return self._p_alive(rows.x, rows.recency, rows.T) if p_alive is None else p_alive

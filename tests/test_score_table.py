@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+import retain.scoring as scoring
 import retain.segments.assign as assign
 from retain.features import summarize
 from retain.scoring import SCORE_COLUMNS, load_fit, load_score_basis, score_store
@@ -169,3 +170,22 @@ def test_segment_rows_come_back_by_customer_whether_or_not_all_were_scored() -> 
     )
     assert assign._in_order(partial, 3)["customer_id"].to_pylist() == ["a", "b", "c"]
     assert assign._in_order(result.slice(1), 3)["customer_id"].to_pylist() == ["a", "b"]
+
+
+def test_the_segment_columns_are_written_beside_the_scores_by_row(
+    scored_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segment rows come in the scores' order: no join on customer_id is needed."""
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(scored_db, path)
+    found: list[bool] = []
+    real = scoring._same_ids
+
+    def same_ids(*args: Any) -> bool:
+        found.append(real(*args))
+        return found[-1]
+
+    monkeypatch.setattr(scoring, "_same_ids", same_ids)
+    with Store(path) as store:
+        score_store(store)
+    assert found == [True]

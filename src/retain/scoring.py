@@ -797,6 +797,8 @@ def _id_array(index: pd.Index) -> pa.Array:
     ids = pa.array(index.astype(str).array)
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
+    if ids.type == pa.large_string() and ids.nbytes < 2**31 - 2**24:
+        ids = ids.cast(pa.string())  # DuckDB's own text type, as the segment rows come
     return ids
 
 
@@ -853,7 +855,7 @@ def _scores_source(
     arrays: dict[str, Any] = {"customer_id": ids}
     for name, values in scored.columns.items():
         arrays[name] = pa.array(values, from_pandas=True)  # NaN and NaT: null
-    beside = seg is not None and seg.column("customer_id").equals(pa.chunked_array([ids]))
+    beside = seg is not None and _same_ids(seg.column("customer_id"), ids)
     if beside:
         assert seg is not None
         for name in seg.column_names:
@@ -892,6 +894,15 @@ def _scores_source(
         con.unregister("scores_input")
         if seg is not None and not beside:
             con.unregister("segments_input")
+
+
+def _same_ids(found: pa.ChunkedArray, ids: pa.Array) -> bool:
+    """Whether ``found`` holds ``ids``, in the same order."""
+    if len(found) != len(ids):
+        return False
+    if found.type != ids.type:
+        found = found.cast(ids.type)
+    return bool(found.equals(pa.chunked_array([ids])))
 
 
 def _report(scored: _Scored, row: dict[str, Any], end: dt.date, has_spend: bool) -> ScoreReport:

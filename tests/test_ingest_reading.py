@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from retain.cli import app
+from retain.errors import DataError
 
 runner = CliRunner()
 HEADER = "order_id,customer_id,ordered_at,net_revenue"
@@ -286,6 +287,57 @@ def test_damaged_parquet_files_are_refused(db: Path, tmp_path: Path):
         path.write_bytes(body)
         message = refused(db, path)
         assert "Parquet" in message and name in message
+
+
+def test_a_parquet_file_damaged_inside_is_refused_and_nothing_is_stored(db: Path, tmp_path: Path):
+    # the footer (the schema) reads; the rows do not: found as the rows are read
+    whole = tmp_path / "whole.parquet"
+    n = 20_000
+    table = pa.table(
+        {
+            "order_id": [f"o{i}" for i in range(n)],
+            "customer_id": [f"c{i % 700}" for i in range(n)],
+            "ordered_at": ["2024-06-01"] * n,
+            "net_revenue": [float(i % 97) for i in range(n)],
+        }
+    )
+    pq.write_table(table, whole, compression="snappy")
+    assert loaded(db, whole)["read"] == n
+    before = snapshot(db)
+    data = bytearray(whole.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    for i in range(8, len(data) - footer, 7):
+        data[i] = 0xFF
+    path = tmp_path / "inside.parquet"
+    path.write_bytes(bytes(data))
+    message = refused(db, path)
+    assert "Parquet" in message and "inside.parquet" in message
+    assert snapshot(db) == before
+
+
+def test_parquet_then_text_files_into_one_store(tmp_path: Path):
+    """A Parquet file is staged as a view, a text file as a table: one store takes both,
+    in any order, and an empty Parquet file in between."""
+    from retain.ingest import ingest as ingest_file
+    from retain.store import Store
+
+    parquet = tmp_path / "a.parquet"
+    row = {"order_id": ["p1"], "customer_id": ["c1"], "ordered_at": ["2024-06-01"]}
+    pq.write_table(pa.table({**row, "net_revenue": [5.0]}), parquet)
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({**row, "net_revenue": [5.0]}).slice(0, 0), empty)
+    text = tmp_path / "b.csv"
+    text.write_text(f"{HEADER}\nt1,c1,2024-06-02,7\n", encoding="utf-8")
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest_file(store, parquet, as_of="2025-01-01")
+        with pytest.raises(DataError, match="no data rows"):
+            ingest_file(store, empty, as_of="2025-01-01")
+        ingest_file(store, text, as_of="2025-01-01")
+        parquet.unlink()
+        pq.write_table(pa.table({**row, "net_revenue": [6.0]}), parquet)
+        ingest_file(store, parquet, as_of="2025-01-01")
+        rows = store.con.execute("SELECT order_id, net_revenue FROM orders ORDER BY 1").fetchall()
+        assert rows == [("p1", 6.0), ("t1", 7.0)]
 
 
 @pytest.mark.parametrize(

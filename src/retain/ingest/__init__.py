@@ -175,6 +175,7 @@ def ingest(
         file=str(file), format=fmt, rows_read=loader.count("_raw") + loader.rejected
     )
     if report.rows_read == 0:
+        loader.drop_raw()
         raise DataError(
             "the file holds a header but no data rows: nothing to ingest", file=str(file)
         )

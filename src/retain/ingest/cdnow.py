@@ -50,6 +50,7 @@ def stage(loader: Loader) -> list[str]:
     raw = read_text(loader.path)
     raw.insert(0, "order_id", raw["customer_id"] + "-" + raw["_retain_row"].astype(str))
     loader.con.register("_cdnow_frame", raw)
+    loader.drop_raw()
     loader.con.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * FROM _cdnow_frame")
     loader.con.unregister("_cdnow_frame")
     return ["order_id", *COLUMNS]

@@ -137,6 +137,11 @@ AFTER_AS_OF = "dated after the observation date"
 _MAX_AMOUNT_HINT = "the max_amount setting: retain settings set max_amount VALUE"
 
 
+def _unreadable_parquet(exc: duckdb.Error, file: str) -> DataError:
+    first = str(exc).strip().splitlines()[0]
+    return DataError(f"cannot read as Parquet: {first}", file=file)
+
+
 def _as_text(column: str) -> str:
     """SQL: the value of ``column`` as read (``_t_<column>``, see :meth:`Loader.validate`)
     as text, for a message."""
@@ -191,6 +196,7 @@ class Loader:
         # a batch of API orders: each order's own source, its row 1 the order)
         self.source_sql = _lit(self.file)
         self.row_sql = "_retain_row"
+        self.parquet_view = False  # _raw is a view over a Parquet file (_stage_parquet)
 
     # -- staging ---------------------------------------------------------------------
     def stage_file(self) -> list[str]:
@@ -232,22 +238,26 @@ class Loader:
         return columns
 
     def _stage_parquet(self) -> list[str]:
-        """A Parquet file into ``_raw``, typed as stored; row 1 is the first row."""
+        """A Parquet file as ``_raw``, typed as stored; row 1 is the first row.
+
+        ``_raw`` is a view over the file, not a copy: the validator reads the file once,
+        and a copy of millions of rows would cost its time and memory."""
         columns = first_line_columns(self.path) or []
         check_columns(columns, self.file, None)
         # file_row_number is exact, but only when the file has no column of that name
         numbered = "file_row_number" not in columns
         query = (
             "SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _retain_row "
-            "FROM read_parquet(?, file_row_number = true)"
+            f"FROM read_parquet({_lit(self.file)}, file_row_number = true)"
             if numbered
-            else "SELECT *, row_number() OVER () AS _retain_row FROM read_parquet(?)"
+            else f"SELECT *, row_number() OVER () AS _retain_row FROM read_parquet({_lit(self.file)})"
         )
+        self.drop_raw()
         try:
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE _raw AS {query}", [self.file])
+            self.con.execute(f"CREATE TEMP VIEW _raw AS {query}")
         except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise DataError(f"cannot read as Parquet: {first}", file=self.file) from None
+            raise _unreadable_parquet(exc, self.file) from None
+        self.parquet_view = True
         return columns
 
     def _read_csv(self, path: Path, delim: str, columns: list[str], header_line: int) -> None:
@@ -256,6 +266,7 @@ class Loader:
         :meth:`_number_rows`); lines that do not parse go to ``_rejects``."""
         for name in ("_rejects", "_reject_scans"):
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
+        self.drop_raw()
         try:
             self.con.execute(
                 "CREATE OR REPLACE TEMP TABLE _raw AS SELECT *, "
@@ -527,10 +538,15 @@ class Loader:
         )
         names = ", ".join(table.column_names)
         checked = f"_checked_{table.name}"
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {checked} AS "
-            f"SELECT _retain_row, {names}, CASE {case} END AS _problem FROM ({query})"
-        )
+        try:
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {checked} AS "
+                f"SELECT _retain_row, {names}, CASE {case} END AS _problem FROM ({query})"
+            )
+        except duckdb.Error as exc:
+            if source == "_raw" and self.parquet_view:  # the file is read here, first
+                raise _unreadable_parquet(exc, self.file) from None
+            raise
         self.add_quarantine(
             f"SELECT c._retain_row, c._problem.col AS col, c._problem.why AS why, "
             f"{self.raw_json(raw_cols, 's')} AS _raw_json "
@@ -741,12 +757,20 @@ class Loader:
             raise
         self.drop_staging()
 
+    def drop_raw(self) -> None:
+        """Drop the staged rows ``_raw``, a view over a Parquet file or a table."""
+        view = self.con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = '_raw' AND temporary"
+        ).fetchall()[0][0]
+        self.con.execute(f"DROP {'VIEW' if view else 'TABLE'} IF EXISTS _raw")
+
     def drop_staging(self) -> None:
         for view in self.sources:
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
         for view in ("_order_rows", "_refund_rows", "_purchases"):
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
-        tables = ["_raw", "_dups", "_cust", "_spend", "_shop", "_shop_orders", "_shop_lines"]
+        self.drop_raw()
+        tables = ["_dups", "_cust", "_spend", "_shop", "_shop_orders", "_shop_lines"]
         tables += ["_orphan_refunds", "_refund_old", "_refund_delta", "_written", "_moved_from"]
         tables += ["_rejects", "_reject_scans"]
         tables += [*self.quarantine_parts, *(checked for checked, _, _ in self.sources.values())]

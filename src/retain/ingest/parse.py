@@ -164,12 +164,12 @@ def timestamp(col: str, source_type: str = "VARCHAR", date_format: str | None = 
         return f"CAST({col} AS TIMESTAMP)"
     if date_format:  # the format given comes first: 2025-03-04 may be read as it says
         return timestamp_general(col, date_format)
-    # no offset to rewrite and not compact: the cast alone reads it
+    # no offset to rewrite and not compact: the cast alone reads it, as UTC (the store's
+    # time zone), without the time zone arithmetic of TIMESTAMPTZ
     raw = f"CAST({col} AS VARCHAR)"
     return (
         f"CASE WHEN regexp_full_match({raw}, {_sql(_PLAIN_TIMESTAMP)}) "
-        f"THEN CAST(TRY_CAST({raw} AS TIMESTAMPTZ) AS TIMESTAMP) "
-        f"ELSE {timestamp_general(col)} END"
+        f"THEN TRY_CAST({raw} AS TIMESTAMP) ELSE {timestamp_general(col)} END"
     )
 
 

@@ -486,3 +486,35 @@ def test_nan_in_a_parquet_amount_column_is_quarantined(store: Store, tmp_path: P
     report = ingest(store, path, as_of="2025-12-31")
     assert (report.orders, report.quarantined) == (1, 1)
     assert store.scalar("SELECT column_name FROM quarantine") == "net_revenue"
+
+
+def test_a_file_ingest_bounds_duckdbs_memory_and_restores_the_limit(tmp_path: Path):
+    from retain.ingest import INGEST_MEMORY, bounded_memory
+
+    shown = "SELECT current_setting('memory_limit')"
+    path = tmp_path / "orders.csv"
+    path.write_text("order_id,customer_id,ordered_at,net_revenue\na,c1,2024-06-01,10\n")
+    with Store(tmp_path / "s.duckdb") as store:
+        store.con.execute("SET memory_limit = '64GB'")  # as DuckDB's default on a big machine
+        store.con.execute("RESET memory_limit")
+        default = store.scalar(shown)
+        store.con.execute("SET memory_limit = '64GB'")
+        big = store.scalar(shown)
+        with bounded_memory(store):
+            during = store.scalar(shown)
+        store.con.execute(f"SET memory_limit = '{INGEST_MEMORY}'")
+        assert during == store.scalar(shown) != big
+        store.con.execute("RESET memory_limit")
+        ingest(store, path, as_of="2025-01-01")
+        assert store.scalar(shown) == default
+        # refused files restore it too, and a limit set by hand is restored as set
+        store.con.execute("SET memory_limit = '64GB'")
+        path.write_text("order_id,customer_id,ordered_at,net_revenue\n")
+        with pytest.raises(DataError):
+            ingest(store, path, as_of="2025-01-01")
+        assert store.scalar(shown) == big
+        # a lower limit is kept
+        store.con.execute("SET memory_limit = '500MB'")
+        low = store.scalar(shown)
+        with bounded_memory(store):
+            assert store.scalar(shown) == low

@@ -16,15 +16,17 @@ passes the single order of ``POST /api/orders`` through the very same steps.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from retain import config
@@ -159,46 +161,93 @@ def ingest(
         encoding=encoding,
     )
 
-    columns = first_line_columns(file, encoding)
-    fmt = format if format != "auto" else detect_format(file, columns, mapping)
-    if fmt == "cdnow":
-        columns = cdnow.stage(loader)
-    else:
-        if columns is None and not is_parquet(file):
-            raise DataError(
-                "the first line is not a header of comma-, semicolon-, tab- or pipe-separated columns",
-                file=str(file),
-                row=1,
-            )
-        columns = loader.stage_file()
-    report = IngestReport(
-        file=str(file), format=fmt, rows_read=loader.count("_raw") + loader.rejected
-    )
-    if report.rows_read == 0:
-        loader.drop_raw()
-        raise DataError(
-            "the file holds a header but no data rows: nothing to ingest", file=str(file)
+    # a big file spills to disk rather than hold it all in memory (see INGEST_MEMORY)
+    with bounded_memory(store):
+        columns = first_line_columns(file, encoding)
+        fmt = format if format != "auto" else detect_format(file, columns, mapping)
+        if fmt == "cdnow":
+            columns = cdnow.stage(loader)
+        else:
+            if columns is None and not is_parquet(file):
+                raise DataError(
+                    "the first line is not a header of comma-, semicolon-, tab- or pipe-separated columns",
+                    file=str(file),
+                    row=1,
+                )
+            columns = loader.stage_file()
+        report = IngestReport(
+            file=str(file), format=fmt, rows_read=loader.count("_raw") + loader.rejected
         )
-    if fmt == "cdnow":
-        mapping = {**cdnow.MAPPING, **(mapping or {})}
+        if report.rows_read == 0:
+            loader.drop_raw()
+            raise DataError(
+                "the file holds a header but no data rows: nothing to ingest", file=str(file)
+            )
+        if fmt == "cdnow":
+            mapping = {**cdnow.MAPPING, **(mapping or {})}
 
-    with loader.transaction():
-        if fmt in ("orders", "cdnow"):
-            load_orders(loader, columns, mapping, report)
-        elif fmt == "shopify":
-            shopify.load(loader, columns, report)
-        elif fmt == "customers":
-            load_customers(loader, columns, mapping, report)
-        elif fmt == "lines":
-            load_lines(loader, columns, mapping, report)
-        elif fmt == "spend":
-            _spend(loader, columns, mapping, report)
-        loader.write_quarantine(report, digest)
-        loader.record_file(fmt, report, digest=digest, options=options)
-        config.record_from_ingest(store, "as_of", None if as_of is None else observed.date())
-        if currency is not None:
-            config.record_from_ingest(store, "currency", currency)
+        with loader.transaction():
+            if fmt in ("orders", "cdnow"):
+                load_orders(loader, columns, mapping, report)
+            elif fmt == "shopify":
+                shopify.load(loader, columns, report)
+            elif fmt == "customers":
+                load_customers(loader, columns, mapping, report)
+            elif fmt == "lines":
+                load_lines(loader, columns, mapping, report)
+            elif fmt == "spend":
+                _spend(loader, columns, mapping, report)
+            loader.write_quarantine(report, digest)
+            loader.record_file(fmt, report, digest=digest, options=options)
+            config.record_from_ingest(store, "as_of", None if as_of is None else observed.date())
+            if currency is not None:
+                config.record_from_ingest(store, "currency", currency)
     return report
+
+
+# DuckDB's memory for one file ingest, at most (its default is 80% of the machine's): a
+# file of 1M customers stays within it, 5M customers (16M orders) spill temp tables to disk
+# and peak at 2.5 GB instead of 7 GB, taking 40% longer.
+INGEST_MEMORY = "2GB"
+
+_SIZE_UNITS = {"bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _size_bytes(text: str) -> float:
+    """A DuckDB size setting ("18.6 GiB", "2GB", "512.0 MiB") in bytes; inf when unknown."""
+    found = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
+    if not found or found.group(2).lower() not in _SIZE_UNITS:
+        return math.inf
+    return float(found.group(1)) * _SIZE_UNITS[found.group(2).lower()]
+
+
+def _shown(limit: str) -> str:
+    """A limit as DuckDB shows it ("59.6 GiB", rounded down), set again so that DuckDB
+    shows the same: half its last digit added, or each restore would lower it by one."""
+    found = re.fullmatch(r"\s*(\d+)\.(\d)\s*([a-zA-Z]+)\s*", limit)
+    return f"{found.group(1)}.{found.group(2)}5 {found.group(3)}" if found else limit
+
+
+@contextlib.contextmanager
+def bounded_memory(store: Store) -> Iterator[None]:
+    """Within the block, DuckDB's memory limit is at most :data:`INGEST_MEMORY` (a lower
+    one set on the store stays); restored after: DuckDB's default again, or a limit set
+    by hand as DuckDB shows it (to 0.1 of its unit). A store in memory has no disk to
+    spill to and keeps its limit."""
+    shown = "SELECT current_setting('memory_limit')"
+    before = str(store.scalar(shown))
+    if store.path == ":memory:" or _size_bytes(before) <= _size_bytes(INGEST_MEMORY):
+        yield
+        return
+    default = str(duckdb.connect().execute(shown).fetchall()[0][0])
+    store.con.execute(f"SET memory_limit = '{INGEST_MEMORY}'")
+    try:
+        yield
+    finally:
+        store.con.execute(
+            "RESET memory_limit" if before == default else f"SET memory_limit = '{_shown(before)}'"
+        )
 
 
 def check_rates(rates: Mapping[str, float] | None) -> dict[str, float]:

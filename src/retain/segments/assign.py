@@ -275,7 +275,7 @@ def segment_score_table(
             result = run_risk_arrow(
                 con,
                 f"SELECT r._row, r.customer_id, {select} FROM ({{risk}}) AS r "
-                "JOIN seg_defs AS d ON d.segment = r.segment",
+                "JOIN seg_defs AS d ON d.segment = r.segment ORDER BY r._row",
                 population_gap_days=info["population_gap_days"],
                 wrap=SEGMENT_SQL,
             )
@@ -286,17 +286,14 @@ def segment_score_table(
 
 
 def _in_order(result: pa.Table, rows: int) -> pa.Table:
-    """``result`` by customer_id, without its ``_row`` column: put in the order of the
-    model's scores (which are by customer_id) when each of their ``rows`` is there once,
-    else sorted (DuckDB and Arrow both compare text byte by byte)."""
+    """``result`` (sorted by ``_row``) by customer_id, without its ``_row`` column: as it
+    is when each of the model's ``rows`` (which are by customer_id) is there once, else
+    sorted (DuckDB and Arrow both compare text byte by byte)."""
     place = result.column("_row")
     result = result.drop_columns(["_row"])
-    if place.null_count == 0 and result.num_rows == rows:
-        at = place.to_numpy()
-        if rows == 0 or np.array_equal(np.bincount(at, minlength=rows), np.ones(rows)):
-            order = np.empty(rows, dtype=np.int64)
-            order[at] = np.arange(rows)
-            return result.take(pa.array(order))
+    whole = place.null_count == 0 and result.num_rows == rows
+    if whole and np.array_equal(place.to_numpy(), np.arange(rows)):
+        return result
     return result.sort_by("customer_id")
 
 
@@ -615,7 +612,7 @@ def segmented(
             model = _model_view(con, data, scores)
             created.append("VIEW seg_model")
             if isinstance(scores, pa.Table) and "_row" in scores.column_names:
-                # each customer's row in the caller's scores, to put the result in its order
+                # each customer's row in the caller's scores, to give the result its order
                 con.execute(
                     RISK_INPUT_SQL.replace("m.clv_if_retained", "m.clv_if_retained, m._row")
                 )

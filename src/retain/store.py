@@ -150,6 +150,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "orders: order_id unique by the ingest, without the index",
         ["DROP INDEX IF EXISTS orders_order_id"],
     ),
+    (
+        # retain.recommend: every customer's purchases as item codes, kept by `retain
+        # recommend build` so that the service reads arrays at start instead of grouping
+        # every order line (retain.recommend.personal.save_histories)
+        "recommendation histories: each customer's purchases, coded",
+        [
+            """CREATE TABLE IF NOT EXISTS recommend_histories (
+                owner INTEGER NOT NULL, item INTEGER NOT NULL, first_ts DOUBLE,
+                last_ts DOUBLE, purchases INTEGER)""",
+            """CREATE TABLE IF NOT EXISTS recommend_history_customers (
+                owner INTEGER NOT NULL, customer_id VARCHAR NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS recommend_history_basis (
+                as_of_s DOUBLE, source VARCHAR, items VARCHAR)""",
+        ],
+    ),
 ]
 
 

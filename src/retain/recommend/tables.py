@@ -661,7 +661,12 @@ def build(store: Store, *, save: bool = False, options: BuildOptions | None = No
     recommender = build_from_baskets(baskets, options=options)
     object.__setattr__(recommender, "fingerprint", store_fingerprint(store))
     if save:
+        from retain.recommend.personal import load_histories, save_histories
+
+        del baskets  # the customers' purchases are read next: not both at once
         recommender.save(store)
+        # every customer's purchases, coded, for the service to read at start
+        save_histories(store, load_histories(store, recommender=recommender))
     return recommender
 
 

@@ -888,9 +888,12 @@ some 50 MB; ranking one again costs well under a millisecond."""
 
 def build_recommendations(store: Store, k: int = 5) -> Recommendations:
     """Load (or learn, when not saved) the recommender and every customer's purchases
-    (:func:`retain.recommend.load_histories`)."""
+    (as ``retain recommend build`` kept them while they are current:
+    :func:`retain.recommend.personal.saved_histories`; else
+    :func:`retain.recommend.load_histories`)."""
     from retain.errors import StoreError
     from retain.recommend import load_histories, load_or_build
+    from retain.recommend.personal import saved_histories
 
     if not store.scalar("SELECT count(*) FROM order_lines"):
         return Recommendations(None, k, note=NO_LINES)
@@ -898,7 +901,10 @@ def build_recommendations(store: Store, k: int = 5) -> Recommendations:
         recommender = load_or_build(store)
     except StoreError as exc:
         return Recommendations(None, k, note=str(exc))
-    histories = load_histories(store, recommender=recommender)
+    # kept by `retain recommend build` while current, else read from the order lines
+    histories = saved_histories(store, recommender)
+    if histories is None:
+        histories = load_histories(store, recommender=recommender)
     return Recommendations(recommender, k, histories=histories, customers=len(histories))
 
 

@@ -487,15 +487,26 @@ def _index_frame(
             "SELECT customer_id, " + ", ".join(score_columns) + " FROM customer_scores" + only,
             params,
         ).set_index("customer_id")
-        frame = frame.join(scores, how="left")
+        frame = _beside(frame, scores)
     held = table_columns(store, "customers")
     contact = [c for c in CONTACT_COLUMNS if c in held]
     people = store.query(
-        f"SELECT customer_id, {', '.join(contact)} FROM customers" + only, params
+        f"SELECT customer_id, {', '.join(contact)} FROM customers" + only + " ORDER BY customer_id",
+        params,
     ).set_index("customer_id")
-    frame = frame.join(people, how="left")
+    frame = _beside(frame, people)
     frame.index.name = "customer_id"
     return frame, score_columns
+
+
+def _beside(frame: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """``frame.join(other, how="left")``: side by side when ``other`` holds the very ids of
+    ``frame`` in its order (the scores are written, and the customers read, in the order of
+    the segments' customer ids), which spares matching a million text ids (at 1M customers
+    the two joins took 1.2 s); else joined on customer_id."""
+    if other.index.equals(frame.index):
+        return pd.concat([frame, other], axis=1)
+    return frame.join(other, how="left")
 
 
 def fold_fresh(index: CustomerIndex, fresh: dict[str, pd.Series] | None = None) -> CustomerIndex:

@@ -1,0 +1,70 @@
+"""The customer index: its scores and contact columns set beside the segments when they
+hold the same customers in the same order, joined on customer_id otherwise; the same
+table either way."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommend_helpers import shop_store
+from retain.service import data
+from retain.store import Store
+from store_helpers import insert_frames, scored_copy
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("index")
+    with shop_store(folder / "shop.duckdb", n_customers=300, seed=5):
+        pass
+    return scored_copy(folder / "shop.duckdb", folder / "scored.duckdb")
+
+
+def joined_index(store: Store, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
+    """The index as it was built before: every column joined on customer_id."""
+    with monkeypatch.context() as patch:
+        patch.setattr(data, "_beside", lambda frame, other: frame.join(other, how="left"))
+        return data.build_customer_index(store).frame
+
+
+@pytest.mark.parametrize("customers", ["every one", "shuffled", "one more", "one fewer", "none"])
+@pytest.mark.parametrize("scores", ["every one", "one fewer"])
+def test_the_index_is_the_joined_one(
+    scored: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, customers: str, scores: str
+) -> None:
+    path = tmp_path / "store.duckdb"
+    shutil.copy(scored, path)
+    with Store(path) as store:
+        store.con.execute("DELETE FROM customers")
+        held = store.query("SELECT DISTINCT customer_id FROM orders ORDER BY customer_id")
+        ids: list[str] = held["customer_id"].astype(str).tolist()
+        if customers == "shuffled":
+            ids = list(np.random.default_rng(1).permutation(ids))
+        elif customers == "one more":
+            ids = [*ids, "no-orders-yet"]
+        elif customers == "one fewer":
+            ids = ids[1:]
+        elif customers == "none":
+            ids = []
+        if ids:
+            people = pd.DataFrame(
+                {
+                    "customer_id": ids,
+                    "email": [f"{c}@shop.example" for c in ids],
+                    "name": [None if i % 3 else f"Name {i}" for i in range(len(ids))],
+                }
+            )
+            insert_frames(store, {"customers": people})
+        if scores == "one fewer":
+            store.con.execute(
+                "DELETE FROM customer_scores WHERE customer_id = "
+                "(SELECT max(customer_id) FROM customer_scores)"
+            )
+        index = data.build_customer_index(store)
+        pd.testing.assert_frame_equal(index.frame, joined_index(store, monkeypatch))
+        assert index.positions == data.index_positions(index.frame)

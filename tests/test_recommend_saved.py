@@ -88,3 +88,13 @@ def test_a_rebuild_saves_them_again(shop: Store) -> None:
     build(shop, save=True)
     rec = load_or_build(shop)
     same(saved_histories(shop, rec), load_histories(shop, recommender=rec))
+
+
+def test_rows_stored_in_another_order_are_read_in_theirs(shop: Store) -> None:
+    for table in ("recommend_histories", "recommend_history_customers"):
+        shop.con.execute(f"CREATE TEMP TABLE shuffled AS SELECT * FROM {table} ORDER BY random()")
+        shop.con.execute(f"DELETE FROM {table}")
+        shop.con.execute(f"INSERT INTO {table} SELECT * FROM shuffled")
+        shop.con.execute("DROP TABLE shuffled")
+    rec = load_or_build(shop)
+    same(saved_histories(shop, rec), load_histories(shop, recommender=rec))

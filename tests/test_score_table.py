@@ -189,3 +189,41 @@ def test_the_segment_columns_are_written_beside_the_scores_by_row(
     with Store(path) as store:
         score_store(store)
     assert found == [True]
+
+
+def test_a_full_scoring_bounds_duckdbs_memory_and_restores_the_limit(
+    scored_db: Path, tmp_path: Path
+):
+    """The segments' queries and the write spill beyond SCORE_MEMORY instead of adding
+    to the model's arrays; the store's own limit is back afterwards (DuckDB's default,
+    or a lower one set by hand, kept throughout), and the table is the same."""
+    shown = "SELECT current_setting('memory_limit')"
+    path = tmp_path / "limit.duckdb"
+    shutil.copy(scored_db, path)
+    seen: list[str] = []
+    with Store(path) as store:
+        before = written(store)
+        store.con.execute("SET memory_limit = '64GB'")
+        big = store.scalar(shown)
+        original = scoring._write_basis
+
+        def spy(con: Any, *args: Any) -> None:
+            seen.append(str(con.execute(shown).fetchall()[0][0]))
+            original(con, *args)
+
+        scoring._write_basis = spy
+        try:
+            score_store(store)
+            assert store.scalar(shown) == big
+            store.con.execute("SET memory_limit = '500MB'")
+            low = store.scalar(shown)
+            score_store(store)
+            assert store.scalar(shown) == low
+        finally:
+            scoring._write_basis = original
+        after = written(store)
+    store_limit = Store(":memory:")
+    store_limit.con.execute(f"SET memory_limit = '{scoring.SCORE_MEMORY}'")
+    assert seen == [store_limit.scalar(shown), low]
+    store_limit.close()
+    pd.testing.assert_frame_equal(before, after, check_exact=False, rtol=1e-9)

@@ -72,7 +72,7 @@ from retain.features import GRAINS, SUMMARY_SQL, summarize
 from retain.guard import check_fit, failed, store_history
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
 from retain.models.base import UNIT_DAYS
-from retain.store import Store
+from retain.store import Store, memory_at_most
 
 if TYPE_CHECKING:
     from retain.segments.rfm import RfmBoundaries
@@ -447,13 +447,17 @@ def score_store(
         segments=segments,
         boundaries=None,
     )
-    scored = _score(store, model, spend, row, end, basis, customer_ids=None)
-    basis.boundaries = scored.boundaries
-    with store.transaction() as con:
-        with _scores_source(con, scored, row, end) as (source, params):
-            con.execute(f"CREATE OR REPLACE TABLE customer_scores AS {source}", params)
-        _write_basis(con, basis, len(scored))
-    return _report(scored, row, end, spend is not None)
+    with memory_at_most(store, SCORE_MEMORY):
+        scored = _score(store, model, spend, row, end, basis, customer_ids=None)
+        basis.boundaries = scored.boundaries
+        report = _report(scored, row, end, spend is not None)
+        customers = len(scored)
+        with store.transaction() as con:
+            # each column let go once it is in Arrow: a store's worth of columns, not two
+            with _scores_source(con, scored, row, end, consume=True) as (source, params):
+                con.execute(f"CREATE OR REPLACE TABLE customer_scores AS {source}", params)
+            _write_basis(con, basis, customers)
+    return report
 
 
 def score_customers(
@@ -679,6 +683,11 @@ SELECT * FROM ({SUMMARY_SQL}) ORDER BY customer_id
 """
 
 
+#: DuckDB's memory for a full scoring, at most (the segments' queries over every order
+#: spill to disk beyond it rather than add to the model's arrays in memory)
+SCORE_MEMORY = "1GB"
+
+
 def _score(
     store: Store,
     model: TransactionModel,
@@ -848,7 +857,7 @@ def _score_columns(
 
 @contextlib.contextmanager
 def _scores_source(
-    con: Any, scored: _Scored, row: dict[str, Any], end: dt.date
+    con: Any, scored: _Scored, row: dict[str, Any], end: dt.date, *, consume: bool = False
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Register the scored rows as ``scores_input`` (one Arrow table: ids, the model's
     columns and, when they are the same customers in the same order, the segment
@@ -858,8 +867,11 @@ def _scores_source(
     seg = scored.segments
     ids = scored.ids
     arrays: dict[str, Any] = {"customer_id": ids}
-    for name, values in scored.columns.items():
-        arrays[name] = pa.array(values, from_pandas=True)  # NaN and NaT: null
+    for name in list(scored.columns):
+        # NaN and NaT: null; with ``consume`` the NumPy column is dropped from ``scored``
+        values = scored.columns.pop(name) if consume else scored.columns[name]
+        arrays[name] = pa.array(values, from_pandas=True)
+        del values
     beside = seg is not None and _same_ids(seg.column("customer_id"), ids)
     if beside:
         assert seg is not None

@@ -7,6 +7,8 @@ so that a failed ingest leaves the store as it was.
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 from collections.abc import Iterator, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -328,3 +330,43 @@ def status(store: Store) -> dict[str, Any]:
         "files_ingested": int(row[8]),
         "marketing_spend_rows": int(row[9]),
     }
+
+
+_SIZE_UNITS = {"bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _size_bytes(text: str) -> float:
+    """A DuckDB size setting ("18.6 GiB", "2GB", "512.0 MiB") in bytes; inf when unknown."""
+    found = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
+    if not found or found.group(2).lower() not in _SIZE_UNITS:
+        return math.inf
+    return float(found.group(1)) * _SIZE_UNITS[found.group(2).lower()]
+
+
+def _shown(limit: str) -> str:
+    """A limit as DuckDB shows it ("59.6 GiB", rounded down), set again so that DuckDB
+    shows the same: half its last digit added, or each restore would lower it by one."""
+    found = re.fullmatch(r"\s*(\d+)\.(\d)\s*([a-zA-Z]+)\s*", limit)
+    return f"{found.group(1)}.{found.group(2)}5 {found.group(3)}" if found else limit
+
+
+@contextlib.contextmanager
+def memory_at_most(store: Store, limit: str) -> Iterator[None]:
+    """Within the block, DuckDB's memory limit is at most ``limit`` (e.g. "2GB"; a lower
+    one set on the store stays), so that big work spills to disk; restored after: DuckDB's default again, or a limit set
+    by hand as DuckDB shows it (to 0.1 of its unit). A store in memory has no disk to
+    spill to and keeps its limit."""
+    shown = "SELECT current_setting('memory_limit')"
+    before = str(store.scalar(shown))
+    if store.path == ":memory:" or _size_bytes(before) <= _size_bytes(limit):
+        yield
+        return
+    default = str(duckdb.connect().execute(shown).fetchall()[0][0])
+    store.con.execute(f"SET memory_limit = '{limit}'")
+    try:
+        yield
+    finally:
+        store.con.execute(
+            "RESET memory_limit" if before == default else f"SET memory_limit = '{_shown(before)}'"
+        )

@@ -23,10 +23,9 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from retain import config
@@ -44,7 +43,7 @@ from retain.ingest.load import (
 )
 from retain.ingest.purchases import REFUND_ROW, split_refunds
 from retain.schema import CUSTOMERS, MARKETING_SPEND, ORDER_INPUT, ORDER_LINES, ORDERS, Table
-from retain.store import Store, open_store
+from retain.store import Store, memory_at_most, open_store
 
 __all__ = [
     "FORMATS",
@@ -210,44 +209,11 @@ def ingest(
 # and peak at 2.5 GB instead of 7 GB, taking 40% longer.
 INGEST_MEMORY = "2GB"
 
-_SIZE_UNITS = {"bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
-
-def _size_bytes(text: str) -> float:
-    """A DuckDB size setting ("18.6 GiB", "2GB", "512.0 MiB") in bytes; inf when unknown."""
-    found = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
-    if not found or found.group(2).lower() not in _SIZE_UNITS:
-        return math.inf
-    return float(found.group(1)) * _SIZE_UNITS[found.group(2).lower()]
-
-
-def _shown(limit: str) -> str:
-    """A limit as DuckDB shows it ("59.6 GiB", rounded down), set again so that DuckDB
-    shows the same: half its last digit added, or each restore would lower it by one."""
-    found = re.fullmatch(r"\s*(\d+)\.(\d)\s*([a-zA-Z]+)\s*", limit)
-    return f"{found.group(1)}.{found.group(2)}5 {found.group(3)}" if found else limit
-
-
-@contextlib.contextmanager
-def bounded_memory(store: Store) -> Iterator[None]:
-    """Within the block, DuckDB's memory limit is at most :data:`INGEST_MEMORY` (a lower
-    one set on the store stays); restored after: DuckDB's default again, or a limit set
-    by hand as DuckDB shows it (to 0.1 of its unit). A store in memory has no disk to
-    spill to and keeps its limit."""
-    shown = "SELECT current_setting('memory_limit')"
-    before = str(store.scalar(shown))
-    if store.path == ":memory:" or _size_bytes(before) <= _size_bytes(INGEST_MEMORY):
-        yield
-        return
-    default = str(duckdb.connect().execute(shown).fetchall()[0][0])
-    store.con.execute(f"SET memory_limit = '{INGEST_MEMORY}'")
-    try:
-        yield
-    finally:
-        store.con.execute(
-            "RESET memory_limit" if before == default else f"SET memory_limit = '{_shown(before)}'"
-        )
+def bounded_memory(store: Store) -> contextlib.AbstractContextManager[None]:
+    """Within the block, DuckDB's memory limit is at most :data:`INGEST_MEMORY` (see
+    :func:`retain.store.memory_at_most`)."""
+    return memory_at_most(store, INGEST_MEMORY)
 
 
 def check_rates(rates: Mapping[str, float] | None) -> dict[str, float]:

@@ -97,13 +97,20 @@ def targets(n_customers: int, total_s: float, peak_mb: float) -> dict[str, Any]:
 
 
 def run(
-    n_customers: int, runs: int | None = None, with_peer: bool = True, data: Path | None = None
+    n_customers: int,
+    runs: int | None = None,
+    with_peer: bool | None = None,
+    data: Path | None = None,
 ) -> list[dict]:
     """The rows; ``data``: a folder holding ``orders.parquet`` (default: the generated
-    data set of ``n_customers``, made if missing)."""
+    data set of ``n_customers``, made if missing); ``with_peer`` (default: unless the
+    environment sets ``RETAIN_BENCH_PEER=0``, as for ``run.py --customers 5000000
+    --only cli``, where lifetimes alone takes minutes a run): the lifetimes rows."""
     from run import data_dir
 
     runs = runs_wanted() if runs is None else runs
+    if with_peer is None:
+        with_peer = os.environ.get("RETAIN_BENCH_PEER", "1") != "0"
     orders = (data or data_dir(n_customers)) / "orders.parquet"
     work = Path(tempfile.mkdtemp(prefix="retain-bench-cli-"))
     try:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from retain.config import load_settings, observation_day
 from retain.errors import DataError, StoreError
@@ -469,18 +470,31 @@ def load_histories(
         con.unregister(owners)
         con.unregister(items)
     owner = np.asarray(history["owner"], dtype=np.int64)
-    item_type = np.int16 if rec.n_items <= np.iinfo(np.int16).max else np.int32
+    return _histories(rec, ids, owner, history, as_of_s)
+
+
+def _histories(
+    recommender: Recommender,
+    ids: Any,
+    owner: NDArray[np.int64],
+    history: dict[str, Any],
+    as_of_s: float,
+) -> CustomerHistories:
+    """:class:`CustomerHistories` from the rows of every customer's purchases (``owner``:
+    each row's customer, ascending; ``history``: its ``item``, ``first_ts``, ``last_ts``
+    and ``purchases``), however they were read."""
+    item_type = np.int16 if recommender.n_items <= np.iinfo(np.int16).max else np.int32
     return CustomerHistories(
-        recommender=rec,
+        recommender=recommender,
         customer_ids=ids,
         starts=np.searchsorted(owner, np.arange(len(ids) + 1)),
         item=np.asarray(history["item"]).astype(item_type),
         first_ts=np.asarray(history["first_ts"], dtype=np.float64),
         last_ts=np.asarray(history["last_ts"], dtype=np.float64),
         purchases=np.asarray(history["purchases"]).astype(np.int32),
-        as_of_s=as_of_s,
-        skus=rec.items["sku"].to_numpy(dtype=object),
-        names=np.asarray(rec._names, dtype=object),
+        as_of_s=float(as_of_s),
+        skus=recommender.items["sku"].to_numpy(dtype=object),
+        names=np.asarray(recommender._names, dtype=object),
     )
 
 
@@ -586,19 +600,7 @@ def saved_histories(store: Store, recommender: Recommender) -> CustomerHistories
         rows = np.lexsort((item, owner))
         history = {name: np.asarray(values)[rows] for name, values in history.items()}
         owner = owner[rows]
-    item_type = np.int16 if recommender.n_items <= np.iinfo(np.int16).max else np.int32
-    return CustomerHistories(
-        recommender=recommender,
-        customer_ids=ids,
-        starts=np.searchsorted(owner, np.arange(len(ids) + 1)),
-        item=np.asarray(history["item"]).astype(item_type),
-        first_ts=np.asarray(history["first_ts"], dtype=np.float64),
-        last_ts=np.asarray(history["last_ts"], dtype=np.float64),
-        purchases=np.asarray(history["purchases"], dtype=np.int32),
-        as_of_s=float(as_of_s),
-        skus=skus,
-        names=np.asarray(recommender._names, dtype=object),
-    )
+    return _histories(recommender, ids, owner, history, as_of_s)
 
 
 def recommend_from_history(

@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from harness import (  # noqa: E402
+    BenchError,
     Run,
     columns,
     interleaved,
@@ -188,7 +189,46 @@ def _cli_rows(n_customers: int, orders: Path, work: Path, runs: int) -> list[dic
             **load,
         }
     )
+    check_rows(rows)
     return rows
+
+
+ROW_COLUMNS = {"seconds", "min_s", "max_s", "peak_mb", "load_1m", "cpus"}
+
+
+def check_rows(rows: list[dict]) -> None:
+    """What the CLI rows must say of themselves, checked on every run (a benchmark's
+    figures are timings, so they are checked here, not in the test suite): the three
+    steps, the path, the API path and the query, in that order, each with its median,
+    min, max, peak and load; min <= median <= max; the path's runs at least as long as
+    its steps' fastest together, and its peak the steps' highest."""
+    names = [row["name"].split(" (")[0] for row in rows]
+    expected = [
+        "retain ingest",
+        "retain fit",
+        "retain score",
+        "CLI path: retain ingest + fit + score",
+    ]
+    wrong = []
+    if (
+        names[:4] != expected
+        or not names[4].startswith("Python API path")
+        or not names[5].startswith("DuckDB's summary query")
+    ):
+        wrong.append(f"rows {names}")
+    for row in rows:
+        missing = ROW_COLUMNS - set(row)
+        if missing:
+            wrong.append(f"{row['name']}: no {sorted(missing)}")
+        elif not row["min_s"] <= row["seconds"] <= row["max_s"] or row["peak_mb"] <= 0:
+            wrong.append(f"{row['name']}: min, median, max or peak out of order")
+    steps, total = rows[:3], rows[3]
+    if total["min_s"] < sum(step["min_s"] for step in steps) - 0.01:
+        wrong.append("the CLI path's fastest run is shorter than its steps' fastest together")
+    if total["peak_mb"] != max(step["peak_mb"] for step in steps):
+        wrong.append("the CLI path's peak is not its steps' highest")
+    if wrong:
+        raise BenchError("; ".join(wrong))
 
 
 def _peer_rows(orders: Path, work: Path, runs: int) -> list[dict]:

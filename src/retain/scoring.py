@@ -748,9 +748,8 @@ def _score(
             summary, scores = model_scores(read)
             ids = _id_array(summary.index)
             columns = _score_columns(len(summary), scores, True, row, end)
-            held.update(
-                ids=ids, columns=columns
-            )  # not the summaries: a full scoring is done with them
+            # not the summaries: a full scoring is done with them
+            held.update(ids=ids, columns=columns)
             return pa.table(
                 {
                     "customer_id": ids,

@@ -9,7 +9,7 @@ from scipy import integrate, special, stats
 
 from retain.models import BetaGeo, BetaGeoBetaBinom, GammaGamma, ModifiedBetaGeo, ParetoNBD
 from retain.models import ShiftedBetaGeometric as SBG
-from retain.models._special import expm1_ratio, hyper_series, log1mexp
+from retain.models._special import expm1_ratio, hyper_series, hyper_series_by_group, log1mexp
 from retain.models.base import collapse_rows
 from retain.models.bgbb import _Opportunities
 from retain.models.gammagamma import _Spend
@@ -51,6 +51,23 @@ def test_series_close_to_one_stays_finite_and_accurate():
         for a in (0.5, 2.5):
             got = hyper_series(a, 1.7, 1.7, 1.0, z).value
             assert got == pytest.approx((1 - z) ** -a, rel=rel)
+
+
+@pytest.mark.parametrize(("p2", "q2"), [(1.7, 2.0), (2.0, 2.0), (0.3, 1.0)])
+def test_series_by_group_gives_the_numbers_of_the_series(p2, q2):
+    """Each element with its group's p1, q1: the same numbers as hyper_series, z = 0,
+    alternating terms (p1 < 0) and z so near 1 that the tail is closed included."""
+    rng = np.random.default_rng(3)
+    p1 = np.array([-3.5, 0.4, 2.0, 5.0])
+    q1 = np.array([1.2, 3.0, 2.5, 9.0])
+    group = rng.integers(0, 4, size=(300, 5))
+    z = rng.uniform(0.0, 0.97, size=(300, 5))
+    z[0, :3] = (0.0, 0.999, 1 - 1e-6)
+    got = hyper_series_by_group(p1, p2, q1, q2, z, group)
+    want = hyper_series(p1[group], p2, q1[group], q2, z).value
+    assert got.shape == z.shape
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 0] == 1.0
 
 
 def test_small_helpers():

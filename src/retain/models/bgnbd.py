@@ -36,7 +36,7 @@ from retain.models._special import (
     beta_spread,
     dot,
     expm1_ratio,
-    hyper_series,
+    hyper_series_by_group,
     log_poch,
     softplus_sigmoid,
 )
@@ -140,8 +140,13 @@ class _BetaGeoFamily(TransactionModel):
         # Where the terms alternate in sign and grow first (A << 0: r >> a + b) or the
         # bracket cancels, the expectation over p is integrated numerically instead.
         r, alpha, a, b = self._unpack()
+        # the series' parameters depend on x alone: its distinct values, before x is
+        # broadcast against the times
+        x_given = np.asarray(x, dtype=np.float64)
+        x_values, x_code = np.unique(x_given, return_inverse=True)
         x, T, t = np.broadcast_arrays(x, T, t)
         shape = x.shape
+        x_code = np.broadcast_to(x_code.reshape(x_given.shape), shape).ravel()
         x, T, t = x.ravel(), T.ravel(), t.ravel()
         beta = b + x + self._offset
         k = r + x
@@ -154,7 +159,12 @@ class _BetaGeoFamily(TransactionModel):
         # a concentrated Beta whose series terms would grow (a z > 1): its Gauss rule
         concentrated = self._concentrated(k, beta, u)
         unstable |= concentrated & (a * z > 1.0)
-        series = hyper_series(big_a + 1.0, a, c + 1.0, 2.0, np.where(unstable, 0.0, z)).value
+        # the same numbers as hyper_series(big_a + 1, a, c + 1, 2, z), per distinct x
+        c_values = a + (b + x_values + self._offset) - 1.0
+        a_values = c_values - (r + x_values)
+        series = hyper_series_by_group(
+            a_values + 1.0, a, c_values + 1.0, 2.0, np.where(unstable, 0.0, z), x_code
+        )
         s = big_a * z / c * series
         first = expm1_ratio(log1pu, 1.0 - a)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):

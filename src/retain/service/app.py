@@ -451,6 +451,8 @@ def create_app(
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _offline_docs(app)
+    # innermost: a lookup is answered from memory only once every check above has passed
+    app.add_middleware(_MemoryLookups, service=service, lookup=api.customer_in_memory)
     if service.reads_need_key:
         app.middleware("http")(_reads_need_the_key)
     # added last is outermost: errors, then who may ask, then how much they may send
@@ -714,6 +716,42 @@ class _ThisMachineOnly:
             await self.app(scope, receive, send)
             return
         await JSONResponse({"detail": problem}, status_code=403)(scope, receive, send)
+
+
+LOOKUP_PREFIX = "/api/customers/"
+
+
+class _MemoryLookups:
+    """Answer ``GET /api/customers/{id}`` (no query string) from memory when the service
+    holds the whole answer there (``lookup``: :func:`retain.service.api.customer_in_memory`),
+    with the very response the route gives (a :class:`JSONResponse` of the same dict);
+    anything else goes on to the routes. FastAPI's routing and parameter handling cost
+    about as much CPU as the lookup itself, and such lookups are the service's bulk."""
+
+    def __init__(
+        self, app: Any, service: Service, lookup: Callable[[Service, str, int], Any]
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.lookup = lookup
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and not scope.get("query_string")
+            and not scope.get("root_path")
+            and path.startswith(LOOKUP_PREFIX)
+        ):
+            try:
+                found = self.lookup(self.service, path[len(LOOKUP_PREFIX) :], 0)
+            except Exception:  # the route meets the same error and answers it as it does
+                found = None
+            if found is not None:
+                await JSONResponse(found)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyLimit:

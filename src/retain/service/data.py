@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from retain.errors import DataError
 from retain.store import Store
@@ -62,6 +65,11 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def plain(value: Any) -> Any:
     """One value as a plain JSON type: numpy scalars unwrapped, NaN and NaT as None,
     dates (and midnight timestamps) as YYYY-MM-DD, other timestamps in ISO format."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:  # already plain: most values of a lookup
+        return value
+    if kind is float:
+        return None if math.isnan(value) or math.isinf(value) else value
     if value is None or value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, float | np.floating):
@@ -431,17 +439,66 @@ class CustomerIndex:
     _columns: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def row(self, position: int) -> dict[str, Any]:
-        """The values of ``frame.iloc[position]`` by column, without building a Series
-        (a lookup's largest cost): read from the columns' arrays, made once. NumPy
-        columns are views; string and nullable columns keep their own arrays."""
+        """The values of ``frame.iloc[position]`` by column as plain JSON values (those of
+        :func:`plain`), without building a Series (a lookup's largest cost): each column
+        read by a reader made once for its type (:func:`_plain_reader`)."""
         columns = self._columns
         if columns is None:
-            columns = {
-                str(name): values.to_numpy() if isinstance(values.dtype, np.dtype) else values.array
-                for name, values in self.frame.items()
-            }
+            columns = {str(name): _plain_reader(values) for name, values in self.frame.items()}
             self._columns = columns
-        return {name: values[position] for name, values in columns.items()}
+        return {name: read(position) for name, read in columns.items()}
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_NAT_TICKS = np.iinfo(np.int64).min
+_MICROSECONDS_A_DAY = 86_400_000_000
+
+
+def _plain_reader(values: pd.Series) -> Callable[[int], Any]:
+    """A function of a row number giving ``plain(values.iloc[row])``, for a column read
+    once per lookup: NumPy numbers and microsecond times are converted from the array
+    directly, Arrow text read from its Arrow array; other types go through :func:`plain`."""
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype):
+        array = values.to_numpy()
+        if dtype.kind == "f":
+
+            def number(position: int) -> float | None:
+                value: float = array.item(position)
+                return None if math.isnan(value) or math.isinf(value) else value
+
+            return number
+        if dtype.kind in "iub":
+            item: Callable[[int], Any] = array.item
+            return item
+        if dtype == np.dtype("datetime64[us]"):
+            ticks = array.view(np.int64)
+            return lambda position: _plain_microseconds(ticks.item(position))
+        return lambda position: plain(array[position])
+    to_arrow = getattr(values.array, "__arrow_array__", None)
+    if to_arrow is not None:
+        text = to_arrow()
+        if isinstance(text, pa.ChunkedArray) and text.num_chunks == 1:
+            text = text.chunk(0)
+        if isinstance(text, pa.Array) and (
+            pa.types.is_string(text.type) or pa.types.is_large_string(text.type)
+        ):
+            return lambda position: text[position].as_py()
+    extension = values.array
+    return lambda position: plain(extension[position])
+
+
+def _plain_microseconds(ticks: int) -> str | None:
+    """:func:`plain` of a time without time zone held as microseconds since 1970-01-01:
+    a date when it is midnight, else the time in ISO format (None for NaT)."""
+    if ticks == _NAT_TICKS:
+        return None
+    try:
+        if ticks % _MICROSECONDS_A_DAY == 0:
+            return (_EPOCH + dt.timedelta(microseconds=ticks)).date().isoformat()
+        return (_EPOCH + dt.timedelta(microseconds=ticks)).isoformat()
+    except OverflowError:  # beyond Python's years 1 to 9999
+        return plain(np.datetime64(ticks, "us"))
 
 
 CONTACT_COLUMNS = ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen")

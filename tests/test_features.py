@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -11,8 +12,8 @@ import pytest
 
 import retain
 from retain.datasets import load_cdnow
-from retain.errors import DataError, SchemaError
-from retain.features import customer_table
+from retain.errors import ArgumentError, DataError, SchemaError
+from retain.features import customer_table, summarize_split
 from retain.store import Store
 
 TX = pd.DataFrame(
@@ -180,4 +181,102 @@ def test_bad_arguments():
     with pytest.raises(DataError, match="no transactions"):
         retain.summarize(
             TX, customer_id="who", timestamp="when", amount="value", observation_end="2024-01-01"
+        )
+
+
+@pytest.mark.parametrize(("grain", "unit"), [("D", "D"), ("W", "W"), ("W", "D")])
+@pytest.mark.parametrize("split_day", ["2025-01-08", "2025-01-10", "2025-01-12"])
+def test_split_summary_is_two_summaries_and_the_purchases_between(grain, unit, split_day):
+    """2025-01-08 is a Wednesday (its week runs from Monday the 6th), the 12th a Sunday."""
+    orders = pd.concat(
+        [
+            TX,
+            pd.DataFrame(
+                {
+                    "who": ["b", "b", "d", "a", "a", "e", "e"],
+                    # b: again in the week of the 10th and the next; d: after the split
+                    # only; a: on Thursday the 9th and after the observation day; e: on
+                    # the 2nd and on Saturday the 11th
+                    "when": pd.to_datetime(
+                        [
+                            "2025-01-11 00:00",
+                            "2025-01-14 23:00",
+                            "2025-01-13 00:00",
+                            "2025-01-09 12:00",
+                            "2025-02-02 00:00",
+                            "2025-01-02 00:00",
+                            "2025-01-11 00:00",
+                        ]
+                    ),
+                    "value": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    names = {"customer_id": "who", "timestamp": "when", "unit": unit, "grain": grain}
+    split = summarize_split(
+        orders, split_day, observation_end="2025-02-01", amount="value", **names
+    )
+    calibration = retain.summarize(orders, amount=None, observation_end=split_day, **names)
+    full = retain.summarize(orders, amount="value", observation_end="2025-02-01", **names)
+    pd.testing.assert_frame_equal(split.calibration, calibration)
+    pd.testing.assert_frame_equal(split.full, full)
+    assert split.calibration.attrs == calibration.attrs
+    assert split.full.attrs == full.attrs
+    # the purchases after the split day: distinct periods the calibration has not
+    # counted, by hand from the orders
+    cut = pd.Timestamp(split_day) + pd.Timedelta(days=1)
+    stop = pd.Timestamp("2025-02-02")
+    kept = orders[orders["when"] < stop].copy()
+    kept["period"] = kept["when"].dt.to_period("W" if grain == "W" else "D").dt.start_time
+    periods = kept.groupby(["who", "period"])["when"].min().reset_index()
+    later = periods[periods["when"] >= cut]
+    later = later[later["who"].isin(calibration.index)]
+    purchases = later.groupby("who").size().reindex(calibration.index, fill_value=0)
+    assert split.holdout_purchases.tolist() == purchases.astype(float).tolist()
+    first = (later.groupby("who")["when"].min().dt.normalize() - pd.Timestamp(split_day)).dt.days
+    expected_first = first.reindex(calibration.index).astype(float).to_numpy()
+    np.testing.assert_array_equal(split.first_holdout_day, expected_first)
+    days = (later["when"].dt.normalize() - pd.Timestamp(split_day)).dt.days.value_counts()
+    assert dict(
+        zip(split.holdout_days.tolist(), split.holdout_day_purchases.tolist(), strict=True)
+    ) == {int(day): int(n) for day, n in days.items()}
+    assert int(split.holdout_day_purchases.sum()) == int(split.holdout_purchases.sum())
+    if grain == "W" and split_day == "2025-01-08":
+        # a's Thursday is in the week a had bought in by the split: not a purchase after
+        # it; e had not bought in that week by then: its Saturday is one
+        held = dict(zip(split.calibration.index, split.holdout_purchases, strict=True))
+        assert held == {"a": 1.0, "e": 1.0}
+
+
+def test_split_summary_from_a_store_matches_frame_input(cdnow_sample_db: Path):
+    with Store(cdnow_sample_db, read_only=True) as store:
+        from_store = summarize_split(store, "1997-09-30", observation_end="1998-06-30", unit="W")
+    frame = summarize_split(
+        load_cdnow(sample=True), "1997-09-30", observation_end="1998-06-30", unit="W"
+    )
+    pd.testing.assert_frame_equal(from_store.full, frame.full)
+    pd.testing.assert_frame_equal(from_store.calibration, frame.calibration)
+    np.testing.assert_array_equal(from_store.holdout_purchases, frame.holdout_purchases)
+
+
+def test_split_summary_refuses_a_split_on_or_after_the_end_and_no_calibration():
+    with pytest.raises(ArgumentError, match="must come before"):
+        summarize_split(
+            TX,
+            "2025-01-31",
+            observation_end="2025-01-31",
+            customer_id="who",
+            timestamp="when",
+            amount="value",
+        )
+    with pytest.raises(DataError, match="on or before the observation end 2024-12-31"):
+        summarize_split(
+            TX,
+            "2024-12-31",
+            observation_end="2025-01-31",
+            customer_id="who",
+            timestamp="when",
+            amount="value",
         )

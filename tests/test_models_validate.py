@@ -16,10 +16,13 @@ from retain.models import BetaGeo, ConvergenceWarning
 from retain.store import Store
 from retain.validate import (
     HoldoutResult,
+    _bootstrap_means,
     _next_purchase_figures,
     choose_model,
     compare,
+    compare_data,
     holdout,
+    holdout_data,
 )
 
 # a handful of customers cannot pin every parameter down: expected, and said
@@ -332,3 +335,31 @@ def test_compare_puts_the_choice_first_and_the_fallbacks_best_first():
     single = compare(small_orders(), "2024-01-31", unit="D", models=("pnbd",))
     assert list(single["model"]) == ["pnbd"]
     assert single.attrs["choice"]["reason"] == "the only model asked for"
+
+
+def test_bootstrap_with_known_equal_customers_is_the_bootstrap_without():
+    # customers in 300 kinds, each kind one score per model, shuffled; some kinds share
+    # their scores, which the search still finds
+    rng = np.random.default_rng(3)
+    kind = rng.integers(0, 300, 50_000)
+    per_kind = rng.normal(0.0, 1.0, (300, 2))
+    per_kind[150:200] = per_kind[:50]
+    values = per_kind[kind]
+    for limit in (20_000, 60):  # the distinct rows as they are, and rounded
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("retain.validate.MAX_BOOTSTRAP_GROUPS", limit)
+            plain = _bootstrap_means(values, 200, np.random.default_rng(0))
+            hinted = _bootstrap_means(values, 200, np.random.default_rng(0), same=kind * 7 + 5)
+        np.testing.assert_array_equal(hinted, plain)
+        assert plain.std(axis=0).min() > 0
+
+
+def test_compare_data_is_compare_and_carries_the_full_summary():
+    orders = cdnow_transactions()
+    data = holdout_data(orders, CALIBRATION_END, holdout_end="1998-06-30", amount="net_revenue")
+    direct = compare(orders, CALIBRATION_END, holdout_end="1998-06-30")
+    shared = compare_data(data)
+    pd.testing.assert_frame_equal(shared, direct)
+    assert shared.attrs["choice"] == direct.attrs["choice"]
+    full = retain.summarize(orders, observation_end="1998-06-30", unit="W")
+    pd.testing.assert_frame_equal(data.full, full)

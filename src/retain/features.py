@@ -8,10 +8,13 @@ literature, computed in DuckDB.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from retain.errors import ArgumentError, DataError, SchemaError
 from retain.store import Store
@@ -124,6 +127,192 @@ def summarize(
         result = result.drop(columns="monetary")
     result.attrs.update({"unit": unit, "grain": grain, "observation_end": end.date().isoformat()})
     return result
+
+
+SPLIT_SUMMARY_SQL = """
+WITH tx AS (
+    SELECT
+        CAST(customer_id AS VARCHAR)                  AS customer_id,
+        CAST(ts AS TIMESTAMP)                         AS ts,
+        CAST(amount AS DOUBLE)                        AS amount
+    FROM src
+    WHERE customer_id IS NOT NULL AND ts IS NOT NULL
+      AND CAST(ts AS TIMESTAMP) < $cutoff
+),
+periods AS (
+    -- SUMMARY_SQL's periods; a period is the calibration's when an order in it came
+    -- before the split (the end of the calibration day), a holdout purchase otherwise
+    SELECT customer_id, date_trunc($grain, ts) AS period, min(ts) AS first_ts,
+           sum(amount) AS amount
+    FROM tx
+    GROUP BY customer_id, period
+),
+customers AS (
+    -- the calibration periods come before the holdout ones: they share the first
+    SELECT
+        customer_id,
+        count(*)                                         AS periods,
+        min(period)                                      AS first_period,
+        max(period)                                      AS last_period,
+        sum(amount)                                      AS amount,
+        arg_min(amount, period)                          AS first_amount,
+        count(*) FILTER (WHERE first_ts >= $split)       AS holdout_periods,
+        max(period) FILTER (WHERE first_ts < $split)     AS last_calibration_period,
+        min(first_ts) FILTER (WHERE first_ts >= $split)  AS first_holdout_ts
+    FROM periods
+    GROUP BY customer_id
+)
+SELECT
+    customer_id,
+    periods - 1                                                         AS frequency,
+    date_diff('day', first_period, last_period) / $unit_days            AS recency,
+    date_diff('day', first_period, date_trunc($grain, $observation_end)) / $unit_days AS T,
+    CASE WHEN periods > 1
+         THEN (amount - first_amount) / (periods - 1)
+         ELSE 0.0 END                                                   AS monetary,
+    periods - holdout_periods - 1                                       AS calibration_frequency,
+    date_diff('day', first_period, last_calibration_period) / $unit_days AS calibration_recency,
+    date_diff('day', first_period, date_trunc($grain, $calibration_end)) / $unit_days
+                                                                        AS calibration_T,
+    holdout_periods                                                     AS holdout_purchases,
+    CAST(date_diff('day', $calibration_end, date_trunc('day', first_holdout_ts)) AS DOUBLE)
+                                                                        AS first_holdout_day
+FROM customers
+ORDER BY customer_id
+"""
+
+#: the holdout purchases of the calibration customers, counted by their day (days after
+#: the calibration end)
+HOLDOUT_DAYS_SQL = """
+WITH tx AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(ts AS TIMESTAMP) AS ts
+    FROM src
+    WHERE customer_id IS NOT NULL AND ts IS NOT NULL
+      AND CAST(ts AS TIMESTAMP) < $cutoff
+),
+later AS (
+    -- the periods from the split's on: no earlier one holds a holdout purchase
+    SELECT customer_id, min(ts) AS first_ts
+    FROM tx
+    WHERE ts >= date_trunc($grain, $split)
+    GROUP BY customer_id, date_trunc($grain, ts)
+)
+SELECT date_diff('day', $calibration_end, date_trunc('day', first_ts)) AS day,
+       count(*) AS purchases
+FROM later
+WHERE first_ts >= $split
+  AND customer_id IN (SELECT customer_id FROM tx WHERE ts < $split)
+GROUP BY day
+ORDER BY day
+"""
+
+
+@dataclass
+class SplitSummary:
+    """What :func:`summarize_split` found; times in days unless said otherwise.
+
+    - ``calibration``: :func:`summarize` with ``observation_end`` the calibration end
+      and no ``monetary`` column (the calibration customers).
+    - ``full``: :func:`summarize` to ``observation_end`` (every customer).
+    - ``holdout_purchases``: per calibration customer (in ``calibration``'s order), the
+      distinct grain periods with a purchase after the calibration end up to the end of
+      the observation day that the calibration has not counted (under grain "W" the
+      calibration end's week counts when the customer had not bought in it by then).
+    - ``first_holdout_day``: days from the calibration end to the first of them (NaN
+      for none).
+    - ``holdout_days`` / ``holdout_day_purchases``: the days after the calibration end
+      on which such a period's first purchase fell, over every calibration customer,
+      and how many periods each.
+    """
+
+    calibration: pd.DataFrame
+    full: pd.DataFrame
+    holdout_purchases: NDArray[np.float64]
+    first_holdout_day: NDArray[np.float64]
+    holdout_days: NDArray[np.int64]
+    holdout_day_purchases: NDArray[np.int64]
+
+
+def summarize_split(
+    transactions: Any,
+    calibration_end: str | dt.date | dt.datetime | pd.Timestamp,
+    *,
+    observation_end: str | dt.date | dt.datetime | pd.Timestamp,
+    customer_id: str = "customer_id",
+    timestamp: str = "ordered_at",
+    amount: str | None = "net_revenue",
+    unit: str = "D",
+    grain: str = "D",
+) -> SplitSummary:
+    """The summaries to ``calibration_end`` and to ``observation_end`` and what the
+    calibration customers bought in between, from one pass over ``transactions``
+    (see :class:`SplitSummary`): the same frames as two :func:`summarize` calls.
+
+    Both ends are days (the end of the day counts); ``calibration_end`` must come
+    before ``observation_end``."""
+    if unit not in UNIT_DAYS:
+        raise ArgumentError(f"unit must be one of {sorted(UNIT_DAYS)}, got {unit!r}")
+    if grain not in GRAINS:
+        raise ArgumentError(f"grain must be one of {sorted(GRAINS)}, got {grain!r}")
+    split_end, end = (_naive(calibration_end), _naive(observation_end))
+    if end.normalize() <= split_end.normalize():
+        raise ArgumentError(
+            f"the calibration end {split_end.date()} must come before the observation end "
+            f"{end.date()}"
+        )
+    params = {
+        "grain": GRAINS[grain],
+        "observation_end": end.to_pydatetime(),
+        "cutoff": (end.normalize() + pd.Timedelta(days=1)).to_pydatetime(),
+        "calibration_end": split_end.to_pydatetime(),
+        "split": (split_end.normalize() + pd.Timedelta(days=1)).to_pydatetime(),
+        "unit_days": float(UNIT_DAYS[unit]),
+    }
+    con, relation = _source(transactions, customer_id, timestamp, amount)
+    try:
+        result = con.execute(SPLIT_SUMMARY_SQL, params).df()
+        days = con.execute(
+            HOLDOUT_DAYS_SQL,
+            {k: params[k] for k in ("grain", "cutoff", "calibration_end", "split")},
+        ).fetchnumpy()
+    finally:
+        if relation is not None:
+            con.unregister("src_input")
+        con.execute("DROP VIEW IF EXISTS src")
+    result = result.set_index("customer_id")
+    in_calibration = result["calibration_frequency"].to_numpy() >= 0
+    if not in_calibration.any():
+        raise DataError(f"no transactions on or before the observation end {split_end.date()}")
+    full = result[["frequency", "recency", "T"] + (["monetary"] if amount else [])].copy()
+    full["frequency"] = full["frequency"].astype("int64")
+    full.attrs.update({"unit": unit, "grain": grain, "observation_end": end.date().isoformat()})
+    held = result.loc[in_calibration]
+    calibration = pd.DataFrame(
+        {
+            "frequency": held["calibration_frequency"].astype("int64"),
+            "recency": held["calibration_recency"],
+            "T": held["calibration_T"],
+        }
+    )
+    calibration.attrs.update(
+        {"unit": unit, "grain": grain, "observation_end": split_end.date().isoformat()}
+    )
+    return SplitSummary(
+        calibration=calibration,
+        full=full,
+        holdout_purchases=held["holdout_purchases"].to_numpy(dtype=np.float64),
+        first_holdout_day=held["first_holdout_day"].to_numpy(dtype=np.float64),
+        holdout_days=np.asarray(days["day"], dtype=np.int64),
+        holdout_day_purchases=np.asarray(days["purchases"], dtype=np.int64),
+    )
+
+
+def _naive(value: Any) -> pd.Timestamp:
+    """``value`` as a timestamp without time zone (UTC)."""
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp
 
 
 def _q(name: str) -> str:

@@ -76,6 +76,7 @@ from retain.store import Store, memory_at_most
 
 if TYPE_CHECKING:
     from retain.segments.rfm import RfmBoundaries
+    from retain.validate import HoldoutData
 
 MODEL_CHOICES = ("auto", *TRANSACTION_MODELS)
 SCORE_COLUMNS = [
@@ -218,7 +219,29 @@ def fit_store(
     choice: dict[str, Any] | None = None
     chosen = model
     weeks = holdout_weeks
-    summary = summarize(store, observation_end=end, unit=unit, grain=grain)
+    compared = model == "auto" or holdout_weeks is not None
+    held: HoldoutData | None = None
+    if compared:
+        if weeks is None:
+            span = (end - _first_order_day(store)).days
+            weeks = max(1, span // 28)
+        calibration_end = end - dt.timedelta(weeks=weeks)
+        if calibration_end > _first_order_day(store):
+            from retain.validate import holdout_data
+
+            # one pass over the orders: the holdout's data and the summary of all of them
+            held = holdout_data(
+                store,
+                calibration_end,
+                holdout_end=end,
+                unit=unit,
+                grain=grain,
+                amount="net_revenue",
+            )
+    if held is None:
+        summary = summarize(store, observation_end=end, unit=unit, grain=grain)
+    else:
+        summary = held.full
     if not (summary["frequency"] > 0).any():
         # the likelihood is flat: every fit would call every customer lost
         raise ModelError(
@@ -228,27 +251,16 @@ def fit_store(
         )
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        if model == "auto" or holdout_weeks is not None:
-            from retain.validate import compare
+        if compared:
+            from retain.validate import compare_data
 
-            if weeks is None:
-                span = (end - _first_order_day(store)).days
-                weeks = max(1, span // 28)
-            calibration_end = end - dt.timedelta(weeks=weeks)
-            if calibration_end <= _first_order_day(store):
+            if held is None:
                 raise ModelError(
                     f"a {weeks}-week holdout leaves no history before it: the orders start "
                     f"{_first_order_day(store)}; use fewer --holdout-weeks"
                 )
             names = tuple(TRANSACTION_MODELS) if model == "auto" else (model,)
-            candidates = compare(
-                store,
-                calibration_end,
-                models=names,
-                holdout_end=end,
-                unit=unit,
-                grain=grain,
-            )
+            candidates = compare_data(held, models=names)
             choice = dict(candidates.attrs.get("choice") or {}) or None
         order = [model] if candidates is None or model != "auto" else list(candidates["model"])
         spend: GammaGamma | None = None

@@ -27,55 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from numpy.typing import NDArray
 
-from retain.errors import ArgumentError, DataError, SchemaError
-from retain.features import summarize
+from retain.errors import ArgumentError, DataError
+from retain.features import summarize_split
 from retain.models import TRANSACTION_MODELS, TransactionModel, transaction_model
-from retain.models.base import UNIT_DAYS
+from retain.models.base import UNIT_DAYS, _Customers, collapse_rows, transaction_arrays
 from retain.store import Store
 
-HOLDOUT_SQL = """
-WITH tx AS (
-    SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(ts AS TIMESTAMP) AS ts
-    FROM holdout_src
-    WHERE customer_id IS NOT NULL AND ts IS NOT NULL
-),
-held AS (
-    -- the orders after the calibration end's day up to the end of the holdout's
-    -- last day, cut on the timestamp before they are merged by grain period
-    SELECT customer_id, date_trunc($grain, ts) AS period, min(date_trunc('day', ts)) AS day
-    FROM tx
-    WHERE ts >= $holdout_start AND ts < $holdout_stop
-    GROUP BY customer_id, date_trunc($grain, ts)
-),
-seen AS (
-    -- the period holding the calibration end, where the customer bought by then:
-    -- the calibration summary has counted it already
-    SELECT DISTINCT customer_id, date_trunc($grain, ts) AS period
-    FROM tx
-    WHERE ts >= date_trunc($grain, $holdout_start - INTERVAL 1 DAY) AND ts < $holdout_start
-)
-SELECT held.customer_id, date_diff('day', $calibration_end, held.day) AS offset
-FROM held
-WHERE NOT EXISTS (
-    SELECT 1 FROM seen WHERE seen.customer_id = held.customer_id AND seen.period = held.period
-)
-"""
-
-#: per calibration customer (``position`` in the calibration summary, registered as
-#: ``holdout_customers``): holdout purchase periods and days to the first of them
-HOLDOUT_COUNTS_SQL = """
-SELECT c.position, count(*) AS purchases, min(p.offset) AS first
-FROM _holdout_periods p JOIN holdout_customers c USING (customer_id)
-GROUP BY c.position
-"""
-
-GRAIN_NAMES = {"D": "day", "W": "week"}
 #: probabilities are floored here before the log: one impossible count does not
 #: make a model's score minus infinity
 PROBABILITY_FLOOR = 1e-300
@@ -179,79 +140,6 @@ def _day(value: Any, name: str) -> pd.Timestamp:
     return stamp.normalize()
 
 
-def _holdout_periods(
-    transactions: Any,
-    customer_id: str,
-    timestamp: str,
-    calibration_end: pd.Timestamp,
-    holdout_end: pd.Timestamp,
-    grain: str,
-    summary: pd.DataFrame,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
-    """What the customers of the calibration ``summary`` did in the holdout: their
-    distinct purchase periods in it (as floats, in the summary's order), the days
-    from the calibration end to their first holdout purchase (NaN if none), and
-    those days for every holdout purchase period of theirs (the tracking curve's).
-
-    Matched to the summary by customer id in DuckDB, over the summary's ids as
-    Arrow: no per-customer Python or pandas string work."""
-    params = {
-        "grain": GRAIN_NAMES[grain],
-        "calibration_end": calibration_end.to_pydatetime(),
-        "holdout_start": (calibration_end + pd.Timedelta(days=1)).to_pydatetime(),
-        "holdout_stop": (holdout_end + pd.Timedelta(days=1)).to_pydatetime(),
-    }
-    ids = pa.table(
-        {
-            "customer_id": pa.array(summary.index.astype(str).array).cast(pa.string()),
-            "position": pa.array(np.arange(len(summary), dtype=np.int64)),
-        }
-    )
-    own = not isinstance(transactions, Store)
-    if own:
-        frame = transactions
-        if type(frame).__module__.startswith("polars"):
-            frame = frame.to_arrow()
-        columns = (
-            list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
-        )
-        missing = [c for c in (customer_id, timestamp) if c not in columns]
-        if missing:
-            raise SchemaError(f"transactions lack the column(s) {missing}; found {columns}")
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("holdout_input", frame)
-        source = "holdout_input"
-    else:
-        con = transactions.con
-        source = "orders"
-    try:
-        con.execute(
-            f'CREATE OR REPLACE TEMP VIEW holdout_src AS SELECT "{customer_id}" AS customer_id, '
-            f'"{timestamp}" AS ts FROM {source}'
-        )
-        con.register("holdout_customers", ids)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _holdout_periods AS {HOLDOUT_SQL}", params)
-        counts = con.execute(HOLDOUT_COUNTS_SQL).fetchnumpy()
-        offsets = con.execute(
-            "SELECT p.offset FROM _holdout_periods p SEMI JOIN holdout_customers c "
-            "USING (customer_id)"
-        ).fetchnumpy()["offset"]
-    finally:
-        if own:
-            con.close()
-        else:
-            con.execute("DROP TABLE IF EXISTS _holdout_periods")
-            con.execute("DROP VIEW IF EXISTS holdout_src")
-            con.unregister("holdout_customers")
-    position = np.asarray(counts["position"], dtype=np.int64)
-    actual = np.zeros(len(summary))
-    actual[position] = np.asarray(counts["purchases"], dtype=np.float64)
-    first = np.full(len(summary), np.nan)
-    first[position] = np.asarray(counts["first"], dtype=np.float64)
-    return actual, first, np.asarray(offsets, dtype=np.int64)
-
-
 def _last_day(transactions: Any, timestamp: str) -> pd.Timestamp:
     if isinstance(transactions, Store):
         value = transactions.scalar(f'SELECT max("{timestamp}") FROM orders')
@@ -264,9 +152,11 @@ def _last_day(transactions: Any, timestamp: str) -> pd.Timestamp:
 
 
 @dataclass
-class _HoldoutData:
+class HoldoutData:
     """The calibration summary and what the customers did in the holdout, shared by
-    every model a comparison fits."""
+    every model a comparison fits (:func:`holdout_data`), and the summary of every
+    customer to the holdout's end (``full``, with ``monetary`` when read with an
+    amount)."""
 
     calibration_end: pd.Timestamp
     holdout_end: pd.Timestamp
@@ -276,10 +166,32 @@ class _HoldoutData:
     actual: pd.Series  # holdout purchases per calibration customer
     first: pd.Series  # days from the calibration end to the first holdout purchase, NaN if none
     offset: np.ndarray  # days from the calibration end of every holdout purchase
+    full: pd.DataFrame  # the summary of every customer to the holdout's end
 
     @property
     def days(self) -> int:
         return int((self.holdout_end - self.calibration_end).days)
+
+
+def holdout_data(
+    transactions: Any,
+    calibration_end: str | dt.date | pd.Timestamp,
+    *,
+    holdout_end: str | dt.date | pd.Timestamp | None = None,
+    unit: str = "W",
+    grain: str = "D",
+    customer_id: str = "customer_id",
+    timestamp: str = "ordered_at",
+    amount: str | None = None,
+) -> HoldoutData:
+    """What :func:`compare` reads, from one pass over ``transactions``: the calibration
+    summary to ``calibration_end``, what its customers did in the holdout (to
+    ``holdout_end``, default the last transaction's day) and the summary of every
+    customer to the holdout's end, with the net revenue column ``amount`` when given.
+    Arguments as for :func:`holdout`; compare its models with :func:`compare_data`."""
+    return _holdout_data(
+        transactions, calibration_end, holdout_end, unit, grain, customer_id, timestamp, amount
+    )
 
 
 def _holdout_data(
@@ -290,7 +202,8 @@ def _holdout_data(
     grain: str,
     customer_id: str,
     timestamp: str,
-) -> _HoldoutData:
+    amount: str | None = None,
+) -> HoldoutData:
     cal_end = _day(calibration_end, "calibration_end")
     hold_end = (
         _last_day(transactions, timestamp)
@@ -304,29 +217,31 @@ def _holdout_data(
         )
     if unit not in UNIT_DAYS or grain not in UNIT_DAYS:
         raise ArgumentError("unit and grain must each be 'D' or 'W'")
-    summary = summarize(
+    # one pass: the calibration summary, what its customers did in the holdout and the
+    # summary to the holdout's end; offsets are days from the calibration end to each
+    # period's first holdout purchase (not to the period's start, which may precede the
+    # calibration end under grain "W")
+    split = summarize_split(
         transactions,
+        cal_end,
+        observation_end=hold_end,
         customer_id=customer_id,
         timestamp=timestamp,
-        amount=None,
-        observation_end=cal_end,
+        amount=amount,
         unit=unit,
         grain=grain,
     )
-    # offsets: days from the calibration end to each period's first holdout purchase
-    # (not to the period's start, which may precede the calibration end under grain "W")
-    actual, first, offset = _holdout_periods(
-        transactions, customer_id, timestamp, cal_end, hold_end, grain, summary
-    )
-    return _HoldoutData(
+    summary = split.calibration
+    return HoldoutData(
         cal_end,
         hold_end,
         unit,
         grain,
         summary,
-        pd.Series(actual, index=summary.index),
-        pd.Series(first, index=summary.index),
-        offset,
+        pd.Series(split.holdout_purchases, index=summary.index),
+        pd.Series(split.first_holdout_day, index=summary.index),
+        np.repeat(split.holdout_days, split.holdout_day_purchases),
+        split.full,
     )
 
 
@@ -366,12 +281,26 @@ def holdout(
     data = _holdout_data(
         transactions, calibration_end, holdout_end, unit, grain, customer_id, timestamp
     )
-    return _evaluate(data, transaction_model(model))
+    return _evaluate(data, transaction_model(model), _collapse(data.summary))
 
 
-def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
+def _collapse(summary: pd.DataFrame) -> _Customers:
+    """The calibration customers collapsed to their distinct (x, recency, T) rows, once
+    for every model of a comparison (validated as a fit validates them)."""
+    x, recency, T = transaction_arrays(summary)
+    rows, inverse = collapse_rows(x, recency, T)
+    return _Customers(summary, rows, inverse)
+
+
+def _evaluate(data: HoldoutData, fitted: TransactionModel, customers: _Customers) -> HoldoutResult:
     summary, cal_end, days = data.summary, data.calibration_end, data.days
-    fitted.fit(summary)
+    rows, inverse = customers.rows, customers.inverse
+    # fitted on the distinct rows with their counts: the rows a fit on the customers
+    # collapses them to, in the same order, so the same fit
+    distinct = pd.DataFrame({"frequency": rows.x, "recency": rows.recency, "T": rows.T})
+    distinct.attrs.update(summary.attrs)
+    fitted.fit(distinct, weights=rows.weight)
+    fitted._check_units(summary)
     unit_days = UNIT_DAYS[data.unit]
     length = days / unit_days
     actual = data.actual
@@ -379,8 +308,6 @@ def _evaluate(data: _HoldoutData, fitted: TransactionModel) -> HoldoutResult:
     # (x, recency, T) rows and one P(alive) per row: the same values as the public
     # predictions (expected_purchases, probability_of_purchases, purchase_window,
     # next_purchase), each of which would collapse the customers again
-    customers = fitted._customers(summary)
-    rows, inverse = customers.rows, customers.inverse
     p_alive = fitted._p_alive(rows.x, rows.recency, rows.T)
     expected = fitted._conditional_expected(rows, np.array([length]), np.clip(p_alive, 0.0, 1.0))
     predicted = pd.Series(expected[:, 0][inverse], index=summary.index, name="expected_purchases")
@@ -559,6 +486,14 @@ def compare(
     )
     if kwargs:
         raise TypeError(f"unexpected argument(s): {', '.join(kwargs)}")
+    return compare_data(data, models=models)
+
+
+def compare_data(
+    data: HoldoutData, *, models: tuple[str, ...] = tuple(TRANSACTION_MODELS)
+) -> pd.DataFrame:
+    """:func:`compare` on the data of :func:`holdout_data`."""
+    customers = _collapse(data.summary)
     rows = []
     scores: dict[str, np.ndarray] = {}
     # the candidates are independent: evaluated side by side (NumPy and SciPy leave
@@ -569,7 +504,8 @@ def compare(
     slow_first = sorted(names, key=lambda name: name != "pnbd")
     with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
         futures = {
-            name: pool.submit(_evaluate, data, transaction_model(name)) for name in slow_first
+            name: pool.submit(_evaluate, data, transaction_model(name), customers)
+            for name in slow_first
         }
         results = [futures[name].result() for name in names]
     for result in results:
@@ -588,7 +524,11 @@ def compare(
                 **{f"next_{k}": v for k, v in result.next_purchase.items()},
             }
         )
-    choice = choose_model(scores)
+    # every model scores the customers of one distinct row and holdout count alike
+    same, _ = pd.factorize(
+        customers.inverse * (int(data.actual.max()) + 1) + data.actual.to_numpy(dtype=np.int64)
+    )
+    choice = _choose_model(scores, same=same)
     frame = pd.DataFrame(rows)
     rank = frame["model"].map({name: i for i, name in enumerate(_ranked(scores, choice["model"]))})
     frame = frame.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
@@ -638,6 +578,19 @@ def choose_model(
     ``difference``, ``difference_low``, ``difference_high`` (None with a single
     model). The order of ``scores`` does not matter.
     """
+    return _choose_model(scores, level=level, resamples=resamples, seed=seed)
+
+
+def _choose_model(
+    scores: dict[str, np.ndarray],
+    *,
+    level: float = 0.9,
+    resamples: int = 1000,
+    seed: int = 0,
+    same: NDArray[np.intp] | None = None,
+) -> dict[str, Any]:
+    """:func:`choose_model`; ``same``: a code per customer, equal for customers known to
+    have the same score in every model (see :func:`_bootstrap_means`)."""
     if not scores:
         raise ArgumentError("no models to choose from")
     if not 0 < level < 1:
@@ -665,7 +618,7 @@ def choose_model(
     runner_up = others[0]
     # per-customer differences best - other, one column per other model
     differences = np.column_stack([arrays[best] - arrays[name] for name in others])
-    boot = _bootstrap_means(differences, resamples, np.random.default_rng(seed))
+    boot = _bootstrap_means(differences, resamples, np.random.default_rng(seed), same=same)
     low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
     observed = differences.mean(axis=0)
     mean = {name: float(arrays[name].mean()) for name in order}
@@ -717,7 +670,11 @@ def choose_model(
 
 
 def _bootstrap_means(
-    values: np.ndarray, resamples: int, rng: np.random.Generator, block: int = 4_000_000
+    values: np.ndarray,
+    resamples: int,
+    rng: np.random.Generator,
+    block: int = 4_000_000,
+    same: NDArray[np.intp] | None = None,
 ) -> np.ndarray:
     """Bootstrap means of each column of ``values`` (customers x columns): each
     customer weighted Poisson(1) in each resample, the same weights for every
@@ -730,11 +687,36 @@ def _bootstrap_means(
     standard deviation (the coarsest of 2**-10 ... 2**-2 that is enough), which
     adds at most step**2 / 12 to the variance, and the resampled means are moved
     by the rounding's shift of the mean.
+
+    ``same`` (optional) codes the customers whose rows are known to be equal (equal
+    codes, equal rows; other rows may be equal too): the groups are then searched
+    among the rows of distinct codes only, with the same result.
     """
     columns = values.shape[1]
     shift = np.zeros(columns)
     grouped = values
-    codes, counts = _groups(values)
+    # the search runs on one row per code, each weighted by its customers; the codes
+    # in the order of their first customer, so that the groups come in the order of
+    # theirs, as from a search over every customer
+    if same is None:
+        code_of = np.arange(values.shape[0])
+        distinct, multiplicity = values, np.ones(values.shape[0])
+    else:
+        first = np.full(int(same.max()) + 1, values.shape[0], dtype=np.intp)
+        # positions in reverse so that each code's earliest customer is written last
+        first[same[::-1]] = np.arange(same.size, dtype=np.intp)[::-1]
+        present = np.flatnonzero(first < values.shape[0])
+        order = present[np.argsort(first[present], kind="stable")]
+        renumber = np.empty(first.size, dtype=np.intp)
+        renumber[order] = np.arange(order.size)
+        code_of = renumber[same]
+        distinct = values[first[order]]
+        multiplicity = np.bincount(code_of, minlength=order.size).astype(np.float64)
+
+    def weighted(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+        return codes, np.bincount(codes, weights=multiplicity, minlength=groups)
+
+    codes, counts = weighted(*_group_codes(distinct))
     if counts.size > MAX_BOOTSTRAP_GROUPS:
         sd = values.std(axis=0)
 
@@ -744,16 +726,16 @@ def _bootstrap_means(
         def rounded(power: int) -> tuple[np.ndarray, np.ndarray]:
             # rows equal once rounded are rows of equal multiples of the step: one
             # integer key per row, grouped in the order the rows first appear
-            multiples = np.round(values / steps(power))
+            multiples = np.round(distinct / steps(power))
             low = multiples.min(axis=0)
             span = multiples.max(axis=0) - low + 1
             if float(np.prod(span)) >= 2.0**62:  # pragma: no cover - needs a huge spread
-                return _groups(multiples)
-            key = np.zeros(values.shape[0], dtype=np.int64)
+                return weighted(*_group_codes(multiples))
+            key = np.zeros(distinct.shape[0], dtype=np.int64)
             for j in range(columns):
                 key = key * np.int64(span[j]) + (multiples[:, j] - low[j]).astype(np.int64)
             codes, uniques = pd.factorize(key)
-            return codes, np.bincount(codes, minlength=len(uniques)).astype(np.float64)
+            return weighted(codes, len(uniques))
 
         # the finest step that is few enough groups (a binary search over powers)
         power_used = 2
@@ -770,6 +752,7 @@ def _bootstrap_means(
         step = steps(power_used)
         grouped = np.round(values / step) * step
         shift = values.mean(axis=0) - grouped.mean(axis=0)
+    codes = codes[code_of]
     group_values = np.zeros((counts.size, columns))
     for j in range(columns):
         group_values[:, j] = np.bincount(codes, weights=grouped[:, j], minlength=counts.size)
@@ -784,12 +767,13 @@ def _bootstrap_means(
     return out + shift
 
 
-def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The group of each identical row of ``values``, and each group's size."""
+def _group_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """The group of each identical row of ``values`` (groups in the order of their first
+    row), and the number of groups."""
     key = np.zeros(values.shape[0], dtype=np.int64)
     for j in range(values.shape[1]):
         column, uniques = pd.factorize(values[:, j])
         key, _ = pd.factorize(key * len(uniques) + column)
         key = key.astype(np.int64)
     codes, uniques = pd.factorize(key)
-    return codes, np.bincount(codes, minlength=len(uniques)).astype(np.float64)
+    return codes, len(uniques)

@@ -324,6 +324,56 @@ def test_purchase_ranges_are_the_central_quantiles_of_the_count_distribution(mod
     assert (wide["low"] <= result["low"]).all() and (result["high"] <= wide["high"]).all()
 
 
+@pytest.mark.parametrize(("grain", "horizon"), [("D", 39.0), ("W", 2.5)])
+def test_count_distribution_by_blocks_of_counts_is_the_one_count_by_count(grain, horizon):
+    """BG/NBD's counts taken 16 at a time: the same entries (pair, count) as one count at
+    a time, the same probabilities to rounding; with grain W the 2.5 weeks allow at most
+    3 purchases, and the last holds the mass left."""
+    summary = retain.summarize(
+        cdnow_transactions(), unit="W", grain=grain, observation_end=CALIBRATION_END
+    )
+    model = BetaGeo().fit(summary)
+    rows = model._customers(summary).rows
+    blocks = model._count_distribution(rows, horizon)
+    model.pmf_block = 1
+    single = model._count_distribution(rows, horizon)
+    for name in ("row_pair", "pair", "n", "start", "size"):
+        np.testing.assert_array_equal(getattr(blocks, name), getattr(single, name))
+    np.testing.assert_allclose(blocks.pmf, single.pmf, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(blocks.cdf, single.cdf, rtol=1e-12)
+    if grain == "W":
+        assert blocks.n.max() == 3  # the cap, in the first block
+    else:
+        assert blocks.n.max() > 16  # past the first block
+    last = blocks.start + blocks.size - 1
+    np.testing.assert_allclose(blocks.cdf[last], 1.0, atol=1e-6)
+
+
+def test_quantile_searches_give_the_same_ranges_in_any_order_of_the_rows():
+    """The count and spend quantiles look the rows' targets up in the order given (one
+    sort shared by the scoring's searches): the order changes nothing."""
+    from retain.models.base import _search_order
+
+    model, gg = bgnbd(), gamma_gamma()
+    rows = model._customers(cdnow_summary()).rows
+    p_alive = np.clip(model._p_alive(rows.x, rows.recency, rows.T), 0.0, 1.0)
+    dist = model._count_distribution(rows, 39.0)
+    spend = tuple(gg.params_[k] for k in ("p", "q", "gamma"))
+    shared = _search_order(dist.row_pair, p_alive)
+    shuffled = np.random.default_rng(5).permutation(p_alive.size)
+    for level in (0.05, 0.5, 0.95):
+        alone = model._count_quantile(dist, p_alive, level)
+        assert alone.max() > 0
+        for order in (shared, shuffled):
+            np.testing.assert_array_equal(model._count_quantile(dist, p_alive, level, order), alone)
+    alone = model._spend_quantiles(dist, p_alive, spend, (0.05, 0.95))
+    for order in (shared, shuffled):
+        for got, want in zip(
+            model._spend_quantiles(dist, p_alive, spend, (0.05, 0.95), order), alone, strict=True
+        ):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_value_ranges_widen_with_the_level_and_scale_with_the_margin():
     summary = cdnow_summary().head(400)
     kwargs = {"gamma_gamma": gamma_gamma(), "horizon": 39}

@@ -170,6 +170,37 @@ def test_bg_predictions_at_extreme_parameters_match_mpmath(cls, scale, rate_scal
         )
 
 
+@pytest.mark.parametrize("cls", [BetaGeo, ModifiedBetaGeo])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(r=0.45, alpha=10.7, a=0.79, b=2.4),
+        dict(r=0.45, alpha=10.7, a=0.43e9, b=1e9),
+        dict(r=0.45e8, alpha=10.7e8, a=0.43, b=1.0),
+        dict(r=0.24, alpha=4.4, a=1e-4, b=2.4),
+    ],
+    ids=["plain", "ab-1e9", "r-alpha-1e8", "a-1e-4"],
+)
+def test_bg_counts_in_blocks_match_them_one_by_one_and_mpmath(cls, params):
+    """_pmf_alive_block's P(N >= n), summed down from the block's top count, against an
+    incomplete beta function per count and mpmath: blocks from 0 and further out, short
+    and long horizons, customers with few and many purchases. (With r of 1e8 SciPy's
+    incomplete beta function itself is good to about 1e-9, whichever count it is at.)"""
+    model = with_params(cls, **params)
+    x, T_ = arr(0.0, 2.0, 30.0), arr(5.0, 40.0, 300.0)
+    rtol = 1e-8 if params["r"] > 1e3 else 1e-12
+    for t in (3.0, 39.0, 400.0):
+        for start in (0, 1, 20):
+            got = model._pmf_alive_block(start, 16, t, x, T_)
+            want = np.stack([model._pmf_alive(start + i, t, x, T_) for i in range(16)], axis=1)
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-300)
+    got = model._pmf_alive_block(0, 16, 400.0, x, T_)
+    for i in (0, 1, 8, 15):
+        for j in range(x.size):
+            ref = float(ref_bg_pmf(*params.values(), x[j], T_[j], 400.0, i, cls._offset))
+            assert got[j, i] == pytest.approx(ref, rel=RTOL, abs=1e-300)
+
+
 def pmf_moments(model, x, T, t, top=400):
     probs = np.array([model._pmf_alive(n, t, arr(x), arr(T))[0] for n in range(top)])
     return probs.sum(), float(np.arange(top) @ probs)

@@ -938,6 +938,8 @@ class TransactionModel(Model):
     #: rows of the weighted sample a fit on more than 3x as many distinct rows starts
     #: from (a model whose likelihood costs more per row starts from a smaller one)
     sample_rows: ClassVar[int] = SAMPLE_ROWS
+    #: counts of a count distribution computed together (:meth:`_pmf_alive_block`)
+    pmf_block: ClassVar[int] = 1
 
     # -- hooks -------------------------------------------------------------------------
     def _p_alive(self, x: Array, recency: Array, T: Array) -> Array:
@@ -954,6 +956,12 @@ class TransactionModel(Model):
     def _pmf_alive(self, n: int, t: float, x: Array, T: Array) -> Array:
         """P(n purchases in (T, T+t] | alive at T, history)."""
         raise NotImplementedError
+
+    def _pmf_alive_block(self, n: int, size: int, t: float, x: Array, T: Array) -> Array:
+        """P(n, n+1, ..., n+size-1 purchases in (T, T+t] | alive at T, history), one
+        column per count: :meth:`_pmf_alive` count by count, unless a model computes
+        several counts at once more cheaply (then it sets :attr:`pmf_block`)."""
+        return np.stack([self._pmf_alive(n + i, t, x, T) for i in range(size)], axis=1)
 
     def _next_alive(
         self, u: Array, x: Array, T: Array, horizon: float
@@ -1070,20 +1078,34 @@ class TransactionModel(Model):
         active = np.arange(px.size)
         n = 0
         while active.size:
+            # counts n .. n + size - 1 of the pairs still short of the mass (the block
+            # ends at the cap); each pair keeps them up to the one that completes it
+            size = max(1, min(self.pmf_block, cap - n + 1))
             if horizon == 0:
-                pmf = np.full(active.size, 1.0 if n == 0 else 0.0)
+                pmf = np.zeros((active.size, size))
+                pmf[:, 0] = 1.0 if n == 0 else 0.0
             else:
                 pmf = np.clip(
-                    np.nan_to_num(self._pmf_alive(n, horizon, px[active], pT[active])), 0, 1
+                    np.nan_to_num(self._pmf_alive_block(n, size, horizon, px[active], pT[active])),
+                    0,
+                    1,
                 )
-            if n == cap:  # the last possible count holds whatever mass is left
-                pmf = np.maximum(1.0 - cumulative[active], 0.0)
-            parts_pair.append(active)
-            parts_n.append(np.full(active.size, float(n)))
-            parts_pmf.append(pmf)
-            cumulative[active] += pmf
-            active = active[cumulative[active] < 1.0 - COUNT_TAIL]
-            n += 1
+            # the mass so far after each count, added count by count
+            running = np.concatenate([cumulative[active][:, None], pmf], axis=1)
+            running = np.cumsum(running, axis=1)
+            if n + size - 1 == cap:  # the last possible count holds whatever mass is left
+                pmf[:, -1] = np.maximum(1.0 - running[:, -2], 0.0)
+                running[:, -1] = running[:, -2] + pmf[:, -1]
+            complete = ~(running[:, 1:] < 1.0 - COUNT_TAIL)
+            stops = complete.any(axis=1)
+            kept = np.where(stops, np.argmax(complete, axis=1) + 1, size)
+            pair_of, count = np.nonzero(np.arange(size)[None, :] < kept[:, None])
+            parts_pair.append(active[pair_of])
+            parts_n.append((n + count).astype(np.float64))
+            parts_pmf.append(pmf[pair_of, count])
+            cumulative[active] = running[np.arange(active.size), kept]
+            active = active[~stops]
+            n += size
         pair = np.concatenate(parts_pair)
         order = np.argsort(pair, kind="stable")  # by pair, then n
         pair = pair[order]
@@ -1104,16 +1126,22 @@ class TransactionModel(Model):
         )
 
     @staticmethod
-    def _count_quantile(dist: _CountDistribution, p_alive: Array, level: float) -> Array:
+    def _count_quantile(
+        dist: _CountDistribution,
+        p_alive: Array,
+        level: float,
+        order: NDArray[np.intp] | None = None,
+    ) -> Array:
         """The ``level`` quantile of each row's purchase count, mixing "gone" (no
-        purchase) with the count given alive: the least n with P(X <= n) >= level."""
+        purchase) with the count given alive: the least n with P(X <= n) >= level.
+        ``order``: :func:`_search_order` of the rows, when several quantiles share it."""
         pair = dist.row_pair
         with np.errstate(divide="ignore", invalid="ignore"):
             target = (level - (1.0 - p_alive)) / p_alive
         zero = ~(target > 0)
         # first entry of the row's pair whose cumulative reaches the target; pairs 4 apart
         keys = dist.pair * 4.0 + dist.cdf
-        found = _search_sorted(keys, pair * 4.0 + np.where(zero, 0.0, target) - 1e-12)
+        found = _search_sorted(keys, pair * 4.0 + np.where(zero, 0.0, target) - 1e-12, order)
         last = dist.start[pair] + dist.size[pair] - 1
         found = np.clip(found, dist.start[pair], last)
         return np.where(zero, 0.0, dist.n[found])
@@ -1124,6 +1152,7 @@ class TransactionModel(Model):
         p_alive: Array,
         spend_params: tuple[float, float, float],
         levels: tuple[float, ...],
+        order: NDArray[np.intp] | None = None,
     ) -> list[Array]:
         """Quantiles of the total spend over the horizon, per row, as V = S / B, with
         B = gamma + x m each customer's posterior rate scale (so that one row serves
@@ -1135,7 +1164,8 @@ class TransactionModel(Model):
         is a distribution per (x, T) pair, tabulated every :data:`SPEND_STEP` of log v
         over the range of every pair with that x; each row mixes in "gone"
         (no purchase) with its own P(alive) and reads its quantile off its pair's table
-        (linear in log v against the probit of the probability)."""
+        (linear in log v against the probit of the probability). ``order``: as for
+        :meth:`_count_quantile`."""
         p, q, _ = spend_params
         pairs = dist.start.size
         # pairs of the same frequency x share the posterior shape q + p x, hence one grid
@@ -1192,7 +1222,7 @@ class TransactionModel(Model):
                 target = (level - (1.0 - p_alive)) / p_alive
             solve = target > zero_alive[row_pair] + 1e-12
             target = special.ndtri(np.clip(np.where(solve, target, 0.5), 1e-15, 1.0 - 1e-15))
-            flat = _search_sorted(keys, row_pair * 20.0 + target)
+            flat = _search_sorted(keys, row_pair * 20.0 + target, order)
             cell = np.clip(flat - row_pair * points, 1, points - 1)
             c0, c1 = table[row_pair, cell - 1], table[row_pair, cell]
             share = np.clip((target - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0, 1.0)
@@ -1482,12 +1512,13 @@ class TransactionModel(Model):
             for j, h in enumerate(horizons):
                 label = str(h).replace(" ", "").lower()
                 out[f"expected_purchases_{label}"] = expected[c.inverse, j]
+        # the quantiles' searches of the rows' targets, all in one order
+        order = None if tail is None else _search_order(self._pairs(rows)[2], p_alive)
         if tail is not None and horizons:
             dist = self._count_distribution(rows, float(times[-1]))
             for end, level in (("low", tail), ("high", 1.0 - tail)):
-                out[f"purchases_{label}_{end}"] = self._count_quantile(dist, p_alive, level)[
-                    c.inverse
-                ]
+                quantile = self._count_quantile(dist, p_alive, level, order)
+                out[f"purchases_{label}_{end}"] = quantile[c.inverse]
         if gamma_gamma is not None:
             spend, spend_sd = gamma_gamma._expected_spend_arrays(c.frame, confidence is not None)
             h = self._duration(clv_horizon, "clv_horizon")
@@ -1502,7 +1533,7 @@ class TransactionModel(Model):
                 spend_params = tuple(gamma_gamma.params_[k] for k in ("p", "q", "gamma"))
                 dist = self._count_distribution(rows, h)
                 v_low, v_high = self._spend_quantiles(
-                    dist, p_alive, spend_params, (tail, 1.0 - tail)
+                    dist, p_alive, spend_params, (tail, 1.0 - tail), order
                 )
                 # the posterior rate scale of each customer's spend: gamma + x m
                 x = c.frame["frequency"].to_numpy(dtype=np.float64)
@@ -1534,14 +1565,25 @@ class TransactionModel(Model):
         return out
 
 
-def _search_sorted(keys: Array, values: NDArray[np.floating[Any]]) -> NDArray[np.intp]:
+def _search_sorted(
+    keys: Array, values: NDArray[np.floating[Any]], order: NDArray[np.intp] | None = None
+) -> NDArray[np.intp]:
     """``np.searchsorted(keys, values)`` (side left), the values searched in their sorted
-    order: each search then starts where the last ended, which for hundreds of thousands
-    of values over a table of millions is several times faster than in the rows' order."""
-    order = np.argsort(values)
+    order (or in ``order``, a permutation close to it: the result is the same in any
+    order): each search then starts near where the last ended, which for hundreds of
+    thousands of values over a table of millions is several times faster than in the
+    rows' order."""
+    if order is None:
+        order = np.argsort(values)
     found = np.empty(values.size, dtype=np.intp)
     found[order] = np.searchsorted(keys, values[order])
     return found
+
+
+def _search_order(row_pair: NDArray[np.intp], p_alive: Array) -> NDArray[np.intp]:
+    """The rows by pair, then P(alive): the order of the values that the quantile searches
+    look up (a row's target level rises with its P(alive)), sorted once for all of them."""
+    return np.argsort(row_pair * 2.0 + np.clip(p_alive, 0.0, 1.0))
 
 
 def _check_money(discount_rate: float, margin: float) -> None:

@@ -248,6 +248,33 @@ class _BetaGeoFamily(TransactionModel):
             a + beta + n - 1.0
         )
 
+    #: counts taken together: P(N >= n) for the counts of a block from the top one's
+    pmf_block = 16
+
+    def _pmf_alive_block(self, n: int, size: int, t: float, x: Array, T: Array) -> Array:
+        # _pmf_alive's terms for counts n .. n+size-1, but P(N >= m) = I_z(m, k): one
+        # incomplete beta function at the block's top count, P(N >= n+size), and the
+        # others down from it by adding the NB probabilities (positive terms: no
+        # cancellation), instead of one incomplete beta function per count
+        r, alpha, a, b = self._unpack()
+        beta = (b + x + self._offset)[:, None]
+        k = (r + x)[:, None]
+        z = (t / (alpha + T + t))[:, None]
+        log_1mz = np.log1p(-z)
+        counts = n + np.arange(size, dtype=np.float64)[None, :]
+        m = np.maximum(counts, 1.0)  # count 0 has its own formula
+        log_nb = log_poch(k, m) - special.gammaln(m + 1.0) + k * log_1mz + m * np.log(z)
+        log_pi_n = log_poch(beta, m - 1.0) - log_poch(a + beta, m - 1.0)
+        log_pi_next = log_pi_n + np.log(beta + m - 1.0) - np.log(a + beta + m - 1.0)
+        nb = np.exp(log_nb)
+        top = special.betainc(n + size, k, z)
+        # P(N >= m) = P(N >= top) + P(N = m) + ... + P(N = top - 1), summed from the top
+        at_least = np.cumsum(np.concatenate([top, nb[:, ::-1]], axis=1), axis=1)[:, :0:-1]
+        pmf = np.exp(log_nb + log_pi_next) + at_least * np.exp(log_pi_n) * a / (a + beta + m - 1.0)
+        if n == 0:
+            pmf[:, 0] = np.exp(k * log_1mz)[:, 0]
+        return pmf
+
     def _next_alive(self, u: Array, x: Array, T: Array, horizon: float) -> tuple[Array, np.ndarray]:
         # given alive, the next purchase comes at rate lambda ~ Gamma(r+x, alpha+T):
         # P(within s) = 1 - (1 + s/(alpha+T))^-(r+x), inverted in closed form

@@ -140,3 +140,49 @@ def test_index_rows_are_the_plain_values_of_the_frame() -> None:
     assert index.row(0)["last_order_at"] == "2024-03-10"
     assert index.row(1)["last_order_at"] == "2024-03-10T14:30:05.250000"
     assert index.row(2)["net_revenue"] is None and index.row(2)["last_order_at"] is None
+
+
+def test_warming_loads_the_index_then_the_purchases_then_the_overview(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = store_of(tmp_path, orders=ORDERS, lines=LINES, customers=PEOPLE)
+    from retain.service import app as app_module
+
+    calls: list[str] = []
+    for name in ("index_of", "recommendations", "metrics"):
+        original = getattr(api, name)
+
+        def spy(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            calls.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(api, name, spy)
+    monkeypatch.setattr(app_module, "release_free_memory", lambda: calls.append("release"))
+    service = app_module.Service(db, api_key=None, writes=False)
+    try:
+        service.warm()
+        assert service.peek("customer_index") is not None
+        assert service.peek("recommendations") is not None
+    finally:
+        service.close()
+    assert calls == ["index_of", "release", "recommendations", "release", "metrics"]
+
+
+def test_warming_without_an_index_still_loads_the_purchases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = store_of(tmp_path, orders=ORDERS, lines=LINES, customers=PEOPLE)
+    from retain.errors import StoreError
+    from retain.service import app as app_module
+
+    def no_index(service: Any) -> Any:
+        raise StoreError("no index today")
+
+    monkeypatch.setattr(api, "index_of", no_index)
+    service = app_module.Service(db, api_key=None, writes=False)
+    try:
+        service.warm()
+        assert service.peek("recommendations") is not None
+        assert service.peek(("metrics", "month", 1.0, 365)) is None  # as before: not tried
+    finally:
+        service.close()

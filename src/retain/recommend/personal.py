@@ -487,11 +487,11 @@ def _histories(
     return CustomerHistories(
         recommender=recommender,
         customer_ids=ids,
-        starts=np.searchsorted(owner, np.arange(len(ids) + 1)),
+        starts=np.searchsorted(owner, np.arange(len(ids) + 1, dtype=owner.dtype)),
         item=np.asarray(history["item"]).astype(item_type),
         first_ts=np.asarray(history["first_ts"], dtype=np.float64),
         last_ts=np.asarray(history["last_ts"], dtype=np.float64),
-        purchases=np.asarray(history["purchases"]).astype(np.int32),
+        purchases=np.asarray(history["purchases"]).astype(np.int32, copy=False),
         as_of_s=float(as_of_s),
         skus=recommender.items["sku"].to_numpy(dtype=object),
         names=np.asarray(recommender._names, dtype=object),
@@ -592,8 +592,9 @@ def saved_histories(store: Store, recommender: Recommender) -> CustomerHistories
     history = con.execute(
         "SELECT owner, item, first_ts, last_ts, purchases FROM recommend_histories"
     ).fetchnumpy()
-    owner = np.asarray(history["owner"], dtype=np.int64)
-    item = np.asarray(history["item"], dtype=np.int64)
+    # compared as stored (int32): int64 copies of 7M rows each added to the load's peak
+    owner = np.asarray(history["owner"])
+    item = np.asarray(history["item"])
     if owner.size and not np.all(
         (owner[1:] > owner[:-1]) | ((owner[1:] == owner[:-1]) & (item[1:] > item[:-1]))
     ):

@@ -338,17 +338,20 @@ class Service:
         visitor does not wait for it. Errors are left for the request that meets them."""
         from retain.service import api
 
-        def recommendations() -> None:
-            with contextlib.suppress(Exception):
-                api.recommendations(self)
-
-        # the customers' purchases (read mostly in DuckDB, without the GIL) load beside
-        # the index (mostly pandas): a lookup needs both
-        self.background(recommendations)
+        # one after the other, each once the working memory of the one before is let go:
+        # loaded side by side, the customers' purchases (a lookup needs them too) were read
+        # while the index's intermediate tables were still held, and the two peaks added up
+        indexed = False
         with contextlib.suppress(Exception):
             api.index_of(self)
-            api.recommendations(self)  # the thread's, once loaded
-            api.metrics(self, "month", 1.0, 365)
+            indexed = True
+        release_free_memory()
+        with contextlib.suppress(Exception):
+            api.recommendations(self)
+        release_free_memory()
+        if indexed:
+            with contextlib.suppress(Exception):
+                api.metrics(self, "month", 1.0, 365)
         # what was just built lives as long as the service: keep the collector off it
         gc.freeze()
 
@@ -377,6 +380,23 @@ class Service:
                 cursor.close()
         self.root.close()
         gc.unfreeze()
+
+
+def release_free_memory() -> None:
+    """Hand the memory freed by a large computation back to the system: Arrow's pool keeps
+    what its arrays let go, and the C allocator the freed tops of its heaps, which would
+    otherwise count in the process's resident memory while the next load adds its own."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # malloc_trim is glibc's
+        ctypes.CDLL(name).malloc_trim(0)
 
 
 def create_app(

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_service.py [--customers 1000000] [--rate 200] [--seconds 30]
                                        [--write-share 0.1] [--writes-only [--db STORE]]
+                                       [--floor]
 
 Builds ``benchmarks/data/<n>/service.duckdb``: the ingest benchmark's store
 plus the generated order lines and customers, model scores for every customer
@@ -19,6 +20,9 @@ store (``service-writes.duckdb``) and sends that share of the requests as ``POST
 each order answered 201 is stored, each answered 503 or 429 is absent, and timed-out
 orders are counted as stored or absent. The load client is this script's process; the
 server is a process of its own.
+
+``--floor`` runs the same load against uvicorn serving a bare FastAPI route and a bare
+ASGI app (fixed answers, nothing of retain): the CPU per request no route can go below.
 """
 
 from __future__ import annotations
@@ -401,6 +405,78 @@ def run(
     ]
 
 
+# A server of the same uvicorn settings as `retain serve`, with nothing of retain: a bare
+# FastAPI route returning a fixed dict ("fastapi"), or an ASGI app answering fixed bytes
+# ("asgi"): the CPU per request that uvicorn (and FastAPI) take whatever a route does.
+FLOOR_SERVER = """
+import sys
+import uvicorn
+from fastapi import FastAPI
+
+kind, port = sys.argv[1], int(sys.argv[2])
+if kind == "fastapi":
+    app = FastAPI()
+
+    @app.get("/api/customers/{customer_id:path}")
+    async def customer(customer_id: str) -> dict:
+        return {"customer_id": "c1", "orders": 2, "clv": 35.75}
+
+else:
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b'{"customer_id":"c1","orders":2,"clv":35.75}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+"""
+
+
+def run_floor(rate: float = 200.0, seconds: float = 30.0) -> list[dict]:
+    """The server CPU per request and p99 of uvicorn with a bare FastAPI route and with a
+    bare ASGI app, under the lookup run's load: what no route of the service can go below."""
+    ids = [f"c{i}" for i in range(20_000)]
+    rows = []
+    for kind in ("fastapi", "asgi"):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_SERVER, kind, str(port)], stderr=subprocess.DEVNULL
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/api/customers/c0", timeout=10) as r:
+                        r.read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            asyncio.run(fixed_rate(base, ids[1:], rate, 2.0))  # warm connections
+            result, cpu = _with_cpu(
+                server.pid, lambda url=base: asyncio.run(fixed_rate(url, ids, rate, seconds))
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        rows.append(
+            {
+                "name": f"floor: uvicorn with a bare {'FastAPI route' if kind == 'fastapi' else 'ASGI app'}"
+                f" answering a fixed body, {rate:.0f} req/s for {seconds:.0f} s on loopback",
+                **result,
+                "server_cpu_ms_per_request": round(cpu["server_s"] * 1000 / result["requests"], 3),
+                "client_cpu_share_of_a_core": round(cpu["client_s"] / cpu["wall_s"], 3),
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+    return rows
+
+
 PAGES = ("/", "/cohorts", "/segments", "/models", "/at-risk", "/customers", "/customers/7592")
 TARGET_PAGE_S = 1.0
 
@@ -505,13 +581,20 @@ def main() -> None:
         "--writes-only", action="store_true", help="only the run with writes (no page timings)"
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="only uvicorn's own CPU per request: a bare FastAPI route and a bare ASGI app",
+    )
+    parser.add_argument(
         "--db",
         type=Path,
         help="with --writes-only: a fitted and scored store to serve a copy of (e.g. make "
         "demo's demo.duckdb) instead of the generated one",
     )
     args = parser.parse_args()
-    if args.writes_only:
+    if args.floor:
+        rows = run_floor(args.rate, args.seconds)
+    elif args.writes_only:
         db = args.db.resolve() if args.db else None
         rows = [run_writes(args.customers, args.rate, args.seconds, args.write_share, db)]
     else:

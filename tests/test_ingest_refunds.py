@@ -159,3 +159,20 @@ def test_the_summary_counts_in_the_singular_and_the_plural(tmp_path: Path) -> No
     with Store(":memory:") as store:
         text = ingest(store, path, as_of="2025-12-31").summary()
     assert "read 1 row;" in text and "loaded 1 order, 1 customer" in text
+
+
+def test_a_refund_file_without_refund_rows_any_more_gives_the_refunds_back(
+    store: Store, tmp_path: Path
+):
+    ingest(store, write(tmp_path, HEAD + "A1,c1,2025-01-05,100,0,0\nA2,c2,2025-01-05,80,0,0\n"))
+    head = "order_id,customer_id,ordered_at,gross,refund_of\n"
+    refunds = write(tmp_path, head + "R1,c1,2025-02-01,-30,A1\nR2,c2,2025-02-01,-80,A2\n", "r.csv")
+    ingest(store, refunds, as_of="2025-12-31")
+    assert (net(store, "A1"), net(store, "A2")) == (pytest.approx(70), None)
+    # the same file now holds an order and no refund row: both orders are whole again
+    refunds.write_text(head + "A3,c3,2025-02-02,15,\n")
+    report = ingest(store, refunds, as_of="2025-12-31")
+    assert (report.refunds, report.orders) == (0, 1)
+    assert (net(store, "A1"), net(store, "A2")) == (pytest.approx(100), pytest.approx(80))
+    assert excluded(store) == {}
+    assert store.scalar("SELECT count(*) FROM order_refunds") == 0

@@ -767,11 +767,11 @@ class Loader:
     def drop_staging(self) -> None:
         for view in self.sources:
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
-        for view in ("_order_rows", "_refund_rows", "_purchases"):
+        for view in ("_order_rows", "_refund_rows", "_written", "_purchases"):
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
         self.drop_raw()
         tables = ["_dups", "_cust", "_spend", "_shop", "_shop_orders", "_shop_lines"]
-        tables += ["_orphan_refunds", "_refund_old", "_refund_delta", "_written", "_moved_from"]
+        tables += ["_orphan_refunds", "_refund_old", "_refund_delta", "_moved_from"]
         tables += ["_rejects", "_reject_scans"]
         tables += [*self.quarantine_parts, *(checked for checked, _, _ in self.sources.values())]
         for name in tables:
@@ -803,17 +803,24 @@ class Loader:
             "min(ordered_at) AS first_seen, arg_min(channel, ordered_at) AS acquisition_channel, "
             f"{extra_cols} FROM {clean} {join} GROUP BY customer_id"
         )
-        self.con.execute(
+        insert = (
             "INSERT INTO customers (customer_id, email, name, first_seen, acquisition_channel, "
             "accepts_marketing) SELECT customer_id, email, name, first_seen, acquisition_channel, "
-            "accepts_marketing FROM _cust ON CONFLICT (customer_id) DO UPDATE SET "
-            "email = coalesce(customers.email, excluded.email), "
-            "name = coalesce(customers.name, excluded.name), "
-            "first_seen = least(customers.first_seen, excluded.first_seen), "
-            "acquisition_channel = coalesce(customers.acquisition_channel, "
-            "excluded.acquisition_channel), "
-            "accepts_marketing = coalesce(excluded.accepts_marketing, customers.accepts_marketing)"
+            "accepts_marketing FROM _cust"
         )
+        # no stored customer (a first ingest): nothing to conflict with, as _cust holds one
+        # row a customer, and a plain insert skips the conflict look-up of every row
+        if self.con.execute("SELECT EXISTS (SELECT 1 FROM customers)").fetchall()[0][0]:
+            insert += (
+                " ON CONFLICT (customer_id) DO UPDATE SET "
+                "email = coalesce(customers.email, excluded.email), "
+                "name = coalesce(customers.name, excluded.name), "
+                "first_seen = least(customers.first_seen, excluded.first_seen), "
+                "acquisition_channel = coalesce(customers.acquisition_channel, "
+                "excluded.acquisition_channel), "
+                "accepts_marketing = coalesce(excluded.accepts_marketing, customers.accepts_marketing)"
+            )
+        self.con.execute(insert)
         self.drop_orphans()
         return self.count("_cust")
 

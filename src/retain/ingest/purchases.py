@@ -151,8 +151,10 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
             f"currency, {loader.source_sql}, {loader.row_sql} FROM {refund_rows}"
         )
         report.refunds = loader.count(refund_rows)
+    # a view, not a copy: each statement below reads the rows once, and a copy of millions
+    # of rows costs its time and, beyond the ingest's memory bound, a spill to disk
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _written AS SELECT o.* REPLACE ("
+        f"CREATE OR REPLACE TEMP VIEW _written AS SELECT o.* REPLACE ("
         "o.refunded + coalesce(r.amount, 0) AS refunded, "
         "o.net_revenue - coalesce(r.amount, 0) AS net_revenue), "
         f"{status_sql('o.status')} AS _status "
@@ -190,13 +192,19 @@ def write(loader: Loader, order_rows: str, refund_rows: str | None, report: Inge
         f"SELECT {names}, {loader.source_sql}, {status}, {reason} FROM _written "
         f"WHERE NOT {purchase}"
     )
-    report.orders = loader.count(f"_written WHERE {purchase}")
-    for status_name, n in con.execute(
-        f"SELECT {status}, count(*) FROM _written WHERE NOT {purchase} GROUP BY ALL ORDER BY 1"
+    report.orders = 0
+    for bought, status_name, n in con.execute(
+        f"SELECT {purchase}, CASE WHEN NOT {purchase} THEN {status} END, count(*) "
+        "FROM _written GROUP BY ALL ORDER BY 2"
     ).fetchall():
-        report.excluded[str(status_name)] = int(n)
+        if bought:
+            report.orders = int(n)
+        elif bought is not None:
+            report.excluded[str(status_name)] = int(n)
     report.skipped_cancelled = report.excluded.get("cancelled", 0)
-    if refund_rows is not None:
+    # no refund row in the file and none of an earlier ingest of it replaced: no stored
+    # order's refunds change (the look-up over every written order_id is skipped)
+    if refund_rows is not None and (report.refunds or loader.count("_refund_old")):
         _adjust_stored(loader, refund_rows)
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW _purchases AS SELECT * FROM _written WHERE {purchase}"

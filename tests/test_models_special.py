@@ -9,7 +9,13 @@ from scipy import integrate, special, stats
 
 from retain.models import BetaGeo, BetaGeoBetaBinom, GammaGamma, ModifiedBetaGeo, ParetoNBD
 from retain.models import ShiftedBetaGeometric as SBG
-from retain.models._special import expm1_ratio, hyper_series, hyper_series_by_group, log1mexp
+from retain.models._special import (
+    expm1_ratio,
+    hyper_series,
+    hyper_series_by_group,
+    log1mexp,
+    log_poch,
+)
 from retain.models.base import collapse_rows
 from retain.models.bgbb import _Opportunities
 from retain.models.gammagamma import _Spend
@@ -68,6 +74,19 @@ def test_series_by_group_gives_the_numbers_of_the_series(p2, q2):
     assert got.shape == z.shape
     np.testing.assert_array_equal(got, want)
     assert got[0, 0] == 1.0
+
+
+def test_log_poch_of_mixed_sizes_is_each_elements_own():
+    """x below and above the switch to Stirling's series in one array: each element gets
+    the number it gets alone, and both agree with gammaln where it is exact enough."""
+    x = np.array([0.3, 2.0, 29.5, 30.0, 31.0, 400.0, 1e9])
+    n = np.array([4.0, 0.0, 7.0, 3.0, 50.0, 12.0, 2.0])
+    mixed = log_poch(x, n)
+    alone = np.array([float(log_poch(xi, ni)) for xi, ni in zip(x, n, strict=True)])
+    np.testing.assert_array_equal(mixed, alone)
+    exact = special.gammaln(x[:-1] + n[:-1]) - special.gammaln(x[:-1])
+    np.testing.assert_allclose(mixed[:-1], exact, rtol=1e-12, atol=1e-14)
+    assert log_poch(x[:, None], n[None, :3]).shape == (7, 3)
 
 
 def test_small_helpers():

@@ -316,17 +316,32 @@ def log_poch(x: Array | float, n: Array | float) -> Array:
     two ``gammaln`` values (each about x log x) would lose most of its digits."""
     xb, nb = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(n, dtype=np.float64))
     large = xb >= _STIRLING_FROM
-    xs = np.where(large, xb, _STIRLING_FROM)
+    if not large.any():
+        return _log_poch_direct(xb, nb)
+    if large.all():
+        return _log_poch_stirling(xb, nb)
+    # each element by its own formula only (the models' counts mix both)
+    out = np.empty(xb.shape)
+    out[large] = _log_poch_stirling(xb[large], nb[large])
+    small = ~large
+    out[small] = _log_poch_direct(xb[small], nb[small])
+    return out
+
+
+def _log_poch_stirling(x: Array, n: Array) -> Array:
     # Stirling: (x - 1/2) log(1 + n/x) + n log(x + n) - n + rest(x + n) - rest(x)
-    stirling = (
-        (xs - 0.5) * np.log1p(nb / xs)
-        + nb * np.log(xs + nb)
-        - nb
-        + (_stirling_rest(xs + nb) - _stirling_rest(xs))
+    value = (
+        (x - 0.5) * np.log1p(n / x)
+        + n * np.log(x + n)
+        - n
+        + (_stirling_rest(x + n) - _stirling_rest(x))
     )
+    return np.asarray(value, dtype=np.float64)
+
+
+def _log_poch_direct(x: Array, n: Array) -> Array:
     with np.errstate(invalid="ignore"):
-        direct = special.gammaln(xb + nb) - special.gammaln(xb)
-    return np.asarray(np.where(large, stirling, direct), dtype=np.float64)
+        return np.asarray(special.gammaln(x + n) - special.gammaln(x), dtype=np.float64)
 
 
 def beta_gauss_rule(a: Array, b: Array, nodes: int = 16) -> tuple[Array, Array]:

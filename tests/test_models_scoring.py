@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,55 @@ def test_fit_refuses_a_store_of_one_time_buyers(tmp_path):
     assert "none of the 60 customers bought again" in result.output
     with Store(path, read_only=True) as store:
         assert store.scalar("SELECT count(*) FROM model_fits") == 0
+
+
+@pytest.mark.parametrize("guess", ["best", "worst", "failing"])
+def test_the_fit_made_beside_the_bootstrap_is_the_fit_made_after_it(
+    tmp_path, cdnow_sample_db, monkeypatch, guess
+):
+    """fit_store fits the model of the best holdout score on every order while the
+    choice is bootstrapped; a wrong guess (or one whose fit fails) changes nothing."""
+    import retain.validate as validate
+
+    original_fit = Model.fit
+
+    def fit(self, data, *, weights=None, **kwargs):
+        if weights is None and self.name != "gg":  # a fit on every customer, not on rows
+            warnings.warn(f"{self.name} fitted on every order", UserWarning, stacklevel=2)
+            if guess == "failing" and self.name == "pnbd":
+                raise RuntimeError("no pnbd today")
+        return original_fit(self, data, weights=weights, **kwargs)
+
+    monkeypatch.setattr(Model, "fit", fit)
+    original_compare = validate.compare_data
+    reports = {}
+    for how in ("after", guess):
+
+        def compare_data(data, *, models, meanwhile=None, how=how):
+            if how == "after":  # nothing beside the bootstrap: every fit after the choice
+                return original_compare(data, models=models)
+            if how == "best":
+                return original_compare(data, models=models, meanwhile=meanwhile)
+            # a guess the choice does not take
+            return original_compare(
+                data, models=models, meanwhile=lambda ranked: meanwhile(["pnbd"])
+            )
+
+        monkeypatch.setattr(validate, "compare_data", compare_data)
+        path = tmp_path / f"{how}.duckdb"
+        shutil.copy(cdnow_sample_db, path)
+        with Store(path) as store:
+            reports[how] = fit_store(store, model="auto", unit="W")
+    after, beside = reports["after"], reports[guess]
+    assert beside.model == after.model != "pnbd"
+    assert beside.params == after.params
+    assert beside.standard_errors == after.standard_errors
+    # the same checks; the store's revenue is a DuckDB sum, its last bit not repeatable
+    for a, b in zip(beside.guard[0]["checks"], after.guard[0]["checks"], strict=True):
+        assert {**a, "value": None} == {**b, "value": None}
+        assert a["value"] == pytest.approx(b["value"], rel=1e-12)
+    assert [t["model"] for t in beside.guard] == [t["model"] for t in after.guard]
+    assert beside.choice == after.choice
+    assert f"{after.model} fitted on every order" in after.warnings
+    assert beside.warnings == after.warnings
+    pd.testing.assert_frame_equal(beside.candidates, after.candidates)

@@ -69,7 +69,7 @@ import pyarrow.compute as pc
 from retain import config
 from retain.errors import ArgumentError, ModelError, StoreError
 from retain.features import GRAINS, SUMMARY_SQL, summarize
-from retain.guard import check_fit, failed, store_history
+from retain.guard import Check, check_fit, failed, store_history
 from retain.models import TRANSACTION_MODELS, GammaGamma, Model, TransactionModel
 from retain.models.base import UNIT_DAYS
 from retain.store import Store, memory_at_most
@@ -249,6 +249,43 @@ def fit_store(
             f"{'day' if grain == 'D' else 'week'}) by {end}: the repeat-purchase models learn "
             "from repeat buyers; ingest more history or fit at a later --as-of"
         )
+    spend: GammaGamma | None = None
+    history: dict[str, float] | None = None
+    # the model likely to come first, fitted on every order and checked while the
+    # comparison's bootstrap decides, with the warnings it gave set aside until its turn
+    ready: dict[str, tuple[tuple[TransactionModel, list[Check]] | Exception, list[Any]]] = {}
+
+    def fit_spend() -> None:
+        nonlocal spend, history
+        if ((summary["frequency"] > 0) & (summary["monetary"] > 0)).any():
+            spend = GammaGamma(penalizer=penalizer).fit(summary)
+        else:
+            warnings.warn(
+                "no customer has repeat purchases with positive net revenue: no spend "
+                "model, so no CLV",
+                UserWarning,
+                stacklevel=3,
+            )
+        history = store_history(store, end)
+
+    def fit_checked(name: str) -> tuple[TransactionModel, list[Check]]:
+        assert history is not None
+        candidate = TRANSACTION_MODELS[name](penalizer=penalizer).fit(summary)
+        return candidate, check_fit(candidate, spend, summary, history, candidate.fit_message_)
+
+    def get_ready(ranked: list[str]) -> None:
+        # after every candidate's scoring, beside the bootstrap alone (which warns of
+        # nothing): the warnings from here on are these fits'
+        fit_spend()
+        start = len(seen)
+        outcome: tuple[TransactionModel, list[Check]] | Exception
+        try:
+            outcome = fit_checked(ranked[0])
+        except Exception as exc:  # raised in its turn, if it comes
+            outcome = exc
+        ready[ranked[0]] = (outcome, seen[start:])
+        del seen[start:]
+
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         if compared:
@@ -260,25 +297,22 @@ def fit_store(
                     f"{_first_order_day(store)}; use fewer --holdout-weeks"
                 )
             names = tuple(TRANSACTION_MODELS) if model == "auto" else (model,)
-            candidates = compare_data(held, models=names)
+            candidates = compare_data(held, models=names, meanwhile=get_ready)
             choice = dict(candidates.attrs.get("choice") or {}) or None
+        if history is None:
+            fit_spend()
         order = [model] if candidates is None or model != "auto" else list(candidates["model"])
-        spend: GammaGamma | None = None
-        if ((summary["frequency"] > 0) & (summary["monetary"] > 0)).any():
-            spend = GammaGamma(penalizer=penalizer).fit(summary)
-        else:
-            warnings.warn(
-                "no customer has repeat purchases with positive net revenue: no spend "
-                "model, so no CLV",
-                UserWarning,
-                stacklevel=2,
-            )
-        history = store_history(store, end)
         tried: list[dict[str, Any]] = []
         fitted: TransactionModel | None = None
         for name in order:
-            candidate = TRANSACTION_MODELS[name](penalizer=penalizer).fit(summary)
-            checks = check_fit(candidate, spend, summary, history, candidate.fit_message_)
+            if name in ready:
+                outcome, caught_then = ready.pop(name)
+                seen.extend(caught_then)  # where they would have come, had it been fitted now
+                if isinstance(outcome, Exception):
+                    raise outcome
+                candidate, checks = outcome
+            else:
+                candidate, checks = fit_checked(name)
             passed = not failed(checks)
             tried.append({"model": name, "kept": passed, "checks": [c.to_dict() for c in checks]})
             if fitted is None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,6 +294,18 @@ def _collapse(summary: pd.DataFrame) -> _Customers:
 
 
 def _evaluate(data: HoldoutData, fitted: TransactionModel, customers: _Customers) -> HoldoutResult:
+    result, p_alive = _score(data, fitted, customers)
+    windows = [fitted._next_rows(customers.rows, q, h, p_alive) for q, h in _windows(data)]
+    result.next_purchase = _next_purchase(data, customers, windows)
+    return result
+
+
+def _score(
+    data: HoldoutData, fitted: TransactionModel, customers: _Customers
+) -> tuple[HoldoutResult, NDArray[np.float64]]:
+    """``fitted`` fitted on the calibration and scored on the holdout, all but its
+    purchase windows (``next_purchase`` empty: :func:`_windows`, :func:`_next_purchase`),
+    and the P(alive) of each distinct row of ``customers``."""
     summary, cal_end, days = data.summary, data.calibration_end, data.days
     rows, inverse = customers.rows, customers.inverse
     # fitted on the distinct rows with their counts: the rows a fit on the customers
@@ -332,26 +345,8 @@ def _evaluate(data: HoldoutData, fitted: TransactionModel, customers: _Customers
             "predicted_cumulative": predicted_cumulative,
         }
     )
-
-    # next purchase: where the first holdout purchase fell relative to the predicted
-    # 25th-75th percentile window, over the customers whose whole window lies in the
-    # holdout (so that a purchase after it would have been seen), buyers or not
-    reach = WINDOW_REACH * length
-    start_rows, _ = fitted._next_rows(rows, 0.25, reach, p_alive)
-    end_rows, end_ok = fitted._next_rows(rows, 0.75, reach, p_alive)
-    median_rows, dated_rows = fitted._next_rows(rows, 0.5, length, p_alive)
-    next_purchase = _next_purchase_figures(
-        start_rows[inverse],
-        end_rows[inverse],
-        end_ok[inverse],
-        median_rows[inverse],
-        dated_rows[inverse],
-        data.first.to_numpy(dtype=float) / unit_days,
-        length,
-        unit_days,
-    )
     name = next((k for k, v in TRANSACTION_MODELS.items() if type(fitted) is v), fitted.name)
-    return HoldoutResult(
+    result = HoldoutResult(
         model=name,
         calibration_end=cal_end.date().isoformat(),
         holdout_end=data.holdout_end.date().isoformat(),
@@ -365,12 +360,47 @@ def _evaluate(data: HoldoutData, fitted: TransactionModel, customers: _Customers
         rmse=float(np.sqrt(np.mean(errors**2))),
         log_score=float(log_score.sum()),
         tracking=tracking,
-        next_purchase=next_purchase,
+        next_purchase={},
         fitted=fitted,
         per_customer=pd.DataFrame(
             {"actual": actual, "predicted": predicted, "log_score": log_score},
             index=summary.index,
         ),
+    )
+    return result, p_alive
+
+
+def _windows(data: HoldoutData) -> list[tuple[float, float]]:
+    """The purchase windows a holdout judges, as (quantile, horizon in the fit's unit):
+    the 25th and 75th percentile times of the next purchase, computed out to
+    :data:`WINDOW_REACH` holdout lengths, and the median, to the holdout's end."""
+    length = data.days / UNIT_DAYS[data.unit]
+    reach = WINDOW_REACH * length
+    return [(0.25, reach), (0.75, reach), (0.5, length)]
+
+
+def _next_purchase(
+    data: HoldoutData,
+    customers: _Customers,
+    windows: list[tuple[NDArray[np.float64], NDArray[np.bool_]]],
+) -> dict[str, float | None]:
+    """The next-purchase figures from each distinct row's :func:`_windows` (the model's
+    ``_next_rows``, in that order)."""
+    # where the first holdout purchase fell relative to the predicted 25th-75th
+    # percentile window, over the customers whose whole window lies in the holdout (so
+    # that a purchase after it would have been seen), buyers or not
+    (start_rows, _), (end_rows, end_ok), (median_rows, dated_rows) = windows
+    inverse = customers.inverse
+    unit_days = UNIT_DAYS[data.unit]
+    return _next_purchase_figures(
+        start_rows[inverse],
+        end_rows[inverse],
+        end_ok[inverse],
+        median_rows[inverse],
+        dated_rows[inverse],
+        data.first.to_numpy(dtype=float) / unit_days,
+        data.days / unit_days,
+        unit_days,
     )
 
 
@@ -490,45 +520,66 @@ def compare(
 
 
 def compare_data(
-    data: HoldoutData, *, models: tuple[str, ...] = tuple(TRANSACTION_MODELS)
+    data: HoldoutData,
+    *,
+    models: tuple[str, ...] = tuple(TRANSACTION_MODELS),
+    meanwhile: Callable[[list[str]], None] | None = None,
 ) -> pd.DataFrame:
-    """:func:`compare` on the data of :func:`holdout_data`."""
+    """:func:`compare` on the data of :func:`holdout_data`.
+
+    ``meanwhile``, when given, is called in this thread with the model names best
+    holdout score first (the choice's order unless the choice falls back from BG/NBD)
+    once every model is scored, while the choice's bootstrap runs in another thread."""
     customers = _collapse(data.summary)
-    rows = []
-    scores: dict[str, np.ndarray] = {}
-    # the candidates are independent: evaluated side by side (NumPy and SciPy leave
-    # the interpreter while they compute), each on the one shared summary
-    # the slowest first (Pareto/NBD: its likelihood costs several times the others'),
-    # so that the others share the other worker
     names = list(dict.fromkeys(models))
+    # the candidates are independent: evaluated side by side (NumPy and SciPy leave
+    # the interpreter while they compute), each on the one shared summary; the slowest
+    # first (Pareto/NBD: its likelihood costs several times the others'), so that the
+    # others share the other worker; each model's purchase windows, a task each, as
+    # soon as it is scored, so that the slowest's are shared out too
     slow_first = sorted(names, key=lambda name: name != "pnbd")
     with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
-        futures = {
-            name: pool.submit(_evaluate, data, transaction_model(name), customers)
+        scoring = {
+            name: pool.submit(_score, data, transaction_model(name), customers)
             for name in slow_first
         }
-        results = [futures[name].result() for name in names]
-    for result in results:
-        scores[result.model] = result.per_customer["log_score"].to_numpy()
-        rows.append(
-            {
-                "model": result.model,
-                "actual": result.actual,
-                "predicted": result.predicted,
-                "mae": result.mae,
-                "rmse": result.rmse,
-                "holdout_log_likelihood": result.log_score,
-                "holdout_log_likelihood_mean": result.log_score / max(result.customers, 1),
-                "log_likelihood": result.fitted.log_likelihood_,
-                "converged": result.fitted.converged_,
-                **{f"next_{k}": v for k, v in result.next_purchase.items()},
-            }
+        windows: dict[str, list[Future[tuple[NDArray[np.float64], NDArray[np.bool_]]]]] = {}
+        for future in as_completed(scoring.values()):
+            if future.exception() is None:
+                result, p_alive = future.result()
+                windows[result.model] = [
+                    pool.submit(result.fitted._next_rows, customers.rows, q, h, p_alive)
+                    for q, h in _windows(data)
+                ]
+        results = [scoring[name].result()[0] for name in names]
+        scores = {result.model: result.per_customer["log_score"].to_numpy() for result in results}
+        # every model scores the customers of one distinct row and holdout count alike
+        same, _ = pd.factorize(
+            customers.inverse * (int(data.actual.max()) + 1) + data.actual.to_numpy(dtype=np.int64)
         )
-    # every model scores the customers of one distinct row and holdout count alike
-    same, _ = pd.factorize(
-        customers.inverse * (int(data.actual.max()) + 1) + data.actual.to_numpy(dtype=np.int64)
-    )
-    choice = _choose_model(scores, same=same)
+        choosing = pool.submit(_choose_model, scores, same=same)
+        for result in results:
+            result.next_purchase = _next_purchase(
+                data, customers, [job.result() for job in windows[result.model]]
+            )
+        if meanwhile is not None:
+            meanwhile(_ranked(scores))
+        choice = choosing.result()
+    rows = [
+        {
+            "model": result.model,
+            "actual": result.actual,
+            "predicted": result.predicted,
+            "mae": result.mae,
+            "rmse": result.rmse,
+            "holdout_log_likelihood": result.log_score,
+            "holdout_log_likelihood_mean": result.log_score / max(result.customers, 1),
+            "log_likelihood": result.fitted.log_likelihood_,
+            "converged": result.fitted.converged_,
+            **{f"next_{k}": v for k, v in result.next_purchase.items()},
+        }
+        for result in results
+    ]
     frame = pd.DataFrame(rows)
     rank = frame["model"].map({name: i for i, name in enumerate(_ranked(scores, choice["model"]))})
     frame = frame.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)

@@ -42,6 +42,25 @@ class SeriesResult(NamedTuple):
     d_z: Array | None
 
 
+def _converged(
+    n: int,
+    settle: Array,
+    ratio_last: Array,
+    z: Array,
+    term: Array,
+    total: Array,
+    tol: float,
+) -> NDArray[Any]:
+    """Which series are done after ``n`` terms: past ``settle``, with the geometric bound
+    on what is left (later ratios stay below max(|ratio|, z)) within ``tol`` of the total,
+    or with a last term of 0 or not finite."""
+    rho = np.maximum(np.abs(ratio_last), z)
+    tail = np.abs(term) * rho / np.maximum(1.0 - rho, 1e-300)
+    done = (n > settle) & (rho < 1.0) & (tail <= tol * np.abs(total))
+    done |= (term == 0.0) | ~np.isfinite(term)
+    return done
+
+
 def hyper_series(
     p1: Array | float,
     p2: Array | float,
@@ -120,11 +139,7 @@ def hyper_series(
                 h_p1, h_q1 = hp[:, -1], hq[:, -1]
             n += block
             term = terms[:, -1]
-            # geometric bound on what is left: later ratios stay below max(|ratio|, z)
-            rho = np.maximum(np.abs(ratio_last), zz)
-            tail = np.abs(term) * rho / np.maximum(1.0 - rho, 1e-300)
-            done = (n > settle) & (rho < 1.0) & (tail <= tol * np.abs(total[idx]))
-            done |= (term == 0.0) | ~np.isfinite(term)
+            done = _converged(n, settle, ratio_last, zz, term, total[idx], tol)
             if done.any():
                 keep = ~done
                 idx, term, a1, a2, b1, b2, zz, settle = (
@@ -204,10 +219,7 @@ def hyper_series_by_group(
             total[idx] += terms.sum(axis=1)
             n += block
             term = terms[:, -1]
-            rho = np.maximum(np.abs(ratio_last), zz)
-            tail = np.abs(term) * rho / np.maximum(1.0 - rho, 1e-300)
-            done = (n > settle) & (rho < 1.0) & (tail <= tol * np.abs(total[idx]))
-            done |= (term == 0.0) | ~np.isfinite(term)
+            done = _converged(n, settle, ratio_last, zz, term, total[idx], tol)
             if done.any():
                 keep = ~done
                 idx, code = idx[keep], code[keep]

@@ -1,0 +1,918 @@
+"""A learned churn and value model: gradient-boosted trees on top of a BTYD model.
+
+:class:`LearnedModel` learns, from the store's own past, how far the base
+repeat-purchase model (Pareto/NBD by default) is off for each kind of customer.
+At cut-offs inside the training period (on or before the ``calibration_end`` given
+to :meth:`LearnedModel.fit`) it builds each customer's features as of the cut-off
+(:data:`FEATURE_BUILDERS`: recency, frequency, gaps and their regularity and trend,
+spend level and trend, discount and refund shares, recent orders, first channel, the
+base model's outputs) and the labels of the window after it: purchases (distinct
+days), buys again (at least one) and net revenue.
+
+Two LightGBM boosters per horizon start from the base model (``init_score``): a
+binary one from the base model's log-odds of buying within the window, a Poisson one
+from the log of its expected purchases. They learn a correction only; with nothing
+to learn they stay at the base model. A horizon longer than the training period can
+label (CDNOW's nine calibration months cannot hold a 273-day window) is trained on
+the longest window it does hold and applies that correction to the base model's
+prediction at the full horizon; :meth:`LearnedModel.card` says which window served
+which horizon. Where the training period holds the full horizon at two cut-offs or
+more, the latest is kept out of training and fits an isotonic calibration of the
+probability. Expected revenue is expected purchases x the Gamma-Gamma conditional
+spend per purchase, fitted on the summary to the calibration end.
+
+LightGBM is imported only by the methods that need it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from retain.errors import ArgumentError, DataError, ModelError
+from retain.models import TRANSACTION_MODELS, GammaGamma, TransactionModel
+from retain.models.base import Model, TransactionRows, collapse_rows
+from retain.store import Store
+
+Array = NDArray[np.float64]
+
+FORMAT = 1
+#: the base model's unit: weeks, as the holdouts fit the BTYD models
+UNIT = "W"
+UNIT_DAYS = 7.0
+#: a probability is kept this far from 0 and 1 before its log-odds are taken
+P_CLIP = 1e-6
+#: the boosters' settings, chosen once (not on any test window); the number of rounds
+#: is chosen by early stopping on a seeded fifth of the training customers
+BOOSTER_PARAMS: dict[str, Any] = {
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.9,
+    "lambda_l2": 1.0,
+    "max_bin": 63,
+    "verbosity": -1,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+MAX_ROUNDS = 400
+EARLY_STOP = 30
+
+
+def _lightgbm() -> Any:
+    try:
+        import lightgbm
+    except ImportError as exc:  # pragma: no cover - lightgbm is a dependency
+        raise ModelError(
+            f"the learned model needs LightGBM (pip install 'lightgbm>=4.5'): {exc}"
+        ) from None
+    return lightgbm
+
+
+def _day(value: Any, name: str) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ArgumentError(f"{name} must be a date such as 1997-09-30, got {value!r}") from None
+    if pd.isna(stamp):
+        raise ArgumentError(f"{name} must be a date such as 1997-09-30, got {value!r}")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.normalize()
+
+
+# -- features --------------------------------------------------------------------------
+
+#: every customer with an order on or before the cut-off (the end of its day), one row
+#: each in customer_id order: the order-history features; gaps are between distinct
+#: purchase days, "last 3 orders" by time (order id breaks ties)
+ORDER_FEATURES_SQL = """
+WITH o AS (
+    SELECT customer_id, ordered_at, CAST(ordered_at AS DATE) AS day, net_revenue, gross,
+           discount, refunded, channel,
+           row_number() OVER (PARTITION BY customer_id ORDER BY ordered_at DESC, order_id DESC)
+               AS back
+    FROM orders
+    WHERE ordered_at < $cutoff
+),
+days AS (
+    SELECT customer_id, day, sum(net_revenue) AS revenue
+    FROM o
+    GROUP BY customer_id, day
+),
+gaps AS (
+    SELECT customer_id, day, revenue,
+           date_diff('day', lag(day) OVER w, day) AS gap,
+           row_number() OVER (PARTITION BY customer_id ORDER BY day DESC) AS back_day
+    FROM days
+    WINDOW w AS (PARTITION BY customer_id ORDER BY day)
+),
+per_day AS (
+    SELECT customer_id,
+           count(*)                               AS purchase_days,
+           min(day)                               AS first_day,
+           max(day)                               AS last_day,
+           avg(gap)                               AS mean_gap,
+           stddev_pop(gap)                        AS std_gap,
+           max(gap) FILTER (WHERE back_day = 1)   AS last_gap,
+           arg_min(revenue, day)                  AS first_day_revenue,
+           sum(revenue)                           AS day_revenue
+    FROM gaps
+    GROUP BY customer_id
+),
+per_order AS (
+    SELECT customer_id,
+           count(*)                                                     AS orders,
+           sum(net_revenue)                                             AS total_spend,
+           avg(net_revenue)                                             AS mean_spend,
+           avg(net_revenue) FILTER (WHERE back <= 3)                    AS last3_spend,
+           sum(discount) FILTER (WHERE discount IS NOT NULL AND gross IS NOT NULL)
+               / nullif(sum(gross) FILTER (WHERE discount IS NOT NULL AND gross IS NOT NULL), 0)
+                                                                        AS discount_share,
+           sum(refunded) FILTER (WHERE refunded IS NOT NULL AND gross IS NOT NULL)
+               / nullif(sum(gross) FILTER (WHERE refunded IS NOT NULL AND gross IS NOT NULL), 0)
+                                                                        AS refund_share,
+           count(*) FILTER (WHERE ordered_at >= $cutoff - INTERVAL 30 DAY)  AS orders_30d,
+           count(*) FILTER (WHERE ordered_at >= $cutoff - INTERVAL 90 DAY)  AS orders_90d,
+           count(*) FILTER (WHERE ordered_at >= $cutoff - INTERVAL 365 DAY) AS orders_365d,
+           arg_min(channel, ordered_at)                                 AS first_channel
+    FROM o
+    GROUP BY customer_id
+)
+SELECT customer_id,
+       purchase_days - 1                                        AS frequency,
+       CAST(date_diff('day', last_day, $day) AS DOUBLE)         AS recency_days,
+       CAST(date_diff('day', first_day, $day) AS DOUBLE)        AS tenure_days,
+       CAST(date_diff('day', first_day, last_day) AS DOUBLE)    AS span_days,
+       mean_gap, std_gap, last_gap,
+       CASE WHEN purchase_days > 1
+            THEN (day_revenue - first_day_revenue) / (purchase_days - 1) ELSE 0.0 END
+                                                                AS monetary,
+       orders, total_spend, mean_spend, last3_spend, discount_share, refund_share,
+       orders_30d, orders_90d, orders_365d, first_channel
+FROM per_day JOIN per_order USING (customer_id)
+ORDER BY customer_id
+"""
+
+#: purchases (distinct days) and net revenue of each window after the cut-off, for the
+#: customers with an order on or before it, in customer_id order
+LABELS_SQL = """
+WITH known AS (
+    SELECT DISTINCT customer_id FROM orders WHERE ordered_at < $cutoff
+),
+later AS (
+    SELECT customer_id, CAST(ordered_at AS DATE) AS day, net_revenue
+    FROM orders
+    WHERE ordered_at >= $cutoff AND ordered_at < $until
+)
+SELECT k.customer_id, {columns}
+FROM known k LEFT JOIN later l USING (customer_id)
+GROUP BY k.customer_id
+ORDER BY k.customer_id
+"""
+
+
+@dataclass
+class Cutoff:
+    """What a feature builder reads: the store, the cut-off day (its orders count),
+    the order-history query's columns (``orders``, one entry per customer in
+    ``customer_ids`` order) and the base model fitted or applied at the cut-off."""
+
+    store: Store
+    day: pd.Timestamp
+    customer_ids: NDArray[Any]
+    orders: dict[str, NDArray[Any]]
+    base: TransactionModel
+    horizons: tuple[int, ...]
+    channels: list[str]
+    cache: dict[str, Array] = field(default_factory=dict)
+    rows: TransactionRows | None = None  # the distinct (x, recency, T) rows
+    inverse: NDArray[np.intp] | None = None  # each customer's row
+    p_alive_rows: Array | None = None
+
+
+FeatureBuilder = Callable[[Cutoff], dict[str, Array]]
+
+
+def _ratio(top: Array, bottom: Array) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = top / bottom
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def history_features(cut: Cutoff) -> dict[str, Array]:
+    """Recency, frequency, tenure, the purchase gaps (mean, spread, regularity, the
+    last against the mean, days silent against the mean), spend level and trend,
+    discount and refund shares and recent orders (all NaN where not defined)."""
+    o = {k: np.asarray(v, dtype=np.float64) for k, v in cut.orders.items() if k != "first_channel"}
+    mean_gap = o["mean_gap"]
+    return {
+        "recency_days": o["recency_days"],
+        "frequency": o["frequency"],
+        "tenure_days": o["tenure_days"],
+        "span_days": o["span_days"],
+        "mean_gap_days": mean_gap,
+        "std_gap_days": o["std_gap"],
+        "gap_cv": _ratio(o["std_gap"], mean_gap),
+        "silent_over_gap": _ratio(o["recency_days"], mean_gap),
+        "last_gap_over_gap": _ratio(o["last_gap"], mean_gap),
+        "mean_spend": o["mean_spend"],
+        "total_spend": o["total_spend"],
+        "spend_trend": _ratio(o["last3_spend"], o["mean_spend"]),
+        "discount_share": o["discount_share"],
+        "refund_share": o["refund_share"],
+        "orders_30d": o["orders_30d"],
+        "orders_90d": o["orders_90d"],
+        "orders_365d": o["orders_365d"],
+    }
+
+
+def channel_features(cut: Cutoff) -> dict[str, Array]:
+    """The first order's channel as a category code (NaN when absent or unseen in
+    training)."""
+    codes = {name: float(i) for i, name in enumerate(cut.channels)}
+    raw = cut.orders["first_channel"]
+    series = pd.Series(raw, dtype=object).map(codes)
+    return {"first_channel": np.asarray(series.to_numpy(na_value=np.nan), dtype=np.float64)}
+
+
+def btyd_features(cut: Cutoff) -> dict[str, Array]:
+    """The base model at the cut-off: P(alive) and expected purchases in each horizon."""
+    _base_outputs(cut)
+    out = {"btyd_p_alive": cut.cache["p_alive"]}
+    for h in cut.horizons:
+        out[f"btyd_expected_{h}d"] = _base_window(cut, float(h))[1]
+    return out
+
+
+#: the feature builders, in order: each returns named columns for the cut-off's
+#: customers; later work appends its own (feedback, campaign engagement)
+FEATURE_BUILDERS: list[FeatureBuilder] = [history_features, channel_features, btyd_features]
+#: features LightGBM treats as categories
+CATEGORICAL = ("first_channel",)
+
+
+def _summary_arrays(cut: Cutoff) -> tuple[Array, Array, Array]:
+    o = cut.orders
+    x = np.asarray(o["frequency"], dtype=np.float64)
+    recency = np.asarray(o["span_days"], dtype=np.float64) / UNIT_DAYS
+    T = np.asarray(o["tenure_days"], dtype=np.float64) / UNIT_DAYS
+    return x, recency, T
+
+
+def _base_outputs(cut: Cutoff) -> tuple[TransactionRows, NDArray[np.intp], Array]:
+    """The cut-off's distinct rows, each customer's row and P(alive) per row (once)."""
+    if cut.rows is None or cut.inverse is None or cut.p_alive_rows is None:
+        x, recency, T = _summary_arrays(cut)
+        cut.rows, cut.inverse = collapse_rows(x, recency, T)
+        rows = cut.rows
+        cut.p_alive_rows = np.clip(cut.base._p_alive(rows.x, rows.recency, rows.T), 0.0, 1.0)
+        cut.cache["p_alive"] = cut.p_alive_rows[cut.inverse]
+    return cut.rows, cut.inverse, cut.p_alive_rows
+
+
+def _base_window(cut: Cutoff, days: float) -> tuple[Array, Array]:
+    """The base model's P(at least one purchase) and expected purchases in the
+    ``days`` after the cut-off, per customer."""
+    key = f"window_{days}"
+    if key not in cut.cache:
+        rows, inverse, p_alive = _base_outputs(cut)
+        t = days / UNIT_DAYS
+        expected = cut.base._conditional_expected(rows, np.array([t]), p_alive)[:, 0]
+        px, pT, code = rows.pairs
+        none_alive = np.clip(np.nan_to_num(cut.base._pmf_alive(0, t, px, pT)), 0.0, 1.0)[code]
+        p_buy = np.clip(p_alive * (1.0 - none_alive), 0.0, 1.0)
+        cut.cache[key] = p_buy[inverse]
+        cut.cache[key + "_expected"] = np.maximum(expected, 0.0)[inverse]
+    return cut.cache[key], cut.cache[key + "_expected"]
+
+
+def _orders_at(store: Store, day: pd.Timestamp) -> tuple[NDArray[Any], dict[str, NDArray[Any]]]:
+    params = {"cutoff": (day + pd.Timedelta(days=1)).to_pydatetime(), "day": day.date()}
+    result = store.con.execute(ORDER_FEATURES_SQL, params).fetchnumpy()
+    ids = np.asarray(result.pop("customer_id"), dtype=object)
+    columns: dict[str, NDArray[Any]] = {}
+    for name, values in result.items():
+        if name == "first_channel":
+            columns[name] = np.asarray(values, dtype=object)
+        else:
+            columns[name] = np.ma.filled(np.ma.asarray(values, dtype=np.float64), np.nan)
+    return ids, columns
+
+
+def _labels_at(
+    store: Store, day: pd.Timestamp, windows: Sequence[int]
+) -> dict[int, tuple[Array, Array]]:
+    """Per window (days): purchases (distinct days) and net revenue after ``day``."""
+    start = day + pd.Timedelta(days=1)
+    parts = []
+    for h in windows:
+        end = f"TIMESTAMP '{(start + pd.Timedelta(days=int(h))).isoformat()}'"
+        parts.append(f"count(DISTINCT l.day) FILTER (WHERE l.day < CAST({end} AS DATE)) AS n_{h}")
+        parts.append(
+            f"coalesce(sum(l.net_revenue) FILTER (WHERE l.day < CAST({end} AS DATE)), 0) AS r_{h}"
+        )
+    until = start + pd.Timedelta(days=int(max(windows)))
+    result = store.con.execute(
+        LABELS_SQL.format(columns=", ".join(parts)),
+        {"cutoff": start.to_pydatetime(), "until": until.to_pydatetime()},
+    ).fetchnumpy()
+    return {
+        h: (
+            np.asarray(result[f"n_{h}"], dtype=np.float64),
+            np.asarray(result[f"r_{h}"], dtype=np.float64),
+        )
+        for h in windows
+    }
+
+
+def _fit_base(name: str, cut_orders: dict[str, NDArray[Any]]) -> TransactionModel:
+    """The base model fitted on the summary of the cut-off's customers (weeks, days)."""
+    model = TRANSACTION_MODELS[name]()
+    x = np.asarray(cut_orders["frequency"], dtype=np.float64)
+    recency = np.asarray(cut_orders["span_days"], dtype=np.float64) / UNIT_DAYS
+    T = np.asarray(cut_orders["tenure_days"], dtype=np.float64) / UNIT_DAYS
+    rows, _ = collapse_rows(x, recency, T)
+    distinct = pd.DataFrame({"frequency": rows.x, "recency": rows.recency, "T": rows.T})
+    model.fit(distinct, weights=rows.weight, unit=UNIT, grain="D")
+    return model
+
+
+# -- isotonic calibration ----------------------------------------------------------------
+
+
+def isotonic_fit(p: Array, y: Array) -> tuple[Array, Array]:
+    """The non-decreasing step function of ``p`` closest to ``y`` in squared error (pool
+    adjacent violators): its knots (the largest ``p`` of each block) and values."""
+    order = np.argsort(p, kind="stable")
+    xs, ys = np.asarray(p, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
+    values: list[float] = []
+    weights: list[float] = []
+    tops: list[float] = []
+    for xv, yv in zip(xs.tolist(), ys.tolist(), strict=True):
+        values.append(yv)
+        weights.append(1.0)
+        tops.append(xv)
+        while len(values) > 1 and values[-2] >= values[-1]:
+            w = weights[-2] + weights[-1]
+            v = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w
+            values[-2:] = [v]
+            weights[-2:] = [w]
+            tops[-2:] = [tops[-1]]
+    return np.asarray(tops), np.asarray(values)
+
+
+def isotonic_apply(p: Array, knots: Array, values: Array) -> Array:
+    """The step function of :func:`isotonic_fit` at ``p``, linear between block tops."""
+    return np.interp(p, knots, values)
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+def _logit(p: Array) -> Array:
+    q = np.clip(p, P_CLIP, 1.0 - P_CLIP)
+    return np.log(q) - np.log1p(-q)
+
+
+def _sigmoid(z: Array) -> Array:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
+class _Horizon:
+    """What was learned for one horizon (days)."""
+
+    horizon: int
+    window: int  # the label window trained on (days)
+    cutoffs: list[str]
+    calibration_cutoff: str | None
+    rows: int
+    buyers: int
+    buy_model: Any = None  # lightgbm.Booster
+    count_model: Any = None
+    knots: Array | None = None
+    values: Array | None = None
+    rounds: dict[str, int] = field(default_factory=dict)
+
+
+class LearnedModel:
+    """Gradient-boosted corrections to a BTYD base model, per horizon in days.
+
+    ``fit(store, calibration_end)`` trains on the store's orders up to the end of
+    ``calibration_end`` only; ``predict(store, as_of)`` gives, for every customer with
+    an order on or before ``as_of``, ``p_buy_{h}d`` (at least one purchase in the
+    ``h`` days after ``as_of``), ``expected_purchases_{h}d`` (distinct purchase days)
+    and ``expected_revenue_{h}d`` (net revenue, the store's currency) per horizon.
+    """
+
+    def __init__(
+        self,
+        horizons: Sequence[int] = (30, 90, 365),
+        *,
+        base: str = "pnbd",
+        seed: int = 0,
+        cutoffs: int = 3,
+        max_rows: int = 300_000,
+        min_history_days: int = 60,
+    ) -> None:
+        hs = tuple(int(h) for h in horizons)
+        if not hs or any(h <= 0 for h in hs) or len(set(hs)) != len(hs):
+            raise ArgumentError(
+                f"horizons must be distinct whole numbers of days > 0, got {list(horizons)}"
+            )
+        if base not in TRANSACTION_MODELS:
+            raise ArgumentError(
+                f"unknown base model {base!r}: choose one of {', '.join(TRANSACTION_MODELS)}"
+            )
+        if cutoffs < 1 or max_rows < 100 or min_history_days < 0:
+            raise ArgumentError(
+                "cutoffs must be 1 or more, max_rows 100 or more, min_history_days 0 or more"
+            )
+        self.horizons = hs
+        self.base = base
+        self.seed = int(seed)
+        self.n_cutoffs = int(cutoffs)
+        self.max_rows = int(max_rows)
+        self.min_history_days = int(min_history_days)
+        self.calibration_end_: str | None = None
+        self.base_model_: TransactionModel | None = None
+        self.spend_model_: GammaGamma | None = None
+        self.channels_: list[str] = []
+        self.features_: list[str] = []
+        self.learned_: dict[int, _Horizon] = {}
+        self.fitted_at_: str | None = None
+
+    # -- training ----------------------------------------------------------------------
+    def _grid(self, store: Store, end: pd.Timestamp) -> list[pd.Timestamp]:
+        """Month-end-aligned cut-offs one calendar month apart back from ``end``, each
+        at least ``min_history_days`` after the first order, latest first."""
+        first = store.scalar(
+            "SELECT min(ordered_at) FROM orders WHERE ordered_at < ?",
+            [(end + pd.Timedelta(days=1)).to_pydatetime()],
+        )
+        if first is None:
+            raise DataError(f"no orders on or before the calibration end {end.date()}")
+        earliest = _day(first, "the first order") + pd.Timedelta(days=self.min_history_days)
+        grid = []
+        month_end = end + pd.offsets.MonthEnd(0) == end
+        k = 1
+        while True:
+            c = end - pd.DateOffset(months=k)
+            if month_end:
+                c = c + pd.offsets.MonthEnd(0)
+            if c < earliest:
+                break
+            grid.append(pd.Timestamp(c).normalize())
+            k += 1
+        return grid
+
+    def _plan(self, grid: list[pd.Timestamp], end: pd.Timestamp) -> list[_Horizon]:
+        plans = []
+        for h in self.horizons:
+            usable = [c for c in grid if (end - c).days >= h]
+            if usable:
+                chosen = usable[: self.n_cutoffs]
+                window = h
+                calibration = None
+                if len(chosen) >= 2:
+                    calibration = chosen[0]
+                    chosen = chosen[1:]
+            elif grid:
+                # the horizon is longer than the training period can label: the longest
+                # window it holds, at the earliest cut-off
+                chosen = [grid[-1]]
+                window = int((end - grid[-1]).days)
+                calibration = None
+            else:
+                raise DataError(
+                    f"the orders to {end.date()} leave no training cut-off: the first order "
+                    f"must come at least {self.min_history_days} days and a month before "
+                    "the calibration end"
+                )
+            plans.append(
+                _Horizon(
+                    horizon=h,
+                    window=window,
+                    cutoffs=[c.date().isoformat() for c in chosen],
+                    calibration_cutoff=None
+                    if calibration is None
+                    else calibration.date().isoformat(),
+                    rows=0,
+                    buyers=0,
+                )
+            )
+        return plans
+
+    def _cutoff(self, store: Store, day: pd.Timestamp, base: TransactionModel | None) -> Cutoff:
+        ids, orders = _orders_at(store, day)
+        if ids.size == 0:
+            raise DataError(f"no orders on or before {day.date()}")
+        model = base if base is not None else _fit_base(self.base, orders)
+        return Cutoff(store, day, ids, orders, model, self.horizons, self.channels_)
+
+    def _matrix(self, cut: Cutoff) -> Array:
+        columns: dict[str, Array] = {}
+        for builder in FEATURE_BUILDERS:
+            columns.update(builder(cut))
+        if not self.features_:
+            self.features_ = list(columns)
+        missing = [f for f in self.features_ if f not in columns]
+        if missing:
+            raise ModelError(f"the features {missing} the model was trained on are not built")
+        return np.column_stack([np.asarray(columns[f], dtype=np.float64) for f in self.features_])
+
+    def fit(self, store: Store, calibration_end: Any) -> LearnedModel:
+        """Train on the orders up to the end of ``calibration_end`` (a day); labels stop
+        there too. Returns the model."""
+        lgb = _lightgbm()
+        end = _day(calibration_end, "calibration_end")
+        grid = self._grid(store, end)
+        plans = self._plan(grid, end)
+        # the channel vocabulary: first-order channels up to the calibration end
+        channels = store.con.execute(
+            "SELECT DISTINCT channel FROM orders WHERE ordered_at < ? AND channel IS NOT NULL "
+            "ORDER BY channel",
+            [(end + pd.Timedelta(days=1)).to_pydatetime()],
+        ).fetchall()
+        self.channels_ = [str(r[0]) for r in channels]
+        self.features_ = []
+        rng = np.random.default_rng(self.seed)
+        needed: dict[str, list[int]] = {}
+        for plan in plans:
+            for c in plan.cutoffs + ([plan.calibration_cutoff] if plan.calibration_cutoff else []):
+                needed.setdefault(c, []).append(plan.window)
+        # per cut-off: the feature matrix and, per label window, purchases, revenue and
+        # the base model's P(buy) and expected purchases
+        data: dict[str, tuple[Array, dict[int, tuple[Array, Array, Array, Array]]]] = {}
+        for c in sorted(needed):
+            day = pd.Timestamp(c)
+            windows = sorted(set(needed[c]))
+            cut = self._cutoff(store, day, None)
+            labels = _labels_at(store, day, windows)
+            n = cut.customer_ids.size
+            keep = (
+                np.sort(rng.choice(n, self.max_rows, replace=False)) if n > self.max_rows else None
+            )
+            X = self._matrix(cut)
+            inits = {}
+            for w in windows:
+                p_buy, expected = _base_window(cut, float(w))
+                inits[w] = (p_buy, expected)
+            if keep is not None:
+                X = X[keep]
+                labels = {w: (v[0][keep], v[1][keep]) for w, v in labels.items()}
+                inits = {w: (v[0][keep], v[1][keep]) for w, v in inits.items()}
+            data[c] = (X, {w: (*labels[w], *inits[w]) for w in windows})
+        threads = os.cpu_count() or 1
+        categorical = [self.features_.index(f) for f in CATEGORICAL if f in self.features_]
+        for plan in plans:
+            X = np.vstack([data[c][0] for c in plan.cutoffs])
+            parts = [data[c][1][plan.window] for c in plan.cutoffs]
+            count = np.concatenate([p[0] for p in parts])
+            base_p = np.concatenate([p[2] for p in parts])
+            base_n = np.concatenate([p[3] for p in parts])
+            buy = (count > 0).astype(np.float64)
+            plan.rows, plan.buyers = int(X.shape[0]), int(buy.sum())
+            draws = np.random.default_rng(self.seed + plan.horizon).random(X.shape[0])
+            valid = np.asarray(draws < 0.2, dtype=bool)
+            params = {**BOOSTER_PARAMS, "seed": self.seed, "num_threads": threads}
+            plan.buy_model, plan.rounds["buy"] = _train(
+                lgb, X, buy, _logit(base_p), valid, {**params, "objective": "binary"}, categorical
+            )
+            plan.count_model, plan.rounds["count"] = _train(
+                lgb,
+                X,
+                count,
+                np.log(np.maximum(base_n, 1e-9)),
+                valid,
+                {**params, "objective": "poisson"},
+                categorical,
+            )
+            if plan.calibration_cutoff is not None:
+                Xc = data[plan.calibration_cutoff][0]
+                lc = data[plan.calibration_cutoff][1][plan.window]
+                raw = plan.buy_model.predict(Xc, raw_score=True) + _logit(lc[2])
+                plan.knots, plan.values = isotonic_fit(_sigmoid(raw), (lc[0] > 0).astype(float))
+        # the base and spend models applied at prediction time: fitted to the calibration end
+        final = self._cutoff(store, end, None)
+        self.base_model_ = final.base
+        x, _, _ = _summary_arrays(final)
+        monetary = np.asarray(final.orders["monetary"], dtype=np.float64)
+        spend = pd.DataFrame({"frequency": x, "monetary": monetary})
+        spend = spend[(spend["frequency"] > 0) & (spend["monetary"] > 0)]
+        self.spend_model_ = GammaGamma().fit(spend) if len(spend) else None
+        self.learned_ = {p.horizon: p for p in plans}
+        self.calibration_end_ = end.date().isoformat()
+        self.fitted_at_ = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        return self
+
+    # -- prediction --------------------------------------------------------------------
+    def _require_fitted(self) -> None:
+        if self.base_model_ is None or not self.learned_:
+            raise ModelError("the learned model is not fitted: call fit(store, calibration_end)")
+
+    def _at(self, store: Store, as_of: Any) -> tuple[Cutoff, Array]:
+        self._require_fitted()
+        day = _day(as_of, "as_of")
+        cut = self._cutoff(store, day, self.base_model_)
+        return cut, self._matrix(cut)
+
+    def predict(self, store: Store, as_of: Any) -> pd.DataFrame:
+        """Per customer with an order on or before ``as_of`` (index ``customer_id``):
+        ``p_buy_{h}d``, ``expected_purchases_{h}d``, ``expected_revenue_{h}d``."""
+        cut, X = self._at(store, as_of)
+        x = np.asarray(cut.orders["frequency"], dtype=np.float64)
+        monetary = np.asarray(cut.orders["monetary"], dtype=np.float64)
+        if self.spend_model_ is not None:
+            spend = self.spend_model_._spend_values(x, monetary)
+        else:
+            spend = np.asarray(cut.orders["mean_spend"], dtype=np.float64)
+        out: dict[str, Array] = {}
+        for h in self.horizons:
+            plan = self.learned_[h]
+            base_p, base_n = _base_window(cut, float(h))
+            raw = plan.buy_model.predict(X, raw_score=True) + _logit(base_p)
+            p = _sigmoid(raw)
+            if plan.knots is not None and plan.values is not None:
+                p = isotonic_apply(p, plan.knots, plan.values)
+            n = np.exp(
+                plan.count_model.predict(X, raw_score=True) + np.log(np.maximum(base_n, 1e-9))
+            )
+            out[f"p_buy_{h}d"] = p
+            out[f"expected_purchases_{h}d"] = n
+            out[f"expected_revenue_{h}d"] = n * spend
+        frame = pd.DataFrame(out, index=pd.Index(cut.customer_ids, name="customer_id"))
+        return frame
+
+    # -- explanations --------------------------------------------------------------------
+    def explain(
+        self,
+        store: Store,
+        as_of: Any,
+        customer_ids: Sequence[str],
+        top: int = 3,
+        *,
+        horizon: int | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The ``top`` features that moved each customer's chance of buying within
+        ``horizon`` days (default: the longest) most, from the buy model's tree
+        contributions to its log-odds: ``feature``, ``value``, ``contribution``
+        (log-odds; negative raises the churn risk) and ``text``."""
+        h = max(self.horizons) if horizon is None else int(horizon)
+        if h not in self.horizons:
+            raise ArgumentError(f"horizon must be one of {list(self.horizons)}, got {horizon}")
+        cut, X = self._at(store, as_of)
+        position = {cid: i for i, cid in enumerate(cut.customer_ids.tolist())}
+        unknown = [c for c in customer_ids if c not in position]
+        if unknown:
+            raise DataError(
+                f"no orders on or before {cut.day.date()} for customer(s) {unknown[:5]}",
+                expected="customers with an order by as_of",
+            )
+        rows = np.array([position[c] for c in customer_ids], dtype=np.intp)
+        contrib = self.learned_[h].buy_model.predict(X[rows], pred_contrib=True)[:, :-1]
+        values = X[rows]
+        result: dict[str, list[dict[str, Any]]] = {}
+        for i, cid in enumerate(customer_ids):
+            order = np.argsort(-np.abs(contrib[i]), kind="stable")[:top]
+            row = {f: values[i, j] for j, f in enumerate(self.features_)}
+            result[cid] = [
+                {
+                    "feature": self.features_[j],
+                    "value": None if np.isnan(values[i, j]) else float(values[i, j]),
+                    "contribution": float(contrib[i, j]),
+                    "text": _reason(self.features_[j], row, float(contrib[i, j]), self.channels_),
+                }
+                for j in order
+            ]
+        return result
+
+    # -- persistence and card ------------------------------------------------------------
+    def to_json(self) -> str:
+        """The fit as JSON: the boosters as LightGBM model strings, the isotonic
+        calibrations and the base and spend models' parameters."""
+        self._require_fitted()
+        assert self.base_model_ is not None
+        return json.dumps(
+            {
+                "model": "learned",
+                "format": FORMAT,
+                "horizons": list(self.horizons),
+                "base": self.base,
+                "seed": self.seed,
+                "cutoffs": self.n_cutoffs,
+                "max_rows": self.max_rows,
+                "min_history_days": self.min_history_days,
+                "calibration_end": self.calibration_end_,
+                "fitted_at": self.fitted_at_,
+                "channels": self.channels_,
+                "features": self.features_,
+                "base_model": self.base_model_.to_json(),
+                "spend_model": None if self.spend_model_ is None else self.spend_model_.to_json(),
+                "learned": [
+                    {
+                        "horizon": p.horizon,
+                        "window": p.window,
+                        "cutoffs": p.cutoffs,
+                        "calibration_cutoff": p.calibration_cutoff,
+                        "rows": p.rows,
+                        "buyers": p.buyers,
+                        "rounds": p.rounds,
+                        "buy_model": p.buy_model.model_to_string(),
+                        "count_model": p.count_model.model_to_string(),
+                        "knots": None if p.knots is None else p.knots.tolist(),
+                        "values": None if p.values is None else p.values.tolist(),
+                    }
+                    for p in self.learned_.values()
+                ],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> LearnedModel:
+        """A model from :meth:`to_json` output."""
+        lgb = _lightgbm()
+        try:
+            doc = json.loads(text)
+            if doc.get("model") != "learned":
+                raise KeyError("model")
+            model = cls(
+                doc["horizons"],
+                base=doc["base"],
+                seed=doc["seed"],
+                cutoffs=doc["cutoffs"],
+                max_rows=doc["max_rows"],
+                min_history_days=doc["min_history_days"],
+            )
+            model.calibration_end_ = doc["calibration_end"]
+            model.fitted_at_ = doc.get("fitted_at")
+            model.channels_ = list(doc["channels"])
+            model.features_ = list(doc["features"])
+            base = Model.from_json(doc["base_model"])
+            spend = doc.get("spend_model")
+            learned = {}
+            for p in doc["learned"]:
+                learned[int(p["horizon"])] = _Horizon(
+                    horizon=int(p["horizon"]),
+                    window=int(p["window"]),
+                    cutoffs=list(p["cutoffs"]),
+                    calibration_cutoff=p["calibration_cutoff"],
+                    rows=int(p["rows"]),
+                    buyers=int(p["buyers"]),
+                    buy_model=lgb.Booster(model_str=p["buy_model"]),
+                    count_model=lgb.Booster(model_str=p["count_model"]),
+                    knots=None if p["knots"] is None else np.asarray(p["knots"], dtype=float),
+                    values=None if p["values"] is None else np.asarray(p["values"], dtype=float),
+                    rounds=dict(p["rounds"]),
+                )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"not a learned model file: {exc}") from None
+        if doc.get("format", 1) > FORMAT:
+            raise ModelError("the model file was written by a newer retain; upgrade retain")
+        if not isinstance(base, TransactionModel):
+            raise ModelError("the learned model file's base model is not a repeat-purchase model")
+        model.base_model_ = base
+        model.spend_model_ = None if spend is None else GammaGamma.from_json(spend)  # type: ignore[assignment]
+        model.learned_ = learned
+        return model
+
+    def card(self) -> dict[str, Any]:
+        """What the model was trained on: cut-offs, rows, label windows, features and
+        the assumptions made."""
+        self._require_fitted()
+        assert self.base_model_ is not None
+        horizons = []
+        for p in self.learned_.values():
+            entry: dict[str, Any] = {
+                "horizon_days": p.horizon,
+                "label_window_days": p.window,
+                "cutoffs": p.cutoffs,
+                "calibration_cutoff": p.calibration_cutoff,
+                "rows": p.rows,
+                "buyers": p.buyers,
+                "rounds": p.rounds,
+                "calibrated": p.knots is not None,
+            }
+            if p.window != p.horizon:
+                entry["assumption"] = (
+                    f"the training period to {self.calibration_end_} holds no {p.horizon}-day "
+                    f"label window: the correction learned on the {p.window} days after "
+                    f"{p.cutoffs[0]} is applied to the base model's {p.horizon}-day prediction"
+                )
+            horizons.append(entry)
+        return {
+            "model": "learned",
+            "base": self.base,
+            "base_params": self.base_model_.params_,
+            "calibration_end": self.calibration_end_,
+            "fitted_at": self.fitted_at_,
+            "seed": self.seed,
+            "features": list(self.features_),
+            "categorical": [f for f in CATEGORICAL if f in self.features_],
+            "horizons": horizons,
+            "spend": "Gamma-Gamma conditional spend per purchase, fitted to the calibration end",
+            "counts": "distinct purchase days after the cut-off",
+            "booster": {k: v for k, v in BOOSTER_PARAMS.items() if k != "verbosity"},
+        }
+
+
+def _train(
+    lgb: Any,
+    X: Array,
+    y: Array,
+    init: Array,
+    valid: NDArray[np.bool_],
+    params: dict[str, Any],
+    categorical: list[int],
+) -> tuple[Any, int]:
+    """A booster from ``init`` on the training rows, rounds chosen by early stopping on
+    the ``valid`` rows (none when they are too few: then no correction at all)."""
+    train_rows = ~valid
+    if train_rows.sum() < 2 * params["min_data_in_leaf"] or valid.sum() < 50:
+        params = {**params, "min_data_in_leaf": max(5, int(train_rows.sum() // 10))}
+    train = lgb.Dataset(
+        X[train_rows],
+        y[train_rows],
+        init_score=init[train_rows],
+        categorical_feature=categorical,
+        free_raw_data=True,
+    )
+    check = lgb.Dataset(
+        X[valid], y[valid], init_score=init[valid], categorical_feature=categorical, reference=train
+    )
+    booster = lgb.train(
+        params,
+        train,
+        num_boost_round=MAX_ROUNDS,
+        valid_sets=[check],
+        callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False)],
+    )
+    rounds = int(booster.best_iteration or booster.current_iteration())
+    if booster.best_iteration:
+        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
+    return booster, rounds
+
+
+# -- reasons in words -------------------------------------------------------------------
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.1f}"
+
+
+def _reason(feature: str, row: dict[str, float], contribution: float, channels: list[str]) -> str:
+    effect = "lowers risk" if contribution > 0 else "raises risk"
+    v = row.get(feature, np.nan)
+
+    def ok(x: float) -> bool:
+        return x is not None and not np.isnan(x)
+
+    gap, silent = row.get("mean_gap_days", np.nan), row.get("recency_days", np.nan)
+    if feature in ("recency_days", "silent_over_gap", "mean_gap_days") and ok(gap):
+        text = f"orders every {_n(gap)} days; silent for {_n(silent)}"
+    elif feature in ("recency_days", "silent_over_gap", "mean_gap_days"):
+        text = f"one purchase day so far; silent for {_n(silent)} days"
+    elif feature == "frequency":
+        text = f"bought on {_n(v + 1)} days" if ok(v) else "purchase count unknown"
+    elif feature == "tenure_days":
+        text = f"first bought {_n(v)} days ago"
+    elif feature == "span_days":
+        text = f"bought over a span of {_n(v)} days"
+    elif feature == "spend_trend" and ok(v):
+        change = (v - 1.0) * 100
+        direction = "falling" if change < 0 else "rising"
+        text = f"spend {direction} {abs(change):.0f}% over the last 3 orders"
+    elif feature in ("std_gap_days", "gap_cv") and ok(row.get("gap_cv", np.nan)):
+        cv = row["gap_cv"]
+        text = f"{'regular' if cv < 0.5 else 'irregular'} orders (gaps vary by {cv * 100:.0f}%)"
+    elif feature == "last_gap_over_gap" and ok(v):
+        text = f"the last gap between purchases was {v:.1f}x the usual"
+    elif feature == "mean_spend" and ok(v):
+        text = f"spends {_n(v)} per order"
+    elif feature == "total_spend" and ok(v):
+        text = f"spent {_n(v)} in all"
+    elif feature == "discount_share" and ok(v):
+        text = f"{v * 100:.0f}% of order value discounted"
+    elif feature == "refund_share" and ok(v):
+        text = f"{v * 100:.0f}% of order value refunded"
+    elif feature.startswith("orders_") and ok(v):
+        text = f"{_n(v)} orders in the last {feature[7:-1]} days"
+    elif feature == "first_channel":
+        name = channels[int(v)] if ok(v) and 0 <= int(v) < len(channels) else "unknown"
+        text = f"first ordered through {name}"
+    elif feature == "btyd_p_alive" and ok(v):
+        text = f"the {'base'} model gives a {v * 100:.0f}% chance of still being a customer"
+    elif feature.startswith("btyd_expected_") and ok(v):
+        text = f"the base model expects {v:.1f} purchases in {feature[14:-1]} days"
+    else:
+        text = f"{feature} = {'unknown' if not ok(v) else _n(v)}"
+    return f"{text} ({effect})"

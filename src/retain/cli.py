@@ -42,6 +42,7 @@ OPTION_METAVARS = {
     "--value": "CELL",
     "--sku": "SKU",
     "--fit": "FIT_ID",
+    "--origin": "YYYY-MM-DD",
 }
 METAVARS: dict[Any, str] = {int: "N", float: "NUMBER", str: "TEXT", Path: "FILE"}
 
@@ -910,6 +911,133 @@ def fit(
         return "\n".join(lines)
 
     emit(report.to_dict(), as_json, table)
+
+
+@app.command()
+@friendly_errors
+def backtest(
+    origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--origin",
+            help="A calibration end YYYY-MM-DD (repeatable). Default: per horizon the last 4 "
+            "quarter ends that leave the whole horizon before the observation day.",
+        ),
+    ] = None,
+    horizons: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--horizon",
+            help="Days forecast after each origin (repeatable). Default: 30, 90 and 365, "
+            "those the history can hold.",
+            min=1,
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="bgnbd, mbgnbd, pnbd or learned (repeatable). Default: all.",
+            metavar="bgnbd|mbgnbd|pnbd|learned",
+        ),
+    ] = None,
+    no_learned: Annotated[
+        bool, typer.Option("--no-learned", help="Leave the learned model out.")
+    ] = False,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every model's past forecasts on the store's own history and keep the run."""
+    from contextlib import ExitStack
+
+    from retain.backtest import backtest as run_backtest
+    from retain.errors import StoreError
+    from retain.store import Store
+
+    if not db.exists():
+        raise StoreError(
+            f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
+        )
+    with Store(db) as store, ExitStack() as shown:
+
+        def step(message: str) -> None:
+            shown.close()  # the previous step's spinner
+            shown.enter_context(progress(message + " ...", as_json))
+
+        run = run_backtest(
+            store,
+            origins=origins or None,
+            horizons=horizons or None,
+            models=models or None,
+            learned=not no_learned,
+            progress=step,
+        )
+        shown.close()
+    result = run.to_dict()
+    _warn_all(result["warnings"])
+    emit(result, as_json, lambda: _backtest_text(result))
+
+
+def _backtest_text(result: dict[str, Any]) -> str:
+    """A backtest for people: the means per model and horizon, then each origin."""
+    import pandas as pd
+
+    origins = result["origins"]
+    lines = [
+        f"backtest {result['backtest_id']} as of {result['as_of']}: "
+        f"{plural(len(origins), 'origin')} ({', '.join(origins)}), horizons "
+        f"{', '.join(str(h) for h in result['horizons'])} days (buying again: a purchase "
+        "within the horizon)",
+        "",
+    ]
+    best = {(b["horizon_days"], b["model"]) for b in result["best"]}
+    frame = pd.DataFrame(
+        [
+            {
+                "horizon": f"{row['horizon_days']} d",
+                "model": row["model"],
+                "origins": row["origins"],
+                "AUC": row["auc"],
+                "log-loss": row["log_loss"],
+                "Brier": row["brier"],
+                "ECE": row["ece"],
+                "bias %": row["bias_pct"],
+                "Gini": row["gini"],
+                "best": "best" if (row["horizon_days"], row["model"]) in best else "",
+            }
+            for row in result["summary"]
+        ]
+    )
+    specs = {"AUC": ".3f", "log-loss": ".4f", "Brier": ".4f", "ECE": ".3f", "Gini": ".3f"}
+    lines.append(_fmt_table(frame, {**specs, "bias %": "+.1f"}))
+    lines += ["", "means over the origins; best: the lowest mean log-loss", ""]
+    for origin in origins:
+        rows = [r for r in result["results"] if r["origin"] == origin]
+        parts = []
+        for h in sorted({r["horizon_days"] for r in rows}):
+            at = [r for r in rows if r["horizon_days"] == h]
+            done = [r for r in at if "error" not in r]
+            head = f"{h} d"
+            if done:
+                head += (
+                    f", {done[0]['buyers']:,} of {done[0]['customers']:,} bought, "
+                    f"{done[0]['actual_total']:,.0f} purchases"
+                )
+            scores = [
+                f"{r['model']} "
+                + (
+                    "failed"
+                    if "error" in r
+                    else f"{_fmt_number(r['log_loss'], '.4f')} ({_fmt_number(r['bias_pct'], '+.1f')}%)"
+                )
+                for r in at
+            ]
+            parts.append(f"{head}: log-loss (bias) {', '.join(scores)}")
+        lines.append(f"{origin}  " + "; ".join(parts))
+    for r in result["results"]:
+        if "error" in r:
+            lines.append(f"  {r['origin']} {r['horizon_days']} d {r['model']}: {r['error']}")
+    return "\n".join(lines)
 
 
 def _guard_text(report: Any) -> str:

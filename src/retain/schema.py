@@ -196,6 +196,20 @@ LISTED_CUSTOMERS = Table(
     ),
 )
 
+# Not a canonical table of the orders: written by retain.backtest (a store migration
+# creates it), one row per `retain backtest` run.
+BACKTESTS = Table(
+    "backtests",
+    (
+        Column("backtest_id", "INTEGER NOT NULL", "the run, numbered from 1"),
+        Column("created_at", "TIMESTAMP NOT NULL", "when it ran, UTC"),
+        Column("as_of", "DATE NOT NULL", "the store's observation day it ran at"),
+        Column("result", "JSON NOT NULL", "the whole result (retain.backtest.Backtest.to_dict)"),
+    ),
+    key=("backtest_id",),
+    description="one row per backtest run: every model's scores at every origin and horizon",
+)
+
 TABLES: tuple[Table, ...] = (
     ORDERS,
     ORDER_LINES,

@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 
 from retain.errors import StoreError
-from retain.schema import TABLES
+from retain.schema import BACKTESTS, TABLES
 
 DEFAULT_PATH = "retain.duckdb"
 
@@ -167,6 +167,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 as_of_s DOUBLE, source VARCHAR, items VARCHAR)""",
         ],
     ),
+    # retain.backtest: every `retain backtest` run, its whole result as JSON
+    ("backtests", [BACKTESTS.ddl()]),
 ]
 
 

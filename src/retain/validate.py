@@ -478,6 +478,44 @@ def _log_scores(
     return scores
 
 
+def _p_buy_rows(
+    fitted: TransactionModel,
+    rows: Any,
+    p_alive: NDArray[np.float64],
+    length: float,
+) -> NDArray[np.float64]:
+    """P(at least one purchase in the next ``length``, in the fit's unit | history) of
+    each distinct row of ``rows``: 1 - P(X(length) = 0), the complement of the
+    probability :func:`_log_scores` gives a count of 0."""
+    if length == 0:
+        return np.zeros(p_alive.size)
+    px, pT, code = fitted._pairs(rows)
+    none_if_alive = fitted._pmf_alive(0, length, px, pT)
+    return np.clip(np.clip(p_alive, 0.0, 1.0) * (1.0 - none_if_alive[code]), 0.0, 1.0)
+
+
+def _buy_again_scores(
+    data: HoldoutData,
+    fitted: TransactionModel,
+    customers: _Customers,
+    p_alive: NDArray[np.float64],
+) -> dict[str, float | None]:
+    """How well ``fitted`` forecast who buys again in the holdout: ``auc``, ``log_loss``,
+    ``brier`` and ``ece`` (of its :func:`retain.accuracy.reliability` table, ten bins)
+    of 1 - P(X = 0) against a holdout purchase."""
+    from retain.accuracy import auc, brier, expected_calibration_error, log_loss, reliability
+
+    length = data.days / UNIT_DAYS[data.unit]
+    p = _p_buy_rows(fitted, customers.rows, p_alive, length)[customers.inverse]
+    bought = (data.actual.to_numpy() > 0).astype(np.float64)
+    return {
+        "auc": auc(p, bought),
+        "log_loss": log_loss(p, bought),
+        "brier": brier(p, bought),
+        "ece": expected_calibration_error(reliability(p, bought)),
+    }
+
+
 def _present(codes: NDArray[np.intp], size: int) -> NDArray[np.intp]:
     """The distinct values of ``codes`` (each in ``range(size)``), in increasing order."""
     seen = np.zeros(size, dtype=bool)
@@ -499,7 +537,10 @@ def compare(
     ``log_likelihood`` (of the calibration fit), ``converged``, the
     next-purchase figures (``next_...``), and ``holdout_log_likelihood`` (the
     sum over customers of log P(X(t) = n | history), n each customer's holdout
-    purchase count) with ``holdout_log_likelihood_mean`` (per customer). The
+    purchase count) with ``holdout_log_likelihood_mean`` (per customer), and
+    how well each forecast who buys again in the holdout (1 - P(X(t) = 0)
+    against a holdout purchase): ``auc``, ``log_loss``, ``brier`` and ``ece``
+    (:mod:`retain.accuracy`; context, not used to choose). The
     chosen model comes first, the others follow best score first: the order
     in which to try them should the chosen one fail. ``attrs["choice"]`` holds
     the decision and its reasons (see :func:`choose_model`); RMSE and MAE are
@@ -544,6 +585,7 @@ def compare_data(
             for name in slow_first
         }
         windows: dict[str, list[Future[tuple[NDArray[np.float64], NDArray[np.bool_]]]]] = {}
+        buy_again: dict[str, Future[dict[str, float | None]]] = {}
         for future in as_completed(scoring.values()):
             if future.exception() is None:
                 result, p_alive = future.result()
@@ -551,6 +593,9 @@ def compare_data(
                     pool.submit(result.fitted._next_rows, customers.rows, q, h, p_alive)
                     for q, h in _windows(data)
                 ]
+                buy_again[result.model] = pool.submit(
+                    _buy_again_scores, data, result.fitted, customers, p_alive
+                )
         results = [scoring[name].result()[0] for name in names]
         scores = {result.model: result.per_customer["log_score"].to_numpy() for result in results}
         # every model scores the customers of one distinct row and holdout count alike
@@ -577,6 +622,7 @@ def compare_data(
             "log_likelihood": result.fitted.log_likelihood_,
             "converged": result.fitted.converged_,
             **{f"next_{k}": v for k, v in result.next_purchase.items()},
+            **buy_again[result.model].result(),
         }
         for result in results
     ]

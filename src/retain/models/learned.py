@@ -626,6 +626,14 @@ class LearnedModel:
         cut = self._cutoff(store, day, self.base_model_)
         return cut, self._matrix(cut)
 
+    def features(self, store: Store, as_of: Any) -> pd.DataFrame:
+        """The features the boosters read, as of the end of the ``as_of`` day, per
+        customer with an order by then (index ``customer_id``; NaN where undefined)."""
+        cut, X = self._at(store, as_of)
+        return pd.DataFrame(
+            X, index=pd.Index(cut.customer_ids, name="customer_id"), columns=self.features_
+        )
+
     def predict(self, store: Store, as_of: Any) -> pd.DataFrame:
         """Per customer with an order on or before ``as_of`` (index ``customer_id``):
         ``p_buy_{h}d``, ``expected_purchases_{h}d``, ``expected_revenue_{h}d``."""

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from store_helpers import insert_frames
 
 from retain.errors import ArgumentError, DataError
 from retain.models.learned import LearnedModel, isotonic_apply, isotonic_fit
 from retain.store import Store
+from store_helpers import insert_frames
 
 START = pd.Timestamp("2023-01-01")
 CALIBRATION_END = "2023-12-31"

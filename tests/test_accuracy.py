@@ -128,3 +128,21 @@ def test_normalized_gini() -> None:
     noisy = normalized_gini(actual + rng.normal(0, 10, 500), actual)
     assert noisy is not None and 0 < noisy < 1
     assert normalized_gini([1.0, 2.0], [0.0, 0.0]) is None
+
+
+def test_grouped_outcomes_score_as_the_customers_one_by_one() -> None:
+    from retain.accuracy import _auc_of, _brier_of, _log_loss_of, _reliability_of, outcomes
+
+    rng = np.random.default_rng(11)
+    p_groups = np.round(rng.random(40), 2)  # some groups share a probability too
+    groups = rng.integers(0, 40, 3000)
+    labels = (rng.random(3000) < p_groups[groups]).astype(float)
+    p = p_groups[groups]
+    grouped = outcomes(p_groups, labels, groups)
+    assert _auc_of(grouped) == pytest.approx(auc(p, labels), rel=1e-12)
+    assert _log_loss_of(grouped) == pytest.approx(log_loss(p, labels), rel=1e-12)
+    assert _brier_of(grouped) == pytest.approx(brier(p, labels), rel=1e-12)
+    for mine, theirs in zip(
+        _reliability_of(grouped, 7), reliability(p, labels, bins=7), strict=True
+    ):
+        assert mine == pytest.approx(theirs, rel=1e-12)

@@ -16,6 +16,7 @@ customers never changes a score.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,17 +60,63 @@ def _check_labels(y: Array) -> None:
         raise ArgumentError("labels must be 0 or 1 (or false and true)")
 
 
-def _average_ranks(values: Array) -> Array:
-    """Ranks 1..n of ``values``, ties given the mean of the ranks they span."""
-    order = np.argsort(values, kind="stable")
+@dataclass
+class Outcomes:
+    """Probabilities with, for each, the customers given it and how many of them had
+    label 1: the metrics of :func:`auc`, :func:`log_loss`, :func:`brier` and
+    :func:`reliability` need no more, so that customers who share a forecast (the
+    distinct rows of a model's summary) are scored as one (:func:`outcomes`)."""
+
+    p: Array
+    customers: Array
+    positives: Array
+
+    @property
+    def total(self) -> float:
+        return float(self.customers.sum())
+
+
+def outcomes(p: Any, labels: Any, groups: NDArray[np.intp] | None = None) -> Outcomes:
+    """:class:`Outcomes` of probabilities and 0/1 labels, one per customer; with
+    ``groups`` (the group of each customer), ``p`` holds one probability per group."""
+    if groups is None:
+        prob, y = _probabilities(p, labels)
+        return Outcomes(prob, np.ones(prob.size), y)
+    prob = _values(p, "probabilities")
+    if prob.size and (prob.min() < 0 or prob.max() > 1):
+        raise ArgumentError("probabilities must lie between 0 and 1")
+    y = _values(labels, "labels")
+    _check_labels(y)
+    if y.size != groups.size:
+        raise ArgumentError("labels and groups must have one value per customer each")
+    return Outcomes(
+        prob,
+        np.bincount(groups, minlength=prob.size).astype(np.float64),
+        np.bincount(groups, weights=y, minlength=prob.size).astype(np.float64),
+    )
+
+
+def _runs(values: Array, *sums: Array) -> tuple[Array, list[Array]]:
+    """The distinct ``values`` in increasing order and, for each, the sums of each of
+    ``sums`` over the entries with that value."""
+    order = np.argsort(values)  # equal values are merged: their order does not matter
     ordered = values[order]
-    # the start of each run of equal values, and the mean rank of the run
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], ordered.size]
-    mean_rank = (starts + ends + 1) / 2.0
-    ranks = np.empty(values.size)
-    ranks[order] = np.repeat(mean_rank, ends - starts)
-    return ranks
+    if ordered.size == 0:
+        return ordered, [np.zeros(0) for _ in sums]
+    return ordered[starts], [np.add.reduceat(w[order], starts) for w in sums]
+
+
+def _auc_of(data: Outcomes) -> float | None:
+    """:func:`auc` of grouped outcomes."""
+    positives = float(data.positives.sum())
+    negatives = data.total - positives
+    if positives == 0 or negatives == 0:
+        return None
+    _, (pos, count) = _runs(data.p, data.positives, data.customers)
+    neg = count - pos
+    below = np.cumsum(neg) - neg  # negatives scored strictly lower
+    return float(np.sum(pos * (below + 0.5 * neg)) / (positives * negatives))
 
 
 def auc(scores: Any, labels: Any) -> float | None:
@@ -79,49 +126,48 @@ def auc(scores: Any, labels: Any) -> float | None:
     label is absent."""
     s, y = _pair(scores, labels, ("scores", "labels"))
     _check_labels(y)
-    positives = int(y.sum())
-    negatives = y.size - positives
-    if positives == 0 or negatives == 0:
+    return _auc_of(Outcomes(s, np.ones(s.size), y))
+
+
+def _log_loss_of(data: Outcomes) -> float | None:
+    if data.total == 0:
         return None
-    ranks = _average_ranks(s)
-    u = ranks[y == 1].sum() - positives * (positives + 1) / 2.0
-    return float(u / (positives * negatives))
+    prob = np.clip(data.p, EPSILON, 1.0 - EPSILON)
+    negatives = data.customers - data.positives
+    return float(-np.sum(data.positives * np.log(prob) + negatives * np.log1p(-prob)) / data.total)
+
+
+def _brier_of(data: Outcomes) -> float | None:
+    if data.total == 0:
+        return None
+    negatives = data.customers - data.positives
+    return float(np.sum(data.positives * (1.0 - data.p) ** 2 + negatives * data.p**2) / data.total)
 
 
 def log_loss(p: Any, labels: Any) -> float | None:
     """The mean negative log-likelihood of the labels, -mean(y log p + (1 - y)
     log(1 - p)), with p clipped to [1e-15, 1 - 1e-15]; lower is better. None without
     customers."""
-    prob, y = _probabilities(p, labels)
-    if prob.size == 0:
-        return None
-    prob = np.clip(prob, EPSILON, 1.0 - EPSILON)
-    return float(-np.mean(y * np.log(prob) + (1.0 - y) * np.log1p(-prob)))
+    return _log_loss_of(outcomes(p, labels))
 
 
 def brier(p: Any, labels: Any) -> float | None:
     """The mean squared difference of probability and label; lower is better. None
     without customers."""
-    prob, y = _probabilities(p, labels)
-    if prob.size == 0:
-        return None
-    return float(np.mean((prob - y) ** 2))
+    return _brier_of(outcomes(p, labels))
 
 
-def _tie_bins(values: Array, bins: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """The customers in increasing order of ``values`` and, for each in that order, its
-    bin: ``bins`` bins of (nearly) equal counts, each run of equal values wholly in the
-    bin its middle falls in, so that a bin may be empty (then it is skipped) and the
-    bins are numbered 0, 1, ... without gaps."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    n = ordered.size
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], n]
-    middle = (starts + ends - 1) / 2.0
+def _tie_bins(counts: Array, bins: int) -> NDArray[np.intp]:
+    """The bin of each run of equal values (in increasing order; ``counts`` customers
+    each): ``bins`` bins of (nearly) equal counts, each run wholly in the bin its middle
+    customer falls in, so that a bin may be empty (then it is skipped) and the bins are
+    numbered 0, 1, ... without gaps."""
+    n = float(counts.sum())
+    ends = np.cumsum(counts)
+    middle = (ends - counts + ends - 1) / 2.0
     run_bin = np.minimum((middle * bins / n).astype(np.intp), bins - 1)
     _, run_bin = np.unique(run_bin, return_inverse=True)  # renumber without gaps
-    return order, np.repeat(run_bin, ends - starts)
+    return np.asarray(run_bin, dtype=np.intp)
 
 
 def _check_bins(bins: int) -> None:
@@ -136,26 +182,33 @@ def reliability(p: Any, labels: Any, bins: int = 10) -> list[dict[str, Any]]:
     ``customers``, ``predicted`` (mean probability), ``observed`` (share with label
     1), ``low`` and ``high`` (the bin's smallest and largest probability)."""
     _check_bins(bins)
-    prob, y = _probabilities(p, labels)
-    if prob.size == 0:
+    return _reliability_of(outcomes(p, labels), bins)
+
+
+def _reliability_of(data: Outcomes, bins: int = 10) -> list[dict[str, Any]]:
+    """:func:`reliability` of grouped outcomes."""
+    _check_bins(bins)
+    values, (count, pos) = _runs(data.p, data.customers, data.positives)
+    keep = count > 0
+    values, count, pos = values[keep], count[keep], pos[keep]
+    if values.size == 0:
         return []
-    order, bin_of = _tie_bins(prob, bins)
-    count = np.bincount(bin_of)
-    predicted = np.bincount(bin_of, weights=prob[order]) / count
-    observed = np.bincount(bin_of, weights=y[order]) / count
-    ordered = prob[order]
-    first = np.r_[0, np.cumsum(count)[:-1]]
-    last = np.cumsum(count) - 1
+    run_bin = _tie_bins(count, bins)
+    customers = np.bincount(run_bin, weights=count)
+    predicted = np.bincount(run_bin, weights=values * count) / customers
+    observed = np.bincount(run_bin, weights=pos) / customers
+    last = np.flatnonzero(np.r_[run_bin[1:] != run_bin[:-1], True])
+    first = np.r_[0, last[:-1] + 1]
     return [
         {
             "bin": int(k + 1),
-            "customers": int(count[k]),
+            "customers": round(customers[k]),
             "predicted": float(predicted[k]),
             "observed": float(observed[k]),
-            "low": float(ordered[first[k]]),
-            "high": float(ordered[last[k]]),
+            "low": float(values[first[k]]),
+            "high": float(values[last[k]]),
         }
-        for k in range(count.size)
+        for k in range(customers.size)
     ]
 
 
@@ -174,6 +227,24 @@ def expected_calibration_error(table: list[dict[str, Any]]) -> float | None:
     )
 
 
+@dataclass
+class Ranked:
+    """Customers ranked by a predicted value, the highest first, customers with equal
+    predictions merged: each run's prediction, customers and actual total
+    (:func:`ranked`); what :func:`decile_lift` and :func:`normalized_gini` read."""
+
+    predicted: Array
+    customers: Array
+    actual: Array
+
+
+def ranked(predicted: Any, actual: Any) -> Ranked:
+    """:class:`Ranked` of one predicted and one actual value per customer."""
+    pred, act = _pair(predicted, actual, ("predicted values", "actual values"))
+    values, (count, total) = _runs(-pred, np.ones(pred.size), act)
+    return Ranked(-values, count, total)
+
+
 def decile_lift(predicted: Any, actual: Any) -> list[dict[str, Any]]:
     """The customers in ten equal-count groups by predicted value, the highest first
     (customers with equal predictions kept in one group, so there may be fewer), each
@@ -181,45 +252,44 @@ def decile_lift(predicted: Any, actual: Any) -> list[dict[str, Any]]:
     ``actual`` (means per customer), ``actual_share`` (the group's share of all the
     actual value; None when that is 0) and ``lift`` (``actual_share`` over the
     group's share of the customers: 1 is no better than chance)."""
-    pred, act = _pair(predicted, actual, ("predicted values", "actual values"))
-    if pred.size == 0:
+    return _lift_of(ranked(predicted, actual))
+
+
+def _lift_of(data: Ranked) -> list[dict[str, Any]]:
+    if data.customers.size == 0:
         return []
-    order, group = _tie_bins(-pred, 10)
-    count = np.bincount(group)
-    total = float(act.sum())
-    actual_sum = np.bincount(group, weights=act[order])
-    predicted_mean = np.bincount(group, weights=pred[order]) / count
+    group = _tie_bins(data.customers, 10)
+    count = np.bincount(group, weights=data.customers)
+    n = float(data.customers.sum())
+    total = float(data.actual.sum())
+    actual_sum = np.bincount(group, weights=data.actual)
+    predicted_mean = np.bincount(group, weights=data.predicted * data.customers) / count
     rows = []
     for k in range(count.size):
         share = float(actual_sum[k] / total) if total != 0 else None
         rows.append(
             {
                 "decile": int(k + 1),
-                "customers": int(count[k]),
+                "customers": round(count[k]),
                 "predicted": float(predicted_mean[k]),
                 "actual": float(actual_sum[k] / count[k]),
                 "actual_share": share,
-                "lift": None if share is None else share / (count[k] / pred.size),
+                "lift": None if share is None else share / (count[k] / n),
             }
         )
     return rows
 
 
-def _gini(order_by: Array, actual: Array) -> float:
-    """The Gini of ``actual`` with the customers ranked by ``order_by``, highest first:
-    the mean over ranks of the cumulative share of the actual value above the share of
-    the customers. Customers with equal ``order_by`` share their group's mean value
-    (the expectation over their orders)."""
-    order = np.argsort(-order_by, kind="stable")
-    ranked = order_by[order]
-    values = actual[order]
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    sizes = np.diff(np.r_[starts, ranked.size])
-    means = np.add.reduceat(values, starts) / sizes
-    spread = np.repeat(means, sizes)
-    n = values.size
-    cumulative = np.cumsum(spread) / values.sum()
-    return float(np.sum(cumulative - np.arange(1, n + 1) / n) / n)
+def _gini_of(data: Ranked) -> float:
+    """The Gini of the actual values in ``data``'s order: the mean over ranks of the
+    cumulative share of the actual value above the share of the customers. The
+    customers of a run share its mean value (the expectation over their orders)."""
+    c, a = data.customers, data.actual
+    n, total = float(c.sum()), float(a.sum())
+    before = np.cumsum(a) - a  # the actual value ranked above each run
+    # the run's customers' cumulative shares: c * before + a * (c + 1) / 2, over total
+    lorenz = float(np.sum(c * before + a * (c + 1.0) / 2.0)) / total
+    return (lorenz - (n + 1.0) / 2.0) / n
 
 
 def normalized_gini(predicted: Any, actual: Any) -> float | None:
@@ -227,10 +297,16 @@ def normalized_gini(predicted: Any, actual: Any) -> float | None:
     by themselves: 1 is the best possible ranking, 0 no better than chance, below 0
     worse. None when there is nothing to rank (no customers, an actual total of 0, or
     every actual value equal)."""
-    pred, act = _pair(predicted, actual, ("predicted values", "actual values"))
-    if pred.size < 2 or act.sum() == 0:
+    _, act = _pair(predicted, actual, ("predicted values", "actual values"))
+    return _normalized_gini_of(ranked(predicted, actual), ranked(act, act))
+
+
+def _normalized_gini_of(data: Ranked, best: Ranked) -> float | None:
+    """:func:`normalized_gini` of ``data``; ``best`` ranks the same actual values by
+    themselves."""
+    if data.customers.sum() < 2 or data.actual.sum() == 0:
         return None
-    best = _gini(act, act)
-    if best == 0:
+    top = _gini_of(best)
+    if top == 0:
         return None
-    return _gini(pred, act) / best
+    return _gini_of(data) / top

@@ -42,13 +42,17 @@ from numpy.typing import NDArray
 
 from retain import config
 from retain.accuracy import (
-    auc,
-    brier,
-    decile_lift,
+    Outcomes,
+    Ranked,
+    _auc_of,
+    _brier_of,
+    _lift_of,
+    _log_loss_of,
+    _normalized_gini_of,
+    _reliability_of,
     expected_calibration_error,
-    log_loss,
-    normalized_gini,
-    reliability,
+    outcomes,
+    ranked,
 )
 from retain.errors import ArgumentError, DataError, RetainError
 from retain.models import transaction_model
@@ -57,6 +61,7 @@ from retain.models.gammagamma import GammaGamma
 from retain.schema import BACKTESTS
 from retain.store import Store
 from retain.validate import (
+    WINDOW_REACH,
     HoldoutData,
     _collapse,
     _log_scores,
@@ -287,6 +292,7 @@ class _Windows:
     monetary: NDArray[np.float64]
     purchases: dict[int, NDArray[np.float64]]
     revenue: dict[int, NDArray[np.float64]]
+    best_revenue: dict[int, Ranked]
 
 
 def _read_windows(store: Store, origin: dt.date, horizons: list[int], index: pd.Index) -> _Windows:
@@ -296,10 +302,12 @@ def _read_windows(store: Store, origin: dt.date, horizons: list[int], index: pd.
     frame = frame.set_index("customer_id").reindex(index)
     if frame.isna().any().any():  # pragma: no cover - the same orders as the summary's
         raise DataError(f"the orders changed while the backtest read them (origin {origin})")
+    revenue = {h: frame[f"revenue_{h}"].to_numpy(dtype=np.float64) for h in horizons}
     return _Windows(
         frame["monetary"].to_numpy(dtype=np.float64),
         {h: frame[f"purchases_{h}"].to_numpy(dtype=np.float64) for h in horizons},
-        {h: frame[f"revenue_{h}"].to_numpy(dtype=np.float64) for h in horizons},
+        revenue,
+        {h: ranked(revenue[h], revenue[h]) for h in horizons},
     )
 
 
@@ -313,27 +321,31 @@ def _number(value: float | None) -> float | None:
 
 
 def _metrics(
-    p_buy: NDArray[np.float64],
+    buy: Outcomes,
     expected: NDArray[np.float64],
     predicted_revenue: NDArray[np.float64] | None,
     purchases: NDArray[np.float64],
     revenue: NDArray[np.float64],
+    best_revenue: Ranked,
     log_scores: NDArray[np.float64] | None,
 ) -> dict[str, Any]:
-    """The contract's metrics of one model at one origin and horizon."""
-    bought = (purchases > 0).astype(np.float64)
-    table = reliability(p_buy, bought)
+    """The contract's metrics of one model at one origin and horizon: ``buy`` its
+    probabilities of buying again (grouped: customers who share a forecast scored as
+    one), the rest one value per customer; ``best_revenue`` the actual revenue ranked
+    by itself (the Gini's best, shared by the models)."""
+    table = _reliability_of(buy)
     predicted_total = float(expected.sum())
     actual_total = float(purchases.sum())
     errors = expected - purchases
     customers = int(purchases.size)
     log_likelihood = None if log_scores is None else float(log_scores.sum())
+    by_value = None if predicted_revenue is None else ranked(predicted_revenue, revenue)
     return {
         "customers": customers,
-        "buyers": int(bought.sum()),
-        "auc": auc(p_buy, bought),
-        "log_loss": log_loss(p_buy, bought),
-        "brier": brier(p_buy, bought),
+        "buyers": round(float(buy.positives.sum())),
+        "auc": _auc_of(buy),
+        "log_loss": _log_loss_of(buy),
+        "brier": _brier_of(buy),
         "ece": expected_calibration_error(table),
         "calibration": table,
         "log_likelihood": log_likelihood,
@@ -351,8 +363,8 @@ def _metrics(
             None if predicted_revenue is None else _number(float(predicted_revenue.sum()))
         ),
         "actual_revenue": float(revenue.sum()),
-        "lift": [] if predicted_revenue is None else decile_lift(predicted_revenue, revenue),
-        "gini": None if predicted_revenue is None else normalized_gini(predicted_revenue, revenue),
+        "lift": [] if by_value is None else _lift_of(by_value),
+        "gini": None if by_value is None else _normalized_gini_of(by_value, best_revenue),
     }
 
 
@@ -374,6 +386,8 @@ def _btyd_results(
     lengths = np.array([h / unit_days for h in horizons])
     expected_rows = fitted._conditional_expected(rows, lengths, np.clip(p_alive, 0.0, 1.0))
     longest = max(horizons)
+    # the purchase windows to the longest horizon, cut to each shorter one (_cut)
+    next_rows = [fitted._next_rows(rows, q, reach, p_alive) for q, reach in _windows(data)]
     out: dict[int, dict[str, Any]] = {}
     for j, h in enumerate(horizons):
         purchases = windows.purchases[h]
@@ -386,21 +400,44 @@ def _btyd_results(
             end = data.calibration_end + pd.Timedelta(days=h)
             first = data.first.where(data.first <= h)
             held = replace(data, holdout_end=end, first=first, actual=pd.Series(purchases))
-        p_buy = _p_buy_rows(fitted, rows, p_alive, lengths[j])[inverse]
+        # every customer of a distinct row has its forecast: scored per row
+        p_buy = _p_buy_rows(fitted, rows, p_alive, lengths[j])
         figures = _metrics(
-            p_buy,
+            outcomes(p_buy, purchases > 0, inverse),
             expected,
             None if spend is None else expected * spend,
             purchases,
             windows.revenue[h],
+            windows.best_revenue[h],
             log_scores,
         )
-        next_rows = [fitted._next_rows(rows, q, reach, p_alive) for q, reach in _windows(held)]
-        figures["next_purchase"] = _next_purchase(held, customers, next_rows)
+        figures["next_purchase"] = _next_purchase(held, customers, _cut(next_rows, lengths[j]))
         figures["params"] = dict(fitted.params_)
         figures["converged"] = bool(fitted.converged_)
         out[h] = figures
     return out
+
+
+def _cut(
+    windows: list[tuple[NDArray[np.float64], NDArray[np.bool_]]], length: float
+) -> list[tuple[NDArray[np.float64], NDArray[np.bool_]]]:
+    """The purchase windows of :func:`retain.validate._windows` for a holdout of
+    ``length`` (the fit's unit) from those of a longer one: a time within the shorter
+    reach is the same time, one beyond it is capped there, as ``_next_rows`` caps it."""
+    (start, start_ok), (end, end_ok), (median, dated) = windows
+    reach = WINDOW_REACH * length
+
+    def capped(
+        time: NDArray[np.float64], ok: NDArray[np.bool_], top: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        within = ok & (time <= top)
+        return np.where(within, time, top), within
+
+    return [
+        capped(start, start_ok, reach),
+        capped(end, end_ok, reach),
+        capped(median, dated, length),
+    ]
 
 
 def _learned_results(
@@ -428,11 +465,12 @@ def _learned_results(
                 f"customers who bought by {origin}"
             )
         figures = _metrics(
-            np.clip(values[:, 0], 0.0, 1.0),
+            outcomes(np.clip(values[:, 0], 0.0, 1.0), windows.purchases[h] > 0),
             values[:, 1],
             values[:, 2],
             windows.purchases[h],
             windows.revenue[h],
+            windows.best_revenue[h],
             None,
         )
         figures["next_purchase"] = None

@@ -503,16 +503,17 @@ def _buy_again_scores(
     """How well ``fitted`` forecast who buys again in the holdout: ``auc``, ``log_loss``,
     ``brier`` and ``ece`` (of its :func:`retain.accuracy.reliability` table, ten bins)
     of 1 - P(X = 0) against a holdout purchase."""
-    from retain.accuracy import auc, brier, expected_calibration_error, log_loss, reliability
+    from retain import accuracy
 
     length = data.days / UNIT_DAYS[data.unit]
-    p = _p_buy_rows(fitted, customers.rows, p_alive, length)[customers.inverse]
-    bought = (data.actual.to_numpy() > 0).astype(np.float64)
+    # the customers of a distinct row share its forecast: scored per row
+    p = _p_buy_rows(fitted, customers.rows, p_alive, length)
+    buy = accuracy.outcomes(p, data.actual.to_numpy() > 0, customers.inverse)
     return {
-        "auc": auc(p, bought),
-        "log_loss": log_loss(p, bought),
-        "brier": brier(p, bought),
-        "ece": expected_calibration_error(reliability(p, bought)),
+        "auc": accuracy._auc_of(buy),
+        "log_loss": accuracy._log_loss_of(buy),
+        "brier": accuracy._brier_of(buy),
+        "ece": accuracy.expected_calibration_error(accuracy._reliability_of(buy)),
     }
 
 

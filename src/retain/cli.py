@@ -785,17 +785,41 @@ def alerts(
     result = {"alerts": frame, **frame.attrs}
 
     def table() -> str:
+        from retain.metrics.alerts import DRIFT_METRICS
+
         attrs = frame.attrs
-        if attrs["note"]:
-            return f"no alerts: {attrs['note']}"
-        if frame.empty:
-            return (
-                f"no alerts: {attrs['checked']} checks of the last {recent} complete {period}s "
-                f"against their {baseline}-{period} baselines found no drop at p < {alpha:g}"
+        lines = [f"alert: {reason}" for reason in frame["reason"]]
+        if not (~frame["metric"].isin(DRIFT_METRICS)).any():
+            lines.append(
+                f"no trend alerts: {attrs['note']}"
+                if attrs["note"]
+                else f"no trend alerts: {attrs['checked']} checks of the last {recent} complete "
+                f"{period}s against their {baseline}-{period} baselines found no drop at "
+                f"p < {alpha:g}"
             )
-        return "\n".join(f"alert: {reason}" for reason in frame["reason"])
+        drift = attrs.get("drift") or {}
+        if not drift.get("checked"):
+            lines.append(f"no drift check: {drift.get('note')}")
+        elif not frame["metric"].isin(DRIFT_METRICS).any():
+            lines.append(_no_drift_text(drift))
+        return "\n".join(lines)
 
     emit(result, as_json, table)
+
+
+def _no_drift_text(drift: dict[str, Any]) -> str:
+    """The drift check's figures when it found nothing."""
+    ece, baseline = drift.get("ece"), drift.get("ece_baseline")
+    bias = drift.get("bias_pct")
+    return (
+        f"no drift: backtest {drift['backtest_id']}, {drift['model']} over the "
+        f"{drift['horizon_days']} days after {drift['origin']}: forecast bias "
+        + ("-" if bias is None else f"{bias:+.1f}%")
+        + ", calibration error "
+        + ("-" if ece is None else f"{ece:.3f}")
+        + ("" if baseline is None else f" (earlier origins {baseline:.3f})")
+        + (f"; {drift['note']}" if drift.get("note") else "")
+    )
 
 
 # --- models (retain.models): fit, score -----------------------------------------------
@@ -840,7 +864,7 @@ def fit(
     as_json: JsonOption = False,
 ) -> None:
     """Fit the repeat-purchase and spend models on the store and keep them."""
-    from retain.scoring import MODEL_CHOICES, FitRefused, fit_store
+    from retain.scoring import MODEL_CHOICES, FitRefused, fit_store, model_card
     from retain.store import Store
 
     if model not in MODEL_CHOICES:
@@ -854,16 +878,26 @@ def fit(
             f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
         )
     step = "comparing BG/NBD, MBG/NBD and Pareto/NBD" if model == "auto" else f"fitting {model}"
+    card: dict[str, Any] = {}
     try:
         with Store(db) as store, progress(f"{step} ...", as_json):
-            report = fit_store(
-                store, model=model, holdout_weeks=holdout_weeks, unit=unit, as_of=as_of
-            )
+            try:
+                report = fit_store(
+                    store, model=model, holdout_weeks=holdout_weeks, unit=unit, as_of=as_of
+                )
+            except FitRefused as refused:
+                card = model_card(store, refused.report.fit_id)
+                raise
+            card = model_card(store, report.fit_id)
     except FitRefused as refused:
         # the checks that refused it, as JSON or as text, before the one-line error
         refusal = refused.report
         _warn_all(refusal.warnings)
-        emit(refusal.to_dict(), as_json, lambda: _guard_text(refusal))
+        emit(
+            {**refusal.to_dict(), "card": card},
+            as_json,
+            lambda: "\n".join([_card_data_text(card), _guard_text(refusal)]),
+        )
         raise
     _warn_all(report.warnings)
 
@@ -873,6 +907,7 @@ def fit(
             f"fit {report.fit_id}: {report.model} on {report.customers:,} customers to "
             f"{report.observation_end} (time in {unit_name}), log-likelihood "
             f"{report.log_likelihood:,.2f}{'' if report.converged else ' (not converged)'}",
+            _card_data_text(card),
             "  "
             + ", ".join(
                 f"{k} = {v:.4g} (se {report.standard_errors[k]:.2g})"
@@ -885,14 +920,21 @@ def fit(
                 + ", ".join(f"{k} = {v:.4g}" for k, v in report.spend_params.items())
             )
         if report.candidates is not None:
-            shown = report.candidates[
-                ["model", "holdout_log_likelihood_mean", "actual", "predicted", "rmse", "mae"]
-            ].rename(columns={"holdout_log_likelihood_mean": "log-lik/customer"})
+            columns = ["model", "holdout_log_likelihood_mean", "actual", "predicted", "rmse", "mae"]
+            # "buys again in the holdout", where the comparison scored it
+            columns += [c for c in ("auc", "log_loss") if c in report.candidates]
+            shown = report.candidates[columns].rename(
+                columns={"holdout_log_likelihood_mean": "log-lik/customer"}
+            )
+            holdout = card.get("holdout") or {}
             lines += [
                 "",
-                f"holdout: the last {report.holdout_weeks} weeks; models compared by the "
+                f"holdout: the last {report.holdout_weeks} weeks (calibration to "
+                f"{holdout.get('calibration_end')}); models compared by the "
                 "log-likelihood of each customer's holdout purchase count (higher is better; "
-                "RMSE and MAE of the counts for context)",
+                "RMSE and MAE of the counts"
+                + (", AUC and log-loss of buying again" if len(columns) > 6 else "")
+                + " for context)",
                 _fmt_table(
                     shown,
                     {
@@ -901,16 +943,76 @@ def fit(
                         "predicted": ",.1f",
                         "mae": ".3f",
                         "rmse": ".3f",
+                        "auc": ".3f",
+                        "log_loss": ".4f",
                     },
                 ),
             ]
             if report.choice:
                 lines.append(f"chosen: {report.choice['reason']}")
         lines += ["", _guard_text(report)]
+        lines += ["", _card_backtest_text(card, db)]
         lines.append(f"\nnext: retain score --db {db}")
         return "\n".join(lines)
 
-    emit(report.to_dict(), as_json, table)
+    emit({**report.to_dict(), "card": card}, as_json, table)
+
+
+def _card_data_text(card: dict[str, Any]) -> str:
+    """The model card's data range, one line."""
+    data = card.get("data") or {}
+    if not data:
+        return "  data: -"
+    counted = "" if data.get("recorded") else " (counted from the orders stored now)"
+    return (
+        f"  data: orders {data.get('first_order_day')} to {data.get('last_order_day')} "
+        f"(observation end {data.get('observation_end')}): {data.get('customers', 0):,} "
+        f"customers, {data.get('orders', 0):,} orders, {data.get('repeat_buyers', 0):,} "
+        f"repeat buyers{counted}"
+    )
+
+
+def _card_backtest_text(card: dict[str, Any], db: Path) -> str:
+    """The model card's backtest lines: the latest run's means over origins per model and
+    horizon, or how to make one."""
+    import pandas as pd
+
+    run = card.get("backtest")
+    if not run:
+        return "\n".join(
+            [
+                f"backtest: none yet (retain backtest --db {db} scores every model on past "
+                "origins)",
+                *(f"note: {n}" for n in card.get("notes", [])),
+            ]
+        )
+    best = ", ".join(f"{b['horizon_days']}d {b['model']}" for b in run.get("best", []))
+    lines = [
+        f"backtest {run['backtest_id']} (orders to {run['as_of']}; "
+        f"{len(run.get('origins', []))} origins), means over origins; best by log-loss: "
+        f"{best or '-'}"
+    ]
+    if run.get("summary"):
+        frame = pd.DataFrame(run["summary"])
+        keep = [
+            c
+            for c in ("model", "horizon_days", "origins", "auc", "log_loss", "ece", "bias_pct")
+            if c in frame
+        ]
+        lines.append(
+            _fmt_table(
+                frame[keep].rename(columns={"horizon_days": "days"}),
+                {"auc": ".3f", "log_loss": ".4f", "ece": ".4f", "bias_pct": "+.1f"},
+            )
+        )
+    for row in run.get("learned", []):
+        verdict = "better" if row["better"] else "not better"
+        lines.append(
+            f"learned model at {row['horizon_days']} days: log-loss {row['log_loss']:.4f} "
+            f"against {row['best_btyd_log_loss']:.4f} for {row['best_btyd']} ({verdict})"
+        )
+    lines += [f"note: {n}" for n in card.get("notes", [])]
+    return "\n".join(lines)
 
 
 @app.command()

@@ -160,6 +160,76 @@ class ScoreReport:
         return dict(self.__dict__)
 
 
+# model_fits' columns in order; the last two are the model card's (see model_card)
+_FIT_COLUMNS = (
+    "fit_id",
+    "model",
+    "params",
+    "spend_params",
+    "unit",
+    "grain",
+    "observation_end",
+    "fitted_at",
+    "customers",
+    "log_likelihood",
+    "converged",
+    "holdout_weeks",
+    "holdout_actual",
+    "holdout_predicted",
+    "holdout_mae",
+    "holdout_rmse",
+    "candidates",
+    "kept",
+    "guard",
+    "choice",
+    "data_range",
+    "warnings",
+)
+_CARD_COLUMNS = ("data_range", "warnings")
+
+# The orders a fit to $end reads (the whole observation day counts)
+DATA_RANGE_SQL = """
+SELECT CAST(min(ordered_at) AS DATE), CAST(max(ordered_at) AS DATE), count(*)
+FROM orders
+WHERE customer_id IS NOT NULL AND ordered_at < CAST($end AS DATE) + INTERVAL 1 DAY
+"""
+
+
+# The customers of a fit to $end and those who bought again on a later $grain period
+REPEAT_BUYERS_SQL = """
+SELECT count(*), count(*) FILTER (WHERE periods > 1)
+FROM (
+    SELECT customer_id, count(DISTINCT date_trunc($grain, ordered_at)) AS periods
+    FROM orders
+    WHERE customer_id IS NOT NULL AND ordered_at < CAST($end AS DATE) + INTERVAL 1 DAY
+    GROUP BY customer_id
+)
+"""
+
+
+def _data_range(
+    store: Store, end: dt.date, summary: pd.DataFrame | None, grain: str = "D"
+) -> dict[str, Any]:
+    """What a fit to ``end`` was fitted on: the first and last order day, the orders, the
+    customers and the repeat buyers (a purchase on a later day, or week with grain W,
+    than their first: ``frequency > 0``); from ``summary`` when given, else counted."""
+    first, last, orders = store.con.execute(DATA_RANGE_SQL, {"end": end}).fetchall()[0]
+    if summary is not None:
+        customers, repeat = len(summary), int((summary["frequency"] > 0).sum())
+    else:
+        customers, repeat = store.con.execute(
+            REPEAT_BUYERS_SQL, {"end": end, "grain": GRAINS[grain]}
+        ).fetchall()[0]
+    return {
+        "first_order_day": None if first is None else first.isoformat(),
+        "last_order_day": None if last is None else last.isoformat(),
+        "observation_end": end.isoformat(),
+        "customers": int(customers),
+        "orders": int(orders),
+        "repeat_buyers": int(repeat),
+    }
+
+
 def _first_order_day(store: Store) -> dt.date:
     return pd.Timestamp(store.scalar("SELECT min(ordered_at) FROM orders")).date()
 
@@ -324,13 +394,18 @@ def fit_store(
     kept = bool(tried[-1]["kept"])
     caught = list(dict.fromkeys(str(w.message) for w in seen))
     best = None if candidates is None else candidates.iloc[0]
+    used = _data_range(store, end, summary)
     with store.transaction() as con:
+        # the card's columns, added here rather than by a migration: a store fitted
+        # before them has NULLs, and model_card reads the rest from the orders
+        for column in _CARD_COLUMNS:
+            con.execute(f"ALTER TABLE model_fits ADD COLUMN IF NOT EXISTS {column} VARCHAR")
         fit_id = int(
             con.execute("SELECT coalesce(max(fit_id), 0) + 1 FROM model_fits").fetchall()[0][0]
         )
         con.execute(
-            "INSERT INTO model_fits VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO model_fits ({', '.join(_FIT_COLUMNS)}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 fit_id,
                 chosen,
@@ -351,6 +426,8 @@ def fit_store(
                 kept,
                 json.dumps(tried),
                 None if choice is None else json.dumps(choice),
+                json.dumps(used),
+                json.dumps(caught),
             ],
         )
     report = FitReport(
@@ -436,6 +513,163 @@ def load_fit(
         loaded = Model.from_json(row["spend_params"])
         spend = loaded if isinstance(loaded, GammaGamma) else None
     return model, spend, row
+
+
+# the candidates' holdout figures a card shows, by their names in ``model_fits.candidates``
+_CARD_CANDIDATE_KEYS = {
+    "model": "model",
+    "holdout_log_likelihood_mean": "log_likelihood_mean",
+    "holdout_log_likelihood": "log_likelihood",
+    "actual": "actual",
+    "predicted": "predicted",
+    "mae": "mae",
+    "rmse": "rmse",
+    "auc": "auc",
+    "log_loss": "log_loss",
+    "brier": "brier",
+    "ece": "ece",
+}
+
+
+def model_card(store: Store, fit_id: int | None = None) -> dict[str, Any]:
+    """The model card of fit ``fit_id`` (default: the latest fit, kept or refused), from
+    ``model_fits`` and the latest ``backtests`` run. Keys:
+
+    - ``fit_id``, ``model``, ``fitted_at``, ``kept``, ``converged``, ``unit``, ``grain``;
+    - ``data``: ``first_order_day``, ``last_order_day``, ``observation_end``,
+      ``customers``, ``orders``, ``repeat_buyers`` and ``recorded`` (false for a fit
+      made before cards: counted from the orders stored now, up to its observation end);
+    - ``holdout``: ``calibration_end``, ``holdout_end`` and ``weeks``, or None when the
+      models were not compared;
+    - ``candidates``: per model compared, best first, its holdout scores:
+      ``log_likelihood_mean`` (per customer) and ``log_likelihood``, ``actual`` and
+      ``predicted`` holdout purchases with ``bias_pct``, ``mae``, ``rmse`` and, for fits
+      that recorded them, ``auc``, ``log_loss``, ``brier``, ``ece`` of "buys again in
+      the holdout" (else None);
+    - ``choice`` (``model_fits.choice``: criterion, scores, ``reason``) and ``reason``;
+    - ``guard``: the fit guard's checks of every model tried;
+    - ``warnings``: what the fit warned of (None for a fit made before cards);
+    - ``backtest``: from the latest ``retain backtest`` run, None without one:
+      ``backtest_id``, ``created_at``, ``as_of``, ``horizons``, ``origins``,
+      ``summary`` (its rows for the fit's models and the learned model: means over
+      origins of auc, log_loss, brier, ece, bias_pct, gini), ``best`` (per horizon,
+      by log-loss) and ``learned`` (per horizon where the learned model was scored at
+      every origin: its mean log-loss against the best repeat-purchase model's);
+    - ``notes``: sentences for people (a backtest made at another observation day, ...).
+    """
+    if not store.has_table("model_fits"):
+        raise StoreError(f"the store {store.path} has no fitted model: run `retain fit` first")
+    where, params = ("WHERE fit_id = ?", [fit_id]) if fit_id is not None else ("", [])
+    frame = store.query(f"SELECT * FROM model_fits {where} ORDER BY fit_id DESC LIMIT 1", params)
+    if frame.empty:
+        which = f"no fit {fit_id}" if fit_id is not None else "no fitted model"
+        raise StoreError(f"the store {store.path} has {which}: run `retain fit` first")
+    row = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
+    end = pd.Timestamp(row["observation_end"]).date()
+    notes: list[str] = []
+
+    def loaded(name: str) -> Any:
+        value = row.get(name)
+        missing = value is None or (isinstance(value, float) and np.isnan(value))
+        return None if missing else json.loads(str(value))
+
+    data = loaded("data_range")
+    if data is None:
+        data = _data_range(store, end, None, str(row["grain"]))
+        data["recorded"] = False
+        notes.append(
+            f"fit {row['fit_id']} was made before model cards: its data range is counted "
+            "from the orders stored now up to its observation end"
+        )
+    else:
+        data["recorded"] = True
+    weeks = row.get("holdout_weeks")
+    holdout = None
+    if weeks is not None and not pd.isna(weeks):
+        holdout = {
+            "calibration_end": (end - dt.timedelta(weeks=int(weeks))).isoformat(),
+            "holdout_end": end.isoformat(),
+            "weeks": int(weeks),
+        }
+    candidates = []
+    for found in loaded("candidates") or []:
+        shown = {card: found.get(stored) for stored, card in _CARD_CANDIDATE_KEYS.items()}
+        actual, predicted = shown["actual"], shown["predicted"]
+        shown["bias_pct"] = (
+            100.0 * (predicted - actual) / actual if actual and predicted is not None else None
+        )
+        candidates.append(shown)
+    choice = loaded("choice")
+    kept = not _refused(row.get("kept"))
+    card: dict[str, Any] = {
+        "fit_id": int(row["fit_id"]),
+        "model": str(row["model"]),
+        "fitted_at": pd.Timestamp(row["fitted_at"]).isoformat(),
+        "kept": kept,
+        "converged": None if pd.isna(row.get("converged")) else bool(row["converged"]),
+        "unit": str(row["unit"]),
+        "grain": str(row["grain"]),
+        "data": data,
+        "holdout": holdout,
+        "candidates": candidates,
+        "choice": choice,
+        "reason": None if not choice else choice.get("reason"),
+        "guard": loaded("guard") or [],
+        "warnings": loaded("warnings"),
+        "backtest": None,
+        "notes": notes,
+    }
+    models = [c["model"] for c in candidates] or [card["model"]]
+    card["backtest"] = _card_backtest(store, models, end, notes)
+    return card
+
+
+def _card_backtest(
+    store: Store, models: list[str], end: dt.date, notes: list[str]
+) -> dict[str, Any] | None:
+    """The latest backtest as a model card shows it (see :func:`model_card`)."""
+    from retain.backtest import LEARNED, latest_backtest
+
+    run = latest_backtest(store)
+    if run is None:
+        return None
+    shown = [*models, LEARNED]
+    summary = [r for r in run.get("summary", []) if r.get("model") in shown]
+    learned = []
+    for h in run.get("horizons", []):
+        rows = [r for r in run.get("summary", []) if r.get("horizon_days") == h]
+        origins = max((r.get("origins") or 0 for r in rows), default=0)
+        complete = [
+            r for r in rows if r.get("origins") == origins and r.get("log_loss") is not None
+        ]
+        mine = [r for r in complete if r["model"] == LEARNED]
+        others = [r for r in complete if r["model"] != LEARNED]
+        if mine and others:
+            rival = min(others, key=lambda r: (r["log_loss"], r["model"]))
+            learned.append(
+                {
+                    "horizon_days": h,
+                    "log_loss": mine[0]["log_loss"],
+                    "best_btyd": rival["model"],
+                    "best_btyd_log_loss": rival["log_loss"],
+                    "better": mine[0]["log_loss"] < rival["log_loss"],
+                }
+            )
+    if run.get("as_of") != end.isoformat():
+        notes.append(
+            f"the latest backtest ({run.get('backtest_id')}) ran with orders to "
+            f"{run.get('as_of')}; this fit is to {end.isoformat()}"
+        )
+    return {
+        "backtest_id": run.get("backtest_id"),
+        "created_at": run.get("created_at"),
+        "as_of": run.get("as_of"),
+        "horizons": run.get("horizons", []),
+        "origins": run.get("origins", []),
+        "summary": summary,
+        "best": run.get("best", []),
+        "learned": learned,
+    }
 
 
 def _refused(kept: Any) -> bool:

@@ -32,11 +32,21 @@ customers (sqrt(m)), and binomial over the period's customers for the revenue
 share (an approximation). A drop is flagged when its one-sided p-value,
 P(T <= t), is below ``alpha`` (a drop from a baseline and a period without any
 spread at all has p = 0). Only drops are flagged: a rise is good news.
+
+The drift alert (:func:`drift_alerts`) reads the latest ``retain backtest`` run
+(:mod:`retain.backtest`): its latest completed window is the latest origin of its
+shortest horizon, scored for the model in use (the fit the customer scores use, else
+the latest kept fit; the horizon's best model by log-loss when the run did not score
+it). It is flagged when that window's total forecast purchases are more than
+:data:`DRIFT_BIAS_PCT` percent from those made, or when its expected calibration
+error is at least :data:`DRIFT_ECE_RATIO` times the mean of the earlier origins' at
+the same horizon. These are thresholds, not tests: a backtest has a few origins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,6 +92,12 @@ METRICS = (
     _Metric("returning_revenue_share", "returning customers' revenue share", "pct"),
 )
 METRIC_NAMES = tuple(m.name for m in METRICS)
+#: the drift alert's metrics (see :func:`drift_alerts`)
+DRIFT_METRICS = ("forecast_bias", "calibration_error")
+#: a forecast total further than this from the purchases made (percent) is drift
+DRIFT_BIAS_PCT = 10.0
+#: a calibration error this many times the earlier origins' mean is drift
+DRIFT_ECE_RATIO = 2.0
 
 
 def alerts(
@@ -105,13 +121,16 @@ def alerts(
     observation day (default: the store's ``as_of`` setting, else
     the day of the last order).
 
-    One row per alert, the most significant first. Columns: ``metric``
+    One row per alert, the most significant first, then the drift alerts of the
+    latest backtest (:func:`drift_alerts`). Columns: ``metric``
     (retention_rate, aov, purchase_frequency, new_customers,
-    returning_revenue_share), ``period``, ``value``, ``baseline`` (mean of the
+    returning_revenue_share, or forecast_bias and calibration_error), ``period``,
+    ``value``, ``baseline`` (mean of the
     baseline periods), ``change`` (value - baseline, in the metric's unit:
     percentage points for rates), ``change_pct`` (change / baseline x 100),
     ``t_statistic``, ``p_value``, ``reason`` (one line). ``attrs["checked"]``
-    says how many (metric, period) pairs were tested.
+    says how many (metric, period) pairs were tested; ``attrs["drift"]`` what the
+    drift check looked at (:func:`drift_alerts`' attrs).
     """
     check_period(period)
     check_positive_int("baseline_periods", baseline_periods, least=3)
@@ -133,6 +152,10 @@ def alerts(
     frame = pd.DataFrame(found, columns=ALERT_COLUMNS)
     if not frame.empty:
         frame = frame.sort_values(["p_value", "metric"]).reset_index(drop=True)
+    drift = drift_alerts(store)
+    if not drift.empty:
+        frame = drift.copy() if frame.empty else pd.concat([frame, drift], ignore_index=True)
+        frame.attrs = {}  # the drift check's are under "drift"
     note = ""
     if checked == 0:
         note = (
@@ -150,8 +173,143 @@ def alerts(
             "window_rule": act.window_rule,
             "checked": checked,
             "note": note,
+            "drift": dict(drift.attrs),
         }
     )
+    return frame
+
+
+def model_in_use(store: Store) -> str | None:
+    """The repeat-purchase model of the fit the customer scores use, else of the latest
+    fit the fit guard kept; None when nothing is fitted."""
+    if store.has_table("score_basis"):
+        columns = {
+            row[0]
+            for row in store.con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'score_basis'"
+            ).fetchall()
+        }
+        if "fit_id" in columns and store.has_table("model_fits"):
+            row = store.con.execute(
+                "SELECT f.model FROM score_basis b JOIN model_fits f USING (fit_id) LIMIT 1"
+            ).fetchall()
+            if row:
+                return str(row[0][0])
+    if not store.has_table("model_fits"):
+        return None
+    row = store.con.execute(
+        "SELECT model FROM model_fits WHERE kept IS NOT false ORDER BY fit_id DESC LIMIT 1"
+    ).fetchall()
+    return str(row[0][0]) if row else None
+
+
+def drift_alerts(store: Store, run: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The drift alert of the latest backtest (``run``: a backtest's ``to_dict``, default
+    the latest kept in the store): see the module notes.
+
+    Rows as :func:`alerts`' (``metric`` forecast_bias: ``value`` the window's bias in
+    percent, ``baseline`` 0; calibration_error: ``value`` its expected calibration error,
+    ``baseline`` the earlier origins' mean; ``test`` "threshold", no statistic or
+    p-value), none when nothing drifted or no backtest exists. ``attrs``:
+    ``backtest_id``, ``model``, ``horizon_days``, ``origin``, ``bias_pct``,
+    ``predicted_total``, ``actual_total``, ``ece``, ``ece_baseline``, ``checked``
+    (whether a window was checked) and ``note`` (why not, or which model stood in).
+    """
+    frame = pd.DataFrame([], columns=ALERT_COLUMNS)
+    attrs: dict[str, Any] = {"backtest_id": None, "checked": False, "note": ""}
+    frame.attrs.update(attrs)
+    if run is None and store.has_table("backtests"):
+        from retain.backtest import latest_backtest  # models and all: only when there is one
+
+        run = latest_backtest(store)
+    if run is None:
+        frame.attrs["note"] = "no backtest yet: `retain backtest` scores the models' forecasts"
+        return frame
+    attrs["backtest_id"] = run.get("backtest_id")
+    results = [r for r in run.get("results", []) if "error" not in r]
+    horizons = sorted({int(r["horizon_days"]) for r in results})
+    if not horizons:
+        frame.attrs.update(attrs, note="the latest backtest scored no model")
+        return frame
+    horizon = horizons[0]
+    in_use = model_in_use(store)
+    scored = {r["model"] for r in results if r["horizon_days"] == horizon}
+    model, note = in_use, ""
+    if model not in scored:
+        best = next((b["model"] for b in run.get("best", []) if b["horizon_days"] == horizon), None)
+        model = best if best in scored else sorted(scored)[0]
+        note = (
+            f"the backtest did not score the model in use ({in_use}): {model} stands in"
+            if in_use
+            else f"nothing is fitted: {model}, the backtest's best at {horizon} days, stands in"
+        )
+    rows = sorted(
+        (r for r in results if r["horizon_days"] == horizon and r["model"] == model),
+        key=lambda r: str(r["origin"]),
+    )
+    last, earlier = rows[-1], rows[:-1]
+    past = [float(r["ece"]) for r in earlier if r.get("ece") is not None]
+    baseline = float(np.mean(past)) if past else None
+    bias, ece = last.get("bias_pct"), last.get("ece")
+    attrs.update(
+        model=model,
+        horizon_days=horizon,
+        origin=str(last["origin"]),
+        bias_pct=bias,
+        predicted_total=last.get("predicted_total"),
+        actual_total=last.get("actual_total"),
+        ece=ece,
+        ece_baseline=baseline,
+        checked=True,
+        note=note,
+    )
+    window = f"the {horizon} days after {last['origin']}"
+    advice = "refit (`retain fit`, then `retain score`) and rerun `retain backtest`"
+    source = f"backtest {attrs['backtest_id']}: "
+    found: list[dict[str, Any]] = []
+    if bias is not None and abs(bias) > DRIFT_BIAS_PCT:
+        found.append(
+            {
+                "metric": "forecast_bias",
+                "period": window,
+                "value": float(bias),
+                "baseline": 0.0,
+                "change": float(bias),
+                "change_pct": float("nan"),
+                "test": "threshold",
+                "statistic": float("nan"),
+                "p_value": float("nan"),
+                "reason": (
+                    f"{source}{model} forecast {float(last['predicted_total']):,.0f} purchases over "
+                    f"{window} against {float(last['actual_total']):,.0f} made "
+                    f"({bias:+.1f}%, outside +/-{DRIFT_BIAS_PCT:g}%); {advice}"
+                ),
+            }
+        )
+    if ece is not None and baseline is not None and 0 < DRIFT_ECE_RATIO * baseline <= ece:
+        found.append(
+            {
+                "metric": "calibration_error",
+                "period": window,
+                "value": float(ece),
+                "baseline": baseline,
+                "change": float(ece) - baseline,
+                "change_pct": 100.0 * (float(ece) - baseline) / baseline,
+                "test": "threshold",
+                "statistic": float("nan"),
+                "p_value": float("nan"),
+                "reason": (
+                    f"{source}{model}'s calibration error of buying again within {horizon} days "
+                    f"was {ece:.3f} over {window}, {ece / baseline:.1f}x the mean "
+                    f"{baseline:.3f} of the {len(past)} earlier origin"
+                    f"{'s' if len(past) != 1 else ''} (at least "
+                    f"{DRIFT_ECE_RATIO:g}x); {advice}"
+                ),
+            }
+        )
+    frame = pd.DataFrame(found, columns=ALERT_COLUMNS)
+    frame.attrs.update(attrs)
     return frame
 
 

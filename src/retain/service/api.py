@@ -112,6 +112,13 @@ def models(service: Service) -> dict[str, Any]:
     return service.cached("models", data.models_payload, stale_ok=True)
 
 
+def model_health(service: Service, horizon: int | None) -> dict[str, Any]:
+    """The Model health page: the model card and the latest backtest, as stored."""
+    return service.cached(
+        ("model-health", horizon), lambda store: data.model_health_payload(store, horizon)
+    )
+
+
 def alerts(service: Service, period: str, window_days: int | None) -> dict[str, Any]:
     return service.cached(
         ("alerts", period, window_days),
@@ -467,10 +474,27 @@ def get_at_risk(
 
 @router.get("/models", responses=ERRORS, summary="Fitted models and their diagnostics")
 def get_models(service: ServiceDep) -> dict[str, Any]:
-    """The fitted parameters, fit diagnostics, tracking of actual vs predicted repeat
-    purchases, P(alive) by frequency and recency, and the churn-lifespan curve, as stored
-    by ``retain fit``."""
+    """The fitted parameters, fit diagnostics, the model card (``card``: data range,
+    holdout, candidates and their scores, choice, warnings, latest backtest), tracking of
+    actual vs predicted repeat purchases, P(alive) by frequency and recency, and the
+    churn-lifespan curve, as stored by ``retain fit``."""
     return models(service)
+
+
+@router.get("/model-health", responses=ERRORS, summary="The model card and the latest backtest")
+def get_model_health(
+    service: ServiceDep,
+    horizon: Annotated[
+        int | None,
+        Query(ge=1, description="Days of the backtest window shown (default: the shortest)."),
+    ] = None,
+) -> dict[str, Any]:
+    """The model card of the fit in use (data range, holdout, candidates and their scores,
+    choice, fit guard, warnings) and, from the latest ``retain backtest`` run, the
+    reliability table and decile lift of each model at the latest origin of the horizon,
+    the forecast against actual purchases at every origin, the summary over origins and
+    the drift alert."""
+    return model_health(service, horizon)
 
 
 @router.get("/customers", responses=ERRORS, summary="Customers, filtered and paged")

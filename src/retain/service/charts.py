@@ -309,3 +309,107 @@ def model_charts(payload: dict[str, Any]) -> dict[str, Spec]:
         "format": "number",
     }
     return charts
+
+
+def model_health_charts(payload: dict[str, Any]) -> dict[str, Spec]:
+    """From the latest backtest at the horizon shown: the calibration of each model
+    (observed against predicted share buying again, per bin, with the diagonal), the
+    actual share of the window's revenue by decile of predicted revenue, and the
+    forecast against actual purchases at every origin."""
+    charts: dict[str, Spec] = {}
+    horizon, origin = payload.get("horizon"), payload.get("origin")
+    calibration = [c for c in payload.get("calibration") or [] if c["rows"]]
+    if calibration:
+        top = max(
+            max(float(r["predicted"] or 0), float(r["observed"] or 0))
+            for c in calibration
+            for r in c["rows"]
+        )
+        top = min(1.0, math.ceil(max(top, 0.01) * 10) / 10)
+        datasets: list[dict[str, Any]] = [
+            {
+                "label": c["label"],
+                "data": [
+                    {"x": r["predicted"], "y": r["observed"]}
+                    for r in c["rows"]
+                    if r["predicted"] is not None and r["observed"] is not None
+                ],
+                "pointRadius": 3,
+            }
+            for c in calibration
+        ]
+        datasets.append(
+            {
+                "label": "perfect calibration",
+                "data": [{"x": 0.0, "y": 0.0}, {"x": top, "y": top}],
+                "dashed": True,
+                "pointRadius": 0,
+            }
+        )
+        charts["backtest-calibration"] = {
+            "type": "line",
+            "xType": "linear",
+            "title": f"Calibration: who bought again within {horizon} days of {origin}, "
+            "observed against predicted (equal-count bins)",
+            "datasets": datasets,
+            "xMin": 0,
+            "xMax": top,
+            "xFormat": "probability",
+            "x": f"predicted P(buys within {horizon} days)",
+            "y": "observed share who bought",
+            "format": "probability",
+        }
+    lift = payload.get("lift") or []
+    if lift:
+        deciles = [r["decile"] for r in lift[0]["rows"]]
+        charts["backtest-deciles"] = {
+            "type": "bar",
+            "title": f"Share of the revenue of the {horizon} days after {origin}, by decile "
+            "of predicted revenue (1 = highest)",
+            "labels": [str(d) for d in deciles],
+            "datasets": [
+                {
+                    "label": m["label"],
+                    "data": [
+                        None if r["actual_share"] is None else 100.0 * r["actual_share"]
+                        for r in m["rows"]
+                    ],
+                }
+                for m in lift
+            ],
+            "x": "decile of predicted revenue",
+            "y": "share of actual revenue (%)",
+            "format": "percent",
+        }
+    bias = payload.get("bias") or []
+    if bias:
+        origins = sorted({b["origin"] for b in bias})
+        models = list(dict.fromkeys(b["model"] for b in bias))
+        at = {(b["origin"], b["model"]): b for b in bias}
+        actual = [
+            next((b["actual_total"] for b in bias if b["origin"] == o), None) for o in origins
+        ]
+        sets: list[dict[str, Any]] = [{"label": "actual", "data": actual, "pointRadius": 4}]
+        for name in models:
+            label = next(b["label"] for b in bias if b["model"] == name)
+            sets.append(
+                {
+                    "label": f"{label} forecast",
+                    "data": [
+                        at[(o, name)]["predicted_total"] if (o, name) in at else None
+                        for o in origins
+                    ],
+                    "dashed": True,
+                    "pointRadius": 3,
+                }
+            )
+        charts["backtest-bias"] = {
+            "type": "line",
+            "title": f"Purchases in the {horizon} days after each origin: forecast and actual",
+            "labels": origins,
+            "datasets": sets,
+            "x": "origin (calibration end)",
+            "y": "purchases",
+            "format": "count",
+        }
+    return charts

@@ -1054,6 +1054,9 @@ def models_payload(store: Store) -> dict[str, Any]:
       ``choice``: why the model was chosen (criterion, scores, interval, reason).
     - ``refused``: the latest fit when the fit guard refused it (``fit_id``,
       ``guard``, ``reason``), else None.
+    - ``card``: the model card of the fit shown (:func:`retain.scoring.model_card`:
+      its data range, holdout, candidates and their scores, choice, guard, warnings
+      and the latest backtest's summary), else None.
     - ``tracking``: weekly actual and predicted cumulative repeat purchases (see
       :func:`retain.diagnostics.tracking`).
     - ``p_alive``: P(alive) by repeat purchases (``frequencies``) and time since the
@@ -1066,6 +1069,7 @@ def models_payload(store: Store) -> dict[str, Any]:
     """
     result: dict[str, Any] = {
         "fit": None,
+        "card": None,
         "parameters": [],
         "spend_parameters": [],
         "fits": [],
@@ -1106,6 +1110,7 @@ def models_payload(store: Store) -> dict[str, Any]:
     fit["label"] = MODEL_NAMES.get(str(row["model"]), str(row["model"]))
     fit["scores_use_it"] = scored is not None
     result["fit"] = fit
+    result["card"] = card_payload(store, int(row["fit_id"]))
     result["guard"] = json.loads(row["guard"]) if row.get("guard") else []
     result["choice"] = json.loads(row["choice"]) if row.get("choice") else None
     result["parameters"] = records(model.summary().reset_index())
@@ -1124,6 +1129,158 @@ def models_payload(store: Store) -> dict[str, Any]:
         result["tracking"] = tracking_payload(store, model, str(row["observation_end"])[:10])
         result["p_alive"] = p_alive_payload(store, model)
     return result
+
+
+def card_payload(store: Store, fit_id: int | None = None) -> dict[str, Any] | None:
+    """The model card of fit ``fit_id`` (:func:`retain.scoring.model_card`) with the
+    model's name in words (``label``); None when the store has no such fit."""
+    from retain.errors import StoreError
+    from retain.scoring import model_card
+
+    try:
+        card = model_card(store, fit_id)
+    except StoreError:
+        return None
+    card["label"] = MODEL_NAMES.get(card["model"], card["model"])
+    for row in card["candidates"]:
+        row["label"] = MODEL_NAMES.get(str(row["model"]), str(row["model"]))
+    return plain(card)
+
+
+def _shown_fit_id(store: Store) -> int | None:
+    """The fit the customer scores use, else the latest the fit guard kept, else the
+    latest; None when nothing is fitted."""
+    if not table_columns(store, "model_fits"):
+        return None
+    if "fit_id" in table_columns(store, "score_basis"):
+        scored = store.con.execute("SELECT fit_id FROM score_basis LIMIT 1").fetchall()
+        if scored and scored[0][0] is not None:
+            return int(scored[0][0])
+    found = store.con.execute(
+        "SELECT fit_id FROM model_fits ORDER BY (kept IS NOT false) DESC, fit_id DESC LIMIT 1"
+    ).fetchall()
+    return int(found[0][0]) if found else None
+
+
+NO_BACKTEST = (
+    "no backtest yet: run `retain backtest` to score every model's past forecasts on this "
+    "store's own orders (calibration, deciles, bias by origin appear here)"
+)
+MODEL_HEALTH_NAMES = {**MODEL_NAMES, "learned": "learned"}
+
+
+def model_health_payload(store: Store, horizon: int | None = None) -> dict[str, Any]:
+    """The Model health page: the model card and the latest backtest.
+
+    ``horizon``: days of the window shown (one of the backtest's horizons; default its
+    shortest, the drift alert's). Keys:
+
+    - ``card``: the model card of the fit in use (:func:`card_payload`), or None;
+    - ``backtest``: the latest ``retain backtest`` run's ``backtest_id``,
+      ``created_at``, ``as_of``, ``unit``, ``grain``, ``horizons``, ``origins``,
+      ``summary`` (per model and horizon, means over origins), ``best`` and
+      ``warnings``; None without a run;
+    - ``horizon``: the horizon shown; ``origin``: its latest origin;
+    - ``calibration``: per model, the reliability table (``bin``, ``customers``,
+      ``predicted``, ``observed``: shares buying again within the horizon) at that
+      origin; ``lift``: per model, the decile rows (``decile`` 1 the highest predicted
+      value, ``actual_share`` of the window's revenue);
+    - ``bias``: per origin of the horizon and model, ``predicted_total`` and
+      ``actual_total`` purchases and ``bias_pct``;
+    - ``errors``: models that could not be fitted at an origin (``origin``, ``model``,
+      ``error``);
+    - ``drift``: the drift alert (:func:`retain.metrics.alerts.drift_alerts`):
+      ``alerts`` (rows) and ``checked`` figures;
+    - ``notes``.
+    """
+    from retain.metrics.alerts import drift_alerts
+
+    result: dict[str, Any] = {
+        "card": card_payload(store, _shown_fit_id(store)),
+        "backtest": None,
+        "horizon": None,
+        "origin": None,
+        "calibration": [],
+        "lift": [],
+        "bias": [],
+        "errors": [],
+        "drift": None,
+        "notes": [],
+    }
+    if result["card"] is None:
+        result["notes"].append(NO_FITS)
+    run = None
+    if store.has_table("backtests"):
+        from retain.backtest import latest_backtest
+
+        run = latest_backtest(store)
+    if run is None:
+        result["notes"].append(NO_BACKTEST)
+        return result
+    result["backtest"] = plain(
+        {
+            k: run.get(k)
+            for k in (
+                "backtest_id",
+                "created_at",
+                "as_of",
+                "unit",
+                "grain",
+                "horizons",
+                "origins",
+                "summary",
+                "best",
+                "warnings",
+            )
+        }
+    )
+    for row in result["backtest"]["summary"] or []:
+        row["label"] = MODEL_HEALTH_NAMES.get(row["model"], row["model"])
+    horizons = [int(h) for h in run.get("horizons") or []]
+    if not horizons:
+        result["notes"].append("the latest backtest has no horizon the history could hold")
+        return result
+    if horizon is not None and horizon not in horizons:
+        raise DataError(
+            f"the latest backtest has no {horizon}-day horizon",
+            value=horizon,
+            expected=f"one of {', '.join(map(str, horizons))} (days)",
+        )
+    shown = horizon if horizon is not None else min(horizons)
+    result["horizon"] = shown
+    rows = [r for r in run.get("results") or [] if int(r["horizon_days"]) == shown]
+    result["errors"] = [
+        {"origin": r["origin"], "model": r["model"], "error": r["error"]}
+        for r in rows
+        if "error" in r
+    ]
+    scored = [r for r in rows if "error" not in r]
+    if scored:
+        latest = max(str(r["origin"]) for r in scored)
+        result["origin"] = latest
+        for r in scored:
+            label = MODEL_HEALTH_NAMES.get(r["model"], r["model"])
+            if str(r["origin"]) == latest:
+                result["calibration"].append(
+                    {"model": r["model"], "label": label, "rows": r.get("calibration") or []}
+                )
+                if r.get("lift"):
+                    result["lift"].append({"model": r["model"], "label": label, "rows": r["lift"]})
+            result["bias"].append(
+                {
+                    "origin": r["origin"],
+                    "model": r["model"],
+                    "label": label,
+                    "predicted_total": r.get("predicted_total"),
+                    "actual_total": r.get("actual_total"),
+                    "bias_pct": r.get("bias_pct"),
+                    "ece": r.get("ece"),
+                }
+            )
+        result["bias"].sort(key=lambda b: (str(b["origin"]), b["model"]))
+    drift = drift_alerts(store, run)
+    result["drift"] = {"alerts": records(drift), **plain(dict(drift.attrs))}
+    return plain(result)
 
 
 def _refused_fit(store: Store) -> dict[str, Any] | None:

@@ -157,6 +157,21 @@ def models_page(request: Request, service: ServiceDep) -> HTMLResponse:
     )
 
 
+@router.get("/model-health", response_class=HTMLResponse)
+def model_health_page(
+    request: Request, service: ServiceDep, horizon: Annotated[int | None, Query(ge=1)] = None
+) -> HTMLResponse:
+    payload = api.model_health(service, horizon)
+    return page(
+        request,
+        "model_health.html",
+        active="model-health",
+        json_url="/api/model-health" + _query(request),
+        chart_specs=charts.model_health_charts(payload),
+        health=payload,
+    )
+
+
 @router.get("/at-risk", response_class=HTMLResponse)
 def at_risk_page(
     request: Request,

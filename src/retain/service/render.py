@@ -23,6 +23,7 @@ NAV = (
     ("cohorts", "/cohorts", "Cohorts"),
     ("segments", "/segments", "Segments"),
     ("models", "/models", "Models"),
+    ("model-health", "/model-health", "Model health"),
     ("at-risk", "/at-risk", "At risk"),
     ("customers", "/customers", "Customers"),
 )

@@ -2,7 +2,8 @@
  * Each <canvas data-chart="ID"> gets the spec charts[ID]; see retain/service/charts.py.
  * A dataset may ask for dashed: true, showLine: false (points only) and its pointRadius.
  * xType: "time" takes {x: milliseconds since 1970 UTC, y} points and draws them on a
- * linear axis labelled with dates (no date adapter needed). */
+ * linear axis labelled with dates (no date adapter needed). xType: "linear" takes {x, y}
+ * points on a numeric x axis (xMin, xMax, xFormat). */
 (function () {
   "use strict";
   var PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
@@ -37,9 +38,16 @@
       ticks: {maxTicksLimit: 8, callback: function (v) { return isoDay(v); }}};
   }
 
+  function linearAxis(spec) {
+    return {type: "linear", min: spec.xMin, max: spec.xMax,
+      title: {display: !!spec.x, text: spec.x || ""},
+      ticks: {maxTicksLimit: 8, callback: function (v) { return fmt(spec.xFormat, v); }}};
+  }
+
   function xy(spec) {
     var many = spec.datasets.length > 1;
-    var time = spec.xType === "time";
+    var linear = spec.xType === "linear";
+    var time = spec.xType === "time" || linear;
     var datasets = spec.datasets.map(function (d, i) {
       var colour = spec.colors ? spec.colors : PALETTE[i % PALETTE.length];
       var line = spec.type === "line";
@@ -63,14 +71,15 @@
             callbacks: {label: function (c) { return c.dataset.label + ": " + fmt(spec.format, c.parsed.y); }}
           }
         },
-        scales: {x: time ? timeAxis(spec) : axis(spec.x, spec.stacked, null, false),
+        scales: {x: linear ? linearAxis(spec) : time ? timeAxis(spec) : axis(spec.x, spec.stacked, null, false),
           y: axis(spec.y, spec.stacked, spec.format, true)}
       }
     };
     if (time) {
       config.options.interaction = {mode: "nearest", intersect: false, axis: "x"};
       config.options.plugins.tooltip.callbacks.title = function (items) {
-        return items.length ? isoDay(items[0].parsed.x) : "";
+        if (!items.length) return "";
+        return linear ? fmt(spec.xFormat, items[0].parsed.x) : isoDay(items[0].parsed.x);
       };
     }
     return config;

@@ -1,0 +1,299 @@
+"""The drift alert of the latest backtest and the Model health page (its JSON twin
+/api/model-health), on small simulated stores backtested for real: one whose buying
+doubles in its last quarter, one whose buying stays as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from retain.backtest import backtest, latest_backtest  # noqa: E402
+from retain.cli import app  # noqa: E402
+from retain.metrics import alerts  # noqa: E402
+from retain.metrics.alerts import drift_alerts, model_in_use  # noqa: E402
+from retain.service import create_app  # noqa: E402
+from retain.service.charts import model_health_charts  # noqa: E402
+from retain.store import Store  # noqa: E402
+from store_helpers import insert_frames  # noqa: E402
+
+LOOPBACK = ("127.0.0.1", 50000)
+ORIGINS = ["2023-12-31", "2024-03-31"]
+runner = CliRunner()
+
+
+def simulated_orders(boost: float, customers: int = 250, seed: int = 3) -> pd.DataFrame:
+    """Customers who join in 2023's first quarter and buy at their own steady rate (one
+    order a day at most) to 2024-06-30; from 2024-04-01 at ``boost`` times that rate."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    end, change = pd.Timestamp("2024-06-30 23:00"), pd.Timestamp("2024-04-01")
+    for c in range(customers):
+        t = pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(rng.integers(0, 90)))
+        rate = rng.gamma(2.0, 1 / 40)  # purchases per day
+        while t <= end:
+            rows.append((f"c{c:03d}", t + pd.Timedelta(hours=10), 20.0))
+            now = rate * (boost if t >= change else 1.0)
+            t += pd.Timedelta(days=float(rng.exponential(1 / now)) + 1)
+    frame = pd.DataFrame(rows, columns=["customer_id", "ordered_at", "net_revenue"])
+    frame = frame[frame["ordered_at"] <= end].reset_index(drop=True)
+    frame.insert(0, "order_id", [f"o{i}" for i in range(len(frame))])
+    return frame
+
+
+def backtested(path: Path, boost: float) -> Path:
+    with Store(path) as store:
+        insert_frames(store, {"orders": simulated_orders(boost)})
+        backtest(store, origins=ORIGINS, horizons=[30], models=["bgnbd"], learned=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def doubled_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Buying doubles in the last quarter: the window after 2024-03-31 is under-forecast."""
+    return backtested(tmp_path_factory.mktemp("health") / "doubled.duckdb", 2.0)
+
+
+@pytest.fixture(scope="module")
+def steady_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return backtested(tmp_path_factory.mktemp("health") / "steady.duckdb", 1.0)
+
+
+def latest_row(path: Path) -> dict[str, Any]:
+    with Store(path, read_only=True) as store:
+        run = latest_backtest(store)
+    assert run is not None
+    return next(r for r in run["results"] if r["origin"] == ORIGINS[-1])
+
+
+# -- the drift alert ---------------------------------------------------------------------
+
+
+def test_a_doubling_of_the_last_quarter_is_flagged_with_its_figures(doubled_db: Path):
+    row = latest_row(doubled_db)
+    # the model is fitted on a year of steady buying: it expects the old rate
+    assert row["actual_total"] > 1.3 * row["predicted_total"]
+    with Store(doubled_db, read_only=True) as store:
+        found = drift_alerts(store)
+        every = alerts(store)
+    assert found["metric"].tolist() == ["forecast_bias"]
+    alert = found.iloc[0]
+    assert alert["value"] == pytest.approx(row["bias_pct"]) and alert["value"] < -10
+    assert alert["period"] == "the 30 days after 2024-03-31"
+    reason = alert["reason"]
+    assert f"{row['predicted_total']:,.0f} purchases" in reason
+    assert f"against {row['actual_total']:,.0f} made" in reason
+    assert "outside +/-10%" in reason and "`retain fit`" in reason
+    assert "`retain backtest`" in reason
+    assert found.attrs["model"] == "bgnbd" and "stands in" in found.attrs["note"]  # no fit
+    # retain alerts and the overview carry it beside the trend checks
+    assert "forecast_bias" in every["metric"].tolist()
+    assert every.attrs["drift"]["bias_pct"] == pytest.approx(row["bias_pct"])
+    assert "checked" in every.attrs and every.attrs["period"] == "month"
+
+
+def test_steady_buying_raises_no_drift_alert(steady_db: Path):
+    row = latest_row(steady_db)
+    assert abs(row["bias_pct"]) <= 10
+    with Store(steady_db, read_only=True) as store:
+        found = drift_alerts(store)
+    assert found.empty and found.attrs["checked"]
+    assert found.attrs["bias_pct"] == pytest.approx(row["bias_pct"])
+    assert found.attrs["origin"] == "2024-03-31" and found.attrs["horizon_days"] == 30
+
+
+def result(origin: str, model: str, bias: float, ece: float, horizon: int = 30) -> dict:
+    return {
+        "origin": origin,
+        "horizon_days": horizon,
+        "model": model,
+        "bias_pct": bias,
+        "predicted_total": 100 + bias,
+        "actual_total": 100.0,
+        "ece": ece,
+    }
+
+
+def run_of(results: list[dict], best: str = "bgnbd") -> dict:
+    return {
+        "backtest_id": 7,
+        "horizons": sorted({r["horizon_days"] for r in results}),
+        "results": results,
+        "best": [{"horizon_days": 30, "model": best, "by": "log_loss"}],
+    }
+
+
+def fitted(store: Store, model: str) -> Store:
+    """A model_fits row for ``model`` (what the drift check reads of it: the name)."""
+    store.con.execute(
+        "INSERT INTO model_fits (fit_id, model, params, unit, grain, observation_end, "
+        "fitted_at, customers, kept) VALUES (1, ?, '{}', 'D', 'D', DATE '2024-06-30', "
+        "now()::TIMESTAMP, 10, true)",
+        [model],
+    )
+    return store
+
+
+@pytest.mark.parametrize(
+    ("bias", "flagged"), [(10.0, False), (-10.0, False), (10.5, True), (-12.0, True)]
+)
+def test_the_bias_threshold_is_plus_or_minus_ten_percent(store: Store, bias, flagged):
+    run = run_of(
+        [result("2024-01-31", "bgnbd", 0.0, 0.02), result("2024-03-31", "bgnbd", bias, 0.02)]
+    )
+    found = drift_alerts(store, run)
+    assert found["metric"].tolist() == (["forecast_bias"] if flagged else [])
+
+
+@pytest.mark.parametrize(("ece", "flagged"), [(0.0499, False), (0.05, True), (0.08, True)])
+def test_a_calibration_error_doubling_the_earlier_mean_is_flagged(store: Store, ece, flagged):
+    run = run_of(
+        [
+            result("2023-12-31", "bgnbd", 1.0, 0.02),
+            result("2024-01-31", "bgnbd", 1.0, 0.03),  # mean of the earlier two: 0.025
+            result("2024-03-31", "bgnbd", 1.0, ece),
+            result("2024-03-31", "bgnbd", 50.0, 0.5, horizon=90),  # not the shortest horizon
+        ]
+    )
+    found = drift_alerts(store, run)
+    assert found["metric"].tolist() == (["calibration_error"] if flagged else [])
+    assert found.attrs["ece_baseline"] == pytest.approx(0.025)
+    if flagged:
+        assert f"{ece / 0.025:.1f}x the mean 0.025 of the 2 earlier origins" in found["reason"][0]
+
+
+def test_the_model_in_use_is_checked_not_the_best(store: Store):
+    fitted(store, "pnbd")
+    assert model_in_use(store) == "pnbd"
+    run = run_of(
+        [
+            result("2024-01-31", "pnbd", 0.0, 0.02),
+            result("2024-03-31", "pnbd", 3.0, 0.02),
+            result("2024-01-31", "bgnbd", 0.0, 0.02),
+            result("2024-03-31", "bgnbd", 30.0, 0.02),
+        ]
+    )
+    found = drift_alerts(store, run)
+    assert found.empty and found.attrs["model"] == "pnbd" and found.attrs["note"] == ""
+    # a model that could not be fitted at the origins gives way to the horizon's best
+    failed = [r if r["model"] != "pnbd" else {**r, "error": "no fit"} for r in run["results"]]
+    found = drift_alerts(store, run_of(failed))
+    assert found.attrs["model"] == "bgnbd" and "(pnbd)" in found.attrs["note"]
+    assert found["metric"].tolist() == ["forecast_bias"]
+
+
+def test_no_backtest_no_drift_check(store: Store):
+    found = drift_alerts(store)
+    assert found.empty and not found.attrs["checked"]
+    assert "retain backtest" in found.attrs["note"]
+
+
+def test_retain_alerts_prints_the_drift_alert_or_its_figures(doubled_db: Path, steady_db: Path):
+    result = runner.invoke(app, ["alerts", "--db", str(doubled_db)])
+    assert result.exit_code == 0, result.output
+    assert "alert: backtest 1: bgnbd forecast" in result.output
+    result = runner.invoke(app, ["alerts", "--db", str(steady_db)])
+    assert result.exit_code == 0, result.output
+    assert "no drift: backtest 1, bgnbd over the 30 days after 2024-03-31" in result.output
+    doc = json.loads(runner.invoke(app, ["alerts", "--db", str(doubled_db), "--json"]).output)
+    assert [a["metric"] for a in doc["alerts"]][-1] == "forecast_bias"
+    assert doc["drift"]["model"] == "bgnbd"
+
+
+# -- the Model health page ---------------------------------------------------------------
+
+
+@pytest.fixture
+def client_of() -> Iterator[Any]:
+    def make(path: Path) -> TestClient:
+        return TestClient(create_app(path, warm=False), client=LOOPBACK)
+
+    yield make
+
+
+def test_the_api_twin_holds_the_latest_backtest_at_the_shortest_horizon(
+    doubled_db: Path, client_of: Any
+):
+    with Store(doubled_db, read_only=True) as store:
+        run = latest_backtest(store)
+    assert run is not None
+    with client_of(doubled_db) as client:
+        health = client.get("/api/model-health").json()
+        page = client.get("/model-health")
+        overview = client.get("/")
+        wrong = client.get("/api/model-health?horizon=7")
+    assert health["horizon"] == 30 and health["origin"] == "2024-03-31"
+    assert health["backtest"]["backtest_id"] == 1
+    assert health["backtest"]["summary"][0]["log_loss"] == run["summary"][0]["log_loss"]
+    latest = next(r for r in run["results"] if r["origin"] == "2024-03-31")
+    assert health["calibration"] == [
+        {"model": "bgnbd", "label": "BG/NBD", "rows": latest["calibration"]}
+    ]
+    assert health["lift"][0]["rows"] == latest["lift"]
+    assert [(b["origin"], b["predicted_total"], b["actual_total"]) for b in health["bias"]] == [
+        (r["origin"], r["predicted_total"], r["actual_total"]) for r in run["results"]
+    ]
+    assert health["drift"]["alerts"][0]["metric"] == "forecast_bias"
+    assert health["card"] is None and "retain fit" in health["notes"][0]
+    # the page shows what its twin holds, and the overview the drift alert
+    assert page.status_code == 200
+    text = page.text
+    assert health["drift"]["alerts"][0]["reason"].split("`")[0] in text
+    assert 'href="/api/model-health"' in text and 'aria-current="page"' in text
+    for chart in ("backtest-calibration", "backtest-deciles", "backtest-bias"):
+        assert f'data-chart="{chart}"' in text
+    assert f"{latest['predicted_total']:.1f}" in text  # the bias table
+    assert health["drift"]["alerts"][0]["reason"].split("`")[0] in overview.text
+    assert wrong.status_code == 422 and "30 (days)" in wrong.json()["detail"]
+
+
+def test_the_charts_draw_the_diagonal_the_deciles_and_every_origin(doubled_db: Path, client_of):
+    with client_of(doubled_db) as client:
+        health = client.get("/api/model-health").json()
+    charts = model_health_charts(health)
+    calibration = charts["backtest-calibration"]
+    rows = health["calibration"][0]["rows"]
+    assert calibration["datasets"][0]["data"] == [
+        {"x": r["predicted"], "y": r["observed"]} for r in rows
+    ]
+    diagonal = calibration["datasets"][-1]["data"]
+    assert diagonal[0] == {"x": 0.0, "y": 0.0} and diagonal[1]["x"] == diagonal[1]["y"]
+    assert diagonal[1]["x"] >= max(max(r["predicted"], r["observed"]) for r in rows)
+    shares = charts["backtest-deciles"]["datasets"][0]["data"]
+    assert shares == pytest.approx([100 * r["actual_share"] for r in health["lift"][0]["rows"]])
+    bias = charts["backtest-bias"]
+    assert bias["labels"] == ORIGINS
+    assert [d["label"] for d in bias["datasets"]] == ["actual", "BG/NBD forecast"]
+
+
+def test_the_page_shows_the_card_and_says_how_to_backtest(
+    steady_db: Path, tmp_path: Path, client_of
+):
+    from retain.scoring import fit_store
+
+    path = tmp_path / "fitted.duckdb"
+    shutil.copy(steady_db, path)
+    with Store(path) as store:
+        fit_store(store, model="bgnbd")
+        store.con.execute("DELETE FROM backtests")
+    with client_of(path) as client:
+        health = client.get("/api/model-health").json()
+        page = client.get("/model-health").text
+        models = client.get("/api/models").json()
+    assert health["backtest"] is None and health["card"]["fit_id"] == 1
+    assert "retain backtest" in health["notes"][-1]
+    assert 'id="no-backtest"' in page and "<code>retain backtest</code>" in page
+    assert 'id="card-data"' in page and f"{health['card']['data']['orders']:,}" in page
+    assert models["card"] == health["card"]  # /api/models serves the same card

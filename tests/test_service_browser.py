@@ -57,6 +57,10 @@ PAGES: dict[str, tuple[str, list[str]]] = {
     "cohorts": ("/cohorts", ["cohort-heatmap", "cohort-clv"]),
     "segments": ("/segments", ["segment-treemap", "rfm-grid"]),
     "models": ("/models", ["model-tracking", "p-alive-matrix", "churn-lifespan"]),
+    "model-health": (
+        "/model-health",
+        ["backtest-calibration", "backtest-deciles", "backtest-bias"],
+    ),
     "at-risk": ("/at-risk", ["risk-levels"]),
     "customers": ("/customers", []),
     "segment-drill-down": ("/segments/Champions", []),
@@ -90,13 +94,14 @@ def retain(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def demo_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The CDNOW sample, fitted and scored when this retain has those commands."""
+    """The CDNOW sample, fitted, scored and backtested (the repeat-purchase models) when
+    this retain has those commands."""
     path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
     shutil.copy(cdnow_sample_db, path)
     commands = retain("--help").stdout
-    for command in ("fit", "score"):
+    for command, *options in (("fit",), ("score",), ("backtest", "--no-learned")):
         if f" {command} " in commands:
-            done = retain(command, "--db", str(path))
+            done = retain(command, "--db", str(path), *options)
             assert done.returncode == 0, done.stderr
     return path
 
@@ -257,7 +262,9 @@ NARROW_JS = """
 """
 
 
-@pytest.mark.parametrize("path", ["/customers", "/at-risk", "/segments", "/customers/TOP"])
+@pytest.mark.parametrize(
+    "path", ["/customers", "/at-risk", "/segments", "/model-health", "/customers/TOP"]
+)
 def test_a_phone_wide_page_scrolls_its_tables_not_itself(
     server: str, browser: Any, path: str
 ) -> None:

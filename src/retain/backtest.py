@@ -16,10 +16,11 @@ the orders up to the end of each, and scores its forecast of the next H days (th
 - the next-purchase window figures of :func:`retain.validate.holdout`.
 
 The customers scored at an origin are those with a purchase on or before it. Every
-origin reads the orders once (the calibration summary, shared by every model and
-horizon, cut at the longest horizon; the shorter windows counted by one more
-query), fits each repeat-purchase model and the Gamma-Gamma model once, and scores
-them at every horizon. The learned model (:mod:`retain.models.learned`, when it is
+origin reads the orders once (one query: the calibration summary shared by every
+model and horizon, the calibration spend and every horizon's window), fits each
+repeat-purchase model and the Gamma-Gamma model once, and scores them at every
+horizon; the longest horizon is scored as :func:`retain.validate.compare_data`
+scores its holdout (the same fit, predicted total and log-likelihood). The learned model (:mod:`retain.models.learned`, when it is
 installed) is fitted per origin on the orders up to it alone and scored the same
 way. Runs are kept in the ``backtests`` table (:func:`save_backtest`,
 :func:`latest_backtest`).
@@ -69,7 +70,6 @@ from retain.validate import (
     _p_buy_rows,
     _score,
     _windows,
-    holdout_data,
 )
 
 #: horizons in days tried when none are given (those the history cannot hold dropped)
@@ -255,17 +255,21 @@ def _model_names(models: Iterable[str] | None, learned: bool) -> list[str]:
 # --- what the customers did in each window ----------------------------------------------
 
 
-def _windows_sql(horizons: list[int]) -> str:
-    """Per calibration customer: the calibration's mean repeat-day value (as
-    :func:`retain.summarize` computes ``monetary``) and, per horizon, the distinct days
-    with a purchase and the net revenue in (origin, origin + horizon]."""
-    columns = ",\n       ".join(
-        f"count(*) FILTER (WHERE day >= $split AND day < $split + INTERVAL {h} DAY) "
-        f"AS purchases_{h},\n       "
-        f"coalesce(sum(revenue) FILTER (WHERE day >= $split AND day < $split + "
+def _origin_sql(horizons: list[int]) -> str:
+    """Per customer with a purchase on or before the origin (the end of the day before
+    ``$split``), purchases merged by day: the calibration summary as
+    :func:`retain.features.summarize_split` gives it (``frequency``, ``recency``, ``T``
+    in ``$unit_days`` days; the first holdout purchase's day), the calibration's mean
+    repeat-day value as :func:`retain.summarize` computes ``monetary``, and per horizon
+    the days with a purchase and the net revenue in (origin, origin + horizon]."""
+    windows = "".join(
+        f",\n           count(*) FILTER (WHERE day >= $split AND day < $split + INTERVAL {h} DAY)"
+        f" AS purchases_{h}"
+        f",\n           coalesce(sum(revenue) FILTER (WHERE day >= $split AND day < $split + "
         f"INTERVAL {h} DAY), 0.0) AS revenue_{h}"
         for h in horizons
     )
+    selected = "".join(f", purchases_{h}, revenue_{h}" for h in horizons)
     return f"""
 WITH days AS (
     SELECT CAST(customer_id AS VARCHAR) AS customer_id,
@@ -274,16 +278,26 @@ WITH days AS (
     FROM orders
     WHERE ordered_at < $cutoff
     GROUP BY 1, 2
+),
+customers AS (
+    SELECT customer_id,
+           count(*) FILTER (WHERE day < $split)            AS periods,
+           min(day)                                         AS first_day,
+           max(day) FILTER (WHERE day < $split)             AS last_day,
+           sum(revenue) FILTER (WHERE day < $split) - arg_min(revenue, day) AS repeat_revenue,
+           min(day) FILTER (WHERE day >= $split)            AS first_holdout{windows}
+    FROM days
+    GROUP BY customer_id
+    HAVING count(*) FILTER (WHERE day < $split) > 0
 )
 SELECT customer_id,
-       CASE WHEN count(*) FILTER (WHERE day < $split) > 1
-            THEN (sum(revenue) FILTER (WHERE day < $split) - arg_min(revenue, day))
-                 / (count(*) FILTER (WHERE day < $split) - 1)
-            ELSE 0.0 END AS monetary,
-       {columns}
-FROM days
-GROUP BY customer_id
-HAVING count(*) FILTER (WHERE day < $split) > 0
+       periods - 1                                                  AS frequency,
+       date_diff('day', first_day, last_day) / $unit_days           AS recency,
+       date_diff('day', first_day, $origin) / $unit_days            AS T,
+       CASE WHEN periods > 1 THEN repeat_revenue / (periods - 1) ELSE 0.0 END AS monetary,
+       CAST(date_diff('day', $origin, first_holdout) AS DOUBLE)     AS first_holdout_day{selected}
+FROM customers
+ORDER BY customer_id
 """
 
 
@@ -295,20 +309,53 @@ class _Windows:
     best_revenue: dict[int, Ranked]
 
 
-def _read_windows(store: Store, origin: dt.date, horizons: list[int], index: pd.Index) -> _Windows:
+def _read_origin(
+    store: Store, origin: dt.date, horizons: list[int]
+) -> tuple[HoldoutData, _Windows]:
+    """What every model is scored on at ``origin``, from one pass over the orders: the
+    calibration summary and the holdout to the longest horizon (a
+    :class:`~retain.validate.HoldoutData`, as :func:`~retain.validate.holdout_data`
+    reads it, without the holdout's purchase days, which only its tracking curve
+    reads, nor the summary to the holdout's end), and each horizon's window."""
+    longest = max(horizons)
     split = dt.datetime.combine(origin + dt.timedelta(days=1), dt.time())
-    cutoff = split + dt.timedelta(days=max(horizons))
-    frame = store.con.execute(_windows_sql(horizons), {"split": split, "cutoff": cutoff}).df()
-    frame = frame.set_index("customer_id").reindex(index)
-    if frame.isna().any().any():  # pragma: no cover - the same orders as the summary's
-        raise DataError(f"the orders changed while the backtest read them (origin {origin})")
+    params = {
+        "split": split,
+        "cutoff": split + dt.timedelta(days=longest),
+        "origin": dt.datetime.combine(origin, dt.time()),
+        "unit_days": UNIT_DAYS[UNIT],
+    }
+    frame = store.con.execute(_origin_sql(horizons), params).df().set_index("customer_id")
+    if frame.empty:
+        raise DataError(f"no customer bought on or before the origin {origin}")
+    summary = pd.DataFrame(
+        {
+            "frequency": frame["frequency"].astype("int64"),
+            "recency": frame["recency"].astype(np.float64),
+            "T": frame["T"].astype(np.float64),
+        }
+    )
+    summary.attrs.update({"unit": UNIT, "grain": GRAIN, "observation_end": origin.isoformat()})
+    purchases = {h: frame[f"purchases_{h}"].to_numpy(dtype=np.float64) for h in horizons}
     revenue = {h: frame[f"revenue_{h}"].to_numpy(dtype=np.float64) for h in horizons}
-    return _Windows(
+    data = HoldoutData(
+        pd.Timestamp(origin),
+        pd.Timestamp(origin + dt.timedelta(days=longest)),
+        UNIT,
+        GRAIN,
+        summary,
+        pd.Series(purchases[longest], index=summary.index),
+        pd.Series(frame["first_holdout_day"].to_numpy(dtype=np.float64), index=summary.index),
+        np.zeros(0),
+        summary,
+    )
+    windows = _Windows(
         frame["monetary"].to_numpy(dtype=np.float64),
-        {h: frame[f"purchases_{h}"].to_numpy(dtype=np.float64) for h in horizons},
+        purchases,
         revenue,
         {h: ranked(revenue[h], revenue[h]) for h in horizons},
     )
+    return data, windows
 
 
 # --- scores ------------------------------------------------------------------------------
@@ -500,15 +547,8 @@ def _origin_results(
 ) -> list[dict[str, Any]]:
     longest = max(horizons)
     say(f"{step}: reading the orders to {origin} and the {longest} days after")
-    data = holdout_data(
-        store,
-        origin,
-        holdout_end=origin + dt.timedelta(days=longest),
-        unit=UNIT,
-        grain=GRAIN,
-    )
+    data, windows = _read_origin(store, origin, horizons)
     index = data.summary.index
-    windows = _read_windows(store, origin, horizons, index)
     customers = _collapse(data.summary)
     spend: NDArray[np.float64] | None = None
     spend_error: str | None = None

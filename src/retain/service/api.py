@@ -455,7 +455,9 @@ def get_alerts(
     service: ServiceDep, period: Period = "month", window_days: WindowDays | None = None
 ) -> dict[str, Any]:
     """Drops in retention, AOV, purchase frequency, new customers or returning revenue share
-    in the last complete periods that are unlikely under the trailing baseline."""
+    in the last complete periods that are unlikely under the trailing baseline, and the
+    drift of the latest backtest (its latest window's forecast bias outside +/-10%, or
+    its calibration error at least double the earlier origins')."""
     return alerts(service, period, window_days)
 
 

@@ -284,10 +284,12 @@ def clv_distribution(
 def alerts_payload(
     store: Store, *, period: str = "month", window_days: int | None = None
 ) -> dict[str, Any]:
-    """Recent drops in retention, AOV, frequency, new customers or repeat revenue share.
+    """Recent drops in retention, AOV, frequency, new customers or repeat revenue share,
+    and the drift of the latest backtest's forecasts.
 
     Keys: ``alerts`` (rows of :func:`retain.metrics.alerts`, most significant
-    first), ``checked``, ``note`` and the test's settings.
+    first, then the drift alerts), ``checked``, ``note``, ``drift`` (what the drift
+    check read: :func:`retain.metrics.alerts.drift_alerts`) and the test's settings.
     """
     from retain.metrics import alerts
 

@@ -207,3 +207,28 @@ def test_retain_fit_prints_the_card_and_its_json_holds_it(cdnow_sample_db: Path,
     doc = json.loads(result.output)
     assert doc["card"]["fit_id"] == doc["fit_id"] == 2
     assert doc["card"]["data"]["repeat_buyers"] == 1139 and doc["card"]["model"] == "pnbd"
+
+
+def test_a_refused_fit_prints_its_card_and_a_backtest_its_summary(fitted_db: Path, tmp_path: Path):
+    path = copy_of(fitted_db, tmp_path)
+    refused = runner.invoke(app, ["fit", "--db", str(path), "--model", "bgnbd", "--json"])
+    assert refused.exit_code == 2
+    doc = json.loads(refused.stdout)
+    assert doc["kept"] is False and doc["card"]["fit_id"] == 2 and not doc["card"]["kept"]
+    assert doc["card"]["data"]["orders"] == 6919
+    run = {
+        "as_of": "1998-06-30",
+        "horizons": [30],
+        "origins": ["1998-03-31"],
+        "results": [],
+        "summary": [summary_row("pnbd", 30, 0.35, 1), summary_row("learned", 30, 0.37, 1)],
+        "best": [{"horizon_days": 30, "model": "pnbd", "by": "log_loss"}],
+    }
+    with Store(path) as store:
+        put_backtest(store, run)
+    result = runner.invoke(app, ["fit", "--db", str(path), "--model", "pnbd"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "backtest 1 (orders to 1998-06-30; 1 origins), means over origins" in text
+    assert "best by log-loss: 30d pnbd" in text
+    assert "learned model at 30 days: log-loss 0.3700 against 0.3500 for pnbd (not better)" in text

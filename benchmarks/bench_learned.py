@@ -77,7 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", required=True)
     parser.add_argument("--calibration-end", required=True)
-    parser.add_argument("--horizon", type=int, required=True, help="days")
+    parser.add_argument(
+        "--horizon", type=int, nargs="+", required=True, help="days; the first is scored"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time", action="store_true", help="fit and score the learned model only")
     args = parser.parse_args()
@@ -85,27 +87,27 @@ def main() -> None:
     warnings.simplefilter("ignore")
     with Store(args.db, read_only=True) as store:
         start = time.perf_counter()
-        model = LearnedModel(horizons=(args.horizon,), seed=args.seed).fit(store, day)
+        model = LearnedModel(horizons=tuple(args.horizon), seed=args.seed).fit(store, day)
         fitted = time.perf_counter()
         predicted = model.predict(store, day)
         scored = time.perf_counter()
         report: dict[str, Any] = {
             "db": args.db,
             "calibration_end": args.calibration_end,
-            "horizon_days": args.horizon,
+            "horizon_days": args.horizon[0],
             "customers": len(predicted),
             "fit_seconds": round(fitted - start, 2),
             "predict_seconds": round(scored - fitted, 2),
             "card": model.card()["horizons"],
         }
         if not args.time:
-            count, revenue = _labels_at(store, day, [args.horizon])[args.horizon]
+            h = args.horizon[0]
+            count, revenue = _labels_at(store, day, [h])[h]
             report["actual"] = {
                 "buyers": int((count > 0).sum()),
                 "purchases": float(count.sum()),
                 "revenue": float(revenue.sum()),
             }
-            h = args.horizon
             models = {
                 "learned": scores(
                     predicted[f"p_buy_{h}d"].to_numpy(),

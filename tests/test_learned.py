@@ -94,7 +94,7 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fitted(store_path: Path) -> LearnedModel:
     with Store(store_path, read_only=True) as store, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return LearnedModel(horizons=(30, 90), seed=3).fit(store, CALIBRATION_END)
+        return LearnedModel(horizons=(30, 90), seed=3, base="bgnbd").fit(store, CALIBRATION_END)
 
 
 def test_predict_has_the_contract_columns(fitted: LearnedModel, store_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_a_planted_order_after_the_calibration_end_changes_nothing(
         insert_frames(store, {"orders": later})
     with Store(planted, read_only=True) as store, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        again = LearnedModel(horizons=(30, 90), seed=3).fit(store, CALIBRATION_END)
+        again = LearnedModel(horizons=(30, 90), seed=3, base="bgnbd").fit(store, CALIBRATION_END)
         features = again.features(store, CALIBRATION_END)
         predicted = again.predict(store, CALIBRATION_END)
     with Store(store_path, read_only=True) as store:
@@ -179,7 +179,7 @@ def test_deterministic_with_a_seed_and_json_round_trip(
 ) -> None:
     with Store(store_path, read_only=True) as store, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        again = LearnedModel(horizons=(30, 90), seed=3).fit(store, CALIBRATION_END)
+        again = LearnedModel(horizons=(30, 90), seed=3, base="bgnbd").fit(store, CALIBRATION_END)
         first = fitted.predict(store, CALIBRATION_END)
         pd.testing.assert_frame_equal(again.predict(store, CALIBRATION_END), first)
         loaded = LearnedModel.from_json(fitted.to_json())
@@ -202,7 +202,7 @@ def test_card_says_what_it_was_trained_on(fitted: LearnedModel) -> None:
 def test_a_horizon_longer_than_the_history_uses_the_longest_window(store_path: Path) -> None:
     with Store(store_path, read_only=True) as store, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = LearnedModel(horizons=(400,), seed=0).fit(store, CALIBRATION_END)
+        model = LearnedModel(horizons=(400,), seed=0, base="bgnbd").fit(store, CALIBRATION_END)
         predicted = model.predict(store, CALIBRATION_END)
     (entry,) = model.card()["horizons"]
     # the first order is on 2023-01-01: the earliest cut-off 60 days on is 2023-03-31

@@ -50,10 +50,12 @@ UNIT = "W"
 UNIT_DAYS = 7.0
 #: a probability is kept this far from 0 and 1 before its log-odds are taken
 P_CLIP = 1e-6
+#: the predictions per horizon, in their column order
+PREDICTED = ("p_buy", "expected_purchases", "expected_revenue")
 #: the boosters' settings, chosen once (not on any test window); the number of rounds
 #: is chosen by early stopping on a seeded fifth of the training customers
 BOOSTER_PARAMS: dict[str, Any] = {
-    "learning_rate": 0.05,
+    "learning_rate": 0.1,
     "num_leaves": 15,
     "min_data_in_leaf": 100,
     "feature_fraction": 0.9,
@@ -63,11 +65,17 @@ BOOSTER_PARAMS: dict[str, Any] = {
     "deterministic": True,
     "force_row_wise": True,
 }
-MAX_ROUNDS = 400
-EARLY_STOP = 30
+MAX_ROUNDS = 200
+EARLY_STOP = 20
+#: the base model is fitted on at most this many customers of a cut-off (a seeded
+#: sample): its four parameters are well determined long before
+BASE_ROWS = 100_000
 
 
 def _lightgbm() -> Any:
+    # OpenMP threads that sleep when idle rather than spin: on a machine shared with
+    # other work, spinning threads slow training several times over
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import lightgbm
     except ImportError as exc:  # pragma: no cover - lightgbm is a dependency
@@ -91,17 +99,18 @@ def _day(value: Any, name: str) -> pd.Timestamp:
 
 # -- features --------------------------------------------------------------------------
 
+#: the customers kept by a seeded hash when a cut-off is sampled ($share of them)
+SAMPLE_SQL = "($share >= 1.0 OR hash(customer_id || $salt) % 1000000 < $share * 1000000)"
+
 #: every customer with an order on or before the cut-off (the end of its day), one row
 #: each in customer_id order: the order-history features; gaps are between distinct
-#: purchase days, "last 3 orders" by time (order id breaks ties)
-ORDER_FEATURES_SQL = """
+#: purchase days, "last 3 orders" the latest three by time
+ORDER_FEATURES_SQL = f"""
 WITH o AS (
     SELECT customer_id, ordered_at, CAST(ordered_at AS DATE) AS day, net_revenue, gross,
-           discount, refunded, channel,
-           row_number() OVER (PARTITION BY customer_id ORDER BY ordered_at DESC, order_id DESC)
-               AS back
+           discount, refunded, channel
     FROM orders
-    WHERE ordered_at < $cutoff
+    WHERE ordered_at < $cutoff AND {SAMPLE_SQL}
 ),
 days AS (
     SELECT customer_id, day, sum(net_revenue) AS revenue
@@ -110,10 +119,8 @@ days AS (
 ),
 gaps AS (
     SELECT customer_id, day, revenue,
-           date_diff('day', lag(day) OVER w, day) AS gap,
-           row_number() OVER (PARTITION BY customer_id ORDER BY day DESC) AS back_day
+           date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap
     FROM days
-    WINDOW w AS (PARTITION BY customer_id ORDER BY day)
 ),
 per_day AS (
     SELECT customer_id,
@@ -122,7 +129,7 @@ per_day AS (
            max(day)                               AS last_day,
            avg(gap)                               AS mean_gap,
            stddev_pop(gap)                        AS std_gap,
-           max(gap) FILTER (WHERE back_day = 1)   AS last_gap,
+           arg_max(gap, day)                      AS last_gap,
            arg_min(revenue, day)                  AS first_day_revenue,
            sum(revenue)                           AS day_revenue
     FROM gaps
@@ -133,7 +140,7 @@ per_order AS (
            count(*)                                                     AS orders,
            sum(net_revenue)                                             AS total_spend,
            avg(net_revenue)                                             AS mean_spend,
-           avg(net_revenue) FILTER (WHERE back <= 3)                    AS last3_spend,
+           list_avg(arg_max(net_revenue, ordered_at, 3))                AS last3_spend,
            sum(discount) FILTER (WHERE discount IS NOT NULL AND gross IS NOT NULL)
                / nullif(sum(gross) FILTER (WHERE discount IS NOT NULL AND gross IS NOT NULL), 0)
                                                                         AS discount_share,
@@ -163,17 +170,18 @@ ORDER BY customer_id
 """
 
 #: purchases (distinct days) and net revenue of each window after the cut-off, for the
-#: customers with an order on or before it, in customer_id order
-LABELS_SQL = """
+#: customers with an order on or before it (sampled as the features), in customer_id
+#: order
+LABELS_SQL = f"""
 WITH known AS (
-    SELECT DISTINCT customer_id FROM orders WHERE ordered_at < $cutoff
+    SELECT DISTINCT customer_id FROM orders WHERE ordered_at < $cutoff AND {SAMPLE_SQL}
 ),
 later AS (
     SELECT customer_id, CAST(ordered_at AS DATE) AS day, net_revenue
     FROM orders
     WHERE ordered_at >= $cutoff AND ordered_at < $until
 )
-SELECT k.customer_id, {columns}
+SELECT k.customer_id, {{columns}}
 FROM known k LEFT JOIN later l USING (customer_id)
 GROUP BY k.customer_id
 ORDER BY k.customer_id
@@ -295,8 +303,17 @@ def _base_window(cut: Cutoff, days: float) -> tuple[Array, Array]:
     return cut.cache[key], cut.cache[key + "_expected"]
 
 
-def _orders_at(store: Store, day: pd.Timestamp) -> tuple[NDArray[Any], dict[str, NDArray[Any]]]:
-    params = {"cutoff": (day + pd.Timedelta(days=1)).to_pydatetime(), "day": day.date()}
+def _orders_at(
+    store: Store, day: pd.Timestamp, share: float = 1.0, salt: int = 0
+) -> tuple[NDArray[Any], dict[str, NDArray[Any]]]:
+    """The order-history columns as of ``day`` of every customer (or of a seeded
+    ``share`` of them), in customer_id order."""
+    params = {
+        "cutoff": (day + pd.Timedelta(days=1)).to_pydatetime(),
+        "day": day.date(),
+        "share": float(share),
+        "salt": str(salt),
+    }
     result = store.con.execute(ORDER_FEATURES_SQL, params).fetchnumpy()
     ids = np.asarray(result.pop("customer_id"), dtype=object)
     columns: dict[str, NDArray[Any]] = {}
@@ -309,7 +326,7 @@ def _orders_at(store: Store, day: pd.Timestamp) -> tuple[NDArray[Any], dict[str,
 
 
 def _labels_at(
-    store: Store, day: pd.Timestamp, windows: Sequence[int]
+    store: Store, day: pd.Timestamp, windows: Sequence[int], share: float = 1.0, salt: int = 0
 ) -> dict[int, tuple[Array, Array]]:
     """Per window (days): purchases (distinct days) and net revenue after ``day``."""
     start = day + pd.Timedelta(days=1)
@@ -323,7 +340,12 @@ def _labels_at(
     until = start + pd.Timedelta(days=int(max(windows)))
     result = store.con.execute(
         LABELS_SQL.format(columns=", ".join(parts)),
-        {"cutoff": start.to_pydatetime(), "until": until.to_pydatetime()},
+        {
+            "cutoff": start.to_pydatetime(),
+            "until": until.to_pydatetime(),
+            "share": float(share),
+            "salt": str(salt),
+        },
     ).fetchnumpy()
     return {
         h: (
@@ -334,12 +356,16 @@ def _labels_at(
     }
 
 
-def _fit_base(name: str, cut_orders: dict[str, NDArray[Any]]) -> TransactionModel:
-    """The base model fitted on the summary of the cut-off's customers (weeks, days)."""
+def _fit_base(name: str, cut_orders: dict[str, NDArray[Any]], seed: int = 0) -> TransactionModel:
+    """The base model fitted on the summary of the cut-off's customers (weeks, days),
+    at most :data:`BASE_ROWS` of them (a seeded sample)."""
     model = TRANSACTION_MODELS[name]()
     x = np.asarray(cut_orders["frequency"], dtype=np.float64)
     recency = np.asarray(cut_orders["span_days"], dtype=np.float64) / UNIT_DAYS
     T = np.asarray(cut_orders["tenure_days"], dtype=np.float64) / UNIT_DAYS
+    if x.size > BASE_ROWS:
+        keep = np.random.default_rng(seed).choice(x.size, BASE_ROWS, replace=False)
+        x, recency, T = x[keep], recency[keep], T[keep]
     rows, _ = collapse_rows(x, recency, T)
     distinct = pd.DataFrame({"frequency": rows.x, "recency": rows.recency, "T": rows.T})
     model.fit(distinct, weights=rows.weight, unit=UNIT, grain="D")
@@ -475,23 +501,30 @@ class LearnedModel:
             k += 1
         return grid
 
-    def _plan(self, grid: list[pd.Timestamp], end: pd.Timestamp) -> list[_Horizon]:
+    def _plan(
+        self, grid: list[pd.Timestamp], end: pd.Timestamp, customers: dict[pd.Timestamp, int]
+    ) -> list[_Horizon]:
+        """Per horizon: the latest cut-offs whose window fits before ``end`` (the latest
+        kept for the isotonic calibration when another trains), training cut-offs added
+        until ``cutoffs`` in all or ``max_rows`` customers."""
         plans = []
         for h in self.horizons:
             usable = [c for c in grid if (end - c).days >= h]
+            calibration = None
             if usable:
-                chosen = usable[: self.n_cutoffs]
                 window = h
-                calibration = None
-                if len(chosen) >= 2:
-                    calibration = chosen[0]
-                    chosen = chosen[1:]
+                if len(usable) >= 2 and self.n_cutoffs >= 2:
+                    calibration, usable = usable[0], usable[1:]
+                chosen: list[pd.Timestamp] = []
+                for c in usable[: max(1, self.n_cutoffs - (calibration is not None))]:
+                    chosen.append(c)
+                    if sum(customers[d] for d in chosen) >= self.max_rows:
+                        break
             elif grid:
                 # the horizon is longer than the training period can label: the longest
                 # window it holds, at the earliest cut-off
                 chosen = [grid[-1]]
                 window = int((end - grid[-1]).days)
-                calibration = None
             else:
                 raise DataError(
                     f"the orders to {end.date()} leave no training cut-off: the first order "
@@ -512,11 +545,20 @@ class LearnedModel:
             )
         return plans
 
-    def _cutoff(self, store: Store, day: pd.Timestamp, base: TransactionModel | None) -> Cutoff:
-        ids, orders = _orders_at(store, day)
+    def _share(self, customers: int) -> float:
+        return min(1.0, self.max_rows / max(customers, 1))
+
+    def _cutoff(
+        self,
+        store: Store,
+        day: pd.Timestamp,
+        base: TransactionModel | None,
+        share: float = 1.0,
+    ) -> Cutoff:
+        ids, orders = _orders_at(store, day, share, self.seed)
         if ids.size == 0:
             raise DataError(f"no orders on or before {day.date()}")
-        model = base if base is not None else _fit_base(self.base, orders)
+        model = base if base is not None else _fit_base(self.base, orders, self.seed)
         return Cutoff(store, day, ids, orders, model, self.horizons, self.channels_)
 
     def _matrix(self, cut: Cutoff) -> Array:
@@ -536,8 +578,19 @@ class LearnedModel:
         lgb = _lightgbm()
         end = _day(calibration_end, "calibration_end")
         grid = self._grid(store, end)
-        plans = self._plan(grid, end)
-        # the channel vocabulary: first-order channels up to the calibration end
+        firsts = store.con.execute(
+            "SELECT min(ordered_at) AS first FROM orders WHERE ordered_at < ? "
+            "GROUP BY customer_id ORDER BY first",
+            [(end + pd.Timedelta(days=1)).to_pydatetime()],
+        ).fetchnumpy()["first"]
+        firsts = np.asarray(firsts, dtype="datetime64[us]")
+
+        def known(day: pd.Timestamp) -> int:
+            stop = (day + pd.Timedelta(days=1)).to_datetime64().astype("datetime64[us]")
+            return int(np.searchsorted(firsts, stop, side="left"))
+
+        plans = self._plan(grid, end, {c: known(c) for c in grid})
+        # the channel vocabulary: order channels up to the calibration end
         channels = store.con.execute(
             "SELECT DISTINCT channel FROM orders WHERE ordered_at < ? AND channel IS NOT NULL "
             "ORDER BY channel",
@@ -545,33 +598,22 @@ class LearnedModel:
         ).fetchall()
         self.channels_ = [str(r[0]) for r in channels]
         self.features_ = []
-        rng = np.random.default_rng(self.seed)
         needed: dict[str, list[int]] = {}
         for plan in plans:
             for c in plan.cutoffs + ([plan.calibration_cutoff] if plan.calibration_cutoff else []):
                 needed.setdefault(c, []).append(plan.window)
-        # per cut-off: the feature matrix and, per label window, purchases, revenue and
-        # the base model's P(buy) and expected purchases
+        # per cut-off (a seeded sample of at most about max_rows customers): the feature
+        # matrix and, per label window, purchases, revenue and the base model's P(buy)
+        # and expected purchases
         data: dict[str, tuple[Array, dict[int, tuple[Array, Array, Array, Array]]]] = {}
         for c in sorted(needed):
             day = pd.Timestamp(c)
             windows = sorted(set(needed[c]))
-            cut = self._cutoff(store, day, None)
-            labels = _labels_at(store, day, windows)
-            n = cut.customer_ids.size
-            keep = (
-                np.sort(rng.choice(n, self.max_rows, replace=False)) if n > self.max_rows else None
-            )
+            share = self._share(known(day))
+            cut = self._cutoff(store, day, None, share)
+            labels = _labels_at(store, day, windows, share, self.seed)
             X = self._matrix(cut)
-            inits = {}
-            for w in windows:
-                p_buy, expected = _base_window(cut, float(w))
-                inits[w] = (p_buy, expected)
-            if keep is not None:
-                X = X[keep]
-                labels = {w: (v[0][keep], v[1][keep]) for w, v in labels.items()}
-                inits = {w: (v[0][keep], v[1][keep]) for w, v in inits.items()}
-            data[c] = (X, {w: (*labels[w], *inits[w]) for w in windows})
+            data[c] = (X, {w: (*labels[w], *_base_window(cut, float(w))) for w in windows})
         threads = os.cpu_count() or 1
         categorical = [self.features_.index(f) for f in CATEGORICAL if f in self.features_]
         for plan in plans:
@@ -580,30 +622,37 @@ class LearnedModel:
             count = np.concatenate([p[0] for p in parts])
             base_p = np.concatenate([p[2] for p in parts])
             base_n = np.concatenate([p[3] for p in parts])
+            if X.shape[0] > self.max_rows:  # several cut-offs: at most max_rows in all
+                rng = np.random.default_rng(self.seed)
+                keep = np.sort(rng.choice(X.shape[0], self.max_rows, replace=False))
+                X, count, base_p, base_n = X[keep], count[keep], base_p[keep], base_n[keep]
             buy = (count > 0).astype(np.float64)
             plan.rows, plan.buyers = int(X.shape[0]), int(buy.sum())
             draws = np.random.default_rng(self.seed + plan.horizon).random(X.shape[0])
             valid = np.asarray(draws < 0.2, dtype=bool)
             params = {**BOOSTER_PARAMS, "seed": self.seed, "num_threads": threads}
+            if (~valid).sum() < 4 * params["min_data_in_leaf"]:  # a small store: smaller leaves
+                params["min_data_in_leaf"] = max(5, int((~valid).sum() // 20))
+            sets = _datasets(lgb, X, valid, params, categorical)
             plan.buy_model, plan.rounds["buy"] = _train(
-                lgb, X, buy, _logit(base_p), valid, {**params, "objective": "binary"}, categorical
+                lgb, sets, buy, _logit(base_p), valid, {**params, "objective": "binary"}
             )
             plan.count_model, plan.rounds["count"] = _train(
                 lgb,
-                X,
+                sets,
                 count,
                 np.log(np.maximum(base_n, 1e-9)),
                 valid,
                 {**params, "objective": "poisson"},
-                categorical,
             )
             if plan.calibration_cutoff is not None:
                 Xc = data[plan.calibration_cutoff][0]
                 lc = data[plan.calibration_cutoff][1][plan.window]
                 raw = plan.buy_model.predict(Xc, raw_score=True) + _logit(lc[2])
                 plan.knots, plan.values = isotonic_fit(_sigmoid(raw), (lc[0] > 0).astype(float))
-        # the base and spend models applied at prediction time: fitted to the calibration end
-        final = self._cutoff(store, end, None)
+        # the base and spend models applied at prediction time: fitted to the calibration
+        # end (on a seeded sample of about max_rows customers)
+        final = self._cutoff(store, end, None, self._share(known(end)))
         self.base_model_ = final.base
         x, _, _ = _summary_arrays(final)
         monetary = np.asarray(final.orders["monetary"], dtype=np.float64)
@@ -655,10 +704,23 @@ class LearnedModel:
             n = np.exp(
                 plan.count_model.predict(X, raw_score=True) + np.log(np.maximum(base_n, 1e-9))
             )
-            out[f"p_buy_{h}d"] = p
+            out[f"p_buy_{h}d"] = np.clip(p, P_CLIP, 1.0 - P_CLIP)
             out[f"expected_purchases_{h}d"] = n
-            out[f"expected_revenue_{h}d"] = n * spend
-        frame = pd.DataFrame(out, index=pd.Index(cut.customer_ids, name="customer_id"))
+        # each horizon has boosters of its own: a longer window is held to at least the
+        # chance and the purchases of every shorter one (a purchase within 30 days is one
+        # within 90), and no chance is exactly 0 or 1 (isotonic steps can reach them)
+        shorter: dict[str, Array] = {}
+        for h in sorted(self.horizons):
+            for key in ("p_buy", "expected_purchases"):
+                name = f"{key}_{h}d"
+                if key in shorter:
+                    out[name] = np.maximum(out[name], shorter[key])
+                shorter[key] = out[name]
+            out[f"expected_revenue_{h}d"] = out[f"expected_purchases_{h}d"] * spend
+        columns = [f"{key}_{h}d" for h in self.horizons for key in PREDICTED]
+        frame = pd.DataFrame(
+            {c: out[c] for c in columns}, index=pd.Index(cut.customer_ids, name="customer_id")
+        )
         return frame
 
     # -- explanations --------------------------------------------------------------------
@@ -833,30 +895,44 @@ class LearnedModel:
         }
 
 
-def _train(
+def _datasets(
     lgb: Any,
     X: Array,
+    valid: NDArray[np.bool_],
+    params: dict[str, Any],
+    categorical: list[int],
+) -> tuple[Any, Any]:
+    """The binned training and early-stopping rows, shared by a horizon's two boosters
+    (their labels and starting scores are set before each is trained)."""
+    zeros = np.zeros(X.shape[0])
+    train = lgb.Dataset(
+        X[~valid],
+        zeros[~valid],
+        categorical_feature=categorical,
+        params=params,
+        free_raw_data=False,
+    ).construct()
+    check = lgb.Dataset(
+        X[valid], zeros[valid], categorical_feature=categorical, reference=train, params=params
+    ).construct()
+    return train, check
+
+
+def _train(
+    lgb: Any,
+    sets: tuple[Any, Any],
     y: Array,
     init: Array,
     valid: NDArray[np.bool_],
     params: dict[str, Any],
-    categorical: list[int],
 ) -> tuple[Any, int]:
-    """A booster from ``init`` on the training rows, rounds chosen by early stopping on
-    the ``valid`` rows (none when they are too few: then no correction at all)."""
-    train_rows = ~valid
-    if train_rows.sum() < 2 * params["min_data_in_leaf"] or valid.sum() < 50:
-        params = {**params, "min_data_in_leaf": max(5, int(train_rows.sum() // 10))}
-    train = lgb.Dataset(
-        X[train_rows],
-        y[train_rows],
-        init_score=init[train_rows],
-        categorical_feature=categorical,
-        free_raw_data=True,
-    )
-    check = lgb.Dataset(
-        X[valid], y[valid], init_score=init[valid], categorical_feature=categorical, reference=train
-    )
+    """A booster from ``init`` on the training rows, its rounds chosen by early stopping
+    on the ``valid`` rows."""
+    train, check = sets
+    train.set_label(y[~valid])
+    train.set_init_score(init[~valid])
+    check.set_label(y[valid])
+    check.set_init_score(init[valid])
     booster = lgb.train(
         params,
         train,

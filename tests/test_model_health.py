@@ -297,3 +297,14 @@ def test_the_page_shows_the_card_and_says_how_to_backtest(
     assert 'id="no-backtest"' in page and "<code>retain backtest</code>" in page
     assert 'id="card-data"' in page and f"{health['card']['data']['orders']:,}" in page
     assert models["card"] == health["card"]  # /api/models serves the same card
+
+
+def test_a_backtest_older_than_the_orders_says_to_rerun_it(steady_db: Path):
+    old = run_of([result("2024-01-31", "bgnbd", 0.0, 0.02), result("2024-03-31", "bgnbd", 1, 0.02)])
+    with Store(steady_db, read_only=True) as store:
+        stale = drift_alerts(store, {**old, "as_of": "2024-05-31"})
+        current = drift_alerts(store, {**old, "as_of": "2024-06-30"})
+    assert "ran with orders to 2024-05-31" in stale.attrs["note"]
+    assert "observation day is now 2024-06-30" in stale.attrs["note"]
+    assert "`retain backtest`" in stale.attrs["note"]
+    assert "ran with orders" not in current.attrs["note"]

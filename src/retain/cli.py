@@ -802,6 +802,8 @@ def alerts(
             lines.append(f"no drift check: {drift.get('note')}")
         elif not frame["metric"].isin(DRIFT_METRICS).any():
             lines.append(_no_drift_text(drift))
+        elif drift.get("note"):
+            lines.append(f"drift check: {drift['note']}")
         return "\n".join(lines)
 
     emit(result, as_json, table)

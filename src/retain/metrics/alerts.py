@@ -51,7 +51,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from retain.errors import DataError
+from retain.config import observation_day
+from retain.errors import DataError, RetainError
 from retain.metrics._activity import activity
 from retain.metrics._common import (
     AsOf,
@@ -204,6 +205,16 @@ def model_in_use(store: Store) -> str | None:
     return str(row[0][0]) if row else None
 
 
+def _observation_day(store: Store) -> str | None:
+    """The store's observation day (ISO), None when it has none (no orders)."""
+    if not store.has_table("orders"):
+        return None
+    try:
+        return observation_day(store).isoformat()
+    except RetainError:
+        return None
+
+
 def drift_alerts(store: Store, run: dict[str, Any] | None = None) -> pd.DataFrame:
     """The drift alert of the latest backtest (``run``: a backtest's ``to_dict``, default
     the latest kept in the store): see the module notes.
@@ -252,6 +263,13 @@ def drift_alerts(store: Store, run: dict[str, Any] | None = None) -> pd.DataFram
     past = [float(r["ece"]) for r in earlier if r.get("ece") is not None]
     baseline = float(np.mean(past)) if past else None
     bias, ece = last.get("bias_pct"), last.get("ece")
+    now = _observation_day(store)
+    if now is not None and run.get("as_of") and str(run["as_of"]) < now:
+        stale = (
+            f"backtest {attrs['backtest_id']} ran with orders to {run['as_of']}; the store's "
+            f"observation day is now {now}: rerun `retain backtest` to check the latest windows"
+        )
+        note = f"{note}; {stale}" if note else stale
     attrs.update(
         model=model,
         horizon_days=horizon,

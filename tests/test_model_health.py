@@ -308,3 +308,64 @@ def test_a_backtest_older_than_the_orders_says_to_rerun_it(steady_db: Path):
     assert "observation day is now 2024-06-30" in stale.attrs["note"]
     assert "`retain backtest`" in stale.attrs["note"]
     assert "ran with orders" not in current.attrs["note"]
+
+
+def test_the_card_shows_the_learned_models_verdict_when_the_fit_has_one(
+    steady_db: Path, tmp_path: Path
+):
+    from retain.service.data import model_health_payload
+    from retain.service.render import render
+
+    path = tmp_path / "fitted.duckdb"
+    shutil.copy(steady_db, path)
+    with Store(path) as store:
+        from retain.scoring import fit_store
+
+        fit_store(store, model="bgnbd")
+        health = model_health_payload(store)
+    verdict = {
+        "kept": False,
+        "base": "bgnbd",
+        "reason": "the learned model is worse than bgnbd on the 45-day holdout; bgnbd stays",
+        "holdout_days": 45,
+        "customers": 250,
+        "buyers": 200,
+        "learned": {
+            "auc": 0.61,
+            "log_loss": 0.52,
+            "brier": 0.2,
+            "ece": 0.03,
+            "predicted_buyers": 190.0,
+        },
+        "btyd": {
+            "auc": 0.66,
+            "log_loss": 0.48,
+            "brier": 0.18,
+            "ece": 0.02,
+            "predicted_buyers": 201.5,
+        },
+    }
+    html = render(
+        "model_health.html",
+        health={**health, "card": {**health["card"], "learned": verdict}},
+        charts={},
+        charts_json="{}",
+        version="x",
+        store_path="s",
+        query="",
+        currency=None,
+    )
+    assert "not kept: bgnbd stays" in html and verdict["reason"] in html
+    assert 'id="card-verdict-scores"' in html and "0.5200" in html and "201.5" in html
+    assert "200 of 250 customers bought in the 45-day holdout" in html
+    without = render(
+        "model_health.html",
+        health=health,
+        charts={},
+        charts_json="{}",
+        version="x",
+        store_path="s",
+        query="",
+        currency=None,
+    )
+    assert 'id="card-verdict"' not in without

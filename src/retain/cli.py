@@ -862,6 +862,14 @@ def fit(
             "else the last order's day.",
         ),
     ] = None,
+    learned: Annotated[
+        bool,
+        typer.Option(
+            "--learned",
+            help="Also train the learned churn model (gradient-boosted trees on the store's "
+            "own past) and keep it only if it beats the chosen model on the holdout.",
+        ),
+    ] = False,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
@@ -880,12 +888,19 @@ def fit(
             f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
         )
     step = "comparing BG/NBD, MBG/NBD and Pareto/NBD" if model == "auto" else f"fitting {model}"
+    if learned:
+        step += ", then the learned model against the choice"
     card: dict[str, Any] = {}
     try:
         with Store(db) as store, progress(f"{step} ...", as_json):
             try:
                 report = fit_store(
-                    store, model=model, holdout_weeks=holdout_weeks, unit=unit, as_of=as_of
+                    store,
+                    model=model,
+                    holdout_weeks=holdout_weeks,
+                    unit=unit,
+                    as_of=as_of,
+                    learned=learned,
                 )
             except FitRefused as refused:
                 card = model_card(store, refused.report.fit_id)
@@ -953,6 +968,8 @@ def fit(
             if report.choice:
                 lines.append(f"chosen: {report.choice['reason']}")
         lines += ["", _guard_text(report)]
+        if report.learned is not None:
+            lines += ["", f"learned model: {report.learned['reason']}"]
         lines += ["", _card_backtest_text(card, db)]
         lines.append(f"\nnext: retain score --db {db}")
         return "\n".join(lines)

@@ -129,6 +129,8 @@ class FitReport:
     guard: list[dict[str, Any]] = field(default_factory=list)
     #: whether the fit passed the guard and is the one ``retain score`` uses
     kept: bool = True
+    #: with ``learned``: the learned model's verdict (:func:`retain.challenge.challenge`)
+    learned: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc = {k: v for k, v in self.__dict__.items() if k != "candidates"}
@@ -184,8 +186,10 @@ _FIT_COLUMNS = (
     "choice",
     "data_range",
     "warnings",
+    "learned",
+    "learned_verdict",
 )
-_CARD_COLUMNS = ("data_range", "warnings")
+_CARD_COLUMNS = ("data_range", "warnings", "learned", "learned_verdict")
 
 # The orders a fit to $end reads (the whole observation day counts)
 DATA_RANGE_SQL = """
@@ -258,6 +262,7 @@ def fit_store(
     as_of: str | dt.date | None = None,
     penalizer: float = 0.0,
     observation_end: str | dt.date | None = None,
+    learned: bool = False,
 ) -> FitReport:
     """Fit the models on the store's orders and keep the fit in ``model_fits``.
 
@@ -274,7 +279,10 @@ def fit_store(
     passes, the fit is recorded as not kept and :class:`FitRefused` (a
     :class:`~retain.errors.ModelError`) is raised, naming the check that failed.
     ``unit`` ("D" or "W") is the time unit of the parameters, ``grain`` how
-    purchases are merged (one per day by default).
+    purchases are merged (one per day by default). ``learned``: also train the
+    learned model and keep it only when it beats the chosen model on the same holdout
+    (:func:`retain.challenge.challenge`; the verdict is ``FitReport.learned``, and
+    ``retain score`` then adds its predictions and reasons).
     """
     if model not in MODEL_CHOICES:
         raise ArgumentError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
@@ -395,6 +403,9 @@ def fit_store(
     caught = list(dict.fromkeys(str(w.message) for w in seen))
     best = None if candidates is None else candidates.iloc[0]
     used = _data_range(store, end, summary)
+    learned_json, verdict = (
+        _challenge(store, held, chosen, end) if learned and kept else (None, None)
+    )
     with store.transaction() as con:
         # the card's columns, added here rather than by a migration: a store fitted
         # before them has NULLs, and model_card reads the rest from the orders
@@ -405,7 +416,7 @@ def fit_store(
         )
         con.execute(
             f"INSERT INTO model_fits ({', '.join(_FIT_COLUMNS)}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 fit_id,
                 chosen,
@@ -428,6 +439,8 @@ def fit_store(
                 None if choice is None else json.dumps(choice),
                 json.dumps(used),
                 json.dumps(caught),
+                learned_json,
+                None if verdict is None else json.dumps(verdict),
             ],
         )
     report = FitReport(
@@ -448,10 +461,28 @@ def fit_store(
         choice=choice,
         guard=tried,
         kept=kept,
+        learned=verdict,
     )
     if not kept:
         raise FitRefused(report, forced=model != "auto")
     return report
+
+
+def _challenge(
+    store: Store, held: HoldoutData | None, chosen: str, end: dt.date
+) -> tuple[str | None, dict[str, Any]]:
+    """The learned model's JSON (None unless kept) and its verdict against ``chosen``."""
+    if held is None:
+        return None, {
+            "kept": False,
+            "base": chosen,
+            "reason": "the learned model is judged on the holdout, and this fit has none: "
+            "fit with --model auto or --holdout-weeks",
+        }
+    from retain.challenge import challenge
+
+    model, verdict = challenge(store, held, chosen, end)
+    return (None if model is None else model.to_json()), verdict
 
 
 class FitRefused(ModelError):
@@ -549,6 +580,10 @@ def model_card(store: Store, fit_id: int | None = None) -> dict[str, Any]:
     - ``choice`` (``model_fits.choice``: criterion, scores, ``reason``) and ``reason``;
     - ``guard``: the fit guard's checks of every model tried;
     - ``warnings``: what the fit warned of (None for a fit made before cards);
+    - ``learned``: with ``retain fit --learned``, the learned model's verdict against the
+      chosen model on the holdout (:func:`retain.challenge.challenge`: ``kept``,
+      ``reason``, both models' AUC, log-loss, Brier and ECE, what it was trained on);
+      None otherwise;
     - ``backtest``: from the latest ``retain backtest`` run, None without one:
       ``backtest_id``, ``created_at``, ``as_of``, ``horizons``, ``origins``,
       ``summary`` (its rows for the fit's models and the learned model: means over
@@ -616,6 +651,7 @@ def model_card(store: Store, fit_id: int | None = None) -> dict[str, Any]:
         "reason": None if not choice else choice.get("reason"),
         "guard": loaded("guard") or [],
         "warnings": loaded("warnings"),
+        "learned": loaded("learned_verdict"),
         "backtest": None,
         "notes": notes,
     }
@@ -737,6 +773,13 @@ def score_store(
             with _scores_source(con, scored, row, end, consume=True) as (source, params):
                 con.execute(f"CREATE OR REPLACE TABLE customer_scores AS {source}", params)
             _write_basis(con, basis, customers)
+            # a learned model's scores are those of this fit's, or none
+            con.execute("DROP TABLE IF EXISTS learned_scores")
+    learned = row.get("learned")
+    if isinstance(learned, str) and learned:
+        from retain.challenge import score_learned
+
+        score_learned(store, learned, basis.fit_id, end)
     return report
 
 

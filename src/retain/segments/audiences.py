@@ -314,6 +314,26 @@ def write_audience(frame: pd.DataFrame, format: str = "csv", out: str | Path | N
     return text
 
 
+def _add_learned_reasons(db: Store, frame: pd.DataFrame, as_of: Any) -> None:
+    """Append to each listed customer's churn reason what the learned model saw raise
+    their risk (``learned_scores.reasons``, written by ``retain score`` when the fit kept
+    a learned model), when those scores are as of the same day."""
+    if frame.empty or not db.has_table("learned_scores"):
+        return
+    found = dict(
+        db.con.execute(
+            "SELECT customer_id, reasons FROM learned_scores WHERE reasons IS NOT NULL "
+            "AND as_of = CAST(? AS DATE) AND customer_id IN (SELECT unnest(?))",
+            [str(as_of), [str(c) for c in frame["customer_id"]]],
+        ).fetchall()
+    )
+    if found:
+        frame["reason"] = [
+            f"{reason}; the learned model: {found[c]}" if c in found else reason
+            for c, reason in zip(frame["customer_id"].astype(str), frame["reason"], strict=True)
+        ]
+
+
 def _pick(
     store: Store | str | Path,
     where: str,
@@ -346,6 +366,7 @@ def _pick(
                     "placeholder": TOP_PRODUCTS,
                 },
             )
+        _add_learned_reasons(db, frame, info["as_of"])
     finally:
         if db is not store:
             db.close()

@@ -369,3 +369,24 @@ def test_the_card_shows_the_learned_models_verdict_when_the_fit_has_one(
         currency=None,
     )
     assert 'id="card-verdict"' not in without
+
+
+def test_the_fit_in_use_is_the_one_the_scores_use(steady_db: Path, tmp_path: Path, client_of):
+    from retain.scoring import fit_store, score_store
+
+    path = tmp_path / "scored.duckdb"
+    shutil.copy(steady_db, path)
+    with Store(path) as store:
+        fit_store(store, model="bgnbd")
+        score_store(store)
+        fit_store(store, model="pnbd")  # later, but the scores still use fit 1
+        assert model_in_use(store) == "bgnbd"
+        assert drift_alerts(store).attrs["model"] == "bgnbd"
+        store.con.execute("DROP TABLE score_basis")
+        assert model_in_use(store) == "pnbd"  # without scores: the latest kept fit
+        score_store(store)
+    with client_of(path) as client:
+        health = client.get("/api/model-health").json()
+        models = client.get("/api/models").json()
+    assert health["card"]["fit_id"] == models["card"]["fit_id"] == 2
+    assert health["card"]["model"] == "pnbd" and health["card"]["label"] == "Pareto/NBD"

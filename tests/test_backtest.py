@@ -286,3 +286,20 @@ def test_the_command(db: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["backtest", "--db", str(path), "--origin", "2024-06-01"])
     assert bad.exit_code == 2
     assert "2024-06-01" in bad.output and "30 days" in bad.output
+
+
+def test_a_shorter_horizon_scores_as_if_it_were_the_only_one(db: Path) -> None:
+    """The 30-day scores cut from a run to 120 days (its log-likelihoods, purchase
+    windows) are those of a run to 30 days alone."""
+    with Store(db) as store:
+        both = backtest(
+            store, origins=["2023-12-31"], horizons=[30, 120], learned=False, save=False
+        )
+        alone = backtest(store, origins=["2023-12-31"], horizons=[30], learned=False, save=False)
+    cut = {r["model"]: r for r in both.results if r["horizon_days"] == 30}
+    for r in alone.results:
+        other = cut[r["model"]]
+        assert other["params"] == r["params"]
+        for key in ("log_likelihood", "predicted_total", "auc", "log_loss", "ece", "gini"):
+            assert other[key] == pytest.approx(r[key], rel=1e-9), (r["model"], key)
+        assert other["next_purchase"] == pytest.approx(r["next_purchase"], rel=1e-9)

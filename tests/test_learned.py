@@ -209,6 +209,8 @@ def test_a_horizon_longer_than_the_history_uses_the_longest_window(store_path: P
     assert entry["cutoffs"] == ["2023-03-31"]
     assert entry["label_window_days"] == 275
     assert "400-day" in entry["assumption"] and not entry["calibrated"]
+    # its rounds chosen out of time: the latest cut-off holding half its window or more
+    assert entry["rounds_chosen_on"] == "the 153 days after 2023-07-31"
     assert np.all(np.isfinite(predicted.to_numpy()))
 
 

@@ -15,8 +15,11 @@ from the log of its expected purchases. They learn a correction only; with nothi
 to learn they stay at the base model. A horizon longer than the training period can
 label (CDNOW's nine calibration months cannot hold a 273-day window) is trained on
 the longest window it does hold and applies that correction to the base model's
-prediction at the full horizon; :meth:`LearnedModel.card` says which window served
-which horizon. Where the training period holds the full horizon at two cut-offs or
+prediction at the full horizon, its rounds chosen out of time (early stopping on a
+later cut-off's customers over its window to the calibration end, so that a
+correction that does not carry over to another cut-off and window is not kept);
+:meth:`LearnedModel.card` says which window served which horizon. Otherwise the rounds
+are chosen on a seeded fifth of the training customers. Where the training period holds the full horizon at two cut-offs or
 more, the latest is kept out of training and fits an isotonic calibration of the
 probability. Expected revenue is expected purchases x the Gamma-Gamma conditional
 spend per purchase, fitted on the summary to the calibration end.
@@ -409,6 +412,10 @@ def _logit(p: Array) -> Array:
     return np.log(q) - np.log1p(-q)
 
 
+def _log_expected(n: Array) -> Array:
+    return np.log(np.maximum(n, 1e-9))
+
+
 def _sigmoid(z: Array) -> Array:
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -428,6 +435,10 @@ class _Horizon:
     knots: Array | None = None
     values: Array | None = None
     rounds: dict[str, int] = field(default_factory=dict)
+    #: a later cut-off and its window to the calibration end whose customers choose the
+    #: rounds (out of time) when the horizon is longer than the training period
+    check_cutoff: str | None = None
+    check_window: int | None = None
 
 
 class LearnedModel:
@@ -510,7 +521,7 @@ class LearnedModel:
         plans = []
         for h in self.horizons:
             usable = [c for c in grid if (end - c).days >= h]
-            calibration = None
+            calibration = check = None
             if usable:
                 window = h
                 if len(usable) >= 2 and self.n_cutoffs >= 2:
@@ -525,6 +536,8 @@ class LearnedModel:
                 # window it holds, at the earliest cut-off
                 chosen = [grid[-1]]
                 window = int((end - grid[-1]).days)
+                later = [c for c in grid[:-1] if (end - c).days * 2 >= window]
+                check = later[0] if later else None
             else:
                 raise DataError(
                     f"the orders to {end.date()} leave no training cut-off: the first order "
@@ -541,6 +554,8 @@ class LearnedModel:
                     else calibration.date().isoformat(),
                     rows=0,
                     buyers=0,
+                    check_cutoff=None if check is None else check.date().isoformat(),
+                    check_window=None if check is None else int((end - check).days),
                 )
             )
         return plans
@@ -602,6 +617,8 @@ class LearnedModel:
         for plan in plans:
             for c in plan.cutoffs + ([plan.calibration_cutoff] if plan.calibration_cutoff else []):
                 needed.setdefault(c, []).append(plan.window)
+            if plan.check_cutoff is not None and plan.check_window is not None:
+                needed.setdefault(plan.check_cutoff, []).append(plan.check_window)
         # per cut-off (a seeded sample of at most about max_rows customers): the feature
         # matrix and, per label window, purchases, revenue and the base model's P(buy)
         # and expected purchases
@@ -628,21 +645,39 @@ class LearnedModel:
                 X, count, base_p, base_n = X[keep], count[keep], base_p[keep], base_n[keep]
             buy = (count > 0).astype(np.float64)
             plan.rows, plan.buyers = int(X.shape[0]), int(buy.sum())
-            draws = np.random.default_rng(self.seed + plan.horizon).random(X.shape[0])
-            valid = np.asarray(draws < 0.2, dtype=bool)
+            if plan.check_cutoff is not None and plan.check_window is not None:
+                # rounds chosen out of time: the correction applied at a later cut-off,
+                # to a window of another length, as it will be at the horizon
+                X_check = data[plan.check_cutoff][0]
+                n_check, _, p_check, e_check = data[plan.check_cutoff][1][plan.check_window]
+                train = np.ones(X.shape[0], dtype=bool)
+            else:
+                draws = np.random.default_rng(self.seed + plan.horizon).random(X.shape[0])
+                train = np.asarray(draws >= 0.2, dtype=bool)
+                X_check, n_check, p_check, e_check = (
+                    X[~train],
+                    count[~train],
+                    base_p[~train],
+                    base_n[~train],
+                )
+            X, count, base_p, base_n = X[train], count[train], base_p[train], base_n[train]
+            buy, buy_check = (count > 0).astype(np.float64), (n_check > 0).astype(np.float64)
             params = {**BOOSTER_PARAMS, "seed": self.seed, "num_threads": threads}
-            if (~valid).sum() < 4 * params["min_data_in_leaf"]:  # a small store: smaller leaves
-                params["min_data_in_leaf"] = max(5, int((~valid).sum() // 20))
-            sets = _datasets(lgb, X, valid, params, categorical)
+            if X.shape[0] < 4 * params["min_data_in_leaf"]:  # a small store: smaller leaves
+                params["min_data_in_leaf"] = max(5, int(X.shape[0] // 20))
+            sets = _datasets(lgb, X, X_check, params, categorical)
             plan.buy_model, plan.rounds["buy"] = _train(
-                lgb, sets, buy, _logit(base_p), valid, {**params, "objective": "binary"}
+                lgb,
+                sets,
+                (buy, _logit(base_p)),
+                (buy_check, _logit(p_check)),
+                {**params, "objective": "binary"},
             )
             plan.count_model, plan.rounds["count"] = _train(
                 lgb,
                 sets,
-                count,
-                np.log(np.maximum(base_n, 1e-9)),
-                valid,
+                (count, _log_expected(base_n)),
+                (n_check, _log_expected(e_check)),
                 {**params, "objective": "poisson"},
             )
             if plan.calibration_cutoff is not None:
@@ -701,9 +736,7 @@ class LearnedModel:
             p = _sigmoid(raw)
             if plan.knots is not None and plan.values is not None:
                 p = isotonic_apply(p, plan.knots, plan.values)
-            n = np.exp(
-                plan.count_model.predict(X, raw_score=True) + np.log(np.maximum(base_n, 1e-9))
-            )
+            n = np.exp(plan.count_model.predict(X, raw_score=True) + _log_expected(base_n))
             out[f"p_buy_{h}d"] = np.clip(p, P_CLIP, 1.0 - P_CLIP)
             out[f"expected_purchases_{h}d"] = n
         # each horizon has boosters of its own: a longer window is held to at least the
@@ -797,6 +830,8 @@ class LearnedModel:
                         "rows": p.rows,
                         "buyers": p.buyers,
                         "rounds": p.rounds,
+                        "check_cutoff": p.check_cutoff,
+                        "check_window": p.check_window,
                         "buy_model": p.buy_model.model_to_string(),
                         "count_model": p.count_model.model_to_string(),
                         "knots": None if p.knots is None else p.knots.tolist(),
@@ -843,6 +878,8 @@ class LearnedModel:
                     knots=None if p["knots"] is None else np.asarray(p["knots"], dtype=float),
                     values=None if p["values"] is None else np.asarray(p["values"], dtype=float),
                     rounds=dict(p["rounds"]),
+                    check_cutoff=p.get("check_cutoff"),
+                    check_window=p.get("check_window"),
                 )
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"not a learned model file: {exc}") from None
@@ -871,6 +908,11 @@ class LearnedModel:
                 "buyers": p.buyers,
                 "rounds": p.rounds,
                 "calibrated": p.knots is not None,
+                "rounds_chosen_on": (
+                    f"the {p.check_window} days after {p.check_cutoff}"
+                    if p.check_cutoff
+                    else "a seeded fifth of the training customers"
+                ),
             }
             if p.window != p.horizon:
                 entry["assumption"] = (
@@ -896,24 +938,23 @@ class LearnedModel:
 
 
 def _datasets(
-    lgb: Any,
-    X: Array,
-    valid: NDArray[np.bool_],
-    params: dict[str, Any],
-    categorical: list[int],
+    lgb: Any, X: Array, X_check: Array, params: dict[str, Any], categorical: list[int]
 ) -> tuple[Any, Any]:
     """The binned training and early-stopping rows, shared by a horizon's two boosters
     (their labels and starting scores are set before each is trained)."""
-    zeros = np.zeros(X.shape[0])
     train = lgb.Dataset(
-        X[~valid],
-        zeros[~valid],
+        X,
+        np.zeros(X.shape[0]),
         categorical_feature=categorical,
         params=params,
         free_raw_data=False,
     ).construct()
     check = lgb.Dataset(
-        X[valid], zeros[valid], categorical_feature=categorical, reference=train, params=params
+        X_check,
+        np.zeros(X_check.shape[0]),
+        categorical_feature=categorical,
+        reference=train,
+        params=params,
     ).construct()
     return train, check
 
@@ -921,18 +962,17 @@ def _datasets(
 def _train(
     lgb: Any,
     sets: tuple[Any, Any],
-    y: Array,
-    init: Array,
-    valid: NDArray[np.bool_],
+    fit_on: tuple[Array, Array],
+    check_on: tuple[Array, Array],
     params: dict[str, Any],
 ) -> tuple[Any, int]:
-    """A booster from ``init`` on the training rows, its rounds chosen by early stopping
-    on the ``valid`` rows."""
+    """A booster on the training rows' (labels, starting scores), its rounds chosen by
+    early stopping on the check rows'."""
     train, check = sets
-    train.set_label(y[~valid])
-    train.set_init_score(init[~valid])
-    check.set_label(y[valid])
-    check.set_init_score(init[valid])
+    train.set_label(fit_on[0])
+    train.set_init_score(fit_on[1])
+    check.set_label(check_on[0])
+    check.set_init_score(check_on[1])
     booster = lgb.train(
         params,
         train,

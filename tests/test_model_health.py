@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from retain.backtest import backtest, latest_backtest  # noqa: E402
 from retain.cli import app  # noqa: E402
 from retain.metrics import alerts  # noqa: E402
-from retain.metrics.alerts import drift_alerts, model_in_use  # noqa: E402
+from retain.metrics.alerts import drift_alerts, model_in_use, models_in_use  # noqa: E402
 from retain.service import create_app  # noqa: E402
 from retain.service.charts import model_health_charts  # noqa: E402
 from retain.store import Store  # noqa: E402
@@ -390,3 +390,23 @@ def test_the_fit_in_use_is_the_one_the_scores_use(steady_db: Path, tmp_path: Pat
         models = client.get("/api/models").json()
     assert health["card"]["fit_id"] == models["card"]["fit_id"] == 2
     assert health["card"]["model"] == "pnbd" and health["card"]["label"] == "Pareto/NBD"
+
+
+def test_a_fit_that_kept_the_learned_model_is_checked_by_its_learned_rows(store: Store):
+    fitted(store, "pnbd")
+    store.con.execute("ALTER TABLE model_fits ADD COLUMN IF NOT EXISTS learned VARCHAR")
+    store.con.execute("UPDATE model_fits SET learned = '{}'")
+    assert models_in_use(store) == ["learned", "pnbd"]
+    both = [
+        result("2024-01-31", "pnbd", 0.0, 0.02),
+        result("2024-03-31", "pnbd", 3.0, 0.02),
+        result("2024-01-31", "learned", 0.0, 0.02),
+        result("2024-03-31", "learned", 25.0, 0.02),
+    ]
+    found = drift_alerts(store, run_of(both))
+    assert found.attrs["model"] == "learned" and found["metric"].tolist() == ["forecast_bias"]
+    assert found["reason"][0].startswith("backtest 7: learned forecast 125 purchases")
+    # not scored at the latest origin: the fit's own repeat-purchase model is checked
+    found = drift_alerts(store, run_of(both[:3]))
+    assert found.attrs["model"] == "pnbd" and found.empty
+    assert "did not score the model in use (learned) at 2024-03-31" in found.attrs["note"]

@@ -35,9 +35,9 @@ spread at all has p = 0). Only drops are flagged: a rise is good news.
 
 The drift alert (:func:`drift_alerts`) reads the latest ``retain backtest`` run
 (:mod:`retain.backtest`): its latest completed window is the latest origin of its
-shortest horizon, scored for the model in use (the fit the customer scores use, else
-the latest kept fit; the horizon's best model by log-loss when the run did not score
-it). It is flagged when that window's total forecast purchases are more than
+shortest horizon, scored for the model in use (:func:`models_in_use`: the learned
+model when the fit in use kept one, else its repeat-purchase model; the horizon's
+best model by log-loss when the run scored neither there). It is flagged when that window's total forecast purchases are more than
 :data:`DRIFT_BIAS_PCT` percent from those made, or when its expected calibration
 error is at least :data:`DRIFT_ECE_RATIO` times the mean of the earlier origins' at
 the same horizon. These are thresholds, not tests: a backtest has a few origins.
@@ -180,29 +180,49 @@ def alerts(
     return frame
 
 
-def model_in_use(store: Store) -> str | None:
-    """The repeat-purchase model of the fit the customer scores use, else of the latest
-    fit the fit guard kept; None when nothing is fitted."""
+def models_in_use(store: Store) -> list[str]:
+    """The models whose forecasts the customer scores use, first the one a drift check
+    reads: "learned" when the fit in use kept a learned model (``retain fit --learned``),
+    then its repeat-purchase model. The fit in use is the one the customer scores use,
+    else the latest the fit guard kept; none when nothing is fitted."""
+    if not store.has_table("model_fits"):
+        return []
+    columns = {
+        row[0]
+        for row in store.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'model_fits'"
+        ).fetchall()
+    }
+    learned = "learned IS NOT NULL" if "learned" in columns else "false"
+    row: list[Any] = []
     if store.has_table("score_basis"):
-        columns = {
-            row[0]
-            for row in store.con.execute(
+        scored = {
+            found[0]
+            for found in store.con.execute(
                 "SELECT column_name FROM information_schema.columns "
                 "WHERE table_name = 'score_basis'"
             ).fetchall()
         }
-        if "fit_id" in columns and store.has_table("model_fits"):
+        if "fit_id" in scored:
             row = store.con.execute(
-                "SELECT f.model FROM score_basis b JOIN model_fits f USING (fit_id) LIMIT 1"
+                f"SELECT f.model, {learned} FROM score_basis b JOIN model_fits f USING (fit_id) "
+                "LIMIT 1"
             ).fetchall()
-            if row:
-                return str(row[0][0])
-    if not store.has_table("model_fits"):
-        return None
-    row = store.con.execute(
-        "SELECT model FROM model_fits WHERE kept IS NOT false ORDER BY fit_id DESC LIMIT 1"
-    ).fetchall()
-    return str(row[0][0]) if row else None
+    if not row:
+        row = store.con.execute(
+            f"SELECT model, {learned} FROM model_fits WHERE kept IS NOT false "
+            "ORDER BY fit_id DESC LIMIT 1"
+        ).fetchall()
+    if not row:
+        return []
+    model, has_learned = row[0]
+    return ["learned", str(model)] if has_learned else [str(model)]
+
+
+def model_in_use(store: Store) -> str | None:
+    """The first of :func:`models_in_use`, or None when nothing is fitted."""
+    found = models_in_use(store)
+    return found[0] if found else None
 
 
 def _observation_day(store: Store) -> str | None:
@@ -244,19 +264,28 @@ def drift_alerts(store: Store, run: dict[str, Any] | None = None) -> pd.DataFram
         frame.attrs.update(attrs, note="the latest backtest scored no model")
         return frame
     horizon = horizons[0]
-    in_use = model_in_use(store)
-    scored = {r["model"] for r in results if r["horizon_days"] == horizon}
-    model, note = in_use, ""
-    if model not in scored:
+    at_horizon = [r for r in results if r["horizon_days"] == horizon]
+    latest = max(str(r["origin"]) for r in at_horizon)
+    scored = {r["model"] for r in at_horizon if str(r["origin"]) == latest}
+    in_use = models_in_use(store)
+    model = next((name for name in in_use if name in scored), None)
+    note = ""
+    if model is None:
         best = next((b["model"] for b in run.get("best", []) if b["horizon_days"] == horizon), None)
         model = best if best in scored else sorted(scored)[0]
         note = (
-            f"the backtest did not score the model in use ({in_use}): {model} stands in"
+            f"the backtest did not score the model in use ({in_use[0]}) at {latest}: "
+            f"{model} stands in"
             if in_use
             else f"nothing is fitted: {model}, the backtest's best at {horizon} days, stands in"
         )
+    elif model != in_use[0]:
+        note = (
+            f"the backtest did not score the model in use ({in_use[0]}) at {latest}: the "
+            f"fit's repeat-purchase model, {model}, is checked"
+        )
     rows = sorted(
-        (r for r in results if r["horizon_days"] == horizon and r["model"] == model),
+        (r for r in at_horizon if r["model"] == model and str(r["origin"]) <= latest),
         key=lambda r: str(r["origin"]),
     )
     last, earlier = rows[-1], rows[:-1]

@@ -390,6 +390,13 @@ def test_the_fit_in_use_is_the_one_the_scores_use(steady_db: Path, tmp_path: Pat
         models = client.get("/api/models").json()
     assert health["card"]["fit_id"] == models["card"]["fit_id"] == 2
     assert health["card"]["model"] == "pnbd" and health["card"]["label"] == "Pareto/NBD"
+    assert not any("is newer" in n for n in health["notes"])
+    with Store(path) as store:
+        fit_store(store, model="bgnbd")
+    with client_of(path) as client:
+        health = client.get("/api/model-health").json()
+    assert health["card"]["fit_id"] == 2
+    assert "the customer scores use fit 2, shown here; fit 3 is newer" in health["notes"][0]
 
 
 def test_a_fit_that_kept_the_learned_model_is_checked_by_its_learned_rows(store: Store):

@@ -1211,6 +1211,16 @@ def model_health_payload(store: Store, horizon: int | None = None) -> dict[str, 
     }
     if result["card"] is None:
         result["notes"].append(NO_FITS)
+    else:
+        newer = store.con.execute(
+            "SELECT max(fit_id) FROM model_fits WHERE kept IS NOT false AND fit_id > ?",
+            [result["card"]["fit_id"]],
+        ).fetchall()[0][0]
+        if newer is not None:
+            result["notes"].append(
+                f"the customer scores use fit {result['card']['fit_id']}, shown here; fit "
+                f"{newer} is newer: `retain score` scores the customers with it"
+            )
     run = None
     if store.has_table("backtests"):
         from retain.backtest import latest_backtest

@@ -1,0 +1,182 @@
+"""Backtest benchmark: the learned model against the BTYD models, and what a backtest costs.
+
+    python benchmarks/bench_backtest.py accuracy       # the accuracy table alone
+    python benchmarks/run.py --only backtest           # both parts, into RESULTS.md
+
+Accuracy (``accuracy``): :func:`retain.backtest.backtest` at one origin and one
+horizon per data set, every model scored the same way (see ``retain.backtest``), on
+
+- CDNOW master and sample, calibration to 1997-09-30, the 39-week (273-day) holdout
+  to 1998-06-30 (the papers' split); the learned model trains on cut-offs inside the
+  calibration period only;
+- ``benchmarks/patterns.py`` (20,000 customers, seed 0): regular buyers, a
+  November-December peak and a spend decline before leaving, behaviour the BTYD
+  models do not describe; calibration to 2025-03-31, 273 days.
+
+Per model: customers, AUC, log-loss and Brier of "buys again within the horizon",
+the expected calibration error (ten equal-count bins), predicted and actual holdout
+purchases (distinct days) with the bias, and the normalised Gini of predicted against
+actual holdout revenue. Nothing is tuned on these holdouts: the learned model's
+settings are its defaults.
+
+Cost (``run``, at the benchmark size): ``retain backtest`` (every model, the learned
+one included, default origins and horizons) and ``retain backtest --no-learned``, each
+a fresh process on a store ingested (untimed) from ``benchmarks/generate.py`` data,
+and the learned model's training and scoring alone (:func:`learned_call`); wall
+seconds and each process's peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+ROOT = HERE.parent
+CDNOW = (("CDNOW master", False), ("CDNOW sample", True))
+CDNOW_ORIGIN, CDNOW_AS_OF = "1997-09-30", "1998-06-30"
+PATTERNS_ORIGIN, PATTERNS_AS_OF = "2025-03-31", "2025-12-31"
+HORIZON = 273
+PATTERNS_CUSTOMERS = 20_000
+#: the generated store's observation day and the learned model's calibration end there
+GENERATED_AS_OF, LEARNED_END = "2026-01-01", "2025-10-01"
+
+
+def _scored(name: str, store: Any, origin: str) -> list[dict[str, Any]]:
+    from retain.backtest import backtest
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = backtest(store, origins=[origin], horizons=[HORIZON], save=False).to_dict()
+    seconds = round(time.perf_counter() - start, 1)
+    rows = []
+    for r in run["results"]:
+        if r.get("error"):
+            rows.append({"data": name, "model": r["model"], "error": r["error"]})
+            continue
+        rows.append(
+            {
+                "data": name,
+                "origin": origin,
+                "horizon_days": HORIZON,
+                "model": r["model"],
+                "customers": r["customers"],
+                "buyers": r["buyers"],
+                "auc": round(r["auc"], 4),
+                "log_loss": round(r["log_loss"], 4),
+                "brier": round(r["brier"], 4),
+                "ece": round(r["ece"], 4),
+                "predicted": round(r["predicted_total"]),
+                "actual": round(r["actual_total"]),
+                "bias_pct": round(r["bias_pct"], 1),
+                "gini": None if r["gini"] is None else round(r["gini"], 3),
+                "backtest_s": seconds,
+            }
+        )
+    return rows
+
+
+def accuracy() -> list[dict[str, Any]]:
+    """The accuracy rows: every data set, every model."""
+    from patterns import generate
+    from retain.datasets import cdnow_path
+    from retain.ingest import ingest
+    from retain.store import Store
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, sample in CDNOW:
+            with Store(Path(folder) / f"{name.split()[1]}.duckdb") as store:
+                ingest(store, cdnow_path(sample), format="cdnow", as_of=CDNOW_AS_OF)
+                rows += _scored(name, store, CDNOW_ORIGIN)
+        orders = Path(folder) / "patterns.parquet"
+        generate(PATTERNS_CUSTOMERS, 0).to_parquet(orders, index=False)
+        with Store(Path(folder) / "patterns.duckdb") as store:
+            ingest(store, orders, as_of=PATTERNS_AS_OF)
+            rows += _scored(f"patterns {PATTERNS_CUSTOMERS:,}", store, PATTERNS_ORIGIN)
+    best = {}
+    for r in rows:  # the best BTYD model per data set, by log-loss
+        better = r["data"] not in best or r.get("log_loss", 1e9) < best[r["data"]]
+        if r["model"] != "learned" and "log_loss" in r and better:
+            best[r["data"]] = r["log_loss"]
+    for r in rows:
+        if r["model"] == "learned" and "log_loss" in r:
+            r["beats_best_btyd"] = r["log_loss"] < best[r["data"]]
+            if r["data"] == "CDNOW master":
+                r["target"] = "AUC >= 0.80, log-loss < best BTYD, total within 5%"
+    return rows
+
+
+def learned_call(db: str, end: str) -> None:
+    """One fresh-process call: train the learned model on ``db`` to ``end`` and score
+    every customer at ``end``; reports the seconds and the rows scored."""
+    from harness import report
+    from retain.models.learned import LearnedModel
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        model = LearnedModel().fit(store, end)
+        predicted = model.predict(store, end)
+        seconds = time.perf_counter() - start
+    report(seconds, customers=len(predicted))
+
+
+def run(n_customers: int) -> list[dict[str, Any]]:
+    from harness import load_1m, machine_load, run_fresh
+    from retain.ingest import ingest
+    from retain.store import Store
+    from run import data_dir
+
+    rows = accuracy()
+    data = data_dir(n_customers)
+    retain = str(Path(sys.executable).with_name("retain"))
+    with tempfile.TemporaryDirectory() as folder:
+        db = str(Path(folder) / "bench.duckdb")
+        with Store(db) as store:
+            ingest(store, data / "orders.parquet", as_of=GENERATED_AS_OF)
+        timed = [
+            ("retain backtest (every model, learned included)", [retain, "backtest", "--db", db]),
+            ("retain backtest --no-learned", [retain, "backtest", "--db", db, "--no-learned"]),
+            (
+                f"learned model: train to {LEARNED_END} and score",
+                [sys.executable, __file__, "learned", db, LEARNED_END],
+            ),
+        ]
+        for name, command in timed:
+            before = load_1m()
+            done = run_fresh(command, cwd=ROOT)
+            rows.append(
+                {
+                    "data": f"generate.py {n_customers:,}",
+                    "model": name,
+                    "seconds": round(done.seconds, 1),
+                    "peak_mb": round(done.peak_mb),
+                    **machine_load(before, load_1m()),
+                    "target": "< 120 s" if "backtest (" in name else "< 60 s, < 3 GB",
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["learned"]:
+        learned_call(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["accuracy"]:
+        for row in accuracy():
+            print(json.dumps(row))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -345,6 +345,21 @@ def test_the_card_shows_the_learned_models_verdict_when_the_fit_has_one(
             "predicted_buyers": 201.5,
         },
     }
+    verdict["card"] = {
+        "base": "bgnbd",
+        "calibration_end": "2024-05-17",
+        "features": ["recency_days", "frequency"],
+        "horizons": [
+            {
+                "horizon_days": 45,
+                "label_window_days": 30,
+                "cutoffs": ["2024-03-17", "2024-02-17"],
+                "rows": 480,
+                "calibrated": False,
+                "assumption": "the correction learned on 30 days is applied to 45",
+            }
+        ],
+    }
     html = render(
         "model_health.html",
         health={**health, "card": {**health["card"], "learned": verdict}},
@@ -358,6 +373,8 @@ def test_the_card_shows_the_learned_models_verdict_when_the_fit_has_one(
     assert "not kept: bgnbd stays" in html and verdict["reason"] in html
     assert 'id="card-verdict-scores"' in html and "0.5200" in html and "201.5" in html
     assert "200 of 250 customers bought in the 45-day holdout" in html
+    assert "Trained on the orders to 2024-05-17 over bgnbd, with 2 features" in html
+    assert "2024-03-17, 2024-02-17" in html and "applied to 45" in html
     without = render(
         "model_health.html",
         health=health,

@@ -37,6 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -301,6 +302,19 @@ ORDER BY customer_id
 """
 
 
+def _read_origin_on(
+    store: Store, origin: dt.date, horizons: list[int]
+) -> tuple[HoldoutData, _Windows]:
+    """:func:`_read_origin` on a cursor of ``store``'s own (another thread may use its
+    connection meanwhile)."""
+    cursor = store.con.cursor()
+    try:
+        cursor.execute("SET TimeZone = 'UTC'")
+        return _read_origin(cursor, origin, horizons)
+    finally:
+        cursor.close()
+
+
 @dataclass
 class _Windows:
     monetary: NDArray[np.float64]
@@ -310,7 +324,7 @@ class _Windows:
 
 
 def _read_origin(
-    store: Store, origin: dt.date, horizons: list[int]
+    con: duckdb.DuckDBPyConnection, origin: dt.date, horizons: list[int]
 ) -> tuple[HoldoutData, _Windows]:
     """What every model is scored on at ``origin``, from one pass over the orders: the
     calibration summary and the holdout to the longest horizon (a
@@ -325,7 +339,7 @@ def _read_origin(
         "origin": dt.datetime.combine(origin, dt.time()),
         "unit_days": UNIT_DAYS[UNIT],
     }
-    frame = store.con.execute(_origin_sql(horizons), params).df().set_index("customer_id")
+    frame = con.execute(_origin_sql(horizons), params).df().set_index("customer_id")
     if frame.empty:
         raise DataError(f"no customer bought on or before the origin {origin}")
     summary = pd.DataFrame(
@@ -541,13 +555,13 @@ def _origin_results(
     store: Store,
     origin: dt.date,
     horizons: list[int],
+    read: Future[tuple[HoldoutData, _Windows]],
     names: list[str],
     say: Progress,
     step: str,
 ) -> list[dict[str, Any]]:
-    longest = max(horizons)
-    say(f"{step}: reading the orders to {origin} and the {longest} days after")
-    data, windows = _read_origin(store, origin, horizons)
+    """Every model's scores at ``origin``, from its orders as ``read`` gives them."""
+    data, windows = read.result()
     index = data.summary.index
     customers = _collapse(data.summary)
     spend: NDArray[np.float64] | None = None
@@ -677,9 +691,22 @@ def backtest(
     results: list[dict[str, Any]] = []
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        for i, (origin, hs) in enumerate(scored.items(), start=1):
-            step = f"origin {i}/{len(scored)} ({origin})"
-            results += _origin_results(store, origin, hs, names, say, step)
+        # each origin's orders read (DuckDB, on a cursor of its own) while the models of
+        # the one before are fitted
+        planned = list(scored.items())
+        with ThreadPoolExecutor(max_workers=1) as reader:
+
+            def read(origin: dt.date, hs: list[int]) -> Future[tuple[HoldoutData, _Windows]]:
+                return reader.submit(_read_origin_on, store, origin, hs)
+
+            pending = read(*planned[0])
+            for i, (origin, hs) in enumerate(planned, start=1):
+                step = f"origin {i}/{len(planned)} ({origin})"
+                say(f"{step}: reading the orders to {origin} and the {max(hs)} days after")
+                current = pending
+                if i < len(planned):
+                    pending = read(*planned[i])  # queued behind this origin's read
+                results += _origin_results(store, origin, hs, current, names, say, step)
     used = [name for name in names if any(r["model"] == name for r in results)]
     summary, best = _summaries(results, scored, used)
     run = Backtest(

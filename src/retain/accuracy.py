@@ -166,8 +166,8 @@ def _tie_bins(counts: Array, bins: int) -> NDArray[np.intp]:
     ends = np.cumsum(counts)
     middle = (ends - counts + ends - 1) / 2.0
     run_bin = np.minimum((middle * bins / n).astype(np.intp), bins - 1)
-    _, run_bin = np.unique(run_bin, return_inverse=True)  # renumber without gaps
-    return np.asarray(run_bin, dtype=np.intp)
+    # renumbered without gaps: the bins of runs in increasing order never decrease
+    return np.r_[0, np.cumsum(run_bin[1:] != run_bin[:-1])].astype(np.intp)
 
 
 def _check_bins(bins: int) -> None:

@@ -360,15 +360,22 @@ def _labels_at(
 
 
 def _fit_base(name: str, cut_orders: dict[str, NDArray[Any]], seed: int = 0) -> TransactionModel:
-    """The base model fitted on the summary of the cut-off's customers (weeks, days),
-    at most :data:`BASE_ROWS` of them (a seeded sample)."""
-    model = TRANSACTION_MODELS[name]()
+    """The base model fitted on the summary of the cut-off's customers (weeks, days):
+    on a seeded sample of :data:`BASE_ROWS` of them when there are more, and on all of
+    them when that fit does not converge (a small sample can leave a parameter free)."""
     x = np.asarray(cut_orders["frequency"], dtype=np.float64)
     recency = np.asarray(cut_orders["span_days"], dtype=np.float64) / UNIT_DAYS
     T = np.asarray(cut_orders["tenure_days"], dtype=np.float64) / UNIT_DAYS
     if x.size > BASE_ROWS:
         keep = np.random.default_rng(seed).choice(x.size, BASE_ROWS, replace=False)
-        x, recency, T = x[keep], recency[keep], T[keep]
+        model = _fit_rows(name, x[keep], recency[keep], T[keep])
+        if model.converged_:
+            return model
+    return _fit_rows(name, x, recency, T)
+
+
+def _fit_rows(name: str, x: Array, recency: Array, T: Array) -> TransactionModel:
+    model = TRANSACTION_MODELS[name]()
     rows, _ = collapse_rows(x, recency, T)
     distinct = pd.DataFrame({"frequency": rows.x, "recency": rows.recency, "T": rows.T})
     model.fit(distinct, weights=rows.weight, unit=UNIT, grain="D")

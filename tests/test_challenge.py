@@ -83,7 +83,7 @@ def test_the_learned_model_is_not_kept_where_the_btyd_story_holds(tmp_path: Path
     assert verdict["difference_low"] <= 0  # not clearly better: the BTYD model stays
     assert "pnbd stays" in verdict["reason"]
     # the figures behind the verdict are there either way
-    assert 0 < verdict["learned"]["log_loss"] and 0 < verdict["btyd"]["log_loss"]
+    assert verdict["learned"]["log_loss"] > 0 and verdict["btyd"]["log_loss"] > 0
     assert verdict["customers"] > verdict["buyers"] > 0
 
 
@@ -106,7 +106,7 @@ def test_scores_and_reasons_of_a_kept_model(tmp_path: Path) -> None:
     store = _store(tmp_path / "s.duckdb", orders(800, 3, regular=True))
     try:
         held = holdout_data(store, CALIBRATION_END, holdout_end=END, unit="D", grain="D")
-        model, verdict = challenge(store, held, "pnbd", END)
+        model, _ = challenge(store, held, "pnbd", END)
         assert model is not None
         rows = score_learned(store, model.to_json(), 7, END)
         table = store.query("SELECT * FROM learned_scores ORDER BY customer_id")

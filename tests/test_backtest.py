@@ -192,15 +192,14 @@ def test_a_model_that_cannot_be_fitted_is_reported_not_raised(
     monkeypatch.setattr(bt, "transaction_model", failing)
     with Store(db) as store:
         run = backtest(store, origins=["2023-12-31"], horizons=[30], learned=False, save=False)
-    failed = [r for r in run.results if r["model"] == "mbgnbd"]
-    assert failed == [
-        {
-            "origin": "2023-12-31",
-            "horizon_days": 30,
-            "model": "mbgnbd",
-            "error": "mbgnbd cannot be fitted here",
-        }
-    ]
+    (failed,) = [r for r in run.results if r["model"] == "mbgnbd"]
+    (scored,) = [r for r in run.results if r["model"] == "bgnbd"]
+    assert failed["error"] == "mbgnbd cannot be fitted here"
+    # the same keys as a scored entry, what the customers did, and no scores
+    assert set(scored) - set(failed) == {"params", "converged"}
+    for key in ("customers", "buyers", "actual_total", "actual_revenue"):
+        assert failed[key] == scored[key]
+    assert failed["auc"] is None and failed["log_loss"] is None and failed["calibration"] == []
     assert {s["model"]: s["origins"] for s in run.summary} == {"bgnbd": 1, "mbgnbd": 0, "pnbd": 1}
     assert run.best[0]["model"] in ("bgnbd", "pnbd")
 
@@ -249,6 +248,17 @@ def test_the_learned_model_is_scored_like_the_others(
     assert learned["log_likelihood"] is None and learned["next_purchase"] is None
     assert learned["gini"] == pytest.approx(0.0, abs=1e-12)
     assert {r["model"] for r in without.results} == {"bgnbd", "mbgnbd", "pnbd"}
+
+
+def test_the_learned_model_when_it_cannot_be_imported(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bt, "_learned_class", lambda: ImportError("no module named lightgbm"))
+    with Store(db) as store:
+        run = backtest(store, origins=["2023-12-31"], horizons=[30], save=False)
+        assert {r["model"] for r in run.results} == {"bgnbd", "mbgnbd", "pnbd"}
+        with pytest.raises(ArgumentError, match=r"learned model is not available.*lightgbm"):
+            backtest(store, models=["learned"], save=False)
 
 
 def test_runs_are_kept(db: Path, tmp_path: Path) -> None:

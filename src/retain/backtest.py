@@ -540,11 +540,31 @@ def _learned_results(
 
 
 def _learned_class() -> Any:
+    """:class:`retain.models.learned.LearnedModel`, or the ImportError that stops it."""
     try:
         from retain.models.learned import LearnedModel
-    except ImportError:
-        return None
+    except ImportError as exc:
+        return exc
     return LearnedModel
+
+
+def _failed(error: str, windows: _Windows, h: int) -> dict[str, Any]:
+    """The entry of a model that could not be scored: what the customers did, no scores."""
+    purchases = windows.purchases[h]
+    return {
+        "error": error,
+        "customers": int(purchases.size),
+        "buyers": int((purchases > 0).sum()),
+        **dict.fromkeys(("auc", "log_loss", "brier", "ece")),
+        "calibration": [],
+        **dict.fromkeys(("log_likelihood", "log_likelihood_mean", "predicted_total")),
+        "actual_total": float(purchases.sum()),
+        **dict.fromkeys(("bias_pct", "mae", "rmse", "predicted_revenue")),
+        "actual_revenue": float(windows.revenue[h].sum()),
+        "lift": [],
+        "gini": None,
+        "next_purchase": None,
+    }
 
 
 def _error(exc: BaseException) -> str:
@@ -557,10 +577,12 @@ def _origin_results(
     horizons: list[int],
     read: Future[tuple[HoldoutData, _Windows]],
     names: list[str],
+    learned_class: Any,
     say: Progress,
     step: str,
 ) -> list[dict[str, Any]]:
-    """Every model's scores at ``origin``, from its orders as ``read`` gives them."""
+    """Every model's scores at ``origin``, from its orders as ``read`` gives them
+    (``learned_class``: the learned model's class, when ``names`` hold it)."""
     data, windows = read.result()
     index = data.summary.index
     customers = _collapse(data.summary)
@@ -579,7 +601,6 @@ def _origin_results(
 
     by_model: dict[str, dict[int, dict[str, Any]] | str] = {}
     btyd = [name for name in names if name in BTYD_MODELS]
-    learned_class = _learned_class() if LEARNED in names else None
     # the models are independent: fitted side by side on the shared summary (NumPy and
     # SciPy leave the interpreter), Pareto/NBD, the slowest, first; the learned model,
     # which reads the store, in this thread meanwhile
@@ -589,7 +610,7 @@ def _origin_results(
             name: pool.submit(_btyd_results, data, name, customers, windows, spend, horizons)
             for name in sorted(btyd, key=lambda name: name != "pnbd")
         }
-        if learned_class is not None:
+        if LEARNED in names:
             say(f"{step}: fitting the learned model")
             try:
                 by_model[LEARNED] = _learned_results(
@@ -606,8 +627,6 @@ def _origin_results(
     results = []
     for h in horizons:
         for name in names:
-            if name not in by_model:
-                continue  # the learned model is not installed
             entry: dict[str, Any] = {
                 "origin": origin.isoformat(),
                 "horizon_days": h,
@@ -615,7 +634,7 @@ def _origin_results(
             }
             outcome = by_model[name]
             if isinstance(outcome, str):
-                entry["error"] = outcome
+                entry.update(_failed(outcome, windows, h))
             else:
                 entry.update(outcome[h])
                 if spend_error is not None and name != LEARNED:
@@ -684,6 +703,14 @@ def backtest(
     starts."""
     store.require_orders()
     names = _model_names(models, learned)
+    learned_class = _learned_class() if LEARNED in names else None
+    if isinstance(learned_class, ImportError):
+        if models is not None:
+            raise ArgumentError(
+                f"the learned model is not available here ({learned_class}); backtest the "
+                f"others ({', '.join(BTYD_MODELS)}) or leave --model out"
+            )
+        names.remove(LEARNED)  # by default: the models there are
     as_of = config.observation_day(store)
     first = pd.Timestamp(store.scalar("SELECT min(ordered_at) FROM orders")).date()
     scored = plan(first, as_of, origins, horizons)
@@ -706,7 +733,9 @@ def backtest(
                 current = pending
                 if i < len(planned):
                     pending = read(*planned[i])  # queued behind this origin's read
-                results += _origin_results(store, origin, hs, current, names, say, step)
+                results += _origin_results(
+                    store, origin, hs, current, names, learned_class, say, step
+                )
     used = [name for name in names if any(r["model"] == name for r in results)]
     summary, best = _summaries(results, scored, used)
     run = Backtest(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from retain.errors import ArgumentError, DataError
-from retain.models.learned import LearnedModel, isotonic_apply, isotonic_fit
+from retain.models.learned import LearnedModel, _reason, isotonic_apply, isotonic_fit
 from retain.store import Store
 from store_helpers import insert_frames
 
@@ -247,3 +247,17 @@ def test_isotonic_is_the_pooled_monotone_fit() -> None:
     assert knots.tolist() == [0.1, 0.3, 0.4]
     applied = isotonic_apply(np.array([0.0, 0.35, 1.0]), knots, values)
     assert applied == pytest.approx([0.0, 0.75, 1.0])
+
+
+def test_reasons_read_the_customers_numbers() -> None:
+    row = {"spend_trend": 0.6, "mean_gap_days": 21.0, "recency_days": 64.0, "frequency": 3.0}
+    assert _reason("spend_trend", row, -0.4, []) == (
+        "the last 3 orders 40% below the usual spend (raises risk)"
+    )
+    assert _reason("silent_over_gap", row, -0.9, []) == (
+        "orders every 21 days; silent for 64 (raises risk)"
+    )
+    assert _reason("frequency", row, 0.2, []) == "bought on 4 days (lowers risk)"
+    assert _reason("first_channel", {"first_channel": 1.0}, 0.1, ["email", "shop"]) == (
+        "first ordered through shop (lowers risk)"
+    )

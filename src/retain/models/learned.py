@@ -1020,8 +1020,11 @@ def _reason(feature: str, row: dict[str, float], contribution: float, channels: 
         text = f"bought over a span of {_n(v)} days"
     elif feature == "spend_trend" and ok(v):
         change = (v - 1.0) * 100
-        direction = "falling" if change < 0 else "rising"
-        text = f"spend {direction} {abs(change):.0f}% over the last 3 orders"
+        if abs(change) < 5:
+            text = "the last 3 orders at the usual spend"
+        else:
+            direction = "below" if change < 0 else "above"
+            text = f"the last 3 orders {abs(change):.0f}% {direction} the usual spend"
     elif feature in ("std_gap_days", "gap_cv") and ok(row.get("gap_cv", np.nan)):
         cv = row["gap_cv"]
         text = f"{'regular' if cv < 0.5 else 'irregular'} orders (gaps vary by {cv * 100:.0f}%)"
@@ -1041,9 +1044,9 @@ def _reason(feature: str, row: dict[str, float], contribution: float, channels: 
         name = channels[int(v)] if ok(v) and 0 <= int(v) < len(channels) else "unknown"
         text = f"first ordered through {name}"
     elif feature == "btyd_p_alive" and ok(v):
-        text = f"the {'base'} model gives a {v * 100:.0f}% chance of still being a customer"
+        text = f"the base model gives a {v * 100:.0f}% chance of still being a customer"
     elif feature.startswith("btyd_expected_") and ok(v):
-        text = f"the base model expects {v:.1f} purchases in {feature[14:-1]} days"
+        text = f"the base model expects {v:.2g} purchases in {feature[14:-1]} days"
     else:
         text = f"{feature} = {'unknown' if not ok(v) else _n(v)}"
     return f"{text} ({effect})"

@@ -313,3 +313,17 @@ def test_a_shorter_horizon_scores_as_if_it_were_the_only_one(db: Path) -> None:
         for key in ("log_likelihood", "predicted_total", "auc", "log_loss", "ece", "gini"):
             assert other[key] == pytest.approx(r[key], rel=1e-9), (r["model"], key)
         assert other["next_purchase"] == pytest.approx(r["next_purchase"], rel=1e-9)
+
+
+def test_retain_validate_backtest_is_the_same_backtest(db: Path) -> None:
+    from retain.validate import backtest as from_validate
+
+    with Store(db) as store:
+        kwargs: dict[str, Any] = {"origins": ["2024-03-31"], "horizons": [30], "save": False}
+        one = from_validate(store, models=["bgnbd"], **kwargs)
+        other = backtest(store, models=["bgnbd"], **kwargs)
+    assert one.origins == other.origins and one.horizons == other.horizons
+    (a,), (b,) = one.results, other.results
+    assert a["params"] == b["params"]
+    for key in ("predicted_total", "auc", "log_loss", "gini"):
+        assert a[key] == pytest.approx(b[key], rel=1e-12)

@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ from retain.features import summarize_split
 from retain.models import TRANSACTION_MODELS, TransactionModel, transaction_model
 from retain.models.base import UNIT_DAYS, _Customers, collapse_rows, transaction_arrays
 from retain.store import Store
+
+if TYPE_CHECKING:
+    from retain.backtest import Backtest
 
 #: probabilities are floored here before the log: one impossible count does not
 #: make a model's score minus infinity
@@ -522,6 +525,14 @@ def _present(codes: NDArray[np.intp], size: int) -> NDArray[np.intp]:
     seen = np.zeros(size, dtype=bool)
     seen[codes] = True
     return np.flatnonzero(seen)
+
+
+def backtest(store: Store, **kwargs: Any) -> Backtest:
+    """The holdout at several past calibration ends and horizons at once: see
+    :func:`retain.backtest.backtest` (the same keyword arguments)."""
+    from retain.backtest import backtest as rolling
+
+    return rolling(store, **kwargs)
 
 
 def compare(

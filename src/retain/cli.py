@@ -1131,29 +1131,27 @@ def _backtest_text(result: dict[str, Any]) -> str:
     )
     specs = {"AUC": ".3f", "log-loss": ".4f", "Brier": ".4f", "ECE": ".3f", "Gini": ".3f"}
     lines.append(_fmt_table(frame, {**specs, "bias %": "+.1f"}))
-    lines += ["", "means over the origins; best: the lowest mean log-loss", ""]
+    lines += [
+        "",
+        "means over the origins; best: the lowest mean log-loss",
+        "",
+        "by origin: log-loss/bias of the purchases forecast, per horizon",
+    ]
     for origin in origins:
         rows = [r for r in result["results"] if r["origin"] == origin]
         parts = []
         for h in sorted({r["horizon_days"] for r in rows}):
             at = [r for r in rows if r["horizon_days"] == h]
-            done = [r for r in at if "error" not in r]
-            head = f"{h} d"
-            if done:
-                head += (
-                    f", {done[0]['buyers']:,} of {done[0]['customers']:,} bought, "
-                    f"{done[0]['actual_total']:,.0f} purchases"
-                )
-            scores = [
+            scores = ", ".join(
                 f"{r['model']} "
                 + (
                     "failed"
                     if "error" in r
-                    else f"{_fmt_number(r['log_loss'], '.4f')} ({_fmt_number(r['bias_pct'], '+.1f')}%)"
+                    else f"{_fmt_number(r['log_loss'], '.4f')}/{_fmt_number(r['bias_pct'], '+.1f')}%"
                 )
                 for r in at
-            ]
-            parts.append(f"{head}: log-loss (bias) {', '.join(scores)}")
+            )
+            parts.append(f"{h} d ({at[0]['buyers']:,} of {at[0]['customers']:,} bought): {scores}")
         lines.append(f"{origin}  " + "; ".join(parts))
     for r in result["results"]:
         if "error" in r:

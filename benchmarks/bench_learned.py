@@ -46,7 +46,7 @@ def btyd_predictions(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(buy), expected purchases and expected revenue of the BTYD model ``name``
     fitted on the summary to ``day``, in customer_id order."""
-    ids, orders = _orders_at(store, day)
+    ids, orders = _orders_at(store.con, day)
     model = _fit_base(name, orders)
     cut = Cutoff(store, day, ids, orders, model, (horizon,), [])
     p, n = _base_window(cut, float(horizon))
@@ -102,7 +102,7 @@ def main() -> None:
         }
         if not args.time:
             h = args.horizon[0]
-            count, revenue = _labels_at(store, day, [h])[h]
+            count, revenue = _labels_at(store.con, day, [h])[h]
             report["actual"] = {
                 "buyers": int((count > 0).sum()),
                 "purchases": float(count.sum()),

@@ -33,9 +33,11 @@ import datetime as dt
 import json
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -208,6 +210,9 @@ class Cutoff:
     rows: TransactionRows | None = None  # the distinct (x, recency, T) rows
     inverse: NDArray[np.intp] | None = None  # each customer's row
     p_alive_rows: Array | None = None
+    #: the connection a builder queries the store through (cut-offs are prepared on
+    #: threads, each with its own cursor)
+    con: duckdb.DuckDBPyConnection | None = None
 
 
 FeatureBuilder = Callable[[Cutoff], dict[str, Array]]
@@ -307,7 +312,7 @@ def _base_window(cut: Cutoff, days: float) -> tuple[Array, Array]:
 
 
 def _orders_at(
-    store: Store, day: pd.Timestamp, share: float = 1.0, salt: int = 0
+    con: duckdb.DuckDBPyConnection, day: pd.Timestamp, share: float = 1.0, salt: int = 0
 ) -> tuple[NDArray[Any], dict[str, NDArray[Any]]]:
     """The order-history columns as of ``day`` of every customer (or of a seeded
     ``share`` of them), in customer_id order."""
@@ -317,7 +322,7 @@ def _orders_at(
         "share": float(share),
         "salt": str(salt),
     }
-    result = store.con.execute(ORDER_FEATURES_SQL, params).fetchnumpy()
+    result = con.execute(ORDER_FEATURES_SQL, params).fetchnumpy()
     ids = np.asarray(result.pop("customer_id"), dtype=object)
     columns: dict[str, NDArray[Any]] = {}
     for name, values in result.items():
@@ -329,7 +334,11 @@ def _orders_at(
 
 
 def _labels_at(
-    store: Store, day: pd.Timestamp, windows: Sequence[int], share: float = 1.0, salt: int = 0
+    con: duckdb.DuckDBPyConnection,
+    day: pd.Timestamp,
+    windows: Sequence[int],
+    share: float = 1.0,
+    salt: int = 0,
 ) -> dict[int, tuple[Array, Array]]:
     """Per window (days): purchases (distinct days) and net revenue after ``day``."""
     start = day + pd.Timedelta(days=1)
@@ -341,7 +350,7 @@ def _labels_at(
             f"coalesce(sum(l.net_revenue) FILTER (WHERE l.day < CAST({end} AS DATE)), 0) AS r_{h}"
         )
     until = start + pd.Timedelta(days=int(max(windows)))
-    result = store.con.execute(
+    result = con.execute(
         LABELS_SQL.format(columns=", ".join(parts)),
         {
             "cutoff": start.to_pydatetime(),
@@ -576,12 +585,15 @@ class LearnedModel:
         day: pd.Timestamp,
         base: TransactionModel | None,
         share: float = 1.0,
+        con: duckdb.DuckDBPyConnection | None = None,
     ) -> Cutoff:
-        ids, orders = _orders_at(store, day, share, self.seed)
+        ids, orders = _orders_at(store.con if con is None else con, day, share, self.seed)
         if ids.size == 0:
             raise DataError(f"no orders on or before {day.date()}")
         model = base if base is not None else _fit_base(self.base, orders, self.seed)
-        return Cutoff(store, day, ids, orders, model, self.horizons, self.channels_)
+        cut = Cutoff(store, day, ids, orders, model, self.horizons, self.channels_)
+        cut.con = store.con if con is None else con
+        return cut
 
     def _matrix(self, cut: Cutoff) -> Array:
         columns: dict[str, Array] = {}
@@ -626,18 +638,28 @@ class LearnedModel:
                 needed.setdefault(c, []).append(plan.window)
             if plan.check_cutoff is not None and plan.check_window is not None:
                 needed.setdefault(plan.check_cutoff, []).append(plan.check_window)
+
         # per cut-off (a seeded sample of at most about max_rows customers): the feature
         # matrix and, per label window, purchases, revenue and the base model's P(buy)
         # and expected purchases
-        data: dict[str, tuple[Array, dict[int, tuple[Array, Array, Array, Array]]]] = {}
-        for c in sorted(needed):
-            day = pd.Timestamp(c)
-            windows = sorted(set(needed[c]))
-            share = self._share(known(day))
-            cut = self._cutoff(store, day, None, share)
-            labels = _labels_at(store, day, windows, share, self.seed)
-            X = self._matrix(cut)
-            data[c] = (X, {w: (*labels[w], *_base_window(cut, float(w))) for w in windows})
+        # the feature names are set by the first matrix built (every cut-off's are the same)
+        def prepare(c: str) -> tuple[Array, dict[int, tuple[Array, Array, Array, Array]]]:
+            # a cursor of its own: two cut-offs are prepared at once, one's query beside
+            # the other's base fit
+            con = store.con.cursor()
+            try:
+                day = pd.Timestamp(c)
+                windows = sorted(set(needed[c]))
+                share = self._share(known(day))
+                cut = self._cutoff(store, day, None, share, con)
+                labels = _labels_at(con, day, windows, share, self.seed)
+                X = self._matrix(cut)
+                return X, {w: (*labels[w], *_base_window(cut, float(w))) for w in windows}
+            finally:
+                con.close()
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            data = dict(zip(sorted(needed), pool.map(prepare, sorted(needed)), strict=True))
         threads = os.cpu_count() or 1
         categorical = [self.features_.index(f) for f in CATEGORICAL if f in self.features_]
         for plan in plans:

@@ -9,20 +9,25 @@ spend level and trend, discount and refund shares, recent orders, first channel,
 base model's outputs) and the labels of the window after it: purchases (distinct
 days), buys again (at least one) and net revenue.
 
-Two LightGBM boosters per horizon start from the base model (``init_score``): a
-binary one from the base model's log-odds of buying within the window, a Poisson one
-from the log of its expected purchases. They learn a correction only; with nothing
-to learn they stay at the base model. A horizon longer than the training period can
-label (CDNOW's nine calibration months cannot hold a 273-day window) is trained on
-the longest window it does hold and applies that correction to the base model's
-prediction at the full horizon, its rounds chosen out of time (early stopping on a
-later cut-off's customers over its window to the calibration end, so that a
-correction that does not carry over to another cut-off and window is not kept);
+Two LightGBM boosters per horizon start from the base model (``init_score``): a binary
+one from the base model's log-odds of buying within the window, a Poisson one from the
+log of its expected purchases. They learn a correction only; with nothing to learn
+they stay near it (early stopping keeps few rounds). A horizon longer than the
+training period can label (CDNOW's nine calibration months cannot hold a 273-day
+window) is trained on the longest window it does hold and applies that correction to
+the base model's prediction at the full horizon, its rounds chosen out of time (early
+stopping on a later cut-off's customers over its window to the calibration end, so
+that a correction that does not carry over to another cut-off and window is not kept);
 :meth:`LearnedModel.card` says which window served which horizon. Otherwise the rounds
-are chosen on a seeded fifth of the training customers. Where the training period holds the full horizon at two cut-offs or
-more, the latest is kept out of training and fits an isotonic calibration of the
-probability. Expected revenue is expected purchases x the Gamma-Gamma conditional
-spend per purchase, fitted on the summary to the calibration end.
+are chosen on a seeded fifth of the training customers, and where the training period
+holds the full horizon at two cut-offs or more the latest is kept out of training and
+fits an isotonic calibration of the probability. Expected revenue is expected
+purchases x the Gamma-Gamma conditional spend per purchase, fitted on the summary to
+the calibration end.
+
+Scale: monthly cut-offs, at most ``cutoffs`` per horizon (fewer once ``max_rows``
+customers are in); a cut-off with more customers than ``max_rows`` is sampled by a
+seeded hash of customer_id, and each base fit uses at most :data:`BASE_ROWS` of them.
 
 LightGBM is imported only by the methods that need it.
 """
@@ -465,6 +470,12 @@ class LearnedModel:
     an order on or before ``as_of``, ``p_buy_{h}d`` (at least one purchase in the
     ``h`` days after ``as_of``), ``expected_purchases_{h}d`` (distinct purchase days)
     and ``expected_revenue_{h}d`` (net revenue, the store's currency) per horizon.
+
+    ``base``: the BTYD model the boosters start from ("bgnbd", "mbgnbd", "pnbd");
+    ``seed``: every sample and booster (the same seed, the same model); ``cutoffs``:
+    most cut-offs per horizon, the isotonic one included; ``max_rows``: most customers
+    a cut-off (and a booster's training set) keeps; ``min_history_days``: a cut-off
+    comes at least this long after the first order.
     """
 
     def __init__(

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from retain.errors import ArgumentError, DataError
+from retain.models import ConvergenceWarning
 from retain.models.learned import LearnedModel, _reason, isotonic_apply, isotonic_fit
 from retain.store import Store
 from store_helpers import insert_frames
@@ -187,8 +188,16 @@ def test_deterministic_with_a_seed_and_json_round_trip(
         assert loaded.card() == fitted.card()
 
 
-def test_card_says_what_it_was_trained_on(fitted: LearnedModel) -> None:
-    card = fitted.card()
+def test_card_says_what_it_was_trained_on(fitted: LearnedModel, store_path: Path) -> None:
+    with Store(store_path, read_only=True) as store, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        card = (
+            LearnedModel(horizons=(30, 90), seed=3, base="bgnbd").fit(store, CALIBRATION_END).card()
+        )
+    # the base fits' convergence warnings go to the card, not to the caller
+    assert not [w for w in seen if issubclass(w.category, ConvergenceWarning)]
+    assert card == fitted.card() | {"fitted_at": card["fitted_at"]}
+    assert isinstance(card["warnings"], list)
     by_horizon = {h["horizon_days"]: h for h in card["horizons"]}
     # monthly cut-offs: for 30 days the latest (11-30) calibrates, 10-31 and 09-30 train
     assert by_horizon[30]["calibration_cutoff"] == "2023-11-30"

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -514,6 +515,7 @@ class LearnedModel:
         self.features_: list[str] = []
         self.learned_: dict[int, _Horizon] = {}
         self.fitted_at_: str | None = None
+        self.warnings_: list[str] = []
 
     # -- training ----------------------------------------------------------------------
     def _grid(self, store: Store, end: pd.Timestamp) -> list[pd.Timestamp]:
@@ -669,8 +671,13 @@ class LearnedModel:
             finally:
                 con.close()
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            data = dict(zip(sorted(needed), pool.map(prepare, sorted(needed)), strict=True))
+        # the base fits' warnings (an early cut-off's short histories may leave a
+        # parameter loose) go to the card, not to the caller
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                data = dict(zip(sorted(needed), pool.map(prepare, sorted(needed)), strict=True))
+            by_cutoff = {str(w.message) for w in caught}
         threads = os.cpu_count() or 1
         categorical = [self.features_.index(f) for f in CATEGORICAL if f in self.features_]
         for plan in plans:
@@ -727,13 +734,21 @@ class LearnedModel:
                 plan.knots, plan.values = isotonic_fit(_sigmoid(raw), (lc[0] > 0).astype(float))
         # the base and spend models applied at prediction time: fitted to the calibration
         # end (on a seeded sample of about max_rows customers)
-        final = self._cutoff(store, end, None, self._share(known(end)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            final = self._cutoff(store, end, None, self._share(known(end)))
+            at_end = [str(w.message) for w in caught]
+            x, _, _ = _summary_arrays(final)
+            monetary = np.asarray(final.orders["monetary"], dtype=np.float64)
+            spend = pd.DataFrame({"frequency": x, "monetary": monetary})
+            spend = spend[(spend["frequency"] > 0) & (spend["monetary"] > 0)]
+            self.spend_model_ = GammaGamma().fit(spend) if len(spend) else None
+            spent = [str(w.message) for w in caught[len(at_end) :]]
+        self.warnings_ = sorted(
+            [f"base model at a training cut-off: {m}" for m in by_cutoff]
+            + [f"base model at the calibration end: {m}" for m in at_end]
+        ) + [f"spend model: {m}" for m in spent]
         self.base_model_ = final.base
-        x, _, _ = _summary_arrays(final)
-        monetary = np.asarray(final.orders["monetary"], dtype=np.float64)
-        spend = pd.DataFrame({"frequency": x, "monetary": monetary})
-        spend = spend[(spend["frequency"] > 0) & (spend["monetary"] > 0)]
-        self.spend_model_ = GammaGamma().fit(spend) if len(spend) else None
         self.learned_ = {p.horizon: p for p in plans}
         self.calibration_end_ = end.date().isoformat()
         self.fitted_at_ = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
@@ -857,6 +872,7 @@ class LearnedModel:
                 "min_history_days": self.min_history_days,
                 "calibration_end": self.calibration_end_,
                 "fitted_at": self.fitted_at_,
+                "warnings": self.warnings_,
                 "channels": self.channels_,
                 "features": self.features_,
                 "base_model": self.base_model_.to_json(),
@@ -900,6 +916,7 @@ class LearnedModel:
             )
             model.calibration_end_ = doc["calibration_end"]
             model.fitted_at_ = doc.get("fitted_at")
+            model.warnings_ = [str(w) for w in doc.get("warnings", [])]
             model.channels_ = list(doc["channels"])
             model.features_ = list(doc["features"])
             base = Model.from_json(doc["base_model"])
@@ -968,6 +985,7 @@ class LearnedModel:
             "calibration_end": self.calibration_end_,
             "fitted_at": self.fitted_at_,
             "seed": self.seed,
+            "warnings": list(self.warnings_),
             "features": list(self.features_),
             "categorical": [f for f in CATEGORICAL if f in self.features_],
             "horizons": horizons,

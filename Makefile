@@ -18,8 +18,9 @@ demo: setup
 	rm -f demo.duckdb demo.duckdb.wal
 	$(BIN)/retain ingest --db demo.duckdb --format cdnow --as-of 1998-06-30 src/retain/datasets/data/CDNOW_master.txt.gz
 	$(BIN)/retain status --db demo.duckdb
-	$(BIN)/retain fit --db demo.duckdb --unit W
+	$(BIN)/retain fit --db demo.duckdb --unit W --learned
 	$(BIN)/retain score --db demo.duckdb --margin 0.3
+	$(BIN)/retain backtest --db demo.duckdb
 	$(BIN)/retain metrics --db demo.duckdb --top 5
 	$(BIN)/retain segments --db demo.duckdb
 	$(BIN)/retain at-risk --db demo.duckdb --limit 10

@@ -832,6 +832,16 @@ def _warn_all(messages: list[str]) -> None:
         typer.echo(f"warning: {message}", err=True)
 
 
+def _require_store(db: Path) -> None:
+    """A command that reads a fitted store: a clear error when there is no store at all."""
+    if not db.exists():
+        from retain.errors import StoreError
+
+        raise StoreError(
+            f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
+        )
+
+
 @app.command()
 @friendly_errors
 def fit(
@@ -881,12 +891,7 @@ def fit(
         raise typer.BadParameter(f"--model must be one of {', '.join(MODEL_CHOICES)}")
     if unit not in ("D", "W"):
         raise typer.BadParameter("--unit must be D or W")
-    if not db.exists():
-        from retain.errors import StoreError
-
-        raise StoreError(
-            f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
-        )
+    _require_store(db)
     step = "comparing BG/NBD, MBG/NBD and Pareto/NBD" if model == "auto" else f"fitting {model}"
     if learned:
         step += ", then the learned model against the choice"
@@ -1072,13 +1077,9 @@ def backtest(
     from contextlib import ExitStack
 
     from retain.backtest import backtest as run_backtest
-    from retain.errors import StoreError
     from retain.store import Store
 
-    if not db.exists():
-        raise StoreError(
-            f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
-        )
+    _require_store(db)
     with Store(db) as store, ExitStack() as shown:
 
         def step(message: str) -> None:
@@ -1198,14 +1199,10 @@ def score(
     as_json: JsonOption = False,
 ) -> None:
     """Score every customer (P(alive), purchases, CLV, next purchase) into customer_scores."""
-    from retain.errors import StoreError
     from retain.scoring import load_score_basis, score_store
     from retain.store import Store
 
-    if not db.exists():
-        raise StoreError(
-            f"no store at {db}: ingest some orders first (retain ingest FILE --db {db})"
-        )
+    _require_store(db)
     with Store(db) as store, progress("scoring every customer ...", as_json):
         report = score_store(
             store, fit_id=fit_id, as_of=as_of, discount_rate=discount_rate, margin=margin

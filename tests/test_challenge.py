@@ -108,12 +108,12 @@ def test_scores_and_reasons_of_a_kept_model(tmp_path: Path) -> None:
         held = holdout_data(store, CALIBRATION_END, holdout_end=END, unit="D", grain="D")
         model, _ = challenge(store, held, "pnbd", END)
         assert model is not None
-        rows = score_learned(store, model.to_json(), 7, END)
+        written = score_learned(store, model.to_json(), 7, END)
         table = store.query("SELECT * FROM learned_scores ORDER BY customer_id")
         customers = store.scalar("SELECT count(DISTINCT customer_id) FROM orders")
     finally:
         store.close()
-    assert rows == len(table) == customers
+    assert written["customers"] == len(table) == customers
     assert (table["fit_id"] == 7).all()
     assert (pd.to_datetime(table["as_of"]).dt.date == END).all()
     for h in (30, 90, 365):
@@ -123,6 +123,7 @@ def test_scores_and_reasons_of_a_kept_model(tmp_path: Path) -> None:
     assert (table["p_buy_90d"] >= table["p_buy_30d"] - 1e-12).all()
     assert (table["p_buy_365d"] >= table["p_buy_90d"] - 1e-12).all()
     reasons = table["reasons"].dropna()
+    assert written["reasons"] == len(reasons)
     # without customer_scores, the customers least likely to buy within 90 days
     assert 0 < len(reasons) <= REASON_CUSTOMERS
     assert table.loc[reasons.index, "p_buy_90d"].max() < 0.5

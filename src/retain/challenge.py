@@ -169,7 +169,7 @@ LIMIT $limit
 """
 
 
-def score_learned(store: Store, learned: str, fit_id: int, end: dt.date) -> int:
+def score_learned(store: Store, learned: str, fit_id: int, end: dt.date) -> dict[str, int]:
     """Replace ``learned_scores`` with the predictions of the learned model ``learned``
     (its JSON in ``model_fits.learned``) for every customer as of ``end``, and, for the
     :data:`REASON_CUSTOMERS` customers at risk with the most value at stake in
@@ -177,7 +177,7 @@ def score_learned(store: Store, learned: str, fit_id: int, end: dt.date) -> int:
     :data:`REASON_HORIZON` days when the scores have no risk columns), up to three
     features that lowered that chance most below the base model's, in words
     (``reasons``, joined by "; "; NULL when none did).
-    Returns the number of rows."""
+    Returns ``customers`` (the rows written) and ``reasons`` (the rows with reasons)."""
     from retain.models.learned import LearnedModel
 
     model = LearnedModel.from_json(learned)
@@ -222,4 +222,4 @@ def score_learned(store: Store, learned: str, fit_id: int, end: dt.date) -> int:
             con.execute("INSERT INTO learned_scores BY NAME SELECT * FROM learned_frame")
         finally:
             con.unregister("learned_frame")
-    return len(frame)
+    return {"customers": len(frame), "reasons": int(frame["reasons"].notna().sum())}

@@ -1221,6 +1221,15 @@ def score(
                 f"{'CLV, next 12 months':>28}: {clv} (margin {basis.margin:g}, discounted "
                 f"{basis.discount_rate:g} per year)",
                 f"{'next purchase within a year':>28}: {report.with_next_purchase_date:,} customers",
+                *(
+                    [
+                        f"{'learned model':>28}: {report.learned['customers']:,} customers "
+                        f"into learned_scores, reasons for {report.learned['reasons']:,} at "
+                        "risk (retain at-risk shows them)"
+                    ]
+                    if report.learned
+                    else []
+                ),
             ]
         )
 

@@ -157,6 +157,8 @@ class ScoreReport:
     with_next_purchase_date: int
     segments: bool
     warnings: list[str] = field(default_factory=list)
+    #: with a kept learned model: ``customers`` in ``learned_scores``, ``reasons`` given
+    learned: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -779,7 +781,7 @@ def score_store(
     if isinstance(learned, str) and learned:
         from retain.challenge import score_learned
 
-        score_learned(store, learned, basis.fit_id, end)
+        report.learned = score_learned(store, learned, basis.fit_id, end)
     return report
 
 

@@ -12,7 +12,13 @@ import pytest
 
 from retain.errors import ArgumentError, DataError
 from retain.models import ConvergenceWarning
-from retain.models.learned import LearnedModel, _reason, isotonic_apply, isotonic_fit
+from retain.models.learned import (
+    LearnedModel,
+    SharedCutoffs,
+    _reason,
+    isotonic_apply,
+    isotonic_fit,
+)
 from retain.store import Store
 from store_helpers import insert_frames
 
@@ -186,6 +192,24 @@ def test_deterministic_with_a_seed_and_json_round_trip(
         loaded = LearnedModel.from_json(fitted.to_json())
         pd.testing.assert_frame_equal(loaded.predict(store, CALIBRATION_END), first)
         assert loaded.card() == fitted.card()
+
+
+def test_cut_offs_shared_between_fits_give_the_same_models(store_path: Path) -> None:
+    # two origins a quarter apart (as a backtest fits them) train on some of the same
+    # cut-offs; shared, each is prepared once, and every prediction is as when alone
+    origins = ("2023-09-30", CALIBRATION_END)
+    shared = SharedCutoffs()
+    with Store(store_path, read_only=True) as store, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for origin in origins:
+            alone = LearnedModel(horizons=(30, 90), seed=3, base="bgnbd").fit(store, origin)
+            reused = LearnedModel(horizons=(30, 90), seed=3, base="bgnbd", shared=shared)
+            reused.fit(store, origin)
+            pd.testing.assert_frame_equal(
+                reused.predict(store, origin), alone.predict(store, origin)
+            )
+            assert reused.card() == {**alone.card(), "fitted_at": reused.card()["fitted_at"]}
+    assert 0 < len(shared._entries) <= shared.size
 
 
 def test_card_says_what_it_was_trained_on(fitted: LearnedModel, store_path: Path) -> None:

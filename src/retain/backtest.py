@@ -29,6 +29,7 @@ way. Runs are kept in the ``backtests`` table (:func:`save_backtest`,
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import warnings
@@ -711,6 +712,11 @@ def backtest(
                 f"others ({', '.join(BTYD_MODELS)}) or leave --model out"
             )
         names.remove(LEARNED)  # by default: the models there are
+    elif learned_class is not None:
+        # consecutive origins train on some of the same cut-offs: prepared once
+        from retain.models.learned import SharedCutoffs
+
+        learned_class = functools.partial(learned_class, shared=SharedCutoffs())
     as_of = config.observation_day(store)
     first = pd.Timestamp(store.scalar("SELECT min(ordered_at) FROM orders")).date()
     scored = plan(first, as_of, origins, horizons)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -463,6 +464,41 @@ class _Horizon:
     check_window: int | None = None
 
 
+@dataclass
+class _Prepared:
+    """A training cut-off's inputs: the cut-off, its feature matrix (and their names)
+    once built, and per label window the labels and the base model's predictions."""
+
+    cut: Cutoff
+    X: Array | None = None
+    features: list[str] = field(default_factory=list)
+    windows: dict[int, tuple[Array, Array, Array, Array]] = field(default_factory=dict)
+
+
+class SharedCutoffs:
+    """Training cut-offs shared by the fits of several learned models on one store's
+    orders, as a backtest makes one per origin: a cut-off's inputs depend on its day,
+    its sample, the base model, the seed and the channels only, and consecutive origins
+    train on some of the same cut-offs. Holds the ``size`` latest prepared (each about
+    a hundred bytes per sampled customer and feature); the orders must not change
+    between the fits that share it."""
+
+    def __init__(self, size: int = 6) -> None:
+        self.size = size
+        self._entries: dict[Any, _Prepared] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> _Prepared | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: Any, entry: _Prepared) -> None:
+        with self._lock:
+            self._entries[key] = entry
+            while len(self._entries) > self.size:
+                del self._entries[next(iter(self._entries))]
+
+
 class LearnedModel:
     """Gradient-boosted corrections to a BTYD base model, per horizon in days.
 
@@ -488,6 +524,7 @@ class LearnedModel:
         cutoffs: int = 3,
         max_rows: int = 300_000,
         min_history_days: int = 60,
+        shared: SharedCutoffs | None = None,
     ) -> None:
         hs = tuple(int(h) for h in horizons)
         if not hs or any(h <= 0 for h in hs) or len(set(hs)) != len(hs):
@@ -516,6 +553,7 @@ class LearnedModel:
         self.learned_: dict[int, _Horizon] = {}
         self.fitted_at_: str | None = None
         self.warnings_: list[str] = []
+        self.shared = shared
 
     # -- training ----------------------------------------------------------------------
     def _grid(self, store: Store, end: pd.Timestamp) -> list[pd.Timestamp]:
@@ -608,6 +646,20 @@ class LearnedModel:
         cut.con = store.con if con is None else con
         return cut
 
+    def _shared_cutoff(
+        self, store: Store, day: pd.Timestamp, share: float, con: duckdb.DuckDBPyConnection
+    ) -> _Prepared:
+        """The cut-off ``day`` sampled at ``share`` with the base model fitted there: from
+        ``shared`` when another fit prepared it (same day, sample, base model, seed and
+        channels: the same inputs), else prepared now (and offered to ``shared``)."""
+        key = (day.date().isoformat(), share, self.base, self.seed, tuple(self.channels_))
+        found = self.shared.get(key) if self.shared is not None else None
+        if found is None:
+            found = _Prepared(self._cutoff(store, day, None, share, con))
+            if self.shared is not None:
+                self.shared.put(key, found)
+        return found
+
     def _matrix(self, cut: Cutoff) -> Array:
         columns: dict[str, Array] = {}
         for builder in FEATURE_BUILDERS:
@@ -664,10 +716,19 @@ class LearnedModel:
                 day = pd.Timestamp(c)
                 windows = sorted(set(needed[c]))
                 share = self._share(known(day))
-                cut = self._cutoff(store, day, None, share, con)
-                labels = _labels_at(con, day, windows, share, self.seed)
-                X = self._matrix(cut)
-                return X, {w: (*labels[w], *_base_window(cut, float(w))) for w in windows}
+                entry = self._shared_cutoff(store, day, share, con)
+                if entry.X is None:
+                    entry.cut.con = con  # the builders query through this thread's cursor
+                    entry.X = self._matrix(entry.cut)
+                    entry.features = list(self.features_)
+                elif not self.features_:
+                    self.features_ = list(entry.features)
+                missing = [w for w in windows if w not in entry.windows]
+                if missing:
+                    labels = _labels_at(con, day, missing, share, self.seed)
+                    for w in missing:
+                        entry.windows[w] = (*labels[w], *_base_window(entry.cut, float(w)))
+                return entry.X, {w: entry.windows[w] for w in windows}
             finally:
                 con.close()
 
@@ -736,7 +797,7 @@ class LearnedModel:
         # end (on a seeded sample of about max_rows customers)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            final = self._cutoff(store, end, None, self._share(known(end)))
+            final = self._shared_cutoff(store, end, self._share(known(end)), store.con).cut
             at_end = [str(w.message) for w in caught]
             x, _, _ = _summary_arrays(final)
             monetary = np.asarray(final.orders["monetary"], dtype=np.float64)

@@ -479,11 +479,11 @@ class SharedCutoffs:
     """Training cut-offs shared by the fits of several learned models on one store's
     orders, as a backtest makes one per origin: a cut-off's inputs depend on its day,
     its sample, the base model, the seed and the channels only, and consecutive origins
-    train on some of the same cut-offs. Holds the ``size`` latest prepared (each about
-    a hundred bytes per sampled customer and feature); the orders must not change
-    between the fits that share it."""
+    train on some of the same cut-offs. Holds the ``size`` latest prepared (their
+    feature matrices, labels and base-model rows; about 200 bytes per sampled customer
+    and feature); the orders must not change between the fits that share it."""
 
-    def __init__(self, size: int = 6) -> None:
+    def __init__(self, size: int = 5) -> None:
         self.size = size
         self._entries: dict[Any, _Prepared] = {}
         self._lock = threading.Lock()
@@ -728,6 +728,10 @@ class LearnedModel:
                     labels = _labels_at(con, day, missing, share, self.seed)
                     for w in missing:
                         entry.windows[w] = (*labels[w], *_base_window(entry.cut, float(w)))
+                if self.shared is not None:
+                    # kept for other fits: the matrix, and what another label window needs
+                    # (the base model's rows, cached on the cut-off), not the order history
+                    entry.cut.orders = {}
                 return entry.X, {w: entry.windows[w] for w in windows}
             finally:
                 con.close()
@@ -798,6 +802,8 @@ class LearnedModel:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             final = self._shared_cutoff(store, end, self._share(known(end)), store.con).cut
+            if not final.orders:  # a training cut-off of another fit: its history let go
+                final = self._cutoff(store, end, None, self._share(known(end)))
             at_end = [str(w.message) for w in caught]
             x, _, _ = _summary_arrays(final)
             monetary = np.asarray(final.orders["monetary"], dtype=np.float64)

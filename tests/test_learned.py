@@ -197,13 +197,14 @@ def test_deterministic_with_a_seed_and_json_round_trip(
 def test_cut_offs_shared_between_fits_give_the_same_models(store_path: Path) -> None:
     # two origins a quarter apart (as a backtest fits them) train on some of the same
     # cut-offs; shared, each is prepared once, and every prediction is as when alone
-    origins = ("2023-09-30", CALIBRATION_END)
+    # (a third with other horizons: other features, so nothing of the others' is used)
+    fits = (("2023-09-30", (30, 90)), (CALIBRATION_END, (30, 90)), (CALIBRATION_END, (60,)))
     shared = SharedCutoffs()
     with Store(store_path, read_only=True) as store, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for origin in origins:
-            alone = LearnedModel(horizons=(30, 90), seed=3, base="bgnbd").fit(store, origin)
-            reused = LearnedModel(horizons=(30, 90), seed=3, base="bgnbd", shared=shared)
+        for origin, horizons in fits:
+            alone = LearnedModel(horizons=horizons, seed=3, base="bgnbd").fit(store, origin)
+            reused = LearnedModel(horizons=horizons, seed=3, base="bgnbd", shared=shared)
             reused.fit(store, origin)
             pd.testing.assert_frame_equal(
                 reused.predict(store, origin), alone.predict(store, origin)

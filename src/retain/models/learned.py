@@ -478,8 +478,8 @@ class _Prepared:
 class SharedCutoffs:
     """Training cut-offs shared by the fits of several learned models on one store's
     orders, as a backtest makes one per origin: a cut-off's inputs depend on its day,
-    its sample, the base model, the seed and the channels only, and consecutive origins
-    train on some of the same cut-offs. Holds the ``size`` latest prepared (their
+    its sample, the base model, the seed, the channels and the horizons only, and
+    consecutive origins train on some of the same cut-offs. Holds the ``size`` latest prepared (their
     feature matrices, labels and base-model rows; about 200 bytes per sampled customer
     and feature); the orders must not change between the fits that share it."""
 
@@ -650,9 +650,17 @@ class LearnedModel:
         self, store: Store, day: pd.Timestamp, share: float, con: duckdb.DuckDBPyConnection
     ) -> _Prepared:
         """The cut-off ``day`` sampled at ``share`` with the base model fitted there: from
-        ``shared`` when another fit prepared it (same day, sample, base model, seed and
-        channels: the same inputs), else prepared now (and offered to ``shared``)."""
-        key = (day.date().isoformat(), share, self.base, self.seed, tuple(self.channels_))
+        ``shared`` when another fit prepared it (same day, sample, base model, seed,
+        channels and horizons: the same inputs), else prepared now (and offered to
+        ``shared``)."""
+        key = (
+            day.date().isoformat(),
+            share,
+            self.base,
+            self.seed,
+            tuple(self.channels_),
+            self.horizons,  # the base model's outputs among the features are per horizon
+        )
         found = self.shared.get(key) if self.shared is not None else None
         if found is None:
             found = _Prepared(self._cutoff(store, day, None, share, con))

@@ -350,6 +350,25 @@ def test_the_writer_refuses_at_once_what_it_could_not_start_in_time() -> None:
         writer.close()
 
 
+def test_an_order_sent_alone_after_a_slow_batch_is_taken() -> None:
+    clock = Clock()
+
+    def process(orders: list[dict[str, Any]]) -> list[Any]:
+        clock.advance(2.0)  # slower than anyone waits: a first write, a loaded machine
+        return [dict(o) for o in orders]
+
+    # the default share would rest 6 s after it; the rest stops at half of max_wait_s, so
+    # the next order of a client sending one after another is taken, not refused
+    writer = WriteQueue(process, max_wait_s=1.0, clock=clock)
+    try:
+        assert writer.submit({"n": 0}).result(30) == {"n": 0}
+        assert writer.seconds_per_batch == pytest.approx(2.5)  # the batch and its rest
+        assert writer.submit({"n": 1}).result(30) == {"n": 1}
+        assert writer.batches == 2
+    finally:
+        writer.close()
+
+
 def test_an_order_not_started_in_time_is_refused_when_its_turn_comes() -> None:
     from retain.service.orders import WritesBusy
 

@@ -347,8 +347,11 @@ class WriteQueue:
     size); an order that still waited ``max_wait_s`` seconds without being started is
     answered :class:`WritesBusy` and never stored. After a batch that took ``t`` seconds
     the writer rests
-    ``t * (1 / busy_share - 1)``: writes take at most ``busy_share`` of the time, and the
-    reads (which need the same CPU and interpreter) the rest. An order whose request is
+    ``t * (1 / busy_share - 1)``, at most ``max_wait_s / 2``: writes take at most
+    ``busy_share`` of the time (while batches take under ``max_wait_s / 6`` at the
+    default share), and the reads (which need the same CPU and interpreter) the rest;
+    an order sent alone after a slow batch is still taken and started within
+    ``max_wait_s``. An order whose request is
     given up (its future cancelled) before it starts is not stored either; one that has
     started is stored and answered.
 
@@ -470,8 +473,12 @@ class WriteQueue:
         except Exception as exc:  # every waiting request hears of it
             results = [exc] * len(started)
         busy = self.clock() - began
+        # leave the CPU to the reads for a while: writes take at most busy_share of it, but
+        # the rest is at most half of max_wait_s, so that an order sent alone after a slow
+        # batch (the first after a start, a loaded machine) still starts in time
+        rest = min(busy * (1 / self.busy_share - 1), self.max_wait_s / 2)
         # with the rest that follows, as the orders waiting will wait for it
-        took = busy / self.busy_share
+        took = busy + rest
         self.seconds_per_batch = (
             took if not self.batches else 0.7 * self.seconds_per_batch + 0.3 * took
         )
@@ -481,8 +488,6 @@ class WriteQueue:
                 job.future.set_exception(result)
             else:
                 job.future.set_result(result)
-        # leave the CPU to the reads for a while: writes take at most busy_share of it
-        rest = busy * (1 / self.busy_share - 1)
         self._rest_until = self.clock() + rest
         self._busy = False
         if rest > 0:

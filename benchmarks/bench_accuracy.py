@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -93,18 +92,6 @@ def history(tx: pd.DataFrame, calibration_end: pd.Timestamp) -> dict[str, float]
     return {"revenue_12m": float(recent), "days": float(min(days, 365))}
 
 
-def auc(score: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the ROC curve of ``score`` ranking ``positive`` first: the
-    Mann-Whitney U over n_pos x n_neg, ties counted half. None without both classes."""
-    n_pos = int(positive.sum())
-    n_neg = positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = rankdata(score)
-    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
-
-
 def inside(actual: pd.Series, low: pd.Series, high: pd.Series, slack: float = 0.0) -> float:
     """Share of customers with ``low - slack <= actual <= high + slack``."""
     a = actual.to_numpy(dtype=float)
@@ -115,6 +102,7 @@ def inside(actual: pd.Series, low: pd.Series, high: pd.Series, slack: float = 0.
 def evaluate(data: str, tx: pd.DataFrame, calibration_end: str) -> dict[str, Any]:
     """Every figure for one data set and calibration end."""
     import retain
+    from retain.accuracy import auc
     from retain.guard import check_fit, failed
     from retain.models import TRANSACTION_MODELS, GammaGamma
     from retain.validate import compare

@@ -157,6 +157,20 @@ def brier(p: Any, labels: Any) -> float | None:
     return _brier_of(outcomes(p, labels))
 
 
+def buy_scores(buy: Outcomes, bins: int = 10) -> dict[str, Any]:
+    """Every score of a forecast of who buys, from :func:`outcomes`: ``auc``,
+    ``log_loss``, ``brier``, ``calibration`` (the :func:`reliability` table, ``bins``
+    bins) and ``ece`` (its expected calibration error)."""
+    table = _reliability_of(buy, bins)
+    return {
+        "auc": _auc_of(buy),
+        "log_loss": _log_loss_of(buy),
+        "brier": _brier_of(buy),
+        "calibration": table,
+        "ece": expected_calibration_error(table),
+    }
+
+
 def _tie_bins(counts: Array, bins: int) -> NDArray[np.intp]:
     """The bin of each run of equal values (in increasing order; ``counts`` customers
     each): ``bins`` bins of (nearly) equal counts, each run wholly in the bin its middle

@@ -47,13 +47,9 @@ from retain import config
 from retain.accuracy import (
     Outcomes,
     Ranked,
-    _auc_of,
-    _brier_of,
     _lift_of,
-    _log_loss_of,
     _normalized_gini_of,
-    _reliability_of,
-    expected_calibration_error,
+    buy_scores,
     outcomes,
     ranked,
 )
@@ -395,7 +391,6 @@ def _metrics(
     probabilities of buying again (grouped: customers who share a forecast scored as
     one), the rest one value per customer; ``best_revenue`` the actual revenue ranked
     by itself (the Gini's best, shared by the models)."""
-    table = _reliability_of(buy)
     predicted_total = float(expected.sum())
     actual_total = float(purchases.sum())
     errors = expected - purchases
@@ -405,11 +400,7 @@ def _metrics(
     return {
         "customers": customers,
         "buyers": round(float(buy.positives.sum())),
-        "auc": _auc_of(buy),
-        "log_loss": _log_loss_of(buy),
-        "brier": _brier_of(buy),
-        "ece": expected_calibration_error(table),
-        "calibration": table,
+        **buy_scores(buy),
         "log_likelihood": log_likelihood,
         "log_likelihood_mean": (
             None if log_likelihood is None else log_likelihood / max(customers, 1)

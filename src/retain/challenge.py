@@ -32,25 +32,23 @@ from retain.validate import HoldoutData, _bootstrap_means
 HORIZONS = (30, 90, 365)
 LEVEL = 0.9
 RESAMPLES = 1000
-P_FLOOR = 1e-15
 
 
 def _log_likelihood(p: NDArray[np.float64], bought: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Per customer: log P(what they did), bought or not, probabilities kept off 0 and 1."""
-    q = np.clip(p, P_FLOOR, 1.0 - P_FLOOR)
+    """Per customer: log P(what they did), bought or not, probabilities kept off 0 and 1
+    as the log-loss keeps them (their mean is minus :func:`retain.accuracy.log_loss`)."""
+    from retain.accuracy import EPSILON
+
+    q = np.clip(p, EPSILON, 1.0 - EPSILON)
     return np.asarray(bought * np.log(q) + (1.0 - bought) * np.log1p(-q), dtype=np.float64)
 
 
 def _scores(p: NDArray[np.float64], bought: NDArray[np.float64]) -> dict[str, float | None]:
-    from retain.accuracy import auc, brier, expected_calibration_error, log_loss, reliability
+    from retain.accuracy import buy_scores, outcomes
 
-    return {
-        "auc": auc(p, bought),
-        "log_loss": log_loss(p, bought),
-        "brier": brier(p, bought),
-        "ece": expected_calibration_error(reliability(p, bought)),
-        "predicted_buyers": float(p.sum()),
-    }
+    scores = buy_scores(outcomes(p, bought))
+    del scores["calibration"]
+    return {**scores, "predicted_buyers": float(p.sum())}
 
 
 def challenge(

@@ -511,13 +511,10 @@ def _buy_again_scores(
     length = data.days / UNIT_DAYS[data.unit]
     # the customers of a distinct row share its forecast: scored per row
     p = _p_buy_rows(fitted, customers.rows, p_alive, length)
-    buy = accuracy.outcomes(p, data.actual.to_numpy() > 0, customers.inverse)
-    return {
-        "auc": accuracy._auc_of(buy),
-        "log_loss": accuracy._log_loss_of(buy),
-        "brier": accuracy._brier_of(buy),
-        "ece": accuracy.expected_calibration_error(accuracy._reliability_of(buy)),
-    }
+    scores = accuracy.buy_scores(
+        accuracy.outcomes(p, data.actual.to_numpy() > 0, customers.inverse)
+    )
+    return {key: scores[key] for key in ("auc", "log_loss", "brier", "ece")}
 
 
 def _present(codes: NDArray[np.intp], size: int) -> NDArray[np.intp]:

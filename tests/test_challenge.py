@@ -155,3 +155,23 @@ def test_the_win_back_list_carries_the_learned_reasons(tmp_path: Path, same_day:
         ]
     else:  # scores of another day say nothing of this one
         assert list(again["reason"]) == list(listed["reason"])
+
+
+def test_a_rescored_customer_loses_the_learned_figures_of_before(tmp_path: Path) -> None:
+    """After an order (the service rescores its customer), that customer's learned
+    figures and reasons are from before it: they go until the next full scoring; the
+    other customers keep theirs."""
+    from retain.scoring import fit_store, rescore_customers, score_store
+
+    store = _store(tmp_path / "s.duckdb", orders(800, 3, regular=True))
+    try:
+        report = fit_store(store, as_of=END, learned=True)
+        assert report.learned and report.learned["kept"], report.learned
+        score_store(store, as_of=END)
+        before = store.query("SELECT customer_id FROM learned_scores ORDER BY customer_id")
+        ids = list(before["customer_id"][:3])
+        rescore_customers(store, ids)
+        after = store.query("SELECT customer_id FROM learned_scores ORDER BY customer_id")
+    finally:
+        store.close()
+    assert set(after["customer_id"]) == set(before["customer_id"]) - set(ids)

@@ -830,6 +830,16 @@ def rescore_customers(
                 "(SELECT customer_id FROM scores_input)"
             )
             con.execute(f"INSERT INTO customer_scores BY NAME {source[0]}", source[1])
+            learned = row.get("learned")
+            if isinstance(learned, str) and learned and con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'learned_scores'"
+            ).fetchall()[0][0]:
+                # the learned model's figures and reasons predate these customers' new
+                # orders: none until the next full scoring, rather than stale ones
+                con.execute(
+                    "DELETE FROM learned_scores WHERE customer_id IN "
+                    "(SELECT customer_id FROM scores_input)"
+                )
     return _report(scored, row, end, spend is not None), scored.customer_rows
 
 

@@ -831,9 +831,13 @@ def rescore_customers(
             )
             con.execute(f"INSERT INTO customer_scores BY NAME {source[0]}", source[1])
             learned = row.get("learned")
-            if isinstance(learned, str) and learned and con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'learned_scores'"
-            ).fetchall()[0][0]:
+            if (
+                isinstance(learned, str)
+                and learned
+                and con.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'learned_scores'"
+                ).fetchall()[0][0]
+            ):
                 # the learned model's figures and reasons predate these customers' new
                 # orders: none until the next full scoring, rather than stale ones
                 con.execute(

@@ -753,6 +753,28 @@ def test_report_has_the_model_charts(scored_sample_db: Path, tmp_path: Path) -> 
     html = write_report(copy, tmp_path / "report.html").read_text()
     for chart in ("model-tracking", "p-alive-matrix", "churn-lifespan"):
         assert f'data-chart="{chart}"' in html
+    # no backtest yet: the model health section says how to get one
+    assert 'id="model-health"' in html and 'id="no-backtest"' in html
+
+
+def test_report_has_the_model_health_of_the_latest_backtest(
+    scored_sample_db: Path, tmp_path: Path
+) -> None:
+    from retain.backtest import backtest
+    from retain.service.report import write_report
+
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(scored_sample_db, copy)
+    with Store(copy) as store:
+        run = backtest(store, horizons=[90], learned=False)
+    html = write_report(copy, tmp_path / "report.html").read_text()
+    assert 'id="no-backtest"' not in html
+    for chart in ("backtest-calibration", "backtest-deciles", "backtest-bias"):
+        assert f'data-chart="{chart}"' in html, chart
+    assert f"backtest {run.backtest_id}," in html
+    # the offline file links to no dashboard page, and shows the fit guard once
+    assert 'href="/model-health' not in html
+    assert 'id="fit-guard"' in html and 'id="card-guard"' not in html
 
 
 # -- keys and binding ------------------------------------------------------------------------

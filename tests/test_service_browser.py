@@ -221,7 +221,14 @@ def test_report_opens_offline_and_draws(demo_db: Path, page: Any, tmp_path: Path
     page.wait_for_load_state("load")
     check_charts(
         page,
-        ["clv-distribution", "cohort-heatmap", "segment-treemap", "rfm-grid", *PAGES["models"][1]],
+        [
+            "clv-distribution",
+            "cohort-heatmap",
+            "segment-treemap",
+            "rfm-grid",
+            *PAGES["models"][1],
+            *PAGES["model-health"][1],
+        ],
     )
     shoot(page, "report")
     assert page.problems == []

@@ -1839,7 +1839,7 @@ def report(
     margin: MarginOption = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Write one self-contained HTML report: overview, cohorts, segments and model charts."""
+    """Write one self-contained HTML report: overview, cohorts, segments, models and model health."""
     from retain.service import write_report
 
     with progress(f"writing {out} ..."):

@@ -1,4 +1,4 @@
-"""One self-contained HTML file with the overview, cohorts, segments and model charts.
+"""One self-contained HTML file: overview, cohorts, segments, models and model health.
 
 The report renders the dashboard's own page parts from the same payloads as the
 API, with the stylesheet, Chart.js and the chart data inlined: it opens in any
@@ -33,6 +33,7 @@ def report_html(
         cohorts = data.cohorts_payload(db, period=period, margin=margin)
         segments = data.segments_payload(db, index)
         models = data.models_payload(db)
+        health = data.model_health_payload(db)
         currency = load_settings(db).currency
     finally:
         if opened:
@@ -42,6 +43,7 @@ def report_html(
         **charts.cohort_charts(cohorts),
         **charts.segment_charts(segments),
         **charts.model_charts(models),
+        **charts.model_health_charts(health),
     }
     return render(
         "report.html",
@@ -53,6 +55,7 @@ def report_html(
         cohorts=cohorts,
         segments=segments,
         models=models,
+        health=health,
         version=__version__,
         store_path=None,
         store_name=Path(db.path).name,

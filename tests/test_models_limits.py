@@ -455,3 +455,13 @@ def test_geometric_store_predictions_stay_plausible(cls):
     assert np.all(np.isfinite(yearly)) and yearly.max() < 3.0 * fastest
     revenue = tx.loc[tx["ordered_at"] > end - pd.Timedelta(days=365), "net_revenue"].sum()
     assert np.isfinite(scores["clv"]).all() and scores["clv"].sum() < 3.0 * revenue
+
+
+def test_bgnbd_expectation_where_the_dropout_beta_spikes_at_one():
+    # b << 1: nearly everyone leaves after a purchase, p ~ Beta(0.37, 0.0009) piles up
+    # at 1 without being a point mass; its Gauss rule gave 1.27 ten years out, below the
+    # 1.32 of one year. Values by mpmath (30 digits), E_p[(1 - (1 + p u)^-k) / p] taken
+    # as g(1) + E[g(p) - g(1)] so that the spike at p = 1 leaves no singularity
+    model = model_of("bg", 2.0, 0.0, -1.0, -7.0)
+    expected = model._expected_alive(arr(0.0), arr(1.0), arr(365.0, 3650.0))
+    np.testing.assert_allclose(expected, [1.32449254123, 2.39635564158], rtol=1e-9)

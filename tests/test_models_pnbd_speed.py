@@ -372,17 +372,19 @@ def test_the_gone_integral_takes_fewer_panels_only_where_they_are_exact(monkeypa
 
 
 def test_a_fit_stopped_a_hair_short_of_a_bound_is_said_to_be_at_it():
-    # walking the ridge s, beta -> infinity, L-BFGS-B stops anywhere within ~1e-5 of
-    # log beta's bound: a small shop's second start ended 5e-6 short and was called
-    # "converged" where the first, at the same objective, had "ran to a bound"
+    # walking the ridge s, beta -> infinity, L-BFGS-B stops short of log beta's bound,
+    # how far short depending on the machine: a small shop's second start ended 5e-6
+    # short and was called "converged" where the first, at the same objective, had "ran
+    # to a bound"; on another machine its only start ended 3.6e-4 short
     from retain.models.base import LOG_BOUND
 
     model = ParetoNBD()
     bounds = model._bounds()
     theta = np.log(np.array([0.0907, 4.159, 9.27e5, 1.0]))
-    theta[3] = LOG_BOUND - 5e-6
     hess = np.diag([1.0, 2.0, 3.0, 4.0])
-    verdict = model._verdict(theta, 10.69, np.zeros(4), hess, bounds)
-    assert not verdict[2] and verdict[3] == "parameter(s) beta ran to a bound"
-    theta[3] = LOG_BOUND - 1e-2
+    for short in (5e-6, 3.6e-4):
+        theta[3] = LOG_BOUND - short
+        verdict = model._verdict(theta, 10.69, np.zeros(4), hess, bounds)
+        assert not verdict[2] and verdict[3] == "parameter(s) beta ran to a bound"
+    theta[3] = LOG_BOUND - 0.1
     assert model._verdict(theta, 10.69, np.zeros(4), hess, bounds)[2]

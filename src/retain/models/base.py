@@ -72,10 +72,15 @@ LOG_BOUND = 20.7
 #: this; Newton steps then polish to full precision. A tighter stop only repeats line
 #: searches that cannot improve an objective already flat to rounding
 _GTOL = 1e-7
-#: a log-parameter this close to its bound counts as at it: a fit that walks a ridge
-#: towards a limit (s, beta -> infinity) stops anywhere within ~1e-5 of the bound, and
-#: is not told "converged" for stopping a hair short of it
-_AT_BOUND = 1e-4
+#: a log-parameter this close to its bound (within 1% of it) counts as at it: a fit
+#: that walks a ridge towards a limit (s, beta -> infinity) stops somewhere short of the
+#: bound, where depends on the machine's arithmetic (within 1e-5 of it on one machine,
+#: 3.6e-4 on another for the same data), and is not told "converged" for stopping short
+_AT_BOUND = 1e-2
+#: a log-parameter whose standard error exceeds this (a factor of e^10, about 22,000,
+#: either way) is not pinned down by the data: whether the Hessian's smallest
+#: eigenvalue passes as positive at such a point depends on the machine's arithmetic
+_LOOSE_LOG_SE = 10.0
 FORMAT_VERSION = 1
 
 Duration = float | int | str | dt.timedelta | pd.Timedelta
@@ -463,6 +468,9 @@ class Model:
         if hess is None:
             hess = _hessian(objective, theta)
         self._standard_errors(hess * self._total_weight(prepared), theta)
+        if ok and self._cov_log is None:
+            ok = self.converged_ = False
+            why = self.fit_message_ = "the data do not pin down every parameter (flat likelihood)"
         if not ok:
             warnings.warn(
                 f"the {self.name} fit did not converge cleanly ({why}); the parameters are "
@@ -619,7 +627,9 @@ class Model:
         self._cov_log = None
         try:
             if np.all(np.isfinite(hess)) and np.min(np.linalg.eigvalsh(hess)) > 0:
-                self._cov_log = np.asarray(np.linalg.inv(hess), dtype=np.float64)
+                cov = np.asarray(np.linalg.inv(hess), dtype=np.float64)
+                if np.all(np.diag(cov) <= _LOOSE_LOG_SE**2):
+                    self._cov_log = cov
         except np.linalg.LinAlgError:
             self._cov_log = None
         params = np.exp(theta)
@@ -938,6 +948,10 @@ class TransactionModel(Model):
     #: rows of the weighted sample a fit on more than 3x as many distinct rows starts
     #: from (a model whose likelihood costs more per row starts from a smaller one)
     sample_rows: ClassVar[int] = SAMPLE_ROWS
+    #: the sample grows to this share of the distinct rows, up to ``sample_most`` rows
+    #: (a model whose parameters a small sample leaves loose starts its finish nearer)
+    sample_share: ClassVar[float] = 0.0
+    sample_most: ClassVar[int] = SAMPLE_ROWS
     #: counts of a count distribution computed together (:meth:`_pmf_alive_block`)
     pmf_block: ClassVar[int] = 1
 
@@ -982,9 +996,11 @@ class TransactionModel(Model):
 
     def _subsample(self, prepared: Any, rng: np.random.Generator) -> Any:
         rows: TransactionRows = prepared if isinstance(prepared, TransactionRows) else prepared.rows
-        if rows.weight.size <= 3 * self.sample_rows:
+        n = rows.weight.size
+        if n <= 3 * self.sample_rows:
             return None
-        return self._prepare_rows(rows.subsample(self.sample_rows, rng))
+        size = min(max(self.sample_rows, int(n * self.sample_share)), self.sample_most)
+        return self._prepare_rows(rows.subsample(size, rng))
 
     def _customers(self, data: Any) -> _Customers:
         self._require_fitted()

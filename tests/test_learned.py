@@ -13,6 +13,7 @@ import pytest
 from retain.errors import ArgumentError, DataError
 from retain.models import ConvergenceWarning
 from retain.models.learned import (
+    ISOTONIC_PRIOR,
     LearnedModel,
     SharedCutoffs,
     _reason,
@@ -276,11 +277,24 @@ def test_bad_input_is_refused(fitted: LearnedModel, store_path: Path) -> None:
 
 def test_isotonic_is_the_pooled_monotone_fit() -> None:
     knots, values = isotonic_fit(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.0, 1.0, 0.0, 1.0]))
-    # 1 then 0 pool to 0.5
-    assert values.tolist() == [0.0, 0.5, 1.0]
+    # 1 then 0 pool to 0.5; each block's share drawn towards its mean chance by
+    # ISOTONIC_PRIOR customers: (0 + 0.1 m) / (1 + m), (1 + 0.25 * 2 m) / (2 + 2 m)...
+    m = ISOTONIC_PRIOR
     assert knots.tolist() == [0.1, 0.3, 0.4]
+    expected = [0.1 * m / (1 + m), (1 + 0.25 * m) / (2 + m), (1 + 0.4 * m) / (1 + m)]
+    assert values == pytest.approx(expected)
     applied = isotonic_apply(np.array([0.0, 0.35, 1.0]), knots, values)
-    assert applied == pytest.approx([0.0, 0.75, 1.0])
+    assert applied == pytest.approx([expected[0], (expected[1] + expected[2]) / 2, expected[2]])
+
+
+def test_a_small_silent_block_does_not_calibrate_a_chance_to_zero() -> None:
+    # eight customers the model gives 20-30%, none of whom bought: a chance of 0 for
+    # everyone there (and an infinite log-loss for the next who buys) was the pooled fit
+    p = np.concatenate([np.linspace(0.2, 0.3, 8), np.linspace(0.5, 0.9, 400)])
+    y = np.concatenate([np.zeros(8), (np.arange(400) % 10 < 7).astype(float)])
+    _, values = isotonic_fit(p, y)
+    assert values[0] == pytest.approx(0.25 * ISOTONIC_PRIOR / (8 + ISOTONIC_PRIOR))
+    assert np.all(np.diff(values) >= 0) and values[-1] == pytest.approx(0.7, abs=0.05)
 
 
 def test_reasons_read_the_customers_numbers() -> None:

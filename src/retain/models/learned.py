@@ -401,25 +401,38 @@ def _fit_rows(name: str, x: Array, recency: Array, T: Array) -> TransactionModel
 # -- isotonic calibration ----------------------------------------------------------------
 
 
+#: each block of the isotonic calibration counts this many customers more, at the
+#: model's own chance for the block: a block of a few customers who all stayed silent
+#: (a small store's calibration cut-off) no longer sets a chance of 0 for everyone in it
+ISOTONIC_PRIOR = 10.0
+
+
 def isotonic_fit(p: Array, y: Array) -> tuple[Array, Array]:
     """The non-decreasing step function of ``p`` closest to ``y`` in squared error (pool
-    adjacent violators): its knots (the largest ``p`` of each block) and values."""
+    adjacent violators): its knots (the largest ``p`` of each block) and values, each
+    block's share of ``y`` drawn towards its mean ``p`` by :data:`ISOTONIC_PRIOR`
+    customers (kept non-decreasing)."""
     order = np.argsort(p, kind="stable")
     xs, ys = np.asarray(p, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
     values: list[float] = []
     weights: list[float] = []
     tops: list[float] = []
+    sums: list[float] = []
     for xv, yv in zip(xs.tolist(), ys.tolist(), strict=True):
         values.append(yv)
         weights.append(1.0)
         tops.append(xv)
+        sums.append(xv)
         while len(values) > 1 and values[-2] >= values[-1]:
             w = weights[-2] + weights[-1]
             v = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w
             values[-2:] = [v]
             weights[-2:] = [w]
             tops[-2:] = [tops[-1]]
-    return np.asarray(tops), np.asarray(values)
+            sums[-2:] = [sums[-2] + sums[-1]]
+    n = np.asarray(weights)
+    drawn = (np.asarray(values) * n + np.asarray(sums) / n * ISOTONIC_PRIOR) / (n + ISOTONIC_PRIOR)
+    return np.asarray(tops), np.maximum.accumulate(drawn)
 
 
 def isotonic_apply(p: Array, knots: Array, values: Array) -> Array:

@@ -186,8 +186,8 @@ def check_fit(
                     bool(np.isfinite(ratio)) and ratio <= VALUE_MULTIPLE,
                     ratio,
                     VALUE_MULTIPLE,
-                    f"predicted value of the next 12 months {value:,.0f} is {ratio:.2f}x the "
-                    f"net revenue of the last 12 months ({run_rate:,.0f}; at most "
+                    f"predicted value of the next 12 months {value:,.0f} (undiscounted) is "
+                    f"{ratio:.2f}x the net revenue of the last 12 months ({run_rate:,.0f}; at most "
                     f"{VALUE_MULTIPLE:g}x)",
                 )
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,10 @@ def test_json_has_no_nan_when_a_fit_has_no_standard_errors(tmp_path: Path):
     doc = _strict_json(result.stdout)
     assert doc["customers"] == 3
     assert all(v is None for v in doc["standard_errors"].values())
+    # the text says so in words, not with a "nan"
+    text = run("fit", "--db", db, "--model", "bgnbd", "--as-of", "2025-03-01")
+    assert text.exit_code == 0, text.output
+    assert "(no se)" in text.stdout and not re.search(r"\bnan\b", text.stdout, re.IGNORECASE)
 
 
 def test_negative_limits_are_refused(tmp_path: Path):

@@ -932,7 +932,7 @@ def fit(
             _card_data_text(card),
             "  "
             + ", ".join(
-                f"{k} = {v:.4g} (se {report.standard_errors[k]:.2g})"
+                f"{k} = {v:.4g}{_se_text(report.standard_errors[k])}"
                 for k, v in report.params.items()
             ),
         ]
@@ -1158,6 +1158,12 @@ def _backtest_text(result: dict[str, Any]) -> str:
         if "error" in r:
             lines.append(f"  {r['origin']} {r['horizon_days']} d {r['model']}: {r['error']}")
     return "\n".join(lines)
+
+
+def _se_text(se: float | None) -> str:
+    """A parameter's standard error as ``retain fit`` prints it beside the value: none
+    where the data do not pin the parameter down (NaN, or missing)."""
+    return " (no se)" if se is None or not math.isfinite(se) else f" (se {se:.2g})"
 
 
 def _guard_text(report: Any) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import markupsafe
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,14 +115,16 @@ def test_steady_buying_raises_no_drift_alert(steady_db: Path):
     assert found.attrs["origin"] == "2024-03-31" and found.attrs["horizon_days"] == 30
 
 
-def result(origin: str, model: str, bias: float, ece: float, horizon: int = 30) -> dict:
+def result(
+    origin: str, model: str, bias: float, ece: float, horizon: int = 30, made: float = 10_000.0
+) -> dict:
     return {
         "origin": origin,
         "horizon_days": horizon,
         "model": model,
         "bias_pct": bias,
-        "predicted_total": 100 + bias,
-        "actual_total": 100.0,
+        "predicted_total": made * (1 + bias / 100),
+        "actual_total": made,
         "ece": ece,
     }
 
@@ -155,6 +158,31 @@ def test_the_bias_threshold_is_plus_or_minus_ten_percent(store: Store, bias, fla
     )
     found = drift_alerts(store, run)
     assert found["metric"].tolist() == (["forecast_bias"] if flagged else [])
+
+
+@pytest.mark.parametrize(
+    ("made", "bias", "flagged"),
+    [(33.0, 18.0, False), (33.0, -20.0, False), (33.0, 60.0, True), (3_000.0, 12.0, True)],
+)
+def test_a_bias_that_chance_alone_gives_a_small_total_is_no_drift(
+    store: Store, made, bias, flagged
+):
+    # 33 purchases made against 39 forecast is +18% and z = -1.0: a small store's noise
+    run = run_of(
+        [
+            result("2024-01-31", "bgnbd", 0.0, 0.02, made=made),
+            result("2024-03-31", "bgnbd", bias, 0.02, made=made),
+        ]
+    )
+    found = drift_alerts(store, run)
+    assert found["metric"].tolist() == (["forecast_bias"] if flagged else [])
+    z = (made - made * (1 + bias / 100)) / (made * (1 + bias / 100)) ** 0.5
+    if flagged:
+        assert found.iloc[0]["statistic"] == pytest.approx(z)
+        assert f"z = {z:.1f}" in found.iloc[0]["reason"]
+    else:
+        assert "within what chance alone gives" in found.attrs["note"]
+        assert f"z = {z:.1f}" in found.attrs["note"]
 
 
 @pytest.mark.parametrize(("ece", "flagged"), [(0.0499, False), (0.05, True), (0.08, True)])
@@ -255,6 +283,8 @@ def test_the_api_twin_holds_the_latest_backtest_at_the_shortest_horizon(
     for chart in ("backtest-calibration", "backtest-deciles", "backtest-bias"):
         assert f'data-chart="{chart}"' in text
     assert f"{latest['predicted_total']:.1f}" in text  # the bias table
+    note = health["drift"]["note"]  # who stood in for the model in use, as the page says
+    assert note and str(markupsafe.escape(note[1:])) in text
     assert health["drift"]["alerts"][0]["reason"].split("`")[0] in overview.text
     assert wrong.status_code == 422 and "30 (days)" in wrong.json()["detail"]
 
@@ -429,7 +459,7 @@ def test_a_fit_that_kept_the_learned_model_is_checked_by_its_learned_rows(store:
     ]
     found = drift_alerts(store, run_of(both))
     assert found.attrs["model"] == "learned" and found["metric"].tolist() == ["forecast_bias"]
-    assert found["reason"][0].startswith("backtest 7: learned forecast 125 purchases")
+    assert found["reason"][0].startswith("backtest 7: learned forecast 12,500 purchases")
     # not scored at the latest origin: the fit's own repeat-purchase model is checked
     found = drift_alerts(store, run_of(both[:3]))
     assert found.attrs["model"] == "pnbd" and found.empty

@@ -353,7 +353,7 @@ def drift_alerts(store: Store, run: dict[str, Any] | None = None) -> pd.DataFram
                 "change": float(bias),
                 "change_pct": float("nan"),
                 "test": "threshold and Poisson z",
-                "statistic": z,
+                "statistic": z if math.isfinite(z) else float("nan"),  # JSON has no inf
                 "p_value": math.erfc(abs(z) / math.sqrt(2.0)),
                 "reason": (
                     f"{source}{model} forecast {float(last['predicted_total']):,.0f} purchases over "

@@ -260,8 +260,9 @@ def drift_alerts(store: Store, run: dict[str, Any] | None = None) -> pd.DataFram
 
     Rows as :func:`alerts`' (``metric`` forecast_bias: ``value`` the window's bias in
     percent, ``baseline`` 0; calibration_error: ``value`` its expected calibration error,
-    ``baseline`` the earlier origins' mean; ``test`` "threshold", and for the bias the
-    Poisson z of the total made against the forecast with its two-sided p-value), none
+    ``baseline`` the earlier origins' mean; ``test`` "threshold and Poisson z" for the
+    bias, with the z of the total made against the forecast and its two-sided p-value,
+    "threshold" with neither for the calibration error), none
     when nothing drifted or no backtest exists. ``attrs``:
     ``backtest_id``, ``model``, ``horizon_days``, ``origin``, ``bias_pct``,
     ``predicted_total``, ``actual_total``, ``ece``, ``ece_baseline``, ``checked``

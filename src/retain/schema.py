@@ -210,6 +210,52 @@ BACKTESTS = Table(
     description="one row per backtest run: every model's scores at every origin and horizon",
 )
 
+# Not canonical tables of the orders: written by retain.campaigns (a store migration
+# creates them).
+CAMPAIGN_OUTBOX = Table(
+    "campaign_outbox",
+    (
+        Column(
+            "key", "VARCHAR NOT NULL", "campaign/customer/trigger occurrence: sent once at most"
+        ),
+        Column("campaign", "VARCHAR NOT NULL", "the campaign's name"),
+        Column("customer_id", "VARCHAR NOT NULL", "who the message is for"),
+        Column("trigger_key", "VARCHAR NOT NULL", "the trigger occurrence, e.g. order:1001"),
+        Column("variant", "VARCHAR", "the template variant chosen"),
+        Column("channel", "VARCHAR NOT NULL", "email, webhook or file"),
+        Column("address", "VARCHAR", "where it goes: the e-mail address"),
+        Column("transactional", "BOOLEAN NOT NULL", "skips caps and quiet hours, never opt-outs"),
+        Column(
+            "status",
+            "VARCHAR NOT NULL",
+            "queued, held, sending, sent, failed, suppressed, capped, control or unconfirmed",
+        ),
+        Column("reason", "VARCHAR", "why it was held, capped, suppressed or failed"),
+        Column("created_at", "TIMESTAMP NOT NULL", "when the trigger was evaluated, UTC"),
+        Column("not_before", "TIMESTAMP", "held or retried: not sent before this, UTC"),
+        Column("attempts", "INTEGER NOT NULL", "delivery attempts so far"),
+        Column("sent_at", "TIMESTAMP", "when the channel took it, UTC"),
+        Column("delivery_id", "VARCHAR", "the channel's id: Message-ID, webhook key, file"),
+        Column("subject", "VARCHAR", "the rendered subject"),
+        Column("body_text", "VARCHAR", "the rendered text part"),
+        Column("body_html", "VARCHAR", "the rendered HTML part"),
+    ),
+    key=("key",),
+    description="one row per message a campaign decided on, written before it is sent",
+)
+
+CONTACT_SUPPRESSIONS = Table(
+    "contact_suppressions",
+    (
+        Column("customer_id", "VARCHAR NOT NULL", "who is not to be contacted"),
+        Column("scope", "VARCHAR NOT NULL", "marketing, transactional or all"),
+        Column("reason", "VARCHAR NOT NULL", "unsubscribed, bounced, complained or do_not_contact"),
+        Column("created_at", "TIMESTAMP NOT NULL", "when, UTC"),
+        Column("source", "VARCHAR", "what recorded it: the unsubscribe link, a file, the CLI"),
+    ),
+    description="opt-outs, bounces and do-not-contact marks: read before every send",
+)
+
 TABLES: tuple[Table, ...] = (
     ORDERS,
     ORDER_LINES,

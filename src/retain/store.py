@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 
 from retain.errors import StoreError
-from retain.schema import BACKTESTS, TABLES
+from retain.schema import BACKTESTS, CAMPAIGN_OUTBOX, CONTACT_SUPPRESSIONS, TABLES
 
 DEFAULT_PATH = "retain.duckdb"
 
@@ -169,6 +169,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ),
     # retain.backtest: every `retain backtest` run, its whole result as JSON
     ("backtests", [BACKTESTS.ddl()]),
+    # retain.campaigns: the outbox (each message written before it is sent) and opt-outs
+    (
+        "campaign outbox and contact suppressions",
+        [
+            CAMPAIGN_OUTBOX.ddl(),
+            CONTACT_SUPPRESSIONS.ddl(),
+            "CREATE TABLE IF NOT EXISTS campaign_secrets (name VARCHAR PRIMARY KEY, value VARCHAR)",
+        ],
+    ),
 ]
 
 

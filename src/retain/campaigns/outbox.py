@@ -1,0 +1,828 @@
+"""Running campaigns: decide, write to the outbox, then deliver, never twice.
+
+:func:`run_campaigns` is one tick, safe to run every minute:
+
+1. **Reconcile** what a crashed run left ``sending``: a webhook is sent again with the
+   same idempotency key (the receiver drops the second); a file is looked for; an e-mail
+   is marked ``unconfirmed`` and not sent again (the SMTP window: at most the one message
+   that was in flight when the run died may have gone out unrecorded).
+2. **Decide**: each campaign's due firings (:func:`retain.campaigns.triggers.due`) whose
+   key (campaign/customer/trigger) is not yet in the outbox become one outbox row each:
+   ``control`` (held out for the experiment), ``suppressed`` (opted out, unsubscribed,
+   bounced, do-not-contact, no address), ``capped`` (the customer's caps across campaigns
+   or the campaign's own, counted over rolling windows; a capped message is skipped, not
+   delayed), ``held`` (quiet hours in the customer's time zone: sent when they end) or
+   ``queued``. The rows are written in one transaction before anything is sent.
+3. **Deliver** what is queued or held and due: each message marked ``sending`` and
+   committed, sent, then marked ``sent`` with the channel's id; an opt-out recorded since
+   the decision stops it. A refused message is ``failed``; a channel that may take it later
+   (a timeout, a busy server) gets it again on later runs, up to :data:`MAX_ATTEMPTS`.
+
+Marketing messages obey every rule; transactional ones skip caps and quiet hours but not
+an opt-out of their own kind (``scope`` transactional or all).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from retain.campaigns.definitions import CAP_WINDOWS, Campaign, CampaignFile, Variant
+from retain.errors import ArgumentError, DataError
+from retain.store import Store
+
+STATUSES = (
+    "sent",
+    "held",
+    "capped",
+    "suppressed",
+    "failed",
+    "control",
+    "queued",
+    "unconfirmed",
+)
+"""What a run reports, each a count of outbox rows (``queued``: left for a later run)."""
+COUNTED = ("queued", "held", "sending", "sent", "unconfirmed")
+"""Outbox rows that count against a customer's caps: messages sent or on their way."""
+MAX_ATTEMPTS = 5
+RETRY_AFTER = dt.timedelta(minutes=5)
+UNSUBSCRIBE_DAYS = 90
+"""How long an unsubscribe link works."""
+
+
+@dataclass
+class RunResult:
+    """What one tick did: counts by status, and (dry run) the messages it would send."""
+
+    now: str
+    dry_run: bool
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    by_campaign: dict[str, dict[str, int]] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, campaign: str, status: str, count: int = 1) -> None:
+        self.counts[status] = self.counts.get(status, 0) + count
+        row = self.by_campaign.setdefault(campaign, dict.fromkeys(STATUSES, 0))
+        row[status] = row.get(status, 0) + count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now,
+            "dry_run": self.dry_run,
+            **self.counts,
+            "campaigns": self.by_campaign,
+            "reasons": self.reasons,
+            "samples": self.samples,
+            "notes": self.notes,
+        }
+
+
+def moment(now: str | dt.datetime | None, store: Store) -> dt.datetime:
+    """``now`` as an aware time: a naive one is in the store's time zone; None: now."""
+    from retain.config import load_settings
+
+    zone = zoneinfo.ZoneInfo(load_settings(store).time_zone)
+    if now is None:
+        return dt.datetime.now(dt.UTC).astimezone(zone)
+    if isinstance(now, str):
+        try:
+            now = dt.datetime.fromisoformat(now)
+        except ValueError:
+            raise ArgumentError(
+                f"--now: got {now!r}, expected an ISO date-time such as 2025-12-31T12:00:00"
+            ) from None
+    return now.replace(tzinfo=zone) if now.tzinfo is None else now.astimezone(zone)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _share(*parts: str) -> float:
+    """A number in [0, 1) fixed by the parts: the same customer always falls the same way."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def pick_variant(campaign: Campaign, customer_id: str) -> Variant:
+    """The customer's variant, by weight, the same on every run."""
+    total = sum(v.weight for v in campaign.variants)
+    point = _share(campaign.name, customer_id, "variant") * total
+    for variant in campaign.variants:
+        point -= variant.weight
+        if point < 0:
+            return variant
+    return campaign.variants[-1]
+
+
+def in_control(campaign: Campaign, customer_id: str) -> bool:
+    """Whether the customer is in the campaign's control group (not sent, measured)."""
+    return campaign.control_share > 0 and _share(campaign.name, customer_id, "control") < (
+        campaign.control_share
+    )
+
+
+# -- unsubscribe -------------------------------------------------------------------------------
+def _secret(store: Store, *, create: bool) -> bytes | None:
+    found = store.con.execute(
+        "SELECT value FROM campaign_secrets WHERE name = 'unsubscribe'"
+    ).fetchall()
+    if found:
+        return bytes.fromhex(found[0][0])
+    if not create:
+        return None
+    value = secrets.token_hex(32)
+    store.con.execute("INSERT INTO campaign_secrets VALUES ('unsubscribe', ?)", [value])
+    return bytes.fromhex(value)
+
+
+def unsubscribe_token(secret: bytes, customer_id: str, expires: dt.datetime) -> str:
+    """A signed token naming the customer, good until ``expires`` (UTC)."""
+    body = f"{customer_id}\x1f{int(expires.replace(tzinfo=dt.UTC).timestamp())}".encode()
+    mac = hmac.new(secret, body, hashlib.sha256).hexdigest()[:32]
+    return base64.urlsafe_b64encode(body).decode().rstrip("=") + "." + mac
+
+
+def read_unsubscribe_token(store: Store, token: str, now: dt.datetime | None = None) -> str:
+    """The customer a valid, unexpired token names; else :class:`DataError` saying why."""
+    secret = _secret(store, create=False)
+    try:
+        encoded, mac = token.split(".", 1)
+        body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        customer_id, expires = body.decode().split("\x1f")
+        until = dt.datetime.fromtimestamp(int(expires), dt.UTC)
+    except (ValueError, UnicodeDecodeError):
+        raise DataError("not an unsubscribe link", expected="the link of a message") from None
+    good = secret is not None and hmac.compare_digest(
+        hmac.new(secret, body, hashlib.sha256).hexdigest()[:32], mac
+    )
+    if not good:
+        raise DataError("this unsubscribe link was not signed by this store")
+    if (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC) > until:
+        raise DataError(
+            "this unsubscribe link has expired",
+            expected="the link of a message from the last 90 days, or reply to the sender",
+        )
+    return customer_id
+
+
+def suppress(
+    store: Store,
+    customer_id: str,
+    *,
+    reason: str = "unsubscribed",
+    scope: str = "marketing",
+    source: str = "cli",
+) -> bool:
+    """Record that ``customer_id`` is not to be sent ``scope`` messages any more (at once:
+    the next send checks it). False when it was already recorded."""
+    if scope not in ("marketing", "transactional", "all"):
+        raise ArgumentError(f"scope: got {scope!r}, expected marketing, transactional or all")
+    reasons = ("unsubscribed", "bounced", "complained", "do_not_contact")
+    if reason not in reasons:
+        raise ArgumentError(f"reason: got {reason!r}, expected {', '.join(reasons)}")
+    with store.transaction() as con:
+        held = con.execute(
+            "SELECT count(*) FROM contact_suppressions WHERE customer_id = ? AND scope = ?",
+            [customer_id, scope],
+        ).fetchall()[0][0]
+        if held:
+            return False
+        con.execute(
+            "INSERT INTO contact_suppressions VALUES (?, ?, ?, now()::TIMESTAMP, ?)",
+            [customer_id, scope, reason, source],
+        )
+    return True
+
+
+def _suppressed(store: Store) -> dict[str, set[str]]:
+    """Customers suppressed, by the kind of message they refuse."""
+    rows = store.con.execute("SELECT customer_id, scope FROM contact_suppressions").fetchall()
+    out: dict[str, set[str]] = {"marketing": set(), "transactional": set()}
+    for cid, scope in rows:
+        for kind in ("marketing", "transactional") if scope == "all" else (scope,):
+            out[kind].add(cid)
+    return out
+
+
+def refusal(
+    transactional: bool, customer_id: str, accepts: Any, suppressed: dict[str, set[str]]
+) -> str | None:
+    """Why the customer may not get this message (None: they may)."""
+    if customer_id in suppressed["transactional" if transactional else "marketing"]:
+        return "opted out" if not transactional else "opted out of transactional messages"
+    if not transactional and accepts is False:
+        return "does not accept marketing"
+    return None
+
+
+# -- the run -----------------------------------------------------------------------------------
+def run_campaigns(
+    store: Store,
+    campaigns: CampaignFile,
+    *,
+    now: str | dt.datetime | None = None,
+    channels: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    only: str | None = None,
+    channel: str | None = None,
+    samples: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> RunResult:
+    """One tick: reconcile, decide and deliver (see the module). ``channels`` maps a
+    channel kind to a :class:`retain.campaigns.channels.Channel` (missing ones are made
+    from the settings: :func:`retain.campaigns.channels.channel_for`). ``dry_run``
+    decides and renders but writes and sends nothing. ``only``: one campaign.
+    ``channel``: every campaign through this channel instead of its own (``file`` for
+    an audit of what would go out)."""
+    from retain.campaigns.triggers import customer_fields, due
+
+    when = moment(now, store)
+    result = RunResult(when.isoformat(timespec="seconds"), dry_run)
+    chosen = [c for c in campaigns.campaigns if c.enabled and (only is None or c.name == only)]
+    if channel is not None:
+        chosen = [dataclasses.replace(c, channel=channel) for c in chosen]
+    if only is not None and not chosen:
+        campaigns.get(only)  # names the campaigns there are
+    opened = dict(channels or {})
+    if not dry_run:  # every channel ready before anything is written
+        for kind in {c.channel for c in chosen} - set(opened):
+            opened[kind] = channel_for(kind, campaigns)
+        _reconcile(store, opened, result)
+    frame = customer_fields(store)
+    if not store.has_table("customer_scores"):
+        result.notes.append(
+            "no model scores yet (retain fit, retain score): window triggers fire for no one"
+        )
+    suppressed = _suppressed(store)
+    # what every decision reads, by customer; the whole row only for a message rendered
+    positions = {str(cid): i for i, cid in enumerate(frame.index)}
+    contacts = {
+        str(cid): {"email": e, "accepts_marketing": a, "timezone": z}
+        for cid, e, a, z in zip(
+            frame.index,
+            frame["email"].tolist(),
+            frame["accepts_marketing"].tolist(),
+            frame["timezone"].tolist(),
+            strict=True,
+        )
+    }
+    taken = _taken(store, [c.name for c in chosen])
+    counts = _cap_counts(store, _utc(when))
+    secret = None if dry_run else _secret(store, create=True)
+    rows: list[dict[str, Any]] = []
+    for campaign in chosen:
+        firings = due(store, frame, campaign, when.date(), when)
+        for cid, trigger_key in zip(firings["customer_id"], firings["trigger_key"], strict=True):
+            key = f"{campaign.name}/{cid}/{trigger_key}"
+            if key in taken:
+                continue
+            taken.add(key)
+            row = _decide(
+                campaign, campaigns, contacts[cid], cid, key, trigger_key, when, suppressed, counts
+            )
+            if row["status"] in ("queued", "held"):
+                person = frame.iloc[positions[cid]]
+                context = message_context(person, cid, campaign, campaigns, secret, when)
+                row.update(render_message(campaign, row["variant"], context))
+            if row["status"] != "queued" or dry_run:  # a queued one is counted as delivered
+                result.add(campaign.name, row["status"])
+            if row["reason"] and row["status"] != "control":
+                result.reasons[row["reason"]] = result.reasons.get(row["reason"], 0) + 1
+            rows.append(row)
+    if dry_run:
+        for row in rows:
+            if row["status"] == "queued" and len(result.samples) < samples:
+                sample = {
+                    k: row[k] for k in ("key", "customer_id", "address", "subject", "body_text")
+                }
+                result.samples.append(sample)
+        result.counts["would_send"] = result.counts.pop("queued", 0)
+        return result
+    _write(store, rows)
+    if progress:
+        progress(f"{len(rows):,} new outbox rows; delivering")
+    _deliver(store, campaigns, opened, when, result)
+    return result
+
+
+def _taken(store: Store, names: list[str]) -> set[str]:
+    found = store.con.execute(
+        "SELECT key FROM campaign_outbox WHERE campaign IN (SELECT unnest(?))", [names]
+    ).fetchall()
+    return {r[0] for r in found}
+
+
+def _cap_counts(store: Store, now: dt.datetime) -> dict[tuple[str, str | None, str], int]:
+    """Messages on their way or sent per (customer, campaign or None for all, window)."""
+    longest = max(CAP_WINDOWS.values())
+    found = store.con.execute(
+        """
+        SELECT customer_id, campaign, created_at FROM campaign_outbox
+        WHERE NOT transactional AND status IN (SELECT unnest(?)) AND created_at > ?
+        """,
+        [list(COUNTED), now - longest],
+    ).fetchall()
+    counts: dict[tuple[str, str | None, str], int] = {}
+    for cid, name, created in found:
+        for window, span in CAP_WINDOWS.items():
+            if created > now - span:
+                for scope in (None, name):
+                    counts[(cid, scope, window)] = counts.get((cid, scope, window), 0) + 1
+    return counts
+
+
+def _decide(
+    campaign: Campaign,
+    campaigns: CampaignFile,
+    person: dict[str, Any],
+    cid: str,
+    key: str,
+    trigger_key: str,
+    when: dt.datetime,
+    suppressed: dict[str, set[str]],
+    counts: dict[tuple[str, str | None, str], int],
+) -> dict[str, Any]:
+    address = person.get("email")
+    address = None if pd.isna(address) else str(address)
+    row: dict[str, Any] = {
+        "key": key,
+        "campaign": campaign.name,
+        "customer_id": cid,
+        "trigger_key": trigger_key,
+        "variant": pick_variant(campaign, cid).name,
+        "channel": campaign.channel,
+        "address": address,
+        "transactional": campaign.transactional,
+        "status": "queued",
+        "reason": None,
+        "created_at": _utc(when),
+        "not_before": None,
+        "subject": None,
+        "body_text": None,
+        "body_html": None,
+    }
+    accepts = person.get("accepts_marketing")
+    refused = refusal(
+        campaign.transactional, cid, None if pd.isna(accepts) else bool(accepts), suppressed
+    )
+    if in_control(campaign, cid):
+        row.update(status="control", reason=f"control group ({campaign.control_share:.0%})")
+    elif refused:
+        row.update(status="suppressed", reason=refused)
+    elif campaign.channel == "email" and not address:
+        row.update(status="suppressed", reason="no e-mail address")
+    elif not campaign.transactional and (capped := _capped(campaign, campaigns, cid, counts)):
+        row.update(status="capped", reason=capped)
+    else:
+        quiet = campaigns.defaults.quiet_hours
+        local = when.astimezone(_zone(person.get("timezone"), when))
+        if quiet is not None and not campaign.transactional and quiet.holds(local):
+            row.update(
+                status="held",
+                reason=f"quiet hours in {local.tzinfo}",
+                not_before=_utc(quiet.next_end(local)),
+            )
+        if not campaign.transactional:
+            for window in CAP_WINDOWS:
+                for scope in (None, campaign.name):
+                    counts[(cid, scope, window)] = counts.get((cid, scope, window), 0) + 1
+    return row
+
+
+def _capped(
+    campaign: Campaign,
+    campaigns: CampaignFile,
+    cid: str,
+    counts: dict[tuple[str, str | None, str], int],
+) -> str | None:
+    for scope, caps in ((None, campaigns.defaults.caps), (campaign.name, campaign.caps)):
+        for window, cap in caps.items():
+            if counts.get((cid, scope, window), 0) >= cap:
+                whose = "across campaigns" if scope is None else "for this campaign"
+                return f"cap of {cap} a {window} {whose}"
+    return None
+
+
+def _zone(name: Any, when: dt.datetime) -> dt.tzinfo:
+    """The customer's time zone, else the store's (that of ``when``)."""
+    if isinstance(name, str) and name:
+        try:
+            return zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    assert when.tzinfo is not None
+    return when.tzinfo
+
+
+def message_context(
+    person: pd.Series,
+    cid: str,
+    campaign: Campaign,
+    campaigns: CampaignFile,
+    secret: bytes | None,
+    when: dt.datetime,
+) -> dict[str, Any]:
+    """What a template sees for one customer (see :mod:`retain.campaigns.templates`)."""
+    customer: dict[str, Any] = {"customer_id": cid}
+    for name, value in person.items():
+        if isinstance(value, pd.Timestamp):
+            customer[str(name)] = (
+                value.date().isoformat() if value == value.normalize() else value.isoformat()
+            )
+        elif pd.isna(value) if not isinstance(value, list | tuple) else False:
+            customer[str(name)] = None
+        elif hasattr(value, "item"):
+            customer[str(name)] = value.item()
+        else:
+            customer[str(name)] = value
+    customer["clv"] = customer.get("clv_12m")
+    url = None
+    if not campaign.transactional:
+        token = "preview"
+        if secret is not None:
+            # from the real clock, not the run's moment: the link lives from its sending
+            expires = _utc(max(when, dt.datetime.now(dt.UTC))) + dt.timedelta(days=UNSUBSCRIBE_DAYS)
+            token = unsubscribe_token(secret, cid, expires)
+        url = f"{campaigns.defaults.unsubscribe_url}?token={token}"
+    return {"customer": customer, "campaign": campaign.name, "unsubscribe_url": url}
+
+
+def render_message(
+    campaign: Campaign, variant_name: str, context: dict[str, Any]
+) -> dict[str, Any]:
+    """The rendered subject and parts of the customer's variant."""
+    from retain.campaigns.templates import render
+
+    variant = next(v for v in campaign.variants if v.name == variant_name)
+    subject = render(variant.subject, context, campaign=campaign.name, part="subject")
+    return {
+        "subject": " ".join(subject.split()),  # one line: no header folding, no injection
+        "body_text": render(variant.text, context, campaign=campaign.name, part="text"),
+        "body_html": None
+        if variant.html is None
+        else render(variant.html, context, campaign=campaign.name, part="html"),
+        "unsubscribe_url": context["unsubscribe_url"],
+    }
+
+
+_COLUMNS = (
+    "key",
+    "campaign",
+    "customer_id",
+    "trigger_key",
+    "variant",
+    "channel",
+    "address",
+    "transactional",
+    "status",
+    "reason",
+    "created_at",
+    "not_before",
+    "attempts",
+    "sent_at",
+    "delivery_id",
+    "subject",
+    "body_text",
+    "body_html",
+)
+
+
+def _write(store: Store, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    frame = pd.DataFrame([{**{c: None for c in _COLUMNS}, **row, "attempts": 0} for row in rows])[
+        list(_COLUMNS)
+    ]
+    frame["transactional"] = frame["transactional"].astype(bool)
+    frame["attempts"] = frame["attempts"].astype("int32")
+    for column in ("created_at", "not_before", "sent_at"):
+        frame[column] = pd.to_datetime(frame[column])
+    with store.transaction() as con:
+        con.register("_outbox_rows", frame)
+        try:
+            con.execute(
+                f"INSERT INTO campaign_outbox ({', '.join(_COLUMNS)}) "
+                f"SELECT {', '.join(_COLUMNS)} FROM _outbox_rows"
+            )
+        finally:
+            con.unregister("_outbox_rows")
+
+
+def _reconcile(store: Store, channels: dict[str, Any], result: RunResult) -> None:
+    """Settle the rows a crashed run left ``sending`` (see the module): first its
+    journal is folded in, which leaves ``sending`` the message in flight when it died."""
+    lines = _read_journal(store)
+    if lines:
+        _fold(store, lines, _utc(dt.datetime.now(dt.UTC)))
+        path = _journal_path(store)
+        if path is not None:
+            path.unlink(missing_ok=True)
+    left = store.con.execute(
+        "SELECT key, campaign, channel, delivery_id FROM campaign_outbox WHERE status = 'sending'"
+    ).fetchall()
+    for key, _name, channel, delivery_id in left:
+        files: Any = channels.get("file")
+        written = delivery_id or (str(files.path_of(key)) if hasattr(files, "path_of") else None)
+        if channel == "webhook":
+            status, reason = "queued", "resent after a crash, same idempotency key"
+        elif channel == "file" and written and Path(written).exists():
+            status, reason = "sent", "found written after a crash"
+        elif channel == "file":
+            status, reason = "queued", "not written before a crash"
+        else:
+            status, reason = "unconfirmed", "the run stopped while the server had it; not resent"
+        store.con.execute(
+            "UPDATE campaign_outbox SET status = ?, reason = ? WHERE key = ?", [status, reason, key]
+        )
+    if left:
+        result.notes.append(f"{len(left)} message(s) left sending by an earlier run settled")
+
+
+def _deliver(
+    store: Store,
+    campaigns: CampaignFile,
+    channels: dict[str, Any],
+    when: dt.datetime,
+    result: RunResult,
+) -> None:
+    from retain.campaigns.channels import DeliveryError, Message
+
+    now = _utc(when)
+    ready = store.con.execute(
+        """
+        SELECT key, campaign, customer_id, channel, address, transactional, subject, body_text,
+               body_html, attempts
+        FROM campaign_outbox
+        WHERE status IN ('queued', 'held') AND (not_before IS NULL OR not_before <= ?)
+        ORDER BY created_at, key
+        """,
+        [now],
+    ).fetchall()
+    if not ready:
+        return
+    suppressed = _suppressed(store)
+    accepts = dict(
+        store.con.execute("SELECT customer_id, accepts_marketing FROM customers").fetchall()
+    )
+    secret = _secret(store, create=True)
+    assert secret is not None
+    opened: dict[str, Any] = {}
+    journal = _Journal(store)
+    try:
+        for key, name, cid, kind, address, transactional, subject, text, html, attempts in ready:
+            refused = refusal(transactional, cid, accepts.get(cid), suppressed)
+            if refused:  # since the decision: an opt-out takes effect at once
+                journal.write("suppressed", key, refused)
+                result.add(name, "suppressed")
+                continue
+            channel = opened.get(kind) or channels.get(kind)
+            if channel is None:
+                channel = channel_for(kind, campaigns)
+            opened[kind] = channel
+            url = None
+            if not transactional:
+                expires = max(now, _utc(dt.datetime.now(dt.UTC))) + dt.timedelta(
+                    days=UNSUBSCRIBE_DAYS
+                )
+                url = f"{campaigns.defaults.unsubscribe_url}?token={unsubscribe_token(secret, cid, expires)}"
+            message = Message(
+                key=key,
+                campaign=name,
+                customer_id=cid,
+                to=address or "",
+                subject=subject or "",
+                text=text or "",
+                html=html,
+                unsubscribe_url=url,
+                transactional=bool(transactional),
+                data={"customer_id": cid},
+            )
+            journal.write("sending", key)
+            try:
+                delivery_id = channel.send(message)
+            except DeliveryError as exc:
+                final = exc.permanent or attempts + 1 >= MAX_ATTEMPTS
+                journal.write("failed" if final else "queued", key, str(exc))
+                result.add(name, "failed" if final else "queued")
+                continue
+            journal.write("sent", key, str(delivery_id))
+            result.add(name, "sent")
+    finally:
+        for channel in opened.values():
+            channel.close()
+        journal.fold(store, now)
+
+
+class _Journal:
+    """Each message's fate as it happens, one line a step, flushed to the operating system
+    before the next step: ``sending`` before the channel is given the message, then
+    ``sent``, ``failed`` or ``queued`` (to try again). Folded into the outbox in one
+    statement when the run ends (or by the next run, after a crash), which spares two
+    store commits a message. Lines reach the file at once, so a killed process loses
+    none; a power cut may lose the last ones. A store in memory keeps them in memory."""
+
+    def __init__(self, store: Store) -> None:
+        self.path = _journal_path(store)
+        self.lines: list[tuple[str, ...]] = []
+        self.fd = (
+            None
+            if self.path is None
+            else os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        )
+
+    def write(self, status: str, key: str, detail: str = "") -> None:
+        stamp = _utc(dt.datetime.now(dt.UTC)).isoformat()
+        entry = (status, key, detail, stamp)
+        self.lines.append(entry)
+        if self.fd is not None:
+            os.write(self.fd, (json.dumps(entry) + "\n").encode())
+
+    def fold(self, store: Store, now: dt.datetime) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        _fold(store, self.lines, now)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _journal_path(store: Store) -> Path | None:
+    return None if store.path == ":memory:" else Path(store.path + ".outbox-journal")
+
+
+def _fold(store: Store, lines: list[tuple[str, ...]], now: dt.datetime) -> None:
+    """Write the journal's last word on each message into the outbox, in one statement."""
+    last: dict[str, tuple[str, ...]] = {}
+    tries: dict[str, int] = {}
+    for entry in lines:
+        status, key = entry[0], entry[1]
+        last[key] = entry
+        if status == "sending":
+            tries[key] = tries.get(key, 0) + 1
+    if not last:
+        return
+    rows = []
+    for key, (status, _key, detail, stamp) in last.items():
+        rows.append(
+            {
+                "key": key,
+                "status": status,
+                "reason": None if status == "sent" else detail or None,
+                "delivery_id": detail if status == "sent" else None,
+                "sent_at": dt.datetime.fromisoformat(stamp) if status == "sent" else None,
+                "not_before": now + RETRY_AFTER if status == "queued" else None,
+                "tries": tries.get(key, 0),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    for column in ("sent_at", "not_before"):
+        frame[column] = pd.to_datetime(frame[column])
+    with store.transaction() as con:
+        con.register("_journal", frame)
+        try:
+            con.execute(
+                """
+                UPDATE campaign_outbox AS o
+                SET status = j.status, reason = j.reason,
+                    delivery_id = coalesce(j.delivery_id, o.delivery_id),
+                    sent_at = coalesce(j.sent_at, o.sent_at),
+                    not_before = CASE WHEN j.status = 'queued' THEN j.not_before
+                                      ELSE o.not_before END,
+                    attempts = o.attempts + j.tries
+                FROM _journal AS j
+                WHERE o.key = j.key
+                """
+            )
+        finally:
+            con.unregister("_journal")
+
+
+def _read_journal(store: Store) -> list[tuple[str, ...]]:
+    """The lines a crashed run left in its journal (a torn last line is dropped)."""
+    path = _journal_path(store)
+    if path is None or not path.exists():
+        return []
+    lines: list[tuple[str, ...]] = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = tuple(str(part) for part in json.loads(text))
+        except ValueError:
+            continue
+        if len(entry) == 4:
+            lines.append(entry)
+    return lines
+
+
+def channel_for(kind: str, campaigns: CampaignFile) -> Any:
+    """The channel of ``kind`` from the settings: e-mail from ``RETAIN_SMTP_URL``
+    (``smtp://[user:pass@]host:port[?starttls=1]``), the webhook from the file's
+    ``webhook_url`` signed with ``RETAIN_WEBHOOK_SECRET``, files into ``outbox_dir``."""
+    import os
+
+    from retain.campaigns import channels
+
+    defaults = campaigns.defaults
+    if kind == "email":
+        url = os.environ.get("RETAIN_SMTP_URL")
+        if not url:
+            raise ArgumentError(
+                "no SMTP server: set RETAIN_SMTP_URL=smtp://[user:pass@]host:port[?starttls=1], "
+                "or use --dry-run"
+            )
+        return channels.SmtpChannel(channels.parse_smtp_url(url), defaults.sender)
+    if kind == "webhook":
+        secret = os.environ.get("RETAIN_WEBHOOK_SECRET")
+        if not defaults.webhook_url or not secret:
+            raise ArgumentError(
+                f"the webhook channel needs webhook_url in [defaults] of {campaigns.path} "
+                "and RETAIN_WEBHOOK_SECRET (the key its receiver checks the signature with)"
+            )
+        return channels.WebhookChannel(defaults.webhook_url, secret)
+    return channels.FileChannel(Path(defaults.outbox_dir))
+
+
+def campaign_report(store: Store, name: str | None = None) -> pd.DataFrame:
+    """Per campaign: outbox rows by status, and the orders and net revenue of the
+    customers sent a message within 7 days after it was sent (attribution window)."""
+    where = "" if name is None else "WHERE o.campaign = $name"
+    return store.con.execute(
+        f"""
+        WITH sent AS (
+            SELECT campaign, customer_id, min(sent_at) AS sent_at
+            FROM campaign_outbox WHERE status = 'sent' GROUP BY ALL
+        ),
+        after AS (
+            SELECT s.campaign, count(o.order_id) AS orders, coalesce(sum(o.net_revenue), 0) AS net_revenue
+            FROM sent s JOIN orders o
+              ON o.customer_id = s.customer_id AND o.ordered_at >= s.sent_at
+             AND o.ordered_at < s.sent_at + INTERVAL 7 DAY
+            GROUP BY s.campaign
+        )
+        SELECT o.campaign,
+               count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'held') AS held,
+               count(*) FILTER (WHERE status = 'capped') AS capped,
+               count(*) FILTER (WHERE status = 'suppressed') AS suppressed,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'control') AS control,
+               count(*) FILTER (WHERE status IN ('queued', 'sending')) AS queued,
+               count(*) FILTER (WHERE status = 'unconfirmed') AS unconfirmed,
+               any_value(coalesce(a.orders, 0)) AS orders_within_7d,
+               any_value(coalesce(a.net_revenue, 0)) AS net_revenue_within_7d
+        FROM campaign_outbox o LEFT JOIN after a USING (campaign)
+        {where}
+        GROUP BY o.campaign ORDER BY o.campaign
+        """,
+        {} if name is None else {"name": name},
+    ).df()
+
+
+def preview(
+    store: Store, campaigns: CampaignFile, name: str, customer_id: str
+) -> list[dict[str, Any]]:
+    """The message each variant of campaign ``name`` would give ``customer_id`` now (the
+    unsubscribe link a placeholder), whether or not the trigger fires for them."""
+    from retain.campaigns.triggers import customer_fields
+
+    campaign = campaigns.get(name)
+    frame = customer_fields(store)
+    if customer_id not in frame.index:
+        raise DataError("no such customer with an order", value=customer_id)
+    person = frame.loc[[customer_id]].iloc[0]
+    context = message_context(person, customer_id, campaign, campaigns, None, moment(None, store))
+    address = person.get("email")
+    return [
+        {
+            "campaign": name,
+            "variant": variant.name,
+            "customer_id": customer_id,
+            "address": None if pd.isna(address) else str(address),
+            **render_message(campaign, variant.name, context),
+        }
+        for variant in campaign.variants
+    ]
+
+
+def unsubscribe(store: Store, token: str, *, now: dt.datetime | None = None) -> str:
+    """Record the opt-out an unsubscribe link carries (at once, for every later send and
+    audience); returns the customer's id. A link that is not this store's, or expired,
+    raises :class:`DataError`. Clicking twice is harmless."""
+    customer_id = read_unsubscribe_token(store, token, now)
+    suppress(store, customer_id, reason="unsubscribed", scope="marketing", source="link")
+    return customer_id

@@ -1,0 +1,180 @@
+"""Who a campaign is due for at a moment, each firing with a stable key.
+
+:func:`customer_fields` reads every customer's row once (segment and churn risk from
+:func:`retain.segments.customer_segments`, the kept model's scores, the contact
+columns); :func:`due` gives, for one campaign, the customers its trigger fires for at
+``today`` and the key of each firing. A key names the occurrence (``order:1001``,
+``birthday:2025``, ``overdue:2025-10-02``, the day of the last order the customer is
+overdue after), so a rerun, or a run a minute later, finds the same keys and sends
+nothing new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from retain.campaigns.definitions import Audience, Campaign
+from retain.store import Store
+
+SCORE_FIELDS = (
+    "clv_12m",
+    "expected_purchases_90d",
+    "next_purchase_date",
+    "next_purchase_window_start",
+    "next_purchase_window_end",
+)
+CONTACT_FIELDS = ("email", "name", "birthday", "timezone", "locale", "accepts_marketing")
+
+
+def customer_fields(store: Store) -> pd.DataFrame:
+    """One row per customer with an order: the segment columns, the kept scores
+    (:data:`SCORE_FIELDS`, when ``retain score`` ran) and the contact columns
+    (:data:`CONTACT_FIELDS`), indexed by customer_id."""
+    from retain.schema import CUSTOMERS
+    from retain.segments import customer_segments
+
+    store.require_orders()
+    frame = customer_segments(store)
+    if store.has_table("customer_scores"):
+        held = set(store.query("SELECT * FROM customer_scores LIMIT 0").columns)
+        wanted = [c for c in SCORE_FIELDS if c in held and c not in frame]
+        if wanted:
+            scores = store.query(
+                f"SELECT customer_id, {', '.join(wanted)} FROM customer_scores"
+            ).set_index("customer_id")
+            frame = frame.join(scores, how="left")
+    contact = [c for c in CONTACT_FIELDS if c in CUSTOMERS.column_names]
+    people = store.query(f"SELECT customer_id, {', '.join(contact)} FROM customers").set_index(
+        "customer_id"
+    )
+    frame = frame.join(people[[c for c in people.columns if c not in frame]], how="left")
+    for column in SCORE_FIELDS + CONTACT_FIELDS:
+        if column not in frame:
+            frame[column] = pd.NA
+    frame.index.name = "customer_id"
+    return frame
+
+
+def in_audience(frame: pd.DataFrame, audience: Audience) -> np.ndarray:
+    """Which rows of :func:`customer_fields` the audience holds (every condition)."""
+    keep = np.ones(len(frame), dtype=bool)
+    if audience.segments:
+        keep &= frame["segment"].isin(audience.segments).to_numpy()
+    if audience.churn_risk:
+        keep &= frame["churn_risk"].isin(audience.churn_risk).to_numpy()
+    if audience.min_p_alive is not None:
+        keep &= (
+            (frame["p_alive"].astype("float64") >= audience.min_p_alive).fillna(False).to_numpy()
+        )
+    if audience.min_clv is not None:
+        clv = frame["clv_12m"].astype("float64")
+        keep &= (clv >= audience.min_clv).fillna(False).to_numpy()
+    if audience.min_orders is not None:
+        keep &= (frame["orders"] >= audience.min_orders).to_numpy()
+    if audience.max_orders is not None:
+        keep &= (frame["orders"] <= audience.max_orders).to_numpy()
+    return keep
+
+
+def due(
+    store: Store, frame: pd.DataFrame, campaign: Campaign, today: dt.date, now_local: dt.datetime
+) -> pd.DataFrame:
+    """The customers ``campaign`` fires for on ``today`` (the store's day) and in its
+    audience: columns ``customer_id`` and ``trigger_key``, one row per firing. A firing
+    up to ``catch_up_days`` old still counts, so a run missed for a day or two sends it
+    late rather than never; its key is the same whichever day it is found."""
+    kind, options = campaign.trigger.kind, campaign.trigger.options
+    first = today - dt.timedelta(days=campaign.catch_up_days)
+    audience = frame[in_audience(frame, campaign.audience)]
+    ids = audience.index
+    if kind == "post_purchase":
+        return _post_purchase(store, audience, int(options["days"]), first, today)
+    if kind == "broadcast":
+        at = options["at"]
+        if at.tzinfo is not None:
+            at = at.astimezone(now_local.tzinfo).replace(tzinfo=None)
+        local = now_local.replace(tzinfo=None)
+        if not at <= local <= at + dt.timedelta(days=campaign.catch_up_days or 1):
+            return _rows([], [])
+        return _rows(list(ids), [f"broadcast:{at.isoformat(timespec='minutes')}"] * len(ids))
+    last = _days(audience["last_order_at"])
+    day, earliest = pd.Timestamp(today), pd.Timestamp(first)
+    if kind == "next_purchase_window":
+        start = _days(audience["next_purchase_window_start"])
+        hit = ((start >= earliest) & (start <= day)).to_numpy()
+        return _rows(ids[hit], "window:" + start[hit].dt.strftime("%Y-%m-%d"))
+    if kind == "overdue":
+        gap = audience["typical_gap_days"].astype("float64")
+        waited = (day - last).dt.days
+        hit = ((gap > 0) & (waited >= options["factor"] * gap)).fillna(False).to_numpy()
+        return _rows(ids[hit], "overdue:" + last[hit].dt.strftime("%Y-%m-%d"))
+    if kind == "churn_risk":
+        risk = audience["churn_risk"]
+        hit = risk.isin(options["levels"]).fillna(False).to_numpy()
+        keys = "risk:" + risk[hit].astype(str) + ":" + last[hit].dt.strftime("%Y-%m-%d")
+        return _rows(ids[hit], keys)
+    if kind in ("birthday", "anniversary"):
+        born = _days(audience["birthday"] if kind == "birthday" else audience["first_order_at"])
+        parts = []
+        for year in sorted({first.year, today.year}):
+            when = _in_year(born, year)
+            inside = (when >= earliest) & (when <= day)
+            if kind == "anniversary":
+                inside &= born.dt.year < year
+            chosen = inside.fillna(False).to_numpy(dtype=bool)
+            parts.append(_rows(ids[chosen], [f"{kind}:{year}"] * int(chosen.sum())))
+        return pd.concat(parts, ignore_index=True)
+    raise AssertionError(f"unknown trigger {kind}")  # definitions checks the kinds
+
+
+def _rows(ids: Any, keys: Any) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": np.asarray(ids, dtype=object).astype(str),
+            "trigger_key": np.asarray(keys, dtype=object).astype(str),
+        }
+    )
+
+
+def _days(values: pd.Series) -> pd.Series:
+    """Midnight of each value's day (a date, a time or missing: NaT)."""
+    return pd.to_datetime(values, errors="coerce").dt.normalize()
+
+
+def _in_year(days: pd.Series, year: int) -> pd.Series:
+    """Each day's month and day in ``year`` (29 February on the 28th in other years)."""
+    month, day = days.dt.month, days.dt.day
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not leap:
+        day = day.where(~((month == 2) & (day == 29)), 28)
+    return pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": day}), errors="coerce")
+
+
+def _post_purchase(
+    store: Store, audience: pd.DataFrame, days: int, first: dt.date, today: dt.date
+) -> pd.DataFrame:
+    """Orders placed ``days`` days before a day from ``first`` to ``today``."""
+    from retain.config import load_settings
+
+    zone = load_settings(store).time_zone
+    found = store.con.execute(
+        """
+        SELECT customer_id, order_id
+        FROM orders
+        WHERE CAST(timezone($zone, CAST(ordered_at AS TIMESTAMPTZ)) AS DATE)
+              BETWEEN $first AND $last
+        ORDER BY ordered_at, order_id
+        """,
+        {
+            "zone": zone,
+            "first": first - dt.timedelta(days=days),
+            "last": today - dt.timedelta(days=days),
+        },
+    ).fetchall()
+    members = set(audience.index)
+    rows = [(cid, f"order:{oid}") for cid, oid in found if cid in members]
+    return _rows([r[0] for r in rows], [r[1] for r in rows])

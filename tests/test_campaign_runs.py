@@ -1,0 +1,336 @@
+"""Campaign runs against a real SMTP server on loopback: what arrives, and what never does.
+
+Opt-outs are never mailed, caps hold over 10,000 customers and several campaigns, quiet
+hours hold in three time zones, a rerun sends nothing, the unsubscribe link works end to
+end, and a run killed mid-way (SIGKILL) and run again sends no key twice.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pandas as pd
+import pytest
+from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
+
+from campaign_helpers import at, people_store, person
+from retain.campaigns import load_campaigns, run_campaigns, suppress
+from retain.campaigns.channels import FileChannel, SmtpChannel, parse_smtp_url
+from retain.campaigns.definitions import parse_campaigns
+from retain.store import Store
+from store_helpers import free_port
+
+HEAD = """
+[defaults]
+sender = "Shop <shop@example.com>"
+caps = { day = 1, week = 2, month = 8 }
+unsubscribe_url = "http://127.0.0.1:8765/unsubscribe"
+"""
+
+
+def one_campaign(trigger: str = '"birthday"', extra: str = "", name: str = "c") -> str:
+    return (
+        f'\n[[campaign]]\nname = "{name}"\ntrigger = {trigger}\n'
+        f'subject = "Hello {{{{ customer.customer_id }}}}"\n'
+        f'text = "Hi. Unsubscribe: {{{{ unsubscribe_url }}}}"\n{extra}\n'
+    )
+
+
+class Inbox:
+    """An aiosmtpd handler keeping every message that arrives."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.lock = threading.Lock()
+        self.delay = delay
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        if self.delay:
+            time.sleep(self.delay)
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)  # type: ignore[attr-defined]
+        with self.lock:
+            self.messages.append(message)  # type: ignore[arg-type]
+        return "250 OK"
+
+    def to(self) -> list[str]:
+        with self.lock:
+            return [str(m["To"]) for m in self.messages]
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, str]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()
+
+
+def channels(url: str) -> dict[str, object]:
+    return {"email": SmtpChannel(parse_smtp_url(url), "Shop <shop@example.com>")}
+
+
+def test_opt_outs_never_mailed_and_a_rerun_sends_nothing(
+    tmp_path: Path, smtp: tuple[Inbox, str]
+) -> None:
+    inbox, url = smtp
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [
+            person("yes", birthday="1990-12-31"),
+            person("no-marketing", birthday="1990-12-31", accepts_marketing=False),
+            person("unsubscribed", birthday="1990-12-31"),
+            person("no-address", birthday="1990-12-31", email=None),
+            person("bounced", birthday="1990-12-31"),
+        ],
+    )
+    campaigns = parse_campaigns(HEAD + one_campaign())
+    with Store(db) as store:
+        suppress(store, "unsubscribed")
+        suppress(store, "bounced", reason="bounced", scope="all")
+        first = run_campaigns(store, campaigns, now=at("2025-12-31T12:00"), channels=channels(url))
+        assert first.counts["sent"] == 1 and first.counts["suppressed"] == 4
+        assert inbox.to() == ["yes@example.com"]
+        again = run_campaigns(store, campaigns, now=at("2025-12-31T12:05"), channels=channels(url))
+        later = run_campaigns(store, campaigns, now=at("2026-01-02T09:00"), channels=channels(url))
+        statuses = dict(
+            store.con.execute("SELECT customer_id, status FROM campaign_outbox").fetchall()
+        )
+    assert again.counts["sent"] == 0 and later.counts["sent"] == 0
+    assert inbox.to() == ["yes@example.com"]
+    assert statuses == {
+        "yes": "sent",
+        "no-marketing": "suppressed",
+        "unsubscribed": "suppressed",
+        "no-address": "suppressed",
+        "bounced": "suppressed",
+    }
+    message = inbox.messages[0]
+    assert message["Subject"] == "Hello yes"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["X-Retain-Key"] == "c/yes/birthday:2025"
+
+
+def test_transactional_skips_caps_but_not_its_own_opt_out(
+    tmp_path: Path, smtp: tuple[Inbox, str]
+) -> None:
+    inbox, url = smtp
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("a"), person("b"), person("c")],
+        orders=[
+            ("o1", "a", "2025-12-24 09:00:00", 10.0),
+            ("o2", "b", "2025-12-24 09:00:00", 10.0),
+            ("o3", "c", "2025-12-24 09:00:00", 10.0),
+        ],
+    )
+    text = (
+        HEAD.replace("day = 1", "day = 0")  # no marketing at all today
+        + one_campaign('{ kind = "post_purchase", days = 7 }', "transactional = true", "receipt")
+        + one_campaign('{ kind = "post_purchase", days = 7 }', "", "promo")
+    )
+    with Store(db) as store:
+        suppress(store, "b", scope="marketing")  # marketing only: receipts still go
+        suppress(store, "c", reason="do_not_contact", scope="all")
+        result = run_campaigns(
+            store, parse_campaigns(text), now=at("2025-12-31T12:00"), channels=channels(url)
+        )
+    assert sorted(inbox.to()) == ["a@example.com", "b@example.com"]
+    assert all(m["List-Unsubscribe"] is None for m in inbox.messages)  # transactional
+    # a: capped (no marketing today); b and c: opted out of marketing
+    assert result.by_campaign["promo"]["capped"] == 1
+    assert result.by_campaign["promo"]["suppressed"] == 2
+    assert result.by_campaign["receipt"]["suppressed"] == 1  # c: do not contact at all
+
+
+def test_quiet_hours_in_three_time_zones(tmp_path: Path, smtp: tuple[Inbox, str]) -> None:
+    inbox, url = smtp
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [
+            person("tokyo", birthday="1990-12-31", timezone="Asia/Tokyo"),
+            person("paris", birthday="1990-12-31", timezone="Europe/Paris"),
+            person("new-york", birthday="1990-12-31", timezone="America/New_York"),
+            person("store-zone", birthday="1990-12-31"),  # none: the store's (UTC)
+        ],
+    )
+    head = HEAD + 'quiet_hours = { start = "21:00", end = "08:00" }\n'
+    campaigns = parse_campaigns(head + one_campaign(extra="catch_up_days = 2"))
+    with Store(db) as store:
+        # 12:00 UTC: 21:00 in Tokyo (quiet), 13:00 in Paris, 07:00 in New York (quiet)
+        noon = run_campaigns(store, campaigns, now=at("2025-12-31T12:00"), channels=channels(url))
+        assert sorted(inbox.to()) == ["paris@example.com", "store-zone@example.com"]
+        assert noon.counts["held"] == 2
+        held = dict(
+            store.con.execute(
+                "SELECT customer_id, not_before FROM campaign_outbox WHERE status = 'held'"
+            ).fetchall()
+        )
+        assert {k: v.isoformat() for k, v in held.items()} == {
+            "tokyo": "2025-12-31T23:00:00",  # 08:00 in Tokyo on 1 January
+            "new-york": "2025-12-31T13:00:00",  # 08:00 in New York
+        }
+        run_campaigns(store, campaigns, now=at("2025-12-31T13:30"), channels=channels(url))
+        assert "new-york@example.com" in inbox.to() and "tokyo@example.com" not in inbox.to()
+        run_campaigns(store, campaigns, now=at("2025-12-31T23:05"), channels=channels(url))
+    assert sorted(inbox.to()) == sorted(
+        ["paris@example.com", "store-zone@example.com", "new-york@example.com", "tokyo@example.com"]
+    )
+
+
+def test_caps_hold_over_10000_customers_and_several_campaigns(tmp_path: Path) -> None:
+    n = 10_000
+    people = [
+        person(f"c{i:05d}", birthday="1990-12-31" if i % 2 else "1990-06-01") for i in range(n)
+    ]
+    orders = [(f"o{i}", f"c{i:05d}", "2024-12-31 10:00:00", 25.0) for i in range(n)]
+    orders += [(f"p{i}", f"c{i:05d}", "2025-12-24 10:00:00", 25.0) for i in range(0, n, 3)]
+    db = people_store(tmp_path / "s.duckdb", people, orders=orders)
+    text = (
+        HEAD
+        + one_campaign('"birthday"', "", "birthday")
+        + one_campaign('"anniversary"', "", "anniversary")
+        + one_campaign('{ kind = "post_purchase", days = 7 }', "", "follow-up")
+    )
+    campaigns = parse_campaigns(text)
+    sent_to: list[str] = []
+    with Store(db) as store:
+        for day in ("2025-12-31", "2026-01-01", "2026-01-02"):
+            files = FileChannel(tmp_path / f"out-{day}")
+            result = run_campaigns(
+                store, campaigns, now=at(f"{day}T12:00"), channels={"email": files}
+            )
+            sent_to += [r.split("/")[1] for r in _sent_keys(store, day)]
+            assert result.counts["failed"] == 0
+        per_day = store.query(
+            """SELECT customer_id, CAST(sent_at AS DATE) AS day, count(*) AS n
+               FROM campaign_outbox WHERE status = 'sent' GROUP BY ALL"""
+        )
+        statuses = store.query("SELECT status, count(*) AS n FROM campaign_outbox GROUP BY ALL")
+    counts = dict(zip(statuses["status"], statuses["n"], strict=True))
+    # everyone fires for the anniversary, half for a birthday, a third for the follow-up:
+    # one message a day each, at most two a week
+    assert counts["sent"] >= n and counts["capped"] > 0
+    by_customer = pd.Series(sent_to).value_counts()
+    assert by_customer.max() <= 2
+    assert per_day["n"].max() == 1
+
+
+def _sent_keys(store: Store, day: str) -> list[str]:
+    return [
+        r[0]
+        for r in store.con.execute(
+            "SELECT key FROM campaign_outbox WHERE status = 'sent' AND CAST(created_at AS DATE) = ?",
+            [day],
+        ).fetchall()
+    ]
+
+
+def test_the_unsubscribe_link_works_end_to_end(tmp_path: Path, smtp: tuple[Inbox, str]) -> None:
+    from retain.service import create_app
+
+    inbox, url = smtp
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("a", birthday="1990-12-31"), person("b", birthday="1990-12-31")],
+        orders=[("a1", "a", "2025-12-24 09:00:00", 10.0), ("b1", "b", "2025-12-24 09:00:00", 10.0)],
+    )
+    text = HEAD + one_campaign() + one_campaign('{ kind = "post_purchase", days = 8 }', "", "later")
+    campaigns = parse_campaigns(text)
+    with Store(db) as store:
+        run_campaigns(store, campaigns, now=at("2025-12-31T12:00"), channels=channels(url))
+    link = str(inbox.messages[0]["List-Unsubscribe"]).strip().strip("<>")
+    parts = urlsplit(link)
+    who = str(inbox.messages[0]["To"]).split("@")[0]
+    with TestClient(create_app(db, None, warm=False), client=("127.0.0.1", 5000)) as client:
+        page = client.get(f"{parts.path}?{parts.query}")
+        assert page.status_code == 200 and 'id="confirm"' in page.text
+        forged = client.post(parts.path + "?" + parts.query.replace("token=", "token=x"))
+        assert forged.status_code == 400
+        done = client.post(f"{parts.path}?{parts.query}", data={"List-Unsubscribe": "One-Click"})
+        assert done.status_code == 200 and "You are unsubscribed" in done.text
+        assert client.post(f"{parts.path}?{parts.query}").status_code == 200  # twice: harmless
+    with Store(db) as store:
+        suppressed = store.con.execute(
+            "SELECT customer_id, source FROM contact_suppressions"
+        ).fetchall()
+        assert suppressed == [(who, "link")]
+        second = run_campaigns(store, campaigns, now=at("2026-01-01T12:00"), channels=channels(url))
+    assert second.by_campaign["later"]["suppressed"] == 1
+    assert inbox.to().count(f"{who}@example.com") == 1
+
+
+KILLED_RUN = """
+import sys
+from retain.campaigns import load_campaigns, run_campaigns
+from retain.store import Store
+with Store(sys.argv[1]) as store:
+    run_campaigns(store, load_campaigns(sys.argv[2]), now=sys.argv[3])
+"""
+
+
+def test_a_run_killed_mid_way_sends_no_key_twice(tmp_path: Path) -> None:
+    inbox = Inbox(delay=0.02)
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        n = 300
+        people = [person(f"c{i:03d}", birthday="1990-12-31") for i in range(n)]
+        db = people_store(tmp_path / "s.duckdb", people)
+        file = tmp_path / "campaigns.toml"
+        file.write_text(HEAD + one_campaign(), encoding="utf-8")
+        env = {**os.environ, "RETAIN_SMTP_URL": f"smtp://127.0.0.1:{port}"}
+        args = [sys.executable, "-c", KILLED_RUN, str(db), str(file), "2025-12-31T12:00:00"]
+        child = subprocess.Popen(args, env=env)
+        deadline = time.monotonic() + 60
+        while len(inbox.messages) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        arrived_before = len(inbox.messages)
+        assert 0 < arrived_before < n  # killed mid-way
+        subprocess.run(args, env=env, check=True, timeout=120)
+    finally:
+        controller.stop()
+    keys = [str(m["X-Retain-Key"]) for m in inbox.messages]
+    assert len(keys) == len(set(keys))  # no key twice
+    with Store(db, read_only=True) as store:
+        statuses = dict(
+            store.con.execute(
+                "SELECT status, count(*) FROM campaign_outbox GROUP BY ALL"
+            ).fetchall()
+        )
+    # at most the one message in flight when the run died is unconfirmed, never resent
+    assert statuses.get("unconfirmed", 0) <= 1
+    assert statuses["sent"] + statuses.get("unconfirmed", 0) == n
+    assert len(keys) in (n - statuses.get("unconfirmed", 0), n)
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    db = people_store(tmp_path / "s.duckdb", [person("a", birthday="1990-12-31")])
+    campaigns = load_campaigns(_write(tmp_path / "c.toml", HEAD + one_campaign()))
+    with Store(db) as store:
+        result = run_campaigns(store, campaigns, now=at("2025-12-31T12:00"), dry_run=True)
+        rows = store.scalar("SELECT count(*) FROM campaign_outbox")
+    assert result.counts["would_send"] == 1 and rows == 0
+    assert result.samples[0]["subject"] == "Hello a"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

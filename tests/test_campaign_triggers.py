@@ -1,0 +1,129 @@
+"""Triggers fire on the right day for the right customers, each firing with a stable key."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+
+from campaign_helpers import people_store, person
+from retain.campaigns.definitions import parse_campaigns
+from retain.campaigns.triggers import customer_fields, due
+from retain.store import Store
+
+HEAD = '[defaults]\nsender = "a@b.example"\n'
+
+
+def campaign(trigger: str, extra: str = "") -> object:
+    text = (
+        HEAD + f'[[campaign]]\nname = "c"\ntrigger = {trigger}\nsubject = "s"\ntext = "t"\n{extra}'
+    )
+    return parse_campaigns(text).campaigns[0]
+
+
+def fired(db: Path, trigger: str, today: str, extra: str = "") -> dict[str, str]:
+    day = dt.date.fromisoformat(today)
+    noon = dt.datetime.combine(day, dt.time(12), dt.UTC)
+    with Store(db, read_only=True) as store:
+        frame = customer_fields(store)
+        rows = due(store, frame, campaign(trigger, extra), day, noon)
+    assert isinstance(rows, pd.DataFrame)
+    return dict(zip(rows["customer_id"], rows["trigger_key"], strict=True))
+
+
+def test_post_purchase_fires_days_after_each_order_once_per_order(tmp_path: Path) -> None:
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("a"), person("b"), person("c")],
+        orders=[
+            ("o1", "a", "2025-12-24 09:00:00", 30.0),
+            ("o2", "b", "2025-12-23 23:30:00", 30.0),
+            ("o3", "c", "2025-12-10 09:00:00", 30.0),
+        ],
+    )
+    trigger = '{ kind = "post_purchase", days = 7 }'
+    assert fired(db, trigger, "2025-12-31", "catch_up_days = 0") == {"a": "order:o1"}
+    # a run missed yesterday still sends yesterday's, with the same key
+    assert fired(db, trigger, "2025-12-31", "catch_up_days = 1") == {
+        "a": "order:o1",
+        "b": "order:o2",
+    }
+
+
+def test_birthdays_and_anniversaries_once_a_year(tmp_path: Path) -> None:
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [
+            person("born-today", birthday="1990-12-31"),
+            person("leap", birthday="2000-02-29"),
+            person("other", birthday="1985-06-15"),
+            person("no-birthday"),
+        ],
+        orders=[
+            ("o1", "born-today", "2024-12-31 10:00:00", 10.0),
+            ("o2", "leap", "2025-12-31 08:00:00", 10.0),  # first order today: no anniversary
+        ],
+    )
+    none = "catch_up_days = 0"
+    assert fired(db, '"birthday"', "2025-12-31", none) == {"born-today": "birthday:2025"}
+    # 29 February is celebrated on the 28th when the year has none
+    assert fired(db, '"birthday"', "2025-02-28", none) == {"leap": "birthday:2025"}
+    assert fired(db, '"birthday"', "2024-02-28", none) == {}
+    assert fired(db, '"birthday"', "2024-02-29", none) == {"leap": "birthday:2024"}
+    assert fired(db, '"anniversary"', "2025-12-31", none) == {"born-today": "anniversary:2025"}
+    # a catch-up across new year keeps the year of the firing in its key
+    assert fired(db, '"birthday"', "2026-01-02", "catch_up_days = 3") == {
+        "born-today": "birthday:2025"
+    }
+
+
+def test_overdue_against_the_customers_own_rhythm(tmp_path: Path) -> None:
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("monthly"), person("yearly"), person("once")],
+        orders=[
+            ("m1", "monthly", "2025-09-01 10:00:00", 10.0),
+            ("m2", "monthly", "2025-10-01 10:00:00", 10.0),
+            ("m3", "monthly", "2025-10-31 10:00:00", 10.0),
+            ("y1", "yearly", "2024-11-01 10:00:00", 10.0),
+            ("y2", "yearly", "2025-11-01 10:00:00", 10.0),
+            ("o1", "once", "2025-01-01 10:00:00", 10.0),
+        ],
+    )
+    # 61 days after the last order: twice the monthly customer's gap, not the yearly one's
+    got = fired(db, '{ kind = "overdue", factor = 2.0 }', "2025-12-31")
+    assert got == {"monthly": "overdue:2025-10-31"}
+    assert fired(db, '{ kind = "overdue", factor = 2.5 }', "2025-12-31") == {}
+
+
+def test_audience_filters_and_churn_risk(tmp_path: Path) -> None:
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("a"), person("b")],
+        orders=[
+            ("a1", "a", "2024-01-01 10:00:00", 10.0),
+            ("a2", "a", "2024-02-01 10:00:00", 10.0),
+            ("a3", "a", "2024-03-01 10:00:00", 10.0),
+            ("b1", "b", "2025-12-01 10:00:00", 10.0),
+            ("b2", "b", "2025-12-30 10:00:00", 10.0),
+        ],
+    )
+    with Store(db, read_only=True) as store:
+        risk = customer_fields(store)["churn_risk"].to_dict()
+    assert risk["a"] == "lost" and risk["b"] == "low"
+    assert fired(db, '{ kind = "churn_risk", levels = ["high", "lost"] }', "2025-12-31") == {
+        "a": "risk:lost:2024-03-01"
+    }
+    assert fired(db, '{ kind = "churn_risk", levels = ["high"] }', "2025-12-31") == {}
+    assert fired(db, '"anniversary"', "2026-12-01", "audience = { min_orders = 3 }") == {}
+
+
+def test_broadcast_fires_once_its_moment_has_come(tmp_path: Path) -> None:
+    db = people_store(tmp_path / "s.duckdb", [person("a"), person("b")])
+    trigger = '{ kind = "broadcast", at = "2025-12-31T10:00" }'
+    assert fired(db, trigger, "2025-12-30") == {}
+    assert fired(db, trigger, "2025-12-31") == {
+        "a": "broadcast:2025-12-31T10:00",
+        "b": "broadcast:2025-12-31T10:00",
+    }

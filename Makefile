@@ -25,6 +25,7 @@ demo: setup
 	$(BIN)/retain segments --db demo.duckdb
 	$(BIN)/retain at-risk --db demo.duckdb --limit 10
 	$(BIN)/retain report --db demo.duckdb --out report.html
+	$(BIN)/retain campaigns run --db demo.duckdb --campaigns src/retain/campaigns/examples.toml --dry-run --channel file --now 1998-07-01T10:00:00
 	@echo
 	@echo "The dashboard: $(BIN)/retain serve --db demo.duckdb   then open http://127.0.0.1:8765"
 

@@ -1804,6 +1804,230 @@ def recommend_evaluate(
     emit(result, as_json, table)
 
 
+# --- campaigns (retain.campaigns): init, validate, list, preview, run, report ----------
+
+campaigns_app = RetainTyper(
+    cls=RetainGroup,
+    help="Triggered campaigns: the right message at the predicted moment, with caps, "
+    "quiet hours and opt-outs, each message sent once at most.",
+    no_args_is_help=True,
+)
+app.add_typer(campaigns_app, name="campaigns")
+
+CampaignsOption = Annotated[
+    Path,
+    typer.Option(
+        "--campaigns",
+        help="The campaign file (TOML; retain campaigns init writes one).",
+        envvar="RETAIN_CAMPAIGNS",
+        metavar="FILE",
+    ),
+]
+DEFAULT_CAMPAIGNS = Path("campaigns.toml")
+
+
+def _campaign_file(path: Path) -> Any:
+    from retain.campaigns import load_campaigns
+
+    return load_campaigns(path)
+
+
+@campaigns_app.command("init")
+@friendly_errors
+def campaigns_init(
+    out: Annotated[Path, typer.Option("--out", help="File to write.")] = DEFAULT_CAMPAIGNS,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write the example campaigns (next purchase, win-back, post-purchase, overdue,
+    birthday, anniversary, newsletter) to a file to edit."""
+    from retain.campaigns import example_path
+
+    if out.exists() and not force:
+        raise ArgumentError(f"{out} exists: pass --force to replace it")
+    out.write_text(example_path().read_text(encoding="utf-8"), encoding="utf-8")
+    typer.echo(f"wrote {out}; check it with: retain campaigns validate {out}")
+
+
+@campaigns_app.command("validate")
+@friendly_errors
+def campaigns_validate(
+    file: Annotated[Path | None, typer.Argument(help="The campaign file.")] = None,
+    campaigns: CampaignsOption = DEFAULT_CAMPAIGNS,
+) -> None:
+    """Check a campaign file: every mistake is named with its line and field."""
+    checked = _campaign_file(file or campaigns)
+    typer.echo(f"{checked.path}: {plural(len(checked.campaigns), 'campaign')}, all valid")
+
+
+@campaigns_app.command("list")
+@friendly_errors
+def campaigns_list(
+    campaigns: CampaignsOption = DEFAULT_CAMPAIGNS, as_json: JsonOption = False
+) -> None:
+    """The campaigns of the file: trigger, audience, channel, variants, caps."""
+    import dataclasses
+
+    checked = _campaign_file(campaigns)
+    rows = [
+        {
+            "name": c.name,
+            "enabled": c.enabled,
+            "trigger": c.trigger.kind,
+            "options": c.trigger.options,
+            "channel": c.channel,
+            "variants": [v.name for v in c.variants],
+            "audience": {
+                k: v for k, v in dataclasses.asdict(c.audience).items() if v not in ((), None)
+            },
+            "caps": c.caps,
+            "control_share": c.control_share,
+            "transactional": c.transactional,
+        }
+        for c in checked.campaigns
+    ]
+
+    def table() -> str:
+        return "\n".join(
+            f"{r['name']:<16} {'on ' if r['enabled'] else 'off'} {r['trigger']:<21} "
+            f"{r['channel']:<8} variants {', '.join(r['variants'])}"
+            + (f"  control {r['control_share']:.0%}" if r["control_share"] else "")
+            for r in rows
+        )
+
+    emit(rows, as_json, table)
+
+
+@campaigns_app.command("preview")
+@friendly_errors
+def campaigns_preview(
+    name: Annotated[str, typer.Argument(help="The campaign.")],
+    customer: Annotated[str, typer.Option("--customer", help="The customer's id.")],
+    campaigns: CampaignsOption = DEFAULT_CAMPAIGNS,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """The message one customer would get from a campaign (every variant), whether or
+    not its trigger fires for them today."""
+    from retain.campaigns import preview
+    from retain.store import Store
+
+    _require_store(db)
+    checked = _campaign_file(campaigns)
+    with Store(db, read_only=True) as store:
+        shown = preview(store, checked, name, customer)
+
+    def table() -> str:
+        return "\n\n".join(
+            f"--- variant {m['variant']}\nTo: {m['address'] or '(no e-mail address)'}\n"
+            f"Subject: {m['subject']}\n\n{m['body_text']}"
+            for m in shown
+        )
+
+    emit(shown, as_json, table)
+
+
+@campaigns_app.command("run")
+@friendly_errors
+def campaigns_run(
+    campaigns: CampaignsOption = DEFAULT_CAMPAIGNS,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="Evaluate as of this moment (ISO date-time, the store's time zone unless "
+            "it says otherwise). Default: now.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide and render, write and send nothing.")
+    ] = False,
+    only: Annotated[str | None, typer.Option("--only", help="Run this campaign alone.")] = None,
+    channel: Annotated[
+        str | None,
+        typer.Option("--channel", help="Send every campaign through this channel (e.g. file)."),
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate the due triggers and deliver: safe to run every minute (cron); a rerun
+    sends nothing already sent. SMTP from RETAIN_SMTP_URL."""
+    from retain.campaigns import CHANNELS, run_campaigns
+    from retain.store import Store
+
+    if channel is not None and channel not in CHANNELS:
+        raise ArgumentError(f"--channel: got {channel!r}, expected {' or '.join(CHANNELS)}")
+    _require_store(db)
+    checked = _campaign_file(campaigns)
+    with Store(db, read_only=dry_run) as store, progress("running campaigns ...", as_json):
+        result = run_campaigns(
+            store, checked, now=now, dry_run=dry_run, only=only, channel=channel
+        ).to_dict()
+
+    def table() -> str:
+        lines = [f"campaigns as of {result['now']}" + (" (dry run)" if dry_run else "")]
+        first = "would_send" if dry_run else "sent"
+        names = [first, "held", "capped", "suppressed", "control", "failed", "unconfirmed"]
+        for campaign, counts in result["campaigns"].items():
+            sent = counts.get("queued", 0) if dry_run else counts.get("sent", 0)
+            parts = [f"{sent:,} {first.replace('_', ' ')}"] + [
+                f"{counts[k]:,} {k}" for k in names[1:] if counts.get(k)
+            ]
+            lines.append(f"  {campaign:<16} {', '.join(parts)}")
+        if not result["campaigns"]:
+            lines.append("  nothing due")
+        lines.append(
+            "total: " + ", ".join(f"{result.get(k, 0):,} {k.replace('_', ' ')}" for k in names)
+        )
+        if result["reasons"]:
+            lines.append(
+                "why not sent: " + "; ".join(f"{n:,} {r}" for r, n in result["reasons"].items())
+            )
+        for sample in result["samples"]:
+            to = sample["address"] or f"customer {sample['customer_id']} (no e-mail address)"
+            lines.append(f"\nto {to}: {sample['subject']}\n{sample['body_text']}")
+        lines.extend(f"note: {n}" for n in result["notes"])
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
+
+
+@campaigns_app.command("report")
+@friendly_errors
+def campaigns_report(
+    name: Annotated[str | None, typer.Argument(help="One campaign (default: all).")] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Per campaign: sent, held, capped, suppressed, failed, control, and the orders and
+    net revenue of those sent a message within 7 days after it."""
+    from retain.campaigns import campaign_report
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        emit(campaign_report(store, name), as_json)
+
+
+@campaigns_app.command("unsubscribe")
+@friendly_errors
+def campaigns_unsubscribe(
+    customer: Annotated[str, typer.Argument(help="The customer's id.")],
+    reason: Annotated[
+        str, typer.Option(help="unsubscribed, bounced, complained or do_not_contact.")
+    ] = "unsubscribed",
+    scope: Annotated[str, typer.Option(help="marketing, transactional or all.")] = "marketing",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Stop messages to a customer, at once (the next send checks it)."""
+    from retain.campaigns import suppress
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db) as store:
+        added = suppress(store, customer, reason=reason, scope=scope, source="cli")
+    typer.echo(f"{customer}: {'no' if added else 'already no'} {scope} messages ({reason})")
+
+
 # --- service (retain.service): serve, report ------------------------------------------
 
 

@@ -295,3 +295,59 @@ def search(
 @router.get("/favicon.ico")
 def favicon() -> Response:
     return Response(status_code=204)
+
+
+# -- unsubscribe: the link every marketing message carries (retain.campaigns) ---------------
+def _unsubscribe_page(
+    status: int, title: str, message: str, token: str = "", confirm: bool = False
+) -> HTMLResponse:
+    html = render("unsubscribe.html", title=title, message=message, token=token, confirm=confirm)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/unsubscribe", response_class=HTMLResponse)
+def unsubscribe_confirm(
+    service: ServiceDep, token: Annotated[str, Query(max_length=500)] = ""
+) -> Response:
+    """The page a message's unsubscribe link opens: one button to confirm (a link alone
+    changes nothing, so a mail scanner that follows links unsubscribes no one)."""
+    from retain.campaigns.outbox import read_unsubscribe_token
+    from retain.errors import DataError
+
+    try:
+        read_unsubscribe_token(service.store(), token)
+    except DataError as exc:
+        return _unsubscribe_page(400, "This link cannot be used", str(exc))
+    return _unsubscribe_page(
+        200,
+        "Unsubscribe",
+        "Stop marketing e-mails from this shop? Messages about your orders still reach you.",
+        token,
+        confirm=True,
+    )
+
+
+@router.post("/unsubscribe", response_class=HTMLResponse)
+def unsubscribe_now(
+    service: ServiceDep, token: Annotated[str, Query(max_length=500)] = ""
+) -> Response:
+    """Unsubscribe at once: the confirmation's button, and the one-click POST mail
+    programs send for ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058)."""
+    from retain.campaigns import unsubscribe
+    from retain.errors import DataError
+
+    if not service.writes:
+        return _unsubscribe_page(
+            503,
+            "Please try again later",
+            "This service is read-only and cannot record the request: reply to the message "
+            "and ask to be removed.",
+        )
+    try:
+        with service.write_lock:
+            unsubscribe(service.store(), token)
+    except DataError as exc:
+        return _unsubscribe_page(400, "This link cannot be used", str(exc))
+    return _unsubscribe_page(
+        200, "You are unsubscribed", "You will get no more marketing e-mails from us."
+    )

@@ -334,3 +334,102 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_an_smtp_server_that_is_down_loses_nothing(tmp_path: Path, smtp: tuple[Inbox, str]) -> None:
+    inbox, url = smtp
+    db = people_store(tmp_path / "s.duckdb", [person("a", birthday="1990-12-31")])
+    campaigns = parse_campaigns(HEAD + one_campaign())
+    down = f"smtp://127.0.0.1:{free_port()}?timeout=2"
+    with Store(db) as store:
+        first = run_campaigns(store, campaigns, now=at("2025-12-31T12:00"), channels=channels(down))
+        row = store.con.execute(
+            "SELECT status, attempts, reason, not_before FROM campaign_outbox"
+        ).fetchall()[0]
+        assert first.counts["sent"] == 0 and first.counts["queued"] == 1
+        assert row[0] == "queued" and row[1] == 1 and "cannot reach the SMTP server" in row[2]
+        assert row[3].isoformat() == "2025-12-31T12:05:00"  # tried again 5 minutes later
+        soon = run_campaigns(store, campaigns, now=at("2025-12-31T12:01"), channels=channels(url))
+        assert soon.counts["sent"] == 0 and inbox.to() == []
+        later = run_campaigns(store, campaigns, now=at("2025-12-31T12:06"), channels=channels(url))
+        attempts = store.scalar("SELECT attempts FROM campaign_outbox")
+    assert later.counts["sent"] == 1 and inbox.to() == ["a@example.com"] and attempts == 2
+
+
+def test_a_template_error_writes_nothing(tmp_path: Path) -> None:
+    from retain.errors import DataError
+
+    db = people_store(tmp_path / "s.duckdb", [person("a", birthday="1990-12-31")])
+    text = HEAD + one_campaign().replace("Hi.", "Hi {{ customer.shoe_size }}.")
+    with Store(db) as store:
+        with pytest.raises(DataError, match=r"campaign 'c': the text template.*shoe_size"):
+            run_campaigns(
+                store,
+                parse_campaigns(text),
+                now=at("2025-12-31T12:00"),
+                channels={"email": FileChannel(tmp_path / "out")},
+            )
+        assert store.scalar("SELECT count(*) FROM campaign_outbox") == 0
+    assert not list((tmp_path / "out").glob("*.eml"))
+
+
+def test_cli_run_with_bad_addresses_and_zones(
+    tmp_path: Path, smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+
+    inbox, url = smtp
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [
+            person("good", birthday="1990-12-31", timezone="Mars/Olympus"),  # store's zone
+            person("bad-address", birthday="1990-12-31", email="not-an-address"),
+            person("spaces", birthday="1990-12-31", email="a b@example.com"),
+        ],
+    )
+    file = _write(
+        tmp_path / "c.toml",
+        HEAD + 'quiet_hours = { start = "21:00", end = "08:00" }\n' + one_campaign(),
+    )
+    monkeypatch.setenv("RETAIN_SMTP_URL", url)
+    runner = CliRunner()
+    args = ["campaigns", "run", "--db", str(db), "--campaigns", str(file)]
+    result = runner.invoke(app, [*args, "--now", "2025-12-31T12:00:00", "--json"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)
+    assert {k: counts[k] for k in ("sent", "held", "capped", "suppressed", "failed")} == {
+        "sent": 1,
+        "held": 0,
+        "capped": 0,
+        "suppressed": 2,
+        "failed": 0,
+    }
+    assert counts["reasons"] == {"no e-mail address": 2}
+    assert inbox.to() == ["good@example.com"]
+    text = runner.invoke(app, [*args, "--now", "2025-12-31T12:01:00"])
+    assert text.exit_code == 0 and "nothing due" in text.output
+    bad = runner.invoke(app, [*args, "--now", "yesterday"])
+    assert bad.exit_code == 2 and "ISO date-time" in bad.output
+    monkeypatch.delenv("RETAIN_SMTP_URL")
+    unset = runner.invoke(app, [*args, "--now", "2026-12-31T12:00:00"])
+    assert unset.exit_code == 2 and "RETAIN_SMTP_URL" in unset.output
+
+
+def test_an_unsubscribe_leaves_audience_exports_at_once(tmp_path: Path) -> None:
+    from retain.segments import audience, customer_segments
+
+    people = [person(f"c{i}") for i in range(6)]
+    orders = [(f"o{i}", f"c{i}", f"2025-0{1 + i}-01 10:00:00", 50.0 + i) for i in range(6)]
+    db = people_store(tmp_path / "s.duckdb", people, orders=orders)
+    with Store(db) as store:
+        segment = customer_segments(store).loc["c0", "segment"]
+        before = set(audience(store, segment)["customer_id"])
+        assert "c0" in before
+        suppress(store, "c0")
+        exported = audience(store, segment)
+    assert set(exported["customer_id"]) == before - {"c0"}
+    assert exported.attrs["opted_out"] == 1

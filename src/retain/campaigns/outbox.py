@@ -385,7 +385,7 @@ def _decide(
         row.update(status="control", reason=f"control group ({campaign.control_share:.0%})")
     elif refused:
         row.update(status="suppressed", reason=refused)
-    elif campaign.channel == "email" and not address:
+    elif campaign.channel == "email" and not _mailable(address):
         row.update(status="suppressed", reason="no e-mail address")
     elif not campaign.transactional and (capped := _capped(campaign, campaigns, cid, counts)):
         row.update(status="capped", reason=capped)
@@ -403,6 +403,14 @@ def _decide(
                 for scope in (None, campaign.name):
                     counts[(cid, scope, window)] = counts.get((cid, scope, window), 0) + 1
     return row
+
+
+def _mailable(address: str | None) -> bool:
+    """Whether an address can be mailed at all: one @ with a name and a domain."""
+    if not address or any(ch.isspace() for ch in address):
+        return False
+    name, _, domain = address.rpartition("@")
+    return bool(name) and "." in domain and not domain.startswith(".")
 
 
 def _capped(
@@ -441,10 +449,8 @@ def message_context(
     """What a template sees for one customer (see :mod:`retain.campaigns.templates`)."""
     customer: dict[str, Any] = {"customer_id": cid}
     for name, value in person.items():
-        if isinstance(value, pd.Timestamp):
-            customer[str(name)] = (
-                value.date().isoformat() if value == value.normalize() else value.isoformat()
-            )
+        if isinstance(value, pd.Timestamp):  # a day is what a message speaks of
+            customer[str(name)] = value.date().isoformat()
         elif pd.isna(value) if not isinstance(value, list | tuple) else False:
             customer[str(name)] = None
         elif hasattr(value, "item"):

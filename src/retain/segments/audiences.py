@@ -1,6 +1,7 @@
 """Win-back lists and audience exports: who to contact, why, with what, ranked by value at stake.
 
-Consent: a customer whose ``accepts_marketing`` is false has opted out and is
+Consent: a customer whose ``accepts_marketing`` is false, or who unsubscribed or was
+marked do-not-contact since (``contact_suppressions``), has opted out and is
 never exported, whatever the options. A customer whose consent is unknown
 (``accepts_marketing`` missing: CDNOW files and plain order files do not say)
 is left out of exports by default too, since not having said no is not the
@@ -121,12 +122,15 @@ SELECT
     p.net_revenue,
     c.email,
     c.name,
-    c.accepts_marketing,
+    -- an opt-out recorded since the customers file (an unsubscribe link, a bounce) wins
+    CASE WHEN s.customer_id IS NOT NULL THEN false ELSE c.accepts_marketing END
+                                                                         AS accepts_marketing,
     p._total,
     p._stake
 FROM picked AS p
 JOIN seg_defs AS d USING (segment)
 LEFT JOIN customers AS c USING (customer_id)
+LEFT JOIN ({opted_out}) AS s USING (customer_id)
 LEFT JOIN top AS t USING (customer_id)
 ORDER BY p.value_at_stake DESC NULLS LAST, p.net_revenue DESC, p.customer_id
 """
@@ -334,6 +338,16 @@ def _add_learned_reasons(db: Store, frame: pd.DataFrame, as_of: Any) -> None:
         ]
 
 
+def _opted_out(store: Store) -> str:
+    """The customers who refused marketing since their customers file said otherwise
+    (``contact_suppressions``, kept by retain.campaigns), as a query."""
+    if not store.has_table("contact_suppressions"):  # a store older than that table
+        return "SELECT NULL::VARCHAR AS customer_id WHERE false"
+    return (
+        "SELECT DISTINCT customer_id FROM contact_suppressions WHERE scope IN ('marketing', 'all')"
+    )
+
+
 def _pick(
     store: Store | str | Path,
     where: str,
@@ -356,7 +370,7 @@ def _pick(
             con.execute(AND_LIST_MACRO)
             frame = run_segmented_sql(
                 con,
-                PICK_SQL.replace("{where}", where),
+                PICK_SQL.replace("{where}", where).replace("{opted_out}", _opted_out(db)),
                 info,
                 thresholds=thresholds,
                 extra_params={

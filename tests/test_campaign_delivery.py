@@ -48,7 +48,7 @@ def message(key: str = "c/a/birthday:2025", **fields: object) -> Message:
 class Receiver(BaseHTTPRequestHandler):
     """Answers with the statuses queued on the server, then 200; keeps every request."""
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         server = self.server
         server.seen.append((dict(self.headers), body))  # type: ignore[attr-defined]
@@ -130,13 +130,13 @@ class Refusing:
         self.code = code
         self.received: list[bytes] = []
 
-    async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
         if address.startswith("no"):
             return self.code
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         self.received.append(envelope.content)
         return "250 OK"
 

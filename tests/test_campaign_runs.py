@@ -433,3 +433,37 @@ def test_an_unsubscribe_leaves_audience_exports_at_once(tmp_path: Path) -> None:
         exported = audience(store, segment)
     assert set(exported["customer_id"]) == before - {"c0"}
     assert exported.attrs["opted_out"] == 1
+
+
+def test_limit_queues_and_delivers_in_order_and_rate_paces(tmp_path: Path) -> None:
+    db = people_store(
+        tmp_path / "s.duckdb", [person(f"c{i}", birthday="1990-12-31") for i in range(5)]
+    )
+    head = HEAD + "rate = { email = 4 }\n"
+    campaigns = parse_campaigns(head + one_campaign())
+    files = FileChannel(tmp_path / "out")
+    with Store(db) as store:
+        queued = run_campaigns(
+            store, campaigns, now=at("2025-12-31T12:00"), channels={"email": files}, limit=0
+        )
+        assert queued.counts["sent"] == 0
+        assert store.scalar("SELECT count(*) FROM campaign_outbox WHERE status = 'queued'") == 5
+        first = run_campaigns(
+            store, campaigns, now=at("2025-12-31T12:01"), channels={"email": files}, limit=2
+        )
+        sent = [
+            r[0]
+            for r in store.con.execute(
+                "SELECT customer_id FROM campaign_outbox WHERE status = 'sent' ORDER BY 1"
+            ).fetchall()
+        ]
+        assert first.counts["sent"] == 2 and sent == ["c0", "c1"]  # in order of the outbox
+        assert campaigns.defaults.rate == {"email": 4.0}
+        start = time.monotonic()
+        rest = run_campaigns(
+            store, campaigns, now=at("2025-12-31T12:02"), channels={"email": files}
+        )
+        elapsed = time.monotonic() - start
+    assert rest.counts["sent"] == 3
+    assert elapsed >= 2 / 4  # three sends at most 4 a second: two gaps of 0.25 s at least
+    assert len(list((tmp_path / "out").glob("*.eml"))) == 5

@@ -1946,6 +1946,10 @@ def campaigns_run(
         str | None,
         typer.Option("--channel", help="Send every campaign through this channel (e.g. file)."),
     ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help="Deliver at most N messages this run (0: queue only)."),
+    ] = None,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
@@ -1960,7 +1964,7 @@ def campaigns_run(
     checked = _campaign_file(campaigns)
     with Store(db, read_only=dry_run) as store, progress("running campaigns ...", as_json):
         result = run_campaigns(
-            store, checked, now=now, dry_run=dry_run, only=only, channel=channel
+            store, checked, now=now, dry_run=dry_run, only=only, channel=channel, limit=limit
         ).to_dict()
 
     def table() -> str:

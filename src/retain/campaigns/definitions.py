@@ -85,7 +85,15 @@ _CAMPAIGN_KEYS = {
 }
 _AUDIENCE_KEYS = {"segments", "churn_risk", "min_p_alive", "min_clv", "min_orders", "max_orders"}
 _VARIANT_KEYS = {"name", "subject", "text", "html", "weight"}
-_DEFAULT_KEYS = {"sender", "caps", "quiet_hours", "unsubscribe_url", "webhook_url", "outbox_dir"}
+_DEFAULT_KEYS = {
+    "sender",
+    "caps",
+    "quiet_hours",
+    "unsubscribe_url",
+    "webhook_url",
+    "outbox_dir",
+    "rate",
+}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -170,6 +178,8 @@ class Defaults:
     unsubscribe_url: str = "http://127.0.0.1:8765/unsubscribe"
     webhook_url: str | None = None
     outbox_dir: str = "outbox"
+    rate: dict[str, float] = field(default_factory=dict)
+    """At most this many messages a second through a channel (none: as fast as it takes)."""
 
 
 @dataclass(frozen=True)
@@ -311,6 +321,14 @@ def _defaults(raw: Any, where: _Locator) -> Defaults:
         where.fail(None, "sender", "sender has no e-mail address", '"Shop <shop@example.com>"')
     if "caps" in raw:
         values["caps"] = _caps(raw["caps"], where, None, None)
+    if "rate" in raw:
+        rate = raw["rate"]
+        if not isinstance(rate, dict) or any(
+            kind not in CHANNELS or isinstance(n, bool) or not isinstance(n, int | float) or n <= 0
+            for kind, n in rate.items()
+        ):
+            where.fail(None, "rate", f"rate = {rate!r}", "{ email = 100 } (messages a second)")
+        values["rate"] = {kind: float(n) for kind, n in rate.items()}
     if "quiet_hours" in raw:
         quiet = raw["quiet_hours"]
         if not isinstance(quiet, dict) or set(quiet) != {"start", "end"}:

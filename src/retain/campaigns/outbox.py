@@ -32,6 +32,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -241,15 +242,17 @@ def run_campaigns(
     dry_run: bool = False,
     only: str | None = None,
     channel: str | None = None,
+    limit: int | None = None,
     samples: int = 3,
     progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """One tick: reconcile, decide and deliver (see the module). ``channels`` maps a
     channel kind to a :class:`retain.campaigns.channels.Channel` (missing ones are made
-    from the settings: :func:`retain.campaigns.channels.channel_for`). ``dry_run``
-    decides and renders but writes and sends nothing. ``only``: one campaign.
-    ``channel``: every campaign through this channel instead of its own (``file`` for
-    an audit of what would go out)."""
+    from the settings: :func:`channel_for`). ``dry_run`` decides and renders but writes
+    and sends nothing. ``only``: one campaign. ``channel``: every campaign through this
+    channel instead of its own (``file`` for an audit of what would go out). ``limit``:
+    deliver at most this many messages in this run (0: decide and queue only); the
+    rest wait, in order, for the next run."""
     from retain.campaigns.triggers import customer_fields, due
 
     when = moment(now, store)
@@ -317,7 +320,7 @@ def run_campaigns(
     _write(store, rows)
     if progress:
         progress(f"{len(rows):,} new outbox rows; delivering")
-    _deliver(store, campaigns, opened, when, result)
+    _deliver(store, campaigns, opened, when, result, limit)
     return result
 
 
@@ -566,8 +569,12 @@ def _deliver(
     channels: dict[str, Any],
     when: dt.datetime,
     result: RunResult,
+    limit: int | None = None,
 ) -> None:
     from retain.campaigns.channels import DeliveryError, Message
+
+    if limit is not None and limit <= 0:
+        return
 
     now = _utc(when)
     ready = store.con.execute(
@@ -577,8 +584,9 @@ def _deliver(
         FROM campaign_outbox
         WHERE status IN ('queued', 'held') AND (not_before IS NULL OR not_before <= ?)
         ORDER BY created_at, key
+        LIMIT ?
         """,
-        [now],
+        [now, limit],
     ).fetchall()
     if not ready:
         return
@@ -589,6 +597,7 @@ def _deliver(
     secret = _secret(store, create=True)
     assert secret is not None
     opened: dict[str, Any] = {}
+    paced: dict[str, float] = {}
     journal = _Journal(store)
     try:
         for key, name, cid, kind, address, transactional, subject, text, html, attempts in ready:
@@ -619,6 +628,12 @@ def _deliver(
                 transactional=bool(transactional),
                 data={"customer_id": cid},
             )
+            rate = campaigns.defaults.rate.get(kind)
+            if rate:  # at most `rate` messages a second through this channel
+                pause = paced.get(kind, 0.0) + 1.0 / rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                paced[kind] = time.monotonic()
             journal.write("sending", key)
             try:
                 delivery_id = channel.send(message)

@@ -63,6 +63,7 @@ PAGES: dict[str, tuple[str, list[str]]] = {
     ),
     "at-risk": ("/at-risk", ["risk-levels"]),
     "customers": ("/customers", []),
+    "campaigns": ("/campaigns", []),
     "segment-drill-down": ("/segments/Champions", []),
 }
 

@@ -2057,12 +2057,28 @@ def serve(
         bool,
         typer.Option("--read-only", help="No write endpoints; open the store read-only."),
     ] = False,
+    campaigns: Annotated[
+        Path | None,
+        typer.Option(
+            "--campaigns",
+            help="Run this campaign file every minute inside the service (the store is "
+            "the service's while it runs: `retain campaigns run` cannot write it).",
+            metavar="FILE",
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """The dashboard and the REST API (JSON, OpenAPI at /docs) over the store."""
     from retain.service import serve as run_server
 
-    run_server(db, host=host, port=port, key_file=api_key_file, writes=not read_only)
+    run_server(
+        db,
+        host=host,
+        port=port,
+        key_file=api_key_file,
+        writes=not read_only,
+        campaigns=campaigns,
+    )
 
 
 @app.command()

@@ -135,6 +135,13 @@ def recommendations(service: Service) -> data.Recommendations:
     return recs
 
 
+def campaigns(service: Service) -> dict[str, Any]:
+    """The Campaigns page, read afresh (the outbox changes without an order being
+    written), with the last tick of ``retain serve --campaigns`` (None when not run)."""
+    payload = data.campaigns_payload(service.store())
+    return {**payload, "last_run": service.extras.get("campaigns_last")}
+
+
 def _search_columns(service: Service, index: data.CustomerIndex) -> tuple[Any, Any, dict]:
     """The index's customer ids and e-mails lower-cased, and a map of lower-cased id to the
     id (None when two ids differ only by case): built once per index."""
@@ -448,6 +455,13 @@ def get_segments(service: ServiceDep) -> dict[str, Any]:
     """One row per named segment (customers, revenue, at-risk count, value at stake, action,
     offer) and the recency x frequency grid."""
     return segments(service)
+
+
+@router.get("/campaigns", summary="What each campaign sent, held, capped and suppressed")
+def get_campaigns(service: ServiceDep) -> dict[str, Any]:
+    """Per campaign, the outbox's messages by status and the orders and net revenue of
+    those sent a message in the 7 days after it; opt-outs by reason; the latest messages."""
+    return campaigns(service)
 
 
 @router.get("/alerts", responses=ERRORS, summary="Recent drops in key metrics")

@@ -156,6 +156,7 @@ class Service:
         self.extras: dict[str, Any] = {}  # what the routes derive from one customer index
         self.closed = False
         self._closing = False  # close() has begun
+        self.stopping = threading.Event()  # set by close(): background loops end
 
     def store(self) -> Store:
         """A Store on this thread's own cursor of the shared database."""
@@ -363,6 +364,7 @@ class Service:
             if self._closing:
                 return
             self._closing = True
+        self.stopping.set()
         if self.writer is not None:  # answer the queued orders, finish the batch started
             self.writer.close()
         with self._cache_lock:
@@ -381,6 +383,28 @@ class Service:
                 cursor.close()
         self.root.close()
         gc.unfreeze()
+
+
+def campaign_ticks(
+    service: Service, campaigns: Any, channels: dict[str, Any], every: float
+) -> None:
+    """Run the campaigns every ``every`` seconds until the service stops (``retain serve
+    --campaigns``): the tick ``retain campaigns run`` runs, on the service's own store,
+    which another process cannot write while the service holds it. Each tick holds the
+    write lock (orders posted meanwhile wait); its result is kept for the Campaigns page,
+    an error is logged and the next tick tries again."""
+    from retain.campaigns import run_campaigns
+
+    while not service.stopping.is_set():
+        try:
+            with service.write_lock:
+                result = run_campaigns(service.store(), campaigns, channels=channels)
+            service.extras["campaigns_last"] = result.to_dict()
+            log.info("campaigns: %s", {k: result.counts.get(k) for k in ("sent", "held", "failed")})
+        except Exception as exc:  # the service goes on; the next tick tries again
+            service.extras["campaigns_last"] = {"error": str(exc)}
+            log.exception("campaigns: the tick failed")
+        service.stopping.wait(every)
 
 
 def release_free_memory() -> None:
@@ -409,6 +433,8 @@ def create_app(
     warm: bool = True,
     host: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    campaigns: str | Path | None = None,
+    campaigns_every: float = 60.0,
 ) -> FastAPI:
     """The retain web service over the store at ``db_path``.
 
@@ -422,6 +448,9 @@ def create_app(
     serving the app with a server of your own. ``warm`` computes the customer index
     and the overview in the background at startup. Serve it with uvicorn (see
     :func:`retain.service.serve`, which also refuses a public address without a key).
+    ``campaigns``: a campaign file run every ``campaigns_every`` seconds in the service
+    (:func:`campaign_ticks`); its mistakes, and a channel it cannot have (no SMTP URL),
+    stop the start.
 
     While reads need no key, only requests addressed to this machine are answered
     (``Host`` localhost, 127.x.x.x, [::1] or the address the request arrived at; others
@@ -434,6 +463,17 @@ def create_app(
     from retain import __version__
     from retain.service import api, pages
 
+    ticks: tuple[Any, dict[str, Any]] | None = None
+    if campaigns is not None:
+        from retain.campaigns import load_campaigns
+        from retain.campaigns.outbox import channel_for
+
+        if not writes:
+            raise ServiceError("--campaigns needs a writable service: drop --read-only")
+        checked = load_campaigns(campaigns)
+        kinds = {c.channel for c in checked.campaigns if c.enabled}
+        ticks = (checked, {kind: channel_for(kind, checked) for kind in kinds})
+
     service = Service(
         db_path,
         api_key=resolve_api_key(api_key, key_file),
@@ -443,6 +483,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ticks is not None:
+            service.background(campaign_ticks, service, *ticks, campaigns_every)
         if warm:
             service.background(service.warm)
         try:

@@ -1422,3 +1422,54 @@ def rescore_customers(
     done = set(rows.positions) if rows is not None else set(ids) if report.customers else set()
     why = "not rescored: " + ("; ".join(report.warnings) or "no orders by the observation day")
     return rows, {c: why for c in ids if c not in done}
+
+
+# -- campaigns -------------------------------------------------------------------------------
+def campaigns_payload(store: Store, recent: int = 20) -> dict[str, Any]:
+    """The Campaigns page: what each campaign did, from the outbox (``retain campaigns
+    run`` writes it).
+
+    Keys: ``campaigns`` (rows of :func:`retain.campaigns.campaign_report`: per campaign
+    ``sent``, ``held``, ``capped``, ``suppressed``, ``failed``, ``control``, ``queued``,
+    ``unconfirmed``, and ``orders_within_7d`` and ``net_revenue_within_7d`` of the
+    customers sent a message, in the 7 days after it), ``totals`` (the same counts over
+    every campaign), ``opt_outs`` (recorded opt-outs by reason), ``recent`` (the latest
+    ``recent`` outbox rows: ``campaign``, ``customer_id``, ``status``, ``reason``,
+    ``created_at``, ``sent_at``, ``subject``), ``notes``.
+    """
+    from retain.campaigns import campaign_report
+
+    if not store.has_table("campaign_outbox"):  # a store older than campaigns, opened read-only
+        return {
+            "campaigns": [],
+            "totals": {},
+            "opt_outs": {},
+            "recent": [],
+            "notes": [NO_CAMPAIGNS],
+        }
+    report = campaign_report(store)
+    counts = [c for c in report.columns if c != "campaign"]
+    totals = {c: plain(report[c].sum()) for c in counts} if len(report) else {}
+    opt_outs = dict(
+        store.con.execute(
+            "SELECT reason, count(DISTINCT customer_id) FROM contact_suppressions GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    )
+    latest = store.query(
+        """SELECT campaign, customer_id, status, reason, created_at, sent_at, subject
+           FROM campaign_outbox ORDER BY coalesce(sent_at, created_at) DESC, key LIMIT ?""",
+        [recent],
+    )
+    return {
+        "campaigns": records(report),
+        "totals": totals,
+        "opt_outs": {str(k): int(v) for k, v in opt_outs.items()},
+        "recent": records(latest),
+        "notes": [] if len(report) else [NO_CAMPAIGNS],
+    }
+
+
+NO_CAMPAIGNS = (
+    "no campaign has run yet: `retain campaigns init --out campaigns.toml`, then "
+    "`retain campaigns run --campaigns campaigns.toml` (add --dry-run to see first)"
+)

@@ -125,6 +125,14 @@ def segments_page(request: Request, service: ServiceDep) -> HTMLResponse:
     )
 
 
+@router.get("/campaigns", response_class=HTMLResponse)
+def campaigns_page(request: Request, service: ServiceDep) -> HTMLResponse:
+    payload = api.campaigns(service)
+    return page(
+        request, "campaigns.html", active="campaigns", json_url="/api/campaigns", campaigns=payload
+    )
+
+
 @router.get("/segments/{name}", response_class=HTMLResponse)
 def segment_page(
     request: Request,

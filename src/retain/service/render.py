@@ -25,6 +25,7 @@ NAV = (
     ("models", "/models", "Models"),
     ("model-health", "/model-health", "Model health"),
     ("at-risk", "/at-risk", "At risk"),
+    ("campaigns", "/campaigns", "Campaigns"),
     ("customers", "/customers", "Customers"),
 )
 

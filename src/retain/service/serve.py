@@ -79,6 +79,7 @@ def serve(
     writes: bool = True,
     log_level: str = "warning",
     max_body_bytes: int = MAX_BODY_BYTES,
+    campaigns: str | Path | None = None,
 ) -> None:
     """Serve the dashboard and API over the store at ``db_path`` until interrupted.
 
@@ -87,6 +88,7 @@ def serve(
     loopback with a key, reads need the key too (see :func:`create_app`). When the port is
     taken, says so on stderr and exits with code 3 (:data:`STARTUP_FAILURE`) before
     opening the store. ``max_body_bytes``: the largest request body taken (413 beyond).
+    ``campaigns``: a campaign file run every minute inside the service.
     Told to stop, it answers the requests under way for up to :data:`SHUTDOWN_GRACE_S`
     seconds, then drops the rest and closes the store.
     """
@@ -98,7 +100,14 @@ def serve(
     except PortInUse as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(STARTUP_FAILURE) from None
-    app = create_app(db_path, key, writes=writes, host=host, max_body_bytes=max_body_bytes)
+    app = create_app(
+        db_path,
+        key,
+        writes=writes,
+        host=host,
+        max_body_bytes=max_body_bytes,
+        campaigns=campaigns,
+    )
     shown = f"[{host}]" if ":" in host else host
     writes_note = (
         "read-only" if not writes else ("API key set" if key else "writes from this machine")
@@ -110,6 +119,8 @@ def serve(
             "; WARNING: no API key, so anyone who can reach this address reads every "
             "customer's e-mail and name: set RETAIN_API_KEY or --api-key-file"
         )
+    if campaigns is not None:
+        writes_note += f"; campaigns of {campaigns} run every minute"
     print(
         f"retain: dashboard on http://{shown}:{port}/ , API docs at /docs ({writes_note}); "
         "Ctrl+C to stop",

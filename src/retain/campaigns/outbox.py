@@ -263,9 +263,10 @@ def run_campaigns(
     if only is not None and not chosen:
         campaigns.get(only)  # names the campaigns there are
     opened = dict(channels or {})
-    if not dry_run:  # every channel ready before anything is written
+    if not dry_run and limit != 0:  # every channel ready before anything is written
         for kind in {c.channel for c in chosen} - set(opened):
             opened[kind] = channel_for(kind, campaigns)
+    if not dry_run:
         _reconcile(store, opened, result)
     frame = customer_fields(store)
     if not store.has_table("customer_scores"):
@@ -299,15 +300,19 @@ def run_campaigns(
             row = _decide(
                 campaign, campaigns, contacts[cid], cid, key, trigger_key, when, suppressed, counts
             )
-            if row["status"] in ("queued", "held"):
-                person = frame.iloc[positions[cid]]
-                context = message_context(person, cid, campaign, campaigns, secret, when)
-                row.update(render_message(campaign, row["variant"], context))
             if row["status"] != "queued" or dry_run:  # a queued one is counted as delivered
                 result.add(campaign.name, row["status"])
             if row["reason"] and row["status"] != "control":
                 result.reasons[row["reason"]] = result.reasons.get(row["reason"], 0) + 1
             rows.append(row)
+        # the messages to send, rendered from the customers' rows taken out together
+        sending = [
+            r for r in rows if r["campaign"] == campaign.name and r["status"] in ("queued", "held")
+        ]
+        people = customer_rows(frame, [positions[r["customer_id"]] for r in sending])
+        for row, customer in zip(sending, people, strict=True):
+            context = message_context(customer, campaign, campaigns, secret, when)
+            row.update(render_message(campaign, row["variant"], context))
     if dry_run:
         for row in rows:
             if row["status"] == "queued" and len(result.samples) < samples:
@@ -441,33 +446,47 @@ def _zone(name: Any, when: dt.datetime) -> dt.tzinfo:
     return when.tzinfo
 
 
+def customer_rows(frame: pd.DataFrame, positions: list[int]) -> list[dict[str, Any]]:
+    """The rows at ``positions`` of :func:`retain.campaigns.triggers.customer_fields` as
+    the plain values a template sees: days as ``YYYY-MM-DD`` (a day is what a message
+    speaks of), missing values as None, and ``clv`` the 12-month CLV."""
+    picked = frame.iloc[positions]
+    columns: dict[str, list[Any]] = {"customer_id": [str(i) for i in picked.index]}
+    for name in picked.columns:
+        values = picked[name]
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            shown = values.dt.strftime("%Y-%m-%d")
+            columns[str(name)] = [None if pd.isna(v) else v for v in shown.tolist()]
+        else:
+            columns[str(name)] = [None if _missing(v) else v for v in values.tolist()]
+    columns["clv"] = columns.get("clv_12m", [None] * len(picked))
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT or value is pd.NA:
+        return True
+    return isinstance(value, float) and value != value
+
+
 def message_context(
-    person: pd.Series,
-    cid: str,
+    customer: dict[str, Any],
     campaign: Campaign,
     campaigns: CampaignFile,
     secret: bytes | None,
     when: dt.datetime,
 ) -> dict[str, Any]:
-    """What a template sees for one customer (see :mod:`retain.campaigns.templates`)."""
-    customer: dict[str, Any] = {"customer_id": cid}
-    for name, value in person.items():
-        if isinstance(value, pd.Timestamp):  # a day is what a message speaks of
-            customer[str(name)] = value.date().isoformat()
-        elif pd.isna(value) if not isinstance(value, list | tuple) else False:
-            customer[str(name)] = None
-        elif hasattr(value, "item"):
-            customer[str(name)] = value.item()
-        else:
-            customer[str(name)] = value
-    customer["clv"] = customer.get("clv_12m")
+    """What a template sees for one customer (see :mod:`retain.campaigns.templates`):
+    ``customer`` (a row of :func:`customer_rows`), ``campaign`` and ``unsubscribe_url``
+    (None for a transactional message; a placeholder without ``secret``, in previews)."""
     url = None
     if not campaign.transactional:
         token = "preview"
         if secret is not None:
             # from the real clock, not the run's moment: the link lives from its sending
             expires = _utc(max(when, dt.datetime.now(dt.UTC))) + dt.timedelta(days=UNSUBSCRIBE_DAYS)
-            token = unsubscribe_token(secret, cid, expires)
+            token = unsubscribe_token(secret, customer["customer_id"], expires)
         url = f"{campaigns.defaults.unsubscribe_url}?token={token}"
     return {"customer": customer, "campaign": campaign.name, "unsubscribe_url": url}
 
@@ -825,15 +844,17 @@ def preview(
     frame = customer_fields(store)
     if customer_id not in frame.index:
         raise DataError("no such customer with an order", value=customer_id)
-    person = frame.loc[[customer_id]].iloc[0]
-    context = message_context(person, customer_id, campaign, campaigns, None, moment(None, store))
-    address = person.get("email")
+    position = frame.index.get_loc(customer_id)  # ids are unique: one row
+    assert isinstance(position, int)
+    customer = customer_rows(frame, [position])[0]
+    context = message_context(customer, campaign, campaigns, None, moment(None, store))
+    address = customer.get("email")
     return [
         {
             "campaign": name,
             "variant": variant.name,
             "customer_id": customer_id,
-            "address": None if pd.isna(address) else str(address),
+            "address": None if address is None else str(address),
             **render_message(campaign, variant.name, context),
         }
         for variant in campaign.variants

@@ -467,3 +467,39 @@ def test_limit_queues_and_delivers_in_order_and_rate_paces(tmp_path: Path) -> No
     assert rest.counts["sent"] == 3
     assert elapsed >= 2 / 4  # three sends at most 4 a second: two gaps of 0.25 s at least
     assert len(list((tmp_path / "out").glob("*.eml"))) == 5
+
+
+def test_post_purchase_messages_offer_what_goes_with_that_order(tmp_path: Path) -> None:
+    from store_helpers import insert_frames
+
+    people = [person(f"c{i:02d}") for i in range(30)] + [person("buyer")]
+    orders = [(f"o{i:02d}", f"c{i:02d}", "2025-06-01 10:00:00", 30.0) for i in range(30)]
+    orders.append(("new", "buyer", "2025-12-24 10:00:00", 30.0))
+    db = people_store(tmp_path / "s.duckdb", people, orders=orders)
+    lines = [(f"o{i:02d}", sku, f"Product {sku}") for i in range(30) for sku in ("TENT", "STAKES")]
+    lines += [(f"o{i:02d}", "MAT", "Product MAT") for i in range(0, 30, 3)]
+    lines += [("new", "TENT", "Product TENT")]
+    frame = pd.DataFrame(lines, columns=["order_id", "sku", "name"])
+    text = HEAD + one_campaign('{ kind = "post_purchase", days = 7 }').replace(
+        "Hi.", "Goes with it: {% for p in recommendations %}{{ p.sku }} {% endfor %}."
+    )
+    with Store(db) as store:
+        insert_frames(store, {"order_lines": frame})
+        files = FileChannel(tmp_path / "out")
+        run_campaigns(
+            store, parse_campaigns(text), now=at("2025-12-31T12:00"), channels={"email": files}
+        )
+        body = store.scalar("SELECT body_text FROM campaign_outbox WHERE customer_id = 'buyer'")
+    offered = body.split("Goes with it: ")[1].split(".")[0].split()
+    assert offered[0] == "STAKES"  # bought with a tent in every order
+    assert "TENT" not in offered  # not what the order already holds
+    from retain.campaigns import preview
+
+    personal = HEAD + one_campaign('"birthday"', "", "birthday").replace(
+        "Hi.", "For you: {% for p in recommendations %}{{ p.sku }} {% endfor %}."
+    )
+    with Store(db, read_only=True) as store:
+        shown = preview(store, parse_campaigns(personal), "birthday", "c01")
+        after_order = preview(store, parse_campaigns(text), "c", "buyer")
+    assert shown[0]["body_text"].split("For you: ")[1].split()[0] == "MAT"  # not bought yet
+    assert after_order[0]["body_text"].split("Goes with it: ")[1].split()[0] == "STAKES"

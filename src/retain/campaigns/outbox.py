@@ -290,6 +290,7 @@ def run_campaigns(
     counts = _cap_counts(store, _utc(when))
     secret = None if dry_run else _secret(store, create=True)
     rows: list[dict[str, Any]] = []
+    recommending: dict[str, Any] = {}  # the recommender, loaded for the first campaign asking
     for campaign in chosen:
         firings = due(store, frame, campaign, when.date(), when)
         for cid, trigger_key in zip(firings["customer_id"], firings["trigger_key"], strict=True):
@@ -310,8 +311,10 @@ def run_campaigns(
             r for r in rows if r["campaign"] == campaign.name and r["status"] in ("queued", "held")
         ]
         people = customer_rows(frame, [positions[r["customer_id"]] for r in sending])
+        offers = _recommendations(store, campaign, sending, recommending)
         for row, customer in zip(sending, people, strict=True):
             context = message_context(customer, campaign, campaigns, secret, when)
+            context["recommendations"] = offers.get(row["key"], [])
             row.update(render_message(campaign, row["variant"], context))
     if dry_run:
         for row in rows:
@@ -444,6 +447,61 @@ def _zone(name: Any, when: dt.datetime) -> dt.tzinfo:
             pass
     assert when.tzinfo is not None
     return when.tzinfo
+
+
+RECOMMENDED = 3
+"""How many products ``recommendations`` holds in a template."""
+
+
+def _recommendations(
+    store: Store, campaign: Campaign, rows: list[dict[str, Any]], held: dict[str, Any]
+) -> dict[str, list[dict[str, Any]]]:
+    """For each message whose template uses ``recommendations``: the products to offer
+    (``sku``, ``name``, ``reason``), by outbox key. After an order (``post_purchase``):
+    what goes with that order; else what this customer is likely to buy next. Empty
+    without order lines."""
+    from retain.campaigns.templates import uses
+
+    if not rows or not any(
+        uses(text, "recommendations")
+        for v in campaign.variants
+        for text in (v.subject, v.text, v.html)
+        if text
+    ):
+        return {}
+    if "recommender" not in held:
+        from retain.recommend import load_or_build
+
+        has_lines = bool(store.scalar("SELECT count(*) FROM order_lines"))
+        held["recommender"] = load_or_build(store) if has_lines else None
+    recommender = held["recommender"]
+    if recommender is None:
+        return {}
+    keep = ("sku", "name", "reason")
+    if campaign.trigger.kind == "post_purchase":
+        orders = {r["key"]: r["trigger_key"].removeprefix("order:") for r in rows}
+        lines = store.con.execute(
+            "SELECT order_id, list(DISTINCT sku) FROM order_lines "
+            "WHERE order_id IN (SELECT unnest(?)) GROUP BY order_id",
+            [list(set(orders.values()))],
+        ).fetchall()
+        skus = dict(lines)
+        return {
+            key: [
+                {k: item[k] for k in keep}
+                for item in recommender.recommend_for_cart(skus.get(order, []), RECOMMENDED)
+            ]
+            for key, order in orders.items()
+            if skus.get(order)
+        }
+    from retain.recommend import recommend_for_customers
+
+    people = sorted({r["customer_id"] for r in rows})
+    ranked = recommend_for_customers(store, people, RECOMMENDED, recommender=recommender)
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for cid, sku, name, reason in ranked[["customer_id", *keep]].itertuples(index=False):
+        by_customer.setdefault(str(cid), []).append({"sku": sku, "name": name, "reason": reason})
+    return {r["key"]: by_customer.get(r["customer_id"], []) for r in rows}
 
 
 def customer_rows(frame: pd.DataFrame, positions: list[int]) -> list[dict[str, Any]]:
@@ -848,6 +906,15 @@ def preview(
     assert isinstance(position, int)
     customer = customer_rows(frame, [position])[0]
     context = message_context(customer, campaign, campaigns, None, moment(None, store))
+    trigger_key = ""
+    if campaign.trigger.kind == "post_purchase":  # the customer's latest order
+        latest = store.con.execute(
+            "SELECT order_id FROM orders WHERE customer_id = ? ORDER BY ordered_at DESC LIMIT 1",
+            [customer_id],
+        ).fetchall()
+        trigger_key = f"order:{latest[0][0]}" if latest else ""
+    row = {"key": "preview", "customer_id": customer_id, "trigger_key": trigger_key}
+    context["recommendations"] = _recommendations(store, campaign, [row], {}).get("preview", [])
     address = customer.get("email")
     return [
         {

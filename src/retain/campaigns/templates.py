@@ -3,7 +3,9 @@
 A template sees ``customer`` (the customer's row: ``customer_id``, ``email``, ``name``,
 ``orders``, ``net_revenue``, ``first_order_at``, ``last_order_at``, ``segment``,
 ``churn_risk``, ``churn_reason``, ``p_alive``, ``clv``, ``next_purchase_date`` ...),
-``campaign`` (its name), ``store`` (the store's currency) and ``unsubscribe_url``. The
+``campaign`` (its name), ``unsubscribe_url`` and ``recommendations`` (up to 3 products,
+each with ``sku``, ``name`` and ``reason``: after an order, what goes with it; else what
+the customer is likely to buy next; empty without order lines). The
 sandbox keeps a template away from Python's internals (no ``__class__``, no calls of
 unsafe methods), and a field the customer does not have is an error, not an empty text.
 """
@@ -40,6 +42,14 @@ def compile_template(source: str) -> str | None:
     except TemplateSyntaxError as exc:
         return f"{exc.message} (template line {exc.lineno})"
     return None
+
+
+@lru_cache(maxsize=256)
+def uses(source: str, name: str) -> bool:
+    """Whether the template ``source`` reads the variable ``name``."""
+    from jinja2 import meta
+
+    return name in meta.find_undeclared_variables(_environment().parse(source))
 
 
 def render(source: str, context: dict[str, Any], *, campaign: str, part: str) -> str:

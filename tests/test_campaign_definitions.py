@@ -72,6 +72,12 @@ def test_defaults_apply_when_not_given() -> None:
             "unknown segment 'Loyal'",
         ),
         (('sender = "Shop <shop@example.com>"', 'sender = "Shop"'), 3, "no e-mail address"),
+        (('kind = "overdue"', 'kind = "segment_entered"'), 7, "segment_entered needs segment"),
+        (
+            ('kind = "overdue"', 'kind = "segment_left", segment = "Loyal"'),
+            7,
+            "unknown segment 'Loyal'",
+        ),
         (('sender = "Shop <shop@example.com>"', 'sender = "a@b"\ncaps = { hour = 2 }'), 4, "hour"),
         (
             (
@@ -135,10 +141,12 @@ def test_cli_init_validate_and_list(tmp_path: Path) -> None:
     listed = runner.invoke(app, ["campaigns", "list", "--campaigns", str(out), "--json"])
     assert listed.exit_code == 0
     assert "win-back" in listed.output and "churn_risk" in listed.output
+    lines = out.read_text().splitlines()
+    line = lines.index('name = "win-back"') + 2  # the line after it, counted from 1
     out.write_text(out.read_text().replace('name = "win-back"', 'name = "win-back"\nsend_at = 3'))
     bad = runner.invoke(app, ["campaigns", "validate", str(out)])
     assert bad.exit_code == 2
-    assert "line 36" in bad.output and "unknown field 'send_at'" in bad.output
+    assert f"line {line}:" in bad.output and "unknown field 'send_at'" in bad.output
     assert "Traceback" not in bad.output
     missing = runner.invoke(app, ["campaigns", "validate", str(tmp_path / "none.toml")])
     assert missing.exit_code == 2 and "no campaign file" in missing.output

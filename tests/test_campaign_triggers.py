@@ -127,3 +127,67 @@ def test_broadcast_fires_once_its_moment_has_come(tmp_path: Path) -> None:
         "a": "broadcast:2025-12-31T10:00",
         "b": "broadcast:2025-12-31T10:00",
     }
+
+
+def test_segment_entered_and_left_against_the_kept_history(tmp_path: Path) -> None:
+    from retain.campaigns import run_campaigns
+    from retain.campaigns.channels import FileChannel
+    from store_helpers import insert_frames
+
+    people = [person(f"c{i}") for i in range(8)]
+    orders = [(f"o{i}", f"c{i}", f"2025-{1 + i:02d}-10 10:00:00", 20.0 + i) for i in range(8)]
+    db = people_store(tmp_path / "s.duckdb", people, orders=orders)
+    with Store(db) as store:
+        before = customer_fields(store)["segment"]
+    moving = "c0"  # one old order; five recent ones will move them
+    first_segment = before[moving]
+
+    def campaigns(after: str) -> object:
+        text = HEAD + "".join(
+            f'[[campaign]]\nname = "{name}"\ntrigger = {{ kind = "{kind}", segment = "{seg}" }}\n'
+            'subject = "s"\ntext = "t"\n'
+            for name, kind, seg in (
+                ("entered", "segment_entered", after),
+                ("left", "segment_left", first_segment),
+            )
+        )
+        return parse_campaigns(
+            text.replace(
+                'sender = "a@b.example"',
+                'sender = "a@b.example"\ncaps = { day = 9, week = 9, month = 9 }',
+            )
+        )
+
+    files = {"email": FileChannel(tmp_path / "out")}
+    with Store(db) as store:
+        seeded = run_campaigns(
+            store, campaigns(first_segment), now="2025-12-01T12:00", channels=files
+        )
+        assert seeded.counts["sent"] == 0
+        assert any("segment history starts" in note for note in seeded.notes)
+        fresh = pd.DataFrame(
+            {
+                "order_id": [f"n{i}" for i in range(5)],
+                "customer_id": moving,
+                "ordered_at": pd.to_datetime([f"2025-11-{20 + i} 10:00:00" for i in range(5)]),
+                "net_revenue": 90.0,
+            }
+        )
+        insert_frames(store, {"orders": fresh})
+        after = customer_fields(store)["segment"]
+        assert after[moving] != first_segment
+        moved = run_campaigns(
+            store, campaigns(after[moving]), now="2025-12-02T12:00", channels=files
+        )
+        again = run_campaigns(
+            store, campaigns(after[moving]), now="2025-12-03T12:00", channels=files
+        )
+        keys = [r[0] for r in store.con.execute("SELECT key FROM campaign_outbox").fetchall()]
+    changed = {c for c in before.index if before[c] != after[c]}
+    entered = {c for c in changed if after[c] == after[moving]}
+    left = {c for c in changed if before[c] == first_segment}
+    assert moving in entered and moving in left
+    assert moved.by_campaign["entered"]["sent"] == len(entered)
+    assert moved.by_campaign["left"]["sent"] == len(left)
+    assert again.counts["sent"] == 0  # the history moved on: no second firing
+    assert f"entered/{moving}/segment:into:{after[moving]}:2025-12-02" in keys

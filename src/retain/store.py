@@ -178,6 +178,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE TABLE IF NOT EXISTS campaign_secrets (name VARCHAR PRIMARY KEY, value VARCHAR)",
         ],
     ),
+    # retain.campaigns: each customer's segment as the latest run saw it, for the
+    # segment_entered and segment_left triggers
+    (
+        "campaign segment history",
+        [
+            "CREATE TABLE IF NOT EXISTS campaign_segments ("
+            " customer_id VARCHAR PRIMARY KEY, segment VARCHAR NOT NULL, since DATE NOT NULL)"
+        ],
+    ),
 ]
 
 

@@ -52,11 +52,14 @@ class Message:
 class DeliveryError(RetainError):
     """A message that could not be delivered. ``permanent``: retrying will not help (a
     refused recipient, a 4xx answer other than 408 and 429); else it may go through later
-    (a timeout, a 5xx answer, a refused connection)."""
+    (a timeout, a 5xx answer, a refused connection). ``uncertain``: the channel may have
+    delivered it all the same (the connection dropped while the server took it), so it is
+    not sent again."""
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, uncertain: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.uncertain = uncertain
 
 
 class Channel(Protocol):
@@ -206,11 +209,26 @@ class SmtpChannel:
 
     def send(self, message: Message) -> str:
         mail = email_message(message, self.sender)
-        for attempt in (0, 1):  # once more on a fresh connection if the kept one was dropped
+        sender = email.utils.parseaddr(self.sender)[1]
+        recipient = email.utils.parseaddr(str(mail["To"]))[1]
+        for attempt in (0, 1):
             if self._smtp is None:
                 self._smtp = self._connect()
-            try:
-                refused = self._smtp.send_message(mail)
+            smtp = self._smtp
+            try:  # the envelope: a server that dropped the kept connection is asked again
+                smtp.ehlo_or_helo_if_needed()
+                code, reply = smtp.mail(sender)
+                if code != 250:
+                    self._reset()
+                    raise smtplib.SMTPSenderRefused(code, reply, sender)
+                code, reply = smtp.rcpt(recipient)
+                if code not in (250, 251):
+                    self._reset()
+                    raise DeliveryError(
+                        f"the SMTP server {self.server} refused {message.to}: {code} "
+                        f"{_reply(reply)}",
+                        permanent=code >= 500,
+                    )
             except smtplib.SMTPServerDisconnected:
                 self._smtp = None
                 if attempt:
@@ -218,32 +236,38 @@ class SmtpChannel:
                         f"the SMTP server {self.server} closed the connection", permanent=False
                     ) from None
                 continue
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = next(iter(exc.recipients.values()))
-                raise DeliveryError(
-                    f"the SMTP server {self.server} refused {message.to}: {code} {_reply(reply)}",
-                    permanent=code >= 500,
-                ) from None
             except smtplib.SMTPResponseException as exc:
-                self._reset()
                 raise DeliveryError(
                     f"the SMTP server {self.server} answered {exc.smtp_code} "
                     f"{_reply(exc.smtp_error)}",
                     permanent=exc.smtp_code >= 500,
                 ) from None
-            except (OSError, smtplib.SMTPException) as exc:
+            except OSError as exc:
                 self._smtp = None
                 raise DeliveryError(
                     f"sending to the SMTP server {self.server} failed: {exc}", permanent=False
                 ) from None
-            if refused:
-                code, reply = next(iter(refused.values()))
-                raise DeliveryError(
-                    f"the SMTP server {self.server} refused {message.to}: {code} {_reply(reply)}",
-                    permanent=code >= 500,
-                )
-            return str(mail["Message-ID"])
-        raise AssertionError("unreachable")
+            break
+        assert self._smtp is not None
+        try:  # the message: from here a drop leaves unknown whether it was delivered
+            code, reply = self._smtp.data(mail.as_bytes())
+            if code != 250:
+                raise smtplib.SMTPDataError(code, reply)
+        except smtplib.SMTPResponseException as exc:
+            self._reset()
+            raise DeliveryError(
+                f"the SMTP server {self.server} answered {exc.smtp_code} {_reply(exc.smtp_error)}",
+                permanent=exc.smtp_code >= 500,
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self._smtp = None
+            raise DeliveryError(
+                f"the SMTP server {self.server} was lost while taking the message ({exc}): "
+                "it may have been delivered",
+                permanent=False,
+                uncertain=True,
+            ) from None
+        return str(mail["Message-ID"])
 
     def _reset(self) -> None:
         if self._smtp is not None:

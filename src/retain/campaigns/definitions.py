@@ -42,6 +42,8 @@ TRIGGERS: dict[str, str] = {
     "birthday": "the customer's birthday (customers.birthday; once a year)",
     "anniversary": "the anniversary of the first order (once a year, from the first year)",
     "broadcast": "once, at `at` (an ISO date-time in the store's time zone), to the audience",
+    "segment_entered": "the customer moved into `segment` since the previous run",
+    "segment_left": "the customer moved out of `segment` since the previous run",
 }
 """Every trigger kind and when it fires; each firing has a stable key per customer."""
 
@@ -53,6 +55,8 @@ TRIGGER_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "birthday": {},
     "anniversary": {},
     "broadcast": {"at": (str, dt.datetime, dt.date)},
+    "segment_entered": {"segment": str},
+    "segment_left": {"segment": str},
 }
 TRIGGER_DEFAULTS: dict[str, dict[str, Any]] = {
     "overdue": {"factor": 1.5},
@@ -434,6 +438,10 @@ def _trigger(raw: Any, number: int, where: _Locator, name: str) -> Trigger:
                 number, "trigger", f"churn_risk levels {levels!r}", ", ".join(RISK_LEVELS), name
             )
         options["levels"] = tuple(levels)
+    if kind in ("segment_entered", "segment_left"):
+        if "segment" not in raw:
+            where.fail(number, "trigger", f"{kind} needs segment", 'segment = "At Risk"', name)
+        _check_segments([options["segment"]], number, where, name, key="trigger")
     if kind == "broadcast":
         if "at" not in raw:
             where.fail(number, "trigger", "a broadcast needs at", 'at = "2025-12-01T10:00"', name)
@@ -540,10 +548,12 @@ def _audience(raw: Any, number: int, where: _Locator, name: str) -> Audience:
     return Audience(**values)
 
 
-def _check_segments(items: list[str], number: int, where: _Locator, name: str) -> None:
+def _check_segments(
+    items: list[str], number: int, where: _Locator, name: str, key: str = "segments"
+) -> None:
     from retain.segments import load_rules
 
     known = list(load_rules().table()["segment"])
     for item in items:
         if item not in known:
-            where.fail(number, "segments", f"unknown segment {item!r}", ", ".join(known), name)
+            where.fail(number, key, f"unknown segment {item!r}", ", ".join(known), name)

@@ -253,7 +253,7 @@ def run_campaigns(
     channel instead of its own (``file`` for an audit of what would go out). ``limit``:
     deliver at most this many messages in this run (0: decide and queue only); the
     rest wait, in order, for the next run."""
-    from retain.campaigns.triggers import customer_fields, due
+    from retain.campaigns.triggers import customer_fields, due, keep_segments, segment_history
 
     when = moment(now, store)
     result = RunResult(when.isoformat(timespec="seconds"), dry_run)
@@ -291,8 +291,14 @@ def run_campaigns(
     secret = None if dry_run else _secret(store, create=True)
     rows: list[dict[str, Any]] = []
     recommending: dict[str, Any] = {}  # the recommender, loaded for the first campaign asking
+    previous = segment_history(store)
+    if previous is None and any(c.trigger.kind.startswith("segment_") for c in chosen):
+        result.notes.append(
+            "segment history starts with this run: segment_entered and segment_left fire "
+            "from the next change on"
+        )
     for campaign in chosen:
-        firings = due(store, frame, campaign, when.date(), when)
+        firings = due(store, frame, campaign, when.date(), when, previous)
         for cid, trigger_key in zip(firings["customer_id"], firings["trigger_key"], strict=True):
             key = f"{campaign.name}/{cid}/{trigger_key}"
             if key in taken:
@@ -326,6 +332,7 @@ def run_campaigns(
         result.counts["would_send"] = result.counts.pop("queued", 0)
         return result
     _write(store, rows)
+    keep_segments(store, frame, when.date())
     if progress:
         progress(f"{len(rows):,} new outbox rows; delivering")
     _deliver(store, campaigns, opened, when, result, limit)
@@ -716,8 +723,9 @@ def _deliver(
                 delivery_id = channel.send(message)
             except DeliveryError as exc:
                 final = exc.permanent or attempts + 1 >= MAX_ATTEMPTS
-                journal.write("failed" if final else "queued", key, str(exc))
-                result.add(name, "failed" if final else "queued")
+                status = "unconfirmed" if exc.uncertain else "failed" if final else "queued"
+                journal.write(status, key, str(exc))
+                result.add(name, status)
                 continue
             journal.write("sent", key, str(delivery_id))
             result.add(name, "sent")

@@ -81,12 +81,19 @@ def in_audience(frame: pd.DataFrame, audience: Audience) -> np.ndarray:
 
 
 def due(
-    store: Store, frame: pd.DataFrame, campaign: Campaign, today: dt.date, now_local: dt.datetime
+    store: Store,
+    frame: pd.DataFrame,
+    campaign: Campaign,
+    today: dt.date,
+    now_local: dt.datetime,
+    previous: pd.Series | None = None,
 ) -> pd.DataFrame:
     """The customers ``campaign`` fires for on ``today`` (the store's day) and in its
     audience: columns ``customer_id`` and ``trigger_key``, one row per firing. A firing
     up to ``catch_up_days`` old still counts, so a run missed for a day or two sends it
-    late rather than never; its key is the same whichever day it is found."""
+    late rather than never; its key is the same whichever day it is found.
+    ``previous``: each customer's segment as the previous run saw it (:func:`segment_history`;
+    None before the first run, when the segment triggers fire for no one)."""
     kind, options = campaign.trigger.kind, campaign.trigger.options
     first = today - dt.timedelta(days=campaign.catch_up_days)
     audience = frame[in_audience(frame, campaign.audience)]
@@ -101,6 +108,17 @@ def due(
         if not at <= local <= at + dt.timedelta(days=campaign.catch_up_days or 1):
             return _rows([], [])
         return _rows(list(ids), [f"broadcast:{at.isoformat(timespec='minutes')}"] * len(ids))
+    if kind in ("segment_entered", "segment_left"):
+        if previous is None:
+            return _rows([], [])
+        target = options["segment"]
+        before = previous.reindex(ids)
+        now_in = audience["segment"] == target
+        was_in = before == target
+        moved = (now_in & ~was_in) if kind == "segment_entered" else (~now_in & was_in)
+        hit = moved.fillna(False).to_numpy(dtype=bool)
+        word = "into" if kind == "segment_entered" else "out-of"
+        return _rows(ids[hit], [f"segment:{word}:{target}:{today}"] * int(hit.sum()))
     last = _days(audience["last_order_at"])
     day, earliest = pd.Timestamp(today), pd.Timestamp(first)
     if kind == "next_purchase_window":
@@ -129,6 +147,41 @@ def due(
             parts.append(_rows(ids[chosen], [f"{kind}:{year}"] * int(chosen.sum())))
         return pd.concat(parts, ignore_index=True)
     raise AssertionError(f"unknown trigger {kind}")  # definitions checks the kinds
+
+
+def segment_history(store: Store) -> pd.Series | None:
+    """Each customer's segment as the latest campaign run saw it (None before the first)."""
+    if not store.scalar("SELECT count(*) FROM campaign_segments"):
+        return None
+    kept = store.query("SELECT customer_id, segment FROM campaign_segments")
+    return kept.set_index("customer_id")["segment"]
+
+
+def keep_segments(store: Store, frame: pd.DataFrame, today: dt.date) -> int:
+    """Keep each customer's segment of ``frame`` with the day it was first seen there, for
+    the next run's segment triggers; returns how many customers moved (or are new)."""
+    current = pd.DataFrame(
+        {"customer_id": frame.index.astype(str), "segment": frame["segment"].astype(str)}
+    )
+    with store.transaction() as con:
+        con.register("_segments_now", current)
+        try:
+            moved = con.execute(
+                """SELECT count(*) FROM _segments_now n LEFT JOIN campaign_segments k
+                   USING (customer_id) WHERE k.segment IS DISTINCT FROM n.segment"""
+            ).fetchall()[0][0]
+            con.execute(
+                """
+                INSERT OR REPLACE INTO campaign_segments
+                SELECT n.customer_id, n.segment, $today
+                FROM _segments_now n LEFT JOIN campaign_segments k USING (customer_id)
+                WHERE k.segment IS DISTINCT FROM n.segment
+                """,
+                {"today": today},
+            )
+        finally:
+            con.unregister("_segments_now")
+    return int(moved)
 
 
 def _rows(ids: Any, keys: Any) -> pd.DataFrame:

@@ -503,3 +503,59 @@ def test_post_purchase_messages_offer_what_goes_with_that_order(tmp_path: Path) 
         after_order = preview(store, parse_campaigns(text), "c", "buyer")
     assert shown[0]["body_text"].split("For you: ")[1].split()[0] == "MAT"  # not bought yet
     assert after_order[0]["body_text"].split("Goes with it: ")[1].split()[0] == "STAKES"
+
+
+def test_coupons_are_unique_single_use_and_redeemed_by_the_order_that_carries_them(
+    tmp_path: Path,
+) -> None:
+    from retain.campaigns import campaign_report
+    from retain.ingest import ingest
+
+    people = [person(f"c{i}", birthday="1990-12-31") for i in range(3)]
+    db = people_store(tmp_path / "s.duckdb", people)
+    text = HEAD + one_campaign(extra="coupon_days = 10").replace(
+        "Hi.", "Your code {{ coupon }}, until {{ coupon_expires }}."
+    )
+    campaigns = parse_campaigns(text)
+    files = {"email": FileChannel(tmp_path / "out")}
+    with Store(db) as store:
+        run_campaigns(store, campaigns, now=at("2025-12-31T12:00"), channels=files)
+        coupons = store.query("SELECT * FROM campaign_coupons ORDER BY customer_id")
+        bodies = dict(
+            store.con.execute("SELECT customer_id, body_text FROM campaign_outbox").fetchall()
+        )
+    assert len(coupons) == 3 and coupons["code"].is_unique
+    assert all(code.startswith("C-") for code in coupons["code"])
+    assert all(coupons["expires_at"].dt.date.astype(str) == "2026-01-10")
+    for cid, code in zip(coupons["customer_id"], coupons["code"], strict=True):
+        assert f"Your code {code}, until 2026-01-10." in bodies[cid]
+    used = coupons.set_index("customer_id")["code"]
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "order_id,customer_id,ordered_at,net_revenue,discount_code\n"
+        f"r1,c0,2026-01-03 10:00:00,30.00, {used['c0'].lower()} \n"  # any case, spaces
+        f"r2,c0,2026-01-04 10:00:00,30.00,{used['c0']}\n"  # again: the first one used it
+        f"r3,c1,2026-01-20 10:00:00,30.00,{used['c1']}\n"  # expired
+        "r4,c2,2026-01-03 10:00:00,30.00,\n",
+        encoding="utf-8",
+    )
+    with Store(db) as store:
+        ingest(store, orders)
+        assert store.scalar("SELECT discount_code FROM orders WHERE order_id = 'r2'") == used["c0"]
+        run_campaigns(store, campaigns, now=at("2026-01-21T12:00"), channels=files)
+        redeemed = dict(
+            store.con.execute("SELECT customer_id, order_id FROM campaign_coupons").fetchall()
+        )
+        report = campaign_report(store).iloc[0]
+    assert redeemed == {"c0": "r1", "c1": None, "c2": None}
+    assert report["coupons_issued"] == 3 and report["coupons_redeemed"] == 1
+
+
+def test_a_shopify_export_keeps_the_discount_code(tmp_path: Path) -> None:
+    from retain.ingest import ingest
+
+    data = Path(__file__).parent / "data" / "shopify_orders.csv"
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, data, format="shopify")
+        code = store.scalar("SELECT discount_code FROM orders WHERE order_id = '#1001'")
+    assert code == "WELCOME10"

@@ -55,6 +55,8 @@ ORDERS = Table(
         Column("net_revenue", "DOUBLE NOT NULL", "gross - discount - refunded - fees"),
         Column("channel", "VARCHAR", "sales or acquisition channel of the order"),
         Column("source_file", "VARCHAR", "file the order was ingested from"),
+        # last, where ALTER TABLE puts it in a store made before it
+        Column("discount_code", "VARCHAR", "the discount or coupon code the order used"),
     ),
     key=("order_id",),
     description="one row per order",

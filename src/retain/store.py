@@ -187,6 +187,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             " customer_id VARCHAR PRIMARY KEY, segment VARCHAR NOT NULL, since DATE NOT NULL)"
         ],
     ),
+    # retain.campaigns: coupons, and the code an order used (which redeems one)
+    (
+        "coupons, and orders' discount codes",
+        [
+            "ALTER TABLE orders ADD COLUMN IF NOT EXISTS discount_code VARCHAR",
+            "ALTER TABLE excluded_orders ADD COLUMN IF NOT EXISTS discount_code VARCHAR",
+            """CREATE TABLE IF NOT EXISTS campaign_coupons (
+                code VARCHAR PRIMARY KEY, campaign VARCHAR NOT NULL,
+                customer_id VARCHAR NOT NULL, outbox_key VARCHAR NOT NULL,
+                created_at TIMESTAMP NOT NULL, expires_at TIMESTAMP NOT NULL,
+                redeemed_at TIMESTAMP, order_id VARCHAR)""",
+        ],
+    ),
 ]
 
 

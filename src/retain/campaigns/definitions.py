@@ -86,6 +86,7 @@ _CAMPAIGN_KEYS = {
     "transactional",
     "enabled",
     "catch_up_days",
+    "coupon_days",
 }
 _AUDIENCE_KEYS = {"segments", "churn_risk", "min_p_alive", "min_clv", "min_orders", "max_orders"}
 _VARIANT_KEYS = {"name", "subject", "text", "html", "weight"}
@@ -169,6 +170,7 @@ class Campaign:
     enabled: bool = True
     description: str = ""
     catch_up_days: int = 3
+    coupon_days: int = 14
     line: int = 0
 
 
@@ -384,6 +386,13 @@ def _campaign(entry: Any, number: int, where: _Locator) -> Campaign:
     catch_up = entry.get("catch_up_days", 3)
     if isinstance(catch_up, bool) or not isinstance(catch_up, int) or not 0 <= catch_up <= 365:
         where.fail(number, "catch_up_days", f"catch_up_days = {catch_up!r}", "0 to 365", name)
+    coupon_days = entry.get("coupon_days", 14)
+    if (
+        isinstance(coupon_days, bool)
+        or not isinstance(coupon_days, int)
+        or not 1 <= coupon_days <= 3650
+    ):
+        where.fail(number, "coupon_days", f"coupon_days = {coupon_days!r}", "1 to 3650 days", name)
     if flags["transactional"] and trigger.kind == "broadcast":
         where.fail(
             number,
@@ -404,6 +413,7 @@ def _campaign(entry: Any, number: int, where: _Locator) -> Campaign:
         enabled=flags["enabled"],
         description=str(entry.get("description", "")),
         catch_up_days=catch_up,
+        coupon_days=coupon_days,
         line=where.line_of(number, "name"),
     )
 

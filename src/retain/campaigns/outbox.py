@@ -268,6 +268,7 @@ def run_campaigns(
             opened[kind] = channel_for(kind, campaigns)
     if not dry_run:
         _reconcile(store, opened, result)
+        _redeem(store)
     frame = customer_fields(store)
     if not store.has_table("customer_scores"):
         result.notes.append(
@@ -318,9 +319,14 @@ def run_campaigns(
         ]
         people = customer_rows(frame, [positions[r["customer_id"]] for r in sending])
         offers = _recommendations(store, campaign, sending, recommending)
+        coupons = _uses(campaign, "coupon")
         for row, customer in zip(sending, people, strict=True):
             context = message_context(customer, campaign, campaigns, secret, when)
             context["recommendations"] = offers.get(row["key"], [])
+            if coupons:
+                code, expires = coupon_code(secret, campaign, row["key"], when)
+                context.update(coupon=code, coupon_expires=expires.date().isoformat())
+                row["coupon"] = (code, expires)
             row.update(render_message(campaign, row["variant"], context))
     if dry_run:
         for row in rows:
@@ -460,6 +466,52 @@ RECOMMENDED = 3
 """How many products ``recommendations`` holds in a template."""
 
 
+def _uses(campaign: Campaign, name: str) -> bool:
+    """Whether a template of the campaign reads the variable ``name``."""
+    from retain.campaigns.templates import uses
+
+    return any(
+        uses(text, name) for v in campaign.variants for text in (v.subject, v.text, v.html) if text
+    )
+
+
+def coupon_code(
+    secret: bytes | None, campaign: Campaign, key: str, when: dt.datetime
+) -> tuple[str, dt.datetime]:
+    """The single-use code of the message ``key`` and when it expires (UTC): the same key
+    always gives the same code, so a message rendered again carries the same one. The
+    campaign's name leads it (WINBACK-7KQ2M9XZ3A). Without ``secret`` (a dry run, a
+    preview) a placeholder."""
+    prefix = "".join(ch for ch in campaign.name.upper() if ch.isalnum())[:8] or "RETAIN"
+    expires = _utc(when).replace(microsecond=0) + dt.timedelta(days=campaign.coupon_days)
+    if secret is None:
+        return f"{prefix}-PREVIEW", expires
+    digest = hmac.new(secret, f"coupon\x1f{key}".encode(), hashlib.sha256).digest()
+    return f"{prefix}-{base64.b32encode(digest).decode()[:10]}", expires
+
+
+def _redeem(store: Store) -> int:
+    """Mark used each coupon an order carries (its first order within the coupon's life;
+    the code compared without case or surrounding spaces); returns how many."""
+    found = store.con.execute(
+        """
+        UPDATE campaign_coupons AS c
+        SET redeemed_at = f.ordered_at, order_id = f.order_id
+        FROM (
+            SELECT c2.code, arg_min(o.order_id, o.ordered_at) AS order_id,
+                   min(o.ordered_at) AS ordered_at
+            FROM campaign_coupons c2
+            JOIN orders o ON upper(trim(o.discount_code)) = c2.code
+             AND o.ordered_at >= c2.created_at AND o.ordered_at <= c2.expires_at
+            WHERE c2.redeemed_at IS NULL
+            GROUP BY c2.code
+        ) AS f
+        WHERE c.code = f.code
+        """
+    ).fetchall()
+    return int(found[0][0]) if found else 0
+
+
 def _recommendations(
     store: Store, campaign: Campaign, rows: list[dict[str, Any]], held: dict[str, Any]
 ) -> dict[str, list[dict[str, Any]]]:
@@ -467,14 +519,7 @@ def _recommendations(
     (``sku``, ``name``, ``reason``), by outbox key. After an order (``post_purchase``):
     what goes with that order; else what this customer is likely to buy next. Empty
     without order lines."""
-    from retain.campaigns.templates import uses
-
-    if not rows or not any(
-        uses(text, "recommendations")
-        for v in campaign.variants
-        for text in (v.subject, v.text, v.html)
-        if text
-    ):
+    if not rows or not _uses(campaign, "recommendations"):
         return {}
     if "recommender" not in held:
         from retain.recommend import load_or_build
@@ -606,6 +651,12 @@ def _write(store: Store, rows: list[dict[str, Any]]) -> None:
     frame["attempts"] = frame["attempts"].astype("int32")
     for column in ("created_at", "not_before", "sent_at"):
         frame[column] = pd.to_datetime(frame[column])
+    coupons = [
+        (code, row["campaign"], row["customer_id"], row["key"], row["created_at"], expires)
+        for row in rows
+        if row.get("coupon")
+        for code, expires in [row["coupon"]]
+    ]
     with store.transaction() as con:
         con.register("_outbox_rows", frame)
         try:
@@ -615,6 +666,13 @@ def _write(store: Store, rows: list[dict[str, Any]]) -> None:
             )
         finally:
             con.unregister("_outbox_rows")
+        if coupons:
+            con.executemany(
+                "INSERT OR IGNORE INTO campaign_coupons "
+                "(code, campaign, customer_id, outbox_key, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                coupons,
+            )
 
 
 def _reconcile(store: Store, channels: dict[str, Any], result: RunResult) -> None:
@@ -864,8 +922,9 @@ def channel_for(kind: str, campaigns: CampaignFile) -> Any:
 
 
 def campaign_report(store: Store, name: str | None = None) -> pd.DataFrame:
-    """Per campaign: outbox rows by status, and the orders and net revenue of the
-    customers sent a message within 7 days after it was sent (attribution window)."""
+    """Per campaign: outbox rows by status, the orders and net revenue of the customers
+    sent a message within 7 days after it was sent (attribution window), and the
+    coupons issued and redeemed."""
     where = "" if name is None else "WHERE o.campaign = $name"
     return store.con.execute(
         f"""
@@ -879,6 +938,10 @@ def campaign_report(store: Store, name: str | None = None) -> pd.DataFrame:
               ON o.customer_id = s.customer_id AND o.ordered_at >= s.sent_at
              AND o.ordered_at < s.sent_at + INTERVAL 7 DAY
             GROUP BY s.campaign
+        ),
+        coupons AS (
+            SELECT campaign, count(*) AS issued, count(redeemed_at) AS redeemed
+            FROM campaign_coupons GROUP BY campaign
         )
         SELECT o.campaign,
                count(*) FILTER (WHERE status = 'sent') AS sent,
@@ -890,8 +953,11 @@ def campaign_report(store: Store, name: str | None = None) -> pd.DataFrame:
                count(*) FILTER (WHERE status IN ('queued', 'sending')) AS queued,
                count(*) FILTER (WHERE status = 'unconfirmed') AS unconfirmed,
                any_value(coalesce(a.orders, 0)) AS orders_within_7d,
-               any_value(coalesce(a.net_revenue, 0)) AS net_revenue_within_7d
+               any_value(coalesce(a.net_revenue, 0)) AS net_revenue_within_7d,
+               any_value(coalesce(k.issued, 0)) AS coupons_issued,
+               any_value(coalesce(k.redeemed, 0)) AS coupons_redeemed
         FROM campaign_outbox o LEFT JOIN after a USING (campaign)
+        LEFT JOIN coupons k USING (campaign)
         {where}
         GROUP BY o.campaign ORDER BY o.campaign
         """,
@@ -923,6 +989,8 @@ def preview(
         trigger_key = f"order:{latest[0][0]}" if latest else ""
     row = {"key": "preview", "customer_id": customer_id, "trigger_key": trigger_key}
     context["recommendations"] = _recommendations(store, campaign, [row], {}).get("preview", [])
+    code, expires = coupon_code(None, campaign, "preview", moment(None, store))
+    context.update(coupon=code, coupon_expires=expires.date().isoformat())
     address = customer.get("email")
     return [
         {

@@ -48,6 +48,7 @@ def test_the_service_runs_campaigns_and_shows_them(
     assert payload["totals"]["sent"] == 2
     assert payload["last_run"]["sent"] == 0  # the latest tick found nothing new
     assert {m["status"] for m in payload["recent"]} == {"sent", "suppressed"}
+    assert [c["name"] for c in payload["definitions"]] == ["c"]
     assert page.status_code == 200 and 'id="campaign-table"' in page.text
     assert 'id="last-run"' in page.text
 
@@ -70,3 +71,22 @@ def test_the_campaigns_page_before_any_run(tmp_path: Path) -> None:
         page = client.get("/campaigns")
     assert payload["campaigns"] == [] and "no campaign has run yet" in payload["notes"][0]
     assert page.status_code == 200 and "retain campaigns init" in page.text
+
+
+def test_definitions_through_the_api(tmp_path: Path) -> None:
+    from retain.campaigns import example_path
+
+    db = people_store(tmp_path / "s.duckdb", [person("a")])
+    good = example_path().read_text(encoding="utf-8")
+    with TestClient(create_app(db, warm=False), client=("127.0.0.1", 5000)) as client:
+        checked = client.post("/api/campaigns/validate", json={"definitions": good})
+        bad = client.post(
+            "/api/campaigns/validate",
+            json={"definitions": good.replace('name = "win-back"', 'name = "win-back"\nx = 1')},
+        )
+        listed = client.get("/api/campaigns").json()
+    assert checked.status_code == 200
+    assert [c["name"] for c in checked.json()["campaigns"]][:2] == ["next-purchase", "win-back"]
+    assert bad.status_code == 422
+    assert "line" in bad.json()["detail"] and "unknown field 'x'" in bad.json()["detail"]
+    assert listed["definitions"] is None  # this service runs no campaigns

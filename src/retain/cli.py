@@ -1853,10 +1853,15 @@ def campaigns_init(
 def campaigns_validate(
     file: Annotated[Path | None, typer.Argument(help="The campaign file.")] = None,
     campaigns: CampaignsOption = DEFAULT_CAMPAIGNS,
+    as_json: JsonOption = False,
 ) -> None:
     """Check a campaign file: every mistake is named with its line and field."""
     checked = _campaign_file(file or campaigns)
-    typer.echo(f"{checked.path}: {plural(len(checked.campaigns), 'campaign')}, all valid")
+    emit(
+        {"file": checked.path, "valid": True, "campaigns": checked.summary()},
+        as_json,
+        lambda: f"{checked.path}: {plural(len(checked.campaigns), 'campaign')}, all valid",
+    )
 
 
 @campaigns_app.command("list")
@@ -1865,26 +1870,7 @@ def campaigns_list(
     campaigns: CampaignsOption = DEFAULT_CAMPAIGNS, as_json: JsonOption = False
 ) -> None:
     """The campaigns of the file: trigger, audience, channel, variants, caps."""
-    import dataclasses
-
-    checked = _campaign_file(campaigns)
-    rows = [
-        {
-            "name": c.name,
-            "enabled": c.enabled,
-            "trigger": c.trigger.kind,
-            "options": c.trigger.options,
-            "channel": c.channel,
-            "variants": [v.name for v in c.variants],
-            "audience": {
-                k: v for k, v in dataclasses.asdict(c.audience).items() if v not in ((), None)
-            },
-            "caps": c.caps,
-            "control_share": c.control_share,
-            "transactional": c.transactional,
-        }
-        for c in checked.campaigns
-    ]
+    rows = _campaign_file(campaigns).summary()
 
     def table() -> str:
         return "\n".join(

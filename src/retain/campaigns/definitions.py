@@ -196,6 +196,32 @@ class CampaignFile:
     defaults: Defaults
     campaigns: tuple[Campaign, ...]
 
+    def summary(self) -> list[dict[str, Any]]:
+        """One plain row per campaign: name, enabled, trigger and its options, channel,
+        variants, audience (the conditions given), caps, control share, transactional."""
+        import dataclasses
+
+        return [
+            {
+                "name": c.name,
+                "enabled": c.enabled,
+                "trigger": c.trigger.kind,
+                "options": {
+                    k: v.isoformat() if isinstance(v, dt.date) else v
+                    for k, v in c.trigger.options.items()
+                },
+                "channel": c.channel,
+                "variants": [v.name for v in c.variants],
+                "audience": {
+                    k: v for k, v in dataclasses.asdict(c.audience).items() if v not in ((), None)
+                },
+                "caps": c.caps,
+                "control_share": c.control_share,
+                "transactional": c.transactional,
+            }
+            for c in self.campaigns
+        ]
+
     def get(self, name: str) -> Campaign:
         for campaign in self.campaigns:
             if campaign.name == name:

@@ -137,9 +137,15 @@ def recommendations(service: Service) -> data.Recommendations:
 
 def campaigns(service: Service) -> dict[str, Any]:
     """The Campaigns page, read afresh (the outbox changes without an order being
-    written), with the last tick of ``retain serve --campaigns`` (None when not run)."""
+    written), with the campaigns ``retain serve --campaigns`` runs and its last tick
+    (None when it runs none)."""
     payload = data.campaigns_payload(service.store())
-    return {**payload, "last_run": service.extras.get("campaigns_last")}
+    running = service.extras.get("campaigns_file")
+    return {
+        **payload,
+        "definitions": None if running is None else running.summary(),
+        "last_run": service.extras.get("campaigns_last"),
+    }
 
 
 def _search_columns(service: Service, index: data.CustomerIndex) -> tuple[Any, Any, dict]:
@@ -462,6 +468,27 @@ def get_campaigns(service: ServiceDep) -> dict[str, Any]:
     """Per campaign, the outbox's messages by status and the orders and net revenue of
     those sent a message in the 7 days after it; opt-outs by reason; the latest messages."""
     return campaigns(service)
+
+
+class Definitions(BaseModel):
+    """Campaign definitions to check: the text of a campaign file."""
+
+    model_config = ConfigDict(extra="forbid")
+    definitions: str = Field(max_length=1_000_000, description="a campaign file's TOML text")
+
+
+@router.post(
+    "/campaigns/validate",
+    responses={422: {"model": Problem, "description": "The line and field of a mistake."}},
+    summary="Check campaign definitions",
+)
+def post_campaigns_validate(body: Definitions) -> dict[str, Any]:
+    """The campaigns the TOML text defines, checked as ``retain campaigns validate``
+    checks a file; a mistake is answered 422 with its line and field."""
+    from retain.campaigns.definitions import parse_campaigns
+
+    checked = parse_campaigns(body.definitions, "definitions")
+    return {"valid": True, "campaigns": checked.summary()}
 
 
 @router.get("/alerts", responses=ERRORS, summary="Recent drops in key metrics")

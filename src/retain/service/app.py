@@ -481,6 +481,9 @@ def create_app(
         reads_need_key=host is not None and not is_loopback(host),
     )
 
+    if ticks is not None:
+        service.extras["campaigns_file"] = ticks[0]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if ticks is not None:

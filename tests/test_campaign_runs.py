@@ -559,3 +559,52 @@ def test_a_shopify_export_keeps_the_discount_code(tmp_path: Path) -> None:
         ingest(store, data, format="shopify")
         code = store.scalar("SELECT discount_code FROM orders WHERE order_id = '#1001'")
     assert code == "WELCOME10"
+
+
+def test_a_killed_webhook_run_resends_only_the_one_in_flight_with_its_key(tmp_path: Path) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["Idempotency-Key"])
+            time.sleep(0.01)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        n = 200
+        db = people_store(
+            tmp_path / "s.duckdb", [person(f"c{i:03d}", birthday="1990-12-31") for i in range(n)]
+        )
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        file = _write(
+            tmp_path / "c.toml",
+            HEAD.replace("[defaults]", f'[defaults]\nwebhook_url = "{url}"')
+            + one_campaign(extra='channel = "webhook"'),
+        )
+        env = {**os.environ, "RETAIN_WEBHOOK_SECRET": "s3cret"}
+        args = [sys.executable, "-c", KILLED_RUN, str(db), str(file), "2025-12-31T12:00:00"]
+        child = subprocess.Popen(args, env=env)
+        deadline = time.monotonic() + 60
+        while len(seen) < 20 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert 0 < len(seen) < n
+        subprocess.run(args, env=env, check=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert set(seen) == {f"c/c{i:03d}/birthday:2025" for i in range(n)}
+    assert len(seen) - len(set(seen)) <= 1  # the one in flight, resent with the same key
+    with Store(db, read_only=True) as store:
+        assert store.scalar("SELECT count(*) FROM campaign_outbox WHERE status = 'sent'") == n

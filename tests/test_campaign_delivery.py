@@ -117,3 +117,19 @@ def test_email_headers_marketing_and_transactional() -> None:
     with pytest.raises(DeliveryError, match="line break") as caught:
         email_message(message(subject="Hi\r\nBcc: everyone@example.com"), "a@b.example")
     assert caught.value.permanent
+
+
+def test_an_smtp_server_that_never_answers_times_out() -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection, never says a word
+    port = silent.getsockname()[1]
+    try:
+        channel = SmtpChannel(parse_smtp_url(f"smtp://127.0.0.1:{port}?timeout=0.5"), "a@b.example")
+        with pytest.raises(DeliveryError, match=f"127.0.0.1:{port}") as caught:
+            channel.send(message())
+    finally:
+        silent.close()
+    assert not caught.value.permanent

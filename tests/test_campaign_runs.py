@@ -608,3 +608,39 @@ def test_a_killed_webhook_run_resends_only_the_one_in_flight_with_its_key(tmp_pa
     assert len(seen) - len(set(seen)) <= 1  # the one in flight, resent with the same key
     with Store(db, read_only=True) as store:
         assert store.scalar("SELECT count(*) FROM campaign_outbox WHERE status = 'sent'") == n
+
+
+def test_the_smtp_server_from_the_store_settings_password_never_shown(
+    tmp_path: Path, smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+
+    inbox, url = smtp
+    monkeypatch.delenv("RETAIN_SMTP_URL", raising=False)
+    db = people_store(tmp_path / "s.duckdb", [person("a", birthday="1990-12-31")])
+    file = _write(tmp_path / "c.toml", HEAD + one_campaign())
+    runner = CliRunner()
+    bad = runner.invoke(app, ["settings", "set", "smtp_url", "http://x", "--db", str(db)])
+    assert bad.exit_code == 2 and "unknown scheme" in bad.output
+    with_password = url.replace("smtp://", "smtp://shop:hunter2@")
+    done = runner.invoke(app, ["settings", "set", "smtp_url", with_password, "--db", str(db)])
+    assert done.exit_code == 0 and "hunter2" not in done.output and "***" in done.output
+    shown = runner.invoke(app, ["settings", "--json", "--db", str(db)])
+    assert "hunter2" not in shown.output
+    row = next(r for r in json.loads(shown.output) if r["name"] == "smtp_url")
+    assert row["value"].startswith("smtp://shop:***@127.0.0.1:")
+    # this server offers no AUTH: the run says so, keeps the message and tries it later
+    args = ["campaigns", "run", "--db", str(db), "--campaigns", str(file), "--json"]
+    refused = runner.invoke(app, [*args, "--now", "2025-12-31T12:00:00"])
+    assert refused.exit_code == 0, refused.output
+    assert json.loads(refused.output)["queued"] == 1 and inbox.to() == []
+    with Store(db, read_only=True) as store:
+        reason = store.scalar("SELECT reason FROM campaign_outbox")
+    assert "127.0.0.1" in reason and "hunter2" not in reason
+    runner.invoke(app, ["settings", "set", "smtp_url", url, "--db", str(db)])
+    sent = runner.invoke(app, [*args, "--now", "2025-12-31T12:10:00"])
+    assert json.loads(sent.output)["sent"] == 1 and inbox.to() == ["a@example.com"]

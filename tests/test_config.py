@@ -111,6 +111,7 @@ def test_retain_settings_shows_and_sets_them(tmp_path: Path) -> None:
         "window_days",
         "time_zone",
         "max_amount",
+        "smtp_url",
     }
     assert rows["as_of"]["source"] == "default"
     assert rows["as_of"]["shown"] == "the day of the last order"

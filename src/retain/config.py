@@ -20,6 +20,8 @@ time_zone      IANA time zone of the store (Europe/Paris)           UTC
 max_amount     largest amount accepted at ingest, per order,        1,000,000,000 (1e9)
                line or spend row, reporting currency (plus or
                minus); a larger or non-finite one is quarantined
+smtp_url       the SMTP server of campaigns' e-mail (shown without  RETAIN_SMTP_URL
+               its password; RETAIN_SMTP_URL wins)
 =============  ===================================================  ==============================
 
 An ingest given ``as_of`` (``retain ingest --as-of``) sets ``as_of`` unless it was
@@ -207,6 +209,22 @@ def check_window_days(value: object) -> int | None:
     return days
 
 
+def check_smtp_url(value: object) -> str:
+    """An SMTP URL, ``smtp://[user:pass@]host:port[?starttls=1]`` (or ``smtps://``)."""
+    from retain.campaigns.channels import parse_smtp_url  # the one parser of these URLs
+
+    text = str(value).strip()
+    parse_smtp_url(text)
+    return text
+
+
+def masked(url: str | None) -> str | None:
+    """``url`` with its password replaced by ``***``: how a setting holding one is shown."""
+    if not url:
+        return url
+    return re.sub(r"^(\w+://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def check_time_zone(value: object) -> str:
     """The store's time zone: an IANA name."""
     text = value.strip() if isinstance(value, str) else ""
@@ -318,6 +336,15 @@ SETTINGS: dict[str, Setting] = {
             "UTC",
         ),
         Setting(
+            "smtp_url",
+            "the SMTP server campaigns send e-mail through (RETAIN_SMTP_URL, when set, wins); "
+            "shown without its password",
+            "smtp://[user:pass@]host:port[?starttls=1], or smtps:// for TLS",
+            check_smtp_url,
+            None,
+            "none: RETAIN_SMTP_URL",
+        ),
+        Setting(
             "max_amount",
             "largest amount accepted at ingest (order amounts, line prices and quantities, "
             "spend), reporting currency: a larger one, or inf or nan, is quarantined",
@@ -359,6 +386,7 @@ class Settings:
     window_days: int | None = None
     time_zone: str = "UTC"
     max_amount: float = DEFAULT_MAX_AMOUNT
+    smtp_url: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
     def source(self, name: str) -> str:
@@ -440,6 +468,8 @@ def settings_table(store: Store) -> list[dict[str, Any]]:
     for name, setting in SETTINGS.items():
         value = getattr(settings, name)
         source = settings.source(name)
+        if name == "smtp_url":  # its password stays in the store
+            value = masked(value)
         shown = setting.default_text if source == "default" else _text(value)
         rows.append(
             {

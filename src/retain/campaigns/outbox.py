@@ -265,7 +265,7 @@ def run_campaigns(
     opened = dict(channels or {})
     if not dry_run and limit != 0:  # every channel ready before anything is written
         for kind in {c.channel for c in chosen} - set(opened):
-            opened[kind] = channel_for(kind, campaigns)
+            opened[kind] = channel_for(kind, campaigns, store)
     if not dry_run:
         _reconcile(store, opened, result)
         _redeem(store)
@@ -750,7 +750,7 @@ def _deliver(
                 continue
             channel = opened.get(kind) or channels.get(kind)
             if channel is None:
-                channel = channel_for(kind, campaigns)
+                channel = channel_for(kind, campaigns, store)
             opened[kind] = channel
             url = None
             if not transactional:
@@ -893,21 +893,24 @@ def _read_journal(store: Store) -> list[tuple[str, ...]]:
     return lines
 
 
-def channel_for(kind: str, campaigns: CampaignFile) -> Any:
-    """The channel of ``kind`` from the settings: e-mail from ``RETAIN_SMTP_URL``
-    (``smtp://[user:pass@]host:port[?starttls=1]``), the webhook from the file's
-    ``webhook_url`` signed with ``RETAIN_WEBHOOK_SECRET``, files into ``outbox_dir``."""
-    import os
-
+def channel_for(kind: str, campaigns: CampaignFile, store: Store | None = None) -> Any:
+    """The channel of ``kind`` from the settings: e-mail from ``RETAIN_SMTP_URL``, else the
+    store's ``smtp_url`` setting (``smtp://[user:pass@]host:port[?starttls=1]``), the
+    webhook from the file's ``webhook_url`` signed with ``RETAIN_WEBHOOK_SECRET``, files
+    into ``outbox_dir``."""
     from retain.campaigns import channels
 
     defaults = campaigns.defaults
     if kind == "email":
         url = os.environ.get("RETAIN_SMTP_URL")
+        if not url and store is not None:
+            from retain.config import load_settings
+
+            url = load_settings(store).smtp_url
         if not url:
             raise ArgumentError(
-                "no SMTP server: set RETAIN_SMTP_URL=smtp://[user:pass@]host:port[?starttls=1], "
-                "or use --dry-run"
+                "no SMTP server: set RETAIN_SMTP_URL=smtp://[user:pass@]host:port[?starttls=1] "
+                "or `retain settings set smtp_url URL`, or use --dry-run"
             )
         return channels.SmtpChannel(channels.parse_smtp_url(url), defaults.sender)
     if kind == "webhook":

@@ -471,8 +471,6 @@ def create_app(
         if not writes:
             raise ServiceError("--campaigns needs a writable service: drop --read-only")
         checked = load_campaigns(campaigns)
-        kinds = {c.channel for c in checked.campaigns if c.enabled}
-        ticks = (checked, {kind: channel_for(kind, checked) for kind in kinds})
 
     service = Service(
         db_path,
@@ -480,6 +478,13 @@ def create_app(
         writes=writes,
         reads_need_key=host is not None and not is_loopback(host),
     )
+    if campaigns is not None:
+        kinds = {c.channel for c in checked.campaigns if c.enabled}
+        try:
+            ticks = (checked, {kind: channel_for(kind, checked, service.root) for kind in kinds})
+        except BaseException:
+            service.root.close()
+            raise
 
     if ticks is not None:
         service.extras["campaigns_file"] = ticks[0]

@@ -772,10 +772,7 @@ def _deliver(
             )
             rate = campaigns.defaults.rate.get(kind)
             if rate:  # at most `rate` messages a second through this channel
-                pause = paced.get(kind, 0.0) + 1.0 / rate - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                paced[kind] = time.monotonic()
+                pace(paced, kind, rate)
             journal.write("sending", key)
             try:
                 delivery_id = channel.send(message)
@@ -791,6 +788,21 @@ def _deliver(
         for channel in opened.values():
             channel.close()
         journal.fold(store, now)
+
+
+def pace(
+    last: dict[str, float],
+    kind: str,
+    rate: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait until ``1 / rate`` seconds have passed since the last send through ``kind``
+    (``last`` keeps the moments, by channel), then note this one."""
+    pause = last.get(kind, float("-inf")) + 1.0 / rate - clock()
+    if pause > 0:
+        sleep(pause)
+    last[kind] = clock()
 
 
 class _Journal:

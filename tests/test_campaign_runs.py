@@ -660,3 +660,24 @@ def test_pace_waits_the_gap_a_rate_leaves_between_sends() -> None:
     # the first send goes at once; then 0.25 s apart: 0.15 s left after 0.1, 0.25, none after 0.5
     assert [round(w, 9) for w in waits] == [0.15, 0.25]
     assert last == {"email": 100.0 + 0.1 + 0.15 + 0.25 + 0.5}
+
+
+def test_a_coupon_only_for_the_variant_that_shows_one(tmp_path: Path) -> None:
+    db = people_store(
+        tmp_path / "s.duckdb", [person(f"c{i}", birthday="1990-12-31") for i in range(20)]
+    )
+    text = HEAD + (
+        '\n[[campaign]]\nname = "b"\ntrigger = "birthday"\n'
+        '[[campaign.variants]]\nname = "code"\nsubject = "s"\ntext = "{{ coupon }}"\n'
+        '[[campaign.variants]]\nname = "plain"\nsubject = "s"\ntext = "Happy birthday"\n'
+    )
+    with Store(db) as store:
+        run_campaigns(
+            store,
+            parse_campaigns(text),
+            now=at("2025-12-31T12:00"),
+            channels={"email": FileChannel(tmp_path / "out")},
+        )
+        shown = store.scalar("SELECT count(*) FROM campaign_outbox WHERE variant = 'code'")
+        issued = store.scalar("SELECT count(*) FROM campaign_coupons")
+    assert 0 < shown < 20 and issued == shown

@@ -319,11 +319,11 @@ def run_campaigns(
         ]
         people = customer_rows(frame, [positions[r["customer_id"]] for r in sending])
         offers = _recommendations(store, campaign, sending, recommending)
-        coupons = _uses(campaign, "coupon")
+        coupons = {v.name for v in campaign.variants if _variant_uses(v, "coupon")}
         for row, customer in zip(sending, people, strict=True):
             context = message_context(customer, campaign, campaigns, secret, when)
             context["recommendations"] = offers.get(row["key"], [])
-            if coupons:
+            if row["variant"] in coupons:  # a code only for a message that shows one
                 code, expires = coupon_code(secret, campaign, row["key"], when)
                 context.update(coupon=code, coupon_expires=expires.date().isoformat())
                 row["coupon"] = (code, expires)
@@ -468,11 +468,13 @@ RECOMMENDED = 3
 
 def _uses(campaign: Campaign, name: str) -> bool:
     """Whether a template of the campaign reads the variable ``name``."""
+    return any(_variant_uses(v, name) for v in campaign.variants)
+
+
+def _variant_uses(variant: Variant, name: str) -> bool:
     from retain.campaigns.templates import uses
 
-    return any(
-        uses(text, name) for v in campaign.variants for text in (v.subject, v.text, v.html) if text
-    )
+    return any(uses(text, name) for text in (variant.subject, variant.text, variant.html) if text)
 
 
 def coupon_code(

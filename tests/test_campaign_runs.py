@@ -681,3 +681,26 @@ def test_a_coupon_only_for_the_variant_that_shows_one(tmp_path: Path) -> None:
         shown = store.scalar("SELECT count(*) FROM campaign_outbox WHERE variant = 'code'")
         issued = store.scalar("SELECT count(*) FROM campaign_coupons")
     assert 0 < shown < 20 and issued == shown
+
+
+def test_a_store_older_than_campaigns_read_only_dry_runs_and_reports(tmp_path: Path) -> None:
+    from retain.campaigns import campaign_report, preview
+    from retain.service.data import campaigns_payload
+
+    db = people_store(tmp_path / "s.duckdb", [person("a", birthday="1990-12-31")])
+    with Store(db) as store:  # as a store made before the campaigns' migrations left it
+        for table in (
+            "campaign_outbox",
+            "contact_suppressions",
+            "campaign_segments",
+            "campaign_coupons",
+        ):
+            store.con.execute(f"DROP TABLE {table}")
+    campaigns = parse_campaigns(HEAD + one_campaign().replace("Hi.", "{{ coupon }}"))
+    with Store(db, read_only=True) as store:
+        result = run_campaigns(store, campaigns, now=at("2025-12-31T12:00"), dry_run=True)
+        report = campaign_report(store)
+        shown = preview(store, campaigns, "c", "a")
+        page = campaigns_payload(store)
+    assert result.counts["would_send"] == 1
+    assert report.empty and page["campaigns"] == [] and "C-PREVIEW" in shown[0]["body_text"]

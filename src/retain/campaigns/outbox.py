@@ -213,8 +213,10 @@ def suppress(
 
 def _suppressed(store: Store) -> dict[str, set[str]]:
     """Customers suppressed, by the kind of message they refuse."""
-    rows = store.con.execute("SELECT customer_id, scope FROM contact_suppressions").fetchall()
     out: dict[str, set[str]] = {"marketing": set(), "transactional": set()}
+    if not store.has_table("contact_suppressions"):  # a store older than campaigns, read-only
+        return out
+    rows = store.con.execute("SELECT customer_id, scope FROM contact_suppressions").fetchall()
     for cid, scope in rows:
         for kind in ("marketing", "transactional") if scope == "all" else (scope,):
             out[kind].add(cid)
@@ -346,6 +348,8 @@ def run_campaigns(
 
 
 def _taken(store: Store, names: list[str]) -> set[str]:
+    if not store.has_table("campaign_outbox"):  # a store older than campaigns, read-only
+        return set()
     found = store.con.execute(
         "SELECT key FROM campaign_outbox WHERE campaign IN (SELECT unnest(?))", [names]
     ).fetchall()
@@ -354,6 +358,8 @@ def _taken(store: Store, names: list[str]) -> set[str]:
 
 def _cap_counts(store: Store, now: dt.datetime) -> dict[tuple[str, str | None, str], int]:
     """Messages on their way or sent per (customer, campaign or None for all, window)."""
+    if not store.has_table("campaign_outbox"):  # a store older than campaigns, read-only
+        return {}
     longest = max(CAP_WINDOWS.values())
     found = store.con.execute(
         """
@@ -942,6 +948,14 @@ def campaign_report(store: Store, name: str | None = None) -> pd.DataFrame:
     """Per campaign: outbox rows by status, the orders and net revenue of the customers
     sent a message within 7 days after it was sent (attribution window), and the
     coupons issued and redeemed."""
+    if not store.has_table("campaign_outbox"):  # a store older than campaigns, read-only
+        return pd.DataFrame(columns=["campaign", *STATUSES])
+    coupons = (
+        "SELECT campaign, count(*) AS issued, count(redeemed_at) AS redeemed "
+        "FROM campaign_coupons GROUP BY campaign"
+        if store.has_table("campaign_coupons")
+        else "SELECT NULL::VARCHAR AS campaign, 0 AS issued, 0 AS redeemed WHERE false"
+    )
     where = "" if name is None else "WHERE o.campaign = $name"
     return store.con.execute(
         f"""
@@ -956,10 +970,7 @@ def campaign_report(store: Store, name: str | None = None) -> pd.DataFrame:
              AND o.ordered_at < s.sent_at + INTERVAL 7 DAY
             GROUP BY s.campaign
         ),
-        coupons AS (
-            SELECT campaign, count(*) AS issued, count(redeemed_at) AS redeemed
-            FROM campaign_coupons GROUP BY campaign
-        )
+        coupons AS ({coupons})
         SELECT o.campaign,
                count(*) FILTER (WHERE status = 'sent') AS sent,
                count(*) FILTER (WHERE status = 'held') AS held,

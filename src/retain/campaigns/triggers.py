@@ -151,7 +151,9 @@ def due(
 
 def segment_history(store: Store) -> pd.Series | None:
     """Each customer's segment as the latest campaign run saw it (None before the first)."""
-    if not store.scalar("SELECT count(*) FROM campaign_segments"):
+    if not store.has_table("campaign_segments") or not store.scalar(
+        "SELECT count(*) FROM campaign_segments"
+    ):
         return None
     kept = store.query("SELECT customer_id, segment FROM campaign_segments")
     return kept.set_index("customer_id")["segment"]

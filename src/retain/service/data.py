@@ -1450,10 +1450,15 @@ def campaigns_payload(store: Store, recent: int = 20) -> dict[str, Any]:
     report = campaign_report(store)
     counts = [c for c in report.columns if c != "campaign"]
     totals = {c: plain(report[c].sum()) for c in counts} if len(report) else {}
-    opt_outs = dict(
-        store.con.execute(
-            "SELECT reason, count(DISTINCT customer_id) FROM contact_suppressions GROUP BY 1 ORDER BY 1"
-        ).fetchall()
+    opt_outs = (
+        dict(
+            store.con.execute(
+                "SELECT reason, count(DISTINCT customer_id) FROM contact_suppressions "
+                "GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
+        if store.has_table("contact_suppressions")
+        else {}
     )
     latest = store.query(
         """SELECT campaign, customer_id, status, reason, created_at, sent_at, subject

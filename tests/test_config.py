@@ -112,6 +112,7 @@ def test_retain_settings_shows_and_sets_them(tmp_path: Path) -> None:
         "time_zone",
         "max_amount",
         "smtp_url",
+        "global_control",
     }
     assert rows["as_of"]["source"] == "default"
     assert rows["as_of"]["shown"] == "the day of the last order"

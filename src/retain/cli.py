@@ -2018,6 +2018,124 @@ def campaigns_unsubscribe(
     typer.echo(f"{customer}: {'no' if added else 'already no'} {scope} messages ({reason})")
 
 
+# --- experiments (retain.experiments): report, size -------------------------------------
+
+experiments_app = RetainTyper(
+    name="experiments",
+    help="A campaign as an experiment: each arm against control, the uplift with its "
+    "interval, the probability each arm is best; and the sample size a test needs.",
+    no_args_is_help=True,
+)
+app.add_typer(experiments_app, name="experiments")
+
+
+@experiments_app.command("report")
+@friendly_errors
+def experiments_report(
+    name: Annotated[str, typer.Argument(help="The campaign.")],
+    window: Annotated[
+        int,
+        typer.Option(help="Attribution window: days after a customer's last message.", min=1),
+    ] = 7,
+    clv: Annotated[
+        bool, typer.Option("--clv/--no-clv", help="Measure the change of 12-month CLV.")
+    ] = True,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """What each arm of a campaign did (conversion, revenue, clicks, coupons, unsubscribes,
+    change of CLV), against control, with intervals that stay valid however often the
+    report is read."""
+    from retain.experiments.analysis import experiment_report
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        result = experiment_report(store, name, window=window, clv=clv)
+
+    def table() -> str:
+        return _experiment_text(result)
+
+    emit(result, as_json, table)
+
+
+def _experiment_text(result: dict[str, Any]) -> str:
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    def money(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f}"
+
+    lines = [
+        f"{result['campaign']}: window {result['window_days']} days, orders to "
+        f"{result['data_end']}, against {result['reference']}",
+        f"  {'arm':<16} {'customers':>9} {'delivered':>9} {'clicked':>8} {'converted':>9} "
+        f"{'rev/cust':>9} {'CLV change':>10} {'P(best)':>7}",
+    ]
+    for arm in result["arms"]:
+        lines.append(
+            f"  {arm['arm']:<16} {arm['customers']:>9,} {arm['delivered']:>9,} "
+            f"{pct(arm['click_rate']):>8} {pct(arm['conversion_rate']):>9} "
+            f"{money(arm['revenue_per_customer']):>9} {money(arm['clv_change']):>10} "
+            f"{pct(arm['probability_best']):>7}"
+        )
+    for entry in result["comparisons"]:
+        conv = entry["conversion"]
+        low, high = conv["sequential_interval"]
+        lines.append(
+            f"  {entry['arm']} vs {entry['against']}: conversion {100 * conv['difference']:+.2f} "
+            f"points ({100 * low:+.2f} to {100 * high:+.2f}), {conv['verdict']}; "
+            f"p = {conv['p_value']:.3g} at one look"
+        )
+    added = result.get("added")
+    if added:
+        low, high = added["revenue_interval"]
+        lines.append(
+            f"  added over {added['against']}: {money(added['revenue'])} net revenue "
+            f"({money(low)} to {money(high)}) across {added['customers']:,} customers"
+        )
+        if added.get("clv") is not None:
+            c_low, c_high = added["clv_interval"]
+            lines.append(
+                f"  added 12-month CLV: {money(added['clv'])} ({money(c_low)} to {money(c_high)})"
+            )
+    lines.append(result["sentence"])
+    return "\n".join(lines)
+
+
+@experiments_app.command("size")
+@friendly_errors
+def experiments_size(
+    baseline: Annotated[float, typer.Option(help="The control's rate, e.g. 0.04.")],
+    lift: Annotated[float, typer.Option(help="The relative lift to find: 0.1 for +10%.")],
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
+    power: Annotated[float, typer.Option(help="Probability of finding the lift.")] = 0.8,
+    as_json: JsonOption = False,
+) -> None:
+    """Customers needed per arm for a two-proportion test to find a relative lift."""
+    from retain.experiments import sample_size
+
+    per_arm = sample_size(baseline, lift, alpha=alpha, power=power)
+    result = {
+        "baseline": baseline,
+        "lift": lift,
+        "target": round(baseline * (1 + lift), 12),
+        "alpha": alpha,
+        "power": power,
+        "per_arm": per_arm,
+        "total": 2 * per_arm,
+    }
+    emit(
+        result,
+        as_json,
+        lambda: (
+            f"{per_arm:,} customers per arm ({2 * per_arm:,} for two arms) to find "
+            f"{baseline:.4g} -> {baseline * (1 + lift):.4g} ({lift:+.0%}) with power "
+            f"{power:.0%} at alpha {alpha:g}, two-sided"
+        ),
+    )
+
+
 # --- service (retain.service): serve, report ------------------------------------------
 
 

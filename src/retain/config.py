@@ -209,6 +209,17 @@ def check_window_days(value: object) -> int | None:
     return days
 
 
+def check_global_control(value: object) -> float:
+    """The share of customers held out of every marketing message, in [0, 0.5]."""
+    return _in_range(
+        value,
+        lambda share: 0 <= share <= 0.5,
+        "global_control must be the share of customers held out of all marketing",
+        "a share in [0, 0.5], e.g. 0.05 for 5%",
+        percent=True,
+    )
+
+
 def check_smtp_url(value: object) -> str:
     """An SMTP URL, ``smtp://[user:pass@]host:port[?starttls=1]`` (or ``smtps://``)."""
     from retain.campaigns.channels import parse_smtp_url  # the one parser of these URLs
@@ -345,6 +356,15 @@ SETTINGS: dict[str, Setting] = {
             "none: RETAIN_SMTP_URL",
         ),
         Setting(
+            "global_control",
+            "share of customers held out of every marketing message, to measure what "
+            "marketing adds (retain experiments); set once: changing it mixes the group",
+            "a share in [0, 0.5], e.g. 0.05 for 5%",
+            _number("global_control", check_global_control),
+            0.0,
+            "0: no one held out",
+        ),
+        Setting(
             "max_amount",
             "largest amount accepted at ingest (order amounts, line prices and quantities, "
             "spend), reporting currency: a larger one, or inf or nan, is quarantined",
@@ -387,6 +407,7 @@ class Settings:
     time_zone: str = "UTC"
     max_amount: float = DEFAULT_MAX_AMOUNT
     smtp_url: str | None = None
+    global_control: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
 
     def source(self, name: str) -> str:
@@ -429,6 +450,8 @@ def set_setting(store: Store, name: str, value: object, *, source: str = BY_HAND
         clear_setting(store, name)
         return setting.default
     checked = setting.check(value)
+    if name == "global_control":
+        _hold_global_control(store, float(checked))
     if checked is None:  # "auto" is the default
         clear_setting(store, name)
         return None
@@ -439,9 +462,28 @@ def set_setting(store: Store, name: str, value: object, *, source: str = BY_HAND
     return checked
 
 
+def _hold_global_control(store: Store, share: float) -> None:
+    """Refuse to change the global control group's size once customers were held out
+    in it: members would move between the arms of running experiments."""
+    current = load_settings(store).global_control
+    if share == current or not store.has_table("campaign_outbox"):
+        return
+    held = store.con.execute(
+        "SELECT count(DISTINCT customer_id) FROM campaign_outbox "
+        "WHERE status = 'control' AND variant = 'global control'"
+    ).fetchall()[0][0]
+    if held:
+        raise ArgumentError(
+            f"setting global_control: it is {current:g} and {held:,} customers were held out "
+            "in it; it is set once per store, so that the group stays the same people"
+        )
+
+
 def clear_setting(store: Store, name: str) -> None:
     """Remove the setting ``name``: the default holds again."""
     _setting(name)
+    if name == "global_control":
+        _hold_global_control(store, 0.0)
     if store.has_table("settings"):
         store.con.execute("DELETE FROM settings WHERE name = ?", [name])
 

@@ -200,6 +200,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 redeemed_at TIMESTAMP, order_id VARCHAR)""",
         ],
     ),
+    # retain.campaigns and retain.experiments: each click on a tracked link
+    (
+        "campaign clicks",
+        [
+            """CREATE TABLE IF NOT EXISTS campaign_clicks (
+                outbox_key VARCHAR NOT NULL, campaign VARCHAR NOT NULL,
+                customer_id VARCHAR NOT NULL, url VARCHAR NOT NULL,
+                clicked_at TIMESTAMP NOT NULL)""",
+        ],
+    ),
 ]
 
 

@@ -87,9 +87,14 @@ _CAMPAIGN_KEYS = {
     "enabled",
     "catch_up_days",
     "coupon_days",
+    "auto_winner",
 }
 _AUDIENCE_KEYS = {"segments", "churn_risk", "min_p_alive", "min_clv", "min_orders", "max_orders"}
-_VARIANT_KEYS = {"name", "subject", "text", "html", "weight"}
+_VARIANT_KEYS = {"name", "subject", "text", "html", "weight", "delay_hours"}
+ARMS = ("control", "global control")
+"""The names of the arms that get no message: not a variant's name."""
+WINNER_METRICS = ("clicks", "orders")
+_AUTO_WINNER_KEYS = {"test_share", "deadline_hours", "metric"}
 _DEFAULT_KEYS = {
     "sender",
     "caps",
@@ -98,6 +103,8 @@ _DEFAULT_KEYS = {
     "webhook_url",
     "outbox_dir",
     "rate",
+    "click_url",
+    "track_clicks",
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -132,6 +139,20 @@ class Variant:
     text: str
     html: str | None = None
     weight: float = 1.0
+    delay_hours: float = 0.0
+    """Sent this many hours after the trigger fires (a test of timing)."""
+
+
+@dataclass(frozen=True)
+class AutoWinner:
+    """A newsletter's test: the variants go to ``test_share`` of the audience; the rest
+    wait for the variant that wins on ``metric`` (the sequential rule of
+    :mod:`retain.experiments.stats`), or for the best so far ``deadline_hours`` after the
+    test went out."""
+
+    test_share: float
+    deadline_hours: float = 24.0
+    metric: str = "clicks"
 
 
 @dataclass(frozen=True)
@@ -171,6 +192,7 @@ class Campaign:
     description: str = ""
     catch_up_days: int = 3
     coupon_days: int = 14
+    auto_winner: AutoWinner | None = None
     line: int = 0
 
 
@@ -186,6 +208,8 @@ class Defaults:
     outbox_dir: str = "outbox"
     rate: dict[str, float] = field(default_factory=dict)
     """At most this many messages a second through a channel (none: as fast as it takes)."""
+    click_url: str | None = None
+    """Where tracked links point (``retain serve``'s /click); None: no link is tracked."""
 
 
 @dataclass(frozen=True)
@@ -344,7 +368,7 @@ def _defaults(raw: Any, where: _Locator) -> Defaults:
         key = sorted(unknown)[0]
         where.fail(None, key, f"unknown default {key!r}", ", ".join(sorted(_DEFAULT_KEYS)))
     values: dict[str, Any] = {}
-    for key in ("sender", "unsubscribe_url", "webhook_url", "outbox_dir"):
+    for key in ("sender", "unsubscribe_url", "webhook_url", "outbox_dir", "click_url"):
         if key in raw:
             if not isinstance(raw[key], str) or not raw[key].strip():
                 where.fail(None, key, f"{key} must be text", "a non-empty string")
@@ -374,7 +398,24 @@ def _defaults(raw: Any, where: _Locator) -> Defaults:
         if start == end:
             where.fail(None, "quiet_hours", "quiet_hours start equals end", "two different times")
         values["quiet_hours"] = QuietHours(start, end)
+    track = raw.get("track_clicks", True)
+    if not isinstance(track, bool):
+        where.fail(None, "track_clicks", f"track_clicks = {track!r}", "true or false")
+    if not track:
+        values["click_url"] = None
+    elif "click_url" not in values:
+        # the service that answers the unsubscribe link answers the tracked links too
+        base = values.get("unsubscribe_url", Defaults.unsubscribe_url)
+        values["click_url"] = _origin(base) + "/click"
     return Defaults(**values)
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` (the whole text when it has no path)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url.rstrip("/")
 
 
 def _campaign(entry: Any, number: int, where: _Locator) -> Campaign:
@@ -419,6 +460,7 @@ def _campaign(entry: Any, number: int, where: _Locator) -> Campaign:
         or not 1 <= coupon_days <= 3650
     ):
         where.fail(number, "coupon_days", f"coupon_days = {coupon_days!r}", "1 to 3650 days", name)
+    auto_winner = _auto_winner(entry.get("auto_winner"), number, where, name, trigger, variants)
     if flags["transactional"] and trigger.kind == "broadcast":
         where.fail(
             number,
@@ -440,8 +482,44 @@ def _campaign(entry: Any, number: int, where: _Locator) -> Campaign:
         description=str(entry.get("description", "")),
         catch_up_days=catch_up,
         coupon_days=coupon_days,
+        auto_winner=auto_winner,
         line=where.line_of(number, "name"),
     )
+
+
+def _auto_winner(
+    raw: Any,
+    number: int,
+    where: _Locator,
+    name: str,
+    trigger: Trigger,
+    variants: tuple[Variant, ...],
+) -> AutoWinner | None:
+    if raw is None:
+        return None
+    example = '{ test_share = 0.2, deadline_hours = 24, metric = "clicks" }'
+    if not isinstance(raw, dict) or "test_share" not in raw or set(raw) - _AUTO_WINNER_KEYS:
+        where.fail(number, "auto_winner", f"auto_winner = {raw!r}", example, name)
+    if trigger.kind != "broadcast":
+        where.fail(
+            number,
+            "auto_winner",
+            "auto_winner is for a broadcast",
+            'trigger.kind = "broadcast"',
+            name,
+        )
+    if len(variants) < 2:
+        where.fail(number, "auto_winner", "auto_winner needs two variants or more", example, name)
+    share = raw["test_share"]
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+        where.fail(number, "auto_winner", f"test_share = {share!r}", "a share in (0, 1)", name)
+    hours = raw.get("deadline_hours", 24)
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 1 <= hours <= 720:
+        where.fail(number, "auto_winner", f"deadline_hours = {hours!r}", "1 to 720 hours", name)
+    metric = raw.get("metric", "clicks")
+    if metric not in WINNER_METRICS:
+        where.fail(number, "auto_winner", f"metric = {metric!r}", " or ".join(WINNER_METRICS), name)
+    return AutoWinner(float(share), float(hours), str(metric))
 
 
 def _trigger(raw: Any, number: int, where: _Locator, name: str) -> Trigger:
@@ -534,13 +612,31 @@ def _variants(
         weight = item.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
             where.fail(number, "weight", f"variant weight = {weight!r}", "a number above 0", name)
+        delay = item.get("delay_hours", 0)
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 720:
+            where.fail(number, "delay_hours", f"delay_hours = {delay!r}", "0 to 720 hours", name)
         variant_name = str(item.get("name", chr(ord("a") + len(variants))))
+        if variant_name in ARMS:
+            where.fail(
+                number,
+                "name",
+                f"variant name {variant_name!r} is the name of the arm with no message",
+                "another name",
+                name,
+            )
         if any(v.name == variant_name for v in variants):
             where.fail(
                 number, "name", f"variant name {variant_name!r} used twice", "unique names", name
             )
         variants.append(
-            Variant(variant_name, item["subject"], item["text"], item.get("html"), float(weight))
+            Variant(
+                variant_name,
+                item["subject"],
+                item["text"],
+                item.get("html"),
+                float(weight),
+                float(delay),
+            )
         )
     return tuple(variants)
 

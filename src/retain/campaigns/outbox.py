@@ -54,9 +54,11 @@ STATUSES = (
     "control",
     "queued",
     "unconfirmed",
+    "waiting",
 )
-"""What a run reports, each a count of outbox rows (``queued``: left for a later run)."""
-COUNTED = ("queued", "held", "sending", "sent", "unconfirmed")
+"""What a run reports, each a count of outbox rows (``queued``: left for a later run;
+``waiting``: for the winner of a newsletter's test)."""
+COUNTED = ("queued", "held", "sending", "sent", "unconfirmed", "waiting")
 """Outbox rows that count against a customer's caps: messages sent or on their way."""
 MAX_ATTEMPTS = 5
 RETRY_AFTER = dt.timedelta(minutes=5)
@@ -136,6 +138,19 @@ def in_control(campaign: Campaign, customer_id: str) -> bool:
     return campaign.control_share > 0 and _share(campaign.name, customer_id, "control") < (
         campaign.control_share
     )
+
+
+def in_global_control(share: float, customer_id: str) -> bool:
+    """Whether the customer is in the store's global control group (setting
+    ``global_control``): sent no marketing message at all, by any campaign."""
+    return share > 0 and _share("global control", customer_id) < share
+
+
+def in_test(campaign: Campaign, customer_id: str) -> bool:
+    """Whether the customer gets a newsletter's test (``auto_winner``) rather than its
+    winner."""
+    test = campaign.auto_winner
+    return test is None or _share(campaign.name, customer_id, "test") < test.test_share
 
 
 # -- unsubscribe -------------------------------------------------------------------------------
@@ -256,6 +271,7 @@ def run_campaigns(
     deliver at most this many messages in this run (0: decide and queue only); the
     rest wait, in order, for the next run."""
     from retain.campaigns.triggers import customer_fields, due, keep_segments, segment_history
+    from retain.config import load_settings
 
     when = moment(now, store)
     result = RunResult(when.isoformat(timespec="seconds"), dry_run)
@@ -277,6 +293,7 @@ def run_campaigns(
             "no model scores yet (retain fit, retain score): window triggers fire for no one"
         )
     suppressed = _suppressed(store)
+    global_share = load_settings(store).global_control
     # what every decision reads, by customer; the whole row only for a message rendered
     positions = {str(cid): i for i, cid in enumerate(frame.index)}
     contacts = {
@@ -308,28 +325,34 @@ def run_campaigns(
                 continue
             taken.add(key)
             row = _decide(
-                campaign, campaigns, contacts[cid], cid, key, trigger_key, when, suppressed, counts
+                campaign,
+                campaigns,
+                contacts[cid],
+                cid,
+                key,
+                trigger_key,
+                when,
+                suppressed,
+                counts,
+                global_share,
             )
             if row["status"] != "queued" or dry_run:  # a queued one is counted as delivered
                 result.add(campaign.name, row["status"])
             if row["reason"] and row["status"] != "control":
                 result.reasons[row["reason"]] = result.reasons.get(row["reason"], 0) + 1
             rows.append(row)
-        # the messages to send, rendered from the customers' rows taken out together
         sending = [
             r for r in rows if r["campaign"] == campaign.name and r["status"] in ("queued", "held")
         ]
-        people = customer_rows(frame, [positions[r["customer_id"]] for r in sending])
-        offers = _recommendations(store, campaign, sending, recommending)
-        coupons = {v.name for v in campaign.variants if _variant_uses(v, "coupon")}
-        for row, customer in zip(sending, people, strict=True):
-            context = message_context(customer, campaign, campaigns, secret, when)
-            context["recommendations"] = offers.get(row["key"], [])
-            if row["variant"] in coupons:  # a code only for a message that shows one
-                code, expires = coupon_code(secret, campaign, row["key"], when)
-                context.update(coupon=code, coupon_expires=expires.date().isoformat())
-                row["coupon"] = (code, expires)
-            row.update(render_message(campaign, row["variant"], context))
+        _render(store, campaign, campaigns, sending, frame, positions, secret, when, recommending)
+    if not dry_run:
+        tests = [c for c in chosen if c.auto_winner]
+        released = _release(store, campaigns, tests, contacts, when, result)
+        for campaign, picked in released:
+            _render(
+                store, campaign, campaigns, picked, frame, positions, secret, when, recommending
+            )
+            _write_released(store, picked)
     if dry_run:
         for row in rows:
             if row["status"] == "queued" and len(result.samples) < samples:
@@ -345,6 +368,132 @@ def run_campaigns(
         progress(f"{len(rows):,} new outbox rows; delivering")
     _deliver(store, campaigns, opened, when, result, limit)
     return result
+
+
+def _render(
+    store: Store,
+    campaign: Campaign,
+    campaigns: CampaignFile,
+    rows: list[dict[str, Any]],
+    frame: pd.DataFrame,
+    positions: dict[str, int],
+    secret: bytes | None,
+    when: dt.datetime,
+    recommending: dict[str, Any],
+) -> None:
+    """Render the messages of ``rows`` (each with its variant) in place, from the
+    customers' rows taken out together: subject and bodies, a coupon for a variant that
+    shows one, each link tracked (``click_url``)."""
+    from retain.campaigns.clicks import track_links
+
+    people = customer_rows(frame, [positions[r["customer_id"]] for r in rows])
+    offers = _recommendations(store, campaign, rows, recommending)
+    coupons = {v.name for v in campaign.variants if _variant_uses(v, "coupon")}
+    for row, customer in zip(rows, people, strict=True):
+        context = message_context(customer, campaign, campaigns, secret, when)
+        context["recommendations"] = offers.get(row["key"], [])
+        if row["variant"] in coupons:  # a code only for a message that shows one
+            code, expires = coupon_code(secret, campaign, row["key"], when)
+            context.update(coupon=code, coupon_expires=expires.date().isoformat())
+            row["coupon"] = (code, expires)
+        rendered = render_message(campaign, row["variant"], context)
+        row.update(track_links(rendered, row["key"], secret, campaigns.defaults.click_url))
+
+
+def _release(
+    store: Store,
+    campaigns: CampaignFile,
+    tests: list[Campaign],
+    contacts: dict[str, dict[str, Any]],
+    when: dt.datetime,
+    result: RunResult,
+) -> list[tuple[Campaign, list[dict[str, Any]]]]:
+    """For each newsletter test (``auto_winner``) with messages waiting: once the
+    sequential rule names a winner, or at the deadline the best so far, the waiting
+    messages take the winner's variant and its timing. Returns them to render, by
+    campaign; the decision goes to the run's notes."""
+    from retain.experiments.analysis import pick_winner
+
+    out: list[tuple[Campaign, list[dict[str, Any]]]] = []
+    for campaign in tests:
+        waiting = store.con.execute(
+            "SELECT key, customer_id, trigger_key, created_at FROM campaign_outbox "
+            "WHERE campaign = ? AND status = 'waiting' ORDER BY key",
+            [campaign.name],
+        ).fetchall()
+        if not waiting:
+            continue
+        assert campaign.auto_winner is not None
+        started = min(row[3] for row in waiting)
+        deadline = started + dt.timedelta(hours=campaign.auto_winner.deadline_hours)
+        winner, why = pick_winner(store, campaign, _utc(when), final=_utc(when) >= deadline)
+        if winner is None:
+            continue
+        variant = next(v for v in campaign.variants if v.name == winner)
+        result.notes.append(f"{campaign.name}: variant {winner} goes to the rest ({why})")
+        picked = []
+        for key, cid, trigger_key, created in waiting:
+            row = {
+                "key": key,
+                "campaign": campaign.name,
+                "customer_id": cid,
+                "trigger_key": trigger_key,
+                "variant": winner,
+                "created_at": created,
+                "reason": None,
+                "not_before": None,
+                **_timing(campaign, campaigns, variant, contacts.get(cid, {}), when),
+            }
+            if cid in contacts:
+                picked.append(row)
+        out.append((campaign, picked))
+    return out
+
+
+def _write_released(store: Store, rows: list[dict[str, Any]]) -> None:
+    """The waiting rows given their variant, status and rendered message."""
+    if not rows:
+        return
+    columns = (
+        "key",
+        "variant",
+        "status",
+        "reason",
+        "not_before",
+        "subject",
+        "body_text",
+        "body_html",
+    )
+    frame = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows])
+    frame["not_before"] = pd.to_datetime(frame["not_before"])
+    coupons = [
+        (code, row["campaign"], row["customer_id"], row["key"], _utc(dt.datetime.now(dt.UTC)), exp)
+        for row in rows
+        if row.get("coupon")
+        for code, exp in [row["coupon"]]
+    ]
+    with store.transaction() as con:
+        con.register("_released", frame)
+        try:
+            con.execute(
+                """
+                UPDATE campaign_outbox AS o
+                SET variant = r.variant, status = r.status, reason = r.reason,
+                    not_before = r.not_before, subject = r.subject,
+                    body_text = r.body_text, body_html = r.body_html
+                FROM _released AS r
+                WHERE o.key = r.key AND o.status = 'waiting'
+                """
+            )
+        finally:
+            con.unregister("_released")
+        if coupons:
+            con.executemany(
+                "INSERT OR IGNORE INTO campaign_coupons "
+                "(code, campaign, customer_id, outbox_key, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                coupons,
+            )
 
 
 def _taken(store: Store, names: list[str]) -> set[str]:
@@ -387,15 +536,20 @@ def _decide(
     when: dt.datetime,
     suppressed: dict[str, set[str]],
     counts: dict[tuple[str, str | None, str], int],
+    global_share: float = 0.0,
 ) -> dict[str, Any]:
+    """The fate of one firing. Who may not be sent it (opted out, no address, capped) is
+    left out first; the control groups are drawn from the rest, so that they hold the
+    same kind of customer as the arms that are sent the message."""
     address = person.get("email")
     address = None if pd.isna(address) else str(address)
+    variant = pick_variant(campaign, cid)
     row: dict[str, Any] = {
         "key": key,
         "campaign": campaign.name,
         "customer_id": cid,
         "trigger_key": trigger_key,
-        "variant": pick_variant(campaign, cid).name,
+        "variant": variant.name,
         "channel": campaign.channel,
         "address": address,
         "transactional": campaign.transactional,
@@ -411,28 +565,54 @@ def _decide(
     refused = refusal(
         campaign.transactional, cid, None if pd.isna(accepts) else bool(accepts), suppressed
     )
-    if in_control(campaign, cid):
-        row.update(status="control", reason=f"control group ({campaign.control_share:.0%})")
-    elif refused:
+    if refused:
         row.update(status="suppressed", reason=refused)
     elif campaign.channel == "email" and not _mailable(address):
         row.update(status="suppressed", reason="no e-mail address")
     elif not campaign.transactional and (capped := _capped(campaign, campaigns, cid, counts)):
         row.update(status="capped", reason=capped)
+    elif not campaign.transactional and in_global_control(global_share, cid):
+        row.update(
+            status="control",
+            variant="global control",
+            reason=f"global control group ({global_share:.0%})",
+        )
+    elif in_control(campaign, cid):
+        row.update(
+            status="control",
+            variant="control",
+            reason=f"control group ({campaign.control_share:.0%})",
+        )
     else:
-        quiet = campaigns.defaults.quiet_hours
-        local = when.astimezone(_zone(person.get("timezone"), when))
-        if quiet is not None and not campaign.transactional and quiet.holds(local):
-            row.update(
-                status="held",
-                reason=f"quiet hours in {local.tzinfo}",
-                not_before=_utc(quiet.next_end(local)),
-            )
+        if not in_test(campaign, cid):
+            row.update(status="waiting", variant=None, reason="waiting for the test's winner")
+        else:
+            row.update(_timing(campaign, campaigns, variant, person, when))
         if not campaign.transactional:
             for window in CAP_WINDOWS:
                 for scope in (None, campaign.name):
                     counts[(cid, scope, window)] = counts.get((cid, scope, window), 0) + 1
     return row
+
+
+def _timing(
+    campaign: Campaign,
+    campaigns: CampaignFile,
+    variant: Variant,
+    person: dict[str, Any],
+    when: dt.datetime,
+) -> dict[str, Any]:
+    """``queued``, or ``held`` until the variant's delay has passed and the quiet hours
+    in the customer's time zone are over."""
+    at = when + dt.timedelta(hours=variant.delay_hours)
+    reason = f"variant {variant.name}: {variant.delay_hours:g} h later" if at > when else None
+    quiet = campaigns.defaults.quiet_hours
+    local = at.astimezone(_zone(person.get("timezone"), when))
+    if quiet is not None and not campaign.transactional and quiet.holds(local):
+        at, reason = quiet.next_end(local), f"quiet hours in {local.tzinfo}"
+    if at > when:
+        return {"status": "held", "reason": reason, "not_before": _utc(at)}
+    return {"status": "queued"}
 
 
 def _mailable(address: str | None) -> bool:

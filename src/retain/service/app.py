@@ -116,8 +116,8 @@ MAX_BODY_BYTES = 1_048_576
 one is answered 413 before the service looks at it (see :func:`create_app`)."""
 
 # paths anyone may read: the page furniture and the API's documentation
-# /unsubscribe: customers follow it from a message; its signed token is its key
-PUBLIC_PATHS = ("/favicon.ico", "/openapi.json", "/docs", "/redoc", "/unsubscribe")
+# /unsubscribe and /click: customers follow them from a message; the signed token is the key
+PUBLIC_PATHS = ("/favicon.ico", "/openapi.json", "/docs", "/redoc", "/unsubscribe", "/click")
 PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
 
 

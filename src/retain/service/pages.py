@@ -359,3 +359,24 @@ def unsubscribe_now(
     return _unsubscribe_page(
         200, "You are unsubscribed", "You will get no more marketing e-mails from us."
     )
+
+
+# -- tracked links: each link of a campaign message (retain.campaigns.clicks) ---------------
+@router.get("/click")
+def click(service: ServiceDep, t: Annotated[str, Query(max_length=4000)] = "") -> Response:
+    """Record a click on a message's link and send the customer on to its address (a
+    read-only service sends them on and records nothing)."""
+    from fastapi.responses import RedirectResponse
+
+    from retain.campaigns.clicks import record_click, target
+    from retain.errors import DataError
+
+    try:
+        if service.writes:
+            with service.write_lock:
+                url = record_click(service.store(), t)
+        else:
+            url = target(service.store(), t)
+    except DataError as exc:
+        return _unsubscribe_page(400, "This link cannot be used", str(exc))
+    return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})

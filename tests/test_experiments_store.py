@@ -3,6 +3,8 @@ global control group held out of every marketing message, and tracked links."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from pathlib import Path
 
@@ -81,6 +83,21 @@ def test_a_planted_lift_in_orders_is_recovered(tmp_path: Path) -> None:
     assert report["comparisons"][0]["conversion"]["verdict"] == "better"
     assert report["added"]["revenue"] > 0
     assert report["sentence"].startswith("Variant a raised orders by")
+    # the CLI, the API and the Campaigns page say the same
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+
+    cli = CliRunner().invoke(
+        app, ["experiments", "report", "news", "--db", str(db), "--no-clv", "--json"]
+    )
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout)["sentence"] == report["sentence"]
+    with TestClient(create_app(db, warm=False), client=("127.0.0.1", 5000)) as client:
+        shown = client.get("/api/campaigns").json()["experiments"]
+        page = client.get("/campaigns").text
+    assert [e["sentence"] for e in shown] == [report["sentence"]]
+    assert html.escape(report["sentence"], quote=False) in page
 
 
 def test_the_global_control_group_gets_no_marketing_and_is_set_once(tmp_path: Path) -> None:

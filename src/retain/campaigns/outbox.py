@@ -1160,6 +1160,7 @@ def campaign_report(store: Store, name: str | None = None) -> pd.DataFrame:
                count(*) FILTER (WHERE status = 'control') AS control,
                count(*) FILTER (WHERE status IN ('queued', 'sending')) AS queued,
                count(*) FILTER (WHERE status = 'unconfirmed') AS unconfirmed,
+               count(*) FILTER (WHERE status = 'waiting') AS waiting,
                any_value(coalesce(a.orders, 0)) AS orders_within_7d,
                any_value(coalesce(a.net_revenue, 0)) AS net_revenue_within_7d,
                any_value(coalesce(k.issued, 0)) AS coupons_issued,

@@ -402,14 +402,14 @@ def sentence(report: dict[str, Any]) -> str:
         f"{_label(top['arm']).capitalize()} {verb} orders by {abs(points):.1f} points "
         f"({low:.1f} to {high:.1f}) over {_label(top['against'])}"
     )
-    if conversion["verdict"] == "undecided":
-        small = min(by_arm[top["arm"]]["customers"], by_arm[top["against"]]["customers"])
-        why = (
-            f"fewer than {stats.MIN_PER_ARM} customers in an arm"
-            if small < stats.MIN_PER_ARM
-            else ("the interval still spans 0")
+    small = min(a["customers"] for a in arms)
+    if small < stats.MIN_PER_ARM:
+        return (
+            f"Too early to tell: {small:,} customers in the smallest arm, at least "
+            f"{stats.MIN_PER_ARM} needed. So far: {text[0].lower()}{text[1:]}."
         )
-        text += f", not decided yet ({why})"
+    if conversion["verdict"] == "undecided":
+        text += ", not decided yet (the interval still spans 0)"
     return text + f"; probability it is best {best:.0%}."
 
 

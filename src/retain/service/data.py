@@ -1470,8 +1470,29 @@ def campaigns_payload(store: Store, recent: int = 20) -> dict[str, Any]:
         "totals": totals,
         "opt_outs": {str(k): int(v) for k, v in opt_outs.items()},
         "recent": records(latest),
+        "experiments": _experiments(store, [str(c) for c in report["campaign"]]),
         "notes": [] if len(report) else [NO_CAMPAIGNS],
     }
+
+
+def _experiments(store: Store, names: list[str]) -> list[dict[str, Any]]:
+    """Each campaign with two arms or more as ``retain experiments report --no-clv``
+    reads it: ``campaign``, ``reference``, ``arms`` and ``sentence``."""
+    from retain.errors import DataError
+    from retain.experiments.analysis import experiment_report
+
+    if not store.has_table("campaign_clicks"):  # a store older than experiments, read-only
+        return []
+    out = []
+    for name in names:
+        try:
+            found = experiment_report(store, name, clv=False)
+        except DataError:  # no customer in an arm yet
+            continue
+        if len(found["arms"]) > 1:
+            keep = ("campaign", "reference", "arms", "comparisons", "sentence")
+            out.append({k: found[k] for k in keep})
+    return out
 
 
 NO_CAMPAIGNS = (

@@ -2021,7 +2021,7 @@ def campaigns_unsubscribe(
 # --- experiments (retain.experiments): report, size -------------------------------------
 
 experiments_app = RetainTyper(
-    name="experiments",
+    cls=RetainGroup,
     help="A campaign as an experiment: each arm against control, the uplift with its "
     "interval, the probability each arm is best; and the sample size a test needs.",
     no_args_is_help=True,

@@ -466,12 +466,6 @@ def _write_released(store: Store, rows: list[dict[str, Any]]) -> None:
     )
     frame = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows])
     frame["not_before"] = pd.to_datetime(frame["not_before"])
-    coupons = [
-        (code, row["campaign"], row["customer_id"], row["key"], _utc(dt.datetime.now(dt.UTC)), exp)
-        for row in rows
-        if row.get("coupon")
-        for code, exp in [row["coupon"]]
-    ]
     with store.transaction() as con:
         con.register("_released", frame)
         try:
@@ -487,13 +481,25 @@ def _write_released(store: Store, rows: list[dict[str, Any]]) -> None:
             )
         finally:
             con.unregister("_released")
-        if coupons:
-            con.executemany(
-                "INSERT OR IGNORE INTO campaign_coupons "
-                "(code, campaign, customer_id, outbox_key, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                coupons,
-            )
+        _keep_coupons(con, rows, _utc(dt.datetime.now(dt.UTC)))
+
+
+def _keep_coupons(con: Any, rows: list[dict[str, Any]], created: dt.datetime | None = None) -> None:
+    """Record the coupon each message of ``rows`` shows (issued at ``created``, else at
+    the row's own decision)."""
+    coupons = [
+        (code, row["campaign"], row["customer_id"], row["key"], created or row["created_at"], exp)
+        for row in rows
+        if row.get("coupon")
+        for code, exp in [row["coupon"]]
+    ]
+    if coupons:
+        con.executemany(
+            "INSERT OR IGNORE INTO campaign_coupons "
+            "(code, campaign, customer_id, outbox_key, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            coupons,
+        )
 
 
 def _taken(store: Store, names: list[str]) -> set[str]:
@@ -839,12 +845,6 @@ def _write(store: Store, rows: list[dict[str, Any]]) -> None:
     frame["attempts"] = frame["attempts"].astype("int32")
     for column in ("created_at", "not_before", "sent_at"):
         frame[column] = pd.to_datetime(frame[column])
-    coupons = [
-        (code, row["campaign"], row["customer_id"], row["key"], row["created_at"], expires)
-        for row in rows
-        if row.get("coupon")
-        for code, expires in [row["coupon"]]
-    ]
     with store.transaction() as con:
         con.register("_outbox_rows", frame)
         try:
@@ -854,13 +854,7 @@ def _write(store: Store, rows: list[dict[str, Any]]) -> None:
             )
         finally:
             con.unregister("_outbox_rows")
-        if coupons:
-            con.executemany(
-                "INSERT OR IGNORE INTO campaign_coupons "
-                "(code, campaign, customer_id, outbox_key, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                coupons,
-            )
+        _keep_coupons(con, rows)
 
 
 def _reconcile(store: Store, channels: dict[str, Any], result: RunResult) -> None:

@@ -274,6 +274,12 @@ def load_campaigns(path: str | Path) -> CampaignFile:
         ) from None
     except UnicodeDecodeError:
         raise DataError("not UTF-8 text", file=str(path)) from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise DataError(
+            f"cannot read it ({exc.strerror})",
+            file=str(path),
+            expected="a readable TOML file of campaigns",
+        ) from None
     return parse_campaigns(text, str(path))
 
 
@@ -461,11 +467,14 @@ def _campaign(entry: Any, number: int, where: _Locator) -> Campaign:
     ):
         where.fail(number, "coupon_days", f"coupon_days = {coupon_days!r}", "1 to 3650 days", name)
     auto_winner = _auto_winner(entry.get("auto_winner"), number, where, name, trigger, variants)
-    if flags["transactional"] and trigger.kind == "broadcast":
+    if flags["transactional"] and trigger.kind != "post_purchase":
+        # a transactional message skips caps, quiet hours and marketing opt-outs: only a
+        # message about an order the customer placed may
         where.fail(
             number,
             "transactional",
-            "a broadcast cannot be transactional",
+            f"a {trigger.kind} campaign cannot be transactional (only messages about an "
+            "order are: trigger post_purchase)",
             "transactional = false",
             name,
         )

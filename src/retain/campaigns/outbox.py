@@ -366,7 +366,9 @@ def run_campaigns(
     keep_segments(store, frame, when.date())
     if progress:
         progress(f"{len(rows):,} new outbox rows; delivering")
-    _deliver(store, campaigns, opened, when, result, limit)
+    # only what this run's campaigns queued, through their channel: an audit run
+    # (--channel file) sends nothing an earlier run queued for e-mail
+    _deliver(store, campaigns, opened, when, result, limit, chosen)
     return result
 
 
@@ -894,11 +896,13 @@ def _deliver(
     when: dt.datetime,
     result: RunResult,
     limit: int | None = None,
+    chosen: list[Campaign] | None = None,
 ) -> None:
     from retain.campaigns.channels import DeliveryError, Message
 
     if limit is not None and limit <= 0:
         return
+    pairs = [[c.name, c.channel] for c in chosen] if chosen is not None else None
 
     now = _utc(when)
     ready = store.con.execute(
@@ -907,10 +911,11 @@ def _deliver(
                body_html, attempts
         FROM campaign_outbox
         WHERE status IN ('queued', 'held') AND (not_before IS NULL OR not_before <= ?)
+          AND (CAST(? AS VARCHAR[][]) IS NULL OR [campaign, channel] IN (SELECT unnest(?)))
         ORDER BY created_at, key
         LIMIT ?
         """,
-        [now, limit],
+        [now, pairs, pairs, limit],
     ).fetchall()
     if not ready:
         return
@@ -922,6 +927,7 @@ def _deliver(
     assert secret is not None
     opened: dict[str, Any] = {}
     paced: dict[str, float] = {}
+    retried: dict[str, int] = {}
     journal = _Journal(store)
     try:
         for key, name, cid, kind, address, transactional, subject, text, html, attempts in ready:
@@ -963,6 +969,8 @@ def _deliver(
                 status = "unconfirmed" if exc.uncertain else "failed" if final else "queued"
                 journal.write(status, key, str(exc))
                 result.add(name, status)
+                if status == "queued":
+                    retried[str(exc)] = retried.get(str(exc), 0) + 1
                 continue
             journal.write("sent", key, str(delivery_id))
             result.add(name, "sent")
@@ -970,6 +978,10 @@ def _deliver(
         for channel in opened.values():
             channel.close()
         journal.fold(store, now)
+        for error, count in retried.items():
+            result.notes.append(
+                f"{count:,} message(s) not delivered, tried again by a later run: {error}"
+            )
 
 
 def pace(

@@ -57,8 +57,11 @@ def render(source: str, context: dict[str, Any], *, campaign: str, part: str) ->
     raises :class:`DataError` naming the campaign and the part (subject, text, html)."""
     try:
         return str(_compiled(source).render(context))
-    except TemplateError as exc:
+    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        customer = (context.get("customer") or {}).get("customer_id")
+        whom = f" for customer {customer}" if customer is not None else ""
         raise DataError(
-            f"campaign {campaign!r}: the {part} template cannot be rendered ({exc})",
+            f"campaign {campaign!r}: the {part} template cannot be rendered{whom} "
+            f"({type(exc).__name__}: {exc})",
             expected="fields of the customer (retain campaigns preview shows them)",
         ) from None

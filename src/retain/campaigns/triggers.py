@@ -59,6 +59,11 @@ def customer_fields(store: Store) -> pd.DataFrame:
     return frame
 
 
+def _numbers(values: pd.Series) -> pd.Series:
+    """A column as floats, a missing value (no scores yet) as NaN."""
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
 def in_audience(frame: pd.DataFrame, audience: Audience) -> np.ndarray:
     """Which rows of :func:`customer_fields` the audience holds (every condition)."""
     keep = np.ones(len(frame), dtype=bool)
@@ -67,11 +72,9 @@ def in_audience(frame: pd.DataFrame, audience: Audience) -> np.ndarray:
     if audience.churn_risk:
         keep &= frame["churn_risk"].isin(audience.churn_risk).to_numpy()
     if audience.min_p_alive is not None:
-        keep &= (
-            (frame["p_alive"].astype("float64") >= audience.min_p_alive).fillna(False).to_numpy()
-        )
+        keep &= (_numbers(frame["p_alive"]) >= audience.min_p_alive).fillna(False).to_numpy()
     if audience.min_clv is not None:
-        clv = frame["clv_12m"].astype("float64")
+        clv = _numbers(frame["clv_12m"])
         keep &= (clv >= audience.min_clv).fillna(False).to_numpy()
     if audience.min_orders is not None:
         keep &= (frame["orders"] >= audience.min_orders).to_numpy()

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from retain.errors import DataError
+from retain.errors import DataError, StoreError
 from retain.experiments import stats
 from retain.store import Store
 
@@ -162,7 +162,7 @@ def clv_change(store: Store, frame: pd.DataFrame) -> pd.Series:
     out = pd.Series(np.nan, index=frame.index, dtype="float64")
     try:
         basis = load_score_basis(store)
-    except Exception:  # no full scoring: no CLV to compare
+    except StoreError:  # no full scoring: no CLV to compare
         return out
     model, spend, row = load_fit(store, basis.fit_id)
     if spend is None:
@@ -229,9 +229,9 @@ def _finite(value: Any) -> Any:
 
 def _arm_row(name: str, group: pd.DataFrame, clv: pd.Series) -> dict[str, Any]:
     n = len(group)
-    converted = int((group["orders"] > 0).sum())
-    clickers = int((group["clicks"] > 0).sum())
-    revenue = group["revenue"].to_numpy(dtype="float64")
+    converted = _hits(group, "orders")[0]
+    clickers = _hits(group, "clicks")[0]
+    revenue = _values(group, "revenue")
     change = clv.loc[group.index].dropna().to_numpy(dtype="float64")
     low, high = _mean_interval(revenue)
     c_low, c_high = _mean_interval(change)
@@ -256,6 +256,15 @@ def _arm_row(name: str, group: pd.DataFrame, clv: pd.Series) -> dict[str, Any]:
     }
 
 
+def _hits(group: pd.DataFrame, column: str) -> tuple[int, int]:
+    """How many of the arm's customers have ``column`` above 0, and the arm's size."""
+    return int((group[column] > 0).sum()), len(group)
+
+
+def _values(group: pd.DataFrame, column: str) -> np.ndarray:
+    return group[column].to_numpy(dtype="float64")
+
+
 def _reference(arms: list[str]) -> str:
     for name in CONTROL_ARMS:
         if name in arms:
@@ -273,7 +282,7 @@ def experiment_report(
     the campaign added over control, and one sentence saying what it found."""
     frame = units(store, name, window)
     change = clv_change(store, frame) if clv else pd.Series(np.nan, index=frame.index)
-    names = [a for a in _arm_order(frame["arm"].unique().tolist())]
+    names = _arm_order(frame["arm"].unique().tolist())
     groups = {arm: frame[frame["arm"] == arm] for arm in names}
     rows = [_arm_row(arm, groups[arm], change) for arm in names]
     reference = _reference(names)
@@ -285,38 +294,26 @@ def experiment_report(
         group = groups[arm]
         entry: dict[str, Any] = {"arm": arm, "against": reference, "alpha": alpha}
         entry["conversion"] = stats.compare_rates(
-            int((ref["orders"] > 0).sum()),
-            len(ref),
-            int((group["orders"] > 0).sum()),
-            len(group),
-            alpha,
+            *_hits(ref, "orders"), *_hits(group, "orders"), alpha
         ).to_dict()
-        entry["revenue_per_customer"] = stats.compare_means(
-            ref["revenue"].to_numpy(dtype="float64"),
-            group["revenue"].to_numpy(dtype="float64"),
-            alpha,
-        ).to_dict()
-        entry["orders_per_customer"] = stats.compare_means(
-            ref["orders"].to_numpy(dtype="float64"),
-            group["orders"].to_numpy(dtype="float64"),
-            alpha,
-        ).to_dict()
+        for measure, column in (
+            ("revenue_per_customer", "revenue"),
+            ("orders_per_customer", "orders"),
+        ):
+            entry[measure] = stats.compare_means(
+                _values(ref, column), _values(group, column), alpha
+            ).to_dict()
         if reference not in CONTROL_ARMS:  # a control is sent nothing to click
             entry["clicks"] = stats.compare_rates(
-                int((ref["clicks"] > 0).sum()),
-                len(ref),
-                int((group["clicks"] > 0).sum()),
-                len(group),
-                alpha,
+                *_hits(ref, "clicks"), *_hits(group, "clicks"), alpha
             ).to_dict()
         ref_change = change.loc[ref.index].dropna().to_numpy(dtype="float64")
         arm_change = change.loc[group.index].dropna().to_numpy(dtype="float64")
         if len(ref_change) > 1 and len(arm_change) > 1:
             entry["clv_change"] = stats.compare_means(ref_change, arm_change, alpha).to_dict()
         comparisons.append(entry)
-    best, loss = stats.beta_binomial(
-        [int((groups[a]["orders"] > 0).sum()) for a in names], [len(groups[a]) for a in names]
-    )
+    counts = [_hits(groups[a], "orders") for a in names]
+    best, loss = stats.beta_binomial([x for x, _ in counts], [n for _, n in counts])
     for row, p, expected_loss in zip(rows, best, loss, strict=True):
         row["probability_best"] = p
         row["expected_loss"] = expected_loss
@@ -356,14 +353,10 @@ def _added(
     ref = groups[reference]
     n = len(treated)
     out: dict[str, Any] = {"customers": n, "against": reference}
-    revenue = stats.compare_means(
-        ref["revenue"].to_numpy(dtype="float64"), treated["revenue"].to_numpy(dtype="float64")
-    )
+    revenue = stats.compare_means(_values(ref, "revenue"), _values(treated, "revenue"))
     out["revenue"] = revenue.difference * n
     out["revenue_interval"] = [v * n for v in revenue.interval]
-    conversions = stats.compare_rates(
-        int((ref["orders"] > 0).sum()), len(ref), int((treated["orders"] > 0).sum()), n
-    )
+    conversions = stats.compare_rates(*_hits(ref, "orders"), *_hits(treated, "orders"))
     out["customers_converted"] = conversions.difference * n
     out["customers_converted_interval"] = [v * n for v in conversions.interval]
     ref_change = change.loc[ref.index].dropna().to_numpy(dtype="float64")

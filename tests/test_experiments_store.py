@@ -230,3 +230,100 @@ def test_an_undecided_newsletter_test_sends_the_best_so_far_at_the_deadline(
     assert "waiting:-" not in after
     assert any("not a decided winner" in note for note in result.notes)
     assert after["sent:plain"] > after.get("sent:bold", 0)
+
+
+def _purchases(
+    ids: list[str], rate: np.ndarray, gaps: np.ndarray, amounts: np.ndarray, tag: str
+) -> pd.DataFrame:
+    """Orders in the week after the message (sent 2025-07-01 10:00): customer i buys at
+    ``rate[i]`` a day, at the times the unit-rate ``gaps`` give scaled by the rate (the
+    same gaps at every rate, so that a higher rate means more of the same orders)."""
+    times = 10 / 24 + np.cumsum(gaps, axis=1) / rate[:, None]
+    row, k = np.nonzero(times < 7)
+    return pd.DataFrame(
+        {
+            "order_id": [f"{tag}-{ids[i]}-{j}" for i, j in zip(row, k, strict=True)],
+            "customer_id": [ids[i] for i in row],
+            "ordered_at": pd.Timestamp("2025-07-01") + pd.to_timedelta(times[row, k], unit="D"),
+            "net_revenue": amounts[row, k],
+        }
+    )
+
+
+def test_the_change_of_clv_recovers_a_planted_factor(tmp_path: Path) -> None:
+    """4,000 customers buy for a year (each at their own rate, Gamma(2, 1/60) a day);
+    the store is fitted and scored, a newsletter goes to half of them, and in the week
+    after it the treated buy at 1.5 times their rate. The report's change of 12-month
+    CLV, treated against control, must hold what a factor of 1.5 truly adds: the mean,
+    over the same customers, of their CLV at the window's end when they buy at 1.5
+    times their rate minus when they buy at their rate, with the same fit (averaged
+    over 8 draws of the week). Turned around, the factors whose true effect the
+    interval holds make an interval of factors that must hold 1.5 and exclude 1 and 2."""
+    from retain.features import summarize
+    from retain.scoring import fit_store, load_fit, load_score_basis, score_store
+
+    n = 4000
+    rng = np.random.default_rng(17)
+    ids = [f"c{i:04d}" for i in range(n)]
+    rate = rng.gamma(2.0, 1 / 60, n)
+    history = []
+    for i, cid in enumerate(ids):
+        day, k = float(rng.integers(0, 300)), 0
+        while day < 365:
+            history.append((f"h-{cid}-{k}", cid, int(day), float(rng.gamma(4, 10))))
+            day, k = day + rng.exponential(1 / rate[i]), k + 1
+    past = pd.DataFrame(history, columns=["order_id", "customer_id", "day", "net_revenue"])
+    past["ordered_at"] = pd.Timestamp("2024-07-01 12:00") + pd.to_timedelta(past.day, unit="D")
+    past = past.drop(columns="day")
+    db = people_store(tmp_path / "s.duckdb", [person(c) for c in ids])
+    with Store(db) as store:
+        store.con.execute("DELETE FROM orders")  # people_store's one order each
+        insert_frames(store, {"orders": past})
+        fit_store(store, model="bgnbd")
+        score_store(store)
+        run_campaigns(store, _file(tmp_path, NEWS), now="2025-07-01T10:00:00")
+        arms = dict(store.con.execute("SELECT customer_id, status FROM campaign_outbox").fetchall())
+        treated = np.array([arms[c] == "sent" for c in ids])
+        week = _purchases(
+            ids,
+            rate * np.where(treated, 1.5, 1.0),
+            rng.exponential(size=(n, 25)),
+            rng.gamma(4, 10, size=(n, 25)),
+            "w",
+        )
+        insert_frames(store, {"orders": week})
+        report = experiment_report(store, "news")
+        basis = load_score_basis(store)
+        model, spend, fit = load_fit(store, basis.fit_id)
+    change = report["comparisons"][0]["clv_change"]
+    low, high = change["interval"]
+    assert change["verdict"] == "better" and change["relative"] is None
+    assert report["added"]["clv"] > 0
+
+    def clv_at_end(orders: pd.DataFrame) -> np.ndarray:
+        summary = summarize(
+            orders, observation_end="2025-07-08", unit=fit["unit"], grain=fit["grain"]
+        )
+        return np.asarray(
+            model.clv(
+                summary[["frequency", "recency", "T", "monetary"]],
+                gamma_gamma=spend,
+                horizon="12M",
+                discount_rate=basis.discount_rate,
+                margin=basis.margin,
+            )
+        )
+
+    factors = [1.0, 1.25, 1.5, 1.75, 2.0]
+    draws = np.random.default_rng(18)
+    effect = np.zeros(len(factors))
+    for _ in range(8):
+        gaps, amounts = draws.exponential(size=(n, 25)), draws.gamma(4, 10, size=(n, 25))
+        ends = [
+            clv_at_end(pd.concat([past, _purchases(ids, rate * f, gaps, amounts, "o")]))
+            for f in factors
+        ]
+        effect += [(end - ends[0]).mean() / 8 for end in ends]
+    assert np.all(np.diff(effect) > 0)
+    held = [f for f, e in zip(factors, effect, strict=True) if low <= e <= high]
+    assert 1.5 in held and 1.0 not in held and 2.0 not in held, (low, high, effect)

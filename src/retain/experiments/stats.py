@@ -40,9 +40,9 @@ MIN_PER_ARM = 100
 
 @functools.lru_cache(maxsize=16)
 def _z(level: float) -> float:
-    from scipy.stats import norm
+    from scipy.special import ndtri
 
-    return float(norm.ppf(0.5 + level / 2))
+    return float(ndtri(0.5 + level / 2))
 
 
 def _check_counts(successes: int, n: int, what: str = "arm") -> None:
@@ -94,7 +94,7 @@ def welch_interval(
 ) -> tuple[float, float]:
     """Welch's t-interval of ``mean2 - mean1`` (per-recipient revenue, say) from each
     arm's mean, sample variance and size."""
-    from scipy.stats import t
+    from scipy.special import stdtrit  # the t quantile: scipy.stats takes a second to import
 
     d = mean2 - mean1
     if n1 < 2 or n2 < 2:
@@ -104,7 +104,7 @@ def welch_interval(
     if se == 0:
         return d, d
     df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
-    half = float(t.ppf(0.5 + level / 2, df)) * se
+    half = float(stdtrit(df, 0.5 + level / 2)) * se
     return d - half, d + half
 
 
@@ -139,22 +139,28 @@ def beta_binomial(successes: list[int], trials: list[int]) -> tuple[list[float],
     points of rate). Computed by quadrature over the posteriors, not by sampling: the same
     counts always give the same figures. ``P(i best) = ∫ f_i Π_{j≠i} F_j`` and
     ``E[max] = hi - ∫ Π_j F_j`` over ``[lo, hi]`` holding every posterior."""
-    from scipy.stats import beta
+    from scipy.special import betainc, betaincinv, betaln
 
     if len(successes) != len(trials) or not successes:
         raise ArgumentError("beta_binomial: one count of successes per arm, at least one arm")
     for x, n in zip(successes, trials, strict=True):
         _check_counts(x, n)
-    posts = [beta(1 + x, 1 + n - x) for x, n in zip(successes, trials, strict=True)]
+    posts = [(1.0 + x, 1.0 + n - x) for x, n in zip(successes, trials, strict=True)]
     # a grid dense in each posterior's own range, so that narrow ones far apart are resolved
     parts = []
-    for post in posts:
-        low, high = (float(v) for v in post.ppf([1e-10, 1 - 1e-10]))
+    for a, b in posts:
+        low, high = (float(v) for v in betaincinv(a, b, np.array([1e-10, 1 - 1e-10])))
         parts.append(np.linspace(low, high, 2001))
     grid = np.unique(np.concatenate([np.array([0.0, 1.0]), *parts]))
     grid = grid[(grid >= 0) & (grid <= 1)]
-    cdfs = np.array([p.cdf(grid) for p in posts])
-    pdfs = np.array([p.pdf(grid) for p in posts])
+    cdfs = np.array([betainc(a, b, grid) for a, b in posts])
+    inner = np.log(grid[1:-1]), np.log1p(-grid[1:-1])  # the grid's ends are 0 and 1
+    pdfs = np.zeros((len(posts), len(grid)))
+    for i, (a, b) in enumerate(posts):
+        pdfs[i, 1:-1] = np.exp((a - 1) * inner[0] + (b - 1) * inner[1] - betaln(a, b))
+        # at 0 and 1 the density is 1 / B(a, b) where the exponent is 0, else 0
+        pdfs[i, 0] = math.exp(-betaln(a, b)) if a == 1 else 0.0
+        pdfs[i, -1] = math.exp(-betaln(a, b)) if b == 1 else 0.0
     all_below = np.prod(cdfs, axis=0)
     best = []
     for i in range(len(posts)):
@@ -163,7 +169,7 @@ def beta_binomial(successes: list[int], trials: list[int]) -> tuple[list[float],
     total = sum(best)
     best = [b / total for b in best]  # quadrature error spread evenly: they sum to 1
     e_max = 1.0 - float(np.trapezoid(all_below, grid))
-    loss = [max(0.0, e_max - float(p.mean())) for p in posts]
+    loss = [max(0.0, e_max - a / (a + b)) for a, b in posts]
     return best, loss
 
 
@@ -187,12 +193,12 @@ def sample_size(baseline: float, lift: float, *, alpha: float = 0.05, power: flo
         raise ArgumentError(f"--alpha: got {alpha}, expected a number between 0 and 1")
     if not 0 < power < 1:
         raise ArgumentError(f"--power: got {power}, expected a number between 0 and 1")
-    from scipy.stats import norm
+    from scipy.special import ndtri
 
     p1 = baseline
     mean = (p1 + p2) / 2
-    za = float(norm.ppf(1 - alpha / 2))
-    zb = float(norm.ppf(power))
+    za = float(ndtri(1 - alpha / 2))
+    zb = float(ndtri(power))
     top = za * math.sqrt(2 * mean * (1 - mean)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
     return math.ceil(top**2 / (p2 - p1) ** 2)
 
@@ -201,7 +207,9 @@ def sample_size(baseline: float, lift: float, *, alpha: float = 0.05, power: flo
 class Comparison:
     """One arm against a reference arm, on one measure: the difference (arm minus
     reference), its fixed-horizon and always-valid intervals, the p-values, and the
-    verdict of the sequential rule (``better``, ``worse`` or ``undecided``)."""
+    verdict of the sequential rule (``better``, ``worse`` or ``undecided``).
+    ``relative`` is the difference over the reference's rate or mean, None when that is
+    not above 0."""
 
     difference: float
     relative: float | None
@@ -291,7 +299,8 @@ def compare_means(ref: np.ndarray, arm: np.ndarray, alpha: float = 1 - LEVEL) ->
         p_value = 1.0
     return Comparison(
         difference=m - m_ref,
-        relative=(m - m_ref) / m_ref if m_ref else None,
+        # a change relative to a mean at or below 0 (a change of CLV) says nothing
+        relative=(m - m_ref) / m_ref if m_ref > 0 else None,
         interval=welch_interval(m_ref, v_ref, n_ref, m, v, n, 1 - alpha),
         sequential_interval=seq,
         p_value=p_value,

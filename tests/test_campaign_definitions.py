@@ -101,6 +101,60 @@ def test_a_mistake_names_the_file_line_and_field(
     assert words in message
 
 
+NEWSLETTER = """
+[defaults]
+sender = "Shop <shop@example.com>"
+
+[[campaign]]
+name = "news"
+trigger = { kind = "broadcast", at = "2025-07-01T09:00:00" }
+auto_winner = { test_share = 0.2, metric = "clicks" }
+
+[[campaign.variants]]
+name = "plain"
+subject = "News"
+text = "https://shop.example/a"
+
+[[campaign.variants]]
+name = "bold"
+subject = "NEWS!"
+text = "https://shop.example/b"
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (('kind = "broadcast", at = "2025-07-01T09:00:00"', 'kind = "overdue"'), "a broadcast"),
+        (("test_share = 0.2", "test_share = 1"), "test_share = 1"),
+        (('metric = "clicks"', 'metric = "opens"'), "metric = 'opens'"),
+        (
+            (
+                '[[campaign.variants]]\nname = "bold"\nsubject = "NEWS!"\ntext = "https://shop.example/b"',
+                "",
+            ),
+            "two variants or more",
+        ),
+        (
+            ('sender = "Shop <shop@example.com>"', 'sender = "a@b.example"\ntrack_clicks = false'),
+            "no click is counted",
+        ),
+    ],
+)
+def test_a_newsletter_test_that_cannot_decide_is_refused(
+    change: tuple[str, str], words: str
+) -> None:
+    parse_campaigns(NEWSLETTER)  # as it stands, it is valid
+    text = NEWSLETTER.replace(*change)
+    assert text != NEWSLETTER
+    with pytest.raises(DataError) as caught:
+        parse_campaigns(text, "shop.toml")
+    message = str(caught.value)
+    line = text.splitlines().index(next(t for t in text.splitlines() if "auto_winner" in t))
+    assert message.startswith(f"file shop.toml: line {line + 1}:"), message
+    assert words in message
+
+
 def test_invalid_toml_and_duplicates_and_missing_campaigns() -> None:
     with pytest.raises(DataError, match=r"not valid TOML .*line 3"):
         parse_campaigns('[defaults]\nsender = "a@b"\nname = \n', "x.toml")

@@ -308,6 +308,15 @@ def parse_campaigns(text: str, path: str = "<campaigns>") -> CampaignFile:
                 number, "name", f"campaign name {campaign.name!r} used twice", "unique names"
             )
         seen.add(campaign.name)
+        test = campaign.auto_winner
+        if test is not None and test.metric == "clicks" and defaults.click_url is None:
+            where.fail(
+                number,
+                "auto_winner",
+                "a test decided on clicks with track_clicks = false: no click is counted",
+                'metric = "orders", or track_clicks = true in [defaults]',
+                campaign.name,
+            )
         campaigns.append(campaign)
     return CampaignFile(path, defaults, tuple(campaigns))
 

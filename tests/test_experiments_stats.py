@@ -134,3 +134,21 @@ def test_intervals_cover_the_planted_effect_at_their_rate() -> None:
     assert 0.93 <= fixed / 1000 <= 0.97
     assert seq / 1000 >= 0.95
     assert 0.93 <= welch / 1000 <= 0.97
+
+
+@pytest.mark.parametrize(
+    ("p", "text"),
+    [
+        (0.0, "0%"),
+        (0.001, "<1%"),
+        (0.005, "<1%"),
+        (0.01, "1%"),
+        (0.42, "42%"),
+        (0.996, ">99%"),
+        (1.0, "100%"),
+    ],
+)
+def test_a_probability_is_never_rounded_to_a_certainty(p: float, text: str) -> None:
+    from retain.experiments.analysis import chance
+
+    assert chance(p) == text

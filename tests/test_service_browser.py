@@ -11,6 +11,8 @@ Needs ``apt-get install chromium`` and ``pip install playwright`` (never
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -107,11 +109,12 @@ def demo_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return path
 
 
-@pytest.fixture(scope="module")
-def server(demo_db: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(db: Path) -> Iterator[str]:
+    """``retain serve`` over ``db`` on a free port, until the block ends: its address."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "retain.cli", "serve", "--db", str(demo_db), "--port", str(port)],
+        [sys.executable, "-m", "retain.cli", "serve", "--db", str(db), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -133,6 +136,12 @@ def server(demo_db: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(demo_db: Path) -> Iterator[str]:
+    with serving(demo_db) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +200,6 @@ def test_page_loads_and_draws_its_charts(server: str, page: Any, name: str) -> N
 
 def test_customer_page_and_search(server: str, page: Any) -> None:
     with urllib.request.urlopen(server + "/api/customers?sort=net_revenue&limit=1") as response:
-        import json
-
         customer_id = json.loads(response.read())["customers"][0]["customer_id"]
     page.goto(server + "/")
     page.fill("form.search input[name=q]", customer_id)
@@ -277,8 +284,6 @@ def test_a_phone_wide_page_scrolls_its_tables_not_itself(
     server: str, browser: Any, path: str
 ) -> None:
     if path.endswith("/TOP"):  # the biggest spender: the longest order history
-        import json
-
         with urllib.request.urlopen(server + "/api/customers?sort=net_revenue&limit=1") as r:
             path = "/customers/" + json.loads(r.read())["customers"][0]["customer_id"]
     context = browser.new_context(viewport={"width": 390, "height": 844})
@@ -296,3 +301,98 @@ def test_a_phone_wide_page_scrolls_its_tables_not_itself(
         tab.screenshot(path=str(ARTIFACTS / f"narrow{path.replace('/', '-')}.png"), full_page=True)
     finally:
         context.close()
+
+
+EXPERIMENT = """
+[defaults]
+sender = "Shop <shop@example.com>"
+unsubscribe_url = "http://127.0.0.1:8765/unsubscribe"
+outbox_dir = "OUTBOX"
+
+[[campaign]]
+name = "news"
+trigger = { kind = "broadcast", at = "2025-07-01T09:00:00" }
+channel = "file"
+control_share = 0.3
+
+[[campaign.variants]]
+name = "plain"
+subject = "News"
+text = "New this week. Unsubscribe: {{ unsubscribe_url }}"
+
+[[campaign.variants]]
+name = "offer"
+subject = "10% off this week"
+text = "10% off. Unsubscribe: {{ unsubscribe_url }}"
+"""
+
+
+def test_the_campaigns_page_shows_an_experiment(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A newsletter with two variants and a control, 900 customers; after it the offer's
+    customers buy twice as often. The Campaigns page's Experiments section shows the
+    arms, the uplift with its interval and the sentence, as the API says them, and its
+    table scrolls on a phone."""
+    import numpy as np
+    import pandas as pd
+
+    from campaign_helpers import people_store, person
+    from retain.campaigns import run_campaigns
+    from retain.campaigns.definitions import parse_campaigns
+    from retain.store import Store
+    from store_helpers import insert_frames
+
+    folder = tmp_path_factory.mktemp("experiment")
+    db = people_store(folder / "s.duckdb", [person(f"c{i:04d}") for i in range(900)])
+    text = EXPERIMENT.replace("OUTBOX", str(folder / "outbox"))
+    with Store(db) as store:
+        run_campaigns(store, parse_campaigns(text), now="2025-07-01T10:00:00")
+        arms = store.con.execute(
+            "SELECT customer_id, coalesce(variant, status) FROM campaign_outbox"
+        ).fetchall()
+        rng = np.random.default_rng(3)
+        rows = [
+            (f"w-{cid}", cid, pd.Timestamp("2025-07-03 12:00"), 25.0)
+            for cid, arm in arms
+            if rng.random() < (0.4 if arm == "offer" else 0.2)
+        ]
+        frame = pd.DataFrame(rows, columns=["order_id", "customer_id", "ordered_at", "net_revenue"])
+        insert_frames(store, {"orders": frame})
+    with serving(db) as base:
+        with urllib.request.urlopen(base + "/api/campaigns") as response:
+            (shown,) = json.loads(response.read())["experiments"]
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        try:
+            tab = context.new_page()
+            problems: list[str] = []
+            tab.on("pageerror", lambda error: problems.append(str(error)))
+            assert tab.goto(base + "/campaigns").status == 200
+            section = tab.locator("h2", has_text="Experiments")
+            assert section.is_visible()
+            assert tab.locator(".experiment-sentence").inner_text() == shown["sentence"]
+            cells = [
+                [c.strip() for c in row.split("\t")]
+                for row in tab.locator("table.experiment-arms tbody tr").all_inner_texts()
+            ]
+            assert [row[0] for row in cells] == [a["arm"] for a in shown["arms"]]
+            assert cells[0][1] == f"{shown['arms'][0]['customers']:,}"
+            offer = next(c for c in shown["comparisons"] if c["arm"] == "offer")
+            low, high = offer["conversion"]["sequential_interval"]
+            uplift = next(row for row in cells if row[0] == "offer")[6]
+            assert uplift.startswith(f"{100 * offer['conversion']['difference']:+.1f} ")
+            assert f"({100 * low:+.1f} to {100 * high:+.1f})" in uplift
+            assert uplift.endswith(offer["conversion"]["verdict"])
+            shoot(tab, "campaigns-experiment")
+            assert problems == []
+        finally:
+            context.close()
+        context = browser.new_context(viewport={"width": 390, "height": 844})
+        try:
+            tab = context.new_page()
+            tab.goto(base + "/campaigns")
+            seen = tab.evaluate(NARROW_JS)
+            assert seen["page"] <= seen["viewport"], seen
+            assert any(w["scrolls"] for w in seen["wrappers"]), seen
+        finally:
+            context.close()

@@ -2060,6 +2060,8 @@ def experiments_report(
 
 
 def _experiment_text(result: dict[str, Any]) -> str:
+    from retain.experiments.analysis import chance
+
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -2077,7 +2079,7 @@ def _experiment_text(result: dict[str, Any]) -> str:
             f"  {arm['arm']:<16} {arm['customers']:>9,} {arm['delivered']:>9,} "
             f"{pct(arm['click_rate']):>8} {pct(arm['conversion_rate']):>9} "
             f"{money(arm['revenue_per_customer']):>9} {money(arm['clv_change']):>10} "
-            f"{pct(arm['probability_best']):>7}"
+            f"{chance(arm['probability_best']):>7}"
         )
     for entry in result["comparisons"]:
         conv = entry["conversion"]

@@ -54,8 +54,7 @@ WITH assigned AS (
            min(created_at) AS started,
            least(max(created_at) + to_days(CAST($window AS INTEGER)), $end) AS ends,
            max(created_at) + to_days(CAST($window AS INTEGER)) > $end AS open,
-           count(*) FILTER (WHERE status = 'sent') AS delivered,
-           list(key) AS keys
+           count(*) FILTER (WHERE status = 'sent') AS delivered
     FROM campaign_outbox
     WHERE campaign = $name AND status IN (SELECT unnest($assigned))
     GROUP BY customer_id, arm
@@ -95,26 +94,42 @@ LEFT JOIN bought b USING (customer_id, arm)
 LEFT JOIN clicked k USING (customer_id)
 LEFT JOIN redeemed r USING (customer_id)
 LEFT JOIN left_list u USING (customer_id, arm)
-ORDER BY a.arm, a.customer_id
 """
 
-# Each unit's summary (frequency, recency, T, monetary in the fit's unit and grain) from
-# its orders before the cut-off of column $cut: features.SUMMARY_SQL, one cut per row.
+# Each unit's summaries (frequency, recency, T, monetary in the fit's unit and grain) at
+# the start (columns ending 0) and at the end (1) of its window: features.SUMMARY_SQL with
+# one cut-off per row, both from one pass over the orders. A period's amount before the
+# start is kept beside its whole amount, since the start may fall within a period; a unit
+# with no order before its start has no start summary (NULL).
 CUT_SUMMARY_SQL = """
 WITH tx AS (
-    SELECT u.row, any_value(u.cut) AS cut, date_trunc($grain, o.ordered_at) AS period,
-           sum(o.net_revenue) AS amount
-    FROM _units AS u JOIN orders o ON o.customer_id = u.customer_id AND o.ordered_at < u.cut
+    SELECT u.row, date_trunc($grain, o.ordered_at) AS period, sum(o.net_revenue) AS amount,
+           sum(o.net_revenue) FILTER (WHERE o.ordered_at < u.started) AS amount_before,
+           count(*) FILTER (WHERE o.ordered_at < u.started) > 0 AS before
+    FROM _units AS u JOIN orders o ON o.customer_id = u.customer_id AND o.ordered_at < u.ends
     GROUP BY u.row, period
+),
+per AS (
+    SELECT row,
+           count(*) AS n1, min(period) AS first1, max(period) AS last1, sum(amount) AS total1,
+           arg_min(amount, period) AS head1,
+           count(*) FILTER (WHERE before) AS n0,
+           min(period) FILTER (WHERE before) AS first0,
+           max(period) FILTER (WHERE before) AS last0,
+           sum(amount_before) FILTER (WHERE before) AS total0,
+           arg_min(amount_before, period) FILTER (WHERE before) AS head0
+    FROM tx GROUP BY row
 )
-SELECT row,
-       count(*) - 1 AS frequency,
-       date_diff('day', min(period), max(period)) / $unit_days AS recency,
-       date_diff('day', min(period), date_trunc($grain, CAST(any_value(cut) AS DATE))) / $unit_days
-           AS T,
-       CASE WHEN count(*) > 1 THEN (sum(amount) - arg_min(amount, period)) / (count(*) - 1)
-            ELSE 0.0 END AS monetary
-FROM tx GROUP BY row ORDER BY row
+SELECT p.row,
+       CASE WHEN n0 > 0 THEN n0 - 1 END AS frequency0,
+       date_diff('day', first0, last0) / $unit_days AS recency0,
+       date_diff('day', first0, date_trunc($grain, CAST(u.started AS DATE))) / $unit_days AS T0,
+       CASE WHEN n0 > 1 THEN (total0 - head0) / (n0 - 1) ELSE 0.0 END AS monetary0,
+       n1 - 1 AS frequency1,
+       date_diff('day', first1, last1) / $unit_days AS recency1,
+       date_diff('day', first1, date_trunc($grain, CAST(u.ends AS DATE))) / $unit_days AS T1,
+       CASE WHEN n1 > 1 THEN (total1 - head1) / (n1 - 1) ELSE 0.0 END AS monetary1
+FROM per p JOIN _units u USING (row)
 """
 
 
@@ -170,29 +185,32 @@ def clv_change(store: Store, frame: pd.DataFrame) -> pd.Series:
     begun = frame["started"] < frame["ends"]
     if not begun.any():
         return out
+    cut = pd.DataFrame(
+        {
+            "row": np.flatnonzero(begun.to_numpy()),
+            "customer_id": frame.loc[begun, "customer_id"].to_numpy(),
+            "started": frame.loc[begun, "started"].to_numpy(),
+            "ends": frame.loc[begun, "ends"].to_numpy(),
+        }
+    )
+    store.con.register("_units", cut)
+    try:
+        summaries = store.con.execute(
+            CUT_SUMMARY_SQL,
+            {"grain": GRAINS[row["grain"]], "unit_days": float(UNIT_DAYS[row["unit"]])},
+        ).df()
+    finally:
+        store.con.unregister("_units")
+    summaries = summaries.set_index("row")
     values = []
-    for column in ("started", "ends"):
-        cut = pd.DataFrame(
-            {
-                "row": np.flatnonzero(begun.to_numpy()),
-                "customer_id": frame.loc[begun, "customer_id"].to_numpy(),
-                "cut": frame.loc[begun, column].to_numpy(),
-            }
-        )
-        with store.transaction() as con:
-            con.register("_units", cut)
-            try:
-                summary = con.execute(
-                    CUT_SUMMARY_SQL,
-                    {"grain": GRAINS[row["grain"]], "unit_days": float(UNIT_DAYS[row["unit"]])},
-                ).df()
-            finally:
-                con.unregister("_units")
-        summary = summary.set_index("row")
-        summary["frequency"] = summary["frequency"].astype("int64")
+    for which in "01":  # the start, the end
+        summary = summaries[summaries[f"frequency{which}"].notna()]
+        summary = summary[[f"{c}{which}" for c in ("frequency", "recency", "T", "monetary")]]
+        summary.columns = ["frequency", "recency", "T", "monetary"]
+        summary = summary.astype({"frequency": "int64"})
         summary.attrs.update({"unit": row["unit"], "grain": row["grain"]})
         clv = model.clv(
-            summary[["frequency", "recency", "T", "monetary"]],
+            summary,
             gamma_gamma=spend,
             horizon="12M",
             discount_rate=basis.discount_rate,
@@ -209,9 +227,9 @@ def _mean_interval(values: np.ndarray) -> tuple[float | None, float | None]:
     n = len(values)
     if n < 2:
         return None, None
-    from scipy.stats import t
+    from scipy.special import stdtrit
 
-    half = float(t.ppf(0.5 + stats.LEVEL / 2, n - 1)) * float(values.std(ddof=1)) / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.5 + stats.LEVEL / 2)) * float(values.std(ddof=1)) / math.sqrt(n)
     mean = float(values.mean())
     return mean - half, mean + half
 
@@ -368,6 +386,18 @@ def _added(
     return out
 
 
+def chance(p: float | None) -> str:
+    """A probability as people read it: 97%, and "<1%" or ">99%" rather than a rounded
+    0% or 100% that the data cannot show."""
+    if p is None:
+        return "-"
+    if 0 < p < 0.01:
+        return "<1%"
+    if 0.99 < p < 1:
+        return ">99%"
+    return f"{p:.0%}"
+
+
 def _label(arm: str) -> str:
     return arm if arm in CONTROL_ARMS else f"variant {arm}"
 
@@ -390,7 +420,7 @@ def sentence(report: dict[str, Any]) -> str:
     points = 100 * conversion["difference"]
     low, high = (100 * v for v in conversion["sequential_interval"])
     best = by_arm[top["arm"]]["probability_best"]
-    verb = "raised" if points >= 0 else "lowered"
+    verb = "raised" if points >= 0.05 else "lowered" if points <= -0.05 else "changed"
     text = (
         f"{_label(top['arm']).capitalize()} {verb} orders by {abs(points):.1f} points "
         f"({low:.1f} to {high:.1f}) over {_label(top['against'])}"
@@ -403,7 +433,7 @@ def sentence(report: dict[str, Any]) -> str:
         )
     if conversion["verdict"] == "undecided":
         text += ", not decided yet (the interval still spans 0)"
-    return text + f"; probability it is best {best:.0%}."
+    return text + f"; probability it is best {chance(best)}."
 
 
 def pick_winner(

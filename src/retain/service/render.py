@@ -87,6 +87,13 @@ def share(value: Any, digits: int = 1) -> str:
     return "–" if _missing(value) else f"{100 * value:.{digits}f}%"
 
 
+def chance(value: Any) -> str:
+    """A probability: 97%, "<1%", ">99%" (:func:`retain.experiments.analysis.chance`)."""
+    from retain.experiments.analysis import chance as text
+
+    return "–" if _missing(value) else text(value)
+
+
 def number(value: Any, digits: int = 2) -> str:
     return "–" if _missing(value) else f"{value:,.{digits}f}"
 
@@ -174,7 +181,13 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(
-        money=_money_filter, count=count, percent=percent, share=share, number=number, day=day
+        money=_money_filter,
+        count=count,
+        percent=percent,
+        share=share,
+        number=number,
+        day=day,
+        chance=chance,
     )
     env.globals["nav"] = NAV
     env.globals["score_rows"] = score_rows

@@ -258,6 +258,46 @@ CONTACT_SUPPRESSIONS = Table(
     description="opt-outs, bounces and do-not-contact marks: read before every send",
 )
 
+LOYALTY_LEDGER = Table(
+    "loyalty_ledger",
+    (
+        Column("entry_id", "VARCHAR NOT NULL", "the write's idempotency key: one entry per key"),
+        Column("customer_id", "VARCHAR NOT NULL", "whose points"),
+        Column(
+            "kind",
+            "VARCHAR NOT NULL",
+            "earn, bonus, referral, adjust (credits); reverse, redeem, expire, adjust (debits)",
+        ),
+        Column("points", "BIGINT NOT NULL", "points added (above 0) or taken (below 0)"),
+        Column("happened_at", "TIMESTAMP NOT NULL", "when it happened, UTC"),
+        Column("available_at", "TIMESTAMP NOT NULL", "when it counts in the spendable balance"),
+        Column("expires_at", "TIMESTAMP", "a credit's expiry (none: never)"),
+        Column("lot", "VARCHAR", "the credit a reversal or an expiry takes from"),
+        Column("order_id", "VARCHAR", "the order it comes from"),
+        Column("reason", "VARCHAR", "why: a bonus's or an adjustment's reason"),
+        Column("recorded_at", "TIMESTAMP NOT NULL", "when it was written, UTC"),
+        Column("source", "VARCHAR NOT NULL", "build, api or cli"),
+    ),
+    key=("entry_id",),
+    description="the points ledger: append-only, a balance is the sum of its entries",
+)
+
+LOYALTY_REFERRALS = Table(
+    "loyalty_referrals",
+    (
+        Column("friend_id", "VARCHAR NOT NULL", "the customer referred"),
+        Column("referrer_id", "VARCHAR NOT NULL", "the customer whose code it was"),
+        Column("code", "VARCHAR NOT NULL", "the referral code the first order carried"),
+        Column("order_id", "VARCHAR NOT NULL", "the friend's first order"),
+        Column("ordered_at", "TIMESTAMP NOT NULL", "when, UTC"),
+        Column("status", "VARCHAR NOT NULL", "rewarded, waiting or refused"),
+        Column("reason", "VARCHAR", "why it waits or was refused"),
+        Column("decided_at", "TIMESTAMP NOT NULL", "the ledger clock of the build that decided"),
+    ),
+    key=("friend_id",),
+    description="each friend who came with a referral code, and what became of the reward",
+)
+
 TABLES: tuple[Table, ...] = (
     ORDERS,
     ORDER_LINES,

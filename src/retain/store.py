@@ -18,7 +18,14 @@ import duckdb
 import pandas as pd
 
 from retain.errors import StoreError
-from retain.schema import BACKTESTS, CAMPAIGN_OUTBOX, CONTACT_SUPPRESSIONS, TABLES
+from retain.schema import (
+    BACKTESTS,
+    CAMPAIGN_OUTBOX,
+    CONTACT_SUPPRESSIONS,
+    LOYALTY_LEDGER,
+    LOYALTY_REFERRALS,
+    TABLES,
+)
 
 DEFAULT_PATH = "retain.duckdb"
 
@@ -208,6 +215,26 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 outbox_key VARCHAR NOT NULL, campaign VARCHAR NOT NULL,
                 customer_id VARCHAR NOT NULL, url VARCHAR NOT NULL,
                 clicked_at TIMESTAMP NOT NULL)""",
+        ],
+    ),
+    # retain.loyalty: the points ledger, referrals, each customer's tier and code as the
+    # latest build left them, tier changes (campaign triggers) and the builds' rules
+    (
+        "loyalty",
+        [
+            LOYALTY_LEDGER.ddl(),
+            "CREATE INDEX IF NOT EXISTS loyalty_ledger_customer ON loyalty_ledger (customer_id)",
+            LOYALTY_REFERRALS.ddl(),
+            """CREATE TABLE IF NOT EXISTS loyalty_members (
+                customer_id VARCHAR NOT NULL, code VARCHAR NOT NULL, tier VARCHAR,
+                qualifies_for VARCHAR, qualified DOUBLE, balance BIGINT, pending BIGINT,
+                tier_since TIMESTAMP)""",
+            """CREATE TABLE IF NOT EXISTS loyalty_tier_changes (
+                customer_id VARCHAR NOT NULL, from_tier VARCHAR, to_tier VARCHAR,
+                changed_at TIMESTAMP NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS loyalty_builds (
+                built_at TIMESTAMP NOT NULL, clock TIMESTAMP NOT NULL, rules VARCHAR NOT NULL,
+                source VARCHAR NOT NULL, added BIGINT NOT NULL, summary VARCHAR)""",
         ],
     ),
 ]

@@ -1,0 +1,133 @@
+"""``retain loyalty report``: where the programme stands at the ledger's clock.
+
+- **Liability**: the points outstanding (spendable and pending), their money value at the
+  rules' point ``value``, and what expires when (by month, from what is left of each lot:
+  :data:`retain.loyalty.ledger.SWEEP_SQL`).
+- **Flows**: points earned, reversed by refunds, given as bonuses and referral rewards,
+  redeemed, expired and adjusted, all time and over the last 12 months.
+- **Cost**: the money value of the points redeemed and of the referral rewards given.
+- **Tiers** (members in each, with their benefits) and **referrals** (rewarded, waiting
+  and refused, with the reasons).
+- **Effect** (:mod:`retain.loyalty.effect`): members against matched non-members, and
+  referred against organic customers, with intervals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from retain.loyalty.build import current_rules
+from retain.loyalty.effect import programme_effect
+from retain.loyalty.ledger import clock, swept
+from retain.store import Store
+
+FLOWS_SQL = """
+SELECT kind || CASE WHEN kind = 'adjust' AND points < 0 THEN ' (taken)'
+                    WHEN kind = 'adjust' THEN ' (given)' ELSE '' END AS flow,
+       sum(points) AS points,
+       sum(points) FILTER (WHERE happened_at > $now - INTERVAL 12 MONTH) AS last_12_months,
+       count(*) AS entries
+FROM loyalty_ledger WHERE happened_at <= $now GROUP BY 1 ORDER BY 1
+"""
+
+
+def loyalty_report(store: Store) -> dict[str, Any]:
+    """The report (see the module) as a dict ready for JSON."""
+    rules = current_rules(store, required=True)
+    now = clock(store)
+    con = store.con
+    spendable, pending, customers = con.execute(
+        "SELECT coalesce(sum(points) FILTER (WHERE available_at <= $now), 0), "
+        "coalesce(sum(points) FILTER (WHERE available_at > $now), 0), count(DISTINCT customer_id) "
+        "FROM loyalty_ledger WHERE happened_at <= $now",
+        {"now": now},
+    ).fetchall()[0]
+    unwritten = swept(
+        con,
+        now,
+        None,
+        "SELECT coalesce(sum(s.expired), 0) FROM {s} WHERE s.expired > 0 AND NOT EXISTS ("
+        "SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'expire/' || s.lot)",
+    )[0][0]
+    spendable = int(spendable - unwritten)
+    schedule = [
+        {"month": str(month), "points": int(points), "value": round(points * rules.value, 2)}
+        for month, points in swept(
+            con,
+            now,
+            None,
+            "SELECT strftime(date_trunc('month', s.expires_at), '%Y-%m'), sum(s.remaining) "
+            "FROM {s} WHERE s.remaining > 0 AND s.expires_at IS NOT NULL GROUP BY 1 ORDER BY 1",
+        )
+    ]
+    never = swept(
+        con,
+        now,
+        None,
+        "SELECT coalesce(sum(s.remaining), 0) FROM {s} WHERE s.remaining > 0 "
+        "AND s.expires_at IS NULL",
+    )[0][0]
+    flows = [
+        {
+            "flow": flow,
+            "points": int(points),
+            "last_12_months": int(last or 0),
+            "entries": int(n),
+        }
+        for flow, points, last, n in con.execute(FLOWS_SQL, {"now": now}).fetchall()
+    ]
+    by_flow = {f["flow"]: f for f in flows}
+    redeemed = -by_flow.get("redeem", {}).get("points", 0)
+    rewards = by_flow.get("referral", {}).get("points", 0)
+    tiers = []
+    counts = dict(con.execute("SELECT tier, count(*) FROM loyalty_members GROUP BY 1").fetchall())
+    graced = dict(
+        con.execute(
+            "SELECT tier, count(*) FROM loyalty_members "
+            "WHERE tier IS DISTINCT FROM qualifies_for AND tier IS NOT NULL GROUP BY 1"
+        ).fetchall()
+    )
+    for tier in rules.tiers:
+        tiers.append(
+            {
+                "tier": tier.name,
+                "threshold": tier.threshold,
+                "members": int(counts.get(tier.name, 0)),
+                "in_grace": int(graced.get(tier.name, 0)),
+                **tier.benefits(),
+            }
+        )
+    counted = {"rewarded": 0, "waiting": 0, "refused": 0}
+    reasons: dict[str, int] = {}
+    for status, reason, n in con.execute(
+        "SELECT status, reason, count(*) FROM loyalty_referrals GROUP BY ALL ORDER BY 3 DESC"
+    ).fetchall():
+        counted[status] = counted.get(status, 0) + int(n)
+        if status == "refused":
+            reasons[reason] = int(n)
+    referrals: dict[str, Any] = {**counted, "reasons": reasons}
+    return {
+        "clock": now.isoformat(sep=" ", timespec="seconds"),
+        "rules": rules.source,
+        "point_value": rules.value,
+        "customers": int(customers),
+        "liability": {
+            "points": spendable + int(pending),
+            "spendable": spendable,
+            "pending": int(pending),
+            "value": round((spendable + int(pending)) * rules.value, 2),
+            "never_expires": int(never),
+            "expiring": schedule,
+        },
+        "flows": flows,
+        "cost": {
+            "points_redeemed": redeemed,
+            "redeemed_value": round(redeemed * rules.value, 2),
+            "referral_points": rewards,
+            "referral_value": round(rewards * rules.value, 2),
+            "total": round((redeemed + rewards) * rules.value, 2),
+        },
+        "tiers": tiers,
+        "referrals": referrals,
+        "effect": programme_effect(store),
+    }

@@ -314,7 +314,7 @@ def test_overview_page_shows_the_api_numbers(sample: TestClient) -> None:
 def test_every_page_renders_without_warm_caches(cdnow_sample_db: Path) -> None:
     # render times are measured in benchmarks/bench_service.py; here: each page answers cold
     with TestClient(create_app(cdnow_sample_db, writes=False, warm=False)) as client:
-        for url in ("/", "/cohorts", "/segments", "/models", "/at-risk", "/customers"):
+        for url in ("/", "/cohorts", "/segments", "/models", "/at-risk", "/customers", "/loyalty"):
             response = client.get(url)
             assert response.status_code == 200, url
             assert "<h1" in response.text and "Traceback" not in response.text, url

@@ -66,6 +66,7 @@ PAGES: dict[str, tuple[str, list[str]]] = {
     "at-risk": ("/at-risk", ["risk-levels"]),
     "customers": ("/customers", []),
     "campaigns": ("/campaigns", []),
+    "loyalty": ("/loyalty", ["loyalty-expiring"]),
     "segment-drill-down": ("/segments/Champions", []),
 }
 
@@ -102,9 +103,14 @@ def demo_db(cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
     shutil.copy(cdnow_sample_db, path)
     commands = retain("--help").stdout
-    for command, *options in (("fit",), ("score",), ("backtest", "--no-learned")):
+    for command, *options in (
+        ("fit",),
+        ("score",),
+        ("backtest", "--no-learned"),
+        ("loyalty", "build"),
+    ):
         if f" {command} " in commands:
-            done = retain(command, "--db", str(path), *options)
+            done = retain(command, *options, "--db", str(path))
             assert done.returncode == 0, done.stderr
     return path
 

@@ -2141,6 +2141,247 @@ def experiments_size(
 # --- service (retain.service): serve, report ------------------------------------------
 
 
+# --- loyalty (retain.loyalty): the points ledger, tiers, referrals ---------------------
+
+loyalty_app = RetainTyper(
+    cls=RetainGroup,
+    help="The loyalty programme: points earned on orders (pending through the return "
+    "window, expiring oldest first), redemptions, VIP tiers and capped referral rewards.",
+    no_args_is_help=True,
+)
+app.add_typer(loyalty_app, name="loyalty")
+RulesOption = Annotated[
+    Path | None,
+    typer.Option("--rules", help="The loyalty rules (TOML); default: the last build's."),
+]
+KeyOption = Annotated[
+    str,
+    typer.Option(
+        "--idempotency-key",
+        help="This request's own key: the same request again changes the ledger once.",
+    ),
+]
+
+
+@loyalty_app.command("init")
+@friendly_errors
+def loyalty_init(
+    out: Annotated[Path, typer.Option("--out", help="File to write.")] = Path("loyalty.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write the default loyalty rules to a file to edit."""
+    from retain.loyalty import DEFAULT_RULES_PATH
+
+    if out.exists() and not force:
+        raise ArgumentError(f"{out} exists: pass --force to replace it")
+    out.write_text(DEFAULT_RULES_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    typer.echo(f"wrote {out}; check it with: retain loyalty validate {out}")
+
+
+@loyalty_app.command("validate")
+@friendly_errors
+def loyalty_validate(
+    file: Annotated[Path, typer.Argument(help="The rules file.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Check a rules file: every mistake is named with its line and key."""
+    from retain.loyalty import load_rules
+
+    rules = load_rules(file)
+    emit(
+        {"file": str(file), "valid": True, "tiers": [t.name for t in rules.tiers]},
+        as_json,
+        lambda: f"{file}: valid; tiers {', '.join(t.name for t in rules.tiers) or 'none'}",
+    )
+
+
+@loyalty_app.command("build")
+@friendly_errors
+def loyalty_build(
+    rules: RulesOption = None, db: DbOption = DEFAULT_DB, as_json: JsonOption = False
+) -> None:
+    """Add to the ledger what the orders, refunds, birthdays and referrals up to the
+    store's clock call for; then expiries, balances, tiers and codes. Run it after
+    every ingest: a second run adds nothing."""
+    from retain.loyalty import build, load_rules
+    from retain.store import Store
+
+    _require_store(db)
+    chosen = load_rules(rules) if rules is not None else None
+    with Store(db) as store:
+        result = build(store, chosen).to_dict()
+
+    def table() -> str:
+        added = ", ".join(f"{k} {v:,}" for k, v in result["added"].items())
+        tiers = ", ".join(f"{k} {v:,}" for k, v in result["tiers"].items())
+        referrals = ", ".join(f"{k} {v:,}" for k, v in result["referrals"].items()) or "none"
+        return (
+            f"ledger built to {result['clock']} with {result['rules']} in "
+            f"{result['seconds']:.1f} s\n  added: {added}\n  {result['members']:,} members: "
+            f"{tiers}; {result['tier_changes']:,} tier changes\n  referrals: {referrals}"
+        )
+
+    emit(result, as_json, table)
+
+
+@loyalty_app.command("report")
+@friendly_errors
+def loyalty_report(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
+    """The liability (points outstanding, their value, what expires when), the flows of
+    points, the programme's cost, the tiers and the referrals."""
+    from retain.loyalty.report import loyalty_report as report
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        result = report(store)
+
+    def table() -> str:
+        debt = result["liability"]
+        lines = [
+            f"loyalty at {result['clock']} ({result['rules']}), a point worth "
+            f"{result['point_value']:g}",
+            f"  liability: {debt['points']:,} points ({debt['spendable']:,} spendable, "
+            f"{debt['pending']:,} pending), worth {debt['value']:,.2f}",
+        ]
+        for row in debt["expiring"][:6]:
+            lines.append(f"    expiring {row['month']}: {row['points']:,} points")
+        for row in result["flows"]:
+            lines.append(
+                f"  {row['flow']:<16} {row['points']:>14,} ({row['last_12_months']:,} "
+                "in the last 12 months)"
+            )
+        cost = result["cost"]
+        lines.append(
+            f"  cost: {cost['redeemed_value']:,.2f} redeemed + {cost['referral_value']:,.2f} "
+            f"referral rewards = {cost['total']:,.2f}"
+        )
+        for tier in result["tiers"]:
+            lines.append(
+                f"  {tier['tier']} (from {tier['threshold']:,g}): {tier['members']:,} members, "
+                f"{tier['in_grace']:,} in grace"
+            )
+        ref = result["referrals"]
+        lines.append(
+            f"  referrals: {ref['rewarded']:,} rewarded, {ref['waiting']:,} waiting, "
+            f"{ref['refused']:,} refused"
+        )
+        for reason, n in ref["reasons"].items():
+            lines.append(f"    refused, {reason}: {n:,}")
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
+
+
+@loyalty_app.command("balance")
+@friendly_errors
+def loyalty_balance(
+    customer: Annotated[str, typer.Argument(help="The customer's id.")],
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """A customer's points (spendable and pending), tier, referral code, what expires
+    next and their latest entries."""
+    from retain.loyalty import balance
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        result = balance(store, customer).to_dict()
+
+    def table() -> str:
+        tier = result["tier"]["name"] if result["tier"] else "no tier"
+        lines = [
+            f"{customer}: {result['balance']:,} points to spend (worth {result['value']:,.2f}), "
+            f"{result['pending']:,} pending; {tier}; code {result['referral_code'] or '-'}"
+        ]
+        for row in result["expiring"]:
+            lines.append(f"  {row['points']:,} expire at {row['expires_at']}")
+        for e in result["entries"][:15]:
+            lines.append(f"  {e['at'][:19]}  {e['kind']:<8} {e['points']:>+8,}  {e['entry_id']}")
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
+
+
+def _ledger_write(
+    db: Path, customer: str, points: int, kind: str, key: str, reason: str | None, as_json: bool
+) -> None:
+    from retain.loyalty import write_entry
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db) as store:
+        result = write_entry(
+            store, customer, points, kind=kind, key=key, reason=reason, source="cli"
+        )
+    emit(
+        result,
+        as_json,
+        lambda: (
+            f"{customer}: {result['points']:+,} points ({kind}"
+            f"{', already recorded' if result['replayed'] else ''}); "
+            f"{result['balance']:,} to spend"
+        ),
+    )
+
+
+@loyalty_app.command("redeem")
+@friendly_errors
+def loyalty_redeem(
+    customer: Annotated[str, typer.Argument(help="The customer's id.")],
+    points: Annotated[int, typer.Argument(help="Points to spend.", min=1)],
+    idempotency_key: KeyOption,
+    reason: Annotated[str | None, typer.Option(help="What they were spent on.")] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Spend a customer's points; refused above the spendable balance."""
+    _ledger_write(db, customer, -points, "redeem", idempotency_key, reason, as_json)
+
+
+@loyalty_app.command("adjust", context_settings={"ignore_unknown_options": True})
+@friendly_errors
+def loyalty_adjust(
+    customer: Annotated[str, typer.Argument(help="The customer's id.")],
+    points: Annotated[int, typer.Argument(help="Points to give (or, below 0, to take).")],
+    reason: Annotated[str, typer.Option(help="Why: kept in the ledger.")],
+    idempotency_key: KeyOption,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Give or take points by hand, with a reason (never below a balance of 0): ``retain
+    loyalty adjust C123 -50 --reason "..."`` takes 50."""
+    _ledger_write(db, customer, points, "adjust", idempotency_key, reason, as_json)
+
+
+@loyalty_app.command("referral")
+@friendly_errors
+def loyalty_referral(
+    code: Annotated[str, typer.Argument(help="A referral code, e.g. REF-3FA9C01B7D2E.")],
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Whose code it is, and the friends who came with it."""
+    from retain.loyalty.referrals import referral_code
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        result = referral_code(store, code)
+
+    def table() -> str:
+        lines = [f"{result['code']}: {result['customer_id']}'s code"]
+        for f in result["friends"]:
+            lines.append(
+                f"  {f['friend_id']} ({f['ordered_at'][:10]}): {f['status']}"
+                + (f", {f['reason']}" if f["reason"] else "")
+            )
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
+
+
 @app.command()
 @friendly_errors
 def serve(

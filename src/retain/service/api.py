@@ -795,6 +795,157 @@ def get_order(service: ServiceDep, order_id: str) -> dict[str, Any]:
     return row
 
 
+# -- loyalty ---------------------------------------------------------------------------------
+class LedgerWrite(BaseModel):
+    """A write to a customer's points: its idempotency key (the same request again
+    changes the ledger once) and, for a redemption, the points."""
+
+    model_config = ConfigDict(extra="forbid")
+    idempotency_key: str = Field(min_length=1, max_length=200)
+    points: int | None = Field(default=None, ge=1, description="Points to spend (redeem).")
+    reason: str | None = Field(
+        default=None,
+        max_length=500,
+        description="redeem: what they were spent on; earn: the bonus, review or birthday.",
+    )
+
+
+LEDGER_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or wrong API key."},
+    403: {"model": Problem, "description": "The service was started read-only."},
+    409: {
+        "model": Problem,
+        "description": "Not enough points to spend, or the key was used for another request.",
+    },
+    422: {"model": Problem, "description": "No such customer, or a value that cannot be used."},
+}
+
+
+@router.get("/loyalty", responses=ERRORS, summary="The loyalty programme: liability, cost, tiers")
+def get_loyalty(service: ServiceDep) -> dict[str, Any]:
+    """``retain loyalty report``: the points outstanding and their value, what expires
+    when, the flows of points, the programme's cost, the tiers and the referrals."""
+    from retain.loyalty.report import loyalty_report
+
+    return loyalty_report(service.store())
+
+
+@router.get(
+    "/loyalty/customers/{customer_id:path}",
+    responses=ERRORS,
+    summary="A customer's points, tier, referral code and latest entries",
+)
+def get_points(service: ServiceDep, customer_id: str) -> dict[str, Any]:
+    """``retain loyalty balance``: ``balance`` (points to spend), ``pending`` (in a return
+    window), their ``value``, the tier and its benefits, the referral code, what expires
+    next, and the latest entries."""
+    from retain.loyalty import balance
+    from retain.loyalty.ledger import clock
+
+    store = service.store()
+    rules, fixed, members = service.cached("loyalty_basis", loyalty_basis)
+
+    def member(customer: str) -> tuple[str, str | None] | None:
+        at = members.get(customer)
+        return None if at is None else (members.code[at], members.tier[at])
+
+    return balance(
+        store, customer_id, now=fixed or clock(store), rules=rules, members=member
+    ).to_dict()
+
+
+@dataclasses.dataclass
+class _Members:
+    """``loyalty_members``' codes and tiers in memory, by customer."""
+
+    position: dict[str, int]
+    code: list[str]
+    tier: list[str | None]
+
+    def get(self, customer: str) -> int | None:
+        return self.position.get(customer)
+
+
+def loyalty_basis(store: Store) -> tuple[Any, Any, _Members]:
+    """What every balance lookup reads, kept until a write: the rules of the latest
+    loyalty build, the ledger's clock (None for a live store: read each time) and every
+    customer's code and tier (a lookup in the table costs more than the rest)."""
+    from retain.config import LIVE, load_settings
+    from retain.loyalty.build import current_rules
+    from retain.loyalty.ledger import clock
+
+    rules = current_rules(store, required=True)
+    rows = store.con.execute("SELECT customer_id, code, tier FROM loyalty_members").fetchall()
+    members = _Members(
+        {str(r[0]): i for i, r in enumerate(rows)},
+        [str(r[1]) for r in rows],
+        [None if r[2] is None else str(r[2]) for r in rows],
+    )
+    return rules, None if load_settings(store).as_of == LIVE else clock(store), members
+
+
+def _ledger_write(
+    service: Service, customer_id: str, points: int, kind: str, body: LedgerWrite
+) -> dict[str, Any]:
+    from retain.loyalty import write_entry
+
+    with service.write_lock:  # one write at a time: two cannot spend the same points
+        result = write_entry(
+            service.store(),
+            customer_id,
+            points,
+            kind=kind,
+            key=body.idempotency_key,
+            reason=body.reason,
+            source="api",
+        )
+    return result
+
+
+@router.post(
+    "/loyalty/customers/{customer_id:path}/redeem",
+    dependencies=[Depends(require_writer)],
+    responses=LEDGER_ERRORS,
+    summary="Spend a customer's points (needs the API key)",
+)
+def post_redeem(service: ServiceDep, customer_id: str, body: LedgerWrite) -> dict[str, Any]:
+    """Spend ``points`` of the customer's spendable balance: 409 when they have fewer.
+    The answer holds the entry and the balance after; the same ``idempotency_key`` again
+    answers the same entry with ``replayed`` true."""
+    if body.points is None:
+        raise HTTPException(422, "points: give the points to spend")
+    return _ledger_write(service, customer_id, -body.points, "redeem", body)
+
+
+@router.post(
+    "/loyalty/customers/{customer_id:path}/earn",
+    dependencies=[Depends(require_writer)],
+    responses=LEDGER_ERRORS,
+    summary="Give a customer a bonus of the rules: a review (needs the API key)",
+)
+def post_earn(service: ServiceDep, customer_id: str, body: LedgerWrite) -> dict[str, Any]:
+    """Give the bonus the rules set for ``reason`` (``review`` or ``birthday``)."""
+    from retain.loyalty.build import current_rules
+
+    points = current_rules(service.store()).bonus(body.reason or "")
+    if points <= 0:
+        raise HTTPException(422, f"the rules give no points for {body.reason!r}")
+    return _ledger_write(service, customer_id, points, "bonus", body)
+
+
+@router.get(
+    "/loyalty/referrals/{code}",
+    responses=ERRORS,
+    summary="Whose referral code this is, and the friends who came with it",
+)
+def get_referral(service: ServiceDep, code: str) -> dict[str, Any]:
+    """``retain loyalty referral``: the customer whose code it is (any case), and each
+    friend whose first order carried it, with the reward's status and reason."""
+    from retain.loyalty.referrals import referral_code
+
+    return referral_code(service.store(), code)
+
+
 @router.get(
     "/audiences/{segment}.csv",
     response_class=PlainTextResponse,

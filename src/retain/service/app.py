@@ -354,6 +354,8 @@ class Service:
         if indexed:
             with contextlib.suppress(Exception):
                 api.metrics(self, "month", 1.0, 365)
+        with contextlib.suppress(Exception):  # a store without a loyalty ledger has none
+            self.cached("loyalty_basis", api.loyalty_basis)
         # what was just built lives as long as the service: keep the collector off it
         gc.freeze()
 

@@ -192,6 +192,24 @@ def at_risk_charts(payload: dict[str, Any]) -> dict[str, Spec]:
     }
 
 
+def loyalty_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
+    """The points outstanding by the month they expire."""
+    if not payload or not payload["liability"]["expiring"]:
+        return {}
+    months = payload["liability"]["expiring"]
+    return {
+        "loyalty-expiring": {
+            "type": "bar",
+            "title": "Points outstanding by the month they expire",
+            "labels": [m["month"] for m in months],
+            "datasets": [{"label": "points", "data": [m["points"] for m in months]}],
+            "x": "month",
+            "y": "points",
+            "format": "count",
+        }
+    }
+
+
 def customer_charts(payload: dict[str, Any]) -> dict[str, Spec]:
     """The customer's orders on a time axis (days between orders show as gaps); the
     title says when only the latest of their orders are drawn."""

@@ -133,6 +133,25 @@ def campaigns_page(request: Request, service: ServiceDep) -> HTMLResponse:
     )
 
 
+@router.get("/loyalty", response_class=HTMLResponse)
+def loyalty_page(request: Request, service: ServiceDep) -> HTMLResponse:
+    """The loyalty programme; before a ledger is built, how to build one."""
+    from retain.errors import DataError
+
+    try:
+        payload: dict[str, Any] | None = api.get_loyalty(service)
+    except DataError:  # no ledger yet: the page says how to build one
+        payload = None
+    return page(
+        request,
+        "loyalty.html",
+        active="loyalty",
+        json_url="/api/loyalty",
+        chart_specs=charts.loyalty_charts(payload),
+        loyalty=payload,
+    )
+
+
 @router.get("/segments/{name}", response_class=HTMLResponse)
 def segment_page(
     request: Request,

@@ -26,6 +26,7 @@ NAV = (
     ("model-health", "/model-health", "Model health"),
     ("at-risk", "/at-risk", "At risk"),
     ("campaigns", "/campaigns", "Campaigns"),
+    ("loyalty", "/loyalty", "Loyalty"),
     ("customers", "/customers", "Customers"),
 )
 

@@ -1,0 +1,441 @@
+"""The loyalty ledger: a hand-checked sequence, referrals with their cap and guards, tiers
+with a grace period, the rules' mistakes, the CLI, and concurrent redemptions through a
+real `retain serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from campaign_helpers import people_store, person
+from retain.cli import app
+from retain.config import set_setting
+from retain.errors import DataError
+from retain.loyalty import KeyReused, NotEnoughPoints, balance, build, write_entry
+from retain.loyalty.report import loyalty_report
+from retain.loyalty.rules import parse_rules
+from retain.store import Store
+from store_helpers import free_port, insert_frames
+
+
+def _orders(store: Store, rows: list[tuple[str, str, str, float]], **columns: list) -> None:
+    frame = pd.DataFrame(rows, columns=["order_id", "customer_id", "ordered_at", "net_revenue"])
+    frame["ordered_at"] = pd.to_datetime(frame["ordered_at"])
+    for name, values in columns.items():
+        frame[name] = values
+    insert_frames(store, {"orders": frame})
+
+
+def test_a_ledger_by_hand(tmp_path: Path) -> None:
+    """The default rules: 1 point per unit of net revenue, pending 30 days, expiring 12
+    months after; a customer:
+
+    - 2025-01-10, order o1 of 100 (later refunded 40 on 2025-01-20, within its window):
+      earn 100, pending until 2025-02-09; the refund takes back 40 * 100/100 = 40.
+    - 2025-03-01, order o2 of 50: earn 50, pending until 2025-03-31.
+    - 2025-03-05, order o3 of 20, refunded 20 on 2025-04-10, after its window (04-04):
+      earn 20, nothing taken back.
+    - at 2025-03-15: spendable 100 - 40 = 60; pending 50 + 20 = 70. Redeem 30: 30 left;
+      31 more is refused; the same request again changes nothing.
+    - at 2026-03-01: o1's lot (60, 30 of it redeemed) expired on 2026-02-09: -30.
+      Spendable 50 + 20 = 70 (o3's 20 spendable since 2025-04-04), expiring 2026-03-31
+      (50) and 2026-04-04 (20); pending 0.
+    """
+    db = people_store(tmp_path / "s.duckdb", [person("a")], orders=[])
+    with Store(db) as store:
+        store.con.execute("DELETE FROM orders")
+        _orders(
+            store,
+            [
+                ("o1", "a", "2025-01-10 12:00:00", 60.0),
+                ("o2", "a", "2025-03-01 12:00:00", 50.0),
+                ("o3", "a", "2025-03-05 12:00:00", 0.0),
+            ],
+            refunded=[40.0, 0.0, 20.0],
+        )
+        store.con.execute(
+            "INSERT INTO order_refunds VALUES ('o1', 'a', '2025-01-20 09:00', 40, 'USD', "
+            "'r.csv', 2), ('o3', 'a', '2025-04-10 09:00', 20, 'USD', 'r.csv', 3)"
+        )
+        set_setting(store, "as_of", "2025-03-15")
+        first = build(store)
+        assert first.added == {"earn": 3, "reverse": 1, "birthday": 0, "referral": 0, "expire": 0}
+        now = balance(store, "a")
+        assert (now.balance, now.pending) == (60, 70)
+        assert now.value == 0.6
+        done = write_entry(store, "a", -30, kind="redeem", key="k1")
+        assert done["balance"] == 30 and not done["replayed"]
+        again = write_entry(store, "a", -30, kind="redeem", key="k1")
+        assert again["replayed"] and again["balance"] == 30
+        with pytest.raises(KeyReused, match="another request"):
+            write_entry(store, "a", -5, kind="redeem", key="k1")
+        with pytest.raises(NotEnoughPoints, match="has 30 to spend, 31 asked"):
+            write_entry(store, "a", -31, kind="redeem", key="k2")
+        assert build(store).added == dict.fromkeys(
+            ("earn", "reverse", "birthday", "referral", "expire"), 0
+        )  # a second build adds nothing
+        set_setting(store, "as_of", "2026-03-01")
+        later = build(store)
+        assert later.added["expire"] == 1
+        now = balance(store, "a")
+        assert (now.balance, now.pending) == (70, 0)
+        assert now.expiring == [
+            {"expires_at": "2026-03-31 12:00:00", "points": 50},
+            {"expires_at": "2026-04-04 12:00:00", "points": 20},
+        ]
+        total = store.scalar("SELECT sum(points) FROM loyalty_ledger WHERE customer_id = 'a'")
+        assert total == now.balance  # the balance is the sum of the ledger
+        report = loyalty_report(store)
+    assert report["liability"] == {
+        "points": 70,
+        "spendable": 70,
+        "pending": 0,
+        "value": 0.7,
+        "never_expires": 0,
+        "expiring": [
+            {"month": "2026-03", "points": 50, "value": 0.5},
+            {"month": "2026-04", "points": 20, "value": 0.2},
+        ],
+    }
+    assert report["cost"]["points_redeemed"] == 30
+
+
+def test_points_expire_oldest_first_around_redemptions(tmp_path: Path) -> None:
+    """No pending period, 1 month to expire. Lots: 100 on 01-01 (expires 02-01), 50 on
+    01-20 (expires 02-20). Redeem 120 on 01-25: 100 from the first lot, 20 from the
+    second. On 02-01 the first lot has nothing left (0 expire); on 02-20 the second's 30
+    expire. Balance at 03-01: 0."""
+    rules = parse_rules("[points]\npending_days = 0\nexpire_months = 1\n")
+    db = people_store(tmp_path / "s.duckdb", [person("a")], orders=[])
+    with Store(db) as store:
+        store.con.execute("DELETE FROM orders")
+        _orders(store, [("o1", "a", "2025-01-01 10:00:00", 100.0)])
+        set_setting(store, "as_of", "2025-01-25")
+        build(store, rules)
+        _orders(store, [("o2", "a", "2025-01-20 10:00:00", 50.0)])
+        build(store)
+        assert balance(store, "a").balance == 150
+        write_entry(store, "a", -120, kind="redeem", key="r")
+        set_setting(store, "as_of", "2025-03-01")
+        build(store)
+        expired = store.con.execute(
+            "SELECT lot, points FROM loyalty_ledger WHERE kind = 'expire' ORDER BY lot"
+        ).fetchall()
+        assert expired == [("earn/o2", -30)]
+        assert balance(store, "a").balance == 0
+
+
+def _referral_store(tmp_path: Path) -> tuple[Path, str]:
+    people = [
+        person("r", email="Ref.Errer+shop@gmail.com"),
+        person("twin", email="referrer@gmail.com"),
+    ]
+    people += [person(f"f{i:02d}") for i in range(14)]
+    db = people_store(tmp_path / "s.duckdb", people, orders=[])
+    with Store(db) as store:
+        store.con.execute("DELETE FROM orders")
+        _orders(store, [("r1", "r", "2024-12-01 10:00:00", 80.0)])
+        set_setting(store, "as_of", "2024-12-31")
+        build(store)
+        code = store.scalar("SELECT code FROM loyalty_members WHERE customer_id = 'r'")
+    return db, code
+
+
+def test_referrals_are_capped_at_ten_a_year_and_guarded(tmp_path: Path) -> None:
+    """Twelve friends order in 2025 with r's code (one a day from 1 February); the reward
+    (5,000 points) waits for their 30-day return window; ten are rewarded, the eleventh
+    and twelfth are refused (the cap). A friend with r's address written another way is a
+    self-referral; r's own code on r's own next order is not a referral at all (not a first
+    order); a friend whose first order was refunded in full gets nothing; a friend still
+    in the window waits."""
+    db, code = _referral_store(tmp_path)
+    assert code.startswith("REF-") and len(code) == 16
+    with Store(db) as store:
+        rows = [
+            (f"x{i:02d}", f"f{i:02d}", f"2025-02-{1 + i:02d} 10:00:00", 30.0) for i in range(12)
+        ]
+        rows += [
+            ("t1", "twin", "2025-02-20 10:00:00", 30.0),
+            ("r2", "r", "2025-03-01 10:00:00", 20.0),
+        ]
+        rows += [("late", "f13", "2025-06-20 10:00:00", 30.0)]
+        _orders(store, rows, discount_code=[code.lower()] * len(rows))
+        refunded = pd.DataFrame(
+            {
+                "order_id": ["x12"],
+                "customer_id": ["f12"],
+                "ordered_at": [pd.Timestamp("2025-02-25 10:00")],
+                "net_revenue": [0.0],
+                "refunded": [30.0],
+                "discount_code": [code],
+                "status": ["refunded"],
+                "reason": ["refunded in full"],
+            }
+        )
+        insert_frames(store, {"excluded_orders": refunded})
+        set_setting(store, "as_of", "2025-07-01")
+        built = build(store)
+        decided = dict(
+            store.con.execute(
+                "SELECT friend_id, status || ': ' || coalesce(reason, '') FROM loyalty_referrals"
+            ).fetchall()
+        )
+        rewards = store.scalar(
+            "SELECT sum(points) FROM loyalty_ledger WHERE customer_id = 'r' AND kind = 'referral'"
+        )
+    assert rewards == 10 * 5000
+    assert [f for f, s in decided.items() if s.startswith("rewarded")] == [
+        f"f{i:02d}" for i in range(10)
+    ] or sorted(f for f, s in decided.items() if s.startswith("rewarded")) == [
+        f"f{i:02d}" for i in range(10)
+    ]
+    assert decided["f10"] == "refused: the referrer's cap of 10 rewarded friends in 2025 is reached"
+    assert decided["f11"].startswith("refused: the referrer's cap")
+    assert decided["twin"] == "refused: self-referral: the same e-mail address as the referrer"
+    assert decided["f12"] == "refused: the friend's first order was refunded"
+    assert decided["f13"] == "waiting: until the first order is past its return window, 2025-07-20"
+    assert "r" not in decided
+    assert built.referrals == {"rewarded": 10, "refused": 4, "waiting": 1}
+    result = CliRunner().invoke(app, ["loyalty", "referral", code, "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["customer_id"] == "r"
+
+
+def test_a_tier_is_kept_through_the_grace_period(tmp_path: Path) -> None:
+    """Silver from 250 of net spend over 12 months, 30 days of grace: 300 spent on
+    2024-03-01 is Silver until it falls out of the 12 months on 2025-03-01, then kept
+    until 2025-03-31, then gone; each change is recorded."""
+    db = people_store(tmp_path / "s.duckdb", [person("a"), person("b")], orders=[])
+    with Store(db) as store:
+        store.con.execute("DELETE FROM orders")
+        _orders(
+            store,
+            [("a1", "a", "2024-03-01 10:00:00", 300.0), ("b1", "b", "2024-03-01 10:00:00", 100.0)],
+        )
+        seen = []
+        for day in ("2024-06-01", "2025-03-10", "2025-04-02"):
+            set_setting(store, "as_of", day)
+            build(store)
+            seen.append(
+                store.con.execute(
+                    "SELECT tier, qualifies_for FROM loyalty_members WHERE customer_id = 'a'"
+                ).fetchall()[0]
+            )
+        changes = store.con.execute(
+            "SELECT from_tier, to_tier FROM loyalty_tier_changes WHERE customer_id = 'a' "
+            "ORDER BY changed_at"
+        ).fetchall()
+        assert balance(store, "a").tier is None
+    assert seen == [("Silver", "Silver"), ("Silver", None), (None, None)]
+    assert changes == [(None, "Silver"), ("Silver", None)]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[points]\nper_unit = -1\n", "line 2: [points] per_unit: -1, expected from 0"),
+        ("[points]\ncolour = 1\n", "line 2: [points] colour: unknown key"),
+        ("[prizes]\nx = 1\n", "line 1: [prizes]: unknown table"),
+        ("[points]\npending_days = 2.5\n", "pending_days: 2.5, expected a whole number"),
+        (
+            '[[tier]]\nname = "Gold"\nthreshold = 100\n[[tier]]\nname = "Silver"\nthreshold = 50\n',
+            "line 6: [[tier]] 2 threshold: 50 is not above Gold's 100",
+        ),
+        ('[[tier]]\nname = "Gold"\n', "line 1: [[tier]] 1: no threshold"),
+        ('[referrals]\ncode_prefix = "R E F"\n', "code_prefix: 'R E F', expected 1 to 12"),
+        ("[tiers]\nbasis = 'visits'\n", "basis: 'visits', expected 'spend' or 'points'"),
+        ("[points\n", "not valid TOML"),
+    ],
+)
+def test_a_mistake_in_the_rules_names_its_line_and_key(text: str, words: str) -> None:
+    with pytest.raises(DataError) as caught:
+        parse_rules(text, "loyalty.toml")
+    assert str(caught.value).startswith("file loyalty.toml: "), str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_the_cli_builds_reports_and_redeems(tmp_path: Path) -> None:
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("a")],
+        orders=[
+            ("o1", "a", "2025-01-10 12:00:00", 250.0),
+            ("o2", "a", "2025-05-01 12:00:00", 10.0),
+        ],
+    )
+    runner = CliRunner()
+
+    def run(*args: str) -> dict:
+        result = runner.invoke(app, ["loyalty", *args, "--db", str(db), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert run("build")["added"]["earn"] == 2
+    assert run("report")["liability"]["points"] == 260
+    assert run("balance", "a")["balance"] == 250
+    redeemed = run("redeem", "a", "100", "--idempotency-key", "till-42")
+    assert redeemed["balance"] == 150
+    assert run("redeem", "a", "100", "--idempotency-key", "till-42")["replayed"]
+    refused = runner.invoke(
+        app, ["loyalty", "redeem", "a", "500", "--idempotency-key", "k", "--db", str(db)]
+    )
+    assert refused.exit_code != 0 and "has 150 to spend, 500 asked" in refused.output
+    unknown = runner.invoke(app, ["loyalty", "balance", "zz", "--db", str(db)])
+    assert unknown.exit_code != 0 and "no such customer" in unknown.output
+    adjusted = run("adjust", "a", "-50", "--reason", "goodwill reversed", "--idempotency-key", "j")
+    assert adjusted["balance"] == 100
+
+
+def test_fifty_concurrent_redemptions_spend_the_balance_once(tmp_path: Path) -> None:
+    """A balance of 100; 50 requests at once through `retain serve`, each to spend 10
+    with its own key: exactly 10 are answered 200, 40 are 409 with the reason, and the
+    ledger ends at 0 with 10 redemptions."""
+    db = people_store(
+        tmp_path / "s.duckdb", [person("a")], orders=[("o1", "a", "2025-01-10 12:00:00", 100.0)]
+    )
+    with Store(db) as store:
+        build(store, parse_rules("[points]\npending_days = 0\n"))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "retain.cli", "serve", "--db", str(db), "--port", str(port)],
+        env={**os.environ, "RETAIN_API_KEY": "a-long-enough-secret-key"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/api/status", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.2)
+
+        def redeem(i: int) -> tuple[int, dict]:
+            body = json.dumps({"points": 10, "idempotency_key": f"k{i}"}).encode()
+            request = urllib.request.Request(
+                base + "/api/loyalty/customers/a/redeem",
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-API-Key": "a-long-enough-secret-key",
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(redeem, range(50)))
+        with urllib.request.urlopen(base + "/api/loyalty/customers/a") as response:
+            after = json.loads(response.read())
+        again = redeem(0)  # k0 again: answered as before if it was spent, else refused
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    codes = [code for code, _ in answers]
+    assert codes.count(200) == 10 and codes.count(409) == 40, codes
+    refusals = {body["detail"] for code, body in answers if code == 409}
+    assert all("not enough points" in r for r in refusals), refusals
+    assert after["balance"] == 0
+    assert sorted(body["balance"] for code, body in answers if code == 200) == list(
+        range(0, 100, 10)
+    )
+    assert again[0] in (200, 409) and (again[0] == 409 or again[1]["replayed"])
+    with Store(db, read_only=True) as store:
+        assert store.scalar("SELECT count(*) FROM loyalty_ledger WHERE kind = 'redeem'") == 10
+
+
+def test_a_campaign_fires_when_a_customer_enters_a_tier(tmp_path: Path) -> None:
+    """After a build puts a in Silver, a tier_entered campaign sends a (and not b) a
+    message that reads the tier, its discount, the points and the referral code."""
+    from retain.campaigns import run_campaigns
+    from retain.campaigns.definitions import parse_campaigns
+
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("a"), person("b")],
+        orders=[
+            ("a1", "a", "2025-05-01 10:00:00", 300.0),
+            ("b1", "b", "2025-05-01 10:00:00", 40.0),
+        ],
+    )
+    text = f"""
+[defaults]
+sender = "Shop <shop@example.com>"
+unsubscribe_url = "http://127.0.0.1:8765/unsubscribe"
+outbox_dir = "{tmp_path / "outbox"}"
+
+[[campaign]]
+name = "welcome-silver"
+trigger = {{ kind = "tier_entered", tier = "Silver" }}
+channel = "file"
+subject = "Welcome to {{{{ customer.tier }}}}"
+text = "{{{{ customer.tier_discount }}}}% off; {{{{ customer.points }}}} points; code {{{{ customer.referral_code }}}}. {{{{ unsubscribe_url }}}}"
+"""
+    with Store(db) as store:
+        set_setting(store, "as_of", "2025-06-15")
+        build(store)
+        code = store.scalar("SELECT code FROM loyalty_members WHERE customer_id = 'a'")
+        result = run_campaigns(store, parse_campaigns(text), now="2025-06-15T12:00:00")
+        sent = store.con.execute(
+            "SELECT customer_id, subject, body_text FROM campaign_outbox"
+        ).fetchall()
+        again = run_campaigns(store, parse_campaigns(text), now="2025-06-15T13:00:00")
+    assert result.counts["sent"] == 1 and again.counts["sent"] == 0
+    ((customer, subject, body),) = sent
+    assert customer == "a" and subject == "Welcome to Silver"
+    assert body.startswith(f"5.0% off; 300 points; code {code}.")
+
+
+def test_the_report_compares_members_with_matched_customers(tmp_path: Path) -> None:
+    """200 customers with the same two orders in 2024; 50 redeem points in January 2025
+    (members). In the 180 days from 1 January the members order twice (40 each), the
+    others alternately once or not at all: 80 against 20, a difference of 60 whose
+    interval holds it. The comparison is on the Loyalty page too."""
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    ids = [f"c{i:03d}" for i in range(200)]
+    history = [(f"{c}-{k}", c, f"2024-0{3 + 3 * k}-01 10:00:00", 40.0) for c in ids for k in (0, 1)]
+    db = people_store(tmp_path / "s.duckdb", [person(c) for c in ids], orders=history)
+    with Store(db) as store:
+        set_setting(store, "as_of", "2025-01-15")
+        build(store)
+        for c in ids[:50]:
+            write_entry(store, c, -50, kind="redeem", key=f"join-{c}")
+        later = [
+            (f"{c}-m{k}", c, f"2025-0{2 + k}-10 10:00:00", 40.0) for c in ids[:50] for k in (0, 1)
+        ]
+        later += [(f"{c}-o", c, "2025-03-10 10:00:00", 40.0) for c in ids[50::2]]
+        _orders(store, later)
+        set_setting(store, "as_of", "2025-08-01")
+        build(store)
+        report = loyalty_report(store)
+    effect = report["effect"]
+    assert effect["members"]["members"] == 50 and effect["members"]["compared_with"] == 150
+    revenue = effect["members"]["measures"]["revenue"]
+    assert revenue["members"] == pytest.approx(80) and revenue["matched"] == pytest.approx(20)
+    assert revenue["interval"][0] < 60 < revenue["interval"][1]
+    assert revenue["interval"][0] > 40  # the others' spread is known: 20 +- 20 over 150
+    assert effect["sentences"][0].startswith("Members spent 60.00 more (")
+    assert report["cost"]["points_redeemed"] == 50 * 50
+    with TestClient(create_app(db, warm=False), client=("127.0.0.1", 5000)) as client:
+        page = client.get("/loyalty").text
+    assert effect["sentences"][0].split(" (")[0] in page

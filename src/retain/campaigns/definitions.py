@@ -44,6 +44,8 @@ TRIGGERS: dict[str, str] = {
     "broadcast": "once, at `at` (an ISO date-time in the store's time zone), to the audience",
     "segment_entered": "the customer moved into `segment` since the previous run",
     "segment_left": "the customer moved out of `segment` since the previous run",
+    "tier_entered": "a loyalty build moved the customer into `tier` (retain loyalty build)",
+    "tier_left": "a loyalty build moved the customer out of `tier`",
 }
 """Every trigger kind and when it fires; each firing has a stable key per customer."""
 
@@ -57,6 +59,8 @@ TRIGGER_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "broadcast": {"at": (str, dt.datetime, dt.date)},
     "segment_entered": {"segment": str},
     "segment_left": {"segment": str},
+    "tier_entered": {"tier": str},
+    "tier_left": {"tier": str},
 }
 TRIGGER_DEFAULTS: dict[str, dict[str, Any]] = {
     "overdue": {"factor": 1.5},
@@ -574,6 +578,8 @@ def _trigger(raw: Any, number: int, where: _Locator, name: str) -> Trigger:
         if "segment" not in raw:
             where.fail(number, "trigger", f"{kind} needs segment", 'segment = "At Risk"', name)
         _check_segments([options["segment"]], number, where, name, key="trigger")
+    if kind in ("tier_entered", "tier_left") and not str(options.get("tier", "")).strip():
+        where.fail(number, "trigger", f"{kind} needs tier", 'tier = "Gold"', name)
     if kind == "broadcast":
         if "at" not in raw:
             where.fail(number, "trigger", "a broadcast needs at", 'at = "2025-12-01T10:00"', name)

@@ -28,6 +28,16 @@ SCORE_FIELDS = (
     "next_purchase_window_end",
 )
 CONTACT_FIELDS = ("email", "name", "birthday", "timezone", "locale", "accepts_marketing")
+LOYALTY_FIELDS = (
+    "tier",
+    "points",
+    "referral_code",
+    "tier_discount",
+    "free_shipping",
+    "early_access",
+)
+"""From the latest ``retain loyalty build`` (empty before one): the tier and its benefits,
+the spendable points, the referral code."""
 
 
 def customer_fields(store: Store) -> pd.DataFrame:
@@ -52,10 +62,32 @@ def customer_fields(store: Store) -> pd.DataFrame:
         "customer_id"
     )
     frame = frame.join(people[[c for c in people.columns if c not in frame]], how="left")
-    for column in SCORE_FIELDS + CONTACT_FIELDS:
+    frame = frame.join(_loyalty(store), how="left")
+    for column in SCORE_FIELDS + CONTACT_FIELDS + LOYALTY_FIELDS:
         if column not in frame:
             frame[column] = pd.NA
     frame.index.name = "customer_id"
+    return frame
+
+
+def _loyalty(store: Store) -> pd.DataFrame:
+    """:data:`LOYALTY_FIELDS` per customer, from ``loyalty_members`` and the rules."""
+    if not store.has_table("loyalty_members") or not store.scalar(
+        "SELECT count(*) FROM loyalty_builds"
+    ):
+        return pd.DataFrame(index=pd.Index([], name="customer_id"))
+    from retain.loyalty.build import current_rules
+
+    frame = store.query(
+        "SELECT customer_id, tier, balance AS points, code AS referral_code FROM loyalty_members"
+    ).set_index("customer_id")
+    benefits = {t.name: t.benefits() for t in current_rules(store).tiers}
+    for key, column in (
+        ("discount", "tier_discount"),
+        ("free_shipping", "free_shipping"),
+        ("early_access", "early_access"),
+    ):
+        frame[column] = frame["tier"].map({name: b[key] for name, b in benefits.items()})
     return frame
 
 
@@ -122,6 +154,8 @@ def due(
         hit = moved.fillna(False).to_numpy(dtype=bool)
         word = "into" if kind == "segment_entered" else "out-of"
         return _rows(ids[hit], [f"segment:{word}:{target}:{today}"] * int(hit.sum()))
+    if kind in ("tier_entered", "tier_left"):
+        return _tier_moves(store, ids, kind, options["tier"], first, today)
     last = _days(audience["last_order_at"])
     day, earliest = pd.Timestamp(today), pd.Timestamp(first)
     if kind == "next_purchase_window":
@@ -150,6 +184,25 @@ def due(
             parts.append(_rows(ids[chosen], [f"{kind}:{year}"] * int(chosen.sum())))
         return pd.concat(parts, ignore_index=True)
     raise AssertionError(f"unknown trigger {kind}")  # definitions checks the kinds
+
+
+def _tier_moves(
+    store: Store, ids: pd.Index, kind: str, tier: str, first: dt.date, today: dt.date
+) -> pd.DataFrame:
+    """The customers of ``ids`` a loyalty build moved into (or out of) ``tier`` between
+    ``first`` and ``today``; one firing per move, keyed by its day."""
+    if not store.has_table("loyalty_tier_changes"):
+        return _rows([], [])
+    column = "to_tier" if kind == "tier_entered" else "from_tier"
+    moves = store.query(
+        f"SELECT customer_id, CAST(changed_at AS DATE) AS day FROM loyalty_tier_changes "
+        f"WHERE {column} = ? AND CAST(changed_at AS DATE) BETWEEN ? AND ?",
+        [tier, first, today],
+    )
+    moves = moves[moves["customer_id"].isin(ids)].drop_duplicates()
+    word = "into" if kind == "tier_entered" else "out-of"
+    keys = [f"tier:{word}:{tier}:{day}" for day in moves["day"]]
+    return _rows(moves["customer_id"].tolist(), keys)
 
 
 def segment_history(store: Store) -> pd.Series | None:

@@ -24,6 +24,8 @@ demo: setup
 	$(BIN)/retain metrics --db demo.duckdb --top 5
 	$(BIN)/retain segments --db demo.duckdb
 	$(BIN)/retain at-risk --db demo.duckdb --limit 10
+	$(BIN)/retain loyalty build --db demo.duckdb
+	$(BIN)/retain loyalty report --db demo.duckdb
 	$(BIN)/retain report --db demo.duckdb --out report.html
 	$(BIN)/retain campaigns run --db demo.duckdb --campaigns src/retain/campaigns/examples.toml --dry-run --channel file --now 1998-07-01T10:00:00
 	@echo

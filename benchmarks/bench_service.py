@@ -154,12 +154,13 @@ async def fixed_rate(
     order_day: str = "",
     run_id: str = "w",
     seed: int = 0,
+    path: str = "/api/customers/{}",
 ) -> dict[str, Any]:
     """Open-loop load: request i leaves at start + i / rate; latency from that moment.
 
     A share ``write_share`` of the requests (chosen by a seeded draw) are
     ``POST /api/orders`` of a new order (id ``bench-<run_id>-<i>``, dated ``order_day``)
-    for a random customer; the rest look a customer up. ``orders`` maps each order id
+    for a random customer; the rest look a customer up (``path`` with the id). ``orders`` maps each order id
     sent to what came back: the status, or "timeout" / "error"."""
     import httpx
 
@@ -191,7 +192,7 @@ async def fixed_rate(
                     }
                     response = await client.post("/api/orders", json=order)
                 else:
-                    response = await client.get(f"/api/customers/{customer}")
+                    response = await client.get(path.format(customer))
                 await response.aread()
                 statuses[i] = response.status_code
             except httpx.TimeoutException:

@@ -439,3 +439,51 @@ def test_the_report_compares_members_with_matched_customers(tmp_path: Path) -> N
     with TestClient(create_app(db, warm=False), client=("127.0.0.1", 5000)) as client:
         page = client.get("/loyalty").text
     assert effect["sentences"][0].split(" (")[0] in page
+
+
+def test_a_recorded_referral_counts_and_fingerprints_guard(tmp_path: Path) -> None:
+    """A friend recorded with r's code (a sign-up link) whose first order carries no code
+    is rewarded; a friend with r's payment fingerprint is refused as a self-referral; the
+    record of another code for the same friend is refused."""
+    db, code = _referral_store(tmp_path)
+    with Store(db) as store:
+        store.con.execute(
+            "UPDATE customers SET payment_fingerprint = 'card-77' WHERE customer_id IN ('r', 'f01')"
+        )
+        runner = CliRunner()
+        recorded = runner.invoke(app, ["loyalty", "refer", code, "f00", "--db", str(db), "--json"])
+    assert recorded.exit_code == 0, recorded.output
+    assert json.loads(recorded.stdout) == {
+        "friend_id": "f00",
+        "code": code,
+        "referrer_id": "r",
+        "new": True,
+    }
+    with Store(db) as store:
+        from retain.loyalty.referrals import record_referral
+
+        assert not record_referral(store, code.lower(), "f00")["new"]
+        _orders(store, [("w1", "twin", "2024-12-02 10:00:00", 10.0)])
+        build(store)
+        other = store.scalar("SELECT code FROM loyalty_members WHERE customer_id = 'twin'")
+        with pytest.raises(KeyReused, match="already recorded"):
+            record_referral(store, other, "f00")
+        _orders(
+            store,
+            [
+                ("a0", "f00", "2025-02-01 10:00:00", 30.0),
+                ("a1", "f01", "2025-02-02 10:00:00", 30.0),
+            ],
+            discount_code=[None, code],
+        )
+        set_setting(store, "as_of", "2025-04-01")
+        build(store)
+        decided = dict(
+            store.con.execute(
+                "SELECT friend_id, status || ': ' || coalesce(reason, '') FROM loyalty_referrals"
+            ).fetchall()
+        )
+    assert decided == {
+        "f00": "rewarded: ",
+        "f01": "refused: self-referral: the same payment fingerprint as the referrer",
+    }

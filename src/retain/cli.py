@@ -2355,6 +2355,32 @@ def loyalty_adjust(
     _ledger_write(db, customer, points, "adjust", idempotency_key, reason, as_json)
 
 
+@loyalty_app.command("refer")
+@friendly_errors
+def loyalty_refer(
+    code: Annotated[str, typer.Argument(help="The referrer's code.")],
+    friend: Annotated[str, typer.Argument(help="The id of the customer it brought.")],
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a referral made outside checkout (a sign-up link): the next build decides
+    the reward as for a code on the friend's first order."""
+    from retain.loyalty.referrals import record_referral
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db) as store:
+        result = record_referral(store, code, friend, source="cli")
+    emit(
+        result,
+        as_json,
+        lambda: (
+            f"{result['friend_id']}: referred by {result['referrer_id']} ({result['code']})"
+            + ("" if result["new"] else ", already recorded")
+        ),
+    )
+
+
 @loyalty_app.command("referral")
 @friendly_errors
 def loyalty_referral(

@@ -90,6 +90,17 @@ CUSTOMERS = Table(
         Column("timezone", "VARCHAR", "IANA time zone"),
         Column("locale", "VARCHAR", "language and region, e.g. en-US"),
         Column("accepts_marketing", "BOOLEAN", "opted in to marketing; false means never message"),
+        # last, where ALTER TABLE puts them in a store made before them
+        Column(
+            "payment_fingerprint",
+            "VARCHAR",
+            "a token of the customer's card or wallet (no card data): referral guard",
+        ),
+        Column(
+            "address_fingerprint",
+            "VARCHAR",
+            "a token of the customer's delivery address: referral guard",
+        ),
     ),
     key=("customer_id",),
     description="one row per customer",

@@ -232,6 +232,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """CREATE TABLE IF NOT EXISTS loyalty_tier_changes (
                 customer_id VARCHAR NOT NULL, from_tier VARCHAR, to_tier VARCHAR,
                 changed_at TIMESTAMP NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS loyalty_referral_claims (
+                friend_id VARCHAR PRIMARY KEY, code VARCHAR NOT NULL,
+                recorded_at TIMESTAMP NOT NULL, source VARCHAR NOT NULL)""",
+            "ALTER TABLE customers ADD COLUMN IF NOT EXISTS payment_fingerprint VARCHAR",
+            "ALTER TABLE customers ADD COLUMN IF NOT EXISTS address_fingerprint VARCHAR",
             """CREATE TABLE IF NOT EXISTS loyalty_builds (
                 built_at TIMESTAMP NOT NULL, clock TIMESTAMP NOT NULL, rules VARCHAR NOT NULL,
                 source VARCHAR NOT NULL, added BIGINT NOT NULL, summary VARCHAR)""",

@@ -2,12 +2,16 @@
 
 Every customer has a code (``REF-`` and 12 characters of a keyed hash of their id: the
 same at every build, unguessable without the store's secret). A friend is referred when
-their first order carries a referrer's code as its ``discount_code``. The referrer's
+their first order carries a referrer's code as its ``discount_code``, or when a referral
+was recorded for them (:func:`record_referral`: a sign-up link, say) before their first
+order was past its return window. The referrer's
 ``reward`` (and the friend's ``friend_reward``) is written once the friend's order is past
 the return window (``waiting`` until then), unless:
 
 - the code is the friend's own, or the friend's e-mail address is the referrer's once
-  normalised (lower case, no ``+tag``, no dots in a Gmail name): refused, self-referral;
+  normalised (lower case, no ``+tag``, no dots in a Gmail name), or their payment or
+  address fingerprint (``customers.payment_fingerprint``, ``address_fingerprint``, when
+  given) is the referrer's: refused, self-referral;
 - the first order was refunded in full: refused;
 - the referrer already had ``max_per_year`` friends rewarded in that calendar year (of
   the reward): refused, the cap reached. The friends of a year are taken in the order of
@@ -74,6 +78,10 @@ def decide_referrals(con: Any, rules: LoyaltyRules, now: dt.datetime) -> dict[st
     status, and ``added`` (ledger entries written)."""
     friend_email = NORMALISED_EMAIL.format(e="cf.email")
     referrer_email = NORMALISED_EMAIL.format(e="cr.email")
+    same_payment, same_address = (
+        f"lower(trim(cf.{c})) <> '' AND lower(trim(cf.{c})) = lower(trim(cr.{c}))"
+        for c in ("payment_fingerprint", "address_fingerprint")
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _candidates AS
@@ -97,10 +105,18 @@ def decide_referrals(con: Any, rules: LoyaltyRules, now: dt.datetime) -> dict[st
                    THEN 'self-referral: the customer''s own code'
                  WHEN {friend_email} IS NOT NULL AND {friend_email} = {referrer_email}
                    THEN 'self-referral: the same e-mail address as the referrer'
+                 WHEN {same_payment}
+                   THEN 'self-referral: the same payment fingerprint as the referrer'
+                 WHEN {same_address}
+                   THEN 'self-referral: the same address fingerprint as the referrer'
                  WHEN f.refunded_in_full THEN 'the friend''s first order was refunded'
                END AS refused
         FROM firsts f
-        JOIN _codes c ON upper(trim(f.discount_code)) = c.code
+        LEFT JOIN _codes carried ON carried.code = upper(trim(f.discount_code))
+        LEFT JOIN loyalty_referral_claims k ON k.friend_id = f.customer_id
+            AND k.recorded_at <= f.ordered_at + to_days(CAST($pending AS INTEGER))
+        -- the code the first order carried, else the one recorded for the friend
+        JOIN _codes c ON c.code = coalesce(carried.code, k.code)
         LEFT JOIN customers cf ON cf.customer_id = f.customer_id
         LEFT JOIN customers cr ON cr.customer_id = c.customer_id
         WHERE f.customer_id NOT IN (
@@ -194,3 +210,39 @@ def referral_code(store: Any, code: str) -> dict[str, Any]:
         ).fetchall()
     ]
     return {"code": wanted, "customer_id": found[0][0], "friends": friends}
+
+
+def record_referral(
+    store: Any, code: str, friend_id: str, *, source: str = "api"
+) -> dict[str, Any]:
+    """Record that ``friend_id`` came with the referral ``code`` (the next build decides
+    the reward, as for a code on the first order). Once per friend: the same record again
+    changes nothing; a different code for a friend already recorded is refused."""
+    from retain.errors import DataError
+    from retain.loyalty.build import current_rules
+    from retain.loyalty.ledger import KeyReused, clock
+
+    current_rules(store, required=True)
+    wanted = (code or "").strip().upper()
+    friend = (friend_id or "").strip()
+    if not friend:
+        raise DataError("friend_id", value=friend_id, expected="the referred customer's id")
+    owner = store.con.execute(
+        "SELECT customer_id FROM loyalty_members WHERE code = ?", [wanted]
+    ).fetchall()
+    if not owner:
+        raise DataError("no customer has this referral code", value=code)
+    with store.transaction() as con:
+        found = con.execute(
+            "SELECT code FROM loyalty_referral_claims WHERE friend_id = ?", [friend]
+        ).fetchall()
+        if found and found[0][0] != wanted:
+            raise KeyReused(
+                f"customer {friend!r} was already recorded as referred with {found[0][0]}"
+            )
+        if not found:
+            con.execute(
+                "INSERT INTO loyalty_referral_claims VALUES (?, ?, ?, ?)",
+                [friend, wanted, clock(store), source],
+            )
+    return {"friend_id": friend, "code": wanted, "referrer_id": owner[0][0], "new": not found}

@@ -933,6 +933,30 @@ def post_earn(service: ServiceDep, customer_id: str, body: LedgerWrite) -> dict[
     return _ledger_write(service, customer_id, points, "bonus", body)
 
 
+class ReferralIn(BaseModel):
+    """A referral to record: the code and the customer it brought."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=64)
+    friend_id: str = Field(min_length=1, max_length=500)
+
+
+@router.post(
+    "/loyalty/referrals",
+    dependencies=[Depends(require_writer)],
+    responses=LEDGER_ERRORS,
+    summary="Record that a customer came with a referral code (needs the API key)",
+)
+def post_referral(service: ServiceDep, body: ReferralIn) -> dict[str, Any]:
+    """For a friend who signed up through a referral link rather than typing the code at
+    checkout: the next ``retain loyalty build`` decides the reward as for a code on the
+    friend's first order. The same record again changes nothing (``new`` false)."""
+    from retain.loyalty.referrals import record_referral
+
+    with service.write_lock:
+        return record_referral(service.store(), body.code, body.friend_id)
+
+
 @router.get(
     "/loyalty/referrals/{code}",
     responses=ERRORS,

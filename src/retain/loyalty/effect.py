@@ -6,7 +6,8 @@ redemption. Each is compared with the customers who never redeemed and stood whe
 member stood at the start of that month: the same number of orders before (1, 2, 3-5,
 6 or more), the same time since the last order (up to 30 days, 90, 180, more) and the same
 tenure (under 180 days, under a year, more). Outcomes over the ``horizon`` days after the
-month began: retained (an order at all), orders, net revenue.
+month began: retained (an order at all), orders, net revenue; and the predicted
+12-month CLV of the latest ``retain score``.
 
 **Referred** customers (whose first order carried another customer's code, self-referrals
 left out) are compared with organic customers who first ordered in the same month.
@@ -67,13 +68,13 @@ described AS (
     FROM people p JOIN orders o USING (customer_id)
     GROUP BY p.month, p.customer_id, p.member
 )
-SELECT month,
-       CASE WHEN before >= 6 THEN 4 WHEN before >= 3 THEN 3 ELSE before END AS f,
-       CASE WHEN since <= 30 THEN 1 WHEN since <= 90 THEN 2 WHEN since <= 180 THEN 3
+SELECT d.month,
+       CASE WHEN d.before >= 6 THEN 4 WHEN d.before >= 3 THEN 3 ELSE d.before END AS f,
+       CASE WHEN d.since <= 30 THEN 1 WHEN d.since <= 90 THEN 2 WHEN d.since <= 180 THEN 3
             ELSE 4 END AS r,
-       CASE WHEN tenure < 180 THEN 1 WHEN tenure < 365 THEN 2 ELSE 3 END AS t,
-       member, orders > 0 AS retained, orders, revenue
-FROM described WHERE before > 0
+       CASE WHEN d.tenure < 180 THEN 1 WHEN d.tenure < 365 THEN 2 ELSE 3 END AS t,
+       d.member, d.orders > 0 AS retained, d.orders, d.revenue, {clv} AS clv
+FROM described d {join} WHERE d.before > 0
 """
 
 # Each customer's first order: referred (with a code of another customer's, not a
@@ -163,34 +164,25 @@ def _compare(frame: pd.DataFrame, measures: list[str], label: str) -> dict[str, 
 
 def programme_effect(store: Store, horizon: int = HORIZON_DAYS) -> dict[str, Any]:
     """Members against matched non-members, and referred against organic customers (see
-    the module), each with ``measures`` (``retained``, ``orders``, ``revenue``, and for
-    referrals ``clv``): the group's mean, the matched mean, the difference and its
+    the module), each with ``measures`` (``retained``, ``orders``, ``revenue``, and
+    ``clv`` once the store is scored): the group's mean, the matched mean, the difference and its
     interval; and a sentence."""
     from retain.loyalty.ledger import clock
 
     now = clock(store)
     params = {"now": now, "horizon": horizon}
-    members = store.con.execute(MEMBERS_SQL, params).df()
     has_scores = store.has_table("customer_scores")
-    referred = store.con.execute(
-        REFERRED_SQL.format(
-            clv="s.clv_12m" if has_scores else "NULL",
-            join="LEFT JOIN customer_scores s USING (customer_id)" if has_scores else "",
-        ),
-        params,
-    ).df()
+    scores = {
+        "clv": "s.clv_12m" if has_scores else "NULL",
+        "join": "LEFT JOIN customer_scores s USING (customer_id)" if has_scores else "",
+    }
+    members = store.con.execute(MEMBERS_SQL.format(**scores), params).df()
+    referred = store.con.execute(REFERRED_SQL.format(**scores), params).df()
+    measures = ["retained", "orders", "revenue"] + (["clv"] if has_scores else [])
     result: dict[str, Any] = {"horizon_days": horizon}
-    result["members"] = (
-        _compare(members, ["retained", "orders", "revenue"], "members")
-        if not members.empty
-        else None
-    )
+    result["members"] = _compare(members, measures, "members") if not members.empty else None
     result["referred"] = (
-        _compare(
-            referred,
-            ["retained", "orders", "revenue"] + (["clv"] if has_scores else []),
-            "referred",
-        )
+        _compare(referred, measures, "referred")
         if not referred.empty and referred["member"].any()
         else None
     )

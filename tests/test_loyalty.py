@@ -487,3 +487,39 @@ def test_a_recorded_referral_counts_and_fingerprints_guard(tmp_path: Path) -> No
         "f00": "rewarded: ",
         "f01": "refused: self-referral: the same payment fingerprint as the referrer",
     }
+
+
+def test_an_order_refunded_in_full_keeps_no_points(tmp_path: Path) -> None:
+    """o1 (80) earns 80 pending; a full refund within its window moves it out of the
+    purchases, and the next build takes the 80 back; o2, refunded in full before any
+    build, never earns."""
+    db = people_store(tmp_path / "s.duckdb", [person("a")], orders=[])
+    with Store(db) as store:
+        store.con.execute("DELETE FROM orders")
+        _orders(store, [("o1", "a", "2025-03-01 10:00:00", 80.0)])
+        set_setting(store, "as_of", "2025-03-05")
+        build(store)
+        assert balance(store, "a").pending == 80
+        gone = pd.DataFrame(
+            {
+                "order_id": ["o1", "o2"],
+                "customer_id": ["a", "a"],
+                "ordered_at": pd.to_datetime(["2025-03-01 10:00", "2025-03-02 10:00"]),
+                "net_revenue": [0.0, 0.0],
+                "refunded": [80.0, 50.0],
+                "status": ["refunded", "refunded"],
+                "reason": ["refunded in full"] * 2,
+            }
+        )
+        store.con.execute("DELETE FROM orders WHERE order_id = 'o1'")
+        insert_frames(store, {"excluded_orders": gone})
+        store.con.execute(
+            "INSERT INTO order_refunds VALUES ('o1', 'a', '2025-03-04 09:00', 80, 'USD', 'r.csv', 2)"
+        )
+        _orders(store, [("o3", "a", "2025-03-03 10:00:00", 10.0)])
+        build(store)
+        now = balance(store, "a")
+        entries = {e["entry_id"]: e["points"] for e in now.entries}
+    assert (now.balance, now.pending) == (0, 10)
+    assert entries["earn/o1"] == 80 and sum(v for k, v in entries.items() if "o1" in k) == 0
+    assert not any("o2" in k for k in entries)

@@ -9,7 +9,8 @@ and referral code (``loyalty_members``), and the tier changes since the last bui
 - **Earn** (``earn/ORDER``): ``per_unit`` points per unit of the order's net revenue
   before refunds, rounded down, plus ``per_order``; pending for ``pending_days`` (the
   return window), then spendable for ``expire_months``. An order refunded in full (kept
-  out of ``orders`` as not a purchase) earns, and its refund takes it back.
+  out of ``orders`` as not a purchase) earns nothing; one refunded in full after it
+  earned loses what is left of its points, if within its window.
 - **Reverse** (``reverse/ORDER/REFUND``): a refund within the order's return window
   takes back points in proportion (the order's points times the share of its net
   revenue refunded so far, rounded, less what earlier refunds took). A refund after the
@@ -38,7 +39,8 @@ from retain.store import Store
 
 EPSILON = 1e-9  # 29.999999999 of net revenue is 30 points, not 29
 
-# The purchases that earn: orders, and orders refunded in full (which earn, then reverse)
+# What an order was worth before its refunds: the purchases, and the orders refunded in
+# full since (kept out of orders as not purchases)
 PURCHASES_SQL = """
 SELECT order_id, customer_id, ordered_at, net_revenue + coalesce(refunded, 0) AS base
 FROM orders WHERE ordered_at <= $now
@@ -57,7 +59,8 @@ SELECT 'earn/' || p.order_id, p.customer_id, 'earn', p.points, p.ordered_at,
 FROM (
     SELECT *, CAST(floor($per_unit * greatest(base, 0) + {EPSILON}) AS BIGINT)
               + CAST($per_order AS BIGINT) AS points
-    FROM ({PURCHASES_SQL})
+    FROM (SELECT order_id, customer_id, ordered_at, net_revenue + coalesce(refunded, 0) AS base
+          FROM orders WHERE ordered_at <= $now)
 ) p
 WHERE p.points > 0 AND NOT EXISTS (
     SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'earn/' || p.order_id)
@@ -102,6 +105,35 @@ SELECT 'reverse/' || refund, customer_id, 'reverse', -back, happened_at, availab
 FROM taken t
 WHERE back > 0 AND happened_at < available_at AND happened_at <= $now AND NOT EXISTS (
     SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'reverse/' || t.refund)
+"""
+
+# An order refunded in full after it earned (now kept out of orders) loses what is left of
+# its points, when that refund came within its return window: its refund rows' last, or,
+# without one, its own time
+IN_FULL_SQL = """
+INSERT INTO loyalty_ledger
+WITH gone AS (
+    SELECT x.order_id, coalesce(r.refunded_at, x.ordered_at) AS refunded_at
+    FROM excluded_orders x
+    LEFT JOIN (SELECT order_id, max(refunded_at) AS refunded_at FROM order_refunds
+               GROUP BY ALL) r USING (order_id)
+    WHERE x.status = 'refunded'
+),
+remaining AS (
+    SELECT e.entry_id AS lot, e.customer_id, e.available_at, e.order_id,
+           e.points + coalesce(sum(v.points), 0) AS points
+    FROM loyalty_ledger e
+    LEFT JOIN loyalty_ledger v ON v.lot = e.entry_id AND v.kind = 'reverse'
+    WHERE e.kind = 'earn' AND e.order_id IN (SELECT order_id FROM gone)
+    GROUP BY e.entry_id, e.customer_id, e.available_at, e.order_id, e.points
+)
+SELECT 'reverse/' || m.order_id || '/in-full', m.customer_id, 'reverse', -m.points,
+       g.refunded_at, m.available_at, NULL, m.lot, m.order_id, 'refunded in full',
+       now()::TIMESTAMP, 'build'
+FROM remaining m JOIN gone g USING (order_id)
+WHERE m.points > 0 AND g.refunded_at < m.available_at AND g.refunded_at <= $now
+  AND NOT EXISTS (
+      SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'reverse/' || m.order_id || '/in-full')
 """
 
 BIRTHDAY_SQL = """
@@ -236,6 +268,7 @@ def build(store: Store, rules: LoyaltyRules | None = None) -> BuildReport:
             },
         )
         report.added["reverse"] = _count(con, REVERSE_SQL, {"now": now})
+        report.added["reverse"] += _count(con, IN_FULL_SQL, {"now": now})
         report.added["birthday"] = (
             _count(con, BIRTHDAY_SQL, {**common, "points": rules.birthday}) if rules.birthday else 0
         )

@@ -80,7 +80,10 @@ def test_a_ledger_by_hand(tmp_path: Path) -> None:
         assert again["replayed"] and again["balance"] == 30
         with pytest.raises(KeyReused, match="another request"):
             write_entry(store, "a", -5, kind="redeem", key="k1")
-        with pytest.raises(NotEnoughPoints, match="has 30 to spend, 31 asked"):
+        with pytest.raises(
+            NotEnoughPoints,
+            match=r"has 30 to spend \(70 more pending until their return windows close\), 31 asked",
+        ):
             write_entry(store, "a", -31, kind="redeem", key="k2")
         assert build(store).added == dict.fromkeys(
             ("earn", "reverse", "birthday", "referral", "expire"), 0
@@ -256,6 +259,7 @@ def test_a_tier_is_kept_through_the_grace_period(tmp_path: Path) -> None:
         ('[referrals]\ncode_prefix = "R E F"\n', "code_prefix: 'R E F', expected 1 to 12"),
         ("[tiers]\nbasis = 'visits'\n", "basis: 'visits', expected 'spend' or 'points'"),
         ("[points\n", "not valid TOML"),
+        ("tier = [1]\n", "[[tier]] 1: 1 is not a table"),
     ],
 )
 def test_a_mistake_in_the_rules_names_its_line_and_key(text: str, words: str) -> None:
@@ -290,7 +294,7 @@ def test_the_cli_builds_reports_and_redeems(tmp_path: Path) -> None:
     refused = runner.invoke(
         app, ["loyalty", "redeem", "a", "500", "--idempotency-key", "k", "--db", str(db)]
     )
-    assert refused.exit_code != 0 and "has 150 to spend, 500 asked" in refused.output
+    assert refused.exit_code != 0 and "has 150 to spend (10 more pending" in refused.output
     unknown = runner.invoke(app, ["loyalty", "balance", "zz", "--db", str(db)])
     assert unknown.exit_code != 0 and "no such customer" in unknown.output
     adjusted = run("adjust", "a", "-50", "--reason", "goodwill reversed", "--idempotency-key", "j")
@@ -523,3 +527,100 @@ def test_an_order_refunded_in_full_keeps_no_points(tmp_path: Path) -> None:
     assert (now.balance, now.pending) == (0, 10)
     assert entries["earn/o1"] == 80 and sum(v for k, v in entries.items() if "o1" in k) == 0
     assert not any("o2" in k for k in entries)
+
+
+def test_no_write_can_take_a_balance_below_zero(tmp_path: Path) -> None:
+    """From an adversarial pass: c1 earns 100 + 50 net and spends all 150 by 2025-06-30.
+    Then (a) the clock set back to April refuses a build and a redemption, instead of
+    showing the 150 again to spend twice; (b) a refund of o1 written into its order row
+    late (learned after its window closed, when the points were spent) takes nothing back;
+    (c) the same refund rows read again from other rows of a file take nothing more; (d)
+    one idempotency key cannot serve a redemption and then an adjustment."""
+    db = people_store(tmp_path / "s.duckdb", [person("c1")], orders=[])
+    with Store(db) as store:
+        store.con.execute("DELETE FROM orders")
+        _orders(
+            store,
+            [("o1", "c1", "2025-01-10 12:00:00", 100.0), ("o2", "c1", "2025-03-01 12:00:00", 50.5)],
+        )
+        store.con.execute(
+            "INSERT INTO order_refunds VALUES ('o2', 'c1', '2025-03-05 09:00', 10.1, 'USD', "
+            "'r.csv', 2)"
+        )
+        store.con.execute("UPDATE orders SET refunded = 10.1 WHERE order_id = 'o2'")
+        set_setting(store, "as_of", "2025-06-30")
+        build(store)
+        # o2 earns 60 (50.5 + 10.1 refunded), its refund takes round(60 * 10.1 / 60.6) = 10
+        assert balance(store, "c1").balance == 100 + 60 - 10
+        write_entry(store, "c1", -150, kind="redeem", key="k1")
+        set_setting(store, "as_of", "2025-04-30")
+        with pytest.raises(DataError, match="cannot be written at an earlier moment"):
+            build(store)
+        with pytest.raises(DataError, match="cannot be written at an earlier moment"):
+            write_entry(store, "c1", -10, kind="redeem", key="k2")
+        set_setting(store, "as_of", "2025-07-01")
+        store.con.execute("UPDATE orders SET refunded = 50 WHERE order_id = 'o1'")
+        store.con.execute(
+            "UPDATE order_refunds SET row_number = 7, source_file = 'again.csv' WHERE order_id = 'o2'"
+        )
+        assert build(store).added["reverse"] == 0
+        assert balance(store, "c1").balance == 0
+        with pytest.raises(KeyReused, match="redeem of -150 points"):
+            write_entry(store, "c1", 5, kind="adjust", key="k1", reason="goodwill")
+        with pytest.raises(DataError, match="at most 1,000,000,000,000"):
+            write_entry(store, "c1", 10**13, kind="adjust", key="big", reason="x")
+        total = store.scalar("SELECT sum(points) FROM loyalty_ledger WHERE customer_id = 'c1'")
+    assert total == 0
+
+
+def test_odd_requests_get_clear_answers(tmp_path: Path) -> None:
+    """A tier from 0 holds every customer; a rules file written where there is no folder,
+    a customer referring themselves or an old customer, a birthday bonus asked by hand,
+    points sent as text: each is refused with a message, not a traceback."""
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("a"), person("b"), person("new")],
+        orders=[("a1", "a", "2024-01-10 12:00:00", 10.0), ("b1", "b", "2025-01-10 12:00:00", 5.0)],
+    )
+    rules = parse_rules('[[tier]]\nname = "Member"\nthreshold = 0\n')
+    with Store(db) as store:
+        set_setting(store, "as_of", "2025-06-30")
+        build(store, rules)
+        tiers = dict(store.con.execute("SELECT customer_id, tier FROM loyalty_members").fetchall())
+        code = store.scalar("SELECT code FROM loyalty_members WHERE customer_id = 'a'")
+        from retain.loyalty.referrals import record_referral
+
+        with pytest.raises(DataError, match="cannot refer themselves"):
+            record_referral(store, code, "a")
+        with pytest.raises(DataError, match="has been a customer since 2025-01-10"):
+            record_referral(store, code, "b")
+        assert record_referral(store, code, " new ")["friend_id"] == "new"
+    assert tiers == {"a": "Member", "b": "Member", "new": "Member"}  # a: nothing in 12 months
+    runner = CliRunner()
+    made = runner.invoke(app, ["loyalty", "init", "--out", str(tmp_path / "no" / "x.toml")])
+    assert made.exit_code != 0 and "cannot write" in made.output
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    key = "a-long-enough-secret-key"
+    with TestClient(create_app(db, warm=False, api_key=key), client=("127.0.0.1", 5000)) as client:
+        headers = {"X-API-Key": key}
+        text = client.post(
+            "/api/loyalty/customers/a/redeem",
+            json={"points": "1", "idempotency_key": "t"},
+            headers=headers,
+        )
+        birthday = client.post(
+            "/api/loyalty/customers/a/earn",
+            json={"reason": "birthday", "idempotency_key": "b"},
+            headers=headers,
+        )
+        review = client.post(
+            "/api/loyalty/customers/a/earn",
+            json={"reason": "review", "idempotency_key": "r"},
+            headers=headers,
+        )
+    assert text.status_code == 422
+    assert birthday.status_code == 422 and "no such bonus" in birthday.json()["detail"]
+    assert review.status_code == 200 and review.json()["points"] == 50

@@ -1832,6 +1832,17 @@ def _campaign_file(path: Path) -> Any:
     return load_campaigns(path)
 
 
+def _write_new(out: Path, text: str, force: bool) -> None:
+    """Write a starting file for the user to edit: not over an existing one (unless
+    ``force``), and a folder that is not there is a clear error."""
+    if out.exists() and not force:
+        raise ArgumentError(f"{out} exists: pass --force to replace it")
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ArgumentError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
 @campaigns_app.command("init")
 @friendly_errors
 def campaigns_init(
@@ -1842,9 +1853,7 @@ def campaigns_init(
     birthday, anniversary, newsletter) to a file to edit."""
     from retain.campaigns import example_path
 
-    if out.exists() and not force:
-        raise ArgumentError(f"{out} exists: pass --force to replace it")
-    out.write_text(example_path().read_text(encoding="utf-8"), encoding="utf-8")
+    _write_new(out, example_path().read_text(encoding="utf-8"), force)
     typer.echo(f"wrote {out}; check it with: retain campaigns validate {out}")
 
 
@@ -2172,9 +2181,7 @@ def loyalty_init(
     """Write the default loyalty rules to a file to edit."""
     from retain.loyalty import DEFAULT_RULES_PATH
 
-    if out.exists() and not force:
-        raise ArgumentError(f"{out} exists: pass --force to replace it")
-    out.write_text(DEFAULT_RULES_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    _write_new(out, DEFAULT_RULES_PATH.read_text(encoding="utf-8"), force)
     typer.echo(f"wrote {out}; check it with: retain loyalty validate {out}")
 
 
@@ -2253,8 +2260,9 @@ def loyalty_report(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> No
             )
         cost = result["cost"]
         lines.append(
-            f"  cost: {cost['redeemed_value']:,.2f} redeemed + {cost['referral_value']:,.2f} "
-            f"referral rewards = {cost['total']:,.2f}"
+            f"  cost: {cost['redeemed_value']:,.2f} redeemed + {cost['outstanding_value']:,.2f} "
+            f"outstanding = {cost['total']:,.2f} (referral rewards given: "
+            f"{cost['referral_value_given']:,.2f} of it)"
         )
         for tier in result["tiers"]:
             lines.append(

@@ -11,10 +11,13 @@ and referral code (``loyalty_members``), and the tier changes since the last bui
   return window), then spendable for ``expire_months``. An order refunded in full (kept
   out of ``orders`` as not a purchase) earns nothing; one refunded in full after it
   earned loses what is left of its points, if within its window.
-- **Reverse** (``reverse/ORDER/REFUND``): a refund within the order's return window
-  takes back points in proportion (the order's points times the share of its net
-  revenue refunded so far, rounded, less what earlier refunds took). A refund after the
-  window takes nothing back: those points were confirmed.
+- **Reverse** (``reverse/ORDER/to-N``: N points taken back in all): a refund within the
+  order's return window takes back points in proportion (the order's points times the
+  share of its net revenue refunded so far, rounded, less what was taken back before). A
+  refund after the window takes nothing back: those points were confirmed. A refund
+  counts at its own time when the ledger learns of it with the order, else from the
+  build that learns of it: one ingested after the window takes nothing back, so no
+  refund can take back points the customer may have spent.
 - **Birthday** (``birthday/CUSTOMER/YEAR``): ``bonus.birthday`` points on each birthday
   after the customer's first order.
 - **Referrals** (:mod:`retain.loyalty.referrals`).
@@ -49,6 +52,8 @@ SELECT order_id, customer_id, ordered_at, net_revenue + coalesce(refunded, 0)
 FROM excluded_orders WHERE status = 'refunded' AND ordered_at <= $now
 """
 
+# The orders that earn: purchases, and orders refunded in full only after their return
+# window (their points were confirmed before the refund)
 EARN_SQL = f"""
 INSERT INTO loyalty_ledger
 SELECT 'earn/' || p.order_id, p.customer_id, 'earn', p.points, p.ordered_at,
@@ -59,25 +64,44 @@ SELECT 'earn/' || p.order_id, p.customer_id, 'earn', p.points, p.ordered_at,
 FROM (
     SELECT *, CAST(floor($per_unit * greatest(base, 0) + {EPSILON}) AS BIGINT)
               + CAST($per_order AS BIGINT) AS points
-    FROM (SELECT order_id, customer_id, ordered_at, net_revenue + coalesce(refunded, 0) AS base
-          FROM orders WHERE ordered_at <= $now)
+    FROM (
+        SELECT order_id, customer_id, ordered_at, net_revenue + coalesce(refunded, 0) AS base
+        FROM orders WHERE ordered_at <= $now
+        UNION ALL
+        SELECT x.order_id, x.customer_id, x.ordered_at,
+               x.net_revenue + coalesce(x.refunded, 0)
+        FROM excluded_orders x
+        JOIN (SELECT order_id, min(refunded_at) AS first FROM order_refunds GROUP BY ALL) r
+            USING (order_id)
+        WHERE x.status = 'refunded' AND x.ordered_at <= $now
+          AND r.first >= x.ordered_at + to_days(CAST($pending AS INTEGER))
+    )
 ) p
 WHERE p.points > 0 AND NOT EXISTS (
     SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'earn/' || p.order_id)
 """
 
-# Each refund within its order's return window takes back its share of the order's points:
-# round(points x refunded so far / base) less what the refunds before it took. A refund
-# given in the order row without a refund row of its own counts at the order's time.
+# When a refund counts: at its own time when the ledger learns of it with the order (the
+# same build), else at the build that learns of it (a refund ingested late cannot take
+# back points the customer may have spent since)
+COUNTED_AT = (
+    "CASE WHEN {earn}.recorded_at < now()::TIMESTAMP THEN greatest({at}, $now) ELSE {at} END"
+)
+
+# The refunds that count within an order's return window take back its share of the
+# order's points: round(points x refunded so far / base) in all, less what was taken back
+# before. Keyed by that total, so the same refunds read again (a file ingested again, its
+# rows moved) take nothing more. A refund given in the order row without a refund row of
+# its own is dated at the order's time.
 REVERSE_SQL = f"""
 INSERT INTO loyalty_ledger
 WITH purchases AS ({PURCHASES_SQL}),
 refunds AS (
     SELECT r.order_id, r.refunded_at AS happened_at, r.amount,
-           r.order_id || '/' || r.source_file || ':' || r.row_number AS refund
+           r.source_file || ':' || r.row_number AS refund
     FROM order_refunds r
     UNION ALL
-    SELECT p.order_id, p.ordered_at, p.refunded - coalesce(k.amount, 0), p.order_id || '/order'
+    SELECT p.order_id, p.ordered_at, p.refunded - coalesce(k.amount, 0), ''
     FROM (SELECT order_id, ordered_at, coalesce(refunded, 0) AS refunded FROM orders
           UNION ALL
           SELECT order_id, ordered_at, coalesce(refunded, 0) FROM excluded_orders
@@ -86,31 +110,40 @@ refunds AS (
         USING (order_id)
     WHERE p.refunded - coalesce(k.amount, 0) > {EPSILON}
 ),
-shares AS (
-    SELECT e.entry_id AS lot, e.customer_id, e.points, e.available_at, p.base, f.refund, f.happened_at,
-           sum(f.amount) OVER (PARTITION BY f.order_id ORDER BY f.happened_at, f.refund
-                               ROWS UNBOUNDED PRECEDING) AS so_far,
-           f.amount
-    FROM refunds f
-    JOIN purchases p USING (order_id)
-    JOIN loyalty_ledger e ON e.entry_id = 'earn/' || f.order_id
+earned AS (
+    SELECT e.entry_id AS lot, e.customer_id, e.order_id, e.points, e.available_at,
+           e.recorded_at, coalesce(sum(v.points), 0) AS taken
+    FROM loyalty_ledger e
+    LEFT JOIN loyalty_ledger v ON v.lot = e.entry_id AND v.kind = 'reverse'
+    WHERE e.kind = 'earn' AND e.order_id IN (SELECT order_id FROM refunds)
+    GROUP BY e.entry_id, e.customer_id, e.order_id, e.points, e.available_at, e.recorded_at
 ),
-taken AS (
-    SELECT *,
-           CAST(round(points * least(1, so_far / base)) AS BIGINT)
-           - CAST(round(points * least(1, (so_far - amount) / base)) AS BIGINT) AS back
-    FROM shares WHERE base > 0
+steps AS (
+    SELECT d.*, p.base,
+           {COUNTED_AT.format(earn="d", at="f.happened_at")} AS counted_at,
+           sum(f.amount) OVER (PARTITION BY f.order_id ORDER BY f.happened_at, f.refund
+                               ROWS UNBOUNDED PRECEDING) AS so_far
+    FROM refunds f JOIN purchases p USING (order_id) JOIN earned d USING (order_id)
+    WHERE p.base > 0
+),
+targets AS (
+    SELECT lot, customer_id, order_id, available_at, taken,
+           max(CAST(round(points * least(1, so_far / base)) AS BIGINT)) AS target,
+           max(counted_at) AS counted_at
+    FROM steps WHERE counted_at < available_at AND counted_at <= $now
+    GROUP BY ALL
 )
-SELECT 'reverse/' || refund, customer_id, 'reverse', -back, happened_at, available_at, NULL, lot, split_part(lot, '/', 2), 'refund', now()::TIMESTAMP, 'build'
-FROM taken t
-WHERE back > 0 AND happened_at < available_at AND happened_at <= $now AND NOT EXISTS (
-    SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'reverse/' || t.refund)
+SELECT 'reverse/' || order_id || '/to-' || target, customer_id, 'reverse', -(target + taken),
+       counted_at, available_at, NULL, lot, order_id, 'refund', now()::TIMESTAMP, 'build'
+FROM targets t
+WHERE target + taken > 0 AND NOT EXISTS (
+    SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'reverse/' || t.order_id || '/to-' || t.target)
 """
 
 # An order refunded in full after it earned (now kept out of orders) loses what is left of
-# its points, when that refund came within its return window: its refund rows' last, or,
-# without one, its own time
-IN_FULL_SQL = """
+# its points, when that refund counts within its return window (its refund rows' last, or,
+# without one, its own time; as COUNTED_AT)
+IN_FULL_SQL = f"""
 INSERT INTO loyalty_ledger
 WITH gone AS (
     SELECT x.order_id, coalesce(r.refunded_at, x.ordered_at) AS refunded_at
@@ -120,20 +153,23 @@ WITH gone AS (
     WHERE x.status = 'refunded'
 ),
 remaining AS (
-    SELECT e.entry_id AS lot, e.customer_id, e.available_at, e.order_id,
+    SELECT e.entry_id AS lot, e.customer_id, e.available_at, e.order_id, e.recorded_at,
            e.points + coalesce(sum(v.points), 0) AS points
     FROM loyalty_ledger e
     LEFT JOIN loyalty_ledger v ON v.lot = e.entry_id AND v.kind = 'reverse'
     WHERE e.kind = 'earn' AND e.order_id IN (SELECT order_id FROM gone)
-    GROUP BY e.entry_id, e.customer_id, e.available_at, e.order_id, e.points
+    GROUP BY e.entry_id, e.customer_id, e.available_at, e.order_id, e.recorded_at, e.points
+),
+counted AS (
+    SELECT m.*, {COUNTED_AT.format(earn="m", at="g.refunded_at")} AS counted_at
+    FROM remaining m JOIN gone g USING (order_id)
 )
-SELECT 'reverse/' || m.order_id || '/in-full', m.customer_id, 'reverse', -m.points,
-       g.refunded_at, m.available_at, NULL, m.lot, m.order_id, 'refunded in full',
-       now()::TIMESTAMP, 'build'
-FROM remaining m JOIN gone g USING (order_id)
-WHERE m.points > 0 AND g.refunded_at < m.available_at AND g.refunded_at <= $now
+SELECT 'reverse/' || order_id || '/in-full', customer_id, 'reverse', -points, counted_at,
+       available_at, NULL, lot, order_id, 'refunded in full', now()::TIMESTAMP, 'build'
+FROM counted c
+WHERE points > 0 AND counted_at < available_at AND counted_at <= $now
   AND NOT EXISTS (
-      SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'reverse/' || m.order_id || '/in-full')
+      SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'reverse/' || c.order_id || '/in-full')
 """
 
 BIRTHDAY_SQL = """
@@ -240,6 +276,19 @@ def _parsed(text: str, source: str) -> LoyaltyRules:
     return parse_rules(text, source)
 
 
+def check_clock(store: Store, now: dt.datetime) -> None:
+    """Refuse to write at a clock before the latest build's: the ledger already holds
+    what happened up to then, and reading it from an earlier moment would count points
+    spent later as still there."""
+    last = store.con.execute("SELECT max(clock) FROM loyalty_builds").fetchall()[0][0]
+    if last is not None and now < last:
+        raise DataError(
+            f"the loyalty ledger was built to {last:%Y-%m-%d %H:%M}, after the store's clock "
+            f"({now:%Y-%m-%d %H:%M}): it cannot be written at an earlier moment",
+            expected=f"the as_of setting on or after {last:%Y-%m-%d} (retain settings set as_of)",
+        )
+
+
 def _count(con: Any, sql: str, params: dict[str, Any]) -> int:
     rows = con.execute(sql, params).fetchall()
     return int(rows[0][0]) if rows else 0
@@ -247,13 +296,15 @@ def _count(con: Any, sql: str, params: dict[str, Any]) -> int:
 
 def build(store: Store, rules: LoyaltyRules | None = None) -> BuildReport:
     """Build the ledger up to the clock with ``rules`` (default: those of the last build,
-    else the shipped defaults); one transaction: all of it or nothing."""
+    else the shipped defaults); one transaction: all of it or nothing. A clock before the
+    latest build's is refused (:func:`check_clock`)."""
     from retain.loyalty.referrals import decide_referrals, member_codes
 
     started = time.perf_counter()
     store.require_orders()
     rules = rules or current_rules(store)
     now = clock(store)
+    check_clock(store, now)
     report = BuildReport(clock=now.isoformat(sep=" ", timespec="seconds"), rules=rules.source)
     common = {"now": now, "expire": rules.expire_months}
     with store.transaction() as con:
@@ -272,7 +323,7 @@ def build(store: Store, rules: LoyaltyRules | None = None) -> BuildReport:
         report.added["birthday"] = (
             _count(con, BIRTHDAY_SQL, {**common, "points": rules.birthday}) if rules.birthday else 0
         )
-        codes = member_codes(con, rules)
+        codes = member_codes(con, rules, now)
         referred = decide_referrals(con, rules, now)
         report.added["referral"] = referred.pop("added", 0)
         report.referrals = referred
@@ -320,7 +371,7 @@ def _members(con: Any, rules: LoyaltyRules, now: dt.datetime, codes: str) -> Non
         if not tiers:
             return "NULL"
         whens = " ".join(
-            f"WHEN {column} >= {t.threshold!r} - {EPSILON} THEN '{_sql_text(t.name)}'"
+            f"WHEN coalesce({column}, 0) >= {t.threshold!r} - {EPSILON} THEN '{_sql_text(t.name)}'"
             for t in tiers
         )
         return f"CASE {whens} END"

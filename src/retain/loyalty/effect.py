@@ -112,7 +112,7 @@ FROM described d {join}
 def _stratified(frame: pd.DataFrame, column: str) -> dict[str, Any] | None:
     """The members' mean of ``column``, the matched others' (weighted to the members'
     strata), the difference and its 95% interval; None without a stratum holding both."""
-    keys = ["month", "f", "r", "t"]
+    keys = KEYS
     values = frame[column].astype("float64")
     grouped = pd.DataFrame(
         frame.assign(_v=values)
@@ -143,21 +143,35 @@ def _stratified(frame: pd.DataFrame, column: str) -> dict[str, Any] | None:
     }
 
 
+MIN_COMPARED = 30
+"""Fewer members (or referred customers) with comparable customers: too few to tell."""
+KEYS = ["month", "f", "r", "t"]
+
+
 def _compare(frame: pd.DataFrame, measures: list[str], label: str) -> dict[str, Any]:
-    members = frame[frame["member"]]
-    matched_keys = set(
-        map(tuple, frame.loc[frame["member"], ["month", "f", "r", "t"]].to_numpy().tolist())
-    )
-    others = frame[~frame["member"]]
-    kept = [tuple(row) in matched_keys for row in others[["month", "f", "r", "t"]].to_numpy()]
+    """The group (``member``) against the others of the same strata: how many of each
+    the comparison holds (the strata holding both), and each measure."""
+    sizes = frame.groupby([*KEYS, "member"]).size().unstack("member", fill_value=0)
+    for side in (True, False):
+        if side not in sizes.columns:
+            sizes[side] = 0
+    both = sizes[(sizes[True] > 0) & (sizes[False] > 0)]
     out: dict[str, Any] = {
-        label: len(members),
-        "compared_with": int(np.sum(kept)),
+        label: int(frame["member"].sum()),
+        "compared": int(both[True].sum()),
+        "compared_with": int(both[False].sum()),
         "measures": {},
     }
+    if out["compared"] < MIN_COMPARED:
+        return out
     for measure in measures:
         found = _stratified(frame, measure)
         if found is not None:
+            if measure == "retained":  # a difference of shares lies in [-1, 1]
+                found["interval"] = [
+                    max(-1.0, found["interval"][0]),
+                    min(1.0, found["interval"][1]),
+                ]
             out["measures"][measure] = found
     return out
 
@@ -201,16 +215,23 @@ def _sentences(result: dict[str, Any]) -> list[str]:
         revenue = found.get("measures", {}).get("revenue")
         if revenue is None:
             what = "redeemed points" if group == "members" else "came with a referral code"
-            out.append(
-                f"No {noun.lower()} to compare yet: no customer who {what} has {days} days "
-                "behind them, or none has a comparable customer."
-            )
+            if found.get(group):
+                out.append(
+                    f"Too few {noun.lower()} to tell: {found['compared']:,} of {found[group]:,} "
+                    f"have comparable customers, at least {MIN_COMPARED} needed."
+                )
+            else:
+                out.append(
+                    f"No {noun.lower()} to compare yet: no customer who {what} has {days} "
+                    "days behind them."
+                )
             continue
         low, high = revenue["interval"]
         verb = "more" if revenue["difference"] >= 0 else "less"
         out.append(
             f"{noun} spent {abs(revenue['difference']):,.2f} {verb} ({low:,.2f} to "
             f"{high:,.2f}) in the {days} days {since} than comparable customers "
-            f"({found[group]:,} against {found['compared_with']:,})."
+            f"({found['compared']:,} of {found[group]:,} against {found['compared_with']:,} "
+            "comparable)."
         )
     return out

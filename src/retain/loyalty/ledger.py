@@ -39,6 +39,10 @@ from retain.store import Store
 
 CREDITS = ("earn", "bonus", "referral", "adjust")
 DEBITS = ("redeem", "adjust")
+WRITTEN_BY_HAND = ("redeem", "adjust", "bonus")
+"""The kinds a request writes (CLI, API): one idempotency key for all of them."""
+MAX_POINTS = 10**12
+"""The most points one write may move."""
 
 # For the customers of $who (a table or a query of customer ids; all when NULL): every
 # lot with what it lost to expiry by the clock ($now) and what is left of it then.
@@ -221,8 +225,10 @@ def balance(
     ``history`` entries (newest first). ``now``, ``rules`` and ``members`` (a customer's
     code and tier): the clock, the rules and ``loyalty_members`` of the latest build,
     when the caller keeps them already (the service does)."""
+    from retain.ingest import customer_key
     from retain.loyalty.build import current_rules
 
+    customer_id = customer_key(customer_id)  # as the ingest stored it
     rules = rules or current_rules(store, required=True)
     now = now or clock(store)
     if members is None:
@@ -329,19 +335,22 @@ def _check_key(key: str) -> str:
 
 
 def _replay(
-    con: duckdb.DuckDBPyConnection, entry_id: str, customer_id: str, points: int
+    con: duckdb.DuckDBPyConnection, key: str, entry_id: str, customer_id: str, points: int
 ) -> dict[str, Any] | None:
+    """The entry an earlier request with ``key`` wrote (of any kind written by hand), when
+    it is this request again; :class:`KeyReused` when it was another."""
     found = con.execute(
-        "SELECT customer_id, points, CAST(happened_at AS VARCHAR) FROM loyalty_ledger WHERE entry_id = ?",
-        [entry_id],
+        "SELECT entry_id, customer_id, points, CAST(happened_at AS VARCHAR) FROM loyalty_ledger "
+        "WHERE entry_id IN (SELECT unnest($ids))",
+        {"ids": [f"{kind}/{key}" for kind in WRITTEN_BY_HAND]},
     ).fetchall()
     if not found:
         return None
-    who, stored, at = found[0]
-    if who != customer_id or stored != points:
+    stored_id, who, stored, at = found[0]
+    if stored_id != entry_id or who != customer_id or stored != points:
         raise KeyReused(
-            f"the idempotency key {entry_id.split('/', 1)[1]!r} was used for another request "
-            f"({stored:+,} points for customer {who!r}): give a new key for a new request"
+            f"the idempotency key {key!r} was used for another request ({stored_id.split('/')[0]} "
+            f"of {stored:+,} points for customer {who!r}): give a new key for a new request"
         )
     return {"entry_id": entry_id, "points": stored, "at": at, "replayed": True}
 
@@ -362,20 +371,30 @@ def write_entry(
     ledger (the same request again returns its entry, ``replayed``; another request
     under the same key is :class:`KeyReused`). The due expiries of the customer are
     written first, so that the balance after is the ledger's sum."""
-    from retain.loyalty.build import current_rules
+    from retain.ingest import customer_key
+    from retain.loyalty.build import check_clock, current_rules
 
     rules = current_rules(store, required=True)
     key = _check_key(key)
-    if isinstance(points, bool) or not isinstance(points, int) or points == 0:
-        raise DataError("points", value=points, expected="a whole number that is not 0")
+    customer_id = customer_key(customer_id)
+    if (
+        isinstance(points, bool)
+        or not isinstance(points, int)
+        or points == 0
+        or abs(points) > MAX_POINTS
+    ):
+        raise DataError(
+            "points", value=points, expected=f"a whole number, not 0, at most {MAX_POINTS:,}"
+        )
     if kind == "redeem" and points > 0:
         raise DataError("points to redeem", value=-points, expected="a number above 0")
     if kind == "adjust" and not (reason or "").strip():
         raise DataError("an adjustment needs a reason", expected="--reason TEXT")
     entry_id = f"{kind}/{key}"
     now = clock(store)
+    check_clock(store, now)
     with store.transaction() as con:
-        replayed = _replay(con, entry_id, customer_id, points)
+        replayed = _replay(con, key, entry_id, customer_id, points)
         if replayed is not None:
             replayed["balance"] = _points(con, customer_id, now)[0]
             return replayed
@@ -386,12 +405,22 @@ def write_entry(
         ).fetchall()
         if not known:
             raise DataError("no such customer in the loyalty ledger", value=customer_id)
+        later = con.execute(
+            "SELECT max(happened_at) FROM loyalty_ledger WHERE customer_id = ?", [customer_id]
+        ).fetchall()[0][0]
+        if later is not None and later > now:
+            raise DataError(
+                f"customer {customer_id!r} has ledger entries up to {later:%Y-%m-%d %H:%M}, "
+                f"after the store's clock ({now:%Y-%m-%d %H:%M})",
+                expected="the as_of setting on or after that day",
+            )
         expire_due(con, now, [customer_id])
-        spendable = _points(con, customer_id, now)[0]
+        spendable, pending = _points(con, customer_id, now)
         if points < 0 and spendable + points < 0:
+            waiting = f" ({pending:,} more pending until their return windows close)"
             raise NotEnoughPoints(
-                f"not enough points: customer {customer_id!r} has {spendable:,} to spend, "
-                f"{-points:,} asked"
+                f"not enough points: customer {customer_id!r} has {spendable:,} to spend"
+                f"{waiting if pending else ''}, {-points:,} asked"
             )
         expires = None
         if points > 0 and rules.expire_months:
@@ -410,7 +439,7 @@ def write_entry(
     return {
         "entry_id": entry_id,
         "points": points,
-        "at": now.isoformat(sep=" "),
+        "at": now.isoformat(sep=" ", timespec="seconds"),
         "replayed": False,
         "balance": after,
     }

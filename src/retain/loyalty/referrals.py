@@ -40,16 +40,17 @@ def _secret(con: Any) -> str:
     return value
 
 
-def member_codes(con: Any, rules: LoyaltyRules) -> str:
-    """The temp table ``_codes`` (customer_id, code) of every customer with an order;
-    its name. Two customers whose 12 characters coincide both get 16."""
+def member_codes(con: Any, rules: LoyaltyRules, now: dt.datetime) -> str:
+    """The temp table ``_codes`` (customer_id, code) of every customer with an order by
+    ``now``; its name. Two customers whose 12 characters coincide both get 16."""
     secret = _secret(con)
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _codes AS
         WITH ids AS (
-            SELECT DISTINCT customer_id FROM orders
-            UNION SELECT customer_id FROM excluded_orders WHERE status = 'refunded'
+            SELECT DISTINCT customer_id FROM orders WHERE ordered_at <= $now
+            UNION SELECT customer_id FROM excluded_orders
+            WHERE status = 'refunded' AND ordered_at <= $now
         ),
         hashed AS (SELECT customer_id, upper(sha256($secret || customer_id)) AS h FROM ids),
         short AS (SELECT *, count(*) OVER (PARTITION BY left(h, 12)) AS same FROM hashed)
@@ -57,7 +58,7 @@ def member_codes(con: Any, rules: LoyaltyRules) -> str:
                $prefix || '-' || CASE WHEN same > 1 THEN left(h, 16) ELSE left(h, 12) END AS code
         FROM short
         """,
-        {"secret": secret, "prefix": rules.code_prefix},
+        {"secret": secret, "prefix": rules.code_prefix, "now": now},
     )
     return "_codes"
 
@@ -219,12 +220,13 @@ def record_referral(
     the reward, as for a code on the first order). Once per friend: the same record again
     changes nothing; a different code for a friend already recorded is refused."""
     from retain.errors import DataError
+    from retain.ingest import customer_key
     from retain.loyalty.build import current_rules
     from retain.loyalty.ledger import KeyReused, clock
 
-    current_rules(store, required=True)
+    rules = current_rules(store, required=True)
     wanted = (code or "").strip().upper()
-    friend = (friend_id or "").strip()
+    friend = customer_key(friend_id or "")
     if not friend:
         raise DataError("friend_id", value=friend_id, expected="the referred customer's id")
     owner = store.con.execute(
@@ -232,6 +234,18 @@ def record_referral(
     ).fetchall()
     if not owner:
         raise DataError("no customer has this referral code", value=code)
+    if owner[0][0] == friend:
+        raise DataError("a customer cannot refer themselves", value=friend)
+    first = store.con.execute(
+        "SELECT min(ordered_at) FROM orders WHERE customer_id = ?", [friend]
+    ).fetchall()[0][0]
+    now = clock(store)
+    if first is not None and first + dt.timedelta(days=rules.pending_days) <= now:
+        raise DataError(
+            f"customer {friend!r} has been a customer since {first:%Y-%m-%d}: a referral "
+            "counts for a new customer",
+            value=friend,
+        )
     with store.transaction() as con:
         found = con.execute(
             "SELECT code FROM loyalty_referral_claims WHERE friend_id = ?", [friend]
@@ -243,6 +257,6 @@ def record_referral(
         if not found:
             con.execute(
                 "INSERT INTO loyalty_referral_claims VALUES (?, ?, ?, ?)",
-                [friend, wanted, clock(store), source],
+                [friend, wanted, now, source],
             )
     return {"friend_id": friend, "code": wanted, "referrer_id": owner[0][0], "new": not found}

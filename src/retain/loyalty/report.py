@@ -5,7 +5,8 @@
   :data:`retain.loyalty.ledger.SWEEP_SQL`).
 - **Flows**: points earned, reversed by refunds, given as bonuses and referral rewards,
   redeemed, expired and adjusted, all time and over the last 12 months.
-- **Cost**: the money value of the points redeemed and of the referral rewards given.
+- **Cost**: the money value of the points redeemed and of those outstanding (the
+  referral rewards given are part of these, not added to them).
 - **Tiers** (members in each, with their benefits) and **referrals** (rewarded, waiting
   and refused, with the reasons).
 - **Effect** (:mod:`retain.loyalty.effect`): members against matched non-members, and
@@ -121,11 +122,14 @@ def loyalty_report(store: Store) -> dict[str, Any]:
         },
         "flows": flows,
         "cost": {
+            # points turned into money off, and those still to be: a referral reward is
+            # counted once, as it is redeemed or while it is outstanding
             "points_redeemed": redeemed,
             "redeemed_value": round(redeemed * rules.value, 2),
-            "referral_points": rewards,
-            "referral_value": round(rewards * rules.value, 2),
-            "total": round((redeemed + rewards) * rules.value, 2),
+            "outstanding_value": round((spendable + int(pending)) * rules.value, 2),
+            "total": round((redeemed + spendable + int(pending)) * rules.value, 2),
+            "referral_points_given": rewards,
+            "referral_value_given": round(rewards * rules.value, 2),
         },
         "tiers": tiers,
         "referrals": referrals,

@@ -61,13 +61,14 @@ class LoyaltyRules:
         return next((t for t in self.tiers if t.name == name), None)
 
     def bonus(self, reason: str) -> int:
-        """The points of a bonus by its reason ("birthday", "review")."""
+        """The points of a bonus a request may give, by its reason (:data:`BONUSES`)."""
         if reason not in BONUSES:
             raise DataError("no such bonus", value=reason, expected=f"one of {', '.join(BONUSES)}")
         return int(getattr(self, reason))
 
 
-BONUSES = ("birthday", "review")
+BONUSES = ("review",)
+"""The bonuses a request may give (the build gives the birthday bonus itself)."""
 
 # section -> key -> (kind, low, high): kind "int", "number", "bool", "text", or a choice tuple
 _KEYS: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
@@ -180,6 +181,10 @@ def parse_rules(text: str, path: str = "<loyalty rules>") -> LoyaltyRules:
     if not isinstance(entries, list):
         raise where.fail("tier", None, "must be [[tier]] tables", "[[tier]] name = ...")
     for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise where.fail(
+                "tier", None, f"{entry!r} is not a table", '[[tier]] name = "Gold"', index
+            )
         for key in ("name", "threshold"):
             if key not in entry:
                 raise where.fail("tier", None, f"no {key}", f"{key} = ...", index)

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from retain.errors import ArgumentError
 from retain.metrics import MAX_WINDOW_DAYS
@@ -802,11 +802,13 @@ class LedgerWrite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     idempotency_key: str = Field(min_length=1, max_length=200)
-    points: int | None = Field(default=None, ge=1, description="Points to spend (redeem).")
+    points: StrictInt | None = Field(
+        default=None, ge=1, le=10**12, description="Points to spend (redeem)."
+    )
     reason: str | None = Field(
         default=None,
         max_length=500,
-        description="redeem: what they were spent on; earn: the bonus, review or birthday.",
+        description="redeem: what they were spent on; earn: the bonus (review).",
     )
 
 
@@ -924,7 +926,7 @@ def post_redeem(service: ServiceDep, customer_id: str, body: LedgerWrite) -> dic
     summary="Give a customer a bonus of the rules: a review (needs the API key)",
 )
 def post_earn(service: ServiceDep, customer_id: str, body: LedgerWrite) -> dict[str, Any]:
-    """Give the bonus the rules set for ``reason`` (``review`` or ``birthday``)."""
+    """Give the bonus the rules set for ``reason`` (``review``; birthdays are the build's)."""
     from retain.loyalty.build import current_rules
 
     points = current_rules(service.store()).bonus(body.reason or "")

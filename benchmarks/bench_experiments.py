@@ -28,6 +28,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_cli import retain_command  # noqa: E402
 from harness import (  # noqa: E402
     columns,
     load_1m,
@@ -78,11 +79,6 @@ def seed(db: Path) -> int:
                 if statement.strip():
                     con.execute(statement, {"day": day} if "$day" in statement else {})
         return int(store.scalar("SELECT count(*) FROM campaign_outbox WHERE campaign = 'news'"))
-
-
-def retain_command() -> list[str]:
-    script = Path(sys.executable).parent / "retain"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "retain.cli"]
 
 
 def run(n_customers: int, runs: int | None = None) -> list[dict]:

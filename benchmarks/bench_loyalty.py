@@ -33,15 +33,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_cli import retain_command  # noqa: E402
 from harness import load_1m, machine_load, run_fresh  # noqa: E402
 
 BUILD_TARGET_S = 30.0
 TARGET_P99_MS = 10.0
-
-
-def retain_command() -> list[str]:
-    script = Path(sys.executable).parent / "retain"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "retain.cli"]
 
 
 def run(n_customers: int, rate: float = 200.0, seconds: float = 30.0) -> list[dict]:

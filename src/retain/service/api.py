@@ -837,7 +837,13 @@ def get_loyalty(service: ServiceDep) -> dict[str, Any]:
     responses=ERRORS,
     summary="A customer's points, tier, referral code and latest entries",
 )
-def get_points(service: ServiceDep, customer_id: str) -> dict[str, Any]:
+def get_points(
+    service: ServiceDep,
+    customer_id: str,
+    history: Annotated[
+        int, Query(ge=0, le=1000, description="How many of the latest entries to list.")
+    ] = 20,
+) -> JSONResponse:
     """``retain loyalty balance``: ``balance`` (points to spend), ``pending`` (in a return
     window), their ``value``, the tier and its benefits, the referral code, what expires
     next, and the latest entries."""
@@ -851,9 +857,10 @@ def get_points(service: ServiceDep, customer_id: str) -> dict[str, Any]:
         at = members.get(customer)
         return None if at is None else (members.code[at], members.tier[at])
 
-    return balance(
-        store, customer_id, now=fixed or clock(store), rules=rules, members=member
-    ).to_dict()
+    found = balance(
+        store, customer_id, history=history, now=fixed or clock(store), rules=rules, members=member
+    )
+    return JSONResponse(found.to_dict())  # plain JSON values: no encoder pass
 
 
 @dataclasses.dataclass

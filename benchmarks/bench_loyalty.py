@@ -26,6 +26,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,13 @@ def run(n_customers: int, rate: float = 200.0, seconds: float = 30.0) -> list[di
     path = "/api/loyalty/customers/{}"
     try:
         ready_s = wait_until_ready(base, ids[0])
-        # the service keeps every customer's code and tier once a lookup needs them (or
-        # its warm-up reaches them): one lookup answered, then the connections warmed
-        with urllib.request.urlopen(base + path.format(ids[0]), timeout=600) as response:
-            response.read()
+        # then until the service's own start-up work is done (the headline metrics, every
+        # customer's code and tier): timed beside it, lookups would wait on it
+        while True:
+            with urllib.request.urlopen(base + "/api/status", timeout=600) as response:
+                if json.loads(response.read()).get("warm"):
+                    break
+            time.sleep(1)
         asyncio.run(fixed_rate(base, ids[1:], rate, 2.0, path=path))
         before = load_1m()
         result = asyncio.run(fixed_rate(base, ids, rate, seconds, path=path))

@@ -1042,7 +1042,10 @@ def _recommendation_status(service: Service) -> dict[str, Any]:
 @router.get("/status", summary="What the store holds")
 def get_status(service: ServiceDep) -> dict[str, Any]:
     """Counts of customers, orders and lines, net revenue, date range, quarantined rows;
-    whether model scores and fits are present; whether writes are enabled."""
+    whether model scores and fits are present; whether writes are enabled; ``warm``:
+    whether the service has computed what it computes at start (the customer index,
+    recommendations, headline metrics, the loyalty basis), after which no work of its own
+    competes with requests."""
     from retain.store import status
 
     store = service.store()
@@ -1052,4 +1055,5 @@ def get_status(service: ServiceDep) -> dict[str, Any]:
         "has_model_fits": bool(data.table_columns(store, "model_fits")),
         "recommendations": _recommendation_status(service),
         "writes": service.writes,
+        "warm": service.warmed.is_set(),
     }

@@ -157,6 +157,7 @@ class Service:
         self.closed = False
         self._closing = False  # close() has begun
         self.stopping = threading.Event()  # set by close(): background loops end
+        self.warmed = threading.Event()  # set when warm() has computed what it computes
 
     def store(self) -> Store:
         """A Store on this thread's own cursor of the shared database."""
@@ -358,6 +359,7 @@ class Service:
             self.cached("loyalty_basis", api.loyalty_basis)
         # what was just built lives as long as the service: keep the collector off it
         gc.freeze()
+        self.warmed.set()
 
     def close(self) -> None:
         """Stop background work, close every cursor, then the store (once: a second call

@@ -402,6 +402,16 @@ text = "{{{{ customer.tier_discount }}}}% off; {{{{ customer.points }}}} points;
     ((customer, subject, body),) = sent
     assert customer == "a" and subject == "Welcome to Silver"
     assert body.startswith(f"5.0% off; 300 points; code {code}.")
+    # a year on, a falls out of Silver (after the grace period): tier_left fires once
+    left = text.replace("welcome-silver", "miss-silver").replace("tier_entered", "tier_left")
+    with Store(db) as store:
+        set_setting(store, "as_of", "2026-06-15")
+        build(store)
+        gone = run_campaigns(store, parse_campaigns(left), now="2026-06-15T12:00:00")
+        who = store.con.execute(
+            "SELECT customer_id FROM campaign_outbox WHERE campaign = 'miss-silver'"
+        ).fetchall()
+    assert gone.counts["sent"] == 1 and who == [("a",)]
 
 
 def test_the_report_compares_members_with_matched_customers(tmp_path: Path) -> None:

@@ -851,7 +851,8 @@ def get_points(
     from retain.loyalty.ledger import clock
 
     store = service.store()
-    rules, fixed, members = service.cached("loyalty_basis", loyalty_basis)
+    # after an order is written, the basis of before answers while the new one is read
+    rules, fixed, members = service.cached("loyalty_basis", loyalty_basis, stale_ok=True)
 
     def member(customer: str) -> tuple[str, str | None] | None:
         at = members.get(customer)

@@ -227,8 +227,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             LOYALTY_REFERRALS.ddl(),
             """CREATE TABLE IF NOT EXISTS loyalty_members (
                 customer_id VARCHAR NOT NULL, code VARCHAR NOT NULL, tier VARCHAR,
-                qualifies_for VARCHAR, qualified DOUBLE, balance BIGINT, pending BIGINT,
-                tier_since TIMESTAMP)""",
+                qualifies_for VARCHAR, qualified DOUBLE, balance BIGINT, tier_since TIMESTAMP)""",
             """CREATE TABLE IF NOT EXISTS loyalty_tier_changes (
                 customer_id VARCHAR NOT NULL, from_tier VARCHAR, to_tier VARCHAR,
                 changed_at TIMESTAMP NOT NULL)""",

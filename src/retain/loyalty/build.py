@@ -354,7 +354,8 @@ def build(store: Store, rules: LoyaltyRules | None = None) -> BuildReport:
 
 
 def _members(con: Any, rules: LoyaltyRules, now: dt.datetime, codes: str) -> None:
-    """``loyalty_members``: each customer's code, balance, pending points and tier."""
+    """``loyalty_members``: each customer's code, tier and spendable balance (for the
+    campaign templates; a balance lookup reads the ledger)."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _previous AS SELECT customer_id, tier, tier_since "
         "FROM loyalty_members"
@@ -381,15 +382,13 @@ def _members(con: Any, rules: LoyaltyRules, now: dt.datetime, codes: str) -> Non
         f"""
         INSERT INTO loyalty_members
         WITH points AS (
-            SELECT customer_id,
-                   coalesce(sum(points) FILTER (WHERE available_at <= $now), 0) AS balance,
-                   coalesce(sum(points) FILTER (WHERE available_at > $now), 0) AS pending
-            FROM loyalty_ledger WHERE happened_at <= $now GROUP BY ALL
+            SELECT customer_id, sum(points) AS balance
+            FROM loyalty_ledger WHERE happened_at <= $now AND available_at <= $now GROUP BY ALL
         ),
         fresh AS (
             SELECT c.customer_id, c.code, {tier_case("q.qualified")} AS tier,
                    {tier_case("q.current")} AS qualifies_for, coalesce(q.qualified, 0) AS qualified,
-                   coalesce(p.balance, 0) AS balance, coalesce(p.pending, 0) AS pending
+                   coalesce(p.balance, 0) AS balance
             FROM {codes} c
             LEFT JOIN _qualified q USING (customer_id)
             LEFT JOIN points p USING (customer_id)

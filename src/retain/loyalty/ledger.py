@@ -137,12 +137,18 @@ def swept(
     return con.execute(sql, values).fetchall()
 
 
-EXPIRE_SQL = """
+UNWRITTEN = (
+    "CASE WHEN s.expired > 0 AND NOT EXISTS (SELECT 1 FROM loyalty_ledger l "
+    "WHERE l.entry_id = 'expire/' || s.lot) THEN s.expired ELSE 0 END"
+)
+"""Over a row ``s`` of :data:`SWEEP_SQL`: the points of its expiry when it is due but not
+in the ledger yet (to write, or to take off the ledger's sum)."""
+
+EXPIRE_SQL = f"""
 INSERT INTO loyalty_ledger
 SELECT 'expire/' || s.lot, s.customer_id, 'expire', -CAST(s.expired AS BIGINT), s.expires_at,
        s.expires_at, NULL, s.lot, NULL, NULL, now()::TIMESTAMP, 'build'
-FROM {s} WHERE s.expired > 0 AND NOT EXISTS (
-    SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'expire/' || s.lot)
+FROM {{s}} WHERE {UNWRITTEN} > 0
 """
 
 
@@ -184,30 +190,21 @@ class Balance:
 
 
 def _points(con: duckdb.DuckDBPyConnection, customer_id: str, now: dt.datetime) -> tuple[int, int]:
-    """(spendable, pending) at ``now``: the ledger's sum, with the expiries due by then
-    that are not written yet."""
+    """(spendable, pending) at ``now``: the ledger's sum, its due expiries written
+    (:func:`expire_due`)."""
     row = con.execute(
         "SELECT coalesce(sum(points) FILTER (WHERE available_at <= $now), 0), "
         "coalesce(sum(points) FILTER (WHERE available_at > $now), 0) "
         "FROM loyalty_ledger WHERE customer_id = $c AND happened_at <= $now",
         {"c": customer_id, "now": now},
     ).fetchall()[0]
-    unwritten = swept(
-        con,
-        now,
-        [customer_id],
-        "SELECT coalesce(sum(s.expired), 0) FROM {s} WHERE s.expired > 0 AND NOT EXISTS ("
-        "SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'expire/' || s.lot)",
-    )[0][0]
-    return int(row[0] - unwritten), int(row[1])
+    return int(row[0]), int(row[1])
 
 
-LOTS_SQL = """
+LOTS_SQL = f"""
 SELECT s.lot, s.expires_at, s.available_at <= $now AS spendable, s.remaining,
-       CASE WHEN s.expired > 0 AND NOT EXISTS (
-           SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'expire/' || s.lot)
-            THEN s.expired ELSE 0 END AS unwritten
-FROM {s}
+       {UNWRITTEN} AS unwritten
+FROM {{s}}
 """
 
 
@@ -396,6 +393,7 @@ def write_entry(
     with store.transaction() as con:
         replayed = _replay(con, key, entry_id, customer_id, points)
         if replayed is not None:
+            expire_due(con, now, [customer_id])
             replayed["balance"] = _points(con, customer_id, now)[0]
             return replayed
         known = con.execute(

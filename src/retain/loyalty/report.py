@@ -19,7 +19,7 @@ from typing import Any
 
 from retain.loyalty.build import current_rules
 from retain.loyalty.effect import programme_effect
-from retain.loyalty.ledger import clock, swept
+from retain.loyalty.ledger import UNWRITTEN, clock, swept
 from retain.store import Store
 
 FLOWS_SQL = """
@@ -43,31 +43,25 @@ def loyalty_report(store: Store) -> dict[str, Any]:
         "FROM loyalty_ledger WHERE happened_at <= $now",
         {"now": now},
     ).fetchall()[0]
-    unwritten = swept(
+    # one sweep of every lot: what expires each month (none: never), and the expiries due
+    # but not written yet, which the ledger's sum does not show
+    schedule, never, unwritten = [], 0, 0
+    for month, left, due in swept(
         con,
         now,
         None,
-        "SELECT coalesce(sum(s.expired), 0) FROM {s} WHERE s.expired > 0 AND NOT EXISTS ("
-        "SELECT 1 FROM loyalty_ledger l WHERE l.entry_id = 'expire/' || s.lot)",
-    )[0][0]
+        "SELECT strftime(date_trunc('month', s.expires_at), '%Y-%m'), "
+        f"coalesce(sum(s.remaining), 0), coalesce(sum({UNWRITTEN}), 0) "
+        "FROM {s} GROUP BY 1 ORDER BY 1 NULLS LAST",
+    ):
+        unwritten += int(due)
+        if month is None:
+            never = int(left)
+        elif left > 0:
+            schedule.append(
+                {"month": month, "points": int(left), "value": round(left * rules.value, 2)}
+            )
     spendable = int(spendable - unwritten)
-    schedule = [
-        {"month": str(month), "points": int(points), "value": round(points * rules.value, 2)}
-        for month, points in swept(
-            con,
-            now,
-            None,
-            "SELECT strftime(date_trunc('month', s.expires_at), '%Y-%m'), sum(s.remaining) "
-            "FROM {s} WHERE s.remaining > 0 AND s.expires_at IS NOT NULL GROUP BY 1 ORDER BY 1",
-        )
-    ]
-    never = swept(
-        con,
-        now,
-        None,
-        "SELECT coalesce(sum(s.remaining), 0) FROM {s} WHERE s.remaining > 0 "
-        "AND s.expires_at IS NULL",
-    )[0][0]
     flows = [
         {
             "flow": flow,

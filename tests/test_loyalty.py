@@ -623,11 +623,45 @@ def test_odd_requests_get_clear_answers(tmp_path: Path) -> None:
             json={"reason": "birthday", "idempotency_key": "b"},
             headers=headers,
         )
+        before = client.get("/api/loyalty").json()["cost"]["points_redeemed"]
         review = client.post(
             "/api/loyalty/customers/a/earn",
             json={"reason": "review", "idempotency_key": "r"},
             headers=headers,
         )
+        client.post(
+            "/api/loyalty/customers/a/redeem",
+            json={"points": 20, "idempotency_key": "spend"},
+            headers=headers,
+        )
+        after = client.get("/api/loyalty").json()["cost"]["points_redeemed"]  # not the cached
+    assert (before, after) == (0, 20)
     assert text.status_code == 422
     assert birthday.status_code == 422 and "no such bonus" in birthday.json()["detail"]
     assert review.status_code == 200 and review.json()["points"] == 50
+
+
+def test_tiers_on_points_earned_count_bonuses_and_reversals(tmp_path: Path) -> None:
+    """basis = "points": a earns 200 on an order and 100 on a birthday (300, Silver from
+    250); b earns 300 but a refund within the window takes back 100 (200: no tier)."""
+    rules = parse_rules('[tiers]\nbasis = "points"\n[[tier]]\nname = "Silver"\nthreshold = 250\n')
+    db = people_store(
+        tmp_path / "s.duckdb",
+        [person("a", birthday="1990-04-01"), person("b")],
+        orders=[
+            ("a1", "a", "2025-03-01 10:00:00", 200.0),
+            ("b1", "b", "2025-03-01 10:00:00", 200.0),
+        ],
+    )
+    with Store(db) as store:
+        store.con.execute("UPDATE orders SET refunded = 100 WHERE order_id = 'b1'")
+        set_setting(store, "as_of", "2025-06-30")
+        build(store, rules)
+        tiers = dict(store.con.execute("SELECT customer_id, tier FROM loyalty_members").fetchall())
+        points = dict(
+            store.con.execute(
+                "SELECT customer_id, sum(points) FROM loyalty_ledger GROUP BY ALL"
+            ).fetchall()
+        )
+    assert points == {"a": 300, "b": 200}
+    assert tiers == {"a": "Silver", "b": None}

@@ -829,7 +829,8 @@ def get_loyalty(service: ServiceDep) -> dict[str, Any]:
     when, the flows of points, the programme's cost, the tiers and the referrals."""
     from retain.loyalty.report import loyalty_report
 
-    return loyalty_report(service.store())
+    # a pass over every lot (4.6 s at 1M customers): kept until a write changes the ledger
+    return service.cached("loyalty_report", loyalty_report)
 
 
 @router.get(
@@ -909,6 +910,7 @@ def _ledger_write(
             reason=body.reason,
             source="api",
         )
+    service.forget("loyalty_report")
     return result
 
 
@@ -964,7 +966,9 @@ def post_referral(service: ServiceDep, body: ReferralIn) -> dict[str, Any]:
     from retain.loyalty.referrals import record_referral
 
     with service.write_lock:
-        return record_referral(service.store(), body.code, body.friend_id)
+        recorded = record_referral(service.store(), body.code, body.friend_id)
+    service.forget("loyalty_report")
+    return recorded
 
 
 @router.get(

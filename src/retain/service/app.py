@@ -274,6 +274,12 @@ class Service:
         """Whether the cached ``key`` was computed after the last write for this customer."""
         return self.written.get(customer_id, -1) <= self.generation_of(key)
 
+    def forget(self, key: Hashable) -> None:
+        """Forget the cached ``key`` alone: a write changed what it was computed from and
+        nothing else (a ledger entry and the loyalty report)."""
+        with self._cache_lock:
+            self._cache.pop(key, None)
+
     def invalidate(self) -> None:
         """Forget every cached result: the store changed."""
         with self._cache_lock:

@@ -4,6 +4,7 @@ real `retain serve`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -665,3 +666,108 @@ def test_tiers_on_points_earned_count_bonuses_and_reversals(tmp_path: Path) -> N
         )
     assert points == {"a": 300, "b": 200}
     assert tiers == {"a": "Silver", "b": None}
+
+
+def _busy_ledger(tmp_path: Path) -> Path:
+    """120 customers over 2024-2025 (some refunded in part, some in full, birthdays),
+    points pending 14 days and expiring after 6 months, built at 2025-06-30, then
+    redemptions by hand."""
+    import random
+
+    pick = random.Random(7)
+    people = [
+        person(f"c{i}", birthday=f"19{70 + i % 30}-0{1 + i % 9}-1{i % 10}") for i in range(120)
+    ]
+    orders = []
+    for i in range(120):
+        for j in range(pick.randint(1, 6)):
+            day = dt.date(2024, 1, 1) + dt.timedelta(days=pick.randint(0, 545))
+            orders.append((f"o{i}-{j}", f"c{i}", f"{day} 1{j}:00:00", pick.randint(5, 400)))
+    db = people_store(tmp_path / "s.duckdb", people, orders=orders)
+    rules = parse_rules("[points]\npending_days = 14\nexpire_months = 6\n[bonus]\nbirthday = 25\n")
+    with Store(db) as store:
+        store.con.execute(
+            "UPDATE orders SET refunded = round(net_revenue / 3, 2) WHERE hash(order_id) % 5 = 0"
+        )
+        set_setting(store, "as_of", "2025-06-30")
+        build(store, rules)
+        for i in range(0, 120, 3):
+            spendable = balance(store, f"c{i}").balance
+            if spendable >= 2:
+                write_entry(store, f"c{i}", -(spendable // 2), kind="redeem", key=f"r{i}")
+    return db
+
+
+def test_balances_in_memory_agree_with_the_ledger(tmp_path: Path) -> None:
+    """Every member's balance from the in-memory figures (what the service answers a
+    lookup with) equals the one read from the ledger: at the build's clock, and at later
+    clocks with points turned spendable and expiries due but not written, where a figure
+    that no longer holds is refused rather than given."""
+    from retain.loyalty.build import current_rules
+    from retain.loyalty.ledger import balances
+
+    db = _busy_ledger(tmp_path)
+    with Store(db) as store:
+        rules = current_rules(store)  # the latest build's, as a lookup reads them
+        answered = {}
+        for day in ("2025-06-30", "2025-07-05", "2025-08-20", "2026-02-01"):
+            set_setting(store, "as_of", day)
+            now = dt.datetime.combine(dt.date.fromisoformat(day), dt.time.max)
+            held = balances(store.con, now)
+            later = now + dt.timedelta(days=3)
+            answered[day] = 0
+            for customer in held.position:
+                fast = held.answer(customer, now, rules)
+                slow = balance(store, customer, history=0, now=now, rules=rules).to_dict()
+                assert fast == slow, customer
+                answered[day] += 1
+                moved = held.answer(customer, later, rules)
+                if moved is not None:  # still held three days on: then it is still right
+                    assert moved == balance(store, customer, history=0, now=later).to_dict()
+            assert held.answer("nobody", now, rules) is None
+        sums = dict(
+            store.con.execute(
+                "SELECT customer_id, sum(points) FROM loyalty_ledger WHERE available_at <= ? "
+                "GROUP BY ALL",
+                [now],
+            ).fetchall()
+        )
+    assert answered == dict.fromkeys(answered, 120)
+    # at the last clock, expiries were due and not written (no build): taken off the sums
+    behind = [c for c, at in held.position.items() if held.spendable[at] < sums.get(c, 0)]
+    assert len(behind) > 20
+
+
+def test_a_balance_lookup_is_answered_from_memory_until_a_write(tmp_path: Path) -> None:
+    """The service answers a lookup from memory once its start-up work is done, the same
+    answer as the ledger's; after a redemption through the API the customer's lookups read
+    the ledger (the new balance), the others' stay in memory."""
+    from fastapi.testclient import TestClient
+
+    from retain.service import api, create_app
+
+    db = _busy_ledger(tmp_path)
+    key = "a-long-enough-secret-key"
+    with TestClient(create_app(db, api_key=key), client=("127.0.0.1", 5000)) as client:
+        service = client.app.state.service  # type: ignore[attr-defined]
+        assert service.warmed.wait(60)
+        answered = client.get("/api/loyalty/customers/c1")  # before the routes
+        routed = client.get("/api/loyalty/customers/c1", params={"history": 0})
+        assert answered.content == routed.content
+        assert answered.headers["content-type"] == routed.headers["content-type"]
+        first = answered.json()
+        assert api.points_in_memory(service, "c1", 0) == first
+        assert api.points_in_memory(service, "c1", 3) is None  # entries: from the ledger
+        listed = client.get("/api/loyalty/customers/c1?history=3").json()
+        assert {**listed, "entries": []} == first
+        assert len(listed["entries"]) == 3
+        spent = client.post(
+            "/api/loyalty/customers/c1/redeem",
+            json={"points": 1, "idempotency_key": "one"},
+            headers={"X-API-Key": key},
+        )
+        assert spent.status_code == 200, spent.text
+        assert api.points_in_memory(service, "c1", 0) is None
+        assert api.points_in_memory(service, "c2", 0) is not None
+        after = client.get("/api/loyalty/customers/c1").json()
+    assert after["balance"] == first["balance"] - 1

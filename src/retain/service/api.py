@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import threading
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
@@ -838,78 +839,107 @@ def get_loyalty(service: ServiceDep) -> dict[str, Any]:
     responses=ERRORS,
     summary="A customer's points, tier, referral code and latest entries",
 )
-def get_points(
+async def get_points(
     service: ServiceDep,
     customer_id: str,
     history: Annotated[
         int, Query(ge=0, le=1000, description="How many of the latest entries to list.")
-    ] = 20,
+    ] = 0,
 ) -> JSONResponse:
     """``retain loyalty balance``: ``balance`` (points to spend), ``pending`` (in a return
     window), their ``value``, the tier and its benefits, the referral code, what expires
-    next, and the latest entries."""
+    next, and the latest ``history`` entries."""
+    # from memory, answered at once; what needs the store is read in a worker thread
+    found = points_in_memory(service, customer_id, history)
+    if found is None:
+        found = await run_in_threadpool(points, service, customer_id, history)
+    return JSONResponse(found)  # plain JSON values: no encoder pass
+
+
+BALANCES_KEY = "loyalty_balances"
+
+
+def points_in_memory(service: Service, customer_id: str, history: int) -> dict[str, Any] | None:
+    """:func:`points`' answer from every member's balance in memory (the service's
+    start-up work loads it), when no entries are asked and no write since has touched the
+    customer's points; else None."""
+    held = service.peek(BALANCES_KEY)
+    basis = service.peek("loyalty_basis")
+    if history or held is None or basis is None:
+        return None
+    balances, since = held
+    if service.ledger_written.get(customer_id, 0) > since:
+        return None
+    rules, fixed = basis
+    now = fixed or dt.datetime.now(dt.UTC).replace(tzinfo=None)  # None: a live store
+    answer: dict[str, Any] | None = balances.answer(customer_id, now, rules)
+    return answer
+
+
+def points(service: Service, customer_id: str, history: int) -> dict[str, Any]:
+    """A customer's balance read from the ledger (:func:`retain.loyalty.balance`)."""
     from retain.loyalty import balance
     from retain.loyalty.ledger import clock
 
     store = service.store()
     # after an order is written, the basis of before answers while the new one is read
-    rules, fixed, members = service.cached("loyalty_basis", loyalty_basis, stale_ok=True)
-
-    def member(customer: str) -> tuple[str, str | None] | None:
-        at = members.get(customer)
-        return None if at is None else (members.code[at], members.tier[at])
-
+    rules, fixed = service.cached("loyalty_basis", loyalty_basis, stale_ok=True)
+    held = service.peek(BALANCES_KEY)
     found = balance(
-        store, customer_id, history=history, now=fixed or clock(store), rules=rules, members=member
+        store,
+        customer_id,
+        history=history,
+        now=fixed or clock(store),
+        rules=rules,
+        members=None if held is None else held[0].member,
     )
-    return JSONResponse(found.to_dict())  # plain JSON values: no encoder pass
+    return found.to_dict()
 
 
-@dataclasses.dataclass
-class _Members:
-    """``loyalty_members``' codes and tiers in memory, by customer."""
-
-    position: dict[str, int]
-    code: list[str]
-    tier: list[str | None]
-
-    def get(self, customer: str) -> int | None:
-        return self.position.get(customer)
-
-
-def loyalty_basis(store: Store) -> tuple[Any, Any, _Members]:
+def loyalty_basis(store: Store) -> tuple[Any, dt.datetime | None]:
     """What every balance lookup reads, kept until a write: the rules of the latest
-    loyalty build, the ledger's clock (None for a live store: read each time) and every
-    customer's code and tier (a lookup in the table costs more than the rest)."""
+    loyalty build and the ledger's clock (None for a live store: read each time)."""
     from retain.config import LIVE, load_settings
     from retain.loyalty.build import current_rules
     from retain.loyalty.ledger import clock
 
     rules = current_rules(store, required=True)
-    rows = store.con.execute("SELECT customer_id, code, tier FROM loyalty_members").fetchall()
-    members = _Members(
-        {str(r[0]): i for i, r in enumerate(rows)},
-        [str(r[1]) for r in rows],
-        [None if r[2] is None else str(r[2]) for r in rows],
-    )
-    return rules, None if load_settings(store).as_of == LIVE else clock(store), members
+    return rules, None if load_settings(store).as_of == LIVE else clock(store)
+
+
+def load_balances(service: Service) -> None:
+    """Every member's balance in memory (:func:`retain.loyalty.ledger.balances`, a sweep of
+    the ledger: seconds at 1M customers), for :func:`points_in_memory`. Kept across order
+    writes, which change no points: a member's figures say how long they hold, and a
+    ledger write through the service sends that customer to the ledger."""
+    from retain.loyalty.ledger import balances, clock
+
+    def compute(store: Store) -> tuple[Any, int]:
+        since = service.ledger_seq  # a write after this is not in what is read
+        return balances(store.con, clock(store)), since
+
+    service.cached(BALANCES_KEY, compute, sticky=True)
 
 
 def _ledger_write(
     service: Service, customer_id: str, points: int, kind: str, body: LedgerWrite
 ) -> dict[str, Any]:
+    from retain.ingest import customer_key
     from retain.loyalty import write_entry
 
-    with service.write_lock:  # one write at a time: two cannot spend the same points
-        result = write_entry(
-            service.store(),
-            customer_id,
-            points,
-            kind=kind,
-            key=body.idempotency_key,
-            reason=body.reason,
-            source="api",
-        )
+    try:
+        with service.write_lock:  # one write at a time: two cannot spend the same points
+            result = write_entry(
+                service.store(),
+                customer_id,
+                points,
+                kind=kind,
+                key=body.idempotency_key,
+                reason=body.reason,
+                source="api",
+            )
+    finally:  # written or not: the customer's balance is read from the ledger from now on
+        service.wrote_ledger(customer_key(customer_id))
     service.forget("loyalty_report")
     return result
 

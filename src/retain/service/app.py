@@ -153,6 +153,8 @@ class Service:
         self._refreshing: set[Hashable] = set()
         self._threads: list[threading.Thread] = []
         self.written: dict[str, int] = {}  # customer -> generation of their last write
+        self.ledger_seq = 0  # writes to the points ledger so far
+        self.ledger_written: dict[str, int] = {}  # customer -> ledger_seq of their last write
         self.extras: dict[str, Any] = {}  # what the routes derive from one customer index
         self.closed = False
         self._closing = False  # close() has begun
@@ -274,6 +276,13 @@ class Service:
         """Whether the cached ``key`` was computed after the last write for this customer."""
         return self.written.get(customer_id, -1) <= self.generation_of(key)
 
+    def wrote_ledger(self, customer_id: str) -> None:
+        """Record a write to ``customer_id``'s points: the balances held in memory are stale
+        for them (and for them alone: nothing else cached is)."""
+        with self._cache_lock:
+            self.ledger_seq += 1
+            self.ledger_written[customer_id] = self.ledger_seq
+
     def forget(self, key: Hashable) -> None:
         """Forget the cached ``key`` alone: a write changed what it was computed from and
         nothing else (a ledger entry and the loyalty report)."""
@@ -361,8 +370,13 @@ class Service:
         if indexed:
             with contextlib.suppress(Exception):
                 api.metrics(self, "month", 1.0, 365)
+        loyalty = False
         with contextlib.suppress(Exception):  # a store without a loyalty ledger has none
             self.cached("loyalty_basis", api.loyalty_basis)
+            api.load_balances(self)
+            loyalty = True
+        if loyalty:
+            release_free_memory()
         # what was just built lives as long as the service: keep the collector off it
         gc.freeze()
         self.warmed.set()
@@ -533,7 +547,14 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _offline_docs(app)
     # innermost: a lookup is answered from memory only once every check above has passed
-    app.add_middleware(_MemoryLookups, service=service, lookup=api.customer_in_memory)
+    app.add_middleware(
+        _MemoryLookups,
+        service=service,
+        lookups={
+            "/api/customers/": api.customer_in_memory,
+            "/api/loyalty/customers/": api.points_in_memory,
+        },
+    )
     if service.reads_need_key:
         app.middleware("http")(_reads_need_the_key)
     # added last is outermost: errors, then who may ask, then how much they may send
@@ -799,22 +820,24 @@ class _ThisMachineOnly:
         await JSONResponse({"detail": problem}, status_code=403)(scope, receive, send)
 
 
-LOOKUP_PREFIX = "/api/customers/"
-
-
 class _MemoryLookups:
-    """Answer ``GET /api/customers/{id}`` (no query string) from memory when the service
-    holds the whole answer there (``lookup``: :func:`retain.service.api.customer_in_memory`),
-    with the very response the route gives (a :class:`JSONResponse` of the same dict);
-    anything else goes on to the routes. FastAPI's routing and parameter handling cost
-    about as much CPU as the lookup itself, and such lookups are the service's bulk."""
+    """Answer the lookups that the service holds whole in memory, ``GET /api/customers/{id}``
+    and ``GET /api/loyalty/customers/{id}`` without a query string (``lookups``: a path's
+    prefix and what answers it, :func:`retain.service.api.customer_in_memory` and
+    :func:`retain.service.api.points_in_memory`), with the very response the route gives
+    (a :class:`JSONResponse` of the same dict); anything else goes on to the routes.
+    FastAPI's routing and parameter handling cost about as much CPU as the lookup itself,
+    and such lookups are the service's bulk."""
 
     def __init__(
-        self, app: Any, service: Service, lookup: Callable[[Service, str, int], Any]
+        self,
+        app: Any,
+        service: Service,
+        lookups: dict[str, Callable[[Service, str, int], Any]],
     ) -> None:
         self.app = app
         self.service = service
-        self.lookup = lookup
+        self.lookups = lookups
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -823,15 +846,18 @@ class _MemoryLookups:
             and scope["method"] == "GET"
             and not scope.get("query_string")
             and not scope.get("root_path")
-            and path.startswith(LOOKUP_PREFIX)
         ):
-            try:
-                found = self.lookup(self.service, path[len(LOOKUP_PREFIX) :], 0)
-            except Exception:  # the route meets the same error and answers it as it does
-                found = None
-            if found is not None:
-                await JSONResponse(found)(scope, receive, send)
-                return
+            for prefix, lookup in self.lookups.items():
+                if not path.startswith(prefix):
+                    continue
+                try:
+                    found = lookup(self.service, path[len(prefix) :], 0)
+                except Exception:  # the route meets the same error and answers it as it does
+                    found = None
+                if found is not None:
+                    await JSONResponse(found)(scope, receive, send)
+                    return
+                break
         await self.app(scope, receive, send)
 
 

@@ -771,3 +771,70 @@ def test_a_balance_lookup_is_answered_from_memory_until_a_write(tmp_path: Path) 
         assert api.points_in_memory(service, "c2", 0) is not None
         after = client.get("/api/loyalty/customers/c1").json()
     assert after["balance"] == first["balance"] - 1
+
+
+def test_tier_benefits_reach_the_recommendations(tmp_path: Path) -> None:
+    """vip spent 900 in 12 months: Gold (from 500: 10% off, free shipping). Their
+    recommendations (the customer API and page, and a campaign's template) carry each
+    product's price, the median paid, and the member price 10% below it; a customer
+    without a tier sees the price alone."""
+    from fastapi.testclient import TestClient
+
+    from retain.campaigns import preview
+    from retain.campaigns.definitions import parse_campaigns
+    from retain.service import create_app
+
+    people = [person(f"c{i:02d}") for i in range(30)] + [person("vip")]
+    orders = [(f"o{i:02d}", f"c{i:02d}", "2025-05-01 10:00:00", 30.0) for i in range(30)]
+    orders.append(("v1", "vip", "2025-05-02 10:00:00", 900.0))
+    db = people_store(tmp_path / "s.duckdb", people, orders=orders)
+    lines = [(f"o{i:02d}", "TENT", "Tent", 20.0 + i % 3) for i in range(30)]
+    lines += [(f"o{i:02d}", "STAKES", "Stakes", 7.99) for i in range(30)]
+    lines += [(f"o{i:02d}", "MAT", "Mat", 12.5) for i in range(0, 30, 3)]
+    lines += [("v1", "TENT", "Tent", 21.0)]
+    frame = pd.DataFrame(lines, columns=["order_id", "sku", "name", "unit_price"])
+    rules = parse_rules(
+        '[[tier]]\nname = "Gold"\nthreshold = 500\ndiscount = 10\nfree_shipping = true\n'
+    )
+    template = (
+        "{% for p in recommendations %}{{ p.sku }}={{ p.price }}/"
+        "{{ p.member_price | default('none') }} {% endfor %}"
+    )
+    text = f"""
+[defaults]
+sender = "Shop <shop@example.com>"
+unsubscribe_url = "http://127.0.0.1:8765/unsubscribe"
+
+[[campaign]]
+name = "picks"
+trigger = "birthday"
+subject = "For you"
+text = "{template} {{{{ unsubscribe_url }}}}"
+"""
+    with Store(db) as store:
+        insert_frames(store, {"order_lines": frame})
+        set_setting(store, "as_of", "2025-06-30")
+        build(store, rules)
+    with Store(db, read_only=True) as store:
+        mail = {
+            who: preview(store, parse_campaigns(text), "picks", who)[0] for who in ("vip", "c01")
+        }
+    offered = dict(p.split("=") for p in mail["vip"]["body_text"].split(" http")[0].split())
+    assert offered["STAKES"] == "7.99/7.19" and offered["MAT"] == "12.5/11.25"
+    assert mail["c01"]["body_text"].split()[0].endswith("/none")
+    with TestClient(create_app(db, warm=False), client=("127.0.0.1", 5000)) as client:
+        vip = client.get("/api/customers/vip").json()["recommendations"]
+        other = client.get("/api/customers/c01").json()["recommendations"]
+        page = client.get("/customers/vip").text
+    assert vip["tier"] == {
+        "name": "Gold",
+        "discount": 10.0,
+        "free_shipping": True,
+        "early_access": False,
+    }
+    prices = {i["sku"]: (i["price"], i["member_price"]) for i in vip["items"]}
+    assert prices["STAKES"] == (7.99, 7.19) and prices["MAT"] == (12.5, 11.25)
+    assert other["tier"] is None and all("member_price" not in i for i in other["items"])
+    assert {i["sku"]: i["price"] for i in other["items"]}.get("MAT") == 12.5
+    assert "<strong>Gold</strong> member: 10% off (member prices below), free shipping" in page
+    assert "<s>" in page and "11.25" in page

@@ -165,7 +165,10 @@ def test_customer_recommendations_are_the_ranking_of_every_customer_at_once(
     with TestClient(create_app(db, KEY, warm=False), client=LOOPBACK) as client:
         for customer_id in ids:
             body = client.get(f"/api/customers/{customer_id}").json()["recommendations"]
-            assert body == {"items": expected[customer_id], "note": None}, customer_id
+            priced = [{k: v for k, v in item.items() if k != "price"} for item in body["items"]]
+            assert priced == expected[customer_id], customer_id
+            assert (body["tier"], body["note"]) == (None, None)
+            assert all(item["price"] > 0 for item in body["items"])
         status = client.get("/api/status").json()["recommendations"]
         assert status["customers_ranked"] == status["customers"] == len(ids)
 

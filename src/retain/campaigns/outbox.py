@@ -389,7 +389,11 @@ def _render(
     from retain.campaigns.clicks import track_links
 
     people = customer_rows(frame, [positions[r["customer_id"]] for r in rows])
-    offers = _recommendations(store, campaign, rows, recommending)
+    discounts = {
+        row["key"]: customer.get("tier_discount")
+        for row, customer in zip(rows, people, strict=True)
+    }
+    offers = _recommendations(store, campaign, rows, recommending, discounts)
     coupons = {v.name for v in campaign.variants if _variant_uses(v, "coupon")}
     for row, customer in zip(rows, people, strict=True):
         context = message_context(customer, campaign, campaigns, secret, when)
@@ -709,12 +713,17 @@ def _redeem(store: Store) -> int:
 
 
 def _recommendations(
-    store: Store, campaign: Campaign, rows: list[dict[str, Any]], held: dict[str, Any]
+    store: Store,
+    campaign: Campaign,
+    rows: list[dict[str, Any]],
+    held: dict[str, Any],
+    discounts: dict[str, float | None],
 ) -> dict[str, list[dict[str, Any]]]:
     """For each message whose template uses ``recommendations``: the products to offer
-    (``sku``, ``name``, ``reason``), by outbox key. After an order (``post_purchase``):
-    what goes with that order; else what this customer is likely to buy next. Empty
-    without order lines."""
+    (``sku``, ``name``, ``reason``, ``price``, and ``member_price`` for a customer whose
+    loyalty tier gives a discount: ``discounts``, percent by outbox key), by outbox key.
+    After an order (``post_purchase``): what goes with that order; else what this
+    customer is likely to buy next. Empty without order lines."""
     if not rows or not _uses(campaign, "recommendations"):
         return {}
     if "recommender" not in held:
@@ -725,7 +734,19 @@ def _recommendations(
     recommender = held["recommender"]
     if recommender is None:
         return {}
+    from retain.loyalty.rules import member_price
+
     keep = ("sku", "name", "reason")
+
+    def priced(key: str, item: dict[str, Any]) -> dict[str, Any]:
+        """The product as a template sees it: with its price (the median paid) and, for a
+        customer whose loyalty tier gives a discount, the member price."""
+        price = recommender.price(item["sku"])
+        out = {**{k: item[k] for k in keep}, "price": price}
+        if discounts[key]:
+            out["member_price"] = member_price(price, discounts[key])
+        return out
+
     if campaign.trigger.kind == "post_purchase":
         orders = {r["key"]: r["trigger_key"].removeprefix("order:") for r in rows}
         lines = store.con.execute(
@@ -736,7 +757,7 @@ def _recommendations(
         skus = dict(lines)
         return {
             key: [
-                {k: item[k] for k in keep}
+                priced(key, item)
                 for item in recommender.recommend_for_cart(skus.get(order, []), RECOMMENDED)
             ]
             for key, order in orders.items()
@@ -749,7 +770,10 @@ def _recommendations(
     by_customer: dict[str, list[dict[str, Any]]] = {}
     for cid, sku, name, reason in ranked[["customer_id", *keep]].itertuples(index=False):
         by_customer.setdefault(str(cid), []).append({"sku": sku, "name": name, "reason": reason})
-    return {r["key"]: by_customer.get(r["customer_id"], []) for r in rows}
+    return {
+        r["key"]: [priced(r["key"], item) for item in by_customer.get(r["customer_id"], [])]
+        for r in rows
+    }
 
 
 def customer_rows(frame: pd.DataFrame, positions: list[int]) -> list[dict[str, Any]]:
@@ -1203,7 +1227,9 @@ def preview(
         ).fetchall()
         trigger_key = f"order:{latest[0][0]}" if latest else ""
     row = {"key": "preview", "customer_id": customer_id, "trigger_key": trigger_key}
-    context["recommendations"] = _recommendations(store, campaign, [row], {}).get("preview", [])
+    discount = {"preview": customer.get("tier_discount")}
+    offers = _recommendations(store, campaign, [row], {}, discount)
+    context["recommendations"] = offers.get("preview", [])
     code, expires = coupon_code(None, campaign, "preview", moment(None, store))
     context.update(coupon=code, coupon_expires=expires.date().isoformat())
     address = customer.get("email")

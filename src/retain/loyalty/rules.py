@@ -35,6 +35,17 @@ class Tier:
             "early_access": self.early_access,
         }
 
+    def price(self, price: float | None) -> float | None:
+        """A price after the tier's discount, to the cent."""
+        return member_price(price, self.discount)
+
+
+def member_price(price: float | None, discount: float | None) -> float | None:
+    """``price`` less ``discount`` percent, to the cent (None without a price)."""
+    if price is None:
+        return None
+    return round(price * (1 - (discount or 0) / 100), 2)
+
 
 @dataclass(frozen=True)
 class LoyaltyRules:

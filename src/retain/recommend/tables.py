@@ -218,6 +218,7 @@ class Recommender:
     _skus: list[str] = field(init=False)
     _names: list[str] = field(init=False)
     _index: dict[str, int] = field(init=False)
+    _prices: list[float | None] = field(init=False)
 
     def __post_init__(self) -> None:
         items = self.items
@@ -225,6 +226,8 @@ class Recommender:
         self._skus = [str(s) for s in items["sku"].tolist()]
         self._names = [str(n) for n in items["name"].where(items["name"].notna(), items["sku"])]
         self._index = {s: i for i, s in enumerate(self._skus)}
+        prices = pd.to_numeric(items["unit_price"], errors="coerce").round(2)
+        self._prices = [None if p != p else float(p) for p in prices.tolist()]
         self.family = items["family"].to_numpy(dtype=np.int64)
         codes = {"durable": 0, "repeatable": 1, "consumable": 2}
         self.product_code = items["product_type"].map(codes).fillna(0).to_numpy(dtype=np.int64)
@@ -253,6 +256,11 @@ class Recommender:
     def item_code(self, sku: str) -> int:
         """The item code of a SKU; :class:`DataError` when no order line has it."""
         return item_code_of(self._index, sku)
+
+    def price(self, sku: str) -> float | None:
+        """The median price paid for a SKU (None: unknown SKU or no price)."""
+        at = self._index.get(sku)
+        return None if at is None else self._prices[at]
 
     def known(self, skus: list[str]) -> tuple[list[int], list[str]]:
         """Item codes of the SKUs the tables know, and the SKUs they do not."""

@@ -200,6 +200,7 @@ def customer(service: Service, customer_id: str, history: int) -> dict[str, Any]
             history=history,
             recs=recommendations(service),
             stale=not service.is_fresh(cid, "customer_index"),
+            tier=tier_of(service, cid),
         )
         if found is not None:
             return found
@@ -220,7 +221,34 @@ def customer_in_memory(service: Service, customer_id: str, history: int) -> dict
         return None
     if not service.is_fresh(customer_id, INDEX_KEY):
         return None
-    return data.customer_payload(service.store(), customer_id, index, recs=recs)
+    store = service.store()
+    tier = tier_of(service, customer_id)
+    return data.customer_payload(store, customer_id, index, recs=recs, tier=tier)
+
+
+def tier_of(service: Service, customer_id: str) -> Any:
+    """The loyalty tier the customer holds (:class:`retain.loyalty.rules.Tier`), or None:
+    from the balances in memory once the service holds them, else from the store."""
+    basis = service.peek("loyalty_basis")
+    held = service.peek(BALANCES_KEY)
+    if basis is not None and held is not None:
+        member = held[0].member(customer_id)
+        return None if member is None else basis[0].tier(member[1])
+    if not service.cached("loyalty_built", _loyalty_built):
+        return None
+    store = service.store()
+    from retain.loyalty.build import current_rules
+
+    found = store.con.execute(
+        "SELECT tier FROM loyalty_members WHERE customer_id = ?", [customer_id]
+    ).fetchall()
+    return current_rules(store).tier(found[0][0]) if found else None
+
+
+def _loyalty_built(store: Store) -> bool:
+    return store.has_table("loyalty_builds") and bool(
+        store.scalar("SELECT count(*) FROM loyalty_builds")
+    )
 
 
 def segment_name(name: str) -> str:
@@ -385,7 +413,9 @@ def _ingested(
         one = dataclasses.replace(
             rescored, fresh={customer_id: rescored.frame.iloc[rescored.positions[customer_id]]}
         )
-        result["customer"] = data.customer_payload(service.store(), customer_id, one, recs=recs)
+        result["customer"] = data.customer_payload(
+            service.store(), customer_id, one, recs=recs, tier=tier_of(service, customer_id)
+        )
         return result
     try:
         result["customer"] = customer(service, customer_id, 0)

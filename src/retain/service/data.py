@@ -708,6 +708,7 @@ def customer_payload(
     history: int = 0,
     recs: Recommendations | None = None,
     stale: bool = False,
+    tier: Any = None,
 ) -> dict[str, Any] | None:
     """Everything known about one customer, or None when the store has no such customer.
 
@@ -718,22 +719,23 @@ def customer_payload(
     (name, action, offer), ``churn`` (risk, reason, value at stake),
     ``recommendations``, ``history`` (when asked), ``as_of``, ``notes``.
     ``stale``: the customer has orders newer than ``index``; read them from the store.
+    ``tier``: the loyalty tier they hold (its benefits reach the recommendations).
     """
     index = index or build_customer_index(store)
     rescored = index.fresh.get(customer_id)
     if rescored is not None and not stale:  # rescored after an order: as rescored
-        result = _customer(store, customer_id, rescored, index, history, recs)
+        result = _customer(store, customer_id, rescored, index, history, recs, tier)
         result["as_of"] = plain(rescored.get("as_of")) or index.as_of
         result["notes"].append(UPDATED_NOTE)
         return result
     position = index.positions.get(customer_id)
     if position is not None and not stale:
-        return _customer(store, customer_id, index.row(position), index, history, recs)
+        return _customer(store, customer_id, index.row(position), index, history, recs, tier)
     # written since the index was built, or new: orders and scores straight from the store
     fresh = _fresh_row(store, customer_id, index)
     if fresh is None:
         return None
-    result = _customer(store, customer_id, fresh, index, history, recs)
+    result = _customer(store, customer_id, fresh, index, history, recs, tier)
     if fresh.attrs.get("segment_rescored"):
         result["as_of"] = plain(fresh.get("as_of")) or index.as_of
         result["notes"].append(UPDATED_NOTE)
@@ -833,6 +835,7 @@ def _customer(
     index: CustomerIndex,
     history: int,
     recs: Recommendations | None,
+    tier: Any = None,
 ) -> dict[str, Any]:
     from retain.segments.rules import TOP_PRODUCTS
 
@@ -877,7 +880,7 @@ def _customer(
             "value_at_stake": plain(row["value_at_stake"]),
             "overdue_ratio": plain(row["overdue_ratio"]),
         },
-        "recommendations": customer_recommendations(recs, customer_id),
+        "recommendations": customer_recommendations(recs, customer_id, tier=tier),
         "as_of": index.as_of,
         "notes": notes,
     }
@@ -979,27 +982,36 @@ def build_recommendations(store: Store, k: int = 5) -> Recommendations:
 
 
 def customer_recommendations(
-    recs: Recommendations | None, customer_id: str, k: int = 5
+    recs: Recommendations | None, customer_id: str, k: int = 5, *, tier: Any = None
 ) -> dict[str, Any]:
-    """Products to offer one customer, best first, each with its reason."""
+    """Products to offer one customer, best first, each with its reason and ``price``
+    (the median paid). For a customer in a loyalty ``tier``
+    (:class:`retain.loyalty.rules.Tier`): ``tier``, its benefits, and with a discount each
+    product's ``member_price``."""
+    offer = None if tier is None else {"name": tier.name, **tier.benefits()}
     if recs is None:
-        return {"items": [], "note": "recommendations were not loaded"}
+        return {"items": [], "tier": offer, "note": "recommendations were not loaded"}
     if recs.recommender is None:
-        return {"items": [], "note": recs.note}
+        return {"items": [], "tier": offer, "note": recs.note}
     ranked = recs.of(customer_id)
     if ranked is None:
-        return {"items": [], "note": "no products bought by this customer are known yet"}
-    items = [
-        {
+        note = "no products bought by this customer are known yet"
+        return {"items": [], "tier": offer, "note": note}
+    items = []
+    for row in ranked[:k]:
+        price = recs.recommender.price(row["sku"])
+        item = {
             "sku": plain(row["sku"]),
             "name": plain(row["name"]),
             "score": plain(row["score"]),
             "reason": row["reason"],
             "kind": row["kind"],
+            "price": price,
         }
-        for row in ranked[:k]
-    ]
-    return {"items": items, "note": None}
+        if tier is not None and tier.discount:
+            item["member_price"] = tier.price(price)
+        items.append(item)
+    return {"items": items, "tier": offer, "note": None}
 
 
 def cart_recommendations(recs: Recommendations, skus: list[str], k: int = 5) -> dict[str, Any]:

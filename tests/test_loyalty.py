@@ -770,7 +770,9 @@ def test_a_balance_lookup_is_answered_from_memory_until_a_write(tmp_path: Path) 
         assert api.points_in_memory(service, "c1", 0) is None
         assert api.points_in_memory(service, "c2", 0) is not None
         after = client.get("/api/loyalty/customers/c1").json()
+        unknown = client.get("/api/loyalty/customers/nobody")
     assert after["balance"] == first["balance"] - 1
+    assert unknown.status_code == 404 and "no such customer" in unknown.json()["detail"]
 
 
 def test_tier_benefits_reach_the_recommendations(tmp_path: Path) -> None:

@@ -256,7 +256,7 @@ def balance(
         [customer_id],
     ).fetchall()
     if not known and not rows:
-        raise DataError("no such customer in the loyalty ledger", value=customer_id)
+        raise UnknownMember("no such customer in the loyalty ledger", value=customer_id)
     rows = sorted((r for r in rows if r[3] <= now), key=lambda r: (r[3], r[7]), reverse=True)
     lots = _lots(store.con, now, customer_id, rows)
     unwritten = sum(int(lot[4]) for lot in lots)
@@ -469,6 +469,10 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+class UnknownMember(DataError):
+    """No such customer in the ledger or among the members (a lookup answers 404)."""
+
+
 class NotEnoughPoints(RetainError):
     """A redemption (or a negative adjustment) above the spendable balance (HTTP 409)."""
 
@@ -559,7 +563,7 @@ def write_entry(
             [customer_id, customer_id],
         ).fetchall()
         if not known:
-            raise DataError("no such customer in the loyalty ledger", value=customer_id)
+            raise UnknownMember("no such customer in the loyalty ledger", value=customer_id)
         later = con.execute(
             "SELECT max(happened_at) FROM loyalty_ledger WHERE customer_id = ?", [customer_id]
         ).fetchall()[0][0]

@@ -866,7 +866,7 @@ def get_loyalty(service: ServiceDep) -> dict[str, Any]:
 
 @router.get(
     "/loyalty/customers/{customer_id:path}",
-    responses=ERRORS,
+    responses={404: {"model": Problem, "description": "No such customer."}, **ERRORS},
     summary="A customer's points, tier, referral code and latest entries",
 )
 async def get_points(
@@ -909,20 +909,23 @@ def points_in_memory(service: Service, customer_id: str, history: int) -> dict[s
 def points(service: Service, customer_id: str, history: int) -> dict[str, Any]:
     """A customer's balance read from the ledger (:func:`retain.loyalty.balance`)."""
     from retain.loyalty import balance
-    from retain.loyalty.ledger import clock
+    from retain.loyalty.ledger import UnknownMember, clock
 
     store = service.store()
     # after an order is written, the basis of before answers while the new one is read
     rules, fixed = service.cached("loyalty_basis", loyalty_basis, stale_ok=True)
     held = service.peek(BALANCES_KEY)
-    found = balance(
-        store,
-        customer_id,
-        history=history,
-        now=fixed or clock(store),
-        rules=rules,
-        members=None if held is None else held[0].member,
-    )
+    try:
+        found = balance(
+            store,
+            customer_id,
+            history=history,
+            now=fixed or clock(store),
+            rules=rules,
+            members=None if held is None else held[0].member,
+        )
+    except UnknownMember as exc:
+        raise HTTPException(404, str(exc)) from None
     return found.to_dict()
 
 

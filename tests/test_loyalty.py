@@ -840,3 +840,74 @@ text = "{template} {{{{ unsubscribe_url }}}}"
     assert {i["sku"]: i["price"] for i in other["items"]}.get("MAT") == 12.5
     assert "<strong>Gold</strong> member: 10% off (member prices below), free shipping" in page
     assert "<s>" in page and "11.25" in page
+
+
+def test_a_lookup_after_an_order_moves_the_clock_reads_the_new_clock(tmp_path: Path) -> None:
+    """Without an as_of setting the ledger's clock is the end of the last order's day: an
+    order written through the service moves it, and the next balance lookup answers at the
+    new clock (c0's 100 points, pending until 2025-07-04, are spendable by 2025-08-01)."""
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    people = [person(f"c{i}") for i in range(5)]
+    orders = [(f"o{i}", f"c{i}", f"2025-06-2{i} 10:00:00", 100.0) for i in range(5)]
+    db = people_store(tmp_path / "s.duckdb", people, orders=orders)
+    with Store(db) as store:
+        build(store, parse_rules("[points]\npending_days = 14\nexpire_months = 6\n"))
+    key = "a-long-enough-secret-key"
+    with TestClient(create_app(db, api_key=key), client=("127.0.0.1", 5000)) as client:
+        assert client.app.state.service.warmed.wait(60)  # type: ignore[attr-defined]
+        before = client.get("/api/loyalty/customers/c0").json()
+        written = client.post(
+            "/api/orders",
+            headers={"X-API-Key": key},
+            json={
+                "order_id": "late",
+                "customer_id": "c4",
+                "ordered_at": "2025-08-01T10:00:00Z",
+                "net_revenue": 10,
+            },
+        )
+        assert written.status_code == 201, written.text
+        after = [client.get("/api/loyalty/customers/c0").json() for _ in range(3)]
+    assert (before["at"], before["balance"], before["pending"]) == ("2025-06-24 23:59:59", 0, 100)
+    assert all(
+        (a["at"], a["balance"], a["pending"]) == ("2025-08-01 23:59:59", 100, 0) for a in after
+    )
+
+
+def test_the_balances_in_memory_are_loaded_again_after_many_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past RELOAD_AFTER_WRITES ledger writes through the service, a lookup loads the
+    balances anew in the background: the customers written are answered from memory
+    again, with their new balance, and the writes before the load are forgotten."""
+    from fastapi.testclient import TestClient
+
+    from retain.service import api, create_app
+
+    monkeypatch.setattr(api, "RELOAD_AFTER_WRITES", 2)
+    db = _busy_ledger(tmp_path)
+    key = "a-long-enough-secret-key"
+    with TestClient(create_app(db, api_key=key), client=("127.0.0.1", 5000)) as client:
+        service = client.app.state.service  # type: ignore[attr-defined]
+        assert service.warmed.wait(60)
+        before = {c: client.get(f"/api/loyalty/customers/{c}").json() for c in ("c1", "c2", "c4")}
+        for n, customer in enumerate(("c1", "c2", "c4")):
+            spent = client.post(
+                f"/api/loyalty/customers/{customer}/redeem",
+                json={"points": 1, "idempotency_key": f"k{n}"},
+                headers={"X-API-Key": key},
+            )
+            assert spent.status_code == 200, spent.text
+        assert api.points_in_memory(service, "c1", 0) is None  # starts the load
+        deadline = time.monotonic() + 60
+        while service.peek(api.BALANCES_KEY)[1] < 3:
+            assert time.monotonic() < deadline, "the balances were not loaded again"
+            time.sleep(0.05)
+        again = {c: api.points_in_memory(service, c, 0) for c in before}
+        assert service.ledger_written == {}
+    assert {c: a["balance"] for c, a in again.items()} == {
+        c: b["balance"] - 1 for c, b in before.items()
+    }

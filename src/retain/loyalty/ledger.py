@@ -326,8 +326,8 @@ def _lots(
 # sums of the entries dated by then (as :func:`balance` adds them), and the first moment
 # after the clock at which an entry is dated or pending points become spendable
 MEMBER_POINTS_SQL = """
-SELECT m.customer_id, m.code, m.tier, coalesce(s.spendable, 0) AS spendable,
-       coalesce(s.pending, 0) AS pending, epoch_us(s.changes) AS changes
+SELECT m.customer_id, m.code, m.tier, CAST(coalesce(s.spendable, 0) AS BIGINT) AS spendable,
+       CAST(coalesce(s.pending, 0) AS BIGINT) AS pending, epoch_us(s.changes) AS changes
 FROM loyalty_members m
 LEFT JOIN (
     SELECT customer_id,

@@ -221,34 +221,44 @@ def customer_in_memory(service: Service, customer_id: str, history: int) -> dict
         return None
     if not service.is_fresh(customer_id, INDEX_KEY):
         return None
-    store = service.store()
+    # the tier from memory: with a loyalty ledger, once the balances are loaded
+    rules = service.cached(RULES_KEY, loyalty_rules, sticky=True)  # read once
+    if rules and service.peek(BALANCES_KEY) is None:
+        return None
     tier = tier_of(service, customer_id)
-    return data.customer_payload(store, customer_id, index, recs=recs, tier=tier)
+    return data.customer_payload(service.store(), customer_id, index, recs=recs, tier=tier)
+
+
+RULES_KEY = "loyalty_rules"
+
+
+def loyalty_rules(store: Store) -> Any:
+    """The rules of the latest loyalty build, or False before one. Kept for the service's
+    life: a build needs the store, which the service holds."""
+    from retain.loyalty.build import current_rules
+
+    built = store.has_table("loyalty_builds") and bool(
+        store.scalar("SELECT count(*) FROM loyalty_builds")
+    )
+    return current_rules(store) if built else False
 
 
 def tier_of(service: Service, customer_id: str) -> Any:
     """The loyalty tier the customer holds (:class:`retain.loyalty.rules.Tier`), or None:
     from the balances in memory once the service holds them, else from the store."""
-    basis = service.peek("loyalty_basis")
-    held = service.peek(BALANCES_KEY)
-    if basis is not None and held is not None:
-        member = held[0].member(customer_id)
-        return None if member is None else basis[0].tier(member[1])
-    if not service.cached("loyalty_built", _loyalty_built):
+    rules = service.cached(RULES_KEY, loyalty_rules, sticky=True)
+    if not rules:
         return None
-    store = service.store()
-    from retain.loyalty.build import current_rules
-
-    found = store.con.execute(
-        "SELECT tier FROM loyalty_members WHERE customer_id = ?", [customer_id]
-    ).fetchall()
-    return current_rules(store).tier(found[0][0]) if found else None
-
-
-def _loyalty_built(store: Store) -> bool:
-    return store.has_table("loyalty_builds") and bool(
-        store.scalar("SELECT count(*) FROM loyalty_builds")
+    held = service.peek(BALANCES_KEY)
+    if held is not None:
+        member = held[0].member(customer_id)
+        return None if member is None else rules.tier(member[1])
+    found = (
+        service.store()
+        .con.execute("SELECT tier FROM loyalty_members WHERE customer_id = ?", [customer_id])
+        .fetchall()
     )
+    return rules.tier(found[0][0]) if found else None
 
 
 def segment_name(name: str) -> str:
@@ -895,15 +905,28 @@ def points_in_memory(service: Service, customer_id: str, history: int) -> dict[s
     customer's points; else None."""
     held = service.peek(BALANCES_KEY)
     basis = service.peek("loyalty_basis")
+    # the clock of the store as it is (an order can move it): else the route reads it
     if history or held is None or basis is None:
         return None
-    balances, since = held
-    if service.ledger_written.get(customer_id, 0) > since:
+    if service.generation_of("loyalty_basis") != service.generation:
         return None
+    balances, since = held
     rules, fixed = basis
     now = fixed or dt.datetime.now(dt.UTC).replace(tzinfo=None)  # None: a live store
+    if service.ledger_seq - since > RELOAD_AFTER_WRITES or now - balances.at > RELOAD_AFTER:
+        load_balances(service, again=True)  # in the background; these answer meanwhile
+    if service.ledger_written.get(customer_id, 0) > since:
+        return None
     answer: dict[str, Any] | None = balances.answer(customer_id, now, rules)
     return answer
+
+
+RELOAD_AFTER_WRITES = 1000
+"""Ledger writes through the service after which the balances in memory are loaded again
+(in the background): until then, each written customer's lookups read the ledger."""
+RELOAD_AFTER = dt.timedelta(hours=1)
+"""How old the balances in memory may grow on a live store (whose clock moves, so that
+members' figures run out as pending points clear and lots expire) before a new load."""
 
 
 def points(service: Service, customer_id: str, history: int) -> dict[str, Any]:
@@ -912,8 +935,7 @@ def points(service: Service, customer_id: str, history: int) -> dict[str, Any]:
     from retain.loyalty.ledger import UnknownMember, clock
 
     store = service.store()
-    # after an order is written, the basis of before answers while the new one is read
-    rules, fixed = service.cached("loyalty_basis", loyalty_basis, stale_ok=True)
+    rules, fixed = service.cached("loyalty_basis", loyalty_basis)
     held = service.peek(BALANCES_KEY)
     try:
         found = balance(
@@ -930,8 +952,9 @@ def points(service: Service, customer_id: str, history: int) -> dict[str, Any]:
 
 
 def loyalty_basis(store: Store) -> tuple[Any, dt.datetime | None]:
-    """What every balance lookup reads, kept until a write: the rules of the latest
-    loyalty build and the ledger's clock (None for a live store: read each time)."""
+    """What every balance lookup reads, kept until a write (two small queries): the rules
+    of the latest loyalty build and the ledger's clock (None for a live store: read each
+    time)."""
     from retain.config import LIVE, load_settings
     from retain.loyalty.build import current_rules
     from retain.loyalty.ledger import clock
@@ -940,18 +963,24 @@ def loyalty_basis(store: Store) -> tuple[Any, dt.datetime | None]:
     return rules, None if load_settings(store).as_of == LIVE else clock(store)
 
 
-def load_balances(service: Service) -> None:
+def load_balances(service: Service, *, again: bool = False) -> None:
     """Every member's balance in memory (:func:`retain.loyalty.ledger.balances`, a sweep of
     the ledger: seconds at 1M customers), for :func:`points_in_memory`. Kept across order
     writes, which change no points: a member's figures say how long they hold, and a
-    ledger write through the service sends that customer to the ledger."""
+    ledger write through the service sends that customer to the ledger. ``again``: load
+    them anew in the background, the ones held answering meanwhile."""
     from retain.loyalty.ledger import balances, clock
 
     def compute(store: Store) -> tuple[Any, int]:
         since = service.ledger_seq  # a write after this is not in what is read
-        return balances(store.con, clock(store)), since
+        loaded = balances(store.con, clock(store)), since
+        service.forget_ledger_writes(since)
+        return loaded
 
-    service.cached(BALANCES_KEY, compute, sticky=True)
+    if again:
+        service.refresh(BALANCES_KEY, compute)
+    else:
+        service.cached(BALANCES_KEY, compute, sticky=True)
 
 
 def _ledger_write(

@@ -222,7 +222,7 @@ class Service:
             value = compute(self.store())
             with self._cache_lock:
                 current = self._cache.get(key)
-                if current is None or current[0] < generation:
+                if current is None or current[0] <= generation:
                     self._cache[key] = (generation, value)
         except Exception:  # the next request meets the error and reports it
             pass
@@ -282,6 +282,21 @@ class Service:
         with self._cache_lock:
             self.ledger_seq += 1
             self.ledger_written[customer_id] = self.ledger_seq
+
+    def forget_ledger_writes(self, until: int) -> None:
+        """Forget the ledger writes up to ``until`` (of :attr:`ledger_seq`): what is held
+        in memory now was read after them."""
+        with self._cache_lock:
+            self.ledger_written = {c: n for c, n in self.ledger_written.items() if n > until}
+
+    def refresh(self, key: Hashable, compute: Callable[[Store], Any]) -> None:
+        """Compute ``key`` anew in the background (once at a time), the value held
+        answering meanwhile."""
+        with self._cache_lock:
+            if key in self._refreshing or self.closed:
+                return
+            self._refreshing.add(key)
+        self.background(self._refresh, key, compute)
 
     def forget(self, key: Hashable) -> None:
         """Forget the cached ``key`` alone: a write changed what it was computed from and
@@ -370,13 +385,12 @@ class Service:
         if indexed:
             with contextlib.suppress(Exception):
                 api.metrics(self, "month", 1.0, 365)
-        loyalty = False
-        with contextlib.suppress(Exception):  # a store without a loyalty ledger has none
-            self.cached("loyalty_basis", api.loyalty_basis)
-            api.load_balances(self)
-            loyalty = True
-        if loyalty:
-            release_free_memory()
+        with contextlib.suppress(Exception):
+            rules = self.cached(api.RULES_KEY, api.loyalty_rules, sticky=True)
+            if rules:  # a store without a loyalty ledger has no balances
+                self.cached("loyalty_basis", api.loyalty_basis)
+                api.load_balances(self)
+                release_free_memory()
         # what was just built lives as long as the service: keep the collector off it
         gc.freeze()
         self.warmed.set()

@@ -24,6 +24,7 @@ demo: setup
 	$(BIN)/retain metrics --db demo.duckdb --top 5
 	$(BIN)/retain segments --db demo.duckdb
 	$(BIN)/retain at-risk --db demo.duckdb --limit 10
+	$(BIN)/retain whatif --db demo.duckdb --dropout-change -0.1
 	$(BIN)/retain loyalty build --db demo.duckdb
 	$(BIN)/retain loyalty report --db demo.duckdb
 	$(BIN)/retain report --db demo.duckdb --out report.html

@@ -67,6 +67,7 @@ PAGES: dict[str, tuple[str, list[str]]] = {
     "customers": ("/customers", []),
     "campaigns": ("/campaigns", []),
     "loyalty": ("/loyalty", ["loyalty-expiring"]),
+    "whatif": ("/whatif", ["whatif-revenue"]),
     "segment-drill-down": ("/segments/Champions", []),
 }
 
@@ -402,3 +403,29 @@ def test_the_campaigns_page_shows_an_experiment(
             assert any(w["scrolls"] for w in seen["wrappers"]), seen
         finally:
             context.close()
+
+
+def test_the_whatif_sliders_redraw_the_projection(server: str, page: Any) -> None:
+    """Moving the dropout lever to -30% asks /api/whatif and shows its answer: the
+    scenario's revenue total and the chart's scenario line are the API's for that lever,
+    and the page's address keeps the levers (a reload shows the same)."""
+    page.goto(server + "/whatif?months=24")
+    page.wait_for_load_state("load")
+    before = page.locator("tr[data-total=revenue_total] [data-side=scenario]").inner_text()
+    page.locator("input[name=dropout_change]").fill("-0.3")
+    page.wait_for_function("document.getElementById('whatif-form').dataset.shown")
+    with urllib.request.urlopen(
+        server + "/api/whatif?months=24&dropout_change=-0.3&purchase_rate_change=0&spend_change=0"
+    ) as response:
+        expected = json.loads(response.read())
+    shown = page.locator("tr[data-total=revenue_total] [data-side=scenario]").inner_text()
+    assert float(shown.replace(",", "")) == expected["scenario"]["revenue_total"]
+    assert shown != before
+    assert page.locator("output[data-lever=dropout_change]").inner_text() == "-30%"
+    line = page.evaluate(
+        "() => Chart.getChart(document.querySelector('canvas[data-chart=whatif-revenue]'))"
+        ".data.datasets[1].data"
+    )
+    assert line == expected["scenario"]["revenue"]
+    assert "dropout_change=-0.3" in page.url
+    assert page.problems == []

@@ -1313,6 +1313,81 @@ def segments(
     emit(frame, as_json, table)
 
 
+@app.command()
+@friendly_errors
+def whatif(
+    months: Annotated[
+        int, typer.Option("--months", help="How many months to project (of 365.25/12 days).")
+    ] = 12,
+    dropout_change: Annotated[
+        float,
+        typer.Option(
+            "--dropout-change", help="Relative change of the chance to drop out: -0.2 = 20% lower."
+        ),
+    ] = 0.0,
+    purchase_rate_change: Annotated[
+        float,
+        typer.Option(
+            "--purchase-rate-change", help="Relative change of how often active customers buy."
+        ),
+    ] = 0.0,
+    spend_change: Annotated[
+        float, typer.Option("--spend-change", help="Relative change of the spend per order.")
+    ] = 0.0,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """What the kept model projects for the coming months (revenue, purchases, value) and
+    the same under a scenario: a lower dropout, more frequent purchases, larger orders."""
+    from retain.store import Store
+    from retain.whatif import Scenario
+    from retain.whatif import whatif as project
+
+    scenario = Scenario(
+        dropout_change=dropout_change,
+        purchase_rate_change=purchase_rate_change,
+        spend_change=spend_change,
+    )
+    with Store(db, read_only=True) as store:
+        answer = project(store, scenario, months)
+
+    def table() -> str:
+        base, moved = answer["base"], answer["scenario"]
+        lines = [
+            f"{answer['model']} fit {answer['fit_id']}, {answer['customers']:,} customers, "
+            f"from {answer['as_of']}; levers: "
+            + (
+                ", ".join(
+                    f"{k.replace('_', ' ')} {v:+.0%}" for k, v in answer["levers"].items() if v
+                )
+                or "none"
+            ),
+            f"{'month ends':<16}{'revenue':>14}{'scenario':>14}{'change':>9}",
+        ]
+        for day, a, b in zip(base["month_ends"], base["revenue"], moved["revenue"], strict=True):
+            change = f"{b / a - 1:+.1%}" if a else "-"
+            lines.append(f"{day:<16}{a:>14,.2f}{b:>14,.2f}{change:>9}")
+        for key, label in (
+            ("revenue_total", "revenue"),
+            ("purchases_total", "purchases"),
+            ("value", "value"),
+        ):
+            if key in answer["change"]:
+                rel = answer["change"][key]["relative"]
+                shown = "-" if rel is None else f"{rel:+.1%}"
+                lines.append(
+                    f"{label + ' in all':<16}{base[key]:>14,.2f}{moved[key]:>14,.2f}{shown:>9}"
+                )
+        clv = " (the sum of the customers' 12-month CLV)" if months == 12 else ""
+        lines.append(
+            f"value: revenue times margin {answer['margin']:g}, discounted "
+            f"{answer['discount_rate']:g} a year{clv}"
+        )
+        return "\n".join(lines)
+
+    emit(answer, as_json, table)
+
+
 @app.command("at-risk")
 @friendly_errors
 def at_risk(

@@ -532,6 +532,35 @@ def post_campaigns_validate(body: Definitions) -> dict[str, Any]:
     return {"valid": True, "campaigns": checked.summary()}
 
 
+Change = Annotated[
+    float,
+    Query(ge=-0.99, le=10.0, description="A relative change from now on: -0.2 = 20% lower."),
+]
+
+
+@router.get("/whatif", responses=ERRORS, summary="Revenue and value projected under a scenario")
+def get_whatif(
+    service: ServiceDep,
+    months: Annotated[int, Query(ge=1, le=120, description="Months to project.")] = 12,
+    dropout_change: Change = 0.0,
+    purchase_rate_change: Change = 0.0,
+    spend_change: Change = 0.0,
+) -> dict[str, Any]:
+    """``retain whatif``: the kept model's revenue and purchases month by month and the
+    value (CLV) over ``months``, as it stands (``base``) and under the levers
+    (``scenario``), and the change. The customers are prepared once per store version;
+    a scenario is then a pass over their groups (about 0.1 s at 1M customers)."""
+    from retain.whatif import Scenario, planner, report
+
+    plan = service.cached("whatif_planner", planner, stale_ok=True)
+    scenario = Scenario(
+        dropout_change=dropout_change,
+        purchase_rate_change=purchase_rate_change,
+        spend_change=spend_change,
+    )
+    return report(plan, scenario, months)
+
+
 @router.get("/alerts", responses=ERRORS, summary="Recent drops in key metrics")
 def get_alerts(
     service: ServiceDep, period: Period = "month", window_days: WindowDays | None = None

@@ -431,3 +431,23 @@ def model_health_charts(payload: dict[str, Any]) -> dict[str, Spec]:
             "format": "count",
         }
     return charts
+
+
+def whatif_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
+    """Revenue month by month as the kept model projects it, and under the scenario."""
+    if not payload:
+        return {}
+    return {
+        "whatif-revenue": {
+            "type": "line",
+            "title": "Revenue by month: as it stands and under the scenario",
+            "labels": payload["base"]["month_ends"],
+            "datasets": [
+                {"label": "as it stands", "data": payload["base"]["revenue"], "dashed": True},
+                {"label": "scenario", "data": payload["scenario"]["revenue"]},
+            ],
+            "x": "month ending",
+            "y": "revenue",
+            "format": "money",
+        }
+    }

@@ -152,6 +152,49 @@ def loyalty_page(request: Request, service: ServiceDep) -> HTMLResponse:
     )
 
 
+@router.get("/whatif", response_class=HTMLResponse)
+def whatif_page(
+    request: Request,
+    service: ServiceDep,
+    months: int = 12,
+    dropout_change: float = 0.0,
+    purchase_rate_change: float = 0.0,
+    spend_change: float = 0.0,
+) -> HTMLResponse:
+    """The what-if planner: levers on sliders, the projection redrawn as they move (the
+    page asks /api/whatif); before a scoring, how to make one."""
+    from retain.errors import ArgumentError, RetainError
+
+    levers = {
+        "dropout_change": dropout_change,
+        "purchase_rate_change": purchase_rate_change,
+        "spend_change": spend_change,
+    }
+    problem = None
+    payload: dict[str, Any] | None = None
+    try:
+        try:
+            payload = api.get_whatif(service, months=months, **levers)
+        except ArgumentError as exc:  # a lever out of range: said, and the levers at rest
+            problem = str(exc)
+            levers = dict.fromkeys(levers, 0.0)
+            months = 12
+            payload = api.get_whatif(service, months=months, **levers)
+    except RetainError as exc:  # no scores yet: the page says how to make them
+        problem = str(exc)
+    return page(
+        request,
+        "whatif.html",
+        active="whatif",
+        json_url="/api/whatif",
+        chart_specs=charts.whatif_charts(payload),
+        whatif=payload,
+        problem=problem,
+        months=months,
+        levers=levers,
+    )
+
+
 @router.get("/segments/{name}", response_class=HTMLResponse)
 def segment_page(
     request: Request,

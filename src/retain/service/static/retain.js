@@ -192,6 +192,8 @@
     return chart;
   }
 
+  var drawn = {};  // the charts by id, for a page that redraws one
+
   function start() {
     var source = document.getElementById("retain-charts");
     if (!source || !window.Chart) return;
@@ -201,11 +203,62 @@
     for (var i = 0; i < canvases.length; i++) {
       var spec = specs[canvases[i].dataset.chart];
       if (!spec) continue;
-      try { draw(canvases[i], spec); } catch (err) {
+      try { drawn[canvases[i].dataset.chart] = draw(canvases[i], spec); } catch (err) {
         canvases[i].dataset.error = String(err);
         if (window.console) window.console.error("retain chart", canvases[i].dataset.chart, err);
       }
     }
+    whatif();
+  }
+
+  // the what-if page: each move of a lever asks /api/whatif and redraws what it shows
+  function whatif() {
+    var form = document.getElementById("whatif-form");
+    if (!form || !window.fetch) return;
+    var asked = 0, timer = null;
+    function number(v) { return v === null ? "–" : v.toLocaleString(undefined, {minimumFractionDigits: 2, maximumFractionDigits: 2}); }
+    function show(answer) {
+      var chart = drawn["whatif-revenue"];
+      if (chart) {
+        chart.data.labels = answer.base.month_ends;
+        chart.data.datasets[0].data = answer.base.revenue;
+        chart.data.datasets[1].data = answer.scenario.revenue;
+        chart.update("none");
+      }
+      var rows = document.querySelectorAll("#whatif-totals tr[data-total]");
+      for (var i = 0; i < rows.length; i++) {
+        var key = rows[i].dataset.total, change = answer.change[key];
+        rows[i].querySelector("[data-side=base]").textContent = number(answer.base[key]);
+        rows[i].querySelector("[data-side=scenario]").textContent = number(answer.scenario[key]);
+        rows[i].querySelector("[data-side=change]").textContent =
+          !change || change.relative === null ? "–" : (change.relative >= 0 ? "+" : "") + (100 * change.relative).toFixed(1) + "%";
+      }
+      var months = document.querySelector("#whatif-totals [data-field=months]");
+      if (months) months.textContent = String(answer.base.month_ends.length);
+    }
+    function ask() {
+      var mine = ++asked;
+      var query = new URLSearchParams(new FormData(form)).toString();
+      window.history.replaceState(null, "", "/whatif?" + query);
+      fetch(form.dataset.api + "?" + query, {credentials: "same-origin"})
+        .then(function (r) { return r.ok ? r.json() : Promise.reject(new Error(String(r.status))); })
+        .then(function (answer) {
+          if (mine !== asked) return;  // a later move has asked since
+          show(answer);
+          form.dataset.shown = String(mine);
+        })
+        .catch(function (err) { form.dataset.error = String(err); });
+    }
+    function moved(event) {
+      var input = event.target;
+      var out = form.querySelector("output[data-lever=" + input.name + "]");
+      if (out) out.textContent = (input.value >= 0 ? "+" : "") + Math.round(100 * input.value) + "%";
+      window.clearTimeout(timer);
+      timer = window.setTimeout(ask, 60);
+    }
+    form.addEventListener("input", moved);
+    form.addEventListener("change", moved);
+    form.addEventListener("submit", function (event) { event.preventDefault(); ask(); });
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

@@ -428,4 +428,16 @@ def test_the_whatif_sliders_redraw_the_projection(server: str, page: Any) -> Non
     )
     assert line == expected["scenario"]["revenue"]
     assert "dropout_change=-0.3" in page.url
+    assert page.locator("#whatif-error").is_hidden()
+    # a lever the API refuses (a dropout beyond what the fit can say, or beyond 10 for a
+    # rate): the page says the API's words, and the next good move clears them
+    page.evaluate("() => document.querySelector('input[name=dropout_change]').max = '20'")
+    page.locator("input[name=dropout_change]").fill("15")
+    page.wait_for_function("document.getElementById('whatif-form').dataset.error")
+    said = page.locator("#whatif-error").inner_text()
+    assert page.locator("#whatif-error").is_visible() and "dropout" in said, said
+    page.locator("input[name=dropout_change]").fill("-0.2")
+    page.wait_for_function("!document.getElementById('whatif-form').dataset.error")
+    assert page.locator("#whatif-error").is_hidden()
+    page.problems[:] = [p for p in page.problems if "422" not in p]
     assert page.problems == []

@@ -5,6 +5,7 @@ customers' rates and dropout given their histories)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -172,3 +173,146 @@ def test_the_cli_answers_base_and_scenario(cdnow_sample_db: Path, tmp_path: Path
     shutil.copy(cdnow_sample_db, unscored)
     none = runner.invoke(app, ["whatif", "--db", str(unscored)])
     assert none.exit_code != 0 and "retain score" in none.output
+
+
+def test_a_raised_dropout_stops_where_the_model_does(scored: Path) -> None:
+    """BG/NBD and MBG/NBD: a chance to leave after a purchase past 1 is outside the model.
+    At the planner's highest dropout change at most 1% of the active customers (drawn from
+    their posterior Beta) pass 1, a little above it more do, and beyond it the projection
+    is refused, naming the limit; Pareto/NBD's dropout is a rate and takes the whole range."""
+    with Store(scored, read_only=True) as store:
+        plan = planner(store)
+    highest = plan.highest_dropout_change
+    assert plan.limits()["dropout_change"] == [-0.99, highest]
+    if plan.model.name == "pnbd":
+        assert highest == 10.0
+        plan.project(Scenario(dropout_change=10.0), 12)
+        return
+    assert 0.05 < highest < 1.0
+    rng = np.random.default_rng(11)
+    params = plan.model.params_
+
+    def outside(change: float) -> float:
+        passed = [
+            (
+                rng.beta(params["a"], params["b"] + x + plan.model._offset, 4000) * (1 + change) > 1
+            ).mean()
+            for x in plan.x
+        ]
+        return float(np.dot(passed, plan.buyers) / plan.buyers.sum())
+
+    assert outside(highest) <= 0.0115
+    assert outside(highest + 0.1) > 0.0125
+    plan.project(Scenario(dropout_change=highest), 12)
+    with pytest.raises(ArgumentError, match=rf"at most \+{highest:g} for this store"):
+        plan.project(Scenario(dropout_change=highest + 0.01), 12)
+
+
+def test_levers_and_months_of_numpy_types_and_no_booleans() -> None:
+    assert Scenario(dropout_change=np.float64(-0.2)).dropout_change == -0.2
+    with pytest.raises(ArgumentError, match="purchase-rate-change must be"):
+        Scenario(purchase_rate_change=True)  # type: ignore[arg-type]
+
+
+def test_the_relative_change_is_of_the_unrounded_totals(scored: Path) -> None:
+    with Store(scored, read_only=True) as store:
+        answer = whatif(store, Scenario(spend_change=0.001), np.int64(3))  # type: ignore[arg-type]
+    assert answer["change"]["revenue_total"]["relative"] == pytest.approx(0.001, abs=1e-9)
+    assert answer["change"]["purchases_total"]["relative"] == 0.0
+
+
+def test_without_a_spend_model_there_is_no_revenue(cdnow_sample_db: Path, tmp_path: Path) -> None:
+    """No repeat purchase with positive net revenue: no Gamma-Gamma, so the projection is
+    of purchases; revenue and value are None (not 0), and the CLI says so."""
+    path = tmp_path / "free.duckdb"
+    shutil.copy(cdnow_sample_db, path)
+    with Store(path) as store:
+        store.con.execute("UPDATE orders SET net_revenue = 0")
+        report = fit_store(store, model="pnbd", as_of="1998-06-30")
+        assert report.spend_params is None
+        score_store(store, as_of="1998-06-30")
+    with Store(path, read_only=True) as store:
+        answer = whatif(store, Scenario(purchase_rate_change=0.2), 6)
+    for side in ("base", "scenario"):
+        assert answer[side]["revenue"] is None and answer[side]["revenue_total"] is None
+        assert answer[side]["value"] is None
+    assert set(answer["change"]) == {"purchases_total"}
+    assert answer["change"]["purchases_total"]["relative"] == pytest.approx(0.2, abs=1e-6)
+    text = CliRunner().invoke(app, ["whatif", "--db", str(path), "--months", "2"])
+    assert text.exit_code == 0, text.output
+    assert "purchases only" in text.output and "revenue" not in text.output
+
+
+def test_what_the_scores_do_not_hold_is_said(scored: Path, tmp_path: Path) -> None:
+    """Orders ingested after the last `retain score` (here a new customer's, on the
+    observation day) change the projection's customers but not the scores: the answer
+    says so, as it says when orders after the observation day are left out."""
+    path = tmp_path / "later.duckdb"
+    shutil.copy(scored, path)
+    with Store(path, read_only=True) as store:
+        before = whatif(store)
+    day = before["as_of"]
+    late = tmp_path / "late.csv"
+    late.write_text(f"order_id,customer_id,ordered_at,net_revenue\nlate-1,newcomer,{day},25\n")
+    with Store(path) as store:
+        from retain.ingest import ingest
+
+        ingest(store, late, format="orders")
+    with Store(path, read_only=True) as store:
+        after = whatif(store)
+    assert after["customers"] == before["customers"] + 1
+    assert any("ingested since the last `retain score`" in note for note in after["notes"])
+    assert not any("ingested since" in note for note in before["notes"])
+    left_out = [note for note in before["notes"] if "are not in the projection" in note]
+    assert bool(left_out) == (day == "1997-09-30")  # the BG/NBD fixture stops early
+
+
+def test_the_cli_table_keeps_its_columns_apart(scored: Path) -> None:
+    text = CliRunner().invoke(
+        app, ["whatif", "--db", str(scored), "--months", "2", "--spend-change", "9.5"]
+    )
+    assert text.exit_code == 0, text.output
+    rows = [line for line in text.output.splitlines() if line[:2] in ("19", "re", "pu", "va")]
+    table = [line for line in rows if not line.startswith("value:")]
+    assert len(table) == 5
+    for line in table:
+        assert len(line.split("  ")) >= 4 and len([c for c in line.split("  ") if c]) == 4
+    assert "spend change +950%" in text.output
+
+
+def test_the_page_holds_what_it_was_given(scored: Path, tmp_path: Path) -> None:
+    """The page keeps every lever and horizon the API accepts (a slider reaches +300%, 60
+    months is offered), puts back at rest only the one it cannot read, and the API
+    answers a dropout beyond the fit with 422 and the limit."""
+    import html
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    path = tmp_path / "served.duckdb"
+    shutil.copy(scored, path)
+    with TestClient(create_app(path, None, warm=False), client=("127.0.0.1", 5000)) as client:
+        page = client.get("/whatif?months=60&spend_change=3&dropout_change=abc")
+        assert page.status_code == 200
+        text = html.unescape(page.text)
+        assert "dropout-change must be a relative change from -0.99 to 10" in text
+        assert "got 'abc': it is at rest" in text
+        assert '<option value="60" selected>' in text
+        spend = re.search(r'<input type="range" name="spend_change"[^>]*>', text)
+        assert spend and 'value="3.0"' in spend[0] and 'max="3.0"' in spend[0]
+        api = client.get("/api/whatif?months=60&spend_change=3").json()
+        assert api["scenario"]["revenue_total"] == pytest.approx(
+            4 * api["base"]["revenue_total"], abs=0.05
+        )
+        highest = api["limits"]["dropout_change"][1]
+        dropout = re.search(r'<input type="range" name="dropout_change"[^>]*>', text)
+        assert dropout and f'max="{min(1.0, highest)}"' in dropout[0]
+        if highest < 10:
+            beyond = client.get(f"/api/whatif?dropout_change={highest + 0.05:.2f}")
+            assert beyond.status_code == 422
+            assert f"at most +{highest:g}" in beyond.json()["detail"]
+            shown = html.unescape(client.get(f"/whatif?dropout_change={highest + 0.05:.2f}").text)
+            assert f"at most +{highest:g} for this store: it is at rest" in shown

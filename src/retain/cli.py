@@ -1353,20 +1353,14 @@ def whatif(
 
     def table() -> str:
         base, moved = answer["base"], answer["scenario"]
-        lines = [
-            f"{answer['model']} fit {answer['fit_id']}, {answer['customers']:,} customers, "
-            f"from {answer['as_of']}; levers: "
-            + (
-                ", ".join(
-                    f"{k.replace('_', ' ')} {v:+.0%}" for k, v in answer["levers"].items() if v
-                )
-                or "none"
-            ),
-            f"{'month ends':<16}{'revenue':>14}{'scenario':>14}{'change':>9}",
+        levers = ", ".join(
+            f"{k.replace('_', ' ')} {100 * v:+g}%" for k, v in answer["levers"].items() if v
+        )
+        series = "revenue" if base["revenue"] is not None else "purchases"
+        rows = [
+            [day, f"{a:,.2f}", f"{b:,.2f}", f"{b / a - 1:+.1%}" if a else "-"]
+            for day, a, b in zip(base["month_ends"], base[series], moved[series], strict=True)
         ]
-        for day, a, b in zip(base["month_ends"], base["revenue"], moved["revenue"], strict=True):
-            change = f"{b / a - 1:+.1%}" if a else "-"
-            lines.append(f"{day:<16}{a:>14,.2f}{b:>14,.2f}{change:>9}")
         for key, label in (
             ("revenue_total", "revenue"),
             ("purchases_total", "purchases"),
@@ -1375,14 +1369,31 @@ def whatif(
             if key in answer["change"]:
                 rel = answer["change"][key]["relative"]
                 shown = "-" if rel is None else f"{rel:+.1%}"
-                lines.append(
-                    f"{label + ' in all':<16}{base[key]:>14,.2f}{moved[key]:>14,.2f}{shown:>9}"
+                rows.append([f"{label} in all", f"{base[key]:,.2f}", f"{moved[key]:,.2f}", shown])
+        head = ["month ends", series, "scenario", "change"]
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+        lines = [
+            f"{answer['model']} fit {answer['fit_id']}, {answer['customers']:,} customers, "
+            f"from {answer['as_of']}; levers: {levers or 'none'}",
+            *(
+                "  ".join(
+                    [
+                        r[0].ljust(widths[0]),
+                        *(v.rjust(w) for v, w in zip(r[1:], widths[1:], strict=True)),
+                    ]
                 )
-        clv = " (the sum of the customers' 12-month CLV)" if months == 12 else ""
-        lines.append(
-            f"value: revenue times margin {answer['margin']:g}, discounted "
-            f"{answer['discount_rate']:g} a year{clv}"
-        )
+                for r in [head, *rows]
+            ),
+        ]
+        if base["value"] is not None:
+            clv = " (the sum of the customers' 12-month CLV)" if months == 12 else ""
+            lines.append(
+                f"value: revenue times margin {answer['margin']:g}, discounted "
+                f"{answer['discount_rate']:g} a year{clv}"
+            )
+        else:
+            lines.append("no spend model (Gamma-Gamma) was fitted: purchases only")
+        lines.extend(f"note: {note}" for note in answer["notes"])
         return "\n".join(lines)
 
     emit(answer, as_json, table)

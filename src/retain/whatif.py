@@ -14,8 +14,10 @@ orders show), and each model's own projection of the future is rescaled exactly:
 - BG/NBD and MBG/NBD: purchases at a rate ``c`` times as high, each followed by dropout
   with a chance ``d`` times as high, are the base future with its clock run ``c d`` times
   as fast and ``1/d`` as many purchases: ``E'[Y(t)] = E[Y(c d t)] / d`` (for each rate and
-  dropout chance, ``(1 - exp(-c lam d p t)) / (d p)``). A dropout raised past 1 for a
-  customer whose chance is near 1 is outside the model; below that it is exact.
+  dropout chance, ``(1 - exp(-c lam d p t)) / (d p)``). A chance ``d p`` past 1 is outside
+  the model, so a raised dropout is refused beyond the change that takes more than
+  :data:`OUTSIDE_SHARE` of the active customers there (:attr:`Planner.highest_dropout_change`:
+  an active customer's ``p`` is Beta(a, b + x), x the repeat purchases, +1 for MBG/NBD).
 - Pareto/NBD: a purchase rate ``c`` times and a dropout rate ``d`` times as high give
   ``E'[Y(t)] = (c / d) E[Y(d t)]`` (for each rate, ``c lam (1 - exp(-d mu t)) / (d mu)``).
 
@@ -30,8 +32,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import numbers
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +51,10 @@ HIGHEST_CHANGE = 10.0
 CLOCK_MODELS = ("bgnbd", "mbgnbd")
 """Models whose dropout comes with a purchase: a rate change runs their clock faster."""
 RATE_MODELS = ("pnbd",)
+OUTSIDE_SHARE = 0.01
+"""The share of the active customers (weighted by their chance to be active) a raised
+dropout may take to a chance to leave past 1 (BG/NBD, MBG/NBD) before it is refused."""
+ORDER_FORMATS = ("orders", "shopify", "cdnow", "lines")
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,8 @@ class Scenario:
     def __post_init__(self) -> None:
         for name in LEVERS:
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and LOWEST_CHANGE <= value <= HIGHEST_CHANGE):
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not (number and LOWEST_CHANGE <= float(value) <= HIGHEST_CHANGE):
                 raise ArgumentError(
                     f"{name.replace('_', '-')} must be a relative change from "
                     f"{LOWEST_CHANGE} to {HIGHEST_CHANGE:g} (-0.2 = 20% lower), got {value!r}"
@@ -90,16 +98,52 @@ class Planner:
     spenders: np.ndarray
     """Per group: the summed chance to be active times the expected spend per order."""
     has_spend: bool
+    highest_dropout_change: float = HIGHEST_CHANGE
+    """The largest dropout change inside the model (see :data:`OUTSIDE_SHARE`)."""
+    notes: list[str] = field(default_factory=list)
+    """What differs between the store now and its last ``retain score``."""
+    _bases: dict[int, tuple[Any, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    def limits(self) -> dict[str, list[float]]:
+        """Each lever's lowest and highest change for this fit."""
+        return {
+            name: [
+                LOWEST_CHANGE,
+                self.highest_dropout_change if name == "dropout_change" else HIGHEST_CHANGE,
+            ]
+            for name in LEVERS
+        }
 
     def project(self, scenario: Scenario | None = None, months: int = 12) -> dict[str, Any]:
-        """Revenue and purchases month by month over ``months`` (of 365.25/12 days) from the
-        end of the observation day (``month_ends``: the day each ends on), their totals, and ``value``: the revenue discounted at the fit's
-        rate per year and times its margin (the CLV of every customer over the months)."""
-        scenario = scenario or Scenario()
-        if not isinstance(months, int) or isinstance(months, bool) or not 1 <= months <= MAX_MONTHS:
+        """Revenue and purchases month by month over ``months`` (of 365.25/12 days) from
+        the end of the observation day (``month_ends``: the day each ends on), their
+        totals, and ``value``: the revenue discounted at the fit's rate per year and times
+        its margin (the CLV of every customer over the months). Without a spend model
+        (no Gamma-Gamma fit) revenue and value are None: purchases only."""
+        return _rounded(self, self._totals(scenario or Scenario(), months), months)
+
+    def _totals(self, scenario: Scenario, months: Any) -> tuple[Any, ...]:
+        """Revenue (None without a spend model) and purchases by month, and the value
+        (None without one), unrounded; the base's kept per horizon."""
+        if (
+            not isinstance(months, numbers.Integral)
+            or isinstance(months, bool)
+            or not 1 <= int(months) <= MAX_MONTHS
+        ):
             raise ArgumentError(
                 f"months must be a whole number from 1 to {MAX_MONTHS}, got {months!r}"
             )
+        months = int(months)
+        if scenario.dropout_change > self.highest_dropout_change:
+            raise ArgumentError(
+                f"dropout-change {scenario.dropout_change:+g} is more than the {self.model.name} "
+                f"fit can say: it would take over {OUTSIDE_SHARE:.0%} of the active customers "
+                f"past a chance of 1 to leave after a purchase; at most "
+                f"{self.highest_dropout_change:+g} for this store"
+            )
+        base = scenario == Scenario()
+        if base and months in self._bases:
+            return self._bases[months]
         model = self.model
         unit_days = float(model._unit_days)
         c = 1.0 + scenario.purchase_rate_change
@@ -118,28 +162,65 @@ class Planner:
             x, T = self.x[rows], self.T[rows]
             cumulative = model._expected_alive(x[:, None], T[:, None], speed * ends[None, :])
             per_month = scale * np.diff(cumulative, axis=1)
-            discounted = scale * model._discounted_alive(x, T, speed * horizon, delta / speed)
             by_month = np.stack([self.spenders[rows] @ per_month, self.buyers[rows] @ per_month])
+            if not self.has_spend:
+                return by_month, 0.0
+            discounted = scale * model._discounted_alive(x, T, speed * horizon, delta / speed)
             return by_month, float(self.spenders[rows] @ discounted)
 
         # the groups in halves, side by side: the series' arithmetic lets the other run
         half = len(self.x) // 2
         first, second = _pool().map(part, [slice(0, half), slice(half, None)])
         spend = 1.0 + scenario.spend_change
-        revenue, purchases = spend * (first[0][0] + second[0][0]), first[0][1] + second[0][1]
-        value = self.margin * spend * (first[1] + second[1])
-        return {
-            # the day each month ends on: it starts at the end of the observation day
-            "month_ends": [
-                (self.as_of + dt.timedelta(days=math.ceil(m * DAYS_PER_MONTH))).isoformat()
-                for m in range(1, months + 1)
-            ],
-            "revenue": [round(float(v), 2) for v in revenue],
-            "purchases": [round(float(v), 2) for v in purchases],
-            "revenue_total": round(float(revenue.sum()), 2),
-            "purchases_total": round(float(purchases.sum()), 2),
-            "value": round(value, 2) if self.has_spend else None,
-        }
+        purchases = first[0][1] + second[0][1]
+        revenue = value = None
+        if self.has_spend:
+            revenue = spend * (first[0][0] + second[0][0])
+            value = self.margin * spend * (first[1] + second[1])
+        totals = (revenue, purchases, value)
+        if base:
+            self._bases[months] = totals
+        return totals
+
+
+def _rounded(plan: Planner, totals: tuple[Any, ...], months: int) -> dict[str, Any]:
+    revenue, purchases, value = totals
+    return {
+        # the day each month ends on: it starts at the end of the observation day
+        "month_ends": [
+            (plan.as_of + dt.timedelta(days=math.ceil(m * DAYS_PER_MONTH))).isoformat()
+            for m in range(1, int(months) + 1)
+        ],
+        "revenue": None if revenue is None else [round(float(v), 2) for v in revenue],
+        "purchases": [round(float(v), 2) for v in purchases],
+        "revenue_total": None if revenue is None else round(float(revenue.sum()), 2),
+        "purchases_total": round(float(purchases.sum()), 2),
+        "value": None if value is None else round(float(value), 2),
+    }
+
+
+def _highest_dropout_change(model: Any, x: np.ndarray, buyers: np.ndarray) -> float:
+    """The largest dropout change (to 0.01) that takes at most :data:`OUTSIDE_SHARE` of
+    the active customers to a chance past 1 of leaving: an active customer's chance is
+    Beta(a, b + x (+1 for MBG/NBD)), and ``P(d p > 1) = I_(1 - 1/d)(b + x, a)``."""
+    if model.name not in CLOCK_MODELS or buyers.sum() <= 0:
+        return HIGHEST_CHANGE
+    from scipy import special
+
+    values, code = np.unique(x, return_inverse=True)
+    weight = np.bincount(code, weights=buyers) / buyers.sum()
+    a, beta = model.params_["a"], model.params_["b"] + values + model._offset
+
+    def outside(change: float) -> float:
+        return float(weight @ special.betainc(beta, a, 1.0 - 1.0 / (1.0 + change)))
+
+    if outside(HIGHEST_CHANGE) <= OUTSIDE_SHARE:
+        return HIGHEST_CHANGE
+    low, high = 0.0, HIGHEST_CHANGE
+    while high - low > 1e-4:
+        middle = (low + high) / 2
+        low, high = (middle, high) if outside(middle) <= OUTSIDE_SHARE else (low, middle)
+    return math.floor(low * 100) / 100
 
 
 @functools.cache
@@ -177,6 +258,7 @@ def planner(store: Store) -> Planner:
         spenders = np.bincount(
             code[customers.inverse], weights=alive_by_customer * per_customer, minlength=len(x)
         )
+    x = np.asarray(x, dtype=np.float64)
     return Planner(
         model=model,
         fit_id=basis.fit_id,
@@ -184,12 +266,46 @@ def planner(store: Store) -> Planner:
         margin=basis.margin,
         discount_rate=basis.discount_rate,
         customers=len(summary),
-        x=np.asarray(x, dtype=np.float64),
+        x=x,
         T=np.asarray(T, dtype=np.float64),
         buyers=buyers,
         spenders=spenders,
         has_spend=spend is not None,
+        highest_dropout_change=_highest_dropout_change(model, x, buyers),
+        notes=_since_scoring(store, as_of, len(summary)),
     )
+
+
+def _since_scoring(store: Store, as_of: dt.date, customers: int) -> list[str]:
+    """What the projection leaves out or takes differently from the scores: orders after
+    the observation day, customers rescored since, orders files ingested since."""
+    after, rescored, scored, ingested = store.con.execute(
+        "SELECT (SELECT count(*) FROM orders WHERE ordered_at >= ?), "
+        "(SELECT count(*) FROM customer_scores WHERE as_of <> ?), "
+        "(SELECT customers FROM score_basis LIMIT 1), "
+        "(SELECT count(*) FROM ingested_files WHERE format IN "
+        f"({', '.join('?' * len(ORDER_FORMATS))}) "
+        "AND ingested_at > (SELECT scored_at FROM score_basis LIMIT 1))",
+        [dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time()), as_of, *ORDER_FORMATS],
+    ).fetchall()[0]
+    notes = []
+    if after:
+        notes.append(
+            f"{after:,} orders after {as_of}, the observation day of the last `retain score`, "
+            "are not in the projection: `retain score` on a later day takes them in"
+        )
+    if rescored:
+        notes.append(
+            f"{rescored:,} customers were rescored on a later day since (orders through the "
+            "service): the sum of the scores' 12-month CLV is not the base's value"
+        )
+    if ingested or (scored is not None and scored != customers):
+        notes.append(
+            f"orders were ingested since the last `retain score` ({customers:,} customers "
+            f"ordered by {as_of} now, {scored or 0:,} then): the projection takes the orders "
+            "as they are, the scores are as they were; `retain score` again to make them agree"
+        )
+    return notes
 
 
 def whatif(store: Store, scenario: Scenario | None = None, months: int = 12) -> dict[str, Any]:
@@ -201,16 +317,20 @@ def whatif(store: Store, scenario: Scenario | None = None, months: int = 12) -> 
 def report(plan: Planner, scenario: Scenario | None = None, months: int = 12) -> dict[str, Any]:
     """:func:`whatif` from a prepared :class:`Planner`."""
     scenario = scenario or Scenario()
-    base = plan.project(Scenario(), months)
-    moved = plan.project(scenario, months)
-    change = {
-        key: {
-            "amount": round(moved[key] - base[key], 2),
-            "relative": None if not base[key] else round(moved[key] / base[key] - 1.0, 6),
+    base_totals = plan._totals(Scenario(), months)
+    moved_totals = plan._totals(scenario, months)
+    base = _rounded(plan, base_totals, months)
+    moved = _rounded(plan, moved_totals, months)
+    change = {}
+    for key, index in (("revenue_total", 0), ("purchases_total", 1), ("value", 2)):
+        was, now = base_totals[index], moved_totals[index]
+        if was is None or now is None:
+            continue
+        was, now = float(np.sum(was)), float(np.sum(now))
+        change[key] = {
+            "amount": round(now - was, 2),
+            "relative": None if was <= 0 else round(now / was - 1.0, 6),
         }
-        for key in ("revenue_total", "purchases_total", "value")
-        if base[key] is not None and moved[key] is not None
-    }
     return {
         "model": plan.model.name,
         "fit_id": plan.fit_id,
@@ -219,6 +339,8 @@ def report(plan: Planner, scenario: Scenario | None = None, months: int = 12) ->
         "margin": plan.margin,
         "discount_rate": plan.discount_rate,
         "levers": scenario.to_dict(),
+        "limits": plan.limits(),
+        "notes": plan.notes,
         "base": base,
         "scenario": moved,
         "change": change,

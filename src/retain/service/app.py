@@ -39,7 +39,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retain.errors import DataError, RetainError, SchemaError, StoreError
+from retain.errors import ArgumentError, DataError, RetainError, SchemaError, StoreError
 from retain.store import Store
 
 HERE = Path(__file__).resolve().parent
@@ -579,7 +579,7 @@ def create_app(
 
     @app.exception_handler(RetainError)
     async def retain_error(request: Request, exc: RetainError) -> Response:
-        status = 422 if isinstance(exc, DataError | SchemaError) else 409
+        status = 422 if isinstance(exc, ArgumentError | DataError | SchemaError) else 409
         if isinstance(exc, StoreError):
             status = 503
         if request.url.path.startswith("/api/"):

@@ -434,20 +434,22 @@ def model_health_charts(payload: dict[str, Any]) -> dict[str, Spec]:
 
 
 def whatif_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
-    """Revenue month by month as the kept model projects it, and under the scenario."""
+    """Revenue month by month as the kept model projects it, and under the scenario
+    (purchases when no spend model was fitted)."""
     if not payload:
         return {}
+    series = "revenue" if payload["base"]["revenue"] is not None else "purchases"
     return {
         "whatif-revenue": {
             "type": "line",
-            "title": "Revenue by month: as it stands and under the scenario",
+            "title": f"{series.capitalize()} by month: as it stands and under the scenario",
             "labels": payload["base"]["month_ends"],
             "datasets": [
-                {"label": "as it stands", "data": payload["base"]["revenue"], "dashed": True},
-                {"label": "scenario", "data": payload["scenario"]["revenue"]},
+                {"label": "as it stands", "data": payload["base"][series], "dashed": True},
+                {"label": "scenario", "data": payload["scenario"][series]},
             ],
             "x": "month ending",
-            "y": "revenue",
-            "format": "money",
+            "y": series,
+            "format": "money" if series == "revenue" else "count",
         }
     }

@@ -156,32 +156,51 @@ def loyalty_page(request: Request, service: ServiceDep) -> HTMLResponse:
 def whatif_page(
     request: Request,
     service: ServiceDep,
-    months: int = 12,
-    dropout_change: float = 0.0,
-    purchase_rate_change: float = 0.0,
-    spend_change: float = 0.0,
+    months: str = "12",
+    dropout_change: str = "0",
+    purchase_rate_change: str = "0",
+    spend_change: str = "0",
 ) -> HTMLResponse:
     """The what-if planner: levers on sliders, the projection redrawn as they move (the
-    page asks /api/whatif); before a scoring, how to make one."""
+    page asks /api/whatif); before a scoring, how to make one. A lever or horizon it
+    cannot read is said, and that one alone put back at rest."""
     from retain.errors import ArgumentError, RetainError
+    from retain.whatif import Scenario
 
-    levers = {
+    problems: list[str] = []
+    levers: dict[str, float] = {}
+    given = {
         "dropout_change": dropout_change,
         "purchase_rate_change": purchase_rate_change,
         "spend_change": spend_change,
     }
-    problem = None
+    for name, text in given.items():
+        try:
+            levers[name] = float(text)
+            Scenario(**{name: levers[name]})
+        except (ValueError, ArgumentError):
+            problems.append(
+                f"{name.replace('_', '-')} must be a relative change from -0.99 to 10 "
+                f"(-0.2 = 20% lower), got {text!r}: it is at rest"
+            )
+            levers[name] = 0.0
+    try:
+        horizon = int(months)
+        if not 1 <= horizon <= 120:
+            raise ValueError(months)
+    except ValueError:
+        problems.append(f"months must be a whole number from 1 to 120, got {months!r}: 12")
+        horizon = 12
     payload: dict[str, Any] | None = None
     try:
         try:
-            payload = api.get_whatif(service, months=months, **levers)
-        except ArgumentError as exc:  # a lever out of range: said, and the levers at rest
-            problem = str(exc)
-            levers = dict.fromkeys(levers, 0.0)
-            months = 12
-            payload = api.get_whatif(service, months=months, **levers)
+            payload = api.get_whatif(service, months=horizon, **levers)
+        except ArgumentError as exc:  # beyond what the fit can say: that lever at rest
+            problems.append(f"{exc}: it is at rest")
+            levers["dropout_change"] = 0.0
+            payload = api.get_whatif(service, months=horizon, **levers)
     except RetainError as exc:  # no scores yet: the page says how to make them
-        problem = str(exc)
+        problems.append(str(exc))
     return page(
         request,
         "whatif.html",
@@ -189,8 +208,8 @@ def whatif_page(
         json_url="/api/whatif",
         chart_specs=charts.whatif_charts(payload),
         whatif=payload,
-        problem=problem,
-        months=months,
+        problem="; ".join(problems) or None,
+        months=horizon,
         levers=levers,
     )
 

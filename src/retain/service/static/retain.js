@@ -220,9 +220,10 @@
     function show(answer) {
       var chart = drawn["whatif-revenue"];
       if (chart) {
+        var series = answer.base.revenue === null ? "purchases" : "revenue";
         chart.data.labels = answer.base.month_ends;
-        chart.data.datasets[0].data = answer.base.revenue;
-        chart.data.datasets[1].data = answer.scenario.revenue;
+        chart.data.datasets[0].data = answer.base[series];
+        chart.data.datasets[1].data = answer.scenario[series];
         chart.update("none");
       }
       var rows = document.querySelectorAll("#whatif-totals tr[data-total]");
@@ -240,14 +241,29 @@
       var mine = ++asked;
       var query = new URLSearchParams(new FormData(form)).toString();
       window.history.replaceState(null, "", "/whatif?" + query);
+      var error = document.getElementById("whatif-error");
       fetch(form.dataset.api + "?" + query, {credentials: "same-origin"})
-        .then(function (r) { return r.ok ? r.json() : Promise.reject(new Error(String(r.status))); })
+        .then(function (r) {
+          if (r.ok) return r.json();
+          // the API's own words: {"detail": "..."} or FastAPI's list of field errors
+          return r.json().catch(function () { return {}; }).then(function (body) {
+            var detail = body && body.detail;
+            if (Array.isArray(detail)) detail = detail.map(function (d) { return typeof d === "string" ? d : d.msg; }).join("; ");
+            return Promise.reject(new Error(detail || "the projection failed (" + r.status + ")"));
+          });
+        })
         .then(function (answer) {
           if (mine !== asked) return;  // a later move has asked since
           show(answer);
+          if (error) { error.hidden = true; error.textContent = ""; }
+          delete form.dataset.error;
           form.dataset.shown = String(mine);
         })
-        .catch(function (err) { form.dataset.error = String(err); });
+        .catch(function (err) {
+          if (mine !== asked) return;
+          form.dataset.error = err.message;
+          if (error) { error.textContent = err.message; error.hidden = false; }
+        });
     }
     function moved(event) {
       var input = event.target;

@@ -163,3 +163,44 @@ def test_sbg_retention_rises_and_residual_lifetime_is_a_discounted_sum():
 def test_sbg_refuses_counts_that_grow():
     with pytest.raises(DataError, match="never increase"):
         ShiftedBetaGeometric().fit([100, 80, 90])
+
+
+# Fader & Hardie (2007), Table 1: the customers still active in years 8 to 12
+LATER = {"regular": [223, 207, 194, 183, 173], "high end": [468, 445, 427, 409, 394]}
+
+
+@pytest.mark.parametrize(("survivors", "name"), [(REGULAR, "regular"), (HIGH_END, "high end")])
+def test_sbg_projects_years_8_to_12_as_published(survivors, name):
+    """Fitted on years 0-7, the projection of years 8-12 lands within 1.3-4.1% of the
+    survivors (the paper's figure for these two cohorts)."""
+    model = ShiftedBetaGeometric().fit(survivors)
+    projected = 1000 * model.survival(range(8, 13)).to_numpy()
+    error = np.abs(projected / np.array(LATER[name]) - 1)
+    assert error.max() < 0.042 and error.min() > 0.005, error
+
+
+def test_sbg_fits_cohorts_together():
+    """Cohorts share the parameters: two copies of a cohort fit as the cohort alone, and a
+    younger cohort's likelihood adds its own periods (checked against the sum by hand)."""
+    alone = ShiftedBetaGeometric().fit(REGULAR)
+    twice = ShiftedBetaGeometric().fit([REGULAR, REGULAR])
+    assert twice.params_["alpha"] == pytest.approx(alone.params_["alpha"], rel=1e-6)
+    assert twice.params_["beta"] == pytest.approx(alone.params_["beta"], rel=1e-6)
+    young = [500, 300, 230]
+    both = ShiftedBetaGeometric().fit([REGULAR, young])
+
+    def loglik(alpha, beta, counts):
+        counts = np.asarray(counts, dtype=float)
+        t = np.arange(1, counts.size)
+        lost = -np.diff(counts)
+        log_p = special.betaln(alpha + 1, beta + t - 1) - special.betaln(alpha, beta)
+        log_s = special.betaln(alpha, beta + t[-1]) - special.betaln(alpha, beta)
+        return float(lost @ log_p + counts[-1] * log_s)
+
+    a, b = both.params_["alpha"], both.params_["beta"]
+    total = loglik(a, b, REGULAR) + loglik(a, b, young)
+    for da, db in ((0.01, 0), (-0.01, 0), (0, 0.01), (0, -0.01)):  # the sum's maximum
+        assert loglik(a + da, b + db, REGULAR) + loglik(a + da, b + db, young) < total
+    assert both.params_["beta"] != pytest.approx(alone.params_["beta"], rel=1e-3)
+    with pytest.raises(DataError, match="cohort 2: survivor counts must never increase"):
+        ShiftedBetaGeometric().fit([REGULAR, [10, 12]])

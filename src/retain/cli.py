@@ -189,6 +189,18 @@ def _cell(value: Any, money: bool) -> str:
     return str(value)
 
 
+def aligned(head: list[str], rows: list[list[str]]) -> list[str]:
+    """Rows of text cells as lines of columns two spaces apart, each as wide as its widest
+    cell: the first column left-aligned, the others (numbers) right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return [
+        "  ".join(
+            [r[0].ljust(widths[0]), *(v.rjust(w) for v, w in zip(r[1:], widths[1:], strict=True))]
+        )
+        for r in [head, *rows]
+    ]
+
+
 def people_table(frame: pd.DataFrame) -> str:
     """A DataFrame as text for people: money with two decimals and thousands
     separators, counts with thousands separators, dates as YYYY-MM-DD, gaps as '-'."""
@@ -288,7 +300,10 @@ def ingest(
     ],
     format: Annotated[
         str,
-        typer.Option("--format", help="auto, orders, shopify, cdnow, customers, lines or spend."),
+        typer.Option(
+            "--format",
+            help="auto, orders, shopify, cdnow, customers, lines, spend, subscriptions or stripe.",
+        ),
     ] = "auto",
     map: Annotated[
         list[str] | None,
@@ -1371,19 +1386,10 @@ def whatif(
                 shown = "-" if rel is None else f"{rel:+.1%}"
                 rows.append([f"{label} in all", f"{base[key]:,.2f}", f"{moved[key]:,.2f}", shown])
         head = ["month ends", series, "scenario", "change"]
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
         lines = [
             f"{answer['model']} fit {answer['fit_id']}, {answer['customers']:,} customers, "
             f"from {answer['as_of']}; levers: {levers or 'none'}",
-            *(
-                "  ".join(
-                    [
-                        r[0].ljust(widths[0]),
-                        *(v.rjust(w) for v, w in zip(r[1:], widths[1:], strict=True)),
-                    ]
-                )
-                for r in [head, *rows]
-            ),
+            *aligned(head, rows),
         ]
         if base["value"] is not None:
             clv = " (the sum of the customers' 12-month CLV)" if months == 12 else ""
@@ -2234,6 +2240,121 @@ def experiments_size(
 
 
 # --- service (retain.service): serve, report ------------------------------------------
+
+
+# --- subscriptions (retain.subscriptions) ----------------------------------------------
+
+subscriptions_app = RetainTyper(
+    cls=RetainGroup,
+    help="Subscriptions: MRR and its movements, retention by start cohort, and each plan's "
+    "retention curve (sBG) and subscriber value.",
+    no_args_is_help=True,
+)
+app.add_typer(subscriptions_app, name="subscriptions")
+
+
+@subscriptions_app.command("report")
+@friendly_errors
+def subscriptions_report(
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Observation date YYYY-MM-DD. Default: the store's as_of setting, else today.",
+        ),
+    ] = None,
+    margin: MarginOption = None,
+    discount_rate: Annotated[
+        float, typer.Option("--discount-rate", help="Discount rate a year for subscriber value.")
+    ] = 0.1,
+    months: Annotated[int, typer.Option("--months", help="Months of MRR to show.")] = 12,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """MRR month by month with its movements (new, reactivated, expansion, contraction,
+    churned), logo and revenue retention by start cohort, and per plan the sBG fit of its
+    survival table, its tracking on a holdout of later periods and its subscribers' value."""
+    from retain.store import Store
+    from retain.subscriptions import report
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        result = report(store, as_of=as_of, margin=margin, discount_rate=discount_rate)
+
+    def table() -> str:
+        lines = [
+            f"subscriptions at {result['as_of']}: MRR {result['mrr_now']:,.2f} from "
+            f"{result['paying_customers']:,} paying customers",
+        ]
+        head = [
+            "month",
+            "mrr",
+            "customers",
+            "new",
+            "reactivated",
+            "expansion",
+            "contraction",
+            "churned",
+        ]
+        rows = [
+            [
+                row["month"],
+                f"{row['mrr']:,.2f}",
+                f"{row['customers']:,}",
+                *(f"{row[k]:+,.2f}" if row[k] else "0" for k in head[3:]),
+            ]
+            for row in result["mrr"][-max(1, months) :]
+        ]
+        lines.extend("  " + line for line in aligned(head, rows))
+        firsts = {r["cohort"]: r for r in result["cohorts"] if r["age"] == 0}
+        for age in (1, 3, 6, 12):  # the cohorts measured that long, pooled
+            at = [r for r in result["cohorts"] if r["age"] == age]
+            if at:
+                size = sum(firsts[r["cohort"]]["customers"] for r in at)
+                kept = sum(r["customers"] for r in at)
+                base = sum(firsts[r["cohort"]]["mrr"] for r in at)
+                mrr = sum(r["mrr"] for r in at)
+                if size and base:
+                    lines.append(
+                        f"  after {age:>2} months: logo retention {kept / size:.1%}, revenue "
+                        f"retention {mrr / base:.1%} ({len(at)} cohorts)"
+                    )
+        for plan in result["plans"]:
+            every = "" if plan["interval_count"] == 1 else f"{plan['interval_count']} "
+            lines.append(
+                f"plan {plan['plan']} (every {every}{plan['billing_interval']}): "
+                f"{plan['subscriptions']:,} subscriptions in {plan['cohorts']} cohorts, "
+                f"{plan['active']:,} active"
+            )
+            fit = plan["fit"]
+            if fit is None:
+                lines.append(f"  not fitted: {plan['problem']}")
+                continue
+            survival = ", ".join(f"{k}: {v:.1%}" for k, v in fit["survival"].items())
+            lines.append(
+                f"  sBG alpha {fit['alpha']:.3f} beta {fit['beta']:.3f}; still active after "
+                f"periods {survival}"
+            )
+            track = plan.get("tracking")
+            if track and track["holdout_mean_abs_error"] is not None:
+                lines.append(
+                    f"  tracking: fitted on periods to {track['fitted_through']}, the later "
+                    f"ones projected within {track['holdout_mean_abs_error']:.1%} on average"
+                )
+            value = plan.get("value")
+            if value:
+                lines.append(
+                    f"  value of its {value['subscribers']:,} active subscribers: "
+                    f"{value['total']:,.2f} ({value['mean']:,.2f} each, "
+                    f"{value['mean_residual_periods']:.1f} payments to come, discounted); "
+                    f"a new subscriber {value['new_subscriber']:,.2f}"
+                )
+        lines.append(
+            f"value: margin {result['margin']:g}, discounted {result['discount_rate']:g} a year"
+        )
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
 
 
 # --- loyalty (retain.loyalty): the points ledger, tiers, referrals ---------------------

@@ -117,6 +117,39 @@ MARKETING_SPEND = Table(
     description="marketing spend per day and channel",
 )
 
+SUBSCRIPTIONS = Table(
+    "subscriptions",
+    (
+        Column("subscription_id", "VARCHAR NOT NULL", "the subscription's identifier", True),
+        Column("customer_id", "VARCHAR NOT NULL", "who subscribed", True),
+        Column("plan", "VARCHAR", "the plan or product subscribed to"),
+        Column(
+            "price",
+            "DOUBLE NOT NULL",
+            "what one billing interval costs the customer after discounts, reporting currency",
+            True,
+        ),
+        Column("quantity", "DOUBLE", "seats or units (blank: 1); the charge is price x quantity"),
+        Column("billing_interval", "VARCHAR", "day, week, month or year (blank: month)"),
+        Column("interval_count", "DOUBLE", "billed every this many intervals (blank: 1)"),
+        Column("started_at", "TIMESTAMP NOT NULL", "when it started, UTC", True),
+        Column("trial_ends_at", "TIMESTAMP", "end of a free trial: it pays from then on"),
+        Column(
+            "cancelled_at",
+            "TIMESTAMP",
+            "when it ended or ends (a cancellation at the period's end: that end); blank: active",
+        ),
+        Column("status", "VARCHAR", "as the source says: active, canceled, past_due, trialing..."),
+        Column("currency", "VARCHAR", "currency it is billed in (ISO 4217)"),
+        Column("source_file", "VARCHAR", "file the subscription was ingested from"),
+    ),
+    key=("subscription_id",),
+    description=(
+        "one row per subscription; a change of plan or price is a new subscription that "
+        "starts as the old one ends"
+    ),
+)
+
 QUARANTINE = Table(
     "quarantine",
     (

@@ -24,6 +24,7 @@ from retain.schema import (
     CONTACT_SUPPRESSIONS,
     LOYALTY_LEDGER,
     LOYALTY_REFERRALS,
+    SUBSCRIPTIONS,
     TABLES,
 )
 
@@ -241,6 +242,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 source VARCHAR NOT NULL, added BIGINT NOT NULL, summary VARCHAR)""",
         ],
     ),
+    # retain.subscriptions: subscriptions as a source (a canonical file, Stripe's export)
+    ("subscriptions", [SUBSCRIPTIONS.ddl()]),
 ]
 
 

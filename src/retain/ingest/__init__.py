@@ -2,7 +2,7 @@
 
 ``ingest(store, path)`` recognises the format by its header (orders CSV or
 Parquet, Shopify's orders export, the CDNOW files, customers, order lines,
-marketing spend), validates every row, sets bad rows aside in the
+marketing spend, subscriptions and Stripe's subscriptions export), validates every row, sets bad rows aside in the
 ``quarantine`` table with the reason, and writes the rest in one transaction.
 Ingesting the same file again changes nothing: rows are keyed (orders by
 order_id, unique in the store) and a changed row replaces its older version; a
@@ -30,7 +30,7 @@ import pandas as pd
 
 from retain import config
 from retain.errors import ArgumentError, DataError, SchemaError
-from retain.ingest import cdnow, shopify
+from retain.ingest import cdnow, shopify, subscriptions
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
 from retain.ingest.load import (
     AFTER_AS_OF,
@@ -73,7 +73,9 @@ def ingest(
     """Load one file into the store and report what was loaded and what was set aside.
 
     - ``format``: "auto" (default), "orders", "shopify", "cdnow", "customers",
-      "lines" (order lines) or "spend" (marketing spend: date, channel, amount).
+      "lines" (order lines), "spend" (marketing spend: date, channel, amount),
+      "subscriptions" or "stripe" (Stripe's subscriptions export): see
+      :mod:`retain.ingest.subscriptions`.
     - ``mapping``: canonical column -> column in the file, for files whose
       headers differ from the canonical names.
     - ``as_of``: the observation date; orders dated after it are quarantined
@@ -196,6 +198,10 @@ def ingest(
                 load_lines(loader, columns, mapping, report)
             elif fmt == "spend":
                 _spend(loader, columns, mapping, report)
+            elif fmt == "subscriptions":
+                subscriptions.load(loader, columns, mapping, report)
+            elif fmt == "stripe":
+                subscriptions.load_stripe(loader, columns, report)
             loader.write_quarantine(report, digest)
             loader.record_file(fmt, report, digest=digest, options=options)
             config.record_from_ingest(store, "as_of", None if as_of is None else observed.date())

@@ -9,7 +9,17 @@ from pathlib import Path
 from retain.errors import DataError, SchemaError
 from retain.ingest import text
 
-FORMATS = ("auto", "orders", "shopify", "cdnow", "customers", "lines", "spend")
+FORMATS = (
+    "auto",
+    "orders",
+    "shopify",
+    "cdnow",
+    "customers",
+    "lines",
+    "spend",
+    "subscriptions",
+    "stripe",
+)
 
 _CDNOW_LINE = re.compile(r"^\s*\d+\s+(\d+\s+)?\d{8}\s+\d+\s+[\d.]+\s*$")
 
@@ -65,10 +75,24 @@ def looks_like_shopify(columns: list[str]) -> bool:
     return {"name", "email", "subtotal"} <= names and bool(names & {"created at", "paid at"})
 
 
+def looks_like_stripe_subscriptions(columns: list[str]) -> bool:
+    """Whether the columns are those of Stripe's subscriptions export: ``id``, a
+    customer, a status and a start among its "(UTC)" columns."""
+    names = {c.strip().lower() for c in columns}
+    started = names & {"start (utc)", "start date (utc)", "created (utc)"}
+    return (
+        "id" in names
+        and "status" in names
+        and bool(started)
+        and bool(names & {"customer id", "customer email"})
+    )
+
+
 def detect_format(
     path: Path, columns: list[str] | None, mapping: Mapping[str, str] | None = None
 ) -> str:
-    """Name the reader for a file: shopify, cdnow, spend, lines, customers or orders.
+    """Name the reader for a file: shopify, cdnow, spend, lines, subscriptions, stripe
+    (its subscriptions export), customers or orders.
     The canonical columns of ``mapping`` (``--map ordered_at=order_date``) count as
     the file's own."""
     if columns is None:  # text whose first line is not a delimited header
@@ -83,6 +107,10 @@ def detect_format(
         return "shopify"
     if names >= {"date", "channel", "amount"} and len(names) <= 4:
         return "spend"
+    if names >= {"subscription_id", "started_at"}:
+        return "subscriptions"
+    if looks_like_stripe_subscriptions(columns):
+        return "stripe"
     if "sku" in names and "order_id" in names and "ordered_at" not in names:
         return "lines"
     if "customer_id" in names and "order_id" not in names and "ordered_at" not in names:

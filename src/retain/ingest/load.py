@@ -47,6 +47,7 @@ class IngestReport:
     order_lines: int = 0
     customers: int = 0
     spend_rows: int = 0
+    subscriptions: int = 0
     quarantined: int = 0
     skipped_cancelled: int = 0
     refunds: int = 0
@@ -68,6 +69,7 @@ class IngestReport:
                 (self.order_lines, "order line"),
                 (self.customers, "customer"),
                 (self.spend_rows, "spend row"),
+                (self.subscriptions, "subscription"),
             )
             if n
         ]
@@ -887,7 +889,7 @@ class Loader:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     sha.update(block)
             digest = sha.hexdigest()
-        loaded = report.orders + report.order_lines + report.spend_rows
+        loaded = report.orders + report.order_lines + report.spend_rows + report.subscriptions
         if fmt == "customers":
             loaded = report.customers
         self.con.execute(

@@ -28,10 +28,10 @@ from retain.models.base import Array, Model
 
 @dataclass
 class _Survivors:
-    lost: Array  # customers who cancelled in period t = 1..tau
+    lost: Array  # customers who cancelled in period t = 1..max tau, every cohort's
     periods: Array
-    remaining: float  # still active after tau
-    tau: float
+    remaining: Array  # each cohort's customers still active after its last period
+    tau: Array  # each cohort's last period observed
     total_weight: float
 
 
@@ -39,7 +39,9 @@ class ShiftedBetaGeometric(Model):
     """sBG (Fader & Hardie 2007): parameters ``alpha``, ``beta``.
 
     ``fit(survivors)``: customers active at the start of period 0 (the cohort),
-    1, 2, ... (a list, array or Series, never increasing).
+    1, 2, ... (a list, array or Series, never increasing); or a list of such lists, one
+    per cohort, each as long as that cohort has been observed: the cohorts share the
+    parameters, and each adds its own periods to the likelihood.
     """
 
     name = "sbg"
@@ -48,30 +50,47 @@ class ShiftedBetaGeometric(Model):
     def _prepare(self, data: Any, weights: Any) -> _Survivors:
         if weights is not None:
             raise ArgumentError("the sBG model takes survivor counts, not weights")
-        values = np.asarray(data, dtype=np.float64).ravel()
-        if values.size < 2:
+        if (
+            isinstance(data, list | tuple)
+            and data
+            and all(isinstance(c, list | tuple | np.ndarray | pd.Series) for c in data)
+        ):
+            cohorts = [self._cohort(c, f"cohort {i + 1}: ") for i, c in enumerate(data)]
+        else:
+            cohorts = [self._cohort(data, "")]
+        longest = max(c.size for c in cohorts) - 1
+        if longest < 1:
             raise DataError("need the cohort size and at least one later count of active customers")
+        lost = np.zeros(longest)
+        for values in cohorts:
+            lost[: values.size - 1] -= np.diff(values)
+        return _Survivors(
+            lost=lost,
+            periods=np.arange(1, longest + 1, dtype=np.float64),
+            remaining=np.array([c[-1] for c in cohorts]),
+            tau=np.array([c.size - 1 for c in cohorts], dtype=np.float64),
+            total_weight=float(sum(c[0] for c in cohorts)),
+        )
+
+    @staticmethod
+    def _cohort(data: Any, where: str) -> Array:
+        values = np.asarray(data, dtype=np.float64).ravel()
+        if values.size < 1:
+            raise DataError(f"{where}need the cohort size and the later counts of active customers")
         if not np.all(np.isfinite(values)) or np.any(values < 0):
-            raise DataError("survivor counts must be finite numbers >= 0")
+            raise DataError(f"{where}survivor counts must be finite numbers >= 0")
         if values[0] <= 0:
-            raise DataError("the cohort (first count) must have customers", value=values[0])
+            raise DataError(f"{where}the cohort (first count) must have customers", value=values[0])
         drops = np.diff(values)
         if np.any(drops > 0):
             at = int(np.flatnonzero(drops > 0)[0]) + 1
             raise DataError(
-                f"survivor counts must never increase; period {at} has more active "
+                f"{where}survivor counts must never increase; period {at} has more active "
                 "customers than the one before",
                 value=float(values[at]),
                 expected=f"at most {values[at - 1]:g}",
             )
-        tau = values.size - 1
-        return _Survivors(
-            lost=-drops,
-            periods=np.arange(1, tau + 1, dtype=np.float64),
-            remaining=float(values[-1]),
-            tau=float(tau),
-            total_weight=float(values[0]),
-        )
+        return values
 
     def _loglik(self, params: Array, prepared: Any) -> tuple[float, Array]:
         d: _Survivors = prepared
@@ -80,7 +99,7 @@ class ShiftedBetaGeometric(Model):
         lb0 = special.betaln(alpha, beta)
         log_p = special.betaln(alpha + 1.0, beta + t - 1.0) - lb0
         log_s = special.betaln(alpha, beta + d.tau) - lb0
-        total = dot(d.lost, log_p) + d.remaining * log_s
+        total = dot(d.lost, log_p) + dot(d.remaining, log_s)
         psi = special.digamma
         base_a = -psi(alpha) + psi(alpha + beta)
         base_b = -psi(beta) + psi(alpha + beta)
@@ -89,7 +108,7 @@ class ShiftedBetaGeometric(Model):
         ds_a = psi(alpha) - psi(alpha + beta + d.tau) + base_a
         ds_b = psi(beta + d.tau) - psi(alpha + beta + d.tau) + base_b
         return total, np.array(
-            [dot(d.lost, dp_a) + d.remaining * ds_a, dot(d.lost, dp_b) + d.remaining * ds_b]
+            [dot(d.lost, dp_a) + dot(d.remaining, ds_a), dot(d.lost, dp_b) + dot(d.remaining, ds_b)]
         )
 
     # -- predictions -------------------------------------------------------------------

@@ -893,6 +893,27 @@ LEDGER_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+@router.get("/subscriptions", responses=ERRORS, summary="MRR, retention and subscriber value")
+def get_subscriptions(
+    service: ServiceDep,
+    margin: Annotated[
+        float | None, Query(gt=0, le=1, description="Fraction of revenue kept.")
+    ] = None,
+    discount_rate: Annotated[
+        float, Query(gt=0, le=1, description="Discount rate a year for subscriber value.")
+    ] = 0.1,
+) -> dict[str, Any]:
+    """``retain subscriptions report``: MRR month by month with its movements, logo and
+    revenue retention by start cohort, and per plan the sBG fit of its survival table,
+    its tracking on a holdout of later periods and its subscribers' value."""
+    from retain.subscriptions import report
+
+    return service.cached(
+        ("subscriptions", margin, discount_rate),
+        lambda store: report(store, margin=margin, discount_rate=discount_rate),
+    )
+
+
 @router.get("/loyalty", responses=ERRORS, summary="The loyalty programme: liability, cost, tiers")
 def get_loyalty(service: ServiceDep) -> dict[str, Any]:
     """``retain loyalty report``: the points outstanding and their value, what expires

@@ -1,0 +1,449 @@
+"""Subscriptions: recurring revenue, its movements, retention by cohort, and what a
+subscriber is worth under the shifted-beta-geometric model (sBG, Fader & Hardie 2007).
+
+From the ``subscriptions`` table (:mod:`retain.ingest.subscriptions`):
+
+- **MRR** at each month's end: every subscription paying then, at ``price x quantity``
+  spread over the months its interval spans (a year's price / 12, a week's x 52/12).
+  A subscription pays from its start, or the end of its free trial, until it is
+  cancelled. The last month is measured at the observation day.
+- **Movements**, per customer from one month's end to the next: *new* (a customer's
+  first recurring revenue), *reactivated* (back after a month at 0), *expansion* and
+  *contraction* (more or less, above 0), *churned* (to 0). Each month's MRR is the
+  previous month's plus its movements. A subscription that starts and ends within one
+  month is in no month's end.
+- **Retention by start cohort** (the month a customer's recurring revenue began):
+  logo retention, the share of the cohort's customers still paying k months on, and
+  revenue retention, their MRR against the cohort's first month's.
+- **Survival** of each plan's subscriptions (plan, interval and count): per start
+  month, how many are still active after each billing period, as far as every
+  subscription of that month has been observed. The sBG model is fitted per plan on
+  all its cohorts together; ``tracking`` fits it again on the first two thirds of
+  the periods and sets its projection beside what happened in the rest.
+- **Value** of each active subscriber: margin x price per period x the discounted
+  expected residual lifetime (DERL) of a subscription that has renewed as often as
+  theirs, the next payment counted in full (:meth:`ShiftedBetaGeometric.expected_residual_lifetime`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from retain.errors import ArgumentError, StoreError
+from retain.store import Store
+
+MONTHS_PER = {"day": 12 / 365.25, "week": 7 * 12 / 365.25, "month": 1.0, "year": 12.0}
+"""Months one billing interval spans."""
+TRACKING_SHARE = 2 / 3
+"""The share of a plan's periods the tracking fit sees."""
+MIN_SUBSCRIPTIONS = 20
+"""A plan's retention is estimated from this many subscriptions that completed a period."""
+
+
+def recurring_value(price: float, periods: float, discount_rate: float = 0.0) -> float:
+    """What ``periods`` payments of ``price`` are worth, the first in full and each later
+    one discounted by ``discount_rate`` per period: 20 a month for 30 months is 600."""
+    if not (math.isfinite(price) and math.isfinite(periods) and periods >= 0):
+        raise ArgumentError(f"price and periods must be finite, periods >= 0: {price}, {periods}")
+    if not math.isfinite(discount_rate) or discount_rate < 0:
+        raise ArgumentError(f"discount_rate must be 0 or more, got {discount_rate!r}")
+    whole = math.floor(periods)
+    if discount_rate == 0:
+        return price * periods
+    z = 1.0 / (1.0 + discount_rate)
+    return price * ((1 - z**whole) / (1 - z) + (periods - whole) * z**whole)
+
+
+def _as_of(store: Store, as_of: str | dt.date | None) -> dt.date:
+    if (
+        not store.has_table("subscriptions")
+        or not store.con.execute("SELECT count(*) FROM subscriptions").fetchall()[0][0]
+    ):
+        raise StoreError(
+            f"the store {store.path} holds no subscriptions: ingest a subscriptions file "
+            "(retain ingest FILE --format subscriptions, or Stripe's export: --format stripe)"
+        )
+    if as_of is not None:
+        return as_of if isinstance(as_of, dt.date) else dt.date.fromisoformat(str(as_of))
+    from retain.config import load_settings
+
+    setting = load_settings(store).as_of
+    if setting is not None:
+        return dt.date.fromisoformat(str(setting)[:10])
+    return dt.datetime.now(dt.UTC).date()
+
+
+# each subscription's monthly amount, the instant it starts paying and when it stops
+_SUBS_SQL = """
+SELECT subscription_id, customer_id, coalesce(plan, '(no plan)') AS plan, billing_interval,
+       CAST(interval_count AS BIGINT) AS interval_count, price * quantity AS charge,
+       price * quantity / (interval_count * CASE billing_interval
+           WHEN 'day' THEN {day!r} WHEN 'week' THEN {week!r} WHEN 'year' THEN 12.0
+           ELSE 1.0 END) AS mrr,
+       greatest(started_at, coalesce(trial_ends_at, started_at)) AS paying_from,
+       cancelled_at
+FROM subscriptions
+WHERE started_at < $cutoff
+""".format(day=MONTHS_PER["day"], week=MONTHS_PER["week"])
+
+
+def _month_ends(store: Store, as_of: dt.date) -> list[dt.datetime]:
+    """The instants each month is measured at: the first moment of the next month, the
+    last the end of the observation day."""
+    first = store.con.execute(
+        f"SELECT min(paying_from) FROM ({_SUBS_SQL})", {"cutoff": _cutoff(as_of)}
+    ).fetchall()[0][0]
+    if first is None:
+        raise StoreError(f"no subscription started by {as_of}")
+    year, month = first.year, first.month
+    ends = []
+    while (year, month) < (as_of.year, as_of.month):
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        ends.append(dt.datetime(year, month, 1))
+    ends.append(_cutoff(as_of))
+    return ends
+
+
+def _cutoff(as_of: dt.date) -> dt.datetime:
+    return dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
+
+
+def _customer_months(store: Store, as_of: dt.date) -> tuple[pd.DataFrame, list[dt.datetime]]:
+    """Each customer's MRR at each month's end from their first paying month to the month
+    after their last (0 where they paid nothing), with the movement it makes."""
+    ends = _month_ends(store, as_of)
+    frame = store.con.execute(
+        f"""
+        WITH subs AS ({_SUBS_SQL}),
+        months AS (SELECT unnest($ends) AS snap, generate_subscripts($ends, 1) - 1 AS idx),
+        paying AS (
+            SELECT m.idx, s.customer_id, sum(s.mrr) AS mrr
+            FROM months m JOIN subs s
+              ON s.paying_from < m.snap AND (s.cancelled_at IS NULL OR s.cancelled_at >= m.snap)
+            GROUP BY ALL),
+        bounds AS (SELECT customer_id, min(idx) AS lo, max(idx) AS hi FROM paying GROUP BY ALL),
+        grid AS (
+            SELECT customer_id, lo, unnest(range(lo, least(hi + 2, $months))) AS idx
+            FROM bounds),
+        filled AS (
+            SELECT g.customer_id, g.lo, g.idx, round(coalesce(p.mrr, 0), 9) AS mrr
+            FROM grid g LEFT JOIN paying p USING (customer_id, idx)),
+        lagged AS (
+            SELECT *, lag(mrr, 1, 0) OVER w AS prev,
+                   coalesce(max(mrr > 0) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND
+                                                1 PRECEDING), false) AS had
+            FROM filled WINDOW w AS (PARTITION BY customer_id ORDER BY idx))
+        SELECT customer_id, lo AS cohort, idx, mrr, prev,
+               CASE WHEN mrr > 0 AND prev = 0 AND NOT had THEN 'new'
+                    WHEN mrr > 0 AND prev = 0 THEN 'reactivated'
+                    WHEN prev > 0 AND mrr = 0 THEN 'churned'
+                    WHEN prev > 0 AND mrr > prev THEN 'expansion'
+                    WHEN prev > 0 AND mrr < prev THEN 'contraction'
+               END AS movement
+        FROM lagged
+        """,
+        {"cutoff": _cutoff(as_of), "ends": ends, "months": len(ends)},
+    ).df()
+    return frame, ends
+
+
+MOVEMENTS = ("new", "reactivated", "expansion", "contraction", "churned")
+
+
+def _label(ends: list[dt.datetime], idx: int) -> str:
+    """The month measured at ``ends[idx]``: YYYY-MM."""
+    end = ends[idx] - dt.timedelta(microseconds=1)
+    return f"{end.year:04d}-{end.month:02d}"
+
+
+def mrr_movements(store: Store, as_of: str | dt.date | None = None) -> pd.DataFrame:
+    """Per month: ``mrr`` at its end, paying ``customers``, the MRR each movement brought
+    (``new``, ``reactivated``, ``expansion`` positive; ``contraction``, ``churned``
+    negative), ``new_customers`` and ``churned_customers``, and ``arpa`` (MRR per paying
+    customer). ``mrr`` is the previous month's plus the movements."""
+    day = _as_of(store, as_of)
+    frame, ends = _customer_months(store, day)
+    frame["change"] = frame["mrr"] - frame["prev"]
+    rows = []
+    grouped = dict(tuple(frame.groupby("idx")))
+    for idx in range(len(ends)):
+        part = grouped.get(idx, frame.iloc[0:0])
+        row: dict[str, Any] = {
+            "month": _label(ends, idx),
+            "mrr": float(part["mrr"].sum()),
+            "customers": int((part["mrr"] > 0).sum()),
+        }
+        for name in MOVEMENTS:
+            row[name] = float(part.loc[part["movement"] == name, "change"].sum())
+        row["new_customers"] = int((part["movement"] == "new").sum())
+        row["churned_customers"] = int((part["movement"] == "churned").sum())
+        row["arpa"] = row["mrr"] / row["customers"] if row["customers"] else None
+        rows.append(row)
+    result = pd.DataFrame(rows)
+    result.attrs["as_of"] = day.isoformat()
+    return result
+
+
+def cohort_retention(store: Store, as_of: str | dt.date | None = None) -> pd.DataFrame:
+    """Per start cohort (the month a customer's recurring revenue began) and months since
+    (``age``, 0 the cohort's month): ``customers`` still paying, ``logo_retention`` (of
+    the cohort's customers), ``mrr`` and ``revenue_retention`` (of the cohort's first
+    month's MRR: above 1 when expansion outweighs churn)."""
+    day = _as_of(store, as_of)
+    frame, ends = _customer_months(store, day)
+    frame = frame[frame["idx"] < len(ends)]
+    frame = frame.assign(age=frame["idx"] - frame["cohort"], paying=frame["mrr"] > 0)
+    table = frame.groupby(["cohort", "age"]).agg(customers=("paying", "sum"), mrr=("mrr", "sum"))
+    table = table.reset_index()
+    first = table[table["age"] == 0].set_index("cohort")
+    table["logo_retention"] = table["customers"] / table["cohort"].map(first["customers"])
+    table["revenue_retention"] = table["mrr"] / table["cohort"].map(first["mrr"])
+    # the whole of each cohort's ages up to the last month measured, 0 where none pay
+    full = []
+    for key, part in table.groupby("cohort"):
+        cohort: Any = key
+        ages = pd.DataFrame({"age": np.arange(len(ends) - int(cohort))})
+        merged = ages.merge(part, on="age", how="left")
+        merged["cohort"] = cohort
+        for column in ("customers", "mrr", "logo_retention", "revenue_retention"):
+            merged[column] = merged[column].fillna(0.0)
+        full.append(merged)
+    result = pd.concat(full, ignore_index=True)
+    result["customers"] = result["customers"].astype("int64")
+    result["cohort"] = [_label(ends, int(c)) for c in result["cohort"]]
+    result.attrs["as_of"] = day.isoformat()
+    return result[["cohort", "age", "customers", "logo_retention", "mrr", "revenue_retention"]]
+
+
+# whole billing periods between two days: calendar months for month and year plans (a
+# 31st to the last day of a shorter month is a whole month), days for day and week
+_PERIODS_SQL = """
+CASE WHEN {interval} IN ('month', 'year') THEN
+    (date_diff('month', {a}, {b}) - CASE WHEN day({b}) < day({a}) AND {b} <> last_day({b})
+                                         THEN 1 ELSE 0 END)
+    // (interval_count * CASE WHEN {interval} = 'year' THEN 12 ELSE 1 END)
+ELSE date_diff('day', {a}, {b})
+    // (interval_count * CASE WHEN {interval} = 'week' THEN 7 ELSE 1 END)
+END
+"""
+
+
+def _periods(a: str, b: str) -> str:
+    return _PERIODS_SQL.format(interval="billing_interval", a=a, b=b)
+
+
+def survival(store: Store, as_of: str | dt.date | None = None) -> pd.DataFrame:
+    """Per plan (``plan``, ``billing_interval``, ``interval_count``) and start month
+    (``cohort``): ``period`` 0, 1, ... and ``active``, how many of the cohort's
+    subscriptions were still active at that period's start (``period`` renewals), as far
+    as every one of them has been observed; ``price`` is the plan's median charge per
+    period."""
+    day = _as_of(store, as_of)
+    frame = store.con.execute(
+        f"""
+        WITH subs AS ({_SUBS_SQL}),
+        lived AS (
+            SELECT plan, billing_interval, interval_count, charge,
+                   strftime(paying_from, '%Y-%m') AS cohort,
+                   {_periods("CAST(paying_from AS DATE)", "$day")} AS observable,
+                   CASE WHEN cancelled_at IS NULL OR cancelled_at >= $cutoff THEN NULL
+                        ELSE greatest({
+            _periods(
+                "CAST(paying_from AS DATE)",
+                "CAST(cancelled_at - INTERVAL 1 DAY AS DATE)",
+            )
+        }, 0) END AS renewals
+            FROM subs WHERE cancelled_at IS NULL OR cancelled_at > paying_from),
+        cohorts AS (
+            SELECT plan, billing_interval, interval_count, cohort, min(observable) AS tau,
+                   list(renewals) AS renewals, count(*) AS size, median(charge) AS price
+            FROM lived GROUP BY ALL)
+        SELECT plan, billing_interval, interval_count, cohort, size, price, tau, renewals
+        FROM cohorts ORDER BY plan, billing_interval, interval_count, cohort
+        """,
+        {"cutoff": _cutoff(day), "day": day},
+    ).fetchall()
+    rows = []
+    for plan, interval, count, cohort, size, price, tau, renewals in frame:
+        ended = np.array([r for r in renewals if r is not None], dtype=np.int64)
+        for period in range(int(tau) + 1):
+            active = int(size) - int((ended < period).sum())
+            rows.append((plan, interval, int(count), cohort, period, active, float(price)))
+    result = pd.DataFrame(
+        rows,
+        columns=[
+            "plan",
+            "billing_interval",
+            "interval_count",
+            "cohort",
+            "period",
+            "active",
+            "price",
+        ],
+    )
+    result.attrs["as_of"] = day.isoformat()
+    return result
+
+
+def _series(table: pd.DataFrame, cut: int | None = None) -> list[list[float]]:
+    """Each cohort's active counts by period (up to ``cut``)."""
+    out = []
+    for _, part in table.groupby("cohort"):
+        counts = part.sort_values("period")["active"].to_numpy(dtype=np.float64)
+        if cut is not None:
+            counts = counts[: cut + 1]
+        if counts.size >= 2:
+            out.append(counts.tolist())
+    return out
+
+
+def _period_years(interval: str, count: int) -> float:
+    return MONTHS_PER[interval] * count / 12.0
+
+
+def report(
+    store: Store,
+    *,
+    as_of: str | dt.date | None = None,
+    margin: float | None = None,
+    discount_rate: float = 0.1,
+) -> dict[str, Any]:
+    """The subscriptions in one answer: ``mrr`` (month by month, with movements),
+    ``cohorts`` (retention by start month), and ``plans``: per plan its sBG fit on the
+    survival table, projected survival, ``tracking`` against a holdout of its later
+    periods, and the value of its active subscribers (margin, ``discount_rate`` a year).
+    A plan with no cancellation or fewer than two periods observed is not fitted, and
+    says so."""
+    from retain.config import resolve_margin
+    from retain.models import ShiftedBetaGeometric
+
+    if not math.isfinite(discount_rate) or discount_rate <= 0:
+        raise ArgumentError(f"discount_rate (a year) must be above 0, got {discount_rate!r}")
+    margin = resolve_margin(store, margin)
+    day = _as_of(store, as_of)
+    movements = mrr_movements(store, day)
+    cohorts = cohort_retention(store, day)
+    table = survival(store, day)
+    active = store.con.execute(
+        f"""
+        WITH subs AS ({_SUBS_SQL})
+        SELECT plan, billing_interval, interval_count, charge,
+               {_periods("CAST(paying_from AS DATE)", "$day")} AS renewals
+        FROM subs WHERE paying_from < $cutoff AND (cancelled_at IS NULL OR cancelled_at >= $cutoff)
+        """,
+        {"cutoff": _cutoff(day), "day": day},
+    ).df()
+    plans = []
+    for key, part in table.groupby(["plan", "billing_interval", "interval_count"], sort=True):
+        plan, interval, count = cast(tuple[str, str, int], key)
+        entry: dict[str, Any] = {
+            "plan": plan,
+            "billing_interval": interval,
+            "interval_count": int(count),
+            "subscriptions": int(part.loc[part["period"] == 0, "active"].sum()),
+            "cohorts": int(part["cohort"].nunique()),
+            "periods_observed": int(part["period"].max()),
+        }
+        mine = active[
+            (active["plan"] == plan)
+            & (active["billing_interval"] == interval)
+            & (active["interval_count"] == count)
+        ]
+        entry["active"] = len(mine)
+        series = _series(part)
+        lost = sum(s[0] - s[-1] for s in series)
+        observed = sum(s[0] for s in series)
+        problem = None
+        if not series:
+            problem = "no billing period completed yet: nothing to fit"
+        elif observed < MIN_SUBSCRIPTIONS:
+            problem = (
+                f"too few subscriptions observed for a whole period ({observed:g}; "
+                f"{MIN_SUBSCRIPTIONS} are needed) to estimate retention"
+            )
+        elif lost <= 0:
+            problem = "no cancellation observed yet: retention cannot be estimated"
+        model = None if problem else ShiftedBetaGeometric().fit(series)
+        if model is not None and not model.converged_:
+            problem, model = "the sBG fit did not converge on this plan's survival table", None
+        if model is None:
+            entry["fit"], entry["problem"] = None, problem
+            plans.append(entry)
+            continue
+        alpha, beta = model.params_["alpha"], model.params_["beta"]
+        per_period = (1 + discount_rate) ** _period_years(interval, int(count)) - 1
+        horizon = (1, 2, 3, 6, 12, 24, 36)
+        entry["fit"] = {
+            "model": "sbg",
+            "alpha": alpha,
+            "beta": beta,
+            "converged": bool(model.converged_),
+            "survival": {str(p): float(model.survival([p]).iloc[0]) for p in horizon},
+            "retention_next": float(model.retention_rate([1]).iloc[0]),
+            "discount_rate_per_period": per_period,
+        }
+        entry["tracking"] = _tracking(part)
+        if len(mine):
+            derl = model.expected_residual_lifetime(mine["renewals"].to_numpy(), per_period)
+            value = margin * mine["charge"].to_numpy() * derl.to_numpy()
+            entry["value"] = {
+                "subscribers": len(mine),
+                "total": float(value.sum()),
+                "mean": float(value.mean()),
+                "mean_residual_periods": float(derl.mean()),
+                "new_subscriber": float(
+                    margin
+                    * float(part["price"].iloc[0])
+                    * model.expected_residual_lifetime([0], per_period).iloc[0]
+                ),
+            }
+        plans.append(entry)
+    last = movements.iloc[-1]
+    return {
+        "as_of": day.isoformat(),
+        "margin": margin,
+        "discount_rate": discount_rate,
+        "mrr_now": float(last["mrr"]),
+        "paying_customers": int(last["customers"]),
+        "mrr": movements.to_dict(orient="records"),
+        "cohorts": cohorts.to_dict(orient="records"),
+        "plans": plans,
+    }
+
+
+def _tracking(part: pd.DataFrame) -> dict[str, Any] | None:
+    """The sBG fitted on the first :data:`TRACKING_SHARE` of the plan's periods, its
+    projected survivors beside the actual ones in every period (summed over the cohorts
+    observed that long), the later periods a holdout; None with fewer than 3 periods."""
+    from retain.models import ShiftedBetaGeometric
+
+    longest = int(part["period"].max())
+    cut = math.floor(longest * TRACKING_SHARE)
+    if longest < 3 or cut < 1:
+        return None
+    early = _series(part, cut)
+    if not early or sum(s[0] - s[-1] for s in early) <= 0:
+        return None
+    model = ShiftedBetaGeometric().fit(early)
+    sizes = part[part["period"] == 0].set_index("cohort")["active"]
+    rows = []
+    for key, rows_at in part.groupby("period"):
+        period = int(cast(int, key))
+        cohorts = rows_at["cohort"]
+        projected = float(sizes[cohorts].sum() * model.survival([period]).iloc[0])
+        rows.append(
+            {
+                "period": int(period),
+                "actual": int(rows_at["active"].sum()),
+                "projected": projected,
+                "holdout": bool(period > cut),
+            }
+        )
+    held = [r for r in rows if r["holdout"] and r["actual"] > 0]
+    error = float(np.mean([abs(r["projected"] / r["actual"] - 1) for r in held])) if held else None
+    return {"fitted_through": cut, "periods": rows, "holdout_mean_abs_error": error}

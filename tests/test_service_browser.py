@@ -68,6 +68,7 @@ PAGES: dict[str, tuple[str, list[str]]] = {
     "campaigns": ("/campaigns", []),
     "loyalty": ("/loyalty", ["loyalty-expiring"]),
     "whatif": ("/whatif", ["whatif-revenue"]),
+    "subscriptions": ("/subscriptions", []),
     "segment-drill-down": ("/segments/Champions", []),
 }
 
@@ -441,3 +442,53 @@ def test_the_whatif_sliders_redraw_the_projection(server: str, page: Any) -> Non
     assert page.locator("#whatif-error").is_hidden()
     page.problems[:] = [p for p in page.problems if "422" not in p]
     assert page.problems == []
+
+
+def test_the_subscriptions_page_draws_what_the_api_says(
+    tmp_path: Path, cdnow_sample_db: Path, page: Any
+) -> None:
+    """A store of orders and subscriptions (600 monthly subscribers over a year and a
+    half, each leaving after a payment with their own chance): the page's MRR, plans and
+    charts (MRR, movements, the plan's tracking) are the API's, and the cohort table
+    scrolls at phone width."""
+    import datetime as dt
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    lines = ["subscription_id,customer_id,plan,price,started_at,cancelled_at"]
+    for n in range(600):
+        start = dt.date(1997, 1, 1) + dt.timedelta(days=int(rng.integers(0, 540)))
+        months = int(rng.geometric(rng.beta(1.0, 2.5)))
+        end = start + dt.timedelta(days=round(30.44 * months))
+        lines.append(f"s{n},{n + 1},box,25,{start},{end if end <= dt.date(1998, 6, 30) else ''}")
+    (tmp_path / "subs.csv").write_text("\n".join(lines) + "\n")
+    db = tmp_path / "store.duckdb"
+    shutil.copy(cdnow_sample_db, db)
+    done = retain("ingest", str(tmp_path / "subs.csv"), "--db", str(db), "--as-of", "1998-06-30")
+    assert done.returncode == 0, done.stderr
+    with serving(db) as base:
+        with urllib.request.urlopen(base + "/api/subscriptions") as response:
+            expected = json.loads(response.read())
+        page.goto(base + "/subscriptions")
+        page.wait_for_load_state("load")
+        (plan,) = expected["plans"]
+        assert plan["fit"] is not None and plan["tracking"] is not None
+        check_charts(
+            page, ["subscriptions-mrr", "subscriptions-movements", "subscriptions-tracking-0"]
+        )
+        shown = page.locator("#mrr-now .value").inner_text()
+        assert float(shown.replace(",", "").lstrip("$€£")) == round(expected["mrr_now"], 2)
+        row = page.locator("#subscription-plans tr[data-plan=box]")
+        assert f"{plan['active']:,}" in row.inner_text()
+        assert f"alpha {plan['fit']['alpha']:.3f}" in row.inner_text()
+        mrr = page.evaluate(
+            "() => Chart.getChart(document.querySelector('canvas[data-chart=subscriptions-mrr]'))"
+            ".data.datasets[0].data"
+        )
+        assert mrr == [m["mrr"] for m in expected["mrr"][-24:]]
+        assert page.problems == []
+        page.set_viewport_size({"width": 390, "height": 800})
+        wrap = page.locator("#subscription-cohorts").locator("xpath=..")
+        assert wrap.evaluate("e => e.scrollWidth > e.clientWidth")
+        shoot(page, "subscriptions")

@@ -263,3 +263,115 @@ def test_a_store_without_subscriptions_says_how_to_add_them(tmp_path: Path) -> N
         pytest.raises(StoreError, match="--format subscriptions"),
     ):
         mrr_movements(store)
+
+
+def _store_of(tmp_path: Path, text: str, as_of: str = "2024-06-30") -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "subs.csv").write_text(text)
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, tmp_path / "subs.csv", as_of=as_of)
+    return tmp_path / "s.duckdb"
+
+
+HEAD = "subscription_id,customer_id,plan,price,quantity,started_at,trial_ends_at,cancelled_at\n"
+
+
+def _churning(n: int, start: str = "2024-01-01", price: int = 10, seed: int = 3) -> str:
+    """``n`` monthly subscriptions from ``start`` (the 1st of a month), each leaving after
+    each payment with its own chance, drawn from Beta(1, 2)."""
+    rng = np.random.default_rng(seed)
+    first = dt.date.fromisoformat(start)
+    rows = []
+    for i in range(n):
+        end = _add_months(first, int(rng.geometric(rng.beta(1.0, 2.0)))).isoformat()
+        end = end if end <= "2024-06-30" else ""
+        rows.append(f"p{i}-{start},p{i}-{start},basic,{price},,{start},,{end}")
+    return "\n".join(rows) + "\n"
+
+
+def test_nobody_paying_at_a_months_end_is_mrr_zero(tmp_path: Path) -> None:
+    db = _store_of(tmp_path, HEAD + "t1,c1,basic,10,,2024-06-20,2024-07-04,\n")
+    with Store(db, read_only=True) as store:
+        answer = report(store)
+    assert answer["mrr_now"] == 0 and answer["cohorts"] == []
+    assert answer["plans"] == []  # its trial runs past the observation day: nothing paid
+
+
+def test_an_unreadable_observation_date_is_named(hand: Path) -> None:
+    done = CliRunner().invoke(
+        app, ["subscriptions", "report", "--db", str(hand), "--as-of", "2024-13-01"]
+    )
+    assert done.exit_code != 0 and "unreadable observation date '2024-13-01'" in done.output
+
+
+def test_a_known_end_is_valued_as_known(tmp_path: Path) -> None:
+    """A subscriber cancelled at the end of their period pays nothing more; a change of
+    seats is the same subscriber going on, not a cancellation."""
+    text = HEAD + _churning(60)
+    known = "k1,k,basic,10,,2024-01-01,,2024-07-01\n"  # cancelled at the period's end
+    seats = "g1,g,basic,10,2,2024-01-01,,2024-03-01\ng2,g,basic,10,3,2024-03-01,,\n"
+    db = _store_of(tmp_path / "with", text + known + seats)
+    plain = _store_of(tmp_path / "without", text)
+    with Store(db, read_only=True) as store:
+        answer = report(store, margin=1.0, discount_rate=0.1)
+        table = survival(store)
+    with Store(plain, read_only=True) as store:
+        others = report(store, margin=1.0, discount_rate=0.1)
+        alone = survival(store)
+    (plan,), (other,) = answer["plans"], others["plans"]
+    assert plan["active"] == other["active"] + 2 and plan["value"]["ending"] == 1
+    # g's change of seats is one spell, active from January on; k is active to July
+    assert (table["active"] - alone["active"]).tolist() == [2] * len(alone)
+    assert set(table["cohort"]) == {"2024-01"}
+    # k pays nothing more: with k open-ended instead, the same fit (k is active through
+    # every period observed either way) adds one January subscriber's value at 10
+    opened = _store_of(tmp_path / "open", text + known.replace("2024-07-01", "") + seats)
+    with Store(opened, read_only=True) as store:
+        (open_plan,) = report(store, margin=1.0, discount_rate=0.1)["plans"]
+    assert open_plan["fit"] == plan["fit"]
+    from retain.models import ShiftedBetaGeometric
+
+    model = ShiftedBetaGeometric().fit(table["active"].tolist())
+    derl = model.expected_residual_lifetime([5], plan["fit"]["discount_rate_per_period"])
+    added = open_plan["value"]["total"] - plan["value"]["total"]
+    assert added == pytest.approx(10 * derl.iloc[0], rel=1e-6)
+    assert plan["value"]["plan_charge"] == 10
+
+
+def test_a_new_subscriber_is_worth_the_plans_usual_charge(tmp_path: Path) -> None:
+    text = HEAD + _churning(4, "2024-01-01", 10) + _churning(40, "2024-02-01", 30)
+    db = _store_of(tmp_path, text)
+    with Store(db, read_only=True) as store:
+        (plan,) = report(store, margin=1.0)["plans"]
+    assert plan["value"]["plan_charge"] == 30
+    assert plan["value"]["new_subscriber"] > 30  # the first payment and the renewals
+
+
+def test_a_free_start_is_no_cohort(tmp_path: Path) -> None:
+    text = HEAD + "f1,f,free,0,,2024-01-01,,2024-03-01\nf2,f,paid,20,,2024-03-01,,\n"
+    db = _store_of(tmp_path, text)
+    with Store(db, read_only=True) as store:
+        table = cohort_retention(store)
+        movements = mrr_movements(store)
+    assert table["cohort"].unique().tolist() == ["2024-03"]
+    assert table["logo_retention"].tolist() == [1.0] * 4
+    assert movements["customers"].tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_a_subscriptions_file_without_a_start_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "subs.csv").write_text(
+        "subscription_id,customer_id,price,start_date\ns1,c,10,2024-01-01\n"
+    )
+    with Store(tmp_path / "s.duckdb") as store, pytest.raises(Exception, match="started_at"):
+        ingest(store, tmp_path / "subs.csv")
+
+
+def test_a_charge_beyond_the_amount_limit_is_set_aside(tmp_path: Path) -> None:
+    db = _store_of(
+        tmp_path,
+        HEAD + "big,c,basic,999999999,999999999,2024-01-01,,\nok,d,basic,10,,2024-01-01,,\n",
+    )
+    with Store(db, read_only=True) as store:
+        stored = store.con.execute("SELECT subscription_id FROM subscriptions").fetchall()
+        reason = store.con.execute("SELECT reason FROM quarantine").fetchall()
+    assert stored == [("ok",)] and "implausible charge" in reason[0][0]

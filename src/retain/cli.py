@@ -2265,8 +2265,13 @@ def subscriptions_report(
     ] = None,
     margin: MarginOption = None,
     discount_rate: Annotated[
-        float, typer.Option("--discount-rate", help="Discount rate a year for subscriber value.")
-    ] = 0.1,
+        float | None,
+        typer.Option(
+            "--discount-rate",
+            help="Discount rate a year for subscriber value, in (0, 1). Default: the "
+            "store's discount_rate setting (0.1).",
+        ),
+    ] = None,
     months: Annotated[int, typer.Option("--months", help="Months of MRR to show.")] = 12,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
@@ -2316,14 +2321,16 @@ def subscriptions_report(
                 mrr = sum(r["mrr"] for r in at)
                 if size and base:
                     lines.append(
-                        f"  after {age:>2} months: logo retention {kept / size:.1%}, revenue "
+                        f"  after {age:>2} month{'s' if age > 1 else ''}: logo retention {kept / size:.1%}, revenue "
                         f"retention {mrr / base:.1%} ({len(at)} cohorts)"
                     )
         for plan in result["plans"]:
-            every = "" if plan["interval_count"] == 1 else f"{plan['interval_count']} "
+            n = plan["interval_count"]
+            every = plan["billing_interval"] if n == 1 else f"{n} {plan['billing_interval']}s"
             lines.append(
-                f"plan {plan['plan']} (every {every}{plan['billing_interval']}): "
-                f"{plan['subscriptions']:,} subscriptions in {plan['cohorts']} cohorts, "
+                f"plan {plan['plan']} (every {every}): "
+                f"{plan['subscriptions']:,} subscription{'s' if plan['subscriptions'] != 1 else ''}"
+                f" in {plan['cohorts']} cohort{'s' if plan['cohorts'] != 1 else ''}, "
                 f"{plan['active']:,} active"
             )
             fit = plan["fit"]

@@ -69,7 +69,14 @@ def _as_of(store: Store, as_of: str | dt.date | None) -> dt.date:
             "(retain ingest FILE --format subscriptions, or Stripe's export: --format stripe)"
         )
     if as_of is not None:
-        return as_of if isinstance(as_of, dt.date) else dt.date.fromisoformat(str(as_of))
+        if isinstance(as_of, dt.date):
+            return as_of
+        try:
+            return dt.date.fromisoformat(str(as_of))
+        except ValueError:
+            raise ArgumentError(
+                f"unreadable observation date {as_of!r}: expected YYYY-MM-DD"
+            ) from None
     from retain.config import load_settings
 
     setting = load_settings(store).as_of
@@ -90,6 +97,32 @@ SELECT subscription_id, customer_id, coalesce(plan, '(no plan)') AS plan, billin
 FROM subscriptions
 WHERE started_at < $cutoff
 """.format(day=MONTHS_PER["day"], week=MONTHS_PER["week"])
+
+
+# subscriptions of one customer to one plan chained into spells: one that starts within
+# a day of the end of another (a change of seats or price) continues it
+_SPELLS_SQL = f"""
+WITH subs AS ({_SUBS_SQL}),
+ordered AS (
+    SELECT *, CASE WHEN lag(cancelled_at) OVER w IS NOT NULL
+                        AND paying_from >= lag(paying_from) OVER w
+                        AND paying_from <= lag(cancelled_at) OVER w + INTERVAL 1 DAY
+                   THEN 0 ELSE 1 END AS fresh
+    FROM subs
+    WINDOW w AS (PARTITION BY customer_id, plan, billing_interval, interval_count
+                 ORDER BY paying_from, subscription_id)),
+chained AS (
+    SELECT *, sum(fresh) OVER (PARTITION BY customer_id, plan, billing_interval, interval_count
+                               ORDER BY paying_from, subscription_id
+                               ROWS UNBOUNDED PRECEDING) AS spell
+    FROM ordered)
+SELECT customer_id, plan, billing_interval, interval_count, min(paying_from) AS paying_from,
+       CASE WHEN bool_or(cancelled_at IS NULL) THEN NULL ELSE max(cancelled_at) END
+           AS cancelled_at,
+       arg_max(charge, paying_from) AS charge
+FROM chained
+GROUP BY customer_id, plan, billing_interval, interval_count, spell
+"""
 
 
 def _month_ends(store: Store, as_of: dt.date) -> list[dt.datetime]:
@@ -125,7 +158,7 @@ def _customer_months(store: Store, as_of: dt.date) -> tuple[pd.DataFrame, list[d
             SELECT m.idx, s.customer_id, sum(s.mrr) AS mrr
             FROM months m JOIN subs s
               ON s.paying_from < m.snap AND (s.cancelled_at IS NULL OR s.cancelled_at >= m.snap)
-            GROUP BY ALL),
+            GROUP BY ALL HAVING sum(s.mrr) > 0),
         bounds AS (SELECT customer_id, min(idx) AS lo, max(idx) AS hi FROM paying GROUP BY ALL),
         grid AS (
             SELECT customer_id, lo, unnest(range(lo, least(hi + 2, $months))) AS idx
@@ -167,8 +200,11 @@ def mrr_movements(store: Store, as_of: str | dt.date | None = None) -> pd.DataFr
     negative), ``new_customers`` and ``churned_customers``, and ``arpa`` (MRR per paying
     customer). ``mrr`` is the previous month's plus the movements."""
     day = _as_of(store, as_of)
-    frame, ends = _customer_months(store, day)
-    frame["change"] = frame["mrr"] - frame["prev"]
+    return _movements(*_customer_months(store, day), day)
+
+
+def _movements(frame: pd.DataFrame, ends: list[dt.datetime], day: dt.date) -> pd.DataFrame:
+    frame = frame.assign(change=frame["mrr"] - frame["prev"])
     rows = []
     grouped = dict(tuple(frame.groupby("idx")))
     for idx in range(len(ends)):
@@ -195,8 +231,18 @@ def cohort_retention(store: Store, as_of: str | dt.date | None = None) -> pd.Dat
     the cohort's customers), ``mrr`` and ``revenue_retention`` (of the cohort's first
     month's MRR: above 1 when expansion outweighs churn)."""
     day = _as_of(store, as_of)
-    frame, ends = _customer_months(store, day)
+    return _cohorts(*_customer_months(store, day), day)
+
+
+COHORT_COLUMNS = ["cohort", "age", "customers", "logo_retention", "mrr", "revenue_retention"]
+
+
+def _cohorts(frame: pd.DataFrame, ends: list[dt.datetime], day: dt.date) -> pd.DataFrame:
     frame = frame[frame["idx"] < len(ends)]
+    if frame.empty:  # no customer paid at any month's end
+        empty = pd.DataFrame(columns=COHORT_COLUMNS)
+        empty.attrs["as_of"] = day.isoformat()
+        return empty
     frame = frame.assign(age=frame["idx"] - frame["cohort"], paying=frame["mrr"] > 0)
     table = frame.groupby(["cohort", "age"]).agg(customers=("paying", "sum"), mrr=("mrr", "sum"))
     table = table.reset_index()
@@ -217,7 +263,7 @@ def cohort_retention(store: Store, as_of: str | dt.date | None = None) -> pd.Dat
     result["customers"] = result["customers"].astype("int64")
     result["cohort"] = [_label(ends, int(c)) for c in result["cohort"]]
     result.attrs["as_of"] = day.isoformat()
-    return result[["cohort", "age", "customers", "logo_retention", "mrr", "revenue_retention"]]
+    return result[COHORT_COLUMNS]
 
 
 # whole billing periods between two days: calendar months for month and year plans (a
@@ -246,7 +292,7 @@ def survival(store: Store, as_of: str | dt.date | None = None) -> pd.DataFrame:
     day = _as_of(store, as_of)
     frame = store.con.execute(
         f"""
-        WITH subs AS ({_SUBS_SQL}),
+        WITH spells AS ({_SPELLS_SQL}),
         lived AS (
             SELECT plan, billing_interval, interval_count, charge,
                    strftime(paying_from, '%Y-%m') AS cohort,
@@ -258,7 +304,8 @@ def survival(store: Store, as_of: str | dt.date | None = None) -> pd.DataFrame:
                 "CAST(cancelled_at - INTERVAL 1 DAY AS DATE)",
             )
         }, 0) END AS renewals
-            FROM subs WHERE cancelled_at IS NULL OR cancelled_at > paying_from),
+            FROM spells
+            WHERE paying_from < $cutoff AND (cancelled_at IS NULL OR cancelled_at > paying_from)),
         cohorts AS (
             SELECT plan, billing_interval, interval_count, cohort, min(observable) AS tau,
                    list(renewals) AS renewals, count(*) AS size, median(charge) AS price
@@ -311,33 +358,51 @@ def report(
     *,
     as_of: str | dt.date | None = None,
     margin: float | None = None,
-    discount_rate: float = 0.1,
+    discount_rate: float | None = None,
 ) -> dict[str, Any]:
     """The subscriptions in one answer: ``mrr`` (month by month, with movements),
     ``cohorts`` (retention by start month), and ``plans``: per plan its sBG fit on the
     survival table, projected survival, ``tracking`` against a holdout of its later
-    periods, and the value of its active subscribers (margin, ``discount_rate`` a year).
-    A plan with no cancellation or fewer than two periods observed is not fitted, and
-    says so."""
-    from retain.config import resolve_margin
-    from retain.models import ShiftedBetaGeometric
+    periods, and the value of its active subscribers (margin and ``discount_rate`` a
+    year: the store's settings unless given). A plan with too few subscriptions, no
+    cancellation or a fit that does not converge is not fitted, and says so."""
+    from retain.config import resolve_discount_rate, resolve_margin
 
-    if not math.isfinite(discount_rate) or discount_rate <= 0:
-        raise ArgumentError(f"discount_rate (a year) must be above 0, got {discount_rate!r}")
-    margin = resolve_margin(store, margin)
     day = _as_of(store, as_of)
-    movements = mrr_movements(store, day)
-    cohorts = cohort_retention(store, day)
+    margin = resolve_margin(store, margin)
+    discount_rate = resolve_discount_rate(store, discount_rate)
+    if discount_rate <= 0:
+        raise ArgumentError(
+            "a subscriber's value needs a discount rate above 0 a year (undiscounted, the "
+            "sBG lifetime can be endless): give --discount-rate or set discount_rate"
+        )
+    months, ends = _customer_months(store, day)
+    movements = _movements(months, ends, day)
+    cohorts = _cohorts(months, ends, day)
     table = survival(store, day)
+    # the spells paying at the observation day: renewals so far, and for one whose end is
+    # known (cancelled at the period's end) the payments left before it
     active = store.con.execute(
         f"""
-        WITH subs AS ({_SUBS_SQL})
+        WITH spells AS ({_SPELLS_SQL})
         SELECT plan, billing_interval, interval_count, charge,
-               {_periods("CAST(paying_from AS DATE)", "$day")} AS renewals
-        FROM subs WHERE paying_from < $cutoff AND (cancelled_at IS NULL OR cancelled_at >= $cutoff)
+               {_periods("CAST(paying_from AS DATE)", "$day")} AS renewals,
+               CASE WHEN cancelled_at IS NOT NULL THEN greatest(0, {
+            _periods("CAST(paying_from AS DATE)", "CAST(cancelled_at - INTERVAL 1 DAY AS DATE)")
+        } - {_periods("CAST(paying_from AS DATE)", "$day")}) END AS left_before_end
+        FROM spells
+        WHERE paying_from < $cutoff AND (cancelled_at IS NULL OR cancelled_at >= $cutoff)
         """,
         {"cutoff": _cutoff(day), "day": day},
     ).df()
+    charges = dict(
+        (tuple(row[:3]), float(row[3]))
+        for row in store.con.execute(
+            f"SELECT plan, billing_interval, interval_count, median(charge) "
+            f"FROM ({_SPELLS_SQL}) WHERE paying_from < $cutoff GROUP BY ALL",
+            {"cutoff": _cutoff(day)},
+        ).fetchall()
+    )
     plans = []
     for key, part in table.groupby(["plan", "billing_interval", "interval_count"], sort=True):
         plan, interval, count = cast(tuple[str, str, int], key)
@@ -368,9 +433,9 @@ def report(
             )
         elif lost <= 0:
             problem = "no cancellation observed yet: retention cannot be estimated"
-        model = None if problem else ShiftedBetaGeometric().fit(series)
-        if model is not None and not model.converged_:
-            problem, model = "the sBG fit did not converge on this plan's survival table", None
+        model = None if problem else _fit(series)
+        if model is None and problem is None:
+            problem = "the sBG fit did not converge on this plan's survival table"
         if model is None:
             entry["fit"], entry["problem"] = None, problem
             plans.append(entry)
@@ -389,18 +454,29 @@ def report(
         }
         entry["tracking"] = _tracking(part)
         if len(mine):
-            derl = model.expected_residual_lifetime(mine["renewals"].to_numpy(), per_period)
-            value = margin * mine["charge"].to_numpy() * derl.to_numpy()
+            payments = np.array(
+                model.expected_residual_lifetime(mine["renewals"].to_numpy(), per_period),
+                dtype=np.float64,
+            )
+            # an end already known: the payments left before it, not the model's
+            known = mine["left_before_end"].astype("float64").to_numpy()
+            ends_known = np.isfinite(known)
+            payments[ends_known] = [recurring_value(1.0, k, per_period) for k in known[ends_known]]
+            value = margin * mine["charge"].to_numpy() * payments
+            charge = charges.get((plan, interval, count), float(part["price"].median()))
             entry["value"] = {
                 "subscribers": len(mine),
+                "ending": int(ends_known.sum()),
                 "total": float(value.sum()),
                 "mean": float(value.mean()),
-                "mean_residual_periods": float(derl.mean()),
+                "mean_residual_periods": float(payments.mean()),
+                # a subscriber starting now: the first payment, then the renewals
                 "new_subscriber": float(
                     margin
-                    * float(part["price"].iloc[0])
-                    * model.expected_residual_lifetime([0], per_period).iloc[0]
+                    * charge
+                    * (1.0 + model.expected_residual_lifetime([0], per_period).iloc[0])
                 ),
+                "plan_charge": charge,
             }
         plans.append(entry)
     last = movements.iloc[-1]
@@ -420,8 +496,6 @@ def _tracking(part: pd.DataFrame) -> dict[str, Any] | None:
     """The sBG fitted on the first :data:`TRACKING_SHARE` of the plan's periods, its
     projected survivors beside the actual ones in every period (summed over the cohorts
     observed that long), the later periods a holdout; None with fewer than 3 periods."""
-    from retain.models import ShiftedBetaGeometric
-
     longest = int(part["period"].max())
     cut = math.floor(longest * TRACKING_SHARE)
     if longest < 3 or cut < 1:
@@ -429,7 +503,9 @@ def _tracking(part: pd.DataFrame) -> dict[str, Any] | None:
     early = _series(part, cut)
     if not early or sum(s[0] - s[-1] for s in early) <= 0:
         return None
-    model = ShiftedBetaGeometric().fit(early)
+    model = _fit(early)
+    if model is None:
+        return None
     sizes = part[part["period"] == 0].set_index("cohort")["active"]
     rows = []
     for key, rows_at in part.groupby("period"):
@@ -444,6 +520,21 @@ def _tracking(part: pd.DataFrame) -> dict[str, Any] | None:
                 "holdout": bool(period > cut),
             }
         )
-    held = [r for r in rows if r["holdout"] and r["actual"] > 0]
-    error = float(np.mean([abs(r["projected"] / r["actual"] - 1) for r in held])) if held else None
+    # the holdout's error, weighted by the subscriptions in each period: the tail's few
+    # survivors do not outweigh the periods most subscriptions are in
+    held = [r for r in rows if r["holdout"]]
+    actual = sum(r["actual"] for r in held)
+    error = sum(abs(r["projected"] - r["actual"]) for r in held) / actual if actual else None
     return {"fitted_through": cut, "periods": rows, "holdout_mean_abs_error": error}
+
+
+def _fit(series: list[list[float]]) -> Any:
+    """The sBG fitted on the cohorts' series; None when it does not converge."""
+    import warnings
+
+    from retain.models import ShiftedBetaGeometric
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a fit that does not converge is said, not warned
+        model = ShiftedBetaGeometric().fit(series)
+    return model if model.converged_ else None

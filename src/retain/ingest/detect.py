@@ -77,7 +77,7 @@ def looks_like_shopify(columns: list[str]) -> bool:
 
 def looks_like_stripe_subscriptions(columns: list[str]) -> bool:
     """Whether the columns are those of Stripe's subscriptions export: ``id``, a
-    customer, a status and a start among its "(UTC)" columns."""
+    customer, an amount, and its "(UTC)" dates or its plan and interval."""
     names = {c.strip().lower() for c in columns}
     started = names & {"start (utc)", "start date (utc)", "created (utc)"}
     return (
@@ -107,7 +107,7 @@ def detect_format(
         return "shopify"
     if names >= {"date", "channel", "amount"} and len(names) <= 4:
         return "spend"
-    if names >= {"subscription_id", "started_at"}:
+    if "subscription_id" in names:  # a missing column is then named by the reader
         return "subscriptions"
     if looks_like_stripe_subscriptions(columns):
         return "stripe"

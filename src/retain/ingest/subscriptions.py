@@ -135,8 +135,10 @@ def load_stripe(loader: Loader, columns: list[str], report: IngestReport) -> Non
     labels.update(
         {canonical[k]: column for k, column in picked.items() if k in canonical and column}
     )
-    if not picked["ended"]:
-        labels["cancelled_at"] = picked["canceled"] or picked["period_end"] or "cancelled_at"
+    # the end comes from the first of these the row fills: a message names them all
+    ends = [str(picked[k]) for k in ("ended", "period_end", "canceled") if picked[k]]
+    if ends:
+        labels["cancelled_at"] = " / ".join(ends)
     _write(loader, "_stripe", mapping, columns, report, labels=labels)
 
 
@@ -202,6 +204,13 @@ def _write(
             "price < 0",
             "price",
             f"'negative price: got ' || {_as_text('price')} || ', expected 0 or more'",
+        ),
+        (
+            f"abs(price * quantity) > {loader.max_amount()!r}",
+            "quantity",
+            f"'implausible charge: price ' || {_as_text('price')} || ' x quantity ' || "
+            f"coalesce({_as_text('quantity')}, '1') || ', expected at most "
+            f"{loader.max_amount():,.0f} a billing interval (the max_amount setting)'",
         ),
         (
             "_rate IS NULL",

@@ -900,8 +900,9 @@ def get_subscriptions(
         float | None, Query(gt=0, le=1, description="Fraction of revenue kept.")
     ] = None,
     discount_rate: Annotated[
-        float, Query(gt=0, le=1, description="Discount rate a year for subscriber value.")
-    ] = 0.1,
+        float | None,
+        Query(gt=0, lt=1, description="Discount rate a year (default: the store's setting)."),
+    ] = None,
 ) -> dict[str, Any]:
     """``retain subscriptions report``: MRR month by month with its movements, logo and
     revenue retention by start cohort, and per plan the sBG fit of its survival table,

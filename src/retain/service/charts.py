@@ -453,3 +453,56 @@ def whatif_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
             "format": "money" if series == "revenue" else "count",
         }
     }
+
+
+def subscriptions_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
+    """MRR by month and its movements (stacked: what came in above 0, what went below),
+    and per fitted plan its survivors, actual and projected by a fit on the earlier
+    periods (the tracking chart)."""
+    if not payload:
+        return {}
+    months = payload["mrr"][-24:]
+    labels = [m["month"] for m in months]
+    charts: dict[str, Spec] = {
+        "subscriptions-mrr": {
+            "type": "line",
+            "title": "MRR at each month's end",
+            "labels": labels,
+            "datasets": [{"label": "MRR", "data": [m["mrr"] for m in months]}],
+            "x": "month",
+            "y": "MRR",
+            "format": "money",
+        },
+        "subscriptions-movements": {
+            "type": "bar",
+            "title": "MRR movements by month",
+            "labels": labels,
+            "datasets": [
+                {"label": name, "data": [m[name] for m in months]}
+                for name in ("new", "reactivated", "expansion", "contraction", "churned")
+            ],
+            "stacked": True,
+            "x": "month",
+            "y": "MRR",
+            "format": "money",
+        },
+    }
+    for index, plan in enumerate(payload["plans"]):
+        track = plan.get("tracking")
+        if not track:
+            continue
+        periods = track["periods"]
+        charts[f"subscriptions-tracking-{index}"] = {
+            "type": "line",
+            "title": f"{plan['plan']}: subscriptions still active, actual and projected by "
+            f"the fit on periods 0-{track['fitted_through']}",
+            "labels": [str(r["period"]) for r in periods],
+            "datasets": [
+                {"label": "actual", "data": [r["actual"] for r in periods]},
+                {"label": "projected", "data": [r["projected"] for r in periods], "dashed": True},
+            ],
+            "x": f"{plan['billing_interval']}s since the start",
+            "y": "active",
+            "format": "count",
+        }
+    return charts

@@ -152,6 +152,43 @@ def loyalty_page(request: Request, service: ServiceDep) -> HTMLResponse:
     )
 
 
+@router.get("/subscriptions", response_class=HTMLResponse)
+def subscriptions_page(request: Request, service: ServiceDep) -> HTMLResponse:
+    """MRR and its movements, retention by start cohort, each plan's retention curve and
+    subscriber value; without subscriptions, how to add them."""
+    from retain.errors import StoreError
+
+    problem = None
+    try:
+        payload: dict[str, Any] | None = api.get_subscriptions(service)
+    except StoreError as exc:  # no subscriptions in the store: the page says how to add them
+        payload, problem = None, str(exc)
+    cohorts: list[dict[str, Any]] = []
+    if payload:
+        by_cohort: dict[str, dict[int, float]] = {}
+        for row in payload["cohorts"]:
+            by_cohort.setdefault(row["cohort"], {})[row["age"]] = row["logo_retention"]
+        first = {r["cohort"]: r["customers"] for r in payload["cohorts"] if r["age"] == 0}
+        cohorts = [
+            {"cohort": c, "customers": first[c], "retention": [ages.get(a) for a in RETENTION_AGES]}
+            for c, ages in sorted(by_cohort.items(), reverse=True)[:24]
+        ]
+    return page(
+        request,
+        "subscriptions.html",
+        active="subscriptions",
+        json_url="/api/subscriptions",
+        chart_specs=charts.subscriptions_charts(payload),
+        subscriptions=payload,
+        problem=problem,
+        cohorts=cohorts,
+        ages=RETENTION_AGES,
+    )
+
+
+RETENTION_AGES = (1, 2, 3, 6, 9, 12, 18, 24)
+
+
 @router.get("/whatif", response_class=HTMLResponse)
 def whatif_page(
     request: Request,

@@ -27,6 +27,7 @@ NAV = (
     ("at-risk", "/at-risk", "At risk"),
     ("campaigns", "/campaigns", "Campaigns"),
     ("loyalty", "/loyalty", "Loyalty"),
+    ("subscriptions", "/subscriptions", "Subscriptions"),
     ("whatif", "/whatif", "What if"),
     ("customers", "/customers", "Customers"),
 )

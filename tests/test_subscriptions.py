@@ -253,8 +253,12 @@ def test_cli_and_api_give_one_answer(hand: Path, tmp_path: Path) -> None:
 
     with TestClient(create_app(hand, None, warm=False), client=("127.0.0.1", 5000)) as client:
         served = client.get("/api/subscriptions")
+        earlier = client.get("/api/subscriptions?as_of=2024-03-31")
+        bad = client.get("/api/subscriptions?as_of=2024-13-01")
     assert served.status_code == 200
     assert served.json() == answer
+    assert earlier.json()["as_of"] == "2024-03-31" and earlier.json()["mrr_now"] == 70
+    assert bad.status_code == 422
 
 
 def test_a_store_without_subscriptions_says_how_to_add_them(tmp_path: Path) -> None:

@@ -903,6 +903,10 @@ def get_subscriptions(
         float | None,
         Query(gt=0, lt=1, description="Discount rate a year (default: the store's setting)."),
     ] = None,
+    as_of: Annotated[
+        dt.date | None,
+        Query(description="Observation day (default: the store's as_of setting, else today)."),
+    ] = None,
 ) -> dict[str, Any]:
     """``retain subscriptions report``: MRR month by month with its movements, logo and
     revenue retention by start cohort, and per plan the sBG fit of its survival table,
@@ -910,8 +914,8 @@ def get_subscriptions(
     from retain.subscriptions import report
 
     return service.cached(
-        ("subscriptions", margin, discount_rate),
-        lambda store: report(store, margin=margin, discount_rate=discount_rate),
+        ("subscriptions", margin, discount_rate, as_of),
+        lambda store: report(store, as_of=as_of, margin=margin, discount_rate=discount_rate),
     )
 
 

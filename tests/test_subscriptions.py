@@ -379,3 +379,38 @@ def test_a_charge_beyond_the_amount_limit_is_set_aside(tmp_path: Path) -> None:
         stored = store.con.execute("SELECT subscription_id FROM subscriptions").fetchall()
         reason = store.con.execute("SELECT reason FROM quarantine").fetchall()
     assert stored == [("ok",)] and "implausible charge" in reason[0][0]
+
+
+def test_a_spell_goes_on_while_an_earlier_subscription_is_open(tmp_path: Path) -> None:
+    """a runs all year; b, an add-on, ends in March; c starts as a ends: one spell from
+    January on, not an end in December and a new start."""
+    text = (
+        HEAD
+        + "a,x,basic,10,,2023-01-01,,2023-12-31\n"
+        + "b,x,basic,10,,2023-03-01,,2023-03-10\n"
+        + "c,x,basic,10,,2023-12-31,,\n"
+    )
+    db = _store_of(tmp_path, text, as_of="2024-06-30")
+    with Store(db, read_only=True) as store:
+        table = survival(store)
+    assert set(table["cohort"]) == {"2023-01"}
+    assert table["active"].tolist() == [1] * 18
+
+
+def test_an_orders_file_with_a_subscription_column_is_orders(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        "subscription_id,order_id,customer_id,ordered_at,net_revenue\ns1,o1,c1,2024-01-01,10\n"
+    )
+    with Store(tmp_path / "s.duckdb") as store:
+        done = ingest(store, path, as_of="2024-06-30")
+    assert done.format == "orders" and done.orders == 1
+
+
+def test_several_cohorts_as_the_rows_of_an_array() -> None:
+    from retain.models import ShiftedBetaGeometric
+
+    rows = np.array([[1000, 631, 468, 382], [1000, 640, 470, 380]])
+    as_array = ShiftedBetaGeometric().fit(rows).params_
+    as_lists = ShiftedBetaGeometric().fit([list(r) for r in rows]).params_
+    assert as_array == pytest.approx(as_lists, rel=1e-9)

@@ -4,7 +4,7 @@ subscriber is worth under the shifted-beta-geometric model (sBG, Fader & Hardie 
 From the ``subscriptions`` table (:mod:`retain.ingest.subscriptions`):
 
 - **MRR** at each month's end: every subscription paying then, at ``price x quantity``
-  spread over the months its interval spans (a year's price / 12, a week's x 52/12).
+  spread over the months its interval spans (a year's price / 12, a week's x 365.25/84).
   A subscription pays from its start, or the end of its free trial, until it is
   cancelled. The last month is measured at the observation day.
 - **Movements**, per customer from one month's end to the next: *new* (a customer's
@@ -99,18 +99,23 @@ WHERE started_at < $cutoff
 """.format(day=MONTHS_PER["day"], week=MONTHS_PER["week"])
 
 
-# subscriptions of one customer to one plan chained into spells: one that starts within
-# a day of the end of another (a change of seats or price) continues it
+# subscriptions of one customer to one plan chained into spells: one that starts while
+# an earlier one is open or within a day of its end (a change of seats or price)
+# continues it
 _SPELLS_SQL = f"""
 WITH subs AS ({_SUBS_SQL}),
-ordered AS (
-    SELECT *, CASE WHEN lag(cancelled_at) OVER w IS NOT NULL
-                        AND paying_from >= lag(paying_from) OVER w
-                        AND paying_from <= lag(cancelled_at) OVER w + INTERVAL 1 DAY
-                   THEN 0 ELSE 1 END AS fresh
+earlier AS (
+    SELECT *, max(cancelled_at) OVER w AS earlier_end,
+           coalesce(bool_or(cancelled_at IS NULL) OVER w, false) AS earlier_open
     FROM subs
     WINDOW w AS (PARTITION BY customer_id, plan, billing_interval, interval_count
-                 ORDER BY paying_from, subscription_id)),
+                 ORDER BY paying_from, subscription_id
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
+ordered AS (
+    -- a spell goes on while an earlier subscription is open or ended a day or less ago
+    SELECT *, CASE WHEN earlier_open OR paying_from <= earlier_end + INTERVAL 1 DAY
+                   THEN 0 ELSE 1 END AS fresh
+    FROM earlier),
 chained AS (
     SELECT *, sum(fresh) OVER (PARTITION BY customer_id, plan, billing_interval, interval_count
                                ORDER BY paying_from, subscription_id

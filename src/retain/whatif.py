@@ -54,7 +54,7 @@ RATE_MODELS = ("pnbd",)
 OUTSIDE_SHARE = 0.01
 """The share of the active customers (weighted by their chance to be active) a raised
 dropout may take to a chance to leave past 1 (BG/NBD, MBG/NBD) before it is refused."""
-ORDER_FORMATS = ("orders", "shopify", "cdnow", "lines")
+ORDER_FORMATS = ("orders", "shopify", "cdnow")
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,8 @@ def _since_scoring(store: Store, as_of: dt.date, customers: int) -> list[str]:
         notes.append(
             f"orders were ingested since the last `retain score` ({customers:,} customers "
             f"ordered by {as_of} now, {scored or 0:,} then): the projection takes the orders "
-            "as they are, the scores are as they were; `retain score` again to make them agree"
+            f"up to {as_of} as they are now, the scores as they were; `retain score` again "
+            "to make them agree"
         )
     return notes
 

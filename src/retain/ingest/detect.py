@@ -107,8 +107,8 @@ def detect_format(
         return "shopify"
     if names >= {"date", "channel", "amount"} and len(names) <= 4:
         return "spend"
-    if "subscription_id" in names:  # a missing column is then named by the reader
-        return "subscriptions"
+    if "subscription_id" in names and not names & {"order_id", "ordered_at"}:
+        return "subscriptions"  # a missing column is then named by the reader
     if looks_like_stripe_subscriptions(columns):
         return "stripe"
     if "sku" in names and "order_id" in names and "ordered_at" not in names:

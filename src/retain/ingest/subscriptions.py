@@ -162,6 +162,7 @@ def _write(
     )
     rate = " ".join(f"WHEN {_lit(k)} THEN {v!r}" for k, v in loader.rates.items())
     as_of = _lit(loader.as_of.isoformat(sep=" "))
+    end_columns = " or ".join((labels or {}).get("cancelled_at", "cancelled_at").split(" / "))
     layers = [
         [
             ("customer_id", CUSTOMER_KEY),
@@ -238,7 +239,7 @@ def _write(
         (
             f"status IN ({listed(ENDED)}) AND cancelled_at IS NULL",
             "cancelled_at",
-            "'status ' || status || ' but no day it ended: give cancelled_at'",
+            f"'status ' || status || ' but no day it ended: give ' || {_lit(end_columns)}",
         ),
     ]
     clean = loader.validate(

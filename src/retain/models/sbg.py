@@ -50,6 +50,8 @@ class ShiftedBetaGeometric(Model):
     def _prepare(self, data: Any, weights: Any) -> _Survivors:
         if weights is not None:
             raise ArgumentError("the sBG model takes survivor counts, not weights")
+        if isinstance(data, np.ndarray) and data.ndim == 2:
+            data = list(data)  # a row per cohort
         if (
             isinstance(data, list | tuple)
             and data

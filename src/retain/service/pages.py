@@ -156,12 +156,15 @@ def loyalty_page(request: Request, service: ServiceDep) -> HTMLResponse:
 def subscriptions_page(request: Request, service: ServiceDep) -> HTMLResponse:
     """MRR and its movements, retention by start cohort, each plan's retention curve and
     subscriber value; without subscriptions, how to add them."""
-    from retain.errors import StoreError
+    from retain.errors import ArgumentError, StoreError
 
     problem = None
     try:
         payload: dict[str, Any] | None = api.get_subscriptions(service)
-    except StoreError as exc:  # no subscriptions in the store: the page says how to add them
+    except (
+        StoreError,
+        ArgumentError,
+    ) as exc:  # no subscriptions in the store: the page says how to add them
         payload, problem = None, str(exc)
     cohorts: list[dict[str, Any]] = []
     if payload:

@@ -190,7 +190,7 @@ def test_stripes_export_is_read_by_its_columns(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "column", "words"),
     [
-        ("x1,a,basic,-5,month,2024-01-01,,active", "price", "negative price"),
+        ("x1,a,basic,-5,month,2024-01-01,,active", "price", "negative amount: got -5"),
         ("x1,a,basic,abc,month,2024-01-01,,active", "price", "unreadable amount"),
         ("x1,a,basic,5,month,2024-03-01,2024-02-01,canceled", "cancelled_at", "ends before"),
         ("x1,a,basic,5,month,2024-03-01,,canceled", "cancelled_at", "no day it ended"),
@@ -305,7 +305,7 @@ def test_an_unreadable_observation_date_is_named(hand: Path) -> None:
     done = CliRunner().invoke(
         app, ["subscriptions", "report", "--db", str(hand), "--as-of", "2024-13-01"]
     )
-    assert done.exit_code != 0 and "unreadable observation date '2024-13-01'" in done.output
+    assert done.exit_code != 0 and "unreadable observation date: got '2024-13-01'" in done.output
 
 
 def test_a_known_end_is_valued_as_known(tmp_path: Path) -> None:

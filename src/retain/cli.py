@@ -2311,19 +2311,13 @@ def subscriptions_report(
             for row in result["mrr"][-max(1, months) :]
         ]
         lines.extend("  " + line for line in aligned(head, rows))
-        firsts = {r["cohort"]: r for r in result["cohorts"] if r["age"] == 0}
-        for age in (1, 3, 6, 12):  # the cohorts measured that long, pooled
-            at = [r for r in result["cohorts"] if r["age"] == age]
-            if at:
-                size = sum(firsts[r["cohort"]]["customers"] for r in at)
-                kept = sum(r["customers"] for r in at)
-                base = sum(firsts[r["cohort"]]["mrr"] for r in at)
-                mrr = sum(r["mrr"] for r in at)
-                if size and base:
-                    lines.append(
-                        f"  after {age:>2} month{'s' if age > 1 else ''}: logo retention {kept / size:.1%}, revenue "
-                        f"retention {mrr / base:.1%} ({len(at)} cohorts)"
-                    )
+        for row in result["retention"]:  # the cohorts measured that long, together
+            age = row["age"]
+            lines.append(
+                f"  after {age:>2} month{'s' if age > 1 else ''}: logo retention "
+                f"{row['logo_retention']:.1%}, revenue retention {row['revenue_retention']:.1%} "
+                f"({row['cohorts']} cohorts)"
+            )
         for plan in result["plans"]:
             n = plan["interval_count"]
             every = plan["billing_interval"] if n == 1 else f"{n} {plan['billing_interval']}s"

@@ -68,35 +68,30 @@ def _as_of(store: Store, as_of: str | dt.date | None) -> dt.date:
             f"the store {store.path} holds no subscriptions: ingest a subscriptions file "
             "(retain ingest FILE --format subscriptions, or Stripe's export: --format stripe)"
         )
-    if as_of is not None:
-        if isinstance(as_of, dt.date):
-            return as_of
-        try:
-            return dt.date.fromisoformat(str(as_of))
-        except ValueError:
-            raise ArgumentError(
-                f"unreadable observation date {as_of!r}: expected YYYY-MM-DD"
-            ) from None
-    from retain.config import load_settings
+    from retain import config
 
-    setting = load_settings(store).as_of
-    if setting is not None:
-        return dt.date.fromisoformat(str(setting)[:10])
-    return dt.datetime.now(dt.UTC).date()
+    # the one rule of every command (config.observation_day) where the store has orders;
+    # a store of subscriptions alone: the day given, else its setting, else today
+    if store.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]:
+        return config.observation_day(store, as_of)
+    chosen = config.load_settings(store).as_of if as_of is None else as_of
+    if chosen is None or (isinstance(chosen, str) and chosen.strip().lower() == config.LIVE):
+        return config.today(store)
+    if isinstance(chosen, dt.date) and not isinstance(chosen, dt.datetime):
+        return chosen
+    return config.parse_as_of(chosen).date()
 
 
 # each subscription's monthly amount, the instant it starts paying and when it stops
 _SUBS_SQL = """
 SELECT subscription_id, customer_id, coalesce(plan, '(no plan)') AS plan, billing_interval,
        CAST(interval_count AS BIGINT) AS interval_count, price * quantity AS charge,
-       price * quantity / (interval_count * CASE billing_interval
-           WHEN 'day' THEN {day!r} WHEN 'week' THEN {week!r} WHEN 'year' THEN 12.0
-           ELSE 1.0 END) AS mrr,
+       price * quantity / (interval_count * CASE billing_interval {months} END) AS mrr,
        greatest(started_at, coalesce(trial_ends_at, started_at)) AS paying_from,
        cancelled_at
 FROM subscriptions
 WHERE started_at < $cutoff
-""".format(day=MONTHS_PER["day"], week=MONTHS_PER["week"])
+""".format(months=" ".join(f"WHEN '{k}' THEN {v!r}" for k, v in MONTHS_PER.items()))
 
 
 # subscriptions of one customer to one plan chained into spells: one that starts while
@@ -209,25 +204,59 @@ def mrr_movements(store: Store, as_of: str | dt.date | None = None) -> pd.DataFr
 
 
 def _movements(frame: pd.DataFrame, ends: list[dt.datetime], day: dt.date) -> pd.DataFrame:
-    frame = frame.assign(change=frame["mrr"] - frame["prev"])
-    rows = []
-    grouped = dict(tuple(frame.groupby("idx")))
-    for idx in range(len(ends)):
-        part = grouped.get(idx, frame.iloc[0:0])
-        row: dict[str, Any] = {
-            "month": _label(ends, idx),
-            "mrr": float(part["mrr"].sum()),
-            "customers": int((part["mrr"] > 0).sum()),
+    months = pd.RangeIndex(len(ends), name="idx")
+    frame = frame.assign(change=frame["mrr"] - frame["prev"], paying=frame["mrr"] > 0)
+    by_month = frame.groupby("idx")
+    moved = frame.pivot_table(
+        index="idx", columns="movement", values="change", aggfunc=["sum", "count"]
+    )
+    result = pd.DataFrame(
+        {
+            "month": [_label(ends, idx) for idx in months],
+            "mrr": by_month["mrr"].sum().reindex(months, fill_value=0.0),
+            "customers": by_month["paying"].sum().reindex(months, fill_value=0),
         }
-        for name in MOVEMENTS:
-            row[name] = float(part.loc[part["movement"] == name, "change"].sum())
-        row["new_customers"] = int((part["movement"] == "new").sum())
-        row["churned_customers"] = int((part["movement"] == "churned").sum())
-        row["arpa"] = row["mrr"] / row["customers"] if row["customers"] else None
-        rows.append(row)
-    result = pd.DataFrame(rows)
+    )
+    for name in MOVEMENTS:
+        column = ("sum", name)
+        result[name] = moved[column].reindex(months) if column in moved else np.nan
+    for name in ("new", "churned"):
+        column = ("count", name)
+        result[f"{name}_customers"] = moved[column].reindex(months) if column in moved else 0
+    result = result.fillna(0.0).astype(
+        {"customers": "int64", "new_customers": "int64", "churned_customers": "int64"}
+    )
+    result["mrr"] = result["mrr"].astype("float64")
+    result["arpa"] = [
+        m / c if c else None for m, c in zip(result["mrr"], result["customers"], strict=True)
+    ]
     result.attrs["as_of"] = day.isoformat()
     return result
+
+
+def _pooled(cohorts: pd.DataFrame, ages: tuple[int, ...] = (1, 3, 6, 12)) -> list[dict[str, Any]]:
+    """Logo and revenue retention ``age`` months on, of every cohort measured that long
+    taken together (their customers and first months' MRR summed)."""
+    if cohorts.empty:
+        return []
+    first = cohorts[cohorts["age"] == 0].set_index("cohort")
+    pooled = []
+    for age in ages:
+        at = cohorts[cohorts["age"] == age]
+        size, base = (
+            first.loc[at["cohort"], "customers"].sum(),
+            first.loc[at["cohort"], "mrr"].sum(),
+        )
+        if len(at) and size and base:
+            pooled.append(
+                {
+                    "age": age,
+                    "cohorts": len(at),
+                    "logo_retention": float(at["customers"].sum() / size),
+                    "revenue_retention": float(at["mrr"].sum() / base),
+                }
+            )
+    return pooled
 
 
 def cohort_retention(store: Store, as_of: str | dt.date | None = None) -> pd.DataFrame:
@@ -299,7 +328,9 @@ def survival(store: Store, as_of: str | dt.date | None = None) -> pd.DataFrame:
         f"""
         WITH spells AS ({_SPELLS_SQL}),
         lived AS (
-            SELECT plan, billing_interval, interval_count, charge,
+            SELECT plan, billing_interval, interval_count,
+                   median(charge) OVER (PARTITION BY plan, billing_interval, interval_count)
+                       AS plan_charge,
                    strftime(paying_from, '%Y-%m') AS cohort,
                    {_periods("CAST(paying_from AS DATE)", "$day")} AS observable,
                    CASE WHEN cancelled_at IS NULL OR cancelled_at >= $cutoff THEN NULL
@@ -313,7 +344,7 @@ def survival(store: Store, as_of: str | dt.date | None = None) -> pd.DataFrame:
             WHERE paying_from < $cutoff AND (cancelled_at IS NULL OR cancelled_at > paying_from)),
         cohorts AS (
             SELECT plan, billing_interval, interval_count, cohort, min(observable) AS tau,
-                   list(renewals) AS renewals, count(*) AS size, median(charge) AS price
+                   list(renewals) AS renewals, count(*) AS size, any_value(plan_charge) AS price
             FROM lived GROUP BY ALL)
         SELECT plan, billing_interval, interval_count, cohort, size, price, tau, renewals
         FROM cohorts ORDER BY plan, billing_interval, interval_count, cohort
@@ -400,14 +431,6 @@ def report(
         """,
         {"cutoff": _cutoff(day), "day": day},
     ).df()
-    charges = dict(
-        (tuple(row[:3]), float(row[3]))
-        for row in store.con.execute(
-            f"SELECT plan, billing_interval, interval_count, median(charge) "
-            f"FROM ({_SPELLS_SQL}) WHERE paying_from < $cutoff GROUP BY ALL",
-            {"cutoff": _cutoff(day)},
-        ).fetchall()
-    )
     plans = []
     for key, part in table.groupby(["plan", "billing_interval", "interval_count"], sort=True):
         plan, interval, count = cast(tuple[str, str, int], key)
@@ -468,7 +491,7 @@ def report(
             ends_known = np.isfinite(known)
             payments[ends_known] = [recurring_value(1.0, k, per_period) for k in known[ends_known]]
             value = margin * mine["charge"].to_numpy() * payments
-            charge = charges.get((plan, interval, count), float(part["price"].median()))
+            charge = float(part["price"].iloc[0])  # the plan's median charge
             entry["value"] = {
                 "subscribers": len(mine),
                 "ending": int(ends_known.sum()),
@@ -493,6 +516,7 @@ def report(
         "paying_customers": int(last["customers"]),
         "mrr": movements.to_dict(orient="records"),
         "cohorts": cohorts.to_dict(orient="records"),
+        "retention": _pooled(cohorts),
         "plans": plans,
     }
 

@@ -117,6 +117,7 @@ _NON_NEGATIVE = {
     "orders": ("gross", "discount", "shipping", "tax", "fees"),
     "order_lines": ("quantity", "unit_price"),
     "marketing_spend": ("amount",),
+    "subscriptions": ("price", "quantity"),
 }
 
 # Dates before this are typing mistakes (0000-01-01, 0202-05-01), not history.
@@ -518,14 +519,15 @@ class Loader:
         checks.extend(self._amount_checks(table, converted="_rate" in known))
         for name in _NON_NEGATIVE.get(table.name, ()):
             negative = f"{name} < 0"
-            if negative_ok:
+            what = "negative amount"
+            if negative_ok:  # a refund row may be negative
                 negative += f" AND NOT coalesce({negative_ok}, false)"
+                what += " that is not a refund"
             checks.append(
                 (
                     negative,
                     name,
-                    f"'negative amount that is not a refund: got ' || {_as_text(name)} || "
-                    f"', expected 0 or more'",
+                    f"'{what}: got ' || {_as_text(name)} || ', expected 0 or more'",
                 )
             )
         checks.extend(extra_checks or [])

@@ -197,16 +197,6 @@ def _write(
             "', expected a whole number from 1'",
         ),
         (
-            "quantity < 0",
-            "quantity",
-            f"'negative quantity: got ' || {_as_text('quantity')} || ', expected 0 or more'",
-        ),
-        (
-            "price < 0",
-            "price",
-            f"'negative price: got ' || {_as_text('price')} || ', expected 0 or more'",
-        ),
-        (
             f"abs(price * quantity) > {loader.max_amount()!r}",
             "quantity",
             f"'implausible charge: price ' || {_as_text('price')} || ' x quantity ' || "

@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from retain import whatif
 from retain.errors import ArgumentError
 from retain.metrics import MAX_WINDOW_DAYS
 from retain.service import data
@@ -534,14 +535,20 @@ def post_campaigns_validate(body: Definitions) -> dict[str, Any]:
 
 Change = Annotated[
     float,
-    Query(ge=-0.99, le=10.0, description="A relative change from now on: -0.2 = 20% lower."),
+    Query(
+        ge=whatif.LOWEST_CHANGE,
+        le=whatif.HIGHEST_CHANGE,
+        description="A relative change from now on: -0.2 = 20% lower.",
+    ),
 ]
 
 
 @router.get("/whatif", responses=ERRORS, summary="Revenue and value projected under a scenario")
 def get_whatif(
     service: ServiceDep,
-    months: Annotated[int, Query(ge=1, le=120, description="Months to project.")] = 12,
+    months: Annotated[
+        int, Query(ge=1, le=whatif.MAX_MONTHS, description="Months to project.")
+    ] = 12,
     dropout_change: Change = 0.0,
     purchase_rate_change: Change = 0.0,
     spend_change: Change = 0.0,

@@ -205,7 +205,7 @@ def whatif_page(
     page asks /api/whatif); before a scoring, how to make one. A lever or horizon it
     cannot read is said, and that one alone put back at rest."""
     from retain.errors import ArgumentError, RetainError
-    from retain.whatif import Scenario
+    from retain.whatif import HIGHEST_CHANGE, LOWEST_CHANGE, MAX_MONTHS, Scenario
 
     problems: list[str] = []
     levers: dict[str, float] = {}
@@ -218,18 +218,18 @@ def whatif_page(
         try:
             levers[name] = float(text)
             Scenario(**{name: levers[name]})
-        except (ValueError, ArgumentError):
+        except (ValueError, ArgumentError):  # the words of Scenario's own check
             problems.append(
-                f"{name.replace('_', '-')} must be a relative change from -0.99 to 10 "
-                f"(-0.2 = 20% lower), got {text!r}: it is at rest"
+                f"{name.replace('_', '-')} must be a relative change from {LOWEST_CHANGE} to "
+                f"{HIGHEST_CHANGE:g} (-0.2 = 20% lower), got {text!r}: it is at rest"
             )
             levers[name] = 0.0
     try:
         horizon = int(months)
-        if not 1 <= horizon <= 120:
+        if not 1 <= horizon <= MAX_MONTHS:
             raise ValueError(months)
     except ValueError:
-        problems.append(f"months must be a whole number from 1 to 120, got {months!r}: 12")
+        problems.append(f"months must be a whole number from 1 to {MAX_MONTHS}, got {months!r}: 12")
         horizon = 12
     payload: dict[str, Any] | None = None
     try:

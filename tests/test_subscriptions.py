@@ -126,6 +126,9 @@ def test_the_sbg_fit_recovers_a_simulated_store(tmp_path: Path) -> None:
         result = report(store, margin=0.5)
     (plan,) = result["plans"]
     fit = plan["fit"]
+    assert fit["model"] == "sbg", fit["choice"]  # no duration dependence planted
+    assert "not significant" in fit["choice"]
+    assert set(fit["candidates"]) == {"sbg", "bdw"}
     assert fit["alpha"] == pytest.approx(0.7, rel=0.12)
     assert fit["beta"] == pytest.approx(1.2, rel=0.15)
     track = plan["tracking"]
@@ -139,6 +142,52 @@ def test_the_sbg_fit_recovers_a_simulated_store(tmp_path: Path) -> None:
     # each subscriber's value: half of 20 for each payment to come, the next in full
     assert value["mean"] == pytest.approx(0.5 * 20 * value["mean_residual_periods"])
     assert 20 * 0.5 < value["new_subscriber"] < value["mean"]
+
+
+def test_a_chance_to_cancel_that_grows_with_tenure_keeps_the_bdw(tmp_path: Path) -> None:
+    """Subscribers whose own chance to cancel grows with tenure (BdW, c = 1.8): the
+    likelihood ratio keeps the BdW, which recovers c, tracks the holdout better than the
+    sBG would, and values each subscriber by its own retention curve."""
+    rng = np.random.default_rng(2)
+    as_of = dt.date(2026, 6, 30)
+    lines = ["subscription_id,customer_id,plan,price,started_at,cancelled_at"]
+    for n in range(6000):
+        start = dt.date(2024, 5, 1) + dt.timedelta(days=int(rng.integers(0, 790)))
+        theta = rng.beta(0.6, 3.0)
+        # still active after t periods while (1 - theta) ** (t ** c) > u
+        survived = (np.log(rng.random()) / np.log1p(-theta)) ** (1 / 1.8)
+        paid = min(int(np.floor(survived)) + 1, 600)
+        end = _add_months(start, paid)
+        lines.append(f"s{n},c{n},basic,20,{start},{end if end <= as_of else ''}")
+    (tmp_path / "subs.csv").write_text("\n".join(lines) + "\n")
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, tmp_path / "subs.csv", as_of=as_of.isoformat())
+        result = report(store, margin=1.0)
+    (plan,) = result["plans"]
+    fit = plan["fit"]
+    assert fit["model"] == "bdw", fit["choice"]
+    assert "is significant" in fit["choice"] and "rises with tenure" in fit["choice"]
+    assert fit["c"] == pytest.approx(1.8, rel=0.15)
+    sbg, bdw = fit["candidates"]["sbg"], fit["candidates"]["bdw"]
+    assert 2 * (bdw["log_likelihood"] - sbg["log_likelihood"]) > 3.841
+    assert fit["log_likelihood"] == bdw["log_likelihood"]
+    from retain.models import BetaDiscreteWeibull, ShiftedBetaGeometric
+    from retain.subscriptions import _tracking, survival
+
+    with Store(tmp_path / "s.duckdb") as store:
+        table = survival(store, as_of)
+    by_sbg = _tracking(table, ShiftedBetaGeometric)
+    assert by_sbg is not None
+    error = plan["tracking"]["holdout_mean_abs_error"]
+    assert error < 0.1 and error < by_sbg["holdout_mean_abs_error"], (error, by_sbg)
+
+    model = BetaDiscreteWeibull()
+    model.params_ = {k: fit[k] for k in ("alpha", "beta", "c")}
+    assert fit["survival"]["12"] == pytest.approx(model.survival([12]).iloc[0])
+    # a new subscriber: the first payment and the discounted renewals of the BdW
+    per_period = fit["discount_rate_per_period"]
+    renewals = model.expected_residual_lifetime([0], per_period).iloc[0]
+    assert plan["value"]["new_subscriber"] == pytest.approx(20 * (1 + renewals))
 
 
 def test_stripes_export_is_read_by_its_columns(tmp_path: Path) -> None:

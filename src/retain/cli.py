@@ -2332,10 +2332,12 @@ def subscriptions_report(
                 lines.append(f"  not fitted: {plan['problem']}")
                 continue
             survival = ", ".join(f"{k}: {v:.1%}" for k, v in fit["survival"].items())
+            shape = f" c {fit['c']:.3f}" if "c" in fit else ""
             lines.append(
-                f"  sBG alpha {fit['alpha']:.3f} beta {fit['beta']:.3f}; still active after "
-                f"periods {survival}"
+                f"  {fit['model'].upper()} alpha {fit['alpha']:.3f} beta {fit['beta']:.3f}{shape}; "
+                f"still active after periods {survival}"
             )
+            lines.append(f"  model: {fit['choice']}")
             track = plan.get("tracking")
             if track and track["holdout_mean_abs_error"] is not None:
                 lines.append(

@@ -1,5 +1,7 @@
 """Subscriptions: recurring revenue, its movements, retention by cohort, and what a
-subscriber is worth under the shifted-beta-geometric model (sBG, Fader & Hardie 2007).
+subscriber is worth under the shifted-beta-geometric model (sBG, Fader & Hardie 2007) or
+its generalisation with duration dependence, the beta-discrete-Weibull (BdW, Fader,
+Hardie, Liu, Davin & Steenburgh 2018).
 
 From the ``subscriptions`` table (:mod:`retain.ingest.subscriptions`):
 
@@ -17,12 +19,15 @@ From the ``subscriptions`` table (:mod:`retain.ingest.subscriptions`):
   revenue retention, their MRR against the cohort's first month's.
 - **Survival** of each plan's subscriptions (plan, interval and count): per start
   month, how many are still active after each billing period, as far as every
-  subscription of that month has been observed. The sBG model is fitted per plan on
-  all its cohorts together; ``tracking`` fits it again on the first two thirds of
-  the periods and sets its projection beside what happened in the rest.
+  subscription of that month has been observed. The sBG and the BdW are fitted per
+  plan on all its cohorts together, and the BdW kept when its duration dependence is
+  significant (a likelihood-ratio test at 5%; the reason is in ``fit["choice"]``);
+  ``tracking`` fits the kept model again on the first two thirds of the periods and
+  sets its projection beside what happened in the rest.
 - **Value** of each active subscriber: margin x price per period x the discounted
   expected residual lifetime (DERL) of a subscription that has renewed as often as
-  theirs, the next payment counted in full (:meth:`ShiftedBetaGeometric.expected_residual_lifetime`).
+  theirs, the next payment counted in full
+  (:meth:`ShiftedBetaGeometric.expected_residual_lifetime`, the BdW's by its sum).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from retain.errors import ArgumentError, StoreError
+from retain.errors import ArgumentError, ModelError, StoreError
 from retain.store import Store
 
 MONTHS_PER = {"day": 12 / 365.25, "week": 7 * 12 / 365.25, "month": 1.0, "year": 12.0}
@@ -43,6 +48,8 @@ TRACKING_SHARE = 2 / 3
 """The share of a plan's periods the tracking fit sees."""
 MIN_SUBSCRIPTIONS = 20
 """A plan's retention is estimated from this many subscriptions that completed a period."""
+LIKELIHOOD_RATIO_5PCT = 3.841
+"""The 5% point of a chi-square with 1 degree of freedom: the BdW's c is kept beyond it."""
 
 
 def recurring_value(price: float, periods: float, discount_rate: float = 0.0) -> float:
@@ -397,8 +404,8 @@ def report(
     discount_rate: float | None = None,
 ) -> dict[str, Any]:
     """The subscriptions in one answer: ``mrr`` (month by month, with movements),
-    ``cohorts`` (retention by start month), and ``plans``: per plan its sBG fit on the
-    survival table, projected survival, ``tracking`` against a holdout of its later
+    ``cohorts`` (retention by start month), and ``plans``: per plan its retention model
+    (sBG or BdW) fitted on the survival table, projected survival, ``tracking`` against a holdout of its later
     periods, and the value of its active subscribers (margin and ``discount_rate`` a
     year: the store's settings unless given). A plan with too few subscriptions, no
     cancellation or a fit that does not converge is not fitted, and says so."""
@@ -461,26 +468,28 @@ def report(
             )
         elif lost <= 0:
             problem = "no cancellation observed yet: retention cannot be estimated"
-        model = None if problem else _fit(series)
-        if model is None and problem is None:
-            problem = "the sBG fit did not converge on this plan's survival table"
-        if model is None:
+        chosen = None if problem else _fit_both(series)
+        if chosen is None and problem is None:
+            problem = "neither the sBG nor the BdW fit converged on this plan's survival table"
+        if chosen is None:
             entry["fit"], entry["problem"] = None, problem
             plans.append(entry)
             continue
-        alpha, beta = model.params_["alpha"], model.params_["beta"]
+        model, candidates, reason = chosen
         per_period = (1 + discount_rate) ** _period_years(interval, int(count)) - 1
         horizon = (1, 2, 3, 6, 12, 24, 36)
         entry["fit"] = {
-            "model": "sbg",
-            "alpha": alpha,
-            "beta": beta,
+            "model": model.name,
+            **model.params_,
+            "log_likelihood": float(model.log_likelihood_),
             "converged": bool(model.converged_),
+            "choice": reason,
+            "candidates": candidates,
             "survival": {str(p): float(model.survival([p]).iloc[0]) for p in horizon},
             "retention_next": float(model.retention_rate([1]).iloc[0]),
             "discount_rate_per_period": per_period,
         }
-        entry["tracking"] = _tracking(part)
+        entry["tracking"] = _tracking(part, type(model))
         if len(mine):
             payments = np.array(
                 model.expected_residual_lifetime(mine["renewals"].to_numpy(), per_period),
@@ -521,10 +530,11 @@ def report(
     }
 
 
-def _tracking(part: pd.DataFrame) -> dict[str, Any] | None:
-    """The sBG fitted on the first :data:`TRACKING_SHARE` of the plan's periods, its
-    projected survivors beside the actual ones in every period (summed over the cohorts
-    observed that long), the later periods a holdout; None with fewer than 3 periods."""
+def _tracking(part: pd.DataFrame, family: type[Any]) -> dict[str, Any] | None:
+    """The plan's model (``family``: the sBG or the BdW) fitted on the first
+    :data:`TRACKING_SHARE` of the plan's periods, its projected survivors beside the actual
+    ones in every period (summed over the cohorts observed that long), the later periods a
+    holdout; None with fewer than 3 periods."""
     longest = int(part["period"].max())
     cut = math.floor(longest * TRACKING_SHARE)
     if longest < 3 or cut < 1:
@@ -532,7 +542,7 @@ def _tracking(part: pd.DataFrame) -> dict[str, Any] | None:
     early = _series(part, cut)
     if not early or sum(s[0] - s[-1] for s in early) <= 0:
         return None
-    model = _fit(early)
+    model = _fit(early, family)
     if model is None:
         return None
     sizes = part[part["period"] == 0].set_index("cohort")["active"]
@@ -557,13 +567,60 @@ def _tracking(part: pd.DataFrame) -> dict[str, Any] | None:
     return {"fitted_through": cut, "periods": rows, "holdout_mean_abs_error": error}
 
 
-def _fit(series: list[list[float]]) -> Any:
-    """The sBG fitted on the cohorts' series; None when it does not converge."""
+def _fit(series: list[list[float]], family: type[Any]) -> Any:
+    """``family`` (the sBG or the BdW) fitted on the cohorts' series; None when it does not
+    converge."""
     import warnings
-
-    from retain.models import ShiftedBetaGeometric
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a fit that does not converge is said, not warned
-        model = ShiftedBetaGeometric().fit(series)
+        try:
+            model = family().fit(series)
+        except ModelError:
+            return None
     return model if model.converged_ else None
+
+
+def _fit_both(series: list[list[float]]) -> tuple[Any, dict[str, Any], str] | None:
+    """The sBG and the BdW fitted on the plan's survival table, and the one kept: the BdW
+    when its duration dependence is significant (twice the gain in log-likelihood above
+    :data:`LIKELIHOOD_RATIO_5PCT`, the 5% point of a chi-square with 1 degree of freedom:
+    the BdW is the sBG with c free), else the simpler sBG. Each candidate's parameters and
+    log-likelihood, and the reason; None when neither converges."""
+    from retain.models import BetaDiscreteWeibull, ShiftedBetaGeometric
+
+    fits = {
+        f.name: f
+        for f in (_fit(series, ShiftedBetaGeometric), _fit(series, BetaDiscreteWeibull))
+        if f
+    }
+    candidates = {
+        name: {**f.params_, "log_likelihood": float(f.log_likelihood_)} for name, f in fits.items()
+    }
+    if not fits:
+        return None
+    if len(fits) == 1:
+        ((name, model),) = fits.items()
+        return model, candidates, f"only the {name.upper()} fit converged"
+    sbg, bdw = fits["sbg"], fits["bdw"]
+    statistic = 2.0 * (bdw.log_likelihood_ - sbg.log_likelihood_)
+    c = bdw.params_["c"]
+    trend = "rises" if c > 1 else "falls"
+    if statistic > LIKELIHOOD_RATIO_5PCT:
+        return (
+            bdw,
+            candidates,
+            (
+                f"BdW: its duration dependence c = {c:.3f} is significant (likelihood ratio "
+                f"{statistic:.2f} > {LIKELIHOOD_RATIO_5PCT}): a subscriber's own chance to cancel "
+                f"{trend} with tenure"
+            ),
+        )
+    return (
+        sbg,
+        candidates,
+        (
+            f"sBG: the BdW's duration dependence c = {c:.3f} is not significant (likelihood "
+            f"ratio {max(statistic, 0.0):.2f} <= {LIKELIHOOD_RATIO_5PCT}), so the simpler model"
+        ),
+    )

@@ -9,6 +9,8 @@ buy, and when.
   2010); alpha, beta, gamma, delta.
 - :class:`ShiftedBetaGeometric`: sBG, contract renewals (Fader & Hardie 2007);
   alpha, beta.
+- :class:`BetaDiscreteWeibull`: BdW, contract renewals with duration dependence
+  (Fader, Hardie, Liu, Davin & Steenburgh 2018); alpha, beta, c (1: the sBG).
 
 Every model: ``Model(penalizer=0.0).fit(data)``, then ``params_``,
 ``log_likelihood_``, ``standard_errors_``, ``converged_``, ``summary()``,
@@ -22,6 +24,7 @@ at once). Durations are numbers in the data's time unit or strings such as
 
 from retain.errors import ArgumentError
 from retain.models.base import ConvergenceWarning, Model, TransactionModel
+from retain.models.bdw import BetaDiscreteWeibull
 from retain.models.bgbb import BetaGeoBetaBinom
 from retain.models.bgnbd import BetaGeo
 from retain.models.gammagamma import GammaGamma
@@ -51,6 +54,7 @@ def transaction_model(model: str | type[TransactionModel] | TransactionModel) ->
 
 __all__ = [
     "TRANSACTION_MODELS",
+    "BetaDiscreteWeibull",
     "BetaGeo",
     "BetaGeoBetaBinom",
     "ConvergenceWarning",

@@ -15,7 +15,7 @@ are per contract period.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,7 @@ class ShiftedBetaGeometric(Model):
     """
 
     name = "sbg"
-    param_names = ("alpha", "beta")
+    param_names: ClassVar[tuple[str, ...]] = ("alpha", "beta")
 
     def _prepare(self, data: Any, weights: Any) -> _Survivors:
         if weights is not None:

@@ -2246,8 +2246,8 @@ def experiments_size(
 
 subscriptions_app = RetainTyper(
     cls=RetainGroup,
-    help="Subscriptions: MRR and its movements, retention by start cohort, and each plan's "
-    "retention curve (sBG) and subscriber value.",
+    help="Subscriptions: MRR and its movements, retention by start cohort, each plan's "
+    "retention curve (sBG or BdW) and subscriber value, and who to offer one.",
     no_args_is_help=True,
 )
 app.add_typer(subscriptions_app, name="subscriptions")
@@ -2277,8 +2277,9 @@ def subscriptions_report(
     as_json: JsonOption = False,
 ) -> None:
     """MRR month by month with its movements (new, reactivated, expansion, contraction,
-    churned), logo and revenue retention by start cohort, and per plan the sBG fit of its
-    survival table, its tracking on a holdout of later periods and its subscribers' value."""
+    churned), logo and revenue retention by start cohort, and per plan the sBG or BdW fit
+    of its survival table, its tracking on a holdout of later periods and its subscribers'
+    value."""
     from retain.store import Store
     from retain.subscriptions import report
 
@@ -2355,6 +2356,102 @@ def subscriptions_report(
         lines.append(
             f"value: margin {result['margin']:g}, discounted {result['discount_rate']:g} a year"
         )
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
+
+
+@subscriptions_app.command("candidates")
+@friendly_errors
+def subscriptions_candidates(
+    discount: Annotated[
+        float,
+        typer.Option("--discount", help="Discount a subscriber gets on each delivery, 0 to <1."),
+    ] = 0.1,
+    retention: Annotated[
+        float | None,
+        typer.Option(
+            "--retention",
+            help="Share of subscribers who renew at each delivery, for a store without "
+            "subscriptions. Default: the retention curve of the store's plan.",
+        ),
+    ] = None,
+    plan: Annotated[
+        str | None,
+        typer.Option(
+            "--plan",
+            help="The plan whose retention curve to use. Default: the "
+            "fitted plan with the most subscriptions.",
+        ),
+    ] = None,
+    max_irregularity: Annotated[
+        float,
+        typer.Option(
+            "--max-irregularity",
+            help="Most spread of a customer's intervals between purchases, as a share of "
+            "their mean, for a regular rhythm.",
+        ),
+    ] = 0.35,
+    top: Annotated[int, typer.Option("--top", help="Rows to show.")] = 20,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Who to offer a subscription: customers who buy the same product at regular
+    intervals, ranked by how much more their next 12 months are worth as subscribers
+    (at their own interval, their usual spend less the discount) than as they are."""
+    from retain.store import Store
+    from retain.subscriptions import candidates
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        result = candidates(
+            store,
+            discount=discount,
+            retention=retention,
+            plan=plan,
+            max_irregularity=max_irregularity,
+            limit=top,
+        )
+
+    def table() -> str:
+        lines = [
+            f"subscription candidates at {result['as_of']}: {result['candidates']:,} customer "
+            f"and product pairs bought at a regular rhythm ({result['customers']:,} customers); "
+            f"{result['gaining']:,} worth more as subscribers, "
+            f"{result['gain_total']:,.2f} more in all over 12 months",
+            f"offer: each delivery at their mean spend less {result['discount']:.0%}; "
+            f"retention: {result['retention']}; margin {result['margin']:g}, discounted "
+            f"{result['discount_rate']:g} a year",
+        ]
+        head = [
+            "customer",
+            "sku",
+            "purchases",
+            "every",
+            "last",
+            "price",
+            "now",
+            "subscribed",
+            "gain",
+        ]
+        rows = [
+            [
+                str(r["customer_id"]),
+                str(r["sku"]),
+                str(r["purchases"]),
+                f"{r['every_days']:.0f} d",
+                r["last_purchase"],
+                f"{r['price_per_delivery']:,.2f}",
+                f"{r['value_now']:,.2f}",
+                f"{r['value_subscribed']:,.2f}",
+                f"{r['gain']:+,.2f}",
+            ]
+            for r in result["rows"]
+        ]
+        if rows:
+            lines.extend("  " + line for line in aligned(head, rows))
+        else:
+            lines.append("  no customer buys a product at a regular rhythm")
         return "\n".join(lines)
 
     emit(result, as_json, table)

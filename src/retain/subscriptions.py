@@ -455,22 +455,7 @@ def report(
             & (active["interval_count"] == count)
         ]
         entry["active"] = len(mine)
-        series = _series(part)
-        lost = sum(s[0] - s[-1] for s in series)
-        observed = sum(s[0] for s in series)
-        problem = None
-        if not series:
-            problem = "no billing period completed yet: nothing to fit"
-        elif observed < MIN_SUBSCRIPTIONS:
-            problem = (
-                f"too few subscriptions observed for a whole period ({observed:g}; "
-                f"{MIN_SUBSCRIPTIONS} are needed) to estimate retention"
-            )
-        elif lost <= 0:
-            problem = "no cancellation observed yet: retention cannot be estimated"
-        chosen = None if problem else _fit_both(series)
-        if chosen is None and problem is None:
-            problem = "neither the sBG nor the BdW fit converged on this plan's survival table"
+        chosen, problem = _fit_plan(part)
         if chosen is None:
             entry["fit"], entry["problem"] = None, problem
             plans.append(entry)
@@ -567,6 +552,27 @@ def _tracking(part: pd.DataFrame, family: type[Any]) -> dict[str, Any] | None:
     return {"fitted_through": cut, "periods": rows, "holdout_mean_abs_error": error}
 
 
+def _fit_plan(part: pd.DataFrame) -> tuple[tuple[Any, dict[str, Any], str] | None, str | None]:
+    """A plan's survival table fitted (:func:`_fit_both`), or None and why not: too few
+    subscriptions, no cancellation, or no fit that converges."""
+    series = _series(part)
+    lost = sum(s[0] - s[-1] for s in series)
+    observed = sum(s[0] for s in series)
+    if not series:
+        return None, "no billing period completed yet: nothing to fit"
+    if observed < MIN_SUBSCRIPTIONS:
+        return None, (
+            f"too few subscriptions observed for a whole period ({observed:g}; "
+            f"{MIN_SUBSCRIPTIONS} are needed) to estimate retention"
+        )
+    if lost <= 0:
+        return None, "no cancellation observed yet: retention cannot be estimated"
+    chosen = _fit_both(series)
+    if chosen is None:
+        return None, "neither the sBG nor the BdW fit converged on this plan's survival table"
+    return chosen, None
+
+
 def _fit(series: list[list[float]], family: type[Any]) -> Any:
     """``family`` (the sBG or the BdW) fitted on the cohorts' series; None when it does not
     converge."""
@@ -623,4 +629,205 @@ def _fit_both(series: list[list[float]]) -> tuple[Any, dict[str, Any], str] | No
             f"sBG: the BdW's duration dependence c = {c:.3f} is not significant (likelihood "
             f"ratio {max(statistic, 0.0):.2f} <= {LIKELIHOOD_RATIO_5PCT}), so the simpler model"
         ),
+    )
+
+
+# -- who to offer a subscription ------------------------------------------------------
+
+REGULAR_CV = 0.35
+"""A customer buys a product at regular intervals when the intervals' standard deviation
+is at most this share of their mean."""
+MIN_PURCHASES = 3
+"""Purchases of a product (on different days) that show a rhythm: two intervals."""
+SHORTEST_INTERVAL = 7
+LONGEST_INTERVAL = 366
+"""Days between purchases that make a cadence a subscription can deliver at."""
+LAPSED = 2.0
+"""A rhythm is broken when the last purchase is this many intervals ago."""
+DAYS_PER_YEAR = 365.25
+OFFER_DAYS = DAYS_PER_YEAR
+"""The horizon over which the offer's values are compared: the scores' 12-month CLV."""
+
+_RHYTHM_SQL = """
+WITH bought AS (
+    SELECT o.customer_id, l.sku, any_value(l.name) AS name,
+           CAST(o.ordered_at AS DATE) AS day,
+           sum(coalesce(l.quantity, 1) * coalesce(l.unit_price, 0)) AS spend
+    FROM order_lines l JOIN orders o USING (order_id)
+    WHERE o.ordered_at < $cutoff
+    GROUP BY o.customer_id, l.sku, CAST(o.ordered_at AS DATE)
+), gaps AS (
+    SELECT *, date_diff('day', lag(day) OVER (PARTITION BY customer_id, sku ORDER BY day), day)
+              AS gap
+    FROM bought
+), spent AS (
+    SELECT customer_id, sum(spend) AS spend FROM bought GROUP BY customer_id
+)
+SELECT g.customer_id, g.sku, any_value(g.name) AS name, count(*) AS purchases,
+       avg(g.gap) AS every_days, stddev_samp(g.gap) / avg(g.gap) AS irregularity,
+       max(g.day) AS last_purchase, avg(g.spend) AS spend_per_purchase,
+       least(1.0, sum(g.spend) / any_value(s.spend)) AS share_of_spend
+FROM gaps g JOIN spent s USING (customer_id)
+GROUP BY g.customer_id, g.sku
+HAVING count(*) >= $min_purchases
+"""
+
+
+def candidates(
+    store: Store,
+    *,
+    discount: float = 0.1,
+    retention: float | None = None,
+    plan: str | None = None,
+    max_irregularity: float = REGULAR_CV,
+    limit: int | None = 100,
+) -> dict[str, Any]:
+    """Who to offer a subscription: customers who buy the same product at regular
+    intervals, ranked by what their next 12 months are worth more as subscribers.
+
+    From the order lines to the last scoring's observation day, a customer and product
+    qualify with :data:`MIN_PURCHASES` purchases on different days, intervals of
+    :data:`SHORTEST_INTERVAL` to :data:`LONGEST_INTERVAL` days on average whose standard
+    deviation is at most ``max_irregularity`` of their mean, and a last purchase less than
+    :data:`LAPSED` intervals ago (the rhythm goes on). The offer: the product delivered at
+    their own interval for their mean spend on it less ``discount``.
+
+    Over the next 12 months, at the scoring's margin and discount rate:
+
+    - ``value_now``: their 12-month CLV (``retain score``) times the product's share of
+      their spend: what the model expects them to spend on it as they are;
+    - ``value_subscribed``: each delivery's price, the first in full and each later one
+      weighted by the chance the subscription is still on (the retention curve of the
+      store's plan ``plan``, default the fitted plan with the most subscriptions, read at
+      the delivery's time in the plan's periods; or ``retention``, the share renewing at
+      each delivery, for a store without subscriptions) and discounted;
+    - ``gain``: the difference, the rows ranked by it (``limit`` of them; None: all).
+
+    Raises :class:`StoreError` without scores, order lines, or (without ``retention``)
+    a fitted plan."""
+    from retain.scoring import load_score_basis
+
+    if not (math.isfinite(discount) and 0 <= discount < 1):
+        raise ArgumentError(f"discount must be a share from 0 to below 1, got {discount!r}")
+    if retention is not None and not (math.isfinite(retention) and 0 < retention <= 1):
+        raise ArgumentError(f"retention must be a share above 0 and at most 1, got {retention!r}")
+    if not (math.isfinite(max_irregularity) and max_irregularity > 0):
+        raise ArgumentError(f"max_irregularity must be above 0, got {max_irregularity!r}")
+    if limit is not None and limit < 1:
+        raise ArgumentError(f"limit must be 1 or more, got {limit!r}")
+    basis = load_score_basis(store)
+    day = dt.date.fromisoformat(basis.as_of)
+    if not store.con.execute("SELECT count(*) FROM order_lines").fetchall()[0][0]:
+        raise StoreError(
+            f"the store {store.path} has no order lines: who buys a product again and again "
+            "is read from them (retain ingest LINES.csv --format lines)"
+        )
+    survive, source = _offer_retention(store, day, retention, plan)
+    rows = store.con.execute(
+        _RHYTHM_SQL, {"cutoff": _cutoff(day), "min_purchases": MIN_PURCHASES}
+    ).df()
+    rows["days_since"] = [(day - d.date()).days for d in pd.to_datetime(rows["last_purchase"])]
+    regular = (
+        rows["every_days"].between(SHORTEST_INTERVAL, LONGEST_INTERVAL)
+        & (rows["irregularity"] <= max_irregularity)
+        & (rows["days_since"] < LAPSED * rows["every_days"])
+        & (rows["spend_per_purchase"] > 0)
+    )
+    rows = rows[regular].copy()
+    scores = (
+        store.con.execute("SELECT customer_id, clv_12m, p_alive FROM customer_scores")
+        .df()
+        .set_index("customer_id")
+    )
+    rows = rows.join(scores, on="customer_id", how="inner")
+    if rows["clv_12m"].isna().all() and len(rows):
+        raise StoreError(
+            "the last scoring has no CLV (no spend model was fitted): the value of an offer "
+            "is set against the customer's CLV"
+        )
+    rows = rows[rows["clv_12m"].notna()]
+    margin, rate = float(basis.margin), float(basis.discount_rate)
+    price = (1.0 - discount) * rows["spend_per_purchase"].to_numpy()
+    every = rows["every_days"].to_numpy()
+    subscribed = np.zeros(len(rows))
+    for i, interval in enumerate(every):
+        times = np.arange(0.0, OFFER_DAYS, interval)  # the deliveries within the horizon
+        subscribed[i] = float(np.sum(survive(times) * (1.0 + rate) ** (-times / DAYS_PER_YEAR)))
+    rows["price_per_delivery"] = price
+    rows["value_now"] = rows["clv_12m"].to_numpy() * rows["share_of_spend"].to_numpy()
+    rows["value_subscribed"] = margin * price * subscribed
+    rows["gain"] = rows["value_subscribed"] - rows["value_now"]
+    rows = rows.sort_values(["gain", "customer_id", "sku"], ascending=[False, True, True])
+    gaining = rows[rows["gain"] > 0]
+    shown = rows if limit is None else rows.head(limit)
+    columns = [
+        "customer_id", "sku", "name", "purchases", "every_days", "irregularity",
+        "last_purchase", "days_since", "spend_per_purchase", "price_per_delivery",
+        "share_of_spend", "p_alive", "value_now", "value_subscribed", "gain",
+    ]  # fmt: skip
+    out = shown[columns].copy()
+    out["last_purchase"] = [pd.Timestamp(d).date().isoformat() for d in out["last_purchase"]]
+    return {
+        "as_of": day.isoformat(),
+        "margin": margin,
+        "discount_rate": rate,
+        "discount": discount,
+        "retention": source,
+        "max_irregularity": max_irregularity,
+        "candidates": len(rows),
+        "customers": int(rows["customer_id"].nunique()),
+        "gaining": len(gaining),
+        "gain_total": float(gaining["gain"].sum()),
+        "rows": out.to_dict(orient="records"),
+    }
+
+
+def _offer_retention(
+    store: Store, day: dt.date, retention: float | None, plan: str | None
+) -> tuple[Any, str]:
+    """The chance a subscription is still on after some days, and where it comes from."""
+    if retention is not None:
+        if plan is not None:
+            raise ArgumentError("give a plan or a retention, not both")
+
+        def constant(days: np.ndarray) -> np.ndarray:
+            deliveries = np.arange(days.size, dtype=np.float64)
+            return np.asarray(retention**deliveries, dtype=np.float64)
+
+        return constant, f"{retention:.0%} of subscribers renewing at each delivery (given)"
+    has_subscriptions = store.has_table("subscriptions") and bool(
+        store.con.execute("SELECT count(*) FROM subscriptions").fetchall()[0][0]
+    )
+    if not has_subscriptions:
+        raise StoreError(
+            f"the store {store.path} holds no subscriptions to learn a subscriber's retention "
+            "from: give the share of subscribers who renew at each delivery (--retention, "
+            "e.g. 0.9), or ingest subscriptions"
+        )
+    table = survival(store, day)
+    fitted: list[tuple[int, str, Any, float]] = []
+    for key, part in table.groupby(["plan", "billing_interval", "interval_count"], sort=True):
+        name, interval, count = cast(tuple[str, str, int], key)
+        if plan is not None and name != plan:
+            continue
+        chosen, _ = _fit_plan(part)
+        if chosen is not None:
+            size = int(part.loc[part["period"] == 0, "active"].sum())
+            fitted.append((size, name, chosen[0], MONTHS_PER[interval] * int(count)))
+    if not fitted:
+        known = sorted(table["plan"].unique())
+        which = f"plan {plan!r}" if plan is not None else "any plan"
+        raise StoreError(
+            f"no retention curve fitted for {which} (plans: {', '.join(known) or 'none'}): "
+            "name a fitted plan, or give --retention"
+        )
+    size, name, model, months = max(fitted, key=lambda f: (f[0], f[1]))
+    period_days = months * DAYS_PER_YEAR / 12.0
+
+    def curve(days: np.ndarray) -> np.ndarray:
+        return np.asarray(model.survival(days / period_days).to_numpy(), dtype=np.float64)
+
+    return curve, (
+        f"the retention of plan {name} ({model.name.upper()}, {size:,} subscriptions), "
+        f"read at each delivery's time"
     )

@@ -916,13 +916,51 @@ def get_subscriptions(
     ] = None,
 ) -> dict[str, Any]:
     """``retain subscriptions report``: MRR month by month with its movements, logo and
-    revenue retention by start cohort, and per plan the sBG fit of its survival table,
-    its tracking on a holdout of later periods and its subscribers' value."""
+    revenue retention by start cohort, and per plan the sBG or BdW fit of its survival
+    table, its tracking on a holdout of later periods and its subscribers' value."""
     from retain.subscriptions import report
 
     return service.cached(
         ("subscriptions", margin, discount_rate, as_of),
         lambda store: report(store, as_of=as_of, margin=margin, discount_rate=discount_rate),
+    )
+
+
+@router.get("/subscriptions/candidates", responses=ERRORS, summary="Who to offer a subscription")
+def get_subscription_candidates(
+    service: ServiceDep,
+    discount: Annotated[
+        float, Query(ge=0, lt=1, description="Discount a subscriber gets on each delivery.")
+    ] = 0.1,
+    retention: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=1,
+            description="Share of subscribers renewing at each delivery (default: the "
+            "retention curve of the store's plan).",
+        ),
+    ] = None,
+    plan: Annotated[str | None, Query(description="The plan whose retention to use.")] = None,
+    max_irregularity: Annotated[
+        float, Query(gt=0, description="Most spread of the intervals, a share of their mean.")
+    ] = 0.35,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Rows to return.")] = 100,
+) -> dict[str, Any]:
+    """``retain subscriptions candidates``: customers who buy the same product at regular
+    intervals, ranked by how much more their next 12 months are worth as subscribers."""
+    from retain.subscriptions import candidates
+
+    return service.cached(
+        ("subscription-candidates", discount, retention, plan, max_irregularity, limit),
+        lambda store: candidates(
+            store,
+            discount=discount,
+            retention=retention,
+            plan=plan,
+            max_irregularity=max_irregularity,
+            limit=limit,
+        ),
     )
 
 

@@ -316,3 +316,59 @@ def test_the_page_holds_what_it_was_given(scored: Path, tmp_path: Path) -> None:
             assert f"at most +{highest:g}" in beyond.json()["detail"]
             shown = html.unescape(client.get(f"/whatif?dropout_change={highest + 0.05:.2f}").text)
             assert f"at most +{highest:g} for this store: it is at rest" in shown
+
+
+def test_a_campaign_adds_its_reach_of_the_lever_and_breaks_even_at_it(scored: Path) -> None:
+    """A campaign reaching 30% of the customers with their dropout 20% lower adds 30% of
+    what the lever adds for everyone; it pays exactly while a customer reached costs less
+    than the lever's value per customer (the break-even)."""
+    from retain.whatif import Campaign, campaign
+
+    with Store(scored, read_only=True) as store:
+        plan = planner(store)
+    everyone = plan._totals(Scenario(dropout_change=-0.2), 12)[2] - plan._totals(Scenario(), 12)[2]
+    offer = campaign(plan, Campaign(reach=0.3, cost_per_customer=0.5, dropout_change=-0.2))
+    assert offer["value_added"] == pytest.approx(0.3 * everyone, abs=0.006)
+    assert offer["customers_reached"] == pytest.approx(0.3 * 2357)
+    assert offer["cost"] == pytest.approx(0.3 * 2357 * 0.5, abs=0.006)
+    assert offer["net"] == pytest.approx(offer["value_added"] - offer["cost"], abs=0.011)
+    even = offer["break_even_cost_per_customer"]
+    assert even == pytest.approx(everyone / 2357, abs=5e-5) and even > 0
+    above = campaign(plan, Campaign(0.3, even * 1.01, -0.2))
+    below = campaign(plan, Campaign(0.3, even * 0.99, -0.2))
+    assert not above["pays"] and above["net"] < 0
+    assert below["pays"] and below["net"] > 0
+    # a campaign that raises dropout loses value at any cost
+    harm = campaign(plan, Campaign(0.5, 0.0, 0.1))
+    assert harm["value_added"] < 0 and not harm["pays"] and harm["return_on_cost"] is None
+    with pytest.raises(ArgumentError, match="reach must be a share"):
+        Campaign(0.0, 1.0, -0.1)
+    with pytest.raises(ArgumentError, match="cost per customer must be 0 or more"):
+        Campaign(0.5, -1.0, -0.1)
+
+
+def test_the_cli_and_api_price_a_campaign(cdnow_sample_db: Path, tmp_path: Path) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    db = _scored(cdnow_sample_db, tmp_path / "s.duckdb", "pnbd", "D")
+    runner = CliRunner()
+    args = ["whatif", "--db", str(db), "--campaign-reach", "0.5", "--campaign-cost", "0.2"]
+    missing = runner.invoke(app, args)
+    assert missing.exit_code != 0 and "missing --campaign-dropout-change" in missing.output
+    done = runner.invoke(app, [*args, "--campaign-dropout-change", "-0.1", "--json"])
+    assert done.exit_code == 0, done.output
+    offer = json.loads(done.output)["campaign"]
+    text = runner.invoke(app, [*args, "--campaign-dropout-change", "-0.1"])
+    assert "campaign: reaching 50%" in text.output and "break-even at" in text.output
+    with TestClient(create_app(db, None, warm=False), client=("127.0.0.1", 5000)) as client:
+        served = client.get(
+            "/api/whatif?campaign_reach=0.5&campaign_cost=0.2&campaign_dropout_change=-0.1"
+        )
+        partial = client.get("/api/whatif?campaign_reach=0.5")
+    assert served.status_code == 200 and served.json()["campaign"] == offer
+    assert partial.status_code == 422 and "campaign_dropout_change" in partial.text

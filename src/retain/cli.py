@@ -1349,13 +1349,33 @@ def whatif(
     spend_change: Annotated[
         float, typer.Option("--spend-change", help="Relative change of the spend per order.")
     ] = 0.0,
+    campaign_reach: Annotated[
+        float | None,
+        typer.Option(
+            "--campaign-reach",
+            help="A retention campaign: the share of customers it reaches (with "
+            "--campaign-cost and --campaign-dropout-change).",
+        ),
+    ] = None,
+    campaign_cost: Annotated[
+        float | None,
+        typer.Option("--campaign-cost", help="What reaching one customer costs."),
+    ] = None,
+    campaign_dropout_change: Annotated[
+        float | None,
+        typer.Option(
+            "--campaign-dropout-change",
+            help="The campaign's effect on those reached: -0.1 = their dropout 10% lower.",
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
     """What the kept model projects for the coming months (revenue, purchases, value) and
-    the same under a scenario: a lower dropout, more frequent purchases, larger orders."""
+    the same under a scenario: a lower dropout, more frequent purchases, larger orders;
+    and what a retention campaign is worth against its cost, and its break-even."""
     from retain.store import Store
-    from retain.whatif import Scenario
+    from retain.whatif import Campaign, Scenario
     from retain.whatif import whatif as project
 
     scenario = Scenario(
@@ -1363,8 +1383,25 @@ def whatif(
         purchase_rate_change=purchase_rate_change,
         spend_change=spend_change,
     )
+    given = {
+        "--campaign-reach": campaign_reach,
+        "--campaign-cost": campaign_cost,
+        "--campaign-dropout-change": campaign_dropout_change,
+    }
+    offer = None
+    if any(v is not None for v in given.values()):
+        missing = [k for k, v in given.items() if v is None]
+        if missing:
+            raise typer.BadParameter(
+                f"a campaign needs {', '.join(given)}; missing {', '.join(missing)}"
+            )
+        offer = Campaign(
+            reach=float(campaign_reach or 0),
+            cost_per_customer=float(campaign_cost or 0),
+            dropout_change=float(campaign_dropout_change or 0),
+        )
     with Store(db, read_only=True) as store:
-        answer = project(store, scenario, months)
+        answer = project(store, scenario, months, offer)
 
     def table() -> str:
         base, moved = answer["base"], answer["scenario"]
@@ -1399,6 +1436,17 @@ def whatif(
             )
         else:
             lines.append("no spend model (Gamma-Gamma) was fitted: purchases only")
+        offer = answer.get("campaign")
+        if offer:
+            verdict = "pays" if offer["pays"] else "does not pay"
+            lines.append(
+                f"campaign: reaching {offer['reach']:.0%} ({offer['customers_reached']:,.0f} "
+                f"customers) at {offer['cost_per_customer']:,.2f} each, their dropout "
+                f"{100 * offer['dropout_change']:+g}%: adds {offer['value_added']:,.2f} of "
+                f"value over {offer['months']} months for {offer['cost']:,.2f}, net "
+                f"{offer['net']:+,.2f}: it {verdict}; break-even at "
+                f"{offer['break_even_cost_per_customer']:,.2f} a customer reached"
+            )
         lines.extend(f"note: {note}" for note in answer["notes"])
         return "\n".join(lines)
 

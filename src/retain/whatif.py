@@ -309,10 +309,74 @@ def _since_scoring(store: Store, as_of: dt.date, customers: int) -> list[str]:
     return notes
 
 
-def whatif(store: Store, scenario: Scenario | None = None, months: int = 12) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Campaign:
+    """A retention campaign: ``reach``, the share of the customers it reaches (at random
+    among them); ``cost_per_customer``, what reaching one costs; ``dropout_change``, its
+    effect on those reached (-0.1: their chance to drop out 10% lower; measured by an
+    experiment, ``retain experiments report``, or assumed)."""
+
+    reach: float
+    cost_per_customer: float
+    dropout_change: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.reach, numbers.Real) and 0 < float(self.reach) <= 1):
+            raise ArgumentError(
+                f"campaign reach must be a share above 0 and at most 1, got {self.reach!r}"
+            )
+        cost = self.cost_per_customer
+        if not (isinstance(cost, numbers.Real) and math.isfinite(cost) and cost >= 0):
+            raise ArgumentError(f"campaign cost per customer must be 0 or more, got {cost!r}")
+        Scenario(dropout_change=self.dropout_change)  # the lever's own bounds
+
+
+def campaign(plan: Planner, offer: Campaign, months: int = 12) -> dict[str, Any]:
+    """What ``offer`` is worth over ``months``: the value it adds (its reach times the value
+    of every customer's dropout moved by its effect, less the base's: customers are
+    independent, so the reached share adds that share of it), its cost, the net and the
+    return on the cost, and the break-even: the most reaching one customer may cost for
+    the campaign to pay for itself. Needs a spend model (value in money)."""
+    base = plan._totals(Scenario(), months)[2]
+    moved = plan._totals(Scenario(dropout_change=offer.dropout_change), months)[2]
+    if base is None or moved is None:
+        raise ModelError(
+            "a campaign's worth is in money, and the kept fit has no spend model: refit with "
+            "orders that carry their net revenue"
+        )
+    reached = offer.reach * plan.customers
+    added = offer.reach * (float(moved) - float(base))
+    cost = reached * offer.cost_per_customer
+    per_customer = (float(moved) - float(base)) / plan.customers if plan.customers else 0.0
+    return {
+        "reach": offer.reach,
+        "customers_reached": round(reached, 2),
+        "cost_per_customer": offer.cost_per_customer,
+        "dropout_change": offer.dropout_change,
+        "months": months,
+        "value_added": round(added, 2),
+        "cost": round(cost, 2),
+        "net": round(added - cost, 2),
+        "return_on_cost": None if cost == 0 else round((added - cost) / cost, 4),
+        "break_even_cost_per_customer": round(per_customer, 4),
+        "pays": added > cost,
+    }
+
+
+def whatif(
+    store: Store,
+    scenario: Scenario | None = None,
+    months: int = 12,
+    offer: Campaign | None = None,
+) -> dict[str, Any]:
     """``base`` and ``scenario`` projections (:meth:`Planner.project`) of the store's last
-    ``retain score``, and the scenario's change against the base."""
-    return report(planner(store), scenario, months)
+    ``retain score``, the scenario's change against the base, and with ``offer`` what a
+    retention campaign is worth (:func:`campaign`)."""
+    plan = planner(store)
+    answer = report(plan, scenario, months)
+    if offer is not None:
+        answer["campaign"] = campaign(plan, offer, months)
+    return answer
 
 
 def report(plan: Planner, scenario: Scenario | None = None, months: int = 12) -> dict[str, Any]:

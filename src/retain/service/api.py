@@ -552,12 +552,30 @@ def get_whatif(
     dropout_change: Change = 0.0,
     purchase_rate_change: Change = 0.0,
     spend_change: Change = 0.0,
+    campaign_reach: Annotated[
+        float | None,
+        Query(gt=0, le=1, description="A retention campaign's share of customers reached."),
+    ] = None,
+    campaign_cost: Annotated[
+        float | None, Query(ge=0, description="What reaching one customer costs.")
+    ] = None,
+    campaign_dropout_change: Annotated[
+        float | None,
+        Query(
+            ge=whatif.LOWEST_CHANGE,
+            le=whatif.HIGHEST_CHANGE,
+            description="The campaign's effect on the dropout of those reached.",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """``retain whatif``: the kept model's revenue and purchases month by month and the
     value (CLV) over ``months``, as it stands (``base``) and under the levers
-    (``scenario``), and the change. The customers are prepared once per store version;
-    a scenario is then a pass over their groups (about 0.1 s at 1M customers)."""
-    from retain.whatif import Scenario, planner, report
+    (``scenario``), and the change; with the three ``campaign_`` parameters, what a
+    retention campaign adds against its cost (``campaign``). The customers are prepared
+    once per store version; a scenario is then a pass over their groups (about 0.1 s at
+    1M customers)."""
+    from retain.errors import ArgumentError
+    from retain.whatif import Campaign, Scenario, campaign, planner, report
 
     plan = service.cached("whatif_planner", planner, stale_ok=True)
     scenario = Scenario(
@@ -565,7 +583,16 @@ def get_whatif(
         purchase_rate_change=purchase_rate_change,
         spend_change=spend_change,
     )
-    return report(plan, scenario, months)
+    answer = report(plan, scenario, months)
+    given = (campaign_reach, campaign_cost, campaign_dropout_change)
+    if any(v is not None for v in given):
+        if campaign_reach is None or campaign_cost is None or campaign_dropout_change is None:
+            raise ArgumentError(
+                "a campaign needs campaign_reach, campaign_cost and campaign_dropout_change"
+            )
+        offer = Campaign(campaign_reach, campaign_cost, campaign_dropout_change)
+        answer["campaign"] = campaign(plan, offer, months)
+    return answer
 
 
 @router.get("/alerts", responses=ERRORS, summary="Recent drops in key metrics")

@@ -463,3 +463,35 @@ def test_several_cohorts_as_the_rows_of_an_array() -> None:
     as_array = ShiftedBetaGeometric().fit(rows).params_
     as_lists = ShiftedBetaGeometric().fit([list(r) for r in rows]).params_
     assert as_array == pytest.approx(as_lists, rel=1e-9)
+
+
+def test_status_counts_the_subscriptions(hand: Path) -> None:
+    from retain.store import status
+
+    with Store(hand, read_only=True) as store:
+        assert status(store)["subscriptions"] == 7
+    shown = CliRunner().invoke(app, ["status", "--db", str(hand)])
+    assert shown.exit_code == 0 and "subscriptions: 7" in shown.output
+
+
+def test_a_store_of_subscriptions_alone_opens_on_its_subscriptions(tmp_path: Path) -> None:
+    """No orders: the overview would have nothing to show, so / leads to /subscriptions; a
+    store with neither still says how to add data."""
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    (tmp_path / "subs.csv").write_text(HAND)
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, tmp_path / "subs.csv", as_of="2024-06-30")
+    Store(tmp_path / "empty.duckdb").close()
+    app_ = create_app(tmp_path / "s.duckdb", None, warm=False)
+    with TestClient(app_, client=("127.0.0.1", 5000)) as client:
+        first = client.get("/", follow_redirects=False)
+        assert first.status_code == 303 and first.headers["location"] == "/subscriptions"
+        assert client.get("/").status_code == 200
+    empty = create_app(tmp_path / "empty.duckdb", None, warm=False)
+    with TestClient(empty, client=("127.0.0.1", 5000)) as client:
+        nothing = client.get("/", follow_redirects=False)
+    assert nothing.status_code == 503 and "holds no orders yet" in nothing.text

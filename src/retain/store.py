@@ -371,7 +371,7 @@ def status(store: Store) -> dict[str, Any]:
 
     Keys: ``customers``, ``orders``, ``order_lines``, ``net_revenue`` (reporting
     currency), ``first_order`` and ``last_order`` (ISO 8601, UTC, or None),
-    ``quarantined_rows``, ``files_ingested``, ``marketing_spend_rows``.
+    ``quarantined_rows``, ``files_ingested``, ``marketing_spend_rows``, ``subscriptions``.
     """
     row = store.con.execute(
         """
@@ -406,6 +406,9 @@ def status(store: Store) -> dict[str, Any]:
         "quarantined_rows": int(row[7]),
         "files_ingested": int(row[8]),
         "marketing_spend_rows": int(row[9]),
+        "subscriptions": int(store.scalar("SELECT count(*) FROM subscriptions"))
+        if store.has_table("subscriptions")
+        else 0,
     }
 
 

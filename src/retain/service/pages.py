@@ -82,8 +82,16 @@ def overview_page(
     period: Period = "month",
     margin: Margin | None = None,
     window_days: WindowDays | None = None,
-) -> HTMLResponse:
-    payload = api.metrics(service, period, margin, window_days)
+) -> Response:
+    from retain.errors import StoreError
+
+    try:
+        payload = api.metrics(service, period, margin, window_days)
+    except StoreError:
+        # a store of subscriptions alone: its overview is the Subscriptions page
+        if service.cached("has_subscriptions", _has_subscriptions):
+            return RedirectResponse("/subscriptions", status_code=303)
+        raise
     return page(
         request,
         "overview.html",
@@ -91,6 +99,12 @@ def overview_page(
         json_url="/api/metrics" + _query(request),
         chart_specs=charts.overview_charts(payload),
         metrics=payload,
+    )
+
+
+def _has_subscriptions(store: Any) -> bool:
+    return bool(
+        store.has_table("subscriptions") and store.scalar("SELECT count(*) FROM subscriptions")
     )
 
 

@@ -22,7 +22,13 @@ import pytest
 from scipy import special
 
 from retain.errors import DataError
-from retain.models import BetaDiscreteWeibull, BetaGeoBetaBinom, Model, ShiftedBetaGeometric
+from retain.models import (
+    BetaDiscreteWeibull,
+    BetaGeoBetaBinom,
+    ConvergenceWarning,
+    Model,
+    ShiftedBetaGeometric,
+)
 
 # (frequency, recency, donors): FHS (2010) Table 1 / the paper's data
 DONATIONS = [
@@ -270,8 +276,40 @@ def test_bdw_recovers_simulated_parameters():
     assert model.params_["beta"] == pytest.approx(2.5, rel=0.15)
     assert model.params_["c"] == pytest.approx(0.7, rel=0.05)
     renewals = model.expected_residual_lifetime([0], 0.01).iloc[0]
-    by_sum = sum(
-        model.survival([1 + j]).iloc[0] / model.survival([0]).iloc[0] / 1.01**j
-        for j in range(0, 1200)
-    )
+    j = np.arange(0, 20_000)
+    by_sum = float(np.sum(model.survival(1 + j).to_numpy() / 1.01**j))
     assert renewals == pytest.approx(by_sum, rel=1e-9)
+
+
+def test_bdw_survives_extreme_duration_dependence():
+    """A trial that nearly everyone keeps and then almost everyone leaves: c in the
+    hundreds, where t**c overflows and two digammas of huge arguments cancel; the slope
+    stays the likelihood's (the fit converges) and the residual lifetime of a daily
+    plan is summed to its end, as the sBG's closed form says at c = 1."""
+    cliff = [[100, 95, 5, 5, 5], [100, 96, 4, 4]]
+    bdw = BetaDiscreteWeibull()
+    prepared = bdw._prepare(cliff, None)
+    point = np.array([0.118, 2.33, 32.0])
+    _, grad = bdw._loglik(point, prepared)
+    for k in range(3):
+        step = np.zeros(3)
+        step[k] = 1e-5 * point[k]
+        up, _ = bdw._loglik(point + step, prepared)
+        down, _ = bdw._loglik(point - step, prepared)
+        assert grad[k] == pytest.approx((up - down) / (2 * step[k]), rel=1e-5), k
+    # c = 1000: every survival past period 1 is 0 to rounding, so a cancellation in
+    # period 3 is impossible; the optimiser is told to look elsewhere, not crashed
+    value, grad = bdw._objective(prepared)(np.log([0.5, 1.0, 1000.0]))
+    assert value == 1e300 and not grad.any()
+    fitted = BetaDiscreteWeibull().fit(cliff)
+    assert fitted.converged_ and fitted.params_["c"] > 50
+    with pytest.warns(ConvergenceWarning, match="ran to a bound"):  # the sBG cannot bend so
+        sbg_cliff = ShiftedBetaGeometric().fit(cliff)
+    assert fitted.log_likelihood_ > sbg_cliff.log_likelihood_ + 100
+    sbg = ShiftedBetaGeometric().fit(REGULAR)
+    same = BetaDiscreteWeibull()
+    same.params_ = {"alpha": sbg.params_["alpha"], "beta": sbg.params_["beta"], "c": 1.0}
+    daily = 1.1 ** (1 / 365.25) - 1
+    assert same.expected_residual_lifetime([0], daily).iloc[0] == pytest.approx(
+        sbg.expected_residual_lifetime([0], daily).iloc[0], rel=1e-8
+    )

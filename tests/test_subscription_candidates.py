@@ -98,7 +98,9 @@ def test_the_offer_is_valued_by_hand(scored: Path) -> None:
         margin, rate = result["margin"], result["discount_rate"]
     assert len(result["rows"]) == 5
     for row in result["rows"]:
-        times = np.arange(0.0, 365.25, row["every_days"])
+        # the first delivery when the next purchase is due, in full
+        due = max(0.0, row["every_days"] - row["days_since"])
+        times = np.arange(due, 365.25, row["every_days"])
         weights = 0.8 ** np.arange(times.size) * (1 + rate) ** (-times / 365.25)
         price = 0.8 * row["spend_per_purchase"]
         assert row["value_subscribed"] == pytest.approx(margin * price * weights.sum())
@@ -112,6 +114,35 @@ def test_the_offer_is_valued_by_hand(scored: Path) -> None:
         kept = candidates(store, retention=0.97, discount=0.0, limit=5)
     assert kept["gaining"] > 0 and kept["gain_total"] > 0
     assert kept["rows"][0]["value_subscribed"] > result["rows"][0]["value_subscribed"]
+
+
+def test_the_price_is_what_was_paid_and_the_share_is_of_every_order(tmp_path: Path) -> None:
+    """A regular buyer whose coffee costs 18 on its lines but 9 after a half-price code,
+    and one who also places large orders without lines: the offer is priced at what was
+    paid, and the product's share is of all they spent."""
+    orders = ["order_id,customer_id,ordered_at,net_revenue"]
+    lines = ["order_id,sku,name,quantity,unit_price"]
+    for k in range(6):
+        day = AS_OF - dt.timedelta(days=10 + 30 * k)
+        orders += [f"h{k},half,{day},9.00", f"b{k},big,{day},18.00"]
+        lines += [f"h{k},coffee,Coffee,1,18.00", f"b{k},coffee,Coffee,1,18.00"]
+        orders.append(f"x{k},big,{day - dt.timedelta(days=3)},500.00")  # no lines
+        orders.append(f"y{k},other{k},{day},20.00")
+        orders.append(f"z{k},other{k},{day - dt.timedelta(days=40)},25.00")
+    (tmp_path / "orders.csv").write_text("\n".join(orders) + "\n")
+    (tmp_path / "lines.csv").write_text("\n".join(lines) + "\n")
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, tmp_path / "orders.csv", as_of=AS_OF.isoformat())
+        ingest(store, tmp_path / "lines.csv", format="lines")
+        fit_store(store, model="pnbd")
+        score_store(store)
+        result = candidates(store, retention=0.9, discount=0.0, limit=None)
+    rows = {r["customer_id"]: r for r in result["rows"]}
+    assert set(rows) == {"half", "big"}
+    assert rows["half"]["spend_per_purchase"] == pytest.approx(9.0)
+    assert rows["half"]["share_of_spend"] == pytest.approx(1.0)
+    assert rows["big"]["spend_per_purchase"] == pytest.approx(18.0)
+    assert rows["big"]["share_of_spend"] == pytest.approx(18 / 518)
 
 
 def test_the_retention_of_a_fitted_plan(scored: Path, tmp_path: Path) -> None:

@@ -1436,17 +1436,32 @@ def whatif(
             )
         else:
             lines.append("no spend model (Gamma-Gamma) was fitted: purchases only")
+        lines.append(
+            f"active customers: {base['active_now']:,.0f} now; at the end "
+            f"{base['active'][-1]:,.0f} as it stands, {moved['active'][-1]:,.0f} in the scenario"
+        )
         offer = answer.get("campaign")
         if offer:
             verdict = "pays" if offer["pays"] else "does not pay"
+            even = offer["break_even_cost_per_customer"]
+            breaks = (
+                f"break-even at {even:,.4g} a customer reached"
+                if even > 0
+                else "no cost pays for it: its effect takes value away"
+            )
             lines.append(
                 f"campaign: reaching {offer['reach']:.0%} ({offer['customers_reached']:,.0f} "
-                f"customers) at {offer['cost_per_customer']:,.2f} each, their dropout "
+                f"customers) at {offer['cost_per_customer']:,.4g} each, their dropout "
                 f"{100 * offer['dropout_change']:+g}%: adds {offer['value_added']:,.2f} of "
                 f"value over {offer['months']} months for {offer['cost']:,.2f}, net "
-                f"{offer['net']:+,.2f}: it {verdict}; break-even at "
-                f"{offer['break_even_cost_per_customer']:,.2f} a customer reached"
+                f"{offer['net']:+,.2f}: it {verdict}; {breaks}"
             )
+            if offer["value_per_retained_customer"] is not None:
+                lines.append(
+                    f"  it keeps {offer['customers_retained']:,.1f} customers active who would "
+                    f"have gone, each worth {offer['value_per_retained_customer']:,.2f}: the "
+                    "most keeping one may cost"
+                )
         lines.extend(f"note: {note}" for note in answer["notes"])
         return "\n".join(lines)
 
@@ -2440,7 +2455,7 @@ def subscriptions_candidates(
             "their mean, for a regular rhythm.",
         ),
     ] = 0.35,
-    top: Annotated[int, typer.Option("--top", help="Rows to show.")] = 20,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows to show.")] = 20,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:

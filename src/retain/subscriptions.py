@@ -649,24 +649,33 @@ OFFER_DAYS = DAYS_PER_YEAR
 """The horizon over which the offer's values are compared: the scores' 12-month CLV."""
 
 _RHYTHM_SQL = """
-WITH bought AS (
-    SELECT o.customer_id, l.sku, any_value(l.name) AS name,
-           CAST(o.ordered_at AS DATE) AS day,
-           sum(coalesce(l.quantity, 1) * coalesce(l.unit_price, 0)) AS spend
-    FROM order_lines l JOIN orders o USING (order_id)
+WITH priced AS (
+    -- each line's share of its order's priced lines, times the order's net revenue: what
+    -- was paid for it after discounts and refunds, in the units of the CLV
+    SELECT o.customer_id, l.sku, l.name, CAST(o.ordered_at AS DATE) AS day,
+           o.net_revenue * (l.quantity * l.unit_price)
+               / nullif(sum(l.quantity * l.unit_price) OVER (PARTITION BY o.order_id), 0)
+               AS spend
+    FROM (SELECT order_id, sku, name, coalesce(quantity, 1) AS quantity, unit_price
+          FROM order_lines WHERE unit_price IS NOT NULL) l
+    JOIN orders o USING (order_id)
     WHERE o.ordered_at < $cutoff
-    GROUP BY o.customer_id, l.sku, CAST(o.ordered_at AS DATE)
+), bought AS (
+    SELECT customer_id, sku, any_value(name) AS name, day, sum(spend) AS spend
+    FROM priced GROUP BY customer_id, sku, day
 ), gaps AS (
     SELECT *, date_diff('day', lag(day) OVER (PARTITION BY customer_id, sku ORDER BY day), day)
               AS gap
     FROM bought
 ), spent AS (
-    SELECT customer_id, sum(spend) AS spend FROM bought GROUP BY customer_id
+    -- every order's net revenue, with lines or without
+    SELECT customer_id, sum(net_revenue) AS spend FROM orders
+    WHERE ordered_at < $cutoff GROUP BY customer_id
 )
 SELECT g.customer_id, g.sku, any_value(g.name) AS name, count(*) AS purchases,
        avg(g.gap) AS every_days, stddev_samp(g.gap) / avg(g.gap) AS irregularity,
        max(g.day) AS last_purchase, avg(g.spend) AS spend_per_purchase,
-       least(1.0, sum(g.spend) / any_value(s.spend)) AS share_of_spend
+       least(1.0, sum(g.spend) / nullif(any_value(s.spend), 0)) AS share_of_spend
 FROM gaps g JOIN spent s USING (customer_id)
 GROUP BY g.customer_id, g.sku
 HAVING count(*) >= $min_purchases
@@ -686,7 +695,8 @@ def candidates(
     intervals, ranked by what their next 12 months are worth more as subscribers.
 
     From the order lines to the last scoring's observation day, a customer and product
-    qualify with :data:`MIN_PURCHASES` purchases on different days, intervals of
+    qualify with :data:`MIN_PURCHASES` purchases on different days (what each cost: its
+    lines' share of the order's net revenue, after discounts and refunds), intervals of
     :data:`SHORTEST_INTERVAL` to :data:`LONGEST_INTERVAL` days on average whose standard
     deviation is at most ``max_irregularity`` of their mean, and a last purchase less than
     :data:`LAPSED` intervals ago (the rhythm goes on). The offer: the product delivered at
@@ -696,8 +706,9 @@ def candidates(
 
     - ``value_now``: their 12-month CLV (``retain score``) times the product's share of
       their spend: what the model expects them to spend on it as they are;
-    - ``value_subscribed``: each delivery's price, the first in full and each later one
-      weighted by the chance the subscription is still on (the retention curve of the
+    - ``value_subscribed``: each delivery's price, the first when the next purchase is
+      due (their interval after the last) and in full, each later one weighted by the
+      chance the subscription is still on (the retention curve of the
       store's plan ``plan``, default the fitted plan with the most subscriptions, read at
       the delivery's time in the plan's periods; or ``retention``, the share renewing at
       each delivery, for a store without subscriptions) and discounted;
@@ -712,9 +723,11 @@ def candidates(
     if retention is not None and not (math.isfinite(retention) and 0 < retention <= 1):
         raise ArgumentError(f"retention must be a share above 0 and at most 1, got {retention!r}")
     if not (math.isfinite(max_irregularity) and max_irregularity > 0):
-        raise ArgumentError(f"max_irregularity must be above 0, got {max_irregularity!r}")
+        raise ArgumentError(
+            f"max-irregularity must be a finite share above 0, got {max_irregularity!r}"
+        )
     if limit is not None and limit < 1:
-        raise ArgumentError(f"limit must be 1 or more, got {limit!r}")
+        raise ArgumentError(f"the rows to show must be 1 or more, got {limit!r}")
     basis = load_score_basis(store)
     day = dt.date.fromisoformat(basis.as_of)
     if not store.con.execute("SELECT count(*) FROM order_lines").fetchall()[0][0]:
@@ -732,6 +745,7 @@ def candidates(
         & (rows["irregularity"] <= max_irregularity)
         & (rows["days_since"] < LAPSED * rows["every_days"])
         & (rows["spend_per_purchase"] > 0)
+        & rows["share_of_spend"].notna()
     )
     rows = rows[regular].copy()
     scores = (
@@ -739,7 +753,9 @@ def candidates(
         .df()
         .set_index("customer_id")
     )
-    rows = rows.join(scores, on="customer_id", how="inner")
+    scored = rows["customer_id"].isin(scores.index)
+    unscored = int(rows.loc[~scored, "customer_id"].nunique())
+    rows = rows[scored].join(scores, on="customer_id")
     if rows["clv_12m"].isna().all() and len(rows):
         raise StoreError(
             "the last scoring has no CLV (no spend model was fitted): the value of an offer "
@@ -749,10 +765,14 @@ def candidates(
     margin, rate = float(basis.margin), float(basis.discount_rate)
     price = (1.0 - discount) * rows["spend_per_purchase"].to_numpy()
     every = rows["every_days"].to_numpy()
+    since = rows["days_since"].to_numpy(dtype=np.float64)
     subscribed = np.zeros(len(rows))
     for i, interval in enumerate(every):
-        times = np.arange(0.0, OFFER_DAYS, interval)  # the deliveries within the horizon
-        subscribed[i] = float(np.sum(survive(times) * (1.0 + rate) ** (-times / DAYS_PER_YEAR)))
+        # the first delivery when their next purchase is due, then one each interval
+        due = max(0.0, interval - since[i])
+        times = np.arange(due, OFFER_DAYS, interval)
+        on = survive(times - due)
+        subscribed[i] = float(np.sum(on * (1.0 + rate) ** (-times / DAYS_PER_YEAR)))
     rows["price_per_delivery"] = price
     rows["value_now"] = rows["clv_12m"].to_numpy() * rows["share_of_spend"].to_numpy()
     rows["value_subscribed"] = margin * price * subscribed
@@ -776,6 +796,7 @@ def candidates(
         "max_irregularity": max_irregularity,
         "candidates": len(rows),
         "customers": int(rows["customer_id"].nunique()),
+        "not_scored": unscored,
         "gaining": len(gaining),
         "gain_total": float(gaining["gain"].sum()),
         "rows": out.to_dict(orient="records"),

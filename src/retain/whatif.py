@@ -55,6 +55,8 @@ OUTSIDE_SHARE = 0.01
 """The share of the active customers (weighted by their chance to be active) a raised
 dropout may take to a chance to leave past 1 (BG/NBD, MBG/NBD) before it is refused."""
 ORDER_FORMATS = ("orders", "shopify", "cdnow")
+HIGHEST_COST = 1e9
+"""The most a campaign may cost per customer reached (the ingest's largest amount)."""
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,17 @@ class Planner:
         """Revenue and purchases month by month over ``months`` (of 365.25/12 days) from
         the end of the observation day (``month_ends``: the day each ends on), their
         totals, and ``value``: the revenue discounted at the fit's rate per year and times
-        its margin (the CLV of every customer over the months). Without a spend model
-        (no Gamma-Gamma fit) revenue and value are None: purchases only."""
+        its margin (the CLV of every customer over the months); ``active_now`` and
+        ``active``, the customers expected active now and at each month's end (the sum of
+        each one's chance to be active, then: :meth:`TransactionModel._still_alive`).
+        Without a spend model (no Gamma-Gamma fit) revenue and value are None: purchases
+        only."""
         return _rounded(self, self._totals(scenario or Scenario(), months), months)
 
     def _totals(self, scenario: Scenario, months: Any) -> tuple[Any, ...]:
-        """Revenue (None without a spend model) and purchases by month, and the value
-        (None without one), unrounded; the base's kept per horizon."""
+        """Revenue (None without a spend model) and purchases by month, the value (None
+        without one) and the customers expected active at each month's end, unrounded;
+        the base's kept per horizon."""
         if (
             not isinstance(months, numbers.Integral)
             or isinstance(months, bool)
@@ -156,35 +162,39 @@ class Planner:
         delta = np.log1p(self.discount_rate) * unit_days / DAYS_PER_YEAR
         horizon = float(ends[-1])
 
-        def part(rows: slice) -> tuple[np.ndarray, float]:
-            """Revenue (before the spend lever) and purchases by month, and the discounted
-            spend, of some of the groups."""
+        def part(rows: slice) -> tuple[np.ndarray, float, np.ndarray]:
+            """Revenue (before the spend lever) and purchases by month, the discounted
+            spend, and the customers expected active at each month's end, of some of
+            the groups."""
             x, T = self.x[rows], self.T[rows]
             cumulative = model._expected_alive(x[:, None], T[:, None], speed * ends[None, :])
             per_month = scale * np.diff(cumulative, axis=1)
             by_month = np.stack([self.spenders[rows] @ per_month, self.buyers[rows] @ per_month])
+            alive = model._still_alive(x[:, None], T[:, None], speed * ends[None, 1:])
+            active = self.buyers[rows] @ alive
             if not self.has_spend:
-                return by_month, 0.0
+                return by_month, 0.0, active
             discounted = scale * model._discounted_alive(x, T, speed * horizon, delta / speed)
-            return by_month, float(self.spenders[rows] @ discounted)
+            return by_month, float(self.spenders[rows] @ discounted), active
 
         # the groups in halves, side by side: the series' arithmetic lets the other run
         half = len(self.x) // 2
         first, second = _pool().map(part, [slice(0, half), slice(half, None)])
         spend = 1.0 + scenario.spend_change
         purchases = first[0][1] + second[0][1]
+        active = first[2] + second[2]
         revenue = value = None
         if self.has_spend:
             revenue = spend * (first[0][0] + second[0][0])
             value = self.margin * spend * (first[1] + second[1])
-        totals = (revenue, purchases, value)
+        totals = (revenue, purchases, value, active)
         if base:
             self._bases[months] = totals
         return totals
 
 
 def _rounded(plan: Planner, totals: tuple[Any, ...], months: int) -> dict[str, Any]:
-    revenue, purchases, value = totals
+    revenue, purchases, value, active = totals
     return {
         # the day each month ends on: it starts at the end of the observation day
         "month_ends": [
@@ -196,6 +206,9 @@ def _rounded(plan: Planner, totals: tuple[Any, ...], months: int) -> dict[str, A
         "revenue_total": None if revenue is None else round(float(revenue.sum()), 2),
         "purchases_total": round(float(purchases.sum()), 2),
         "value": None if value is None else round(float(value), 2),
+        # the customers expected active now and at each month's end
+        "active_now": round(float(plan.buyers.sum()), 2),
+        "active": [round(float(v), 2) for v in active],
     }
 
 
@@ -326,8 +339,10 @@ class Campaign:
                 f"campaign reach must be a share above 0 and at most 1, got {self.reach!r}"
             )
         cost = self.cost_per_customer
-        if not (isinstance(cost, numbers.Real) and math.isfinite(cost) and cost >= 0):
-            raise ArgumentError(f"campaign cost per customer must be 0 or more, got {cost!r}")
+        if not (isinstance(cost, numbers.Real) and 0 <= cost <= HIGHEST_COST):
+            raise ArgumentError(
+                f"campaign cost per customer must be from 0 to {HIGHEST_COST:,.0f}, got {cost!r}"
+            )
         Scenario(dropout_change=self.dropout_change)  # the lever's own bounds
 
 
@@ -336,9 +351,13 @@ def campaign(plan: Planner, offer: Campaign, months: int = 12) -> dict[str, Any]
     of every customer's dropout moved by its effect, less the base's: customers are
     independent, so the reached share adds that share of it), its cost, the net and the
     return on the cost, and the break-even: the most reaching one customer may cost for
-    the campaign to pay for itself. Needs a spend model (value in money)."""
-    base = plan._totals(Scenario(), months)[2]
-    moved = plan._totals(Scenario(dropout_change=offer.dropout_change), months)[2]
+    the campaign to pay for itself. ``customers_retained``: the customers active at the
+    horizon's end who would have gone without it; ``value_per_retained_customer``, the
+    value added per one of them, is the most retaining a customer may cost. Needs a
+    spend model (value in money)."""
+    base_totals = plan._totals(Scenario(), months)
+    moved_totals = plan._totals(Scenario(dropout_change=offer.dropout_change), months)
+    base, moved = base_totals[2], moved_totals[2]
     if base is None or moved is None:
         raise ModelError(
             "a campaign's worth is in money, and the kept fit has no spend model: refit with "
@@ -348,6 +367,8 @@ def campaign(plan: Planner, offer: Campaign, months: int = 12) -> dict[str, Any]
     added = offer.reach * (float(moved) - float(base))
     cost = reached * offer.cost_per_customer
     per_customer = (float(moved) - float(base)) / plan.customers if plan.customers else 0.0
+    # the customers still active at the horizon who would have gone without it
+    retained = offer.reach * (float(moved_totals[3][-1]) - float(base_totals[3][-1]))
     return {
         "reach": offer.reach,
         "customers_reached": round(reached, 2),
@@ -359,6 +380,8 @@ def campaign(plan: Planner, offer: Campaign, months: int = 12) -> dict[str, Any]
         "net": round(added - cost, 2),
         "return_on_cost": None if cost == 0 else round((added - cost) / cost, 4),
         "break_even_cost_per_customer": round(per_customer, 4),
+        "customers_retained": round(retained, 2),
+        "value_per_retained_customer": None if retained <= 0 else round(added / retained, 2),
         "pays": added > cost,
     }
 
@@ -387,11 +410,19 @@ def report(plan: Planner, scenario: Scenario | None = None, months: int = 12) ->
     base = _rounded(plan, base_totals, months)
     moved = _rounded(plan, moved_totals, months)
     change = {}
-    for key, index in (("revenue_total", 0), ("purchases_total", 1), ("value", 2)):
+    for key, index in (
+        ("revenue_total", 0),
+        ("purchases_total", 1),
+        ("value", 2),
+        ("active_at_end", 3),
+    ):
         was, now = base_totals[index], moved_totals[index]
         if was is None or now is None:
             continue
-        was, now = float(np.sum(was)), float(np.sum(now))
+        if key == "active_at_end":
+            was, now = float(was[-1]), float(now[-1])
+        else:
+            was, now = float(np.sum(was)), float(np.sum(now))
         change[key] = {
             "amount": round(now - was, 2),
             "relative": None if was <= 0 else round(now / was - 1.0, 6),

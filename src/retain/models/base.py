@@ -963,6 +963,10 @@ class TransactionModel(Model):
         """E[purchases in (T, T+t] | alive at T, history], broadcasting x, T against t."""
         raise NotImplementedError
 
+    def _still_alive(self, x: Array, T: Array, t: Array) -> Array:
+        """P(alive at T+t | alive at T, history), broadcasting x, T against t."""
+        raise NotImplementedError
+
     def _time_scale(self, x: Array, T: Array) -> Array:
         """The time over which a customer's purchase rate is known (alpha + T)."""
         raise NotImplementedError

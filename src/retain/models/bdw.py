@@ -28,8 +28,34 @@ from retain.models.sbg import ShiftedBetaGeometric, _Survivors
 #: the residual lifetime's sum stops where a further payment is worth less than this
 #: share of the first (discounted and weighted by the chance to be active)
 TAIL = 1e-12
-#: and at the latest after this many periods (a century of monthly payments)
-MAX_PERIODS = 1200
+#: the periods summed at a time, and at most (a daily plan's slow decay needs many)
+CHUNK = 1200
+MAX_PERIODS = 1_200_000
+#: t**c is held below this: beyond it every survival is 0 to rounding
+LARGEST_POWER = 1e250
+#: above this, psi(x) - psi(x + a) is taken from its asymptotic series (the difference
+#: of two nearly equal digammas would keep only rounding)
+ASYMPTOTIC = 1e4
+
+
+def _psi_gap(x: Array, a: float) -> Array:
+    """``psi(x) - psi(x + a)`` for x > 0, accurate for large x too."""
+    x = np.asarray(x, dtype=np.float64)
+    big = x > ASYMPTOTIC
+    safe = np.where(big, x, 1.0)
+    xa = safe + a
+    series = (
+        -np.log1p(a / safe)
+        - 0.5 / safe
+        + 0.5 / xa
+        - 1.0 / (12.0 * safe**2)
+        + 1.0 / (12.0 * xa**2)
+        + 1.0 / (120.0 * safe**4)
+        - 1.0 / (120.0 * xa**4)
+    )
+    small = np.where(big, 1.0, x)
+    direct = special.digamma(small) - special.digamma(small + a)
+    return np.where(big, series, direct)
 
 
 class BetaDiscreteWeibull(ShiftedBetaGeometric):
@@ -48,12 +74,12 @@ class BetaDiscreteWeibull(ShiftedBetaGeometric):
     @staticmethod
     def _log_s(alpha: float, beta: float, c: float, t: Array) -> tuple[Array, Array]:
         """log S(t) and its slopes in alpha, beta and c (rows), for whole t >= 0."""
-        tc = t**c
         with np.errstate(divide="ignore", invalid="ignore"):
             log_t = np.where(t > 0, np.log(np.where(t > 0, t, 1.0)), 0.0)
+        tc = np.where(t > 0, np.exp(np.minimum(c * log_t, np.log(LARGEST_POWER))), 0.0)
         psi = special.digamma
         value = special.betaln(alpha, beta + tc) - special.betaln(alpha, beta)
-        tail = psi(beta + tc) - psi(alpha + beta + tc)
+        tail = _psi_gap(beta + tc, alpha)  # psi(beta + tc) - psi(alpha + beta + tc)
         slopes = np.stack(
             [
                 psi(alpha + beta) - psi(alpha + beta + tc),
@@ -97,7 +123,8 @@ class BetaDiscreteWeibull(ShiftedBetaGeometric):
         """Share of customers active in period t-1 who renew for period t, t >= 1:
         ``S(t) / S(t - 1)``; with c < 1 it rises faster than the sBG's, with c > 1 it can fall."""
         t = _periods(periods, 1, "retention is defined for periods 1, 2, ...")
-        value = self._survival_at(t) / self._survival_at(t - 1.0)
+        alpha, beta, c = self._abc()
+        value = np.exp(self._log_s(alpha, beta, c, t)[0] - self._log_s(alpha, beta, c, t - 1.0)[0])
         return pd.Series(value, index=pd.Index(t, name="period"), name="retention_rate")
 
     def churn_probability(self, periods: Any) -> pd.Series:
@@ -109,9 +136,9 @@ class BetaDiscreteWeibull(ShiftedBetaGeometric):
     def expected_residual_lifetime(self, renewals: Any, discount_rate: float) -> pd.Series:
         """Discounted expected residual lifetime of customers who have renewed ``renewals``
         times, as :meth:`ShiftedBetaGeometric.expected_residual_lifetime` defines it:
-        ``sum over j >= 0 of S(n + 1 + j) / S(n) / (1 + d) ** j``, summed until a term is
-        below :data:`TAIL` of the first or for :data:`MAX_PERIODS` periods (no closed form
-        when c is not 1)."""
+        ``sum over j >= 0 of S(n + 1 + j) / S(n) / (1 + d) ** j``, summed :data:`CHUNK`
+        periods at a time until a term is below :data:`TAIL` of the first (at most
+        :data:`MAX_PERIODS`; no closed form when c is not 1)."""
         if not np.isfinite(discount_rate) or discount_rate <= 0:
             raise ArgumentError(
                 f"discount_rate (per contract period) must be above 0, got {discount_rate!r}"
@@ -119,17 +146,21 @@ class BetaDiscreteWeibull(ShiftedBetaGeometric):
         n = _periods(renewals, 0, "renewals must be finite whole numbers >= 0")
         alpha, beta, c = self._abc()
         out = np.empty(n.size)
-        j = np.arange(MAX_PERIODS, dtype=np.float64)
-        log_discount = -j * np.log1p(discount_rate)
+        step = np.log1p(discount_rate)
         for value in np.unique(n):
-            log_terms = (
-                self._log_s(alpha, beta, c, value + 1.0 + j)[0]
-                - self._log_s(alpha, beta, c, np.array([value]))[0]
-                + log_discount
-            )
-            terms = np.exp(log_terms)
-            kept = terms >= TAIL * terms[0]
-            out[n == value] = float(terms[kept].sum())
+            start = self._log_s(alpha, beta, c, np.array([value]))[0]
+            total, first, begin = 0.0, None, 0
+            while begin < MAX_PERIODS:
+                j = np.arange(begin, begin + CHUNK, dtype=np.float64)
+                log_terms = self._log_s(alpha, beta, c, value + 1.0 + j)[0] - start - j * step
+                terms = np.exp(log_terms)
+                first = terms[0] if first is None else first
+                kept = terms >= TAIL * first
+                total += float(terms[kept].sum())
+                if not kept[-1]:
+                    break
+                begin += CHUNK
+            out[n == value] = total
         return pd.Series(out, index=pd.Index(n, name="renewals"), name="derl")
 
 

@@ -36,6 +36,7 @@ from retain.models._special import (
     beta_spread,
     dot,
     expm1_ratio,
+    hyper_series,
     hyper_series_by_group,
     log_poch,
     softplus_sigmoid,
@@ -183,6 +184,19 @@ class _BetaGeoFamily(TransactionModel):
         if gauss.any():
             value[gauss] = self._expected_alive_by_gauss(k[gauss], beta[gauss], u[gauss])
         return np.maximum(np.where(t > 0, value, 0.0), 0.0).reshape(shape)
+
+    def _still_alive(self, x: Array, T: Array, t: Array) -> Array:
+        # alive now, the rate is Gamma(r+x, alpha+T) and p Beta(a, b+x(+1)); each later
+        # purchase ends it with chance p: P = E[exp(-lambda p t)] = E_p[(1 + p u)^-k],
+        # u = t/(alpha+T), k = r+x, which is 2F1(k, a; a+beta; -u) or, by Pfaff's
+        # transformation, (1+u)^-k 2F1(k, beta; a+beta; u/(1+u)): a series of positive terms
+        r, alpha, a, b = self._unpack()
+        x, T, t = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, T, t)))
+        beta = b + x + self._offset
+        k = r + x
+        u = t / (alpha + T)
+        series = hyper_series(k, beta, a + beta, 1.0, u / (1.0 + u)).value
+        return np.clip(np.exp(-k * np.log1p(u)) * series, 0.0, 1.0)
 
     def _concentrated(self, k: Array, beta: Array, u: Array) -> NDArray[np.bool_]:
         """Where p ~ Beta(a, beta) is concentrated enough for its Gauss rule: spread

@@ -493,6 +493,12 @@ class ParetoNBD(TransactionModel):
         log_1p = np.log1p(t / (beta + T))
         return (r + x) * (beta + T) / (alpha + T) * expm1_ratio(log_1p, 1.0 - s)
 
+    def _still_alive(self, x: Array, T: Array, t: Array) -> Array:
+        # alive now, the dropout rate is Gamma(s, beta+T): P = ((beta+T)/(beta+T+t))^s
+        _, _, s, beta = self._unpack()
+        x, T, t = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, T, t)))
+        return np.exp(-s * np.log1p(t / (beta + T)))
+
     def _pmf_alive(self, n: int, t: float, x: Array, T: Array) -> Array:
         # alive through t with probability ((B)/(B+t))^s, else gone at v in (0, t):
         # P = (B/(B+t))^s NB(n; t) + integral_0^t s B^s (B+v)^-(s+1) NB(n; v) dv,

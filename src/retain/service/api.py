@@ -557,7 +557,8 @@ def get_whatif(
         Query(gt=0, le=1, description="A retention campaign's share of customers reached."),
     ] = None,
     campaign_cost: Annotated[
-        float | None, Query(ge=0, description="What reaching one customer costs.")
+        float | None,
+        Query(ge=0, le=whatif.HIGHEST_COST, description="What reaching one customer costs."),
     ] = None,
     campaign_dropout_change: Annotated[
         float | None,

@@ -243,8 +243,8 @@ def section(area: str, rows: list[dict], n_customers: int, load: str = "") -> st
     lines = [
         f"## {section_title(area, n_customers)}",
         "",
-        f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, `python benchmarks/run.py "
-        f"--customers {n_customers} --only {area}` (or `make bench`)"
+        f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}, `python "
+        f"benchmarks/run.py --customers {n_customers} --only {area}` (or `make bench`)"
         + (f"; load average (1 min) before and after: {load}." if load else "."),
         "",
     ]
@@ -292,12 +292,14 @@ def write_results(
     lines = [
         "# Benchmark results",
         "",
-        f"Machine: {machine()}.",
+        "Machine: as each section says (sections run at different times may run on "
+        f"different machines); this run's: {machine()}.",
         "",
         "Data: `benchmarks/generate.py`, seed 0 (BG/NBD purchase histories, affinities "
         "planted within orders and across a customer's orders). Times are wall clock; peak "
         "memory is the benchmark process's maximum resident set. Ratios compare with the "
-        "named peer in the same run. Each section says when it ran and the load beside it.",
+        "named peer in the same run. Each section says when and where it ran and the load "
+        "beside it.",
         "",
         f"Method: {METHOD}",
         "",

@@ -55,6 +55,8 @@ OUTSIDE_SHARE = 0.01
 """The share of the active customers (weighted by their chance to be active) a raised
 dropout may take to a chance to leave past 1 (BG/NBD, MBG/NBD) before it is refused."""
 ORDER_FORMATS = ("orders", "shopify", "cdnow")
+ACTIVE_POINTS_PER_DECADE = 24
+"""Points a decade of time on which the active customers' curve is computed."""
 HIGHEST_COST = 1e9
 """The most a campaign may cost per customer reached (the ingest's largest amount)."""
 
@@ -105,6 +107,38 @@ class Planner:
     notes: list[str] = field(default_factory=list)
     """What differs between the store now and its last ``retain score``."""
     _bases: dict[int, tuple[Any, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _active_points: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
+
+    def _active(self, times: np.ndarray) -> np.ndarray:
+        """The customers expected active at ``times`` (model units, > 0) from now: every
+        group's chance to be active now times its chance to be still active then
+        (:meth:`TransactionModel._still_alive`). A lever only runs the clock faster or
+        slower, so the sum over the groups is one curve of time: computed at points
+        :data:`ACTIVE_POINTS_PER_DECADE` to a decade of time (kept: the next scenario
+        reuses them, and computes only the points its times reach anew), and read between
+        them by monotone cubic interpolation in log-time."""
+        from scipy.interpolate import PchipInterpolator
+
+        per = ACTIVE_POINTS_PER_DECADE
+        logs = np.log10(times)
+        low, high = int(np.floor(logs.min() * per)) - 2, int(np.ceil(logs.max() * per)) + 2
+        points = list(range(low, high + 1))
+        missing = [p for p in points if p not in self._active_points]
+        if missing:
+            grid = 10.0 ** (np.array(missing, dtype=np.float64) / per)
+
+            def part(rows: slice) -> np.ndarray:
+                alive = self.model._still_alive(
+                    self.x[rows, None], self.T[rows, None], grid[None, :]
+                )
+                return np.asarray(self.buyers[rows] @ alive)
+
+            half = len(self.x) // 2
+            first, second = _pool().map(part, [slice(0, half), slice(half, None)])
+            self._active_points.update(zip(missing, (first + second).tolist(), strict=True))
+        values = np.array([self._active_points[p] for p in points])
+        curve = PchipInterpolator(np.array(points) / per * np.log(10.0), values)
+        return np.asarray(curve(logs * np.log(10.0)), dtype=np.float64)
 
     def limits(self) -> dict[str, list[float]]:
         """Each lever's lowest and highest change for this fit."""
@@ -162,27 +196,24 @@ class Planner:
         delta = np.log1p(self.discount_rate) * unit_days / DAYS_PER_YEAR
         horizon = float(ends[-1])
 
-        def part(rows: slice) -> tuple[np.ndarray, float, np.ndarray]:
-            """Revenue (before the spend lever) and purchases by month, the discounted
-            spend, and the customers expected active at each month's end, of some of
-            the groups."""
+        def part(rows: slice) -> tuple[np.ndarray, float]:
+            """Revenue (before the spend lever) and purchases by month, and the discounted
+            spend, of some of the groups."""
             x, T = self.x[rows], self.T[rows]
             cumulative = model._expected_alive(x[:, None], T[:, None], speed * ends[None, :])
             per_month = scale * np.diff(cumulative, axis=1)
             by_month = np.stack([self.spenders[rows] @ per_month, self.buyers[rows] @ per_month])
-            alive = model._still_alive(x[:, None], T[:, None], speed * ends[None, 1:])
-            active = self.buyers[rows] @ alive
             if not self.has_spend:
-                return by_month, 0.0, active
+                return by_month, 0.0
             discounted = scale * model._discounted_alive(x, T, speed * horizon, delta / speed)
-            return by_month, float(self.spenders[rows] @ discounted), active
+            return by_month, float(self.spenders[rows] @ discounted)
 
         # the groups in halves, side by side: the series' arithmetic lets the other run
         half = len(self.x) // 2
         first, second = _pool().map(part, [slice(0, half), slice(half, None)])
         spend = 1.0 + scenario.spend_change
         purchases = first[0][1] + second[0][1]
-        active = first[2] + second[2]
+        active = self._active(speed * ends[1:])
         revenue = value = None
         if self.has_spend:
             revenue = spend * (first[0][0] + second[0][0])

@@ -188,15 +188,29 @@ class _BetaGeoFamily(TransactionModel):
     def _still_alive(self, x: Array, T: Array, t: Array) -> Array:
         # alive now, the rate is Gamma(r+x, alpha+T) and p Beta(a, b+x(+1)); each later
         # purchase ends it with chance p: P = E[exp(-lambda p t)] = E_p[(1 + p u)^-k],
-        # u = t/(alpha+T), k = r+x, which is 2F1(k, a; a+beta; -u) or, by Pfaff's
-        # transformation, (1+u)^-k 2F1(k, beta; a+beta; u/(1+u)): a series of positive terms
+        # u = t/(alpha+T), k = r+x: 2F1(k, a; c; -u), c = a+beta. By Pfaff's
+        # transformation it is (1+u)^-a 2F1(c-k, a; c; z), z = u/(1+u), whose c-k =
+        # a+b(+1)-r is the same for every customer: summed per distinct x, a series of
+        # positive terms when c-k >= 0; else (1+u)^-k 2F1(k, beta; c; z), positive too
         r, alpha, a, b = self._unpack()
         x, T, t = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, T, t)))
+        shape = x.shape
+        x, T, t = x.ravel(), T.ravel(), t.ravel()
         beta = b + x + self._offset
-        k = r + x
         u = t / (alpha + T)
-        series = hyper_series(k, beta, a + beta, 1.0, u / (1.0 + u)).value
-        return np.clip(np.exp(-k * np.log1p(u)) * series, 0.0, 1.0)
+        z = u / (1.0 + u)
+        shared = a + b + self._offset - r
+        if shared >= 0:
+            x_values, code = np.unique(x, return_inverse=True)
+            c_values = a + b + x_values + self._offset
+            series = hyper_series_by_group(
+                np.full(x_values.size, shared), a, c_values, 1.0, z, code.ravel()
+            )
+            value = np.exp(-a * np.log1p(u)) * series
+        else:
+            k = r + x
+            value = np.exp(-k * np.log1p(u)) * hyper_series(k, beta, a + beta, 1.0, z).value
+        return np.clip(value, 0.0, 1.0).reshape(shape)
 
     def _concentrated(self, k: Array, beta: Array, u: Array) -> NDArray[np.bool_]:
         """Where p ~ Beta(a, beta) is concentrated enough for its Gauss rule: spread

@@ -442,3 +442,52 @@ def test_the_active_curve_is_read_between_exact_points(scored: Path) -> None:
     times = np.array([0.37, 3.1, 29.9, 180.0, 1234.5, 9000.0]) / plan.model._unit_days
     exact = plan.buyers @ plan.model._still_alive(plan.x[:, None], plan.T[:, None], times)
     np.testing.assert_allclose(plan._active(times), exact, rtol=1e-5)
+
+
+def test_intervals_from_the_parameters_uncertainty(scored: Path) -> None:
+    """Drawn from the fit's covariance, the intervals hold the projection, are wider for
+    longer horizons, give the same numbers for the same seed, and a lower dropout's change
+    is above 0 throughout."""
+    from retain.whatif import intervals
+
+    with Store(scored, read_only=True) as store:
+        lever = Scenario(dropout_change=-0.2)
+        answer = whatif(store, lever, 12)
+        sure = intervals(store, lever, 12, draws=60)
+        again = intervals(store, lever, 12, draws=60)
+        longer = intervals(store, lever, 36, draws=60)
+        with pytest.raises(ArgumentError, match="draws must be a whole number"):
+            intervals(store, lever, 12, draws=3)
+    assert sure == again and sure["used"] == 60 and sure["level"] == 0.9
+    for side in ("base", "scenario"):
+        for key in ("value", "revenue_total", "purchases_total"):
+            low, high = sure[side][key]
+            assert low < answer[side][key] < high, (side, key)
+        low, high = sure[side]["active_at_end"]
+        assert low < answer[side]["active"][-1] < high
+    low, high = sure["change"]["value"]
+    assert 0 < low < answer["change"]["value"]["amount"] < high
+    width = sure["base"]["value"][1] - sure["base"]["value"][0]
+    assert longer["base"]["value"][1] - longer["base"]["value"][0] > width
+
+
+def test_the_cli_and_api_give_intervals(cdnow_sample_db: Path, tmp_path: Path) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    db = _scored(cdnow_sample_db, tmp_path / "s.duckdb", "pnbd", "D")
+    args = ["whatif", "--db", str(db), "--spend-change", "0.1", "--intervals", "20"]
+    done = CliRunner().invoke(app, [*args, "--json"])
+    assert done.exit_code == 0, done.output
+    sure = json.loads(done.output)["intervals"]
+    text = CliRunner().invoke(app, args)
+    assert "90% interval of value:" in text.output and "from 20 of 20 draws" in text.output
+    with TestClient(create_app(db, None, warm=False), client=("127.0.0.1", 5000)) as client:
+        served = client.get("/api/whatif?spend_change=0.1&draws=20")
+        few = client.get("/api/whatif?draws=5")
+    assert served.status_code == 200 and served.json()["intervals"] == sure
+    assert few.status_code == 422 and "draws must be a whole number" in few.text

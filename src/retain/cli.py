@@ -1368,12 +1368,21 @@ def whatif(
             help="The campaign's effect on those reached: -0.1 = their dropout 10% lower.",
         ),
     ] = None,
+    draws: Annotated[
+        int,
+        typer.Option(
+            "--intervals",
+            help="Draws of the fitted parameters for 90% intervals of the totals (e.g. "
+            "100; each draw costs about one preparation). 0: none.",
+        ),
+    ] = 0,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
     """What the kept model projects for the coming months (revenue, purchases, value) and
     the same under a scenario: a lower dropout, more frequent purchases, larger orders;
-    and what a retention campaign is worth against its cost, and its break-even."""
+    what a retention campaign is worth against its cost, and its break-even; and, with
+    --intervals, how sure the totals are."""
     from retain.store import Store
     from retain.whatif import Campaign, Scenario
     from retain.whatif import whatif as project
@@ -1400,8 +1409,11 @@ def whatif(
             cost_per_customer=float(campaign_cost or 0),
             dropout_change=float(campaign_dropout_change or 0),
         )
-    with Store(db, read_only=True) as store:
-        answer = project(store, scenario, months, offer)
+    with (
+        Store(db, read_only=True) as store,
+        progress(f"drawing the parameters {draws} times ...", as_json or not draws),
+    ):
+        answer = project(store, scenario, months, offer, draws)
 
     def table() -> str:
         base, moved = answer["base"], answer["scenario"]
@@ -1440,6 +1452,26 @@ def whatif(
             f"active customers: {base['active_now']:,.0f} now; at the end "
             f"{base['active'][-1]:,.0f} as it stands, {moved['active'][-1]:,.0f} in the scenario"
         )
+        sure = answer.get("intervals")
+        if sure:
+            pct = f"{sure['level']:.0%}"
+            for key, label in (
+                ("value", "value"),
+                ("revenue_total", "revenue"),
+                ("purchases_total", "purchases"),
+                ("active_at_end", "active at the end"),
+            ):
+                if key in sure["base"]:
+                    (b0, b1), (s0, s1) = sure["base"][key], sure["scenario"][key]
+                    c0, c1 = sure["change"][key]
+                    lines.append(
+                        f"{pct} interval of {label}: {b0:,.2f} to {b1:,.2f} as it stands, "
+                        f"{s0:,.2f} to {s1:,.2f} in the scenario, change {c0:+,.2f} to {c1:+,.2f}"
+                    )
+            lines.append(
+                f"  from {sure['used']} of {sure['draws']} draws of the fitted parameters: the "
+                "uncertainty of the estimates, not of each customer's own chance"
+            )
         offer = answer.get("campaign")
         if offer:
             verdict = "pays" if offer["pays"] else "does not pay"

@@ -272,9 +272,26 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(2, thread_name_prefix="whatif")
 
 
-def planner(store: Store) -> Planner:
-    """The :class:`Planner` of the store's last ``retain score``: its fit, observation day,
-    margin and discount rate, and its customers' summaries."""
+@dataclass
+class _Customers:
+    """What a planner is built from that no parameter changes: the fit, the scoring's
+    settings, the customers' distinct rows and their (purchases, time) pairs."""
+
+    model: Any
+    spend: Any
+    fit_id: int
+    as_of: dt.date
+    margin: float
+    discount_rate: float
+    customers: int
+    collapsed: Any
+    code: np.ndarray
+    counts: np.ndarray
+    x: np.ndarray
+    T: np.ndarray
+
+
+def _customers(store: Store) -> _Customers:
     from retain.scoring import _summary, load_fit, load_score_basis
 
     basis = load_score_basis(store)
@@ -288,36 +305,140 @@ def planner(store: Store) -> Planner:
     summary = _summary(store, as_of, row, None)
     if summary is None or summary.empty:
         raise ModelError(f"no customer ordered by {as_of}: nothing to project")
-    customers = model._customers(summary)
-    rows = customers.rows
-    p_alive = np.clip(model._rows_p_alive(rows, None), 0.0, 1.0)
-    x, T, code = model._pairs(rows)
+    collapsed = model._customers(summary)
+    x, T, code = model._pairs(collapsed.rows)
     # the rows' weights summed by pair: the customers each row stands for
-    counts = np.bincount(customers.inverse, minlength=len(p_alive)).astype(np.float64)
-    buyers = np.bincount(code, weights=p_alive * counts, minlength=len(x))
-    spenders: np.ndarray = np.zeros(len(x))
-    if spend is not None:
-        per_customer, _ = spend._expected_spend_arrays(customers.frame, False)
-        alive_by_customer = p_alive[customers.inverse]
-        spenders = np.bincount(
-            code[customers.inverse], weights=alive_by_customer * per_customer, minlength=len(x)
-        )
-    x = np.asarray(x, dtype=np.float64)
-    return Planner(
+    counts = np.bincount(collapsed.inverse, minlength=len(collapsed.rows.x)).astype(np.float64)
+    return _Customers(
         model=model,
+        spend=spend,
         fit_id=basis.fit_id,
         as_of=as_of,
         margin=basis.margin,
         discount_rate=basis.discount_rate,
         customers=len(summary),
-        x=x,
+        collapsed=collapsed,
+        code=code,
+        counts=counts,
+        x=np.asarray(x, dtype=np.float64),
         T=np.asarray(T, dtype=np.float64),
+    )
+
+
+def _plan(known: _Customers, model: Any, spend: Any, notes: list[str]) -> Planner:
+    """The planner of these customers under ``model`` and ``spend`` (the kept fit's, or a
+    draw of their parameters)."""
+    rows, inverse = known.collapsed.rows, known.collapsed.inverse
+    p_alive = np.clip(model._rows_p_alive(rows, None), 0.0, 1.0)
+    buyers = np.bincount(known.code, weights=p_alive * known.counts, minlength=len(known.x))
+    spenders: np.ndarray = np.zeros(len(known.x))
+    if spend is not None:
+        per_customer, _ = spend._expected_spend_arrays(known.collapsed.frame, False)
+        spenders = np.bincount(
+            known.code[inverse], weights=p_alive[inverse] * per_customer, minlength=len(known.x)
+        )
+    return Planner(
+        model=model,
+        fit_id=known.fit_id,
+        as_of=known.as_of,
+        margin=known.margin,
+        discount_rate=known.discount_rate,
+        customers=known.customers,
+        x=known.x,
+        T=known.T,
         buyers=buyers,
         spenders=spenders,
         has_spend=spend is not None,
-        highest_dropout_change=_highest_dropout_change(model, x, buyers),
-        notes=_since_scoring(store, as_of, len(summary)),
+        highest_dropout_change=_highest_dropout_change(model, known.x, buyers),
+        notes=notes,
     )
+
+
+def planner(store: Store) -> Planner:
+    """The :class:`Planner` of the store's last ``retain score``: its fit, observation day,
+    margin and discount rate, and its customers' summaries."""
+    known = _customers(store)
+    return _plan(
+        known, known.model, known.spend, _since_scoring(store, known.as_of, known.customers)
+    )
+
+
+def intervals(
+    store: Store,
+    scenario: Scenario | None = None,
+    months: int = 12,
+    *,
+    draws: int = 100,
+    level: float = 0.9,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How sure the projection is: the kept fit's parameters drawn ``draws`` times from
+    their estimated uncertainty (normal in the log-parameters, with the covariance of the
+    fit; the spend model's likewise), the base and the scenario projected under each draw,
+    and the ``level`` interval of the totals and of the change: the uncertainty of the
+    parameters, not of the customers' own chance (a store of many customers has little of
+    that). Each draw prepares the customers anew: about the preparation's time a draw."""
+    if not isinstance(draws, numbers.Integral) or not 10 <= int(draws) <= 10_000:
+        raise ArgumentError(f"draws must be a whole number from 10 to 10000, got {draws!r}")
+    if not 0 < level < 1:
+        raise ArgumentError(f"level must be between 0 and 1, got {level!r}")
+    scenario = scenario or Scenario()
+    known = _customers(store)
+    rng = np.random.default_rng(seed)
+
+    def sampler(fitted: Any) -> Any:
+        if fitted is None:
+            return lambda: None
+        cov = fitted._cov_log
+        if cov is None:
+            raise ModelError(
+                f"no interval: the {fitted.name} fit has no standard errors (its curvature "
+                "could not be inverted)"
+            )
+        theta = fitted._theta
+        return lambda: fitted._with_theta(rng.multivariate_normal(theta, cov))
+
+    draw_model, draw_spend = sampler(known.model), sampler(known.spend)
+    keys = ("revenue_total", "purchases_total", "value", "active_at_end")
+    sides: dict[str, dict[str, list[float]]] = {
+        side: {k: [] for k in keys} for side in ("base", "scenario", "change")
+    }
+    for _ in range(int(draws)):
+        plan = _plan(known, draw_model(), draw_spend(), [])
+        if scenario.dropout_change > plan.highest_dropout_change:
+            continue  # this draw's model cannot say; the interval is of those that can
+        totals = {
+            "base": plan._totals(Scenario(), months),
+            "scenario": plan._totals(scenario, months),
+        }
+        for side, (revenue, purchases, value, active) in totals.items():
+            found = {
+                "revenue_total": None if revenue is None else float(np.sum(revenue)),
+                "purchases_total": float(np.sum(purchases)),
+                "value": None if value is None else float(value),
+                "active_at_end": float(active[-1]),
+            }
+            for k, v in found.items():
+                if v is not None:
+                    sides[side][k].append(v)
+        for k in keys:
+            if len(sides["base"][k]) == len(sides["scenario"][k]) and sides["base"][k]:
+                sides["change"][k].append(sides["scenario"][k][-1] - sides["base"][k][-1])
+    low, high = (1 - level) / 2, (1 + level) / 2
+    used = len(sides["base"]["purchases_total"])
+    return {
+        "draws": int(draws),
+        "used": used,
+        "level": level,
+        **{
+            side: {
+                k: [round(float(np.quantile(v, low)), 2), round(float(np.quantile(v, high)), 2)]
+                for k, v in values.items()
+                if v
+            }
+            for side, values in sides.items()
+        },
+    }
 
 
 def _since_scoring(store: Store, as_of: dt.date, customers: int) -> list[str]:
@@ -422,14 +543,18 @@ def whatif(
     scenario: Scenario | None = None,
     months: int = 12,
     offer: Campaign | None = None,
+    draws: int = 0,
 ) -> dict[str, Any]:
     """``base`` and ``scenario`` projections (:meth:`Planner.project`) of the store's last
-    ``retain score``, the scenario's change against the base, and with ``offer`` what a
-    retention campaign is worth (:func:`campaign`)."""
+    ``retain score``, the scenario's change against the base, with ``offer`` what a
+    retention campaign is worth (:func:`campaign`), and with ``draws`` the 90% intervals
+    of the totals from the parameters' uncertainty (:func:`intervals`)."""
     plan = planner(store)
     answer = report(plan, scenario, months)
     if offer is not None:
         answer["campaign"] = campaign(plan, offer, months)
+    if draws:
+        answer["intervals"] = intervals(store, scenario, months, draws=draws)
     return answer
 
 

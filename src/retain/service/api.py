@@ -568,6 +568,15 @@ def get_whatif(
             description="The campaign's effect on the dropout of those reached.",
         ),
     ] = None,
+    draws: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=500,
+            description="Draws of the fitted parameters for 90% intervals (0: none; each "
+            "costs about one preparation of the customers).",
+        ),
+    ] = 0,
 ) -> dict[str, Any]:
     """``retain whatif``: the kept model's revenue and purchases month by month and the
     value (CLV) over ``months``, as it stands (``base``) and under the levers
@@ -593,6 +602,13 @@ def get_whatif(
             )
         offer = Campaign(campaign_reach, campaign_cost, campaign_dropout_change)
         answer["campaign"] = campaign(plan, offer, months)
+    if draws:
+        from retain.whatif import intervals
+
+        answer["intervals"] = service.cached(
+            ("whatif_intervals", scenario, months, draws),
+            lambda store: intervals(store, scenario, months, draws=draws),
+        )
     return answer
 
 

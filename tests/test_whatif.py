@@ -491,3 +491,31 @@ def test_the_cli_and_api_give_intervals(cdnow_sample_db: Path, tmp_path: Path) -
         few = client.get("/api/whatif?draws=5")
     assert served.status_code == 200 and served.json()["intervals"] == sure
     assert few.status_code == 422 and "draws must be a whole number" in few.text
+
+
+@pytest.mark.parametrize(
+    "lever",
+    [
+        Scenario(),
+        Scenario(purchase_rate_change=0.3),
+        Scenario(dropout_change=-0.4, spend_change=0.1),
+    ],
+)
+def test_the_simulated_customers_average_to_the_projection(scored: Path, lever: Scenario) -> None:
+    """The customers simulated for their own chance (alive now, rates and dropout from
+    their posterior, the levers applied to each) average to the planner's closed forms."""
+    from retain.whatif import PROCESS_RUNS, _customers, _process_spread
+
+    with Store(scored, read_only=True) as store:
+        known = _customers(store)
+        plan = planner(store)
+    means, spread = _process_spread(known, lever, 12, np.random.default_rng(1))
+    answer = plan.project(lever, 12)
+    tolerance = 4 / np.sqrt(PROCESS_RUNS)  # standard errors of the simulated mean
+    for key, expected in (
+        ("purchases_total", answer["purchases_total"]),
+        ("revenue_total", answer["revenue_total"]),
+        ("active_at_end", answer["active"][-1]),
+    ):
+        assert abs(means[key] - expected) < tolerance * spread[key] + 1e-6 * expected, key
+        assert spread[key] > 0

@@ -363,6 +363,69 @@ def planner(store: Store) -> Planner:
     )
 
 
+PROCESS_RUNS = 20
+"""Simulations of every customer's future that measure the spread of their own chance."""
+
+
+def _process_spread(
+    known: _Customers, scenario: Scenario, months: int, rng: np.random.Generator
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The mean and the standard deviation, over :data:`PROCESS_RUNS` simulations of every customer at
+    the fitted parameters and under ``scenario``, of the totals of purchases, revenue and
+    value over ``months`` and of the active customers at the end.
+
+    Each customer is active now with their chance; then (BG/NBD, MBG/NBD) their rate and
+    dropout chance are drawn from the posterior their history gives (Gamma(r+x, alpha+T),
+    Beta(a, b+x), b+x+1 for MBG/NBD), the purchases of the months are Poisson at the rate
+    times the lever, each ending the customer with the chance times its lever; (Pareto/NBD)
+    the rate as before and the dropout rate from Gamma(s, beta+T) times its lever, the
+    lifetime exponential. Spend per purchase: Gamma(p, nu) with nu from Gamma(q+px,
+    gamma+mx), times the spend lever. The value's spread is the revenue's in proportion
+    to the value (the discounting within the months aside)."""
+    model, spend = known.model, known.spend
+    rows, inverse = known.collapsed.rows, known.collapsed.inverse
+    p_alive = np.clip(model._rows_p_alive(rows, None), 0.0, 1.0)[inverse]
+    x, T = rows.x[inverse], rows.T[inverse]
+    t = months * DAYS_PER_MONTH / float(model._unit_days)
+    c, d = 1.0 + scenario.purchase_rate_change, 1.0 + scenario.dropout_change
+    params = model.params_
+    r, alpha = params["r"], params["alpha"]
+    monetary = None
+    if spend is not None:
+        monetary = known.collapsed.frame["monetary"].to_numpy(dtype=np.float64)
+        sp, sq, sg = (spend.params_[k] for k in ("p", "q", "gamma"))
+    runs: dict[str, list[float]] = {"purchases_total": [], "revenue_total": [], "active_at_end": []}
+    for _ in range(PROCESS_RUNS):
+        alive = rng.random(x.size) < p_alive
+        rate = c * rng.gamma(r + x, 1.0 / (alpha + T))
+        if model.name in CLOCK_MODELS:
+            offset = 1.0 if model.name == "mbgnbd" else 0.0
+            chance = np.clip(d * rng.beta(params["a"], params["b"] + x + offset), 1e-300, 1.0)
+            bought = rng.poisson(rate * t)
+            last = rng.geometric(chance)  # the purchase that ends it
+            count = np.where(alive, np.minimum(bought, last), 0)
+            still = alive & (bought < last)
+        else:
+            lifetime = rng.exponential(
+                1.0 / (d * rng.gamma(params["s"], 1.0 / (params["beta"] + T)))
+            )
+            count = np.where(alive, rng.poisson(rate * np.minimum(lifetime, t)), 0)
+            still = alive & (lifetime > t)
+        runs["purchases_total"].append(float(count.sum()))
+        runs["active_at_end"].append(float(still.sum()))
+        if monetary is not None:
+            nu = rng.gamma(sp * x + sq, 1.0 / (sg + monetary * x))
+            paid = np.where(count > 0, rng.gamma(np.maximum(sp * count, 1e-12), 1.0 / nu), 0.0)
+            runs["revenue_total"].append(float((1.0 + scenario.spend_change) * paid.sum()))
+    means = {k: float(np.mean(v)) for k, v in runs.items() if v}
+    out = {k: float(np.std(v, ddof=1)) for k, v in runs.items() if v}
+    if "revenue_total" in out:
+        plan_value = _plan(known, model, spend, [])._totals(scenario, months)
+        revenue, value = float(np.sum(plan_value[0])), float(plan_value[2])
+        out["value"] = out["revenue_total"] * (value / revenue if revenue > 0 else 0.0)
+    return means, out
+
+
 def intervals(
     store: Store,
     scenario: Scenario | None = None,
@@ -372,12 +435,16 @@ def intervals(
     level: float = 0.9,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """How sure the projection is: the kept fit's parameters drawn ``draws`` times from
-    their estimated uncertainty (normal in the log-parameters, with the covariance of the
-    fit; the spend model's likewise), the base and the scenario projected under each draw,
-    and the ``level`` interval of the totals and of the change: the uncertainty of the
-    parameters, not of the customers' own chance (a store of many customers has little of
-    that). Each draw prepares the customers anew: about the preparation's time a draw."""
+    """How sure the projection is, as ``level`` intervals of what will be seen.
+
+    Two parts, added: the kept fit's parameters drawn ``draws`` times from their estimated
+    uncertainty (normal in the log-parameters, with the covariance of the fit; the spend
+    model's likewise), the base and the scenario projected under each draw; and the
+    customers' own chance, the spread of the totals that :data:`PROCESS_RUNS` simulations
+    of every customer's future give at the fitted parameters (:func:`_process_spread`;
+    the value's, the revenue's in proportion). ``change`` is of the parameters alone: the
+    same customers' own chance falls on both sides. Each draw prepares the customers anew:
+    about the preparation's time a draw."""
     if not isinstance(draws, numbers.Integral) or not 10 <= int(draws) <= 10_000:
         raise ArgumentError(f"draws must be a whole number from 10 to 10000, got {draws!r}")
     if not 0 < level < 1:
@@ -386,19 +453,26 @@ def intervals(
     known = _customers(store)
     rng = np.random.default_rng(seed)
 
-    def sampler(fitted: Any) -> Any:
+    notes: list[str] = []
+
+    def sampler(fitted: Any, required: bool) -> Any:
         if fitted is None:
             return lambda: None
         cov = fitted._cov_log
         if cov is None:
-            raise ModelError(
-                f"no interval: the {fitted.name} fit has no standard errors (its curvature "
-                "could not be inverted)"
-            )
+            why = f"the {fitted.name} fit has no standard errors (its curvature could not be inverted)"
+            if required:
+                raise ModelError(f"no interval: {why}")
+            notes.append(f"{why}: its parameters are held as fitted")
+            return lambda: fitted
         theta = fitted._theta
         return lambda: fitted._with_theta(rng.multivariate_normal(theta, cov))
 
-    draw_model, draw_spend = sampler(known.model), sampler(known.spend)
+    draw_model, draw_spend = sampler(known.model, True), sampler(known.spend, False)
+    spread = {
+        "base": _process_spread(known, Scenario(), months, rng)[1],
+        "scenario": _process_spread(known, scenario, months, rng)[1],
+    }
     keys = ("revenue_total", "purchases_total", "value", "active_at_end")
     sides: dict[str, dict[str, list[float]]] = {
         side: {k: [] for k in keys} for side in ("base", "scenario", "change")
@@ -424,12 +498,22 @@ def intervals(
         for k in keys:
             if len(sides["base"][k]) == len(sides["scenario"][k]) and sides["base"][k]:
                 sides["change"][k].append(sides["scenario"][k][-1] - sides["base"][k][-1])
+    # the customers' own chance, on each side's totals
+    for side in ("base", "scenario"):
+        for k, values in sides[side].items():
+            if values and spread[side].get(k):
+                noise = rng.normal(0.0, spread[side][k], size=len(values))
+                sides[side][k] = list(np.asarray(values) + noise)
     low, high = (1 - level) / 2, (1 + level) / 2
     used = len(sides["base"]["purchases_total"])
     return {
         "draws": int(draws),
         "used": used,
         "level": level,
+        "notes": notes,
+        "own_chance_sd": {
+            side: {k: round(v, 2) for k, v in values.items()} for side, values in spread.items()
+        },
         **{
             side: {
                 k: [round(float(np.quantile(v, low)), 2), round(float(np.quantile(v, high)), 2)]

@@ -67,7 +67,7 @@ PAGES: dict[str, tuple[str, list[str]]] = {
     "customers": ("/customers", []),
     "campaigns": ("/campaigns", []),
     "loyalty": ("/loyalty", ["loyalty-expiring"]),
-    "whatif": ("/whatif", ["whatif-revenue"]),
+    "whatif": ("/whatif", ["whatif-revenue", "whatif-active"]),
     "subscriptions": ("/subscriptions", []),
     "segment-drill-down": ("/segments/Champions", []),
 }
@@ -440,6 +440,38 @@ def test_the_whatif_sliders_redraw_the_projection(server: str, page: Any) -> Non
     page.locator("input[name=dropout_change]").fill("-0.2")
     page.wait_for_function("!document.getElementById('whatif-form').dataset.error")
     assert page.locator("#whatif-error").is_hidden()
+    # a campaign: its three numbers priced as the API prices them, shown in its cards
+    assert page.locator("#whatif-campaign").is_hidden()
+    page.locator("input[name=campaign_reach]").fill("0.3")
+    page.locator("input[name=campaign_cost]").fill("0.5")
+    shown_before = page.evaluate("() => document.getElementById('whatif-form').dataset.shown")
+    page.locator("input[name=campaign_dropout_change]").fill("-0.2")
+    page.wait_for_function(
+        f"document.getElementById('whatif-form').dataset.shown > {shown_before} && "
+        "!document.getElementById('whatif-campaign').hidden"
+    )
+    with urllib.request.urlopen(
+        server + "/api/whatif?months=24&dropout_change=-0.2&purchase_rate_change=0&spend_change=0"
+        "&campaign_reach=0.3&campaign_cost=0.5&campaign_dropout_change=-0.2"
+    ) as response:
+        full = json.loads(response.read())
+    priced = full["campaign"]
+    added = page.locator("#whatif-campaign [data-field=value_added]").inner_text()
+    assert float(added.replace(",", "")) == priced["value_added"]
+    verdict = page.locator("#whatif-campaign [data-field=verdict]").inner_text()
+    assert verdict == ("it pays" if priced["pays"] else "it does not pay")
+    active = page.evaluate(
+        "() => Chart.getChart(document.querySelector('canvas[data-chart=whatif-active]'))"
+        ".data.datasets[1].data"
+    )
+    assert active == full["scenario"]["active"]
+    row = page.locator("tr[data-total=active_at_end] [data-side=scenario]").inner_text()
+    assert int(row.replace(",", "")) == round(full["scenario"]["active_at_end"])
+    # a reload keeps the campaign and shows it from the server
+    page.reload()
+    page.wait_for_load_state("load")
+    assert page.locator("#whatif-campaign").is_visible()
+    assert page.locator("input[name=campaign_reach]").input_value() == "0.3"
     page.problems[:] = [p for p in page.problems if "422" not in p]
     assert page.problems == []
 

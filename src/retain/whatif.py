@@ -240,6 +240,7 @@ def _rounded(plan: Planner, totals: tuple[Any, ...], months: int) -> dict[str, A
         # the customers expected active now and at each month's end
         "active_now": round(float(plan.buyers.sum()), 2),
         "active": [round(float(v), 2) for v in active],
+        "active_at_end": round(float(active[-1]), 2),
     }
 
 

@@ -435,7 +435,7 @@ def model_health_charts(payload: dict[str, Any]) -> dict[str, Spec]:
 
 def whatif_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
     """Revenue month by month as the kept model projects it, and under the scenario
-    (purchases when no spend model was fitted)."""
+    (purchases when no spend model was fitted); the customers expected active likewise."""
     if not payload:
         return {}
     series = "revenue" if payload["base"]["revenue"] is not None else "purchases"
@@ -451,7 +451,19 @@ def whatif_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
             "x": "month ending",
             "y": series,
             "format": "money" if series == "revenue" else "count",
-        }
+        },
+        "whatif-active": {
+            "type": "line",
+            "title": "Customers expected active at each month's end",
+            "labels": payload["base"]["month_ends"],
+            "datasets": [
+                {"label": "as it stands", "data": payload["base"]["active"], "dashed": True},
+                {"label": "scenario", "data": payload["scenario"]["active"]},
+            ],
+            "x": "month ending",
+            "y": "active customers",
+            "format": "count",
+        },
     }
 
 

@@ -214,12 +214,16 @@ def whatif_page(
     dropout_change: str = "0",
     purchase_rate_change: str = "0",
     spend_change: str = "0",
+    campaign_reach: str = "",
+    campaign_cost: str = "",
+    campaign_dropout_change: str = "",
 ) -> HTMLResponse:
     """The what-if planner: levers on sliders, the projection redrawn as they move (the
-    page asks /api/whatif); before a scoring, how to make one. A lever or horizon it
-    cannot read is said, and that one alone put back at rest."""
+    page asks /api/whatif), and a retention campaign priced; before a scoring, how to
+    make one. A lever or horizon it cannot read is said, and that one alone put back at
+    rest; a campaign it cannot read is said and left out."""
     from retain.errors import ArgumentError, RetainError
-    from retain.whatif import HIGHEST_CHANGE, LOWEST_CHANGE, MAX_MONTHS, Scenario
+    from retain.whatif import HIGHEST_CHANGE, LOWEST_CHANGE, MAX_MONTHS, Campaign, Scenario
 
     problems: list[str] = []
     levers: dict[str, float] = {}
@@ -245,14 +249,47 @@ def whatif_page(
     except ValueError:
         problems.append(f"months must be a whole number from 1 to {MAX_MONTHS}, got {months!r}: 12")
         horizon = 12
+    offer: dict[str, float] = {}
+    asked = {
+        "campaign_reach": campaign_reach,
+        "campaign_cost": campaign_cost,
+        "campaign_dropout_change": campaign_dropout_change,
+    }
+    if any(v.strip() for v in asked.values()):
+        try:
+            offer = {k: float(v) for k, v in asked.items()}
+            Campaign(
+                offer["campaign_reach"], offer["campaign_cost"], offer["campaign_dropout_change"]
+            )
+        except (ValueError, ArgumentError) as exc:
+            why = (
+                str(exc)
+                if isinstance(exc, ArgumentError)
+                else "each of its three numbers is needed"
+            )
+            problems.append(f"the campaign is left out: {why}")
+            offer = {}
     payload: dict[str, Any] | None = None
+
+    def ask() -> dict[str, Any]:
+        return api.get_whatif(
+            service,
+            months=horizon,
+            dropout_change=levers["dropout_change"],
+            purchase_rate_change=levers["purchase_rate_change"],
+            spend_change=levers["spend_change"],
+            campaign_reach=offer.get("campaign_reach"),
+            campaign_cost=offer.get("campaign_cost"),
+            campaign_dropout_change=offer.get("campaign_dropout_change"),
+        )
+
     try:
         try:
-            payload = api.get_whatif(service, months=horizon, **levers)
+            payload = ask()
         except ArgumentError as exc:  # beyond what the fit can say: that lever at rest
             problems.append(f"{exc}: it is at rest")
             levers["dropout_change"] = 0.0
-            payload = api.get_whatif(service, months=horizon, **levers)
+            payload = ask()
     except RetainError as exc:  # no scores yet: the page says how to make them
         problems.append(str(exc))
     return page(
@@ -265,6 +302,7 @@ def whatif_page(
         problem="; ".join(problems) or None,
         months=horizon,
         levers=levers,
+        campaign=offer,
     )
 
 

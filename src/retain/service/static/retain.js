@@ -226,11 +226,33 @@
         chart.data.datasets[1].data = answer.scenario[series];
         chart.update("none");
       }
+      var active = drawn["whatif-active"];
+      if (active) {
+        active.data.labels = answer.base.month_ends;
+        active.data.datasets[0].data = answer.base.active;
+        active.data.datasets[1].data = answer.scenario.active;
+        active.update("none");
+      }
+      var box = document.getElementById("whatif-campaign");
+      if (box) {
+        var c = answer.campaign;
+        box.hidden = !c;
+        if (c) {
+          var fields = box.querySelectorAll("[data-field]");
+          for (var f = 0; f < fields.length; f++) {
+            var name = fields[f].dataset.field, v = c[name];
+            if (name === "verdict") fields[f].textContent = c.pays ? "it pays" : "it does not pay";
+            else if (name === "customers_reached") fields[f].textContent = Math.round(v).toLocaleString();
+            else fields[f].textContent = number(v === undefined ? null : v);
+          }
+        }
+      }
       var rows = document.querySelectorAll("#whatif-totals tr[data-total]");
       for (var i = 0; i < rows.length; i++) {
         var key = rows[i].dataset.total, change = answer.change[key];
-        rows[i].querySelector("[data-side=base]").textContent = number(answer.base[key]);
-        rows[i].querySelector("[data-side=scenario]").textContent = number(answer.scenario[key]);
+        var shown = key === "active_at_end" ? function (v) { return Math.round(v).toLocaleString(); } : number;
+        rows[i].querySelector("[data-side=base]").textContent = shown(answer.base[key]);
+        rows[i].querySelector("[data-side=scenario]").textContent = shown(answer.scenario[key]);
         rows[i].querySelector("[data-side=change]").textContent =
           !change || change.relative === null ? "–" : (change.relative >= 0 ? "+" : "") + (100 * change.relative).toFixed(1) + "%";
       }
@@ -239,7 +261,9 @@
     }
     function ask() {
       var mine = ++asked;
-      var query = new URLSearchParams(new FormData(form)).toString();
+      var params = new URLSearchParams();
+      new FormData(form).forEach(function (value, name) { if (String(value).trim() !== "") params.append(name, value); });
+      var query = params.toString();
       window.history.replaceState(null, "", "/whatif?" + query);
       var error = document.getElementById("whatif-error");
       fetch(form.dataset.api + "?" + query, {credentials: "same-origin"})

@@ -519,3 +519,82 @@ def test_the_simulated_customers_average_to_the_projection(scored: Path, lever: 
     ):
         assert abs(means[key] - expected) < tolerance * spread[key] + 1e-6 * expected, key
         assert spread[key] > 0
+
+
+def test_the_affordable_acquisition_cost_by_channel(cdnow_sample_db: Path, tmp_path: Path) -> None:
+    """With marketing spend, each channel's largest affordable CAC is what its customers
+    have been worth in margin over their first months, as many as the projection's (the
+    acquisition page's CLV with that horizon), set beside its CAC; under a scenario, that
+    worth times the scenario's change of value."""
+    from retain.ingest import ingest
+    from retain.metrics import clv_cac
+
+    db = _scored(cdnow_sample_db, tmp_path / "s.duckdb", "pnbd", "D")
+    spend = tmp_path / "spend.csv"
+    spend.write_text(
+        "date,channel,amount\n"
+        + "".join(f"1997-0{m}-01,search,{300 * m}\n1997-0{m}-01,social,200\n" for m in (1, 2, 3))
+    )
+    with Store(db) as store:
+        store.con.execute(
+            "UPDATE orders SET channel = CASE WHEN hash(customer_id) % 2 = 0 THEN 'search' "
+            "ELSE 'social' END"
+        )
+        ingest(store, spend, format="spend")
+    with Store(db, read_only=True) as store:
+        answer = whatif(store, Scenario(dropout_change=-0.3), 12)
+        table = clv_cac(store, margin=0.4, horizon_months=12, as_of="1998-06-30")
+    found = {c["channel"]: c for c in answer["acquisition"]["channels"]}
+    assert {"search", "social"} <= set(found)
+    change = answer["change"]["value"]["relative"]
+    for row in table.to_dict(orient="records"):
+        mine = found[row["channel"]]
+        assert mine["largest_affordable_cac"] == pytest.approx(row["clv"], abs=0.006)
+        assert mine["cac"] == pytest.approx(row["cac"], abs=0.006)
+        assert mine["headroom"] == pytest.approx(row["clv"] - row["cac"], abs=0.011)
+        assert mine["largest_affordable_cac_in_scenario"] == pytest.approx(
+            row["clv"] * (1 + change), abs=0.006
+        )
+    text = CliRunner().invoke(app, ["whatif", "--db", str(db), "--dropout-change", "-0.3"])
+    assert "largest affordable CAC" in text.output and "search" in text.output
+
+
+def test_converting_subscription_candidates(tmp_path: Path) -> None:
+    """A share of the subscription candidates subscribing: the share of every candidate's
+    gain when offered to all, of the positive gains when offered to those who gain."""
+    import test_subscription_candidates as shop
+    from retain.subscriptions import candidates
+
+    db = shop._shop(tmp_path)
+    with Store(db) as store:
+        fit_store(store, model="mbgnbd")
+        score_store(store)
+    with Store(db, read_only=True) as store:
+        found = candidates(store, retention=0.96, limit=None)
+        answer = whatif(store, months=6, subscription_share=0.25, subscription_retention=0.96)
+    converted = answer["subscriptions"]
+    gains = np.array([r["gain"] for r in found["rows"]])
+    assert converted["candidates"] == found["candidates"] == 60
+    assert converted["added_if_offered_to_all"] == pytest.approx(0.25 * gains.sum(), abs=0.006)
+    assert converted["added_if_offered_to_those_who_gain"] == pytest.approx(
+        0.25 * gains[gains > 0].sum(), abs=0.006
+    )
+    assert converted["months"] == 12  # the candidates' horizon, whatever the projection's
+    text = CliRunner().invoke(
+        app,
+        [
+            "whatif",
+            "--db",
+            str(db),
+            "--subscription-share",
+            "0.25",
+            "--subscription-retention",
+            "0.96",
+        ],
+    )
+    assert text.exit_code == 0 and "if 25% of the 60 candidates subscribe" in text.output
+    with (
+        pytest.raises(ArgumentError, match="subscription share must be above 0"),
+        Store(db, read_only=True) as store,
+    ):
+        whatif(store, subscription_share=0.0, subscription_retention=0.9)

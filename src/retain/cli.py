@@ -1368,6 +1368,22 @@ def whatif(
             help="The campaign's effect on those reached: -0.1 = their dropout 10% lower.",
         ),
     ] = None,
+    subscription_share: Annotated[
+        float | None,
+        typer.Option(
+            "--subscription-share",
+            help="The share of subscription candidates (retain subscriptions candidates) "
+            "who subscribe: what that adds over 12 months.",
+        ),
+    ] = None,
+    subscription_retention: Annotated[
+        float | None,
+        typer.Option(
+            "--subscription-retention",
+            help="Share of subscribers renewing at each delivery, for a store without "
+            "subscriptions (default: the store's plan's retention curve).",
+        ),
+    ] = None,
     draws: Annotated[
         int,
         typer.Option(
@@ -1413,7 +1429,15 @@ def whatif(
         Store(db, read_only=True) as store,
         progress(f"drawing the parameters {draws} times ...", as_json or not draws),
     ):
-        answer = project(store, scenario, months, offer, draws)
+        answer = project(
+            store,
+            scenario,
+            months,
+            offer,
+            draws,
+            subscription_share=subscription_share,
+            subscription_retention=subscription_retention,
+        )
 
     def table() -> str:
         base, moved = answer["base"], answer["scenario"]
@@ -1472,6 +1496,18 @@ def whatif(
                 f"  from {sure['used']} of {sure['draws']} draws of the fitted parameters: the "
                 "uncertainty of the estimates, not of each customer's own chance"
             )
+        bought = answer.get("acquisition") or {}
+        for channel in bought.get("channels", []):
+            if channel["largest_affordable_cac"] is None:
+                continue
+            cac = "-" if channel["cac"] is None else f"{channel['cac']:,.2f}"
+            lines.append(
+                f"acquisition {channel['channel']}: largest affordable CAC "
+                f"{channel['largest_affordable_cac']:,.2f} (its customers' margin over their first "
+                f"{bought['months']} months; "
+                f"{channel['largest_affordable_cac_in_scenario'] or 0:,.2f} in the scenario), "
+                f"CAC {cac}"
+            )
         offer = answer.get("campaign")
         if offer:
             verdict = "pays" if offer["pays"] else "does not pay"
@@ -1494,6 +1530,14 @@ def whatif(
                     f"have gone, each worth {offer['value_per_retained_customer']:,.2f}: the "
                     "most keeping one may cost"
                 )
+        converted = answer.get("subscriptions")
+        if converted:
+            lines.append(
+                f"subscriptions: if {converted['share']:.0%} of the {converted['candidates']:,} "
+                f"candidates subscribe, over 12 months: {converted['added_if_offered_to_all']:+,.2f} "
+                f"offered to all, {converted['added_if_offered_to_those_who_gain']:+,.2f} offered "
+                f"to the {converted['gaining']:,} who gain (retention: {converted['retention']})"
+            )
         lines.extend(f"note: {note}" for note in answer["notes"])
         return "\n".join(lines)
 

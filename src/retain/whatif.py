@@ -623,23 +623,104 @@ def campaign(plan: Planner, offer: Campaign, months: int = 12) -> dict[str, Any]
     }
 
 
+def acquisition(answer: dict[str, Any], table: Any) -> dict[str, Any]:
+    """The largest affordable cost of acquiring a customer, by channel: what a customer
+    the channel brought has been worth in margin over their first months, as many as the
+    projection's (:func:`retain.metrics.clv_cac` with that horizon), beside what one cost
+    (CAC, from the marketing spend); and the same times the scenario's relative change of
+    value, an estimate for customers who would meet the scenario's levers. Without
+    marketing spend, ``channels`` is empty and ``note`` says why. ``table``: that CLV:CAC
+    table (:func:`acquisition_table`, which the levers do not change) for ``answer``'s
+    months."""
+    months = len(answer["base"]["month_ends"])
+    change = (answer["change"].get("value") or {}).get("relative")
+    channels = []
+    for row in table.to_dict(orient="records"):
+        worth = row["clv"]
+        known = worth is not None and np.isfinite(worth)
+        cac = row["cac"] if row["cac"] is not None and np.isfinite(row["cac"]) else None
+        channels.append(
+            {
+                "channel": row["channel"],
+                "new_customers": int(row["new_customers"]),
+                "cac": None if cac is None else round(float(cac), 2),
+                "largest_affordable_cac": round(float(worth), 2) if known else None,
+                "headroom": round(float(worth) - cac, 2) if known and cac is not None else None,
+                "largest_affordable_cac_in_scenario": round(float(worth) * (1 + change), 2)
+                if known and change is not None
+                else None,
+            }
+        )
+    note = str(table.attrs.get("note") or "")
+    return {"months": months, "channels": channels, "note": note}
+
+
+def acquisition_table(store: Store, margin: float, months: int, as_of: str) -> Any:
+    """:func:`retain.metrics.clv_cac` over the customers' first ``months`` months."""
+    from retain.metrics import clv_cac
+
+    return clv_cac(store, margin=margin, horizon_months=months, as_of=as_of)
+
+
+def subscriptions(
+    store: Store,
+    share: float,
+    *,
+    retention: float | None = None,
+    discount: float = 0.1,
+) -> dict[str, Any]:
+    """What converting ``share`` of the subscription candidates is worth over 12 months
+    (:func:`retain.subscriptions.candidates`: the customers who buy a product at a regular
+    rhythm, each with the gain of subscribing): offered to every candidate, a share of each
+    accepts, those who would be worth less as subscribers too; offered only to those who
+    gain, the share of their gains."""
+    from retain.subscriptions import candidates
+
+    if not (isinstance(share, numbers.Real) and 0 < float(share) <= 1):
+        raise ArgumentError(f"subscription share must be above 0 and at most 1, got {share!r}")
+    found = candidates(store, discount=discount, retention=retention, limit=None)
+    gains = np.array([r["gain"] for r in found["rows"]], dtype=np.float64)
+    return {
+        "share": float(share),
+        "months": 12,
+        "candidates": found["candidates"],
+        "gaining": found["gaining"],
+        "retention": found["retention"],
+        "discount": discount,
+        "added_if_offered_to_all": round(float(share * gains.sum()), 2),
+        "added_if_offered_to_those_who_gain": round(float(share * gains[gains > 0].sum()), 2),
+    }
+
+
 def whatif(
     store: Store,
     scenario: Scenario | None = None,
     months: int = 12,
     offer: Campaign | None = None,
     draws: int = 0,
+    subscription_share: float | None = None,
+    subscription_retention: float | None = None,
 ) -> dict[str, Any]:
     """``base`` and ``scenario`` projections (:meth:`Planner.project`) of the store's last
-    ``retain score``, the scenario's change against the base, with ``offer`` what a
-    retention campaign is worth (:func:`campaign`), and with ``draws`` the 90% intervals
-    of the totals from the parameters' uncertainty (:func:`intervals`)."""
+    ``retain score``, the scenario's change against the base, the largest affordable
+    acquisition cost by channel (:func:`acquisition`), with ``offer`` what a retention
+    campaign is worth (:func:`campaign`), with ``draws`` the 90% intervals of the totals
+    (:func:`intervals`), and with ``subscription_share`` what converting that share of the
+    subscription candidates is worth (:func:`subscriptions`)."""
     plan = planner(store)
     answer = report(plan, scenario, months)
+    horizon = len(answer["base"]["month_ends"])  # months, as a plain whole number
+    answer["acquisition"] = acquisition(
+        answer, acquisition_table(store, plan.margin, horizon, plan.as_of.isoformat())
+    )
     if offer is not None:
         answer["campaign"] = campaign(plan, offer, months)
     if draws:
         answer["intervals"] = intervals(store, scenario, months, draws=draws)
+    if subscription_share is not None:
+        answer["subscriptions"] = subscriptions(
+            store, subscription_share, retention=subscription_retention
+        )
     return answer
 
 

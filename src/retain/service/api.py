@@ -568,6 +568,14 @@ def get_whatif(
             description="The campaign's effect on the dropout of those reached.",
         ),
     ] = None,
+    subscription_share: Annotated[
+        float | None,
+        Query(gt=0, le=1, description="Share of the subscription candidates who subscribe."),
+    ] = None,
+    subscription_retention: Annotated[
+        float | None,
+        Query(gt=0, le=1, description="Share of subscribers renewing at each delivery."),
+    ] = None,
     draws: Annotated[
         int,
         Query(
@@ -585,7 +593,16 @@ def get_whatif(
     once per store version; a scenario is then a pass over their groups (about 0.1 s at
     1M customers)."""
     from retain.errors import ArgumentError
-    from retain.whatif import Campaign, Scenario, campaign, planner, report
+    from retain.whatif import (
+        Campaign,
+        Scenario,
+        acquisition,
+        acquisition_table,
+        campaign,
+        planner,
+        report,
+        subscriptions,
+    )
 
     plan = service.cached("whatif_planner", planner, stale_ok=True)
     scenario = Scenario(
@@ -594,6 +611,18 @@ def get_whatif(
         spend_change=spend_change,
     )
     answer = report(plan, scenario, months)
+    table = service.cached(
+        ("whatif_acquisition", months),
+        lambda store: acquisition_table(store, plan.margin, months, plan.as_of.isoformat()),
+    )
+    answer["acquisition"] = acquisition(answer, table)
+    if subscription_share is not None:
+        answer["subscriptions"] = service.cached(
+            ("whatif_subscriptions", subscription_share, subscription_retention),
+            lambda store: subscriptions(
+                store, subscription_share, retention=subscription_retention
+            ),
+        )
     given = (campaign_reach, campaign_cost, campaign_dropout_change)
     if any(v is not None for v in given):
         if campaign_reach is None or campaign_cost is None or campaign_dropout_change is None:

@@ -598,3 +598,33 @@ def test_converting_subscription_candidates(tmp_path: Path) -> None:
         Store(db, read_only=True) as store,
     ):
         whatif(store, subscription_share=0.0, subscription_retention=0.9)
+
+
+def test_a_dropout_change_moves_expected_lifetime_as_the_closed_form_says() -> None:
+    """Pareto/NBD with s > 1: an active customer's expected remaining lifetime is
+    (beta + T) / (s - 1); a dropout d times as high divides it by d. The planner's
+    active customers, integrated over time, give both."""
+    import datetime as dt
+
+    from retain.models import ParetoNBD
+    from retain.whatif import DAYS_PER_MONTH, Planner
+
+    model = ParetoNBD()
+    model.params_ = {"r": 0.8, "alpha": 15.0, "s": 2.5, "beta": 10.0}
+    model.unit_ = "D"
+    x, T = np.array([0.0, 2.0, 5.0]), np.array([30.0, 90.0, 200.0])
+    buyers = np.array([40.0, 25.0, 10.0])  # the summed chance to be active of each group
+    plan = Planner(
+        model=model, fit_id=1, as_of=dt.date(2025, 1, 1), margin=1.0, discount_rate=0.1,
+        customers=100, x=x, T=T, buyers=buyers, spenders=np.zeros(3), has_spend=False,
+    )  # fmt: skip
+    closed = float(buyers @ ((10.0 + T) / 1.5)) / buyers.sum()
+    grid = np.geomspace(1e-3, 1e6, 4000)
+    for d in (1.0, 0.8, 1.5):
+        active = plan._active(d * grid)
+        lifetime = float(np.trapezoid(active, grid)) / buyers.sum()
+        assert lifetime == pytest.approx(closed / d, rel=2e-3), d
+        # the projection's own active customers at month ends are this curve's
+        ends = np.arange(1, 13) * DAYS_PER_MONTH
+        projected = plan._totals(Scenario(dropout_change=d - 1.0), 12)[3]
+        np.testing.assert_allclose(projected, plan._active(d * ends), rtol=1e-12)

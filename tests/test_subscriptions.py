@@ -131,6 +131,7 @@ def test_the_sbg_fit_recovers_a_simulated_store(tmp_path: Path) -> None:
     assert set(fit["candidates"]) == {"sbg", "bdw"}
     assert fit["alpha"] == pytest.approx(0.7, rel=0.12)
     assert fit["beta"] == pytest.approx(1.2, rel=0.15)
+    assert not fit["alike"] and fit["mean_churn"] == pytest.approx(0.7 / 1.9, rel=0.1)
     track = plan["tracking"]
     assert plan["periods_observed"] == 25  # May 2024 to the end of June 2026
     assert track["fitted_through"] == 16  # two thirds of them
@@ -142,6 +143,31 @@ def test_the_sbg_fit_recovers_a_simulated_store(tmp_path: Path) -> None:
     # each subscriber's value: half of 20 for each payment to come, the next in full
     assert value["mean"] == pytest.approx(0.5 * 20 * value["mean_residual_periods"])
     assert 20 * 0.5 < value["new_subscriber"] < value["mean"]
+
+
+def test_subscribers_alike_are_said_so(tmp_path: Path) -> None:
+    """Everyone cancels after each month with the same chance (12%): the Beta of the
+    chances is a point (alpha and beta run off together), which the report says in words
+    rather than in parameters of millions."""
+    rng = np.random.default_rng(4)
+    as_of = dt.date(2026, 6, 30)
+    lines = ["subscription_id,customer_id,plan,price,started_at,cancelled_at"]
+    for n in range(3000):
+        start = dt.date(2024, 5, 1) + dt.timedelta(days=int(rng.integers(0, 790)))
+        end = _add_months(start, int(rng.geometric(0.12)))
+        lines.append(f"s{n},c{n},box,15,{start},{end if end <= as_of else ''}")
+    (tmp_path / "subs.csv").write_text("\n".join(lines) + "\n")
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        ingest(store, tmp_path / "subs.csv", as_of=as_of.isoformat())
+        (plan,) = report(store)["plans"]
+    assert plan["fit"]["alike"] and plan["fit"]["model"] == "sbg"
+    assert plan["fit"]["mean_churn"] == pytest.approx(0.12, abs=0.015)
+    text = CliRunner().invoke(app, ["subscriptions", "report", "--db", str(db)])
+    assert (
+        "every subscriber alike, 1" in text.output
+        and "% cancelling after each period" in text.output
+    )
 
 
 def test_a_chance_to_cancel_that_grows_with_tenure_keeps_the_bdw(tmp_path: Path) -> None:

@@ -485,7 +485,10 @@ def test_the_cli_and_api_give_intervals(cdnow_sample_db: Path, tmp_path: Path) -
     assert done.exit_code == 0, done.output
     sure = json.loads(done.output)["intervals"]
     text = CliRunner().invoke(app, args)
-    assert "90% interval of value:" in text.output and "from 20 of 20 draws" in text.output
+    assert (
+        "90% interval of value:" in text.output
+        and "from 20 of 20 draws of the fitted parameters and" in text.output
+    )
     with TestClient(create_app(db, None, warm=False), client=("127.0.0.1", 5000)) as client:
         served = client.get("/api/whatif?spend_change=0.1&draws=20")
         few = client.get("/api/whatif?draws=5")

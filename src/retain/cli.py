@@ -1493,9 +1493,10 @@ def whatif(
                         f"{s0:,.2f} to {s1:,.2f} in the scenario, change {c0:+,.2f} to {c1:+,.2f}"
                     )
             lines.append(
-                f"  from {sure['used']} of {sure['draws']} draws of the fitted parameters: the "
-                "uncertainty of the estimates, not of each customer's own chance"
+                f"  from {sure['used']} of {sure['draws']} draws of the fitted parameters and "
+                "simulations of the customers' own chance; the change's, of the estimates alone"
             )
+            lines.extend(f"  note: {note}" for note in sure["notes"])
         bought = answer.get("acquisition") or {}
         for channel in bought.get("channels", []):
             if channel["largest_affordable_cac"] is None:
@@ -2473,9 +2474,14 @@ def subscriptions_report(
                 continue
             survival = ", ".join(f"{k}: {v:.1%}" for k, v in fit["survival"].items())
             shape = f" c {fit['c']:.3f}" if "c" in fit else ""
+            params = (
+                f"every subscriber alike, {fit['mean_churn']:.1%} cancelling after each period"
+                if fit["alike"]
+                else f"alpha {fit['alpha']:.3f} beta {fit['beta']:.3f}{shape}, "
+                f"{fit['mean_churn']:.1%} of new subscribers cancelling after the first period"
+            )
             lines.append(
-                f"  {fit['model'].upper()} alpha {fit['alpha']:.3f} beta {fit['beta']:.3f}{shape}; "
-                f"still active after periods {survival}"
+                f"  {fit['model'].upper()}: {params}; still active after periods {survival}"
             )
             lines.append(f"  model: {fit['choice']}")
             track = plan.get("tracking")

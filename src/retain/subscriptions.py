@@ -48,6 +48,12 @@ TRACKING_SHARE = 2 / 3
 """The share of a plan's periods the tracking fit sees."""
 MIN_SUBSCRIPTIONS = 20
 """A plan's retention is estimated from this many subscriptions that completed a period."""
+ALIKE = 0.1
+"""Subscribers are alike when the spread of their chances to cancel (the Beta's standard
+deviation) is below this share of its mean."""
+FLAT = 1e-5
+"""A fit's largest slope (mean log-likelihood per log-parameter) below which it is at its
+maximum, converged or not."""
 LIKELIHOOD_RATIO_5PCT = 3.841
 """The 5% point of a chi-square with 1 degree of freedom: the BdW's c is kept beyond it."""
 
@@ -470,6 +476,10 @@ def report(
             "converged": bool(model.converged_),
             "choice": reason,
             "candidates": candidates,
+            # the mean chance to cancel after a period, among new subscribers
+            "mean_churn": float(model.churn_probability([1]).iloc[0]),
+            # every subscriber alike, each as likely to cancel
+            "alike": _alike(model),
             "survival": {str(p): float(model.survival([p]).iloc[0]) for p in horizon},
             "retention_next": float(model.retention_rate([1]).iloc[0]),
             "discount_rate_per_period": per_period,
@@ -575,7 +585,9 @@ def _fit_plan(part: pd.DataFrame) -> tuple[tuple[Any, dict[str, Any], str] | Non
 
 def _fit(series: list[list[float]], family: type[Any]) -> Any:
     """``family`` (the sBG or the BdW) fitted on the cohorts' series; None when it does not
-    converge."""
+    converge. Subscribers who are all alike put the maximum at the limit alpha, beta ->
+    infinity (their ratio fixed): a fit that walked that ridge, its slope flat and its
+    subscribers alike (:func:`_alike`), is kept."""
     import warnings
 
     with warnings.catch_warnings():
@@ -584,7 +596,15 @@ def _fit(series: list[list[float]], family: type[Any]) -> Any:
             model = family().fit(series)
         except ModelError:
             return None
-    return model if model.converged_ else None
+    ridge = np.isfinite(model.log_likelihood_) and model.max_gradient_ < FLAT and _alike(model)
+    return model if model.converged_ or ridge else None
+
+
+def _alike(model: Any) -> bool:
+    """Whether the fitted Beta of the chances to cancel is all but a point: its standard
+    deviation below :data:`ALIKE` of its mean, ``sqrt(beta / (alpha (alpha + beta + 1)))``."""
+    alpha, beta = model.params_["alpha"], model.params_["beta"]
+    return bool(math.sqrt(beta / (alpha * (alpha + beta + 1.0))) < ALIKE)
 
 
 def _fit_both(series: list[list[float]]) -> tuple[Any, dict[str, Any], str] | None:
@@ -637,8 +657,9 @@ def _fit_both(series: list[list[float]]) -> tuple[Any, dict[str, Any], str] | No
 REGULAR_CV = 0.35
 """A customer buys a product at regular intervals when the intervals' standard deviation
 is at most this share of their mean."""
-MIN_PURCHASES = 3
-"""Purchases of a product (on different days) that show a rhythm: two intervals."""
+MIN_PURCHASES = 4
+"""Purchases of a product (on different days) that show a rhythm: three intervals (two
+can look regular by chance)."""
 SHORTEST_INTERVAL = 7
 LONGEST_INTERVAL = 366
 """Days between purchases that make a cadence a subscription can deliver at."""

@@ -456,9 +456,11 @@ def test_intervals_from_the_parameters_uncertainty(scored: Path) -> None:
         sure = intervals(store, lever, 12, draws=60)
         again = intervals(store, lever, 12, draws=60)
         longer = intervals(store, lever, 36, draws=60)
-        with pytest.raises(ArgumentError, match="draws must be a whole number"):
+        other = intervals(store, Scenario(purchase_rate_change=0.5), 12, draws=60)
+        with pytest.raises(ArgumentError, match="draws for intervals must be a whole number"):
             intervals(store, lever, 12, draws=3)
     assert sure == again and sure["used"] == 60 and sure["level"] == 0.9
+    assert other["base"] == sure["base"]  # as it stands, whatever the scenario
     for side in ("base", "scenario"):
         for key in ("value", "revenue_total", "purchases_total"):
             low, high = sure[side][key]
@@ -493,7 +495,7 @@ def test_the_cli_and_api_give_intervals(cdnow_sample_db: Path, tmp_path: Path) -
         served = client.get("/api/whatif?spend_change=0.1&draws=20")
         few = client.get("/api/whatif?draws=5")
     assert served.status_code == 200 and served.json()["intervals"] == sure
-    assert few.status_code == 422 and "draws must be a whole number" in few.text
+    assert few.status_code == 422 and "draws for intervals must be a whole number" in few.text
 
 
 @pytest.mark.parametrize(
@@ -631,3 +633,58 @@ def test_a_dropout_change_moves_expected_lifetime_as_the_closed_form_says() -> N
         ends = np.arange(1, 13) * DAYS_PER_MONTH
         projected = plan._totals(Scenario(dropout_change=d - 1.0), 12)[3]
         np.testing.assert_allclose(projected, plan._active(d * ends), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"r": 0.24, "alpha": 4.4, "a": 0.79, "b": 2.4},  # a + b - r >= 0: the series by x
+        {"r": 5.6, "alpha": 4.4, "a": 0.79, "b": 2.4},  # below: by quadrature over p
+        {"r": 1.2, "alpha": 30.0, "a": 0.2, "b": 0.6},
+    ],
+)
+def test_still_alive_is_the_hypergeometric_function(params: dict) -> None:
+    """BG/NBD's chance to be still active is 2F1(r+x, a; a+b+x; -t/(alpha+T)), to 1e-7
+    against mpmath, out to ten years of days and a customer of 100 purchases."""
+    import mpmath
+
+    from retain.models import BetaGeo
+
+    model = BetaGeo()
+    model.params_ = params
+    cases = [(100, 1, 3650), (0, 30, 10), (3, 40, 52), (20, 60, 200), (1, 5, 500), (50, 100, 1000)]
+    x, T, t = (np.array(c, dtype=float) for c in zip(*cases, strict=True))
+    got = model._still_alive(x, T, t)
+    for i, (xi, Ti, ti) in enumerate(cases):
+        u = ti / (params["alpha"] + Ti)
+        exact = float(
+            mpmath.hyp2f1(params["r"] + xi, params["a"], params["a"] + params["b"] + xi, -u)
+        )
+        assert got[i] == pytest.approx(exact, rel=1e-7), cases[i]
+
+
+def test_a_campaign_beyond_the_fit_is_left_out_of_the_page(
+    cdnow_sample_db: Path, tmp_path: Path
+) -> None:
+    """BG/NBD says nothing of a dropout much higher than the fit's: a campaign raising it
+    that far is left out, with the reason, and the levers' projection still shown."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    db = _scored(cdnow_sample_db, tmp_path / "s.duckdb", "bgnbd", "D", "1997-09-30")
+    with Store(db, read_only=True) as store:
+        highest = planner(store).highest_dropout_change
+    too_far = round(highest + 0.5, 2)
+    with TestClient(create_app(db, None, warm=False), client=("127.0.0.1", 5000)) as client:
+        shown = client.get(
+            f"/whatif?dropout_change=0.05&campaign_reach=0.3&campaign_cost=0.5"
+            f"&campaign_dropout_change={too_far}"
+        )
+    assert shown.status_code == 200
+    assert "the campaign is left out" in shown.text
+    assert 'id="whatif-totals"' in shown.text and "it is at rest" not in shown.text
+    assert f'max="{highest}"' in shown.text  # the campaign's input stops where the fit does

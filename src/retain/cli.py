@@ -1502,12 +1502,12 @@ def whatif(
             if channel["largest_affordable_cac"] is None:
                 continue
             cac = "-" if channel["cac"] is None else f"{channel['cac']:,.2f}"
+            moved_cac = channel["largest_affordable_cac_in_scenario"]
             lines.append(
                 f"acquisition {channel['channel']}: largest affordable CAC "
                 f"{channel['largest_affordable_cac']:,.2f} (its customers' margin over their first "
                 f"{bought['months']} months; "
-                f"{channel['largest_affordable_cac_in_scenario'] or 0:,.2f} in the scenario), "
-                f"CAC {cac}"
+                f"{'-' if moved_cac is None else f'{moved_cac:,.2f}'} in the scenario), CAC {cac}"
             )
         offer = answer.get("campaign")
         if offer:
@@ -1527,9 +1527,9 @@ def whatif(
             )
             if offer["value_per_retained_customer"] is not None:
                 lines.append(
-                    f"  it keeps {offer['customers_retained']:,.1f} customers active who would "
-                    f"have gone, each worth {offer['value_per_retained_customer']:,.2f}: the "
-                    "most keeping one may cost"
+                    f"  it keeps {offer['customers_retained']:,.1f} more customers active at the "
+                    f"end; its value added is {offer['value_per_retained_customer']:,.2f} per one "
+                    "of them (those kept for a while who left before the end add to it too)"
                 )
         converted = answer.get("subscriptions")
         if converted:

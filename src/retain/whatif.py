@@ -364,6 +364,8 @@ def planner(store: Store) -> Planner:
     )
 
 
+MAX_DRAWS = 1000
+"""The most draws of the parameters an interval takes (each costs about one preparation)."""
 PROCESS_RUNS = 20
 """Simulations of every customer's future that measure the spread of their own chance."""
 
@@ -446,13 +448,20 @@ def intervals(
     the value's, the revenue's in proportion). ``change`` is of the parameters alone: the
     same customers' own chance falls on both sides. Each draw prepares the customers anew:
     about the preparation's time a draw."""
-    if not isinstance(draws, numbers.Integral) or not 10 <= int(draws) <= 10_000:
-        raise ArgumentError(f"draws must be a whole number from 10 to 10000, got {draws!r}")
+    if not isinstance(draws, numbers.Integral) or not 10 <= int(draws) <= MAX_DRAWS:
+        raise ArgumentError(
+            f"the draws for intervals must be a whole number from 10 to {MAX_DRAWS:,}, "
+            f"got {draws!r}"
+        )
     if not 0 < level < 1:
         raise ArgumentError(f"level must be between 0 and 1, got {level!r}")
     scenario = scenario or Scenario()
     known = _customers(store)
-    rng = np.random.default_rng(seed)
+    # a stream for each part: the base's own chance is the same whatever the scenario
+    draw_rng, base_rng, scenario_rng, base_noise, scenario_noise = (
+        np.random.default_rng(stream) for stream in np.random.SeedSequence(seed).spawn(5)
+    )
+    rng = draw_rng
 
     notes: list[str] = []
 
@@ -471,8 +480,8 @@ def intervals(
 
     draw_model, draw_spend = sampler(known.model, True), sampler(known.spend, False)
     spread = {
-        "base": _process_spread(known, Scenario(), months, rng)[1],
-        "scenario": _process_spread(known, scenario, months, rng)[1],
+        "base": _process_spread(known, Scenario(), months, base_rng)[1],
+        "scenario": _process_spread(known, scenario, months, scenario_rng)[1],
     }
     keys = ("revenue_total", "purchases_total", "value", "active_at_end")
     sides: dict[str, dict[str, list[float]]] = {
@@ -500,10 +509,10 @@ def intervals(
             if len(sides["base"][k]) == len(sides["scenario"][k]) and sides["base"][k]:
                 sides["change"][k].append(sides["scenario"][k][-1] - sides["base"][k][-1])
     # the customers' own chance, on each side's totals
-    for side in ("base", "scenario"):
+    for side, noise_rng in (("base", base_noise), ("scenario", scenario_noise)):
         for k, values in sides[side].items():
             if values and spread[side].get(k):
-                noise = rng.normal(0.0, spread[side][k], size=len(values))
+                noise = noise_rng.normal(0.0, spread[side][k], size=len(values))
                 sides[side][k] = list(np.asarray(values) + noise)
     low, high = (1 - level) / 2, (1 + level) / 2
     used = len(sides["base"]["purchases_total"])
@@ -590,7 +599,8 @@ def campaign(plan: Planner, offer: Campaign, months: int = 12) -> dict[str, Any]
     return on the cost, and the break-even: the most reaching one customer may cost for
     the campaign to pay for itself. ``customers_retained``: the customers active at the
     horizon's end who would have gone without it; ``value_per_retained_customer``, the
-    value added per one of them, is the most retaining a customer may cost. Needs a
+    value added per one of them (customers kept a while who left before the end add value
+    too: an upper guide to what keeping one to the end may cost). Needs a
     spend model (value in money)."""
     base_totals = plan._totals(Scenario(), months)
     moved_totals = plan._totals(Scenario(dropout_change=offer.dropout_change), months)
@@ -662,23 +672,14 @@ def acquisition_table(store: Store, margin: float, months: int, as_of: str) -> A
     return clv_cac(store, margin=margin, horizon_months=months, as_of=as_of)
 
 
-def subscriptions(
-    store: Store,
-    share: float,
-    *,
-    retention: float | None = None,
-    discount: float = 0.1,
-) -> dict[str, Any]:
-    """What converting ``share`` of the subscription candidates is worth over 12 months
-    (:func:`retain.subscriptions.candidates`: the customers who buy a product at a regular
-    rhythm, each with the gain of subscribing): offered to every candidate, a share of each
-    accepts, those who would be worth less as subscribers too; offered only to those who
-    gain, the share of their gains."""
-    from retain.subscriptions import candidates
-
+def subscriptions(found: dict[str, Any], share: float) -> dict[str, Any]:
+    """What converting ``share`` of the subscription candidates ``found``
+    (:func:`retain.subscriptions.candidates`, every row: the customers who buy a product
+    at a regular rhythm, each with the gain of subscribing) is worth over 12 months:
+    offered to every candidate, a share of each accepts, those who would be worth less as
+    subscribers too; offered only to those who gain, the share of their gains."""
     if not (isinstance(share, numbers.Real) and 0 < float(share) <= 1):
         raise ArgumentError(f"subscription share must be above 0 and at most 1, got {share!r}")
-    found = candidates(store, discount=discount, retention=retention, limit=None)
     gains = np.array([r["gain"] for r in found["rows"]], dtype=np.float64)
     return {
         "share": float(share),
@@ -686,7 +687,7 @@ def subscriptions(
         "candidates": found["candidates"],
         "gaining": found["gaining"],
         "retention": found["retention"],
-        "discount": discount,
+        "discount": found["discount"],
         "added_if_offered_to_all": round(float(share * gains.sum()), 2),
         "added_if_offered_to_those_who_gain": round(float(share * gains[gains > 0].sum()), 2),
     }
@@ -718,9 +719,10 @@ def whatif(
     if draws:
         answer["intervals"] = intervals(store, scenario, months, draws=draws)
     if subscription_share is not None:
-        answer["subscriptions"] = subscriptions(
-            store, subscription_share, retention=subscription_retention
-        )
+        from retain.subscriptions import candidates
+
+        found = candidates(store, retention=subscription_retention, limit=None)
+        answer["subscriptions"] = subscriptions(found, subscription_share)
     return answer
 
 

@@ -36,7 +36,6 @@ from retain.models._special import (
     beta_spread,
     dot,
     expm1_ratio,
-    hyper_series,
     hyper_series_by_group,
     log_poch,
     softplus_sigmoid,
@@ -207,9 +206,20 @@ class _BetaGeoFamily(TransactionModel):
                 np.full(x_values.size, shared), a, c_values, 1.0, z, code.ravel()
             )
             value = np.exp(-a * np.log1p(u)) * series
-        else:
+        else:  # r above a + b(+1): the expectation over p by quadrature, whose integrand
+            # (1 + p u)^-k falls on the scale 1/(u k) near 0
             k = r + x
-            value = np.exp(-k * np.log1p(u)) * hyper_series(k, beta, a + beta, 1.0, z).value
+            value = np.ones(x.size)
+            later = u > 0
+            if later.any():
+                kk, uu = k[later], u[later]
+
+                def f(p: Array) -> Array:
+                    return np.exp(-kk[:, None] * np.log1p(p * uu[:, None]))
+
+                value[later] = beta_expectation(
+                    f, np.full(kk.size, a), beta[later], uu * np.maximum(kk, 1.0)
+                )
         return np.clip(value, 0.0, 1.0).reshape(shape)
 
     def _concentrated(self, k: Array, beta: Array, u: Array) -> NDArray[np.bool_]:

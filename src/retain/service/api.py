@@ -580,7 +580,7 @@ def get_whatif(
         int,
         Query(
             ge=0,
-            le=500,
+            le=whatif.MAX_DRAWS,
             description="Draws of the fitted parameters for 90% intervals (0: none; each "
             "costs about one preparation of the customers).",
         ),
@@ -611,18 +611,20 @@ def get_whatif(
         spend_change=spend_change,
     )
     answer = report(plan, scenario, months)
+    fit = (plan.fit_id, plan.margin, plan.as_of)
     table = service.cached(
-        ("whatif_acquisition", months),
+        ("whatif_acquisition", fit, months),
         lambda store: acquisition_table(store, plan.margin, months, plan.as_of.isoformat()),
     )
     answer["acquisition"] = acquisition(answer, table)
     if subscription_share is not None:
-        answer["subscriptions"] = service.cached(
-            ("whatif_subscriptions", subscription_share, subscription_retention),
-            lambda store: subscriptions(
-                store, subscription_share, retention=subscription_retention
-            ),
+        from retain.subscriptions import candidates
+
+        found = service.cached(  # the share only scales the candidates' gains
+            ("whatif_candidates", fit, subscription_retention),
+            lambda store: candidates(store, retention=subscription_retention, limit=None),
         )
+        answer["subscriptions"] = subscriptions(found, subscription_share)
     given = (campaign_reach, campaign_cost, campaign_dropout_change)
     if any(v is not None for v in given):
         if campaign_reach is None or campaign_cost is None or campaign_dropout_change is None:
@@ -635,7 +637,7 @@ def get_whatif(
         from retain.whatif import intervals
 
         answer["intervals"] = service.cached(
-            ("whatif_intervals", scenario, months, draws),
+            ("whatif_intervals", fit, scenario, months, draws),
             lambda store: intervals(store, scenario, months, draws=draws),
         )
     return answer

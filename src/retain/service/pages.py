@@ -286,10 +286,19 @@ def whatif_page(
     try:
         try:
             payload = ask()
-        except ArgumentError as exc:  # beyond what the fit can say: that lever at rest
-            problems.append(f"{exc}: it is at rest")
-            levers["dropout_change"] = 0.0
-            payload = ask()
+        except ArgumentError as exc:
+            if offer:  # the campaign's effect beyond what the fit can say: it is left out
+                problems.append(f"the campaign is left out: {exc}")
+                offer = {}
+            else:  # the lever beyond what the fit can say: that lever at rest
+                problems.append(f"{exc}: it is at rest")
+                levers["dropout_change"] = 0.0
+            try:
+                payload = ask()
+            except ArgumentError as again:  # both: the lever at rest too
+                problems.append(f"{again}: it is at rest")
+                levers["dropout_change"] = 0.0
+                payload = ask()
     except RetainError as exc:  # no scores yet: the page says how to make them
         problems.append(str(exc))
     return page(

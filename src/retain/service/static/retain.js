@@ -279,6 +279,7 @@
         .then(function (answer) {
           if (mine !== asked) return;  // a later move has asked since
           show(answer);
+          document.getElementById("whatif").classList.remove("stale");
           if (error) { error.hidden = true; error.textContent = ""; }
           delete form.dataset.error;
           form.dataset.shown = String(mine);
@@ -287,6 +288,8 @@
           if (mine !== asked) return;
           form.dataset.error = err.message;
           if (error) { error.textContent = err.message; error.hidden = false; }
+          // what is drawn is the last answer's, not this move's: shown faded
+          document.getElementById("whatif").classList.add("stale");
         });
     }
     function moved(event) {

@@ -521,3 +521,15 @@ def test_a_store_of_subscriptions_alone_opens_on_its_subscriptions(tmp_path: Pat
     with TestClient(empty, client=("127.0.0.1", 5000)) as client:
         nothing = client.get("/", follow_redirects=False)
     assert nothing.status_code == 503 and "holds no orders yet" in nothing.text
+
+
+def test_the_likelihood_ratio_on_the_published_cohorts() -> None:
+    """The BdW is kept for "high end" (likelihood ratio 11.7) and the sBG for "regular"
+    (1.3): the published cohorts' duration dependence is clear in one only."""
+    from retain.subscriptions import _fit_both
+    from test_models_bgbb_sbg import HIGH_END, REGULAR
+
+    regular, high_end = _fit_both([REGULAR]), _fit_both([HIGH_END])
+    assert regular is not None and high_end is not None
+    assert regular[0].name == "sbg" and "not significant" in regular[2]
+    assert high_end[0].name == "bdw" and "rises with tenure" in high_end[2]

@@ -373,9 +373,9 @@ PROCESS_RUNS = 20
 def _process_spread(
     known: _Customers, scenario: Scenario, months: int, rng: np.random.Generator
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """The mean and the standard deviation, over :data:`PROCESS_RUNS` simulations of every customer at
-    the fitted parameters and under ``scenario``, of the totals of purchases, revenue and
-    value over ``months`` and of the active customers at the end.
+    """The mean and the standard deviation, over :data:`PROCESS_RUNS` simulations of every
+    customer at the fitted parameters and under ``scenario``, of the totals of purchases,
+    revenue and value over ``months`` and of the active customers at the end.
 
     Each customer is active now with their chance; then (BG/NBD, MBG/NBD) their rate and
     dropout chance are drawn from the posterior their history gives (Gamma(r+x, alpha+T),
@@ -461,8 +461,6 @@ def intervals(
     draw_rng, base_rng, scenario_rng, base_noise, scenario_noise = (
         np.random.default_rng(stream) for stream in np.random.SeedSequence(seed).spawn(5)
     )
-    rng = draw_rng
-
     notes: list[str] = []
 
     def sampler(fitted: Any, required: bool) -> Any:
@@ -476,7 +474,7 @@ def intervals(
             notes.append(f"{why}: its parameters are held as fitted")
             return lambda: fitted
         theta = fitted._theta
-        return lambda: fitted._with_theta(rng.multivariate_normal(theta, cov))
+        return lambda: fitted._with_theta(draw_rng.multivariate_normal(theta, cov))
 
     draw_model, draw_spend = sampler(known.model, True), sampler(known.spend, False)
     spread = {

@@ -24,6 +24,7 @@ from retain.subscriptions import (
     mrr_movements,
     recurring_value,
     report,
+    subscribers,
     survival,
 )
 
@@ -139,6 +140,17 @@ def test_the_sbg_fit_recovers_a_simulated_store(tmp_path: Path) -> None:
     assert any(p["holdout"] for p in track["periods"])
     value = plan["value"]
     assert value["subscribers"] == plan["active"] == result["paying_customers"]
+    # each one's value: the plan's figures are their sums
+    with Store(tmp_path / "s.duckdb", read_only=True) as store:
+        each = subscribers(store, margin=0.5, limit=None)
+        top = subscribers(store, margin=0.5, limit=5)
+    assert len(each) == plan["active"] and each["value"].sum() == pytest.approx(value["total"])
+    np.testing.assert_allclose(each["value"], 0.5 * each["charge"] * each["payments_to_come"])
+    assert each["value"].is_monotonic_decreasing and top.equals(each.head(5))
+    assert each["payments_to_come"].mean() == pytest.approx(value["mean_residual_periods"])
+    # who has stayed longer has more to come: the ones likely to cancel have gone
+    by_renewals = each.groupby("renewals")["payments_to_come"].mean()
+    assert by_renewals.is_monotonic_increasing
     assert result["mrr_now"] == 20 * plan["active"]
     # each subscriber's value: half of 20 for each payment to come, the next in full
     assert value["mean"] == pytest.approx(0.5 * 20 * value["mean_residual_periods"])
@@ -533,3 +545,22 @@ def test_the_likelihood_ratio_on_the_published_cohorts() -> None:
     assert regular is not None and high_end is not None
     assert regular[0].name == "sbg" and "not significant" in regular[2]
     assert high_end[0].name == "bdw" and "rises with tenure" in high_end[2]
+
+
+def test_the_cli_and_api_list_the_subscribers(hand: Path) -> None:
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["subscriptions", "subscribers", "--db", str(hand), "--json"])
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(shown.output)
+    with Store(hand, read_only=True) as store:
+        assert rows == json.loads(subscribers(store, limit=20).to_json(orient="records"))
+    with TestClient(create_app(hand, None, warm=False), client=("127.0.0.1", 5000)) as client:
+        served = client.get("/api/subscriptions/subscribers?limit=20")
+    assert served.status_code == 200 and served.json() == rows
+    bad = runner.invoke(app, ["subscriptions", "subscribers", "--db", str(hand), "--top", "0"])
+    assert bad.exit_code != 0

@@ -2506,6 +2506,57 @@ def subscriptions_report(
     emit(result, as_json, table)
 
 
+@subscriptions_app.command("subscribers")
+@friendly_errors
+def subscriptions_subscribers(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Observation day. Default: the store's as_of, else today."),
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option("--margin", help="Fraction of revenue kept, in (0, 1].")
+    ] = None,
+    discount_rate: Annotated[
+        float | None,
+        typer.Option("--discount-rate", help="Discount rate a year, in (0, 1)."),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows to show.")] = 20,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Each active subscriber's value, most first: their charge, renewals so far and the
+    discounted payments their plan's retention model expects to come."""
+    from retain.store import Store
+    from retain.subscriptions import subscribers
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        frame = subscribers(
+            store, as_of=as_of, margin=margin, discount_rate=discount_rate, limit=top
+        )
+    rows = json.loads(frame.to_json(orient="records"))  # plain numbers and booleans
+
+    def table() -> str:
+        if not rows:
+            return "no active subscriber of a fitted plan"
+        head = ["customer", "plan", "charge", "since", "renewals", "to come", "value"]
+        cells = [
+            [
+                str(r["customer_id"]),
+                str(r["plan"]),
+                f"{r['charge']:,.2f}",
+                r["paying_since"],
+                str(int(r["renewals"])),
+                f"{r['payments_to_come']:.1f}" + (" (ends)" if r["end_known"] else ""),
+                f"{r['value']:,.2f}",
+            ]
+            for r in rows
+        ]
+        return "\n".join(aligned(head, cells))
+
+    emit(rows, as_json, table)
+
+
 @subscriptions_app.command("candidates")
 @friendly_errors
 def subscriptions_candidates(

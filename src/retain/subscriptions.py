@@ -411,10 +411,58 @@ def report(
 ) -> dict[str, Any]:
     """The subscriptions in one answer: ``mrr`` (month by month, with movements),
     ``cohorts`` (retention by start month), and ``plans``: per plan its retention model
-    (sBG or BdW) fitted on the survival table, projected survival, ``tracking`` against a holdout of its later
-    periods, and the value of its active subscribers (margin and ``discount_rate`` a
-    year: the store's settings unless given). A plan with too few subscriptions, no
-    cancellation or a fit that does not converge is not fitted, and says so."""
+    (sBG or BdW) fitted on the survival table, projected survival, ``tracking`` against a
+    holdout of its later periods, and the value of its active subscribers (margin and
+    ``discount_rate`` a year: the store's settings unless given; each one's in
+    :func:`subscribers`). A plan with too few subscriptions, no cancellation or a fit that
+    does not converge is not fitted, and says so."""
+    day, margin, discount_rate = _valuation(store, as_of, margin, discount_rate)
+    months, ends = _customer_months(store, day)
+    movements = _movements(months, ends, day)
+    cohorts = _cohorts(months, ends, day)
+    plans, _ = _plans(store, day, margin, discount_rate)
+    last = movements.iloc[-1]
+    return {
+        "as_of": day.isoformat(),
+        "margin": margin,
+        "discount_rate": discount_rate,
+        "mrr_now": float(last["mrr"]),
+        "paying_customers": int(last["customers"]),
+        "mrr": movements.to_dict(orient="records"),
+        "cohorts": cohorts.to_dict(orient="records"),
+        "retention": _pooled(cohorts),
+        "plans": plans,
+    }
+
+
+def subscribers(
+    store: Store,
+    *,
+    as_of: str | dt.date | None = None,
+    margin: float | None = None,
+    discount_rate: float | None = None,
+    limit: int | None = 100,
+) -> pd.DataFrame:
+    """Each active subscriber's value, most first (``limit`` of them; None: all): the
+    customer, plan, interval and count, charge, ``paying_since``, ``renewals`` so far,
+    ``payments_to_come`` (the discounted expected residual lifetime of their plan's model,
+    or the payments left before an end already known: ``end_known``), ``value`` (margin x
+    charge x payments to come) and the ``model`` that valued them; the same figures whose
+    sums per plan :func:`report` gives. Subscribers of a plan that is not fitted have no
+    value and are not listed."""
+    if limit is not None and limit < 1:
+        raise ArgumentError(f"the rows to show must be 1 or more, got {limit!r}")
+    day, margin, discount_rate = _valuation(store, as_of, margin, discount_rate)
+    _, valued = _plans(store, day, margin, discount_rate)
+    valued = valued.sort_values(["value", "customer_id"], ascending=[False, True])
+    valued = valued if limit is None else valued.head(limit)
+    return valued.reset_index(drop=True)
+
+
+def _valuation(
+    store: Store, as_of: str | dt.date | None, margin: float | None, discount_rate: float | None
+) -> tuple[dt.date, float, float]:
+    """The observation day, margin and yearly discount rate a valuation uses."""
     from retain.config import resolve_discount_rate, resolve_margin
 
     day = _as_of(store, as_of)
@@ -425,16 +473,28 @@ def report(
             "a subscriber's value needs a discount rate above 0 a year (undiscounted, the "
             "sBG lifetime can be endless): give --discount-rate or set discount_rate"
         )
-    months, ends = _customer_months(store, day)
-    movements = _movements(months, ends, day)
-    cohorts = _cohorts(months, ends, day)
+    return day, margin, discount_rate
+
+
+_VALUED_COLUMNS = [
+    "customer_id", "plan", "billing_interval", "interval_count", "charge", "paying_since",
+    "renewals", "payments_to_come", "end_known", "value", "model",
+]  # fmt: skip
+
+
+def _plans(
+    store: Store, day: dt.date, margin: float, discount_rate: float
+) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Per plan its fit, tracking and the value of its active subscribers; and each
+    active subscriber of a fitted plan with their value (:data:`_VALUED_COLUMNS`)."""
     table = survival(store, day)
     # the spells paying at the observation day: renewals so far, and for one whose end is
     # known (cancelled at the period's end) the payments left before it
     active = store.con.execute(
         f"""
         WITH spells AS ({_SPELLS_SQL})
-        SELECT plan, billing_interval, interval_count, charge,
+        SELECT customer_id, plan, billing_interval, interval_count, charge,
+               CAST(paying_from AS DATE) AS paying_since,
                {_periods("CAST(paying_from AS DATE)", "$day")} AS renewals,
                CASE WHEN cancelled_at IS NOT NULL THEN greatest(0, {
             _periods("CAST(paying_from AS DATE)", "CAST(cancelled_at - INTERVAL 1 DAY AS DATE)")
@@ -445,6 +505,7 @@ def report(
         {"cutoff": _cutoff(day), "day": day},
     ).df()
     plans = []
+    valued: list[pd.DataFrame] = []
     for key, part in table.groupby(["plan", "billing_interval", "interval_count"], sort=True):
         plan, interval, count = cast(tuple[str, str, int], key)
         entry: dict[str, Any] = {
@@ -495,6 +556,11 @@ def report(
             ends_known = np.isfinite(known)
             payments[ends_known] = [recurring_value(1.0, k, per_period) for k in known[ends_known]]
             value = margin * mine["charge"].to_numpy() * payments
+            valued.append(
+                mine.assign(
+                    payments_to_come=payments, end_known=ends_known, value=value, model=model.name
+                )[_VALUED_COLUMNS]
+            )
             charge = float(part["price"].iloc[0])  # the plan's median charge
             entry["value"] = {
                 "subscribers": len(mine),
@@ -511,18 +577,13 @@ def report(
                 "plan_charge": charge,
             }
         plans.append(entry)
-    last = movements.iloc[-1]
-    return {
-        "as_of": day.isoformat(),
-        "margin": margin,
-        "discount_rate": discount_rate,
-        "mrr_now": float(last["mrr"]),
-        "paying_customers": int(last["customers"]),
-        "mrr": movements.to_dict(orient="records"),
-        "cohorts": cohorts.to_dict(orient="records"),
-        "retention": _pooled(cohorts),
-        "plans": plans,
-    }
+    frame = (
+        pd.concat(valued, ignore_index=True)
+        if valued
+        else pd.DataFrame({c: [] for c in _VALUED_COLUMNS})
+    )
+    frame["paying_since"] = [pd.Timestamp(d).date().isoformat() for d in frame["paying_since"]]
+    return plans, frame
 
 
 def _tracking(part: pd.DataFrame, family: type[Any]) -> dict[str, Any] | None:

@@ -1001,6 +1001,37 @@ def get_subscriptions(
     )
 
 
+@router.get(
+    "/subscriptions/subscribers", responses=ERRORS, summary="Each active subscriber's value"
+)
+def get_subscribers(
+    service: ServiceDep,
+    margin: Annotated[
+        float | None, Query(gt=0, le=1, description="Fraction of revenue kept.")
+    ] = None,
+    discount_rate: Annotated[
+        float | None,
+        Query(gt=0, lt=1, description="Discount rate a year (default: the store's setting)."),
+    ] = None,
+    as_of: Annotated[dt.date | None, Query(description="Observation day.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Rows to return.")] = 100,
+) -> list[dict[str, Any]]:
+    """``retain subscriptions subscribers``: each active subscriber of a fitted plan, most
+    valuable first: charge, renewals, the discounted payments to come and their value."""
+    import json
+
+    from retain.subscriptions import subscribers
+
+    return service.cached(
+        ("subscribers", margin, discount_rate, as_of, limit),
+        lambda store: json.loads(
+            subscribers(
+                store, as_of=as_of, margin=margin, discount_rate=discount_rate, limit=limit
+            ).to_json(orient="records")
+        ),
+    )
+
+
 @router.get("/subscriptions/candidates", responses=ERRORS, summary="Who to offer a subscription")
 def get_subscription_candidates(
     service: ServiceDep,

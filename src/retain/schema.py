@@ -150,6 +150,29 @@ SUBSCRIPTIONS = Table(
     ),
 )
 
+FEEDBACK = Table(
+    "feedback",
+    (
+        Column(
+            "feedback_id", "VARCHAR NOT NULL", "the answer's, review's or ticket's identifier", True
+        ),
+        Column("customer_id", "VARCHAR NOT NULL", "who said it: customer id or e-mail", True),
+        Column("created_at", "TIMESTAMP NOT NULL", "when it was said, UTC", True),
+        Column("kind", "VARCHAR", "survey, review or ticket (blank: from the columns filled)"),
+        Column("nps", "DOUBLE", "survey: how likely to recommend, 0 to 10"),
+        Column("csat", "DOUBLE", "survey: satisfaction, 1 to 5"),
+        Column("stars", "DOUBLE", "review: rating, 1 to 5"),
+        Column("text", "VARCHAR", "what they wrote: the answer, review or ticket body"),
+        Column("subject", "VARCHAR", "ticket: its subject"),
+        Column("sku", "VARCHAR", "review: the product reviewed"),
+        Column("status", "VARCHAR", "ticket: as the help desk says (open, solved...)"),
+        Column("tags", "VARCHAR", "tags the source gave it, comma separated"),
+        Column("source_file", "VARCHAR", "file it was ingested from"),
+    ),
+    key=("feedback_id",),
+    description="one row per survey answer, review or support ticket",
+)
+
 QUARANTINE = Table(
     "quarantine",
     (

@@ -22,6 +22,7 @@ from retain.schema import (
     BACKTESTS,
     CAMPAIGN_OUTBOX,
     CONTACT_SUPPRESSIONS,
+    FEEDBACK,
     LOYALTY_LEDGER,
     LOYALTY_REFERRALS,
     SUBSCRIPTIONS,
@@ -244,6 +245,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ),
     # retain.subscriptions: subscriptions as a source (a canonical file, Stripe's export)
     ("subscriptions", [SUBSCRIPTIONS.ddl()]),
+    # retain.feedback: survey answers, reviews and support tickets as a source
+    ("feedback", [FEEDBACK.ddl()]),
 ]
 
 
@@ -371,7 +374,8 @@ def status(store: Store) -> dict[str, Any]:
 
     Keys: ``customers``, ``orders``, ``order_lines``, ``net_revenue`` (reporting
     currency), ``first_order`` and ``last_order`` (ISO 8601, UTC, or None),
-    ``quarantined_rows``, ``files_ingested``, ``marketing_spend_rows``, ``subscriptions``.
+    ``quarantined_rows``, ``files_ingested``, ``marketing_spend_rows``, ``subscriptions``,
+    ``feedback``.
     """
     row = store.con.execute(
         """
@@ -408,6 +412,9 @@ def status(store: Store) -> dict[str, Any]:
         "marketing_spend_rows": int(row[9]),
         "subscriptions": int(store.scalar("SELECT count(*) FROM subscriptions"))
         if store.has_table("subscriptions")
+        else 0,
+        "feedback": int(store.scalar("SELECT count(*) FROM feedback"))
+        if store.has_table("feedback")
         else 0,
     }
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from retain import config
 from retain.errors import ArgumentError, DataError, SchemaError
-from retain.ingest import cdnow, shopify, subscriptions
+from retain.ingest import cdnow, feedback, shopify, subscriptions
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
 from retain.ingest.load import (
     AFTER_AS_OF,
@@ -75,7 +75,8 @@ def ingest(
     - ``format``: "auto" (default), "orders", "shopify", "cdnow", "customers",
       "lines" (order lines), "spend" (marketing spend: date, channel, amount),
       "subscriptions" or "stripe" (Stripe's subscriptions export): see
-      :mod:`retain.ingest.subscriptions`.
+      :mod:`retain.ingest.subscriptions`; "feedback" (survey answers, reviews, support
+      tickets): see :mod:`retain.ingest.feedback`.
     - ``mapping``: canonical column -> column in the file, for files whose
       headers differ from the canonical names.
     - ``as_of``: the observation date; orders dated after it are quarantined
@@ -202,6 +203,8 @@ def ingest(
                 subscriptions.load(loader, columns, mapping, report)
             elif fmt == "stripe":
                 subscriptions.load_stripe(loader, columns, report)
+            elif fmt == "feedback":
+                feedback.load(loader, columns, mapping, report)
             loader.write_quarantine(report, digest)
             loader.record_file(fmt, report, digest=digest, options=options)
             config.record_from_ingest(store, "as_of", None if as_of is None else observed.date())

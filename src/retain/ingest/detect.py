@@ -19,6 +19,7 @@ FORMATS = (
     "spend",
     "subscriptions",
     "stripe",
+    "feedback",
 )
 
 _CDNOW_LINE = re.compile(r"^\s*\d+\s+(\d+\s+)?\d{8}\s+\d+\s+[\d.]+\s*$")
@@ -92,7 +93,7 @@ def detect_format(
     path: Path, columns: list[str] | None, mapping: Mapping[str, str] | None = None
 ) -> str:
     """Name the reader for a file: shopify, cdnow, spend, lines, subscriptions, stripe
-    (its subscriptions export), customers or orders.
+    (its subscriptions export), feedback, customers or orders.
     The canonical columns of ``mapping`` (``--map ordered_at=order_date``) count as
     the file's own."""
     if columns is None:  # text whose first line is not a delimited header
@@ -107,6 +108,8 @@ def detect_format(
         return "shopify"
     if names >= {"date", "channel", "amount"} and len(names) <= 4:
         return "spend"
+    if "feedback_id" in names and not names & {"order_id", "ordered_at"}:
+        return "feedback"  # a missing column is then named by the reader
     if "subscription_id" in names and not names & {"order_id", "ordered_at"}:
         return "subscriptions"  # a missing column is then named by the reader
     if looks_like_stripe_subscriptions(columns):

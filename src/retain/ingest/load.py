@@ -48,6 +48,7 @@ class IngestReport:
     customers: int = 0
     spend_rows: int = 0
     subscriptions: int = 0
+    feedback: int = 0
     quarantined: int = 0
     skipped_cancelled: int = 0
     refunds: int = 0
@@ -70,6 +71,7 @@ class IngestReport:
                 (self.customers, "customer"),
                 (self.spend_rows, "spend row"),
                 (self.subscriptions, "subscription"),
+                (self.feedback, "feedback row"),
             )
             if n
         ]
@@ -891,7 +893,13 @@ class Loader:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     sha.update(block)
             digest = sha.hexdigest()
-        loaded = report.orders + report.order_lines + report.spend_rows + report.subscriptions
+        loaded = (
+            report.orders
+            + report.order_lines
+            + report.spend_rows
+            + report.subscriptions
+            + report.feedback
+        )
         if fmt == "customers":
             loaded = report.customers
         self.con.execute(

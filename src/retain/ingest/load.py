@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -216,6 +217,8 @@ class Loader:
         """
         if is_parquet(self.path):
             return self._stage_parquet()
+        if is_json_lines(self.path):
+            return self._stage_json_lines()
         encoding = text.file_encoding(self.path, self.encoding_given)
         header = text.decode_header(self.path, encoding)
         if header is None:
@@ -263,6 +266,65 @@ class Loader:
         except duckdb.Error as exc:
             raise _unreadable_parquet(exc, self.file) from None
         self.parquet_view = True
+        return columns
+
+    def _stage_json_lines(self) -> list[str]:
+        """A JSON lines file (one object a line) as ``_raw``, every value as text (a list
+        joined by commas); row N is line N. A line that is not a JSON object is set aside
+        in the quarantine with its reason; blank lines are not rows."""
+        import pandas as pd
+
+        columns = json_lines_columns(self.path)
+        if not columns:
+            raise DataError(
+                "no line is a JSON object with keys: JSON lines hold one object a line (a "
+                "JSON array or an object printed over several lines is not read; write one "
+                "object per line)",
+                file=self.file,
+            )
+        check_columns(columns, self.file, None)
+        rows: list[list[str | None]] = []
+        numbers: list[int] = []
+        bad: list[tuple[int, str, str]] = []
+        for number, record in _json_records(self.path):
+            if isinstance(record, dict):
+                numbers.append(number)
+                rows.append([_json_cell(record.get(c)) for c in columns])
+            elif isinstance(record, tuple):
+                bad.append((number, "malformed row: not JSON", record[0][:500]))
+            else:
+                bad.append(
+                    (
+                        number,
+                        "malformed row: a JSON value but not an object",
+                        json.dumps(record)[:500],
+                    )
+                )
+        frame = pd.DataFrame(rows, columns=columns, dtype=object)
+        frame["_retain_row"] = pd.Series(numbers, dtype="int64")
+        self.drop_raw()
+        self.con.register("_json_rows", frame)
+        try:
+            cast_all = ", ".join(f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in columns)
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _raw AS SELECT {cast_all}, _retain_row FROM _json_rows"
+            )
+        finally:
+            self.con.unregister("_json_rows")
+        self.rejected = len(bad)
+        if bad:
+            self.con.register(
+                "_json_bad", pd.DataFrame(bad, columns=["_retain_row", "why", "line"])
+            )
+            try:
+                self.add_quarantine(
+                    "SELECT _retain_row, NULL AS col, why, "
+                    "CAST(to_json(struct_pack(line := line)) AS VARCHAR) AS _raw_json "
+                    "FROM _json_bad",
+                    "orders",
+                )
+            finally:
+                self.con.unregister("_json_bad")
         return columns
 
     def _read_csv(self, path: Path, delim: str, columns: list[str], header_line: int) -> None:
@@ -1034,11 +1096,56 @@ def first_line_columns(path: Path, encoding: str | None = None) -> list[str] | N
                 f"not a readable Parquet file ({reason}); it may be damaged or cut short",
                 file=str(path),
             ) from None
+    if is_json_lines(path):
+        return json_lines_columns(path)
     header = text.decode_header(path, text.file_encoding(path, encoding))
     if header is None:
         return []
     delim = sniff_delimiter(header[0])
     return None if delim is None else header_columns(header[0], delim)
+
+
+def is_json_lines(path: Path) -> bool:
+    """Whether a text file is JSON lines: its first character but spaces is ``{``."""
+    return text.head(path, 4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+
+
+def json_lines_columns(path: Path) -> list[str]:
+    """The keys of a JSON lines file's objects, in the order they first appear (the
+    lines that are not objects are the stage's to set aside)."""
+    keys: dict[str, None] = {}
+    for _, record in _json_records(path):
+        if isinstance(record, dict):
+            keys.update(dict.fromkeys(str(k) for k in record))
+    return list(keys)
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, the line's JSON value, or the line's text when it does not parse
+    as JSON: a :class:`str` in a 1-tuple) of each non-blank line."""
+    with text.open_binary(path) as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = raw.decode("utf-8", errors="replace").strip().lstrip("\ufeff")
+            if not line:
+                continue
+            try:
+                yield number, json.loads(line)
+            except ValueError:
+                yield number, (line,)
+
+
+def _json_cell(value: Any) -> str | None:
+    """A JSON value as the text a CSV cell would hold: a list joined by commas, an object
+    as JSON, true and false as such, null as blank."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(_json_cell(v) or "") for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def load_json_raw(raw: str | None) -> dict[str, object]:

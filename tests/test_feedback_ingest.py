@@ -106,3 +106,73 @@ def test_the_cli_ingests_and_counts_it(tmp_path: Path) -> None:
     assert "loaded 7 feedback rows" in done.output and "6 rows quarantined" in done.output
     shown = runner.invoke(app, ["status", "--db", str(db)])
     assert "feedback: 7" in shown.output
+
+
+def test_post_api_feedback_stores_checks_and_replaces(tmp_path: Path) -> None:
+    """POST /api/feedback with the key: the records checked by the file's rules in one
+    transaction, a bad one quarantined by its place in the batch, 422 when none is
+    stored, 401 without the key, and a feedback_id sent again replacing its row."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    db = _store(tmp_path)
+    key = "a-long-enough-secret-key"
+    batch = {
+        "feedback": [
+            {"feedback_id": "p1", "customer_id": "c1", "created_at": "2025-02-01", "nps": 2,
+             "text": "Доставка заняла три недели", "tags": ["delivery", "late"]},
+            {"feedback_id": "p2", "customer_id": "c2", "created_at": "2025-02-02", "stars": 9},
+            {"feedback_id": "p3", "customer_id": "c3", "created_at": "2025-02-03",
+             "subject": "Wrong size", "status": "Open"},
+        ]
+    }  # fmt: skip
+    with TestClient(create_app(db, api_key=key, warm=False), client=("127.0.0.1", 5000)) as client:
+        headers = {"X-API-Key": key}
+        refused = client.post("/api/feedback", json=batch)
+        sent = client.post("/api/feedback", json=batch, headers=headers)
+        again = client.post(
+            "/api/feedback",
+            json={"feedback": [{"feedback_id": "p1", "customer_id": "c1",
+                                "created_at": "2025-02-01", "nps": 7}]},
+            headers=headers,
+        )  # fmt: skip
+        nothing = client.post(
+            "/api/feedback",
+            json={
+                "feedback": [{"feedback_id": "p9", "customer_id": "c9", "created_at": "2025-02-09"}]
+            },
+            headers=headers,
+        )
+        unknown = client.post(
+            "/api/feedback",
+            json={"feedback": [{"feedback_id": "x", "colour": "red"}]},
+            headers=headers,
+        )
+    assert refused.status_code == 401
+    assert sent.status_code == 201, sent.text
+    answer = sent.json()
+    assert answer["stored"] == 2 and answer["source"].startswith("api:POST /api/feedback ")
+    assert answer["quarantined"] == [
+        {
+            "record": 2,
+            "column": "stars",
+            "reason": "stars: got 9.0, expected 1 to 5 (halves allowed)",
+        }
+    ]
+    assert again.status_code == 201 and again.json()["stored"] == 1
+    assert nothing.status_code == 422 and nothing.json()["quarantined"][0]["reason"].startswith(
+        "nothing said"
+    )
+    assert unknown.status_code == 422
+    with Store(db, read_only=True) as store:
+        rows = dict(
+            (r[0], r[1:])
+            for r in store.con.execute(
+                "SELECT feedback_id, kind, nps, tags, status FROM feedback WHERE feedback_id LIKE 'p%'"
+            ).fetchall()
+        )
+    assert rows == {"p1": ("survey", 7.0, None, None), "p3": ("ticket", None, None, "open")}

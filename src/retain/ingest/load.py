@@ -283,13 +283,13 @@ class Loader:
                 file=self.file,
             )
         check_columns(columns, self.file, None)
-        rows: list[list[str | None]] = []
+        rows: list[dict[str, str | None]] = []
         numbers: list[int] = []
         bad: list[tuple[int, str, str]] = []
         for number, record in _json_records(self.path):
             if isinstance(record, dict):
                 numbers.append(number)
-                rows.append([_json_cell(record.get(c)) for c in columns])
+                rows.append({c: _json_cell(record.get(c)) for c in columns})
             elif isinstance(record, tuple):
                 bad.append((number, "malformed row: not JSON", record[0][:500]))
             else:
@@ -300,17 +300,8 @@ class Loader:
                         json.dumps(record)[:500],
                     )
                 )
-        frame = pd.DataFrame(rows, columns=columns, dtype=object)
-        frame["_retain_row"] = pd.Series(numbers, dtype="int64")
         self.drop_raw()
-        self.con.register("_json_rows", frame)
-        try:
-            cast_all = ", ".join(f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in columns)
-            self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _raw AS SELECT {cast_all}, _retain_row FROM _json_rows"
-            )
-        finally:
-            self.con.unregister("_json_rows")
+        stage_rows(self.store, "_raw", rows, columns, numbers)
         self.rejected = len(bad)
         if bad:
             self.con.register(
@@ -1103,6 +1094,31 @@ def first_line_columns(path: Path, encoding: str | None = None) -> list[str] | N
         return []
     delim = sniff_delimiter(header[0])
     return None if delim is None else header_columns(header[0], delim)
+
+
+def stage_rows(
+    store: Store,
+    name: str,
+    rows: list[dict[str, str | None]],
+    columns: list[str],
+    numbers: list[int] | None = None,
+) -> None:
+    """Create the temp table ``name`` from records (an API's, not a file's): text columns
+    plus ``_retain_row`` (``numbers``, else 1-based, as in a file)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype="object") for c in columns})
+    frame["_retain_row"] = numbers if numbers is not None else range(1, len(rows) + 1)
+    view = f"{name}_frame"
+    store.con.register(view, frame)
+    try:
+        casts = ", ".join(f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in columns)
+        store.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {casts}, "
+            f"CAST(_retain_row AS BIGINT) AS _retain_row FROM {view}"
+        )
+    finally:
+        store.con.unregister(view)
 
 
 def is_json_lines(path: Path) -> bool:

@@ -920,6 +920,55 @@ async def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
     return JSONResponse(result, status_code=status)
 
 
+class FeedbackIn(BaseModel):
+    """One survey answer, review or ticket, with the columns of a feedback file."""
+
+    model_config = ConfigDict(extra="forbid")
+    feedback_id: str = Field(min_length=1, max_length=500)
+    customer_id: str = Field(min_length=1, max_length=500, description="id or e-mail")
+    created_at: str = Field(min_length=1, max_length=64, description="date or time, UTC")
+    kind: str | None = Field(default=None, max_length=32)
+    nps: float | None = None
+    csat: float | None = None
+    stars: float | None = None
+    text: str | None = Field(default=None, max_length=100_000)
+    subject: str | None = Field(default=None, max_length=2_000)
+    sku: str | None = Field(default=None, max_length=500)
+    status: str | None = Field(default=None, max_length=64)
+    tags: list[str] | str | None = None
+
+
+class FeedbackBatch(BaseModel):
+    """Feedback to store: one record or many (at most 1,000)."""
+
+    model_config = ConfigDict(extra="forbid")
+    feedback: list[FeedbackIn] = Field(min_length=1, max_length=1_000)
+
+
+@router.post(
+    "/feedback",
+    status_code=201,
+    dependencies=[Depends(require_writer)],
+    responses={
+        401: {"model": Problem, "description": "Missing or wrong API key."},
+        403: {"model": Problem, "description": "The service was started read-only."},
+        422: {"description": "Every record was quarantined: the reasons, as ingest gives them."},
+    },
+    summary="Store survey answers, reviews or tickets (needs the API key)",
+)
+def post_feedback(service: ServiceDep, body: FeedbackBatch) -> JSONResponse:
+    """Check the records by a feedback file's rules and store them in one transaction
+    (a ``feedback_id`` stored before is replaced); a record that breaks a rule is
+    quarantined with its reason (``record`` is its place in the batch, from 1). 201 when
+    any was stored, 422 when none was."""
+    from retain.ingest.feedback import ingest_records
+
+    records = [r.model_dump(exclude_none=True) for r in body.feedback]
+    with service.write_lock:  # one writer at a time, as for orders
+        result = ingest_records(service.store(), records)
+    return JSONResponse(result, status_code=201 if result["stored"] else 422)
+
+
 STORED_ORDER_SQL = """
 SELECT order_id, customer_id, ordered_at, net_revenue, currency, 'purchase' AS stored_as,
        source_file

@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from retain.config import resolve_currency
 from retain.ingest import (
     customer_key,
@@ -45,7 +43,7 @@ from retain.ingest import (
     observation_date,
     purchases,
 )
-from retain.ingest.load import IngestReport, Loader
+from retain.ingest.load import IngestReport, Loader, stage_rows
 from retain.schema import ORDER_LINES, ORDERS
 from retain.store import Store
 
@@ -61,29 +59,6 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _stage(
-    store: Store,
-    name: str,
-    rows: list[dict[str, str | None]],
-    columns: list[str],
-    numbers: list[int] | None = None,
-) -> None:
-    """Create the temp table ``name``: text columns plus ``_retain_row`` (``numbers``, else
-    1-based, as in a file)."""
-    frame = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype="object") for c in columns})
-    frame["_retain_row"] = numbers if numbers is not None else range(1, len(rows) + 1)
-    view = f"{name}_frame"
-    store.con.register(view, frame)
-    try:
-        casts = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in columns)
-        store.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {casts}, "
-            f"CAST(_retain_row AS BIGINT) AS _retain_row FROM {view}"
-        )
-    finally:
-        store.con.unregister(view)
 
 
 REQUIRED_LINE_FIELDS = [c.name for c in ORDER_LINES.columns if c.required and c.name != "order_id"]
@@ -243,7 +218,7 @@ def _ingest_pass(
     by_row = {start: i for i, start in enumerate(starts)}
     order_columns = [c for c in ORDER_FIELDS if any(o.get(c) is not None for o in orders)]
     rows = [{c: _text(o.get(c)) for c in order_columns} for o in orders]
-    _stage(store, "_raw", rows, order_columns, starts)
+    stage_rows(store, "_raw", rows, order_columns, starts)
     try:
         with loader.transaction():
             load_orders(loader, order_columns, None, total)
@@ -271,14 +246,14 @@ def _ingest_pass(
                             | {c: _text(line.get(c)) for c in LINE_FIELDS}
                         )
                         numbers.append(starts[i] + n)  # row 1 is the order
-                _stage(store, "_raw_lines", lines, line_columns, numbers)
+                stage_rows(store, "_raw_lines", lines, line_columns, numbers)
                 load_lines(loader, line_columns, None, total, raw="_raw_lines")
             contact = [c for c in CUSTOMER_FIELDS if any(o.get(c) is not None for o in stored)]
             given = [i for i in bought if any(orders[i].get(c) is not None for c in contact)]
             if given:
                 columns = ["customer_id", *contact]
                 people = [{c: _text(orders[i].get(c)) for c in columns} for i in given]
-                _stage(store, "_raw", people, columns, [starts[i] for i in given])
+                stage_rows(store, "_raw", people, columns, [starts[i] for i in given])
                 load_customers(loader, columns, None, total)
             loader.write_quarantine(total)
             if loader.quarantine_parts:

@@ -519,6 +519,8 @@ def test_the_subscriptions_page_draws_what_the_api_says(
             ".data.datasets[0].data"
         )
         assert mrr == [m["mrr"] for m in expected["mrr"][-24:]]
+        # no order lines nor scores here: who to offer one cannot be said, and the page says why
+        assert "retain score" in page.locator("#offers-problem").inner_text()
         assert page.problems == []
         page.set_viewport_size({"width": 390, "height": 800})
         wrap = page.locator("#subscription-cohorts").locator("xpath=..")

@@ -5,6 +5,7 @@ the offer worked out by hand, and the inputs the answer needs named when missing
 from __future__ import annotations
 
 import datetime as dt
+import re
 import warnings
 from pathlib import Path
 
@@ -165,6 +166,19 @@ def test_the_retention_of_a_fitted_plan(scored: Path, tmp_path: Path) -> None:
             candidates(store, plan="tea box")
         with pytest.raises(ArgumentError, match="a plan or a retention, not both"):
             candidates(store, plan="box", retention=0.9)
+        top = candidates(store, limit=10)
+    # the Subscriptions page lists the same ten, most gain first
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    with TestClient(create_app(db, None, warm=False), client=("127.0.0.1", 5000)) as client:
+        shown = client.get("/subscriptions")
+    assert shown.status_code == 200 and 'id="subscription-offers"' in shown.text
+    listed = re.findall(r'<tr data-customer="([^"]+)">', shown.text)
+    assert listed == [r["customer_id"] for r in top["rows"]]
+    assert f"{top['candidates']:,} customers and products bought at a regular rhythm" in shown.text
 
 
 def test_what_the_answer_needs_is_named(tmp_path: Path, scored: Path) -> None:

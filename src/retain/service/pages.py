@@ -190,6 +190,15 @@ def subscriptions_page(request: Request, service: ServiceDep) -> HTMLResponse:
             {"cohort": c, "customers": first[c], "retention": [ages.get(a) for a in RETENTION_AGES]}
             for c, ages in sorted(by_cohort.items(), reverse=True)[:24]
         ]
+    offers: dict[str, Any] | None = None
+    offers_problem = None
+    if payload:  # who to offer one: needs order lines and scores, which a store may lack
+        try:
+            offers = api.get_subscription_candidates(
+                service, discount=0.1, retention=None, plan=None, max_irregularity=0.35, limit=10
+            )
+        except (StoreError, ArgumentError) as exc:
+            offers_problem = str(exc)
     return page(
         request,
         "subscriptions.html",
@@ -200,6 +209,8 @@ def subscriptions_page(request: Request, service: ServiceDep) -> HTMLResponse:
         problem=problem,
         cohorts=cohorts,
         ages=RETENTION_AGES,
+        offers=offers,
+        offers_problem=offers_problem,
     )
 
 

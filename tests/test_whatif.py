@@ -688,3 +688,34 @@ def test_a_campaign_beyond_the_fit_is_left_out_of_the_page(
     assert "the campaign is left out" in shown.text
     assert 'id="whatif-totals"' in shown.text and "it is at rest" not in shown.text
     assert f'max="{highest}"' in shown.text  # the campaign's input stops where the fit does
+
+
+def test_a_fit_without_standard_errors_keeps_its_projection(
+    cdnow_sample_db: Path, tmp_path: Path
+) -> None:
+    """Intervals asked of a fit whose curvature could not be inverted: the projection is
+    answered as ever, and the intervals say why there are none (CLI and API alike)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    from fastapi.testclient import TestClient
+
+    from retain.service import create_app
+
+    db = _scored(cdnow_sample_db, tmp_path / "s.duckdb", "pnbd", "D")
+    with Store(db) as store:  # the kept fit as one without standard errors is stored
+        store.con.execute(
+            "UPDATE model_fits SET params = json_merge_patch(params, '{\"covariance_log\": null}')"
+        )
+    with Store(db, read_only=True) as store:
+        answer = whatif(store, Scenario(dropout_change=-0.2), 12, draws=20)
+    assert answer["scenario"]["value"] > answer["base"]["value"]
+    assert answer["intervals"] == {
+        "problem": "no interval: the pnbd fit has no standard errors (its curvature could not "
+        "be inverted)"
+    }
+    text = CliRunner().invoke(app, ["whatif", "--db", str(db), "--intervals", "20"])
+    assert text.exit_code == 0 and "no interval: the pnbd fit has no standard errors" in text.output
+    with TestClient(create_app(db, None, warm=False), client=("127.0.0.1", 5000)) as client:
+        served = client.get("/api/whatif?draws=20")
+    assert served.status_code == 200 and "problem" in served.json()["intervals"]

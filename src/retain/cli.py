@@ -1477,7 +1477,9 @@ def whatif(
             f"{base['active'][-1]:,.0f} as it stands, {moved['active'][-1]:,.0f} in the scenario"
         )
         sure = answer.get("intervals")
-        if sure:
+        if sure and "problem" in sure:
+            lines.append(sure["problem"])
+        elif sure:
             pct = f"{sure['level']:.0%}"
             for key, label in (
                 ("value", "value"),
@@ -1488,9 +1490,11 @@ def whatif(
                 if key in sure["base"]:
                     (b0, b1), (s0, s1) = sure["base"][key], sure["scenario"][key]
                     c0, c1 = sure["change"][key]
+                    d = 0 if key == "active_at_end" else 2  # customers are whole
                     lines.append(
-                        f"{pct} interval of {label}: {b0:,.2f} to {b1:,.2f} as it stands, "
-                        f"{s0:,.2f} to {s1:,.2f} in the scenario, change {c0:+,.2f} to {c1:+,.2f}"
+                        f"{pct} interval of {label}: {b0:,.{d}f} to {b1:,.{d}f} as it stands, "
+                        f"{s0:,.{d}f} to {s1:,.{d}f} in the scenario, change "
+                        f"{c0:+,.{d}f} to {c1:+,.{d}f}"
                     )
             lines.append(
                 f"  from {sure['used']} of {sure['draws']} draws of the fitted parameters and "

@@ -371,7 +371,11 @@ PROCESS_RUNS = 20
 
 
 def _process_spread(
-    known: _Customers, scenario: Scenario, months: int, rng: np.random.Generator
+    known: _Customers,
+    scenario: Scenario,
+    months: int,
+    rng: np.random.Generator,
+    point: Planner | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The mean and the standard deviation, over :data:`PROCESS_RUNS` simulations of every
     customer at the fitted parameters and under ``scenario``, of the totals of purchases,
@@ -384,7 +388,8 @@ def _process_spread(
     the rate as before and the dropout rate from Gamma(s, beta+T) times its lever, the
     lifetime exponential. Spend per purchase: Gamma(p, nu) with nu from Gamma(q+px,
     gamma+mx), times the spend lever. The value's spread is the revenue's in proportion
-    to the value (the discounting within the months aside)."""
+    to the value (the discounting within the months aside), read from ``point``, the
+    planner at the fitted parameters (built here when not given)."""
     model, spend = known.model, known.spend
     rows, inverse = known.collapsed.rows, known.collapsed.inverse
     p_alive = np.clip(model._rows_p_alive(rows, None), 0.0, 1.0)[inverse]
@@ -423,8 +428,9 @@ def _process_spread(
     means = {k: float(np.mean(v)) for k, v in runs.items() if v}
     out = {k: float(np.std(v, ddof=1)) for k, v in runs.items() if v}
     if "revenue_total" in out:
-        plan_value = _plan(known, model, spend, [])._totals(scenario, months)
-        revenue, value = float(np.sum(plan_value[0])), float(plan_value[2])
+        point = point or _plan(known, model, spend, [])
+        projected = point._totals(scenario, months)
+        revenue, value = float(np.sum(projected[0])), float(projected[2])
         out["value"] = out["revenue_total"] * (value / revenue if revenue > 0 else 0.0)
     return means, out
 
@@ -477,9 +483,13 @@ def intervals(
         return lambda: fitted._with_theta(draw_rng.multivariate_normal(theta, cov))
 
     draw_model, draw_spend = sampler(known.model, True), sampler(known.spend, False)
+    point = _plan(known, known.model, known.spend, [])  # the fitted parameters' planner
     spread = {
-        "base": _process_spread(known, Scenario(), months, base_rng)[1],
-        "scenario": _process_spread(known, scenario, months, scenario_rng)[1],
+        side: _process_spread(known, lever, months, stream, point)[1]
+        for side, lever, stream in (
+            ("base", Scenario(), base_rng),
+            ("scenario", scenario, scenario_rng),
+        )
     }
     keys = ("revenue_total", "purchases_total", "value", "active_at_end")
     sides: dict[str, dict[str, list[float]]] = {
@@ -670,14 +680,18 @@ def acquisition_table(store: Store, margin: float, months: int, as_of: str) -> A
     return clv_cac(store, margin=margin, horizon_months=months, as_of=as_of)
 
 
+def _check_share(share: Any) -> None:
+    if not (isinstance(share, numbers.Real) and 0 < float(share) <= 1):
+        raise ArgumentError(f"subscription share must be above 0 and at most 1, got {share!r}")
+
+
 def subscriptions(found: dict[str, Any], share: float) -> dict[str, Any]:
     """What converting ``share`` of the subscription candidates ``found``
     (:func:`retain.subscriptions.candidates`, every row: the customers who buy a product
     at a regular rhythm, each with the gain of subscribing) is worth over 12 months:
     offered to every candidate, a share of each accepts, those who would be worth less as
     subscribers too; offered only to those who gain, the share of their gains."""
-    if not (isinstance(share, numbers.Real) and 0 < float(share) <= 1):
-        raise ArgumentError(f"subscription share must be above 0 and at most 1, got {share!r}")
+    _check_share(share)
     gains = np.array([r["gain"] for r in found["rows"]], dtype=np.float64)
     return {
         "share": float(share),
@@ -715,10 +729,14 @@ def whatif(
     if offer is not None:
         answer["campaign"] = campaign(plan, offer, months)
     if draws:
-        answer["intervals"] = intervals(store, scenario, months, draws=draws)
+        try:
+            answer["intervals"] = intervals(store, scenario, months, draws=draws)
+        except ModelError as exc:  # the projection stands; why there is no interval
+            answer["intervals"] = {"problem": str(exc)}
     if subscription_share is not None:
         from retain.subscriptions import candidates
 
+        _check_share(subscription_share)  # before the candidates are listed
         found = candidates(store, retention=subscription_retention, limit=None)
         answer["subscriptions"] = subscriptions(found, subscription_share)
     return answer

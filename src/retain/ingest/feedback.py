@@ -130,7 +130,7 @@ def ingest_records(store: Store, records: Sequence[Mapping[str, Any]]) -> dict[s
     from pathlib import Path
 
     from retain.config import observation_time, resolve_currency
-    from retain.ingest.load import IngestReport, Loader, _lit, stage_rows
+    from retain.ingest.load import IngestReport, Loader, _lit, json_cell, stage_rows
 
     wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     label = f"api:POST /api/feedback {wall:%Y-%m-%dT%H:%M:%S} {uuid.uuid4().hex[:8]}"
@@ -145,7 +145,7 @@ def ingest_records(store: Store, records: Sequence[Mapping[str, Any]]) -> dict[s
     loader.source_sql = _lit(label)
     given = [c for c in FIELDS if any(r.get(c) is not None for r in records)]
     columns = list(dict.fromkeys([*REQUIRED, *given]))  # a missing one: each row says so
-    rows = [{c: _cell(r.get(c)) for c in columns} for r in records]
+    rows = [{c: json_cell(r.get(c)) for c in columns} for r in records]  # as JSON lines
     report = IngestReport(file=label, format="feedback", rows_read=len(records))
     stage_rows(store, "_raw", rows, columns)
     with loader.transaction():
@@ -161,11 +161,3 @@ def ingest_records(store: Store, records: Sequence[Mapping[str, Any]]) -> dict[s
         "source": label,
         "quarantined": [{"record": r, "column": c, "reason": why} for r, c, why in problems],
     }
-
-
-def _cell(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)

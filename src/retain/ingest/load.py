@@ -289,7 +289,7 @@ class Loader:
         for number, record in _json_records(self.path):
             if isinstance(record, dict):
                 numbers.append(number)
-                rows.append({c: _json_cell(record.get(c)) for c in columns})
+                rows.append({c: json_cell(record.get(c)) for c in columns})
             elif isinstance(record, tuple):
                 bad.append((number, "malformed row: not JSON", record[0][:500]))
             else:
@@ -1150,7 +1150,7 @@ def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, (line,)
 
 
-def _json_cell(value: Any) -> str | None:
+def json_cell(value: Any) -> str | None:
     """A JSON value as the text a CSV cell would hold: a list joined by commas, an object
     as JSON, true and false as such, null as blank."""
     if value is None:
@@ -1158,7 +1158,7 @@ def _json_cell(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ",".join(str(_json_cell(v) or "") for v in value)
+        return ",".join(str(json_cell(v) or "") for v in value)
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False)
     return str(value)

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from retain import whatif
-from retain.errors import ArgumentError
+from retain.errors import ArgumentError, ModelError
 from retain.metrics import MAX_WINDOW_DAYS
 from retain.service import data
 from retain.service.app import Service
@@ -47,6 +47,13 @@ Margin = Annotated[
         description="Fraction of net revenue kept, in (0, 1]; CLV is multiplied by it. "
         "Default: the store's margin setting, else the margin of the last `retain score`, else 1.",
     ),
+]
+DiscountRate = Annotated[
+    float, Query(gt=0, lt=1, description="Discount rate a year (default: the store's setting).")
+]
+AsOfDay = Annotated[
+    dt.date,
+    Query(description="Observation day (default: the store's as_of setting, else today)."),
 ]
 WindowDays = Annotated[
     int,
@@ -636,9 +643,14 @@ def get_whatif(
     if draws:
         from retain.whatif import intervals
 
+        def sure(store: Store) -> dict[str, Any]:
+            try:
+                return intervals(store, scenario, months, draws=draws)
+            except ModelError as exc:  # the projection stands; why there is no interval
+                return {"problem": str(exc)}
+
         answer["intervals"] = service.cached(
-            ("whatif_intervals", fit, scenario, months, draws),
-            lambda store: intervals(store, scenario, months, draws=draws),
+            ("whatif_intervals", fit, scenario, months, draws), sure
         )
     return answer
 
@@ -1027,17 +1039,9 @@ LEDGER_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.get("/subscriptions", responses=ERRORS, summary="MRR, retention and subscriber value")
 def get_subscriptions(
     service: ServiceDep,
-    margin: Annotated[
-        float | None, Query(gt=0, le=1, description="Fraction of revenue kept.")
-    ] = None,
-    discount_rate: Annotated[
-        float | None,
-        Query(gt=0, lt=1, description="Discount rate a year (default: the store's setting)."),
-    ] = None,
-    as_of: Annotated[
-        dt.date | None,
-        Query(description="Observation day (default: the store's as_of setting, else today)."),
-    ] = None,
+    margin: Margin | None = None,
+    discount_rate: DiscountRate | None = None,
+    as_of: AsOfDay | None = None,
 ) -> dict[str, Any]:
     """``retain subscriptions report``: MRR month by month with its movements, logo and
     revenue retention by start cohort, and per plan the sBG or BdW fit of its survival
@@ -1055,14 +1059,9 @@ def get_subscriptions(
 )
 def get_subscribers(
     service: ServiceDep,
-    margin: Annotated[
-        float | None, Query(gt=0, le=1, description="Fraction of revenue kept.")
-    ] = None,
-    discount_rate: Annotated[
-        float | None,
-        Query(gt=0, lt=1, description="Discount rate a year (default: the store's setting)."),
-    ] = None,
-    as_of: Annotated[dt.date | None, Query(description="Observation day.")] = None,
+    margin: Margin | None = None,
+    discount_rate: DiscountRate | None = None,
+    as_of: AsOfDay | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Rows to return.")] = 100,
 ) -> list[dict[str, Any]]:
     """``retain subscriptions subscribers``: each active subscriber of a fitted plan, most

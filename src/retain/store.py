@@ -247,6 +247,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("subscriptions", [SUBSCRIPTIONS.ddl()]),
     # retain.feedback: survey answers, reviews and support tickets as a source
     ("feedback", [FEEDBACK.ddl()]),
+    # retain.feedback: each text's language, topics and tone, and the store's own taxonomy
+    (
+        "feedback tags",
+        [
+            """CREATE TABLE IF NOT EXISTS feedback_tags (
+                feedback_id VARCHAR PRIMARY KEY, language VARCHAR, topics VARCHAR[] NOT NULL,
+                sentiment VARCHAR NOT NULL, sentiment_from VARCHAR NOT NULL,
+                taxonomy VARCHAR NOT NULL, tagged_at TIMESTAMP NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS feedback_taxonomy (
+                taxonomy VARCHAR NOT NULL, digest VARCHAR NOT NULL, source VARCHAR NOT NULL,
+                set_at TIMESTAMP NOT NULL)""",
+        ],
+    ),
 ]
 
 

@@ -34,6 +34,9 @@ KINDS = {
     "comment": ("comment", "comments", "note", "feedback"),
 }
 
+ALIASES = {"created_at": "submitted_at", "stars": "rating"}
+"""Other names a file may give a column (a column of the canonical name wins)."""
+
 
 def load(
     loader: Loader, columns: list[str], mapping: Mapping[str, str] | None, report: IngestReport
@@ -51,6 +54,9 @@ def load(
     )
 
     resolved = resolve_mapping(FEEDBACK, columns, mapping, loader.file)
+    for canonical, other in ALIASES.items():
+        if canonical not in resolved and other in columns:
+            resolved[canonical] = other
     require(FEEDBACK, resolved, columns, loader.file)
 
     def listed(values: tuple[str, ...]) -> str:
@@ -113,6 +119,9 @@ def load(
     names = ", ".join(FEEDBACK.column_names)
     loader.con.execute(f"INSERT OR REPLACE INTO feedback ({names}) SELECT {names} FROM {clean}")
     report.feedback = loader.count(clean)
+    from retain.feedback import tag_stored
+
+    tag_stored(loader.store, f"SELECT feedback_id FROM {clean}")
 
 
 FIELDS = [c for c in FEEDBACK.column_names if c != "source_file"]

@@ -2969,6 +2969,345 @@ def serve(
     )
 
 
+# --- feedback (retain.feedback) ---------------------------------------------------------
+
+feedback_app = RetainTyper(
+    cls=RetainGroup,
+    help="The feedback loop: surveys, reviews and tickets tagged by language, topic and "
+    "tone; the pain points ranked by the value at risk; themes the taxonomy lacks.",
+    no_args_is_help=True,
+)
+app.add_typer(feedback_app, name="feedback")
+
+TaxonomyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--taxonomy",
+        help="A taxonomy TOML file (see `retain feedback taxonomy`). Default: the store's, "
+        "else the shipped one.",
+    ),
+]
+
+
+def _taxonomy_file(path: Path) -> Any:
+    from retain.errors import DataError
+    from retain.feedback import parse_taxonomy
+
+    if not path.exists():
+        raise DataError(f"--taxonomy {path}: no such file")
+    return parse_taxonomy(path.read_text(encoding="utf-8"), str(path))
+
+
+@feedback_app.command("tag")
+@friendly_errors
+def feedback_tag(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV, JSON lines or Parquet: feedback_id, text, optionally rating (1-5)."
+        ),
+    ],
+    taxonomy: TaxonomyOption = None,
+    sentiment_model: Annotated[
+        str | None,
+        typer.Option(
+            "--sentiment-model",
+            help="module:function taking texts and their languages and giving each "
+            "negative, neutral or positive, in place of the lexicon (a rating still decides).",
+        ),
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Tag a file's texts without storing them: each one's language, topics and tone.
+    Rows set aside are named on stderr with their row, column and reason."""
+    from retain.feedback import shipped_taxonomy, store_taxonomy, tag
+    from retain.feedback.files import read_texts
+    from retain.feedback.tagging import load_model
+
+    found = read_texts(file)
+    if taxonomy is not None:
+        chosen = _taxonomy_file(taxonomy)
+    elif db.exists():
+        from retain.store import Store
+
+        with Store(db, read_only=True) as store:
+            chosen = store_taxonomy(store)
+    else:
+        chosen = shipped_taxonomy()
+    model = load_model(sentiment_model) if sentiment_model else None
+    stars = [
+        r if r is not None else s
+        for r, s in zip(found.scores["rating"], found.scores["stars"], strict=True)
+    ]
+    with progress(f"tagging {len(found.texts):,} texts ...", as_json):
+        tags = tag(
+            found.texts,
+            nps=found.scores["nps"],
+            csat=found.scores["csat"],
+            stars=stars,
+            taxonomy=chosen,
+            sentiment_model=model,
+        )
+    rows: list[dict[str, Any]] = [
+        {
+            "feedback_id": key,
+            "language": t.language,
+            "topics": list(t.topics),
+            "sentiment": t.sentiment,
+            "sentiment_from": t.sentiment_from,
+        }
+        for key, t in zip(found.ids, tags, strict=True)
+    ]
+    for problem in found.set_aside:
+        typer.echo(
+            f"{file} row {problem['row']}, column {problem['column']}: set aside: "
+            f"{problem['reason']}",
+            err=True,
+        )
+
+    def table() -> str:
+        head = ["feedback_id", "language", "sentiment", "topics"]
+        cells = [
+            [r["feedback_id"], r["language"] or "?", r["sentiment"], ", ".join(r["topics"]) or "-"]
+            for r in rows
+        ]
+        return "\n".join(aligned(head, cells)) if rows else "no text to tag"
+
+    emit(rows, as_json, table)
+
+
+@feedback_app.command("retag")
+@friendly_errors
+def feedback_retag(taxonomy: TaxonomyOption = None, db: DbOption = DEFAULT_DB) -> None:
+    """Tag every stored text again: with --taxonomy FILE, which becomes the store's own."""
+    from retain.feedback import retag
+    from retain.store import Store
+
+    _require_store(db)
+    chosen = _taxonomy_file(taxonomy) if taxonomy is not None else None
+    with Store(db) as store, progress("tagging the stored feedback ..."):
+        count = retag(store, chosen)
+    where = (
+        f"with {taxonomy} (now the store's taxonomy)" if taxonomy else "with the store's taxonomy"
+    )
+    typer.echo(f"tagged {count:,} texts {where}")
+
+
+@feedback_app.command("taxonomy")
+@friendly_errors
+def feedback_taxonomy(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write it to this file to edit it.")
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """The taxonomy that tags the store's feedback (the shipped one until `retain feedback
+    retag --taxonomy` sets another): print it, or write it to edit."""
+    from retain.feedback import shipped_taxonomy, store_taxonomy
+
+    if db.exists():
+        from retain.store import Store
+
+        with Store(db, read_only=True) as store:
+            chosen = store_taxonomy(store)
+    else:
+        chosen = shipped_taxonomy()
+    if out is None:
+        typer.echo(chosen.text, nl=False)
+        return
+    out.write_text(chosen.text, encoding="utf-8")
+    typer.echo(
+        f"wrote {out} ({len(chosen.topics)} topics); edit it, then `retain feedback retag "
+        f"--taxonomy {out}`"
+    )
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+@feedback_app.command("pain-points")
+@friendly_errors
+def feedback_pain_points(
+    topic: Annotated[
+        str | None,
+        typer.Option(
+            "--topic", help="Drill into one topic: its texts and the customers raising it."
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="Observation day. Default: the store's as_of, else the last order."
+        ),
+    ] = None,
+    window_days: Annotated[
+        int | None,
+        typer.Option(
+            "--window-days",
+            help="Days without an order after raising a topic that count as churn. "
+            "Default: the store's window_days, else its purchase rhythm.",
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows of a drill-down to show.")] = 20,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """The topics customers complain of, most value at risk first: mentions, customers,
+    trend, detractors, how much more its raisers churn (with a 95% interval) and the
+    predicted value that extra churn puts at risk."""
+    from retain.feedback.painpoints import pain_point, pain_points
+    from retain.store import Store
+
+    _require_store(db)
+    with Store(db, read_only=True) as store:
+        if topic is not None:
+            result = pain_point(store, topic, as_of=as_of, limit=top)
+        else:
+            result = pain_points(store, as_of=as_of, window_days=window_days)
+
+    def drill() -> str:
+        lines = [f"{result['name']} ({result['topic']}): {len(result['texts'])} texts shown"]
+        for t in result["texts"]:
+            lines.append(
+                f"  {t['created_at'][:10]}  {t['customer_id']}  {t['sentiment']}: {t['text']}"
+            )
+        lines.append("customers raising it, most predicted value first:")
+        cells = [
+            [
+                c["customer_id"],
+                str(c["mentions"]),
+                c["last_raised"][:10],
+                "-" if c["clv_12m"] is None else f"{c['clv_12m']:,.2f}",
+                c["segment"] or "-",
+            ]
+            for c in result["customers"]
+        ]
+        lines += aligned(["customer", "mentions", "last", "clv_12m", "segment"], cells)
+        return "\n".join(lines)
+
+    def table() -> str:
+        lines = [
+            f"pain points at {result['as_of']} from {result['feedback']:,} texts; churn: no order "
+            f"within {result['window_rule']}"
+        ]
+        if result["stale"]:
+            lines.append(
+                f"note: {result['stale']:,} texts were tagged with another taxonomy: run "
+                "`retain feedback retag`"
+            )
+        if not result["scored"]:
+            lines.append(
+                "note: no scores yet, so no value at risk: run `retain fit` and `retain score`"
+            )
+        cells = []
+        for r in result["topics"]:
+            r = dict[str, Any](r)
+            ratio = (
+                "-"
+                if r["churn_ratio"] is None
+                else f"{r['churn_ratio']:.2f} ({r['churn_ratio_low']:.2f}-{r['churn_ratio_high']:.2f})"
+            )
+            value = "-" if r["value_at_risk"] is None else f"{r['value_at_risk']:,.0f}"
+            cells.append(
+                [
+                    r["topic"],
+                    str(r["mentions"]),
+                    str(r["customers"]),
+                    r["trend"],
+                    _share(r["negative_share"]),
+                    _share(r["detractors"]),
+                    ratio,
+                    value,
+                ]
+            )
+        head = [
+            "topic",
+            "mentions",
+            "customers",
+            "trend",
+            "negative",
+            "detractors",
+            "churn ratio (95%)",
+            "value at risk",
+        ]
+        lines += aligned(head, cells)
+        unmeasured = [r for r in result["topics"] if r.get("why")]
+        if unmeasured:
+            lines.append(f"no churn ratio where: {unmeasured[0]['why']}")
+        return "\n".join(lines)
+
+    emit(result, as_json, drill if topic is not None else table)
+
+
+@feedback_app.command("discover")
+@friendly_errors
+def feedback_discover(
+    themes: Annotated[int, typer.Option("--themes", min=1, max=50, help="Themes to look for.")] = 8,
+    promote: Annotated[
+        int | None,
+        typer.Option(
+            "--promote", help="Add this theme's terms to the store's taxonomy (with --topic)."
+        ),
+    ] = None,
+    topic: Annotated[
+        str | None,
+        typer.Option(
+            "--topic", help="The topic id the promoted theme's terms join (new or existing)."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A new topic's name.")] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Recurring themes in the stored texts that the taxonomy does not cover: their top
+    terms and typical texts. --promote N --topic ID makes theme N a topic and retags."""
+    from retain.errors import ArgumentError
+    from retain.feedback import parse_taxonomy, retag, store_taxonomy
+    from retain.feedback.discovery import discover_stored
+    from retain.feedback.discovery import promote as promoted
+    from retain.store import Store
+
+    _require_store(db)
+    if (promote is None) != (topic is None):
+        raise ArgumentError("--promote N and --topic ID go together")
+    with Store(db, read_only=promote is None) as store:
+        with progress("looking for themes ...", as_json):
+            result = discover_stored(store, themes=themes)
+        if promote is not None:
+            chosen = [t for t in result["themes"] if t["theme"] == promote]
+            if not chosen:
+                raise ArgumentError(
+                    f"--promote {promote}: no such theme; found {len(result['themes'])}"
+                )
+            assert topic is not None
+            text = promoted(store_taxonomy(store), chosen[0], topic, name)
+            count = retag(store, parse_taxonomy(text, f"theme {promote} promoted to {topic}"))
+            result["promoted"] = {"theme": promote, "topic": topic, "retagged": count}
+
+    def table() -> str:
+        lines = [
+            f"{len(result['themes'])} themes outside the taxonomy in {result['texts']:,} texts"
+        ]
+        for t in result["themes"]:
+            lines.append(
+                f"{t['theme']}. {t['texts']:,} texts ({t['share']:.1%}): {', '.join(t['terms'])}"
+            )
+            for e in t["examples"]:
+                lines.append(f"     {e['feedback_id']}: {e['text'][:100]}")
+        if "promoted" in result:
+            p = result["promoted"]
+            lines.append(
+                f"theme {p['theme']} is now topic {p['topic']}; retagged {p['retagged']:,} texts"
+            )
+        elif result["themes"]:
+            lines.append("make one a topic: retain feedback discover --promote N --topic ID")
+        return "\n".join(lines)
+
+    emit(result, as_json, table)
+
+
 @app.command()
 @friendly_errors
 def report(

@@ -178,15 +178,19 @@ class Lexicon:
 
     phrases: dict[tuple[str, bool], Phrases]
     negators: dict[str, frozenset[str]]
+    questions: dict[tuple[str, bool], Phrases]
 
 
 @functools.cache
 def lexicon() -> Lexicon:
     text = resources.files("retain.feedback").joinpath("sentiment.toml").read_text("utf-8")
     doc = tomllib.loads(text)
-    phrases, negators = {}, {}
+    phrases, negators, questions = {}, {}, {}
     for language in LANGUAGES:
         table = doc[language]
+        asked = [words(p, language) for p in table.get("questions", [])]
+        questions[(language, False)] = Phrases((p, True) for p in asked)
+        questions[(language, True)] = Phrases(([fold(w) for w in p], True) for p in asked)
         entries = [(words(p, language), +1) for p in table["positive"]]
         entries += [(words(p, language), -1) for p in table["negative"]]
         phrases[(language, False)] = Phrases(entries)
@@ -197,7 +201,7 @@ def lexicon() -> Lexicon:
             w[0] for w in split if len(w) > 1 and language != "en"
         }
         negators[language] = frozenset(found | {fold(w) for w in found} | {"not", "no", "never"})
-    return Lexicon(phrases, negators)
+    return Lexicon(phrases, negators, questions)
 
 
 def rating_sentiment(
@@ -228,11 +232,26 @@ def text_score(tokens: Sequence[str], language: str | None) -> int:
                 for i in range(max(0, start - NEGATION_REACH, used + 1), start)
                 if view[i] in negators
             ]
-            negated = bool(before) and not any(t in negators for t in view[start:end])
-            if negated:
-                used = before[-1]
+            if any(t in negators for t in view[start:end]):
+                used = end - 1  # "no problems" holds its negator: it turns nothing after
+                negated = False
+            else:
+                negated = bool(before)
+                if negated:
+                    used = before[-1]
             total += -sign if negated else sign
     return total
+
+
+def is_question(text: str, tokens: Sequence[str], language: str | None) -> bool:
+    """Whether a text asks something: a question mark, or one of its language's question
+    words (Thai marks a question with a word, not a sign)."""
+    if "?" in text or "\u061f" in text:
+        return True
+    lang = language if language in LANGUAGES else "en"
+    folded = lang == "vi" and not _has_diacritics(tokens)
+    view = [fold(t) for t in tokens] if folded else list(tokens)
+    return bool(lexicon().questions[(str(lang), folded)].find(view))
 
 
 @dataclass(frozen=True)
@@ -305,6 +324,8 @@ def tag(
             sentiment, source = modelled[i], "model"
         else:
             score = text_score(tokens[i], languages[i])
+            if score == 0 and found and not is_question(texts[i] or "", tokens[i], languages[i]):
+                score = -1  # a pain point named without a word of tone is a complaint
             sentiment = "positive" if score > 0 else "negative" if score < 0 else "neutral"
             source = "text"
         out.append(

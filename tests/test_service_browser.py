@@ -69,6 +69,7 @@ PAGES: dict[str, tuple[str, list[str]]] = {
     "loyalty": ("/loyalty", ["loyalty-expiring"]),
     "whatif": ("/whatif", ["whatif-revenue", "whatif-active"]),
     "subscriptions": ("/subscriptions", []),
+    "feedback": ("/feedback", []),
     "segment-drill-down": ("/segments/Champions", []),
 }
 
@@ -526,3 +527,45 @@ def test_the_subscriptions_page_draws_what_the_api_says(
         wrap = page.locator("#subscription-cohorts").locator("xpath=..")
         assert wrap.evaluate("e => e.scrollWidth > e.clientWidth")
         shoot(page, "subscriptions")
+
+
+def test_the_feedback_page_ranks_what_the_api_ranks_and_drills_down(
+    tmp_path: Path, page: Any
+) -> None:
+    """A store whose delivery complainers churn at twice the base rate (the feedback tests'
+    simulation, fitted and scored): the page's rows are the API's, in its order, with its
+    figures; the chart draws; a topic's link opens its texts and the customers raising it."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_feedback_loop import simulated_store
+
+    db = simulated_store(tmp_path, customers=1500)
+    for step in (("fit", "--model", "pnbd"), ("score",)):
+        done = retain(*step, "--db", str(db))
+        assert done.returncode == 0, done.stderr
+    with serving(db) as base:
+        with urllib.request.urlopen(base + "/api/feedback/pain-points") as response:
+            expected = json.loads(response.read())
+        page.goto(base + "/feedback")
+        page.wait_for_load_state("load")
+        check_charts(page, ["pain-value"])
+        rows = page.locator("#pain-points tbody tr")
+        assert [rows.nth(i).get_attribute("data-topic") for i in range(rows.count())] == [
+            r["topic"] for r in expected["topics"]
+        ]
+        first = expected["topics"][0]
+        cells = rows.nth(0).inner_text()
+        assert f"{first['mentions']:,}" in cells and f"{first['churn_ratio']:.2f}" in cells
+        assert f"${first['value_at_risk']:,.0f}" in cells
+        shoot(page, "feedback")
+        rows.nth(0).locator("a").click()
+        page.wait_for_load_state("load")
+        assert page.url.endswith(f"/feedback/{first['topic']}")
+        with urllib.request.urlopen(base + f"/api/feedback/pain-points/{first['topic']}") as r:
+            drill = json.loads(r.read())
+        texts = page.locator("#texts tbody tr")
+        assert texts.count() == len(drill["texts"]) > 0
+        assert drill["texts"][0]["text"] in texts.nth(0).inner_text()
+        raisers = page.locator("#raisers tbody tr")
+        assert drill["customers"][0]["customer_id"] in raisers.nth(0).inner_text()
+        shoot(page, "pain-point")
+        assert page.problems == []

@@ -192,6 +192,9 @@ def pain_points(
             "detractors": float((nps <= 6).mean()) if len(nps) else None,
             "recent": recent,
             "before": before,
+            # the trend compares these: the topic's share of all texts in each 90 days
+            "recent_share": recent / all_recent if all_recent else None,
+            "before_share": before / all_before if all_before else None,
             "trend": trend,
         }
         mine = outcomes[(outcomes["topic"] == topic.id)] if len(outcomes) else outcomes

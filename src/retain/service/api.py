@@ -1036,6 +1036,64 @@ LEDGER_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def pain_points(service: Service, window_days: int | None) -> dict[str, Any] | None:
+    """The Feedback page: the pain points, most value at risk first; None before any
+    feedback is stored (the page then says how to ingest some)."""
+    from retain.feedback.painpoints import pain_points as ranked
+
+    def compute(store: Store) -> dict[str, Any] | None:
+        if not store.has_table("feedback") or not store.scalar("SELECT count(*) FROM feedback"):
+            return None
+        return ranked(store, window_days=window_days)
+
+    return service.cached(("pain-points", window_days), compute)
+
+
+def pain_point(service: Service, topic: str, limit: int) -> dict[str, Any]:
+    """One pain point drilled down; 404 for a topic the store's taxonomy lacks."""
+    from retain.feedback import store_taxonomy
+    from retain.feedback.painpoints import pain_point as drill
+
+    def compute(store: Store) -> dict[str, Any]:
+        if topic not in store_taxonomy(store).topics:
+            raise HTTPException(404, f"no topic {topic!r} in the store's taxonomy")
+        return drill(store, topic, limit=limit)
+
+    return service.cached(("pain-point", topic, limit), compute)
+
+
+@router.get(
+    "/feedback/pain-points",
+    responses=ERRORS,
+    summary="Pain points from surveys, reviews and tickets, ranked by the value at risk",
+)
+def get_pain_points(service: ServiceDep, window_days: WindowDays | None = None) -> dict[str, Any]:
+    """Per topic of the store's taxonomy (``retain feedback pain-points``): mentions,
+    customers, praise, the negative share, NPS detractors, the trend (the last 90 days
+    against the 90 before), and the churn ratio of those who raised it against comparable
+    customers (Mantel-Haenszel, with its 95% interval) with the value at risk it implies.
+    ``topics`` is empty before any feedback is stored."""
+    found = pain_points(service, window_days)
+    if found is None:
+        return {"feedback": 0, "topics": []}
+    return found
+
+
+@router.get(
+    "/feedback/pain-points/{topic}",
+    responses={404: {"model": Problem, "description": "No such topic."}, **ERRORS},
+    summary="One pain point: its texts and the customers raising it",
+)
+def get_pain_point(
+    service: ServiceDep,
+    topic: str,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Texts and customers to list.")] = 50,
+) -> dict[str, Any]:
+    """The topic's texts, newest first, and the customers who raised it (not in praise),
+    most predicted 12-month value first."""
+    return pain_point(service, topic, limit)
+
+
 @router.get("/subscriptions", responses=ERRORS, summary="MRR, retention and subscriber value")
 def get_subscriptions(
     service: ServiceDep,

@@ -192,6 +192,28 @@ def at_risk_charts(payload: dict[str, Any]) -> dict[str, Spec]:
     }
 
 
+def pain_point_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
+    """The value at risk per topic, its 95% range beside it."""
+    rows = [r for r in (payload or {}).get("topics", []) if r.get("value_at_risk") is not None]
+    if not rows:
+        return {}
+    return {
+        "pain-value": {
+            "type": "bar",
+            "title": "Value at risk by pain point (12-month CLV; low and high ends of the 95% range)",
+            "labels": [r["name"] for r in rows],
+            "datasets": [
+                {"label": "value at risk", "data": [r["value_at_risk"] for r in rows]},
+                {"label": "low", "data": [r["value_at_risk_low"] for r in rows]},
+                {"label": "high", "data": [r["value_at_risk_high"] for r in rows]},
+            ],
+            "x": "pain point",
+            "y": "value at risk",
+            "format": "money",
+        }
+    }
+
+
 def loyalty_charts(payload: dict[str, Any] | None) -> dict[str, Spec]:
     """The points outstanding by the month they expire."""
     if not payload or not payload["liability"]["expiring"]:

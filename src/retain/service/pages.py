@@ -166,6 +166,43 @@ def loyalty_page(request: Request, service: ServiceDep) -> HTMLResponse:
     )
 
 
+@router.get("/feedback", response_class=HTMLResponse)
+def feedback_page(
+    request: Request, service: ServiceDep, window_days: Annotated[int | None, Query(ge=1)] = None
+) -> HTMLResponse:
+    """The pain points; before any feedback, how to bring some in."""
+    payload = api.pain_points(service, window_days)
+    return page(
+        request,
+        "feedback.html",
+        active="feedback",
+        json_url="/api/feedback/pain-points" + _query(request),
+        chart_specs=charts.pain_point_charts(payload),
+        pains=payload,
+    )
+
+
+@router.get("/feedback/{topic}", response_class=HTMLResponse)
+def pain_point_page(
+    request: Request,
+    service: ServiceDep,
+    topic: str,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+) -> HTMLResponse:
+    payload = api.pain_point(service, topic, limit)
+    summary = api.pain_points(service, None) or {"topics": []}
+    row = next((r for r in summary["topics"] if r["topic"] == topic), None)
+    return page(
+        request,
+        "pain_point.html",
+        active="feedback",
+        json_url=f"/api/feedback/pain-points/{quote(topic)}" + _query(request),
+        pain=payload,
+        row=row,
+        limit=limit,
+    )
+
+
 @router.get("/subscriptions", response_class=HTMLResponse)
 def subscriptions_page(request: Request, service: ServiceDep) -> HTMLResponse:
     """MRR and its movements, retention by start cohort, each plan's retention curve and

@@ -25,6 +25,7 @@ NAV = (
     ("models", "/models", "Models"),
     ("model-health", "/model-health", "Model health"),
     ("at-risk", "/at-risk", "At risk"),
+    ("feedback", "/feedback", "Feedback"),
     ("campaigns", "/campaigns", "Campaigns"),
     ("loyalty", "/loyalty", "Loyalty"),
     ("subscriptions", "/subscriptions", "Subscriptions"),

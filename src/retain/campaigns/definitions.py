@@ -46,6 +46,9 @@ TRIGGERS: dict[str, str] = {
     "segment_left": "the customer moved out of `segment` since the previous run",
     "tier_entered": "a loyalty build moved the customer into `tier` (retain loyalty build)",
     "tier_left": "a loyalty build moved the customer out of `tier`",
+    "detractor": "the customer answered the NPS survey with 0 to 6 (once per answer)",
+    "complaint": "the customer complained (a negative survey answer, review or ticket) of one "
+    "of `topics` (every topic when none is given; once per text)",
 }
 """Every trigger kind and when it fires; each firing has a stable key per customer."""
 
@@ -61,6 +64,8 @@ TRIGGER_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "segment_left": {"segment": str},
     "tier_entered": {"tier": str},
     "tier_left": {"tier": str},
+    "detractor": {},
+    "complaint": {"topics": list},
 }
 TRIGGER_DEFAULTS: dict[str, dict[str, Any]] = {
     "overdue": {"factor": 1.5},
@@ -580,6 +585,17 @@ def _trigger(raw: Any, number: int, where: _Locator, name: str) -> Trigger:
         _check_segments([options["segment"]], number, where, name, key="trigger")
     if kind in ("tier_entered", "tier_left") and not str(options.get("tier", "")).strip():
         where.fail(number, "trigger", f"{kind} needs tier", 'tier = "Gold"', name)
+    if kind == "complaint":
+        topics = options.get("topics", [])
+        if not all(isinstance(t, str) and t.strip() for t in topics):
+            where.fail(
+                number,
+                "trigger",
+                f"complaint topics {topics!r}",
+                'e.g. ["delivery", "damaged"]',
+                name,
+            )
+        options["topics"] = tuple(t.strip() for t in topics)
     if kind == "broadcast":
         if "at" not in raw:
             where.fail(number, "trigger", "a broadcast needs at", 'at = "2025-12-01T10:00"', name)

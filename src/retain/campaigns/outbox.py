@@ -387,6 +387,7 @@ def _render(
     customers' rows taken out together: subject and bodies, a coupon for a variant that
     shows one, each link tracked (``click_url``)."""
     from retain.campaigns.clicks import track_links
+    from retain.campaigns.triggers import feedback_context
 
     people = customer_rows(frame, [positions[r["customer_id"]] for r in rows])
     discounts = {
@@ -394,10 +395,12 @@ def _render(
         for row, customer in zip(rows, people, strict=True)
     }
     offers = _recommendations(store, campaign, rows, recommending, discounts)
+    said = feedback_context(store, {r["key"]: r["trigger_key"] for r in rows})
     coupons = {v.name for v in campaign.variants if _variant_uses(v, "coupon")}
     for row, customer in zip(rows, people, strict=True):
         context = message_context(customer, campaign, campaigns, secret, when)
         context["recommendations"] = offers.get(row["key"], [])
+        context["feedback"] = said.get(row["key"])
         if row["variant"] in coupons:  # a code only for a message that shows one
             code, expires = coupon_code(secret, campaign, row["key"], when)
             context.update(coupon=code, coupon_expires=expires.date().isoformat())
@@ -1209,7 +1212,12 @@ def preview(
 ) -> list[dict[str, Any]]:
     """The message each variant of campaign ``name`` would give ``customer_id`` now (the
     unsubscribe link a placeholder), whether or not the trigger fires for them."""
-    from retain.campaigns.triggers import customer_fields
+    from retain.campaigns.triggers import (
+        FEEDBACK_TRIGGERS,
+        _feedback_firings,
+        customer_fields,
+        feedback_context,
+    )
 
     campaign = campaigns.get(name)
     frame = customer_fields(store)
@@ -1226,7 +1234,14 @@ def preview(
             [customer_id],
         ).fetchall()
         trigger_key = f"order:{latest[0][0]}" if latest else ""
+    elif campaign.trigger.kind in FEEDBACK_TRIGGERS:  # the customer's latest firing
+        fired = _feedback_firings(
+            store, pd.Index([customer_id]), campaign.trigger.kind,
+            campaign.trigger.options.get("topics", ()), dt.date.min, dt.date.max,
+        )  # fmt: skip
+        trigger_key = str(fired["trigger_key"].iloc[-1]) if len(fired) else ""
     row = {"key": "preview", "customer_id": customer_id, "trigger_key": trigger_key}
+    context["feedback"] = feedback_context(store, {"preview": trigger_key}).get("preview")
     discount = {"preview": customer.get("tier_discount")}
     offers = _recommendations(store, campaign, [row], {}, discount)
     context["recommendations"] = offers.get("preview", [])

@@ -156,6 +156,8 @@ def due(
         return _rows(ids[hit], [f"segment:{word}:{target}:{today}"] * int(hit.sum()))
     if kind in ("tier_entered", "tier_left"):
         return _tier_moves(store, ids, kind, options["tier"], first, today)
+    if kind in FEEDBACK_TRIGGERS:
+        return _feedback_firings(store, ids, kind, options.get("topics", ()), first, today)
     last = _days(audience["last_order_at"])
     day, earliest = pd.Timestamp(today), pd.Timestamp(first)
     if kind == "next_purchase_window":
@@ -203,6 +205,64 @@ def _tier_moves(
     word = "into" if kind == "tier_entered" else "out-of"
     keys = [f"tier:{word}:{tier}:{day}" for day in moves["day"]]
     return _rows(moves["customer_id"].tolist(), keys)
+
+
+FEEDBACK_TRIGGERS = ("detractor", "complaint")
+
+_FEEDBACK_FIRINGS = """
+SELECT f.customer_id, 'feedback:' || f.feedback_id AS trigger_key
+FROM feedback f JOIN feedback_tags t USING (feedback_id)
+WHERE CAST(f.created_at AS DATE) BETWEEN $first AND $today
+  AND CASE WHEN $kind = 'detractor' THEN f.nps <= 6
+           ELSE t.sentiment = 'negative' AND len(t.topics) > 0
+                AND (len($topics) = 0 OR len(list_intersect(t.topics, $topics)) > 0) END
+ORDER BY f.created_at, f.feedback_id
+"""
+
+
+def _feedback_firings(
+    store: Store, ids: pd.Index, kind: str, topics: tuple[str, ...], first: dt.date, today: dt.date
+) -> pd.DataFrame:
+    """The survey answers, reviews and tickets of ``ids`` dated ``first`` to ``today`` that
+    fire a detractor or complaint trigger: one firing per text, keyed by its id."""
+    if not store.has_table("feedback_tags"):
+        return _rows([], [])
+    found = store.con.execute(
+        _FEEDBACK_FIRINGS,
+        {"first": first, "today": today, "kind": kind, "topics": list(topics)},
+    ).fetch_df()
+    found = found[found["customer_id"].isin(ids)]
+    return _rows(found["customer_id"].tolist(), found["trigger_key"].tolist())
+
+
+def feedback_context(store: Store, keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """For messages keyed by firing (``keys``: message key -> trigger key ``feedback:ID``):
+    what the template's ``feedback`` shows: the text, its topics and tone, the score given
+    and the day."""
+    ids = {k: v.removeprefix("feedback:") for k, v in keys.items() if v.startswith("feedback:")}
+    if not ids:
+        return {}
+    rows = store.con.execute(
+        "SELECT f.feedback_id, f.kind, f.text, f.subject, f.nps, f.csat, f.stars, "
+        "CAST(f.created_at AS DATE) AS day, t.topics, t.sentiment "
+        "FROM feedback f LEFT JOIN feedback_tags t USING (feedback_id) "
+        "WHERE f.feedback_id IN (SELECT unnest($ids))",
+        {"ids": sorted(set(ids.values()))},
+    ).fetch_df()
+    by_id = {}
+    for r in rows.to_dict(orient="records"):
+        by_id[str(r["feedback_id"])] = {
+            "feedback_id": str(r["feedback_id"]),
+            "kind": None if pd.isna(r["kind"]) else r["kind"],
+            "text": None if pd.isna(r["text"]) else r["text"],
+            "subject": None if pd.isna(r["subject"]) else r["subject"],
+            "nps": None if pd.isna(r["nps"]) else float(r["nps"]),
+            "rating": next((float(r[c]) for c in ("csat", "stars") if not pd.isna(r[c])), None),
+            "date": str(r["day"])[:10],
+            "topics": [] if r["topics"] is None else [str(t) for t in r["topics"]],
+            "sentiment": r["sentiment"],
+        }
+    return {key: by_id[fid] for key, fid in ids.items() if fid in by_id}
 
 
 def segment_history(store: Store) -> pd.Series | None:

@@ -36,7 +36,13 @@ from retain.segments.rfm import (
     orders_view,
     rescore_with_boundaries,
 )
-from retain.segments.risk import RiskThresholds, run_risk_arrow, run_risk_sql
+from retain.segments.risk import (
+    COMPLAINTS_SQL,
+    NO_COMPLAINTS_SQL,
+    RiskThresholds,
+    run_risk_arrow,
+    run_risk_sql,
+)
 from retain.segments.rules import TOP_PRODUCTS, SegmentRules, load_rules, score_levels
 from retain.store import Store
 
@@ -72,9 +78,10 @@ CUSTOMER_COLUMNS = [
 # among customers) and the model's scores.
 RISK_INPUT_SQL = """
 CREATE OR REPLACE TEMP VIEW risk_input AS
-SELECT c.*, m.p_alive, m.clv_if_retained
+SELECT c.*, m.p_alive, m.clv_if_retained, k.open_complaint
 FROM seg_rfm AS c
 LEFT JOIN seg_model AS m USING (customer_id)
+LEFT JOIN seg_complaints AS k USING (customer_id)
 """
 
 # Over the risk query: the recency score capped by the churn risk (seg_caps, from the
@@ -381,10 +388,12 @@ seg_model AS (
            CAST(unnest($p_alive) AS DOUBLE)         AS p_alive,
            CAST(unnest($clv_if_retained) AS DOUBLE) AS clv_if_retained
 ),
+seg_complaints AS ({complaints}),
 risk_input AS (
-    SELECT c.*, m.p_alive, m.clv_if_retained
+    SELECT c.*, m.p_alive, m.clv_if_retained, k.open_complaint
     FROM seg_rfm AS c
     LEFT JOIN seg_model AS m USING (customer_id)
+    LEFT JOIN seg_complaints AS k USING (customer_id)
 ),
 seg_grid AS (
     SELECT CAST(unnest($grid_r) AS BIGINT) AS r_score, CAST(unnest($grid_f) AS BIGINT) AS f_score,
@@ -446,7 +455,7 @@ def _some_customers(
         "model": "scores",
         "population_gap_days": boundaries.population_gap_days,
     }
-    sql = _some_customers_sql(select)
+    sql = _some_customers_sql(select, has_feedback(store))
     result = run_risk_sql(
         store.con,
         sql,
@@ -463,8 +472,22 @@ def _some_customers(
 
 
 @functools.lru_cache(maxsize=8)
-def _some_customers_sql(select: str) -> str:
-    return SOME_CUSTOMERS_SQL.format(measures=RFM_MEASURES_SQL.strip(), select=select)
+def _some_customers_sql(select: str, complaints: bool) -> str:
+    return SOME_CUSTOMERS_SQL.format(
+        measures=RFM_MEASURES_SQL.strip(),
+        select=select,
+        complaints=(COMPLAINTS_SQL if complaints else NO_COMPLAINTS_SQL).strip(),
+    )
+
+
+def has_feedback(data: Any) -> bool:
+    """Whether ``data`` is a store with tagged feedback (whose open complaints the churn
+    reasons cite)."""
+    return (
+        isinstance(data, Store)
+        and data.has_table("feedback_tags")
+        and bool(data.scalar("SELECT count(*) FROM feedback_tags"))
+    )
 
 
 def _nulls(values: pd.Series) -> list[float | None]:
@@ -611,6 +634,12 @@ def segmented(
                 rescore_with_boundaries(con, boundaries)
             model = _model_view(con, data, scores)
             created.append("VIEW seg_model")
+            complaints = COMPLAINTS_SQL if has_feedback(data) else NO_COMPLAINTS_SQL
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE seg_complaints AS {complaints}",
+                {"as_of_end": params["as_of_end"]} if complaints is COMPLAINTS_SQL else {},
+            )
+            created.append("TABLE seg_complaints")
             if isinstance(scores, pa.Table) and "_row" in scores.column_names:
                 # each customer's row in the caller's scores, to give the result its order
                 con.execute(

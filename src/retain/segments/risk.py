@@ -143,7 +143,8 @@ SELECT
             WHEN p_alive > 0 AND p_alive < 0.005 THEN 'under 1%'
             WHEN p_alive < 1 AND p_alive >= 0.995 THEN 'over 99%'
             ELSE CAST(round(100 * p_alive) AS BIGINT) || '%'
-        END || ' likely still active'
+        END || ' likely still active',
+        open_complaint
     )                                                  AS reason,
     -- (1 - P(alive)) x CLV if retained, P(alive) at most the upper cut of the risk level
     -- (least and greatest skip NULLs: no model, no value at stake)
@@ -155,6 +156,29 @@ SELECT
     END                                                AS value_at_stake
 FROM leveled
 """
+
+# Each customer's open complaint (the input risk_input's open_complaint), over seg_orders
+# and $as_of_end: their latest negative survey answer, review or ticket naming a pain
+# point, said on or after the day of their last order (nothing bought since) and, for a
+# ticket, not marked solved or closed.
+COMPLAINTS_SQL = """
+SELECT f.customer_id,
+       'open complaint: ' || replace(array_to_string(arg_max(t.topics, f.created_at), ', '),
+                                     '_', ' ')
+       || ' (' || strftime(max(f.created_at), '%Y-%m-%d') || ')'  AS open_complaint
+FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id, feedback_id, created_at, status
+      FROM feedback WHERE created_at < $as_of_end) AS f
+JOIN feedback_tags AS t USING (feedback_id)
+JOIN (SELECT customer_id, CAST(max(ordered_at) AS DATE) AS last_day FROM seg_orders
+      WHERE ordered_at < $as_of_end GROUP BY customer_id) AS o USING (customer_id)
+WHERE t.sentiment = 'negative' AND len(t.topics) > 0 AND f.created_at >= o.last_day
+  AND coalesce(lower(trim(f.status)), '') NOT IN ('solved', 'closed', 'resolved', 'done')
+GROUP BY f.customer_id
+"""
+NO_COMPLAINTS_SQL = (
+    "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS open_complaint "
+    "WHERE false"
+)
 
 DAYS_MACRO = (
     "CREATE OR REPLACE TEMP MACRO _days(x) AS "
@@ -234,8 +258,8 @@ def churn_risk(
             "CREATE TEMP VIEW risk_input AS SELECT _row, days_since_last_order, "
             "CASE WHEN isnan(typical_gap_days) THEN NULL ELSE typical_gap_days END AS typical_gap_days, "
             "CASE WHEN isnan(p_alive) THEN NULL ELSE p_alive END AS p_alive, "
-            "CASE WHEN isnan(clv_if_retained) THEN NULL ELSE clv_if_retained END AS clv_if_retained "
-            "FROM risk_frame"
+            "CASE WHEN isnan(clv_if_retained) THEN NULL ELSE clv_if_retained END AS clv_if_retained, "
+            "CAST(NULL AS VARCHAR) AS open_complaint FROM risk_frame"
         )
         result = run_risk_sql(
             con,

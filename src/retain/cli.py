@@ -3241,6 +3241,74 @@ def feedback_pain_points(
     emit(result, as_json, drill if topic is not None else table)
 
 
+@feedback_app.command("route")
+@friendly_errors
+def feedback_route(
+    routes: Annotated[
+        Path,
+        typer.Option(
+            "--routes",
+            help="A TOML file of [[route]] tables: name, topics, webhook_url and, optionally, "
+            "sentiment (default negative). See docs/feedback.md.",
+        ),
+    ],
+    max_age_days: Annotated[
+        int,
+        typer.Option(
+            "--max-age-days",
+            min=1,
+            help="Route texts up to this many days old (the backlog stays).",
+        ),
+    ] = 7,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be sent; send and keep nothing.")
+    ] = False,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Send each new complaint to the team that owns its topic: one signed webhook POST per
+    text and route (RETAIN_WEBHOOK_SECRET signs it), each sent once; failures are retried
+    on the next run."""
+    import os
+
+    from retain.campaigns.channels import Channel, WebhookChannel
+    from retain.errors import ArgumentError
+    from retain.feedback import store_taxonomy
+    from retain.feedback.routing import load_routes, route_complaints
+    from retain.store import Store
+
+    _require_store(db)
+    secret = os.environ.get("RETAIN_WEBHOOK_SECRET")
+    if not secret and not dry_run:
+        raise ArgumentError(
+            "set RETAIN_WEBHOOK_SECRET (the key the receivers check the signature with), "
+            "or use --dry-run"
+        )
+    with Store(db, read_only=dry_run) as store:
+        found = load_routes(routes, set(store_taxonomy(store).topics))
+        channels: dict[str, Channel] = {
+            r.name: WebhookChannel(r.webhook_url, secret or "") for r in found
+        }
+        result = route_complaints(
+            store, found, channels=channels, max_age_days=max_age_days, dry_run=dry_run
+        )
+
+    def text() -> str:
+        word = "would send" if dry_run else "sent"
+        lines = [f"complaints routed at {result['as_of']} (texts up to {max_age_days} days old)"]
+        for r in result["routes"]:
+            count = r["due"] if dry_run else r["sent"]
+            line = f"  {r['route']} ({', '.join(r['topics'])}): {count} {word}"
+            if r["failed"]:
+                line += f", {len(r['failed'])} failed: {r['failed'][0]['reason']}"
+            lines.append(line)
+        return "\n".join(lines)
+
+    emit(result, as_json, text)
+    if any(r["failed"] for r in result["routes"]):
+        raise typer.Exit(1)
+
+
 @feedback_app.command("discover")
 @friendly_errors
 def feedback_discover(

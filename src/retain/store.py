@@ -260,6 +260,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 set_at TIMESTAMP NOT NULL)""",
         ],
     ),
+    # retain.feedback.routing: which complaint went to which team's webhook
+    (
+        "feedback routes",
+        [
+            """CREATE TABLE IF NOT EXISTS feedback_routed (
+                feedback_id VARCHAR NOT NULL, route VARCHAR NOT NULL, status VARCHAR NOT NULL,
+                error VARCHAR, routed_at TIMESTAMP NOT NULL, PRIMARY KEY (feedback_id, route))""",
+        ],
+    ),
 ]
 
 

@@ -228,7 +228,7 @@ def run_in_child(name: str, n_customers: int) -> list[dict]:
 
 
 # benchmarks on data sets of their own size (simulated summaries, CDNOW)
-SIZE_FREE = {"pnbd_fit", "accuracy"}
+SIZE_FREE = {"pnbd_fit", "accuracy", "feedback"}
 
 
 def section_title(area: str, n_customers: int) -> str:

@@ -9,6 +9,7 @@ import hmac
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -202,7 +203,7 @@ def test_a_routes_file_is_checked(store_path: Path, tmp_path: Path) -> None:
 
 
 def test_the_api_serves_the_pain_points_and_their_drill_down(store_path: Path) -> None:
-    with TestClient(create_app(store_path)) as client:
+    with TestClient(create_app(store_path, api_key="feedback-test-key-0123")) as client:
         ranked = client.get("/api/feedback/pain-points").json()
         topics = {r["topic"]: r for r in ranked["topics"]}
         assert topics["delivery"]["mentions"] == 2 and topics["damaged"]["mentions"] == 1
@@ -213,6 +214,27 @@ def test_the_api_serves_the_pain_points_and_their_drill_down(store_path: Path) -
         assert missing.status_code == 404 and "parking" in missing.json()["detail"]
         assert client.get("/feedback").status_code == 200
         assert "Delivery" in client.get("/feedback/delivery").text
+        before = client.get("/api/customers/dan").json()
+        assert "complaint" not in before["churn"]["reason"]
+        # a new complaint through the API: the pain points and dan's churn reason see it
+        posted = client.post(
+            "/api/feedback",
+            json={"feedback": [{"feedback_id": "f9", "customer_id": "dan",
+                                "created_at": "2025-05-31", "text": "the parcel never arrived"}]},
+            headers={"X-API-Key": "feedback-test-key-0123"},
+        )  # fmt: skip
+        assert posted.status_code == 201, posted.text
+        again = client.get("/api/feedback/pain-points").json()
+        assert {r["topic"]: r for r in again["topics"]}["delivery"]["mentions"] == 3
+        # the customer index is rebuilt in the background after a write (the previous one
+        # answers meanwhile): wait for it
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            reason = client.get("/api/customers/dan").json()["churn"]["reason"]
+            if "complaint" in reason:
+                break
+            time.sleep(0.2)
+        assert reason.endswith("open complaint: delivery (2025-05-31)")
 
 
 def test_a_store_without_feedback_says_how_to_bring_it_in(tmp_path: Path) -> None:

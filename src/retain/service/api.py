@@ -331,6 +331,27 @@ def ingest(service: Service, order: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def rescore_written(
+    service: Service, store: Store, written: list[str]
+) -> tuple[data.CustomerIndex | None, dict[str, str], Any]:
+    """After a write for the customers ``written``: rescore them in one pass and put their
+    new rows in the customer index (other cached results are stale now). Returns the
+    rescoring (None when it failed), a note per customer not rescored, and the index."""
+    try:
+        rescored, notes = data.rescore_customers(store, written)
+    except Exception as exc:  # stored all the same: say so rather than answer 500
+        rescored = None
+        notes = dict.fromkeys(written, f"not rescored: {type(exc).__name__}")
+    index = service.peek(INDEX_KEY)
+    current = rescored is not None and not notes and index is not None
+    if rescored is not None and current:
+        for customer_id in written:
+            index.fresh[customer_id] = rescored.frame.iloc[rescored.positions[customer_id]]
+    if written:
+        service.wrote_batch(written, INDEX_KEY, index if current else None)
+    return rescored, notes, index
+
+
 def ingest_batch(
     service: Service, orders: list[dict[str, Any]]
 ) -> list[dict[str, Any] | Exception]:
@@ -360,18 +381,7 @@ def ingest_batch(
             done.append((order, customer_id, report, problems, stored, excluded))
             results.append({})
         written = list(dict.fromkeys(d[1] for d in done if d[4]))
-        try:
-            rescored, notes = data.rescore_customers(store, written)
-        except Exception as exc:  # stored all the same: say so rather than answer 500
-            rescored = None
-            notes = dict.fromkeys(written, f"not rescored: {type(exc).__name__}")
-        index = service.peek(INDEX_KEY)
-        current = rescored is not None and not notes and index is not None
-        if rescored is not None and current:
-            for customer_id in written:
-                index.fresh[customer_id] = rescored.frame.iloc[rescored.positions[customer_id]]
-        if written:
-            service.wrote_batch(written, INDEX_KEY, index if current else None)
+        rescored, notes, index = rescore_written(service, store, written)
     recs = service.peek("recommendations")
     answers = iter(done)
     for i, result in enumerate(results):
@@ -973,11 +983,31 @@ def post_feedback(service: ServiceDep, body: FeedbackBatch) -> JSONResponse:
     (a ``feedback_id`` stored before is replaced); a record that breaks a rule is
     quarantined with its reason (``record`` is its place in the batch, from 1). 201 when
     any was stored, 422 when none was."""
+    from retain.ingest import customer_key
     from retain.ingest.feedback import ingest_records
 
     records = [r.model_dump(exclude_none=True) for r in body.feedback]
+    store = service.store()
     with service.write_lock:  # one writer at a time, as for orders
-        result = ingest_records(service.store(), records)
+        result = ingest_records(store, records)
+        if result["stored"]:
+            # what they said changes the pain points and may open a complaint that their
+            # churn reason cites: their rows, and the pages, are stale now
+            refused = {q["record"] for q in result["quarantined"]}
+            known = store.query("SELECT DISTINCT customer_id FROM orders WHERE customer_id IN "
+                                "(SELECT unnest(?))", [[customer_key(str(r["customer_id"]))
+                                                        for r in records]])  # fmt: skip
+            ordered = set(known["customer_id"].astype(str))
+            written = [
+                key
+                for n, r in enumerate(records, start=1)
+                if n not in refused and (key := customer_key(str(r["customer_id"]))) in ordered
+            ]
+            _, _, index = rescore_written(service, store, list(dict.fromkeys(written)))
+            if not written:
+                service.wrote_batch([], INDEX_KEY, index)
+            elif index is not None and index.fresh:
+                _fold_later(service)
     return JSONResponse(result, status_code=201 if result["stored"] else 422)
 
 

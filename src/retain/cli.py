@@ -3253,13 +3253,13 @@ def feedback_route(
         ),
     ],
     max_age_days: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--max-age-days",
             min=1,
-            help="Route texts up to this many days old (the backlog stays).",
+            help="Route texts up to this many days old (the backlog stays). Default: 7.",
         ),
-    ] = 7,
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be sent; send and keep nothing.")
     ] = False,
@@ -3274,8 +3274,10 @@ def feedback_route(
     from retain.campaigns.channels import Channel, WebhookChannel
     from retain.errors import ArgumentError
     from retain.feedback import store_taxonomy
-    from retain.feedback.routing import load_routes, route_complaints
+    from retain.feedback.routing import MAX_AGE_DAYS, load_routes, route_complaints
     from retain.store import Store
+
+    max_age_days = max_age_days or MAX_AGE_DAYS
 
     _require_store(db)
     secret = os.environ.get("RETAIN_WEBHOOK_SECRET")
@@ -3294,13 +3296,16 @@ def feedback_route(
         )
 
     def text() -> str:
-        word = "would send" if dry_run else "sent"
-        lines = [f"complaints routed at {result['as_of']} (texts up to {max_age_days} days old)"]
+        word = "would be sent" if dry_run else "sent"
+        head = "complaints to route" if dry_run else "complaints routed"
+        lines = [f"{head} at {result['as_of']} (texts up to {max_age_days} days old)"]
         for r in result["routes"]:
             count = r["due"] if dry_run else r["sent"]
             line = f"  {r['route']} ({', '.join(r['topics'])}): {count} {word}"
             if r["failed"]:
-                line += f", {len(r['failed'])} failed: {r['failed'][0]['reason']}"
+                line += f"; failed: {r['failed'][0]['reason']}"
+            if r["waiting"]:
+                line += f"; {r['waiting']} wait for the next run"
             lines.append(line)
         return "\n".join(lines)
 

@@ -280,6 +280,7 @@ def run_campaigns(
         chosen = [dataclasses.replace(c, channel=channel) for c in chosen]
     if only is not None and not chosen:
         campaigns.get(only)  # names the campaigns there are
+    _check_topics(store, campaigns, chosen)
     opened = dict(channels or {})
     if not dry_run and limit != 0:  # every channel ready before anything is written
         for kind in {c.channel for c in chosen} - set(opened):
@@ -665,6 +666,24 @@ def _zone(name: Any, when: dt.datetime) -> dt.tzinfo:
 
 RECOMMENDED = 3
 """How many products ``recommendations`` holds in a template."""
+
+
+def _check_topics(store: Store, campaigns: CampaignFile, chosen: list[Campaign]) -> None:
+    """A complaint trigger's topics are the store's (a typo would never fire)."""
+    named = [c for c in chosen if c.trigger.options.get("topics")]
+    if not named:
+        return
+    from retain.feedback import store_taxonomy
+
+    known = store_taxonomy(store).topics
+    for campaign in named:
+        unknown = [t for t in campaign.trigger.options["topics"] if t not in known]
+        if unknown:
+            raise DataError(
+                f"{campaigns.path}: campaign {campaign.name}: trigger topics "
+                f"{', '.join(unknown)} are not in the store's taxonomy; its topics are "
+                f"{', '.join(known)}"
+            )
 
 
 def _uses(campaign: Campaign, name: str) -> bool:
@@ -1214,9 +1233,9 @@ def preview(
     unsubscribe link a placeholder), whether or not the trigger fires for them."""
     from retain.campaigns.triggers import (
         FEEDBACK_TRIGGERS,
-        _feedback_firings,
         customer_fields,
         feedback_context,
+        feedback_firings,
     )
 
     campaign = campaigns.get(name)
@@ -1235,11 +1254,19 @@ def preview(
         ).fetchall()
         trigger_key = f"order:{latest[0][0]}" if latest else ""
     elif campaign.trigger.kind in FEEDBACK_TRIGGERS:  # the customer's latest firing
-        fired = _feedback_firings(
+        fired = feedback_firings(
             store, pd.Index([customer_id]), campaign.trigger.kind,
-            campaign.trigger.options.get("topics", ()), dt.date.min, dt.date.max,
+            campaign.trigger.options.get("topics", ()), dt.date.min,
+            moment(None, store).date(),
         )  # fmt: skip
         trigger_key = str(fired["trigger_key"].iloc[-1]) if len(fired) else ""
+        if not trigger_key and _uses(campaign, "feedback"):
+            raise DataError(
+                f"{customer_id} has said nothing that fires the {campaign.trigger.kind} "
+                f"trigger of {name}, and its template shows what was said: preview a customer "
+                "who has",
+                value=customer_id,
+            )
     row = {"key": "preview", "customer_id": customer_id, "trigger_key": trigger_key}
     context["feedback"] = feedback_context(store, {"preview": trigger_key}).get("preview")
     discount = {"preview": customer.get("tier_discount")}

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from retain.campaigns.definitions import Audience, Campaign
+from retain.feedback import COMPLAINT_SQL
 from retain.store import Store
 
 SCORE_FIELDS = (
@@ -157,7 +158,7 @@ def due(
     if kind in ("tier_entered", "tier_left"):
         return _tier_moves(store, ids, kind, options["tier"], first, today)
     if kind in FEEDBACK_TRIGGERS:
-        return _feedback_firings(store, ids, kind, options.get("topics", ()), first, today)
+        return feedback_firings(store, ids, kind, options.get("topics", ()), first, today)
     last = _days(audience["last_order_at"])
     day, earliest = pd.Timestamp(today), pd.Timestamp(first)
     if kind == "next_purchase_window":
@@ -209,59 +210,56 @@ def _tier_moves(
 
 FEEDBACK_TRIGGERS = ("detractor", "complaint")
 
-_FEEDBACK_FIRINGS = """
-SELECT f.customer_id, 'feedback:' || f.feedback_id AS trigger_key
+_FEEDBACK_FIRINGS = f"""
+SELECT CAST(f.customer_id AS VARCHAR) AS customer_id, 'feedback:' || f.feedback_id AS trigger_key
 FROM feedback f JOIN feedback_tags t USING (feedback_id)
 WHERE CAST(f.created_at AS DATE) BETWEEN $first AND $today
+  AND ($customer IS NULL OR f.customer_id = $customer)
   AND CASE WHEN $kind = 'detractor' THEN f.nps <= 6
-           ELSE t.sentiment = 'negative' AND len(t.topics) > 0
+           ELSE {COMPLAINT_SQL}
                 AND (len($topics) = 0 OR len(list_intersect(t.topics, $topics)) > 0) END
 ORDER BY f.created_at, f.feedback_id
 """
 
 
-def _feedback_firings(
-    store: Store, ids: pd.Index, kind: str, topics: tuple[str, ...], first: dt.date, today: dt.date
+def feedback_firings(
+    store: Store,
+    ids: pd.Index | None,
+    kind: str,
+    topics: tuple[str, ...],
+    first: dt.date,
+    today: dt.date,
 ) -> pd.DataFrame:
-    """The survey answers, reviews and tickets of ``ids`` dated ``first`` to ``today`` that
-    fire a detractor or complaint trigger: one firing per text, keyed by its id."""
+    """The survey answers, reviews and tickets dated ``first`` to ``today`` that fire a
+    detractor or complaint trigger, of the customers ``ids`` (one of them when it holds
+    one; everyone's when None): one firing per text, keyed by its id."""
     if not store.has_table("feedback_tags"):
         return _rows([], [])
+    one = str(ids[0]) if ids is not None and len(ids) == 1 else None
     found = store.con.execute(
         _FEEDBACK_FIRINGS,
-        {"first": first, "today": today, "kind": kind, "topics": list(topics)},
+        {"first": first, "today": today, "kind": kind, "topics": list(topics), "customer": one},
     ).fetch_df()
-    found = found[found["customer_id"].isin(ids)]
+    if ids is not None and one is None:
+        found = found[found["customer_id"].isin(ids)]
     return _rows(found["customer_id"].tolist(), found["trigger_key"].tolist())
 
 
 def feedback_context(store: Store, keys: dict[str, str]) -> dict[str, dict[str, Any]]:
     """For messages keyed by firing (``keys``: message key -> trigger key ``feedback:ID``):
-    what the template's ``feedback`` shows: the text, its topics and tone, the score given
-    and the day."""
+    what the template's ``feedback`` shows (:func:`retain.feedback.said`)."""
+    from retain.feedback import said
+
     ids = {k: v.removeprefix("feedback:") for k, v in keys.items() if v.startswith("feedback:")}
     if not ids:
         return {}
     rows = store.con.execute(
-        "SELECT f.feedback_id, f.kind, f.text, f.subject, f.nps, f.csat, f.stars, "
-        "CAST(f.created_at AS DATE) AS day, t.topics, t.sentiment "
+        "SELECT f.*, coalesce(f.csat, f.stars) AS rating, t.topics, t.sentiment "
         "FROM feedback f LEFT JOIN feedback_tags t USING (feedback_id) "
         "WHERE f.feedback_id IN (SELECT unnest($ids))",
         {"ids": sorted(set(ids.values()))},
     ).fetch_df()
-    by_id = {}
-    for r in rows.to_dict(orient="records"):
-        by_id[str(r["feedback_id"])] = {
-            "feedback_id": str(r["feedback_id"]),
-            "kind": None if pd.isna(r["kind"]) else r["kind"],
-            "text": None if pd.isna(r["text"]) else r["text"],
-            "subject": None if pd.isna(r["subject"]) else r["subject"],
-            "nps": None if pd.isna(r["nps"]) else float(r["nps"]),
-            "rating": next((float(r[c]) for c in ("csat", "stars") if not pd.isna(r[c])), None),
-            "date": str(r["day"])[:10],
-            "topics": [] if r["topics"] is None else [str(t) for t in r["topics"]],
-            "sentiment": r["sentiment"],
-        }
+    by_id = {str(r["feedback_id"]): said(r) for r in rows.to_dict(orient="records")}
     return {key: by_id[fid] for key, fid in ids.items() if fid in by_id}
 
 

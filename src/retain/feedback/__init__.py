@@ -13,7 +13,7 @@ Stored feedback is tagged as it is ingested (``feedback_tags``), with the store'
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -36,6 +36,7 @@ __all__ = [
     "Taxonomy",
     "parse_taxonomy",
     "retag",
+    "said",
     "set_taxonomy",
     "shipped_taxonomy",
     "store_taxonomy",
@@ -45,6 +46,41 @@ __all__ = [
 ]
 
 _TEXT = "concat_ws('. ', nullif(trim(subject), ''), nullif(trim(text), ''))"
+
+COMPLAINT_SQL = "t.sentiment = 'negative' AND len(t.topics) > 0"
+"""A complaint, over ``feedback_tags AS t``: a negative text naming a pain point (what the
+complaint trigger, the churn reasons and the routes' default act on)."""
+
+
+def said(row: Any) -> dict[str, Any]:
+    """One stored text as a message or a webhook shows it (a row of ``feedback`` with its
+    ``feedback_tags`` columns): ``feedback_id``, ``kind``, ``subject``, ``text`` (the
+    subject when there is no text), ``nps`` (a whole number), ``rating``, ``date``,
+    ``created_at``, ``topics``, ``sentiment``."""
+
+    def plain(value: Any) -> Any:
+        return (
+            None
+            if value is None or (not isinstance(value, list | tuple) and pd.isna(value))
+            else value
+        )
+
+    when = pd.Timestamp(row["created_at"])
+    nps = plain(row.get("nps"))
+    rating = plain(row.get("rating"))
+    text = plain(row.get("text")) or plain(row.get("subject"))
+    return {
+        "feedback_id": str(row["feedback_id"]),
+        "kind": plain(row.get("kind")),
+        "subject": plain(row.get("subject")),
+        "text": None if text is None else str(text),
+        "nps": None if nps is None else int(nps),
+        "rating": None if rating is None else float(rating),
+        "date": when.date().isoformat(),
+        "created_at": when.isoformat(),
+        "topics": [str(t) for t in (row.get("topics") if row.get("topics") is not None else [])],
+        "sentiment": plain(row.get("sentiment")),
+    }
 
 
 def tag_stored(store: Store, ids_sql: str | None = None, taxonomy: Taxonomy | None = None) -> int:

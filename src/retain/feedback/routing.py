@@ -109,13 +109,15 @@ def load_routes(path: Path, known_topics: set[str]) -> list[Route]:
 _DUE = """
 SELECT f.feedback_id, CAST(f.customer_id AS VARCHAR) AS customer_id, f.created_at, f.kind,
        f.subject, f.text, f.nps, coalesce(f.csat, f.stars) AS rating, f.sku, f.status,
-       t.language, t.topics, t.sentiment
-FROM feedback f JOIN feedback_tags t USING (feedback_id)
-WHERE f.created_at >= $since AND f.created_at < $end
+       t.language, t.topics, t.sentiment, {worth}
+FROM feedback f JOIN feedback_tags t USING (feedback_id) {scores}
+WHERE f.created_at < $end
+  AND (f.created_at >= $since OR f.feedback_id IN ({failed}))
   AND len(list_intersect(t.topics, $topics)) > 0 AND list_contains($tones, t.sentiment)
   AND f.feedback_id NOT IN ({sent})
 ORDER BY f.created_at, f.feedback_id
 """
+WORTH = ("clv_12m", "p_alive", "segment", "churn_risk")
 
 
 def route_complaints(
@@ -126,35 +128,48 @@ def route_complaints(
     max_age_days: int = MAX_AGE_DAYS,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Send each route's new texts through ``channels[route.name]``; what was sent or
-    failed is kept (nothing when ``dry_run``). The answer: per route, ``sent`` (or, dry,
-    ``due``) and ``failed`` with the reasons."""
+    """Send each route's new texts through ``channels[route.name]``, oldest first; what
+    was sent or failed is kept (nothing when ``dry_run``). A text is new up to
+    ``max_age_days`` after it was said (counted back from the store's observation day, its
+    ``as_of`` setting, else now); one that failed is tried again whatever its age. A route
+    whose webhook fails stops there for this run: the rest wait for the next. The
+    answer: per route, ``sent`` (or, dry, ``due``), ``failed`` with the reason, and
+    ``waiting``."""
     from retain.campaigns.channels import DeliveryError, Message
-    from retain.metrics._common import observation
+    from retain.config import observation_time
 
-    window = observation(store, None)
-    since = window.end - dt.timedelta(days=max_age_days)
-    values = _values(store)
-    report: dict[str, Any] = {"as_of": window.as_of.isoformat(), "routes": []}
+    end = observation_time(store) or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    since = end - dt.timedelta(days=max_age_days)
+    kept = store.has_table("feedback_routed")  # a read-only store may predate it
+    ledger = "SELECT feedback_id FROM feedback_routed WHERE route = $route AND status = '{}'"
+    none = "SELECT NULL WHERE $route IS NULL"
+    scored = store.has_table("customer_scores")
+    sql = _DUE.format(
+        worth=", ".join(f"s.{c}" if scored else f"NULL AS {c}" for c in WORTH),
+        scores="LEFT JOIN customer_scores s ON s.customer_id = f.customer_id" if scored else "",
+        failed=ledger.format("failed") if kept else none,
+        sent=ledger.format("sent") if kept else none,
+    )
+    report: dict[str, Any] = {"as_of": end.isoformat(timespec="seconds"), "routes": []}
     for route in routes:
-        sent_sql = (
-            "SELECT feedback_id FROM feedback_routed WHERE route = $route AND status = 'sent'"
-            if store.has_table("feedback_routed")  # a read-only store may predate it
-            else "SELECT NULL WHERE $route IS NULL"
-        )
         due = store.con.execute(
-            _DUE.format(sent=sent_sql),
+            sql,
             {
                 "since": since,
-                "end": window.end,
+                "end": end,
                 "topics": list(route.topics),
                 "tones": list(route.sentiments),
                 "route": route.name,
             },
         ).fetch_df()
+        entry: dict[str, Any] = {"route": route.name, "topics": list(route.topics)}
+        if dry_run:
+            entry.update(due=len(due), failed=[], waiting=0)
+            report["routes"].append(entry)
+            continue
         sent, failed = 0, []
         for row in due.to_dict(orient="records"):
-            data = _payload(row, values.get(str(row["customer_id"]), {}))
+            data = _payload(row)
             message = Message(
                 key=f"route/{route.name}/{row['feedback_id']}",
                 campaign=f"route:{route.name}",
@@ -165,36 +180,17 @@ def route_complaints(
                 transactional=True,
                 data=data,
             )
-            if dry_run:
-                continue
             try:
                 channels[route.name].send(message)
-                status, error = "sent", None
-                sent += 1
             except DeliveryError as exc:
-                status, error = "failed", str(exc)
-                failed.append({"feedback_id": row["feedback_id"], "reason": error})
-            _keep(store, str(row["feedback_id"]), route.name, status, error)
-        entry: dict[str, Any] = {
-            "route": route.name,
-            "topics": list(route.topics),
-            "failed": failed,
-        }
-        entry["due" if dry_run else "sent"] = len(due) if dry_run else sent
+                failed.append({"feedback_id": row["feedback_id"], "reason": str(exc)})
+                _keep(store, str(row["feedback_id"]), route.name, "failed", str(exc))
+                break  # its webhook is down: the rest wait for the next run
+            _keep(store, str(row["feedback_id"]), route.name, "sent", None)
+            sent += 1
+        entry.update(sent=sent, failed=failed, waiting=len(due) - sent - len(failed))
         report["routes"].append(entry)
     return report
-
-
-def _values(store: Store) -> dict[str, dict[str, Any]]:
-    if not store.has_table("customer_scores"):
-        return {}
-    frame = store.con.execute(
-        "SELECT customer_id, clv_12m, p_alive, segment, churn_risk FROM customer_scores"
-    ).fetch_df()
-    return {
-        str(r["customer_id"]): {str(k): v for k, v in r.items() if k != "customer_id"}
-        for r in frame.to_dict(orient="records")
-    }
 
 
 def _plain(value: Any) -> Any:
@@ -207,13 +203,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _payload(row: Mapping[Any, Any], worth: dict[str, Any]) -> dict[str, Any]:
-    keys = ("feedback_id", "customer_id", "created_at", "kind", "subject", "text", "nps",
-            "rating", "sku", "status", "language", "sentiment")  # fmt: skip
-    data = {k: _plain(row[k]) for k in keys}
-    data["topics"] = [str(t) for t in row["topics"]]
-    for key in ("clv_12m", "p_alive", "segment", "churn_risk"):
-        data[key] = _plain(worth.get(key))
+def _payload(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """What a route's webhook gets in ``data``: the text as :func:`retain.feedback.said`
+    gives it, with the customer's worth."""
+    from retain.feedback import said
+
+    data = said(row)
+    data["customer_id"] = str(row["customer_id"])
+    data["sku"] = _plain(row["sku"])
+    data["status"] = _plain(row["status"])
+    data["language"] = _plain(row["language"])
+    for key in WORTH:
+        data[key] = _plain(row[key])
     return data
 
 

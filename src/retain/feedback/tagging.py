@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -219,7 +220,13 @@ def rating_sentiment(
 def text_score(tokens: Sequence[str], language: str | None) -> int:
     """The lexicon's sum over a text's words (positive above zero): the phrases of its
     language and English ones (mixed in by many writers)."""
+    return _tone(tokens, language)[0]
+
+
+def _tone(tokens: Sequence[str], language: str | None) -> tuple[int, int]:
+    """:func:`text_score` and how many phrases of tone made it."""
     lex = lexicon()
+    hits = 0
     folded = language == "vi" and not _has_diacritics(tokens)
     view = [fold(t) for t in tokens] if folded else tokens
     total = 0
@@ -240,13 +247,18 @@ def text_score(tokens: Sequence[str], language: str | None) -> int:
                 if negated:
                     used = before[-1]
             total += -sign if negated else sign
-    return total
+            hits += 1
+    return total, hits
+
+
+_URL = re.compile(r"\S+://\S+|www\.\S+")
 
 
 def is_question(text: str, tokens: Sequence[str], language: str | None) -> bool:
     """Whether a text asks something: a question mark, or one of its language's question
     words (Thai marks a question with a word, not a sign)."""
-    if "?" in text or "\u061f" in text:
+    asked = _URL.sub(" ", text).replace("?!", "!").replace("!?", "!")
+    if "?" in asked or "\u061f" in asked:
         return True
     lang = language if language in LANGUAGES else "en"
     folded = lang == "vi" and not _has_diacritics(tokens)
@@ -323,9 +335,15 @@ def tag(
         elif i in modelled:
             sentiment, source = modelled[i], "model"
         else:
-            score = text_score(tokens[i], languages[i])
-            if score == 0 and found and not is_question(texts[i] or "", tokens[i], languages[i]):
-                score = -1  # a pain point named without a word of tone is a complaint
+            score, hits = _tone(tokens[i], languages[i])
+            if (
+                not hits
+                and found - {"delivery"}
+                and not is_question(texts[i] or "", tokens[i], languages[i])
+            ):
+                # a pain point named without a word of tone is a complaint ("the box was
+                # crushed"); not delivery alone, which is often told plainly ("it came today")
+                score = -1
             sentiment = "positive" if score > 0 else "negative" if score < 0 else "neutral"
             source = "text"
         out.append(

@@ -118,6 +118,14 @@ def load(
     loader.quarantine_duplicates(clean, "feedback_id", "feedback")
     names = ", ".join(FEEDBACK.column_names)
     loader.con.execute(f"INSERT OR REPLACE INTO feedback ({names}) SELECT {names} FROM {clean}")
+    # said by e-mail where the orders name customers by id: the customer with that e-mail
+    loader.con.execute(
+        f"""UPDATE feedback SET customer_id = m.customer_id
+        FROM (SELECT lower(email) AS email, min(customer_id) AS customer_id FROM customers
+              WHERE email LIKE '%_@_%' GROUP BY lower(email)) AS m
+        WHERE feedback.customer_id = m.email AND feedback.customer_id <> m.customer_id
+          AND feedback.feedback_id IN (SELECT feedback_id FROM {clean})"""
+    )
     report.feedback = loader.count(clean)
     from retain.feedback import tag_stored
 

@@ -52,6 +52,7 @@ import pandas as pd
 import pyarrow as pa
 
 from retain.errors import DataError, SchemaError
+from retain.feedback import COMPLAINT_SQL
 
 RISK_LEVELS: tuple[str, ...] = ("low", "medium", "high", "lost")
 
@@ -157,23 +158,24 @@ SELECT
 FROM leveled
 """
 
-# Each customer's open complaint (the input risk_input's open_complaint), over seg_orders
-# and $as_of_end: their latest negative survey answer, review or ticket naming a pain
-# point, said on or after the day of their last order (nothing bought since) and, for a
-# ticket, not marked solved or closed.
-COMPLAINTS_SQL = """
-SELECT f.customer_id,
+# Each customer's open complaint (the input risk_input's open_complaint), over seg_rfm
+# (the customers' last orders) and $as_of_end: their latest complaint (COMPLAINT_SQL) said
+# after their last order (nothing bought since; a text dated by its day alone counts from
+# that day) and, for a ticket, not marked solved or closed.
+COMPLAINTS_SQL = f"""
+SELECT c.customer_id,
        'open complaint: ' || replace(array_to_string(arg_max(t.topics, f.created_at), ', '),
                                      '_', ' ')
        || ' (' || strftime(max(f.created_at), '%Y-%m-%d') || ')'  AS open_complaint
-FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id, feedback_id, created_at, status
-      FROM feedback WHERE created_at < $as_of_end) AS f
+FROM seg_rfm AS c
+JOIN feedback AS f ON CAST(f.customer_id AS VARCHAR) = c.customer_id
 JOIN feedback_tags AS t USING (feedback_id)
-JOIN (SELECT customer_id, CAST(max(ordered_at) AS DATE) AS last_day FROM seg_orders
-      WHERE ordered_at < $as_of_end GROUP BY customer_id) AS o USING (customer_id)
-WHERE t.sentiment = 'negative' AND len(t.topics) > 0 AND f.created_at >= o.last_day
+WHERE f.created_at < $as_of_end AND {COMPLAINT_SQL}
+  AND (f.created_at >= c.last_order_at
+       OR (CAST(f.created_at AS TIME) = TIME '00:00:00'
+           AND CAST(f.created_at AS DATE) = CAST(c.last_order_at AS DATE)))
   AND coalesce(lower(trim(f.status)), '') NOT IN ('solved', 'closed', 'resolved', 'done')
-GROUP BY f.customer_id
+GROUP BY c.customer_id
 """
 NO_COMPLAINTS_SQL = (
     "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS open_complaint "

@@ -1076,7 +1076,8 @@ def pain_points(service: Service, window_days: int | None) -> dict[str, Any] | N
             return None
         return ranked(store, window_days=window_days)
 
-    return service.cached(("pain-points", window_days), compute)
+    # a pass over every text and order: after a write, the previous answer meanwhile
+    return service.cached(("pain-points", window_days), compute, stale_ok=True)
 
 
 def pain_point(service: Service, topic: str, limit: int) -> dict[str, Any]:

@@ -179,6 +179,7 @@ def feedback_page(
         json_url="/api/feedback/pain-points" + _query(request),
         chart_specs=charts.pain_point_charts(payload),
         pains=payload,
+        window=window_days,
     )
 
 
@@ -188,9 +189,10 @@ def pain_point_page(
     service: ServiceDep,
     topic: str,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+    window_days: Annotated[int | None, Query(ge=1)] = None,
 ) -> HTMLResponse:
     payload = api.pain_point(service, topic, limit)
-    summary = api.pain_points(service, None) or {"topics": []}
+    summary = api.pain_points(service, window_days) or {"topics": []}
     row = next((r for r in summary["topics"] if r["topic"] == topic), None)
     return page(
         request,
@@ -200,6 +202,7 @@ def pain_point_page(
         pain=payload,
         row=row,
         limit=limit,
+        window=window_days,
     )
 
 

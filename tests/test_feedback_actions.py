@@ -286,3 +286,41 @@ def test_plain_statements_are_not_complaints() -> None:
     found = tag(["Got my refund, thanks", "The package arrived today", "Delivered as planned",
                  "The box was crushed", "Where is my parcel? https://t.co/x?id=5"])  # fmt: skip
     assert [t.sentiment for t in found] == ["neutral", "neutral", "positive", "negative", "neutral"]
+
+
+def test_the_service_routes_complaints_while_it_holds_the_store(
+    store_path: Path, tmp_path: Path, receiver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`retain serve --feedback-routes`: the store is the service's, so it routes; a text
+    whose id is not ASCII goes out with its key percent-encoded."""
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        f'[[route]]\nname = "ops"\ntopics = ["delivery"]\nwebhook_url = "{receiver}"\n'
+    )
+    monkeypatch.setenv("RETAIN_WEBHOOK_SECRET", "team-secret")
+    key = "feedback-test-key-0123"
+    app_ = create_app(store_path, api_key=key, feedback_routes=routes, campaigns_every=0.2)
+    with TestClient(app_) as client:
+        posted = client.post(
+            "/api/feedback",
+            json={"feedback": [{"feedback_id": "Отзыв-1", "customer_id": "dan",
+                                "created_at": "2025-05-31", "text": "посылка так и не пришла"}]},
+            headers={"X-API-Key": key},
+        )  # fmt: skip
+        assert posted.status_code == 201, posted.text
+        deadline = time.monotonic() + 60
+        while len(Receiver.got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    keys = sorted(headers["Idempotency-Key"] for headers, _ in Receiver.got)
+    assert keys == ["route/ops/%D0%9E%D1%82%D0%B7%D1%8B%D0%B2-1", "route/ops/f1"]
+
+
+def test_a_template_showing_feedback_needs_a_feedback_trigger(tmp_path: Path) -> None:
+    path = tmp_path / "campaigns.toml"
+    path.write_text(
+        CAMPAIGNS.format(outbox=tmp_path / "o").replace(
+            'trigger = "detractor"', 'trigger = "churn_risk"'
+        )
+    )
+    with pytest.raises(DataError, match="only a detractor or complaint trigger has"):
+        load_campaigns(path)

@@ -2954,6 +2954,16 @@ def serve(
             metavar="FILE",
         ),
     ] = None,
+    feedback_routes: Annotated[
+        Path | None,
+        typer.Option(
+            "--feedback-routes",
+            help="Send new complaints to their teams' webhooks every minute inside the "
+            "service (what `retain feedback route --routes FILE` does; needs "
+            "RETAIN_WEBHOOK_SECRET).",
+            metavar="FILE",
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """The dashboard and the REST API (JSON, OpenAPI at /docs) over the store."""
@@ -2966,6 +2976,7 @@ def serve(
         key_file=api_key_file,
         writes=not read_only,
         campaigns=campaigns,
+        feedback_routes=feedback_routes,
     )
 
 
@@ -3233,9 +3244,9 @@ def feedback_pain_points(
             "value at risk",
         ]
         lines += aligned(head, cells)
-        unmeasured = [r for r in result["topics"] if r.get("why")]
-        if unmeasured:
-            lines.append(f"no churn ratio where: {unmeasured[0]['why']}")
+        for r in result["topics"]:
+            if r.get("why"):
+                lines.append(f"no churn ratio for {r['topic']}: {r['why']}")
         return "\n".join(lines)
 
     emit(result, as_json, drill if topic is not None else table)
@@ -3248,7 +3259,7 @@ def feedback_route(
         Path,
         typer.Option(
             "--routes",
-            help="A TOML file of [[route]] tables: name, topics, webhook_url and, optionally, "
+            help="A TOML file of route tables: name, topics, webhook_url and, optionally, "
             "sentiment (default negative). See docs/feedback.md.",
         ),
     ],
@@ -3257,6 +3268,7 @@ def feedback_route(
         typer.Option(
             "--max-age-days",
             min=1,
+            max=3650,
             help="Route texts up to this many days old (the backlog stays). Default: 7.",
         ),
     ] = None,

@@ -303,6 +303,7 @@ class Store:
         # whether a transaction() block is open, so that a nested one joins it: DuckDB
         # aborts the open transaction when BEGIN is run inside it
         self.in_transaction = False
+        self.migrated = not read_only  # a writable store holds every table of MIGRATIONS
         if not read_only:
             self._migrate()
 

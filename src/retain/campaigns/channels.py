@@ -300,10 +300,19 @@ def verify_signature(secret: str, timestamp: str, body: bytes, given: str) -> bo
     return hmac.compare_digest(signature(secret, timestamp, body), given)
 
 
+def header_key(key: str) -> str:
+    """``key`` as an HTTP header can carry it: as it is when ASCII, else percent-encoded
+    (a feedback id in Cyrillic or Thai)."""
+    from urllib.parse import quote
+
+    return key if key.isascii() else quote(key, safe="/:@._-~ ")
+
+
 class WebhookChannel:
     """An HTTP POST of each message as JSON, for SMS gateways and other tools.
 
-    Headers: ``Idempotency-Key`` (the outbox key: a receiver drops a key it has seen),
+    Headers: ``Idempotency-Key`` (the outbox key, percent-encoded when not ASCII: a
+    receiver drops a key it has seen),
     ``X-Retain-Timestamp`` (Unix seconds) and ``X-Retain-Signature``: ``sha256=`` and the
     hex HMAC-SHA256, keyed with the shared secret, of the timestamp, a dot and the body's
     bytes (:func:`verify_signature`). Connection errors, timeouts, 408, 429 (after its
@@ -357,7 +366,7 @@ class WebhookChannel:
                 method="POST",
                 headers={
                     "Content-Type": "application/json; charset=utf-8",
-                    "Idempotency-Key": message.key,
+                    "Idempotency-Key": header_key(message.key),
                     "X-Retain-Timestamp": stamp,
                     "X-Retain-Signature": signature(self.secret, stamp, body),
                     "User-Agent": "retain-campaigns",

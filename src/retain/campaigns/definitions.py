@@ -67,6 +67,16 @@ TRIGGER_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "detractor": {},
     "complaint": {"topics": list},
 }
+OPTION_EXAMPLES: dict[str, str] = {
+    "factor": "a number of typical gaps, e.g. factor = 1.5",
+    "levels": 'a list of risk levels, e.g. levels = ["high", "lost"]',
+    "days": "a whole number of days, e.g. days = 7",
+    "at": 'an ISO date-time, e.g. at = "2025-12-01T10:00"',
+    "segment": 'a segment name, e.g. segment = "At Risk"',
+    "tier": 'a tier name, e.g. tier = "Gold"',
+    "topics": 'a list of topic ids, e.g. topics = ["delivery", "damaged"]',
+}
+"""What each trigger option takes, for the message when it is given something else."""
 TRIGGER_DEFAULTS: dict[str, dict[str, Any]] = {
     "overdue": {"factor": 1.5},
     "churn_risk": {"levels": ["high"]},
@@ -463,6 +473,19 @@ def _campaign(entry: Any, number: int, where: _Locator) -> Campaign:
     if channel not in CHANNELS:
         where.fail(number, "channel", f"unknown channel {channel!r}", " or ".join(CHANNELS), name)
     variants = _variants(entry, number, where, name)
+    if trigger.kind not in ("detractor", "complaint"):
+        from retain.campaigns.templates import uses
+
+        for variant in variants:
+            if any(uses(t, "feedback") for t in (variant.subject, variant.text, variant.html) if t):
+                where.fail(
+                    number,
+                    "text",
+                    f"a template shows feedback, which only a detractor or complaint "
+                    f"trigger has (this one is {trigger.kind})",
+                    'trigger = { kind = "complaint" }, or no feedback in the template',
+                    name,
+                )
     audience = _audience(entry.get("audience", {}), number, where, name)
     caps = _caps(entry.get("caps", {}), where, number, name)
     share = entry.get("control_share", 0.0)
@@ -566,7 +589,9 @@ def _trigger(raw: Any, number: int, where: _Locator, name: str) -> Trigger:
             expected = ", ".join(allowed) or "no options"
             where.fail(number, "trigger", f"trigger {kind} has no option {key!r}", expected, name)
         if isinstance(value, bool) or not isinstance(value, allowed[key]):
-            where.fail(number, "trigger", f"trigger option {key} = {value!r}", "see TRIGGERS", name)
+            where.fail(
+                number, "trigger", f"trigger option {key} = {value!r}", OPTION_EXAMPLES[key], name
+            )
         options[key] = value
     if kind == "overdue" and not options["factor"] > 0:
         where.fail(number, "trigger", "overdue factor must be above 0", "e.g. 1.5", name)

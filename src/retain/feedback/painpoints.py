@@ -241,7 +241,9 @@ def _churn(
         "value_at_risk": None,
         "value_at_risk_low": None,
         "value_at_risk_high": None,
-        "clv_of_raisers": float(clv.reindex(raisers["customer_id"].unique()).fillna(0).sum())
+        "clv_of_raisers": None
+        if clv.empty
+        else float(clv.reindex(raisers["customer_id"].unique()).fillna(0).sum())
         if len(raisers)
         else 0.0,
     }
@@ -278,7 +280,9 @@ def _churn(
     values = clv.reindex(latest["customer_id"]).fillna(0.0).to_numpy(float)
     stage_base = np.array([base_by_stage.get(int(s), expected) for s in latest["stage"]])
 
-    def at_risk(r: float) -> float:
+    def at_risk(r: float) -> float | None:
+        if clv.empty:  # no scores: no predicted value to put at risk
+            return None
         return float(np.sum(values * np.clip((r - 1.0) * stage_base, 0.0, 1.0)))
 
     return {

@@ -60,6 +60,8 @@ def load_routes(path: Path, known_topics: set[str]) -> list[Route]:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: no such routes file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it as a routes file ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a routes file ({exc})") from None
     entries = doc.get("route")
@@ -83,7 +85,7 @@ def load_routes(path: Path, known_topics: set[str]) -> list[Route]:
         if (
             not isinstance(topics, list)
             or not topics
-            or not all(isinstance(t, str) for t in topics)
+            or not all(isinstance(t, str) and t.strip() for t in topics)
         ):
             raise DataError(f"{where} ({name}): topics should be a list of topic ids")
         missing = sorted(set(topics) - known_topics)
@@ -100,6 +102,8 @@ def load_routes(path: Path, known_topics: set[str]) -> list[Route]:
                 f"{where} ({name}): sentiment {tones!r}: expected some of {', '.join(SENTIMENTS)}"
             )
         url = entry.get("webhook_url")
+        if url is None:
+            raise DataError(f"{where} ({name}): no webhook_url (the team's http(s) URL)")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise DataError(f"{where} ({name}): webhook_url {url!r}: expected an http(s) URL")
         routes.append(Route(name, tuple(topics), tuple(tones), url))

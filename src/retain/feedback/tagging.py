@@ -133,6 +133,11 @@ def parse_taxonomy(text: str, source: str) -> Taxonomy:
         raise DataError(f"{source}: not a taxonomy file ({exc})") from None
     topics = {}
     for topic_id, table in doc.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", topic_id):
+            raise DataError(
+                f"{source}: topic id {topic_id!r}: expected letters, digits, _ or - (it names "
+                "the topic in files, commands and links)"
+            )
         if not isinstance(table, dict):
             raise DataError(
                 f"{source}: {topic_id!r} should be a table ([{topic_id}]) with a name and "

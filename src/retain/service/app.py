@@ -445,6 +445,23 @@ def campaign_ticks(
         service.stopping.wait(every)
 
 
+def route_ticks(service: Service, routes: Any, channels: dict[str, Any], every: float) -> None:
+    """Route new complaints every ``every`` seconds until the service stops (``retain serve
+    --feedback-routes``): what ``retain feedback route`` does, on the service's own store.
+    An error is logged and the next tick tries again."""
+    from retain.feedback.routing import route_complaints
+
+    while not service.stopping.is_set():
+        try:
+            with service.write_lock:
+                result = route_complaints(service.store(), routes, channels=channels)
+            service.extras["routes_last"] = result
+            log.info("feedback routes: %s", {r["route"]: r["sent"] for r in result["routes"]})
+        except Exception:  # the service goes on; the next tick tries again
+            log.exception("feedback routes: the tick failed")
+        service.stopping.wait(every)
+
+
 def release_free_memory() -> None:
     """Hand the memory freed by a large computation back to the system: Arrow's pool keeps
     what its arrays let go, and the C allocator the freed tops of its heaps, which would
@@ -473,6 +490,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     campaigns: str | Path | None = None,
     campaigns_every: float = 60.0,
+    feedback_routes: str | Path | None = None,
 ) -> FastAPI:
     """The retain web service over the store at ``db_path``.
 
@@ -488,7 +506,8 @@ def create_app(
     :func:`retain.service.serve`, which also refuses a public address without a key).
     ``campaigns``: a campaign file run every ``campaigns_every`` seconds in the service
     (:func:`campaign_ticks`); its mistakes, and a channel it cannot have (no SMTP URL),
-    stop the start.
+    stop the start. ``feedback_routes``: a routes file whose new complaints are sent every
+    ``campaigns_every`` seconds (:func:`route_ticks`; needs ``RETAIN_WEBHOOK_SECRET``).
 
     While reads need no key, only requests addressed to this machine are answered
     (``Host`` localhost, 127.x.x.x, [::1] or the address the request arrived at; others
@@ -526,11 +545,35 @@ def create_app(
 
     if ticks is not None:
         service.extras["campaigns_file"] = ticks[0]
+    routing: tuple[Any, dict[str, Any]] | None = None
+    if feedback_routes is not None:
+        import os
+
+        from retain.campaigns.channels import WebhookChannel
+        from retain.feedback import store_taxonomy
+        from retain.feedback.routing import load_routes
+
+        secret = os.environ.get("RETAIN_WEBHOOK_SECRET")
+        try:
+            if not writes:
+                raise ServiceError("--feedback-routes needs a writable service: drop --read-only")
+            if not secret:
+                raise ServiceError(
+                    "--feedback-routes needs RETAIN_WEBHOOK_SECRET (the key the receivers "
+                    "check the signature with)"
+                )
+            found = load_routes(Path(feedback_routes), set(store_taxonomy(service.root).topics))
+        except BaseException:
+            service.root.close()
+            raise
+        routing = (found, {r.name: WebhookChannel(r.webhook_url, secret) for r in found})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if ticks is not None:
             service.background(campaign_ticks, service, *ticks, campaigns_every)
+        if routing is not None:
+            service.background(route_ticks, service, *routing, campaigns_every)
         if warm:
             service.background(service.warm)
         try:

@@ -80,6 +80,7 @@ def serve(
     log_level: str = "warning",
     max_body_bytes: int = MAX_BODY_BYTES,
     campaigns: str | Path | None = None,
+    feedback_routes: str | Path | None = None,
 ) -> None:
     """Serve the dashboard and API over the store at ``db_path`` until interrupted.
 
@@ -88,7 +89,8 @@ def serve(
     loopback with a key, reads need the key too (see :func:`create_app`). When the port is
     taken, says so on stderr and exits with code 3 (:data:`STARTUP_FAILURE`) before
     opening the store. ``max_body_bytes``: the largest request body taken (413 beyond).
-    ``campaigns``: a campaign file run every minute inside the service.
+    ``campaigns``: a campaign file run every minute inside the service;
+    ``feedback_routes``: a routes file whose new complaints are sent every minute.
     Told to stop, it answers the requests under way for up to :data:`SHUTDOWN_GRACE_S`
     seconds, then drops the rest and closes the store.
     """
@@ -107,6 +109,7 @@ def serve(
         host=host,
         max_body_bytes=max_body_bytes,
         campaigns=campaigns,
+        feedback_routes=feedback_routes,
     )
     shown = f"[{host}]" if ":" in host else host
     writes_note = (

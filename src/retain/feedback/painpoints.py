@@ -328,6 +328,14 @@ def pain_point(store: Store, topic: str, *, as_of: Any = None, limit: int = 50) 
     else:
         people = people.assign(clv_12m=None, p_alive=None, segment=None)
     people = people.sort_values(["clv_12m", "last_raised"], ascending=False, na_position="last")
+    ordered = {
+        str(c)
+        for (c,) in store.con.execute(
+            "SELECT DISTINCT CAST(customer_id AS VARCHAR) FROM orders WHERE customer_id IN "
+            "(SELECT unnest(?))",
+            [[str(c) for c in people["customer_id"].head(limit)]],
+        ).fetchall()
+    }
     return {
         "topic": topic,
         "name": taxonomy.topics[topic].name,
@@ -352,6 +360,7 @@ def pain_point(store: Store, topic: str, *, as_of: Any = None, limit: int = 50) 
                 "clv_12m": None if pd.isna(r["clv_12m"]) else float(r["clv_12m"]),
                 "p_alive": None if pd.isna(r["p_alive"]) else float(r["p_alive"]),
                 "segment": None if pd.isna(r["segment"]) else str(r["segment"]),
+                "has_orders": str(r["customer_id"]) in ordered,
             }
             for r in _records(people.head(limit))
         ],

@@ -126,20 +126,26 @@ def prepare(n_customers: int) -> tuple[Path, str]:
 
 
 def wait_until_ready(base: str, customer_id: str, timeout_s: float = 1800) -> float:
-    """Seconds until the server answers a customer lookup and /api/status counts every
-    customer's recommendations as ready (each is ranked on its first lookup)."""
+    """Seconds until the server answers a customer lookup, /api/status counts every
+    customer's recommendations as ready (each is ranked on its first lookup) and says
+    its start-up work is done (``warm``: the index, recommendations, overview and
+    loyalty balances built), so that no timed request meets that work."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         try:
             with urllib.request.urlopen(f"{base}/api/customers/{customer_id}", timeout=120) as r:
                 r.read()
             with urllib.request.urlopen(f"{base}/api/status", timeout=120) as r:
-                ranked = json.loads(r.read())["recommendations"]
-            if not ranked["available"] or ranked["customers_ranked"] >= ranked["customers"]:
+                status = json.loads(r.read())
+            ranked = status["recommendations"]
+            all_ranked = (
+                not ranked["available"] or ranked["customers_ranked"] >= ranked["customers"]
+            )
+            if all_ranked and status.get("warm", True):
                 return time.monotonic() - start
         except OSError:
             pass
-        time.sleep(2)
+        time.sleep(0.5)
     raise RuntimeError(f"the server at {base} was not ready within {timeout_s:.0f} s")
 
 
@@ -374,6 +380,7 @@ def run(
     try:
         ready_s = wait_until_ready(base, ids[0])
         peak_server_mb = _rss_mb(server.pid, "VmHWM")
+        ready_mb = _rss_mb(server.pid)
         asyncio.run(fixed_rate(base, ids[1:], rate, 2.0))  # warm connections and caches
         result, cpu = _with_cpu(
             server.pid, lambda: asyncio.run(fixed_rate(base, ids, rate, seconds))
@@ -390,15 +397,20 @@ def run(
             "seconds": round(ready_s, 1),
             "peak_mb": round(peak_mb()),
             "server_peak_mb_at_ready": peak_server_mb,
+            "server_rss_mb_at_ready": ready_mb,
             "server_rss_mb": rss_mb,
             **result,
             "server_cpu_ms_per_request": round(cpu["server_s"] * 1000 / result["requests"], 3),
             "client_cpu_share_of_a_core": round(cpu["client_s"] / cpu["wall_s"], 3),
             "load_average": [round(x, 2) for x in os.getloadavg()],
-            "target": f"p99 < {TARGET_P99_MS:.0f} ms",
-            "met": result["errors"] == 0 and result["p99_ms"] < TARGET_P99_MS,
+            "target": f"p99 < {TARGET_P99_MS:.0f} ms; at 1M: ready < 10 s, < 1 GB",
+            "met": result["errors"] == 0
+            and result["p99_ms"] < TARGET_P99_MS
+            and (n_customers != 1_000_000 or (ready_s < 10 and ready_mb < 1024)),
             "note": "seconds: from server start until a lookup answers with its "
-            "recommendations; server_cpu_ms_per_request: the server process's CPU over the "
+            "recommendations and the start-up work is done (/api/status warm); "
+            "server_rss_mb_at_ready and server_rss_mb: resident memory then and after the "
+            "timed run; server_cpu_ms_per_request: the server process's CPU over the "
             "timed run over its requests; client_cpu_share_of_a_core: the load client's own "
             "CPU (this process) over the run, on the same machine",
         },

@@ -520,52 +520,62 @@ def build_customer_index(store: Store) -> CustomerIndex:
 
     store.require_orders()
     segments = customer_segments(store)
-    frame, score_columns = _index_frame(store, segments, None)
+    frame, score_columns = _index_frame(store, segments)
     positions = index_positions(frame)
     as_of, model = segments.attrs.get("as_of"), str(segments.attrs.get("model"))
     return CustomerIndex(frame, positions, as_of, model, score_columns)
 
 
-def _index_frame(
-    store: Store, segments: pd.DataFrame, customers: list[str] | None
-) -> tuple[pd.DataFrame, list[str]]:
+def _index_frame(store: Store, segments: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The index's rows: ``segments`` (rows of :func:`retain.segments.customer_segments`)
-    joined with the other columns of ``customer_scores`` and the contact columns of
-    ``customers``; of ``customers`` only (None: everyone). Also the score columns."""
-    only, params = "", []
-    if customers is not None:
-        only, params = " WHERE customer_id IN (SELECT unnest(?))", [customers]
-    score_columns = [
-        c
-        for c in table_columns(store, "customer_scores")
-        if c != "customer_id" and c not in segments
-    ]
-    frame = segments
-    if score_columns:
-        scores = store.query(
-            "SELECT customer_id, " + ", ".join(score_columns) + " FROM customer_scores" + only,
-            params,
-        ).set_index("customer_id")
-        frame = _beside(frame, scores)
+    with the other columns of ``customer_scores`` and the contact columns of
+    ``customers`` beside them, in the segments' order; also the score columns.
+
+    The columns are matched to the segments' customers by DuckDB, which returns them in
+    that order through Arrow: at 1M customers 0.4 s, where fetching the two tables with
+    ``.df()`` and joining a million text ids in pandas took 2.4 s."""
+    types = dict(
+        store.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'customer_scores' ORDER BY ordinal_position"
+        ).fetchall()
+    )
+    score_columns = [c for c in types if c != "customer_id" and c not in segments]
     held = table_columns(store, "customers")
     contact = [c for c in CONTACT_COLUMNS if c in held]
-    people = store.query(
-        f"SELECT customer_id, {', '.join(contact)} FROM customers" + only + " ORDER BY customer_id",
-        params,
-    ).set_index("customer_id")
-    frame = _beside(frame, people)
+
+    def column(table: str, name: str) -> str:
+        # a day is a time at midnight, as the scores' other times are (datetime64[us])
+        value = f'{table}."{name}"'
+        return f"CAST({value} AS TIMESTAMP)" if types.get(name) == "DATE" else value
+
+    selected = [column("s", c) + f' AS "{c}"' for c in score_columns]
+    selected += [f'c."{c}"' for c in contact]
+    joins = " LEFT JOIN customer_scores s USING (customer_id)" if score_columns else ""
+    joins += " LEFT JOIN customers c USING (customer_id)" if contact else ""
+    ids = pa.table(
+        {
+            "customer_id": pa.array(segments.index.astype(str), type=pa.string()),
+            "_pos": pa.array(np.arange(len(segments), dtype=np.int64)),
+        }
+    )
+    con = store.con  # its own transaction's scores (a rescoring's, not yet committed)
+    con.register("_index_ids", ids)
+    try:
+        table = con.sql(
+            f"SELECT {', '.join(['i.customer_id', *selected])} FROM _index_ids i{joins} "
+            "ORDER BY i._pos"
+        ).to_arrow_table()
+    finally:
+        con.unregister("_index_ids")
+    other = table.to_pandas().set_index("customer_id")
+    for name in other.columns:  # a flag with gaps as pandas' own (.df()'s), not objects
+        if pa.types.is_boolean(table.schema.field(name).type) and other[name].dtype == object:
+            other[name] = other[name].astype("boolean")
+    other.index = segments.index
+    frame = pd.concat([segments, other], axis=1)
     frame.index.name = "customer_id"
     return frame, score_columns
-
-
-def _beside(frame: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
-    """``frame.join(other, how="left")``: side by side when ``other`` holds the very ids of
-    ``frame`` in its order (the scores are written, and the customers read, in the order of
-    the segments' customer ids), which spares matching a million text ids (at 1M customers
-    the two joins took 1.2 s); else joined on customer_id."""
-    if other.index.equals(frame.index):
-        return pd.concat([frame, other], axis=1)
-    return frame.join(other, how="left")
 
 
 def fold_fresh(index: CustomerIndex, fresh: dict[str, pd.Series] | None = None) -> CustomerIndex:
@@ -1426,7 +1436,7 @@ def rescore_customers(
         return None, dict.fromkeys(ids, f"not rescored: {exc}")
     rows = None
     if segments is not None and len(segments):
-        frame, score_columns = _index_frame(store, segments, list(segments.index.astype(str)))
+        frame, score_columns = _index_frame(store, segments)
         positions = index_positions(frame)
         as_of, model = segments.attrs.get("as_of"), "customer_scores"
         rows = CustomerIndex(frame, positions, as_of, model, score_columns)

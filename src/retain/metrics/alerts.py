@@ -408,12 +408,13 @@ def retention_z_test(
         z = 0.0 if p1 == p0 else float("-inf") if p1 < p0 else float("inf")
     else:
         z = (p1 - p0) / float(np.sqrt(variance))
-    from scipy import stats  # loaded by the first test, not by every command importing metrics
+    # scipy.stats' own t and normal distributions (its import takes a second)
+    from scipy.special import ndtr, stdtr
 
     # the extra spread is estimated from k periods: refer z to Student's t then
     if tau2 > 0:
-        return p0, z, float(stats.t.cdf(z, df=rates.size - 1))
-    return p0, z, float(stats.norm.cdf(z))
+        return p0, z, float(stdtr(rates.size - 1, z))
+    return p0, z, float(ndtr(z))
 
 
 def _sampling_error(metric: _Metric, row: pd.Series, baseline: float) -> float:
@@ -467,9 +468,9 @@ def _find_drops(
                 error = max(spread, _sampling_error(metric, row, mean))
                 # no spread at all: a drop from a constant is certain, not chance
                 stat = (value - mean) / error if error > 0 else float("-inf")
-                from scipy import stats  # see retention_z_test
+                from scipy.special import stdtr  # see retention_z_test
 
-                p_value = float(stats.t.cdf(stat, df=past.size - 1))
+                p_value = float(stdtr(past.size - 1, stat))
             if value >= mean or p_value >= alpha:
                 continue
             change = value - mean

@@ -51,7 +51,7 @@ def joined_index(store: Store) -> pd.DataFrame:
 @pytest.mark.parametrize("customers", ["every one", "shuffled", "one more", "one fewer", "none"])
 @pytest.mark.parametrize("scores", ["every one", "one fewer"])
 def test_the_index_is_the_joined_one(
-    scored: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, customers: str, scores: str
+    scored: Path, tmp_path: Path, customers: str, scores: str
 ) -> None:
     path = tmp_path / "store.duckdb"
     shutil.copy(scored, path)

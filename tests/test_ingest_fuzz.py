@@ -214,6 +214,22 @@ def test_any_csv_is_loaded_or_refused_cleanly(
     _check(db, path, extra)
 
 
+def test_a_utf16_file_numbered_by_the_csv_rules_is_read(tmp_path: Path) -> None:
+    """A carriage return inside a value and an unpaired quote in a UTF-16 file: the rows are
+    numbered a second time, by the CSV rules, from the UTF-8 copy, which must still be there
+    (it was once deleted first, and the ingest failed with FileNotFoundError)."""
+    db = _base_store(tmp_path)
+    rows = [
+        ("", "0", "2024-02-30", "0.0"),
+        ("", "=cmd|' /C calc'!A0", "2024-02-30", "0.0"),
+        ("", "\r", "2024-02-30", "0.0"),
+        ("0", "0", "2000-01-01", "0.0"),
+    ]
+    path = tmp_path / "orders.csv"
+    path.write_bytes(_csv_text(rows, "|", False, []).encode("utf-16"))
+    _check(db, path)
+
+
 PARQUET_COLUMNS = {
     "net_revenue": st.one_of(
         st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=5).map(

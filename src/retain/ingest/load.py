@@ -230,19 +230,18 @@ class Loader:
         records = text.prepare(self.path, encoding, delim)
         try:
             self._read_csv(records.path, delim, columns, header_line)
+            if self._single_byte_file(encoding):
+                # not one row holds UTF-8 beyond ASCII: the whole file is Windows-1252
+                # (Latin-1's superset), or Latin-1 when it holds bytes Windows-1252 lacks
+                encoding = "cp1252" if not self._has_bytes(b"\x81\x8d\x8f\x90\x9d") else "latin-1"
+                records.remove()
+                records = text.prepare(self.path, encoding, delim)
+                self._read_csv(records.path, delim, columns, header_line)
+            self.encoding = encoding
+            # the copy is kept until the rows are numbered: that may read it again
+            self._number_rows(records, header_line, columns)
         finally:
             records.remove()
-        if self._single_byte_file(encoding):
-            # not one row holds UTF-8 beyond ASCII: the whole file is Windows-1252
-            # (Latin-1's superset), or Latin-1 when it holds bytes Windows-1252 lacks
-            encoding = "cp1252" if not self._has_bytes(b"\x81\x8d\x8f\x90\x9d") else "latin-1"
-            records = text.prepare(self.path, encoding, delim)
-            try:
-                self._read_csv(records.path, delim, columns, header_line)
-            finally:
-                records.remove()
-        self.encoding = encoding
-        self._number_rows(records, header_line, columns)
         return columns
 
     def _stage_parquet(self) -> list[str]:

@@ -294,10 +294,6 @@ def fit_store(
         raise ArgumentError(f"holdout_weeks must be 1 or more, got {holdout_weeks}")
     store.require_orders()
     end = config.observation_day(store, _as_of(as_of, observation_end))
-    caught: list[str] = []
-    candidates: pd.DataFrame | None = None
-    choice: dict[str, Any] | None = None
-    chosen = model
     weeks = holdout_weeks
     compared = model == "auto" or holdout_weeks is not None
     held: HoldoutData | None = None
@@ -322,87 +318,30 @@ def fit_store(
         summary = summarize(store, observation_end=end, unit=unit, grain=grain)
     else:
         summary = held.full
-    if not (summary["frequency"] > 0).any():
-        # the likelihood is flat: every fit would call every customer lost
+    if compared and held is None:
         raise ModelError(
-            f"none of the {len(summary):,} customers bought again (on a later "
-            f"{'day' if grain == 'D' else 'week'}) by {end}: the repeat-purchase models learn "
-            "from repeat buyers; ingest more history or fit at a later --as-of"
+            f"a {weeks}-week holdout leaves no history before it: the orders start "
+            f"{_first_order_day(store)}; use fewer --holdout-weeks"
         )
-    spend: GammaGamma | None = None
-    history: dict[str, float] | None = None
-    # the model likely to come first, fitted on every order and checked while the
-    # comparison's bootstrap decides, with the warnings it gave set aside until its turn
-    ready: dict[str, tuple[tuple[TransactionModel, list[Check]] | Exception, list[Any]]] = {}
-
-    def fit_spend() -> None:
-        nonlocal spend, history
-        if ((summary["frequency"] > 0) & (summary["monetary"] > 0)).any():
-            spend = GammaGamma(penalizer=penalizer).fit(summary)
-        else:
-            warnings.warn(
-                "no customer has repeat purchases with positive net revenue: no spend "
-                "model, so no CLV",
-                UserWarning,
-                stacklevel=3,
-            )
-        history = store_history(store, end)
-
-    def fit_checked(name: str) -> tuple[TransactionModel, list[Check]]:
-        assert history is not None
-        candidate = TRANSACTION_MODELS[name](penalizer=penalizer).fit(summary)
-        return candidate, check_fit(candidate, spend, summary, history, candidate.fit_message_)
-
-    def get_ready(ranked: list[str]) -> None:
-        # after every candidate's scoring, beside the bootstrap alone (which warns of
-        # nothing): the warnings from here on are these fits'
-        fit_spend()
-        start = len(seen)
-        outcome: tuple[TransactionModel, list[Check]] | Exception
-        try:
-            outcome = fit_checked(ranked[0])
-        except Exception as exc:  # raised in its turn, if it comes
-            outcome = exc
-        ready[ranked[0]] = (outcome, seen[start:])
-        del seen[start:]
-
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        if compared:
-            from retain.validate import compare_data
-
-            if held is None:
-                raise ModelError(
-                    f"a {weeks}-week holdout leaves no history before it: the orders start "
-                    f"{_first_order_day(store)}; use fewer --holdout-weeks"
-                )
-            names = tuple(TRANSACTION_MODELS) if model == "auto" else (model,)
-            candidates = compare_data(held, models=names, meanwhile=get_ready)
-            choice = dict(candidates.attrs.get("choice") or {}) or None
-        if history is None:
-            fit_spend()
-        order = [model] if candidates is None or model != "auto" else list(candidates["model"])
-        tried: list[dict[str, Any]] = []
-        fitted: TransactionModel | None = None
-        for name in order:
-            if name in ready:
-                outcome, caught_then = ready.pop(name)
-                seen.extend(caught_then)  # where they would have come, had it been fitted now
-                if isinstance(outcome, Exception):
-                    raise outcome
-                candidate, checks = outcome
-            else:
-                candidate, checks = fit_checked(name)
-            passed = not failed(checks)
-            tried.append({"model": name, "kept": passed, "checks": [c.to_dict() for c in checks]})
-            if fitted is None:
-                fitted, chosen = candidate, name  # recorded even when refused
-            if passed:
-                fitted, chosen = candidate, name
-                break
-    assert fitted is not None
+    picked = choose_fit(
+        summary,
+        held if compared else None,
+        lambda: store_history(store, end),
+        model=model,
+        penalizer=penalizer,
+        grain=grain,
+        end=end,
+    )
+    fitted, chosen, spend, candidates, choice, tried, caught = (
+        picked.fitted,
+        picked.model,
+        picked.spend,
+        picked.candidates,
+        picked.choice,
+        picked.guard,
+        picked.warnings,
+    )
     kept = bool(tried[-1]["kept"])
-    caught = list(dict.fromkeys(str(w.message) for w in seen))
     best = None if candidates is None else candidates.iloc[0]
     used = _data_range(store, end, summary)
     learned_json, verdict = (
@@ -468,6 +407,128 @@ def fit_store(
     if not kept:
         raise FitRefused(report, forced=model != "auto")
     return report
+
+
+@dataclass
+class ChosenFit:
+    """What :func:`choose_fit` chose: the repeat-purchase model ``fitted`` (named
+    ``model``; the first tried when none passed the guard), the spend model, the holdout
+    comparison (``candidates``, ``choice``; None without one), the fit guard on every model
+    tried (``guard``: ``model``, ``kept``, ``checks``) and the warnings met."""
+
+    fitted: TransactionModel
+    model: str
+    spend: GammaGamma | None
+    candidates: pd.DataFrame | None
+    choice: dict[str, Any] | None
+    guard: list[dict[str, Any]]
+    warnings: list[str]
+
+
+def choose_fit(
+    summary: pd.DataFrame,
+    held: HoldoutData | None,
+    history_of: Callable[[], dict[str, float]],
+    *,
+    model: str,
+    penalizer: float,
+    grain: str,
+    end: dt.date,
+) -> ChosenFit:
+    """The fits of :func:`fit_store` on data already summarised, wherever they were
+    summarised (the store, or Spark: :mod:`retain.spark`): ``summary`` of every customer
+    to ``end`` (with ``monetary``), ``held`` the holdout's data when the models are
+    compared on it (None: ``model`` alone is fitted), ``history_of()`` the store's recent
+    net revenue (:func:`retain.guard.store_history`). The candidates are compared on the
+    holdout (``model`` "auto": every model), the spend model is fitted, and each
+    candidate in the comparison's order is fitted on ``summary`` and checked by the fit
+    guard until one passes."""
+    if not (summary["frequency"] > 0).any():
+        # the likelihood is flat: every fit would call every customer lost
+        raise ModelError(
+            f"none of the {len(summary):,} customers bought again (on a later "
+            f"{'day' if grain == 'D' else 'week'}) by {end}: the repeat-purchase models learn "
+            "from repeat buyers; ingest more history or fit at a later --as-of"
+        )
+    candidates: pd.DataFrame | None = None
+    choice: dict[str, Any] | None = None
+    chosen = model
+    spend: GammaGamma | None = None
+    history: dict[str, float] | None = None
+    # the model likely to come first, fitted on every order and checked while the
+    # comparison's bootstrap decides, with the warnings it gave set aside until its turn
+    ready: dict[str, tuple[tuple[TransactionModel, list[Check]] | Exception, list[Any]]] = {}
+
+    def fit_spend() -> None:
+        nonlocal spend, history
+        if ((summary["frequency"] > 0) & (summary["monetary"] > 0)).any():
+            spend = GammaGamma(penalizer=penalizer).fit(summary)
+        else:
+            warnings.warn(
+                "no customer has repeat purchases with positive net revenue: no spend "
+                "model, so no CLV",
+                UserWarning,
+                stacklevel=3,
+            )
+        history = history_of()
+
+    def fit_checked(name: str) -> tuple[TransactionModel, list[Check]]:
+        assert history is not None
+        candidate = TRANSACTION_MODELS[name](penalizer=penalizer).fit(summary)
+        return candidate, check_fit(candidate, spend, summary, history, candidate.fit_message_)
+
+    def get_ready(ranked: list[str]) -> None:
+        # after every candidate's scoring, beside the bootstrap alone (which warns of
+        # nothing): the warnings from here on are these fits'
+        fit_spend()
+        start = len(seen)
+        outcome: tuple[TransactionModel, list[Check]] | Exception
+        try:
+            outcome = fit_checked(ranked[0])
+        except Exception as exc:  # raised in its turn, if it comes
+            outcome = exc
+        ready[ranked[0]] = (outcome, seen[start:])
+        del seen[start:]
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        if held is not None:
+            from retain.validate import compare_data
+
+            names = tuple(TRANSACTION_MODELS) if model == "auto" else (model,)
+            candidates = compare_data(held, models=names, meanwhile=get_ready)
+            choice = dict(candidates.attrs.get("choice") or {}) or None
+        if history is None:
+            fit_spend()
+        order = [model] if candidates is None or model != "auto" else list(candidates["model"])
+        tried: list[dict[str, Any]] = []
+        fitted: TransactionModel | None = None
+        for name in order:
+            if name in ready:
+                outcome, caught_then = ready.pop(name)
+                seen.extend(caught_then)  # where they would have come, had it been fitted now
+                if isinstance(outcome, Exception):
+                    raise outcome
+                candidate, checks = outcome
+            else:
+                candidate, checks = fit_checked(name)
+            passed = not failed(checks)
+            tried.append({"model": name, "kept": passed, "checks": [c.to_dict() for c in checks]})
+            if fitted is None:
+                fitted, chosen = candidate, name  # recorded even when refused
+            if passed:
+                fitted, chosen = candidate, name
+                break
+    assert fitted is not None
+    return ChosenFit(
+        fitted=fitted,
+        model=chosen,
+        spend=spend,
+        candidates=candidates,
+        choice=choice,
+        guard=tried,
+        warnings=list(dict.fromkeys(str(w.message) for w in seen)),
+    )
 
 
 def _challenge(

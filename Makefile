@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint browser bench clean
+.PHONY: setup demo test lint browser java bench clean
 
 setup: $(STAMP)
 
@@ -45,27 +45,16 @@ BROWSER_TRIES ?= 5
 BROWSER_PAUSE ?= 15
 
 browser:
-	@command -v chromium >/dev/null && exit 0; \
-	if [ "$$RETAIN_REQUIRE_BROWSER" = 1 ]; then \
-	  then_what="RETAIN_REQUIRE_BROWSER=1, so the browser tests will fail"; \
-	else then_what="the browser tests will be skipped"; fi; \
-	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
-	  echo "chromium is not installed and this user cannot install it: $$then_what"; exit 0; fi; \
-	log=$$(mktemp); try=1; \
-	while :; do \
-	  echo "installing chromium for the browser tests (try $$try of $(BROWSER_TRIES)) ..."; \
-	  if { $$SUDO apt-get -o DPkg::Lock::Timeout=$(BROWSER_PAUSE) update -qq && \
-	       DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=$(BROWSER_PAUSE) \
-	         install -y -qq chromium; } >"$$log" 2>&1; then \
-	    rm -f "$$log"; echo "chromium installed"; exit 0; fi; \
-	  if ! grep -qiE 'could not get lock|unable to acquire|unable to lock' "$$log" || [ "$$try" -ge $(BROWSER_TRIES) ]; then break; fi; \
-	  echo "the package manager is busy (another apt or dpkg holds its lock): trying again in $(BROWSER_PAUSE) s"; \
-	  sleep $(BROWSER_PAUSE); try=$$((try + 1)); \
-	done; \
-	echo "could not install chromium: $$(tail -n 1 "$$log")"; rm -f "$$log"; \
-	echo "$$then_what"
+	@sh tools/apt-install.sh chromium chromium "the browser tests" RETAIN_REQUIRE_BROWSER \
+	  $(BROWSER_TRIES) $(BROWSER_PAUSE)
 
-test: setup lint browser
+# The Spark tests run Spark in local mode, which needs Java 17 or later: Debian's, installed
+# the same way (they fail in CI without it, are skipped elsewhere).
+java:
+	@sh tools/apt-install.sh java openjdk-17-jre-headless "the Spark tests" RETAIN_REQUIRE_SPARK \
+	  $(BROWSER_TRIES) $(BROWSER_PAUSE)
+
+test: setup lint browser java
 	$(BIN)/pytest -q
 
 PEERS := benchmarks/.venv-peers

@@ -3393,6 +3393,131 @@ def feedback_discover(
     emit(result, as_json, table)
 
 
+# --- spark (retain.spark): the same scores on Apache Spark -------------------------------
+
+spark_app = RetainTyper(
+    cls=RetainGroup,
+    help="Score on Apache Spark, for stores that outgrow one machine: the summaries in "
+    "Spark SQL, the fit on the driver, every customer scored in the executors; the same "
+    "rows as retain score. Needs pip install 'retain[spark]' and Java 17 or later.",
+    no_args_is_help=True,
+)
+app.add_typer(spark_app, name="spark")
+
+
+@spark_app.command("score")
+@friendly_errors
+def spark_score(
+    orders: Annotated[
+        str,
+        typer.Option(
+            "--orders",
+            help="The orders: Parquet (a file or a folder, local or a cluster's path) or a "
+            "table of the session's catalog, one row per order.",
+            metavar="PATH",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="The folder to write the scores to (Parquet files and _fit.json).",
+            metavar="DIR",
+        ),
+    ],
+    master: Annotated[
+        str,
+        typer.Option(
+            "--master", help="Spark's master: local[2], local[*], spark://HOST:7077, yarn..."
+        ),
+    ] = "local[2]",
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Observation date YYYY-MM-DD. Default: the last order's day."),
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="A store whose latest kept fit and CLV settings score the orders (nothing "
+            "is fitted). Default: fit here, as retain fit does.",
+            metavar="FILE",
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Without --db: bgnbd, mbgnbd, pnbd or auto.")
+    ] = "auto",
+    holdout_weeks: Annotated[
+        int | None,
+        typer.Option(
+            "--holdout-weeks", help="Without --db: weeks held out to compare the models.", min=1
+        ),
+    ] = None,
+    unit: Annotated[
+        str, typer.Option("--unit", help="Without --db: time unit of the parameters, D or W.")
+    ] = "D",
+    margin: MarginOption = None,
+    customer_id: Annotated[
+        str, typer.Option("--customer-id", help="The orders' customer column.", metavar="COLUMN")
+    ] = "customer_id",
+    timestamp: Annotated[
+        str, typer.Option("--timestamp", help="The orders' time column.", metavar="COLUMN")
+    ] = "ordered_at",
+    amount: Annotated[
+        str,
+        typer.Option("--amount", help="The orders' net revenue column.", metavar="COLUMN"),
+    ] = "net_revenue",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace what --out holds.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every customer of an orders file on Spark and write the scores as Parquet."""
+    import time
+
+    started = time.monotonic()
+    if db is not None:
+        _require_store(db)
+    with progress("starting Spark ...", as_json):
+        import retain.spark as rs
+
+        spark = rs.session(master, **{"spark.ui.showConsoleProgress": "false"})
+        spark.sparkContext.setLogLevel("ERROR")
+    with progress("summarising, fitting and scoring ...", as_json):
+        frame = rs.read_orders(spark, orders)
+        if db is not None:
+            from retain.store import Store
+
+            with Store(db, read_only=True) as store:
+                result = rs.score(
+                    frame, as_of=as_of, store=store, margin=margin, customer_id=customer_id,
+                    timestamp=timestamp, amount=amount,
+                )  # fmt: skip
+        else:
+            result = rs.score(
+                frame, as_of=as_of, model=model, unit=unit, holdout_weeks=holdout_weeks,
+                margin=margin, customer_id=customer_id, timestamp=timestamp, amount=amount,
+            )  # fmt: skip
+        info = rs.write(result, out, overwrite=overwrite)
+    info = {**info, "out": str(out), "seconds": round(time.monotonic() - started, 1)}
+
+    def table() -> str:
+        fit = info["fit"]
+        which = f"fit {fit['fit_id']} of {db}" if fit.get("fit_id") is not None else "fitted here"
+        lines = [
+            f"scored {info['customers']:,} customers as of {info['as_of']} with "
+            f"{fit['model']} ({which}) in {info['seconds']:.1f} s",
+            f"  wrote {out}/ (Parquet, and _fit.json with the fit and the RFM boundaries)",
+        ]
+        choice = fit.get("choice")
+        if choice:
+            lines.append(f"  chosen: {choice['reason']}")
+        lines += [f"  warning: {w}" for w in [*fit.get("warnings", []), *info["warnings"]]]
+        return "\n".join(lines)
+
+    emit(info, as_json, table)
+
+
 @app.command()
 @friendly_errors
 def report(

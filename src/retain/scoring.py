@@ -1101,11 +1101,8 @@ def _score(
     """Score ``customer_ids`` (None: every customer) as of ``end``: the one computation
     behind :func:`score_store` and :func:`score_customers`. The customers are carried by
     their row in the summary; their text ids are only taken along to be written."""
-    confidence: float | None = basis.interval
-    # a fit whose likelihood is flat has no covariance: score it, without the band of the mean
-    unsure = [m.name for m in (model, spend) if m is not None and m.covariance_ is None]
-    if unsure and spend is not None:
-        confidence = None
+    unsure = _unsure(model, spend)
+    confidence = None if unsure and spend is not None else basis.interval
     seen: list[warnings.WarningMessage] = []
 
     def model_scores(
@@ -1123,17 +1120,7 @@ def _score(
                     {"frequency": [], "recency": [], "T": [], "monetary": []},
                     index=pd.Index([], name="customer_id", dtype="object"),
                 ), {}
-            scores = model._score_arrays(
-                model._customers(summary),
-                gamma_gamma=spend,
-                horizons=("30D", "90D", "365D"),
-                clv_horizon="12M",
-                discount_rate=basis.discount_rate,
-                margin=basis.margin,
-                interval=basis.interval,
-                confidence=confidence,
-                next_horizon="365D",
-            )
+            scores = _model_arrays(model, spend, summary, basis)
         seen.extend(met)
         return summary, scores
 
@@ -1202,6 +1189,48 @@ def _score(
         picked = rows[SEGMENT_SCORE_COLUMNS].rename_axis("customer_id").reset_index()
         seg = pa.Table.from_pandas(picked, preserve_index=False)
     return _Scored(ids, columns, seg, boundaries, caught, rows)
+
+
+def _unsure(model: TransactionModel, spend: GammaGamma | None) -> list[str]:
+    """The models without a covariance (a fit whose likelihood is flat): scored, but
+    without the band of the mean CLV."""
+    return [m.name for m in (model, spend) if m is not None and m.covariance_ is None]
+
+
+def _model_arrays(
+    model: TransactionModel, spend: GammaGamma | None, summary: pd.DataFrame, basis: ScoreBasis
+) -> dict[str, np.ndarray]:
+    """``TransactionModel.score``'s arrays for the customers of ``summary``, with the
+    horizons and settings of ``customer_scores``."""
+    confidence = None if _unsure(model, spend) and spend is not None else basis.interval
+    return model._score_arrays(
+        model._customers(summary),
+        gamma_gamma=spend,
+        horizons=("30D", "90D", "365D"),
+        clv_horizon="12M",
+        discount_rate=basis.discount_rate,
+        margin=basis.margin,
+        interval=basis.interval,
+        confidence=confidence,
+        next_horizon="365D",
+    )
+
+
+def score_summary(
+    model: TransactionModel,
+    spend: GammaGamma | None,
+    summary: pd.DataFrame,
+    row: dict[str, Any],
+    end: dt.date,
+    basis: ScoreBasis,
+) -> dict[str, np.ndarray]:
+    """The model's columns of ``customer_scores`` (``p_alive`` to
+    ``next_purchase_window_end``; dates as ``datetime64[D]``, NaT for none) of customers
+    already summarised as of ``end``, in ``summary``'s order: the rows :func:`score_store`
+    writes for them. ``row`` holds the fit's ``unit``; ``basis`` the CLV settings. For
+    customers summarised elsewhere, a batch at a time (Spark: :mod:`retain.spark`)."""
+    scores = _model_arrays(model, spend, summary, basis) if len(summary) else {}
+    return _score_columns(len(summary), scores, spend is not None, row, end)
 
 
 def _id_array(index: pd.Index) -> pa.Array:

@@ -374,7 +374,16 @@ WITH seg_orders AS (
     WHERE customer_id IN (SELECT unnest($customers))
 ),
 {measures},
-seg_rfm AS (
+seg_model AS (
+    SELECT CAST(unnest($model_ids) AS VARCHAR)     AS customer_id,
+           CAST(unnest($p_alive) AS DOUBLE)         AS p_alive,
+           CAST(unnest($clv_if_retained) AS DOUBLE) AS clv_if_retained
+),
+{scored}"""
+
+# From the customers' measures on to their segments, against the boundaries of a full
+# scoring: the rest of SOME_CUSTOMERS_SQL, over the CTEs measured and seg_model.
+SCORED_SQL = """seg_rfm AS (
     SELECT
         c.*,
         CAST(1 + len(list_filter($recency, lambda b: c.days_since_last_order < b)) AS INTEGER)
@@ -382,11 +391,6 @@ seg_rfm AS (
         CAST(1 + len(list_filter($frequency, lambda b: c.orders > b)) AS INTEGER)  AS f_score,
         CAST(1 + len(list_filter($monetary, lambda b: c.net_revenue > b)) AS INTEGER)  AS m_score
     FROM measured AS c
-),
-seg_model AS (
-    SELECT CAST(unnest($model_ids) AS VARCHAR)     AS customer_id,
-           CAST(unnest($p_alive) AS DOUBLE)         AS p_alive,
-           CAST(unnest($clv_if_retained) AS DOUBLE) AS clv_if_retained
 ),
 seg_complaints AS ({complaints}),
 risk_input AS (
@@ -473,11 +477,70 @@ def _some_customers(
 
 @functools.lru_cache(maxsize=8)
 def _some_customers_sql(select: str, complaints: bool) -> str:
-    return SOME_CUSTOMERS_SQL.format(
-        measures=RFM_MEASURES_SQL.strip(),
-        select=select,
-        complaints=(COMPLAINTS_SQL if complaints else NO_COMPLAINTS_SQL).strip(),
+    scored = SCORED_SQL.format(
+        select=select, complaints=(COMPLAINTS_SQL if complaints else NO_COMPLAINTS_SQL).strip()
     )
+    return SOME_CUSTOMERS_SQL.format(measures=RFM_MEASURES_SQL.strip(), scored=scored)
+
+
+# SCORED_SQL over measures and model scores handed in as the tables measured_input and
+# model_input: what :func:`measured_segments` runs
+MEASURED_SQL = """
+WITH measured AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id, orders, net_revenue, first_order_at,
+           last_order_at, order_days, days_since_last_order, typical_gap_days
+    FROM measured_input
+),
+seg_model AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(p_alive AS DOUBLE) AS p_alive,
+           CAST(clv_if_retained AS DOUBLE) AS clv_if_retained
+    FROM model_input
+),
+{scored}"""
+
+
+def measured_segments(
+    measured: Any, model: Any, boundaries: RfmBoundaries, *, rules: Rules = None
+) -> pa.Table:
+    """The segment columns of ``customer_scores`` (``customer_id`` then
+    :data:`SEGMENT_SCORE_COLUMNS`, by customer_id) of customers measured elsewhere, scored
+    against ``boundaries`` (:class:`~retain.segments.rfm.RfmBoundaries`, with its population
+    gap): the rows a full scoring gives them when the boundaries are that scoring's.
+
+    ``measured`` (a pandas frame or Arrow table) holds the RFM measures of
+    :data:`~retain.segments.rfm.RFM_MEASURES_SQL` (``customer_id``, ``orders``,
+    ``net_revenue``, ``first_order_at``, ``last_order_at``, ``order_days``,
+    ``days_since_last_order``, ``typical_gap_days``); ``model`` the model's
+    ``customer_id``, ``p_alive`` and ``clv_if_retained`` (null where unknown). No feedback
+    is read: a churn reason cites no complaint. For scoring in Spark's executors
+    (:mod:`retain.spark`), a batch of customers at a time."""
+    table = resolve_rules(rules)
+    renamed = {"churn_risk": "r.risk", "churn_reason": "r.reason"}
+    select = ", ".join(f"{renamed.get(c, 'r.' + c)} AS {c}" for c in SEGMENT_SCORE_COLUMNS)
+    sql = MEASURED_SQL.format(
+        scored=SCORED_SQL.format(select=select, complaints=NO_COMPLAINTS_SQL.strip())
+    )
+    params: dict[str, Any] = {
+        "recency": list(boundaries.recency),
+        "frequency": list(boundaries.frequency),
+        "monetary": list(boundaries.monetary),
+        **_rule_params(table, boundaries.scheme),
+    }
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("measured_input", measured)
+        con.register("model_input", model)
+        return run_risk_arrow(
+            con,
+            sql,
+            population_gap_days=boundaries.population_gap_days,
+            wrap=SEGMENT_SQL,
+            extra_params=params,
+            gap_known=True,
+        )
+    finally:
+        con.close()
 
 
 def has_feedback(data: Any) -> bool:

@@ -113,9 +113,13 @@ JOIN m_scored AS m USING (net_revenue)
 """
 
 
-def _scored_cte(name: str, column: str, worse_first: str) -> str:
+def _scored_cte(
+    name: str, column: str, worse_first: str, source: str = "measured", count: str = "count(*)"
+) -> str:
     """CTEs ``{name}_share`` and ``{name}_scored``: the score of each distinct value of
     ``column`` (ordered worst first by ``worse_first``), by the rule of the module docstring.
+    ``source`` holds the values, ``count`` the customers a group of them stands for (one a
+    row; ``sum(n)`` over a table of values already counted in a column ``n``).
 
     ``step = min(share, previous step + 1)`` unrolls to ``place + min(share - place)``
     over the values up to this one, ``place`` being the value's place (1 = worst) among
@@ -123,11 +127,11 @@ def _scored_cte(name: str, column: str, worse_first: str) -> str:
     """
     return f"""{name}_share AS (
     SELECT {column},
-           1 + ($levels * (sum(count(*)) OVER (ORDER BY {worse_first}) - count(*)))
-               // sum(count(*)) OVER ()                      AS share,
+           1 + ($levels * (sum({count}) OVER (ORDER BY {worse_first}) - {count}))
+               // sum({count}) OVER ()                       AS share,
            row_number() OVER (ORDER BY {worse_first})        AS place,
            count(*) OVER ()                                  AS distinct_values
-    FROM measured GROUP BY {column}
+    FROM {source} GROUP BY {column}
 ),
 {name}_scored AS (
     SELECT {column},
@@ -225,6 +229,62 @@ def measure_boundaries(
         recency=column(1),
         frequency=column(2),
         monetary=column(3),
+    )
+
+
+# The scores of counted values ({name}_counts: a value and ``n``, the customers with it),
+# and every value beside its score in the shape of seg_rfm that RFM_BOUNDS_SQL reads.
+COUNTED_SQL = """
+CREATE OR REPLACE TEMP TABLE seg_rfm AS
+WITH {r_scored},
+{f_scored},
+{m_scored}
+SELECT score AS r_score, days_since_last_order, NULL AS f_score, NULL AS orders,
+       NULL AS m_score, NULL AS net_revenue FROM r_scored
+UNION ALL
+SELECT NULL, NULL, score, orders, NULL, NULL FROM f_scored
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, score, net_revenue FROM m_scored
+""".format(
+    r_scored=_scored_cte(
+        "r", "days_since_last_order", "days_since_last_order DESC", "r_counts", "sum(n)"
+    ),
+    f_scored=_scored_cte("f", "orders", "orders", "f_counts", "sum(n)"),
+    m_scored=_scored_cte("m", "net_revenue", "net_revenue", "m_counts", "sum(n)"),
+)
+
+
+def boundaries_from_counts(
+    recency: pd.DataFrame,
+    frequency: pd.DataFrame,
+    monetary: pd.DataFrame,
+    *,
+    scheme: str,
+    as_of: str,
+    population_gap_days: float | None,
+) -> RfmBoundaries:
+    """The :class:`RfmBoundaries` a full scoring of the customers would measure, from how
+    many customers have each value: ``recency`` (``days_since_last_order``, ``n``),
+    ``frequency`` (``orders``, ``n``) and ``monetary`` (``net_revenue``, ``n``), one row a
+    distinct value. The same rule and the same boundaries as :data:`RFM_SQL` over the
+    customers themselves; for populations counted elsewhere (Spark: :mod:`retain.spark`)."""
+    con = duckdb.connect()
+    try:
+        for name, frame in (("r_counts", recency), ("f_counts", frequency), ("m_counts", monetary)):
+            con.register(name, frame)
+        con.execute(COUNTED_SQL, {"levels": score_levels(scheme)})
+        customers = int(recency["n"].sum())
+        found = measure_boundaries(con, scheme, as_of, population_gap_days)
+    finally:
+        con.close()
+    return RfmBoundaries(
+        scheme=found.scheme,
+        as_of=found.as_of,
+        customers=customers,
+        population_gap_days=found.population_gap_days,
+        recency=found.recency,
+        frequency=found.frequency,
+        monetary=found.monetary,
     )
 
 

@@ -314,11 +314,19 @@ def run_risk_arrow(
     *,
     population_gap_days: float | None = None,
     wrap: str | None = None,
+    extra_params: dict[str, Any] | None = None,
+    gap_known: bool = False,
 ) -> pa.Table:
     """:func:`run_risk_sql` with the default thresholds, its rows as an Arrow table (for a
     caller that writes them back to the store: no pandas copy of a million text cells)."""
     sql, params = _risk_query(
-        con, outer_sql, thresholds=None, population_gap_days=population_gap_days, wrap=wrap
+        con,
+        outer_sql,
+        thresholds=None,
+        population_gap_days=population_gap_days,
+        extra_params=extra_params,
+        wrap=wrap,
+        gap_known=gap_known,
     )
     return con.sql(sql, params=params).to_arrow_table()
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint browser java bench clean
+.PHONY: setup demo test lint browser java bench bench-spark clean
 
 setup: $(STAMP)
 
@@ -69,6 +69,10 @@ BENCH_RUNS ?= 3
 
 bench: setup $(PEERS)/.installed
 	$(BIN)/python benchmarks/run.py --runs $(BENCH_RUNS)
+
+# Spark's path beside the store's, on 3.2M and 20.2M generated orders (local[2]; long)
+bench-spark: setup java
+	$(BIN)/python benchmarks/bench_spark.py --customers 1000000,6250000 --write
 
 clean:
 	rm -rf $(VENV) *.duckdb *.duckdb.wal .pytest_cache .mypy_cache .ruff_cache

@@ -260,6 +260,27 @@ def test_bad_orders_are_refused_clearly(spark, messy, tmp_path: Path) -> None:
     typed = runner.invoke(app, ["spark", "score", "--orders", str(text), "--out", str(out)])
     assert typed.exit_code == 2 and "'ordered_at'" in typed.output and "timestamp" in typed.output
 
+    infinite = tmp_path / "inf.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": ["a", "a"],
+                "ordered_at": pa.array(pd.to_datetime(["2025-01-01", "2025-02-01"])).cast(
+                    pa.timestamp("us")
+                ),
+                "net_revenue": [10.0, float("inf")],
+            }
+        ),
+        infinite,
+    )
+    finite = runner.invoke(app, ["spark", "score", "--orders", str(infinite), "--out", str(out)])
+    assert finite.exit_code == 2, finite.output
+    assert (
+        "'net_revenue'" in finite.output
+        and "'a'" in finite.output
+        and "inf" in finite.output.lower()
+    )
+
     missing = runner.invoke(
         app, ["spark", "score", "--orders", str(tmp_path / "none"), "--out", str(out)]
     )

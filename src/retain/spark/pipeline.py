@@ -191,7 +191,7 @@ def score(
     spark = orders.sparkSession
     view = _orders_view(orders, customer_id, timestamp, amount)
     try:
-        first, last = _first_last(spark, view)
+        first, last = _first_last(spark, view, amount)
         end = last if as_of is None else config.parse_as_of(as_of).date()
         config.check_not_before_first_order(end, first)
         if store is not None:
@@ -281,7 +281,7 @@ def _orders_view(orders: DataFrame, customer_id: str, timestamp: str, amount: st
     return name
 
 
-def _first_last(spark: SparkSession, view: str) -> tuple[dt.date, dt.date]:
+def _first_last(spark: SparkSession, view: str, column: str) -> tuple[dt.date, dt.date]:
     found = spark.sql(
         "SELECT CAST(min(CAST(ts AS TIMESTAMP)) AS DATE) AS first, "
         "CAST(max(CAST(ts AS TIMESTAMP)) AS DATE) AS last, "
@@ -292,7 +292,16 @@ def _first_last(spark: SparkSession, view: str) -> tuple[dt.date, dt.date]:
     if found["last"] is None:
         raise DataError("there are no orders to score (none with a customer and a time)")
     if found["finite"] != found["amounts"]:
-        raise DataError("the orders hold an amount that is not finite (NaN or infinity)")
+        bad = spark.sql(
+            f"SELECT customer_id, ts, CAST(amount AS STRING) AS amount FROM {view} "
+            "WHERE isnan(CAST(amount AS DOUBLE)) OR abs(CAST(amount AS DOUBLE)) = double('inf') "
+            "LIMIT 1"
+        ).collect()[0]
+        raise DataError(
+            f"the orders' column {column!r} holds an amount that is not finite ({bad['amount']}, customer "
+            f"{bad['customer_id']!r} at {bad['ts']}); expected a finite number: drop or fix "
+            "such rows (retain ingest quarantines them)"
+        )
     return found["first"], found["last"]
 
 

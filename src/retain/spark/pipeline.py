@@ -47,20 +47,17 @@ if TYPE_CHECKING:
 MODELS = ("auto", "bgnbd", "mbgnbd", "pnbd")
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
 
-#: the columns written, in the order of ``customer_scores`` (Spark's types)
-SCORE_SCHEMA = (
-    "customer_id STRING, p_alive DOUBLE, expected_purchases_30d DOUBLE, "
-    "expected_purchases_90d DOUBLE, expected_purchases_365d DOUBLE, "
-    "purchases_365d_low DOUBLE, purchases_365d_high DOUBLE, expected_spend DOUBLE, "
-    "clv_12m DOUBLE, clv_if_retained DOUBLE, clv_low DOUBLE, clv_high DOUBLE, "
-    "clv_mean_low DOUBLE, clv_mean_high DOUBLE, next_purchase_date DATE, "
-    "next_purchase_window_start DATE, next_purchase_window_end DATE, model STRING, "
-    "fit_id BIGINT, as_of DATE"
-)
-SEGMENT_SCHEMA = (
-    "segment STRING, r_score BIGINT, f_score INT, m_score INT, rfm STRING, "
-    "churn_risk STRING, churn_reason STRING, value_at_stake DOUBLE"
-)
+#: the segment columns' types, as ``retain score`` writes them
+SEGMENT_TYPES = {
+    "segment": pa.string(),
+    "r_score": pa.int64(),
+    "f_score": pa.int32(),
+    "m_score": pa.int32(),
+    "rfm": pa.string(),
+    "churn_risk": pa.string(),
+    "churn_reason": pa.string(),
+    "value_at_stake": pa.float64(),
+}
 _SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary")
 _MEASURE_COLUMNS = (
     "orders",
@@ -244,8 +241,7 @@ def score(
             basis,
             boundaries,
         )
-        schema = SCORE_SCHEMA + (", " + SEGMENT_SCHEMA if basis.segments else "")
-        scores = per_customer.mapInArrow(scorer, schema)
+        scores = per_customer.mapInArrow(scorer, _spark_schema(basis.segments))
     finally:
         spark.catalog.dropTempView(view)
     # the view is dropped; the plan keeps what it read
@@ -427,44 +423,35 @@ class _Scorer:
 
 
 def _arrow_schema(with_segments: bool) -> pa.Schema:
-    doubles = [
-        "p_alive",
-        "expected_purchases_30d",
-        "expected_purchases_90d",
-        "expected_purchases_365d",
-        "purchases_365d_low",
-        "purchases_365d_high",
-        "expected_spend",
-        "clv_12m",
-        "clv_if_retained",
-        "clv_low",
-        "clv_high",
-        "clv_mean_low",
-        "clv_mean_high",
-    ]
-    fields = [pa.field("customer_id", pa.string())]
-    fields += [pa.field(c, pa.float64()) for c in doubles]
-    fields += [
-        pa.field(c, pa.date32())
-        for c in ("next_purchase_date", "next_purchase_window_start", "next_purchase_window_end")
-    ]
-    fields += [
-        pa.field("model", pa.string()),
-        pa.field("fit_id", pa.int64()),
-        pa.field("as_of", pa.date32()),
-    ]
+    """The Arrow types of the rows written: ``customer_scores``' columns, in its order."""
+    from retain.scoring import SCORE_COLUMNS
+
+    special = {
+        "customer_id": pa.string(),
+        "model": pa.string(),
+        "fit_id": pa.int64(),
+        "as_of": pa.date32(),
+        **dict.fromkeys(
+            ("next_purchase_date", "next_purchase_window_start", "next_purchase_window_end"),
+            pa.date32(),
+        ),
+    }
+    fields = [pa.field(c, special.get(c, pa.float64())) for c in SCORE_COLUMNS]
     if with_segments:
-        fields += [
-            pa.field("segment", pa.string()),
-            pa.field("r_score", pa.int64()),
-            pa.field("f_score", pa.int32()),
-            pa.field("m_score", pa.int32()),
-            pa.field("rfm", pa.string()),
-            pa.field("churn_risk", pa.string()),
-            pa.field("churn_reason", pa.string()),
-            pa.field("value_at_stake", pa.float64()),
-        ]
+        fields += [pa.field(c, t) for c, t in SEGMENT_TYPES.items()]
     return pa.schema(fields)
+
+
+def _spark_schema(with_segments: bool) -> str:
+    """:func:`_arrow_schema` in Spark's DDL."""
+    names = {
+        pa.string(): "STRING",
+        pa.float64(): "DOUBLE",
+        pa.int64(): "BIGINT",
+        pa.int32(): "INT",
+        pa.date32(): "DATE",
+    }
+    return ", ".join(f"{f.name} {names[f.type]}" for f in _arrow_schema(with_segments))
 
 
 def _fit(

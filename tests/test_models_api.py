@@ -468,3 +468,20 @@ def test_expected_repeat_purchases_of_a_new_customer_are_the_papers_formulas():
     np.testing.assert_allclose(pareto.expected_repeat_purchases(t), closed, rtol=1e-7, atol=1e-12)
     with pytest.raises(ValueError, match="0 or more"):
         model.expected_repeat_purchases([-1.0])
+
+
+def test_a_spend_fit_does_not_depend_on_the_rows_order() -> None:
+    """The same customers in another order give the same Gamma-Gamma fit to the last bit,
+    even where the likelihood is flat along a ridge and the optimiser's stop is arbitrary."""
+    import warnings
+
+    from retain import summarize
+    from retain.datasets import load_cdnow
+    from retain.models import GammaGamma
+
+    summary = summarize(load_cdnow(sample=True), unit="W")
+    shuffled = summary.sample(frac=1.0, random_state=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, b = GammaGamma().fit(summary), GammaGamma().fit(shuffled)
+    assert a.params_ == b.params_

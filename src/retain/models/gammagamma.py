@@ -106,8 +106,12 @@ class GammaGamma(Model):
                 "no customer with repeat purchases and a positive monetary value: the "
                 "Gamma-Gamma model needs some"
             )
-        weight = w[usable]
-        return _Spend(np.round(x[usable]), m[usable], weight, float(weight.sum()))
+        # in one order whatever the rows' order (by frequency, then monetary value): the
+        # sums of the likelihood are then added alike, and a fit where it is flat (a
+        # ridge of near-equal fits) stops at the same point for the same customers
+        order = np.lexsort((m[usable], x[usable]))
+        weight = w[usable][order]
+        return _Spend(np.round(x[usable][order]), m[usable][order], weight, float(weight.sum()))
 
     def _subsample(self, prepared: Any, rng: np.random.Generator) -> Any:
         spend: _Spend = prepared

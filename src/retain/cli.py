@@ -3504,9 +3504,16 @@ def spark_score(
     def table() -> str:
         fit = info["fit"]
         which = f"fit {fit['fit_id']} of {db}" if fit.get("fit_id") is not None else "fitted here"
+        totals = info["totals"]
+        clv = "-" if totals["clv_12m"] is None else f"{totals['clv_12m']:,.2f}"
         lines = [
             f"scored {info['customers']:,} customers as of {info['as_of']} with "
             f"{fit['model']} ({which}) in {info['seconds']:.1f} s",
+            f"{'mean P(alive)':>28}: {totals['mean_p_alive']:.3f}",
+            f"{'purchases, next 365 days':>28}: {totals['expected_purchases_365d']:,.1f}",
+            f"{'CLV, next 12 months':>28}: {clv} (margin {fit['margin']:g}, discounted "
+            f"{fit['discount_rate']:g} per year)",
+            f"{'next purchase within a year':>28}: {totals['with_next_purchase_date']:,} customers",
             f"  wrote {out}/ (Parquet, and _fit.json with the fit and the RFM boundaries)",
         ]
         choice = fit.get("choice")

@@ -80,15 +80,25 @@ class Check:
 def store_history(store: Store, end: dt.date) -> dict[str, float]:
     """The store's net revenue in the 365 days to ``end`` (``revenue_12m``) and the
     days of history those cover (``days``, at most 365)."""
-    start = end - dt.timedelta(days=SILENT_DAYS)
     first = store.scalar("SELECT min(ordered_at) FROM orders")
     recent = store.con.execute(
         "SELECT coalesce(sum(net_revenue), 0) FROM orders "
         "WHERE ordered_at >= $start AND ordered_at < $stop",
-        {"start": start + dt.timedelta(days=1), "stop": end + dt.timedelta(days=1)},
+        {"start": recent_start(end), "stop": end + dt.timedelta(days=1)},
     ).fetchall()[0][0]
-    days = SILENT_DAYS if first is None else (end - pd.Timestamp(first).date()).days + 1
-    return {"revenue_12m": float(recent), "days": float(min(days, SILENT_DAYS))}
+    return history(float(recent), None if first is None else pd.Timestamp(first).date(), end)
+
+
+def recent_start(end: dt.date) -> dt.date:
+    """The first day of the 365 days to ``end`` whose net revenue the guard weighs."""
+    return end - dt.timedelta(days=SILENT_DAYS - 1)
+
+
+def history(revenue_12m: float, first_day: dt.date | None, end: dt.date) -> dict[str, float]:
+    """:func:`store_history`'s figures from the net revenue since :func:`recent_start` and
+    the first order's day (None: no orders), wherever they were summed."""
+    days = SILENT_DAYS if first_day is None else (end - first_day).days + 1
+    return {"revenue_12m": float(revenue_12m), "days": float(min(days, SILENT_DAYS))}
 
 
 def check_fit(

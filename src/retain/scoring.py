@@ -286,46 +286,24 @@ def fit_store(
     (:func:`retain.challenge.challenge`; the verdict is ``FitReport.learned``, and
     ``retain score`` then adds its predictions and reasons).
     """
-    if model not in MODEL_CHOICES:
-        raise ArgumentError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
-    if unit not in UNIT_DAYS or grain not in UNIT_DAYS:
-        raise ArgumentError("unit and grain must each be 'D' or 'W'")
-    if holdout_weeks is not None and holdout_weeks < 1:
-        raise ArgumentError(f"holdout_weeks must be 1 or more, got {holdout_weeks}")
+    check_fit_arguments(model, unit, grain, holdout_weeks)
     store.require_orders()
     end = config.observation_day(store, _as_of(as_of, observation_end))
-    weeks = holdout_weeks
-    compared = model == "auto" or holdout_weeks is not None
+    weeks, calibration_end = holdout_split(end, _first_order_day(store), model, holdout_weeks)
     held: HoldoutData | None = None
-    if compared:
-        if weeks is None:
-            span = (end - _first_order_day(store)).days
-            weeks = max(1, span // 28)
-        calibration_end = end - dt.timedelta(weeks=weeks)
-        if calibration_end > _first_order_day(store):
-            from retain.validate import holdout_data
+    if calibration_end is not None:
+        from retain.validate import holdout_data
 
-            # one pass over the orders: the holdout's data and the summary of all of them
-            held = holdout_data(
-                store,
-                calibration_end,
-                holdout_end=end,
-                unit=unit,
-                grain=grain,
-                amount="net_revenue",
-            )
-    if held is None:
-        summary = summarize(store, observation_end=end, unit=unit, grain=grain)
-    else:
-        summary = held.full
-    if compared and held is None:
-        raise ModelError(
-            f"a {weeks}-week holdout leaves no history before it: the orders start "
-            f"{_first_order_day(store)}; use fewer --holdout-weeks"
+        # one pass over the orders: the holdout's data and the summary of all of them
+        held = holdout_data(
+            store, calibration_end, holdout_end=end, unit=unit, grain=grain, amount="net_revenue"
         )
+        summary = held.full
+    else:
+        summary = summarize(store, observation_end=end, unit=unit, grain=grain)
     picked = choose_fit(
         summary,
-        held if compared else None,
+        held,
         lambda: store_history(store, end),
         model=model,
         penalizer=penalizer,
@@ -407,6 +385,53 @@ def fit_store(
     if not kept:
         raise FitRefused(report, forced=model != "auto")
     return report
+
+
+def check_fit_arguments(model: str, unit: str, grain: str, holdout_weeks: int | None) -> None:
+    """Refuse what :func:`fit_store` (and Spark's fit) cannot fit with."""
+    if model not in MODEL_CHOICES:
+        raise ArgumentError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
+    if unit not in UNIT_DAYS or grain not in UNIT_DAYS:
+        raise ArgumentError("unit and grain must each be 'D' or 'W'")
+    if holdout_weeks is not None and holdout_weeks < 1:
+        raise ArgumentError(f"holdout_weeks must be 1 or more, got {holdout_weeks}")
+
+
+def holdout_split(
+    end: dt.date, first_day: dt.date, model: str, holdout_weeks: int | None
+) -> tuple[int | None, dt.date | None]:
+    """The holdout a fit to ``end`` compares its models on: its weeks and the calibration
+    end (both None when the models are not compared: a named model and no
+    ``holdout_weeks``). By default a quarter of the history from ``first_day``, the first
+    order's day; a :class:`~retain.errors.ModelError` when it leaves no history before it."""
+    if model != "auto" and holdout_weeks is None:
+        return None, None
+    weeks = holdout_weeks if holdout_weeks is not None else max(1, (end - first_day).days // 28)
+    calibration_end = end - dt.timedelta(weeks=weeks)
+    if calibration_end <= first_day:
+        raise ModelError(
+            f"a {weeks}-week holdout leaves no history before it: the orders start "
+            f"{first_day}; use fewer --holdout-weeks"
+        )
+    return weeks, calibration_end
+
+
+def refusal(guard: list[dict[str, Any]], *, forced: bool, fit_id: int | None = None) -> str:
+    """Why no fit is kept, from the fit guard's ``guard`` (every model tried, in turn):
+    the first check failed and what to try (``forced``: a model was named)."""
+    first = next((c, t["model"]) for t in guard for c in t["checks"] if not c["passed"])
+    models = ", ".join(t["model"] for t in guard)
+    recorded = "" if fit_id is None else f" (fit {fit_id} is recorded, not used)"
+    advice = (
+        "try `retain fit --model auto`, which falls back through every model"
+        if forced
+        else "check the orders for bad or duplicated rows, give the models more history "
+        "(a later --as-of), or fit in weeks (--unit W)"
+    )
+    return (
+        f"no fit kept: {models} failed the fit guard{recorded}. {first[1]}: check "
+        f"{first[0]['name']!r} failed: {first[0]['message']}. {advice[0].upper()}{advice[1:]}"
+    )
 
 
 @dataclass
@@ -555,19 +580,7 @@ class FitRefused(ModelError):
 
     def __init__(self, report: FitReport, *, forced: bool) -> None:
         self.report = report
-        first = next((c, t["model"]) for t in report.guard for c in t["checks"] if not c["passed"])
-        models = ", ".join(t["model"] for t in report.guard)
-        advice = (
-            "try `retain fit --model auto`, which falls back through every model"
-            if forced
-            else "check the orders for bad or duplicated rows, give the models more history "
-            "(a later --as-of), or fit in weeks (--unit W)"
-        )
-        super().__init__(
-            f"no fit kept: {models} failed the fit guard (fit {report.fit_id} is recorded, "
-            f"not used). {first[1]}: check {first[0]['name']!r} failed: "
-            f"{first[0]['message']}. {advice[0].upper()}{advice[1:]}"
-        )
+        super().__init__(refusal(report.guard, forced=forced, fit_id=report.fit_id))
 
 
 def load_fit(

@@ -47,6 +47,7 @@ def write(result: SparkScores, out: str | Path, *, overwrite: bool = False) -> d
         info = {
             "as_of": result.as_of.isoformat(),
             "customers": result.customers,
+            "totals": _totals(result.scores.sparkSession, staging),
             "fit": result.fit,
             "boundaries": None if result.boundaries is None else vars(result.boundaries),
             "warnings": result.warnings,
@@ -59,7 +60,25 @@ def write(result: SparkScores, out: str | Path, *, overwrite: bool = False) -> d
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        for frame in result.cached:  # written (or failed): the cache is no longer wanted
+            frame.unpersist()
     return info
+
+
+def _totals(spark: Any, written: Path) -> dict[str, Any]:
+    """The figures ``retain score`` reports, of the scores written: mean P(alive), expected
+    purchases in the next 365 days, 12-month CLV, customers with a next purchase date."""
+    row = (
+        spark.read.parquet(str(written))
+        .selectExpr(
+            "avg(p_alive) AS mean_p_alive",
+            "sum(expected_purchases_365d) AS expected_purchases_365d",
+            "sum(clv_12m) AS clv_12m",
+            "count(next_purchase_date) AS with_next_purchase_date",
+        )
+        .collect()[0]
+    )
+    return row.asDict()
 
 
 def _plain(value: Any) -> Any:

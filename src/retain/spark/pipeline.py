@@ -33,8 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from retain.errors import ArgumentError, DataError, SchemaError
-from retain.features import UNIT_DAYS
+from retain.errors import ArgumentError, DataError, ModelError, SchemaError
 from retain.spark import sql as q
 
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ if TYPE_CHECKING:
     from retain.store import Store
     from retain.validate import HoldoutData
 
-MODELS = ("auto", "bgnbd", "mbgnbd", "pnbd")
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
 
 #: the segment columns' types, as ``retain score`` writes them
@@ -136,7 +134,7 @@ class SparkScores:
     """What :func:`score` computed: ``scores`` (a Spark DataFrame with the columns of
     ``customer_scores``, computed when written or collected), the observation day, the
     fit used (``fit``: ``fit_id`` (None when fitted here), ``model``, ``params``,
-    ``spend_params``, and when fitted here ``choice``, ``candidates``, ``guard``,
+    ``spend_params``, the CLV's ``margin`` and ``discount_rate``, and when fitted here ``choice``, ``candidates``, ``guard``,
     ``data_range``, ``warnings``) and the RFM boundaries the segments were scored against."""
 
     scores: DataFrame
@@ -145,6 +143,8 @@ class SparkScores:
     fit: dict[str, Any]
     boundaries: RfmBoundaries | None
     warnings: list[str] = field(default_factory=list)
+    #: what Spark keeps cached for ``scores`` (released by :func:`retain.spark.write`)
+    cached: list[DataFrame] = field(default_factory=list)
 
 
 def score(
@@ -168,8 +168,9 @@ def score(
     """Score every customer of ``orders`` (a Spark DataFrame, one row per order) as
     ``retain score`` would: the same columns, the same values.
 
-    With ``store``, its latest kept fit and its CLV settings (margin, discount rate) are
-    used and nothing is fitted; else the models are fitted as ``retain fit`` fits them
+    With ``store``, its latest kept fit, its CLV settings (margin, discount rate) and its
+    ``as_of`` setting (when set; the default observation day) are used and nothing is
+    fitted; else the models are fitted as ``retain fit`` fits them
     (``model``, ``unit``, ``grain``, ``holdout_weeks``, ``penalizer`` as there) on the
     orders to ``as_of`` (default: the day of the last order). ``margin`` and
     ``discount_rate`` default to the store's settings (without a store: 1 and 0.1).
@@ -177,18 +178,16 @@ def score(
     stake); churn reasons cite no complaints (the feedback is not read).
     """
     from retain import config
-    from retain.scoring import ScoreBasis, load_fit
+    from retain.scoring import ScoreBasis, check_fit_arguments, load_fit
 
-    if model not in MODELS:
-        raise ArgumentError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-    if unit not in UNIT_DAYS or grain not in UNIT_DAYS:
-        raise ArgumentError("unit and grain must each be 'D' or 'W'")
-    if holdout_weeks is not None and holdout_weeks < 1:
-        raise ArgumentError(f"holdout_weeks must be 1 or more, got {holdout_weeks}")
+    check_fit_arguments(model, unit, grain, holdout_weeks)
     spark = orders.sparkSession
     view = _orders_view(orders, customer_id, timestamp, amount)
     try:
         first, last = _first_last(spark, view, amount)
+        if as_of is None and store is not None and config.load_settings(store).as_of is not None:
+            # the store's own observation day (its as_of setting), as its commands use
+            as_of = config.observation_day(store)
         end = last if as_of is None else config.parse_as_of(as_of).date()
         config.check_not_before_first_order(end, first)
         if store is not None:
@@ -211,6 +210,7 @@ def score(
             discount_rate = config.check_discount_rate(
                 0.1 if discount_rate is None else discount_rate
             )
+        fit.update(margin=margin, discount_rate=discount_rate)
         basis = ScoreBasis(
             fit_id=-1 if row["fit_id"] is None else int(row["fit_id"]),
             as_of=end.isoformat(),
@@ -227,6 +227,7 @@ def score(
         summary = spark.sql(q.SUMMARY.format(src=view, **literals))
         per_customer = summary
         boundaries = None
+        measures = None
         if basis.segments:
             measures = spark.sql(q.RFM_MEASURES.format(src=view, **q.literals(end, "D", "D")))
             measures = measures.persist()
@@ -245,7 +246,9 @@ def score(
     finally:
         spark.catalog.dropTempView(view)
     # the view is dropped; the plan keeps what it read
-    return SparkScores(scores, end, int(customers), fit, boundaries, warned)
+    return SparkScores(
+        scores, end, int(customers), fit, boundaries, warned, [] if measures is None else [measures]
+    )
 
 
 def _orders_view(orders: DataFrame, customer_id: str, timestamp: str, amount: str) -> str:
@@ -337,25 +340,17 @@ def _median(values: np.ndarray, counts: np.ndarray) -> float | None:
     return None if found is None else float(found)
 
 
+@dataclass
 class _Scorer:
     """The executors' work: each Arrow batch of customers (summary and RFM measures) to
     their rows of ``customer_scores``. Carries the fit as JSON (pickled to the workers)."""
 
-    def __init__(
-        self,
-        model_json: str,
-        spend_json: str | None,
-        row: dict[str, Any],
-        end: dt.date,
-        basis: Any,
-        boundaries: RfmBoundaries | None,
-    ) -> None:
-        self.model_json = model_json
-        self.spend_json = spend_json
-        self.row = row
-        self.end = end
-        self.basis = basis
-        self.boundaries = boundaries
+    model_json: str
+    spend_json: str | None
+    row: dict[str, Any]
+    end: dt.date
+    basis: Any
+    boundaries: RfmBoundaries | None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import warnings
@@ -467,45 +462,31 @@ def _fit(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """``retain fit`` on the orders of ``view`` to ``end``: the model, the spend model and
     what the fit's record holds."""
-    from retain.errors import ModelError
-    from retain.scoring import choose_fit
+    from retain.guard import history, recent_start
+    from retain.scoring import choose_fit, holdout_split, refusal
 
-    weeks = holdout_weeks
-    compared = model == "auto" or holdout_weeks is not None
+    weeks, calibration_end = holdout_split(end, first, model, holdout_weeks)
     held: HoldoutData | None = None
     literals = q.literals(end, unit, grain)
-    if compared:
-        if weeks is None:
-            weeks = max(1, (end - first).days // 28)
-        calibration_end = end - dt.timedelta(weeks=weeks)
-        if calibration_end <= first:
-            raise ModelError(
-                f"a {weeks}-week holdout leaves no history before it: the orders start "
-                f"{first}; use fewer --holdout-weeks"
-            )
+    if calibration_end is not None:
         held = _holdout_data(spark, view, end, calibration_end, unit, grain)
         summary = held.full
     else:
         frame = spark.sql(q.SUMMARY.format(src=view, **literals))
         summary = _laid_out(frame, list(_SUMMARY_COLUMNS))
         summary.attrs.update({"unit": unit, "grain": grain, "observation_end": end.isoformat()})
-    recent = end - dt.timedelta(days=365)
     history_row = spark.sql(
         q.HISTORY.format(
             src=view,
             cutoff=literals["cutoff"],
-            recent_start=f"TIMESTAMP '{(recent + dt.timedelta(days=1)).isoformat()} 00:00:00'",
+            recent_start=f"TIMESTAMP '{recent_start(end).isoformat()} 00:00:00'",
         )
     ).collect()[0]
-    any_first = history_row["first_any_day"]
-    history = {
-        "revenue_12m": float(history_row["revenue_12m"]),
-        "days": float(min((end - any_first).days + 1 if any_first else 365, 365)),
-    }
+    figures = history(float(history_row["revenue_12m"]), history_row["first_any_day"], end)
     picked = choose_fit(
         summary,
         held,
-        lambda: history,
+        lambda: figures,
         model=model,
         penalizer=penalizer,
         grain=grain,
@@ -542,14 +523,7 @@ def _fit(
         },
     }
     if not kept:
-        first_failed = next(
-            (c, t["model"]) for t in picked.guard for c in t["checks"] if not c["passed"]
-        )
-        raise ModelError(
-            f"no fit kept: {', '.join(t['model'] for t in picked.guard)} failed the fit guard. "
-            f"{first_failed[1]}: check {first_failed[0]['name']!r} failed: "
-            f"{first_failed[0]['message']}"
-        )
+        raise ModelError(refusal(picked.guard, forced=model != "auto"))
     return picked.fitted, picked.spend, fit
 
 

@@ -82,5 +82,48 @@ def test_the_index_is_the_joined_one(
                 "(SELECT max(customer_id) FROM customer_scores)"
             )
         index = data.build_customer_index(store)
-        pd.testing.assert_frame_equal(index.frame, joined_index(store))
+        expected = joined_index(store)
+        assert_index_is(index.frame, expected)
         assert index.positions == data.index_positions(index.frame)
+
+
+def assert_index_is(frame: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """``frame`` holds ``expected``'s values, its few-valued text columns as categoricals
+    (:data:`retain.service.data.CATEGORY_COLUMNS`) and every other column as it is."""
+    texts = [c for c in data.CATEGORY_COLUMNS if c in frame]
+    assert {"segment", "action", "churn_reason"} <= set(texts)
+    for name in texts:
+        assert isinstance(frame[name].dtype, pd.CategoricalDtype), name
+    pd.testing.assert_frame_equal(frame.astype({c: "str" for c in texts}), expected)
+
+
+def test_folding_rescored_rows_keeps_texts_new_to_a_column(scored: Path) -> None:
+    """Folded rows with a churn reason, action and segment the index has not held yet keep
+    them: the folded table is the old one's rows, read as text, with the fresh rows in place
+    of the old and new customers at the end."""
+    with Store(scored, read_only=True) as store:
+        index = data.build_customer_index(store)
+    texts = [c for c in data.CATEGORY_COLUMNS if c in index.frame]
+    old = index.frame.astype({c: "str" for c in texts})
+    changed = old.iloc[3].copy()
+    changed["churn_reason"] = "a reason no customer had before"
+    changed["orders"] = int(changed["orders"]) + 1
+    new = old.iloc[5].copy()
+    new["action"], new["segment"], new["churn_reason"] = "Call them", "Brand new", None
+    fresh = {str(old.index[3]): changed, "someone-new": new}
+
+    folded = data.fold_fresh(index, fresh)
+
+    rows = pd.DataFrame(list(fresh.values()), index=pd.Index(list(fresh), name="customer_id"))
+    rows = rows.reindex(columns=old.columns).astype(old.dtypes.to_dict())
+    expected = pd.concat([old[~old.index.isin(rows.index)], rows])
+    assert_index_is(folded.frame, expected)
+    assert folded.positions == data.index_positions(folded.frame)
+    assert folded.row(folded.positions["someone-new"])["churn_reason"] is None
+    assert folded.row(folded.positions["someone-new"])["segment"] == "Brand new"
+    assert (
+        folded.row(folded.positions[str(old.index[3])])["churn_reason"] == changed["churn_reason"]
+    )
+    for name in texts:  # no category left that no customer holds
+        values = folded.frame[name]
+        assert set(values.cat.categories) == set(values.dropna().unique())

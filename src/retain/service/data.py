@@ -358,8 +358,11 @@ def segments_payload(store: Store, index: CustomerIndex | None = None) -> dict[s
         .agg(customers=("orders", "size"), net_revenue=("net_revenue", "sum"))
         .reset_index()
     )
+    # the most common segment among the texts themselves: a categorical's counts would
+    # break ties by the order of its categories instead
+    texts = frame[["r_score", "f_score"]].assign(segment=_as_text(frame["segment"]))
     common = (
-        frame.groupby(["r_score", "f_score"], observed=True)["segment"]
+        texts.groupby(["r_score", "f_score"], observed=True)["segment"]
         .agg(lambda s: s.value_counts().index[0])
         .reset_index()
     )
@@ -461,6 +464,15 @@ def _plain_reader(values: pd.Series) -> Callable[[int], Any]:
     once per lookup: NumPy numbers and microsecond times are converted from the array
     directly, Arrow text read from its Arrow array; other types go through :func:`plain`."""
     dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):  # a code per row, each category made plain once
+        codes = values.cat.codes.to_numpy()
+        labels = [plain(label) for label in dtype.categories]
+
+        def category(position: int) -> Any:
+            code: int = codes.item(position)
+            return None if code < 0 else labels[code]
+
+        return category
     if isinstance(dtype, np.dtype):
         array = values.to_numpy()
         if dtype.kind == "f":
@@ -505,6 +517,33 @@ def _plain_microseconds(ticks: int) -> str | None:
 
 CONTACT_COLUMNS = ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen")
 
+CATEGORY_COLUMNS = (
+    "rfm",
+    "segment",
+    "action",
+    "offer",
+    "churn_risk",
+    "churn_reason",
+    "model",
+    "acquisition_channel",
+)
+"""Text columns of the index held as pandas categoricals: each has few values (a segment's
+action, a risk level; a churn reason some hundred thousand of a million), so the index
+holds a small code per customer and each text once, not a million texts (at 1M customers
+some 300 MB less)."""
+
+
+def _as_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its text columns of :data:`CATEGORY_COLUMNS` as categoricals (the
+    same values; missing ones stay missing)."""
+    texts = {
+        name: frame[name].astype("category")
+        for name in CATEGORY_COLUMNS
+        if name in frame
+        and (frame[name].dtype == object or isinstance(frame[name].dtype, pd.StringDtype))
+    }
+    return frame.assign(**texts) if texts else frame
+
 
 def _own_buffers(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with its ids and Arrow text columns copied into buffers of their own.
@@ -526,6 +565,11 @@ def _own_buffers(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.assign(**moved) if moved else frame
     frame.index = pd.Index(owned(frame.index), name=frame.index.name)
     return frame
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """A categorical column as the text column it was made from (others as they are)."""
+    return values.astype("str") if isinstance(values.dtype, pd.CategoricalDtype) else values
 
 
 def index_positions(frame: pd.DataFrame) -> dict[str, int]:
@@ -595,7 +639,7 @@ def _index_frame(store: Store, segments: pd.DataFrame) -> tuple[pd.DataFrame, li
         if pa.types.is_boolean(table.schema.field(name).type) and other[name].dtype == object:
             other[name] = other[name].astype("boolean")
     other.index = segments.index
-    frame = pd.concat([segments, other], axis=1)
+    frame = pd.concat([_as_categories(segments), _as_categories(other)], axis=1)
     frame.index.name = "customer_id"
     frame = _own_buffers(frame)
     return frame, score_columns
@@ -611,11 +655,24 @@ def fold_fresh(index: CustomerIndex, fresh: dict[str, pd.Series] | None = None) 
     old = index.frame
     rows = pd.DataFrame(list(fresh.values()), index=pd.Index(list(fresh), name="customer_id"))
     rows = rows.reindex(columns=old.columns)
-    for column in old.columns:  # the index's own types, where the values fit them
-        with contextlib.suppress(TypeError, ValueError):
-            rows[column] = rows[column].astype(old[column].dtype)
     kept = old[~old.index.isin(rows.index)]
+    categorical = []
+    for column in old.columns:  # the index's own types, where the values fit them
+        dtype = old[column].dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            # a text new to the column (a new churn reason) becomes a category of it, where
+            # casting to the old categories would make it missing
+            new = pd.Index(rows[column].dropna().unique()).difference(dtype.categories)
+            if len(new):
+                kept[column] = kept[column].cat.add_categories(new)
+                dtype = kept[column].dtype
+            categorical.append(column)
+        with contextlib.suppress(TypeError, ValueError):
+            rows[column] = rows[column].astype(dtype)
     frame = pd.concat([kept, rows])
+    for column in categorical:  # the texts no customer has any more go
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].cat.remove_unused_categories()
     frame.index.name = "customer_id"
     positions = index_positions(frame)
     return dataclasses.replace(index, frame=frame, positions=positions, fresh={})

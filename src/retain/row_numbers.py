@@ -1,0 +1,91 @@
+"""Each of a million ids and its row number, held compactly.
+
+A dict of a million ids holds a Python string and a dict entry per id (some 80 MB for
+short ids, more for e-mails). :class:`RowNumbers` answers the same questions from
+four arrays: each id's hash (sorted), the row of each hash, and the ids' UTF-8 bytes
+one after the other with where each ends: some 25 bytes an id besides its text. A
+lookup hashes the id, finds its hash by binary search and compares the bytes of the
+rows with that hash, a few microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+_ENCODING = ("utf-8", "surrogatepass")  # any Python text, as it would be written
+
+
+class RowNumbers(Mapping[str, int]):
+    """``{id: row}`` for ids given in row order (0, 1, ...): what
+    ``dict(zip(ids, range(len(ids))))`` answers, as a read-only mapping.
+
+    The ids must be distinct (a :class:`ValueError` otherwise). Hashes are Python's own,
+    which are the same for the same text within a process: the mapping is never stored.
+    """
+
+    __slots__ = ("_ends", "_hashes", "_rows", "_text")
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        texts = [str(i) for i in ids]
+        hashes = np.fromiter(map(hash, texts), dtype=np.int64, count=len(texts))
+        order = np.argsort(hashes, kind="stable")
+        self._hashes = hashes[order]
+        self._rows = order.astype(np.int32 if len(texts) < 2**31 else np.int64)
+        encoded = [t.encode(*_ENCODING) for t in texts]
+        del texts
+        self._ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+        self._text = b"".join(encoded)
+        del encoded
+        same = np.flatnonzero(self._hashes[1:] == self._hashes[:-1])
+        for at in same:  # ids whose hashes collide: distinct texts, or the same id twice
+            first, second = int(self._rows[at]), int(self._rows[at + 1])
+            if self._bytes(first) == self._bytes(second):
+                raise ValueError(f"the id {self._id(first)!r} is given twice")
+
+    def _bytes(self, row: int) -> bytes:
+        start = int(self._ends[row - 1]) if row else 0
+        return self._text[start : int(self._ends[row])]
+
+    def _id(self, row: int) -> str:
+        return self._bytes(row).decode(*_ENCODING)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The row of ``key``, else ``default``."""
+        if not isinstance(key, str):
+            return default
+        wanted = hash(key)
+        hashes = self._hashes
+        at = int(hashes.searchsorted(wanted))
+        encoded = None
+        while at < hashes.size and hashes[at] == wanted:
+            row = int(self._rows[at])
+            if encoded is None:
+                encoded = key.encode(*_ENCODING)
+            if self._bytes(row) == encoded:
+                return row
+            at += 1
+        return default
+
+    def __getitem__(self, key: str) -> int:
+        row: int | None = self.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        return int(self._hashes.size)
+
+    def __iter__(self) -> Iterator[str]:
+        """The ids in row order."""
+        return (self._id(row) for row in range(len(self)))
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes its arrays and text hold."""
+        return self._hashes.nbytes + self._rows.nbytes + self._ends.nbytes + len(self._text)

@@ -73,3 +73,48 @@ def test_the_store_prints_no_duckdb_progress_bar(tmp_path) -> None:
     """The CLI reports its own progress; DuckDB's bar would land in its output."""
     with Store(tmp_path / "s.duckdb") as store:
         assert store.scalar("SELECT current_setting('enable_progress_bar')") is False
+
+
+def cached_mb(store: Store) -> float:
+    return float(
+        store.scalar(
+            "SELECT coalesce(sum(memory_usage_bytes), 0) / 2^20 FROM duckdb_memory() "
+            "WHERE tag = 'BASE_TABLE'"
+        )
+    )
+
+
+@pytest.mark.parametrize("limit", [None, "3.0 GiB"])
+def test_dropping_cached_blocks_keeps_the_limit_and_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str | None
+):
+    import retain.store
+    from retain.store import drop_cached_blocks
+
+    monkeypatch.setattr(retain.store, "CACHE_ROOM_BYTES", 8 * 2**20)
+    path = tmp_path / "big.duckdb"
+    with Store(path) as store:
+        store.con.execute(
+            "CREATE TABLE wide AS SELECT range AS i, random() AS x, random() AS y FROM range(8000000)"
+        )
+    with Store(path, read_only=True) as store:
+        if limit:
+            store.con.execute(f"SET memory_limit = '{limit}'")
+        shown = store.scalar("SELECT current_setting('memory_limit')")
+        answer = store.con.execute("SELECT sum(i), max(x), min(y) FROM wide").fetchall()
+        assert cached_mb(store) > 50  # the table's blocks, kept after its query
+        drop_cached_blocks(store)
+        assert cached_mb(store) <= 8
+        assert store.scalar("SELECT current_setting('memory_limit')") == shown
+        assert store.con.execute("SELECT sum(i), max(x), min(y) FROM wide").fetchall() == answer
+
+
+def test_a_store_in_memory_keeps_its_blocks():
+    from retain.store import drop_cached_blocks
+
+    with Store(":memory:") as store:
+        store.con.execute("CREATE TABLE wide AS SELECT range AS i FROM range(3000000)")
+        held = cached_mb(store)
+        drop_cached_blocks(store)
+        assert cached_mb(store) == held
+        assert store.scalar("SELECT sum(i) FROM wide") == 3000000 * 2999999 // 2

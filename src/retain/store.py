@@ -480,3 +480,26 @@ def memory_at_most(store: Store, limit: str) -> Iterator[None]:
         store.con.execute(
             "RESET memory_limit" if before == default else f"SET memory_limit = '{_shown(before)}'"
         )
+
+
+CACHE_ROOM_BYTES = 64 * 2**20
+"""Working memory left to other queries while :func:`drop_cached_blocks` lowers the limit."""
+
+
+def drop_cached_blocks(store: Store) -> None:
+    """Let DuckDB drop the table blocks it keeps after its queries, up to its memory limit
+    (by default most of the machine's memory): a query that needs them again reads them
+    from the file, most likely from the system's file cache. DuckDB drops them when its
+    limit is lowered, so the limit is lowered for a moment to what its queries hold now
+    (their working memory, as ``duckdb_memory()`` counts it) and
+    :data:`CACHE_ROOM_BYTES` more for those that run meanwhile, then restored (see
+    :func:`memory_at_most`). When blocks in use keep it from reaching that, it changes
+    nothing. A store in memory keeps its blocks: they are its data."""
+    if store.path == ":memory:":
+        return
+    working = store.scalar(
+        "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag <> 'BASE_TABLE'"
+    )
+    limit = f"{math.ceil((int(working) + CACHE_ROOM_BYTES) / 2**20)}MiB"
+    with contextlib.suppress(duckdb.OutOfMemoryException), memory_at_most(store, limit):
+        pass

@@ -374,14 +374,15 @@ class Service:
         # one after the other, each once the working memory of the one before is let go:
         # loaded side by side, the customers' purchases (a lookup needs them too) were read
         # while the index's intermediate tables were still held, and the two peaks added up
+        # (DuckDB's cached table blocks included: see release_free_memory)
         indexed = False
         with contextlib.suppress(Exception):
             api.index_of(self)
             indexed = True
-        release_free_memory()
+        release_free_memory(self)
         with contextlib.suppress(Exception):
             api.recommendations(self)
-        release_free_memory()
+        release_free_memory(self)
         if indexed:
             with contextlib.suppress(Exception):
                 api.metrics(self, "month", 1.0, 365)
@@ -390,7 +391,8 @@ class Service:
             if rules:  # a store without a loyalty ledger has no balances
                 self.cached("loyalty_basis", api.loyalty_basis)
                 api.load_balances(self)
-                release_free_memory()
+        # lookups are answered from memory: what the store's queries kept goes now
+        release_free_memory(self)
         # what was just built lives as long as the service: keep the collector off it
         gc.freeze()
         self.warmed.set()
@@ -462,14 +464,24 @@ def route_ticks(service: Service, routes: Any, channels: dict[str, Any], every: 
         service.stopping.wait(every)
 
 
-def release_free_memory() -> None:
+def release_free_memory(service: Service | None = None) -> None:
     """Hand the memory freed by a large computation back to the system: Arrow's pool keeps
     what its arrays let go, and the C allocator the freed tops of its heaps, which would
-    otherwise count in the process's resident memory while the next load adds its own."""
+    otherwise count in the process's resident memory while the next load adds its own.
+    With the ``service``, also the table blocks DuckDB keeps after its queries
+    (:func:`retain.store.drop_cached_blocks`: at 1M customers some 340 MB after the
+    start-up work, and 430 MB of resident memory)."""
     import ctypes
     import ctypes.util
 
+    import duckdb
     import pyarrow as pa
+
+    from retain.store import drop_cached_blocks
+
+    if service is not None:
+        with contextlib.suppress(RetainError, duckdb.Error):  # closing: nothing to drop
+            drop_cached_blocks(service.store())
 
     pa.default_memory_pool().release_unused()
     name = ctypes.util.find_library("c")

@@ -466,13 +466,15 @@ def _plain_reader(values: pd.Series) -> Callable[[int], Any]:
     once per lookup: NumPy numbers and microsecond times are converted from the array
     directly, Arrow text read from its Arrow array; other types go through :func:`plain`."""
     dtype = values.dtype
-    if isinstance(dtype, pd.CategoricalDtype):  # a code per row, each category made plain once
+    if isinstance(dtype, pd.CategoricalDtype):
+        # the row's code, then its category read as a column of its own is read: a list of
+        # the categories as Python values would hold some 360,000 churn reasons (60 MB)
         codes = values.cat.codes.to_numpy()
-        labels = [plain(label) for label in dtype.categories]
+        label = _plain_reader(pd.Series(dtype.categories, copy=False))
 
         def category(position: int) -> Any:
             code: int = codes.item(position)
-            return None if code < 0 else labels[code]
+            return None if code < 0 else label(code)
 
         return category
     if isinstance(dtype, np.dtype):

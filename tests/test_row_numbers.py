@@ -50,3 +50,14 @@ def test_ids_whose_hashes_collide(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_id_given_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="'b' is given twice"):
         RowNumbers(["a", "b", "c", "b"])
+
+
+def test_an_id_given_twice_among_colliding_hashes_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import retain.row_numbers as module
+
+    monkeypatch.setattr(module, "hash", lambda text: 0, raising=False)
+    RowNumbers(["a", "b", "c"])
+    with pytest.raises(ValueError, match="'a' is given twice"):
+        RowNumbers(["a", "b", "c", "a", "d"])

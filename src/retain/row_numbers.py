@@ -31,19 +31,37 @@ class RowNumbers(Mapping[str, int]):
     def __init__(self, ids: Iterable[str]) -> None:
         texts = [str(i) for i in ids]
         hashes = np.fromiter(map(hash, texts), dtype=np.int64, count=len(texts))
-        order = np.argsort(hashes, kind="stable")
+        order = np.argsort(hashes)
         self._hashes = hashes[order]
         self._rows = order.astype(np.int32 if len(texts) < 2**31 else np.int64)
-        encoded = [t.encode(*_ENCODING) for t in texts]
-        del texts
-        self._ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
-        self._text = b"".join(encoded)
-        del encoded
-        same = np.flatnonzero(self._hashes[1:] == self._hashes[:-1])
-        for at in same:  # ids whose hashes collide: distinct texts, or the same id twice
-            first, second = int(self._rows[at]), int(self._rows[at + 1])
-            if self._bytes(first) == self._bytes(second):
-                raise ValueError(f"the id {self._id(first)!r} is given twice")
+        joined = "".join(texts)
+        if joined.isascii():  # a byte a character: no id needs encoding on its own
+            self._text = joined.encode("ascii")
+            del joined
+            sizes = np.fromiter(map(len, texts), np.int64, len(texts))
+        else:
+            del joined
+            encoded = [t.encode(*_ENCODING) for t in texts]
+            self._text = b"".join(encoded)
+            sizes = np.fromiter(map(len, encoded), np.int64, len(encoded))
+            del encoded
+        self._ends = np.cumsum(sizes)
+        self._check_distinct()
+
+    def _check_distinct(self) -> None:
+        """Raise ValueError when an id is given twice: ids whose hashes are equal are
+        distinct texts, or the same."""
+        hashes = self._hashes
+        same = hashes[1:] == hashes[:-1]
+        for start in np.flatnonzero(same & ~np.concatenate(([False], same[:-1]))):
+            stop = int(start) + 1
+            while stop < hashes.size and hashes[stop] == hashes[start]:
+                stop += 1
+            seen: set[bytes] = set()
+            for row in sorted(int(r) for r in self._rows[start:stop]):
+                if self._bytes(row) in seen:
+                    raise ValueError(f"the id {self._id(row)!r} is given twice")
+                seen.add(self._bytes(row))
 
     def _bytes(self, row: int) -> bytes:
         start = int(self._ends[row - 1]) if row else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -178,3 +179,61 @@ def test_bad_input(shop: Store, rec: Recommender) -> None:
         recommend_for_customer(shop, "t-office", recommender=rec, replenish_early=1.0)
     with pytest.raises(DataError, match="k is how many"):
         recommend_for_customer(shop, "t-office", 0, recommender=rec)
+
+
+def test_histories_hold_the_purchases_as_read(shop: Store, rec: Recommender) -> None:
+    """The compact histories give back every row of the history query as it reads them:
+    each customer's items, first and last purchase (float64 seconds) and counts."""
+    from retain.recommend.personal import _as_of_seconds
+
+    histories = load_histories(shop, recommender=rec)
+    ids = np.sort(shop.query("SELECT DISTINCT customer_id FROM orders")["customer_id"].to_numpy())
+    assert histories.customer_ids.tolist() == ids.tolist()
+    rows = shop.query(
+        """SELECT o.customer_id, l.sku, min(epoch(o.ordered_at)), max(epoch(o.ordered_at)),
+                  count(DISTINCT o.order_id)
+           FROM order_lines l JOIN orders o USING (order_id)
+           WHERE o.ordered_at <= to_timestamp($s)::TIMESTAMP
+           GROUP BY 1, 2""",
+        {"s": _as_of_seconds(shop, None)},
+    )
+    skus = histories.skus
+    held = []
+    for at, customer_id in enumerate(ids):
+        assert histories.position(customer_id) == at
+        bought = histories.rows(at)
+        for name in ("first_ts", "last_ts"):
+            assert bought[name].dtype == np.float64
+        held += [
+            (customer_id, skus[i], f, last, p)
+            for i, f, last, p in zip(*bought.values(), strict=True)
+        ]
+    expected = sorted(rows.itertuples(index=False, name=None))
+    assert sorted(held) == [(c, s, float(f), float(la), int(p)) for c, s, f, la, p in expected]
+    whole = histories.first_ts
+    assert whole.dtype == np.float64 and np.array_equal(
+        whole, histories.ts_base + histories.first_offsets
+    )
+
+
+@pytest.mark.parametrize(
+    "first, last, compact",
+    [
+        ([1_700_000_000.0, 10.0], [1_700_000_500.0, 10.0], True),
+        ([-86_400.0, 0.0], [5.0, 0.0], True),  # before 1970
+        ([1.5, 2.0], [2.0, 3.0], False),  # a fraction of a second
+        ([0.0, 2.0**32], [1.0, 2.0**32], False),  # further apart than 32 bits hold
+        ([0.0, np.nan], [1.0, 2.0], False),
+        ([], [], False),
+    ],
+)
+def test_purchase_times_are_held_exactly(first: list, last: list, compact: bool) -> None:
+
+    from retain.recommend.personal import _compact_times
+
+    base, a, b = _compact_times(np.array(first, dtype=float), np.array(last, dtype=float))
+    assert (a.dtype == np.uint32) is compact and (b.dtype == np.uint32) is compact
+    for held, given in ((a, first), (b, last)):
+        back = base + held.astype(np.float64)
+        assert back.dtype == np.float64
+        np.testing.assert_array_equal(back, np.array(given, dtype=float))

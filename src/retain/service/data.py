@@ -590,9 +590,12 @@ def build_customer_index(store: Store) -> CustomerIndex:
 
     store.require_orders()
     segments = customer_segments(store)
+    as_of, model = segments.attrs.get("as_of"), str(segments.attrs.get("model"))
+    # made compact before the scores are read, so that DuckDB's batches of the segments'
+    # result go first (the same values: _index_frame makes them so in any case)
+    segments = _own_buffers(_as_categories(segments))
     frame, score_columns = _index_frame(store, segments)
     positions = index_positions(frame)
-    as_of, model = segments.attrs.get("as_of"), str(segments.attrs.get("model"))
     return CustomerIndex(frame, positions, as_of, model, score_columns)
 
 

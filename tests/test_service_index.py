@@ -127,3 +127,20 @@ def test_folding_rescored_rows_keeps_texts_new_to_a_column(scored: Path) -> None
     for name in texts:  # no category left that no customer holds
         values = folded.frame[name]
         assert set(values.cat.categories) == set(values.dropna().unique())
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["b", None, "a", "b", "Ünï", ""], [], [None, None], ["x"] * 5],
+)
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_a_text_column_made_categorical_holds_its_values(texts: list, dtype: str) -> None:
+    column = pd.Series(texts, dtype=dtype, index=pd.Index(range(len(texts))) + 10, name="t")
+    found = data._categorical(column)
+    assert isinstance(found.dtype, pd.CategoricalDtype)
+    assert found.index.equals(column.index) and found.name == "t"
+    assert found.isna().tolist() == column.isna().tolist()
+    assert found.astype(object).where(found.notna(), None).tolist() == [
+        None if pd.isna(v) else v for v in column
+    ]
+    assert found.cat.categories.is_unique

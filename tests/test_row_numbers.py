@@ -1,5 +1,6 @@
 """Row numbers of ids: every id's row as a dict of them gives it, for ids of any text,
-hashes that collide, ids it does not hold and ids given twice."""
+hashes that collide, ids it does not hold and ids given twice; for sorted ids, found by
+their text alone."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retain.row_numbers import RowNumbers
+from retain.row_numbers import RowNumbers, SortedRowNumbers
 
 
-def assert_same(rows: RowNumbers, ids: list[str], absent: list[str]) -> None:
+def assert_same(rows: RowNumbers | SortedRowNumbers, ids: list[str], absent: list[str]) -> None:
     expected = dict(zip(ids, range(len(ids)), strict=True))
     assert len(rows) == len(expected)
     assert list(rows) == list(expected)
@@ -28,13 +29,18 @@ def assert_same(rows: RowNumbers, ids: list[str], absent: list[str]) -> None:
 
 @given(st.lists(st.text(), unique=True, max_size=60), st.lists(st.text(), max_size=20))
 def test_each_id_has_its_row(ids: list[str], others: list[str]) -> None:
-    assert_same(RowNumbers(ids), ids, [o for o in others if o not in ids])
+    absent = [o for o in others if o not in ids]
+    assert_same(RowNumbers(ids), ids, absent)
+    assert_same(SortedRowNumbers(sorted(ids)), sorted(ids), absent)
 
 
 def test_a_million_like_ids_and_what_is_not_there() -> None:
     ids = [f"c{i}" for i in np.random.default_rng(3).permutation(200_000)]
     ids += ["Zed.Smith@shop.example", "ab/7", "ünï", "\ud800 lone surrogate", ""]
-    assert_same(RowNumbers(ids), ids, ["c200000", "C1", "zed.smith@shop.example", " ab/7"])
+    absent = ["c200000", "C1", "zed.smith@shop.example", " ab/7", "\U0001f600", "\ud801"]
+    assert_same(RowNumbers(ids), ids, absent)
+    assert_same(SortedRowNumbers(sorted(ids)), sorted(ids), absent)
+    assert SortedRowNumbers(sorted(ids)).get(7) is None
     assert RowNumbers(ids).get(7) is None  # not text: never an id
 
 

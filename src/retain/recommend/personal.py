@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,7 @@ from retain.recommend.tables import (
     _top_k,
     load_or_build,
 )
-from retain.row_numbers import RowNumbers
+from retain.row_numbers import SortedRowNumbers
 from retain.store import Store
 
 KIND_NAMES = {0: "bought_later_by_similar_customers", 1: "popular", 2: "replenish"}
@@ -424,14 +425,14 @@ class CustomerHistories:
 
     Held in as little memory as keeps every value (at 1M customers 110 MB, where the
     arrays as they are read took 216): ``ids`` finds a customer's place
-    (:class:`~retain.row_numbers.RowNumbers` of the sorted ids), the times are
+    (:class:`~retain.row_numbers.SortedRowNumbers`), the times are
     ``ts_base`` plus ``first_offsets`` and ``last_offsets`` (whole seconds from the
     earliest in 32 bits when every time is a whole second within 136 years of it, else
     the times themselves), ``purchases`` in 16 bits when every count fits.
     """
 
     recommender: Recommender
-    ids: RowNumbers
+    ids: SortedRowNumbers
     starts: np.ndarray
     item: np.ndarray
     ts_base: float
@@ -487,13 +488,22 @@ def _compact_times(
     else the times themselves as float64 and base 0."""
     first = np.asarray(first_ts, dtype=np.float64)
     last = np.asarray(last_ts, dtype=np.float64)
-    if first.size:
-        base = float(min(first.min(), last.min()))
-        top = float(max(first.max(), last.max()))
-        whole = bool(np.all(first == np.floor(first)) and np.all(last == np.floor(last)))
-        if whole and top - base < 2**32 and max(abs(base), abs(top)) < 2**52:
-            return base, (first - base).astype(np.uint32), (last - base).astype(np.uint32)
-    return 0.0, first, last
+    if not first.size:
+        return 0.0, first, last
+    base = float(min(first.min(), last.min()))  # NaN when one is missing
+    top = float(max(first.max(), last.max()))
+    if not (math.isfinite(base) and math.isfinite(top)):
+        return 0.0, first, last
+    if top - base >= 2**32 or max(abs(base), abs(top)) >= 2**52:
+        return 0.0, first, last
+    held = []
+    for times in (first, last):
+        shifted = times - base
+        offsets = shifted.astype(np.uint32)
+        if not np.array_equal(offsets, shifted):  # a fraction of a second
+            return 0.0, first, last
+        held.append(offsets)
+    return base, held[0], held[1]
 
 
 def load_histories(
@@ -544,7 +554,7 @@ def _histories(
     base, first, last = _compact_times(history["first_ts"], history["last_ts"])
     return CustomerHistories(
         recommender=recommender,
-        ids=RowNumbers(ids.tolist() if isinstance(ids, np.ndarray) else list(ids)),
+        ids=SortedRowNumbers(ids.tolist() if isinstance(ids, np.ndarray) else list(ids)),
         starts=starts.astype(np.int32 if starts[-1] <= np.iinfo(np.int32).max else np.int64),
         item=np.asarray(history["item"]).astype(item_type),
         ts_base=base,

@@ -142,7 +142,7 @@ def test_index_rows_are_the_plain_values_of_the_frame() -> None:
     assert index.row(2)["net_revenue"] is None and index.row(2)["last_order_at"] is None
 
 
-def test_warming_loads_the_index_then_the_purchases_then_the_overview(
+def test_warming_loads_the_index_and_the_overview_then_the_purchases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = store_of(tmp_path, orders=ORDERS, lines=LINES, customers=PEOPLE)
@@ -165,7 +165,17 @@ def test_warming_loads_the_index_then_the_purchases_then_the_overview(
         assert service.peek("recommendations") is not None
     finally:
         service.close()
-    assert calls == ["index_of", "release", "recommendations", "release", "metrics", "release"]
+    # the overview is computed beside the index, and done before the first release (which
+    # lowers DuckDB's memory limit for a moment: no start-up query may run then)
+    assert [c for c in calls if c != "metrics"] == [
+        "index_of",
+        "release",
+        "recommendations",
+        "release",
+        "release",
+    ]
+    assert calls.count("metrics") == 1
+    assert calls.index("metrics") < calls.index("release")
 
 
 def test_warming_without_an_index_still_loads_the_purchases(
@@ -183,6 +193,7 @@ def test_warming_without_an_index_still_loads_the_purchases(
     try:
         service.warm()
         assert service.peek("recommendations") is not None
-        assert service.peek(("metrics", "month", 1.0, 365)) is None  # as before: not tried
+        # computed beside the index, whatever becomes of it
+        assert service.peek(("metrics", "month", 1.0, 365)) is not None
     finally:
         service.close()

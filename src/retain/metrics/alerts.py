@@ -57,7 +57,7 @@ import pandas as pd
 
 from retain.config import observation_day
 from retain.errors import DataError, RetainError
-from retain.metrics._activity import activity
+from retain.metrics._activity import Activity, activity
 from retain.metrics._common import (
     AsOf,
     activity_window,
@@ -149,6 +149,24 @@ def alerts(
         )
     window = observation(store, as_of, period)
     act = activity(store, window, activity_window(store, window, window_days))
+    return alerts_over(
+        store, act, baseline_periods=baseline_periods, recent_periods=recent_periods, alpha=alpha
+    )
+
+
+def alerts_over(
+    store: Store,
+    act: Activity,
+    *,
+    baseline_periods: int = 6,
+    recent_periods: int = 3,
+    alpha: float = 0.01,
+) -> pd.DataFrame:
+    """:func:`alerts` over activity aggregates already computed (the overview's, which
+    the service's overview page shows beside them: the one pass over the orders is
+    then made once), with arguments :func:`alerts` has checked."""
+    window = act.window
+    period = window.period
     kept = retention_table(act)
     bought = period_table(act)
     table = bought.assign(

@@ -135,6 +135,12 @@ def overview(
     margin = resolve_margin(store, margin)
     window = observation(store, as_of, period)
     act = activity(store, window, activity_window(store, window, window_days))
+    return overview_over(store, act, margin)
+
+
+def overview_over(store: Store, act: Activity, margin: float) -> dict[str, Any]:
+    """:func:`overview` over activity aggregates already computed (which the service's
+    alerts read too), with the margin resolved."""
     return _overview(store, act, retention_table(act), period_table(act), margin)
 
 

@@ -371,21 +371,27 @@ class Service:
         visitor does not wait for it. Errors are left for the request that meets them."""
         from retain.service import api
 
-        # one after the other, each once the working memory of the one before is let go:
-        # loaded side by side, the customers' purchases (a lookup needs them too) were read
-        # while the index's intermediate tables were still held, and the two peaks added up
-        # (DuckDB's cached table blocks included: see release_free_memory)
-        indexed = False
+        # the overview (a few passes over the orders in DuckDB, holding little) beside the
+        # customer index, whose Python work it fills the other core with
+        def overview() -> None:
+            with contextlib.suppress(Exception):
+                api.metrics(self, "month", 1.0, 365)
+
+        beside = threading.Thread(target=overview, name="warm-overview", daemon=True)
+        beside.start()
+        # the index and the recommendations one after the other, each once the working
+        # memory of the one before is let go: loaded side by side, the customers' purchases
+        # (a lookup needs them too) were read while the index's intermediate tables were
+        # still held, and the two peaks added up
         with contextlib.suppress(Exception):
             api.index_of(self)
-            indexed = True
+        # DuckDB's cached table blocks go too (see release_free_memory), once no start-up
+        # query runs beside: they are let go by lowering its memory limit for a moment
+        beside.join()
         release_free_memory(self)
         with contextlib.suppress(Exception):
             api.recommendations(self)
         release_free_memory(self)
-        if indexed:
-            with contextlib.suppress(Exception):
-                api.metrics(self, "month", 1.0, 365)
         with contextlib.suppress(Exception):
             rules = self.cached(api.RULES_KEY, api.loyalty_rules, sticky=True)
             if rules:  # a store without a loyalty ledger has no balances

@@ -22,7 +22,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import numpy as np
@@ -32,6 +32,9 @@ import pyarrow as pa
 from retain.errors import DataError
 from retain.row_numbers import RowNumbers
 from retain.store import Store
+
+if TYPE_CHECKING:
+    from retain.metrics._activity import Activity
 
 NO_SCORES = (
     "no model scores in the store yet: run `retain fit` and then `retain score` "
@@ -170,14 +173,18 @@ def metrics_payload(
     ``alerts`` (see :func:`alerts_payload`), ``settings`` (the store's settings:
     :func:`settings_table`), ``notes``.
     """
-    from retain.metrics import overview
+    from retain.metrics._activity import activity
+    from retain.metrics._common import activity_window, observation
+    from retain.metrics.overview import overview_over
 
     store.require_orders()
     margins = margin_info(store, margin)
+    # the overview and the alerts read the same pass over the orders: it is made once
+    window = observation(store, None, period)
+    chosen = activity_window(store, window, window_days)
+    act = activity(store, window, chosen)
     result: dict[str, Any] = {
-        "overview": plain(
-            overview(store, margin=margins["historical"], period=period, window_days=window_days)
-        ),
+        "overview": plain(overview_over(store, act, margins["historical"])),
         "margin": margins,
     }
     notes: list[str] = []
@@ -200,8 +207,10 @@ def metrics_payload(
             "customers": int(row[3]),
         }
     result["clv_distribution"] = clv_distribution(store, clv_column, margins["historical"])
-    result["models_window_days"] = models_window_days(store)
-    result["alerts"] = alerts_payload(store, period=period, window_days=window_days)
+    # the Models page's window: the store's default for months, the overview's own then
+    monthly_default = period == "month" and window_days is None
+    result["models_window_days"] = chosen.days if monthly_default else models_window_days(store)
+    result["alerts"] = alerts_payload(store, period=period, window_days=window_days, act=act)
     result["settings"] = settings_table(store)
     result["notes"] = notes
     return result
@@ -283,7 +292,11 @@ def clv_distribution(
 
 
 def alerts_payload(
-    store: Store, *, period: str = "month", window_days: int | None = None
+    store: Store,
+    *,
+    period: str = "month",
+    window_days: int | None = None,
+    act: Activity | None = None,
 ) -> dict[str, Any]:
     """Recent drops in retention, AOV, frequency, new customers or repeat revenue share,
     and the drift of the latest backtest's forecasts.
@@ -291,11 +304,17 @@ def alerts_payload(
     Keys: ``alerts`` (rows of :func:`retain.metrics.alerts`, most significant
     first, then the drift alerts), ``checked``, ``note``, ``drift`` (what the drift
     check read: :func:`retain.metrics.alerts.drift_alerts`) and the test's settings.
+    ``act``: the activity aggregates of this period and window when already computed
+    (the overview's).
     """
     from retain.metrics import alerts
+    from retain.metrics.alerts import alerts_over
 
     store.require_orders()
-    frame = alerts(store, period, window_days=window_days)
+    if act is None:
+        frame = alerts(store, period, window_days=window_days)
+    else:  # the overview's pass over the orders, for this period and window
+        frame = alerts_over(store, act)
     return {"alerts": records(frame), **plain(dict(frame.attrs))}
 
 

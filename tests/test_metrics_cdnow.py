@@ -116,3 +116,39 @@ def test_the_default_window_follows_the_rhythm_and_pages_agree_on_churn(
     again = (second - first.reindex(second.index)).dt.days < 365
     assert headline["repeat_retention"] == pytest.approx(100 * again.sum() / len(first))
     assert headline["repeat_retention_cohorts"] == ["1997-01", "1997-03"]
+
+
+@pytest.mark.parametrize("period, window_days", [("month", None), ("quarter", None), ("month", 60)])
+def test_the_overview_page_shares_one_pass_and_agrees_with_each_function(
+    store: Store, period: str, window_days: int | None
+) -> None:
+    """The overview page computes the activity aggregates once for its overview and its
+    alerts: each must equal what its own function computes alone."""
+    from retain.service import data
+
+    page = data.metrics_payload(store, period=period, window_days=window_days)
+    margin = page["margin"]["historical"]
+    alone = overview(store, margin=margin, period=period, window_days=window_days)
+
+    def same(got: object, want: object) -> None:  # floats to 1e-9: sums in DuckDB's order
+        if isinstance(want, dict):
+            assert isinstance(got, dict) and got.keys() == want.keys()
+            for key in want:
+                same(got[key], want[key])
+        elif isinstance(want, list):
+            assert isinstance(got, list) and len(got) == len(want)
+            for g, w in zip(got, want, strict=True):
+                same(g, w)
+        elif isinstance(want, float):
+            assert got == pytest.approx(want, rel=1e-9, nan_ok=True)
+        else:
+            assert got == want
+
+    same(page["overview"], data.plain(alone))
+    alerts = data.alerts_payload(store, period=period, window_days=window_days)
+    assert page["alerts"]["checked"] == alerts["checked"] > 0
+    assert [(a["metric"], a["period"]) for a in page["alerts"]["alerts"]] == [
+        (a["metric"], a["period"]) for a in alerts["alerts"]
+    ]
+    assert page["alerts"]["window_days"] == alerts["window_days"] == page["overview"]["window_days"]
+    assert page["models_window_days"] == data.models_window_days(store)

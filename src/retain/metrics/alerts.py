@@ -104,6 +104,9 @@ DRIFT_BIAS_PCT = 10.0
 #: ... and at least this many Poisson standard deviations (the square root of the
 #: forecast total) from it: what chance alone gives a total is no drift
 DRIFT_Z = 2.0
+#: the defaults of :func:`alerts`: complete periods in each baseline, recent periods
+#: checked, one-sided significance level
+BASELINE_PERIODS, RECENT_PERIODS, ALPHA = 6, 3, 0.01
 #: a calibration error this many times the earlier origins' mean is drift
 DRIFT_ECE_RATIO = 2.0
 
@@ -112,9 +115,9 @@ def alerts(
     store: Store,
     period: str = "month",
     *,
-    baseline_periods: int = 6,
-    recent_periods: int = 3,
-    alpha: float = 0.01,
+    baseline_periods: int = BASELINE_PERIODS,
+    recent_periods: int = RECENT_PERIODS,
+    alpha: float = ALPHA,
     window_days: int | None = None,
     as_of: AsOf = None,
 ) -> pd.DataFrame:
@@ -158,9 +161,9 @@ def alerts_over(
     store: Store,
     act: Activity,
     *,
-    baseline_periods: int = 6,
-    recent_periods: int = 3,
-    alpha: float = 0.01,
+    baseline_periods: int = BASELINE_PERIODS,
+    recent_periods: int = RECENT_PERIODS,
+    alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """:func:`alerts` over activity aggregates already computed (the overview's, which
     the service's overview page shows beside them: the one pass over the orders is

@@ -470,11 +470,11 @@ def route_ticks(service: Service, routes: Any, channels: dict[str, Any], every: 
         service.stopping.wait(every)
 
 
-def release_free_memory(service: Service | None = None) -> None:
+def release_free_memory(service: Service) -> None:
     """Hand the memory freed by a large computation back to the system: Arrow's pool keeps
     what its arrays let go, and the C allocator the freed tops of its heaps, which would
-    otherwise count in the process's resident memory while the next load adds its own.
-    With the ``service``, also the table blocks DuckDB keeps after its queries
+    otherwise count in the process's resident memory while the next load adds its own;
+    and the ``service``'s store lets go of the table blocks DuckDB keeps after its queries
     (:func:`retain.store.drop_cached_blocks`: at 1M customers some 340 MB after the
     start-up work, and 430 MB of resident memory)."""
     import ctypes
@@ -485,9 +485,8 @@ def release_free_memory(service: Service | None = None) -> None:
 
     from retain.store import drop_cached_blocks
 
-    if service is not None:
-        with contextlib.suppress(RetainError, duckdb.Error):  # closing: nothing to drop
-            drop_cached_blocks(service.store())
+    with contextlib.suppress(RetainError, duckdb.Error):  # closing: nothing to drop
+        drop_cached_blocks(service.store())
 
     pa.default_memory_pool().release_unused()
     name = ctypes.util.find_library("c")

@@ -40,7 +40,32 @@ def test_help_loads_no_data_library() -> None:
 
 def test_the_package_loads_its_parts_on_first_use() -> None:
     assert loaded_after("import retain") == set()
-    assert {"pandas", "duckdb"} <= loaded_after("import retain; retain.Store")
+    assert loaded_after("import retain; retain.Store") == {"duckdb"}
+
+
+def test_storing_a_parquet_file_loads_no_pandas_and_no_scipy(tmp_path: Path) -> None:
+    """``retain ingest`` of a Parquet file is DuckDB's work: the command pays for
+    neither pandas (0.3-0.6 s) nor SciPy."""
+    orders, db = tmp_path / "orders.parquet", tmp_path / "store.duckdb"
+    code = (
+        "import duckdb\n"
+        f"duckdb.sql(\"COPY (SELECT 'o' || i AS order_id, 'c' || (i % 7) AS customer_id, "
+        f"TIMESTAMP '2025-01-01' + INTERVAL (i) DAY AS ordered_at, 10.0 + i AS net_revenue "
+        f"FROM range(40) t(i)) TO '{orders}'\")\n"
+        "from retain.cli import app\n"
+        "try:\n"
+        f"    app(['ingest', '--db', '{db}', '--as-of', '2025-03-01', '{orders}'], "
+        "standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+    )
+    loaded = loaded_after(code)
+    assert "duckdb" in loaded  # the probe ran the command
+    assert not loaded & {"pandas", "scipy"}
+    from retain.store import Store
+
+    with Store(db, read_only=True) as store:  # the file was stored
+        assert store.scalar("SELECT count(*) FROM orders") == 40
 
 
 def test_scoring_loads_no_optimiser_and_no_statistics() -> None:

@@ -143,11 +143,10 @@ def friendly_errors(func: F) -> F:
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON types from DataFrames, numpy scalars and timestamps; NaN becomes null."""
-    import pandas as pd  # loaded by the commands that print frames, not by retain --help
-
-    if isinstance(value, pd.DataFrame):
+    pd = sys.modules.get("pandas")  # a frame exists only where pandas was loaded
+    if pd is not None and isinstance(value, pd.DataFrame):
         return json.loads(value.to_json(orient="records", date_format="iso"))
-    if isinstance(value, pd.Series):
+    if pd is not None and isinstance(value, pd.Series):
         return json.loads(value.to_json(date_format="iso"))
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
@@ -222,13 +221,12 @@ def people_table(frame: pd.DataFrame) -> str:
 
 def emit(value: Any, as_json: bool, table: Callable[[], str] | None = None) -> None:
     """Print a result as JSON or as text for people."""
-    import pandas as pd
-
+    pd = sys.modules.get("pandas")  # a frame exists only where pandas was loaded
     if as_json:
         typer.echo(json.dumps(to_jsonable(value), indent=2, default=str, allow_nan=False))
     elif table is not None:
         typer.echo(table())
-    elif isinstance(value, pd.DataFrame):
+    elif pd is not None and isinstance(value, pd.DataFrame):
         typer.echo(people_table(value))
     else:
         typer.echo(str(value))

@@ -47,18 +47,20 @@ takes the rate per period.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import re
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from retain.errors import ArgumentError, DataError
 from retain.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LIVE = "live"
 """The ``as_of`` setting of a store that follows the wall clock."""
@@ -152,8 +154,8 @@ def per_period_rate(rate_per_year: float, months: int) -> float:
     return float((1.0 + check_discount_rate(rate_per_year)) ** (months / 12) - 1.0)
 
 
-def parse_as_of(value: str | dt.date | dt.datetime | pd.Timestamp) -> pd.Timestamp:
-    """``value`` (a date or a time, as text or object) as a naive UTC timestamp.
+def parse_as_of(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.datetime:
+    """``value`` (a date or a time, as text or object) as a naive UTC time.
 
     A time with a zone is converted to UTC; one without is taken as UTC. Raises
     :class:`~retain.errors.DataError` when ``value`` is not a date.
@@ -161,15 +163,29 @@ def parse_as_of(value: str | dt.date | dt.datetime | pd.Timestamp) -> pd.Timesta
     unreadable = DataError(
         "unreadable observation date", value=value, expected="a date as YYYY-MM-DD"
     )
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise unreadable from None
-    if pd.isna(ts):
-        raise unreadable
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts
+    moment: dt.datetime | None = None
+    if isinstance(value, dt.datetime) and type(value) is dt.datetime:
+        moment = value
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        moment = dt.datetime.combine(value, dt.time())
+    elif isinstance(value, str):
+        # ISO 8601 (2025-10-02, 2025-10-02T10:00:00+02:00) without pandas, which a
+        # command that only stores files need not load
+        with contextlib.suppress(ValueError):
+            moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    if moment is None:  # other spellings ("Oct 2, 2025"), pandas' and NumPy's times
+        import pandas as pd
+
+        try:
+            ts = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            raise unreadable from None
+        if pd.isna(ts):
+            raise unreadable
+        moment = ts.to_pydatetime()
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment
 
 
 def check_as_of(value: object) -> dt.date | str:

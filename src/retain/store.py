@@ -12,10 +12,9 @@ import re
 from collections.abc import Iterator, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from retain.errors import StoreError
 from retain.schema import (
@@ -28,6 +27,9 @@ from retain.schema import (
     SUBSCRIPTIONS,
     TABLES,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_PATH = "retain.duckdb"
 

@@ -26,8 +26,6 @@ import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 
-import pandas as pd
-
 from retain import config
 from retain.errors import ArgumentError, DataError, SchemaError
 from retain.ingest import cdnow, feedback, shopify, subscriptions
@@ -277,12 +275,12 @@ def customer_key(customer_id: str) -> str:
 def _as_of(value: str | dt.date | dt.datetime | None) -> dt.datetime:
     if value is None:
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    ts = config.parse_as_of(value)
+    moment = config.parse_as_of(value)
     if (isinstance(value, str) and len(value) <= 10) or (
         isinstance(value, dt.date) and not isinstance(value, dt.datetime)
     ):
-        ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)  # the whole day
-    return ts.to_pydatetime()
+        moment += dt.timedelta(days=1, microseconds=-1)  # the whole day
+    return moment
 
 
 def load_orders(

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from retain.errors import DataError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from retain.ingest.load import Loader
 
 COLUMNS = ["customer_id", "date", "number_of_cds", "dollar_value"]
@@ -25,6 +25,8 @@ MAPPING = {"ordered_at": "date", "net_revenue": "dollar_value"}
 
 def read_text(path: str | Path) -> pd.DataFrame:
     """The file's records as text, with ``_retain_row``, the line each came from."""
+    import pandas as pd  # a CDNOW file only
+
     raw = pd.read_csv(path, sep=r"\s+", header=None, dtype=str)
     if raw.empty:
         raise DataError("the file holds no rows", file=str(path))
@@ -58,6 +60,8 @@ def stage(loader: Loader) -> list[str]:
 
 def read_cdnow(path: str | Path) -> pd.DataFrame:
     """Parse a CDNOW file (plain or .gz) into customer_id, ordered_at, quantity, net_revenue."""
+    import pandas as pd
+
     raw = read_text(path)
     # exactly 8 digits: pandas reads 1997013 as 1997-01-03, yet it could be 1997-10-03
     compact = raw["date"].str.fullmatch(r"\d{8}").fillna(False).astype(bool)

@@ -113,6 +113,7 @@ def test_retain_settings_shows_and_sets_them(tmp_path: Path) -> None:
         "max_amount",
         "smtp_url",
         "global_control",
+        "erase_orders",
     }
     assert rows["as_of"]["source"] == "default"
     assert rows["as_of"]["shown"] == "the day of the last order"
@@ -332,3 +333,11 @@ def test_a_window_setting_too_short_for_the_period_names_the_setting(
     with pytest.raises(DataError, match="window_days setting does not fit quarters"):
         metrics_report(store, "quarter")
     assert metrics_report(store, "quarter", window_days=120)["overview"]["window_days"] == 120
+
+
+def test_the_erase_orders_setting_takes_unlink_or_remove(store: Store) -> None:
+    assert config.load_settings(store).erase_orders == "unlink"
+    assert config.set_setting(store, "erase_orders", " Remove ") == "remove"
+    assert config.load_settings(store).erase_orders == "remove"
+    with pytest.raises(ArgumentError, match=r"unlink .* or remove"):
+        config.set_setting(store, "erase_orders", "anonymise")

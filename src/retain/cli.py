@@ -405,6 +405,40 @@ def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
 @app.command()
 @friendly_errors
+def erase(
+    customer: Annotated[str, typer.Argument(help="The customer's id or e-mail.")],
+    remove_orders: Annotated[
+        bool | None,
+        typer.Option(
+            "--remove-orders/--unlink-orders",
+            help="Delete their orders too, or keep them for the revenue totals under an "
+            "anonymous id (default: the erase_orders setting, unlink unless set).",
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Erase; without it, only say what would go.")
+    ] = False,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Erase a customer from every table on their request (right to erasure)."""
+    from retain.erase import erase_customer
+    from retain.store import Store
+
+    _require_store(db)
+    orders = None if remove_orders is None else "remove" if remove_orders else "unlink"
+    with Store(db) as store:
+        report = erase_customer(store, customer, orders=orders, dry_run=not yes)
+
+    def text() -> str:
+        said = report.summary()
+        return said + ("" if yes else ". Nothing was changed: add --yes to erase")
+
+    emit(report.__dict__, as_json, text)
+
+
+@app.command()
+@friendly_errors
 def settings(
     action: Annotated[
         str | None, typer.Argument(help="set, to change a setting; none to show them all.")

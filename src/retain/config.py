@@ -22,6 +22,9 @@ max_amount     largest amount accepted at ingest, per order,        1,000,000,00
                minus); a larger or non-finite one is quarantined
 smtp_url       the SMTP server of campaigns' e-mail (shown without  RETAIN_SMTP_URL
                its password; RETAIN_SMTP_URL wins)
+erase_orders   what erasing a customer does with their orders:      unlink
+               ``unlink`` (kept for the totals under an anonymous
+               id) or ``remove`` (see :mod:`retain.erase`)
 =============  ===================================================  ==============================
 
 An ingest given ``as_of`` (``retain ingest --as-of``) sets ``as_of`` unless it was
@@ -267,6 +270,17 @@ def check_time_zone(value: object) -> str:
     return text
 
 
+def check_erase_orders(value: object) -> str:
+    """The ``erase_orders`` setting: ``unlink`` or ``remove``."""
+    text = str(value).strip().lower()
+    if text not in ("unlink", "remove"):
+        raise ArgumentError(
+            f"erase_orders: got {value!r}, expected unlink (keep the orders under an "
+            "anonymous id) or remove (delete them)"
+        )
+    return text
+
+
 def check_max_amount(value: object) -> float:
     """The ``max_amount`` setting: the largest absolute amount accepted at ingest, in the
     reporting currency, above 0 and at most :data:`MAX_MAX_AMOUNT`."""
@@ -381,6 +395,16 @@ SETTINGS: dict[str, Setting] = {
             "0: no one held out",
         ),
         Setting(
+            "erase_orders",
+            "what erasing a customer (retain erase, Shopify's customers/redact) does with "
+            "their orders: unlink keeps them for the revenue totals under an anonymous id, "
+            "remove deletes them",
+            "unlink or remove",
+            check_erase_orders,
+            "unlink",
+            "unlink",
+        ),
+        Setting(
             "max_amount",
             "largest amount accepted at ingest (order amounts, line prices and quantities, "
             "spend), reporting currency: a larger one, or inf or nan, is quarantined",
@@ -424,6 +448,7 @@ class Settings:
     max_amount: float = DEFAULT_MAX_AMOUNT
     smtp_url: str | None = None
     global_control: float = 0.0
+    erase_orders: str = "unlink"
     sources: dict[str, str] = field(default_factory=dict)
 
     def source(self, name: str) -> str:

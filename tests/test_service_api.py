@@ -836,7 +836,7 @@ def test_openapi_documents_every_api_route(tiny: TestClient) -> None:
     routes = {
         (re.sub(r":\w+}", "}", r.path), method.lower())
         for r in found
-        if str(getattr(r, "path", "")).startswith("/api/")
+        if str(getattr(r, "path", "")).startswith(("/api/", "/webhooks/"))
         for method in (getattr(r, "methods", None) or ()) - {"HEAD"}
     }
     assert len(routes) >= 12, routes
@@ -850,6 +850,7 @@ def test_openapi_documents_every_api_route(tiny: TestClient) -> None:
     assert {(p, m) for p, ops in paths.items() for m in ops} == routes
     assert "404" in paths["/api/customers/{customer_id}"]["get"]["responses"]
     assert "401" in paths["/api/orders"]["post"]["responses"]
+    assert "401" in paths["/webhooks/shopify/{topic}"]["post"]["responses"]
     assert not any(p.startswith("/customers") for p in paths)  # pages stay out of the API
 
 

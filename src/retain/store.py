@@ -271,6 +271,20 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 error VARCHAR, routed_at TIMESTAMP NOT NULL, PRIMARY KEY (feedback_id, route))""",
         ],
     ),
+    # retain.service.webhooks: Shopify's deliveries taken (a resend is known by its id) and
+    # each Shopify order as last delivered, with the refunds known of it
+    (
+        "shopify webhooks",
+        [
+            """CREATE TABLE IF NOT EXISTS shopify_deliveries (
+                webhook_id VARCHAR PRIMARY KEY, topic VARCHAR NOT NULL, shop VARCHAR,
+                received_at TIMESTAMP NOT NULL, outcome VARCHAR NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS shopify_orders (
+                shopify_id VARCHAR PRIMARY KEY, order_id VARCHAR NOT NULL,
+                updated_at TIMESTAMP, order_json VARCHAR NOT NULL, refunds_json VARCHAR NOT NULL,
+                received_at TIMESTAMP NOT NULL)""",
+        ],
+    ),
 ]
 
 

@@ -22,9 +22,13 @@ Rules:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
-from retain.errors import SchemaError
+from retain.errors import DataError, SchemaError
 from retain.schema import ORDER_INPUT, ORDER_LINES
 
 if TYPE_CHECKING:
@@ -228,3 +232,189 @@ def load(loader: Loader, columns: list[str], report: IngestReport) -> None:
     from retain.ingest import write_lines
 
     write_lines(loader, lines, report)
+
+
+# -- webhooks -------------------------------------------------------------------------
+# Shopify's order JSON (orders/create, orders/updated, ...) read by the rules above: the
+# order is ``name`` (else ``id``), the customer the lower-cased e-mail, gross the subtotal
+# with the discount added back, the status ``cancelled`` when ``cancelled_at`` is set,
+# else ``financial_status``; the refunded amount is the sum of the order's refunds.
+
+
+@dataclass
+class WebhookOrder:
+    """One Shopify order as a webhook delivered it: Shopify's own ``id``, when it was
+    last changed (``updated_at``, naive UTC; None when not given), the order in the
+    columns of ``POST /api/orders`` without ``refunded``, and the refunds it carries
+    (refund id -> amount, as text)."""
+
+    shopify_id: str
+    updated_at: dt.datetime | None
+    order: dict[str, Any]
+    refunds: dict[str, str]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def webhook_time(value: Any) -> dt.datetime | None:
+    """Shopify's ISO 8601 time (with its offset) as naive UTC; None when absent or unreadable."""
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment
+
+
+def refund_amount(refund: Mapping[str, Any]) -> str:
+    """What a Shopify refund gave back: its successful refund transactions, else (a refund
+    of items with no money moved yet) the subtotals of its refunded lines."""
+    paid = [
+        _decimal(t.get("amount"))
+        for t in refund.get("transactions") or []
+        if isinstance(t, Mapping)
+        and str(t.get("kind", "refund")).lower() == "refund"
+        and str(t.get("status", "success")).lower() == "success"
+    ]
+    if not paid:
+        paid = [
+            _decimal(line.get("subtotal"))
+            for line in refund.get("refund_line_items") or []
+            if isinstance(line, Mapping)
+        ]
+    return str(sum((p for p in paid if p is not None), Decimal(0)))
+
+
+def order_from_webhook(payload: Mapping[str, Any]) -> WebhookOrder:
+    """The order of an ``orders/*`` delivery by the export's rules (see the module's
+    docstring). Raises :class:`~retain.errors.DataError` without an order number or a
+    customer e-mail, as the file import quarantines such rows."""
+    number = _text(payload.get("name")) or _text(payload.get("id"))
+    if number is None:
+        raise DataError("missing order number (name or id)", column="name")
+    found = payload.get("customer")
+    customer: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    email = (
+        _text(payload.get("email"))
+        or _text(payload.get("contact_email"))
+        or _text(customer.get("email"))
+    )
+    if email is None:
+        raise DataError(f"order {number}: no customer identity (no email)", column="email")
+    subtotal = _decimal(payload.get("subtotal_price"))
+    discount = _decimal(payload.get("total_discounts")) or Decimal(0)
+    shipping_set = payload.get("total_shipping_price_set")
+    shipping: Any = None
+    if isinstance(shipping_set, Mapping) and isinstance(shipping_set.get("shop_money"), Mapping):
+        shipping = shipping_set["shop_money"].get("amount")
+    elif payload.get("shipping_lines"):
+        prices = [_decimal(s.get("price")) for s in payload["shipping_lines"]]
+        shipping = str(sum((p for p in prices if p is not None), Decimal(0)))
+    billing = payload.get("billing_address")
+    name = _text(billing.get("name")) if isinstance(billing, Mapping) else None
+    if name is None:
+        name = _text(" ".join(str(customer.get(k) or "") for k in ("first_name", "last_name")))
+    codes = [c for c in payload.get("discount_codes") or [] if isinstance(c, Mapping)]
+    marketing = customer.get("accepts_marketing", payload.get("buyer_accepts_marketing"))
+    order: dict[str, Any] = {
+        "order_id": number,
+        "customer_id": email.lower(),
+        "email": email.lower(),
+        "ordered_at": _text(payload.get("created_at")) or _text(payload.get("processed_at")),
+        # the subtotal is after discounts: gross is before them, as the file import keeps it
+        "gross": (
+            str(subtotal + discount)
+            if subtotal is not None
+            else _text(payload.get("subtotal_price"))
+        ),
+        "discount": str(discount),
+        "shipping": _text(shipping),
+        "tax": _text(payload.get("total_tax")),
+        "currency": _text(payload.get("currency")),
+        "channel": _text(payload.get("source_name")),
+        "discount_code": _text(codes[0].get("code")) if codes else None,
+        "status": "cancelled"
+        if _text(payload.get("cancelled_at"))
+        else _text(payload.get("financial_status")),
+        "name": name,
+        "accepts_marketing": marketing if isinstance(marketing, bool) else None,
+        "lines": [
+            {
+                "sku": _text(item.get("sku"))
+                or _text(item.get("title"))
+                or _text(item.get("name")),
+                "name": _text(item.get("title")) or _text(item.get("name")),
+                "quantity": item.get("quantity"),
+                "unit_price": _text(item.get("price")),
+            }
+            for item in payload.get("line_items") or []
+            if isinstance(item, Mapping)
+        ],
+    }
+    refunds = {
+        str(r.get("id")): refund_amount(r)
+        for r in payload.get("refunds") or []
+        if isinstance(r, Mapping) and r.get("id") is not None
+    }
+    return WebhookOrder(
+        shopify_id=str(payload.get("id") or number),
+        updated_at=webhook_time(payload.get("updated_at")),
+        order={k: v for k, v in order.items() if v is not None and v != []},
+        refunds=refunds,
+    )
+
+
+def with_refunds(order: Mapping[str, Any], refunds: Mapping[str, str]) -> dict[str, Any]:
+    """``order`` with ``refunded``, the sum of ``refunds`` (none: no refunded column)."""
+    total = sum((_decimal(a) or Decimal(0) for a in refunds.values()), Decimal(0))
+    return {**order, "refunded": str(total)} if refunds else dict(order)
+
+
+def customer_from_webhook(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The contact details of a ``customers/create`` or ``customers/update`` delivery:
+    the customer is the lower-cased e-mail (as for orders), the name their first and last
+    names, ``accepts_marketing`` their e-mail marketing consent (subscribed or not; the
+    older ``accepts_marketing`` field when no consent is given). Raises
+    :class:`~retain.errors.DataError` without an e-mail."""
+    email = _text(payload.get("email"))
+    if email is None:
+        raise DataError(
+            f"customer {payload.get('id')}: no customer identity (no email)", column="email"
+        )
+    consent = payload.get("email_marketing_consent")
+    state = _text(consent.get("state")) if isinstance(consent, Mapping) else None
+    marketing: bool | None
+    if state is not None:
+        marketing = state.lower() == "subscribed"
+    else:
+        given = payload.get("accepts_marketing")
+        marketing = given if isinstance(given, bool) else None
+    name = _text(" ".join(str(payload.get(k) or "") for k in ("first_name", "last_name")))
+    record = {
+        "customer_id": email.lower(),
+        "email": email.lower(),
+        "name": name,
+        "accepts_marketing": marketing,
+        "locale": _text(payload.get("locale")),
+    }
+    return {k: v for k, v in record.items() if v is not None}

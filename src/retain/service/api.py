@@ -875,6 +875,7 @@ class OrderIn(BaseModel):
     )
     currency: str | None = None
     channel: str | None = None
+    discount_code: str | None = None
     email: str | None = None
     name: str | None = None
     accepts_marketing: bool | str | None = None

@@ -119,6 +119,9 @@ one is answered 413 before the service looks at it (see :func:`create_app`)."""
 # /unsubscribe and /click: customers follow them from a message; the signed token is the key
 PUBLIC_PATHS = ("/favicon.ico", "/openapi.json", "/docs", "/redoc", "/unsubscribe", "/click")
 PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
+SIGNED_PREFIXES = ("/webhooks/",)
+"""Paths whose requests prove themselves by a signature over their body (a shop's
+webhooks, :mod:`retain.service.webhooks`): they need no API key and may name any host."""
 
 
 class Service:
@@ -131,9 +134,11 @@ class Service:
         api_key: str | None,
         writes: bool,
         reads_need_key: bool = False,
+        shopify_secret: str | None = None,
     ) -> None:
         self.db_path = str(db_path)
         self.api_key = api_key
+        self.shopify_secret = shopify_secret  # the key of Shopify's webhook signatures
         self.writes = writes
         self.reads_need_key = reads_need_key and api_key is not None
         if self.db_path != ":memory:" and not Path(self.db_path).exists():
@@ -145,6 +150,7 @@ class Service:
         self.write_lock = threading.Lock()  # held while a batch of orders is written
         self.writer: Any = None  # the WriteQueue of POST /api/orders, started on first use
         self.generation = 0  # bumped by every write; cache entries of older ones are stale
+        self.epoch = 0  # bumped by an erasure: nothing computed before it is kept, even stale
         self._cache: dict[Hashable, tuple[int, Any]] = {}
         self._cache_lock = threading.Lock()
         self._local = threading.local()
@@ -207,28 +213,38 @@ class Service:
         with lock:
             with self._cache_lock:
                 hit = self._cache.get(key)
-                generation = self.generation
+                generation, epoch = self.generation, self.epoch
                 if hit is not None and (sticky or hit[0] == generation):
                     return hit[1]
             value = compute(self.store())
             with self._cache_lock:
-                self._cache[key] = (generation, value)
+                if epoch == self.epoch:  # else computed from what an erasure removed
+                    self._cache[key] = (generation, value)
             return value
 
     def _refresh(self, key: Hashable, compute: Callable[[Store], Any]) -> None:
         try:
             with self._cache_lock:
-                generation = self.generation
+                generation, epoch = self.generation, self.epoch
             value = compute(self.store())
             with self._cache_lock:
                 current = self._cache.get(key)
-                if current is None or current[0] <= generation:
+                if epoch == self.epoch and (current is None or current[0] <= generation):
                     self._cache[key] = (generation, value)
         except Exception:  # the next request meets the error and reports it
             pass
         finally:
             with self._cache_lock:
                 self._refreshing.discard(key)
+
+    def forget_everything(self) -> None:
+        """Forget every cached result, the customer index and sticky ones too, and any
+        being computed now: after an erasure no answer may come from what was there
+        before (the next request computes afresh, and waits for it)."""
+        with self._cache_lock:
+            self._cache.clear()
+            self.generation += 1
+            self.epoch += 1
 
     def generation_of(self, key: Hashable) -> int:
         """The store generation the cached ``key`` was computed at (-1: none)."""
@@ -508,6 +524,7 @@ def create_app(
     campaigns: str | Path | None = None,
     campaigns_every: float = 60.0,
     feedback_routes: str | Path | None = None,
+    shopify_secret: str | None = None,
 ) -> FastAPI:
     """The retain web service over the store at ``db_path``.
 
@@ -525,6 +542,8 @@ def create_app(
     (:func:`campaign_ticks`); its mistakes, and a channel it cannot have (no SMTP URL),
     stop the start. ``feedback_routes``: a routes file whose new complaints are sent every
     ``campaigns_every`` seconds (:func:`route_ticks`; needs ``RETAIN_WEBHOOK_SECRET``).
+    ``shopify_secret`` (default ``RETAIN_SHOPIFY_SECRET``): the app's shared secret, which
+    opens ``POST /webhooks/shopify/{topic}`` (:mod:`retain.service.webhooks`).
 
     While reads need no key, only requests addressed to this machine are answered
     (``Host`` localhost, 127.x.x.x, [::1] or the address the request arrived at; others
@@ -535,7 +554,7 @@ def create_app(
     traceback go to the ``retain.service`` logger under that id.
     """
     from retain import __version__
-    from retain.service import api, pages
+    from retain.service import api, pages, webhooks
 
     ticks: tuple[Any, dict[str, Any]] | None = None
     if campaigns is not None:
@@ -551,6 +570,7 @@ def create_app(
         api_key=resolve_api_key(api_key, key_file),
         writes=writes,
         reads_need_key=host is not None and not is_loopback(host),
+        shopify_secret=shopify_secret or os.environ.get("RETAIN_SHOPIFY_SECRET") or None,
     )
     if campaigns is not None:
         kinds = {c.channel for c in checked.campaigns if c.enabled}
@@ -564,8 +584,6 @@ def create_app(
         service.extras["campaigns_file"] = ticks[0]
     routing: tuple[Any, dict[str, Any]] | None = None
     if feedback_routes is not None:
-        import os
-
         from retain.campaigns.channels import WebhookChannel
         from retain.feedback import store_taxonomy
         from retain.feedback.routing import load_routes
@@ -618,6 +636,7 @@ def create_app(
     app.state.service = service
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(webhooks.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _offline_docs(app)
     # innermost: a lookup is answered from memory only once every check above has passed
@@ -735,7 +754,7 @@ async def _reads_need_the_key(request: Request, call_next: Callable[[Request], A
 
     service: Service = request.app.state.service
     path = request.url.path
-    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES + SIGNED_PREFIXES):
         response: Response = await call_next(request)
         return response
     is_api = path.startswith("/api/")
@@ -855,7 +874,7 @@ class _ThisMachineOnly:
         self.service = service
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(SIGNED_PREFIXES):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

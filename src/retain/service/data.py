@@ -920,19 +920,19 @@ def _fresh_row(store: Store, customer_id: str, index: CustomerIndex) -> pd.Serie
     for name, value in scored.items():
         row[name] = value
     row.attrs["segment_rescored"] = segmented is not None
-    if position is None:
-        contact = store.con.execute(
-            "SELECT email, name, acquisition_channel, accepts_marketing, first_seen "
-            "FROM customers WHERE customer_id = ?",
-            [customer_id],
-        ).fetchall()
-        if contact:
-            for name, value in zip(
-                ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen"),
-                contact[0],
-                strict=True,
-            ):
-                row[name] = value
+    # the contact details as stored now: the write may have changed them too
+    contact = store.con.execute(
+        "SELECT email, name, acquisition_channel, accepts_marketing, first_seen "
+        "FROM customers WHERE customer_id = ?",
+        [customer_id],
+    ).fetchall()
+    if contact:
+        for name, value in zip(
+            ("email", "name", "acquisition_channel", "accepts_marketing", "first_seen"),
+            contact[0],
+            strict=True,
+        ):
+            row[name] = value
     return row
 
 

@@ -279,6 +279,32 @@ def _ingest_pass(
     return reports
 
 
+def ingest_customer(store: Store, record: Mapping[str, Any], *, source: str) -> IngestReport:
+    """Store one customer's contact details (``customer_id`` and any of
+    :data:`CUSTOMER_FIELDS`) by a customers file's rules: a value given replaces the
+    stored one, a blank leaves it; a customer new to the store is listed as a customers
+    file lists them. ``source`` names the write in the quarantine (row 1)."""
+    wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    stamp = wall.strftime("%Y-%m-%dT%H:%M:%S")
+    label = f"{source} {stamp} {uuid.uuid4().hex[:8]}"
+    loader = Loader(
+        store,
+        Path(label),
+        as_of=observation_date(store) or wall,
+        currency=resolve_currency(store, None),
+        rates={},
+    )
+    loader.file = label
+    loader.source_sql = _quoted(label)
+    columns = ["customer_id", *(c for c in CUSTOMER_FIELDS if record.get(c) is not None)]
+    report = IngestReport(file=label, format="customers", rows_read=1)
+    stage_rows(store, "_raw", [{c: _text(record.get(c)) for c in columns}], columns)
+    with loader.transaction():
+        load_customers(loader, columns, None, report)
+        loader.write_quarantine(report)
+    return report
+
+
 def quarantined_rows(store: Store, source: str) -> list[dict[str, Any]]:
     """The quarantine rows one API ingest left: row, column and reason."""
     rows = store.con.execute(

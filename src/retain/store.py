@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from retain.errors import StoreError
+from retain.errors import StoreError, StoreLocked
 from retain.schema import (
     BACKTESTS,
     CAMPAIGN_OUTBOX,
@@ -285,6 +285,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 received_at TIMESTAMP NOT NULL)""",
         ],
     ),
+    # retain.service: every write request the service answered, who made it and the answer
+    (
+        "api audit",
+        [
+            """CREATE TABLE IF NOT EXISTS api_audit (
+                requested_at TIMESTAMP NOT NULL, caller VARCHAR NOT NULL, method VARCHAR NOT NULL,
+                route VARCHAR NOT NULL, status INTEGER NOT NULL)""",
+        ],
+    ),
 ]
 
 
@@ -307,11 +316,12 @@ class Store:
         except duckdb.Error as exc:
             message = f"cannot open the store {self.path}: {exc}"
             if "lock" in str(exc).lower():
-                message = (
+                raise StoreLocked(
                     f"the store {self.path} is in use by another process (a running `retain "
                     "serve`?). DuckDB lets one process write a file at a time: stop that process, "
-                    f"or send single orders to the service's POST /api/orders. ({exc})"
-                )
+                    "or send single orders to the service's POST /api/orders (`retain ingest` "
+                    f"hands a file to a running `retain serve` of this store). ({exc})"
+                ) from exc
             raise StoreError(message) from exc
         self.con.execute("SET TimeZone = 'UTC'")
         # the CLI says its own progress; DuckDB's bar would be printed into its output

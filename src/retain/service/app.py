@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -33,7 +34,9 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -236,6 +239,35 @@ class Service:
         finally:
             with self._cache_lock:
                 self._refreshing.discard(key)
+
+    def caller(self, headers: dict[str, str], client: Any, route: str, status: int) -> str:
+        """Who made a request, for the audit: ``key:`` and the first 12 hex digits of the
+        key's SHA-256 (the key itself is never written), ``shopify:SHOP`` for a webhook
+        whose signature held, ``loopback`` for a keyless write from this machine, else
+        ``unknown``."""
+        if route.startswith("/webhooks/shopify") and status < 400:
+            return "shopify:" + headers.get("x-shopify-shop-domain", "unknown")[:200]
+        given = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if self.key_matches(given):
+            assert self.api_key is not None
+            return "key:" + hashlib.sha256(self.api_key.encode()).hexdigest()[:12]
+        host = str(client[0]) if client else ""
+        if self.api_key is None and is_loopback(host):
+            return "loopback"
+        return "unknown"
+
+    def audit(self, who: str, method: str, route: str, status: int) -> None:
+        """Keep one write request in ``api_audit`` (see :class:`_Audit`)."""
+        if self.closed or not self.writes:
+            return
+        with contextlib.suppress(duckdb.Error, RetainError):  # it never fails a request
+            self.store().con.execute(
+                "INSERT INTO api_audit VALUES (now()::TIMESTAMP, ?, ?, ?, ?)",
+                [who, method, route, status],
+            )
 
     def forget_everything(self) -> None:
         """Forget every cached result, the customer index and sticky ones too, and any
@@ -655,6 +687,8 @@ def create_app(
     if not service.reads_need_key:
         app.add_middleware(_ThisMachineOnly, service=service)
     app.add_middleware(_UnexpectedErrors)
+    if service.writes:  # outermost: the audit sees every answer, refusals included
+        app.add_middleware(_Audit, service=service)
 
     @app.exception_handler(RetainError)
     async def retain_error(request: Request, exc: RetainError) -> Response:
@@ -1007,6 +1041,47 @@ class _BodyLimit:
             return message
 
         await self.app(scope, replay, send)
+
+
+class _Audit:
+    """Record every write request (``POST``, ``PUT``, ``PATCH``, ``DELETE``) in
+    ``api_audit`` once it is answered, refused ones too: when, who (:meth:`Service.
+    caller`: the key's id, never the key; ``shopify:SHOP`` for a signed webhook), what (the
+    method and the route as declared, ``/api/loyalty/customers/{customer_id}/redeem``:
+    no customer's id) and the status answered."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        recorded = False
+
+        async def record(status: int) -> None:
+            # before the answer goes out: an answered write is always in the audit
+            nonlocal recorded
+            recorded = True
+            route = scope.get("route")
+            what = str(getattr(route, "path", None) or "(no route)")
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            who = self.service.caller(headers, scope.get("client"), what, status)
+            await run_in_threadpool(self.service.audit, who, scope["method"], what, status)
+
+        async def watch(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and not recorded:
+                await record(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if not recorded:  # no answer started: the server's own 500
+                await record(500)
 
 
 class _UnexpectedErrors:

@@ -355,25 +355,35 @@ def ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Load a file into the store; bad rows are quarantined with the reason."""
+    from retain.errors import StoreLocked
     from retain.ingest import ingest as run_ingest
     from retain.store import Store
 
     rates = _rates(rate)
     created = not db.exists()
+    options: dict[str, Any] = {
+        "format": format,
+        "mapping": _pairs(map, "--map"),
+        "as_of": as_of,
+        "currency": currency,
+        "rates": rates,
+        "pending_revenue": pending_revenue,
+        "date_format": date_format,
+        "encoding": encoding,
+    }
     try:
         with Store(db) as store, progress(f"reading {path.name} ...", as_json):
-            report = run_ingest(
-                store,
-                path,
-                format=format,
-                mapping=_pairs(map, "--map"),
-                as_of=as_of,
-                currency=currency,
-                rates=rates,
-                pending_revenue=pending_revenue,
-                date_format=date_format,
-                encoding=encoding,
-            )
+            report = run_ingest(store, path, **options)
+    except StoreLocked:
+        from retain.service.handoff import ingest_through, running_service
+
+        url = running_service(db)
+        if url is None:  # another process, but no service of this store: its error stands
+            raise
+        with progress(f"handing {path.name} to the service at {url} ...", as_json):
+            report = ingest_through(url, path, options, db)
+        if not as_json:
+            typer.echo(f"the store is held by the running service at {url}: it ingested the file")
     except Exception:
         if created:  # a failed first ingest leaves no empty store behind
             for leftover in (db, db.with_name(db.name + ".wal")):

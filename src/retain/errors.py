@@ -76,5 +76,9 @@ class StoreError(RetainError):
     """The store cannot be opened or holds no data where data is needed."""
 
 
+class StoreLocked(StoreError):
+    """Another process (a running ``retain serve``) holds the store's file."""
+
+
 class ModelError(RetainError):
     """A model cannot be fitted, or is applied to data it was not fitted for."""

@@ -9,12 +9,14 @@ import asyncio
 import dataclasses
 import datetime as dt
 import threading
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
@@ -941,6 +943,62 @@ async def post_order(service: ServiceDep, order: OrderIn) -> JSONResponse:
         )
     status = 201 if result["stored"] else 422
     return JSONResponse(result, status_code=status)
+
+
+class IngestIn(BaseModel):
+    """A file on this machine to ingest, with the options of ``retain ingest``."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=4096, description="the file's absolute path")
+    format: str = Field("auto", max_length=32)
+    mapping: dict[str, str] | None = None
+    as_of: str | None = Field(None, max_length=64)
+    currency: str | None = Field(None, max_length=8)
+    rates: dict[str, float] | None = None
+    pending_revenue: bool = False
+    date_format: str | None = Field(None, max_length=64)
+    encoding: str | None = Field(None, max_length=64)
+
+
+@router.post(
+    "/ingest",
+    dependencies=[Depends(require_writer)],
+    responses={
+        401: {"model": Problem, "description": "Missing or wrong API key."},
+        403: {"model": Problem, "description": "The service was started read-only."},
+    },
+    summary="Ingest a file of this machine into the store (needs the API key)",
+)
+def post_ingest(service: ServiceDep, body: IngestIn) -> JSONResponse:
+    """What ``retain ingest`` does, done by the service that holds the store: the file at
+    ``path`` (on this machine) is read, checked and stored under the service's write lock
+    (orders sent meanwhile wait, or are answered 503), and the report of ``retain ingest
+    --json`` is returned. ``retain ingest`` sends a file here by itself when the store is
+    held by this service. A file that cannot be read is answered 422 with the reason."""
+    from retain.ingest import ingest as run_ingest
+
+    if not Path(body.path).is_absolute():
+        raise ArgumentError(
+            f"path must be absolute (the service's own directory may differ): {body.path!r}"
+        )
+    store = service.store()
+    with service.write_lock:
+        try:
+            report = run_ingest(
+                store,
+                body.path,
+                format=body.format,
+                mapping=body.mapping,
+                as_of=body.as_of,
+                currency=body.currency,
+                rates=body.rates,
+                pending_revenue=body.pending_revenue,
+                date_format=body.date_format,
+                encoding=body.encoding,
+            )
+        finally:
+            service.invalidate()  # the pages read the store anew
+    return JSONResponse(jsonable_encoder(report.__dict__))
 
 
 class FeedbackIn(BaseModel):

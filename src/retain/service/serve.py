@@ -130,14 +130,19 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    run_uvicorn(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-    )
+    from retain.service.handoff import announce
+
+    # the note `retain ingest` reads to hand its file to this service (writes only)
+    noted = announce(db_path, host, port) if writes else contextlib.nullcontext()
+    with noted:
+        run_uvicorn(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
 
 
 def run_uvicorn(app: Any, **options: Any) -> None:

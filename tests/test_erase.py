@@ -22,7 +22,7 @@ from retain.erase import erase_customer
 from retain.errors import DataError
 from retain.ingest import ingest
 from retain.store import Store
-from store_helpers import scored_copy
+from store_helpers import scored_copy, store_of
 
 EMAIL = "Mira.Quell@Example.com"
 KEY = EMAIL.lower()  # the store keys an e-mail id lower-cased
@@ -184,3 +184,43 @@ def test_the_cli_says_what_would_go_and_erases_with_yes(db: Path) -> None:
         assert mentions(store, KEY, NAME) == {}
     again = runner.invoke(app, ["erase", EMAIL, "--yes", "--db", str(db)])
     assert again.exit_code != 0 and "no customer" in again.output
+
+
+def test_a_short_or_accented_id_erases_its_rows_and_no_others(tmp_path: Path) -> None:
+    orders = (
+        "order_id,customer_id,ordered_at,net_revenue\n"
+        "o1,1,2024-01-10,10\n"
+        "o2,zed,2024-01-11,1\n"
+        "o3,Zoë Brontë,2024-01-12,7\n"
+        "o8,1,not-a-date,5\n"  # quarantined rows: one of each customer
+        "o9,zed,also-not,1\n"  # its amount is 1, the other customer's id
+        "1,zed,nor-this,2\n"  # its order number is 1
+        "o7,Zoë Brontë,never,3\n"
+    )
+    db = store_of(tmp_path, orders=orders)
+    with Store(db) as store:
+        assert store.scalar("SELECT count(*) FROM quarantine") == 4
+        erase_customer(store, "1")
+        kept = store.con.execute(
+            "SELECT json_extract_string(raw, '$.order_id') FROM quarantine ORDER BY 1"
+        ).fetchall()
+        assert kept == [("1",), ("o7",), ("o9",)]  # zed's and Zoë's stay
+        assert store.scalar("SELECT count(*) FROM orders WHERE customer_id = 'zed'") == 1
+        report = erase_customer(store, "Zoë Brontë", orders="remove")
+        assert report.remaining == {}
+        assert store.scalar("SELECT count(*) FROM quarantine") == 2
+        assert mentions_of(store, "zoë") == {}
+
+
+def mentions_of(store: Store, text: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for table, column in store.con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
+        "'main' AND data_type = 'VARCHAR' AND table_catalog = current_database()"
+    ).fetchall():
+        n = store.scalar(
+            f'SELECT count(*) FROM "{table}" WHERE contains(lower("{column}"), ?)', [text]
+        )
+        if n:
+            found[f"{table}.{column}"] = n
+    return found

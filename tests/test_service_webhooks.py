@@ -21,6 +21,7 @@ import pytest
 
 from retain.ingest.shopify import order_from_webhook, with_refunds
 from retain.service import create_app
+from retain.store import Store
 from service_helpers import Served
 from store_helpers import store_of
 
@@ -164,7 +165,7 @@ def test_an_order_is_read_by_the_file_imports_rules() -> None:
     assert order["gross"] == "100.00" and order["discount"] == "10.00"
     assert order["shipping"] == "10.00" and order["tax"] == "7.20"
     assert order["status"] == "paid" and order["discount_code"] == "SPRING10"
-    assert order["name"] == "Jon Snow" and order["accepts_marketing"] is True
+    assert order["name"] == "Jon Snow" and "accepts_marketing" not in order
     assert [line["sku"] for line in order["lines"]] == ["TEA-1", "Teapot"]
     assert "refunded" not in with_refunds(order, {})
     assert with_refunds(order, {"1": "12.50", "2": "2.50"})["refunded"] == "15.00"
@@ -336,7 +337,8 @@ def customer_json(**changes: Any) -> dict[str, Any]:
 def test_a_customers_new_details_and_consent_reach_their_page(shop: Shop) -> None:
     assert shop.deliver("orders/create", order_json())[0] == 200
     profile = shop.customer("jon@example.com")["profile"]
-    assert profile["name"] == "Jon Snow" and profile["accepts_marketing"] is True
+    # an order carries no consent (its checkout box is not one given since)
+    assert profile["name"] == "Jon Snow" and profile["accepts_marketing"] is None
     status, body = shop.deliver("customers/update", customer_json(), webhook_id="c-1")
     assert status == 200 and body["stored"] and body["quarantined"] == [], body
     profile = shop.customer("jon@example.com")["profile"]
@@ -390,3 +392,90 @@ def test_a_redact_request_erases_the_customer_everywhere(shop: Shop) -> None:
     assert again["duplicate"] is True
     status, body = shop.deliver("customers/redact", redact, webhook_id="r-2")
     assert status == 200 and body["erased"] is False
+
+
+# -- found by an adversarial pass --------------------------------------------------------
+def test_a_redact_erases_every_customer_of_the_email(db: Path) -> None:
+    from retain.ingest import ingest
+
+    customers = db.parent / "customers.csv"
+    customers.write_text("customer_id,email,name\nC-42,Jon@Example.com,Jon of the file\n")
+    with Store(db) as store:
+        ingest(store, customers, format="customers")
+    app = create_app(db, KEY, warm=False, shopify_secret=SECRET)
+    with Served(app) as served:
+        shop = Shop(served, app)
+        assert shop.deliver("orders/create", order_json())[0] == 200
+        redact = {"customer": {"email": "jon@example.com"}, "orders_to_redact": []}
+        status, body = shop.deliver("customers/redact", redact)
+        assert status == 200 and body["erased"] and body["remaining"] == {}, body
+        assert shop.rows(
+            "SELECT count(*) FROM customers WHERE lower(email) = 'jon@example.com' "
+            "OR customer_id IN ('C-42', 'jon@example.com')"
+        ) == [(0,)]
+
+
+def test_unsigned_headers_are_required_and_shapes_checked(shop: Shop) -> None:
+    body = order_json()
+    assert shop.deliver("orders/create", body, headers={"X-Shopify-Topic": ""})[0] == 400
+    assert shop.deliver("orders/create", body, headers={"X-Shopify-Triggered-At": ""})[0] == 400
+    for year in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        assert (
+            shop.deliver("orders/create", body, headers={"X-Shopify-Triggered-At": year})[0] == 400
+        )
+    # a signed order sent again as a redact request is no redact request
+    status, answer = shop.deliver("customers/redact", body)
+    assert status == 400 and "no redact request" in answer["detail"]
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert shop.deliver("orders/create", None, body=deep)[0] == 400
+    odd = order_json(line_items=5, refunds=5, discount_codes=5, shipping_lines="x")
+    status, answer = shop.deliver("orders/create", odd)
+    assert status == 200 and answer["stored"], answer
+
+
+def test_another_shop_is_refused_once_one_is_taken(shop: Shop) -> None:
+    assert shop.deliver("orders/create", order_json())[0] == 200
+    other = {"X-Shopify-Shop-Domain": "other-shop.myshopify.com"}
+    status, body = shop.deliver("orders/create", order_json(id=5, name="#1001"), headers=other)
+    assert status == 403 and "tea-shop.myshopify.com" in body["detail"]
+
+
+def test_a_bad_line_is_left_out_and_the_order_kept(shop: Shop) -> None:
+    items = [
+        {"sku": "TEA-1", "title": "Green tea", "quantity": 2, "price": "30.00"},
+        {"sku": "X" * 300, "title": "Long", "quantity": 1, "price": "10.00"},
+        {"quantity": 1, "price": "5.00"},
+    ]
+    status, body = shop.deliver("orders/create", order_json(line_items=items))
+    assert status == 200 and body["stored"], body
+    assert any("line item 2 left out" in n for n in body["notes"])
+    assert any("line item 3 left out" in n for n in body["notes"])
+    assert shop.rows("SELECT sku FROM order_lines WHERE order_id = '#1001'") == [("TEA-1",)]
+
+
+def test_failed_and_negative_refunds_give_nothing_back(shop: Shop) -> None:
+    assert shop.deliver("orders/create", order_json())[0] == 200
+    failed = refund_json(80, "50.00")
+    failed["transactions"] = [{"kind": "refund", "status": "failure", "amount": "50.00"}]
+    failed["refund_line_items"] = [{"subtotal": "30.00"}]
+    assert shop.deliver("refunds/create", failed)[0] == 200
+    negative = refund_json(81, "-50.00")
+    assert shop.deliver("refunds/create", negative)[0] == 200
+    assert shop.rows("SELECT net_revenue, refunded FROM orders WHERE order_id = '#1001'") == [
+        (90.0, 0.0)
+    ]
+
+
+def test_an_older_customer_update_does_not_bring_consent_back(shop: Shop) -> None:
+    assert shop.deliver("orders/create", order_json())[0] == 200
+    newer = customer_json(updated_at="2024-03-22T00:00:00Z")
+    assert shop.deliver("customers/update", newer)[0] == 200
+    older = customer_json(
+        updated_at="2024-03-21T00:00:00Z", email_marketing_consent={"state": "subscribed"}
+    )
+    status, body = shop.deliver("customers/update", older)
+    assert status == 200 and body["stored"] is False and "older" in body["detail"]
+    # nor does a later delivery of an order placed with the box ticked
+    ticked = order_json(buyer_accepts_marketing=True, updated_at="2024-03-23T00:00:00Z")
+    assert shop.deliver("orders/updated", ticked)[0] == 200
+    assert shop.customer("jon@example.com")["profile"]["accepts_marketing"] is False

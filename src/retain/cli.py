@@ -300,7 +300,8 @@ def ingest(
         str,
         typer.Option(
             "--format",
-            help="auto, orders, shopify, cdnow, customers, lines, spend, subscriptions or stripe.",
+            help="auto, orders, shopify, cdnow, customers, lines, spend, subscriptions, stripe, "
+            "feedback or events.",
         ),
     ] = "auto",
     map: Annotated[

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,28 +92,51 @@ def _columns(con: Any) -> dict[str, dict[str, str]]:
     return tables
 
 
-def find_customer(store: Store, customer: str) -> tuple[str, str | None, str | None]:
-    """The stored id, e-mail and name of ``customer`` (an id, or an e-mail in any case).
-    Raises :class:`~retain.errors.DataError` when the store does not know them."""
+@dataclass(frozen=True)
+class Target:
+    """Who an erasure is of: the stored ids of every customer it names (the id given, and
+    every customer with that e-mail), and their e-mails and names."""
+
+    ids: tuple[str, ...]
+    emails: tuple[str, ...]
+    names: tuple[str, ...]
+
+    @property
+    def needles(self) -> list[str]:
+        """The values that name them, lower-cased: ids and e-mails."""
+        return sorted({v.strip().lower() for v in (*self.ids, *self.emails) if v.strip()})
+
+
+def find_target(store: Store, customer: str, order_ids: Sequence[str] = ()) -> Target:
+    """Every customer ``customer`` names: the one of that id (as given, or as the store keys
+    it) and every one with that e-mail; with ``order_ids``, the customers of those orders
+    too. The target may name no stored customer (then only rows read from files and
+    webhooks can name them)."""
     from retain.ingest import customer_key
 
-    key = customer_key(customer)
-    found = store.con.execute(
-        "SELECT customer_id, email, name FROM customers WHERE customer_id = ? OR customer_id = ? "
-        "OR lower(email) = lower(?) ORDER BY customer_id = ? DESC LIMIT 1",
-        [customer, key, customer.strip(), key],
-    ).fetchall()
-    if found:
-        cid, email, name = found[0]
-        return str(cid), email, name
+    given = customer.strip()
+    key = customer_key(given)
+    ids: set[str] = set()
+    emails: set[str] = set()
+    names: set[str] = set()
+    for cid, email, name in store.con.execute(
+        "SELECT customer_id, email, name FROM customers WHERE customer_id IN (?, ?) "
+        "OR lower(email) = lower(?)",
+        [given, key, given],
+    ).fetchall():
+        ids.add(str(cid))
+        emails.update([str(email)] if email else [])
+        names.update([str(name)] if name else [])
     for table in ORDER_TABLES:
-        hit = store.con.execute(
-            f"SELECT customer_id FROM {table} WHERE customer_id IN (?, ?) LIMIT 1",
-            [customer, key],
-        ).fetchall()
-        if hit:
-            return str(hit[0][0]), None, None
-    raise DataError(f"no customer {customer!r} in the store {store.path}")
+        for (cid,) in store.con.execute(
+            f"SELECT DISTINCT customer_id FROM {table} WHERE customer_id IN (?, ?) "
+            "OR order_id IN (SELECT unnest(?))",
+            [given, key, list(order_ids)],
+        ).fetchall():
+            ids.add(str(cid))
+    if "@" in given:
+        emails.add(given.lower())
+    return Target(tuple(sorted(ids)), tuple(sorted(emails)), tuple(sorted(names)))
 
 
 def erase_customer(
@@ -122,22 +146,28 @@ def erase_customer(
     orders: str | None = None,
     requested_by: str = "cli",
     dry_run: bool = False,
+    order_ids: Sequence[str] = (),
 ) -> ErasureReport:
-    """Erase ``customer`` (an id or an e-mail) from the store: see the module docstring.
-    ``orders``: ``unlink`` or ``remove`` (default: the store's ``erase_orders`` setting,
-    unlink unless set). ``dry_run``: count what would go, change nothing."""
+    """Erase ``customer`` (an id or an e-mail: every customer of that e-mail) from the
+    store: see the module docstring. ``orders``: ``unlink`` or ``remove`` (default: the
+    store's ``erase_orders`` setting, unlink unless set). ``order_ids``: orders of theirs
+    the request names (Shopify's ``orders_to_redact``), whoever they are stored under.
+    ``dry_run``: count what would go, change nothing. Raises
+    :class:`~retain.errors.DataError` when nothing in the store names them."""
     if orders is None:
         from retain.config import load_settings
 
         orders = load_settings(store).erase_orders
     if orders not in ORDER_MODES:
         raise ArgumentError(f"orders must be one of {', '.join(ORDER_MODES)}, got {orders!r}")
-    cid, email, name = find_customer(store, customer)
     report = ErasureReport(erasure_id=secrets.token_hex(8), dry_run=dry_run)
     try:
         with store.transaction() as con:
-            _erase(con, _columns(con), cid, email, orders, report)
-            report.remaining = _mentions(con, _columns(con), cid, email, name)
+            target = find_target(store, customer, order_ids)
+            _erase(con, _columns(con), target, orders, report)
+            if not report.rows:
+                raise DataError(f"no customer {customer!r} in the store {store.path}")
+            report.remaining = _mentions(con, _columns(con), target)
             if dry_run:
                 raise _RollBack
             con.execute(AUDIT_DDL)
@@ -154,67 +184,91 @@ class _RollBack(Exception):
     """Raised inside a dry run's transaction: the transaction rolls everything back."""
 
 
+#: the keys of a row as read (a file's own column names) that can name a customer
+WHO_KEYS = "customer|e-?mail|client|buyer|user|member|contact|subscriber|friend|referrer"
+
+
+def _json_names(column: str) -> str:
+    """SQL: whether ``column``, a JSON object's text (a row as read, an order as
+    delivered), holds one of the values ``$needles`` (lower-cased, trimmed) under a key
+    that names a customer (:data:`WHO_KEYS`: ``customer_id``, ``Email``, ...), so that
+    another row's amount or order number equal to a short id does not count."""
+    value = f"""json_extract_string({column}, '$."' || replace(k, '"', '\\"') || '"')"""
+    return (
+        f"(json_valid({column}) AND starts_with(ltrim({column}), '{{') AND list_has_any("
+        f"[lower(trim({value})) FOR k IN json_keys({column}) "
+        f"IF regexp_matches(lower(k), '{WHO_KEYS}')], $needles))"
+    )
+
+
 def _erase(
     con: Any,
     tables: dict[str, dict[str, str]],
-    cid: str,
-    email: str | None,
+    target: Target,
     orders: str,
     report: ErasureReport,
 ) -> None:
-    def count(table: str, n: int) -> None:
+    ids = list(target.ids)
+    needles = target.needles
+
+    def run(table: str, sql: str, params: dict[str, Any]) -> None:
+        """A DELETE or UPDATE; DuckDB answers it with the rows it changed."""
+        found = con.execute(sql, params).fetchall()
+        n = int(found[0][0]) if found and found[0][0] is not None else 0
         if n:
             report.rows[table] = report.rows.get(table, 0) + n
 
-    def run(table: str, sql: str, params: list[Any]) -> None:
-        """A DELETE or UPDATE; DuckDB answers it with the rows it changed."""
-        found = con.execute(sql, params).fetchall()
-        count(table, int(found[0][0]) if found and found[0][0] is not None else 0)
-
-    order_ids = [
-        r[0]
-        for t in ORDER_TABLES
-        if t in tables
-        for r in con.execute(f"SELECT order_id FROM {t} WHERE customer_id = ?", [cid]).fetchall()
-    ]
+    order_ids = sorted(
+        {
+            str(r[0])
+            for t in ORDER_TABLES
+            if t in tables
+            for r in con.execute(
+                f"SELECT order_id FROM {t} WHERE customer_id IN (SELECT unnest(?))", [ids]
+            ).fetchall()
+        }
+    )
     # what hangs on their rows, before the rows themselves go
     if "feedback" in tables:
-        ids = [
-            r[0]
-            for r in con.execute(
-                "SELECT feedback_id FROM feedback WHERE customer_id = ?", [cid]
-            ).fetchall()
-        ]
         for table in ("feedback_tags", "feedback_routed"):
-            if table in tables and ids:
-                run(table, f"DELETE FROM {table} WHERE feedback_id IN (SELECT unnest(?))", [ids])
+            if table in tables:
+                run(
+                    table,
+                    f"DELETE FROM {table} WHERE feedback_id IN (SELECT feedback_id FROM "
+                    "feedback WHERE customer_id IN (SELECT unnest($ids)))",
+                    {"ids": ids},
+                )
     if "recommend_history_customers" in tables and "recommend_histories" in tables:
         run(
             "recommend_histories",
             "DELETE FROM recommend_histories WHERE owner IN (SELECT owner FROM "
-            "recommend_history_customers WHERE customer_id = ?)",
-            [cid],
+            "recommend_history_customers WHERE customer_id IN (SELECT unnest($ids)))",
+            {"ids": ids},
         )
-    if "shopify_orders" in tables and order_ids:
+    if "shopify_orders" in tables:
+        # their orders as delivered: by order, and any that names them (a quarantined one)
         run(
             "shopify_orders",
-            "DELETE FROM shopify_orders WHERE order_id IN (SELECT unnest(?))",
-            [order_ids],
+            "DELETE FROM shopify_orders WHERE order_id IN (SELECT unnest($orders)) OR "
+            + _json_names("order_json"),
+            {"orders": order_ids, "needles": needles},
         )
     if "quarantine" in tables:
-        # the raw rows as read (JSON text) that name them: their id as a value, their e-mail
-        needles = [json.dumps(cid).lower()] + ([email.lower()] if email else [])
-        named = " OR ".join("contains(lower(raw), ?)" for _ in needles)
-        run("quarantine", f"DELETE FROM quarantine WHERE raw IS NOT NULL AND ({named})", needles)
+        # the rows as read (JSON) of which a value is one of their ids or e-mails
+        run(
+            "quarantine",
+            "DELETE FROM quarantine WHERE raw IS NOT NULL AND " + _json_names("raw"),
+            {"needles": needles},
+        )
     anonymous = None
     if orders == "unlink" and order_ids:
-        anonymous = f"erased-{secrets.token_hex(6)}"
+        anonymous = "erased-" + (secrets.token_hex(6) if not report.dry_run else "...")
         report.anonymous_id = anonymous
     if orders == "remove" and order_ids and "order_lines" in tables:
         run(
             "order_lines",
-            "DELETE FROM order_lines WHERE order_id IN (SELECT unnest(?))",
-            [order_ids],
+            "DELETE FROM order_lines WHERE order_id IN (SELECT unnest($orders))",
+            {"orders": order_ids},
         )
     for table, columns in tables.items():
         if table == "erasures":
@@ -223,14 +277,15 @@ def _erase(
             if anonymous is not None and table in ORDER_TABLES and column == "customer_id":
                 run(
                     f"{table} (unlinked)",
-                    f"UPDATE {table} SET customer_id = ? WHERE customer_id = ?",
-                    [anonymous, cid],
+                    f"UPDATE {table} SET customer_id = $anonymous "
+                    "WHERE customer_id IN (SELECT unnest($ids))",
+                    {"anonymous": anonymous, "ids": ids},
                 )
                 continue
             run(
                 table,
-                f"DELETE FROM {_q(table)} WHERE {_q(column)} = ?",
-                [cid],
+                f"DELETE FROM {_q(table)} WHERE {_q(column)} IN (SELECT unnest($ids))",
+                {"ids": ids},
             )
     if anonymous is not None and "customers" in tables:
         # the anonymous buyer of the kept orders: when and how they came, nothing of who
@@ -246,32 +301,32 @@ def _erase(
             )
 
 
-def _mentions(
-    con: Any, tables: dict[str, dict[str, str]], cid: str, email: str | None, name: str | None
-) -> dict[str, int]:
-    """Text columns of every table that still hold the id (as a value, or quoted in
-    JSON), the e-mail or the name (names of three letters or more): table.column -> rows."""
+def _mentions(con: Any, tables: dict[str, dict[str, str]], target: Target) -> dict[str, int]:
+    """Text columns of every table that still name them: a value equal to one of their ids
+    or e-mails (as text, or as a value of a JSON object), or text holding one of their
+    e-mails or names (of three letters or more): table.column -> rows."""
     found: dict[str, int] = {}
-    needles = [json.dumps(cid).lower()] + [n.lower() for n in (email, name) if n and len(n) >= 3]
-    named = " OR ".join("contains({text}, ?)" for _ in needles)
+    words = sorted({n.lower() for n in (*target.emails, *target.names) if len(n) >= 3})
     for table, columns in tables.items():
         if table == "erasures":
             continue
         for column, kind in columns.items():
-            if kind == "VARCHAR" or kind == "JSON":
-                text = f"lower(CAST({_q(column)} AS VARCHAR))"
+            if kind in ("VARCHAR", "JSON"):
+                value = f"CAST({_q(column)} AS VARCHAR)"
             elif kind.endswith("[]"):
-                text = f"lower(array_to_string({_q(column)}, chr(31)))"
+                value = f"array_to_string({_q(column)}, chr(31))"
             else:
                 continue
+            said = " OR ".join(f"contains(lower({value}), $w{i})" for i in range(len(words)))
             hits = con.execute(
                 f"SELECT count(*) FROM {_q(table)} WHERE {_q(column)} IS NOT NULL AND "
-                f"(CAST({_q(column)} AS VARCHAR) = ? OR {named.format(text=text)})",
-                [cid, *needles],
+                f"(list_contains($needles, lower(trim({value}))) OR {_json_names(value)}"
+                f"{' OR ' + said if said else ''})",
+                {"needles": target.needles, **{f"w{i}": w for i, w in enumerate(words)}},
             ).fetchall()[0][0]
             if hits:
                 found[f"{table}.{column}"] = int(hits)
     return found
 
 
-__all__ = ["ORDER_MODES", "ErasureReport", "erase_customer", "find_customer"]
+__all__ = ["ORDER_MODES", "ErasureReport", "Target", "erase_customer", "find_target"]

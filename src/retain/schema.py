@@ -173,6 +173,26 @@ FEEDBACK = Table(
     description="one row per survey answer, review or support ticket",
 )
 
+EVENTS = Table(
+    "events",
+    (
+        Column("event_id", "VARCHAR NOT NULL", "the event's identifier (blank: from its content)"),
+        Column(
+            "kind",
+            "VARCHAR NOT NULL",
+            "page_view, product_view, add_to_cart or checkout_started",
+            True,
+        ),
+        Column("customer_id", "VARCHAR", "who: customer id or e-mail (blank: anonymous)"),
+        Column("anonymous_id", "VARCHAR", "the visitor's anonymous id (a cookie's, a device's)"),
+        Column("sku", "VARCHAR", "the product viewed or added to the cart"),
+        Column("occurred_at", "TIMESTAMP NOT NULL", "when, UTC", True),
+        Column("source_file", "VARCHAR", "file (or API call) it came from"),
+    ),
+    key=("event_id",),
+    description="one row per browse or cart event of a visitor or customer",
+)
+
 QUARANTINE = Table(
     "quarantine",
     (

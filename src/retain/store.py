@@ -21,6 +21,7 @@ from retain.schema import (
     BACKTESTS,
     CAMPAIGN_OUTBOX,
     CONTACT_SUPPRESSIONS,
+    EVENTS,
     FEEDBACK,
     LOYALTY_LEDGER,
     LOYALTY_REFERRALS,
@@ -283,6 +284,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 shopify_id VARCHAR PRIMARY KEY, order_id VARCHAR NOT NULL,
                 updated_at TIMESTAMP, order_json VARCHAR NOT NULL, refunds_json VARCHAR NOT NULL,
                 received_at TIMESTAMP NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS shopify_customers (
+                customer_id VARCHAR PRIMARY KEY, updated_at TIMESTAMP)""",
         ],
     ),
     # retain.service: every write request the service answered, who made it and the answer
@@ -292,6 +295,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """CREATE TABLE IF NOT EXISTS api_audit (
                 requested_at TIMESTAMP NOT NULL, caller VARCHAR NOT NULL, method VARCHAR NOT NULL,
                 route VARCHAR NOT NULL, status INTEGER NOT NULL)""",
+        ],
+    ),
+    # retain.ingest.events: browse and cart events, and which visitor is which customer
+    (
+        "events",
+        [
+            EVENTS.ddl(),
+            """CREATE TABLE IF NOT EXISTS identities (
+                anonymous_id VARCHAR PRIMARY KEY, customer_id VARCHAR NOT NULL,
+                linked_at TIMESTAMP NOT NULL)""",
         ],
     ),
 ]

@@ -49,6 +49,10 @@ TRIGGERS: dict[str, str] = {
     "detractor": "the customer answered the NPS survey with 0 to 6 (once per answer)",
     "complaint": "the customer complained (a negative survey answer, review or ticket) of one "
     "of `topics` (every topic when none is given; once per text)",
+    "cart_abandoned": "`hours` (default 4) after the customer's last add to cart or checkout "
+    "started with no order since (once per cart)",
+    "browse_abandoned": "`hours` (default 24) after the customer last viewed a product with no "
+    "cart or order since (once per view)",
 }
 """Every trigger kind and when it fires; each firing has a stable key per customer."""
 
@@ -66,6 +70,8 @@ TRIGGER_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "tier_left": {"tier": str},
     "detractor": {},
     "complaint": {"topics": list},
+    "cart_abandoned": {"hours": (int, float)},
+    "browse_abandoned": {"hours": (int, float)},
 }
 OPTION_EXAMPLES: dict[str, str] = {
     "factor": "a number of typical gaps, e.g. factor = 1.5",
@@ -75,12 +81,15 @@ OPTION_EXAMPLES: dict[str, str] = {
     "segment": 'a segment name, e.g. segment = "At Risk"',
     "tier": 'a tier name, e.g. tier = "Gold"',
     "topics": 'a list of topic ids, e.g. topics = ["delivery", "damaged"]',
+    "hours": "a number of hours, e.g. hours = 4",
 }
 """What each trigger option takes, for the message when it is given something else."""
 TRIGGER_DEFAULTS: dict[str, dict[str, Any]] = {
     "overdue": {"factor": 1.5},
     "churn_risk": {"levels": ["high"]},
     "post_purchase": {"days": 7},
+    "cart_abandoned": {"hours": 4},
+    "browse_abandoned": {"hours": 24},
 }
 CHANNELS = ("email", "webhook", "file")
 CAP_WINDOWS = {
@@ -595,6 +604,8 @@ def _trigger(raw: Any, number: int, where: _Locator, name: str) -> Trigger:
         options[key] = value
     if kind == "overdue" and not options["factor"] > 0:
         where.fail(number, "trigger", "overdue factor must be above 0", "e.g. 1.5", name)
+    if kind in ("cart_abandoned", "browse_abandoned") and not 0 < options["hours"] <= 720:
+        where.fail(number, "trigger", f"{kind} hours out of range", "above 0, at most 720", name)
     if kind == "post_purchase" and not 0 <= options["days"] <= 3650:
         where.fail(number, "trigger", "post_purchase days out of range", "0 to 3650", name)
     if kind == "churn_risk":

@@ -159,6 +159,11 @@ def due(
         return _tier_moves(store, ids, kind, options["tier"], first, today)
     if kind in FEEDBACK_TRIGGERS:
         return feedback_firings(store, ids, kind, options.get("topics", ()), first, today)
+    if kind in EVENT_TRIGGERS:
+        now = now_local
+        if now.tzinfo is not None:  # events are dated in UTC
+            now = now.astimezone(dt.UTC).replace(tzinfo=None)
+        return event_firings(store, ids, kind, float(options["hours"]), first, now)
     last = _days(audience["last_order_at"])
     day, earliest = pd.Timestamp(today), pd.Timestamp(first)
     if kind == "next_purchase_window":
@@ -209,6 +214,57 @@ def _tier_moves(
 
 
 FEEDBACK_TRIGGERS = ("detractor", "complaint")
+EVENT_TRIGGERS = ("cart_abandoned", "browse_abandoned")
+#: the events that make a firing of each, and later ones that cancel it (beside an order)
+_EVENT_KINDS = {
+    "cart_abandoned": (("add_to_cart", "checkout_started"), ()),
+    "browse_abandoned": (("product_view",), ("add_to_cart", "checkout_started")),
+}
+_EVENT_FIRINGS = """
+WITH latest AS (
+    SELECT customer_id, max(occurred_at) AS at FROM events
+    WHERE customer_id IS NOT NULL AND list_contains($kinds, kind)
+    GROUP BY customer_id
+)
+SELECT l.customer_id, l.at FROM latest l
+WHERE l.at <= $ripe AND l.at >= $first
+  AND NOT EXISTS (SELECT 1 FROM orders o
+                  WHERE o.customer_id = l.customer_id AND o.ordered_at >= l.at)
+  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.customer_id = l.customer_id
+                  AND e.occurred_at > l.at AND list_contains($later, e.kind))
+ORDER BY l.at, l.customer_id
+"""
+
+
+def event_firings(
+    store: Store,
+    ids: pd.Index,
+    kind: str,
+    hours: float,
+    first: dt.date,
+    now: dt.datetime,
+) -> pd.DataFrame:
+    """The customers of ``ids`` whose cart (``cart_abandoned``) or product view
+    (``browse_abandoned``) is ``hours`` old with no order since (and, for a view, no cart
+    since), from ``first`` on: one firing per cart or view, keyed by its time, so a new
+    cart fires again."""
+    if not store.has_table("events"):
+        return _rows([], [])
+    kinds, later = _EVENT_KINDS[kind]
+    found = store.con.execute(
+        _EVENT_FIRINGS,
+        {
+            "kinds": list(kinds),
+            "later": list(later) or [""],
+            "ripe": now - dt.timedelta(hours=hours),
+            "first": dt.datetime.combine(first, dt.time()),
+        },
+    ).fetchall()
+    wanted = set(map(str, ids))
+    hits = [(str(c), at) for c, at in found if str(c) in wanted]
+    word = "cart" if kind == "cart_abandoned" else "browse"
+    return _rows([c for c, _ in hits], [f"{word}:{at:%Y-%m-%dT%H:%M:%S}" for _, at in hits])
+
 
 _FEEDBACK_FIRINGS = f"""
 SELECT CAST(f.customer_id AS VARCHAR) AS customer_id, 'feedback:' || f.feedback_id AS trigger_key

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from retain import config
 from retain.errors import ArgumentError, DataError, SchemaError
-from retain.ingest import cdnow, feedback, shopify, subscriptions
+from retain.ingest import cdnow, events, feedback, shopify, subscriptions
 from retain.ingest.detect import FORMATS, check_readable, detect_format, is_parquet
 from retain.ingest.load import (
     AFTER_AS_OF,
@@ -74,7 +74,8 @@ def ingest(
       "lines" (order lines), "spend" (marketing spend: date, channel, amount),
       "subscriptions" or "stripe" (Stripe's subscriptions export): see
       :mod:`retain.ingest.subscriptions`; "feedback" (survey answers, reviews, support
-      tickets): see :mod:`retain.ingest.feedback`.
+      tickets): see :mod:`retain.ingest.feedback`; "events" (browse and cart events of
+      visitors and customers): see :mod:`retain.ingest.events`.
     - ``mapping``: canonical column -> column in the file, for files whose
       headers differ from the canonical names.
     - ``as_of``: the observation date; orders dated after it are quarantined
@@ -203,6 +204,8 @@ def ingest(
                 subscriptions.load_stripe(loader, columns, report)
             elif fmt == "feedback":
                 feedback.load(loader, columns, mapping, report)
+            elif fmt == "events":
+                events.load(loader, columns, mapping, report)
             loader.write_quarantine(report, digest)
             loader.record_file(fmt, report, digest=digest, options=options)
             config.record_from_ingest(store, "as_of", None if as_of is None else observed.date())

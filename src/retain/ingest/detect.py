@@ -20,6 +20,7 @@ FORMATS = (
     "subscriptions",
     "stripe",
     "feedback",
+    "events",
 )
 
 _CDNOW_LINE = re.compile(r"^\s*\d+\s+(\d+\s+)?\d{8}\s+\d+\s+[\d.]+\s*$")
@@ -108,6 +109,10 @@ def detect_format(
         return "shopify"
     if names >= {"date", "channel", "amount"} and len(names) <= 4:
         return "spend"
+    if (names & {"event_id", "anonymous_id"} or {"kind", "occurred_at"} <= names) and not (
+        names & {"order_id", "ordered_at", "feedback_id"}
+    ):
+        return "events"  # a missing column is then named by the reader
     if "feedback_id" in names and not names & {"order_id", "ordered_at"}:
         return "feedback"  # a missing column is then named by the reader
     if "subscription_id" in names and not names & {"order_id", "ordered_at"}:

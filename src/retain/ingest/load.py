@@ -50,6 +50,7 @@ class IngestReport:
     spend_rows: int = 0
     subscriptions: int = 0
     feedback: int = 0
+    events: int = 0
     quarantined: int = 0
     skipped_cancelled: int = 0
     refunds: int = 0
@@ -73,6 +74,7 @@ class IngestReport:
                 (self.spend_rows, "spend row"),
                 (self.subscriptions, "subscription"),
                 (self.feedback, "feedback row"),
+                (self.events, "event"),
             )
             if n
         ]

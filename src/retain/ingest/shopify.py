@@ -255,10 +255,20 @@ class WebhookOrder:
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
+    """A JSON string or number as text (trimmed; None when blank); anything else None."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         return None
     text = str(value).strip()
     return text or None
+
+
+def _items(value: Any) -> list[Mapping[str, Any]]:
+    """The objects of a JSON list (anything else: none)."""
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -272,6 +282,13 @@ def _decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+def _amount(value: Any) -> str | None:
+    """An amount as text: the number, or (not a number) the text as sent, for the ingest's
+    checks to quarantine with its reason."""
+    number = _decimal(value)
+    return str(number) if number is not None else _text(value)
+
+
 def webhook_time(value: Any) -> dt.datetime | None:
     """Shopify's ISO 8601 time (with its offset) as naive UTC; None when absent or unreadable."""
     text = _text(value)
@@ -279,63 +296,61 @@ def webhook_time(value: Any) -> dt.datetime | None:
         return None
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # not a time, or one beyond the years 1 to 9999
         return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
     return moment
 
 
 def refund_amount(refund: Mapping[str, Any]) -> str:
-    """What a Shopify refund gave back: its successful refund transactions, else (a refund
-    of items with no money moved yet) the subtotals of its refunded lines."""
-    paid = [
-        _decimal(t.get("amount"))
-        for t in refund.get("transactions") or []
-        if isinstance(t, Mapping)
-        and str(t.get("kind", "refund")).lower() == "refund"
-        and str(t.get("status", "success")).lower() == "success"
-    ]
-    if not paid:
+    """What a Shopify refund gave back: its successful refund transactions (a refund that
+    moved money only through failed ones gave back nothing); a refund with no transactions
+    at all (items refunded, no money moved yet), the subtotals of its lines. Negative
+    amounts are not refunds and count nothing."""
+    transactions = _items(refund.get("transactions"))
+    if transactions:
         paid = [
-            _decimal(line.get("subtotal"))
-            for line in refund.get("refund_line_items") or []
-            if isinstance(line, Mapping)
+            _decimal(t.get("amount"))
+            for t in transactions
+            if str(t.get("kind", "refund")).lower() == "refund"
+            and str(t.get("status", "success")).lower() == "success"
         ]
-    return str(sum((p for p in paid if p is not None), Decimal(0)))
+    else:
+        paid = [_decimal(line.get("subtotal")) for line in _items(refund.get("refund_line_items"))]
+    return str(sum((p for p in paid if p is not None and p > 0), Decimal(0)))
 
 
 def order_from_webhook(payload: Mapping[str, Any]) -> WebhookOrder:
     """The order of an ``orders/*`` delivery by the export's rules (see the module's
-    docstring). Raises :class:`~retain.errors.DataError` without an order number or a
-    customer e-mail, as the file import quarantines such rows."""
+    docstring). The customer's name is the customer's own (else the billing name); their
+    marketing consent is not read from an order (a checkout's box is no consent given
+    later: ``customers/update`` carries it). Raises :class:`~retain.errors.DataError`
+    without an order number or a customer e-mail, as the file import quarantines such
+    rows."""
     number = _text(payload.get("name")) or _text(payload.get("id"))
     if number is None:
         raise DataError("missing order number (name or id)", column="name")
-    found = payload.get("customer")
-    customer: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    customer = _object(payload.get("customer"))
     email = (
         _text(payload.get("email"))
         or _text(payload.get("contact_email"))
         or _text(customer.get("email"))
     )
-    if email is None:
+    if email is None or "@" not in email:
         raise DataError(f"order {number}: no customer identity (no email)", column="email")
     subtotal = _decimal(payload.get("subtotal_price"))
-    discount = _decimal(payload.get("total_discounts")) or Decimal(0)
-    shipping_set = payload.get("total_shipping_price_set")
-    shipping: Any = None
-    if isinstance(shipping_set, Mapping) and isinstance(shipping_set.get("shop_money"), Mapping):
-        shipping = shipping_set["shop_money"].get("amount")
-    elif payload.get("shipping_lines"):
-        prices = [_decimal(s.get("price")) for s in payload["shipping_lines"]]
+    discount = _decimal(payload.get("total_discounts"))
+    shipping = _amount(
+        _object(_object(payload.get("total_shipping_price_set")).get("shop_money")).get("amount")
+    )
+    if shipping is None and _items(payload.get("shipping_lines")):
+        prices = [_decimal(s.get("price")) for s in _items(payload.get("shipping_lines"))]
         shipping = str(sum((p for p in prices if p is not None), Decimal(0)))
-    billing = payload.get("billing_address")
-    name = _text(billing.get("name")) if isinstance(billing, Mapping) else None
+    name = _text(" ".join(str(_text(customer.get(k)) or "") for k in ("first_name", "last_name")))
     if name is None:
-        name = _text(" ".join(str(customer.get(k) or "") for k in ("first_name", "last_name")))
-    codes = [c for c in payload.get("discount_codes") or [] if isinstance(c, Mapping)]
-    marketing = customer.get("accepts_marketing", payload.get("buyer_accepts_marketing"))
+        name = _text(_object(payload.get("billing_address")).get("name"))
+    codes = _items(payload.get("discount_codes"))
     order: dict[str, Any] = {
         "order_id": number,
         "customer_id": email.lower(),
@@ -343,13 +358,15 @@ def order_from_webhook(payload: Mapping[str, Any]) -> WebhookOrder:
         "ordered_at": _text(payload.get("created_at")) or _text(payload.get("processed_at")),
         # the subtotal is after discounts: gross is before them, as the file import keeps it
         "gross": (
-            str(subtotal + discount)
+            str(subtotal + (discount or 0))
             if subtotal is not None
             else _text(payload.get("subtotal_price"))
         ),
-        "discount": str(discount),
-        "shipping": _text(shipping),
-        "tax": _text(payload.get("total_tax")),
+        "discount": str(discount)
+        if discount is not None
+        else _amount(payload.get("total_discounts")),
+        "shipping": shipping,
+        "tax": _amount(payload.get("total_tax")),
         "currency": _text(payload.get("currency")),
         "channel": _text(payload.get("source_name")),
         "discount_code": _text(codes[0].get("code")) if codes else None,
@@ -357,27 +374,25 @@ def order_from_webhook(payload: Mapping[str, Any]) -> WebhookOrder:
         if _text(payload.get("cancelled_at"))
         else _text(payload.get("financial_status")),
         "name": name,
-        "accepts_marketing": marketing if isinstance(marketing, bool) else None,
         "lines": [
             {
                 "sku": _text(item.get("sku"))
                 or _text(item.get("title"))
                 or _text(item.get("name")),
                 "name": _text(item.get("title")) or _text(item.get("name")),
-                "quantity": item.get("quantity"),
-                "unit_price": _text(item.get("price")),
+                "quantity": _amount(item.get("quantity")),
+                "unit_price": _amount(item.get("price")),
             }
-            for item in payload.get("line_items") or []
-            if isinstance(item, Mapping)
+            for item in _items(payload.get("line_items"))
         ],
     }
     refunds = {
         str(r.get("id")): refund_amount(r)
-        for r in payload.get("refunds") or []
-        if isinstance(r, Mapping) and r.get("id") is not None
+        for r in _items(payload.get("refunds"))
+        if _text(r.get("id")) is not None
     }
     return WebhookOrder(
-        shopify_id=str(payload.get("id") or number),
+        shopify_id=str(_text(payload.get("id")) or number),
         updated_at=webhook_time(payload.get("updated_at")),
         order={k: v for k, v in order.items() if v is not None and v != []},
         refunds=refunds,
@@ -396,23 +411,23 @@ def customer_from_webhook(payload: Mapping[str, Any]) -> dict[str, Any]:
     names, ``accepts_marketing`` their e-mail marketing consent (subscribed or not; the
     older ``accepts_marketing`` field when no consent is given). Raises
     :class:`~retain.errors.DataError` without an e-mail."""
-    email = _text(payload.get("email"))
-    if email is None:
+    email = payload.get("email")
+    if not isinstance(email, str) or "@" not in email or not email.strip():
         raise DataError(
-            f"customer {payload.get('id')}: no customer identity (no email)", column="email"
+            f"customer {_text(payload.get('id'))}: no customer identity (no email)",
+            column="email",
         )
-    consent = payload.get("email_marketing_consent")
-    state = _text(consent.get("state")) if isinstance(consent, Mapping) else None
+    state = _text(_object(payload.get("email_marketing_consent")).get("state"))
     marketing: bool | None
     if state is not None:
         marketing = state.lower() == "subscribed"
     else:
         given = payload.get("accepts_marketing")
         marketing = given if isinstance(given, bool) else None
-    name = _text(" ".join(str(payload.get(k) or "") for k in ("first_name", "last_name")))
+    name = _text(" ".join(str(_text(payload.get(k)) or "") for k in ("first_name", "last_name")))
     record = {
-        "customer_id": email.lower(),
-        "email": email.lower(),
+        "customer_id": email.strip().lower(),
+        "email": email.strip().lower(),
         "name": name,
         "accepts_marketing": marketing,
         "locale": _text(payload.get("locale")),

@@ -800,24 +800,65 @@ def within_lengths(values: Any) -> Any:
 
 
 class Cart(BaseModel):
-    """A shopping cart: the SKUs in it."""
+    """A shopping cart: the SKUs in it, and who is shopping (their recent views count)."""
 
     model_config = ConfigDict(extra="forbid")
     skus: list[Annotated[str, Field(max_length=TEXT_CHARS)]] = Field(
-        min_length=1, max_length=500, description="SKUs in the cart."
+        default_factory=list, max_length=500, description="SKUs in the cart."
     )
     k: int = Field(5, ge=1, le=100, description="How many products to suggest.")
+    customer_id: str | None = Field(
+        None, min_length=1, max_length=500, description="Who: their recent views count too."
+    )
+    anonymous_id: str | None = Field(
+        None, min_length=1, max_length=200, description="A visitor not known yet: the same."
+    )
 
     @model_validator(mode="before")
     @classmethod
     def check_lengths(cls, values: Any) -> Any:
         return within_lengths(values)
 
+    @model_validator(mode="after")
+    def needs_something(self) -> Cart:
+        if not self.skus and self.customer_id is None and self.anonymous_id is None:
+            raise ArgumentError("give skus, or a customer_id or anonymous_id whose views count")
+        return self
+
+
+VIEWED_DAYS = 7
+"""How far back a shopper's product views and cart adds count for their suggestions."""
+VIEWED_MOST = 20
+
+_VIEWED_SQL = """
+SELECT sku FROM events
+WHERE sku IS NOT NULL AND kind IN ('product_view', 'add_to_cart')
+  AND (customer_id = $customer OR anonymous_id = $anonymous)
+  AND occurred_at >= now()::TIMESTAMP - to_days($days)
+GROUP BY sku ORDER BY max(occurred_at) DESC LIMIT $most
+"""
+
 
 @router.post("/recommendations", responses=ERRORS, summary="Products to suggest for a cart")
 def post_recommendations(service: ServiceDep, cart: Cart) -> dict[str, Any]:
-    """Products that go with the cart, each with the reason (bought together, ...)."""
-    return data.cart_recommendations(recommendations(service), cart.skus, cart.k)
+    """Products that go with the cart, each with the reason (bought together, ...). With a
+    ``customer_id`` or ``anonymous_id``, the products they viewed or put in a cart in the
+    last 7 days (events: ``POST /api/events``) count beside the cart, newest first (at
+    most 20); they are listed in ``viewed``."""
+    viewed: list[str] = []
+    if cart.customer_id is not None or cart.anonymous_id is not None:
+        from retain.ingest import customer_key
+
+        customer = None if cart.customer_id is None else customer_key(cart.customer_id)
+        found = service.store().con.execute(
+            _VIEWED_SQL,
+            {"customer": customer, "anonymous": cart.anonymous_id, "days": VIEWED_DAYS,
+             "most": VIEWED_MOST},
+        ).fetchall()  # fmt: skip
+        viewed = [str(r[0]) for r in found if str(r[0]) not in cart.skus]
+    result = data.cart_recommendations(recommendations(service), [*cart.skus, *viewed], cart.k)
+    result["skus"], result["viewed"] = cart.skus, viewed
+    return result
 
 
 class OrderLineIn(BaseModel):
@@ -1067,6 +1108,56 @@ def post_feedback(service: ServiceDep, body: FeedbackBatch) -> JSONResponse:
                 service.wrote_batch([], INDEX_KEY, index)
             elif index is not None and index.fresh:
                 _fold_later(service)
+    return JSONResponse(result, status_code=201 if result["stored"] else 422)
+
+
+class EventIn(BaseModel):
+    """One browse or cart event, with the columns of an events file."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: str | None = Field(None, min_length=1, max_length=200)
+    kind: str = Field(
+        min_length=1,
+        max_length=64,
+        description="page_view, product_view, add_to_cart or checkout_started",
+    )
+    customer_id: str | None = Field(None, min_length=1, max_length=500, description="id or e-mail")
+    anonymous_id: str | None = Field(None, min_length=1, max_length=200)
+    sku: str | None = Field(None, min_length=1, max_length=200)
+    occurred_at: str = Field(min_length=1, max_length=64, description="date or time (UTC)")
+
+
+class EventBatch(BaseModel):
+    """Events to store: at most 1,000."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[EventIn] = Field(min_length=1, max_length=1_000)
+
+
+@router.post(
+    "/events",
+    status_code=201,
+    dependencies=[Depends(require_writer)],
+    responses={
+        401: {"model": Problem, "description": "Missing or wrong API key."},
+        403: {"model": Problem, "description": "The service was started read-only."},
+        422: {"description": "Every event was quarantined: the reasons, as ingest gives them."},
+    },
+    summary="Store browse and cart events, one or many (needs the API key)",
+)
+def post_events(service: ServiceDep, body: EventIn | EventBatch) -> JSONResponse:
+    """Check the events by an events file's rules and store them in one transaction (an
+    ``event_id`` stored before is replaced; without one, the same event sent again is
+    stored once). An event with both a ``customer_id`` and an ``anonymous_id`` makes every
+    event of that visitor the customer's. A record that breaks a rule is quarantined with
+    its reason (``record``: its place in the batch, from 1). 201 when any was stored, 422
+    when none was."""
+    from retain.ingest.events import ingest_records
+
+    events = body.events if isinstance(body, EventBatch) else [body]
+    records = [e.model_dump(exclude_none=True) for e in events]
+    with service.write_lock:  # one writer at a time, as for orders
+        result = ingest_records(service.store(), records)
     return JSONResponse(result, status_code=201 if result["stored"] else 422)
 
 

@@ -42,7 +42,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -58,7 +58,7 @@ from retain.ingest.shopify import (
     webhook_time,
     with_refunds,
 )
-from retain.service.api import OrderIn, ServiceDep, write_queue
+from retain.service.api import OrderIn, OrderLineIn, ServiceDep, write_queue
 from retain.service.app import Service
 from retain.service.orders import WritesBusy
 
@@ -104,6 +104,8 @@ class _Prepared:
     order_id: str | None = None
     answer: JSONResponse | None = None
     outcome: str = ""
+    kept: tuple[str, dict[str, Any], dt.datetime | None, dict[str, str]] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @router.post(
@@ -130,8 +132,10 @@ async def shopify_webhook(topic: str, request: Request, service: ServiceDep) -> 
     given = request.headers.get("x-shopify-hmac-sha256", "").strip()
     if not given or not hmac.compare_digest(given.encode(), signature(secret, body).encode()):
         return _problem(401, "the X-Shopify-Hmac-Sha256 signature does not match the body")
+    # the headers are not signed: each is required, so that a signed body cannot be sent
+    # again without them, under another topic, or (Triggered-At) long after
     sent_topic = request.headers.get("x-shopify-topic")
-    if sent_topic is not None and sent_topic.strip().lower() != topic.lower():
+    if sent_topic is None or sent_topic.strip().lower() != topic.lower():
         return _problem(400, f"X-Shopify-Topic {sent_topic!r} is not the path's topic {topic!r}")
     webhook_id = (request.headers.get("x-shopify-webhook-id") or "").strip()
     if not webhook_id:
@@ -139,9 +143,9 @@ async def shopify_webhook(topic: str, request: Request, service: ServiceDep) -> 
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     sent_at = request.headers.get("x-shopify-triggered-at")
     triggered = webhook_time(sent_at)
-    if sent_at is not None and triggered is None:
+    if triggered is None:
         return _problem(400, f"X-Shopify-Triggered-At {sent_at!r} is not an ISO 8601 time")
-    if triggered is not None and (now - triggered > MAX_AGE or triggered - now > MAX_AHEAD):
+    if now - triggered > MAX_AGE or triggered - now > MAX_AHEAD:
         return _problem(
             401,
             f"stale delivery: triggered at {triggered.isoformat()} UTC, not within "
@@ -154,11 +158,20 @@ async def shopify_webhook(topic: str, request: Request, service: ServiceDep) -> 
         return JSONResponse({"taken": False, "detail": f"topic {topic} is not used"})
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _problem(400, "the body is not JSON")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return _problem(400, "the body is not JSON (or nests too deep)")
     if not isinstance(payload, dict):
         return _problem(400, "the body is not a JSON object")
-    shop = request.headers.get("x-shopify-shop-domain")
+    wrong = _shape(topic, payload)
+    if wrong:
+        return _problem(400, f"{topic}: {wrong}")
+    shop = (request.headers.get("x-shopify-shop-domain") or "").strip().lower() or None
+    other = await run_in_threadpool(_other_shop, service, shop)
+    if other is not None:
+        return _problem(
+            403,
+            f"this store takes the webhooks of {other}, not of {shop}: one store is one shop's",
+        )
     if topic in CUSTOMER_TOPICS or topic == REDACT_TOPIC:
         handle = _customer if topic in CUSTOMER_TOPICS else _redact
         taken: JSONResponse = await run_in_threadpool(
@@ -185,7 +198,39 @@ async def shopify_webhook(topic: str, request: Request, service: ServiceDep) -> 
         k: result.get(k)
         for k in ("stored", "as", "order_id", "customer_id", "quarantined", "rescored", "notes")
     }
+    answer["notes"] = [*prepared.notes, *(answer["notes"] or [])]
     return JSONResponse({"taken": True, "webhook_id": webhook_id, **answer})
+
+
+def _shape(topic: str, payload: dict[str, Any]) -> str | None:
+    """What a payload of ``topic`` lacks (None: it has the shape of one): a signed body of
+    one topic sent again under another is refused."""
+    if topic in ORDER_TOPICS and "line_items" not in payload and "subtotal_price" not in payload:
+        return "the body is no order (no line_items or subtotal_price)"
+    if topic in REFUND_TOPICS and ("order_id" not in payload or "line_items" in payload):
+        return "the body is no refund (no order_id)"
+    if topic in CUSTOMER_TOPICS and ("line_items" in payload or "orders_to_redact" in payload):
+        return "the body is no customer"
+    if topic == REDACT_TOPIC and (
+        "orders_to_redact" not in payload or not isinstance(payload.get("customer"), dict)
+    ):
+        return "the body is no redact request (no customer and orders_to_redact)"
+    return None
+
+
+def _other_shop(service: Service, shop: str | None) -> str | None:
+    """The shop this store took webhooks of, when ``shop`` is another (else None)."""
+    if shop is None:
+        return None
+    found = (
+        service.store()
+        .con.execute(
+            "SELECT shop FROM shopify_deliveries WHERE shop IS NOT NULL AND shop <> ? LIMIT 1",
+            [shop],
+        )
+        .fetchall()
+    )
+    return str(found[0][0]) if found else None
 
 
 def _prepare(service: Service, topic: str, webhook_id: str, payload: dict[str, Any]) -> _Prepared:
@@ -200,14 +245,45 @@ def _prepare(service: Service, topic: str, webhook_id: str, payload: dict[str, A
         if prepared.order is None:
             return prepared
         try:
-            checked = OrderIn(**prepared.order).model_dump(exclude_none=True)
+            prepared.order, prepared.notes = _checked(prepared.order)
         except (ValidationError, DataError, ValueError) as exc:
             return _Prepared(
                 answer=_problem(422, f"order {prepared.order_id}: {exc}"),
                 outcome="refused: not an order",
             )
-        prepared.order = checked
+        if prepared.kept is not None:  # kept as delivered once it is an order to store
+            _keep(store, *prepared.kept)
         return prepared
+
+
+MAX_LINES = 1_000
+"""The most line items of one order stored (``POST /api/orders`` takes as many)."""
+
+
+def _checked(order: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``order`` as ``POST /api/orders`` takes it, and what was left out of it: a line
+    item that is no line (no sku or title, a field too long) is left out with a note, as
+    the file import quarantines a bad line and keeps the order; so is a discount code too
+    long to be one. Raises pydantic's ValidationError when the order itself is none."""
+    notes: list[str] = []
+    lines: list[dict[str, Any]] = []
+    for number, line in enumerate(order.get("lines") or [], start=1):
+        if len(lines) == MAX_LINES:
+            notes.append(f"line items after the first {MAX_LINES:,} left out")
+            break
+        try:
+            lines.append(OrderLineIn(**line).model_dump(exclude_none=True))
+        except (ValidationError, DataError, ValueError) as exc:
+            first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            notes.append(f"line item {number} left out: {first}")
+    rest = {k: v for k, v in order.items() if k != "lines"}
+    code = rest.get("discount_code")
+    if isinstance(code, str) and len(code) > 200:
+        notes.append(f"discount code left out: {len(code):,} characters long, at most 200")
+        del rest["discount_code"]
+    checked = OrderIn(**rest, lines=[]).model_dump(exclude_none=True)
+    checked["lines"] = lines
+    return checked, notes
 
 
 def _order(store: Any, payload: dict[str, Any]) -> _Prepared:
@@ -234,9 +310,11 @@ def _order(store: Any, payload: dict[str, Any]) -> _Prepared:
             )
         # refunds known from refunds/create stay; the order's own list wins on an id
         refunds = {**json.loads(refunds_json), **refunds}
-    _keep(store, delivered.shopify_id, delivered.order, delivered.updated_at, refunds)
-    order_id = str(delivered.order["order_id"])
-    return _Prepared(order=with_refunds(delivered.order, refunds), order_id=order_id)
+    return _Prepared(
+        order=with_refunds(delivered.order, refunds),
+        order_id=str(delivered.order["order_id"]),
+        kept=(delivered.shopify_id, delivered.order, delivered.updated_at, refunds),
+    )
 
 
 def _refund(store: Any, payload: dict[str, Any]) -> _Prepared:
@@ -266,8 +344,11 @@ def _refund(store: Any, payload: dict[str, Any]) -> _Prepared:
     order_json, refunds_json, updated_at = stored[0]
     order = json.loads(order_json)
     refunds = {**json.loads(refunds_json), str(refund_id): refund_amount(payload)}
-    _keep(store, str(shopify_id), order, updated_at, refunds)
-    return _Prepared(order=with_refunds(order, refunds), order_id=str(order["order_id"]))
+    return _Prepared(
+        order=with_refunds(order, refunds),
+        order_id=str(order["order_id"]),
+        kept=(str(shopify_id), order, updated_at, refunds),
+    )
 
 
 def _keep(
@@ -300,10 +381,24 @@ def _customer(
         _record(service, webhook_id, topic, shop, f"refused: {exc}")
         return _problem(422, str(exc))
     store = service.store()
+    updated = webhook_time(payload.get("updated_at"))
     with service.write_lock:
-        report = ingest_customer(store, record, source=f"webhook:{topic}")
-        problems = quarantined_rows(store, report.file) if report.quarantined else []
         customer_id = record["customer_id"]
+        last = store.con.execute(
+            "SELECT updated_at FROM shopify_customers WHERE customer_id = ?", [customer_id]
+        ).fetchall()
+        if last and last[0][0] is not None and updated is not None and updated < last[0][0]:
+            _record(service, webhook_id, topic, shop, "older than stored", locked=True)
+            detail = (
+                f"customer {customer_id}: this version ({updated.isoformat()}) is older than "
+                f"the one stored ({last[0][0].isoformat()}): ignored"
+            )
+            return JSONResponse({"taken": True, "stored": False, "detail": detail})
+        report = ingest_customer(store, record, source=f"webhook:{topic}")
+        store.con.execute(
+            "INSERT OR REPLACE INTO shopify_customers VALUES (?, ?)", [customer_id, updated]
+        )
+        problems = quarantined_rows(store, report.file) if report.quarantined else []
         ordered = store.con.execute(
             "SELECT count(*) FROM orders WHERE customer_id = ?", [customer_id]
         ).fetchall()[0][0]
@@ -341,8 +436,19 @@ def _redact(
         return _problem(422, "customers/redact: no customer.email to erase")
     store = service.store()
     with service.write_lock:
+        # the orders Shopify names, as stored: by their Shopify id, kept from webhooks
+        shopify_ids = [str(i) for i in payload.get("orders_to_redact") or [] if i is not None]
+        order_ids = [
+            str(r[0])
+            for r in store.con.execute(
+                "SELECT order_id FROM shopify_orders WHERE shopify_id IN (SELECT unnest(?))",
+                [shopify_ids],
+            ).fetchall()
+        ]
         try:
-            report = erase_customer(store, email, requested_by=f"shopify:{shop or 'unknown'}")
+            report = erase_customer(
+                store, email, requested_by=f"shopify:{shop or 'unknown'}", order_ids=order_ids
+            )
         except DataError:
             report = None
         finally:
@@ -386,11 +492,21 @@ def _duplicate(service: Service, webhook_id: str, outcome: str | None = None) ->
     )
 
 
-def _record(service: Service, webhook_id: str, topic: str, shop: str | None, outcome: str) -> None:
-    """Keep the delivery's id: a resend of it is then a duplicate."""
-    store = service.store()
+def _record(
+    service: Service,
+    webhook_id: str,
+    topic: str,
+    shop: str | None,
+    outcome: str,
+    *,
+    locked: bool = False,
+) -> None:
+    """Keep the delivery's id: a resend of it is then a duplicate. ``locked``: the caller
+    holds the write lock."""
+    insert = "INSERT OR IGNORE INTO shopify_deliveries VALUES (?, ?, ?, now()::TIMESTAMP, ?)"
+    values = [webhook_id, topic, shop, outcome[:500]]
+    if locked:
+        service.store().con.execute(insert, values)
+        return
     with service.write_lock:
-        store.con.execute(
-            "INSERT OR IGNORE INTO shopify_deliveries VALUES (?, ?, ?, now()::TIMESTAMP, ?)",
-            [webhook_id, topic, shop, outcome[:500]],
-        )
+        service.store().con.execute(insert, values)

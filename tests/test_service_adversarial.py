@@ -71,9 +71,12 @@ def post_json(port: int, path: str, payload: Any) -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def retain_serve(db: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def retain_serve(
+    db: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """`retain serve` over ``db`` on a free loopback port, in a process of its own, once it
-    answers; killed at the end if still running. Its stderr goes to ``db`` + ``.log``."""
+    answers; killed at the end if still running. Its stderr goes to ``db`` + ``.log``.
+    ``env``: variables for it (default: no API key)."""
     port = free_port()
     with Path(f"{db}.log").open("w") as log:
         process = subprocess.Popen(
@@ -81,10 +84,10 @@ def retain_serve(db: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
             stdout=subprocess.DEVNULL,
             stderr=log,
             text=True,
-            env={**os.environ, "RETAIN_API_KEY": ""},
+            env={**os.environ, "RETAIN_API_KEY": "", **(env or {})},
         )
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90
             while True:
                 assert process.poll() is None, Path(f"{db}.log").read_text()
                 assert time.monotonic() < deadline, "retain serve did not start"

@@ -8,15 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from retain.service.handoff import running_service, service_note
-from store_helpers import free_port, store_of
-from test_service_adversarial import request
+from store_helpers import store_of
+from test_service_adversarial import request, retain_serve
 
 KEY = "a-handoff-test-key-of-length"
 ORDERS = """order_id,customer_id,ordered_at,net_revenue
@@ -40,31 +39,8 @@ def cli(*args: str, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, int, subprocess.Popen[str]]]:
     db = store_of(tmp_path, orders=ORDERS)
-    port = free_port()
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retain.cli", "serve", "--db", str(db), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-        env={**os.environ, "RETAIN_API_KEY": KEY},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "retain serve did not start"
-            try:
-                if request(port, "GET", "/api/status")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+    with retain_serve(db, {"RETAIN_API_KEY": KEY}) as (process, port):
         yield db, port, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        log.close()
 
 
 def test_a_file_ingested_while_the_service_runs_lands_through_it(

@@ -5,11 +5,9 @@ once, every refused one is absent, and no read failed."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -21,8 +19,8 @@ from typing import Any
 import pytest
 
 from retain.store import Store
-from store_helpers import free_port, scored_copy
-from test_service_adversarial import request
+from store_helpers import scored_copy
+from test_service_adversarial import request, retain_serve
 from test_service_webhooks import now_text, order_json, sign
 
 KEY = "a-mixed-writes-key-of-length"
@@ -35,7 +33,7 @@ CLIENTS = 6
 @pytest.fixture(scope="module")
 def served(
     cdnow_sample_db: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, int, subprocess.Popen[bytes]]]:
+) -> Iterator[tuple[Path, int, subprocess.Popen[str]]]:
     folder = tmp_path_factory.mktemp("mixed")
     db = scored_copy(cdnow_sample_db, folder / "mixed.duckdb")
     with Store(db, read_only=True) as store:
@@ -43,31 +41,9 @@ def served(
             "SELECT customer_id FROM customer_scores ORDER BY customer_id LIMIT 400"
         ).fetchall()]  # fmt: skip
     (folder / "ids.json").write_text(json.dumps(ids))
-    port = free_port()
-    env = {**os.environ, "RETAIN_API_KEY": KEY, "RETAIN_SHOPIFY_SECRET": SECRET}
-    log = (folder / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retain.cli", "serve", "--db", str(db), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, (folder / "serve.log").read_text()
-            assert time.monotonic() < deadline, "retain serve did not start"
-            try:
-                if request(port, "GET", "/api/status")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+    env = {"RETAIN_API_KEY": KEY, "RETAIN_SHOPIFY_SECRET": SECRET}
+    with retain_serve(db, env) as (process, port):
         yield db, port, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        log.close()
 
 
 def send(port: int, method: str, path: str, body: Any = None, headers: Any = None) -> int:
@@ -77,7 +53,7 @@ def send(port: int, method: str, path: str, body: Any = None, headers: Any = Non
 
 
 def test_every_accepted_write_is_stored_once(
-    served: tuple[Path, int, subprocess.Popen[bytes]],
+    served: tuple[Path, int, subprocess.Popen[str]],
 ) -> None:
     db, port, process = served
     customers = json.loads((db.parent / "ids.json").read_text())

@@ -20,10 +20,7 @@ customer's. The campaign triggers ``cart_abandoned`` and ``browse_abandoned``
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retain.schema import EVENTS
@@ -135,44 +132,16 @@ def load(
     con.execute("DROP TABLE IF EXISTS _events")
 
 
-FIELDS = [c for c in EVENTS.column_names if c != "source_file"]
-REQUIRED = [c.name for c in EVENTS.columns if c.required]
-
-
 def ingest_records(store: Store, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Events sent as records (``POST /api/events``), checked by the file's rules in one
-    transaction: row N of the quarantine is the N-th record. The answer: how many were
-    ``stored``, the ``source`` they are stored under, and each record ``quarantined``
-    with its reason."""
-    from retain.config import observation_time, resolve_currency
-    from retain.ingest.load import IngestReport, Loader, _lit, json_cell, stage_rows
+    """Events sent as records (``POST /api/events``), checked by the file's rules: see
+    :func:`retain.ingest.load.ingest_api_records`."""
+    from retain.ingest.load import ingest_api_records
 
-    wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    label = f"api:POST /api/events {wall:%Y-%m-%dT%H:%M:%S} {uuid.uuid4().hex[:8]}"
-    loader = Loader(
+    return ingest_api_records(
         store,
-        Path(label),
-        as_of=observation_time(store) or wall,
-        currency=resolve_currency(store, None),
-        rates={},
+        records,
+        route="/api/events",
+        table=EVENTS,
+        load=load,
+        stored=lambda report: report.events,
     )
-    loader.file = label  # the label exactly as written, not a path
-    loader.source_sql = _lit(label)
-    given = [c for c in FIELDS if any(r.get(c) is not None for r in records)]
-    columns = list(dict.fromkeys([*REQUIRED, *given]))
-    rows = [{c: json_cell(r.get(c)) for c in columns} for r in records]
-    report = IngestReport(file=label, format="events", rows_read=len(records))
-    stage_rows(store, "_raw", rows, columns)
-    with loader.transaction():
-        load(loader, columns, None, report)
-        loader.write_quarantine(report)
-    problems = store.con.execute(
-        "SELECT row_number, column_name, reason FROM quarantine WHERE source_file = ? "
-        "ORDER BY row_number",
-        [label],
-    ).fetchall()
-    return {
-        "stored": report.events,
-        "source": label,
-        "quarantined": [{"record": r, "column": c, "reason": why} for r, c, why in problems],
-    }

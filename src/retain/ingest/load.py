@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1172,3 +1172,55 @@ def load_json_raw(raw: str | None) -> dict[str, object]:
 def _count(n: int, noun: str) -> str:
     """``n`` with its noun in the singular or the plural: "1 row", "2,000 rows"."""
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def ingest_api_records(
+    store: Store,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    route: str,
+    table: Table,
+    load: Callable[[Loader, list[str], Mapping[str, str] | None, IngestReport], None],
+    stored: Callable[[IngestReport], int],
+) -> dict[str, Any]:
+    """Records sent to ``route`` (``POST /api/feedback``, ``POST /api/events``), checked by
+    the rules of ``table``'s file (``load``, its reader) in one transaction: row N of the
+    quarantine is the N-th record. Dated after the store's observation day (its ``as_of``
+    setting), else after now, a record is set aside. The answer: how many were
+    ``stored`` (``stored(report)``), the ``source`` they are stored under, and each record
+    ``quarantined`` with its reason."""
+    import uuid
+
+    from retain.config import observation_time, resolve_currency
+
+    wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    label = f"api:POST {route} {wall:%Y-%m-%dT%H:%M:%S} {uuid.uuid4().hex[:8]}"
+    loader = Loader(
+        store,
+        Path(label),
+        as_of=observation_time(store) or wall,
+        currency=resolve_currency(store, None),
+        rates={},
+    )
+    loader.file = label  # the label exactly as written, not a path
+    loader.source_sql = _lit(label)
+    fields = [c.name for c in table.columns if c.name != "source_file"]
+    required = [c.name for c in table.columns if c.required]
+    given = [c for c in fields if any(r.get(c) is not None for r in records)]
+    columns = list(dict.fromkeys([*required, *given]))  # a missing one: each row says so
+    rows = [{c: json_cell(r.get(c)) for c in columns} for r in records]  # as JSON lines
+    report = IngestReport(file=label, format=table.name, rows_read=len(records))
+    stage_rows(store, "_raw", rows, columns)
+    with loader.transaction():
+        load(loader, columns, None, report)
+        loader.write_quarantine(report)
+    problems = store.con.execute(
+        "SELECT row_number, column_name, reason FROM quarantine WHERE source_file = ? "
+        "ORDER BY row_number",
+        [label],
+    ).fetchall()
+    return {
+        "stored": stored(report),
+        "source": label,
+        "quarantined": [{"record": r, "column": c, "reason": why} for r, c, why in problems],
+    }

@@ -479,3 +479,20 @@ def test_an_older_customer_update_does_not_bring_consent_back(shop: Shop) -> Non
     ticked = order_json(buyer_accepts_marketing=True, updated_at="2024-03-23T00:00:00Z")
     assert shop.deliver("orders/updated", ticked)[0] == 200
     assert shop.customer("jon@example.com")["profile"]["accepts_marketing"] is False
+
+
+def test_a_delivery_without_a_time_leaves_the_stored_one(shop: Shop) -> None:
+    newer = customer_json(updated_at="2024-03-22T00:00:00Z")
+    assert shop.deliver("customers/update", newer)[0] == 200
+    assert shop.deliver("customers/update", customer_json())[0] == 200  # no updated_at
+    older = customer_json(
+        updated_at="2024-03-21T00:00:00Z", email_marketing_consent={"state": "subscribed"}
+    )
+    assert shop.deliver("customers/update", older)[1]["stored"] is False
+    assert shop.deliver("orders/updated", order_json(updated_at="2024-03-25T00:00:00Z"))[0] == 200
+    untimed = order_json(subtotal_price="70.00")
+    del untimed["updated_at"]
+    assert shop.deliver("orders/updated", untimed)[0] == 200
+    stale = order_json(updated_at="2024-03-24T00:00:00Z", subtotal_price="10.00")
+    assert shop.deliver("orders/updated", stale)[1]["stored"] is False
+    assert shop.rows("SELECT net_revenue FROM orders WHERE order_id = '#1001'") == [(70.0,)]

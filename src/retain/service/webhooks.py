@@ -310,10 +310,16 @@ def _order(store: Any, payload: dict[str, Any]) -> _Prepared:
             )
         # refunds known from refunds/create stay; the order's own list wins on an id
         refunds = {**json.loads(refunds_json), **refunds}
+    # a delivery without a time leaves the stored one, so that an older one is still known
+    newest = (
+        delivered.updated_at
+        if delivered.updated_at is not None
+        else (stored[0][0] if stored else None)
+    )
     return _Prepared(
         order=with_refunds(delivered.order, refunds),
         order_id=str(delivered.order["order_id"]),
-        kept=(delivered.shopify_id, delivered.order, delivered.updated_at, refunds),
+        kept=(delivered.shopify_id, delivered.order, newest, refunds),
     )
 
 
@@ -395,8 +401,10 @@ def _customer(
             )
             return JSONResponse({"taken": True, "stored": False, "detail": detail})
         report = ingest_customer(store, record, source=f"webhook:{topic}")
+        # a delivery without a time leaves the stored one: an older one is still known
+        newest = updated if updated is not None else (last[0][0] if last else None)
         store.con.execute(
-            "INSERT OR REPLACE INTO shopify_customers VALUES (?, ?)", [customer_id, updated]
+            "INSERT OR REPLACE INTO shopify_customers VALUES (?, ?)", [customer_id, newest]
         )
         problems = quarantined_rows(store, report.file) if report.quarantined else []
         ordered = store.con.execute(

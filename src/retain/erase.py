@@ -304,13 +304,17 @@ def _erase(
 def _mentions(con: Any, tables: dict[str, dict[str, str]], target: Target) -> dict[str, int]:
     """Text columns of every table that still name them: a value equal to one of their ids
     or e-mails (as text, or as a value of a JSON object), or text holding one of their
-    e-mails or names (of three letters or more): table.column -> rows."""
+    e-mails or names (of three letters or more): table.column -> rows. A ``name`` column
+    is not searched for their name: it holds another customer of the same name, or a
+    product's."""
     found: dict[str, int] = {}
-    words = sorted({n.lower() for n in (*target.emails, *target.names) if len(n) >= 3})
+    emails = {n.lower() for n in target.emails if len(n) >= 3}
+    names = {n.lower() for n in target.names if len(n) >= 3}
     for table, columns in tables.items():
         if table == "erasures":
             continue
         for column, kind in columns.items():
+            words = sorted(emails if column == "name" else emails | names)
             if kind in ("VARCHAR", "JSON"):
                 value = f"CAST({_q(column)} AS VARCHAR)"
             elif kind.endswith("[]"):

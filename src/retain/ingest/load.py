@@ -1174,6 +1174,28 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
+def api_loader(store: Store, source: str) -> Loader:
+    """A :class:`Loader` for records sent through the service, not read from a file: its
+    source is ``source``, the time and a random tag (what the quarantine names), and rows
+    are checked against the store's observation time (its ``as_of`` setting), else now."""
+    import uuid
+
+    from retain.config import observation_time, resolve_currency
+
+    wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    label = f"{source} {wall:%Y-%m-%dT%H:%M:%S} {uuid.uuid4().hex[:8]}"
+    loader = Loader(
+        store,
+        Path(label),
+        as_of=observation_time(store) or wall,
+        currency=resolve_currency(store, None),
+        rates={},
+    )
+    loader.file = label  # the label exactly as written, not a path
+    loader.source_sql = _lit(label)
+    return loader
+
+
 def ingest_api_records(
     store: Store,
     records: Sequence[Mapping[str, Any]],
@@ -1189,21 +1211,8 @@ def ingest_api_records(
     setting), else after now, a record is set aside. The answer: how many were
     ``stored`` (``stored(report)``), the ``source`` they are stored under, and each record
     ``quarantined`` with its reason."""
-    import uuid
-
-    from retain.config import observation_time, resolve_currency
-
-    wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    label = f"api:POST {route} {wall:%Y-%m-%dT%H:%M:%S} {uuid.uuid4().hex[:8]}"
-    loader = Loader(
-        store,
-        Path(label),
-        as_of=observation_time(store) or wall,
-        currency=resolve_currency(store, None),
-        rates={},
-    )
-    loader.file = label  # the label exactly as written, not a path
-    loader.source_sql = _lit(label)
+    loader = api_loader(store, f"api:POST {route}")
+    label = loader.file
     fields = [c.name for c in table.columns if c.name != "source_file"]
     required = [c.name for c in table.columns if c.required]
     given = [c for c in fields if any(r.get(c) is not None for r in records)]

@@ -30,7 +30,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -243,15 +243,11 @@ class Service:
     def caller(self, headers: dict[str, str], client: Any, route: str, status: int) -> str:
         """Who made a request, for the audit: ``key:`` and the first 12 hex digits of the
         key's SHA-256 (the key itself is never written), ``shopify:SHOP`` for a webhook
-        whose signature held, ``loopback`` for a keyless write from this machine, else
+        whose signature held (any answer but 401 and 403), ``loopback`` for a keyless write from this machine, else
         ``unknown``."""
-        if route.startswith("/webhooks/shopify") and status < 400:
+        if route.startswith("/webhooks/shopify") and status not in (401, 403):
             return "shopify:" + headers.get("x-shopify-shop-domain", "unknown")[:200]
-        given = headers.get("x-api-key")
-        auth = headers.get("authorization", "")
-        if given is None and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if self.key_matches(given):
+        if self.key_matches(self.given_key(headers)):
             assert self.api_key is not None
             return "key:" + hashlib.sha256(self.api_key.encode()).hexdigest()[:12]
         host = str(client[0]) if client else ""
@@ -369,10 +365,11 @@ class Service:
         return hmac.new(self.api_key.encode(), b"retain read cookie", "sha256").hexdigest()
 
     @staticmethod
-    def given_key(request: Request) -> str | None:
-        """The key a request sends, as ``X-API-Key`` or ``Authorization: Bearer``."""
-        given = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
+    def given_key(headers: Mapping[str, str]) -> str | None:
+        """The key a request sends (``headers``: its headers by lower-case name), as
+        ``X-API-Key`` or ``Authorization: Bearer``."""
+        given = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
         if given is None and auth.lower().startswith("bearer "):
             given = auth[7:].strip()
         return given
@@ -382,7 +379,7 @@ class Service:
         key in a header or the read cookie."""
         if not self.reads_need_key:
             return True
-        if self.key_matches(self.given_key(request)):
+        if self.key_matches(self.given_key(request.headers)):
             return True
         cookie = request.cookies.get(KEY_COOKIE)
         if not cookie:
@@ -397,7 +394,7 @@ class Service:
             if is_loopback(client):
                 return
             raise HTTPException(401, "write endpoints need an API key; none is configured")
-        if not self.key_matches(self.given_key(request)):
+        if not self.key_matches(self.given_key(request.headers)):
             raise HTTPException(
                 401,
                 "missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
@@ -917,11 +914,7 @@ class _ThisMachineOnly:
         problem = None
         host = headers.get("host")
         if host is not None and not names_this_machine(host, server_host):
-            given = headers.get("x-api-key")
-            auth = headers.get("authorization", "")
-            if given is None and auth.lower().startswith("bearer "):
-                given = auth[7:].strip()
-            if not self.service.key_matches(given):
+            if not self.service.key_matches(Service.given_key(headers)):
                 problem = (
                     f"this service answers requests addressed to this machine only (localhost, "
                     f"127.0.0.1, [::1]), not to {host_name(host)!r}: a request naming another "

@@ -43,7 +43,7 @@ from retain.ingest import (
     observation_date,
     purchases,
 )
-from retain.ingest.load import IngestReport, Loader, stage_rows
+from retain.ingest.load import IngestReport, Loader, api_loader, stage_rows
 from retain.schema import ORDER_LINES, ORDERS
 from retain.store import Store
 
@@ -284,18 +284,8 @@ def ingest_customer(store: Store, record: Mapping[str, Any], *, source: str) -> 
     :data:`CUSTOMER_FIELDS`) by a customers file's rules: a value given replaces the
     stored one, a blank leaves it; a customer new to the store is listed as a customers
     file lists them. ``source`` names the write in the quarantine (row 1)."""
-    wall = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    stamp = wall.strftime("%Y-%m-%dT%H:%M:%S")
-    label = f"{source} {stamp} {uuid.uuid4().hex[:8]}"
-    loader = Loader(
-        store,
-        Path(label),
-        as_of=observation_date(store) or wall,
-        currency=resolve_currency(store, None),
-        rates={},
-    )
-    loader.file = label
-    loader.source_sql = _quoted(label)
+    loader = api_loader(store, source)
+    label = loader.file
     columns = ["customer_id", *(c for c in CUSTOMER_FIELDS if record.get(c) is not None)]
     report = IngestReport(file=label, format="customers", rows_read=1)
     stage_rows(store, "_raw", [{c: _text(record.get(c)) for c in columns}], columns)

@@ -84,6 +84,7 @@ delivery for less than this."""
 MAX_AHEAD = dt.timedelta(minutes=5)
 """How far ahead of this machine's clock a delivery's time may be (clocks differ)."""
 SECRET_VARIABLE = "RETAIN_SHOPIFY_SECRET"
+SHOP_KEY = "shopify_shop"  # Service.extras: the shop whose webhooks this store takes
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -166,7 +167,10 @@ async def shopify_webhook(topic: str, request: Request, service: ServiceDep) -> 
     if wrong:
         return _problem(400, f"{topic}: {wrong}")
     shop = (request.headers.get("x-shopify-shop-domain") or "").strip().lower() or None
-    other = await run_in_threadpool(_other_shop, service, shop)
+    seen = await run_in_threadpool(_seen, service, webhook_id)
+    if seen is not None:  # a resend or a replay: taken before (two at once both run,
+        return _duplicate(webhook_id, seen)  # and store the same thing)
+    other = _other_shop(service, shop)
     if other is not None:
         return _problem(
             403,
@@ -219,28 +223,28 @@ def _shape(topic: str, payload: dict[str, Any]) -> str | None:
 
 
 def _other_shop(service: Service, shop: str | None) -> str | None:
-    """The shop this store took webhooks of, when ``shop`` is another (else None)."""
+    """The shop this store took webhooks of, when ``shop`` is another (else None). The
+    first shop taken is looked up once, then held (``Service.extras``)."""
     if shop is None:
         return None
-    found = (
-        service.store()
-        .con.execute(
-            "SELECT shop FROM shopify_deliveries WHERE shop IS NOT NULL AND shop <> ? LIMIT 1",
-            [shop],
+    pinned = service.extras.get(SHOP_KEY)
+    if pinned is None:
+        found = (
+            service.store()
+            .con.execute("SELECT shop FROM shopify_deliveries WHERE shop IS NOT NULL LIMIT 1")
+            .fetchall()
         )
-        .fetchall()
-    )
-    return str(found[0][0]) if found else None
+        if not found:
+            return None
+        pinned = service.extras[SHOP_KEY] = str(found[0][0])
+    return None if pinned == shop else str(pinned)
 
 
 def _prepare(service: Service, topic: str, webhook_id: str, payload: dict[str, Any]) -> _Prepared:
-    """Under the write lock: a duplicate is answered; otherwise the Shopify order's stored
+    """Under the write lock: the Shopify order's stored
     state is brought up to date and the order to write is returned."""
     store = service.store()
     with service.write_lock:
-        outcome = _seen(service, webhook_id)
-        if outcome is not None:
-            return _Prepared(answer=_duplicate(service, webhook_id, outcome))
         prepared = _refund(store, payload) if topic in REFUND_TOPICS else _order(store, payload)
         if prepared.order is None:
             return prepared
@@ -379,8 +383,6 @@ def _customer(
     from retain.service.api import rescore_written
     from retain.service.orders import ingest_customer, quarantined_rows
 
-    if _seen(service, webhook_id) is not None:
-        return _duplicate(service, webhook_id)
     try:
         record = customer_from_webhook(payload)
     except DataError as exc:
@@ -435,8 +437,6 @@ def _redact(
     and forget every cached answer that held them."""
     from retain.erase import erase_customer
 
-    if _seen(service, webhook_id) is not None:
-        return _duplicate(service, webhook_id)
     customer = payload.get("customer")
     email = customer.get("email") if isinstance(customer, dict) else None
     if not isinstance(email, str) or not email.strip():
@@ -488,8 +488,7 @@ def _seen(service: Service, webhook_id: str) -> str | None:
     return str(found[0][0]) if found else None
 
 
-def _duplicate(service: Service, webhook_id: str, outcome: str | None = None) -> JSONResponse:
-    outcome = outcome or _seen(service, webhook_id)
+def _duplicate(webhook_id: str, outcome: str) -> JSONResponse:
     return JSONResponse(
         {
             "taken": True,
